@@ -1,0 +1,318 @@
+//! The walk that turns a JSON value into a typed event while recording every violation.
+//!
+//! Each payload module reads its fields through a [`Checker`]; a reader either returns the
+//! typed value or records a [`Violation`] at the field's pointer and returns `None`, so one
+//! pass yields either a complete typed event or the full list of problems. An event is valid
+//! only if nothing was recorded: an invalid optional field reads as `None` but still counts.
+
+use serde_json::{Map, Value};
+
+use crate::enums::ContractEnum;
+use crate::formats;
+use crate::pointer::{self, Segment};
+use crate::violation::{Expected, Format, JsonType, Violation, ViolationKind};
+
+/// A JSON object, as parsed.
+pub(crate) type Object = Map<String, Value>;
+
+/// Largest integer the contracts accept: 2^53 - 1, the last one every JSON reader keeps exact.
+pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Tracks where the walk is and what it found wrong.
+#[derive(Default)]
+pub(crate) struct Checker {
+    path: Vec<Segment<'static>>,
+    violations: Vec<Violation>,
+}
+
+impl Checker {
+    /// The violations recorded so far.
+    pub(crate) fn into_violations(self) -> Vec<Violation> {
+        self.violations
+    }
+
+    /// Whether nothing has been recorded.
+    pub(crate) fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Records a violation at the current position, or at its child `key` if given.
+    pub(crate) fn fail(&mut self, child: Option<Segment<'static>>, kind: ViolationKind) {
+        let mut path = pointer::render(&self.path);
+        if let Some(segment) = child {
+            path.push_str(&pointer::render(&[segment]));
+        }
+        self.violations.push(Violation { path, kind });
+    }
+
+    /// Records a violation at a member whose name comes from the input (free-form maps).
+    pub(crate) fn fail_at_key(&mut self, key: &str, kind: ViolationKind) {
+        let mut path = pointer::render(&self.path);
+        path.push('/');
+        pointer::push_escaped(&mut path, key);
+        self.violations.push(Violation { path, kind });
+    }
+
+    /// Runs `f` one level deeper, at `segment`.
+    pub(crate) fn within<R>(
+        &mut self,
+        segment: Segment<'static>,
+        f: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        self.path.push(segment);
+        let result = f(self);
+        self.path.pop();
+        result
+    }
+
+    /// Reads the value at the current position.
+    pub(crate) fn here<'v, T>(
+        &mut self,
+        value: &'v Value,
+        read: impl FnOnce(&'v Value) -> Result<T, ViolationKind>,
+    ) -> Option<T> {
+        read(value).map_err(|kind| self.fail(None, kind)).ok()
+    }
+
+    /// Reads a required member; absence is a violation, and so is `null`.
+    pub(crate) fn required<'v, T>(
+        &mut self,
+        object: &'v Object,
+        key: &'static str,
+        read: impl FnOnce(&'v Value) -> Result<T, ViolationKind>,
+    ) -> Option<T> {
+        match object.get(key) {
+            Some(value) => read(value)
+                .map_err(|kind| self.fail(Some(Segment::Key(key)), kind))
+                .ok(),
+            None => {
+                self.fail(Some(Segment::Key(key)), ViolationKind::Missing);
+                None
+            }
+        }
+    }
+
+    /// Reads an optional member; absence and `null` both mean "not given".
+    pub(crate) fn optional<'v, T>(
+        &mut self,
+        object: &'v Object,
+        key: &'static str,
+        read: impl FnOnce(&'v Value) -> Result<T, ViolationKind>,
+    ) -> Option<T> {
+        match object.get(key) {
+            None | Some(Value::Null) => None,
+            Some(value) => read(value)
+                .map_err(|kind| self.fail(Some(Segment::Key(key)), kind))
+                .ok(),
+        }
+    }
+
+    /// Reads a required object member and then its contents, one level deeper.
+    pub(crate) fn required_object<'v, T>(
+        &mut self,
+        object: &'v Object,
+        key: &'static str,
+        read: impl FnOnce(&mut Self, &'v Object) -> Option<T>,
+    ) -> Option<T> {
+        let inner = self.required(object, key, self::object)?;
+        self.within(Segment::Key(key), |c| read(c, inner))
+    }
+
+    /// Reads an optional object member (absent or `null` is fine) and its contents.
+    pub(crate) fn optional_object<'v, T>(
+        &mut self,
+        object: &'v Object,
+        key: &'static str,
+        read: impl FnOnce(&mut Self, &'v Object) -> Option<T>,
+    ) -> Option<Option<T>> {
+        match object.get(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(_) => self.required_object(object, key, read).map(Some),
+        }
+    }
+
+    /// Reads a required array member, each element with `read_item`, one level deeper.
+    ///
+    /// Returns `None` if the array or any element is invalid; every element is still read,
+    /// so every bad element is reported.
+    pub(crate) fn required_array<'v, T>(
+        &mut self,
+        object: &'v Object,
+        key: &'static str,
+        mut read_item: impl FnMut(&mut Self, &'v Value) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let items = self.required(object, key, array)?;
+        self.within(Segment::Key(key), |c| {
+            let mut out = Vec::with_capacity(items.len());
+            let mut all_ok = true;
+            for (index, item) in items.iter().enumerate() {
+                match c.within(Segment::Index(index), |c| read_item(c, item)) {
+                    Some(value) => out.push(value),
+                    None => all_ok = false,
+                }
+            }
+            all_ok.then_some(out)
+        })
+    }
+
+    /// Reads a required array of unique contract-enum values.
+    ///
+    /// Uniqueness is judged on the raw JSON items, valid or not, as JSON Schema's
+    /// `uniqueItems` does, so both report the same problems.
+    pub(crate) fn required_enum_set<E: ContractEnum>(
+        &mut self,
+        object: &Object,
+        key: &'static str,
+    ) -> Option<Vec<E>> {
+        let raw = object.get(key).and_then(Value::as_array);
+        let has_repeat = raw.is_some_and(|items| {
+            items
+                .iter()
+                .enumerate()
+                .any(|(i, item)| items[..i].contains(item))
+        });
+        if has_repeat {
+            self.fail(Some(Segment::Key(key)), ViolationKind::DuplicateItems);
+        }
+        let values = self.required_array(object, key, |c, item| c.here(item, enum_value::<E>))?;
+        (!has_repeat).then_some(values)
+    }
+}
+
+fn wrong_type(expected: Expected, value: &Value) -> ViolationKind {
+    ViolationKind::WrongType {
+        expected,
+        found: JsonType::of(value),
+    }
+}
+
+/// A JSON object.
+pub(crate) fn object(value: &Value) -> Result<&Object, ViolationKind> {
+    value
+        .as_object()
+        .ok_or_else(|| wrong_type(Expected::Object, value))
+}
+
+/// A JSON array.
+pub(crate) fn array(value: &Value) -> Result<&Vec<Value>, ViolationKind> {
+    value
+        .as_array()
+        .ok_or_else(|| wrong_type(Expected::Array, value))
+}
+
+/// A JSON string, possibly empty.
+pub(crate) fn string(value: &Value) -> Result<&str, ViolationKind> {
+    value
+        .as_str()
+        .ok_or_else(|| wrong_type(Expected::String, value))
+}
+
+/// A non-empty JSON string.
+pub(crate) fn non_empty(value: &Value) -> Result<&str, ViolationKind> {
+    match string(value)? {
+        "" => Err(ViolationKind::Empty),
+        text => Ok(text),
+    }
+}
+
+/// A boolean.
+pub(crate) fn boolean(value: &Value) -> Result<bool, ViolationKind> {
+    value
+        .as_bool()
+        .ok_or_else(|| wrong_type(Expected::Boolean, value))
+}
+
+/// A hyphenated UUID string, as its 128-bit value.
+pub(crate) fn uuid(value: &Value) -> Result<u128, ViolationKind> {
+    formats::parse_uuid(string(value)?).ok_or(ViolationKind::BadFormat(Format::Uuid))
+}
+
+/// An RFC 3339 date-time string, in UTC.
+pub(crate) fn timestamp(value: &Value) -> Result<chrono::DateTime<chrono::Utc>, ViolationKind> {
+    formats::parse_timestamp(string(value)?).ok_or(ViolationKind::BadFormat(Format::DateTime))
+}
+
+/// An e-mail address string.
+pub(crate) fn email(value: &Value) -> Result<&str, ViolationKind> {
+    let text = string(value)?;
+    if formats::is_email(text) {
+        Ok(text)
+    } else {
+        Err(ViolationKind::BadFormat(Format::Email))
+    }
+}
+
+/// A string from the contract enum `E`.
+pub(crate) fn enum_value<E: ContractEnum>(value: &Value) -> Result<E, ViolationKind> {
+    E::from_wire(string(value)?).ok_or(ViolationKind::NotInEnum {
+        allowed: E::WIRE_VALUES,
+    })
+}
+
+/// Any JSON number.
+pub(crate) fn number(value: &Value) -> Result<f64, ViolationKind> {
+    value
+        .as_f64()
+        .ok_or_else(|| wrong_type(Expected::Number, value))
+}
+
+/// A number of any kind, at least zero.
+pub(crate) fn non_negative(value: &Value) -> Result<f64, ViolationKind> {
+    number_in(value, 0.0, None)
+}
+
+/// A number in `[0, 1]`: confidences, scores and temperatures.
+pub(crate) fn unit_interval(value: &Value) -> Result<f64, ViolationKind> {
+    number_in(value, 0.0, Some(1.0))
+}
+
+/// A number in `[min, max]`.
+pub(crate) fn number_in(value: &Value, min: f64, max: Option<f64>) -> Result<f64, ViolationKind> {
+    let n = number(value)?;
+    let out_of_range = || ViolationKind::OutOfRange {
+        min: Some(min),
+        max,
+    };
+    if n < min || max.is_some_and(|max| n > max) {
+        return Err(out_of_range());
+    }
+    Ok(n)
+}
+
+/// A count: an integer in `[0, 2^53 - 1]`.
+pub(crate) fn count(value: &Value) -> Result<u64, ViolationKind> {
+    integer_in(value, 0, MAX_SAFE_INTEGER)
+}
+
+/// An integer in `[min, max]`; `3.0` counts as an integer, as in JSON Schema.
+pub(crate) fn integer_in(value: &Value, min: u64, max: u64) -> Result<u64, ViolationKind> {
+    let Value::Number(number) = value else {
+        return Err(wrong_type(Expected::Integer, value));
+    };
+    let out_of_range = || ViolationKind::OutOfRange {
+        min: Some(min as f64),
+        max: Some(max as f64),
+    };
+    if let Some(n) = number.as_u64() {
+        return if (min..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(out_of_range())
+        };
+    }
+    if number.is_i64() {
+        return Err(out_of_range());
+    }
+    let n = number.as_f64().unwrap_or(f64::NAN);
+    if n.fract() != 0.0 || !n.is_finite() {
+        return Err(ViolationKind::WrongType {
+            expected: Expected::Integer,
+            found: JsonType::Number,
+        });
+    }
+    if n < min as f64 || n > max as f64 {
+        return Err(out_of_range());
+    }
+    // In range and integral, so the conversion is exact.
+    Ok(n as u64)
+}

@@ -1,0 +1,50 @@
+//! The contracts' front door: bytes in, a typed event or every violation out.
+
+use serde_json::Value;
+
+use crate::checker::Checker;
+use crate::envelope;
+use crate::event::Event;
+use crate::violation::{Violation, ViolationKind};
+
+/// Parses one message as JSON.
+///
+/// Anything serde_json refuses (bad syntax, invalid UTF-8, numbers beyond `f64`, nesting
+/// deeper than 128 levels) is a single `NotJson` violation at the document (`""`).
+pub fn parse(bytes: &[u8]) -> Result<Value, Violation> {
+    serde_json::from_slice(bytes).map_err(|error| Violation {
+        path: String::new(),
+        kind: ViolationKind::NotJson(error.to_string()),
+    })
+}
+
+/// Validates a parsed message against the contracts and returns the typed event.
+///
+/// Every violation is reported, not just the first; unknown extra fields are ignored, as the
+/// contracts' evolution rules require.
+pub fn validate(value: &Value) -> Result<Event<'_>, Vec<Violation>> {
+    let mut checker = Checker::default();
+    let event = envelope::read_event(&mut checker, value);
+    match event {
+        Some(event) if checker.is_clean() => Ok(event),
+        _ => Err(checker.into_violations()),
+    }
+}
+
+/// Checks one raw message: size limit, then JSON, then the contracts. Empty means valid.
+pub fn check(bytes: &[u8], max_bytes: usize) -> Vec<Violation> {
+    if bytes.len() > max_bytes {
+        let kind = ViolationKind::TooLarge {
+            size: bytes.len(),
+            limit: max_bytes,
+        };
+        return vec![Violation {
+            path: String::new(),
+            kind,
+        }];
+    }
+    match parse(bytes) {
+        Ok(value) => validate(&value).err().unwrap_or_default(),
+        Err(violation) => vec![violation],
+    }
+}

@@ -1,0 +1,275 @@
+//! The closed value sets of the contracts: event types and the enums inside payloads.
+//!
+//! Enums are strict: a value the contract does not list is a violation. The contract allows
+//! new values within a version, but only by amending the contract first; events carrying a
+//! value ahead of that land in the dead-letter path and can be redriven once the contract
+//! here is updated (see `docs/adr/0001-contract-interpretation.md`).
+
+use strum::{EnumString, IntoStaticStr, VariantArray};
+
+/// Values of `classification.intent` (and of `conversation.completed.intents`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Intent {
+    FactRetrieval,
+    Comparison,
+    TrendAnalysis,
+    RootCause,
+    Prediction,
+    List,
+    Unknown,
+}
+
+/// Values of `classification.subject` (and of `conversation.completed.subjects`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Subject {
+    Revenue,
+    Margin,
+    Customers,
+    Products,
+    Pipeline,
+    Deals,
+    Unknown,
+}
+
+/// Values of `classification.measure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Measure {
+    Total,
+    Average,
+    Count,
+    Growth,
+    Ratio,
+    Rate,
+}
+
+/// Values of `narrative.generated` `aiModel.provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum AiProvider {
+    Bedrock,
+    Ollama,
+}
+
+/// Values of `metrics.ingested` `data.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum IngestionSource {
+    CsvUpload,
+    Api,
+    Integration,
+}
+
+/// Values of `narrative.generated` `cost.currency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, VariantArray)]
+#[allow(missing_docs)]
+pub enum Currency {
+    #[strum(serialize = "USD")]
+    Usd,
+}
+
+/// A contract enum: parsed from its wire string, with the full list for error messages.
+pub trait ContractEnum: Sized + Copy + 'static {
+    /// Every wire value, in contract order.
+    const WIRE_VALUES: &'static [&'static str];
+    /// Parses a wire value.
+    fn from_wire(text: &str) -> Option<Self>;
+    /// The wire value.
+    fn as_wire(self) -> &'static str;
+}
+
+macro_rules! contract_enum {
+    ($ty:ty, [$($value:literal),+ $(,)?]) => {
+        impl ContractEnum for $ty {
+            const WIRE_VALUES: &'static [&'static str] = &[$($value),+];
+            fn from_wire(text: &str) -> Option<Self> {
+                text.parse().ok()
+            }
+            fn as_wire(self) -> &'static str {
+                self.into()
+            }
+        }
+    };
+}
+
+contract_enum!(
+    Intent,
+    [
+        "fact_retrieval",
+        "comparison",
+        "trend_analysis",
+        "root_cause",
+        "prediction",
+        "list",
+        "unknown"
+    ]
+);
+contract_enum!(
+    Subject,
+    [
+        "revenue",
+        "margin",
+        "customers",
+        "products",
+        "pipeline",
+        "deals",
+        "unknown"
+    ]
+);
+contract_enum!(
+    Measure,
+    ["total", "average", "count", "growth", "ratio", "rate"]
+);
+contract_enum!(AiProvider, ["bedrock", "ollama"]);
+contract_enum!(IngestionSource, ["csv_upload", "api", "integration"]);
+contract_enum!(Currency, ["USD"]);
+
+/// The five v1 event types of the contracts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, VariantArray)]
+pub enum EventType {
+    /// `classification.performed.v1`
+    ClassificationPerformedV1,
+    /// `narrative.generated.v1`
+    NarrativeGeneratedV1,
+    /// `conversation.completed.v1`
+    ConversationCompletedV1,
+    /// `metrics.ingested.v1`
+    MetricsIngestedV1,
+    /// `tenant.provisioned.v1`
+    TenantProvisionedV1,
+}
+
+/// Why an `eventType` string was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventTypeError {
+    /// Does not match `{domain}.{action}.v{N}`.
+    Malformed,
+    /// Well formed, but no such event exists.
+    Unknown,
+    /// A known `{domain}.{action}` at a version other than the supported one.
+    UnsupportedVersion {
+        /// The supported event type, e.g. `classification.performed.v1`.
+        supported: &'static str,
+    },
+}
+
+impl EventType {
+    /// The wire name, e.g. `classification.performed.v1`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClassificationPerformedV1 => "classification.performed.v1",
+            Self::NarrativeGeneratedV1 => "narrative.generated.v1",
+            Self::ConversationCompletedV1 => "conversation.completed.v1",
+            Self::MetricsIngestedV1 => "metrics.ingested.v1",
+            Self::TenantProvisionedV1 => "tenant.provisioned.v1",
+        }
+    }
+
+    /// The domain part (`classification`, `narrative`, ...), which also names its topic.
+    pub fn domain(self) -> &'static str {
+        self.as_str().split('.').next().unwrap_or_default()
+    }
+
+    /// Parses and classifies an `eventType` string.
+    pub fn parse(text: &str) -> Result<Self, EventTypeError> {
+        let mut parts = text.split('.');
+        let (Some(domain), Some(action), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(EventTypeError::Malformed);
+        };
+        let lower = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase());
+        let version_ok = version.len() > 1
+            && version.starts_with('v')
+            && version[1..].bytes().all(|b| b.is_ascii_digit());
+        if !lower(domain) || !lower(action) || !version_ok {
+            return Err(EventTypeError::Malformed);
+        }
+        if let Some(known) = Self::VARIANTS.iter().copied().find(|t| t.as_str() == text) {
+            return Ok(known);
+        }
+        let family = &text[..domain.len() + 1 + action.len()];
+        match Self::VARIANTS
+            .iter()
+            .find(|t| t.as_str().starts_with(family) && t.as_str()[family.len()..].starts_with('.'))
+        {
+            Some(supported) => Err(EventTypeError::UnsupportedVersion {
+                supported: supported.as_str(),
+            }),
+            None => Err(EventTypeError::Unknown),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_values_match_the_variants() {
+        fn check<E: ContractEnum + VariantArray>() {
+            let wire: Vec<&str> = E::VARIANTS.iter().map(|v| v.as_wire()).collect();
+            assert_eq!(wire, E::WIRE_VALUES);
+            for value in E::WIRE_VALUES {
+                assert!(E::from_wire(value).is_some(), "{value}");
+            }
+        }
+        check::<Intent>();
+        check::<Subject>();
+        check::<Measure>();
+        check::<AiProvider>();
+        check::<IngestionSource>();
+        check::<Currency>();
+    }
+
+    #[test]
+    fn enums_are_case_sensitive() {
+        assert_eq!(Intent::from_wire("Fact_Retrieval"), None);
+        assert_eq!(Currency::from_wire("usd"), None);
+    }
+
+    #[test]
+    fn event_types_parse_and_classify() {
+        for t in EventType::VARIANTS {
+            assert_eq!(EventType::parse(t.as_str()), Ok(*t));
+        }
+        assert_eq!(
+            EventType::parse("classification.performed.v2"),
+            Err(EventTypeError::UnsupportedVersion {
+                supported: "classification.performed.v1"
+            })
+        );
+        assert_eq!(
+            EventType::parse("invoice.paid.v1"),
+            Err(EventTypeError::Unknown)
+        );
+        for malformed in [
+            "",
+            "classification.performed",
+            "Classification.performed.v1",
+            "classification.performed.1",
+            "classification.performed.v",
+            "classification.performed.v1.extra",
+            "classification-performed.v1",
+            "classification.performed.v1 ",
+        ] {
+            assert_eq!(
+                EventType::parse(malformed),
+                Err(EventTypeError::Malformed),
+                "{malformed}"
+            );
+        }
+    }
+
+    #[test]
+    fn domain_names_the_topic_family() {
+        assert_eq!(EventType::NarrativeGeneratedV1.domain(), "narrative");
+    }
+}

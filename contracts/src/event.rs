@@ -1,0 +1,84 @@
+//! The typed event: common envelope plus one of the five v1 payloads.
+//!
+//! Events borrow their strings from the parsed JSON value, so reading one allocates nothing
+//! beyond the parse itself.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::enums::EventType;
+use crate::formats;
+use crate::payloads::{
+    ClassificationPerformed, ConversationCompleted, MetricsIngested, NarrativeGenerated,
+    TenantProvisioned,
+};
+
+/// An event identifier (a UUID), held as its 128-bit value so that identifiers compare
+/// equal whatever the letter case they were written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub u128);
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&formats::format_uuid(self.0))
+    }
+}
+
+/// A valid event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    /// The common envelope.
+    pub envelope: Envelope<'a>,
+    /// The payload for `envelope.event_type`.
+    pub data: EventData<'a>,
+}
+
+/// The common envelope every event carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope<'a> {
+    /// `eventId`: unique per event; duplicates are resends of the same event.
+    pub event_id: EventId,
+    /// `eventType`.
+    pub event_type: EventType,
+    /// `eventVersion` (`1.x`).
+    pub event_version: &'a str,
+    /// `source`: the emitting service.
+    pub source: &'a str,
+    /// `timestamp`: event time, normalised to UTC.
+    pub timestamp: DateTime<Utc>,
+    /// `tenantId`.
+    pub tenant_id: &'a str,
+    /// `userId`, if given.
+    pub user_id: Option<&'a str>,
+    /// `sessionId`, if given.
+    pub session_id: Option<&'a str>,
+    /// `metadata`.
+    pub metadata: Metadata<'a>,
+}
+
+/// Envelope `metadata`: how this event relates to others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata<'a> {
+    /// `correlationId`: shared by every event of one request.
+    pub correlation_id: &'a str,
+    /// `causationId`: the `eventId` of the event that caused this one.
+    pub causation_id: Option<EventId>,
+    /// `traceId`: distributed-tracing identifier.
+    pub trace_id: Option<&'a str>,
+}
+
+/// The payload of each v1 event type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventData<'a> {
+    /// `classification.performed.v1`
+    ClassificationPerformed(ClassificationPerformed<'a>),
+    /// `narrative.generated.v1`
+    NarrativeGenerated(NarrativeGenerated<'a>),
+    /// `conversation.completed.v1`
+    ConversationCompleted(ConversationCompleted<'a>),
+    /// `metrics.ingested.v1`
+    MetricsIngested(MetricsIngested<'a>),
+    /// `tenant.provisioned.v1`
+    TenantProvisioned(TenantProvisioned<'a>),
+}

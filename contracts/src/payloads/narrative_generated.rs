@@ -1,0 +1,219 @@
+//! `narrative.generated.v1`: an AI narrative answered a user message. Carries the
+//! per-message AI cost and token usage that billing is built from.
+
+use crate::checker::{self as read, Checker, MAX_SAFE_INTEGER, Object};
+use crate::enums::{AiProvider, Currency, Intent, Measure, Subject};
+
+/// Payload of `narrative.generated.v1`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NarrativeGenerated<'a> {
+    /// `messageId` of the assistant message.
+    pub message_id: &'a str,
+    /// `conversationId`.
+    pub conversation_id: &'a str,
+    /// `userMessageId`: the message this answers.
+    pub user_message_id: &'a str,
+    /// `narrativeText`.
+    pub narrative_text: &'a str,
+    /// `classification` context.
+    pub classification: NarrativeClassification,
+    /// `dataReferences`.
+    pub data_references: Vec<DataReference<'a>>,
+    /// `aiModel`.
+    pub ai_model: AiModel<'a>,
+    /// `performance` timing breakdown.
+    pub performance: Performance,
+    /// `tokenUsage`.
+    pub token_usage: TokenUsage,
+    /// `cost`.
+    pub cost: Cost,
+    /// `qualityMetrics`.
+    pub quality: QualityMetrics,
+}
+
+/// The simplified classification a narrative carries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NarrativeClassification {
+    /// `intent`.
+    pub intent: Intent,
+    /// `subject`.
+    pub subject: Subject,
+    /// `measure`.
+    pub measure: Measure,
+}
+
+/// One data point a narrative cites.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataReference<'a> {
+    /// `metric`.
+    pub metric: &'a str,
+    /// `period`.
+    pub period: &'a str,
+    /// `value`.
+    pub value: f64,
+    /// `unit`.
+    pub unit: &'a str,
+}
+
+/// The model that generated the narrative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AiModel<'a> {
+    /// `provider`.
+    pub provider: AiProvider,
+    /// `modelId`.
+    pub model_id: &'a str,
+    /// `temperature` in `[0, 1]`.
+    pub temperature: f64,
+    /// `maxTokens`, at least 1.
+    pub max_tokens: u64,
+}
+
+/// Timing breakdown, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Performance {
+    /// `totalTimeMs`.
+    pub total_ms: f64,
+    /// `classificationMs`.
+    pub classification_ms: f64,
+    /// `dataRetrievalMs`.
+    pub data_retrieval_ms: f64,
+    /// `aiGenerationMs`.
+    pub ai_generation_ms: f64,
+    /// `validationMs`.
+    pub validation_ms: f64,
+}
+
+/// Token consumption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// `promptTokens`.
+    pub prompt: u64,
+    /// `completionTokens`.
+    pub completion: u64,
+    /// `totalTokens`. Not checked against the sum: a mismatch is a data-quality signal.
+    pub total: u64,
+}
+
+/// Estimated cost of the generation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    /// `amountUSD`.
+    pub amount_usd: f64,
+    /// `currency`, if given (only `USD` exists).
+    pub currency: Option<Currency>,
+}
+
+/// Quality and validation results.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QualityMetrics {
+    /// `hallucinationDetected`.
+    pub hallucination_detected: bool,
+    /// `factsVerified`.
+    pub facts_verified: u64,
+    /// `factsTotal`.
+    pub facts_total: u64,
+    /// `confidenceScore` in `[0, 1]`.
+    pub confidence_score: f64,
+}
+
+impl<'a> NarrativeGenerated<'a> {
+    pub(crate) fn read(c: &mut Checker, data: &'a Object) -> Option<Self> {
+        let message_id = c.required(data, "messageId", read::non_empty);
+        let conversation_id = c.required(data, "conversationId", read::non_empty);
+        let user_message_id = c.required(data, "userMessageId", read::non_empty);
+        let narrative_text = c.required(data, "narrativeText", read::string);
+        let classification = c.required_object(data, "classification", |c, o| {
+            let intent = c.required(o, "intent", read::enum_value::<Intent>);
+            let subject = c.required(o, "subject", read::enum_value::<Subject>);
+            let measure = c.required(o, "measure", read::enum_value::<Measure>);
+            Some(NarrativeClassification {
+                intent: intent?,
+                subject: subject?,
+                measure: measure?,
+            })
+        });
+        let data_references = c.required_array(data, "dataReferences", |c, item| {
+            let o = c.here(item, read::object)?;
+            let metric = c.required(o, "metric", read::non_empty);
+            let period = c.required(o, "period", read::string);
+            let value = c.required(o, "value", read::number);
+            let unit = c.required(o, "unit", read::string);
+            Some(DataReference {
+                metric: metric?,
+                period: period?,
+                value: value?,
+                unit: unit?,
+            })
+        });
+        let ai_model = c.required_object(data, "aiModel", |c, o| {
+            let provider = c.required(o, "provider", read::enum_value::<AiProvider>);
+            let model_id = c.required(o, "modelId", read::non_empty);
+            let temperature = c.required(o, "temperature", read::unit_interval);
+            let max_tokens =
+                c.required(o, "maxTokens", |v| read::integer_in(v, 1, MAX_SAFE_INTEGER));
+            Some(AiModel {
+                provider: provider?,
+                model_id: model_id?,
+                temperature: temperature?,
+                max_tokens: max_tokens?,
+            })
+        });
+        let performance = c.required_object(data, "performance", |c, o| {
+            let total_ms = c.required(o, "totalTimeMs", read::non_negative);
+            let classification_ms = c.required(o, "classificationMs", read::non_negative);
+            let data_retrieval_ms = c.required(o, "dataRetrievalMs", read::non_negative);
+            let ai_generation_ms = c.required(o, "aiGenerationMs", read::non_negative);
+            let validation_ms = c.required(o, "validationMs", read::non_negative);
+            Some(Performance {
+                total_ms: total_ms?,
+                classification_ms: classification_ms?,
+                data_retrieval_ms: data_retrieval_ms?,
+                ai_generation_ms: ai_generation_ms?,
+                validation_ms: validation_ms?,
+            })
+        });
+        let token_usage = c.required_object(data, "tokenUsage", |c, o| {
+            let prompt = c.required(o, "promptTokens", read::count);
+            let completion = c.required(o, "completionTokens", read::count);
+            let total = c.required(o, "totalTokens", read::count);
+            Some(TokenUsage {
+                prompt: prompt?,
+                completion: completion?,
+                total: total?,
+            })
+        });
+        let cost = c.required_object(data, "cost", |c, o| {
+            let amount_usd = c.required(o, "amountUSD", read::non_negative);
+            let currency = c.optional(o, "currency", read::enum_value::<Currency>);
+            Some(Cost {
+                amount_usd: amount_usd?,
+                currency,
+            })
+        });
+        let quality = c.required_object(data, "qualityMetrics", |c, o| {
+            let hallucination_detected = c.required(o, "hallucinationDetected", read::boolean);
+            let facts_verified = c.required(o, "factsVerified", read::count);
+            let facts_total = c.required(o, "factsTotal", read::count);
+            let confidence_score = c.required(o, "confidenceScore", read::unit_interval);
+            Some(QualityMetrics {
+                hallucination_detected: hallucination_detected?,
+                facts_verified: facts_verified?,
+                facts_total: facts_total?,
+                confidence_score: confidence_score?,
+            })
+        });
+        Some(Self {
+            message_id: message_id?,
+            conversation_id: conversation_id?,
+            user_message_id: user_message_id?,
+            narrative_text: narrative_text?,
+            classification: classification?,
+            data_references: data_references?,
+            ai_model: ai_model?,
+            performance: performance?,
+            token_usage: token_usage?,
+            cost: cost?,
+            quality: quality?,
+        })
+    }
+}

@@ -1,0 +1,620 @@
+//! One test per contract rule: take a spec example, break exactly one thing, and check that
+//! the validator reports exactly that field (and the right dead-letter reason).
+
+mod support;
+
+use salestalk_contracts::{EventData, Reason, ViolationKind, reason_for, validate};
+use serde_json::{Value, json};
+use support::{example, examples, remove, set};
+
+const CLASSIFICATION: &str = "classification.performed.v1";
+const NARRATIVE: &str = "narrative.generated.v1";
+const CONVERSATION: &str = "conversation.completed.v1";
+const METRICS: &str = "metrics.ingested.v1";
+const TENANT: &str = "tenant.provisioned.v1";
+
+/// Asserts that `value` is invalid with violations at exactly `pointers`.
+#[track_caller]
+fn assert_invalid_at(value: &Value, pointers: &[&str]) -> Vec<salestalk_contracts::Violation> {
+    let violations = validate(value).expect_err("event should be invalid");
+    let mut found: Vec<&str> = violations.iter().map(|v| v.path.as_str()).collect();
+    found.sort();
+    found.dedup();
+    let mut expected = pointers.to_vec();
+    expected.sort();
+    assert_eq!(found, expected, "violations: {violations:?}");
+    violations
+}
+
+#[track_caller]
+fn assert_kind(value: &Value, pointer: &str, matches: impl Fn(&ViolationKind) -> bool) {
+    let violations = assert_invalid_at(value, &[pointer]);
+    assert!(
+        violations.iter().all(|v| matches(&v.kind)),
+        "unexpected kind: {violations:?}"
+    );
+}
+
+#[test]
+fn spec_examples_are_valid() {
+    for event in examples() {
+        let parsed = validate(&event).unwrap_or_else(|v| panic!("{}: {v:?}", event["eventType"]));
+        assert_eq!(parsed.envelope.event_type.as_str(), event["eventType"]);
+    }
+}
+
+#[test]
+fn spec_examples_decode_to_the_right_typed_values() {
+    let narrative = example(NARRATIVE);
+    let event = validate(&narrative).expect("valid");
+    let EventData::NarrativeGenerated(data) = &event.data else {
+        panic!("wrong payload")
+    };
+    assert_eq!(data.token_usage.total, 543);
+    assert_eq!(data.cost.amount_usd, 0.0217);
+    assert_eq!(data.ai_model.model_id, "anthropic.claude-v2");
+    assert_eq!(data.data_references.len(), 3);
+    assert_eq!(event.envelope.tenant_id, "tenant-abc123");
+    assert_eq!(
+        event
+            .envelope
+            .metadata
+            .causation_id
+            .map(|id| id.to_string())
+            .as_deref(),
+        Some("550e8400-e29b-41d4-a716-446655440000")
+    );
+    let conversation = example(CONVERSATION);
+    let event = validate(&conversation).expect("valid");
+    let EventData::ConversationCompleted(data) = &event.data else {
+        panic!("wrong payload")
+    };
+    assert_eq!(data.satisfaction_rating, Some(5));
+    assert_eq!(data.duration_seconds, 660.0);
+}
+
+#[test]
+fn unknown_extra_fields_are_tolerated_everywhere() {
+    for event in examples() {
+        let mut pointers = vec![String::new(), "/metadata".to_string(), "/data".to_string()];
+        pointers.extend(support::all_pointers(&event).into_iter().filter(|p| {
+            event.pointer(p).is_some_and(Value::is_object)
+                && p != "/data/metricsIngested/0/dimensions"
+        }));
+        for at in pointers {
+            let extended = set(
+                event.clone(),
+                &format!("{at}/futureField"),
+                json!({"any": [1, "thing"]}),
+            );
+            assert!(
+                validate(&extended).is_ok(),
+                "{} with extra field at {at:?}",
+                event["eventType"]
+            );
+        }
+    }
+}
+
+#[test]
+fn optional_fields_may_be_absent_or_null() {
+    let optional = [
+        (CLASSIFICATION, "/userId"),
+        (CLASSIFICATION, "/sessionId"),
+        (CLASSIFICATION, "/metadata/traceId"),
+        (NARRATIVE, "/metadata/causationId"),
+        (CLASSIFICATION, "/data/classification/timeRange"),
+        (CONVERSATION, "/data/satisfactionRating"),
+        (METRICS, "/data/fileName"),
+        (METRICS, "/data/metricsIngested/0/dimensions"),
+        (NARRATIVE, "/data/cost/currency"),
+    ];
+    for (event_type, pointer) in optional {
+        let absent = remove(example(event_type), pointer);
+        assert!(validate(&absent).is_ok(), "{event_type} without {pointer}");
+        let null = set(example(event_type), pointer, Value::Null);
+        assert!(validate(&null).is_ok(), "{event_type} with null {pointer}");
+    }
+}
+
+#[test]
+fn every_required_field_is_reported_at_its_own_pointer_when_missing() {
+    let required: &[(&str, &[&str])] = &[
+        (
+            CLASSIFICATION,
+            &[
+                "/eventId",
+                "/eventType",
+                "/eventVersion",
+                "/source",
+                "/timestamp",
+                "/tenantId",
+                "/metadata",
+                "/metadata/correlationId",
+                "/data",
+                "/data/messageId",
+                "/data/originalText",
+                "/data/classification",
+                "/data/classification/intent",
+                "/data/classification/subject",
+                "/data/classification/measure",
+                "/data/classification/filters",
+                "/data/classification/confidence",
+                "/data/classification/timeRange/period",
+                "/data/classification/timeRange/value",
+                "/data/classification/timeRange/year",
+                "/data/classifierModel",
+                "/data/processingTimeMs",
+            ],
+        ),
+        (
+            NARRATIVE,
+            &[
+                "/data/messageId",
+                "/data/conversationId",
+                "/data/userMessageId",
+                "/data/narrativeText",
+                "/data/classification",
+                "/data/classification/intent",
+                "/data/classification/subject",
+                "/data/classification/measure",
+                "/data/dataReferences",
+                "/data/dataReferences/1/metric",
+                "/data/dataReferences/1/period",
+                "/data/dataReferences/1/value",
+                "/data/dataReferences/1/unit",
+                "/data/aiModel",
+                "/data/aiModel/provider",
+                "/data/aiModel/modelId",
+                "/data/aiModel/temperature",
+                "/data/aiModel/maxTokens",
+                "/data/performance",
+                "/data/performance/totalTimeMs",
+                "/data/performance/classificationMs",
+                "/data/performance/dataRetrievalMs",
+                "/data/performance/aiGenerationMs",
+                "/data/performance/validationMs",
+                "/data/tokenUsage",
+                "/data/tokenUsage/promptTokens",
+                "/data/tokenUsage/completionTokens",
+                "/data/tokenUsage/totalTokens",
+                "/data/cost",
+                "/data/cost/amountUSD",
+                "/data/qualityMetrics",
+                "/data/qualityMetrics/hallucinationDetected",
+                "/data/qualityMetrics/factsVerified",
+                "/data/qualityMetrics/factsTotal",
+                "/data/qualityMetrics/confidenceScore",
+            ],
+        ),
+        (
+            CONVERSATION,
+            &[
+                "/data/conversationId",
+                "/data/startTime",
+                "/data/endTime",
+                "/data/durationSeconds",
+                "/data/messageCount",
+                "/data/userMessageCount",
+                "/data/assistantMessageCount",
+                "/data/subjects",
+                "/data/intents",
+                "/data/actionsTaken",
+                "/data/actionsTaken/insightSaved",
+                "/data/actionsTaken/insightShared",
+                "/data/actionsTaken/dataExported",
+                "/data/actionsTaken/followUpCreated",
+                "/data/totalCostUSD",
+                "/data/averageResponseTimeMs",
+            ],
+        ),
+        (
+            METRICS,
+            &[
+                "/data/batchId",
+                "/data/source",
+                "/data/recordCount",
+                "/data/metricsIngested",
+                "/data/metricsIngested/0/subject",
+                "/data/metricsIngested/0/period",
+                "/data/metricsIngested/0/value",
+                "/data/metricsIngested/0/unit",
+                "/data/validationResults",
+                "/data/validationResults/valid",
+                "/data/validationResults/invalid",
+                "/data/validationResults/warnings",
+                "/data/processingTimeMs",
+            ],
+        ),
+        (
+            TENANT,
+            &[
+                "/data/tenantId",
+                "/data/organizationName",
+                "/data/ownerEmail",
+                "/data/plan",
+                "/data/region",
+                "/data/resources",
+                "/data/resources/messagesTableName",
+                "/data/resources/metricsTableName",
+                "/data/resources/s3Prefix",
+                "/data/provisioningTimeMs",
+                "/data/sampleDataSeeded",
+            ],
+        ),
+    ];
+    for (event_type, pointers) in required {
+        for pointer in *pointers {
+            let broken = remove(example(event_type), pointer);
+            let violations = assert_invalid_at(&broken, &[pointer]);
+            assert!(
+                matches!(violations[0].kind, ViolationKind::Missing),
+                "{event_type} {pointer}"
+            );
+            assert_eq!(reason_for(&violations), Reason::SchemaViolation);
+        }
+    }
+}
+
+#[test]
+fn null_is_not_a_value_for_required_fields() {
+    assert_kind(
+        &set(example(CLASSIFICATION), "/tenantId", Value::Null),
+        "/tenantId",
+        |k| matches!(k, ViolationKind::WrongType { .. }),
+    );
+}
+
+#[test]
+fn wrong_types_are_reported_at_the_field() {
+    let cases = [
+        (CLASSIFICATION, "/eventId", json!(42)),
+        (CLASSIFICATION, "/source", json!(["chat-handler"])),
+        (CLASSIFICATION, "/timestamp", json!(1731155696)),
+        (CLASSIFICATION, "/userId", json!(7)),
+        (CLASSIFICATION, "/metadata", json!("corr")),
+        (CLASSIFICATION, "/metadata/traceId", json!({})),
+        (CLASSIFICATION, "/data", json!([])),
+        (
+            CLASSIFICATION,
+            "/data/classification/confidence",
+            json!("0.92"),
+        ),
+        (CLASSIFICATION, "/data/classification/filters", json!({})),
+        (CLASSIFICATION, "/data/processingTimeMs", json!(true)),
+        (NARRATIVE, "/data/tokenUsage/promptTokens", json!("387")),
+        (NARRATIVE, "/data/tokenUsage/totalTokens", json!(543.5)),
+        (NARRATIVE, "/data/cost/amountUSD", json!("0.0217")),
+        (
+            NARRATIVE,
+            "/data/qualityMetrics/hallucinationDetected",
+            json!("false"),
+        ),
+        (
+            NARRATIVE,
+            "/data/dataReferences",
+            json!({"metric": "revenue"}),
+        ),
+        (NARRATIVE, "/data/dataReferences/0", json!("revenue")),
+        (CONVERSATION, "/data/actionsTaken/dataExported", json!(0)),
+        (CONVERSATION, "/data/messageCount", json!(8.5)),
+        (CONVERSATION, "/data/satisfactionRating", json!("5")),
+        (
+            METRICS,
+            "/data/metricsIngested/0/dimensions/region",
+            json!(1),
+        ),
+        (METRICS, "/data/fileName", json!(false)),
+        (TENANT, "/data/sampleDataSeeded", json!("true")),
+        (TENANT, "/data/resources", json!("tenant-abc123/")),
+    ];
+    for (event_type, pointer, value) in cases {
+        assert_kind(&set(example(event_type), pointer, value), pointer, |k| {
+            matches!(k, ViolationKind::WrongType { .. })
+        });
+    }
+}
+
+#[test]
+fn integers_may_be_written_with_a_zero_fraction() {
+    let event = set(
+        example(NARRATIVE),
+        "/data/tokenUsage/promptTokens",
+        json!(387.0),
+    );
+    assert!(validate(&event).is_ok());
+}
+
+#[test]
+fn numbers_outside_their_ranges_are_rejected() {
+    let cases = [
+        (
+            CLASSIFICATION,
+            "/data/classification/confidence",
+            json!(1.0001),
+        ),
+        (
+            CLASSIFICATION,
+            "/data/classification/confidence",
+            json!(-0.1),
+        ),
+        (CLASSIFICATION, "/data/processingTimeMs", json!(-1)),
+        (
+            CLASSIFICATION,
+            "/data/classification/timeRange/year",
+            json!(0),
+        ),
+        (
+            CLASSIFICATION,
+            "/data/classification/timeRange/year",
+            json!(10000),
+        ),
+        (NARRATIVE, "/data/aiModel/temperature", json!(1.5)),
+        (NARRATIVE, "/data/aiModel/maxTokens", json!(0)),
+        (NARRATIVE, "/data/cost/amountUSD", json!(-0.01)),
+        (NARRATIVE, "/data/tokenUsage/completionTokens", json!(-3)),
+        (
+            NARRATIVE,
+            "/data/tokenUsage/totalTokens",
+            json!(9007199254740992u64),
+        ),
+        (NARRATIVE, "/data/tokenUsage/totalTokens", json!(1e300)),
+        (NARRATIVE, "/data/performance/aiGenerationMs", json!(-1542)),
+        (NARRATIVE, "/data/qualityMetrics/confidenceScore", json!(94)),
+        (NARRATIVE, "/data/qualityMetrics/factsTotal", json!(-1)),
+        (CONVERSATION, "/data/satisfactionRating", json!(0)),
+        (CONVERSATION, "/data/satisfactionRating", json!(6)),
+        (CONVERSATION, "/data/durationSeconds", json!(-660)),
+        (CONVERSATION, "/data/totalCostUSD", json!(-0.087)),
+        (CONVERSATION, "/data/averageResponseTimeMs", json!(-1)),
+        (METRICS, "/data/recordCount", json!(-247)),
+        (METRICS, "/data/validationResults/warnings", json!(-3)),
+        (METRICS, "/data/processingTimeMs", json!(-1)),
+        (TENANT, "/data/provisioningTimeMs", json!(-3456)),
+    ];
+    for (event_type, pointer, value) in cases {
+        assert_kind(
+            &set(example(event_type), pointer, value.clone()),
+            pointer,
+            |k| matches!(k, ViolationKind::OutOfRange { .. }),
+        );
+    }
+    let boundaries = [
+        (CLASSIFICATION, "/data/classification/confidence", json!(0)),
+        (CLASSIFICATION, "/data/classification/confidence", json!(1)),
+        (NARRATIVE, "/data/aiModel/temperature", json!(0.0)),
+        (
+            NARRATIVE,
+            "/data/tokenUsage/totalTokens",
+            json!(9007199254740991u64),
+        ),
+        (CONVERSATION, "/data/satisfactionRating", json!(1)),
+        (CONVERSATION, "/data/durationSeconds", json!(0)),
+        (NARRATIVE, "/data/dataReferences/0/value", json!(-2500000)),
+    ];
+    for (event_type, pointer, value) in boundaries {
+        let event = set(example(event_type), pointer, value.clone());
+        assert!(validate(&event).is_ok(), "{event_type} {pointer} = {value}");
+    }
+}
+
+#[test]
+fn empty_identifiers_are_rejected() {
+    for (event_type, pointer) in [
+        (CLASSIFICATION, "/tenantId"),
+        (CLASSIFICATION, "/source"),
+        (CLASSIFICATION, "/sessionId"),
+        (CLASSIFICATION, "/metadata/correlationId"),
+        (CLASSIFICATION, "/data/messageId"),
+        (CLASSIFICATION, "/data/classifierModel"),
+        (NARRATIVE, "/data/aiModel/modelId"),
+        (CONVERSATION, "/data/conversationId"),
+        (METRICS, "/data/batchId"),
+        (TENANT, "/data/organizationName"),
+    ] {
+        assert_kind(
+            &set(example(event_type), pointer, json!("")),
+            pointer,
+            |k| matches!(k, ViolationKind::Empty),
+        );
+    }
+    // Free text may be empty.
+    assert!(
+        validate(&set(
+            example(CLASSIFICATION),
+            "/data/originalText",
+            json!("")
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn enum_values_outside_the_contract_are_rejected() {
+    for (event_type, pointer, value) in [
+        (CLASSIFICATION, "/data/classification/intent", "small_talk"),
+        (CLASSIFICATION, "/data/classification/subject", "Revenue"),
+        (CLASSIFICATION, "/data/classification/measure", "unknown"),
+        (NARRATIVE, "/data/classification/intent", "guess"),
+        (NARRATIVE, "/data/aiModel/provider", "openai"),
+        (NARRATIVE, "/data/cost/currency", "EUR"),
+        (CONVERSATION, "/data/subjects/1", "weather"),
+        (CONVERSATION, "/data/intents/0", "FACT_RETRIEVAL"),
+        (METRICS, "/data/source", "ftp"),
+    ] {
+        assert_kind(
+            &set(example(event_type), pointer, json!(value)),
+            pointer,
+            |k| matches!(k, ViolationKind::NotInEnum { .. }),
+        );
+    }
+}
+
+#[test]
+fn repeated_subjects_or_intents_are_rejected() {
+    let event = set(
+        example(CONVERSATION),
+        "/data/subjects",
+        json!(["revenue", "revenue"]),
+    );
+    assert_kind(&event, "/data/subjects", |k| {
+        matches!(k, ViolationKind::DuplicateItems)
+    });
+    let event = set(
+        example(CONVERSATION),
+        "/data/intents",
+        json!(["bogus", "bogus"]),
+    );
+    assert_invalid_at(
+        &event,
+        &["/data/intents", "/data/intents/0", "/data/intents/1"],
+    );
+}
+
+#[test]
+fn malformed_formats_are_rejected() {
+    let cases = [
+        (
+            CLASSIFICATION,
+            "/eventId",
+            "550e8400-e29b-41d4-a716-44665544000",
+        ),
+        (
+            CLASSIFICATION,
+            "/eventId",
+            "550e8400e29b41d4a716446655440000",
+        ),
+        (CLASSIFICATION, "/eventId", "not-a-uuid"),
+        (NARRATIVE, "/metadata/causationId", "parent-event-uuid"),
+        (CLASSIFICATION, "/timestamp", "2025-11-09 12:34:56"),
+        (CLASSIFICATION, "/timestamp", "2025-02-30T12:00:00Z"),
+        (CLASSIFICATION, "/timestamp", "09/11/2025"),
+        (CONVERSATION, "/data/startTime", "2025-11-09T12:34:00"),
+        (CONVERSATION, "/data/endTime", "noon"),
+        (CLASSIFICATION, "/eventType", "classification.performed"),
+        (CLASSIFICATION, "/eventType", "Classification.Performed.V1"),
+        (CLASSIFICATION, "/eventVersion", "2.0"),
+        (CLASSIFICATION, "/eventVersion", "1"),
+        (TENANT, "/data/ownerEmail", "admin.acme.com"),
+    ];
+    for (event_type, pointer, value) in cases {
+        assert_kind(
+            &set(example(event_type), pointer, json!(value)),
+            pointer,
+            |k| matches!(k, ViolationKind::BadFormat(_)),
+        );
+    }
+}
+
+#[test]
+fn unknown_event_types_and_versions_have_their_own_reasons() {
+    let unknown = set(
+        example(CLASSIFICATION),
+        "/eventType",
+        json!("invoice.paid.v1"),
+    );
+    let violations = assert_invalid_at(&unknown, &["/eventType"]);
+    assert_eq!(reason_for(&violations), Reason::UnknownEventType);
+
+    let newer = set(
+        example(CLASSIFICATION),
+        "/eventType",
+        json!("classification.performed.v2"),
+    );
+    let violations = assert_invalid_at(&newer, &["/eventType"]);
+    assert_eq!(reason_for(&violations), Reason::UnsupportedVersion);
+}
+
+#[test]
+fn payload_rules_follow_the_event_type() {
+    // A narrative payload under a classification eventType is a classification with the
+    // wrong fields, not a valid narrative.
+    let narrative = example(NARRATIVE);
+    let mislabeled = set(narrative.clone(), "/eventType", json!(CLASSIFICATION));
+    let violations = validate(&mislabeled).expect_err("invalid");
+    assert!(violations.iter().any(|v| v.path == "/data/originalText"));
+    // With an unusable eventType the payload is not judged at all, only its shape.
+    let untyped = remove(narrative, "/eventType");
+    assert_invalid_at(&untyped, &["/eventType"]);
+}
+
+#[test]
+fn every_problem_in_an_event_is_reported_at_once() {
+    let mut event = remove(example(NARRATIVE), "/tenantId");
+    event = set(event, "/eventId", json!("nope"));
+    event = set(event, "/data/aiModel/temperature", json!(3));
+    event = remove(event, "/data/cost/amountUSD");
+    assert_invalid_at(
+        &event,
+        &[
+            "/eventId",
+            "/tenantId",
+            "/data/aiModel/temperature",
+            "/data/cost/amountUSD",
+        ],
+    );
+}
+
+#[test]
+fn non_objects_are_reported_at_the_document() {
+    for value in [
+        json!([]),
+        json!("event"),
+        json!(42),
+        json!(null),
+        json!(true),
+    ] {
+        assert_kind(&value, "", |k| matches!(k, ViolationKind::WrongType { .. }));
+    }
+}
+
+#[test]
+fn non_json_and_oversized_messages_are_reported_at_the_document() {
+    for bytes in [
+        &b""[..],
+        b"{",
+        b"\xff\xfe",
+        b"{\"eventId\": }",
+        b"[1,2",
+        b"{\"a\":1e400}",
+    ] {
+        let violations = salestalk_contracts::check(bytes, 1 << 20);
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].path, "");
+        assert_eq!(reason_for(&violations), Reason::NotJson, "{bytes:?}");
+    }
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let violations = salestalk_contracts::check(deep.as_bytes(), 1 << 20);
+    assert_eq!(reason_for(&violations), Reason::NotJson);
+
+    let big = vec![b' '; 2048];
+    let violations = salestalk_contracts::check(&big, 1024);
+    assert_eq!(reason_for(&violations), Reason::Oversized);
+}
+
+#[test]
+fn timestamps_with_offsets_are_normalised_to_utc() {
+    let event = set(
+        example(CLASSIFICATION),
+        "/timestamp",
+        json!("2025-11-09T14:34:56.789+02:00"),
+    );
+    let parsed = validate(&event).expect("valid");
+    assert_eq!(
+        parsed.envelope.timestamp.to_rfc3339(),
+        "2025-11-09T12:34:56.789+00:00"
+    );
+}
+
+#[test]
+fn event_ids_compare_by_value_not_by_letter_case() {
+    let lower = example(CLASSIFICATION);
+    let upper = set(
+        lower.clone(),
+        "/eventId",
+        json!("550E8400-E29B-41D4-A716-446655440000"),
+    );
+    let a = validate(&lower).expect("valid").envelope.event_id;
+    let b = validate(&upper).expect("valid").envelope.event_id;
+    assert_eq!(a, b);
+}
