@@ -1,0 +1,75 @@
+# Shared settings for deploy/services/{up,down}. Every value can be overridden from the
+# environment; the defaults match config/salestalk.toml.
+# shellcheck shell=bash
+
+SALESTALK_STATE_DIR=${SALESTALK_STATE_DIR:-/var/tmp/salestalk}
+SALESTALK_CACHE_DIR=${SALESTALK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/salestalk}
+
+# Kafka-compatible broker (tansu, from crates.io; pinned, built once and cached).
+TANSU_VERSION=${TANSU_VERSION:-0.6.0}
+SALESTALK_KAFKA_HOST=${SALESTALK_KAFKA_HOST:-127.0.0.1}
+SALESTALK_KAFKA_PORT=${SALESTALK_KAFKA_PORT:-9092}
+# sqlite keeps topics and offsets across broker restarts; memory is faster and forgets.
+SALESTALK_KAFKA_STORAGE=${SALESTALK_KAFKA_STORAGE:-sqlite}
+SALESTALK_KAFKA_PARTITIONS=${SALESTALK_KAFKA_PARTITIONS:-4}
+SALESTALK_KAFKA_TOPICS=${SALESTALK_KAFKA_TOPICS:-salestalk.classification salestalk.narrative salestalk.conversation salestalk.metrics salestalk.tenant}
+
+# ClickHouse (Debian package).
+SALESTALK_CLICKHOUSE_HOST=${SALESTALK_CLICKHOUSE_HOST:-127.0.0.1}
+SALESTALK_CLICKHOUSE_HTTP_PORT=${SALESTALK_CLICKHOUSE_HTTP_PORT:-8123}
+SALESTALK_CLICKHOUSE_TCP_PORT=${SALESTALK_CLICKHOUSE_TCP_PORT:-9000}
+SALESTALK_CLICKHOUSE_INTERSERVER_PORT=${SALESTALK_CLICKHOUSE_INTERSERVER_PORT:-9009}
+
+TANSU_BIN="$SALESTALK_CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+KAFKA_DIR="$SALESTALK_STATE_DIR/kafka"
+CLICKHOUSE_DIR="$SALESTALK_STATE_DIR/clickhouse"
+BROKER_URL="tcp://$SALESTALK_KAFKA_HOST:$SALESTALK_KAFKA_PORT"
+CLICKHOUSE_URL="http://$SALESTALK_CLICKHOUSE_HOST:$SALESTALK_CLICKHOUSE_HTTP_PORT"
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Runs a command as root: directly if we are root, else through sudo.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# True when something accepts TCP connections on host $1, port $2.
+port_open() {
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+clickhouse_answers() {
+  [ "$(curl -fsS --max-time 2 "$CLICKHOUSE_URL/ping" 2>/dev/null)" = "Ok." ]
+}
+
+broker_answers() {
+  port_open "$SALESTALK_KAFKA_HOST" "$SALESTALK_KAFKA_PORT" &&
+    timeout 10 "$TANSU_BIN" topic list --broker "$BROKER_URL" >/dev/null 2>&1
+}
+
+# Waits up to $1 seconds for the check named $2 to succeed.
+wait_for() {
+  local seconds=$1 check=$2 i
+  for ((i = 0; i < seconds * 2; i++)); do
+    if "$check"; then return 0; fi
+    sleep 0.5
+  done
+  return 1
+}
+
+# Sends SIGTERM to the process in pid file $1, then SIGKILL if it has not exited in $2 s.
+stop_pidfile() {
+  local pidfile=$1 grace=$2 pid i
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 2; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.5
+    done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+  fi
+  rm -f "$pidfile"
+}
