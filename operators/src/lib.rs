@@ -1,0 +1,18 @@
+//! The operators of the SalesTalk pipeline graph.
+//!
+//! Operators are pure and synchronous and work on whole batches: the runtime (in the
+//! `salestalk` crate) reads a batch from a source, passes it through the operators, and hands
+//! their output to sinks. Nothing here does I/O, so every operator is tested in isolation.
+//!
+//! ```text
+//! source ─▶ validate ─▶ tally ─▶ (windowed aggregates, sinks: see the streaming-core issue)
+//!              └─▶ rejected (dead-letter path, with reason)
+//! ```
+
+pub mod message;
+pub mod tally;
+pub mod validate;
+
+pub use message::RawMessage;
+pub use tally::Tally;
+pub use validate::{Rejected, Validated, validate_batch};

@@ -1,0 +1,232 @@
+//! `salestalk`: validate, generate and process SalesTalk events.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
+use salestalk::run::{RunLimits, run};
+use salestalk::settings::Settings;
+use salestalk::validate::{OutputFormat, validate_stream};
+use salestalk::{logging, produce};
+use salestalk_sinks::clickhouse::Endpoint;
+
+#[derive(Parser)]
+#[command(name = "salestalk", version, about = "SalesTalk event analytics pipeline")]
+struct Cli {
+    /// A TOML file layered over the built-in defaults (see config/salestalk.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check JSON Lines events against the contracts. Exit 0: all valid, 1: some invalid, 2: error.
+    Validate {
+        /// File to read; `-` or nothing for standard input.
+        #[arg(value_name = "FILE|-")]
+        input: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: OutputFormat,
+        /// Lines longer than this are reported as oversized without being parsed.
+        #[arg(long, default_value_t = 64 << 20)]
+        max_line_bytes: usize,
+    },
+    /// Generate realistic synthetic traffic (deterministic for a seed).
+    Generate(GenerateArgs),
+    /// Consume the configured topics, validate, and report counts.
+    Run {
+        /// Stop after this long without messages (e.g. 10s); default: run until SIGTERM.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        idle_exit: Option<Duration>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        max_messages: Option<u64>,
+    },
+    /// Check the configuration and that Kafka and ClickHouse answer.
+    Check,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Seed of the random stream: the same seed and options give the same events.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Number of events of the clean stream (before duplicates).
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Span of event time to generate (e.g. 10m, 2h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Mean events per second of event time.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Number of tenants (their sizes are skewed).
+    #[arg(long, default_value_t = 20)]
+    tenants: usize,
+    /// Event time of the first event: RFC 3339, or `now`.
+    #[arg(long, default_value = "2025-11-09T00:00:00Z")]
+    start: String,
+    /// Share of events resent with the same eventId.
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// Share of events broken on purpose (bad JSON, missing fields, wrong types, ...).
+    #[arg(long, default_value_t = 0.0)]
+    invalid: f64,
+    /// Share of events delivered after later ones.
+    #[arg(long, default_value_t = 0.0)]
+    out_of_order: f64,
+    /// Share of events delivered minutes late.
+    #[arg(long, default_value_t = 0.0)]
+    late: f64,
+    /// Share of events stamped by a clock hours ahead.
+    #[arg(long, default_value_t = 0.0)]
+    future_skew: f64,
+    /// Write JSON Lines here (`-` for standard output, the default).
+    #[arg(long, value_name = "FILE|-", conflicts_with = "kafka")]
+    output: Option<PathBuf>,
+    /// Produce to Kafka instead (topic per event domain, key = tenantId).
+    #[arg(long)]
+    kafka: bool,
+    /// With --kafka: send at --rate per second of wall-clock time instead of as fast as possible.
+    #[arg(long, requires = "kafka")]
+    realtime: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { input, format, max_line_bytes } => {
+            let stdout = io::stdout().lock();
+            let out = BufWriter::new(stdout);
+            let summary = match input.filter(|p| p.as_os_str() != "-") {
+                Some(path) => {
+                    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                    validate_stream(BufReader::with_capacity(1 << 20, file), out, format, max_line_bytes)
+                }
+                None => validate_stream(io::stdin().lock(), out, format, max_line_bytes),
+            }
+            .context("validating")?;
+            eprintln!("{} line(s): {} valid, {} invalid", summary.lines, summary.valid, summary.invalid);
+            Ok(if summary.invalid == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Generate(args) => generate(cli.config, args),
+        Command::Run { idle_exit, max_messages } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            logging::init(&settings.log);
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let tally = runtime.block_on(run(&settings, RunLimits { idle_exit, max_messages }))?;
+            println!("{}", serde_json::to_string(&tally)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => check(cli.config),
+    }
+}
+
+fn generate(config: Option<PathBuf>, args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let faults = FaultRates {
+        duplicates: args.duplicates,
+        invalid: args.invalid,
+        out_of_order: args.out_of_order,
+        late: args.late,
+        future_skew: args.future_skew,
+    };
+    let shares = [faults.duplicates, faults.invalid, faults.out_of_order, faults.late, faults.future_skew];
+    if shares.iter().any(|s| !(0.0..=1.0).contains(s)) {
+        bail!("fault shares must be between 0 and 1");
+    }
+    if faults.invalid + faults.out_of_order + faults.late + faults.future_skew > 1.0 {
+        bail!("--invalid, --out-of-order, --late and --future-skew together must not exceed 1");
+    }
+    if !(args.rate > 0.0 && args.rate.is_finite()) {
+        bail!("--rate must be positive");
+    }
+    let start: DateTime<Utc> = if args.start == "now" {
+        Utc::now()
+    } else {
+        DateTime::parse_from_rfc3339(&args.start).context("--start must be RFC 3339 or `now`")?.with_timezone(&Utc)
+    };
+    let stop = match (args.count, args.duration) {
+        (_, Some(duration)) => Stop::Duration(chrono::Duration::from_std(duration).context("--duration is too long")?),
+        (count, None) => Stop::Count(count.unwrap_or(10_000)),
+    };
+    let mut generator = Generator::new(GeneratorOptions { seed: args.seed, start, rate: args.rate, tenants: args.tenants, stop, faults });
+    if args.kafka {
+        let settings = Settings::load(config.as_deref())?;
+        logging::init(&settings.log);
+        let report = produce::produce(&settings.kafka, &mut generator, args.realtime.then_some(args.rate))?;
+        eprintln!("{}", serde_json::to_string(generator.stats())?);
+        println!("{}", serde_json::to_string(&report)?);
+        if report.failed > 0 || report.delivered != report.submitted {
+            bail!("{} of {} messages were not delivered", report.submitted - report.delivered, report.submitted);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sink: Box<dyn Write> = match args.output.filter(|p| p.as_os_str() != "-") {
+        Some(path) => Box::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?),
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut out = BufWriter::with_capacity(1 << 20, sink);
+    for message in generator.by_ref() {
+        out.write_all(&message.bytes)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    eprintln!("{}", serde_json::to_string(generator.stats())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(config.as_deref())?;
+    logging::init(&settings.log);
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let mut healthy = true;
+    match salestalk::kafka::missing_topics(&settings.kafka) {
+        Ok(missing) if missing.is_empty() => println!("kafka      ok: {} answers, all {} topics exist", settings.kafka.brokers, settings.kafka.topics.len()),
+        Ok(missing) => {
+            healthy = false;
+            println!("kafka      PROBLEM: missing topics: {}", missing.join(", "));
+        }
+        Err(error) => {
+            healthy = false;
+            println!("kafka      PROBLEM: {error:#}");
+        }
+    }
+    let endpoint = Endpoint {
+        url: settings.clickhouse.url.clone(),
+        database: settings.clickhouse.database.clone(),
+        user: settings.clickhouse.user.clone(),
+        password: settings.clickhouse.password.clone(),
+    };
+    match runtime.block_on(endpoint.probe()) {
+        Ok(profile) => println!(
+            "clickhouse ok: {} answers, version {} ({})",
+            settings.clickhouse.url,
+            profile.version,
+            if profile.is_modern() { "modern" } else { "legacy: no TTL, DateTime64 or LowCardinality" }
+        ),
+        Err(error) => {
+            healthy = false;
+            println!("clickhouse PROBLEM: {error}");
+        }
+    }
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

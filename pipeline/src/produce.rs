@@ -1,0 +1,64 @@
+//! Sending generated traffic to Kafka, one topic per event domain, keyed by tenant.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, Producer};
+
+use crate::generate::{Emitted, Generator};
+use crate::kafka;
+use crate::settings::KafkaSettings;
+
+/// What a produce run achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProduceReport {
+    /// Messages handed to the producer.
+    pub submitted: u64,
+    /// Messages the broker acknowledged.
+    pub delivered: u64,
+    /// Messages that failed for good.
+    pub failed: u64,
+}
+
+/// Produces every message of `generator`; with `pace`, no faster than `rate` per second.
+pub fn produce(settings: &KafkaSettings, generator: &mut Generator, pace: Option<f64>) -> anyhow::Result<ProduceReport> {
+    let producer = kafka::producer(settings).context("creating the Kafka producer")?;
+    let started = Instant::now();
+    let mut report = ProduceReport::default();
+    let mut topics: Vec<(salestalk_contracts::EventType, String)> = Vec::new();
+    for Emitted { event_type, tenant_id, bytes, .. } in generator.by_ref() {
+        let topic = match topics.iter().find(|(t, _)| *t == event_type) {
+            Some((_, topic)) => topic.clone(),
+            None => {
+                let topic = kafka::topic_for(settings, event_type.domain());
+                topics.push((event_type, topic.clone()));
+                topic
+            }
+        };
+        let mut record = BaseRecord::to(&topic).key(&tenant_id).payload(&bytes);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((error, _)) => return Err(error).context("producing a message"),
+            }
+        }
+        report.submitted += 1;
+        producer.poll(Duration::ZERO);
+        if let Some(rate) = pace {
+            let due = Duration::from_secs_f64(report.submitted as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).context("flushing the producer")?;
+    report.delivered = producer.context().delivered.load(Ordering::Relaxed);
+    report.failed = producer.context().failed.load(Ordering::Relaxed);
+    Ok(report)
+}

@@ -1,0 +1,411 @@
+//! Configuration: `config/salestalk.toml` (embedded) < `--config` file < `SALESTALK__*` env.
+//!
+//! Loading checks everything before the pipeline starts and reports every problem at once,
+//! including keys that do not exist (a misspelt override is otherwise silently ignored).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The documented defaults, which also define the set of known keys.
+pub const DEFAULTS: &str = include_str!("../../config/salestalk.toml");
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &["kafka.topics"];
+
+/// Everything the pipeline can be configured with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `[kafka]`
+    pub kafka: KafkaSettings,
+    /// `[clickhouse]`
+    pub clickhouse: ClickHouseSettings,
+    /// `[pipeline]`
+    pub pipeline: PipelineSettings,
+    /// `[log]`
+    pub log: LogSettings,
+}
+
+/// `[kafka]`: where events come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, comma-separated.
+    pub brokers: String,
+    /// Topics consumed.
+    pub topics: Vec<String>,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topic per event type for the generator; `{domain}` is substituted.
+    pub topic_template: String,
+    /// Largest message inspected.
+    pub max_message_bytes: usize,
+}
+
+/// `[clickhouse]`: where metrics go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClickHouseSettings {
+    /// HTTP endpoint.
+    pub url: String,
+    /// Database name.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+/// `[pipeline]`: batching.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineSettings {
+    /// Most messages per batch.
+    pub batch_size: usize,
+    /// Longest wait for a partial batch, in milliseconds.
+    pub batch_timeout_ms: u64,
+}
+
+/// `[log]`: diagnostics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// tracing filter directives.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration ({} problem(s)):\n  - {}", .problems.len(), .problems.join("\n  - "))]
+pub struct SettingsError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl Settings {
+    /// Loads the defaults, the optional file and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, None)
+    }
+
+    /// Like [`Settings::load`], with an explicit environment (for tests).
+    pub fn load_from(file: Option<&Path>, env: Option<Vec<(String, String)>>) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let mut environment = Environment::with_prefix("SALESTALK")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .try_parsing(true);
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        if let Some(vars) = env {
+            environment = environment.source(Some(vars.into_iter().collect()));
+        }
+        let merged = builder
+            .add_source(environment)
+            .build()
+            .map_err(|e| SettingsError { problems: vec![e.to_string()] })?;
+        Reader::new(merged).read()
+    }
+}
+
+/// Reads typed values key by key, collecting problems instead of stopping at the first.
+struct Reader {
+    config: Config,
+    problems: Vec<String>,
+}
+
+impl Reader {
+    fn new(config: Config) -> Self {
+        Self { config, problems: Vec::new() }
+    }
+
+    fn get<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        self.config.get::<T>(key).map_err(|e| self.problems.push(format!("{key}: {e}"))).ok()
+    }
+
+    fn check(&mut self, ok: bool, problem: impl FnOnce() -> String) {
+        if !ok {
+            self.problems.push(problem());
+        }
+    }
+
+    fn read(mut self) -> Result<Settings, SettingsError> {
+        self.reject_unknown_keys();
+        let kafka = self.kafka();
+        let clickhouse = self.clickhouse();
+        let pipeline = self.pipeline();
+        let log = self.log();
+        match (kafka, clickhouse, pipeline, log) {
+            (Some(kafka), Some(clickhouse), Some(pipeline), Some(log)) if self.problems.is_empty() => {
+                Ok(Settings { kafka, clickhouse, pipeline, log })
+            }
+            _ => Err(SettingsError { problems: self.problems }),
+        }
+    }
+
+    fn reject_unknown_keys(&mut self) {
+        let known = leaf_keys(&toml_defaults());
+        let given = match self.config.clone().try_deserialize::<Value>() {
+            Ok(tree) => leaf_keys(&tree),
+            Err(e) => {
+                self.problems.push(e.to_string());
+                return;
+            }
+        };
+        for key in given.difference(&known) {
+            self.problems.push(format!(
+                "{key}: unknown key (environment variable SALESTALK__{})",
+                key.replace('.', "__").to_uppercase()
+            ));
+        }
+    }
+
+    fn kafka(&mut self) -> Option<KafkaSettings> {
+        let brokers: Option<String> = self.get("kafka.brokers");
+        let topics: Option<Vec<String>> = self.get("kafka.topics");
+        let group_id: Option<String> = self.get("kafka.group_id");
+        let topic_template: Option<String> = self.get("kafka.topic_template");
+        let max_message_bytes: Option<usize> = self.get("kafka.max_message_bytes");
+        if let Some(brokers) = &brokers {
+            let entries: Vec<&str> = brokers.split(',').map(str::trim).collect();
+            for entry in &entries {
+                self.check(is_host_port(entry), || {
+                    format!("kafka.brokers: '{entry}' is not host:port")
+                });
+            }
+        }
+        if let Some(topics) = &topics {
+            self.check(!topics.is_empty(), || "kafka.topics: at least one topic is needed".into());
+            let mut seen = BTreeSet::new();
+            for topic in topics {
+                self.check(is_topic_name(topic), || {
+                    format!("kafka.topics: '{topic}' is not a valid topic name ([a-zA-Z0-9._-], 1-249 characters)")
+                });
+                self.check(seen.insert(topic), || format!("kafka.topics: '{topic}' is listed twice"));
+            }
+        }
+        if let Some(group_id) = &group_id {
+            self.check(!group_id.trim().is_empty(), || "kafka.group_id: must not be empty".into());
+        }
+        if let Some(template) = &topic_template {
+            let sample = template.replace("{domain}", "classification");
+            self.check(template.contains("{domain}") && is_topic_name(&sample), || {
+                format!("kafka.topic_template: '{template}' must contain {{domain}} and form a valid topic name")
+            });
+        }
+        if let Some(max) = max_message_bytes {
+            self.check((1024..=1 << 30).contains(&max), || {
+                format!("kafka.max_message_bytes: {max} is outside 1024..=1073741824")
+            });
+        }
+        Some(KafkaSettings {
+            brokers: brokers?,
+            topics: topics?,
+            group_id: group_id?,
+            topic_template: topic_template?,
+            max_message_bytes: max_message_bytes?,
+        })
+    }
+
+    fn clickhouse(&mut self) -> Option<ClickHouseSettings> {
+        let url: Option<String> = self.get("clickhouse.url");
+        let database: Option<String> = self.get("clickhouse.database");
+        let user: Option<String> = self.get("clickhouse.user");
+        let password: Option<String> = self.get("clickhouse.password");
+        if let Some(url) = &url {
+            let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+            self.check(host.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/')), || {
+                format!("clickhouse.url: '{url}' is not an http:// or https:// URL")
+            });
+        }
+        if let Some(database) = &database {
+            self.check(is_identifier(database), || {
+                format!("clickhouse.database: '{database}' is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
+            });
+        }
+        Some(ClickHouseSettings { url: url?, database: database?, user: user?, password: password? })
+    }
+
+    fn pipeline(&mut self) -> Option<PipelineSettings> {
+        let batch_size: Option<usize> = self.get("pipeline.batch_size");
+        let batch_timeout_ms: Option<u64> = self.get("pipeline.batch_timeout_ms");
+        if let Some(size) = batch_size {
+            self.check((1..=1_000_000).contains(&size), || {
+                format!("pipeline.batch_size: {size} is outside 1..=1000000")
+            });
+        }
+        if let Some(timeout) = batch_timeout_ms {
+            self.check((1..=60_000).contains(&timeout), || {
+                format!("pipeline.batch_timeout_ms: {timeout} is outside 1..=60000")
+            });
+        }
+        Some(PipelineSettings { batch_size: batch_size?, batch_timeout_ms: batch_timeout_ms? })
+    }
+
+    fn log(&mut self) -> Option<LogSettings> {
+        let level: Option<String> = self.get("log.level");
+        let format: Option<LogFormat> = self.get("log.format");
+        if let Some(level) = &level {
+            let parsed = tracing_subscriber::EnvFilter::try_new(level);
+            self.check(parsed.is_ok(), || format!("log.level: '{level}' is not a tracing filter"));
+        }
+        Some(LogSettings { level: level?, format: format? })
+    }
+}
+
+fn toml_defaults() -> Value {
+    Config::builder()
+        .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .unwrap_or(Value::Null)
+}
+
+/// Dotted paths of the non-table values in a tree (lists count as leaves).
+fn leaf_keys(tree: &Value) -> BTreeSet<String> {
+    fn walk(value: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    walk(child, &path, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(tree, "", &mut out);
+    out
+}
+
+fn is_host_port(entry: &str) -> bool {
+    match entry.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+fn is_topic_name(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_load_without_problems() {
+        let settings = Settings::load_from(None, env(&[])).expect("defaults are valid");
+        assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(settings.kafka.topics.len(), 5);
+        assert_eq!(settings.clickhouse.database, "salestalk");
+        assert_eq!(settings.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn environment_overrides_every_documented_key() {
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("SALESTALK__KAFKA__BROKERS", "kafka-1:9092,kafka-2:9093"),
+                ("SALESTALK__KAFKA__TOPICS", "a.events,b.events"),
+                ("SALESTALK__KAFKA__GROUP_ID", "analytics-7"),
+                ("SALESTALK__CLICKHOUSE__URL", "https://ch.internal:8443"),
+                ("SALESTALK__CLICKHOUSE__DATABASE", "salestalk_test"),
+                ("SALESTALK__PIPELINE__BATCH_SIZE", "20000"),
+                ("SALESTALK__LOG__FORMAT", "json"),
+            ]),
+        )
+        .expect("valid overrides");
+        assert_eq!(settings.kafka.brokers, "kafka-1:9092,kafka-2:9093");
+        assert_eq!(settings.kafka.topics, ["a.events", "b.events"]);
+        assert_eq!(settings.kafka.group_id, "analytics-7");
+        assert_eq!(settings.clickhouse.url, "https://ch.internal:8443");
+        assert_eq!(settings.clickhouse.database, "salestalk_test");
+        assert_eq!(settings.pipeline.batch_size, 20_000);
+        assert_eq!(settings.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_file_layers_over_the_defaults_and_under_the_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mine.toml");
+        std::fs::write(&path, "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"file:9092\"\n").expect("write");
+        let settings = Settings::load_from(Some(&path), env(&[("SALESTALK__KAFKA__BROKERS", "env:9092")]))
+            .expect("valid");
+        assert_eq!(settings.kafka.group_id, "from-file");
+        assert_eq!(settings.kafka.brokers, "env:9092");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let error = Settings::load_from(
+            None,
+            env(&[
+                ("SALESTALK__KAFKA__BROKERS", "no-port,also:bad:x"),
+                ("SALESTALK__KAFKA__TOPICS", "ok.topic,bad topic"),
+                ("SALESTALK__KAFKA__GROUP_ID", " "),
+                ("SALESTALK__KAFKA__BROKER", "typo:9092"),
+                ("SALESTALK__CLICKHOUSE__URL", "ftp://x"),
+                ("SALESTALK__CLICKHOUSE__DATABASE", "drop table"),
+                ("SALESTALK__PIPELINE__BATCH_SIZE", "lots"),
+                ("SALESTALK__LOG__FORMAT", "xml"),
+            ]),
+        )
+        .expect_err("invalid");
+        let text = error.to_string();
+        for needle in [
+            "'no-port' is not host:port",
+            "'also:bad:x' is not host:port",
+            "'bad topic' is not a valid topic name",
+            "kafka.group_id: must not be empty",
+            "kafka.broker: unknown key (environment variable SALESTALK__KAFKA__BROKER)",
+            "clickhouse.url: 'ftp://x'",
+            "clickhouse.database: 'drop table'",
+            "pipeline.batch_size",
+            "log.format",
+        ] {
+            assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
+        }
+        assert_eq!(error.problems.len(), 9, "{text}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_a_problem() {
+        let error = Settings::load_from(Some(Path::new("/nonexistent/salestalk.toml")), env(&[]))
+            .expect_err("missing file");
+        assert!(error.to_string().contains("salestalk.toml"), "{error}");
+    }
+}
