@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::validate::{Rejected, Validated};
 
 /// Running counts of a stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     /// Messages seen.
     pub messages: u64,
@@ -23,10 +23,16 @@ impl Tally {
     pub fn add(&mut self, accepted: &[Validated], rejected: &[Rejected]) {
         self.messages += (accepted.len() + rejected.len()) as u64;
         for event in accepted {
-            *self.valid.entry(event.event_type.as_str().to_string()).or_default() += 1;
+            *self
+                .valid
+                .entry(event.event_type.as_str().to_string())
+                .or_default() += 1;
         }
         for reject in rejected {
-            *self.rejected.entry(reject.reason.as_str().to_string()).or_default() += 1;
+            *self
+                .rejected
+                .entry(reject.reason.as_str().to_string())
+                .or_default() += 1;
         }
     }
 
@@ -48,8 +54,18 @@ mod tests {
 
     #[test]
     fn counts_by_type_and_reason() {
-        let valid = Validated { event_type: EventType::MetricsIngestedV1, tenant_id: "t".into(), event_id: 1 };
-        let reject = Rejected { topic: "x".into(), partition: 0, offset: 0, reason: Reason::NotJson, violations: vec![] };
+        let valid = Validated {
+            event_type: EventType::MetricsIngestedV1,
+            tenant_id: "t".into(),
+            event_id: 1,
+        };
+        let reject = Rejected {
+            topic: "x".into(),
+            partition: 0,
+            offset: 0,
+            reason: Reason::NotJson,
+            violations: vec![],
+        };
         let mut tally = Tally::default();
         tally.add(&[valid.clone(), valid], &[reject]);
         assert_eq!(tally.messages, 3);

@@ -1,7 +1,9 @@
 //! The validate operator: raw messages in, typed events or rejections (with a dead-letter
 //! reason and every violation) out. The first operator of the graph.
 
-use salestalk_contracts::{EventType, Reason, Violation, ViolationKind, check, parse, reason_for, validate};
+use salestalk_contracts::{
+    EventType, Reason, Violation, ViolationKind, check, parse, reason_for, validate,
+};
 
 use crate::message::RawMessage;
 
@@ -55,7 +57,10 @@ pub fn validate_batch(
 fn validate_one(message: &RawMessage<'_>, max_bytes: usize) -> Result<Validated, Vec<Violation>> {
     let Some(payload) = message.payload else {
         let kind = ViolationKind::NotJson("message has no value".to_string());
-        return Err(vec![Violation { path: String::new(), kind }]);
+        return Err(vec![Violation {
+            path: String::new(),
+            kind,
+        }]);
     };
     if payload.len() > max_bytes {
         return Err(check(payload, max_bytes));
@@ -76,7 +81,12 @@ mod tests {
     const VALID: &str = r#"{"eventId":"990e8400-e29b-41d4-a716-446655440004","eventType":"tenant.provisioned.v1","eventVersion":"1.0","source":"tenant-onboard","timestamp":"2025-11-09T10:00:00.000Z","tenantId":"tenant-abc123","metadata":{"correlationId":"c"},"data":{"tenantId":"tenant-abc123","organizationName":"Acme","ownerEmail":"a@acme.com","plan":"standard","region":"us-east-1","resources":{"messagesTableName":"m","metricsTableName":"t","s3Prefix":"p/"},"provisioningTimeMs":1,"sampleDataSeeded":true}}"#;
 
     fn message(offset: i64, payload: Option<&[u8]>) -> RawMessage<'_> {
-        RawMessage { topic: "salestalk.tenant", partition: 2, offset, payload }
+        RawMessage {
+            topic: "salestalk.tenant",
+            partition: 2,
+            offset,
+            payload,
+        }
     }
 
     #[test]
@@ -94,15 +104,28 @@ mod tests {
         let reasons: Vec<(i64, Reason)> = rejected.iter().map(|r| (r.offset, r.reason)).collect();
         assert_eq!(
             reasons,
-            [(11, Reason::NotJson), (12, Reason::NotJson), (13, Reason::UnknownEventType)]
+            [
+                (11, Reason::NotJson),
+                (12, Reason::NotJson),
+                (13, Reason::UnknownEventType)
+            ]
         );
-        assert!(rejected.iter().all(|r| r.partition == 2 && r.topic == "salestalk.tenant"));
+        assert!(
+            rejected
+                .iter()
+                .all(|r| r.partition == 2 && r.topic == "salestalk.tenant")
+        );
     }
 
     #[test]
     fn oversized_messages_are_not_parsed() {
         let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
-        validate_batch(&[message(1, Some(VALID.as_bytes()))], 64, &mut accepted, &mut rejected);
+        validate_batch(
+            &[message(1, Some(VALID.as_bytes()))],
+            64,
+            &mut accepted,
+            &mut rejected,
+        );
         assert!(accepted.is_empty());
         assert_eq!(rejected[0].reason, Reason::Oversized);
     }

@@ -28,7 +28,11 @@ impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let counter = if result.is_ok() { &self.delivered } else { &self.failed };
+        let counter = if result.is_ok() {
+            &self.delivered
+        } else {
+            &self.failed
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Err((error, _)) = result {
             tracing::warn!(%error, "delivery failed");
@@ -43,7 +47,10 @@ pub fn producer(settings: &KafkaSettings) -> KafkaResult<BaseProducer<DeliveryCo
         .set("linger.ms", "10")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
-        .set("message.max.bytes", (settings.max_message_bytes * 2).to_string())
+        .set(
+            "message.max.bytes",
+            (settings.max_message_bytes * 2).to_string(),
+        )
         .set("enable.idempotence", "false")
         .create_with_context(DeliveryCounter::default())
 }
@@ -70,8 +77,20 @@ pub fn topic_for(settings: &KafkaSettings, domain: &str) -> String {
 /// The configured topics the brokers do not know.
 pub fn missing_topics(settings: &KafkaSettings) -> KafkaResult<Vec<String>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &settings.brokers).create()?;
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()?;
     let metadata = client.fetch_metadata(None, std::time::Duration::from_secs(10))?;
-    let known: Vec<&str> = metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
-    Ok(settings.topics.iter().filter(|t| !known.contains(&t.as_str())).cloned().collect())
+    let known: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name())
+        .collect();
+    Ok(settings
+        .topics
+        .iter()
+        .filter(|t| !known.contains(&t.as_str()))
+        .cloned()
+        .collect())
 }

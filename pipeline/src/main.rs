@@ -17,7 +17,11 @@ use salestalk::{logging, produce};
 use salestalk_sinks::clickhouse::Endpoint;
 
 #[derive(Parser)]
-#[command(name = "salestalk", version, about = "SalesTalk event analytics pipeline")]
+#[command(
+    name = "salestalk",
+    version,
+    about = "SalesTalk event analytics pipeline"
+)]
 struct Cli {
     /// A TOML file layered over the built-in defaults (see config/salestalk.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -106,7 +110,14 @@ fn main() -> ExitCode {
     match execute(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // A closed stdout (`salestalk validate ... | head`) is the reader's choice, not news.
+            let broken_pipe = error
+                .downcast_ref::<io::Error>()
+                .or_else(|| error.root_cause().downcast_ref::<io::Error>())
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe);
+            if !broken_pipe {
+                eprintln!("error: {error:#}");
+            }
             ExitCode::from(2)
         }
     }
@@ -114,26 +125,52 @@ fn main() -> ExitCode {
 
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Validate { input, format, max_line_bytes } => {
+        Command::Validate {
+            input,
+            format,
+            max_line_bytes,
+        } => {
             let stdout = io::stdout().lock();
             let out = BufWriter::new(stdout);
             let summary = match input.filter(|p| p.as_os_str() != "-") {
                 Some(path) => {
-                    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-                    validate_stream(BufReader::with_capacity(1 << 20, file), out, format, max_line_bytes)
+                    let file =
+                        File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                    validate_stream(
+                        BufReader::with_capacity(1 << 20, file),
+                        out,
+                        format,
+                        max_line_bytes,
+                    )
                 }
                 None => validate_stream(io::stdin().lock(), out, format, max_line_bytes),
             }
             .context("validating")?;
-            eprintln!("{} line(s): {} valid, {} invalid", summary.lines, summary.valid, summary.invalid);
-            Ok(if summary.invalid == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            eprintln!(
+                "{} line(s): {} valid, {} invalid",
+                summary.lines, summary.valid, summary.invalid
+            );
+            Ok(if summary.invalid == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Generate(args) => generate(cli.config, args),
-        Command::Run { idle_exit, max_messages } => {
+        Command::Run {
+            idle_exit,
+            max_messages,
+        } => {
             let settings = Settings::load(cli.config.as_deref())?;
             logging::init(&settings.log);
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            let tally = runtime.block_on(run(&settings, RunLimits { idle_exit, max_messages }))?;
+            let tally = runtime.block_on(run(
+                &settings,
+                RunLimits {
+                    idle_exit,
+                    max_messages,
+                },
+            ))?;
             println!("{}", serde_json::to_string(&tally)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -149,7 +186,13 @@ fn generate(config: Option<PathBuf>, args: GenerateArgs) -> anyhow::Result<ExitC
         late: args.late,
         future_skew: args.future_skew,
     };
-    let shares = [faults.duplicates, faults.invalid, faults.out_of_order, faults.late, faults.future_skew];
+    let shares = [
+        faults.duplicates,
+        faults.invalid,
+        faults.out_of_order,
+        faults.late,
+        faults.future_skew,
+    ];
     if shares.iter().any(|s| !(0.0..=1.0).contains(s)) {
         bail!("fault shares must be between 0 and 1");
     }
@@ -162,26 +205,47 @@ fn generate(config: Option<PathBuf>, args: GenerateArgs) -> anyhow::Result<ExitC
     let start: DateTime<Utc> = if args.start == "now" {
         Utc::now()
     } else {
-        DateTime::parse_from_rfc3339(&args.start).context("--start must be RFC 3339 or `now`")?.with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(&args.start)
+            .context("--start must be RFC 3339 or `now`")?
+            .with_timezone(&Utc)
     };
     let stop = match (args.count, args.duration) {
-        (_, Some(duration)) => Stop::Duration(chrono::Duration::from_std(duration).context("--duration is too long")?),
+        (_, Some(duration)) => {
+            Stop::Duration(chrono::Duration::from_std(duration).context("--duration is too long")?)
+        }
         (count, None) => Stop::Count(count.unwrap_or(10_000)),
     };
-    let mut generator = Generator::new(GeneratorOptions { seed: args.seed, start, rate: args.rate, tenants: args.tenants, stop, faults });
+    let mut generator = Generator::new(GeneratorOptions {
+        seed: args.seed,
+        start,
+        rate: args.rate,
+        tenants: args.tenants,
+        stop,
+        faults,
+    });
     if args.kafka {
         let settings = Settings::load(config.as_deref())?;
         logging::init(&settings.log);
-        let report = produce::produce(&settings.kafka, &mut generator, args.realtime.then_some(args.rate))?;
+        let report = produce::produce(
+            &settings.kafka,
+            &mut generator,
+            args.realtime.then_some(args.rate),
+        )?;
         eprintln!("{}", serde_json::to_string(generator.stats())?);
         println!("{}", serde_json::to_string(&report)?);
         if report.failed > 0 || report.delivered != report.submitted {
-            bail!("{} of {} messages were not delivered", report.submitted - report.delivered, report.submitted);
+            bail!(
+                "{} of {} messages were not delivered",
+                report.submitted - report.delivered,
+                report.submitted
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
     let sink: Box<dyn Write> = match args.output.filter(|p| p.as_os_str() != "-") {
-        Some(path) => Box::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?),
+        Some(path) => {
+            Box::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?)
+        }
         None => Box::new(io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 20, sink);
@@ -200,7 +264,11 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     let mut healthy = true;
     match salestalk::kafka::missing_topics(&settings.kafka) {
-        Ok(missing) if missing.is_empty() => println!("kafka      ok: {} answers, all {} topics exist", settings.kafka.brokers, settings.kafka.topics.len()),
+        Ok(missing) if missing.is_empty() => println!(
+            "kafka      ok: {} answers, all {} topics exist",
+            settings.kafka.brokers,
+            settings.kafka.topics.len()
+        ),
         Ok(missing) => {
             healthy = false;
             println!("kafka      PROBLEM: missing topics: {}", missing.join(", "));
@@ -221,12 +289,20 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             "clickhouse ok: {} answers, version {} ({})",
             settings.clickhouse.url,
             profile.version,
-            if profile.is_modern() { "modern" } else { "legacy: no TTL, DateTime64 or LowCardinality" }
+            if profile.is_modern() {
+                "modern"
+            } else {
+                "legacy: no TTL, DateTime64 or LowCardinality"
+            }
         ),
         Err(error) => {
             healthy = false;
             println!("clickhouse PROBLEM: {error}");
         }
     }
-    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

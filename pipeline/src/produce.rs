@@ -23,12 +23,22 @@ pub struct ProduceReport {
 }
 
 /// Produces every message of `generator`; with `pace`, no faster than `rate` per second.
-pub fn produce(settings: &KafkaSettings, generator: &mut Generator, pace: Option<f64>) -> anyhow::Result<ProduceReport> {
+pub fn produce(
+    settings: &KafkaSettings,
+    generator: &mut Generator,
+    pace: Option<f64>,
+) -> anyhow::Result<ProduceReport> {
     let producer = kafka::producer(settings).context("creating the Kafka producer")?;
     let started = Instant::now();
     let mut report = ProduceReport::default();
     let mut topics: Vec<(salestalk_contracts::EventType, String)> = Vec::new();
-    for Emitted { event_type, tenant_id, bytes, .. } in generator.by_ref() {
+    for Emitted {
+        event_type,
+        tenant_id,
+        bytes,
+        ..
+    } in generator.by_ref()
+    {
         let topic = match topics.iter().find(|(t, _)| *t == event_type) {
             Some((_, topic)) => topic.clone(),
             None => {
@@ -57,7 +67,9 @@ pub fn produce(settings: &KafkaSettings, generator: &mut Generator, pace: Option
             }
         }
     }
-    producer.flush(Duration::from_secs(60)).context("flushing the producer")?;
+    producer
+        .flush(Duration::from_secs(60))
+        .context("flushing the producer")?;
     report.delivered = producer.context().delivered.load(Ordering::Relaxed);
     report.failed = producer.context().failed.load(Ordering::Relaxed);
     Ok(report)

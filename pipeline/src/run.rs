@@ -28,10 +28,13 @@ pub struct RunLimits {
 pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally> {
     let consumer = kafka::consumer(&settings.kafka).context("creating the Kafka consumer")?;
     let topics: Vec<&str> = settings.kafka.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).context("subscribing to the topics")?;
+    consumer
+        .subscribe(&topics)
+        .context("subscribing to the topics")?;
     tracing::info!(brokers = %settings.kafka.brokers, ?topics, group = %settings.kafka.group_id, "consuming");
 
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let batch_timeout = Duration::from_millis(settings.pipeline.batch_timeout_ms);
     let mut tally = Tally::default();
@@ -54,7 +57,10 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
             }
         }
         if batch.is_empty() {
-            if limits.idle_exit.is_some_and(|idle| last_message.elapsed() >= idle) {
+            if limits
+                .idle_exit
+                .is_some_and(|idle| last_message.elapsed() >= idle)
+            {
                 tracing::info!("idle: stopping");
                 break;
             }
@@ -63,24 +69,48 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         last_message = Instant::now();
         let raw: Vec<RawMessage<'_>> = batch
             .iter()
-            .map(|m| RawMessage { topic: m.topic(), partition: m.partition(), offset: m.offset(), payload: m.payload() })
+            .map(|m| RawMessage {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                payload: m.payload(),
+            })
             .collect();
         accepted.clear();
         rejected.clear();
-        validate_batch(&raw, settings.kafka.max_message_bytes, &mut accepted, &mut rejected);
+        validate_batch(
+            &raw,
+            settings.kafka.max_message_bytes,
+            &mut accepted,
+            &mut rejected,
+        );
         tally.add(&accepted, &rejected);
         for message in &batch {
-            consumer.store_offset_from_message(message).context("storing an offset")?;
+            consumer
+                .store_offset_from_message(message)
+                .context("storing an offset")?;
         }
-        consumer.commit_consumer_state(CommitMode::Sync).context("committing offsets")?;
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .context("committing offsets")?;
         if last_report.elapsed() >= Duration::from_secs(5) {
-            tracing::info!(messages = tally.messages, valid = tally.valid_total(), rejected = tally.rejected_total(), "progress");
+            tracing::info!(
+                messages = tally.messages,
+                valid = tally.valid_total(),
+                rejected = tally.rejected_total(),
+                "progress"
+            );
             last_report = Instant::now();
         }
         if limits.max_messages.is_some_and(|max| tally.messages >= max) {
             break;
         }
     }
-    tracing::info!(messages = tally.messages, valid = tally.valid_total(), rejected = tally.rejected_total(), "stopped");
+    tracing::info!(
+        messages = tally.messages,
+        valid = tally.valid_total(),
+        rejected = tally.rejected_total(),
+        "stopped"
+    );
     Ok(tally)
 }

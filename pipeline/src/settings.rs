@@ -100,7 +100,10 @@ impl Settings {
     }
 
     /// Like [`Settings::load`], with an explicit environment (for tests).
-    pub fn load_from(file: Option<&Path>, env: Option<Vec<(String, String)>>) -> Result<Self, SettingsError> {
+    pub fn load_from(
+        file: Option<&Path>,
+        env: Option<Vec<(String, String)>>,
+    ) -> Result<Self, SettingsError> {
         let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
@@ -119,7 +122,9 @@ impl Settings {
         let merged = builder
             .add_source(environment)
             .build()
-            .map_err(|e| SettingsError { problems: vec![e.to_string()] })?;
+            .map_err(|e| SettingsError {
+                problems: vec![e.to_string()],
+            })?;
         Reader::new(merged).read()
     }
 }
@@ -132,11 +137,17 @@ struct Reader {
 
 impl Reader {
     fn new(config: Config) -> Self {
-        Self { config, problems: Vec::new() }
+        Self {
+            config,
+            problems: Vec::new(),
+        }
     }
 
     fn get<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
-        self.config.get::<T>(key).map_err(|e| self.problems.push(format!("{key}: {e}"))).ok()
+        self.config
+            .get::<T>(key)
+            .map_err(|e| self.problems.push(format!("{key}: {e}")))
+            .ok()
     }
 
     fn check(&mut self, ok: bool, problem: impl FnOnce() -> String) {
@@ -152,10 +163,19 @@ impl Reader {
         let pipeline = self.pipeline();
         let log = self.log();
         match (kafka, clickhouse, pipeline, log) {
-            (Some(kafka), Some(clickhouse), Some(pipeline), Some(log)) if self.problems.is_empty() => {
-                Ok(Settings { kafka, clickhouse, pipeline, log })
+            (Some(kafka), Some(clickhouse), Some(pipeline), Some(log))
+                if self.problems.is_empty() =>
+            {
+                Ok(Settings {
+                    kafka,
+                    clickhouse,
+                    pipeline,
+                    log,
+                })
             }
-            _ => Err(SettingsError { problems: self.problems }),
+            _ => Err(SettingsError {
+                problems: self.problems,
+            }),
         }
     }
 
@@ -191,17 +211,23 @@ impl Reader {
             }
         }
         if let Some(topics) = &topics {
-            self.check(!topics.is_empty(), || "kafka.topics: at least one topic is needed".into());
+            self.check(!topics.is_empty(), || {
+                "kafka.topics: at least one topic is needed".into()
+            });
             let mut seen = BTreeSet::new();
             for topic in topics {
                 self.check(is_topic_name(topic), || {
                     format!("kafka.topics: '{topic}' is not a valid topic name ([a-zA-Z0-9._-], 1-249 characters)")
                 });
-                self.check(seen.insert(topic), || format!("kafka.topics: '{topic}' is listed twice"));
+                self.check(seen.insert(topic), || {
+                    format!("kafka.topics: '{topic}' is listed twice")
+                });
             }
         }
         if let Some(group_id) = &group_id {
-            self.check(!group_id.trim().is_empty(), || "kafka.group_id: must not be empty".into());
+            self.check(!group_id.trim().is_empty(), || {
+                "kafka.group_id: must not be empty".into()
+            });
         }
         if let Some(template) = &topic_template {
             let sample = template.replace("{domain}", "classification");
@@ -229,17 +255,25 @@ impl Reader {
         let user: Option<String> = self.get("clickhouse.user");
         let password: Option<String> = self.get("clickhouse.password");
         if let Some(url) = &url {
-            let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-            self.check(host.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/')), || {
-                format!("clickhouse.url: '{url}' is not an http:// or https:// URL")
-            });
+            let host = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            self.check(
+                host.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/')),
+                || format!("clickhouse.url: '{url}' is not an http:// or https:// URL"),
+            );
         }
         if let Some(database) = &database {
             self.check(is_identifier(database), || {
                 format!("clickhouse.database: '{database}' is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
             });
         }
-        Some(ClickHouseSettings { url: url?, database: database?, user: user?, password: password? })
+        Some(ClickHouseSettings {
+            url: url?,
+            database: database?,
+            user: user?,
+            password: password?,
+        })
     }
 
     fn pipeline(&mut self) -> Option<PipelineSettings> {
@@ -255,7 +289,10 @@ impl Reader {
                 format!("pipeline.batch_timeout_ms: {timeout} is outside 1..=60000")
             });
         }
-        Some(PipelineSettings { batch_size: batch_size?, batch_timeout_ms: batch_timeout_ms? })
+        Some(PipelineSettings {
+            batch_size: batch_size?,
+            batch_timeout_ms: batch_timeout_ms?,
+        })
     }
 
     fn log(&mut self) -> Option<LogSettings> {
@@ -263,9 +300,14 @@ impl Reader {
         let format: Option<LogFormat> = self.get("log.format");
         if let Some(level) = &level {
             let parsed = tracing_subscriber::EnvFilter::try_new(level);
-            self.check(parsed.is_ok(), || format!("log.level: '{level}' is not a tracing filter"));
+            self.check(parsed.is_ok(), || {
+                format!("log.level: '{level}' is not a tracing filter")
+            });
         }
-        Some(LogSettings { level: level?, format: format? })
+        Some(LogSettings {
+            level: level?,
+            format: format?,
+        })
     }
 }
 
@@ -283,7 +325,11 @@ fn leaf_keys(tree: &Value) -> BTreeSet<String> {
         match value {
             Value::Object(map) => {
                 for (key, child) in map {
-                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
                     walk(child, &path, out);
                 }
             }
@@ -308,12 +354,16 @@ fn is_topic_name(name: &str) -> bool {
     (1..=249).contains(&name.len())
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn is_identifier(name: &str) -> bool {
     let mut bytes = name.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
@@ -322,7 +372,12 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
-        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -362,9 +417,16 @@ mod tests {
     fn a_file_layers_over_the_defaults_and_under_the_environment() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("mine.toml");
-        std::fs::write(&path, "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"file:9092\"\n").expect("write");
-        let settings = Settings::load_from(Some(&path), env(&[("SALESTALK__KAFKA__BROKERS", "env:9092")]))
-            .expect("valid");
+        std::fs::write(
+            &path,
+            "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"file:9092\"\n",
+        )
+        .expect("write");
+        let settings = Settings::load_from(
+            Some(&path),
+            env(&[("SALESTALK__KAFKA__BROKERS", "env:9092")]),
+        )
+        .expect("valid");
         assert_eq!(settings.kafka.group_id, "from-file");
         assert_eq!(settings.kafka.brokers, "env:9092");
     }

@@ -56,7 +56,10 @@ pub fn validate_stream(
             Line::Complete => check(&buf, max_line_bytes),
             Line::TooLong(size) => vec![salestalk_contracts::Violation {
                 path: String::new(),
-                kind: ViolationKind::TooLarge { size, limit: max_line_bytes },
+                kind: ViolationKind::TooLarge {
+                    size,
+                    limit: max_line_bytes,
+                },
             }],
         };
         if violations.is_empty() {
@@ -68,15 +71,26 @@ pub fn validate_stream(
             OutputFormat::Json => {
                 let errors = violations
                     .iter()
-                    .map(|v| JsonError { path: &v.path, message: v.kind.to_string() })
+                    .map(|v| JsonError {
+                        path: &v.path,
+                        message: v.kind.to_string(),
+                    })
                     .collect();
-                let record = JsonLine { line: summary.lines, valid: violations.is_empty(), errors };
+                let record = JsonLine {
+                    line: summary.lines,
+                    valid: violations.is_empty(),
+                    errors,
+                };
                 serde_json::to_writer(&mut output, &record)?;
                 output.write_all(b"\n")?;
             }
             OutputFormat::Human => {
                 for violation in &violations {
-                    let path = if violation.path.is_empty() { "(whole line)" } else { &violation.path };
+                    let path = if violation.path.is_empty() {
+                        "(whole line)"
+                    } else {
+                        &violation.path
+                    };
                     writeln!(output, "line {}: {path}: {}", summary.lines, violation.kind)?;
                 }
             }
@@ -92,25 +106,44 @@ mod tests {
 
     fn run(input: &str, format: OutputFormat) -> (Summary, String) {
         let mut out = Vec::new();
-        let summary = validate_stream(input.as_bytes(), &mut out, format, 1 << 20).expect("in memory");
+        let summary =
+            validate_stream(input.as_bytes(), &mut out, format, 1 << 20).expect("in memory");
         (summary, String::from_utf8(out).expect("utf-8 output"))
     }
 
     #[test]
     fn json_output_has_one_object_per_line() {
         let (summary, out) = run("{}\n[]\n", OutputFormat::Json);
-        assert_eq!(summary, Summary { lines: 2, valid: 0, invalid: 2 });
-        let records: Vec<serde_json::Value> =
-            out.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        assert_eq!(
+            summary,
+            Summary {
+                lines: 2,
+                valid: 0,
+                invalid: 2
+            }
+        );
+        let records: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
         assert_eq!(records.len(), 2);
         assert_eq!(records[1]["line"], 2);
         assert_eq!(records[1]["errors"][0]["path"], "");
-        assert!(records[0]["errors"].as_array().expect("array").iter().any(|e| e["path"] == "/eventId"));
+        assert!(
+            records[0]["errors"]
+                .as_array()
+                .expect("array")
+                .iter()
+                .any(|e| e["path"] == "/eventId")
+        );
     }
 
     #[test]
     fn human_output_names_line_and_field() {
         let (_, out) = run("nope\n", OutputFormat::Human);
-        assert!(out.starts_with("line 1: (whole line): not valid JSON"), "{out}");
+        assert!(
+            out.starts_with("line 1: (whole line): not valid JSON"),
+            "{out}"
+        );
     }
 }

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+pub mod schema;
+
 /// The five examples from `spec/event-contracts.md`, verbatim, one per line.
 pub const SPEC_EXAMPLES: &str = include_str!("../corpus/spec-examples.jsonl");
 

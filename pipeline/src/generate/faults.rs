@@ -110,7 +110,8 @@ fn corrupt(rng: &mut ChaCha8Rng, corruption: Corruption, json: &mut Value) {
         // Truncation happens on the bytes; see `truncate`.
         Corruption::Truncated => {}
         Corruption::MissingField => {
-            let field = ["eventId", "tenantId", "timestamp", "data", "metadata"][rng.random_range(0..5)];
+            let field =
+                ["eventId", "tenantId", "timestamp", "data", "metadata"][rng.random_range(0..5)];
             if let Some(object) = json.as_object_mut() {
                 object.remove(field);
             }
@@ -120,7 +121,11 @@ fn corrupt(rng: &mut ChaCha8Rng, corruption: Corruption, json: &mut Value) {
         }
         Corruption::OutOfRange => {
             let data = &mut json["data"];
-            if data.get("classification").and_then(|c| c.get("confidence")).is_some() {
+            if data
+                .get("classification")
+                .and_then(|c| c.get("confidence"))
+                .is_some()
+            {
                 data["classification"]["confidence"] = json!(1.7);
             } else if data.get("qualityMetrics").is_some() {
                 data["qualityMetrics"]["confidenceScore"] = json!(-0.2);

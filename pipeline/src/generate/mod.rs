@@ -119,26 +119,46 @@ impl Generator {
         self.delivered += 1;
         self.stats.messages += 1;
         let name = match message.fault {
-            Fault::Invalid(c) => format!("invalid_{}", serde_json::to_value(c).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
-            other => serde_json::to_value(other).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            Fault::Invalid(c) => format!(
+                "invalid_{}",
+                serde_json::to_value(c)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ),
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
         };
         *self.stats.by_fault.entry(name).or_default() += 1;
-        if message.fault != Fault::Duplicate && faults::resend(&mut self.rng, &self.options.faults) {
+        if message.fault != Fault::Duplicate && faults::resend(&mut self.rng, &self.options.faults)
+        {
             let after = self.delivered + self.rng.random_range(1..200u64);
             let key = (after, self.next_sequence());
-            self.held.insert(key, Emitted { fault: Fault::Duplicate, ..message.clone() });
+            self.held.insert(
+                key,
+                Emitted {
+                    fault: Fault::Duplicate,
+                    ..message.clone()
+                },
+            );
         }
         message
     }
 
     fn due_held(&mut self) -> Option<Emitted> {
         let (&key, _) = self.held.first_key_value()?;
-        (key.0 <= self.delivered || self.exhausted).then(|| self.held.remove(&key)).flatten()
+        (key.0 <= self.delivered || self.exhausted)
+            .then(|| self.held.remove(&key))
+            .flatten()
     }
 
     fn due_late(&mut self, now_ms: i64) -> Option<Emitted> {
         let (&key, _) = self.late.first_key_value()?;
-        (key.0 <= now_ms || self.exhausted).then(|| self.late.remove(&key)).flatten()
+        (key.0 <= now_ms || self.exhausted)
+            .then(|| self.late.remove(&key))
+            .flatten()
     }
 
     fn finished(&self, at: DateTime<Utc>) -> bool {
@@ -181,7 +201,10 @@ impl Iterator for Generator {
                     self.late.insert(key, message);
                 }
                 Fault::OutOfOrder => {
-                    let key = (self.delivered + self.rng.random_range(1..50u64), self.next_sequence());
+                    let key = (
+                        self.delivered + self.rng.random_range(1..50u64),
+                        self.next_sequence(),
+                    );
                     self.held.insert(key, message);
                 }
                 _ => self.ready.push_back(message),
@@ -196,7 +219,12 @@ impl Generator {
         if fault == Fault::Invalid(Corruption::Truncated) {
             faults::truncate(&mut self.rng, &mut bytes);
         }
-        Emitted { event_type: event.event_type, tenant_id: event.tenant_id.clone(), bytes, fault }
+        Emitted {
+            event_type: event.event_type,
+            tenant_id: event.tenant_id.clone(),
+            bytes,
+            fault,
+        }
     }
 }
 
@@ -210,7 +238,9 @@ mod tests {
     fn options(seed: u64, count: u64, faults: FaultRates) -> GeneratorOptions {
         GeneratorOptions {
             seed,
-            start: DateTime::parse_from_rfc3339("2025-11-09T00:00:00Z").expect("valid").with_timezone(&Utc),
+            start: DateTime::parse_from_rfc3339("2025-11-09T00:00:00Z")
+                .expect("valid")
+                .with_timezone(&Utc),
             rate: 100.0,
             tenants: 25,
             stop: Stop::Count(count),
@@ -219,7 +249,13 @@ mod tests {
     }
 
     fn noisy() -> FaultRates {
-        FaultRates { duplicates: 0.05, invalid: 0.05, out_of_order: 0.05, late: 0.02, future_skew: 0.01 }
+        FaultRates {
+            duplicates: 0.05,
+            invalid: 0.05,
+            out_of_order: 0.05,
+            late: 0.02,
+            future_skew: 0.01,
+        }
     }
 
     #[test]
@@ -234,11 +270,16 @@ mod tests {
     #[test]
     fn clean_traffic_is_entirely_valid_and_covers_every_event_type() {
         let mut types = BTreeSet::new();
-        let messages: Vec<Emitted> = Generator::new(options(1, 3_000, FaultRates::default())).collect();
+        let messages: Vec<Emitted> =
+            Generator::new(options(1, 3_000, FaultRates::default())).collect();
         assert_eq!(messages.len(), 3_000);
         for message in &messages {
             let violations = check(&message.bytes, 1 << 20);
-            assert!(violations.is_empty(), "{violations:?} in {}", String::from_utf8_lossy(&message.bytes));
+            assert!(
+                violations.is_empty(),
+                "{violations:?} in {}",
+                String::from_utf8_lossy(&message.bytes)
+            );
             types.insert(message.event_type);
         }
         assert_eq!(types.len(), 5, "{types:?}");
@@ -251,8 +292,14 @@ mod tests {
         let stats = generator.stats().clone();
         assert_eq!(stats.events, 20_000);
         assert_eq!(stats.messages, messages.len() as u64);
-        let duplicates = messages.iter().filter(|m| m.fault == Fault::Duplicate).count() as f64;
-        assert!((0.04..0.06).contains(&(duplicates / 20_000.0)), "duplicates {duplicates}");
+        let duplicates = messages
+            .iter()
+            .filter(|m| m.fault == Fault::Duplicate)
+            .count() as f64;
+        assert!(
+            (0.04..0.06).contains(&(duplicates / 20_000.0)),
+            "duplicates {duplicates}"
+        );
         // A resend of a broken message is as broken as the original.
         let broken: BTreeSet<&[u8]> = messages
             .iter()
@@ -261,10 +308,21 @@ mod tests {
             .collect();
         for message in &messages {
             let valid = check(&message.bytes, 1 << 20).is_empty();
-            assert_eq!(valid, !broken.contains(message.bytes.as_slice()), "{:?}", message.fault);
+            assert_eq!(
+                valid,
+                !broken.contains(message.bytes.as_slice()),
+                "{:?}",
+                message.fault
+            );
         }
-        let invalid = messages.iter().filter(|m| matches!(m.fault, Fault::Invalid(_))).count() as f64;
-        assert!((0.04..0.06).contains(&(invalid / 20_000.0)), "invalid {invalid}");
+        let invalid = messages
+            .iter()
+            .filter(|m| matches!(m.fault, Fault::Invalid(_)))
+            .count() as f64;
+        assert!(
+            (0.04..0.06).contains(&(invalid / 20_000.0)),
+            "invalid {invalid}"
+        );
     }
 
     #[test]
@@ -273,8 +331,12 @@ mod tests {
         let mut max_seen = i64::MIN;
         let mut late_lags = Vec::new();
         for message in &messages {
-            let Ok(value) = parse(&message.bytes) else { continue };
-            let Ok(event) = validate(&value) else { continue };
+            let Ok(value) = parse(&message.bytes) else {
+                continue;
+            };
+            let Ok(event) = validate(&value) else {
+                continue;
+            };
             let at = event.envelope.timestamp.timestamp_millis();
             if message.fault == Fault::Late {
                 late_lags.push(max_seen - at);
@@ -287,8 +349,12 @@ mod tests {
 
     #[test]
     fn conversations_chain_and_their_totals_agree() {
-        let messages: Vec<Emitted> = Generator::new(options(11, 4_000, FaultRates::default())).collect();
-        let values: Vec<serde_json::Value> = messages.iter().map(|m| parse(&m.bytes).expect("json")).collect();
+        let messages: Vec<Emitted> =
+            Generator::new(options(11, 4_000, FaultRates::default())).collect();
+        let values: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| parse(&m.bytes).expect("json"))
+            .collect();
         let mut cost_by_session: HashMap<&str, f64> = HashMap::new();
         let mut turns_by_session: HashMap<&str, u64> = HashMap::new();
         let mut classifications: HashMap<String, (String, String)> = HashMap::new();
@@ -298,23 +364,38 @@ mod tests {
                 EventData::ClassificationPerformed(_) => {
                     classifications.insert(
                         event.envelope.event_id.to_string(),
-                        (event.envelope.metadata.correlation_id.to_string(), event.envelope.session_id.unwrap_or_default().to_string()),
+                        (
+                            event.envelope.metadata.correlation_id.to_string(),
+                            event.envelope.session_id.unwrap_or_default().to_string(),
+                        ),
                     );
                 }
                 EventData::NarrativeGenerated(n) => {
-                    let cause = event.envelope.metadata.causation_id.expect("narratives name their cause").to_string();
-                    let (correlation, session) = classifications.get(&cause).expect("cause delivered first");
+                    let cause = event
+                        .envelope
+                        .metadata
+                        .causation_id
+                        .expect("narratives name their cause")
+                        .to_string();
+                    let (correlation, session) =
+                        classifications.get(&cause).expect("cause delivered first");
                     assert_eq!(correlation, event.envelope.metadata.correlation_id);
                     assert_eq!(session, event.envelope.session_id.unwrap_or_default());
                     assert_eq!(n.conversation_id, session);
                     *cost_by_session.entry(n.conversation_id).or_default() += n.cost.amount_usd;
                     *turns_by_session.entry(n.conversation_id).or_default() += 1;
-                    assert_eq!(n.token_usage.total, n.token_usage.prompt + n.token_usage.completion);
+                    assert_eq!(
+                        n.token_usage.total,
+                        n.token_usage.prompt + n.token_usage.completion
+                    );
                 }
                 EventData::ConversationCompleted(c) => {
                     let turns = turns_by_session[c.conversation_id];
                     assert_eq!(c.assistant_message_count, turns);
-                    assert_eq!(c.message_count, c.user_message_count + c.assistant_message_count);
+                    assert_eq!(
+                        c.message_count,
+                        c.user_message_count + c.assistant_message_count
+                    );
                     assert!((c.total_cost_usd - cost_by_session[c.conversation_id]).abs() < 1e-9);
                     assert!(c.end_time >= c.start_time);
                 }

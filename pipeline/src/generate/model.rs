@@ -11,8 +11,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use chrono::{DateTime, Duration, Utc};
-use rand::distr::weighted::WeightedIndex;
 use rand::RngExt;
+use rand::distr::weighted::WeightedIndex;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, LogNormal};
 use salestalk_contracts::EventType;
@@ -108,7 +108,11 @@ impl TrafficModel {
                 let plan = pick_weighted(&mut rng, PLANS);
                 Tenant {
                     id: format!("tenant-{i:04}"),
-                    name: format!("{} {}", ORG_WORDS[i % ORG_WORDS.len()], ORG_SUFFIXES[(i / ORG_WORDS.len()) % ORG_SUFFIXES.len()]),
+                    name: format!(
+                        "{} {}",
+                        ORG_WORDS[i % ORG_WORDS.len()],
+                        ORG_SUFFIXES[(i / ORG_WORDS.len()) % ORG_SUFFIXES.len()]
+                    ),
                     model: rng.random_range(0..MODELS.len()),
                     plan,
                     region: REGIONS[rng.random_range(0..REGIONS.len())],
@@ -118,13 +122,17 @@ impl TrafficModel {
             })
             .collect();
         // Zipf-like sizes: tenant k gets weight 1/k^1.1, so a few tenants dominate.
-        let weights: Vec<f64> = (1..=tenants.len()).map(|k| 1.0 / (k as f64).powf(1.1)).collect();
+        let weights: Vec<f64> = (1..=tenants.len())
+            .map(|k| 1.0 / (k as f64).powf(1.1))
+            .collect();
         let conversations_per_second = (rate / EVENTS_PER_CONVERSATION).max(1e-6);
         let uploads_per_second = (rate / 500.0).max(1e-6);
         Self {
             tenant_pick: WeightedIndex::new(&weights).expect("positive weights"),
-            intent_pick: WeightedIndex::new(INTENTS.iter().map(|(_, w)| *w)).expect("positive weights"),
-            subject_pick: WeightedIndex::new(SUBJECTS.iter().map(|(_, w)| *w)).expect("positive weights"),
+            intent_pick: WeightedIndex::new(INTENTS.iter().map(|(_, w)| *w))
+                .expect("positive weights"),
+            subject_pick: WeightedIndex::new(SUBJECTS.iter().map(|(_, w)| *w))
+                .expect("positive weights"),
             rng,
             tenants,
             pending: BinaryHeap::new(),
@@ -144,7 +152,9 @@ impl TrafficModel {
             let earliest = self.pending.peek().map(|Reverse((at, _, _))| *at);
             let next_spawn = self.next_conversation.min(self.next_upload);
             if earliest.is_some_and(|at| at <= next_spawn.timestamp_millis()) {
-                let Some(Reverse((_, _, slot))) = self.pending.pop() else { continue };
+                let Some(Reverse((_, _, slot))) = self.pending.pop() else {
+                    continue;
+                };
                 self.free_slots.push(slot);
                 if let Some(event) = self.slots[slot].take() {
                     return event;
@@ -196,7 +206,13 @@ impl TrafficModel {
         salestalk_contracts::formats::format_uuid(v4)
     }
 
-    fn envelope(&mut self, event_type: EventType, at: DateTime<Utc>, tenant: usize, user: Option<String>) -> Value {
+    fn envelope(
+        &mut self,
+        event_type: EventType,
+        at: DateTime<Utc>,
+        tenant: usize,
+        user: Option<String>,
+    ) -> Value {
         json!({
             "eventId": self.uuid(),
             "eventType": event_type.as_str(),
@@ -218,7 +234,11 @@ impl TrafficModel {
 
     fn spawn_conversation(&mut self, start: DateTime<Utc>) {
         let tenant = self.pick_tenant(start);
-        let user = format!("user-{}-{:03}", &self.tenants[tenant].id[7..], self.rng.random_range(0..self.tenants[tenant].users));
+        let user = format!(
+            "user-{}-{:03}",
+            &self.tenants[tenant].id[7..],
+            self.rng.random_range(0..self.tenants[tenant].users)
+        );
         let session = self.uuid();
         let (provider, model, prompt_price, completion_price) = MODELS[self.tenants[tenant].model];
         let turns = 1 + (self.rng.random::<f64>().ln() / 0.6f64.ln()) as u32 % 8;
@@ -235,10 +255,19 @@ impl TrafficModel {
             push_unique(&mut subjects, subject);
             let classify_ms = self.rng.random_range(40..160u64);
             let question = QUESTIONS[self.rng.random_range(0..QUESTIONS.len())];
-            let confidence = if intent == "unknown" { self.rng.random_range(0.2..0.6) } else { 1.0 - self.rng.random::<f64>().powi(3) * 0.5 };
+            let confidence = if intent == "unknown" {
+                self.rng.random_range(0.2..0.6)
+            } else {
+                1.0 - self.rng.random::<f64>().powi(3) * 0.5
+            };
             let confidence = (confidence * 100.0).round() / 100.0;
 
-            let mut classification = self.envelope(EventType::ClassificationPerformedV1, at, tenant, Some(user.clone()));
+            let mut classification = self.envelope(
+                EventType::ClassificationPerformedV1,
+                at,
+                tenant,
+                Some(user.clone()),
+            );
             classification["sessionId"] = json!(session);
             let user_message = self.uuid();
             classification["data"] = json!({
@@ -268,7 +297,12 @@ impl TrafficModel {
             let facts_total = self.rng.random_range(1..=5u64);
             let hallucination = self.rng.random_bool(0.03);
             let narrative_at = at + Duration::milliseconds(total_ms as i64);
-            let mut narrative = self.envelope(EventType::NarrativeGeneratedV1, narrative_at, tenant, Some(user.clone()));
+            let mut narrative = self.envelope(
+                EventType::NarrativeGeneratedV1,
+                narrative_at,
+                tenant,
+                Some(user.clone()),
+            );
             narrative["sessionId"] = json!(session);
             narrative["metadata"]["correlationId"] = correlation;
             narrative["metadata"]["causationId"] = classification_id;
@@ -300,13 +334,28 @@ impl TrafficModel {
                     "confidenceScore": (self.rng.random_range(0.7..1.0f64) * 100.0).round() / 100.0,
                 },
             });
-            self.schedule(CleanEvent { at, event_type: EventType::ClassificationPerformedV1, tenant_id: self.tenants[tenant].id.clone(), json: classification });
-            self.schedule(CleanEvent { at: narrative_at, event_type: EventType::NarrativeGeneratedV1, tenant_id: self.tenants[tenant].id.clone(), json: narrative });
+            self.schedule(CleanEvent {
+                at,
+                event_type: EventType::ClassificationPerformedV1,
+                tenant_id: self.tenants[tenant].id.clone(),
+                json: classification,
+            });
+            self.schedule(CleanEvent {
+                at: narrative_at,
+                event_type: EventType::NarrativeGeneratedV1,
+                tenant_id: self.tenants[tenant].id.clone(),
+                json: narrative,
+            });
             at = narrative_at + seconds(think.sample(&mut self.rng));
         }
         let end = at;
         let completed_at = end + Duration::seconds(30);
-        let mut completed = self.envelope(EventType::ConversationCompletedV1, completed_at, tenant, Some(user));
+        let mut completed = self.envelope(
+            EventType::ConversationCompletedV1,
+            completed_at,
+            tenant,
+            Some(user),
+        );
         completed["sessionId"] = json!(session);
         completed["data"] = json!({
             "conversationId": session,
@@ -332,15 +381,29 @@ impl TrafficModel {
             completed["data"]["satisfactionRating"] = json!(rating);
         }
         let tenant_id = self.tenants[tenant].id.clone();
-        self.schedule(CleanEvent { at: completed_at, event_type: EventType::ConversationCompletedV1, tenant_id, json: completed });
+        self.schedule(CleanEvent {
+            at: completed_at,
+            event_type: EventType::ConversationCompletedV1,
+            tenant_id,
+            json: completed,
+        });
     }
 
     fn spawn_upload(&mut self, at: DateTime<Utc>) {
         let tenant = self.pick_tenant(at);
         let records = self.rng.random_range(10..5_000u64);
-        let invalid = if self.rng.random_bool(0.2) { self.rng.random_range(1..=records / 10 + 1) } else { 0 };
+        let invalid = if self.rng.random_bool(0.2) {
+            self.rng.random_range(1..=records / 10 + 1)
+        } else {
+            0
+        };
         let source = ["csv_upload", "api", "integration"][self.rng.random_range(0..3)];
-        let mut event = self.envelope(EventType::MetricsIngestedV1, at, tenant, Some(format!("admin-{}", &self.tenants[tenant].id[7..])));
+        let mut event = self.envelope(
+            EventType::MetricsIngestedV1,
+            at,
+            tenant,
+            Some(format!("admin-{}", &self.tenants[tenant].id[7..])),
+        );
         event["data"] = json!({
             "batchId": self.uuid(),
             "source": source,
@@ -357,13 +420,23 @@ impl TrafficModel {
             event["data"]["fileName"] = json!(format!("upload-{}.csv", at.format("%Y%m%d-%H%M")));
         }
         let tenant_id = self.tenants[tenant].id.clone();
-        self.schedule(CleanEvent { at, event_type: EventType::MetricsIngestedV1, tenant_id, json: event });
+        self.schedule(CleanEvent {
+            at,
+            event_type: EventType::MetricsIngestedV1,
+            tenant_id,
+            json: event,
+        });
     }
 
     fn provisioned_event(&mut self, tenant: usize, at: DateTime<Utc>) -> CleanEvent {
         let t = &self.tenants[tenant];
         let (id, name, plan, region) = (t.id.clone(), t.name.clone(), t.plan, t.region);
-        let mut event = self.envelope(EventType::TenantProvisionedV1, at, tenant, Some(format!("admin-{}", &id[7..])));
+        let mut event = self.envelope(
+            EventType::TenantProvisionedV1,
+            at,
+            tenant,
+            Some(format!("admin-{}", &id[7..])),
+        );
         event["data"] = json!({
             "tenantId": id,
             "organizationName": name,
@@ -378,11 +451,27 @@ impl TrafficModel {
             "provisioningTimeMs": self.rng.random_range(1_500..9_000u64),
             "sampleDataSeeded": self.rng.random_bool(0.5),
         });
-        CleanEvent { at, event_type: EventType::TenantProvisionedV1, tenant_id: id, json: event }
+        CleanEvent {
+            at,
+            event_type: EventType::TenantProvisionedV1,
+            tenant_id: id,
+            json: event,
+        }
     }
 }
 
-const ORG_WORDS: &[&str] = &["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Tyrell", "Cyberdyne", "Soylent", "Hooli"];
+const ORG_WORDS: &[&str] = &[
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+    "Hooli",
+];
 const ORG_SUFFIXES: &[&str] = &["Corporation", "Industries", "Labs", "Group", "Holdings"];
 
 fn pick_weighted(rng: &mut ChaCha8Rng, options: &[(&'static str, u32)]) -> &'static str {

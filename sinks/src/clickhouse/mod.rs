@@ -47,7 +47,10 @@ impl ClickHouseError {
     fn classify(url: &str, error: clickhouse::error::Error) -> Self {
         match error {
             clickhouse::error::Error::BadResponse(_) => Self::Rejected(error),
-            other => Self::Unavailable { url: url.to_string(), source: other },
+            other => Self::Unavailable {
+                url: url.to_string(),
+                source: other,
+            },
         }
     }
 }

@@ -21,11 +21,19 @@ impl Version {
         let major = parts.next()??;
         let minor = parts.next()??;
         let patch = parts.next().flatten().unwrap_or(0);
-        Some(Self { major, minor, patch })
+        Some(Self {
+            major,
+            minor,
+            patch,
+        })
     }
 
     const fn new(major: u32, minor: u32) -> Self {
-        Self { major, minor, patch: 0 }
+        Self {
+            major,
+            minor,
+            patch: 0,
+        }
     }
 }
 
@@ -74,19 +82,47 @@ mod tests {
 
     #[test]
     fn parses_server_version_strings() {
-        assert_eq!(Version::parse("18.16.1"), Some(Version { major: 18, minor: 16, patch: 1 }));
-        assert_eq!(Version::parse("26.9.1.1"), Some(Version { major: 26, minor: 9, patch: 1 }));
-        assert_eq!(Version::parse("24.8"), Some(Version { major: 24, minor: 8, patch: 0 }));
+        assert_eq!(
+            Version::parse("18.16.1"),
+            Some(Version {
+                major: 18,
+                minor: 16,
+                patch: 1
+            })
+        );
+        assert_eq!(
+            Version::parse("26.9.1.1"),
+            Some(Version {
+                major: 26,
+                minor: 9,
+                patch: 1
+            })
+        );
+        assert_eq!(
+            Version::parse("24.8"),
+            Some(Version {
+                major: 24,
+                minor: 8,
+                patch: 0
+            })
+        );
         assert_eq!(Version::parse("latest"), None);
     }
 
     #[test]
     fn old_servers_get_the_conservative_profile() {
         let old = ServerProfile::for_version(Version::new(18, 16));
-        assert!(!old.ttl && !old.datetime64 && !old.low_cardinality && !old.insert_deduplication_token);
+        assert!(
+            !old.ttl && !old.datetime64 && !old.low_cardinality && !old.insert_deduplication_token
+        );
         assert!(!old.is_modern());
         let modern = ServerProfile::for_version(Version::new(26, 9));
-        assert!(modern.ttl && modern.datetime64 && modern.low_cardinality && modern.insert_deduplication_token);
+        assert!(
+            modern.ttl
+                && modern.datetime64
+                && modern.low_cardinality
+                && modern.insert_deduplication_token
+        );
         assert!(modern.is_modern());
     }
 }

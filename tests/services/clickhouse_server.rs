@@ -1,0 +1,110 @@
+//! The real ClickHouse server: probing its version and capabilities, creating a database,
+//! and a RowBinary round trip through the official client as the sinks will use it.
+
+use clickhouse::Row;
+use salestalk_sinks::clickhouse::{Endpoint, Version};
+use serde::{Deserialize, Serialize};
+
+use crate::support::{settings, unique};
+
+fn endpoint(database: &str) -> Endpoint {
+    let s = settings().clickhouse;
+    Endpoint {
+        url: s.url,
+        database: database.to_string(),
+        user: s.user,
+        password: s.password,
+    }
+}
+
+async fn server_version() -> String {
+    let client = endpoint("default").server_client();
+    client
+        .query("SELECT version()")
+        .fetch_one::<String>()
+        .await
+        .expect("query answers")
+}
+
+#[tokio::test]
+async fn probe_reports_the_servers_version_and_features() {
+    let endpoint = endpoint("default");
+    let profile = endpoint.probe().await.unwrap_or_else(|e| {
+        panic!("ClickHouse does not answer ({e}); start it with deploy/services/up")
+    });
+    let reported = server_version().await;
+    let expected = Version::parse(&reported).expect("version string");
+    assert_eq!(profile.version, expected);
+    // Debian's server is 18.16: the probe must not promise what it lacks.
+    if profile.version.major < 19 {
+        assert!(!profile.ttl && !profile.datetime64 && !profile.is_modern());
+    }
+}
+
+#[tokio::test]
+async fn a_database_is_created_once_and_rows_round_trip() {
+    #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+    struct Probe {
+        tenant_id: String,
+        events: u64,
+        cost_nanos: i64,
+    }
+
+    let database = unique("it_db").replace('-', "_");
+    let endpoint = endpoint(&database);
+    endpoint.ensure_database().await.expect("create database");
+    endpoint
+        .ensure_database()
+        .await
+        .expect("creating it again is a no-op");
+
+    let client = endpoint.client();
+    client
+        .query("CREATE TABLE probe (tenant_id String, events UInt64, cost_nanos Int64) ENGINE = MergeTree ORDER BY tenant_id")
+        .execute()
+        .await
+        .expect("create table");
+    let rows = vec![
+        Probe {
+            tenant_id: "tenant-0001".into(),
+            events: 3,
+            cost_nanos: 21_700_000,
+        },
+        Probe {
+            tenant_id: "tenant-0002".into(),
+            events: 1,
+            cost_nanos: 6_840_000,
+        },
+    ];
+    let mut insert = client.insert::<Probe>("probe").await.expect("insert");
+    for row in &rows {
+        insert.write(row).await.expect("write row");
+    }
+    insert.end().await.expect("insert commits");
+    let back: Vec<Probe> = client
+        .query("SELECT ?fields FROM probe ORDER BY tenant_id")
+        .fetch_all()
+        .await
+        .expect("select");
+    assert_eq!(back, rows);
+    client
+        .query(&format!("DROP DATABASE `{database}`"))
+        .execute()
+        .await
+        .expect("drop database");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_retryable_error() {
+    let endpoint = Endpoint {
+        url: "http://127.0.0.1:1".to_string(),
+        database: "x".to_string(),
+        user: "default".to_string(),
+        password: String::new(),
+    };
+    let error = endpoint
+        .probe()
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(error.is_retryable(), "{error}");
+}

@@ -1,0 +1,10 @@
+//! Integration tests against the real services `deploy/services/up` starts: a Kafka-protocol
+//! broker (tansu) and ClickHouse. Endpoints come from the same configuration the binary
+//! reads (`SALESTALK__KAFKA__BROKERS`, `SALESTALK__CLICKHOUSE__URL`, ...). These tests fail,
+//! rather than skip, when a service is down: start them with `deploy/services/up`.
+
+mod support;
+
+mod check_command;
+mod clickhouse_server;
+mod kafka_roundtrip;
