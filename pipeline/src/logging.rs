@@ -1,5 +1,7 @@
 //! Structured logs to stderr, so stdout stays free for command output.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::{LogFormat, LogSettings};
