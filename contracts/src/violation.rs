@@ -266,7 +266,10 @@ mod tests {
     fn reason_prefers_the_most_fundamental_problem() {
         let schema = violation(ViolationKind::Missing);
         let unknown = violation(ViolationKind::UnknownEventType);
-        assert_eq!(reason_for(std::slice::from_ref(&schema)), Reason::SchemaViolation);
+        assert_eq!(
+            reason_for(std::slice::from_ref(&schema)),
+            Reason::SchemaViolation
+        );
         assert_eq!(reason_for(&[schema, unknown]), Reason::UnknownEventType);
         let not_json = violation(ViolationKind::NotJson("eof".into()));
         assert_eq!(reason_for(&[not_json]), Reason::NotJson);

@@ -3,11 +3,11 @@
 //! Fetch sizes are raised well above librdkafka's defaults: measured against tansu, that
 //! takes consumption from ~27k to ~100k messages/s (see ENVIRONMENT notes in the README).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 
@@ -55,8 +55,40 @@ pub fn producer(settings: &KafkaSettings) -> KafkaResult<BaseProducer<DeliveryCo
         .create_with_context(DeliveryCounter::default())
 }
 
+/// Logs partition assignments and remembers whether this member owns any partition.
+#[derive(Default)]
+pub struct GroupMembership {
+    assigned: AtomicBool,
+}
+
+impl GroupMembership {
+    /// Whether the group has given this member at least one partition.
+    pub fn has_partitions(&self) -> bool {
+        self.assigned.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for GroupMembership {}
+
+impl ConsumerContext for GroupMembership {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                self.assigned
+                    .store(partitions.count() > 0, Ordering::Relaxed);
+                tracing::info!(partitions = partitions.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(partitions) => {
+                self.assigned.store(false, Ordering::Relaxed);
+                tracing::info!(partitions = partitions.count(), "partitions revoked");
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
+
 /// A consumer in the configured group that never commits on its own.
-pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer> {
+pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<GroupMembership>> {
     ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", &settings.group_id)
@@ -66,7 +98,7 @@ pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer> {
         .set("max.partition.fetch.bytes", "8388608")
         .set("fetch.max.bytes", "52428800")
         .set("session.timeout.ms", "10000")
-        .create()
+        .create_with_context(GroupMembership::default())
 }
 
 /// The topic an event type is produced to.
@@ -76,7 +108,7 @@ pub fn topic_for(settings: &KafkaSettings, domain: &str) -> String {
 
 /// The configured topics the brokers do not know.
 pub fn missing_topics(settings: &KafkaSettings) -> KafkaResult<Vec<String>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::consumer::Consumer;
     let client: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .create()?;

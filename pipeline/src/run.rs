@@ -18,7 +18,7 @@ use crate::settings::Settings;
 /// When a run ends on its own (besides SIGTERM/SIGINT).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunLimits {
-    /// Stop after this long without a message.
+    /// Stop after this long without a message, counted once the group has assigned partitions.
     pub idle_exit: Option<Duration>,
     /// Stop after this many messages.
     pub max_messages: Option<u64>,
