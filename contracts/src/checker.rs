@@ -81,15 +81,8 @@ impl Checker {
         key: &'static str,
         read: impl FnOnce(&'v Value) -> Result<T, ViolationKind>,
     ) -> Option<T> {
-        match object.get(key) {
-            Some(value) => read(value)
-                .map_err(|kind| self.fail(Some(Segment::Key(key)), kind))
-                .ok(),
-            None => {
-                self.fail(Some(Segment::Key(key)), ViolationKind::Missing);
-                None
-            }
-        }
+        let value = object.get(key).ok_or(ViolationKind::Missing);
+        self.member(key, value.and_then(read))
     }
 
     /// Reads an optional member; absence and `null` both mean "not given".
@@ -101,10 +94,15 @@ impl Checker {
     ) -> Option<T> {
         match object.get(key) {
             None | Some(Value::Null) => None,
-            Some(value) => read(value)
-                .map_err(|kind| self.fail(Some(Segment::Key(key)), kind))
-                .ok(),
+            Some(value) => self.member(key, read(value)),
         }
+    }
+
+    /// Records a member's violation, if any, at the member's pointer.
+    fn member<T>(&mut self, key: &'static str, result: Result<T, ViolationKind>) -> Option<T> {
+        result
+            .map_err(|kind| self.fail(Some(Segment::Key(key)), kind))
+            .ok()
     }
 
     /// Reads a required object member and then its contents, one level deeper.
