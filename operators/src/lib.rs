@@ -9,6 +9,8 @@
 //!              └─▶ rejected (dead-letter path, with reason)
 //! ```
 
+pub mod dedup;
+pub mod histogram;
 pub mod message;
 pub mod tally;
 pub mod validate;
