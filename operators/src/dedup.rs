@@ -16,7 +16,10 @@ impl SeenIds {
         if !self.ids.insert(id) {
             return false;
         }
-        self.by_minute.entry(at_ms.div_euclid(60_000)).or_default().push(id);
+        self.by_minute
+            .entry(at_ms.div_euclid(60_000))
+            .or_default()
+            .push(id);
         true
     }
 
@@ -54,7 +57,10 @@ mod tests {
         let mut seen = SeenIds::default();
         assert!(seen.first_sighting(7, 1_000));
         assert!(!seen.first_sighting(7, 1_000));
-        assert!(!seen.first_sighting(7, 90_000), "even with another timestamp");
+        assert!(
+            !seen.first_sighting(7, 90_000),
+            "even with another timestamp"
+        );
         assert_eq!(seen.len(), 1);
     }
 

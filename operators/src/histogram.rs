@@ -31,12 +31,20 @@ pub fn bucket_of(value: f64) -> i16 {
         return 0;
     }
     let index = (value.ln() / GAMMA.ln()).ceil();
-    if index >= f64::from(MAX_BUCKET) { MAX_BUCKET } else { index as i16 }
+    if index >= f64::from(MAX_BUCKET) {
+        MAX_BUCKET
+    } else {
+        index as i16
+    }
 }
 
 /// The value reported for a bucket.
 pub fn bucket_value(bucket: i16) -> f64 {
-    if bucket <= 0 { 0.0 } else { 2.0 * GAMMA.powi(i32::from(bucket)) / (GAMMA + 1.0) }
+    if bucket <= 0 {
+        0.0
+    } else {
+        2.0 * GAMMA.powi(i32::from(bucket)) / (GAMMA + 1.0)
+    }
 }
 
 impl LogHistogram {
@@ -105,7 +113,10 @@ mod tests {
         while value < 1e12 {
             let reported = bucket_value(bucket_of(value));
             let error = (reported - value).abs() / value;
-            assert!(error <= RELATIVE_ERROR + 1e-12, "{value}: reported {reported}");
+            assert!(
+                error <= RELATIVE_ERROR + 1e-12,
+                "{value}: reported {reported}"
+            );
             value *= 1.003;
         }
     }
@@ -131,16 +142,27 @@ mod tests {
         for q in [0.5, 0.95, 0.99, 1.0] {
             let exact = values[(q * values.len() as f64).ceil() as usize - 1];
             let estimate = histogram.quantile(q).expect("not empty");
-            assert!((estimate - exact).abs() / exact <= RELATIVE_ERROR + 1e-12, "q={q}: {estimate} vs {exact}");
+            assert!(
+                (estimate - exact).abs() / exact <= RELATIVE_ERROR + 1e-12,
+                "q={q}: {estimate} vs {exact}"
+            );
         }
     }
 
     #[test]
     fn merging_equals_recording_everything_in_one() {
-        let (mut a, mut b, mut all) = (LogHistogram::default(), LogHistogram::default(), LogHistogram::default());
+        let (mut a, mut b, mut all) = (
+            LogHistogram::default(),
+            LogHistogram::default(),
+            LogHistogram::default(),
+        );
         for i in 0..1000 {
             let v = f64::from(i * i % 9973);
-            if i % 3 == 0 { a.record(v) } else { b.record(v) }
+            if i % 3 == 0 {
+                a.record(v)
+            } else {
+                b.record(v)
+            }
             all.record(v);
         }
         a.merge(&b);

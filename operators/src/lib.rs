@@ -12,6 +12,7 @@
 pub mod dedup;
 pub mod histogram;
 pub mod message;
+pub mod metrics;
 pub mod tally;
 pub mod validate;
 

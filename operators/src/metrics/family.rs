@@ -1,0 +1,195 @@
+//! The metric families: what each window row of a family is keyed by and what it holds.
+//!
+//! These layouts are the single definition shared by the aggregator and the ClickHouse views
+//! (the sinks crate builds the views' SQL from them), so a column can never mean one thing in
+//! Rust and another in SQL.
+
+/// A group of metrics sharing one key shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// Distinct valid events per tenant, event type and source (event time).
+    Volume,
+    /// AI cost and tokens per tenant, event type and model (from `narrative.generated`).
+    Cost,
+    /// Classifications per tenant, intent, subject and measure.
+    Intents,
+    /// Conversations per tenant (from `conversation.completed`).
+    Engagement,
+    /// Narrative quality per tenant and model.
+    Quality,
+    /// Metric-ingestion batches per tenant and ingestion source.
+    Ingestion,
+    /// Tenants provisioned, per plan and region.
+    Onboarding,
+    /// Processing latency per tenant, event type and consumer.
+    Latency,
+    /// Messages read and rejected per tenant, source and topic (broker time).
+    Publish,
+    /// Messages sent to the dead-letter path per reason, event type and topic (broker time).
+    DeadLetters,
+}
+
+/// How a family's window rows are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Name used in storage and views.
+    pub name: &'static str,
+    /// Names of the up-to-three string dimensions after `tenant_id` (empty = unused).
+    pub dims: [&'static str; 3],
+    /// Names of the integer counters, in storage order.
+    pub ints: &'static [&'static str],
+    /// Names of the floating-point sums, in storage order.
+    pub floats: &'static [&'static str],
+    /// What the histogram measures, if the family has one.
+    pub histogram: Option<&'static str>,
+}
+
+impl Family {
+    /// Every family, in storage order.
+    pub const ALL: [Family; 10] = [
+        Family::Volume,
+        Family::Cost,
+        Family::Intents,
+        Family::Engagement,
+        Family::Quality,
+        Family::Ingestion,
+        Family::Onboarding,
+        Family::Latency,
+        Family::Publish,
+        Family::DeadLetters,
+    ];
+
+    /// The family's layout.
+    pub const fn layout(self) -> Layout {
+        match self {
+            Family::Volume => Layout {
+                name: "volume",
+                dims: ["event_type", "source", ""],
+                ints: &["events"],
+                floats: &[],
+                histogram: None,
+            },
+            Family::Cost => Layout {
+                name: "cost",
+                dims: ["event_type", "model", ""],
+                ints: &[
+                    "cost_nanos",
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "total_tokens",
+                    "messages",
+                ],
+                floats: &[],
+                histogram: None,
+            },
+            Family::Intents => Layout {
+                name: "intents",
+                dims: ["intent", "subject", "measure"],
+                ints: &["classifications", "low_confidence"],
+                floats: &["confidence_sum"],
+                histogram: None,
+            },
+            Family::Engagement => Layout {
+                name: "engagement",
+                dims: ["", "", ""],
+                ints: &[
+                    "conversations",
+                    "messages",
+                    "user_messages",
+                    "assistant_messages",
+                    "rated",
+                    "rating_sum",
+                    "insight_saved",
+                    "insight_shared",
+                    "data_exported",
+                    "follow_up_created",
+                    "total_cost_nanos",
+                ],
+                floats: &["duration_seconds_sum", "response_time_ms_sum"],
+                histogram: Some("duration_seconds"),
+            },
+            Family::Quality => Layout {
+                name: "quality",
+                dims: ["model", "", ""],
+                ints: &[
+                    "narratives",
+                    "hallucinations",
+                    "facts_verified",
+                    "facts_total",
+                    "total_tokens",
+                ],
+                floats: &["confidence_sum"],
+                histogram: Some("generation_ms"),
+            },
+            Family::Ingestion => Layout {
+                name: "ingestion",
+                dims: ["source", "", ""],
+                ints: &[
+                    "batches",
+                    "records",
+                    "valid_records",
+                    "invalid_records",
+                    "warnings",
+                ],
+                floats: &["processing_ms_sum"],
+                histogram: None,
+            },
+            Family::Onboarding => Layout {
+                name: "onboarding",
+                dims: ["plan", "region", ""],
+                ints: &["tenants", "sample_data_seeded"],
+                floats: &["provisioning_ms_sum"],
+                histogram: Some("provisioning_ms"),
+            },
+            Family::Latency => Layout {
+                name: "latency",
+                dims: ["event_type", "consumer", ""],
+                ints: &["events"],
+                floats: &["latency_ms_sum"],
+                histogram: Some("latency_ms"),
+            },
+            Family::Publish => Layout {
+                name: "publish",
+                dims: ["source", "topic", ""],
+                ints: &["submitted", "rejected"],
+                floats: &[],
+                histogram: None,
+            },
+            Family::DeadLetters => Layout {
+                name: "dead_letters",
+                dims: ["reason", "event_type", "topic"],
+                ints: &["messages"],
+                floats: &[],
+                histogram: None,
+            },
+        }
+    }
+
+    /// Position of a named integer counter.
+    pub fn int_index(self, name: &str) -> Option<usize> {
+        self.layout().ints.iter().position(|n| *n == name)
+    }
+
+    /// Position of a named float sum.
+    pub fn float_index(self, name: &str) -> Option<usize> {
+        self.layout().floats.iter().position(|n| *n == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_dims_are_packed_left() {
+        let mut names: Vec<&str> = Family::ALL.iter().map(|f| f.layout().name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Family::ALL.len());
+        for family in Family::ALL {
+            let dims = family.layout().dims;
+            let used = dims.iter().take_while(|d| !d.is_empty()).count();
+            assert!(dims[used..].iter().all(|d| d.is_empty()), "{family:?}");
+        }
+    }
+}

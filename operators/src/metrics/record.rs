@@ -1,0 +1,433 @@
+//! How each event updates the window rows of its families. Pure functions over a
+//! [`WindowSet`]; the task decides the window and whether the event counts at all.
+
+use salestalk_contracts::{Event, EventData, Reason};
+
+use super::family::Family;
+use super::windows::WindowSet;
+
+/// Classifications below this confidence count as low-confidence.
+pub const LOW_CONFIDENCE: f64 = 0.5;
+
+/// US dollars as integer nano-dollars, the unit every cost is summed in (exact to the cent
+/// and far beyond; `f64` sums are not).
+pub fn nanos(usd: f64) -> i64 {
+    (usd * 1e9).round() as i64
+}
+
+fn add(values: &mut [i64], family: Family, name: &str, amount: i64) {
+    if let Some(slot) = family.int_index(name).and_then(|i| values.get_mut(i)) {
+        *slot += amount;
+    }
+}
+
+fn add_float(values: &mut [f64], family: Family, name: &str, amount: f64) {
+    if let Some(slot) = family.float_index(name).and_then(|i| values.get_mut(i)) {
+        *slot += amount;
+    }
+}
+
+/// Counts a valid, first-seen event into the business families of window `window_start`.
+pub fn record_event(set: &mut WindowSet, event: &Event<'_>, window_start: i64) {
+    let envelope = &event.envelope;
+    let tenant = envelope.tenant_id;
+    let event_type = envelope.event_type.as_str();
+    let row = set.row_for(
+        Family::Volume,
+        window_start,
+        tenant,
+        [event_type, envelope.source, ""],
+    );
+    add(&mut row.ints, Family::Volume, "events", 1);
+
+    match &event.data {
+        EventData::ClassificationPerformed(data) => {
+            let c = &data.classification;
+            let family = Family::Intents;
+            let dims = [c.intent.into(), c.subject.into(), c.measure.into()];
+            let row = set.row_for(family, window_start, tenant, dims);
+            add(&mut row.ints, family, "classifications", 1);
+            add(
+                &mut row.ints,
+                family,
+                "low_confidence",
+                i64::from(c.confidence < LOW_CONFIDENCE),
+            );
+            add_float(&mut row.floats, family, "confidence_sum", c.confidence);
+        }
+        EventData::NarrativeGenerated(data) => {
+            let model = data.ai_model.model_id;
+            let tokens = &data.token_usage;
+            let family = Family::Cost;
+            let row = set.row_for(family, window_start, tenant, [event_type, model, ""]);
+            add(
+                &mut row.ints,
+                family,
+                "cost_nanos",
+                nanos(data.cost.amount_usd),
+            );
+            add(&mut row.ints, family, "prompt_tokens", tokens.prompt as i64);
+            add(
+                &mut row.ints,
+                family,
+                "completion_tokens",
+                tokens.completion as i64,
+            );
+            add(&mut row.ints, family, "total_tokens", tokens.total as i64);
+            add(&mut row.ints, family, "messages", 1);
+
+            let family = Family::Quality;
+            let q = &data.quality;
+            let row = set.row_for(family, window_start, tenant, [model, "", ""]);
+            add(&mut row.ints, family, "narratives", 1);
+            add(
+                &mut row.ints,
+                family,
+                "hallucinations",
+                i64::from(q.hallucination_detected),
+            );
+            add(
+                &mut row.ints,
+                family,
+                "facts_verified",
+                q.facts_verified as i64,
+            );
+            add(&mut row.ints, family, "facts_total", q.facts_total as i64);
+            add(&mut row.ints, family, "total_tokens", tokens.total as i64);
+            add_float(
+                &mut row.floats,
+                family,
+                "confidence_sum",
+                q.confidence_score,
+            );
+            row.histogram.record(data.performance.ai_generation_ms);
+        }
+        EventData::ConversationCompleted(data) => {
+            let family = Family::Engagement;
+            let row = set.row_for(family, window_start, tenant, ["", "", ""]);
+            let actions = &data.actions_taken;
+            add(&mut row.ints, family, "conversations", 1);
+            add(&mut row.ints, family, "messages", data.message_count as i64);
+            add(
+                &mut row.ints,
+                family,
+                "user_messages",
+                data.user_message_count as i64,
+            );
+            add(
+                &mut row.ints,
+                family,
+                "assistant_messages",
+                data.assistant_message_count as i64,
+            );
+            add(
+                &mut row.ints,
+                family,
+                "rated",
+                i64::from(data.satisfaction_rating.is_some()),
+            );
+            add(
+                &mut row.ints,
+                family,
+                "rating_sum",
+                i64::from(data.satisfaction_rating.unwrap_or(0)),
+            );
+            add(
+                &mut row.ints,
+                family,
+                "insight_saved",
+                i64::from(actions.insight_saved),
+            );
+            add(
+                &mut row.ints,
+                family,
+                "insight_shared",
+                i64::from(actions.insight_shared),
+            );
+            add(
+                &mut row.ints,
+                family,
+                "data_exported",
+                i64::from(actions.data_exported),
+            );
+            add(
+                &mut row.ints,
+                family,
+                "follow_up_created",
+                i64::from(actions.follow_up_created),
+            );
+            add(
+                &mut row.ints,
+                family,
+                "total_cost_nanos",
+                nanos(data.total_cost_usd),
+            );
+            add_float(
+                &mut row.floats,
+                family,
+                "duration_seconds_sum",
+                data.duration_seconds,
+            );
+            add_float(
+                &mut row.floats,
+                family,
+                "response_time_ms_sum",
+                data.average_response_time_ms,
+            );
+            row.histogram.record(data.duration_seconds);
+        }
+        EventData::MetricsIngested(data) => {
+            let family = Family::Ingestion;
+            let row = set.row_for(family, window_start, tenant, [data.source.into(), "", ""]);
+            add(&mut row.ints, family, "batches", 1);
+            add(&mut row.ints, family, "records", data.record_count as i64);
+            add(
+                &mut row.ints,
+                family,
+                "valid_records",
+                data.validation.valid as i64,
+            );
+            add(
+                &mut row.ints,
+                family,
+                "invalid_records",
+                data.validation.invalid as i64,
+            );
+            add(
+                &mut row.ints,
+                family,
+                "warnings",
+                data.validation.warnings as i64,
+            );
+            add_float(
+                &mut row.floats,
+                family,
+                "processing_ms_sum",
+                data.processing_time_ms,
+            );
+        }
+        EventData::TenantProvisioned(data) => {
+            let family = Family::Onboarding;
+            let row = set.row_for(family, window_start, tenant, [data.plan, data.region, ""]);
+            add(&mut row.ints, family, "tenants", 1);
+            add(
+                &mut row.ints,
+                family,
+                "sample_data_seeded",
+                i64::from(data.sample_data_seeded),
+            );
+            add_float(
+                &mut row.floats,
+                family,
+                "provisioning_ms_sum",
+                data.provisioning_time_ms,
+            );
+            row.histogram.record(data.provisioning_time_ms);
+        }
+    }
+}
+
+/// What the pipeline knows about a message it read, for the publish and dead-letter
+/// families (windowed by broker time, since a rejected message may have no event time).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadMessage<'a> {
+    /// Window of the message's broker timestamp.
+    pub window_start: i64,
+    /// Source topic.
+    pub topic: &'a str,
+    /// Tenant, when readable; `""` otherwise.
+    pub tenant: &'a str,
+    /// Emitting service, when readable; `""` otherwise.
+    pub source: &'a str,
+    /// Event type, when readable; `""` otherwise.
+    pub event_type: &'a str,
+    /// Why it was rejected, if it was.
+    pub rejected: Option<Reason>,
+}
+
+/// Counts a message read from a topic (valid or not, duplicate or not).
+pub fn record_read(set: &mut WindowSet, message: &ReadMessage<'_>) {
+    let family = Family::Publish;
+    let row = set.row_for(
+        family,
+        message.window_start,
+        message.tenant,
+        [message.source, message.topic, ""],
+    );
+    add(&mut row.ints, family, "submitted", 1);
+    add(
+        &mut row.ints,
+        family,
+        "rejected",
+        i64::from(message.rejected.is_some()),
+    );
+    if let Some(reason) = message.rejected {
+        let family = Family::DeadLetters;
+        let dims = [reason.as_str(), message.event_type, message.topic];
+        add(
+            &mut set
+                .row_for(family, message.window_start, message.tenant, dims)
+                .ints,
+            family,
+            "messages",
+            1,
+        );
+    }
+}
+
+/// Records how long an event took to become durable at `consumer`.
+pub fn record_latency(
+    set: &mut WindowSet,
+    window_start: i64,
+    tenant: &str,
+    event_type: &str,
+    consumer: &str,
+    latency_ms: f64,
+) {
+    let family = Family::Latency;
+    let row = set.row_for(family, window_start, tenant, [event_type, consumer, ""]);
+    add(&mut row.ints, family, "events", 1);
+    add_float(&mut row.floats, family, "latency_ms_sum", latency_ms);
+    row.histogram.record(latency_ms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use salestalk_contracts::{parse, validate};
+
+    const EXAMPLES: &str = include_str!("../../../contracts/tests/corpus/spec-examples.jsonl");
+
+    fn recorded() -> WindowSet {
+        let mut set = WindowSet::default();
+        for line in EXAMPLES.lines() {
+            let value = parse(line.as_bytes()).expect("json");
+            let event = validate(&value).expect("valid");
+            record_event(&mut set, &event, 0);
+        }
+        set
+    }
+
+    fn ints(set: &mut WindowSet, family: Family, dims: [&str; 3]) -> Vec<i64> {
+        let key = set.key(family, 0, "tenant-abc123", dims);
+        set.get(&key)
+            .unwrap_or_else(|| panic!("no {family:?} row {dims:?}"))
+            .ints
+            .clone()
+    }
+
+    #[test]
+    fn the_spec_examples_land_in_their_families() {
+        let mut set = recorded();
+        assert_eq!(
+            ints(
+                &mut set,
+                Family::Volume,
+                ["narrative.generated.v1", "chat-handler", ""]
+            ),
+            [1]
+        );
+        assert_eq!(
+            ints(
+                &mut set,
+                Family::Volume,
+                ["metrics.ingested.v1", "metrics-handler", ""]
+            ),
+            [1]
+        );
+        let cost = ints(
+            &mut set,
+            Family::Cost,
+            ["narrative.generated.v1", "anthropic.claude-v2", ""],
+        );
+        assert_eq!(cost, [21_700_000, 387, 156, 543, 1]);
+        let quality = ints(&mut set, Family::Quality, ["anthropic.claude-v2", "", ""]);
+        assert_eq!(quality, [1, 0, 3, 3, 543]);
+        assert_eq!(
+            ints(
+                &mut set,
+                Family::Intents,
+                ["fact_retrieval", "revenue", "total"]
+            ),
+            [1, 0]
+        );
+        let engagement = ints(&mut set, Family::Engagement, ["", "", ""]);
+        assert_eq!(engagement, [1, 8, 4, 4, 1, 5, 1, 0, 0, 1, 87_000_000]);
+        assert_eq!(
+            ints(&mut set, Family::Ingestion, ["csv_upload", "", ""]),
+            [1, 247, 247, 0, 3]
+        );
+        assert_eq!(
+            ints(&mut set, Family::Onboarding, ["standard", "us-east-1", ""]),
+            [1, 1]
+        );
+    }
+
+    #[test]
+    fn histograms_and_sums_follow_the_events() {
+        let mut set = recorded();
+        let key = set.key(
+            Family::Quality,
+            0,
+            "tenant-abc123",
+            ["anthropic.claude-v2", "", ""],
+        );
+        let row = set.get(&key).expect("row");
+        assert_eq!(row.histogram.count(), 1);
+        assert_eq!(row.floats, [0.94]);
+    }
+
+    #[test]
+    fn reads_count_submitted_and_rejected_by_reason() {
+        let mut set = WindowSet::default();
+        let ok = ReadMessage {
+            window_start: 60,
+            topic: "t",
+            tenant: "a",
+            source: "s",
+            event_type: "x.y.v1",
+            rejected: None,
+        };
+        record_read(&mut set, &ok);
+        record_read(
+            &mut set,
+            &ReadMessage {
+                rejected: Some(Reason::SchemaViolation),
+                ..ok
+            },
+        );
+        record_read(
+            &mut set,
+            &ReadMessage {
+                tenant: "",
+                source: "",
+                event_type: "",
+                rejected: Some(Reason::NotJson),
+                ..ok
+            },
+        );
+        let key = set.key(Family::Publish, 60, "a", ["s", "t", ""]);
+        assert_eq!(set.get(&key).expect("row").ints, [2, 1]);
+        let key = set.key(Family::DeadLetters, 60, "", ["not_json", "", "t"]);
+        assert_eq!(set.get(&key).expect("row").ints, [1]);
+    }
+
+    #[test]
+    fn costs_are_summed_in_integer_nanodollars() {
+        assert_eq!(nanos(0.0217), 21_700_000);
+        assert_eq!(nanos(0.1) + nanos(0.2), nanos(0.3));
+    }
+
+    #[test]
+    fn latency_is_recorded_per_consumer() {
+        let mut set = WindowSet::default();
+        record_latency(&mut set, 0, "a", "x.y.v1", "clickhouse", 1500.0);
+        record_latency(&mut set, 0, "a", "x.y.v1", "clickhouse", 500.0);
+        let key = set.key(Family::Latency, 0, "a", ["x.y.v1", "clickhouse", ""]);
+        let row = set.get(&key).expect("row");
+        assert_eq!(
+            (row.ints[0], row.floats[0], row.histogram.count()),
+            (2, 2000.0, 2)
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! Window rows of one task: one-minute tumbling windows keyed by family, tenant and
+//! dimensions, with the set of rows changed since the last flush.
+//!
+//! Strings are interned once per task, so counting an event into a window that already
+//! exists allocates nothing.
+
+use std::collections::{HashMap, HashSet};
+
+use super::family::Family;
+use crate::histogram::LogHistogram;
+
+/// Length of a window, in seconds.
+pub const WINDOW_SECONDS: i64 = 60;
+
+/// The start (Unix seconds) of the window holding `at_ms` (Unix milliseconds).
+pub fn window_start(at_ms: i64) -> i64 {
+    at_ms.div_euclid(WINDOW_SECONDS * 1000) * WINDOW_SECONDS
+}
+
+/// An interned string.
+pub type Symbol = u32;
+
+/// The identity of a window row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowKey {
+    /// Metric family.
+    pub family: Family,
+    /// Window start, Unix seconds.
+    pub window_start: i64,
+    /// Tenant.
+    pub tenant: Symbol,
+    /// Family-specific dimensions (unused ones are the empty string).
+    pub dims: [Symbol; 3],
+}
+
+/// The accumulated value of a window row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowValue {
+    /// Integer counters, laid out as the family says.
+    pub ints: Vec<i64>,
+    /// Floating-point sums, laid out as the family says.
+    pub floats: Vec<f64>,
+    /// The family's histogram (empty if it has none).
+    pub histogram: LogHistogram,
+}
+
+/// All open window rows of one task.
+#[derive(Debug, Default)]
+pub struct WindowSet {
+    symbols: HashMap<Box<str>, Symbol>,
+    names: Vec<Box<str>>,
+    rows: HashMap<WindowKey, WindowValue>,
+    dirty: HashSet<WindowKey>,
+}
+
+impl WindowSet {
+    /// Interns `text`.
+    pub fn symbol(&mut self, text: &str) -> Symbol {
+        if let Some(symbol) = self.symbols.get(text) {
+            return *symbol;
+        }
+        let symbol = self.names.len() as Symbol;
+        self.names.push(text.into());
+        self.symbols.insert(text.into(), symbol);
+        symbol
+    }
+
+    /// The text of a symbol.
+    pub fn text(&self, symbol: Symbol) -> &str {
+        self.names.get(symbol as usize).map_or("", |s| s)
+    }
+
+    /// The key for a row.
+    pub fn key(
+        &mut self,
+        family: Family,
+        window_start: i64,
+        tenant: &str,
+        dims: [&str; 3],
+    ) -> WindowKey {
+        let tenant = self.symbol(tenant);
+        let dims = [
+            self.symbol(dims[0]),
+            self.symbol(dims[1]),
+            self.symbol(dims[2]),
+        ];
+        WindowKey {
+            family,
+            window_start,
+            tenant,
+            dims,
+        }
+    }
+
+    /// The row for `key`, created empty if new, and marked as changed.
+    pub fn row(&mut self, key: WindowKey) -> &mut WindowValue {
+        self.dirty.insert(key);
+        self.rows.entry(key).or_insert_with(|| {
+            let layout = key.family.layout();
+            WindowValue {
+                ints: vec![0; layout.ints.len()],
+                floats: vec![0.0; layout.floats.len()],
+                histogram: LogHistogram::default(),
+            }
+        })
+    }
+
+    /// The row for a family, window, tenant and dimensions; see [`WindowSet::row`].
+    pub fn row_for(
+        &mut self,
+        family: Family,
+        window_start: i64,
+        tenant: &str,
+        dims: [&str; 3],
+    ) -> &mut WindowValue {
+        let key = self.key(family, window_start, tenant, dims);
+        self.row(key)
+    }
+
+    /// Puts back a row restored from storage, unchanged since its last flush.
+    pub fn restore(&mut self, key: WindowKey, value: WindowValue) {
+        self.rows.insert(key, value);
+    }
+
+    /// The row for `key`, if open.
+    pub fn get(&self, key: &WindowKey) -> Option<&WindowValue> {
+        self.rows.get(key)
+    }
+
+    /// The rows changed since the last call, in key order; they count as clean afterwards.
+    pub fn take_dirty(&mut self) -> Vec<WindowKey> {
+        let mut keys: Vec<WindowKey> = self.dirty.drain().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Drops clean rows whose window started before `limit` (they are final and durable).
+    pub fn evict_before(&mut self, limit: i64) {
+        let dirty = &self.dirty;
+        self.rows
+            .retain(|key, _| key.window_start >= limit || dirty.contains(key));
+    }
+
+    /// Open rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether no row is open.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Every open row.
+    pub fn iter(&self) -> impl Iterator<Item = (&WindowKey, &WindowValue)> {
+        self.rows.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_aligned_minutes_even_before_1970() {
+        assert_eq!(window_start(0), 0);
+        assert_eq!(window_start(59_999), 0);
+        assert_eq!(window_start(60_000), 60);
+        assert_eq!(window_start(-1), -60);
+    }
+
+    #[test]
+    fn rows_are_created_once_and_tracked_until_flushed() {
+        let mut set = WindowSet::default();
+        let key = set.key(Family::Volume, 60, "tenant-1", ["a.b.v1", "svc", ""]);
+        set.row(key).ints[0] += 1;
+        set.row(key).ints[0] += 1;
+        assert_eq!(set.get(&key).map(|v| v.ints[0]), Some(2));
+        assert_eq!(set.take_dirty(), vec![key]);
+        assert!(set.take_dirty().is_empty());
+        assert_eq!(set.text(key.tenant), "tenant-1");
+    }
+
+    #[test]
+    fn only_clean_old_rows_are_evicted() {
+        let mut set = WindowSet::default();
+        let old = set.key(Family::Volume, 0, "t", ["", "", ""]);
+        let new = set.key(Family::Volume, 120, "t", ["", "", ""]);
+        set.row(old);
+        set.row(new);
+        set.evict_before(60);
+        assert_eq!(set.len(), 2, "dirty rows stay until flushed");
+        set.take_dirty();
+        set.evict_before(60);
+        assert!(set.get(&old).is_none() && set.get(&new).is_some());
+    }
+}
