@@ -23,6 +23,11 @@ impl SeenIds {
         true
     }
 
+    /// Whether `id` is remembered.
+    pub fn contains(&self, id: u128) -> bool {
+        self.ids.contains(&id)
+    }
+
     /// Forgets ids whose event time is before `cutoff_ms` (whole minutes only, so an id is
     /// kept for at least the horizon).
     pub fn forget_before(&mut self, cutoff_ms: i64) {

@@ -9,11 +9,13 @@
 //!              └─▶ rejected (dead-letter path, with reason)
 //! ```
 
+pub mod dead_letter;
 pub mod dedup;
 pub mod histogram;
 pub mod message;
 pub mod metrics;
 pub mod tally;
+pub mod task;
 pub mod validate;
 
 pub use message::RawMessage;

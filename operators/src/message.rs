@@ -9,6 +9,8 @@ pub struct RawMessage<'a> {
     pub partition: i32,
     /// Offset within the partition.
     pub offset: i64,
+    /// Broker timestamp, Unix milliseconds, if the broker gave one.
+    pub timestamp_ms: Option<i64>,
     /// The message value (`None` for a tombstone).
     pub payload: Option<&'a [u8]>,
 }

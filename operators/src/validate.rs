@@ -85,6 +85,7 @@ mod tests {
             topic: "salestalk.tenant",
             partition: 2,
             offset,
+            timestamp_ms: None,
             payload,
         }
     }

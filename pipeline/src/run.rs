@@ -73,6 +73,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
                 topic: m.topic(),
                 partition: m.partition(),
                 offset: m.offset(),
+                timestamp_ms: m.timestamp().to_millis(),
                 payload: m.payload(),
             })
             .collect();

@@ -23,7 +23,7 @@ pub enum Family {
     Onboarding,
     /// Processing latency per tenant, event type and consumer.
     Latency,
-    /// Messages read and rejected per tenant, source and topic (broker time).
+    /// Messages read, rejected and resent per tenant, source and topic (broker time).
     Publish,
     /// Messages sent to the dead-letter path per reason, event type and topic (broker time).
     DeadLetters,
@@ -151,7 +151,7 @@ impl Family {
             Family::Publish => Layout {
                 name: "publish",
                 dims: ["source", "topic", ""],
-                ints: &["submitted", "rejected"],
+                ints: &["submitted", "rejected", "duplicates"],
                 floats: &[],
                 histogram: None,
             },

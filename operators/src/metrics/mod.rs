@@ -9,5 +9,8 @@ pub mod record;
 pub mod windows;
 
 pub use family::{Family, Layout};
-pub use record::{LOW_CONFIDENCE, ReadMessage, nanos, record_event, record_latency, record_read};
+pub use record::{
+    LOW_CONFIDENCE, ReadMessage, nanos, record_event, record_latency, record_latency_for,
+    record_read,
+};
 pub use windows::{Symbol, WINDOW_SECONDS, WindowKey, WindowSet, WindowValue, window_start};

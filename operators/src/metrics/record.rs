@@ -1,7 +1,9 @@
 //! How each event updates the window rows of its families. Pure functions over a
 //! [`WindowSet`]; the task decides the window and whether the event counts at all.
 
-use salestalk_contracts::{Event, EventData, Reason};
+use salestalk_contracts::{Event, EventData};
+
+use crate::dead_letter::DeadLetterReason;
 
 use super::family::Family;
 use super::windows::WindowSet;
@@ -242,7 +244,9 @@ pub struct ReadMessage<'a> {
     /// Event type, when readable; `""` otherwise.
     pub event_type: &'a str,
     /// Why it was rejected, if it was.
-    pub rejected: Option<Reason>,
+    pub rejected: Option<DeadLetterReason>,
+    /// Whether it repeated an `eventId` already counted.
+    pub duplicate: bool,
 }
 
 /// Counts a message read from a topic (valid or not, duplicate or not).
@@ -260,6 +264,12 @@ pub fn record_read(set: &mut WindowSet, message: &ReadMessage<'_>) {
         family,
         "rejected",
         i64::from(message.rejected.is_some()),
+    );
+    add(
+        &mut row.ints,
+        family,
+        "duplicates",
+        i64::from(message.duplicate),
     );
     if let Some(reason) = message.rejected {
         let family = Family::DeadLetters;
@@ -284,8 +294,21 @@ pub fn record_latency(
     consumer: &str,
     latency_ms: f64,
 ) {
+    let tenant = set.symbol(tenant);
+    record_latency_for(set, window_start, tenant, event_type, consumer, latency_ms);
+}
+
+/// Like [`record_latency`], for a tenant already interned.
+pub fn record_latency_for(
+    set: &mut WindowSet,
+    window_start: i64,
+    tenant: super::Symbol,
+    event_type: &str,
+    consumer: &str,
+    latency_ms: f64,
+) {
     let family = Family::Latency;
-    let row = set.row_for(family, window_start, tenant, [event_type, consumer, ""]);
+    let row = set.row_for_symbol(family, window_start, tenant, [event_type, consumer, ""]);
     add(&mut row.ints, family, "events", 1);
     add_float(&mut row.floats, family, "latency_ms_sum", latency_ms);
     row.histogram.record(latency_ms);
@@ -387,12 +410,13 @@ mod tests {
             source: "s",
             event_type: "x.y.v1",
             rejected: None,
+            duplicate: false,
         };
         record_read(&mut set, &ok);
         record_read(
             &mut set,
             &ReadMessage {
-                rejected: Some(Reason::SchemaViolation),
+                rejected: Some(DeadLetterReason::SchemaViolation),
                 ..ok
             },
         );
@@ -402,12 +426,19 @@ mod tests {
                 tenant: "",
                 source: "",
                 event_type: "",
-                rejected: Some(Reason::NotJson),
+                rejected: Some(DeadLetterReason::NotJson),
                 ..ok
             },
         );
         let key = set.key(Family::Publish, 60, "a", ["s", "t", ""]);
-        assert_eq!(set.get(&key).expect("row").ints, [2, 1]);
+        record_read(
+            &mut set,
+            &ReadMessage {
+                duplicate: true,
+                ..ok
+            },
+        );
+        assert_eq!(set.get(&key).expect("row").ints, [3, 1, 1]);
         let key = set.key(Family::DeadLetters, 60, "", ["not_json", "", "t"]);
         assert_eq!(set.get(&key).expect("row").ints, [1]);
     }

@@ -105,6 +105,27 @@ impl WindowSet {
         })
     }
 
+    /// Like [`WindowSet::row_for`], for a tenant already interned.
+    pub fn row_for_symbol(
+        &mut self,
+        family: Family,
+        window_start: i64,
+        tenant: Symbol,
+        dims: [&str; 3],
+    ) -> &mut WindowValue {
+        let dims = [
+            self.symbol(dims[0]),
+            self.symbol(dims[1]),
+            self.symbol(dims[2]),
+        ];
+        self.row(WindowKey {
+            family,
+            window_start,
+            tenant,
+            dims,
+        })
+    }
+
     /// The row for a family, window, tenant and dimensions; see [`WindowSet::row`].
     pub fn row_for(
         &mut self,
@@ -136,9 +157,14 @@ impl WindowSet {
 
     /// Drops clean rows whose window started before `limit` (they are final and durable).
     pub fn evict_before(&mut self, limit: i64) {
+        self.evict_final(|key| key.window_start < limit);
+    }
+
+    /// Drops the clean rows `is_final` says will never change again.
+    pub fn evict_final(&mut self, is_final: impl Fn(&WindowKey) -> bool) {
         let dirty = &self.dirty;
         self.rows
-            .retain(|key, _| key.window_start >= limit || dirty.contains(key));
+            .retain(|key, _| !is_final(key) || dirty.contains(key));
     }
 
     /// Open rows.

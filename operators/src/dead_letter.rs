@@ -1,0 +1,83 @@
+//! The dead-letter taxonomy: every reason a message can leave the normal path.
+
+use salestalk_contracts::Reason;
+
+/// Why a message went to the dead-letter path. The names are stable: they are stored,
+/// filtered on and alerted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeadLetterReason {
+    /// Not a JSON document (or no value at all).
+    NotJson,
+    /// Broke a contract rule.
+    SchemaViolation,
+    /// `eventType` names no known event.
+    UnknownEventType,
+    /// A known event at an unsupported version.
+    UnsupportedVersion,
+    /// Larger than the configured message limit.
+    Oversized,
+    /// Its window was already final (older than the allowed lateness).
+    Late,
+    /// A sink refused it permanently.
+    SinkRejected,
+    /// Transient failures persisted through every retry.
+    RetriesExhausted,
+}
+
+impl DeadLetterReason {
+    /// Every reason, in a stable order.
+    pub const ALL: [DeadLetterReason; 8] = [
+        Self::NotJson,
+        Self::SchemaViolation,
+        Self::UnknownEventType,
+        Self::UnsupportedVersion,
+        Self::Oversized,
+        Self::Late,
+        Self::SinkRejected,
+        Self::RetriesExhausted,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotJson => "not_json",
+            Self::SchemaViolation => "schema_violation",
+            Self::UnknownEventType => "unknown_event_type",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::Oversized => "oversized",
+            Self::Late => "late",
+            Self::SinkRejected => "sink_rejected",
+            Self::RetriesExhausted => "retries_exhausted",
+        }
+    }
+}
+
+impl From<Reason> for DeadLetterReason {
+    fn from(reason: Reason) -> Self {
+        match reason {
+            Reason::NotJson => Self::NotJson,
+            Reason::Oversized => Self::Oversized,
+            Reason::UnknownEventType => Self::UnknownEventType,
+            Reason::UnsupportedVersion => Self::UnsupportedVersion,
+            Reason::SchemaViolation => Self::SchemaViolation,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_reasons_keep_their_names() {
+        for reason in [
+            Reason::NotJson,
+            Reason::Oversized,
+            Reason::UnknownEventType,
+            Reason::UnsupportedVersion,
+            Reason::SchemaViolation,
+        ] {
+            assert_eq!(DeadLetterReason::from(reason).as_str(), reason.as_str());
+        }
+    }
+}

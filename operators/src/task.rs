@@ -1,0 +1,689 @@
+//! The task operator: everything one source partition contributes, between two flushes.
+//!
+//! A task takes the partition's messages in offset order and decides, deterministically from
+//! its checkpointed state, what each one is: a new valid event (counted into its windows and
+//! archived), a resend of an event already counted, a late event, or a rejected message
+//! (dead-lettered with its reason). [`Task::flush`] hands over everything the sinks must make
+//! durable in one block, with the checkpoint that goes in the same atomic insert
+//! (`docs/adr/0004-exact-metrics-without-two-phase-commit.md`).
+
+use salestalk_contracts::{Event, EventType, check, parse, reason_for, validate};
+use serde_json::Value;
+
+use crate::dead_letter::DeadLetterReason;
+use crate::dedup::SeenIds;
+use crate::message::RawMessage;
+use crate::metrics::{
+    Family, ReadMessage, Symbol, WINDOW_SECONDS, WindowKey, WindowSet, WindowValue, record_event,
+    record_latency_for, record_read, window_start,
+};
+
+/// Names of the graph's consumers, as latency and errors are reported per consumer.
+pub mod consumers {
+    /// The window-state (metrics) table.
+    pub const METRICS: &str = "clickhouse.metrics";
+    /// The raw event archive.
+    pub const ARCHIVE: &str = "clickhouse.archive";
+    /// The dead-letter table.
+    pub const DEAD_LETTERS: &str = "clickhouse.dead_letters";
+}
+
+/// Time rules of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSettings {
+    /// How far behind the watermark an event may be and still correct its window.
+    pub allowed_lateness_ms: i64,
+    /// How far ahead of its broker timestamp an event may be stamped and still be trusted.
+    pub max_future_skew_ms: i64,
+    /// How long (event time) an `eventId` is remembered for dedup.
+    pub dedup_horizon_ms: i64,
+    /// Largest message inspected.
+    pub max_message_bytes: usize,
+}
+
+/// Where a task is: stored with its window rows in one atomic insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    /// The next offset to read.
+    pub next_offset: i64,
+    /// Largest trusted event time seen (Unix ms).
+    pub event_watermark_ms: Option<i64>,
+    /// Largest broker timestamp seen (Unix ms).
+    pub broker_watermark_ms: Option<i64>,
+    /// Flush counter; window rows carry the epoch that wrote them.
+    pub epoch: u64,
+}
+
+/// A valid event as the raw archive keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedEvent {
+    /// `eventId`.
+    pub event_id: u128,
+    /// `tenantId`.
+    pub tenant_id: String,
+    /// `eventType`.
+    pub event_type: EventType,
+    /// `source`.
+    pub source: String,
+    /// Event time, Unix ms, as stamped.
+    pub timestamp_ms: i64,
+    /// Start of the window it was counted in (Unix s).
+    pub window_start: i64,
+    /// Whether its timestamp was too far ahead of the broker's and was not trusted.
+    pub clock_skewed: bool,
+    /// Source offset.
+    pub offset: i64,
+    /// Broker timestamp, Unix ms.
+    pub broker_ms: i64,
+    /// The message as received.
+    pub raw: Vec<u8>,
+}
+
+/// A message that left the normal path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Source offset.
+    pub offset: i64,
+    /// Broker timestamp, Unix ms.
+    pub broker_ms: i64,
+    /// Why.
+    pub reason: DeadLetterReason,
+    /// The details (every violation, or why it was late).
+    pub error: String,
+    /// Tenant, when readable.
+    pub tenant_id: String,
+    /// Event type, when readable.
+    pub event_type: String,
+    /// The message as received.
+    pub raw: Vec<u8>,
+}
+
+/// A window row ready for storage, with its strings resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateRow {
+    /// Its family.
+    pub family: Family,
+    /// Window start, Unix s.
+    pub window_start: i64,
+    /// Tenant.
+    pub tenant: String,
+    /// Dimensions.
+    pub dims: [String; 3],
+    /// The full value of the window so far.
+    pub value: WindowValue,
+}
+
+/// Everything one flush of one task must make durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flush {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// The checkpoint the rows below complete.
+    pub checkpoint: Checkpoint,
+    /// Window rows changed since the last flush.
+    pub rows: Vec<StateRow>,
+    /// Events to archive.
+    pub archive: Vec<ArchivedEvent>,
+    /// Messages to dead-letter.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    window_start: i64,
+    tenant: Symbol,
+    event_type: &'static str,
+    at_ms: i64,
+    consumers: &'static [&'static str],
+}
+
+/// One source partition's state and the outputs it has not flushed yet.
+#[derive(Debug)]
+pub struct Task {
+    topic: String,
+    partition: i32,
+    settings: TaskSettings,
+    checkpoint: Checkpoint,
+    seen: SeenIds,
+    windows: WindowSet,
+    archive: Vec<ArchivedEvent>,
+    dead_letters: Vec<DeadLetter>,
+    pending_latency: Vec<Pending>,
+}
+
+impl Task {
+    /// A task resuming at `checkpoint` (use `Checkpoint::default()` for a new partition).
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        settings: TaskSettings,
+        checkpoint: Checkpoint,
+    ) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partition,
+            settings,
+            checkpoint,
+            seen: SeenIds::default(),
+            windows: WindowSet::default(),
+            archive: Vec::new(),
+            dead_letters: Vec::new(),
+            pending_latency: Vec::new(),
+        }
+    }
+
+    /// Puts back a window row read from storage.
+    pub fn restore_row(
+        &mut self,
+        family: Family,
+        window_start: i64,
+        tenant: &str,
+        dims: [&str; 3],
+        value: WindowValue,
+    ) {
+        let key = self.windows.key(family, window_start, tenant, dims);
+        self.windows.restore(key, value);
+    }
+
+    /// Puts back an `eventId` counted before the checkpoint.
+    pub fn restore_seen(&mut self, event_id: u128, at_ms: i64) {
+        self.seen.first_sighting(event_id, at_ms);
+    }
+
+    /// Where the task is.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.checkpoint
+    }
+
+    /// Open window rows and remembered ids, for memory accounting.
+    pub fn state_size(&self) -> (usize, usize) {
+        (self.windows.len(), self.seen.len())
+    }
+
+    /// Whether anything awaits a flush.
+    pub fn has_pending(&self) -> bool {
+        !self.archive.is_empty()
+            || !self.dead_letters.is_empty()
+            || !self.pending_latency.is_empty()
+    }
+
+    /// The value of an open window row (for tests and inspection).
+    pub fn window(
+        &mut self,
+        family: Family,
+        window_start: i64,
+        tenant: &str,
+        dims: [&str; 3],
+    ) -> Option<&WindowValue> {
+        let key: WindowKey = self.windows.key(family, window_start, tenant, dims);
+        self.windows.get(&key)
+    }
+
+    /// First window start (Unix s) that is not final for event-time families.
+    fn open_from(watermark_ms: Option<i64>, lateness_ms: i64) -> i64 {
+        watermark_ms.map_or(i64::MIN, |wm| {
+            window_start(wm - lateness_ms - WINDOW_SECONDS * 1000) + WINDOW_SECONDS
+        })
+    }
+
+    /// Processes messages of this partition in offset order. Messages below the checkpoint
+    /// (already in the restored state) are skipped.
+    pub fn process(&mut self, messages: &[RawMessage<'_>]) {
+        for message in messages {
+            if message.offset < self.checkpoint.next_offset {
+                continue;
+            }
+            self.checkpoint.next_offset = message.offset + 1;
+            self.process_one(message);
+        }
+    }
+
+    fn process_one(&mut self, message: &RawMessage<'_>) {
+        let payload = message.payload.unwrap_or_default();
+        let parsed: Option<Value> = match message.payload {
+            Some(bytes) if bytes.len() <= self.settings.max_message_bytes => parse(bytes).ok(),
+            _ => None,
+        };
+        let broker_ms = message
+            .timestamp_ms
+            .or(self.checkpoint.broker_watermark_ms)
+            .unwrap_or_default();
+        self.checkpoint.broker_watermark_ms = Some(
+            self.checkpoint
+                .broker_watermark_ms
+                .map_or(broker_ms, |w| w.max(broker_ms)),
+        );
+        let broker_window = window_start(broker_ms).max(Self::open_from(
+            self.checkpoint.broker_watermark_ms,
+            self.settings.allowed_lateness_ms,
+        ));
+
+        let value = match parsed {
+            Some(value) => value,
+            None => {
+                let violations = match message.payload {
+                    None => vec![salestalk_contracts::Violation {
+                        path: String::new(),
+                        kind: salestalk_contracts::ViolationKind::NotJson(
+                            "message has no value".into(),
+                        ),
+                    }],
+                    Some(bytes) => check(bytes, self.settings.max_message_bytes),
+                };
+                let reason = reason_for(&violations).into();
+                let error = describe(&violations);
+                self.reject(
+                    message,
+                    broker_ms,
+                    broker_window,
+                    None,
+                    reason,
+                    error,
+                    payload,
+                );
+                return;
+            }
+        };
+        match validate(&value) {
+            Err(violations) => {
+                let reason = reason_for(&violations).into();
+                self.reject(
+                    message,
+                    broker_ms,
+                    broker_window,
+                    Some(&value),
+                    reason,
+                    describe(&violations),
+                    payload,
+                );
+            }
+            Ok(event) => self.accept(message, &event, broker_ms, broker_window, payload),
+        }
+    }
+
+    fn accept(
+        &mut self,
+        message: &RawMessage<'_>,
+        event: &Event<'_>,
+        broker_ms: i64,
+        broker_window: i64,
+        payload: &[u8],
+    ) {
+        let envelope = &event.envelope;
+        let stamped_ms = envelope.timestamp.timestamp_millis();
+        let clock_skewed = stamped_ms > broker_ms + self.settings.max_future_skew_ms;
+        let trusted_ms = if clock_skewed { broker_ms } else { stamped_ms };
+        let window = window_start(trusted_ms);
+        let id = envelope.event_id.0;
+        let mut read = ReadMessage {
+            window_start: broker_window,
+            topic: &self.topic,
+            tenant: envelope.tenant_id,
+            source: envelope.source,
+            event_type: envelope.event_type.as_str(),
+            rejected: None,
+            duplicate: false,
+        };
+        if self.seen.contains(id) {
+            read.duplicate = true;
+        } else if window
+            < Self::open_from(
+                self.checkpoint.event_watermark_ms,
+                self.settings.allowed_lateness_ms,
+            )
+        {
+            read.rejected = Some(DeadLetterReason::Late);
+            let error = format!(
+                "event time {} is in a final window (watermark {} ms, allowed lateness {} ms)",
+                envelope.timestamp.to_rfc3339(),
+                self.checkpoint.event_watermark_ms.unwrap_or_default(),
+                self.settings.allowed_lateness_ms
+            );
+            self.dead_letters.push(DeadLetter {
+                offset: message.offset,
+                broker_ms,
+                reason: DeadLetterReason::Late,
+                error,
+                tenant_id: envelope.tenant_id.to_string(),
+                event_type: envelope.event_type.as_str().to_string(),
+                raw: payload.to_vec(),
+            });
+            self.pending_latency.push(Pending {
+                window_start: broker_window,
+                tenant: self.windows.symbol(envelope.tenant_id),
+                event_type: envelope.event_type.as_str(),
+                at_ms: broker_ms,
+                consumers: &[consumers::DEAD_LETTERS],
+            });
+        } else {
+            self.seen.first_sighting(id, trusted_ms);
+            record_event(&mut self.windows, event, window);
+            self.archive.push(ArchivedEvent {
+                event_id: id,
+                tenant_id: envelope.tenant_id.to_string(),
+                event_type: envelope.event_type,
+                source: envelope.source.to_string(),
+                timestamp_ms: stamped_ms,
+                window_start: window,
+                clock_skewed,
+                offset: message.offset,
+                broker_ms,
+                raw: payload.to_vec(),
+            });
+            self.pending_latency.push(Pending {
+                window_start: window,
+                tenant: self.windows.symbol(envelope.tenant_id),
+                event_type: envelope.event_type.as_str(),
+                at_ms: trusted_ms,
+                consumers: &[consumers::METRICS, consumers::ARCHIVE],
+            });
+            if !clock_skewed {
+                let wm = &mut self.checkpoint.event_watermark_ms;
+                *wm = Some(wm.map_or(stamped_ms, |w| w.max(stamped_ms)));
+            }
+        }
+        record_read(&mut self.windows, &read);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reject(
+        &mut self,
+        message: &RawMessage<'_>,
+        broker_ms: i64,
+        broker_window: i64,
+        value: Option<&Value>,
+        reason: DeadLetterReason,
+        error: String,
+        payload: &[u8],
+    ) {
+        let readable = |field: &str| -> &str {
+            value
+                .and_then(|v| v.get(field))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        };
+        let (tenant, source, event_type) = (
+            readable("tenantId"),
+            readable("source"),
+            readable("eventType"),
+        );
+        let read = ReadMessage {
+            window_start: broker_window,
+            topic: &self.topic,
+            tenant,
+            source,
+            event_type,
+            rejected: Some(reason),
+            duplicate: false,
+        };
+        record_read(&mut self.windows, &read);
+        let tenant_symbol = self.windows.symbol(tenant);
+        let event_type_static = EventType::parse(event_type).map_or("", |t| t.as_str());
+        self.pending_latency.push(Pending {
+            window_start: broker_window,
+            tenant: tenant_symbol,
+            event_type: event_type_static,
+            at_ms: broker_ms,
+            consumers: &[consumers::DEAD_LETTERS],
+        });
+        self.dead_letters.push(DeadLetter {
+            offset: message.offset,
+            broker_ms,
+            reason,
+            error,
+            tenant_id: tenant.to_string(),
+            event_type: event_type.to_string(),
+            raw: payload.to_vec(),
+        });
+    }
+
+    /// Hands over everything processed since the last flush, as of `durable_at_ms` (the
+    /// moment the caller starts making it durable, used for latency), and advances the epoch.
+    pub fn flush(&mut self, durable_at_ms: i64) -> Flush {
+        for pending in std::mem::take(&mut self.pending_latency) {
+            let latency = (durable_at_ms - pending.at_ms).max(0) as f64;
+            for consumer in pending.consumers {
+                record_latency_for(
+                    &mut self.windows,
+                    pending.window_start,
+                    pending.tenant,
+                    pending.event_type,
+                    consumer,
+                    latency,
+                );
+            }
+        }
+        self.checkpoint.epoch += 1;
+        let rows = self
+            .windows
+            .take_dirty()
+            .into_iter()
+            .filter_map(|key| {
+                let value = self.windows.get(&key)?.clone();
+                Some(StateRow {
+                    family: key.family,
+                    window_start: key.window_start,
+                    tenant: self.windows.text(key.tenant).to_string(),
+                    dims: key.dims.map(|d| self.windows.text(d).to_string()),
+                    value,
+                })
+            })
+            .collect();
+        let lateness = self.settings.allowed_lateness_ms;
+        let event_open = Self::open_from(self.checkpoint.event_watermark_ms, lateness);
+        let broker_open = Self::open_from(self.checkpoint.broker_watermark_ms, lateness);
+        // Rows keyed by broker time (reads, dead letters and their latency) close with the
+        // broker watermark; all others with the event-time watermark.
+        let dead_letters = self.windows.symbol(consumers::DEAD_LETTERS);
+        self.windows.evict_final(|key| {
+            let broker_time = matches!(key.family, Family::Publish | Family::DeadLetters)
+                || (key.family == Family::Latency && key.dims[1] == dead_letters);
+            key.window_start < if broker_time { broker_open } else { event_open }
+        });
+        if let Some(wm) = self.checkpoint.event_watermark_ms {
+            self.seen.forget_before(wm - self.settings.dedup_horizon_ms);
+        }
+        Flush {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            checkpoint: self.checkpoint,
+            rows,
+            archive: std::mem::take(&mut self.archive),
+            dead_letters: std::mem::take(&mut self.dead_letters),
+        }
+    }
+}
+
+fn describe(violations: &[salestalk_contracts::Violation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+    const T0: i64 = 1_762_646_400_000; // 2025-11-09T00:00:00Z
+
+    fn settings() -> TaskSettings {
+        TaskSettings {
+            allowed_lateness_ms: 5 * MINUTE,
+            max_future_skew_ms: 10 * MINUTE,
+            dedup_horizon_ms: 24 * 60 * MINUTE,
+            max_message_bytes: 1 << 20,
+        }
+    }
+
+    fn event(id: u32, at_ms: i64, tenant: &str) -> Vec<u8> {
+        let at = chrono::DateTime::from_timestamp_millis(at_ms).expect("valid time");
+        format!(
+            r#"{{"eventId":"00000000-0000-4000-8000-{id:012}","eventType":"tenant.provisioned.v1","eventVersion":"1.0","source":"tenant-onboard","timestamp":"{}","tenantId":"{tenant}","metadata":{{"correlationId":"c"}},"data":{{"tenantId":"{tenant}","organizationName":"Acme","ownerEmail":"a@acme.com","plan":"standard","region":"us-east-1","resources":{{"messagesTableName":"m","metricsTableName":"t","s3Prefix":"p/"}},"provisioningTimeMs":1200,"sampleDataSeeded":true}}}}"#,
+            at.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        )
+        .into_bytes()
+    }
+
+    fn feed(task: &mut Task, messages: &[(i64, i64, Vec<u8>)]) {
+        let raw: Vec<RawMessage<'_>> = messages
+            .iter()
+            .map(|(offset, broker_ms, bytes)| RawMessage {
+                topic: "salestalk.tenant",
+                partition: 0,
+                offset: *offset,
+                timestamp_ms: Some(*broker_ms),
+                payload: Some(bytes),
+            })
+            .collect();
+        task.process(&raw);
+    }
+
+    fn volume(task: &mut Task, window_ms: i64, tenant: &str) -> i64 {
+        let dims = ["tenant.provisioned.v1", "tenant-onboard", ""];
+        task.window(Family::Volume, window_start(window_ms), tenant, dims)
+            .map_or(0, |v| v.ints[0])
+    }
+
+    #[test]
+    fn a_resend_counts_once_and_is_seen_as_a_duplicate() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        feed(
+            &mut task,
+            &[(0, T0, event(1, T0, "a")), (1, T0, event(1, T0, "a"))],
+        );
+        assert_eq!(volume(&mut task, T0, "a"), 1);
+        let publish = task
+            .window(
+                Family::Publish,
+                window_start(T0),
+                "a",
+                ["tenant-onboard", "salestalk.tenant", ""],
+            )
+            .cloned();
+        assert_eq!(publish.map(|p| p.ints), Some(vec![2, 0, 1]));
+        let flush = task.flush(T0 + 1000);
+        assert_eq!(flush.archive.len(), 1);
+        assert!(flush.dead_letters.is_empty());
+    }
+
+    #[test]
+    fn late_events_correct_their_window_until_the_lateness_runs_out() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        feed(&mut task, &[(0, T0, event(1, T0 + 10 * MINUTE, "a"))]);
+        // Window [T0+5m, T0+6m) is final only once the watermark reaches T0+6m+5m.
+        feed(&mut task, &[(1, T0, event(2, T0 + 5 * MINUTE, "a"))]);
+        assert_eq!(volume(&mut task, T0 + 5 * MINUTE, "a"), 1);
+        // Window [T0, T0+1m) closed at T0 + 1m + 5m < T0 + 10m: final.
+        feed(&mut task, &[(2, T0, event(3, T0, "a"))]);
+        assert_eq!(volume(&mut task, T0, "a"), 0);
+        let flush = task.flush(T0 + 11 * MINUTE);
+        assert_eq!(flush.dead_letters.len(), 1);
+        assert_eq!(flush.dead_letters[0].reason, DeadLetterReason::Late);
+        assert_eq!(flush.dead_letters[0].offset, 2);
+        assert_eq!(flush.archive.len(), 2);
+    }
+
+    #[test]
+    fn future_stamped_events_count_at_broker_time_and_do_not_move_the_watermark() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        feed(
+            &mut task,
+            &[
+                (0, T0, event(1, T0, "a")),
+                (1, T0, event(2, T0 + 30 * 60 * MINUTE, "a")),
+            ],
+        );
+        assert_eq!(
+            volume(&mut task, T0, "a"),
+            2,
+            "both counted in the broker-time window"
+        );
+        assert_eq!(task.checkpoint().event_watermark_ms, Some(T0));
+        let flush = task.flush(T0);
+        assert!(flush.archive.iter().any(|e| e.clock_skewed));
+    }
+
+    #[test]
+    fn rejected_messages_are_dead_lettered_with_what_is_readable() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        let mut bad = event(1, T0, "acme");
+        let text = String::from_utf8(bad.clone())
+            .expect("utf-8")
+            .replace("\"plan\":\"standard\",", "");
+        bad = text.into_bytes();
+        feed(
+            &mut task,
+            &[(7, T0, bad), (8, T0, b"\xff not json".to_vec())],
+        );
+        let flush = task.flush(T0);
+        let reasons: Vec<_> = flush
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason, d.tenant_id.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (7, DeadLetterReason::SchemaViolation, "acme"),
+                (8, DeadLetterReason::NotJson, "")
+            ]
+        );
+        assert!(
+            flush.dead_letters[0].error.contains("/data/plan"),
+            "{}",
+            flush.dead_letters[0].error
+        );
+        assert_eq!(flush.checkpoint.next_offset, 9);
+    }
+
+    #[test]
+    fn flushes_carry_only_changed_rows_and_advance_the_epoch() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        feed(&mut task, &[(0, T0, event(1, T0, "a"))]);
+        let first = task.flush(T0 + 1000);
+        assert_eq!(first.checkpoint.epoch, 1);
+        assert!(
+            first
+                .rows
+                .iter()
+                .any(|r| r.family == Family::Latency && r.dims[1] == consumers::METRICS)
+        );
+        let second = task.flush(T0 + 2000);
+        assert_eq!(second.checkpoint.epoch, 2);
+        assert!(second.rows.is_empty() && second.archive.is_empty());
+    }
+
+    #[test]
+    fn final_windows_leave_memory_after_their_flush() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        feed(&mut task, &[(0, T0, event(1, T0, "a"))]);
+        task.flush(T0);
+        feed(
+            &mut task,
+            &[(1, T0 + 20 * MINUTE, event(2, T0 + 20 * MINUTE, "a"))],
+        );
+        task.flush(T0 + 20 * MINUTE);
+        assert_eq!(volume(&mut task, T0, "a"), 0, "evicted");
+        assert_eq!(volume(&mut task, T0 + 20 * MINUTE, "a"), 1);
+    }
+
+    #[test]
+    fn messages_below_the_checkpoint_are_not_counted_again() {
+        let checkpoint = Checkpoint {
+            next_offset: 5,
+            ..Checkpoint::default()
+        };
+        let mut task = Task::new("salestalk.tenant", 0, settings(), checkpoint);
+        feed(
+            &mut task,
+            &[(4, T0, event(1, T0, "a")), (5, T0, event(2, T0, "a"))],
+        );
+        assert_eq!(volume(&mut task, T0, "a"), 1);
+        assert_eq!(task.checkpoint().next_offset, 6);
+    }
+}
