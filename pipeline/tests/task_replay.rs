@@ -1,0 +1,197 @@
+//! ADR 0004 in miniature: a task killed at random points and restored from what its flushes
+//! made durable ends with exactly the metrics of a task that never stopped.
+//!
+//! "Durable" is modelled as ClickHouse behaves: side outputs (archive, dead letters) are
+//! written first and idempotently; window rows and the checkpoint land together or not at
+//! all; a reader takes each row's highest epoch. Latency rows are left out of the comparison:
+//! they measure when things became durable, which a replay changes by design.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
+use salestalk_operators::RawMessage;
+use salestalk_operators::metrics::{Family, WindowValue};
+use salestalk_operators::task::{Checkpoint, Flush, Task, TaskSettings};
+
+type RowKey = (Family, i64, String, [String; 3]);
+
+#[derive(Default)]
+struct Store {
+    rows: BTreeMap<RowKey, (u64, WindowValue)>,
+    checkpoint: Checkpoint,
+    archive: BTreeMap<u128, (i64, i64)>,
+    dead_letters: BTreeSet<i64>,
+}
+
+impl Store {
+    fn side_outputs(&mut self, flush: &Flush) {
+        for event in &flush.archive {
+            self.archive
+                .insert(event.event_id, (event.offset, event.timestamp_ms));
+        }
+        self.dead_letters
+            .extend(flush.dead_letters.iter().map(|d| d.offset));
+    }
+
+    fn commit(&mut self, flush: Flush) {
+        for row in flush.rows {
+            let key = (row.family, row.window_start, row.tenant, row.dims);
+            self.rows.insert(key, (flush.checkpoint.epoch, row.value));
+        }
+        self.checkpoint = flush.checkpoint;
+    }
+
+    fn restore(&self, settings: TaskSettings) -> Task {
+        let mut task = Task::new("topic", 0, settings, self.checkpoint);
+        for ((family, window, tenant, dims), (_, value)) in &self.rows {
+            task.restore_row(
+                *family,
+                *window,
+                tenant,
+                [&dims[0], &dims[1], &dims[2]],
+                value.clone(),
+            );
+        }
+        for (id, (offset, at_ms)) in &self.archive {
+            if *offset < self.checkpoint.next_offset {
+                task.restore_seen(*id, *at_ms);
+            }
+        }
+        task
+    }
+
+    fn metrics(&self) -> BTreeMap<RowKey, WindowValue> {
+        self.rows
+            .iter()
+            .filter(|(key, _)| key.0 != Family::Latency)
+            .map(|(key, (_, value))| (key.clone(), value.clone()))
+            .collect()
+    }
+}
+
+fn traffic() -> Vec<(i64, Vec<u8>)> {
+    let start = DateTime::parse_from_rfc3339("2025-11-09T00:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .expect("valid");
+    let generator = Generator::new(GeneratorOptions {
+        seed: 5,
+        start,
+        rate: 50.0,
+        tenants: 12,
+        stop: Stop::Count(12_000),
+        faults: FaultRates {
+            duplicates: 0.03,
+            invalid: 0.02,
+            out_of_order: 0.05,
+            late: 0.02,
+            future_skew: 0.005,
+        },
+    });
+    // Broker time advances steadily with delivery, as a producer publishing in real time would.
+    generator
+        .enumerate()
+        .map(|(i, m)| (start.timestamp_millis() + i as i64 * 20, m.bytes))
+        .collect()
+}
+
+fn settings() -> TaskSettings {
+    TaskSettings {
+        allowed_lateness_ms: 5 * 60_000,
+        max_future_skew_ms: 10 * 60_000,
+        dedup_horizon_ms: 24 * 3_600_000,
+        max_message_bytes: 1 << 20,
+    }
+}
+
+fn batch(messages: &[(i64, Vec<u8>)], from: usize, to: usize) -> Vec<RawMessage<'_>> {
+    (from..to)
+        .map(|i| RawMessage {
+            topic: "topic",
+            partition: 0,
+            offset: i as i64,
+            timestamp_ms: Some(messages[i].0),
+            payload: Some(&messages[i].1),
+        })
+        .collect()
+}
+
+fn run(messages: &[(i64, Vec<u8>)], crash_seed: Option<u64>) -> (Store, usize) {
+    let mut store = Store::default();
+    let mut task = store.restore(settings());
+    let mut rng = ChaCha8Rng::seed_from_u64(crash_seed.unwrap_or(0));
+    let mut crashes = 0;
+    loop {
+        let from = task.checkpoint().next_offset as usize;
+        if from >= messages.len() {
+            break;
+        }
+        let to = (from + rng.random_range(20..300)).min(messages.len());
+        task.process(&batch(messages, from, to));
+        let flush = task.flush(messages[to - 1].0);
+        let crash = crash_seed.is_some() && rng.random_bool(0.25);
+        if crash && rng.random_bool(0.5) {
+            // Killed after processing, before anything was written.
+        } else {
+            store.side_outputs(&flush);
+            if !crash {
+                store.commit(flush);
+                continue;
+            }
+            // Killed between the side outputs and the state insert.
+        }
+        crashes += 1;
+        task = store.restore(settings());
+    }
+    (store, crashes)
+}
+
+#[test]
+fn crashes_at_random_points_do_not_change_any_metric() {
+    let messages = traffic();
+    let (straight, _) = run(&messages, None);
+    assert!(
+        straight.metrics().len() > 1_000,
+        "enough windows to mean something"
+    );
+    for seed in 1..=4 {
+        let (crashed, crashes) = run(&messages, Some(seed));
+        assert!(crashes > 5, "seed {seed} crashed only {crashes} times");
+        assert_eq!(crashed.metrics(), straight.metrics(), "seed {seed}");
+        assert_eq!(crashed.archive, straight.archive, "seed {seed}");
+        assert_eq!(crashed.dead_letters, straight.dead_letters, "seed {seed}");
+    }
+}
+
+#[test]
+fn the_straight_run_counts_every_distinct_valid_event_once() {
+    let messages = traffic();
+    let (store, _) = run(&messages, None);
+    let counted: i64 = store
+        .metrics()
+        .iter()
+        .filter(|(key, _)| key.0 == Family::Volume)
+        .map(|(_, value)| value.ints[0])
+        .sum();
+    assert_eq!(counted as usize, store.archive.len());
+    let read: i64 = store
+        .metrics()
+        .iter()
+        .filter(|(k, _)| k.0 == Family::Publish)
+        .map(|(_, v)| v.ints[0])
+        .sum();
+    assert_eq!(
+        read as usize,
+        messages.len(),
+        "every message read is accounted for"
+    );
+    let late: i64 = store
+        .metrics()
+        .iter()
+        .filter(|(k, _)| k.0 == Family::DeadLetters && k.3[0] == "late")
+        .map(|(_, v)| v.ints[0])
+        .sum();
+    assert!(late > 0, "the traffic has events past the allowed lateness");
+}
