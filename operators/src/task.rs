@@ -65,6 +65,16 @@ pub struct ArchivedEvent {
     pub event_type: EventType,
     /// `source`.
     pub source: String,
+    /// `eventVersion`.
+    pub event_version: String,
+    /// `userId`, or empty.
+    pub user_id: String,
+    /// `sessionId`, or empty.
+    pub session_id: String,
+    /// `metadata.correlationId`.
+    pub correlation_id: String,
+    /// `metadata.causationId`, if any.
+    pub causation_id: Option<u128>,
     /// Event time, Unix ms, as stamped.
     pub timestamp_ms: i64,
     /// Start of the window it was counted in (Unix s).
@@ -365,6 +375,11 @@ impl Task {
                 tenant_id: envelope.tenant_id.to_string(),
                 event_type: envelope.event_type,
                 source: envelope.source.to_string(),
+                event_version: envelope.event_version.to_string(),
+                user_id: envelope.user_id.unwrap_or_default().to_string(),
+                session_id: envelope.session_id.unwrap_or_default().to_string(),
+                correlation_id: envelope.metadata.correlation_id.to_string(),
+                causation_id: envelope.metadata.causation_id.map(|id| id.0),
                 timestamp_ms: stamped_ms,
                 window_start: window,
                 clock_skewed,

@@ -6,5 +6,6 @@
 mod support;
 
 mod check_command;
+mod clickhouse_schema;
 mod clickhouse_server;
 mod kafka_roundtrip;

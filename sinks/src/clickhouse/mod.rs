@@ -1,6 +1,9 @@
 //! ClickHouse: connection settings, the server probe, and typed errors.
 
 mod profile;
+mod restore;
+pub mod schema;
+pub mod writer;
 
 pub use profile::{ServerProfile, Version};
 
@@ -83,6 +86,44 @@ impl Endpoint {
             .map_err(|e| ClickHouseError::classify(&self.url, e))?;
         let parsed = Version::parse(&version).ok_or(ClickHouseError::UnknownVersion(version))?;
         Ok(ServerProfile::for_version(parsed))
+    }
+
+    /// Applies the migrations this server has not seen yet, in order, and returns how many.
+    pub async fn migrate(&self, profile: &ServerProfile) -> Result<usize, ClickHouseError> {
+        self.ensure_database().await?;
+        let client = self.client();
+        let classify = |e| ClickHouseError::classify(&self.url, e);
+        client
+            .query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations \
+                 (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version",
+            )
+            .execute()
+            .await
+            .map_err(classify)?;
+        let applied: Vec<u32> = client
+            .query("SELECT DISTINCT version FROM schema_migrations")
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        let mut count = 0;
+        for migration in schema::migrations(profile, &self.database) {
+            if applied.contains(&migration.version) {
+                continue;
+            }
+            for statement in &migration.statements {
+                client.query(statement).execute().await.map_err(classify)?;
+            }
+            client
+                .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
+                .bind(migration.version)
+                .bind(migration.name)
+                .execute()
+                .await
+                .map_err(classify)?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Creates the pipeline's database if it does not exist.

@@ -1,0 +1,316 @@
+//! The ClickHouse schema: versioned migrations and the public views built on them.
+//!
+//! One schema story for both servers: the statements are the same except where the probe
+//! says a feature exists (`LowCardinality`, `TTL`). The views are generated from the metric
+//! families' layouts (`salestalk_operators::metrics::Family`), so a view column cannot drift
+//! from what the pipeline writes.
+
+use salestalk_operators::histogram::GAMMA;
+use salestalk_operators::metrics::Family;
+
+use super::ServerProfile;
+
+/// One schema change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// Increasing version number.
+    pub version: u32,
+    /// What it does.
+    pub name: &'static str,
+    /// The statements, in order; each is idempotent.
+    pub statements: Vec<String>,
+}
+
+/// Family name of the checkpoint rows in `window_state`.
+pub const CHECKPOINT_FAMILY: &str = "checkpoint";
+
+/// Every migration, in order, for `database` on a server with `profile`.
+pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
+    let low = if profile.low_cardinality {
+        "LowCardinality(String)"
+    } else {
+        "String"
+    };
+    let ttl = |column: &str, days: u32| {
+        if profile.ttl {
+            format!("\nTTL {column} + INTERVAL {days} DAY")
+        } else {
+            String::new()
+        }
+    };
+    vec![
+        Migration {
+            version: 1,
+            name: "window state, raw archive, dead letters",
+            statements: vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {database}.window_state (\n\
+                     family {low},\n\
+                     task String,\n\
+                     epoch UInt64,\n\
+                     window_start DateTime('UTC'),\n\
+                     tenant_id String,\n\
+                     d1 {low},\n\
+                     d2 {low},\n\
+                     d3 {low},\n\
+                     ints Array(Int64),\n\
+                     floats Array(Float64),\n\
+                     hist_buckets Array(Int16),\n\
+                     hist_counts Array(UInt64)\n\
+                     ) ENGINE = ReplacingMergeTree(epoch)\n\
+                     ORDER BY (family, tenant_id, window_start, d1, d2, d3, task)"
+                ),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {database}.events_raw (\n\
+                     tenant_id String,\n\
+                     event_id String,\n\
+                     event_type {low},\n\
+                     event_version String,\n\
+                     source {low},\n\
+                     timestamp DateTime('UTC'),\n\
+                     timestamp_ms Int64,\n\
+                     window_start DateTime('UTC'),\n\
+                     clock_skewed UInt8,\n\
+                     user_id String,\n\
+                     session_id String,\n\
+                     correlation_id String,\n\
+                     causation_id String,\n\
+                     topic {low},\n\
+                     partition Int32,\n\
+                     offset Int64,\n\
+                     broker_time DateTime('UTC'),\n\
+                     durable_at_ms UInt64,\n\
+                     raw String\n\
+                     ) ENGINE = ReplacingMergeTree(durable_at_ms)\n\
+                     PARTITION BY toYYYYMM(timestamp)\n\
+                     ORDER BY (tenant_id, event_id){}",
+                    ttl("timestamp", 90)
+                ),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {database}.dead_letters (\n\
+                     topic {low},\n\
+                     partition Int32,\n\
+                     offset Int64,\n\
+                     broker_time DateTime('UTC'),\n\
+                     reason {low},\n\
+                     error String,\n\
+                     tenant_id String,\n\
+                     event_type String,\n\
+                     raw String,\n\
+                     attempts UInt32,\n\
+                     first_failure DateTime('UTC'),\n\
+                     last_failure DateTime('UTC'),\n\
+                     written_at_ms UInt64\n\
+                     ) ENGINE = ReplacingMergeTree(written_at_ms)\n\
+                     PARTITION BY toYYYYMM(broker_time)\n\
+                     ORDER BY (topic, partition, offset){}",
+                    ttl("broker_time", 14)
+                ),
+            ],
+        },
+        Migration {
+            version: 2,
+            name: "public views",
+            statements: views(database),
+        },
+    ]
+}
+
+/// SQL for the value a histogram bucket reports (see `salestalk_operators::histogram`).
+pub fn bucket_value_sql(bucket: &str) -> String {
+    format!(
+        "if({bucket} <= 0, 0, 2 * pow({GAMMA}, {bucket}) / {})",
+        GAMMA + 1.0
+    )
+}
+
+/// SQL for the `q`-quantile of a merged histogram given as `(buckets, counts)` arrays.
+pub fn quantile_sql(buckets: &str, counts: &str, q: f64) -> String {
+    let index =
+        format!("arrayFirstIndex(c -> c >= ceil({q} * arraySum({counts})), arrayCumSum({counts}))");
+    format!(
+        "if(arraySum({counts}) = 0, nan, {})",
+        bucket_value_sql(&format!("arrayElement({buckets}, {index})"))
+    )
+}
+
+/// The latest row per key and task: what every view reads.
+fn latest(database: &str, family: Family) -> String {
+    format!(
+        "SELECT window_start, tenant_id, d1, d2, d3, task,\n\
+         argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats,\n\
+         argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts\n\
+         FROM {database}.window_state\n\
+         WHERE family = '{}'\n\
+         GROUP BY window_start, tenant_id, d1, d2, d3, task",
+        family.layout().name
+    )
+}
+
+/// `metrics_<family>`: one row per minute, tenant and dimensions, summed over tasks, with a
+/// named column per counter, sum and histogram.
+fn family_view(database: &str, family: Family) -> String {
+    let layout = family.layout();
+    let mut columns = vec!["window_start".to_string(), "tenant_id".to_string()];
+    let mut group = vec!["window_start".to_string(), "tenant_id".to_string()];
+    for (i, dim) in layout
+        .dims
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_empty())
+    {
+        columns.push(format!("d{} AS {dim}", i + 1));
+        group.push(dim.to_string());
+    }
+    for (i, name) in layout.ints.iter().enumerate() {
+        columns.push(format!("sum(ints[{}]) AS {name}", i + 1));
+    }
+    for (i, name) in layout.floats.iter().enumerate() {
+        columns.push(format!("sum(floats[{}]) AS {name}", i + 1));
+    }
+    if let Some(name) = layout.histogram {
+        columns.push(format!(
+            "sumMap(hist_buckets, hist_counts) AS {name}_histogram"
+        ));
+    }
+    format!(
+        "CREATE VIEW {database}.metrics_{} AS\nSELECT {}\nFROM ({})\nGROUP BY {}",
+        layout.name,
+        columns.join(", "),
+        latest(database, family),
+        group.join(", ")
+    )
+}
+
+/// Every view, dropped and created again (views hold no data).
+fn views(database: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut create = |name: &str, sql: String| {
+        statements.push(format!("DROP TABLE IF EXISTS {database}.{name}"));
+        statements.push(sql);
+    };
+    for family in Family::ALL {
+        create(
+            &format!("metrics_{}", family.layout().name),
+            family_view(database, family),
+        );
+    }
+    let usd = |nanos: &str| {
+        format!(
+            "toDecimal64(intDiv({nanos}, 1000000000), 9) + toDecimal64({nanos} % 1000000000, 9) / 1000000000"
+        )
+    };
+    create(
+        "event_volume",
+        format!(
+            "CREATE VIEW {database}.event_volume AS\n\
+             SELECT window_start, tenant_id, event_type, source, toUInt64(events) AS events\n\
+             FROM {database}.metrics_volume"
+        ),
+    );
+    create(
+        "tenant_cost_daily",
+        format!(
+            "CREATE VIEW {database}.tenant_cost_daily AS\n\
+             SELECT day, tenant_id, event_type, model, {} AS cost_usd, cost_nanos,\n\
+             prompt_tokens, completion_tokens, total_tokens, messages\n\
+             FROM (SELECT toDate(window_start) AS day, tenant_id, event_type, model,\n\
+             sum(cost_nanos) AS cost_nanos, toUInt64(sum(prompt_tokens)) AS prompt_tokens,\n\
+             toUInt64(sum(completion_tokens)) AS completion_tokens,\n\
+             toUInt64(sum(total_tokens)) AS total_tokens, toUInt64(sum(messages)) AS messages\n\
+             FROM {database}.metrics_cost GROUP BY day, tenant_id, event_type, model)",
+            usd("cost_nanos")
+        ),
+    );
+    create(
+        "intents_per_tenant",
+        format!(
+            "CREATE VIEW {database}.intents_per_tenant AS\n\
+             SELECT window_start, tenant_id, intent, subject, measure,\n\
+             toUInt64(classifications) AS classifications,\n\
+             confidence_sum / classifications AS avg_confidence,\n\
+             toUInt64(low_confidence) AS low_confidence\n\
+             FROM {database}.metrics_intents"
+        ),
+    );
+    create(
+        "processing_latency",
+        format!(
+            "CREATE VIEW {database}.processing_latency AS\n\
+             SELECT window_start, tenant_id, event_type, consumer, toUInt64(events) AS events,\n\
+             latency_ms_histogram.1 AS buckets, latency_ms_histogram.2 AS counts,\n\
+             {} AS p50_ms, {} AS p95_ms, {} AS p99_ms\n\
+             FROM {database}.metrics_latency",
+            quantile_sql("latency_ms_histogram.1", "latency_ms_histogram.2", 0.5),
+            quantile_sql("latency_ms_histogram.1", "latency_ms_histogram.2", 0.95),
+            quantile_sql("latency_ms_histogram.1", "latency_ms_histogram.2", 0.99),
+        ),
+    );
+    statements
+}
+
+/// The documented query for P50/P95/P99 latency per consumer over any range and tenant set:
+/// histograms are merged first, percentiles read last. `{filter}` is a SQL condition.
+pub fn latency_percentiles_query(database: &str, filter: &str) -> String {
+    format!(
+        "SELECT consumer, sum(events) AS events, {}, {}, {}\n\
+         FROM (SELECT consumer, events, buckets, counts FROM {database}.processing_latency WHERE {filter})\n\
+         GROUP BY consumer ORDER BY consumer",
+        format_args!("{} AS p50_ms", merged_quantile(0.5)),
+        format_args!("{} AS p95_ms", merged_quantile(0.95)),
+        format_args!("{} AS p99_ms", merged_quantile(0.99)),
+    )
+}
+
+fn merged_quantile(q: f64) -> String {
+    quantile_sql("sumMap(buckets, counts).1", "sumMap(buckets, counts).2", q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clickhouse::Version;
+
+    #[test]
+    fn modern_servers_get_ttl_and_low_cardinality_old_ones_do_not() {
+        let old = migrations(
+            &ServerProfile::for_version(Version::parse("18.16.1").expect("v")),
+            "db",
+        );
+        let new = migrations(
+            &ServerProfile::for_version(Version::parse("26.9.1").expect("v")),
+            "db",
+        );
+        let text = |m: &[Migration]| {
+            m.iter()
+                .flat_map(|m| m.statements.clone())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(!text(&old).contains("TTL") && !text(&old).contains("LowCardinality"));
+        assert!(text(&new).contains("TTL timestamp + INTERVAL 90 DAY"));
+        assert!(text(&new).contains("TTL broker_time + INTERVAL 14 DAY"));
+        assert!(text(&new).contains("LowCardinality(String)"));
+    }
+
+    #[test]
+    fn versions_increase() {
+        let all = migrations(
+            &ServerProfile::for_version(Version::parse("18.16.1").expect("v")),
+            "db",
+        );
+        assert!(all.windows(2).all(|w| w[0].version < w[1].version));
+    }
+
+    #[test]
+    fn every_family_gets_a_view_with_every_column() {
+        let sql = views("db").join("\n");
+        for family in Family::ALL {
+            let layout = family.layout();
+            assert!(sql.contains(&format!("metrics_{}", layout.name)));
+            for column in layout.ints.iter().chain(layout.floats) {
+                assert!(sql.contains(&format!(" AS {column}")), "{column}");
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Making flushes durable: side outputs first (idempotent), then one atomic insert of every
+//! changed window row together with the checkpoints they complete (ADR 0004).
+
+use clickhouse::Row;
+use salestalk_contracts::EventId;
+use salestalk_operators::task::{Checkpoint, Flush};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::schema::CHECKPOINT_FAMILY;
+use super::{ClickHouseError, Endpoint};
+
+/// Rows per flush kept far below `max_insert_block_size` (1,048,576), so the state insert
+/// forms a single block and therefore a single, atomic part.
+pub const MAX_STATE_ROWS: usize = 500_000;
+
+/// A `window_state` row.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct StateRecord {
+    /// Metric family, or `checkpoint`.
+    pub family: String,
+    /// `topic/partition`.
+    pub task: String,
+    /// The flush that wrote it.
+    pub epoch: u64,
+    /// Window start, Unix seconds.
+    pub window_start: u32,
+    /// Tenant.
+    pub tenant_id: String,
+    /// First dimension.
+    pub d1: String,
+    /// Second dimension.
+    pub d2: String,
+    /// Third dimension.
+    pub d3: String,
+    /// Counters.
+    pub ints: Vec<i64>,
+    /// Sums.
+    pub floats: Vec<f64>,
+    /// Histogram buckets.
+    pub hist_buckets: Vec<i16>,
+    /// Histogram counts.
+    pub hist_counts: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Row, Serialize)]
+struct ArchiveRecord<'a> {
+    tenant_id: &'a str,
+    event_id: String,
+    event_type: &'a str,
+    event_version: &'a str,
+    source: &'a str,
+    timestamp: u32,
+    timestamp_ms: i64,
+    window_start: u32,
+    clock_skewed: u8,
+    user_id: &'a str,
+    session_id: &'a str,
+    correlation_id: &'a str,
+    causation_id: String,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    broker_time: u32,
+    durable_at_ms: u64,
+    raw: &'a serde_bytes::Bytes,
+}
+
+#[derive(Debug, Clone, Row, Serialize)]
+struct DeadLetterRecord<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    broker_time: u32,
+    reason: &'a str,
+    error: &'a str,
+    tenant_id: &'a str,
+    event_type: &'a str,
+    raw: ByteBuf,
+    attempts: u32,
+    first_failure: u32,
+    last_failure: u32,
+    written_at_ms: u64,
+}
+
+/// The task name stored with rows: `topic/partition`.
+pub fn task_name(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// Unix seconds as a ClickHouse `DateTime`, clamped to its range (1970 to 2106).
+pub fn datetime(seconds: i64) -> u32 {
+    u32::try_from(seconds.max(0)).unwrap_or(u32::MAX)
+}
+
+/// The checkpoint row of a task.
+pub fn checkpoint_record(task: String, checkpoint: &Checkpoint) -> StateRecord {
+    StateRecord {
+        family: CHECKPOINT_FAMILY.to_string(),
+        task,
+        epoch: checkpoint.epoch,
+        window_start: 0,
+        tenant_id: String::new(),
+        d1: String::new(),
+        d2: String::new(),
+        d3: String::new(),
+        ints: vec![
+            checkpoint.next_offset,
+            checkpoint.event_watermark_ms.unwrap_or(i64::MIN),
+            checkpoint.broker_watermark_ms.unwrap_or(i64::MIN),
+        ],
+        floats: Vec::new(),
+        hist_buckets: Vec::new(),
+        hist_counts: Vec::new(),
+    }
+}
+
+/// The window-state rows of one flush, its checkpoint last.
+pub fn state_records(flush: &Flush) -> Vec<StateRecord> {
+    let task = task_name(&flush.topic, flush.partition);
+    let mut records: Vec<StateRecord> = flush
+        .rows
+        .iter()
+        .map(|row| {
+            let (hist_buckets, hist_counts) = row.value.histogram.to_arrays();
+            let [d1, d2, d3] = row.dims.clone();
+            StateRecord {
+                family: row.family.layout().name.to_string(),
+                task: task.clone(),
+                epoch: flush.checkpoint.epoch,
+                window_start: datetime(row.window_start),
+                tenant_id: row.tenant.clone(),
+                d1,
+                d2,
+                d3,
+                ints: row.value.ints.clone(),
+                floats: row.value.floats.clone(),
+                hist_buckets,
+                hist_counts,
+            }
+        })
+        .collect();
+    records.push(checkpoint_record(task, &flush.checkpoint));
+    records
+}
+
+impl Endpoint {
+    /// Makes `flushes` durable. On error nothing is lost: call again with the same flushes.
+    pub async fn write_flushes(
+        &self,
+        flushes: &[Flush],
+        durable_at_ms: u64,
+    ) -> Result<(), ClickHouseError> {
+        let client = self.client();
+        let classify = |e| ClickHouseError::classify(&self.url, e);
+
+        let archived: usize = flushes.iter().map(|f| f.archive.len()).sum();
+        if archived > 0 {
+            let mut insert = client
+                .insert::<ArchiveRecord<'_>>("events_raw")
+                .await
+                .map_err(classify)?;
+            for flush in flushes {
+                for event in &flush.archive {
+                    let record = ArchiveRecord {
+                        tenant_id: &event.tenant_id,
+                        event_id: EventId(event.event_id).to_string(),
+                        event_type: event.event_type.as_str(),
+                        event_version: &event.event_version,
+                        source: &event.source,
+                        timestamp: datetime(event.timestamp_ms.div_euclid(1000)),
+                        timestamp_ms: event.timestamp_ms,
+                        window_start: datetime(event.window_start),
+                        clock_skewed: u8::from(event.clock_skewed),
+                        user_id: &event.user_id,
+                        session_id: &event.session_id,
+                        correlation_id: &event.correlation_id,
+                        causation_id: event
+                            .causation_id
+                            .map(|id| EventId(id).to_string())
+                            .unwrap_or_default(),
+                        topic: &flush.topic,
+                        partition: flush.partition,
+                        offset: event.offset,
+                        broker_time: datetime(event.broker_ms.div_euclid(1000)),
+                        durable_at_ms,
+                        raw: serde_bytes::Bytes::new(&event.raw),
+                    };
+                    insert.write(&record).await.map_err(classify)?;
+                }
+            }
+            insert.end().await.map_err(classify)?;
+        }
+
+        let dead: usize = flushes.iter().map(|f| f.dead_letters.len()).sum();
+        if dead > 0 {
+            let now = datetime((durable_at_ms / 1000) as i64);
+            let mut insert = client
+                .insert::<DeadLetterRecord<'_>>("dead_letters")
+                .await
+                .map_err(classify)?;
+            for flush in flushes {
+                for letter in &flush.dead_letters {
+                    let record = DeadLetterRecord {
+                        topic: &flush.topic,
+                        partition: flush.partition,
+                        offset: letter.offset,
+                        broker_time: datetime(letter.broker_ms.div_euclid(1000)),
+                        reason: letter.reason.as_str(),
+                        error: &letter.error,
+                        tenant_id: &letter.tenant_id,
+                        event_type: &letter.event_type,
+                        raw: ByteBuf::from(letter.raw.clone()),
+                        attempts: 1,
+                        first_failure: now,
+                        last_failure: now,
+                        written_at_ms: durable_at_ms,
+                    };
+                    insert.write(&record).await.map_err(classify)?;
+                }
+            }
+            insert.end().await.map_err(classify)?;
+        }
+
+        // The commit point: every changed row and the checkpoints, in one insert.
+        let mut insert = client
+            .insert::<StateRecord>("window_state")
+            .await
+            .map_err(classify)?;
+        for flush in flushes {
+            for record in state_records(flush) {
+                insert.write(&record).await.map_err(classify)?;
+            }
+        }
+        insert.end().await.map_err(classify)
+    }
+}

@@ -1,0 +1,141 @@
+//! The schema and the sink on the real server: migrations, the atomic flush, restoring a
+//! task from what was written, and the public views reading it back.
+
+use salestalk_operators::RawMessage;
+use salestalk_operators::metrics::Family;
+use salestalk_operators::task::{Task, TaskSettings};
+use salestalk_sinks::clickhouse::Endpoint;
+
+use crate::support::{settings, unique};
+
+const EXAMPLES: &str = include_str!("../../contracts/tests/corpus/spec-examples.jsonl");
+
+fn endpoint() -> Endpoint {
+    let s = settings().clickhouse;
+    let database = unique("it_schema").replace('-', "_");
+    Endpoint {
+        url: s.url,
+        database,
+        user: s.user,
+        password: s.password,
+    }
+}
+
+fn task_settings() -> TaskSettings {
+    TaskSettings {
+        // The examples span 08:00 to 12:45; a day of lateness keeps them all.
+        allowed_lateness_ms: 86_400_000,
+        max_future_skew_ms: 600_000,
+        dedup_horizon_ms: 86_400_000,
+        max_message_bytes: 1 << 20,
+    }
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
+    let endpoint = endpoint();
+    let profile = endpoint.probe().await.expect("probe");
+    let first = endpoint.migrate(&profile).await.expect("migrate");
+    assert!(first >= 2, "applied {first}");
+    assert_eq!(endpoint.migrate(&profile).await.expect("migrate again"), 0);
+
+    let lines: Vec<&str> = EXAMPLES.lines().collect();
+    let broker_ms = 1_762_693_200_000; // 2025-11-09T13:00:00Z, after every example
+    let messages: Vec<RawMessage<'_>> = lines
+        .iter()
+        .chain(lines.iter().take(1)) // a resend of the first
+        .chain(std::iter::once(&"{broken"))
+        .enumerate()
+        .map(|(i, line)| RawMessage {
+            topic: "topic-a",
+            partition: 3,
+            offset: i as i64,
+            timestamp_ms: Some(broker_ms),
+            payload: Some(line.as_bytes()),
+        })
+        .collect();
+    let mut task = Task::new("topic-a", 3, task_settings(), Default::default());
+    task.process(&messages);
+    let flush = task.flush(broker_ms + 2_000);
+    endpoint
+        .write_flushes(std::slice::from_ref(&flush), (broker_ms + 2_000) as u64)
+        .await
+        .expect("write");
+    // Writing the same flush again (a retry after an unknown outcome) changes nothing.
+    endpoint
+        .write_flushes(std::slice::from_ref(&flush), (broker_ms + 2_000) as u64)
+        .await
+        .expect("rewrite");
+
+    let client = endpoint.client();
+    let events: u64 = client
+        .query("SELECT sum(events) FROM event_volume")
+        .fetch_one()
+        .await
+        .expect("volume");
+    assert_eq!(events, 5);
+    let (cost, tokens): (String, u64) = client
+        .query("SELECT toString(sum(cost_usd)), sum(total_tokens) FROM tenant_cost_daily WHERE tenant_id = 'tenant-abc123'")
+        .fetch_one()
+        .await
+        .expect("cost");
+    assert_eq!((cost.as_str(), tokens), ("0.021700000", 543));
+    let archived: u64 = client
+        .query("SELECT count() FROM events_raw FINAL")
+        .fetch_one()
+        .await
+        .expect("archive");
+    assert_eq!(archived, 5);
+    let dead: Vec<(i64, String)> = client
+        .query("SELECT offset, reason FROM dead_letters FINAL")
+        .fetch_all()
+        .await
+        .expect("dead letters");
+    assert_eq!(dead, vec![(6, "not_json".to_string())]);
+    let intents: (u64, f64) = client
+        .query("SELECT classifications, avg_confidence FROM intents_per_tenant WHERE intent = 'fact_retrieval'")
+        .fetch_one()
+        .await
+        .expect("intents");
+    assert_eq!(intents, (1, 0.92));
+    let latency: Vec<(String, u64)> = client
+        .query("SELECT consumer, toUInt64(sum(events)) FROM processing_latency GROUP BY consumer ORDER BY consumer")
+        .fetch_all()
+        .await
+        .expect("latency");
+    assert_eq!(
+        latency,
+        vec![
+            ("clickhouse.archive".to_string(), 5),
+            ("clickhouse.dead_letters".to_string(), 1),
+            ("clickhouse.metrics".to_string(), 5)
+        ]
+    );
+
+    // A restarted task resumes exactly where the flush left it.
+    let mut restored = endpoint
+        .restore_task("topic-a", 3, task_settings())
+        .await
+        .expect("restore");
+    assert_eq!(restored.checkpoint(), flush.checkpoint);
+    assert_eq!(restored.state_size().1, 5, "counted ids are remembered");
+    let window = salestalk_operators::metrics::window_start(1_762_691_696_789);
+    let dims = ["classification.performed.v1", "chat-handler", ""];
+    assert_eq!(
+        restored
+            .window(Family::Volume, window, "tenant-abc123", dims)
+            .map(|v| v.ints[0]),
+        Some(1)
+    );
+    restored.process(&messages);
+    assert!(
+        !restored.has_pending(),
+        "nothing below the checkpoint is processed again"
+    );
+
+    client
+        .query(&format!("DROP DATABASE {}", endpoint.database))
+        .execute()
+        .await
+        .expect("drop");
+}
