@@ -5,8 +5,11 @@
 //! their output to sinks. Nothing here does I/O, so every operator is tested in isolation.
 //!
 //! ```text
-//! source ─▶ validate ─▶ tally ─▶ (windowed aggregates, sinks: see the streaming-core issue)
-//!              └─▶ rejected (dead-letter path, with reason)
+//!                  ┌──────────────── task (one per source partition) ─────────────────┐
+//! source batch ──▶ │ validate ─▶ dedup ─▶ lateness/skew ─▶ windows (metric families) │ ──▶ flush
+//!                  │    └──────────────┴────────┴──▶ dead letters (with reason)        │
+//!                  └───────────────────────────────────────────────────────────────────┘
+//! flush = changed window rows + archive rows + dead letters + checkpoint ──▶ sinks
 //! ```
 
 pub mod dead_letter;
@@ -16,8 +19,6 @@ pub mod message;
 pub mod metrics;
 pub mod tally;
 pub mod task;
-pub mod validate;
 
 pub use message::RawMessage;
 pub use tally::Tally;
-pub use validate::{Rejected, Validated, validate_batch};

@@ -138,6 +138,10 @@ pub struct Flush {
     pub archive: Vec<ArchivedEvent>,
     /// Messages to dead-letter.
     pub dead_letters: Vec<DeadLetter>,
+    /// Messages read since the last flush.
+    pub messages: u64,
+    /// Of those, resends of events already counted.
+    pub duplicates: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +165,8 @@ pub struct Task {
     archive: Vec<ArchivedEvent>,
     dead_letters: Vec<DeadLetter>,
     pending_latency: Vec<Pending>,
+    messages: u64,
+    duplicates: u64,
 }
 
 impl Task {
@@ -181,6 +187,8 @@ impl Task {
             archive: Vec::new(),
             dead_letters: Vec::new(),
             pending_latency: Vec::new(),
+            messages: 0,
+            duplicates: 0,
         }
     }
 
@@ -214,9 +222,7 @@ impl Task {
 
     /// Whether anything awaits a flush.
     pub fn has_pending(&self) -> bool {
-        !self.archive.is_empty()
-            || !self.dead_letters.is_empty()
-            || !self.pending_latency.is_empty()
+        self.messages > 0
     }
 
     /// The value of an open window row (for tests and inspection).
@@ -246,6 +252,7 @@ impl Task {
                 continue;
             }
             self.checkpoint.next_offset = message.offset + 1;
+            self.messages += 1;
             self.process_one(message);
         }
     }
@@ -338,6 +345,7 @@ impl Task {
         };
         if self.seen.contains(id) {
             read.duplicate = true;
+            self.duplicates += 1;
         } else if window
             < Self::open_from(
                 self.checkpoint.event_watermark_ms,
@@ -507,6 +515,8 @@ impl Task {
             rows,
             archive: std::mem::take(&mut self.archive),
             dead_letters: std::mem::take(&mut self.dead_letters),
+            messages: std::mem::take(&mut self.messages),
+            duplicates: std::mem::take(&mut self.duplicates),
         }
     }
 }

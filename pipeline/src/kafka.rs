@@ -3,13 +3,15 @@
 //! Fetch sizes are raised well above librdkafka's defaults: measured against tansu, that
 //! takes consumption from ~27k to ~100k messages/s (see ENVIRONMENT notes in the README).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
+use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::settings::KafkaSettings;
 
@@ -55,32 +57,75 @@ pub fn producer(settings: &KafkaSettings) -> KafkaResult<BaseProducer<DeliveryCo
         .create_with_context(DeliveryCounter::default())
 }
 
-/// Logs partition assignments and remembers whether this member owns any partition.
+/// A change of the partitions this member owns, as the group announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// These partitions are now ours (paused until their tasks are restored).
+    Assigned(Vec<(String, i32)>),
+    /// These partitions are no longer ours.
+    Revoked(Vec<(String, i32)>),
+}
+
+/// Records assignment changes for the runtime, which acts on them between polls.
+///
+/// Newly assigned partitions are paused at once, so nothing is read from them before their
+/// task has been restored and the partition moved to the task's checkpoint.
 #[derive(Default)]
 pub struct GroupMembership {
-    assigned: AtomicBool,
+    changes: Mutex<Vec<Assignment>>,
+    owned: AtomicUsize,
 }
 
 impl GroupMembership {
     /// Whether the group has given this member at least one partition.
     pub fn has_partitions(&self) -> bool {
-        self.assigned.load(Ordering::Relaxed)
+        self.owned.load(Ordering::Relaxed) > 0
     }
+
+    /// Whether changes wait to be taken.
+    pub fn has_changes_pending(&self) -> bool {
+        self.changes.lock().map(|c| !c.is_empty()).unwrap_or(false)
+    }
+
+    /// Takes the changes announced since the last call, oldest first.
+    pub fn take_changes(&self) -> Vec<Assignment> {
+        self.changes
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
+    }
+
+    fn push(&self, change: Assignment) {
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.push(change);
+        }
+    }
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 impl ClientContext for GroupMembership {}
 
 impl ConsumerContext for GroupMembership {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(partitions) => {
-                self.assigned
-                    .store(partitions.count() > 0, Ordering::Relaxed);
-                tracing::info!(partitions = partitions.count(), "partitions assigned");
+            Rebalance::Assign(list) => {
+                if let Err(error) = consumer.pause(list) {
+                    tracing::warn!(%error, "pausing newly assigned partitions");
+                }
+                self.owned.store(list.count(), Ordering::Relaxed);
+                tracing::info!(partitions = list.count(), "partitions assigned");
+                self.push(Assignment::Assigned(partitions(list)));
             }
-            Rebalance::Revoke(partitions) => {
-                self.assigned.store(false, Ordering::Relaxed);
-                tracing::info!(partitions = partitions.count(), "partitions revoked");
+            Rebalance::Revoke(list) => {
+                self.owned.store(0, Ordering::Relaxed);
+                tracing::info!(partitions = list.count(), "partitions revoked");
+                self.push(Assignment::Revoked(partitions(list)));
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
         }
@@ -98,6 +143,9 @@ pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<GroupMem
         .set("max.partition.fetch.bytes", "8388608")
         .set("fetch.max.bytes", "52428800")
         .set("session.timeout.ms", "10000")
+        // While ClickHouse is unreachable the runtime retries a flush instead of polling;
+        // staying in the group through such an outage keeps partitions from moving mid-flush.
+        .set("max.poll.interval.ms", "3600000")
         .create_with_context(GroupMembership::default())
 }
 
@@ -108,7 +156,6 @@ pub fn topic_for(settings: &KafkaSettings, domain: &str) -> String {
 
 /// The configured topics the brokers do not know.
 pub fn missing_topics(settings: &KafkaSettings) -> KafkaResult<Vec<String>> {
-    use rdkafka::consumer::Consumer;
     let client: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .create()?;

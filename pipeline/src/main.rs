@@ -14,7 +14,6 @@ use salestalk::run::{RunLimits, run};
 use salestalk::settings::Settings;
 use salestalk::validate::{OutputFormat, validate_stream};
 use salestalk::{logging, produce};
-use salestalk_sinks::clickhouse::Endpoint;
 
 #[derive(Parser)]
 #[command(
@@ -46,7 +45,7 @@ enum Command {
     },
     /// Generate realistic synthetic traffic (deterministic for a seed).
     Generate(GenerateArgs),
-    /// Consume the configured topics, validate, and report counts.
+    /// Consume the configured topics into windowed metrics in ClickHouse; print a summary.
     Run {
         /// Stop after this long without messages (e.g. 10s); default: run until SIGTERM.
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -55,6 +54,8 @@ enum Command {
         #[arg(long)]
         max_messages: Option<u64>,
     },
+    /// Apply the ClickHouse schema migrations this server lacks (also done by `run`).
+    Migrate,
     /// Check the configuration and that Kafka and ClickHouse answer.
     Check,
 }
@@ -174,6 +175,17 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&tally)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            logging::init(&settings.log);
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let applied = runtime.block_on(salestalk::run::migrate(&settings))?;
+            println!(
+                "applied {applied} migration(s) to {}",
+                settings.clickhouse.database
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check => check(cli.config),
     }
 }
@@ -278,12 +290,7 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             println!("kafka      PROBLEM: {error:#}");
         }
     }
-    let endpoint = Endpoint {
-        url: settings.clickhouse.url.clone(),
-        database: settings.clickhouse.database.clone(),
-        user: settings.clickhouse.user.clone(),
-        password: settings.clickhouse.password.clone(),
-    };
+    let endpoint = salestalk::run::endpoint(&settings);
     match runtime.block_on(endpoint.probe()) {
         Ok(profile) => println!(
             "clickhouse ok: {} answers, version {} ({})",

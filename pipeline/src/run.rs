@@ -1,18 +1,25 @@
-//! `salestalk run`: the streaming runtime. Reads the configured topics as a consumer group,
-//! passes each batch through the operator graph, and commits offsets once a batch is done.
+//! `salestalk run`: the streaming runtime.
 //!
-//! At this stage the graph is validate → tally; windowed aggregates and the ClickHouse sink
-//! plug in after the tally (see the streaming-core issue).
+//! One driver loop per instance: it reads batches from the consumer group, hands each
+//! partition's messages to that partition's [`Task`], and every flush interval makes all
+//! tasks' results durable in ClickHouse (side outputs, then one atomic insert of window rows
+//! and checkpoints), then commits the offsets to Kafka. Polling, processing and flushing never
+//! overlap, so a revoked partition's task is gone before any later flush could write it.
+//! See `docs/adr/0004-exact-metrics-without-two-phase-commit.md`.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer};
-use salestalk_operators::{RawMessage, Tally, validate_batch};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use salestalk_operators::task::{Flush, Task, TaskSettings};
+use salestalk_operators::{RawMessage, Tally};
+use salestalk_sinks::clickhouse::Endpoint;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::kafka;
+use crate::kafka::{self, Assignment, GroupMembership};
 use crate::settings::Settings;
 
 /// When a run ends on its own (besides SIGTERM/SIGINT).
@@ -24,8 +31,182 @@ pub struct RunLimits {
     pub max_messages: Option<u64>,
 }
 
-/// Consumes until a limit or a signal stops it, and returns what it counted.
+type PartitionKey = (String, i32);
+
+/// The ClickHouse endpoint the settings describe.
+pub fn endpoint(settings: &Settings) -> Endpoint {
+    Endpoint {
+        url: settings.clickhouse.url.clone(),
+        database: settings.clickhouse.database.clone(),
+        user: settings.clickhouse.user.clone(),
+        password: settings.clickhouse.password.clone(),
+    }
+}
+
+fn task_settings(settings: &Settings) -> TaskSettings {
+    TaskSettings {
+        allowed_lateness_ms: settings.pipeline.allowed_lateness_ms,
+        max_future_skew_ms: settings.pipeline.max_future_skew_ms,
+        dedup_horizon_ms: settings.pipeline.dedup_horizon_ms,
+        max_message_bytes: settings.kafka.max_message_bytes,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Retries `attempt` with exponential backoff (100 ms doubling to 5 s) until it succeeds or
+/// fails permanently.
+async fn with_retries<T, F, Fut>(what: &str, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, salestalk_sinks::clickhouse::ClickHouseError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error).with_context(|| what.to_string()),
+        }
+    }
+}
+
+/// Applies the migrations this server lacks (run at start-up and by `salestalk migrate`).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
+    let endpoint = endpoint(settings);
+    let profile = with_retries("probing ClickHouse", || endpoint.probe()).await?;
+    tracing::info!(version = %profile.version, modern = profile.is_modern(), "ClickHouse");
+    with_retries("migrating", || endpoint.migrate(&profile)).await
+}
+
+struct Runtime<'a> {
+    settings: &'a Settings,
+    endpoint: Endpoint,
+    tasks: HashMap<PartitionKey, Task>,
+    tally: Tally,
+}
+
+impl Runtime<'_> {
+    /// Restores tasks for newly assigned partitions and drops revoked ones.
+    async fn apply_assignments(
+        &mut self,
+        consumer: &StreamConsumer<GroupMembership>,
+    ) -> anyhow::Result<()> {
+        for change in consumer.context().take_changes() {
+            match change {
+                Assignment::Revoked(partitions) => {
+                    for key in partitions {
+                        self.tasks.remove(&key);
+                    }
+                }
+                Assignment::Assigned(partitions) => {
+                    let mut resume = TopicPartitionList::new();
+                    for (topic, partition) in partitions {
+                        let settings = task_settings(self.settings);
+                        let task = with_retries("restoring a task", || {
+                            self.endpoint.restore_task(&topic, partition, settings)
+                        })
+                        .await?;
+                        let next = task.checkpoint().next_offset;
+                        consumer
+                            .seek(
+                                &topic,
+                                partition,
+                                Offset::Offset(next),
+                                Duration::from_secs(10),
+                            )
+                            .with_context(|| format!("seeking {topic}/{partition} to {next}"))?;
+                        tracing::info!(%topic, partition, offset = next, "task restored");
+                        resume.add_partition(&topic, partition);
+                        self.tasks.insert((topic, partition), task);
+                    }
+                    consumer
+                        .resume(&resume)
+                        .context("resuming restored partitions")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands each partition's messages, in order, to its task.
+    fn process(&mut self, batch: &[rdkafka::message::BorrowedMessage<'_>]) {
+        let mut by_partition: HashMap<(&str, i32), Vec<RawMessage<'_>>> = HashMap::new();
+        for message in batch {
+            by_partition
+                .entry((message.topic(), message.partition()))
+                .or_default()
+                .push(RawMessage {
+                    topic: message.topic(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    timestamp_ms: message.timestamp().to_millis(),
+                    payload: message.payload(),
+                });
+        }
+        for ((topic, partition), messages) in by_partition {
+            // A partition without a task is being restored; it will be read again from its
+            // checkpoint, so these messages are not lost.
+            if let Some(task) = self.tasks.get_mut(&(topic.to_string(), partition)) {
+                task.process(&messages);
+            }
+        }
+    }
+
+    /// Makes every task's pending results durable, then commits their offsets.
+    async fn flush(&mut self, consumer: &StreamConsumer<GroupMembership>) -> anyhow::Result<()> {
+        let durable_at = now_ms();
+        let flushes: Vec<Flush> = self
+            .tasks
+            .values_mut()
+            .filter(|task| task.has_pending())
+            .map(|task| task.flush(durable_at as i64))
+            .collect();
+        if flushes.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        with_retries("writing to ClickHouse", || {
+            self.endpoint.write_flushes(&flushes, durable_at)
+        })
+        .await?;
+        let mut offsets = TopicPartitionList::new();
+        for flush in &flushes {
+            self.tally.add(flush);
+            offsets
+                .add_partition_offset(
+                    &flush.topic,
+                    flush.partition,
+                    Offset::Offset(flush.checkpoint.next_offset),
+                )
+                .context("building the offset list")?;
+        }
+        // Kafka's offsets follow the checkpoints for lag monitoring; restarts use the checkpoints.
+        if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+            tracing::warn!(%error, "committing offsets to Kafka");
+        }
+        let rows: usize = flushes.iter().map(|f| f.rows.len()).sum();
+        tracing::debug!(
+            tasks = flushes.len(),
+            rows,
+            ms = started.elapsed().as_millis() as u64,
+            "flushed"
+        );
+        Ok(())
+    }
+}
+
+/// Consumes until a limit or a signal stops it; returns what it made durable.
 pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally> {
+    migrate(settings).await?;
     let consumer = kafka::consumer(&settings.kafka).context("creating the Kafka consumer")?;
     let topics: Vec<&str> = settings.kafka.topics.iter().map(String::as_str).collect();
     consumer
@@ -37,14 +218,23 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let batch_timeout = Duration::from_millis(settings.pipeline.batch_timeout_ms);
-    let mut tally = Tally::default();
-    let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
+    let flush_interval = Duration::from_millis(settings.pipeline.flush_interval_ms);
+    let mut runtime = Runtime {
+        settings,
+        endpoint: endpoint(settings),
+        tasks: HashMap::new(),
+        tally: Tally::default(),
+    };
+    let mut read: u64 = 0;
     let mut last_message = Instant::now();
+    let mut last_flush = Instant::now();
     let mut last_report = Instant::now();
 
     'consume: loop {
+        runtime.apply_assignments(&consumer).await?;
         let mut batch = Vec::with_capacity(settings.pipeline.batch_size);
         let deadline = tokio::time::Instant::now() + batch_timeout;
+        let mut stopping = false;
         while batch.len() < settings.pipeline.batch_size {
             tokio::select! {
                 received = tokio::time::timeout_at(deadline, consumer.recv()) => match received {
@@ -52,66 +242,52 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
                     Ok(Err(error)) => tracing::warn!(%error, "consumer error"),
                     Err(_) => break,
                 },
-                _ = terminate.recv() => { tracing::info!("SIGTERM: draining"); break 'consume; }
-                _ = interrupt.recv() => { tracing::info!("SIGINT: draining"); break 'consume; }
+                _ = terminate.recv() => { tracing::info!("SIGTERM: draining"); stopping = true; break; }
+                _ = interrupt.recv() => { tracing::info!("SIGINT: draining"); stopping = true; break; }
             }
-        }
-        if batch.is_empty() {
-            if limits
-                .idle_exit
-                .is_some_and(|idle| last_message.elapsed() >= idle)
-            {
-                tracing::info!("idle: stopping");
+            // An assignment change must be acted on before more of the stream is read.
+            if consumer.context().has_changes_pending() {
                 break;
             }
-            continue;
         }
-        last_message = Instant::now();
-        let raw: Vec<RawMessage<'_>> = batch
-            .iter()
-            .map(|m| RawMessage {
-                topic: m.topic(),
-                partition: m.partition(),
-                offset: m.offset(),
-                timestamp_ms: m.timestamp().to_millis(),
-                payload: m.payload(),
-            })
-            .collect();
-        accepted.clear();
-        rejected.clear();
-        validate_batch(
-            &raw,
-            settings.kafka.max_message_bytes,
-            &mut accepted,
-            &mut rejected,
-        );
-        tally.add(&accepted, &rejected);
-        for message in &batch {
-            consumer
-                .store_offset_from_message(message)
-                .context("storing an offset")?;
+        if !batch.is_empty() {
+            last_message = Instant::now();
+            read += batch.len() as u64;
+            runtime.process(&batch);
+        } else if !consumer.context().has_partitions() {
+            last_message = Instant::now();
         }
-        consumer
-            .commit_consumer_state(CommitMode::Sync)
-            .context("committing offsets")?;
+        drop(batch);
+        let idle = limits
+            .idle_exit
+            .is_some_and(|idle| last_message.elapsed() >= idle);
+        let enough = limits.max_messages.is_some_and(|max| read >= max);
+        if stopping || idle || enough || last_flush.elapsed() >= flush_interval {
+            runtime.flush(&consumer).await?;
+            last_flush = Instant::now();
+        }
         if last_report.elapsed() >= Duration::from_secs(5) {
+            let t = &runtime.tally;
             tracing::info!(
-                messages = tally.messages,
-                valid = tally.valid_total(),
-                rejected = tally.rejected_total(),
+                messages = t.messages,
+                valid = t.valid_total(),
+                duplicates = t.duplicates,
+                rejected = t.rejected_total(),
                 "progress"
             );
             last_report = Instant::now();
         }
-        if limits.max_messages.is_some_and(|max| tally.messages >= max) {
-            break;
+        if stopping || idle || enough {
+            break 'consume;
         }
     }
+    let t = &runtime.tally;
     tracing::info!(
-        messages = tally.messages,
-        valid = tally.valid_total(),
-        rejected = tally.rejected_total(),
+        messages = t.messages,
+        valid = t.valid_total(),
+        duplicates = t.duplicates,
+        rejected = t.rejected_total(),
         "stopped"
     );
-    Ok(tally)
+    Ok(runtime.tally)
 }

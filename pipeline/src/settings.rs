@@ -64,6 +64,14 @@ pub struct PipelineSettings {
     pub batch_size: usize,
     /// Longest wait for a partial batch, in milliseconds.
     pub batch_timeout_ms: u64,
+    /// Time between flushes, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Lateness an event may have and still correct its window, in milliseconds.
+    pub allowed_lateness_ms: i64,
+    /// How far ahead of broker time an event may be stamped, in milliseconds.
+    pub max_future_skew_ms: i64,
+    /// How long an eventId is remembered, in milliseconds.
+    pub dedup_horizon_ms: i64,
 }
 
 /// `[log]`: diagnostics.
@@ -279,6 +287,26 @@ impl Reader {
     fn pipeline(&mut self) -> Option<PipelineSettings> {
         let batch_size: Option<usize> = self.get("pipeline.batch_size");
         let batch_timeout_ms: Option<u64> = self.get("pipeline.batch_timeout_ms");
+        let flush_interval_ms: Option<u64> = self.get("pipeline.flush_interval_ms");
+        let allowed_lateness_ms: Option<i64> = self.get("pipeline.allowed_lateness_ms");
+        let max_future_skew_ms: Option<i64> = self.get("pipeline.max_future_skew_ms");
+        let dedup_horizon_ms: Option<i64> = self.get("pipeline.dedup_horizon_ms");
+        if let Some(interval) = flush_interval_ms {
+            self.check((10..=600_000).contains(&interval), || {
+                format!("pipeline.flush_interval_ms: {interval} is outside 10..=600000")
+            });
+        }
+        for (key, value) in [
+            ("pipeline.allowed_lateness_ms", allowed_lateness_ms),
+            ("pipeline.max_future_skew_ms", max_future_skew_ms),
+            ("pipeline.dedup_horizon_ms", dedup_horizon_ms),
+        ] {
+            if let Some(value) = value {
+                self.check((0..=30 * 86_400_000).contains(&value), || {
+                    format!("{key}: {value} is outside 0..=2592000000 (30 days)")
+                });
+            }
+        }
         if let Some(size) = batch_size {
             self.check((1..=1_000_000).contains(&size), || {
                 format!("pipeline.batch_size: {size} is outside 1..=1000000")
@@ -292,6 +320,10 @@ impl Reader {
         Some(PipelineSettings {
             batch_size: batch_size?,
             batch_timeout_ms: batch_timeout_ms?,
+            flush_interval_ms: flush_interval_ms?,
+            allowed_lateness_ms: allowed_lateness_ms?,
+            max_future_skew_ms: max_future_skew_ms?,
+            dedup_horizon_ms: dedup_horizon_ms?,
         })
     }
 
