@@ -1,7 +1,7 @@
 //! Generated traffic through the real broker: `salestalk generate --kafka` then
 //! `salestalk run`, compared with the generator's own record of what it broke.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use salestalk::generate::{Fault, FaultRates, Generator, GeneratorOptions, Stop};
@@ -17,12 +17,12 @@ const DOMAINS: [&str; 5] = [
     "tenant",
 ];
 
-fn options() -> GeneratorOptions {
+/// Traffic that starts a few minutes ago, as live producers publish it: clock skew is judged
+/// against broker time, so event time must be close to when the messages are produced.
+fn options(start: DateTime<Utc>) -> GeneratorOptions {
     GeneratorOptions {
         seed: 2024,
-        start: DateTime::parse_from_rfc3339("2025-11-09T08:00:00Z")
-            .map(|t| t.with_timezone(&Utc))
-            .expect("valid"),
+        start,
         rate: 300.0,
         tenants: 30,
         stop: Stop::Count(15_000),
@@ -36,27 +36,35 @@ fn options() -> GeneratorOptions {
     }
 }
 
-/// What the consumer must report, derived from the generator's ground truth alone: every
-/// message it did not break is valid and counted under the type it was generated as.
-fn expected_tally() -> (u64, BTreeMap<String, u64>, u64) {
-    let messages: Vec<_> = Generator::new(options()).collect();
-    let broken: std::collections::HashSet<&[u8]> = messages
+/// What the run must report, from the generator's ground truth alone: messages it did not
+/// break are valid; the first copy of each eventId counts, later copies are duplicates.
+fn expected_tally(start: DateTime<Utc>) -> Tally {
+    let messages: Vec<_> = Generator::new(options(start)).collect();
+    let broken: HashSet<&[u8]> = messages
         .iter()
         .filter(|m| matches!(m.fault, Fault::Invalid(_)))
         .map(|m| m.bytes.as_slice())
         .collect();
-    let mut valid: BTreeMap<String, u64> = BTreeMap::new();
-    let mut invalid = 0;
+    let mut expected = Tally {
+        messages: messages.len() as u64,
+        ..Tally::default()
+    };
+    let mut seen = HashSet::new();
     for message in &messages {
         if broken.contains(message.bytes.as_slice()) {
-            invalid += 1;
-        } else {
-            *valid
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_slice(&message.bytes).expect("valid JSON");
+        if seen.insert(value["eventId"].as_str().expect("id").to_string()) {
+            *expected
+                .valid
                 .entry(message.event_type.as_str().to_string())
                 .or_default() += 1;
+        } else {
+            expected.duplicates += 1;
         }
     }
-    (messages.len() as u64, valid, invalid)
+    expected
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,7 +80,8 @@ async fn generated_traffic_round_trips_through_the_broker_with_exact_counts() {
         ("SALESTALK__KAFKA__TOPICS", topics.join(",")),
         ("SALESTALK__KAFKA__GROUP_ID", format!("{prefix}-group")),
     ];
-    let o = options();
+    let start = DateTime::from_timestamp(Utc::now().timestamp() - 300, 0).expect("valid time");
+    let o = options(start);
     let produced = salestalk(
         &[
             "generate",
@@ -82,7 +91,7 @@ async fn generated_traffic_round_trips_through_the_broker_with_exact_counts() {
             "--count",
             "15000",
             "--start",
-            "2025-11-09T08:00:00Z",
+            &start.to_rfc3339(),
             "--rate",
             "300",
             "--tenants",
@@ -102,15 +111,22 @@ async fn generated_traffic_round_trips_through_the_broker_with_exact_counts() {
     );
     let report: serde_json::Value =
         serde_json::from_str(stdout_of(&produced).trim()).expect("produce report");
-    let (messages, valid, invalid) = expected_tally();
-    assert_eq!(report["delivered"], messages, "{report}");
+    let expected = expected_tally(start);
+    assert_eq!(report["delivered"], expected.messages, "{report}");
 
     let consumed = salestalk(&["run", "--idle-exit", "8s"], &env);
     let tally: Tally = serde_json::from_str(stdout_of(&consumed).trim()).expect("tally json");
-    assert_eq!(tally.messages, messages);
-    assert_eq!(tally.valid, valid);
-    assert_eq!(tally.rejected_total(), invalid);
-    assert_eq!(valid.len(), 5, "every event type flows: {valid:?}");
+    assert_eq!(tally.messages, expected.messages);
+    assert_eq!(tally.valid, expected.valid, "{tally:?}");
+    assert_eq!(tally.duplicates, expected.duplicates);
+    let broken = expected.messages - expected.valid_total() - expected.duplicates;
+    assert_eq!(tally.rejected_total(), broken);
+    assert_eq!(
+        expected.valid.len(),
+        5,
+        "every event type flows: {:?}",
+        expected.valid
+    );
     for reason in [
         "not_json",
         "schema_violation",
@@ -124,7 +140,7 @@ async fn generated_traffic_round_trips_through_the_broker_with_exact_counts() {
         );
     }
 
-    // Offsets were committed: the same group finds nothing left to read.
+    // Checkpoints were stored: the same group finds nothing left to read.
     let again = salestalk(&["run", "--idle-exit", "5s"], &env);
     let rest: Tally = serde_json::from_str(stdout_of(&again).trim()).expect("tally json");
     assert_eq!(rest.messages, 0, "a committed group re-read {rest:?}");
