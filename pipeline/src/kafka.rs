@@ -134,7 +134,11 @@ impl ConsumerContext for GroupMembership {
 
 /// A consumer in the configured group that never commits on its own.
 pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<GroupMembership>> {
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    if !settings.instance_id.is_empty() {
+        config.set("group.instance.id", &settings.instance_id);
+    }
+    config
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "false")

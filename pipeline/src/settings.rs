@@ -38,6 +38,8 @@ pub struct KafkaSettings {
     pub topics: Vec<String>,
     /// Consumer group id.
     pub group_id: String,
+    /// Static membership id (`group.instance.id`); empty for dynamic membership.
+    pub instance_id: String,
     /// Topic per event type for the generator; `{domain}` is substituted.
     pub topic_template: String,
     /// Largest message inspected.
@@ -208,6 +210,7 @@ impl Reader {
         let brokers: Option<String> = self.get("kafka.brokers");
         let topics: Option<Vec<String>> = self.get("kafka.topics");
         let group_id: Option<String> = self.get("kafka.group_id");
+        let instance_id: Option<String> = self.get("kafka.instance_id");
         let topic_template: Option<String> = self.get("kafka.topic_template");
         let max_message_bytes: Option<usize> = self.get("kafka.max_message_bytes");
         if let Some(brokers) = &brokers {
@@ -252,6 +255,7 @@ impl Reader {
             brokers: brokers?,
             topics: topics?,
             group_id: group_id?,
+            instance_id: instance_id?,
             topic_template: topic_template?,
             max_message_bytes: max_message_bytes?,
         })

@@ -8,4 +8,5 @@ mod support;
 mod check_command;
 mod clickhouse_schema;
 mod clickhouse_server;
+mod exactness;
 mod kafka_roundtrip;

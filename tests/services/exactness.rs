@@ -1,0 +1,554 @@
+//! The streaming core's promise, end to end: generated traffic with duplicates, invalid,
+//! out-of-order, late and clock-skewed events goes through the real broker and `salestalk run`
+//! into the real ClickHouse, and every public view equals a batch recomputation from the same
+//! input: the messages read back from the topics, in partition order. Once with a run that is
+//! left alone, once with a pipeline killed with SIGKILL at random moments and restarted.
+//!
+//! The recomputation implements the metric definitions of `docs/metrics.md` directly, as a
+//! fold over each partition's messages; it shares only the contract validator with the
+//! pipeline.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clickhouse::Row;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use salestalk_contracts::{EventData, check, parse, validate};
+use salestalk_operators::histogram::RELATIVE_ERROR;
+use salestalk_sinks::clickhouse::Endpoint;
+use serde::Deserialize;
+
+use crate::support::{create_topics, salestalk, settings, stdout_of, unique};
+
+const LATENESS_MS: i64 = 300_000;
+const SKEW_MS: i64 = 600_000;
+const PARTITIONS: i32 = 3;
+
+/// Each partition's messages in offset order: (offset, broker ms, bytes).
+type Input = BTreeMap<(String, i32), Vec<(i64, i64, Vec<u8>)>>;
+/// (window or day, tenant, event type, source or model).
+type TenantKey = (i64, String, String, String);
+/// (window, tenant, intent, subject, measure).
+type IntentKey = (i64, String, String, String, String);
+/// (cost nanos, prompt, completion, total tokens, messages).
+type CostValue = (i64, u64, u64, u64, u64);
+
+struct Setup {
+    prefix: String,
+    topics: Vec<String>,
+    env: Vec<(&'static str, String)>,
+}
+
+async fn setup(name: &str, events: u64) -> Setup {
+    let prefix = unique(name);
+    let topics: Vec<String> = [
+        "classification",
+        "narrative",
+        "conversation",
+        "metrics",
+        "tenant",
+    ]
+    .iter()
+    .map(|d| format!("{prefix}.{d}"))
+    .collect();
+    create_topics(&topics, PARTITIONS).await;
+    let env = vec![
+        (
+            "SALESTALK__KAFKA__TOPIC_TEMPLATE",
+            format!("{prefix}.{{domain}}"),
+        ),
+        ("SALESTALK__KAFKA__TOPICS", topics.join(",")),
+        ("SALESTALK__KAFKA__GROUP_ID", format!("{prefix}-group")),
+        (
+            "SALESTALK__CLICKHOUSE__DATABASE",
+            prefix.replace(['-', '.'], "_"),
+        ),
+        (
+            "SALESTALK__PIPELINE__ALLOWED_LATENESS_MS",
+            LATENESS_MS.to_string(),
+        ),
+        (
+            "SALESTALK__PIPELINE__MAX_FUTURE_SKEW_MS",
+            SKEW_MS.to_string(),
+        ),
+        ("SALESTALK__PIPELINE__FLUSH_INTERVAL_MS", "300".to_string()),
+        ("SALESTALK__PIPELINE__BATCH_SIZE", "2000".to_string()),
+    ];
+    // Event time starts ten minutes back, as a live producer's would, so lateness and clock
+    // skew are judged against broker times that make sense.
+    let start = DateTime::from_timestamp(Utc::now().timestamp() - 600, 0).expect("valid time");
+    let produced = salestalk(
+        &[
+            "generate",
+            "--kafka",
+            "--seed",
+            "77",
+            "--count",
+            &events.to_string(),
+            "--start",
+            &start.to_rfc3339(),
+            "--rate",
+            "40",
+            "--tenants",
+            "25",
+            "--duplicates",
+            "0.03",
+            "--invalid",
+            "0.02",
+            "--out-of-order",
+            "0.04",
+            "--late",
+            "0.02",
+            "--future-skew",
+            "0.005",
+        ],
+        &env,
+    );
+    stdout_of(&produced);
+    Setup {
+        prefix,
+        topics,
+        env,
+    }
+}
+
+/// Every message of the topics, per partition in offset order: (broker ms, bytes).
+fn read_back(topics: &[String]) -> Input {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings().kafka.brokers)
+        .set("group.id", unique("readback"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = BTreeMap::new();
+    for topic in topics {
+        for partition in 0..PARTITIONS {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .expect("watermarks");
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .expect("assign");
+            if high > 0 {
+                remaining.insert((topic.clone(), partition), high);
+            }
+        }
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out: Input = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !remaining.is_empty() && std::time::Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let key = (message.topic().to_string(), message.partition());
+        out.entry(key.clone()).or_default().push((
+            message.offset(),
+            message.timestamp().to_millis().expect("broker timestamp"),
+            message.payload().unwrap_or_default().to_vec(),
+        ));
+        if remaining
+            .get(&key)
+            .is_some_and(|high| message.offset() + 1 >= *high)
+        {
+            remaining.remove(&key);
+        }
+    }
+    assert!(remaining.is_empty(), "could not read back {remaining:?}");
+    out
+}
+
+fn minute(ms: i64) -> i64 {
+    ms.div_euclid(60_000) * 60
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Expected {
+    volume: BTreeMap<TenantKey, u64>,
+    cost: BTreeMap<TenantKey, CostValue>,
+    intents: BTreeMap<IntentKey, (u64, f64, u64)>,
+    dead_letters: BTreeSet<(String, i32, i64, String)>,
+    accepted: u64,
+}
+
+/// The metric definitions, applied to the whole input at once.
+fn recompute(input: &Input) -> Expected {
+    let mut expected = Expected::default();
+    for ((topic, partition), messages) in input {
+        let mut watermark: Option<i64> = None;
+        let mut seen: HashSet<String> = HashSet::new();
+        for (offset, broker_ms, bytes) in messages {
+            let problems = check(bytes, 1 << 20);
+            if let Some(first) = problems.first() {
+                let reason = salestalk_contracts::reason_for(&problems)
+                    .as_str()
+                    .to_string();
+                let _ = first;
+                expected
+                    .dead_letters
+                    .insert((topic.clone(), *partition, *offset, reason));
+                continue;
+            }
+            let value = parse(bytes).expect("checked");
+            let event = validate(&value).expect("checked");
+            let id = event.envelope.event_id.to_string();
+            if seen.contains(&id) {
+                continue;
+            }
+            let stamped = event.envelope.timestamp.timestamp_millis();
+            let skewed = stamped > broker_ms + SKEW_MS;
+            let trusted = if skewed { *broker_ms } else { stamped };
+            let window = minute(trusted);
+            // A window is final once the watermark passes its end plus the allowed lateness.
+            if watermark.is_some_and(|wm| window * 1000 + 60_000 + LATENESS_MS <= wm) {
+                expected.dead_letters.insert((
+                    topic.clone(),
+                    *partition,
+                    *offset,
+                    "late".to_string(),
+                ));
+                continue;
+            }
+            seen.insert(id);
+            if !skewed {
+                watermark = Some(watermark.map_or(stamped, |wm| wm.max(stamped)));
+            }
+            expected.accepted += 1;
+            let tenant = event.envelope.tenant_id.to_string();
+            let event_type = event.envelope.event_type.as_str().to_string();
+            *expected
+                .volume
+                .entry((
+                    window,
+                    tenant.clone(),
+                    event_type.clone(),
+                    event.envelope.source.to_string(),
+                ))
+                .or_default() += 1;
+            match &event.data {
+                EventData::NarrativeGenerated(n) => {
+                    let day = window.div_euclid(86_400) * 86_400;
+                    let entry = expected
+                        .cost
+                        .entry((day, tenant, event_type, n.ai_model.model_id.to_string()))
+                        .or_default();
+                    entry.0 += (n.cost.amount_usd * 1e9).round() as i64;
+                    entry.1 += n.token_usage.prompt;
+                    entry.2 += n.token_usage.completion;
+                    entry.3 += n.token_usage.total;
+                    entry.4 += 1;
+                }
+                EventData::ClassificationPerformed(c) => {
+                    let c = &c.classification;
+                    let key = (
+                        window,
+                        tenant,
+                        c.intent.as_wire().to_string(),
+                        c.subject.as_wire().to_string(),
+                        c.measure.as_wire().to_string(),
+                    );
+                    let entry = expected.intents.entry(key).or_default();
+                    entry.0 += 1;
+                    entry.1 += c.confidence;
+                    entry.2 += u64::from(c.confidence < 0.5);
+                }
+                _ => {}
+            }
+        }
+    }
+    expected
+}
+
+use salestalk_contracts::enums::ContractEnum;
+
+#[derive(Debug, Row, Deserialize)]
+struct VolumeRow {
+    window_start: u32,
+    tenant_id: String,
+    event_type: String,
+    source: String,
+    events: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct CostRow {
+    day: u16,
+    tenant_id: String,
+    event_type: String,
+    model: String,
+    cost_nanos: i64,
+    cost_cents: String,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    messages: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct IntentRow {
+    window_start: u32,
+    tenant_id: String,
+    intent: String,
+    subject: String,
+    measure: String,
+    classifications: u64,
+    avg_confidence: f64,
+    low_confidence: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct DeadLetterRow {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    reason: String,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct LatencyRow {
+    consumer: String,
+    events: u64,
+    p95_ms: f64,
+}
+
+async fn assert_views_match(setup: &Setup) {
+    let input = read_back(&setup.topics);
+    let expected = recompute(&input);
+    assert!(expected.accepted > 1_000 && !expected.dead_letters.is_empty());
+    assert!(
+        expected.dead_letters.iter().any(|d| d.3 == "late"),
+        "the traffic must exercise lateness"
+    );
+
+    let s = settings().clickhouse;
+    let endpoint = Endpoint {
+        url: s.url,
+        database: setup.prefix.replace(['-', '.'], "_"),
+        user: s.user,
+        password: s.password,
+    };
+    let client = endpoint.client();
+
+    let rows: Vec<VolumeRow> = client
+        .query("SELECT toUInt32(window_start) AS window_start, tenant_id, event_type, source, events FROM event_volume")
+        .fetch_all()
+        .await
+        .expect("event_volume");
+    let got: BTreeMap<_, _> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                (
+                    i64::from(r.window_start),
+                    r.tenant_id,
+                    r.event_type,
+                    r.source,
+                ),
+                r.events,
+            )
+        })
+        .collect();
+    assert_eq!(got, expected.volume, "event_volume");
+
+    let rows: Vec<CostRow> = client
+        .query(
+            "SELECT toUInt16(day) AS day, tenant_id, event_type, model, cost_nanos, toString(cost_usd) AS cost_cents, \
+             prompt_tokens, completion_tokens, total_tokens, messages FROM tenant_cost_daily",
+        )
+        .fetch_all()
+        .await
+        .expect("tenant_cost_daily");
+    let mut got = BTreeMap::new();
+    for r in rows {
+        // cost_usd is the exact decimal of the nanodollar sum.
+        let cents = format!(
+            "{}.{:09}",
+            r.cost_nanos.div_euclid(1_000_000_000),
+            r.cost_nanos.rem_euclid(1_000_000_000)
+        );
+        assert_eq!(r.cost_cents, cents);
+        got.insert(
+            (
+                i64::from(r.day) * 86_400,
+                r.tenant_id,
+                r.event_type,
+                r.model,
+            ),
+            (
+                r.cost_nanos,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.total_tokens,
+                r.messages,
+            ),
+        );
+    }
+    assert_eq!(got, expected.cost, "tenant_cost_daily");
+
+    let rows: Vec<IntentRow> = client
+        .query(
+            "SELECT toUInt32(window_start) AS window_start, tenant_id, intent, subject, measure, classifications, \
+             avg_confidence, low_confidence FROM intents_per_tenant",
+        )
+        .fetch_all()
+        .await
+        .expect("intents_per_tenant");
+    assert_eq!(
+        rows.len(),
+        expected.intents.len(),
+        "intents_per_tenant rows"
+    );
+    for r in rows {
+        let key = (
+            i64::from(r.window_start),
+            r.tenant_id,
+            r.intent,
+            r.subject,
+            r.measure,
+        );
+        let (count, confidence_sum, low) = expected
+            .intents
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected {key:?}"));
+        assert_eq!(
+            (r.classifications, r.low_confidence),
+            (*count, *low),
+            "{key:?}"
+        );
+        assert!(
+            (r.avg_confidence - confidence_sum / *count as f64).abs() < 1e-9,
+            "{key:?}"
+        );
+    }
+
+    let rows: Vec<DeadLetterRow> = client
+        .query("SELECT topic, partition, offset, reason FROM dead_letters FINAL")
+        .fetch_all()
+        .await
+        .expect("dlq");
+    let got: BTreeSet<_> = rows
+        .into_iter()
+        .map(|r| (r.topic, r.partition, r.offset, r.reason))
+        .collect();
+    assert_eq!(got, expected.dead_letters, "dead_letters");
+
+    // Latency: the documented percentile query against exact percentiles of the archive's
+    // durable_at - event time, per consumer.
+    let query =
+        salestalk_sinks::clickhouse::schema::latency_percentiles_query(&endpoint.database, "1");
+    let rows: Vec<LatencyRow> = client
+        .query(&format!(
+            "SELECT consumer, toUInt64(events) AS events, p95_ms FROM ({query})"
+        ))
+        .fetch_all()
+        .await
+        .expect("latency");
+    let mut exact: Vec<f64> = client
+        .query(
+            "SELECT toFloat64(greatest(toInt64(durable_at_ms) - if(clock_skewed = 1, toInt64(broker_time) * 1000, timestamp_ms), 0)) \
+             FROM events_raw FINAL",
+        )
+        .fetch_all()
+        .await
+        .expect("archive latencies");
+    exact.sort_by(f64::total_cmp);
+    let p95 = exact[((0.95 * exact.len() as f64).ceil() as usize).max(1) - 1];
+    for consumer in ["clickhouse.metrics", "clickhouse.archive"] {
+        let row = rows
+            .iter()
+            .find(|r| r.consumer == consumer)
+            .unwrap_or_else(|| panic!("no latency for {consumer}"));
+        assert_eq!(row.events, expected.accepted, "{consumer} latency count");
+        // Skewed events' broker time is stored to the second: allow that on top of the bound.
+        let error = (row.p95_ms - p95).abs();
+        assert!(
+            error <= p95 * RELATIVE_ERROR * 1.001 + 1000.0,
+            "{consumer}: p95 {} vs exact {p95}",
+            row.p95_ms
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_view_equals_the_batch_recomputation() {
+    let setup = setup("it-exact", 12_000).await;
+    let run = salestalk(&["run", "--idle-exit", "6s"], &setup.env);
+    stdout_of(&run);
+    assert_views_match(&setup).await;
+}
+
+fn spawn_run(env: &[(&'static str, String)], idle_exit: bool) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_salestalk"));
+    // A stable instance id lets each restart take the partitions back at once (tansu never
+    // expires a member killed with SIGKILL; see kafka.instance_id in config/salestalk.toml).
+    command
+        .arg("run")
+        .env("SALESTALK__LOG__LEVEL", "warn")
+        .env("SALESTALK__KAFKA__INSTANCE_ID", "it-kill-instance");
+    if idle_exit {
+        command.args(["--idle-exit", "6s"]);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().expect("salestalk run starts")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_changes_no_view() {
+    let setup = setup("it-kill", 60_000).await;
+    let s = settings().clickhouse;
+    let client = Endpoint {
+        url: s.url,
+        database: setup.prefix.replace(['-', '.'], "_"),
+        user: s.user,
+        password: s.password,
+    }
+    .client();
+    // How far the durable checkpoints have got.
+    let progress = || async {
+        client
+            .query("SELECT toInt64(sum(next)) FROM (SELECT task, argMax(ints[1], epoch) AS next FROM window_state WHERE family = 'checkpoint' GROUP BY task)")
+            .fetch_one::<i64>()
+            .await
+            .unwrap_or(0)
+    };
+    let total: i64 = read_back(&setup.topics)
+        .values()
+        .map(|m| m.len() as i64)
+        .sum();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut history = vec![0];
+    for _ in 0..5 {
+        let before = progress().await;
+        let mut child = spawn_run(&setup.env, false);
+        // Kill once the run has made something durable, at a random moment after that.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while progress().await == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1_500))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        history.push(progress().await);
+    }
+    let mid_stream = history
+        .windows(2)
+        .filter(|w| w[0] < w[1] && w[1] < total)
+        .count();
+    assert!(
+        mid_stream >= 2,
+        "kills must land mid-stream: progress {history:?} of {total}"
+    );
+    let mut last = spawn_run(&setup.env, true);
+    assert!(last.wait().expect("finishes").success());
+    assert_views_match(&setup).await;
+}
