@@ -36,7 +36,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     let endpoint = endpoint();
     let profile = endpoint.probe().await.expect("probe");
     let first = endpoint.migrate(&profile).await.expect("migrate");
-    assert!(first >= 2, "applied {first}");
+    assert!(first >= 1, "applied {first}");
     assert_eq!(endpoint.migrate(&profile).await.expect("migrate again"), 0);
 
     let lines: Vec<&str> = EXAMPLES.lines().collect();
@@ -111,6 +111,19 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
             ("clickhouse.metrics".to_string(), 5)
         ]
     );
+
+    // Every view runs on this server, and the examples (one of each event type, plus a broken
+    // message) give each of them rows.
+    let views: Vec<String> = client
+        .query("SELECT name FROM system.tables WHERE database = currentDatabase() AND engine = 'View'")
+        .fetch_all()
+        .await
+        .expect("views");
+    assert_eq!(views.len(), salestalk_sinks::clickhouse::schema::views("x").len() / 2);
+    for view in views {
+        let rows: u64 = client.query(&format!("SELECT count() FROM {view}")).fetch_one().await.expect(&view);
+        assert!(rows > 0, "{view} is empty");
+    }
 
     // A restarted task resumes exactly where the flush left it.
     let mut restored = endpoint

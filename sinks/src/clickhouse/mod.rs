@@ -88,7 +88,8 @@ impl Endpoint {
         Ok(ServerProfile::for_version(parsed))
     }
 
-    /// Applies the migrations this server has not seen yet, in order, and returns how many.
+    /// Applies the migrations this server has not seen yet, in order, recreates the views,
+    /// and returns how many migrations were applied.
     pub async fn migrate(&self, profile: &ServerProfile) -> Result<usize, ClickHouseError> {
         self.ensure_database().await?;
         let client = self.client();
@@ -122,6 +123,9 @@ impl Endpoint {
                 .await
                 .map_err(classify)?;
             count += 1;
+        }
+        for statement in schema::views(&self.database) {
+            client.query(&statement).execute().await.map_err(classify)?;
         }
         Ok(count)
     }

@@ -182,8 +182,9 @@ fn family_view(database: &str, family: Family) -> String {
     )
 }
 
-/// Every view, dropped and created again (views hold no data).
-fn views(database: &str) -> Vec<String> {
+/// Every view, dropped and created again (views hold no data, so `migrate` recreates them
+/// all each time and a changed definition needs no migration).
+pub fn views(database: &str) -> Vec<String> {
     let mut statements = Vec::new();
     let mut create = |name: &str, sql: String| {
         statements.push(format!("DROP TABLE IF EXISTS {database}.{name}"));
@@ -291,6 +292,15 @@ mod tests {
         assert!(text(&new).contains("TTL timestamp + INTERVAL 90 DAY"));
         assert!(text(&new).contains("TTL broker_time + INTERVAL 14 DAY"));
         assert!(text(&new).contains("LowCardinality(String)"));
+    }
+
+    #[test]
+    fn every_view_is_dropped_before_it_is_created() {
+        let statements = views("db");
+        for pair in statements.chunks(2) {
+            assert!(pair[0].starts_with("DROP TABLE IF EXISTS db."), "{}", pair[0]);
+            assert!(pair[1].starts_with("CREATE VIEW db."), "{}", pair[1]);
+        }
     }
 
     #[test]
