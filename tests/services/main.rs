@@ -10,3 +10,4 @@ mod clickhouse_schema;
 mod clickhouse_server;
 mod exactness;
 mod kafka_roundtrip;
+mod modern_clickhouse;

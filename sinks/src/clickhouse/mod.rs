@@ -1,7 +1,7 @@
 //! ClickHouse: connection settings, the server probe, and typed errors.
 
 mod profile;
-mod restore;
+pub mod restore;
 pub mod schema;
 pub mod writer;
 

@@ -37,6 +37,23 @@ struct SeenRow {
     timestamp_ms: i64,
 }
 
+/// The latest checkpoint of a task. Binds: checkpoint family, task.
+pub const CHECKPOINT_QUERY: &str = "SELECT epoch, ints FROM window_state WHERE family = ? AND task = ? \
+     ORDER BY epoch DESC LIMIT 1";
+
+/// The latest value of each window row of a task that may still change. Binds: task,
+/// checkpoint family, earliest open window (Unix s).
+pub const OPEN_ROWS_QUERY: &str = "SELECT family, toUInt32(window_start) AS window_start, tenant_id, d1, d2, d3, \
+     argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats, \
+     argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts \
+     FROM window_state WHERE task = ? AND family != ? AND window_start >= toDateTime(?) \
+     GROUP BY family, window_start, tenant_id, d1, d2, d3";
+
+/// Event ids a task counted below its checkpoint. Binds: topic, partition, checkpoint offset,
+/// earliest event time kept (Unix ms).
+pub const SEEN_QUERY: &str = "SELECT event_id, timestamp_ms FROM events_raw \
+     WHERE topic = ? AND partition = ? AND offset < ? AND timestamp_ms >= ?";
+
 fn optional_ms(value: Option<&i64>) -> Option<i64> {
     value.copied().filter(|v| *v != i64::MIN)
 }
@@ -54,10 +71,7 @@ impl Endpoint {
         let classify = |e| ClickHouseError::classify(&self.url, e);
         let task = task_name(topic, partition);
         let latest: Option<CheckpointRow> = client
-            .query(
-                "SELECT epoch, ints FROM window_state WHERE family = ? AND task = ? \
-                 ORDER BY epoch DESC LIMIT 1",
-            )
+            .query(CHECKPOINT_QUERY)
             .bind(CHECKPOINT_FAMILY)
             .bind(&task)
             .fetch_optional()
@@ -83,13 +97,7 @@ impl Endpoint {
         let since =
             open_from(checkpoint.event_watermark_ms).min(open_from(checkpoint.broker_watermark_ms));
         let rows: Vec<OpenRow> = client
-            .query(
-                "SELECT family, toUInt32(window_start) AS window_start, tenant_id, d1, d2, d3, \
-                 argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats, \
-                 argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts \
-                 FROM window_state WHERE task = ? AND family != ? AND window_start >= toDateTime(?) \
-                 GROUP BY family, window_start, tenant_id, d1, d2, d3",
-            )
+            .query(OPEN_ROWS_QUERY)
             .bind(&task)
             .bind(CHECKPOINT_FAMILY)
             .bind(since.max(0))
@@ -122,10 +130,7 @@ impl Endpoint {
             .event_watermark_ms
             .map_or(i64::MIN, |wm| wm - settings.dedup_horizon_ms);
         let seen: Vec<SeenRow> = client
-            .query(
-                "SELECT event_id, timestamp_ms FROM events_raw \
-                 WHERE topic = ? AND partition = ? AND offset < ? AND timestamp_ms >= ?",
-            )
+            .query(SEEN_QUERY)
             .bind(topic)
             .bind(partition)
             .bind(checkpoint.next_offset)
