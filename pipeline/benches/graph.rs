@@ -1,0 +1,90 @@
+//! Throughput of the operator graph, per core (criterion runs on one thread):
+//! (a) the aggregate stage alone on decoded events: dedup check plus window updates;
+//! (b) the whole task on raw JSON bytes: decode, validate, dedup, lateness, windows,
+//!     archive and dead-letter outputs, and a flush every 5,000 messages.
+//! `deploy/bench` runs these and the end-to-end measurement; results go to docs/performance.md.
+
+use chrono::{DateTime, Utc};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
+use salestalk_contracts::{parse, validate};
+use salestalk_operators::RawMessage;
+use salestalk_operators::dedup::SeenIds;
+use salestalk_operators::metrics::{WindowSet, record_event, window_start};
+use salestalk_operators::task::{Task, TaskSettings};
+
+const EVENTS: u64 = 50_000;
+
+fn traffic(faults: FaultRates) -> Vec<Vec<u8>> {
+    let start = DateTime::parse_from_rfc3339("2025-11-09T00:00:00Z").map(|t| t.with_timezone(&Utc)).expect("valid");
+    Generator::new(GeneratorOptions { seed: 1, start, rate: 500.0, tenants: 50, stop: Stop::Count(EVENTS), faults })
+        .map(|m| m.bytes)
+        .collect()
+}
+
+fn settings() -> TaskSettings {
+    TaskSettings {
+        allowed_lateness_ms: 300_000,
+        max_future_skew_ms: 600_000,
+        dedup_horizon_ms: 86_400_000,
+        max_message_bytes: 1 << 20,
+    }
+}
+
+fn graph_on_decoded_events(c: &mut Criterion) {
+    let bytes = traffic(FaultRates::default());
+    let values: Vec<serde_json::Value> = bytes.iter().map(|b| parse(b).expect("clean traffic")).collect();
+    let events: Vec<_> = values.iter().map(|v| validate(v).expect("clean traffic")).collect();
+    let mut group = c.benchmark_group("a_graph_on_decoded_events");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("dedup_and_windows", |b| {
+        b.iter_batched(
+            || (WindowSet::default(), SeenIds::default()),
+            |(mut windows, mut seen)| {
+                for event in &events {
+                    let at = event.envelope.timestamp.timestamp_millis();
+                    if seen.first_sighting(event.envelope.event_id.0, at) {
+                        record_event(&mut windows, event, window_start(at));
+                    }
+                }
+                (windows, seen)
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+fn task_on_raw_bytes(c: &mut Criterion) {
+    let faults = FaultRates { duplicates: 0.01, invalid: 0.005, out_of_order: 0.02, late: 0.005, future_skew: 0.001 };
+    let bytes = traffic(faults);
+    let broker = 1_762_646_400_000 + 3_600_000;
+    let messages: Vec<RawMessage<'_>> = bytes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| RawMessage { topic: "t", partition: 0, offset: i as i64, timestamp_ms: Some(broker), payload: Some(b) })
+        .collect();
+    let mut group = c.benchmark_group("b_decode_validate_graph_on_raw_json");
+    group.throughput(Throughput::Elements(messages.len() as u64));
+    group.bench_function("task", |b| {
+        b.iter_batched(
+            || Task::new("t", 0, settings(), Default::default()),
+            |mut task| {
+                for chunk in messages.chunks(5_000) {
+                    task.process(chunk);
+                    std::hint::black_box(task.flush(broker));
+                }
+                task
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10);
+    targets = graph_on_decoded_events, task_on_raw_bytes
+}
+criterion_main!(benches);
