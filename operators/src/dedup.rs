@@ -1,7 +1,9 @@
 //! The dedup operator's state: which `eventId`s a task has already counted, forgotten after a
 //! horizon of event time so memory stays bounded (about 40 bytes per event in the horizon).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet as HashSet;
 
 /// Remembers event ids per event-time minute and forgets whole minutes at once.
 #[derive(Debug, Default)]

@@ -4,7 +4,7 @@
 //! Strings are interned once per task, so counting an event into a window that already
 //! exists allocates nothing.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::family::Family;
 use crate::histogram::LogHistogram;
