@@ -16,10 +16,19 @@ use salestalk_operators::task::{Task, TaskSettings};
 const EVENTS: u64 = 50_000;
 
 fn traffic(faults: FaultRates) -> Vec<Vec<u8>> {
-    let start = DateTime::parse_from_rfc3339("2025-11-09T00:00:00Z").map(|t| t.with_timezone(&Utc)).expect("valid");
-    Generator::new(GeneratorOptions { seed: 1, start, rate: 500.0, tenants: 50, stop: Stop::Count(EVENTS), faults })
-        .map(|m| m.bytes)
-        .collect()
+    let start = DateTime::parse_from_rfc3339("2025-11-09T00:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .expect("valid");
+    Generator::new(GeneratorOptions {
+        seed: 1,
+        start,
+        rate: 500.0,
+        tenants: 50,
+        stop: Stop::Count(EVENTS),
+        faults,
+    })
+    .map(|m| m.bytes)
+    .collect()
 }
 
 fn settings() -> TaskSettings {
@@ -33,8 +42,14 @@ fn settings() -> TaskSettings {
 
 fn graph_on_decoded_events(c: &mut Criterion) {
     let bytes = traffic(FaultRates::default());
-    let values: Vec<serde_json::Value> = bytes.iter().map(|b| parse(b).expect("clean traffic")).collect();
-    let events: Vec<_> = values.iter().map(|v| validate(v).expect("clean traffic")).collect();
+    let values: Vec<serde_json::Value> = bytes
+        .iter()
+        .map(|b| parse(b).expect("clean traffic"))
+        .collect();
+    let events: Vec<_> = values
+        .iter()
+        .map(|v| validate(v).expect("clean traffic"))
+        .collect();
     let mut group = c.benchmark_group("a_graph_on_decoded_events");
     group.throughput(Throughput::Elements(events.len() as u64));
     group.bench_function("dedup_and_windows", |b| {
@@ -56,13 +71,25 @@ fn graph_on_decoded_events(c: &mut Criterion) {
 }
 
 fn task_on_raw_bytes(c: &mut Criterion) {
-    let faults = FaultRates { duplicates: 0.01, invalid: 0.005, out_of_order: 0.02, late: 0.005, future_skew: 0.001 };
+    let faults = FaultRates {
+        duplicates: 0.01,
+        invalid: 0.005,
+        out_of_order: 0.02,
+        late: 0.005,
+        future_skew: 0.001,
+    };
     let bytes = traffic(faults);
     let broker = 1_762_646_400_000 + 3_600_000;
     let messages: Vec<RawMessage<'_>> = bytes
         .iter()
         .enumerate()
-        .map(|(i, b)| RawMessage { topic: "t", partition: 0, offset: i as i64, timestamp_ms: Some(broker), payload: Some(b) })
+        .map(|(i, b)| RawMessage {
+            topic: "t",
+            partition: 0,
+            offset: i as i64,
+            timestamp_ms: Some(broker),
+            payload: Some(b),
+        })
         .collect();
     let mut group = c.benchmark_group("b_decode_validate_graph_on_raw_json");
     group.throughput(Throughput::Elements(messages.len() as u64));

@@ -54,6 +54,18 @@ enum Command {
         #[arg(long)]
         max_messages: Option<u64>,
     },
+    /// Print P50/P95/P99 processing latency per consumer, merged over a time range and tenants.
+    Latency {
+        /// How far back to look (e.g. 15m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// Only these tenants (repeatable); default: all.
+        #[arg(long)]
+        tenant: Vec<String>,
+        /// Only these event types (repeatable); default: all.
+        #[arg(long)]
+        event_type: Vec<String>,
+    },
     /// Apply the ClickHouse schema migrations this server lacks (also done by `run`).
     Migrate,
     /// Check the configuration and that Kafka and ClickHouse answer.
@@ -101,7 +113,8 @@ struct GenerateArgs {
     /// Produce to Kafka instead (topic per event domain, key = tenantId).
     #[arg(long)]
     kafka: bool,
-    /// With --kafka: send at --rate per second of wall-clock time instead of as fast as possible.
+    /// With --kafka: send each event when its event time comes round on the wall clock (live
+    /// traffic; use with --start now) instead of as fast as possible.
     #[arg(long, requires = "kafka")]
     realtime: bool,
 }
@@ -187,6 +200,32 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => check(cli.config),
+        Command::Latency {
+            since,
+            tenant,
+            event_type,
+        } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            logging::init(&settings.log);
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let rows =
+                runtime.block_on(salestalk::run::endpoint(&settings).latency_percentiles(
+                    since.as_secs(),
+                    &tenant,
+                    &event_type,
+                ))?;
+            println!(
+                "{:<26} {:>10} {:>12} {:>12} {:>12}",
+                "consumer", "events", "p50_ms", "p95_ms", "p99_ms"
+            );
+            for row in rows {
+                println!(
+                    "{:<26} {:>10} {:>12.1} {:>12.1} {:>12.1}",
+                    row.consumer, row.events, row.p50_ms, row.p95_ms, row.p99_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -238,11 +277,7 @@ fn generate(config: Option<PathBuf>, args: GenerateArgs) -> anyhow::Result<ExitC
     if args.kafka {
         let settings = Settings::load(config.as_deref())?;
         logging::init(&settings.log);
-        let report = produce::produce(
-            &settings.kafka,
-            &mut generator,
-            args.realtime.then_some(args.rate),
-        )?;
+        let report = produce::produce(&settings.kafka, &mut generator, args.realtime)?;
         eprintln!("{}", serde_json::to_string(generator.stats())?);
         println!("{}", serde_json::to_string(&report)?);
         if report.failed > 0 || report.delivered != report.submitted {

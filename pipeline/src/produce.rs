@@ -22,17 +22,20 @@ pub struct ProduceReport {
     pub failed: u64,
 }
 
-/// Produces every message of `generator`; with `pace`, no faster than `rate` per second.
+/// Produces every message of `generator`; with `realtime`, each no earlier than its event
+/// time is reached on the wall clock (relative to the first), as live services would send.
 pub fn produce(
     settings: &KafkaSettings,
     generator: &mut Generator,
-    pace: Option<f64>,
+    realtime: bool,
 ) -> anyhow::Result<ProduceReport> {
     let producer = kafka::producer(settings).context("creating the Kafka producer")?;
     let started = Instant::now();
     let mut report = ProduceReport::default();
     let mut topics: Vec<(salestalk_contracts::EventType, String)> = Vec::new();
+    let mut first_at_ms = None;
     for Emitted {
+        at_ms,
         event_type,
         tenant_id,
         bytes,
@@ -60,9 +63,11 @@ pub fn produce(
         }
         report.submitted += 1;
         producer.poll(Duration::ZERO);
-        if let Some(rate) = pace {
-            let due = Duration::from_secs_f64(report.submitted as f64 / rate);
+        if realtime {
+            let first = *first_at_ms.get_or_insert(at_ms);
+            let due = Duration::from_millis(u64::try_from(at_ms - first).unwrap_or(0));
             if let Some(wait) = due.checked_sub(started.elapsed()) {
+                producer.poll(Duration::ZERO);
                 std::thread::sleep(wait);
             }
         }

@@ -115,13 +115,22 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     // Every view runs on this server, and the examples (one of each event type, plus a broken
     // message) give each of them rows.
     let views: Vec<String> = client
-        .query("SELECT name FROM system.tables WHERE database = currentDatabase() AND engine = 'View'")
+        .query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine = 'View'",
+        )
         .fetch_all()
         .await
         .expect("views");
-    assert_eq!(views.len(), salestalk_sinks::clickhouse::schema::views("x").len() / 2);
+    assert_eq!(
+        views.len(),
+        salestalk_sinks::clickhouse::schema::views("x").len() / 2
+    );
     for view in views {
-        let rows: u64 = client.query(&format!("SELECT count() FROM {view}")).fetch_one().await.expect(&view);
+        let rows: u64 = client
+            .query(&format!("SELECT count() FROM {view}"))
+            .fetch_one()
+            .await
+            .expect(&view);
         assert!(rows > 0, "{view} is empty");
     }
 

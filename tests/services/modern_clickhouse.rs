@@ -28,7 +28,14 @@ fn quoted(text: &str) -> String {
 }
 
 fn array<T: std::fmt::Debug>(values: &[T]) -> String {
-    format!("[{}]", values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        values
+            .iter()
+            .map(|v| format!("{v:?}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }
 
 fn values(record: &StateRecord) -> String {
@@ -66,57 +73,147 @@ fn bind(sql: &str, values: &[&str]) -> String {
 fn every_statement_and_documented_query_runs_on_clickhouse_26() {
     let profile = ServerProfile::for_version(Version::parse("26.9.2").expect("version"));
     let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {DB}")];
-    statements.extend(schema::migrations(&profile, DB).into_iter().flat_map(|m| m.statements));
+    statements.extend(
+        schema::migrations(&profile, DB)
+            .into_iter()
+            .flat_map(|m| m.statements),
+    );
     statements.extend(schema::views(DB));
 
     let broker_ms = 1_762_693_200_000;
     let messages: Vec<RawMessage<'_>> = EXAMPLES
         .lines()
         .enumerate()
-        .map(|(i, line)| RawMessage { topic: "t", partition: 0, offset: i as i64, timestamp_ms: Some(broker_ms), payload: Some(line.as_bytes()) })
+        .map(|(i, line)| RawMessage {
+            topic: "t",
+            partition: 0,
+            offset: i as i64,
+            timestamp_ms: Some(broker_ms),
+            payload: Some(line.as_bytes()),
+        })
         .collect();
-    let settings = TaskSettings { allowed_lateness_ms: 86_400_000, max_future_skew_ms: 600_000, dedup_horizon_ms: 86_400_000, max_message_bytes: 1 << 20 };
+    let settings = TaskSettings {
+        allowed_lateness_ms: 86_400_000,
+        max_future_skew_ms: 600_000,
+        dedup_horizon_ms: 86_400_000,
+        max_message_bytes: 1 << 20,
+    };
     let mut task = Task::new("t", 0, settings, Default::default());
     task.process(&messages);
     let flush = task.flush(broker_ms + 1_500);
     let rows: Vec<String> = state_records(&flush).iter().map(values).collect();
-    statements.push(format!("INSERT INTO {DB}.window_state VALUES {}", rows.join(",")));
+    statements.push(format!(
+        "INSERT INTO {DB}.window_state VALUES {}",
+        rows.join(",")
+    ));
 
     let mut queries = serde_json::Map::new();
-    for view in schema::views(DB).iter().filter_map(|s| s.strip_prefix(&format!("CREATE VIEW {DB}."))) {
+    for view in schema::views(DB)
+        .iter()
+        .filter_map(|s| s.strip_prefix(&format!("CREATE VIEW {DB}.")))
+    {
         let name = view.split_whitespace().next().expect("view name");
-        queries.insert(name.to_string(), json!(format!("SELECT * FROM {DB}.{name}")));
+        queries.insert(
+            name.to_string(),
+            json!(format!("SELECT * FROM {DB}.{name}")),
+        );
     }
-    queries.insert("latency_percentiles".into(), json!(schema::latency_percentiles_query(DB, "tenant_id IN ('tenant-abc123')")));
-    let in_db = |sql: &str| sql.replace("FROM window_state", &format!("FROM {DB}.window_state")).replace("FROM events_raw", &format!("FROM {DB}.events_raw"));
-    queries.insert("restore_checkpoint".into(), json!(in_db(&bind(CHECKPOINT_QUERY, &[&format!("'{CHECKPOINT_FAMILY}'"), "'t/0'"]))));
-    queries.insert("restore_rows".into(), json!(in_db(&bind(OPEN_ROWS_QUERY, &["'t/0'", &format!("'{CHECKPOINT_FAMILY}'"), "0"]))));
-    queries.insert("restore_seen".into(), json!(in_db(&bind(SEEN_QUERY, &["'t'", "0", "5", "0"]))));
+    queries.insert(
+        "latency_percentiles".into(),
+        json!(schema::latency_percentiles_query(
+            DB,
+            "tenant_id IN ('tenant-abc123')"
+        )),
+    );
+    let in_db = |sql: &str| {
+        sql.replace("FROM window_state", &format!("FROM {DB}.window_state"))
+            .replace("FROM events_raw", &format!("FROM {DB}.events_raw"))
+    };
+    queries.insert(
+        "restore_checkpoint".into(),
+        json!(in_db(&bind(
+            CHECKPOINT_QUERY,
+            &[&format!("'{CHECKPOINT_FAMILY}'"), "'t/0'"]
+        ))),
+    );
+    queries.insert(
+        "restore_rows".into(),
+        json!(in_db(&bind(
+            OPEN_ROWS_QUERY,
+            &["'t/0'", &format!("'{CHECKPOINT_FAMILY}'"), "0"]
+        ))),
+    );
+    queries.insert(
+        "restore_seen".into(),
+        json!(in_db(&bind(SEEN_QUERY, &["'t'", "0", "5", "0"]))),
+    );
     let view_count = queries.len() - 4;
 
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    file.write_all(json!({"statements": statements, "queries": queries}).to_string().as_bytes()).expect("write");
+    file.write_all(
+        json!({"statements": statements, "queries": queries})
+            .to_string()
+            .as_bytes(),
+    )
+    .expect("write");
     let python = chdb_python();
     let output = Command::new(&python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/modern_clickhouse/run_in_chdb.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/modern_clickhouse/run_in_chdb.py"
+        ))
         .arg(file.path())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} ({e}); deploy/services/up installs chdb-core"));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python} ({e}); deploy/services/up installs chdb-core")
+        });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let result: Value = serde_json::from_slice(&output.stdout).expect("json result");
-    assert!(result["version"].as_str().is_some_and(|v| v.starts_with("26.")), "{}", result["version"]);
-    assert_eq!(result["failed"], Value::Null, "a statement failed on ClickHouse 26");
+    assert!(
+        result["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("26.")),
+        "{}",
+        result["version"]
+    );
+    assert_eq!(
+        result["failed"],
+        Value::Null,
+        "a statement failed on ClickHouse 26"
+    );
     let results = &result["results"];
     assert_eq!(results.as_object().map(|o| o.len()), Some(view_count + 4));
 
-    let events: u64 = results["event_volume"].as_array().expect("rows").iter().map(|r| r["events"].as_u64().unwrap_or(0)).sum();
+    let events: u64 = results["event_volume"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["events"].as_u64().unwrap_or(0))
+        .sum();
     assert_eq!(events, 5);
     let cost = &results["tenant_cost_daily"][0];
     assert_eq!(cost["cost_nanos"].as_i64(), Some(21_700_000), "{cost}");
     assert_eq!(cost["cost_usd"].to_string(), "0.0217", "{cost}");
     let latency = results["latency_percentiles"].as_array().expect("rows");
-    assert!(latency.iter().any(|r| r["consumer"] == "clickhouse.metrics" && r["p95_ms"].as_f64().is_some()), "{latency:?}");
+    assert!(
+        latency
+            .iter()
+            .any(|r| r["consumer"] == "clickhouse.metrics" && r["p95_ms"].as_f64().is_some()),
+        "{latency:?}"
+    );
     // ClickHouse renders UInt64 as a JSON string by default.
-    assert_eq!(results["restore_checkpoint"][0]["epoch"].to_string().trim_matches('"'), "1");
-    assert_eq!(results["restore_rows"].as_array().map(Vec::len), Some(flush.rows.len()));
+    assert_eq!(
+        results["restore_checkpoint"][0]["epoch"]
+            .to_string()
+            .trim_matches('"'),
+        "1"
+    );
+    assert_eq!(
+        results["restore_rows"].as_array().map(Vec::len),
+        Some(flush.rows.len())
+    );
 }

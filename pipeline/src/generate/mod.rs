@@ -46,6 +46,9 @@ pub struct GeneratorOptions {
 /// One message to deliver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Emitted {
+    /// Event time of the event as the model produced it (before any clock skew), Unix ms:
+    /// when a live producer would have sent it.
+    pub at_ms: i64,
     /// The event type it was generated as (its topic), even if it was then corrupted.
     pub event_type: EventType,
     /// Message key.
@@ -220,6 +223,7 @@ impl Generator {
             faults::truncate(&mut self.rng, &mut bytes);
         }
         Emitted {
+            at_ms: event.at.timestamp_millis(),
             event_type: event.event_type,
             tenant_id: event.tenant_id.clone(),
             bytes,
@@ -402,6 +406,19 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn the_rate_is_events_per_second_of_event_time() {
+        let mut opts = options(4, 0, FaultRates::default());
+        opts.rate = 5.0;
+        opts.stop = Stop::Duration(Duration::hours(2));
+        let events = Generator::new(opts).count() as f64;
+        let expected = 5.0 * 7200.0;
+        assert!(
+            (events / expected - 1.0).abs() < 0.1,
+            "{events} events for {expected} expected"
+        );
     }
 
     #[test]

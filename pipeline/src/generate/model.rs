@@ -96,8 +96,9 @@ pub struct TrafficModel {
     upload_gap: Exp<f64>,
 }
 
-/// Mean number of events one conversation produces (turns × 2 + 1, with 3.5 turns).
-const EVENTS_PER_CONVERSATION: f64 = 8.0;
+/// Mean number of events one conversation produces: 2 per turn plus the completion, with
+/// 1 + Geometric(0.4) turns (mean 2.5), so `rate` events/s needs `rate / 6` conversations/s.
+const EVENTS_PER_CONVERSATION: f64 = 6.0;
 
 impl TrafficModel {
     /// A model for `tenants` tenants producing about `rate` events per second of event time.

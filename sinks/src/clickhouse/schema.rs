@@ -182,6 +182,42 @@ fn family_view(database: &str, family: Family) -> String {
     )
 }
 
+/// Rollup periods: view-name suffix, time column, and its expression over `window_start`.
+pub const ROLLUPS: [(&str, &str, &str); 2] = [
+    ("hourly", "hour", "toStartOfHour(window_start)"),
+    ("daily", "day", "toDate(window_start)"),
+];
+
+/// `metrics_<family>_<period>`: the minute view summed to hours or days.
+fn rollup_view(
+    database: &str,
+    family: Family,
+    (suffix, column, expression): (&str, &str, &str),
+) -> String {
+    let layout = family.layout();
+    let mut columns = vec![format!("{expression} AS {column}"), "tenant_id".to_string()];
+    let mut group = vec![column.to_string(), "tenant_id".to_string()];
+    for dim in layout.dims.iter().filter(|d| !d.is_empty()) {
+        columns.push(dim.to_string());
+        group.push(dim.to_string());
+    }
+    for name in layout.ints.iter().chain(layout.floats) {
+        columns.push(format!("sum({name}) AS {name}"));
+    }
+    if let Some(name) = layout.histogram {
+        columns.push(format!(
+            "sumMap({name}_histogram.1, {name}_histogram.2) AS {name}_histogram"
+        ));
+    }
+    format!(
+        "CREATE VIEW {database}.metrics_{}_{suffix} AS\nSELECT {}\nFROM {database}.metrics_{}\nGROUP BY {}",
+        layout.name,
+        columns.join(", "),
+        layout.name,
+        group.join(", ")
+    )
+}
+
 /// Every view, dropped and created again (views hold no data, so `migrate` recreates them
 /// all each time and a changed definition needs no migration).
 pub fn views(database: &str) -> Vec<String> {
@@ -191,10 +227,14 @@ pub fn views(database: &str) -> Vec<String> {
         statements.push(sql);
     };
     for family in Family::ALL {
-        create(
-            &format!("metrics_{}", family.layout().name),
-            family_view(database, family),
-        );
+        let name = family.layout().name;
+        create(&format!("metrics_{name}"), family_view(database, family));
+        for rollup in ROLLUPS {
+            create(
+                &format!("metrics_{name}_{}", rollup.0),
+                rollup_view(database, family, rollup),
+            );
+        }
     }
     let usd = |nanos: &str| {
         format!(
@@ -298,8 +338,50 @@ mod tests {
     fn every_view_is_dropped_before_it_is_created() {
         let statements = views("db");
         for pair in statements.chunks(2) {
-            assert!(pair[0].starts_with("DROP TABLE IF EXISTS db."), "{}", pair[0]);
+            assert!(
+                pair[0].starts_with("DROP TABLE IF EXISTS db."),
+                "{}",
+                pair[0]
+            );
             assert!(pair[1].starts_with("CREATE VIEW db."), "{}", pair[1]);
+        }
+    }
+
+    #[test]
+    fn docs_metrics_md_names_every_view_and_column() {
+        let docs = include_str!("../../../docs/metrics.md");
+        for statement in views("db") {
+            if let Some(rest) = statement.strip_prefix("CREATE VIEW db.") {
+                let name = rest.split_whitespace().next().unwrap_or_default();
+                let family_rollup = ROLLUPS
+                    .iter()
+                    .any(|(suffix, ..)| name.ends_with(&format!("_{suffix}")));
+                assert!(
+                    family_rollup || docs.contains(&format!("`{name}`")),
+                    "docs/metrics.md lacks view {name}"
+                );
+            }
+        }
+        for family in Family::ALL {
+            let layout = family.layout();
+            let columns = layout
+                .dims
+                .iter()
+                .filter(|d| !d.is_empty())
+                .chain(layout.ints)
+                .chain(layout.floats);
+            for column in columns {
+                assert!(
+                    docs.contains(&format!("`{column}`")),
+                    "docs/metrics.md lacks column {column}"
+                );
+            }
+            if let Some(histogram) = layout.histogram {
+                assert!(
+                    docs.contains(&format!("`{histogram}_histogram`")),
+                    "docs/metrics.md lacks {histogram}_histogram"
+                );
+            }
         }
     }
 
