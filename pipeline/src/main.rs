@@ -277,7 +277,11 @@ fn generate(config: Option<PathBuf>, args: GenerateArgs) -> anyhow::Result<ExitC
     if args.kafka {
         let settings = Settings::load(config.as_deref())?;
         logging::init(&settings.log);
-        let report = produce::produce(&settings.kafka, &mut generator, args.realtime)?;
+        let report = produce::produce(
+            &settings.kafka,
+            &mut generator,
+            args.realtime.then_some(start.timestamp_millis()),
+        )?;
         eprintln!("{}", serde_json::to_string(generator.stats())?);
         println!("{}", serde_json::to_string(&report)?);
         if report.failed > 0 || report.delivered != report.submitted {

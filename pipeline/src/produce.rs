@@ -22,18 +22,18 @@ pub struct ProduceReport {
     pub failed: u64,
 }
 
-/// Produces every message of `generator`; with `realtime`, each no earlier than its event
-/// time is reached on the wall clock (relative to the first), as live services would send.
+/// Produces every message of `generator`. With `realtime_from` (the generator's start, Unix
+/// ms), each message waits until its event time comes round on the wall clock, counted from
+/// the moment producing began, as live services would send it.
 pub fn produce(
     settings: &KafkaSettings,
     generator: &mut Generator,
-    realtime: bool,
+    realtime_from: Option<i64>,
 ) -> anyhow::Result<ProduceReport> {
     let producer = kafka::producer(settings).context("creating the Kafka producer")?;
     let started = Instant::now();
     let mut report = ProduceReport::default();
     let mut topics: Vec<(salestalk_contracts::EventType, String)> = Vec::new();
-    let mut first_at_ms = None;
     for Emitted {
         at_ms,
         event_type,
@@ -63,9 +63,8 @@ pub fn produce(
         }
         report.submitted += 1;
         producer.poll(Duration::ZERO);
-        if realtime {
-            let first = *first_at_ms.get_or_insert(at_ms);
-            let due = Duration::from_millis(u64::try_from(at_ms - first).unwrap_or(0));
+        if let Some(start_ms) = realtime_from {
+            let due = Duration::from_millis(u64::try_from(at_ms - start_ms).unwrap_or(0));
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 producer.poll(Duration::ZERO);
                 std::thread::sleep(wait);
