@@ -267,27 +267,23 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
             last_flush = Instant::now();
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
-            let t = &runtime.tally;
-            tracing::info!(
-                messages = t.messages,
-                valid = t.valid_total(),
-                duplicates = t.duplicates,
-                rejected = t.rejected_total(),
-                "progress"
-            );
+            log_tally(&runtime.tally, "progress");
             last_report = Instant::now();
         }
         if stopping || idle || enough {
             break 'consume;
         }
     }
-    let t = &runtime.tally;
+    log_tally(&runtime.tally, "stopped");
+    Ok(runtime.tally)
+}
+
+fn log_tally(t: &Tally, what: &str) {
     tracing::info!(
         messages = t.messages,
         valid = t.valid_total(),
         duplicates = t.duplicates,
         rejected = t.rejected_total(),
-        "stopped"
+        "{what}"
     );
-    Ok(runtime.tally)
 }

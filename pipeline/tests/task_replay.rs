@@ -79,7 +79,7 @@ fn traffic() -> Vec<(i64, Vec<u8>)> {
     let generator = Generator::new(GeneratorOptions {
         seed: 5,
         start,
-        rate: 50.0,
+        rate: 20.0,
         tenants: 12,
         stop: Stop::Count(12_000),
         faults: FaultRates {
@@ -93,7 +93,7 @@ fn traffic() -> Vec<(i64, Vec<u8>)> {
     // Broker time advances steadily with delivery, as a producer publishing in real time would.
     generator
         .enumerate()
-        .map(|(i, m)| (start.timestamp_millis() + i as i64 * 20, m.bytes))
+        .map(|(i, m)| (start.timestamp_millis() + i as i64 * 50, m.bytes))
         .collect()
 }
 

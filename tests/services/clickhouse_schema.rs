@@ -4,22 +4,10 @@
 use salestalk_operators::RawMessage;
 use salestalk_operators::metrics::Family;
 use salestalk_operators::task::{Task, TaskSettings};
-use salestalk_sinks::clickhouse::Endpoint;
 
-use crate::support::{settings, unique};
+use crate::support::{endpoint, unique};
 
 const EXAMPLES: &str = include_str!("../../contracts/tests/corpus/spec-examples.jsonl");
-
-fn endpoint() -> Endpoint {
-    let s = settings().clickhouse;
-    let database = unique("it_schema").replace('-', "_");
-    Endpoint {
-        url: s.url,
-        database,
-        user: s.user,
-        password: s.password,
-    }
-}
 
 fn task_settings() -> TaskSettings {
     TaskSettings {
@@ -33,7 +21,7 @@ fn task_settings() -> TaskSettings {
 
 #[tokio::test]
 async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
-    let endpoint = endpoint();
+    let endpoint = endpoint(&unique("it_schema").replace('-', "_"));
     let profile = endpoint.probe().await.expect("probe");
     let first = endpoint.migrate(&profile).await.expect("migrate");
     assert!(first >= 1, "applied {first}");

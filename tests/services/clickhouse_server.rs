@@ -5,17 +5,7 @@ use clickhouse::Row;
 use salestalk_sinks::clickhouse::{Endpoint, Version};
 use serde::{Deserialize, Serialize};
 
-use crate::support::{settings, unique};
-
-fn endpoint(database: &str) -> Endpoint {
-    let s = settings().clickhouse;
-    Endpoint {
-        url: s.url,
-        database: database.to_string(),
-        user: s.user,
-        password: s.password,
-    }
-}
+use crate::support::{endpoint, unique};
 
 async fn server_version() -> String {
     let client = endpoint("default").server_client();

@@ -22,10 +22,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use salestalk_contracts::{EventData, check, parse, validate};
 use salestalk_operators::histogram::RELATIVE_ERROR;
-use salestalk_sinks::clickhouse::Endpoint;
 use serde::Deserialize;
 
-use crate::support::{create_topics, salestalk, settings, stdout_of, unique};
+use crate::support::{create_topics, endpoint, salestalk, settings, stdout_of, unique};
 
 const LATENESS_MS: i64 = 300_000;
 const SKEW_MS: i64 = 600_000;
@@ -46,7 +45,17 @@ struct Setup {
     env: Vec<(&'static str, String)>,
 }
 
-async fn setup(name: &str, events: u64) -> Setup {
+impl Setup {
+    fn database(&self) -> String {
+        database_for(&self.prefix)
+    }
+}
+
+fn database_for(prefix: &str) -> String {
+    prefix.replace(['-', '.'], "_")
+}
+
+async fn setup(name: &str, events: u64, rate: u64) -> Setup {
     let prefix = unique(name);
     let topics: Vec<String> = [
         "classification",
@@ -66,10 +75,7 @@ async fn setup(name: &str, events: u64) -> Setup {
         ),
         ("SALESTALK__KAFKA__TOPICS", topics.join(",")),
         ("SALESTALK__KAFKA__GROUP_ID", format!("{prefix}-group")),
-        (
-            "SALESTALK__CLICKHOUSE__DATABASE",
-            prefix.replace(['-', '.'], "_"),
-        ),
+        ("SALESTALK__CLICKHOUSE__DATABASE", database_for(&prefix)),
         (
             "SALESTALK__PIPELINE__ALLOWED_LATENESS_MS",
             LATENESS_MS.to_string(),
@@ -81,9 +87,12 @@ async fn setup(name: &str, events: u64) -> Setup {
         ("SALESTALK__PIPELINE__FLUSH_INTERVAL_MS", "300".to_string()),
         ("SALESTALK__PIPELINE__BATCH_SIZE", "2000".to_string()),
     ];
-    // Event time starts ten minutes back, as a live producer's would, so lateness and clock
-    // skew are judged against broker times that make sense.
-    let start = DateTime::from_timestamp(Utc::now().timestamp() - 600, 0).expect("valid time");
+    // Event time is recent, as a live producer's would be, so lateness and clock skew are
+    // judged against broker times that make sense; spans long enough for events to be late.
+    // The whole span ends two minutes ago, so no honest event is ahead of its broker time.
+    let span = (events / rate) as i64;
+    let start =
+        DateTime::from_timestamp(Utc::now().timestamp() - span - 120, 0).expect("valid time");
     let produced = salestalk(
         &[
             "generate",
@@ -95,7 +104,7 @@ async fn setup(name: &str, events: u64) -> Setup {
             "--start",
             &start.to_rfc3339(),
             "--rate",
-            "40",
+            &rate.to_string(),
             "--tenants",
             "25",
             "--duplicates",
@@ -328,13 +337,7 @@ async fn assert_views_match(setup: &Setup) {
         "the traffic must exercise lateness"
     );
 
-    let s = settings().clickhouse;
-    let endpoint = Endpoint {
-        url: s.url,
-        database: setup.prefix.replace(['-', '.'], "_"),
-        user: s.user,
-        password: s.password,
-    };
+    let endpoint = endpoint(&setup.database());
     let client = endpoint.client();
 
     let rows: Vec<VolumeRow> = client
@@ -479,7 +482,7 @@ async fn assert_views_match(setup: &Setup) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_view_equals_the_batch_recomputation() {
-    let setup = setup("it-exact", 12_000).await;
+    let setup = setup("it-exact", 12_000, 20).await;
     let run = salestalk(&["run", "--idle-exit", "6s"], &setup.env);
     stdout_of(&run);
     assert_views_match(&setup).await;
@@ -504,15 +507,8 @@ fn spawn_run(env: &[(&'static str, String)], idle_exit: bool) -> Child {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_changes_no_view() {
-    let setup = setup("it-kill", 60_000).await;
-    let s = settings().clickhouse;
-    let client = Endpoint {
-        url: s.url,
-        database: setup.prefix.replace(['-', '.'], "_"),
-        user: s.user,
-        password: s.password,
-    }
-    .client();
+    let setup = setup("it-kill", 60_000, 60).await;
+    let client = endpoint(&setup.database()).client();
     // How far the durable checkpoints have got.
     let progress = || async {
         client

@@ -13,6 +13,17 @@ pub fn settings() -> Settings {
     Settings::load(None).expect("configuration from the environment is valid")
 }
 
+/// The configured ClickHouse server, with `database` selected.
+pub fn endpoint(database: &str) -> salestalk_sinks::clickhouse::Endpoint {
+    let s = settings().clickhouse;
+    salestalk_sinks::clickhouse::Endpoint {
+        url: s.url,
+        database: database.to_string(),
+        user: s.user,
+        password: s.password,
+    }
+}
+
 /// A name no other test run uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
