@@ -5,7 +5,6 @@ use clickhouse::Row;
 use salestalk_contracts::EventId;
 use salestalk_operators::task::{Checkpoint, Flush};
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
 use super::schema::CHECKPOINT_FAMILY;
 use super::{ClickHouseError, Endpoint};
@@ -76,7 +75,7 @@ struct DeadLetterRecord<'a> {
     error: &'a str,
     tenant_id: &'a str,
     event_type: &'a str,
-    raw: ByteBuf,
+    raw: &'a serde_bytes::Bytes,
     attempts: u32,
     first_failure: u32,
     last_failure: u32,
@@ -210,7 +209,7 @@ impl Endpoint {
                         error: &letter.error,
                         tenant_id: &letter.tenant_id,
                         event_type: &letter.event_type,
-                        raw: ByteBuf::from(letter.raw.clone()),
+                        raw: serde_bytes::Bytes::new(&letter.raw),
                         attempts: 1,
                         first_failure: now,
                         last_failure: now,
