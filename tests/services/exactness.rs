@@ -548,3 +548,62 @@ async fn sigkill_at_random_moments_changes_no_view() {
     assert!(last.wait().expect("finishes").success());
     assert_views_match(&setup).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_and_the_restart_counts_exactly() {
+    let setup = setup("it-term", 30_000, 40).await;
+    let client = endpoint(&setup.database()).client();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_salestalk"));
+    command
+        .arg("run")
+        .env("SALESTALK__LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::piped());
+    for (key, value) in &setup.env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("salestalk run starts");
+    // Stop it once it is under way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: u64 = client
+            .query("SELECT count() FROM window_state WHERE family = 'checkpoint'")
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        if done > 0 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = child.id().to_string();
+    let signalled = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(signalled.success());
+    let output = child.wait_with_output().expect("exits");
+    assert!(
+        output.status.success(),
+        "SIGTERM must drain and exit cleanly, got {}",
+        output.status
+    );
+    // Drained: everything the run read is durable, checkpoints included.
+    let tally: salestalk_operators::Tally =
+        serde_json::from_slice(&output.stdout).expect("the run prints its tally");
+    let durable: i64 = client
+        .query("SELECT toInt64(sum(next)) FROM (SELECT task, argMax(ints[1], epoch) AS next FROM window_state WHERE family = 'checkpoint' GROUP BY task)")
+        .fetch_one()
+        .await
+        .expect("checkpoints");
+    assert!(
+        tally.messages > 0,
+        "the run was stopped before it read anything"
+    );
+    assert_eq!(
+        durable, tally.messages as i64,
+        "read but not made durable before exit"
+    );
+    let mut rest = spawn_run(&setup.env, true);
+    assert!(rest.wait().expect("finishes").success());
+    assert_views_match(&setup).await;
+}
