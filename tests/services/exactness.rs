@@ -561,7 +561,7 @@ async fn sigterm_drains_and_the_restart_counts_exactly() {
     for (key, value) in &setup.env {
         command.env(key, value);
     }
-    let mut child = command.spawn().expect("salestalk run starts");
+    let child = command.spawn().expect("salestalk run starts");
     // Stop it once it is under way.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
