@@ -3,6 +3,7 @@
 //! Fetch sizes are raised well above librdkafka's defaults: measured against tansu, that
 //! takes consumption from ~27k to ~100k messages/s (see ENVIRONMENT notes in the README).
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -11,6 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::settings::KafkaSettings;
@@ -74,6 +76,7 @@ pub enum Assignment {
 pub struct GroupMembership {
     changes: Mutex<Vec<Assignment>>,
     owned: AtomicUsize,
+    high_watermarks: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl GroupMembership {
@@ -95,6 +98,15 @@ impl GroupMembership {
             .unwrap_or_default()
     }
 
+    /// The partition's high watermark from librdkafka's latest statistics, if reported.
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        let marks = self.high_watermarks.lock().ok()?;
+        marks
+            .get(&(topic.to_string(), partition))
+            .copied()
+            .filter(|h| *h >= 0)
+    }
+
     fn push(&self, change: Assignment) {
         if let Ok(mut changes) = self.changes.lock() {
             changes.push(change);
@@ -109,7 +121,17 @@ fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-impl ClientContext for GroupMembership {}
+impl ClientContext for GroupMembership {
+    fn stats(&self, statistics: Statistics) {
+        if let Ok(mut marks) = self.high_watermarks.lock() {
+            for (name, topic) in statistics.topics {
+                for (partition, stats) in topic.partitions {
+                    marks.insert((name.clone(), partition), stats.hi_offset);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupMembership {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -147,6 +169,8 @@ pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<GroupMem
         .set("max.partition.fetch.bytes", "8388608")
         .set("fetch.max.bytes", "52428800")
         .set("session.timeout.ms", "10000")
+        // Partition high watermarks for the lag metric come from these statistics.
+        .set("statistics.interval.ms", "5000")
         // While ClickHouse is unreachable the runtime retries a flush instead of polling;
         // staying in the group through such an outage keeps partitions from moving mid-flush.
         .set("max.poll.interval.ms", "3600000")

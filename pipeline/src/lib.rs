@@ -10,4 +10,5 @@ pub mod logging;
 pub mod produce;
 pub mod run;
 pub mod settings;
+pub mod telemetry;
 pub mod validate;

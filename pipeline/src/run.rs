@@ -8,6 +8,7 @@
 //! See `docs/adr/0004-exact-metrics-without-two-phase-commit.md`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -21,6 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::kafka::{self, Assignment, GroupMembership};
 use crate::settings::Settings;
+use crate::telemetry::{self, PartitionLabels, ReasonLabels, Telemetry};
 
 /// When a run ends on its own (besides SIGTERM/SIGINT).
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,14 +62,31 @@ fn now_ms() -> u64 {
 
 /// Retries `attempt` with exponential backoff (100 ms doubling to 5 s) until it succeeds or
 /// fails permanently.
-async fn with_retries<T, F, Fut>(what: &str, mut attempt: F) -> anyhow::Result<T>
+async fn with_retries<T, F, Fut>(what: &str, attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, salestalk_sinks::clickhouse::ClickHouseError>>,
+{
+    with_retries_observed(what, attempt, || {}).await
+}
+
+/// [`with_retries`], calling `on_failure` after every failed attempt.
+async fn with_retries_observed<T, F, Fut>(
+    what: &str,
+    mut attempt: F,
+    on_failure: impl Fn(),
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, salestalk_sinks::clickhouse::ClickHouseError>>,
 {
     let mut delay = Duration::from_millis(100);
     loop {
-        match attempt().await {
+        let result = attempt().await;
+        if result.is_err() {
+            on_failure();
+        }
+        match result {
             Ok(value) => return Ok(value),
             Err(error) if error.is_retryable() => {
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
@@ -92,6 +111,7 @@ struct Runtime<'a> {
     endpoint: Endpoint,
     tasks: HashMap<PartitionKey, Task>,
     tally: Tally,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Runtime<'_> {
@@ -161,6 +181,49 @@ impl Runtime<'_> {
         }
     }
 
+    /// Updates the telemetry from a flush that became durable.
+    fn observe(&self, flush: &Flush) {
+        let t = &self.telemetry;
+        t.count("accepted", flush.archive.len() as u64);
+        t.count("duplicate", flush.duplicates);
+        t.count("dead_lettered", flush.dead_letters.len() as u64);
+        for letter in &flush.dead_letters {
+            t.dead_letters
+                .get_or_create(&ReasonLabels {
+                    reason: letter.reason.as_str().to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// Updates the per-partition and state gauges from every task.
+    fn observe_state(&self, consumer: &StreamConsumer<GroupMembership>) {
+        let t = &self.telemetry;
+        let (mut windows, mut ids) = (0, 0);
+        for ((topic, partition), task) in &self.tasks {
+            let labels = PartitionLabels {
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            let checkpoint = task.checkpoint();
+            // From librdkafka's periodic statistics: no round trip to the broker.
+            if let Some(high) = consumer.context().high_watermark(topic, *partition) {
+                t.partition_lag
+                    .get_or_create(&labels)
+                    .set((high - checkpoint.next_offset).max(0));
+            }
+            if let Some(watermark) = checkpoint.event_watermark_ms {
+                let lag = (now_ms() as i64 - watermark) as f64 / 1000.0;
+                t.watermark_lag_seconds.get_or_create(&labels).set(lag);
+            }
+            let (task_windows, task_ids) = task.state_size();
+            windows += task_windows;
+            ids += task_ids;
+        }
+        t.open_windows.set(windows as i64);
+        t.remembered_ids.set(ids as i64);
+    }
+
     /// Makes every task's pending results durable, then commits their offsets.
     async fn flush(&mut self, consumer: &StreamConsumer<GroupMembership>) -> anyhow::Result<()> {
         let durable_at = now_ms();
@@ -174,13 +237,24 @@ impl Runtime<'_> {
             return Ok(());
         }
         let started = Instant::now();
-        with_retries("writing to ClickHouse", || {
-            self.endpoint.write_flushes(&flushes, durable_at)
-        })
+        let telemetry = Arc::clone(&self.telemetry);
+        with_retries_observed(
+            "writing to ClickHouse",
+            || self.endpoint.write_flushes(&flushes, durable_at),
+            || {
+                telemetry.flush_failures.inc();
+                telemetry.clickhouse_up.set(0);
+            },
+        )
         .await?;
+        telemetry.clickhouse_up.set(1);
+        telemetry
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
         let mut offsets = TopicPartitionList::new();
         for flush in &flushes {
             self.tally.add(flush);
+            self.observe(flush);
             offsets
                 .add_partition_offset(
                     &flush.topic,
@@ -219,11 +293,19 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let batch_timeout = Duration::from_millis(settings.pipeline.batch_timeout_ms);
     let flush_interval = Duration::from_millis(settings.pipeline.flush_interval_ms);
+    let telemetry = Arc::new(Telemetry::default());
+    if let Some(listen) = settings.metrics.listen {
+        let bound = telemetry::serve(listen, Arc::clone(&telemetry))
+            .await
+            .with_context(|| format!("serving metrics on {listen}"))?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
     let mut runtime = Runtime {
         settings,
         endpoint: endpoint(settings),
         tasks: HashMap::new(),
         tally: Tally::default(),
+        telemetry,
     };
     let mut read: u64 = 0;
     let mut last_message = Instant::now();
@@ -253,6 +335,8 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         if !batch.is_empty() {
             last_message = Instant::now();
             read += batch.len() as u64;
+            runtime.telemetry.count("read", batch.len() as u64);
+            runtime.telemetry.batch_size.observe(batch.len() as f64);
             runtime.process(&batch);
         } else if !consumer.context().has_partitions() {
             last_message = Instant::now();
@@ -267,6 +351,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
             last_flush = Instant::now();
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
+            runtime.observe_state(&consumer);
             log_tally(&runtime.tally, "progress");
             last_report = Instant::now();
         }

@@ -25,8 +25,17 @@ pub struct Settings {
     pub clickhouse: ClickHouseSettings,
     /// `[pipeline]`
     pub pipeline: PipelineSettings,
+    /// `[metrics]`
+    pub metrics: MetricsSettings,
     /// `[log]`
     pub log: LogSettings,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSettings {
+    /// Where `GET /metrics` is served; `None` when turned off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[kafka]`: where events come from.
@@ -171,15 +180,17 @@ impl Reader {
         let kafka = self.kafka();
         let clickhouse = self.clickhouse();
         let pipeline = self.pipeline();
+        let metrics = self.metrics();
         let log = self.log();
-        match (kafka, clickhouse, pipeline, log) {
-            (Some(kafka), Some(clickhouse), Some(pipeline), Some(log))
+        match (kafka, clickhouse, pipeline, metrics, log) {
+            (Some(kafka), Some(clickhouse), Some(pipeline), Some(metrics), Some(log))
                 if self.problems.is_empty() =>
             {
                 Ok(Settings {
                     kafka,
                     clickhouse,
                     pipeline,
+                    metrics,
                     log,
                 })
             }
@@ -329,6 +340,24 @@ impl Reader {
             max_future_skew_ms: max_future_skew_ms?,
             dedup_horizon_ms: dedup_horizon_ms?,
         })
+    }
+
+    fn metrics(&mut self) -> Option<MetricsSettings> {
+        let listen: String = self.get("metrics.listen")?;
+        if listen.trim().is_empty() {
+            return Some(MetricsSettings { listen: None });
+        }
+        match listen.parse() {
+            Ok(address) => Some(MetricsSettings {
+                listen: Some(address),
+            }),
+            Err(_) => {
+                self.problems.push(format!(
+                    "metrics.listen: '{listen}' is not an address like 127.0.0.1:9464"
+                ));
+                None
+            }
+        }
     }
 
     fn log(&mut self) -> Option<LogSettings> {

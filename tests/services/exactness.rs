@@ -495,6 +495,7 @@ fn spawn_run(env: &[(&'static str, String)], idle_exit: bool) -> Child {
     command
         .arg("run")
         .env("SALESTALK__LOG__LEVEL", "warn")
+        .env("SALESTALK__METRICS__LISTEN", "")
         .env("SALESTALK__KAFKA__INSTANCE_ID", "it-kill-instance");
     if idle_exit {
         command.args(["--idle-exit", "6s"]);
@@ -557,6 +558,7 @@ async fn sigterm_drains_and_the_restart_counts_exactly() {
     command
         .arg("run")
         .env("SALESTALK__LOG__LEVEL", "warn")
+        .env("SALESTALK__METRICS__LISTEN", "")
         .stdout(std::process::Stdio::piped());
     for (key, value) in &setup.env {
         command.env(key, value);

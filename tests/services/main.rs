@@ -10,4 +10,5 @@ mod clickhouse_schema;
 mod clickhouse_server;
 mod exactness;
 mod kafka_roundtrip;
+mod metrics_endpoint;
 mod modern_clickhouse;

@@ -59,7 +59,11 @@ pub async fn create_topics(topics: &[String], partitions: i32) {
 /// Runs the `salestalk` binary with extra environment variables.
 pub fn salestalk(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_salestalk"));
-    command.args(args).env("SALESTALK__LOG__LEVEL", "warn");
+    // Many runs share the machine: the metrics endpoint is off unless a test asks for it.
+    command
+        .args(args)
+        .env("SALESTALK__LOG__LEVEL", "warn")
+        .env("SALESTALK__METRICS__LISTEN", "");
     for (key, value) in env {
         command.env(key, value);
     }

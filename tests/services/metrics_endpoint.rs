@@ -1,0 +1,123 @@
+//! The Prometheus endpoint of `salestalk run`: it serves its counters while running, and the
+//! lag of every partition falls to zero once the backlog is durable.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{create_topics, salestalk, stdout_of, unique};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn scrape(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_progress_and_lag_returns_to_zero() {
+    let prefix = unique("it-metrics");
+    let topics: Vec<String> = [
+        "classification",
+        "narrative",
+        "conversation",
+        "metrics",
+        "tenant",
+    ]
+    .iter()
+    .map(|d| format!("{prefix}.{d}"))
+    .collect();
+    create_topics(&topics, 2).await;
+    let port = free_port();
+    let env = [
+        (
+            "SALESTALK__KAFKA__TOPIC_TEMPLATE",
+            format!("{prefix}.{{domain}}"),
+        ),
+        ("SALESTALK__KAFKA__TOPICS", topics.join(",")),
+        ("SALESTALK__KAFKA__GROUP_ID", format!("{prefix}-group")),
+        ("SALESTALK__CLICKHOUSE__DATABASE", prefix.replace('-', "_")),
+    ];
+    let produced = salestalk(
+        &[
+            "generate",
+            "--kafka",
+            "--count",
+            "3000",
+            "--start",
+            "now",
+            "--invalid",
+            "0.02",
+        ],
+        &env,
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout_of(&produced).trim()).expect("report");
+    let sent = report["delivered"].as_f64().expect("delivered");
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_salestalk"));
+    command
+        .args(["run", "--idle-exit", "15s"])
+        .env("SALESTALK__LOG__LEVEL", "warn");
+    command.env("SALESTALK__METRICS__LISTEN", format!("127.0.0.1:{port}"));
+    for (key, value) in &env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("run starts");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = String::new();
+    let caught_up = loop {
+        if let Some(body) = scrape(port) {
+            let read = value(&body, "salestalk_messages_total{outcome=\"read\"}").unwrap_or(0.0);
+            let lags: Vec<f64> = body
+                .lines()
+                .filter(|l| l.starts_with("salestalk_partition_lag{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect();
+            let done = read >= sent && lags.len() == 10 && lags.iter().all(|lag| *lag == 0.0);
+            last = body;
+            if done {
+                break true;
+            }
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    child.kill().ok();
+    child.wait().ok();
+    assert!(
+        caught_up,
+        "never saw all {sent} messages read with zero lag:\n{last}"
+    );
+    for series in [
+        "salestalk_messages_total{outcome=\"accepted\"}",
+        "salestalk_dead_letters_total{reason=",
+        "salestalk_flush_seconds_count",
+        "salestalk_batch_size_count",
+        "salestalk_clickhouse_up 1",
+        "salestalk_watermark_lag_seconds{",
+        "salestalk_open_windows",
+    ] {
+        assert!(last.contains(series), "{series} missing from:\n{last}");
+    }
+}
