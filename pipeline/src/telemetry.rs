@@ -175,7 +175,7 @@ pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Re
                 let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                     let telemetry = Arc::clone(&telemetry);
                     async move {
-                        let response = if request.uri().path() == "/metrics" {
+                        if request.uri().path() == "/metrics" {
                             Response::builder()
                                 .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
                                 .body(Full::new(Bytes::from(telemetry.render())))
@@ -183,8 +183,7 @@ pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Re
                             Response::builder()
                                 .status(StatusCode::NOT_FOUND)
                                 .body(Full::new(Bytes::from("try /metrics\n")))
-                        };
-                        response
+                        }
                     }
                 });
                 if let Err(error) = http1::Builder::new()
