@@ -332,6 +332,9 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
                 break;
             }
         }
+        // A revocation announced while the batch was read must take effect before anything of
+        // that partition is processed or flushed: its next owner may already be restoring it.
+        runtime.apply_assignments(&consumer).await?;
         if !batch.is_empty() {
             last_message = Instant::now();
             read += batch.len() as u64;

@@ -609,3 +609,56 @@ async fn sigterm_drains_and_the_restart_counts_exactly() {
     assert!(rest.wait().expect("finishes").success());
     assert_views_match(&setup).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_sharing_the_group_produce_the_same_views() {
+    let setup = setup("it-pair", 30_000, 40).await;
+    let client = endpoint(&setup.database()).client();
+    let instance = |id: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_salestalk"));
+        command
+            .args(["run", "--idle-exit", "8s"])
+            .env("SALESTALK__LOG__LEVEL", "warn")
+            .env("SALESTALK__METRICS__LISTEN", "")
+            .env("SALESTALK__KAFKA__INSTANCE_ID", id)
+            .stdout(std::process::Stdio::piped());
+        for (key, value) in &setup.env {
+            command.env(key, value);
+        }
+        command.spawn().expect("salestalk run starts")
+    };
+    let first = instance("pair-a");
+    // The second joins once the first is under way, so partitions move mid-stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let checkpoints: u64 = client
+            .query("SELECT count() FROM window_state WHERE family = 'checkpoint'")
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        if checkpoints > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = instance("pair-b");
+    let mut read = Vec::new();
+    for child in [first, second] {
+        let output = child.wait_with_output().expect("exits");
+        assert!(output.status.success());
+        let tally: salestalk_operators::Tally =
+            serde_json::from_slice(&output.stdout).expect("tally");
+        read.push(tally.messages);
+    }
+    assert!(
+        read.iter().all(|n| *n > 0),
+        "both instances must have owned partitions: {read:?}"
+    );
+    let tasks: Vec<String> = client
+        .query("SELECT DISTINCT task FROM window_state WHERE family = 'checkpoint'")
+        .fetch_all()
+        .await
+        .expect("tasks");
+    assert_eq!(tasks.len(), 15, "every partition was worked on");
+    assert_views_match(&setup).await;
+}
