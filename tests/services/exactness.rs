@@ -24,7 +24,9 @@ use salestalk_contracts::{EventData, check, parse, validate};
 use salestalk_operators::histogram::RELATIVE_ERROR;
 use serde::Deserialize;
 
-use crate::support::{create_topics, endpoint, salestalk, settings, stdout_of, unique};
+use crate::support::{
+    Isolated, endpoint, salestalk, salestalk_command, settings, stdout_of, unique,
+};
 
 const LATENESS_MS: i64 = 300_000;
 const SKEW_MS: i64 = 600_000;
@@ -39,43 +41,22 @@ type IntentKey = (i64, String, String, String, String);
 /// (cost nanos, prompt, completion, total tokens, messages).
 type CostValue = (i64, u64, u64, u64, u64);
 
+/// An isolated topic set, with the pipeline settings these tests use.
 struct Setup {
-    prefix: String,
-    topics: Vec<String>,
+    isolated: Isolated,
     env: Vec<(&'static str, String)>,
 }
 
 impl Setup {
     fn database(&self) -> String {
-        database_for(&self.prefix)
+        self.isolated.database()
     }
 }
 
-fn database_for(prefix: &str) -> String {
-    prefix.replace(['-', '.'], "_")
-}
-
 async fn setup(name: &str, events: u64, rate: u64) -> Setup {
-    let prefix = unique(name);
-    let topics: Vec<String> = [
-        "classification",
-        "narrative",
-        "conversation",
-        "metrics",
-        "tenant",
-    ]
-    .iter()
-    .map(|d| format!("{prefix}.{d}"))
-    .collect();
-    create_topics(&topics, PARTITIONS).await;
-    let env = vec![
-        (
-            "SALESTALK__KAFKA__TOPIC_TEMPLATE",
-            format!("{prefix}.{{domain}}"),
-        ),
-        ("SALESTALK__KAFKA__TOPICS", topics.join(",")),
-        ("SALESTALK__KAFKA__GROUP_ID", format!("{prefix}-group")),
-        ("SALESTALK__CLICKHOUSE__DATABASE", database_for(&prefix)),
+    let isolated = Isolated::create(name, PARTITIONS).await;
+    let mut env = isolated.env.clone();
+    env.extend([
         (
             "SALESTALK__PIPELINE__ALLOWED_LATENESS_MS",
             LATENESS_MS.to_string(),
@@ -86,7 +67,7 @@ async fn setup(name: &str, events: u64, rate: u64) -> Setup {
         ),
         ("SALESTALK__PIPELINE__FLUSH_INTERVAL_MS", "300".to_string()),
         ("SALESTALK__PIPELINE__BATCH_SIZE", "2000".to_string()),
-    ];
+    ]);
     // Event time is recent, as a live producer's would be, so lateness and clock skew are
     // judged against broker times that make sense; spans long enough for events to be late.
     // The whole span ends two minutes ago, so no honest event is ahead of its broker time.
@@ -121,11 +102,7 @@ async fn setup(name: &str, events: u64, rate: u64) -> Setup {
         &env,
     );
     stdout_of(&produced);
-    Setup {
-        prefix,
-        topics,
-        env,
-    }
+    Setup { isolated, env }
 }
 
 /// Every message of the topics, per partition in offset order: (broker ms, bytes).
@@ -329,7 +306,7 @@ struct LatencyRow {
 }
 
 async fn assert_views_match(setup: &Setup) {
-    let input = read_back(&setup.topics);
+    let input = read_back(&setup.isolated.topics);
     let expected = recompute(&input);
     assert!(expected.accepted > 1_000 && !expected.dead_letters.is_empty());
     assert!(
@@ -489,21 +466,17 @@ async fn every_view_equals_the_batch_recomputation() {
 }
 
 fn spawn_run(env: &[(&'static str, String)], idle_exit: bool) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_salestalk"));
+    let args: &[&str] = if idle_exit {
+        &["run", "--idle-exit", "6s"]
+    } else {
+        &["run"]
+    };
     // A stable instance id lets each restart take the partitions back at once (tansu never
     // expires a member killed with SIGKILL; see kafka.instance_id in config/salestalk.toml).
-    command
-        .arg("run")
-        .env("SALESTALK__LOG__LEVEL", "warn")
-        .env("SALESTALK__METRICS__LISTEN", "")
-        .env("SALESTALK__KAFKA__INSTANCE_ID", "it-kill-instance");
-    if idle_exit {
-        command.args(["--idle-exit", "6s"]);
-    }
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.spawn().expect("salestalk run starts")
+    salestalk_command(args, env)
+        .env("SALESTALK__KAFKA__INSTANCE_ID", "it-kill-instance")
+        .spawn()
+        .expect("salestalk run starts")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -518,7 +491,7 @@ async fn sigkill_at_random_moments_changes_no_view() {
             .await
             .unwrap_or(0)
     };
-    let total: i64 = read_back(&setup.topics)
+    let total: i64 = read_back(&setup.isolated.topics)
         .values()
         .map(|m| m.len() as i64)
         .sum();
@@ -554,16 +527,10 @@ async fn sigkill_at_random_moments_changes_no_view() {
 async fn sigterm_drains_and_the_restart_counts_exactly() {
     let setup = setup("it-term", 30_000, 40).await;
     let client = endpoint(&setup.database()).client();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_salestalk"));
-    command
-        .arg("run")
-        .env("SALESTALK__LOG__LEVEL", "warn")
-        .env("SALESTALK__METRICS__LISTEN", "")
-        .stdout(std::process::Stdio::piped());
-    for (key, value) in &setup.env {
-        command.env(key, value);
-    }
-    let child = command.spawn().expect("salestalk run starts");
+    let child = salestalk_command(&["run"], &setup.env)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("salestalk run starts");
     // Stop it once it is under way.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -615,17 +582,11 @@ async fn two_instances_sharing_the_group_produce_the_same_views() {
     let setup = setup("it-pair", 30_000, 40).await;
     let client = endpoint(&setup.database()).client();
     let instance = |id: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_salestalk"));
-        command
-            .args(["run", "--idle-exit", "8s"])
-            .env("SALESTALK__LOG__LEVEL", "warn")
-            .env("SALESTALK__METRICS__LISTEN", "")
+        salestalk_command(&["run", "--idle-exit", "8s"], &setup.env)
             .env("SALESTALK__KAFKA__INSTANCE_ID", id)
-            .stdout(std::process::Stdio::piped());
-        for (key, value) in &setup.env {
-            command.env(key, value);
-        }
-        command.spawn().expect("salestalk run starts")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("salestalk run starts")
     };
     let first = instance("pair-a");
     // The second joins once the first is under way, so partitions move mid-stream.

@@ -7,15 +7,7 @@ use chrono::{DateTime, Utc};
 use salestalk::generate::{Fault, FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk_operators::Tally;
 
-use crate::support::{create_topics, salestalk, stdout_of, unique};
-
-const DOMAINS: [&str; 5] = [
-    "classification",
-    "narrative",
-    "conversation",
-    "metrics",
-    "tenant",
-];
+use crate::support::{Isolated, salestalk, stdout_of};
 
 /// Traffic that starts a few minutes ago, as live producers publish it: clock skew is judged
 /// against broker time, so event time must be close to when the messages are produced.
@@ -69,17 +61,13 @@ fn expected_tally(start: DateTime<Utc>) -> Tally {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_traffic_round_trips_through_the_broker_with_exact_counts() {
-    let prefix = unique("it-roundtrip");
-    let topics: Vec<String> = DOMAINS.iter().map(|d| format!("{prefix}.{d}")).collect();
-    create_topics(&topics, 3).await;
-    let env = [
-        (
-            "SALESTALK__KAFKA__TOPIC_TEMPLATE",
-            format!("{prefix}.{{domain}}"),
-        ),
-        ("SALESTALK__KAFKA__TOPICS", topics.join(",")),
-        ("SALESTALK__KAFKA__GROUP_ID", format!("{prefix}-group")),
-    ];
+    let isolated = Isolated::create("it-roundtrip", 3).await;
+    let mut env = isolated.env.clone();
+    // Nothing in this traffic is late enough to be refused; lateness has its own tests.
+    env.push((
+        "SALESTALK__PIPELINE__ALLOWED_LATENESS_MS",
+        "3600000".to_string(),
+    ));
     let start = DateTime::from_timestamp(Utc::now().timestamp() - 300, 0).expect("valid time");
     let o = options(start);
     let produced = salestalk(

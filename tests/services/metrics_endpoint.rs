@@ -3,10 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{create_topics, salestalk, stdout_of, unique};
+use crate::support::{Isolated, salestalk, salestalk_command, stdout_of};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -34,28 +33,9 @@ fn value(body: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_show_progress_and_lag_returns_to_zero() {
-    let prefix = unique("it-metrics");
-    let topics: Vec<String> = [
-        "classification",
-        "narrative",
-        "conversation",
-        "metrics",
-        "tenant",
-    ]
-    .iter()
-    .map(|d| format!("{prefix}.{d}"))
-    .collect();
-    create_topics(&topics, 2).await;
+    let isolated = Isolated::create("it-metrics", 2).await;
     let port = free_port();
-    let env = [
-        (
-            "SALESTALK__KAFKA__TOPIC_TEMPLATE",
-            format!("{prefix}.{{domain}}"),
-        ),
-        ("SALESTALK__KAFKA__TOPICS", topics.join(",")),
-        ("SALESTALK__KAFKA__GROUP_ID", format!("{prefix}-group")),
-        ("SALESTALK__CLICKHOUSE__DATABASE", prefix.replace('-', "_")),
-    ];
+    let env = &isolated.env;
     let produced = salestalk(
         &[
             "generate",
@@ -67,21 +47,16 @@ async fn metrics_show_progress_and_lag_returns_to_zero() {
             "--invalid",
             "0.02",
         ],
-        &env,
+        env,
     );
     let report: serde_json::Value =
         serde_json::from_str(stdout_of(&produced).trim()).expect("report");
     let sent = report["delivered"].as_f64().expect("delivered");
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_salestalk"));
-    command
-        .args(["run", "--idle-exit", "15s"])
-        .env("SALESTALK__LOG__LEVEL", "warn");
-    command.env("SALESTALK__METRICS__LISTEN", format!("127.0.0.1:{port}"));
-    for (key, value) in &env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("run starts");
+    let mut child = salestalk_command(&["run", "--idle-exit", "15s"], env)
+        .env("SALESTALK__METRICS__LISTEN", format!("127.0.0.1:{port}"))
+        .spawn()
+        .expect("run starts");
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = String::new();
     let caught_up = loop {

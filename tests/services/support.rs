@@ -56,8 +56,9 @@ pub async fn create_topics(topics: &[String], partitions: i32) {
     }
 }
 
-/// Runs the `salestalk` binary with extra environment variables.
-pub fn salestalk(args: &[&str], env: &[(&str, String)]) -> Output {
+/// The `salestalk` binary with `args`, logging at warn, and `env` applied last (so it can
+/// override the defaults set here).
+pub fn salestalk_command(args: &[&str], env: &[(&str, String)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_salestalk"));
     // Many runs share the machine: the metrics endpoint is off unless a test asks for it.
     command
@@ -67,7 +68,64 @@ pub fn salestalk(args: &[&str], env: &[(&str, String)]) -> Output {
     for (key, value) in env {
         command.env(key, value);
     }
-    command.output().expect("the salestalk binary runs")
+    command
+}
+
+/// Runs the `salestalk` binary to completion.
+pub fn salestalk(args: &[&str], env: &[(&str, String)]) -> Output {
+    salestalk_command(args, env)
+        .output()
+        .expect("the salestalk binary runs")
+}
+
+/// Topics (one per event domain), a consumer group and a database used by one test alone.
+pub struct Isolated {
+    /// The unique prefix of every name.
+    pub prefix: String,
+    /// The topics, created.
+    pub topics: Vec<String>,
+    /// `SALESTALK__*` variables pointing the binary at them.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Isolated {
+    /// Creates the topics with `partitions` each.
+    pub async fn create(name: &str, partitions: i32) -> Self {
+        let prefix = unique(name);
+        let topics: Vec<String> = [
+            "classification",
+            "narrative",
+            "conversation",
+            "metrics",
+            "tenant",
+        ]
+        .iter()
+        .map(|d| format!("{prefix}.{d}"))
+        .collect();
+        create_topics(&topics, partitions).await;
+        let env = vec![
+            (
+                "SALESTALK__KAFKA__TOPIC_TEMPLATE",
+                format!("{prefix}.{{domain}}"),
+            ),
+            ("SALESTALK__KAFKA__TOPICS", topics.join(",")),
+            ("SALESTALK__KAFKA__GROUP_ID", format!("{prefix}-group")),
+            (
+                "SALESTALK__CLICKHOUSE__DATABASE",
+                prefix.replace(['-', '.'], "_"),
+            ),
+        ];
+        Self {
+            prefix,
+            topics,
+            env,
+        }
+    }
+
+    /// The database name.
+    pub fn database(&self) -> String {
+        self.prefix.replace(['-', '.'], "_")
+    }
 }
 
 /// Standard output of a successful run, or a panic that shows stderr.
