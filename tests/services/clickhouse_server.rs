@@ -5,7 +5,7 @@ use clickhouse::Row;
 use salestalk_sinks::clickhouse::{Endpoint, Version};
 use serde::{Deserialize, Serialize};
 
-use crate::support::{endpoint, unique};
+use crate::support::{drop_database, endpoint, unique};
 
 async fn server_version() -> String {
     let client = endpoint("default").server_client();
@@ -77,11 +77,7 @@ async fn a_database_is_created_once_and_rows_round_trip() {
         .await
         .expect("select");
     assert_eq!(back, rows);
-    client
-        .query(&format!("DROP DATABASE `{database}`"))
-        .execute()
-        .await
-        .expect("drop database");
+    drop_database(&database).await;
 }
 
 #[tokio::test]

@@ -463,6 +463,7 @@ async fn every_view_equals_the_batch_recomputation() {
     let run = salestalk(&["run", "--idle-exit", "6s"], &setup.env);
     stdout_of(&run);
     assert_views_match(&setup).await;
+    setup.isolated.remove().await;
 }
 
 fn spawn_run(env: &[(&'static str, String)], idle_exit: bool) -> Child {
@@ -521,6 +522,7 @@ async fn sigkill_at_random_moments_changes_no_view() {
     let mut last = spawn_run(&setup.env, true);
     assert!(last.wait().expect("finishes").success());
     assert_views_match(&setup).await;
+    setup.isolated.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -575,6 +577,7 @@ async fn sigterm_drains_and_the_restart_counts_exactly() {
     let mut rest = spawn_run(&setup.env, true);
     assert!(rest.wait().expect("finishes").success());
     assert_views_match(&setup).await;
+    setup.isolated.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -622,4 +625,5 @@ async fn two_instances_sharing_the_group_produce_the_same_views() {
         .expect("tasks");
     assert_eq!(tasks.len(), 15, "every partition was worked on");
     assert_views_match(&setup).await;
+    setup.isolated.remove().await;
 }

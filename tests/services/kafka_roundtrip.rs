@@ -132,4 +132,5 @@ async fn generated_traffic_round_trips_through_the_broker_with_exact_counts() {
     let again = salestalk(&["run", "--idle-exit", "5s"], &env);
     let rest: Tally = serde_json::from_str(stdout_of(&again).trim()).expect("tally json");
     assert_eq!(rest.messages, 0, "a committed group re-read {rest:?}");
+    isolated.remove().await;
 }

@@ -95,4 +95,5 @@ async fn metrics_show_progress_and_lag_returns_to_zero() {
     ] {
         assert!(last.contains(series), "{series} missing from:\n{last}");
     }
+    isolated.remove().await;
 }

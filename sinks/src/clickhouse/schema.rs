@@ -282,9 +282,11 @@ pub fn views(database: &str) -> Vec<String> {
              latency_ms_histogram.1 AS buckets, latency_ms_histogram.2 AS counts,\n\
              {} AS p50_ms, {} AS p95_ms, {} AS p99_ms\n\
              FROM {database}.metrics_latency",
-            quantile_sql("latency_ms_histogram.1", "latency_ms_histogram.2", 0.5),
-            quantile_sql("latency_ms_histogram.1", "latency_ms_histogram.2", 0.95),
-            quantile_sql("latency_ms_histogram.1", "latency_ms_histogram.2", 0.99),
+            // Through the aliases: ClickHouse 18.16 stores `arrayElement(h.1, i)` as `h.1[i]`,
+            // which its own parser rejects when the server restarts and reloads the view.
+            quantile_sql("buckets", "counts", 0.5),
+            quantile_sql("buckets", "counts", 0.95),
+            quantile_sql("buckets", "counts", 0.99),
         ),
     );
     statements
