@@ -5,7 +5,7 @@
 //! pass yields either a complete typed event or the full list of problems. An event is valid
 //! only if nothing was recorded: an invalid optional field reads as `None` but still counts.
 
-use serde_json::{Map, Value};
+use crate::json::Json;
 
 use crate::enums::ContractEnum;
 use crate::formats;
@@ -13,7 +13,7 @@ use crate::pointer::{self, Segment};
 use crate::violation::{Expected, Format, JsonType, Violation, ViolationKind};
 
 /// A JSON object, as parsed.
-pub(crate) type Object = Map<String, Value>;
+pub(crate) use crate::json::Object;
 
 /// Largest integer the contracts accept: 2^53 - 1, the last one every JSON reader keeps exact.
 pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
@@ -68,8 +68,8 @@ impl Checker {
     /// Reads the value at the current position.
     pub(crate) fn here<'v, T>(
         &mut self,
-        value: &'v Value,
-        read: impl FnOnce(&'v Value) -> Result<T, ViolationKind>,
+        value: &'v Json<'v>,
+        read: impl FnOnce(&'v Json<'v>) -> Result<T, ViolationKind>,
     ) -> Option<T> {
         read(value).map_err(|kind| self.fail(None, kind)).ok()
     }
@@ -77,9 +77,9 @@ impl Checker {
     /// Reads a required member; absence is a violation, and so is `null`.
     pub(crate) fn required<'v, T>(
         &mut self,
-        object: &'v Object,
+        object: &'v Object<'v>,
         key: &'static str,
-        read: impl FnOnce(&'v Value) -> Result<T, ViolationKind>,
+        read: impl FnOnce(&'v Json<'v>) -> Result<T, ViolationKind>,
     ) -> Option<T> {
         let value = object.get(key).ok_or(ViolationKind::Missing);
         self.member(key, value.and_then(read))
@@ -88,12 +88,12 @@ impl Checker {
     /// Reads an optional member; absence and `null` both mean "not given".
     pub(crate) fn optional<'v, T>(
         &mut self,
-        object: &'v Object,
+        object: &'v Object<'v>,
         key: &'static str,
-        read: impl FnOnce(&'v Value) -> Result<T, ViolationKind>,
+        read: impl FnOnce(&'v Json<'v>) -> Result<T, ViolationKind>,
     ) -> Option<T> {
         match object.get(key) {
-            None | Some(Value::Null) => None,
+            None | Some(Json::Null) => None,
             Some(value) => self.member(key, read(value)),
         }
     }
@@ -108,9 +108,9 @@ impl Checker {
     /// Reads a required object member and then its contents, one level deeper.
     pub(crate) fn required_object<'v, T>(
         &mut self,
-        object: &'v Object,
+        object: &'v Object<'v>,
         key: &'static str,
-        read: impl FnOnce(&mut Self, &'v Object) -> Option<T>,
+        read: impl FnOnce(&mut Self, &'v Object<'v>) -> Option<T>,
     ) -> Option<T> {
         let inner = self.required(object, key, self::object)?;
         self.within(Segment::Key(key), |c| read(c, inner))
@@ -119,12 +119,12 @@ impl Checker {
     /// Reads an optional object member (absent or `null` is fine) and its contents.
     pub(crate) fn optional_object<'v, T>(
         &mut self,
-        object: &'v Object,
+        object: &'v Object<'v>,
         key: &'static str,
-        read: impl FnOnce(&mut Self, &'v Object) -> Option<T>,
+        read: impl FnOnce(&mut Self, &'v Object<'v>) -> Option<T>,
     ) -> Option<Option<T>> {
         match object.get(key) {
-            None | Some(Value::Null) => Some(None),
+            None | Some(Json::Null) => Some(None),
             Some(_) => self.required_object(object, key, read).map(Some),
         }
     }
@@ -135,9 +135,9 @@ impl Checker {
     /// so every bad element is reported.
     pub(crate) fn required_array<'v, T>(
         &mut self,
-        object: &'v Object,
+        object: &'v Object<'v>,
         key: &'static str,
-        mut read_item: impl FnMut(&mut Self, &'v Value) -> Option<T>,
+        mut read_item: impl FnMut(&mut Self, &'v Json<'v>) -> Option<T>,
     ) -> Option<Vec<T>> {
         let items = self.required(object, key, array)?;
         self.within(Segment::Key(key), |c| {
@@ -159,10 +159,10 @@ impl Checker {
     /// `uniqueItems` does, so both report the same problems.
     pub(crate) fn required_enum_set<E: ContractEnum>(
         &mut self,
-        object: &Object,
+        object: &Object<'_>,
         key: &'static str,
     ) -> Option<Vec<E>> {
-        let raw = object.get(key).and_then(Value::as_array);
+        let raw = object.get(key).and_then(Json::as_array);
         let has_repeat = raw.is_some_and(|items| {
             items
                 .iter()
@@ -177,7 +177,7 @@ impl Checker {
     }
 }
 
-fn wrong_type(expected: Expected, value: &Value) -> ViolationKind {
+fn wrong_type(expected: Expected, value: &Json<'_>) -> ViolationKind {
     ViolationKind::WrongType {
         expected,
         found: JsonType::of(value),
@@ -185,28 +185,28 @@ fn wrong_type(expected: Expected, value: &Value) -> ViolationKind {
 }
 
 /// A JSON object.
-pub(crate) fn object(value: &Value) -> Result<&Object, ViolationKind> {
+pub(crate) fn object<'v, 'a>(value: &'v Json<'a>) -> Result<&'v Object<'a>, ViolationKind> {
     value
         .as_object()
         .ok_or_else(|| wrong_type(Expected::Object, value))
 }
 
 /// A JSON array.
-pub(crate) fn array(value: &Value) -> Result<&Vec<Value>, ViolationKind> {
+pub(crate) fn array<'v, 'a>(value: &'v Json<'a>) -> Result<&'v [Json<'a>], ViolationKind> {
     value
         .as_array()
         .ok_or_else(|| wrong_type(Expected::Array, value))
 }
 
 /// A JSON string, possibly empty.
-pub(crate) fn string(value: &Value) -> Result<&str, ViolationKind> {
+pub(crate) fn string<'v>(value: &'v Json<'_>) -> Result<&'v str, ViolationKind> {
     value
         .as_str()
         .ok_or_else(|| wrong_type(Expected::String, value))
 }
 
 /// A non-empty JSON string.
-pub(crate) fn non_empty(value: &Value) -> Result<&str, ViolationKind> {
+pub(crate) fn non_empty<'v>(value: &'v Json<'_>) -> Result<&'v str, ViolationKind> {
     match string(value)? {
         "" => Err(ViolationKind::Empty),
         text => Ok(text),
@@ -214,24 +214,24 @@ pub(crate) fn non_empty(value: &Value) -> Result<&str, ViolationKind> {
 }
 
 /// A boolean.
-pub(crate) fn boolean(value: &Value) -> Result<bool, ViolationKind> {
+pub(crate) fn boolean(value: &Json<'_>) -> Result<bool, ViolationKind> {
     value
         .as_bool()
         .ok_or_else(|| wrong_type(Expected::Boolean, value))
 }
 
 /// A hyphenated UUID string, as its 128-bit value.
-pub(crate) fn uuid(value: &Value) -> Result<u128, ViolationKind> {
+pub(crate) fn uuid(value: &Json<'_>) -> Result<u128, ViolationKind> {
     formats::parse_uuid(string(value)?).ok_or(ViolationKind::BadFormat(Format::Uuid))
 }
 
 /// An RFC 3339 date-time string, in UTC.
-pub(crate) fn timestamp(value: &Value) -> Result<chrono::DateTime<chrono::Utc>, ViolationKind> {
+pub(crate) fn timestamp(value: &Json<'_>) -> Result<chrono::DateTime<chrono::Utc>, ViolationKind> {
     formats::parse_timestamp(string(value)?).ok_or(ViolationKind::BadFormat(Format::DateTime))
 }
 
 /// An e-mail address string.
-pub(crate) fn email(value: &Value) -> Result<&str, ViolationKind> {
+pub(crate) fn email<'v>(value: &'v Json<'_>) -> Result<&'v str, ViolationKind> {
     let text = string(value)?;
     if formats::is_email(text) {
         Ok(text)
@@ -241,31 +241,35 @@ pub(crate) fn email(value: &Value) -> Result<&str, ViolationKind> {
 }
 
 /// A string from the contract enum `E`.
-pub(crate) fn enum_value<E: ContractEnum>(value: &Value) -> Result<E, ViolationKind> {
+pub(crate) fn enum_value<E: ContractEnum>(value: &Json<'_>) -> Result<E, ViolationKind> {
     E::from_wire(string(value)?).ok_or(ViolationKind::NotInEnum {
         allowed: E::WIRE_VALUES,
     })
 }
 
 /// Any JSON number.
-pub(crate) fn number(value: &Value) -> Result<f64, ViolationKind> {
+pub(crate) fn number(value: &Json<'_>) -> Result<f64, ViolationKind> {
     value
         .as_f64()
         .ok_or_else(|| wrong_type(Expected::Number, value))
 }
 
 /// A number of any kind, at least zero.
-pub(crate) fn non_negative(value: &Value) -> Result<f64, ViolationKind> {
+pub(crate) fn non_negative(value: &Json<'_>) -> Result<f64, ViolationKind> {
     number_in(value, 0.0, None)
 }
 
 /// A number in `[0, 1]`: confidences, scores and temperatures.
-pub(crate) fn unit_interval(value: &Value) -> Result<f64, ViolationKind> {
+pub(crate) fn unit_interval(value: &Json<'_>) -> Result<f64, ViolationKind> {
     number_in(value, 0.0, Some(1.0))
 }
 
 /// A number in `[min, max]`.
-pub(crate) fn number_in(value: &Value, min: f64, max: Option<f64>) -> Result<f64, ViolationKind> {
+pub(crate) fn number_in(
+    value: &Json<'_>,
+    min: f64,
+    max: Option<f64>,
+) -> Result<f64, ViolationKind> {
     let n = number(value)?;
     let out_of_range = || ViolationKind::OutOfRange {
         min: Some(min),
@@ -278,13 +282,13 @@ pub(crate) fn number_in(value: &Value, min: f64, max: Option<f64>) -> Result<f64
 }
 
 /// A count: an integer in `[0, 2^53 - 1]`.
-pub(crate) fn count(value: &Value) -> Result<u64, ViolationKind> {
+pub(crate) fn count(value: &Json<'_>) -> Result<u64, ViolationKind> {
     integer_in(value, 0, MAX_SAFE_INTEGER)
 }
 
 /// An integer in `[min, max]`; `3.0` counts as an integer, as in JSON Schema.
-pub(crate) fn integer_in(value: &Value, min: u64, max: u64) -> Result<u64, ViolationKind> {
-    let Value::Number(number) = value else {
+pub(crate) fn integer_in(value: &Json<'_>, min: u64, max: u64) -> Result<u64, ViolationKind> {
+    let Json::Number(number) = value else {
         return Err(wrong_type(Expected::Integer, value));
     };
     let out_of_range = || ViolationKind::OutOfRange {

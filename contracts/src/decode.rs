@@ -1,17 +1,17 @@
 //! The contracts' front door: bytes in, a typed event or every violation out.
 
-use serde_json::Value;
+use crate::json::Json;
 
 use crate::checker::Checker;
 use crate::envelope;
 use crate::event::Event;
 use crate::violation::{Violation, ViolationKind};
 
-/// Parses one message as JSON.
+/// Parses one message as JSON, borrowing its strings from `bytes` where it can.
 ///
 /// Anything serde_json refuses (bad syntax, invalid UTF-8, numbers beyond `f64`, nesting
 /// deeper than 128 levels) is a single `NotJson` violation at the document (`""`).
-pub fn parse(bytes: &[u8]) -> Result<Value, Violation> {
+pub fn parse(bytes: &[u8]) -> Result<Json<'_>, Violation> {
     serde_json::from_slice(bytes).map_err(|error| Violation {
         path: String::new(),
         kind: ViolationKind::NotJson(error.to_string()),
@@ -22,7 +22,7 @@ pub fn parse(bytes: &[u8]) -> Result<Value, Violation> {
 ///
 /// Every violation is reported, not just the first; unknown extra fields are ignored, as the
 /// contracts' evolution rules require.
-pub fn validate(value: &Value) -> Result<Event<'_>, Vec<Violation>> {
+pub fn validate<'a>(value: &'a Json<'a>) -> Result<Event<'a>, Vec<Violation>> {
     let mut checker = Checker::default();
     let event = envelope::read_event(&mut checker, value);
     match event {

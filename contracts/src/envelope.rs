@@ -1,10 +1,9 @@
 //! Reading the common envelope and dispatching `data` to the payload of its event type.
 
-use serde_json::Value;
-
 use crate::checker::{self as read, Checker, Object};
 use crate::enums::{EventType, EventTypeError};
 use crate::event::{Envelope, Event, EventData, EventId, Metadata};
+use crate::json::Json;
 use crate::payloads::{
     ClassificationPerformed, ConversationCompleted, MetricsIngested, NarrativeGenerated,
     TenantProvisioned,
@@ -13,7 +12,7 @@ use crate::violation::{Format, ViolationKind};
 
 /// Reads a whole event. `data` is only inspected when `eventType` names a supported event,
 /// since its rules depend on the type.
-pub(crate) fn read_event<'a>(c: &mut Checker, root: &'a Value) -> Option<Event<'a>> {
+pub(crate) fn read_event<'a>(c: &mut Checker, root: &'a Json<'a>) -> Option<Event<'a>> {
     let object = c.here(root, read::object)?;
     let event_id = c.required(object, "eventId", read::uuid).map(EventId);
     let event_type = c.required(object, "eventType", event_type);
@@ -47,7 +46,7 @@ pub(crate) fn read_event<'a>(c: &mut Checker, root: &'a Value) -> Option<Event<'
     })
 }
 
-fn read_metadata<'a>(c: &mut Checker, object: &'a Object) -> Option<Metadata<'a>> {
+fn read_metadata<'a>(c: &mut Checker, object: &'a Object<'a>) -> Option<Metadata<'a>> {
     let correlation_id = c.required(object, "correlationId", read::non_empty);
     let causation_id = c.optional(object, "causationId", read::uuid).map(EventId);
     let trace_id = c.optional(object, "traceId", read::string);
@@ -61,7 +60,7 @@ fn read_metadata<'a>(c: &mut Checker, object: &'a Object) -> Option<Metadata<'a>
 fn read_data<'a>(
     c: &mut Checker,
     event_type: EventType,
-    data: &'a Object,
+    data: &'a Object<'a>,
 ) -> Option<EventData<'a>> {
     Some(match event_type {
         EventType::ClassificationPerformedV1 => {
@@ -80,7 +79,7 @@ fn read_data<'a>(
     })
 }
 
-fn event_type(value: &Value) -> Result<EventType, ViolationKind> {
+fn event_type(value: &Json<'_>) -> Result<EventType, ViolationKind> {
     EventType::parse(read::string(value)?).map_err(|error| match error {
         EventTypeError::Malformed => ViolationKind::BadFormat(Format::EventType),
         EventTypeError::Unknown => ViolationKind::UnknownEventType,
@@ -91,7 +90,7 @@ fn event_type(value: &Value) -> Result<EventType, ViolationKind> {
 }
 
 /// `eventVersion` is the envelope's version: `1.x` is the only major version there is.
-fn event_version(value: &Value) -> Result<&str, ViolationKind> {
+fn event_version<'v>(value: &'v Json<'_>) -> Result<&'v str, ViolationKind> {
     let text = read::string(value)?;
     let minor = text
         .strip_prefix("1.")

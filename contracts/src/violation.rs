@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde_json::Value;
+use crate::json::Json;
 
 /// One contract violation: the JSON Pointer of the offending field and what is wrong with it.
 ///
@@ -167,14 +167,14 @@ pub fn reason_for(violations: &[Violation]) -> Reason {
 
 impl JsonType {
     /// The JSON type of `value`.
-    pub fn of(value: &Value) -> Self {
+    pub fn of(value: &Json<'_>) -> Self {
         match value {
-            Value::Null => Self::Null,
-            Value::Bool(_) => Self::Boolean,
-            Value::Number(_) => Self::Number,
-            Value::String(_) => Self::String,
-            Value::Array(_) => Self::Array,
-            Value::Object(_) => Self::Object,
+            Json::Null => Self::Null,
+            Json::Bool(_) => Self::Boolean,
+            Json::Number(_) => Self::Number,
+            Json::String(_) => Self::String,
+            Json::Array(_) => Self::Array,
+            Json::Object(_) => Self::Object,
         }
     }
 

@@ -3,7 +3,7 @@
 
 mod support;
 
-use salestalk_contracts::{EventData, Reason, ViolationKind, reason_for, validate};
+use salestalk_contracts::{EventData, Json, Reason, ViolationKind, reason_for, validate};
 use serde_json::{Value, json};
 use support::{example, examples, remove, set};
 
@@ -16,7 +16,7 @@ const TENANT: &str = "tenant.provisioned.v1";
 /// Asserts that `value` is invalid with violations at exactly `pointers`.
 #[track_caller]
 fn assert_invalid_at(value: &Value, pointers: &[&str]) -> Vec<salestalk_contracts::Violation> {
-    let violations = validate(value).expect_err("event should be invalid");
+    let violations = validate(&Json::from(value)).expect_err("event should be invalid");
     let mut found: Vec<&str> = violations.iter().map(|v| v.path.as_str()).collect();
     found.sort();
     found.dedup();
@@ -38,7 +38,8 @@ fn assert_kind(value: &Value, pointer: &str, matches: impl Fn(&ViolationKind) ->
 #[test]
 fn spec_examples_are_valid() {
     for event in examples() {
-        let parsed = validate(&event).unwrap_or_else(|v| panic!("{}: {v:?}", event["eventType"]));
+        let json = Json::from(&event);
+        let parsed = validate(&json).unwrap_or_else(|v| panic!("{}: {v:?}", event["eventType"]));
         assert_eq!(parsed.envelope.event_type.as_str(), event["eventType"]);
     }
 }
@@ -46,7 +47,8 @@ fn spec_examples_are_valid() {
 #[test]
 fn spec_examples_decode_to_the_right_typed_values() {
     let narrative = example(NARRATIVE);
-    let event = validate(&narrative).expect("valid");
+    let json = Json::from(&narrative);
+    let event = validate(&json).expect("valid");
     let EventData::NarrativeGenerated(data) = &event.data else {
         panic!("wrong payload")
     };
@@ -65,7 +67,8 @@ fn spec_examples_decode_to_the_right_typed_values() {
         Some("550e8400-e29b-41d4-a716-446655440000")
     );
     let conversation = example(CONVERSATION);
-    let event = validate(&conversation).expect("valid");
+    let json = Json::from(&conversation);
+    let event = validate(&json).expect("valid");
     let EventData::ConversationCompleted(data) = &event.data else {
         panic!("wrong payload")
     };
@@ -88,7 +91,7 @@ fn unknown_extra_fields_are_tolerated_everywhere() {
                 json!({"any": [1, "thing"]}),
             );
             assert!(
-                validate(&extended).is_ok(),
+                validate(&Json::from(&extended)).is_ok(),
                 "{} with extra field at {at:?}",
                 event["eventType"]
             );
@@ -111,9 +114,15 @@ fn optional_fields_may_be_absent_or_null() {
     ];
     for (event_type, pointer) in optional {
         let absent = remove(example(event_type), pointer);
-        assert!(validate(&absent).is_ok(), "{event_type} without {pointer}");
+        assert!(
+            validate(&Json::from(&absent)).is_ok(),
+            "{event_type} without {pointer}"
+        );
         let null = set(example(event_type), pointer, Value::Null);
-        assert!(validate(&null).is_ok(), "{event_type} with null {pointer}");
+        assert!(
+            validate(&Json::from(&null)).is_ok(),
+            "{event_type} with null {pointer}"
+        );
     }
 }
 
@@ -322,7 +331,7 @@ fn integers_may_be_written_with_a_zero_fraction() {
         "/data/tokenUsage/promptTokens",
         json!(387.0),
     );
-    assert!(validate(&event).is_ok());
+    assert!(validate(&Json::from(&event)).is_ok());
 }
 
 #[test]
@@ -394,7 +403,10 @@ fn numbers_outside_their_ranges_are_rejected() {
     ];
     for (event_type, pointer, value) in boundaries {
         let event = set(example(event_type), pointer, value.clone());
-        assert!(validate(&event).is_ok(), "{event_type} {pointer} = {value}");
+        assert!(
+            validate(&Json::from(&event)).is_ok(),
+            "{event_type} {pointer} = {value}"
+        );
     }
 }
 
@@ -420,11 +432,11 @@ fn empty_identifiers_are_rejected() {
     }
     // Free text may be empty.
     assert!(
-        validate(&set(
+        validate(&Json::from(&set(
             example(CLASSIFICATION),
             "/data/originalText",
             json!("")
-        ))
+        )))
         .is_ok()
     );
 }
@@ -531,7 +543,7 @@ fn payload_rules_follow_the_event_type() {
     // wrong fields, not a valid narrative.
     let narrative = example(NARRATIVE);
     let mislabeled = set(narrative.clone(), "/eventType", json!(CLASSIFICATION));
-    let violations = validate(&mislabeled).expect_err("invalid");
+    let violations = validate(&Json::from(&mislabeled)).expect_err("invalid");
     assert!(violations.iter().any(|v| v.path == "/data/originalText"));
     // With an unusable eventType the payload is not judged at all, only its shape.
     let untyped = remove(narrative, "/eventType");
@@ -599,7 +611,8 @@ fn timestamps_with_offsets_are_normalised_to_utc() {
         "/timestamp",
         json!("2025-11-09T14:34:56.789+02:00"),
     );
-    let parsed = validate(&event).expect("valid");
+    let json = Json::from(&event);
+    let parsed = validate(&json).expect("valid");
     assert_eq!(
         parsed.envelope.timestamp.to_rfc3339(),
         "2025-11-09T12:34:56.789+00:00"
@@ -614,7 +627,13 @@ fn event_ids_compare_by_value_not_by_letter_case() {
         "/eventId",
         json!("550E8400-E29B-41D4-A716-446655440000"),
     );
-    let a = validate(&lower).expect("valid").envelope.event_id;
-    let b = validate(&upper).expect("valid").envelope.event_id;
+    let a = validate(&Json::from(&lower))
+        .expect("valid")
+        .envelope
+        .event_id;
+    let b = validate(&Json::from(&upper))
+        .expect("valid")
+        .envelope
+        .event_id;
     assert_eq!(a, b);
 }

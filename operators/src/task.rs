@@ -7,8 +7,8 @@
 //! durable in one block, with the checkpoint that goes in the same atomic insert
 //! (`docs/adr/0004-exact-metrics-without-two-phase-commit.md`).
 
+use salestalk_contracts::Json;
 use salestalk_contracts::{Event, EventType, check, parse, reason_for, validate};
-use serde_json::Value;
 
 use crate::dead_letter::DeadLetterReason;
 use crate::dedup::SeenIds;
@@ -259,7 +259,7 @@ impl Task {
 
     fn process_one(&mut self, message: &RawMessage<'_>) {
         let payload = message.payload.unwrap_or_default();
-        let parsed: Option<Value> = match message.payload {
+        let parsed: Option<Json<'_>> = match message.payload {
             Some(bytes) if bytes.len() <= self.settings.max_message_bytes => parse(bytes).ok(),
             _ => None,
         };
@@ -416,7 +416,7 @@ impl Task {
         message: &RawMessage<'_>,
         broker_ms: i64,
         broker_window: i64,
-        value: Option<&Value>,
+        value: Option<&Json<'_>>,
         reason: DeadLetterReason,
         error: String,
         payload: &[u8],
@@ -424,7 +424,7 @@ impl Task {
         let readable = |field: &str| -> &str {
             value
                 .and_then(|v| v.get(field))
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .unwrap_or("")
         };
         let (tenant, source, event_type) = (

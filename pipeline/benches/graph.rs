@@ -42,7 +42,7 @@ fn settings() -> TaskSettings {
 
 fn graph_on_decoded_events(c: &mut Criterion) {
     let bytes = traffic(FaultRates::default());
-    let values: Vec<serde_json::Value> = bytes
+    let values: Vec<salestalk_contracts::Json<'_>> = bytes
         .iter()
         .map(|b| parse(b).expect("clean traffic"))
         .collect();

@@ -1,9 +1,8 @@
 //! `classification.performed.v1`: a user message was classified.
 
-use serde_json::Value;
-
 use crate::checker::{self as read, Checker, Object};
 use crate::enums::{Intent, Measure, Subject};
+use crate::json::Json;
 
 /// Payload of `classification.performed.v1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +31,7 @@ pub struct Classification<'a> {
     /// `timeRange`, if the message named one.
     pub time_range: Option<TimeRange<'a>>,
     /// `filters`: free-form filter values.
-    pub filters: &'a [Value],
+    pub filters: &'a [Json<'a>],
     /// `confidence` in `[0, 1]`.
     pub confidence: f64,
 }
@@ -49,7 +48,7 @@ pub struct TimeRange<'a> {
 }
 
 impl<'a> ClassificationPerformed<'a> {
-    pub(crate) fn read(c: &mut Checker, data: &'a Object) -> Option<Self> {
+    pub(crate) fn read(c: &mut Checker, data: &'a Object<'a>) -> Option<Self> {
         let message_id = c.required(data, "messageId", read::non_empty);
         let original_text = c.required(data, "originalText", read::string);
         let classification = c.required_object(data, "classification", Classification::read);
@@ -66,7 +65,7 @@ impl<'a> ClassificationPerformed<'a> {
 }
 
 impl<'a> Classification<'a> {
-    fn read(c: &mut Checker, object: &'a Object) -> Option<Self> {
+    fn read(c: &mut Checker, object: &'a Object<'a>) -> Option<Self> {
         let intent = c.required(object, "intent", read::enum_value::<Intent>);
         let subject = c.required(object, "subject", read::enum_value::<Subject>);
         let measure = c.required(object, "measure", read::enum_value::<Measure>);
@@ -85,7 +84,7 @@ impl<'a> Classification<'a> {
 }
 
 impl<'a> TimeRange<'a> {
-    fn read(c: &mut Checker, object: &'a Object) -> Option<Self> {
+    fn read(c: &mut Checker, object: &'a Object<'a>) -> Option<Self> {
         let period = c.required(object, "period", read::string);
         let value = c.required(object, "value", read::string);
         let year = c.required(object, "year", |v| read::integer_in(v, 1, 9999));

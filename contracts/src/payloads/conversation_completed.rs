@@ -50,7 +50,7 @@ pub struct ActionsTaken {
 }
 
 impl<'a> ConversationCompleted<'a> {
-    pub(crate) fn read(c: &mut Checker, data: &'a Object) -> Option<Self> {
+    pub(crate) fn read(c: &mut Checker, data: &'a Object<'a>) -> Option<Self> {
         let conversation_id = c.required(data, "conversationId", read::non_empty);
         let start_time = c.required(data, "startTime", read::timestamp);
         let end_time = c.required(data, "endTime", read::timestamp);

@@ -2,6 +2,7 @@
 
 use crate::checker::{self as read, Checker, Object};
 use crate::enums::IngestionSource;
+use crate::json::Json;
 
 /// Payload of `metrics.ingested.v1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +50,7 @@ pub struct ValidationResults {
 }
 
 impl<'a> MetricsIngested<'a> {
-    pub(crate) fn read(c: &mut Checker, data: &'a Object) -> Option<Self> {
+    pub(crate) fn read(c: &mut Checker, data: &'a Object<'a>) -> Option<Self> {
         let batch_id = c.required(data, "batchId", read::non_empty);
         let source = c.required(data, "source", read::enum_value::<IngestionSource>);
         let file_name = c.optional(data, "fileName", read::string);
@@ -79,7 +80,7 @@ impl<'a> MetricsIngested<'a> {
 }
 
 impl<'a> IngestedMetric<'a> {
-    fn read(c: &mut Checker, item: &'a serde_json::Value) -> Option<Self> {
+    fn read(c: &mut Checker, item: &'a Json<'a>) -> Option<Self> {
         let o = c.here(item, read::object)?;
         let subject = c.required(o, "subject", read::non_empty);
         let period = c.required(o, "period", read::string);
@@ -87,9 +88,9 @@ impl<'a> IngestedMetric<'a> {
         let unit = c.required(o, "unit", read::string);
         let dimensions = c.optional_object(o, "dimensions", |c, dims| {
             let mut out = Vec::with_capacity(dims.len());
-            for (key, value) in dims {
+            for (key, value) in dims.iter() {
                 match read::string(value) {
-                    Ok(text) => out.push((key.as_str(), text)),
+                    Ok(text) => out.push((key, text)),
                     Err(kind) => c.fail_at_key(key, kind),
                 }
             }

@@ -117,7 +117,7 @@ pub struct QualityMetrics {
 }
 
 impl<'a> NarrativeGenerated<'a> {
-    pub(crate) fn read(c: &mut Checker, data: &'a Object) -> Option<Self> {
+    pub(crate) fn read(c: &mut Checker, data: &'a Object<'a>) -> Option<Self> {
         let message_id = c.required(data, "messageId", read::non_empty);
         let conversation_id = c.required(data, "conversationId", read::non_empty);
         let user_message_id = c.required(data, "userMessageId", read::non_empty);

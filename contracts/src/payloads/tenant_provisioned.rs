@@ -36,7 +36,7 @@ pub struct Resources<'a> {
 }
 
 impl<'a> TenantProvisioned<'a> {
-    pub(crate) fn read(c: &mut Checker, data: &'a Object) -> Option<Self> {
+    pub(crate) fn read(c: &mut Checker, data: &'a Object<'a>) -> Option<Self> {
         let tenant_id = c.required(data, "tenantId", read::non_empty);
         let organization_name = c.required(data, "organizationName", read::non_empty);
         let owner_email = c.required(data, "ownerEmail", read::email);

@@ -96,10 +96,12 @@ pub fn all_pointers(value: &Value) -> Vec<String> {
 
 /// The sorted, de-duplicated pointers of the violations the Rust validator reports.
 pub fn rust_pointers(value: &Value) -> Vec<String> {
-    let mut paths: Vec<String> = match salestalk_contracts::validate(value) {
-        Ok(_) => Vec::new(),
-        Err(violations) => violations.into_iter().map(|v| v.path).collect(),
-    };
+    // Through the front door the pipeline uses: bytes in, violations out.
+    let bytes = serde_json::to_vec(value).expect("serialisable");
+    let mut paths: Vec<String> = salestalk_contracts::check(&bytes, usize::MAX)
+        .into_iter()
+        .map(|v| v.path)
+        .collect();
     paths.sort();
     paths.dedup();
     paths

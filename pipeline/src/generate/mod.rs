@@ -355,7 +355,7 @@ mod tests {
     fn conversations_chain_and_their_totals_agree() {
         let messages: Vec<Emitted> =
             Generator::new(options(11, 4_000, FaultRates::default())).collect();
-        let values: Vec<serde_json::Value> = messages
+        let values: Vec<salestalk_contracts::Json<'_>> = messages
             .iter()
             .map(|m| parse(&m.bytes).expect("json"))
             .collect();

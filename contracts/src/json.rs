@@ -1,0 +1,325 @@
+//! The parsed form of a message: a JSON document that borrows its strings from the bytes.
+//!
+//! `serde_json::Value` allocates a `String` for every key and string value and a B-tree for
+//! every object, which made parsing the most expensive step of the task. [`Json`] keeps
+//! strings as slices of the input (unless they contain escapes) and objects as small vectors
+//! of members: a ~1 KB event costs a handful of allocations instead of dozens. It is parsed by
+//! serde_json itself, so syntax, UTF-8, number and nesting rules are exactly serde_json's.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Number;
+
+/// A JSON value whose strings borrow from the parsed bytes where they can.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number, as serde_json keeps it (unsigned, signed or floating point).
+    Number(Number),
+    /// A string.
+    String(Cow<'a, str>),
+    /// An array.
+    Array(Vec<Json<'a>>),
+    /// An object.
+    Object(Object<'a>),
+}
+
+/// A JSON object: its members in document order.
+///
+/// Lookups scan the members (event objects have a dozen at most, where a scan beats hashing)
+/// and take the last member of a repeated name, as `serde_json::Value` does.
+#[derive(Debug, Clone, Default)]
+pub struct Object<'a> {
+    members: Vec<(Cow<'a, str>, Json<'a>)>,
+}
+
+impl<'a> Object<'a> {
+    /// The value of member `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        self.members
+            .iter()
+            .rev()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value)
+    }
+
+    /// Whether member `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The members in document order; of a repeated name, only the last (what [`Self::get`]
+    /// returns), as a map would keep them.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (name, value))| {
+                let repeated_later = self.members[i + 1..].iter().any(|(n, _)| n == name);
+                (!repeated_later).then_some((name.as_ref(), value))
+            })
+    }
+
+    /// How many distinct member names the object has.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether the object has no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+/// Objects are equal when they have the same members, whatever their order (JSON's meaning,
+/// and what `uniqueItems` compares).
+impl PartialEq for Object<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self
+                .iter()
+                .all(|(name, value)| other.get(name) == Some(value))
+    }
+}
+
+impl<'a> Json<'a> {
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Json::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The number as `f64`, if this is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Json::Number(n) => n.as_f64(),
+            _ => None,
+        }
+    }
+
+    /// The object, if this is one.
+    pub fn as_object(&self) -> Option<&Object<'a>> {
+        match self {
+            Json::Object(object) => Some(object),
+            _ => None,
+        }
+    }
+
+    /// The array, if this is one.
+    pub fn as_array(&self) -> Option<&[Json<'a>]> {
+        match self {
+            Json::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// Member `key`, if this is an object that has it.
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        self.as_object().and_then(|object| object.get(key))
+    }
+}
+
+impl<'a> From<&'a serde_json::Value> for Json<'a> {
+    fn from(value: &'a serde_json::Value) -> Self {
+        match value {
+            serde_json::Value::Null => Json::Null,
+            serde_json::Value::Bool(b) => Json::Bool(*b),
+            serde_json::Value::Number(n) => Json::Number(n.clone()),
+            serde_json::Value::String(s) => Json::String(Cow::Borrowed(s)),
+            serde_json::Value::Array(items) => Json::Array(items.iter().map(Json::from).collect()),
+            serde_json::Value::Object(map) => Json::Object(Object {
+                members: map
+                    .iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Json::from(v)))
+                    .collect(),
+            }),
+        }
+    }
+}
+
+impl Serialize for Json<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Json::Null => serializer.serialize_unit(),
+            Json::Bool(b) => serializer.serialize_bool(*b),
+            Json::Number(n) => n.serialize(serializer),
+            Json::String(s) => serializer.serialize_str(s),
+            Json::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Json::Object(object) => {
+                let mut map = serializer.serialize_map(None)?;
+                for (name, value) in object.iter() {
+                    map.serialize_entry(name, value)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(Json::Bool(b))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Json::Number(n.into()))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(Json::Number(n.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+        Number::from_f64(n)
+            .map(Json::Number)
+            .ok_or_else(|| E::custom("number is not finite"))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Json::String(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Json::String(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Json::String(Cow::Owned(s)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+        while let Some(name) = map.next_key_seed(Name)? {
+            members.push((name, map.next_value()?));
+        }
+        Ok(Json::Object(Object { members }))
+    }
+}
+
+/// A member name, borrowed from the input when it has no escapes (serde's own `Cow`
+/// deserialisation always copies).
+struct Name;
+
+impl<'de> DeserializeSeed<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Json<'_> {
+        serde_json::from_str(text).expect("valid JSON")
+    }
+
+    #[test]
+    fn strings_borrow_unless_escaped() {
+        let json = parse(r#"{"plain": "abc", "escaped": "a\"b"}"#);
+        assert!(matches!(
+            json.get("plain"),
+            Some(Json::String(Cow::Borrowed("abc")))
+        ));
+        assert!(matches!(json.get("escaped"), Some(Json::String(Cow::Owned(s))) if s == "a\"b"));
+    }
+
+    #[test]
+    fn a_repeated_member_takes_its_last_value_as_serde_json_does() {
+        let text = r#"{"a": 1, "b": 2, "a": 3}"#;
+        let json = parse(text);
+        let value: serde_json::Value = serde_json::from_str(text).expect("valid");
+        assert_eq!(json.get("a"), Some(&Json::Number(3.into())));
+        assert_eq!(json, Json::from(&value));
+        assert_eq!(serde_json::to_value(&json).expect("serialises"), value);
+    }
+
+    #[test]
+    fn objects_compare_by_members_not_order() {
+        assert_eq!(
+            parse(r#"{"a": 1, "b": [true]}"#),
+            parse(r#"{"b": [true], "a": 1}"#)
+        );
+        assert_ne!(parse(r#"{"a": 1}"#), parse(r#"{"a": 1, "b": 2}"#));
+        assert_ne!(parse(r#"{"a": 1}"#), parse(r#"{"a": 2}"#));
+    }
+
+    #[test]
+    fn agrees_with_serde_json_value_on_every_kind() {
+        let text = r#"{"n": null, "t": true, "u": 18446744073709551615, "i": -5, "f": 1.5e300,
+            "s": "\u00e9\n", "a": [1, "x", {"k": []}], "o": {"": {}}}"#;
+        let value: serde_json::Value = serde_json::from_str(text).expect("valid");
+        assert_eq!(parse(text), Json::from(&value));
+    }
+}
