@@ -165,15 +165,42 @@ impl Family {
         }
     }
 
-    /// Position of a named integer counter.
-    pub fn int_index(self, name: &str) -> Option<usize> {
-        self.layout().ints.iter().position(|n| *n == name)
+    /// Position of a named integer counter; evaluated in a `const`, a name the layout lacks
+    /// fails the build.
+    pub const fn int_slot(self, name: &str) -> usize {
+        slot(self.layout().ints, name)
     }
 
-    /// Position of a named float sum.
-    pub fn float_index(self, name: &str) -> Option<usize> {
-        self.layout().floats.iter().position(|n| *n == name)
+    /// Position of a named float sum; see [`Family::int_slot`].
+    pub const fn float_slot(self, name: &str) -> usize {
+        slot(self.layout().floats, name)
     }
+}
+
+const fn slot(names: &[&str], name: &str) -> usize {
+    let mut i = 0;
+    while i < names.len() {
+        if same(names[i], name) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("the family's layout has no column of that name");
+}
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[cfg(test)]

@@ -17,210 +17,216 @@ pub fn nanos(usd: f64) -> i64 {
     (usd * 1e9).round() as i64
 }
 
-fn add(values: &mut [i64], family: Family, name: &str, amount: i64) {
-    if let Some(slot) = family.int_index(name).and_then(|i| values.get_mut(i)) {
-        *slot += amount;
-    }
+/// Adds to a named integer counter of a row. The name's position is found at compile time
+/// (a name the family's layout lacks fails the build), so the hot path does no lookup.
+macro_rules! add {
+    (&mut $values:expr, $family:expr, $name:literal, $amount:expr $(,)?) => {
+        $values[const { $family.int_slot($name) }] += $amount
+    };
 }
 
-fn add_float(values: &mut [f64], family: Family, name: &str, amount: f64) {
-    if let Some(slot) = family.float_index(name).and_then(|i| values.get_mut(i)) {
-        *slot += amount;
-    }
+/// Like `add!`, for a named floating-point sum.
+macro_rules! add_float {
+    (&mut $values:expr, $family:expr, $name:literal, $amount:expr $(,)?) => {
+        $values[const { $family.float_slot($name) }] += $amount
+    };
 }
 
 /// Counts a valid, first-seen event into the business families of window `window_start`.
 pub fn record_event(set: &mut WindowSet, event: &Event<'_>, window_start: i64) {
     let envelope = &event.envelope;
-    let tenant = envelope.tenant_id;
+    // Interned once: every row this event touches shares it.
+    let tenant = set.symbol(envelope.tenant_id);
     let event_type = envelope.event_type.as_str();
-    let row = set.row_for(
+    let row = set.row_for_symbol(
         Family::Volume,
         window_start,
         tenant,
         [event_type, envelope.source, ""],
     );
-    add(&mut row.ints, Family::Volume, "events", 1);
+    add!(&mut row.ints, Family::Volume, "events", 1);
 
     match &event.data {
         EventData::ClassificationPerformed(data) => {
             let c = &data.classification;
-            let family = Family::Intents;
+            const FAMILY: Family = Family::Intents;
             let dims = [c.intent.into(), c.subject.into(), c.measure.into()];
-            let row = set.row_for(family, window_start, tenant, dims);
-            add(&mut row.ints, family, "classifications", 1);
-            add(
+            let row = set.row_for_symbol(FAMILY, window_start, tenant, dims);
+            add!(&mut row.ints, FAMILY, "classifications", 1);
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "low_confidence",
                 i64::from(c.confidence < LOW_CONFIDENCE),
             );
-            add_float(&mut row.floats, family, "confidence_sum", c.confidence);
+            add_float!(&mut row.floats, FAMILY, "confidence_sum", c.confidence);
         }
         EventData::NarrativeGenerated(data) => {
             let model = data.ai_model.model_id;
             let tokens = &data.token_usage;
-            let family = Family::Cost;
-            let row = set.row_for(family, window_start, tenant, [event_type, model, ""]);
-            add(
+            const FAMILY: Family = Family::Cost;
+            let row = set.row_for_symbol(FAMILY, window_start, tenant, [event_type, model, ""]);
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "cost_nanos",
                 nanos(data.cost.amount_usd),
             );
-            add(&mut row.ints, family, "prompt_tokens", tokens.prompt as i64);
-            add(
+            add!(&mut row.ints, FAMILY, "prompt_tokens", tokens.prompt as i64);
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "completion_tokens",
                 tokens.completion as i64,
             );
-            add(&mut row.ints, family, "total_tokens", tokens.total as i64);
-            add(&mut row.ints, family, "messages", 1);
+            add!(&mut row.ints, FAMILY, "total_tokens", tokens.total as i64);
+            add!(&mut row.ints, FAMILY, "messages", 1);
 
-            let family = Family::Quality;
+            const QUALITY: Family = Family::Quality;
             let q = &data.quality;
-            let row = set.row_for(family, window_start, tenant, [model, "", ""]);
-            add(&mut row.ints, family, "narratives", 1);
-            add(
+            let row = set.row_for_symbol(QUALITY, window_start, tenant, [model, "", ""]);
+            add!(&mut row.ints, QUALITY, "narratives", 1);
+            add!(
                 &mut row.ints,
-                family,
+                QUALITY,
                 "hallucinations",
                 i64::from(q.hallucination_detected),
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                QUALITY,
                 "facts_verified",
                 q.facts_verified as i64,
             );
-            add(&mut row.ints, family, "facts_total", q.facts_total as i64);
-            add(&mut row.ints, family, "total_tokens", tokens.total as i64);
-            add_float(
+            add!(&mut row.ints, QUALITY, "facts_total", q.facts_total as i64);
+            add!(&mut row.ints, QUALITY, "total_tokens", tokens.total as i64);
+            add_float!(
                 &mut row.floats,
-                family,
+                QUALITY,
                 "confidence_sum",
                 q.confidence_score,
             );
             row.histogram.record(data.performance.ai_generation_ms);
         }
         EventData::ConversationCompleted(data) => {
-            let family = Family::Engagement;
-            let row = set.row_for(family, window_start, tenant, ["", "", ""]);
+            const FAMILY: Family = Family::Engagement;
+            let row = set.row_for_symbol(FAMILY, window_start, tenant, ["", "", ""]);
             let actions = &data.actions_taken;
-            add(&mut row.ints, family, "conversations", 1);
-            add(&mut row.ints, family, "messages", data.message_count as i64);
-            add(
+            add!(&mut row.ints, FAMILY, "conversations", 1);
+            add!(&mut row.ints, FAMILY, "messages", data.message_count as i64);
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "user_messages",
                 data.user_message_count as i64,
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "assistant_messages",
                 data.assistant_message_count as i64,
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "rated",
                 i64::from(data.satisfaction_rating.is_some()),
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "rating_sum",
                 i64::from(data.satisfaction_rating.unwrap_or(0)),
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "insight_saved",
                 i64::from(actions.insight_saved),
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "insight_shared",
                 i64::from(actions.insight_shared),
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "data_exported",
                 i64::from(actions.data_exported),
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "follow_up_created",
                 i64::from(actions.follow_up_created),
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "total_cost_nanos",
                 nanos(data.total_cost_usd),
             );
-            add_float(
+            add_float!(
                 &mut row.floats,
-                family,
+                FAMILY,
                 "duration_seconds_sum",
                 data.duration_seconds,
             );
-            add_float(
+            add_float!(
                 &mut row.floats,
-                family,
+                FAMILY,
                 "response_time_ms_sum",
                 data.average_response_time_ms,
             );
             row.histogram.record(data.duration_seconds);
         }
         EventData::MetricsIngested(data) => {
-            let family = Family::Ingestion;
-            let row = set.row_for(family, window_start, tenant, [data.source.into(), "", ""]);
-            add(&mut row.ints, family, "batches", 1);
-            add(&mut row.ints, family, "records", data.record_count as i64);
-            add(
+            const FAMILY: Family = Family::Ingestion;
+            let row =
+                set.row_for_symbol(FAMILY, window_start, tenant, [data.source.into(), "", ""]);
+            add!(&mut row.ints, FAMILY, "batches", 1);
+            add!(&mut row.ints, FAMILY, "records", data.record_count as i64);
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "valid_records",
                 data.validation.valid as i64,
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "invalid_records",
                 data.validation.invalid as i64,
             );
-            add(
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "warnings",
                 data.validation.warnings as i64,
             );
-            add_float(
+            add_float!(
                 &mut row.floats,
-                family,
+                FAMILY,
                 "processing_ms_sum",
                 data.processing_time_ms,
             );
         }
         EventData::TenantProvisioned(data) => {
-            let family = Family::Onboarding;
-            let row = set.row_for(family, window_start, tenant, [data.plan, data.region, ""]);
-            add(&mut row.ints, family, "tenants", 1);
-            add(
+            const FAMILY: Family = Family::Onboarding;
+            let row =
+                set.row_for_symbol(FAMILY, window_start, tenant, [data.plan, data.region, ""]);
+            add!(&mut row.ints, FAMILY, "tenants", 1);
+            add!(
                 &mut row.ints,
-                family,
+                FAMILY,
                 "sample_data_seeded",
                 i64::from(data.sample_data_seeded),
             );
-            add_float(
+            add_float!(
                 &mut row.floats,
-                family,
+                FAMILY,
                 "provisioning_ms_sum",
                 data.provisioning_time_ms,
             );
@@ -251,34 +257,34 @@ pub struct ReadMessage<'a> {
 
 /// Counts a message read from a topic (valid or not, duplicate or not).
 pub fn record_read(set: &mut WindowSet, message: &ReadMessage<'_>) {
-    let family = Family::Publish;
+    const FAMILY: Family = Family::Publish;
     let row = set.row_for(
-        family,
+        FAMILY,
         message.window_start,
         message.tenant,
         [message.source, message.topic, ""],
     );
-    add(&mut row.ints, family, "submitted", 1);
-    add(
+    add!(&mut row.ints, FAMILY, "submitted", 1);
+    add!(
         &mut row.ints,
-        family,
+        FAMILY,
         "rejected",
         i64::from(message.rejected.is_some()),
     );
-    add(
+    add!(
         &mut row.ints,
-        family,
+        FAMILY,
         "duplicates",
         i64::from(message.duplicate),
     );
     if let Some(reason) = message.rejected {
-        let family = Family::DeadLetters;
+        const FAMILY: Family = Family::DeadLetters;
         let dims = [reason.as_str(), message.event_type, message.topic];
-        add(
+        add!(
             &mut set
-                .row_for(family, message.window_start, message.tenant, dims)
+                .row_for(FAMILY, message.window_start, message.tenant, dims)
                 .ints,
-            family,
+            FAMILY,
             "messages",
             1,
         );
@@ -307,10 +313,10 @@ pub fn record_latency_for(
     consumer: &str,
     latency_ms: f64,
 ) {
-    let family = Family::Latency;
-    let row = set.row_for_symbol(family, window_start, tenant, [event_type, consumer, ""]);
-    add(&mut row.ints, family, "events", 1);
-    add_float(&mut row.floats, family, "latency_ms_sum", latency_ms);
+    const FAMILY: Family = Family::Latency;
+    let row = set.row_for_symbol(FAMILY, window_start, tenant, [event_type, consumer, ""]);
+    add!(&mut row.ints, FAMILY, "events", 1);
+    add_float!(&mut row.floats, FAMILY, "latency_ms_sum", latency_ms);
     row.histogram.record(latency_ms);
 }
 

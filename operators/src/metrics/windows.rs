@@ -4,7 +4,7 @@
 //! Strings are interned once per task, so counting an event into a window that already
 //! exists allocates nothing.
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 
 use super::family::Family;
 use crate::histogram::LogHistogram;
@@ -45,17 +45,42 @@ pub struct WindowValue {
 }
 
 /// All open window rows of one task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WindowSet {
     symbols: HashMap<Box<str>, Symbol>,
     names: Vec<Box<str>>,
-    rows: HashMap<WindowKey, WindowValue>,
-    dirty: HashSet<WindowKey>,
+    rows: HashMap<WindowKey, Row>,
+    /// Rows changed since the last flush; each row's own flag keeps a key from being listed
+    /// twice, which is cheaper than a second hash set touched on every update.
+    dirty: Vec<WindowKey>,
+}
+
+#[derive(Debug)]
+struct Row {
+    value: WindowValue,
+    dirty: bool,
+}
+
+/// The symbol of the empty string (an unused dimension), interned in every set.
+const EMPTY: Symbol = 0;
+
+impl Default for WindowSet {
+    fn default() -> Self {
+        Self {
+            symbols: HashMap::default(),
+            names: vec!["".into()],
+            rows: HashMap::default(),
+            dirty: Vec::new(),
+        }
+    }
 }
 
 impl WindowSet {
     /// Interns `text`.
     pub fn symbol(&mut self, text: &str) -> Symbol {
+        if text.is_empty() {
+            return EMPTY;
+        }
         if let Some(symbol) = self.symbols.get(text) {
             return *symbol;
         }
@@ -94,15 +119,22 @@ impl WindowSet {
 
     /// The row for `key`, created empty if new, and marked as changed.
     pub fn row(&mut self, key: WindowKey) -> &mut WindowValue {
-        self.dirty.insert(key);
-        self.rows.entry(key).or_insert_with(|| {
+        let row = self.rows.entry(key).or_insert_with(|| {
             let layout = key.family.layout();
-            WindowValue {
-                ints: vec![0; layout.ints.len()],
-                floats: vec![0.0; layout.floats.len()],
-                histogram: LogHistogram::default(),
+            Row {
+                value: WindowValue {
+                    ints: vec![0; layout.ints.len()],
+                    floats: vec![0.0; layout.floats.len()],
+                    histogram: LogHistogram::default(),
+                },
+                dirty: false,
             }
-        })
+        });
+        if !row.dirty {
+            row.dirty = true;
+            self.dirty.push(key);
+        }
+        &mut row.value
     }
 
     /// Like [`WindowSet::row_for`], for a tenant already interned.
@@ -140,17 +172,28 @@ impl WindowSet {
 
     /// Puts back a row restored from storage, unchanged since its last flush.
     pub fn restore(&mut self, key: WindowKey, value: WindowValue) {
-        self.rows.insert(key, value);
+        self.rows.insert(
+            key,
+            Row {
+                value,
+                dirty: false,
+            },
+        );
     }
 
     /// The row for `key`, if open.
     pub fn get(&self, key: &WindowKey) -> Option<&WindowValue> {
-        self.rows.get(key)
+        self.rows.get(key).map(|row| &row.value)
     }
 
     /// The rows changed since the last call, in key order; they count as clean afterwards.
     pub fn take_dirty(&mut self) -> Vec<WindowKey> {
-        let mut keys: Vec<WindowKey> = self.dirty.drain().collect();
+        let mut keys = std::mem::take(&mut self.dirty);
+        for key in &keys {
+            if let Some(row) = self.rows.get_mut(key) {
+                row.dirty = false;
+            }
+        }
         keys.sort_unstable();
         keys
     }
@@ -162,9 +205,7 @@ impl WindowSet {
 
     /// Drops the clean rows `is_final` says will never change again.
     pub fn evict_final(&mut self, is_final: impl Fn(&WindowKey) -> bool) {
-        let dirty = &self.dirty;
-        self.rows
-            .retain(|key, _| !is_final(key) || dirty.contains(key));
+        self.rows.retain(|key, row| !is_final(key) || row.dirty);
     }
 
     /// Open rows.
@@ -179,7 +220,7 @@ impl WindowSet {
 
     /// Every open row.
     pub fn iter(&self) -> impl Iterator<Item = (&WindowKey, &WindowValue)> {
-        self.rows.iter()
+        self.rows.iter().map(|(key, row)| (key, &row.value))
     }
 }
 
