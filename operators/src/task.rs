@@ -14,8 +14,8 @@ use crate::dead_letter::DeadLetterReason;
 use crate::dedup::SeenIds;
 use crate::message::RawMessage;
 use crate::metrics::{
-    Family, ReadMessage, Symbol, WINDOW_SECONDS, WindowKey, WindowSet, WindowValue, record_event,
-    record_latency_for, record_read, window_start,
+    Aggregates, Durable, Family, ReadMessage, Symbol, WINDOW_SECONDS, WindowKey, WindowSet,
+    WindowValue, window_start,
 };
 
 /// Names of the graph's consumers, as latency and errors are reported per consumer.
@@ -162,6 +162,7 @@ pub struct Task {
     checkpoint: Checkpoint,
     seen: SeenIds,
     windows: WindowSet,
+    aggregates: Aggregates,
     archive: Vec<ArchivedEvent>,
     dead_letters: Vec<DeadLetter>,
     pending_latency: Vec<Pending>,
@@ -184,12 +185,19 @@ impl Task {
             checkpoint,
             seen: SeenIds::default(),
             windows: WindowSet::default(),
+            aggregates: Aggregates::default(),
             archive: Vec::new(),
             dead_letters: Vec::new(),
             pending_latency: Vec::new(),
             messages: 0,
             duplicates: 0,
         }
+    }
+
+    /// Runs `aggregates` instead of all of them (the configured `graph.aggregates`).
+    pub fn with_aggregates(mut self, aggregates: Aggregates) -> Self {
+        self.aggregates = aggregates;
+        self
     }
 
     /// Puts back a window row read from storage.
@@ -377,7 +385,7 @@ impl Task {
             });
         } else {
             self.seen.first_sighting(id, trusted_ms);
-            record_event(&mut self.windows, event, window);
+            self.aggregates.on_event(&mut self.windows, event, window);
             self.archive.push(ArchivedEvent {
                 event_id: id,
                 tenant_id: envelope.tenant_id.to_string(),
@@ -407,7 +415,7 @@ impl Task {
                 *wm = Some(wm.map_or(stamped_ms, |w| w.max(stamped_ms)));
             }
         }
-        record_read(&mut self.windows, &read);
+        self.aggregates.on_read(&mut self.windows, &read);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -441,7 +449,7 @@ impl Task {
             rejected: Some(reason),
             duplicate: false,
         };
-        record_read(&mut self.windows, &read);
+        self.aggregates.on_read(&mut self.windows, &read);
         let tenant_symbol = self.windows.symbol(tenant);
         let event_type_static = EventType::parse(event_type).map_or("", |t| t.as_str());
         self.pending_latency.push(Pending {
@@ -468,14 +476,14 @@ impl Task {
         for pending in std::mem::take(&mut self.pending_latency) {
             let latency = (durable_at_ms - pending.at_ms).max(0) as f64;
             for consumer in pending.consumers {
-                record_latency_for(
-                    &mut self.windows,
-                    pending.window_start,
-                    pending.tenant,
-                    pending.event_type,
+                let output = Durable {
+                    window_start: pending.window_start,
+                    tenant: pending.tenant,
+                    event_type: pending.event_type,
                     consumer,
-                    latency,
-                );
+                    latency_ms: latency,
+                };
+                self.aggregates.on_durable(&mut self.windows, &output);
             }
         }
         self.checkpoint.epoch += 1;
@@ -594,6 +602,23 @@ mod tests {
         let flush = task.flush(T0 + 1000);
         assert_eq!(flush.archive.len(), 1);
         assert!(flush.dead_letters.is_empty());
+    }
+
+    #[test]
+    fn only_the_configured_aggregates_write_rows() {
+        let only = Aggregates::from_names(&["onboarding", "latency"]).expect("known names");
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default())
+            .with_aggregates(only);
+        feed(
+            &mut task,
+            &[(0, T0, event(1, T0, "a")), (1, T0, b"{".to_vec())],
+        );
+        let flush = task.flush(T0 + 1000);
+        let mut families: Vec<Family> = flush.rows.iter().map(|r| r.family).collect();
+        families.dedup();
+        assert_eq!(families, [Family::Onboarding, Family::Latency]);
+        // The outputs do not depend on the aggregates: nothing is lost by leaving one out.
+        assert_eq!((flush.archive.len(), flush.dead_letters.len()), (1, 1));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk_contracts::{parse, validate};
 use salestalk_operators::RawMessage;
 use salestalk_operators::dedup::SeenIds;
-use salestalk_operators::metrics::{WindowSet, record_event, window_start};
+use salestalk_operators::metrics::{Aggregates, WindowSet, window_start};
 use salestalk_operators::task::{Task, TaskSettings};
 
 const EVENTS: u64 = 50_000;
@@ -52,6 +52,7 @@ fn graph_on_decoded_events(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("a_graph_on_decoded_events");
     group.throughput(Throughput::Elements(events.len() as u64));
+    let aggregates = Aggregates::default();
     group.bench_function("dedup_and_windows", |b| {
         b.iter_batched(
             || (WindowSet::default(), SeenIds::default()),
@@ -59,7 +60,7 @@ fn graph_on_decoded_events(c: &mut Criterion) {
                 for event in &events {
                     let at = event.envelope.timestamp.timestamp_millis();
                     if seen.first_sighting(event.envelope.event_id.0, at) {
-                        record_event(&mut windows, event, window_start(at));
+                        aggregates.on_event(&mut windows, event, window_start(at));
                     }
                 }
                 (windows, seen)

@@ -134,7 +134,8 @@ impl Runtime<'_> {
                         let task = with_retries("restoring a task", || {
                             self.endpoint.restore_task(&topic, partition, settings)
                         })
-                        .await?;
+                        .await?
+                        .with_aggregates(self.settings.graph.aggregates.clone());
                         let next = task.checkpoint().next_offset;
                         consumer
                             .seek(

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
+use salestalk_operators::metrics::Aggregates;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -14,7 +15,7 @@ use serde_json::Value;
 pub const DEFAULTS: &str = include_str!("../../config/salestalk.toml");
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&str] = &["kafka.topics"];
+const LIST_KEYS: &[&str] = &["kafka.topics", "graph.aggregates"];
 
 /// Everything the pipeline can be configured with.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,10 +26,27 @@ pub struct Settings {
     pub clickhouse: ClickHouseSettings,
     /// `[pipeline]`
     pub pipeline: PipelineSettings,
+    /// `[graph]`
+    pub graph: GraphSettings,
     /// `[metrics]`
     pub metrics: MetricsSettings,
     /// `[log]`
     pub log: LogSettings,
+}
+
+/// `[graph]`: the operators each task runs.
+#[derive(Debug, Clone)]
+pub struct GraphSettings {
+    /// The windowed aggregates, checked against the built-in ones.
+    pub aggregates: Aggregates,
+    /// Their names, as configured.
+    pub aggregate_names: Vec<String>,
+}
+
+impl PartialEq for GraphSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.aggregate_names == other.aggregate_names
+    }
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -180,20 +198,25 @@ impl Reader {
         let kafka = self.kafka();
         let clickhouse = self.clickhouse();
         let pipeline = self.pipeline();
+        let graph = self.graph();
         let metrics = self.metrics();
         let log = self.log();
-        match (kafka, clickhouse, pipeline, metrics, log) {
-            (Some(kafka), Some(clickhouse), Some(pipeline), Some(metrics), Some(log))
-                if self.problems.is_empty() =>
-            {
-                Ok(Settings {
-                    kafka,
-                    clickhouse,
-                    pipeline,
-                    metrics,
-                    log,
-                })
-            }
+        match (kafka, clickhouse, pipeline, graph, metrics, log) {
+            (
+                Some(kafka),
+                Some(clickhouse),
+                Some(pipeline),
+                Some(graph),
+                Some(metrics),
+                Some(log),
+            ) if self.problems.is_empty() => Ok(Settings {
+                kafka,
+                clickhouse,
+                pipeline,
+                graph,
+                metrics,
+                log,
+            }),
             _ => Err(SettingsError {
                 problems: self.problems,
             }),
@@ -342,6 +365,22 @@ impl Reader {
         })
     }
 
+    fn graph(&mut self) -> Option<GraphSettings> {
+        let names: Vec<String> = self.get("graph.aggregates")?;
+        match Aggregates::from_names(&names) {
+            Ok(aggregates) => Some(GraphSettings {
+                aggregates,
+                aggregate_names: names,
+            }),
+            Err(problems) => {
+                for problem in problems {
+                    self.problems.push(format!("graph.aggregates: {problem}"));
+                }
+                None
+            }
+        }
+    }
+
     fn metrics(&mut self) -> Option<MetricsSettings> {
         let listen: String = self.get("metrics.listen")?;
         if listen.trim().is_empty() {
@@ -465,10 +504,12 @@ mod tests {
                 ("SALESTALK__CLICKHOUSE__URL", "https://ch.internal:8443"),
                 ("SALESTALK__CLICKHOUSE__DATABASE", "salestalk_test"),
                 ("SALESTALK__PIPELINE__BATCH_SIZE", "20000"),
+                ("SALESTALK__GRAPH__AGGREGATES", "volume,cost"),
                 ("SALESTALK__LOG__FORMAT", "json"),
             ]),
         )
         .expect("valid overrides");
+        assert_eq!(settings.graph.aggregate_names, ["volume", "cost"]);
         assert_eq!(settings.kafka.brokers, "kafka-1:9092,kafka-2:9093");
         assert_eq!(settings.kafka.topics, ["a.events", "b.events"]);
         assert_eq!(settings.kafka.group_id, "analytics-7");
@@ -508,6 +549,7 @@ mod tests {
                 ("SALESTALK__CLICKHOUSE__URL", "ftp://x"),
                 ("SALESTALK__CLICKHOUSE__DATABASE", "drop table"),
                 ("SALESTALK__PIPELINE__BATCH_SIZE", "lots"),
+                ("SALESTALK__GRAPH__AGGREGATES", "volume,costs"),
                 ("SALESTALK__LOG__FORMAT", "xml"),
             ]),
         )
@@ -522,11 +564,12 @@ mod tests {
             "clickhouse.url: 'ftp://x'",
             "clickhouse.database: 'drop table'",
             "pipeline.batch_size",
+            "graph.aggregates: unknown aggregate 'costs'",
             "log.format",
         ] {
             assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
         }
-        assert_eq!(error.problems.len(), 9, "{text}");
+        assert_eq!(error.problems.len(), 10, "{text}");
     }
 
     #[test]

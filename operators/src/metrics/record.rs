@@ -1,12 +1,13 @@
-//! How each event updates the window rows of its families. Pure functions over a
-//! [`WindowSet`]; the task decides the window and whether the event counts at all.
+//! The built-in aggregates: how each message updates the window rows of one family. Pure
+//! functions over a [`WindowSet`]; the task decides the window and whether the event counts.
 
 use salestalk_contracts::{Event, EventData};
 
 use crate::dead_letter::DeadLetterReason;
 
+use super::aggregate::{Aggregate, Durable};
 use super::family::Family;
-use super::windows::WindowSet;
+use super::windows::{Symbol, WindowSet};
 
 /// Classifications below this confidence count as low-confidence.
 pub const LOW_CONFIDENCE: f64 = 0.5;
@@ -32,206 +33,291 @@ macro_rules! add_float {
     };
 }
 
-/// Counts a valid, first-seen event into the business families of window `window_start`.
-pub fn record_event(set: &mut WindowSet, event: &Event<'_>, window_start: i64) {
-    let envelope = &event.envelope;
-    // Interned once: every row this event touches shares it.
-    let tenant = set.symbol(envelope.tenant_id);
-    let event_type = envelope.event_type.as_str();
-    let row = set.row_for_symbol(
-        Family::Volume,
-        window_start,
-        tenant,
-        [event_type, envelope.source, ""],
-    );
-    add!(&mut row.ints, Family::Volume, "events", 1);
+/// Distinct valid events per tenant, event type and source.
+#[derive(Debug)]
+pub struct Volume;
 
-    match &event.data {
-        EventData::ClassificationPerformed(data) => {
-            let c = &data.classification;
-            const FAMILY: Family = Family::Intents;
-            let dims = [c.intent.into(), c.subject.into(), c.measure.into()];
-            let row = set.row_for_symbol(FAMILY, window_start, tenant, dims);
-            add!(&mut row.ints, FAMILY, "classifications", 1);
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "low_confidence",
-                i64::from(c.confidence < LOW_CONFIDENCE),
-            );
-            add_float!(&mut row.floats, FAMILY, "confidence_sum", c.confidence);
-        }
-        EventData::NarrativeGenerated(data) => {
-            let model = data.ai_model.model_id;
-            let tokens = &data.token_usage;
-            const FAMILY: Family = Family::Cost;
-            let row = set.row_for_symbol(FAMILY, window_start, tenant, [event_type, model, ""]);
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "cost_nanos",
-                nanos(data.cost.amount_usd),
-            );
-            add!(&mut row.ints, FAMILY, "prompt_tokens", tokens.prompt as i64);
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "completion_tokens",
-                tokens.completion as i64,
-            );
-            add!(&mut row.ints, FAMILY, "total_tokens", tokens.total as i64);
-            add!(&mut row.ints, FAMILY, "messages", 1);
+impl Aggregate for Volume {
+    fn family(&self) -> Family {
+        Family::Volume
+    }
 
-            const QUALITY: Family = Family::Quality;
-            let q = &data.quality;
-            let row = set.row_for_symbol(QUALITY, window_start, tenant, [model, "", ""]);
-            add!(&mut row.ints, QUALITY, "narratives", 1);
-            add!(
-                &mut row.ints,
-                QUALITY,
-                "hallucinations",
-                i64::from(q.hallucination_detected),
-            );
-            add!(
-                &mut row.ints,
-                QUALITY,
-                "facts_verified",
-                q.facts_verified as i64,
-            );
-            add!(&mut row.ints, QUALITY, "facts_total", q.facts_total as i64);
-            add!(&mut row.ints, QUALITY, "total_tokens", tokens.total as i64);
-            add_float!(
-                &mut row.floats,
-                QUALITY,
-                "confidence_sum",
-                q.confidence_score,
-            );
-            row.histogram.record(data.performance.ai_generation_ms);
-        }
-        EventData::ConversationCompleted(data) => {
-            const FAMILY: Family = Family::Engagement;
-            let row = set.row_for_symbol(FAMILY, window_start, tenant, ["", "", ""]);
-            let actions = &data.actions_taken;
-            add!(&mut row.ints, FAMILY, "conversations", 1);
-            add!(&mut row.ints, FAMILY, "messages", data.message_count as i64);
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "user_messages",
-                data.user_message_count as i64,
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "assistant_messages",
-                data.assistant_message_count as i64,
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "rated",
-                i64::from(data.satisfaction_rating.is_some()),
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "rating_sum",
-                i64::from(data.satisfaction_rating.unwrap_or(0)),
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "insight_saved",
-                i64::from(actions.insight_saved),
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "insight_shared",
-                i64::from(actions.insight_shared),
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "data_exported",
-                i64::from(actions.data_exported),
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "follow_up_created",
-                i64::from(actions.follow_up_created),
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "total_cost_nanos",
-                nanos(data.total_cost_usd),
-            );
-            add_float!(
-                &mut row.floats,
-                FAMILY,
-                "duration_seconds_sum",
-                data.duration_seconds,
-            );
-            add_float!(
-                &mut row.floats,
-                FAMILY,
-                "response_time_ms_sum",
-                data.average_response_time_ms,
-            );
-            row.histogram.record(data.duration_seconds);
-        }
-        EventData::MetricsIngested(data) => {
-            const FAMILY: Family = Family::Ingestion;
-            let row =
-                set.row_for_symbol(FAMILY, window_start, tenant, [data.source.into(), "", ""]);
-            add!(&mut row.ints, FAMILY, "batches", 1);
-            add!(&mut row.ints, FAMILY, "records", data.record_count as i64);
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "valid_records",
-                data.validation.valid as i64,
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "invalid_records",
-                data.validation.invalid as i64,
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "warnings",
-                data.validation.warnings as i64,
-            );
-            add_float!(
-                &mut row.floats,
-                FAMILY,
-                "processing_ms_sum",
-                data.processing_time_ms,
-            );
-        }
-        EventData::TenantProvisioned(data) => {
-            const FAMILY: Family = Family::Onboarding;
-            let row =
-                set.row_for_symbol(FAMILY, window_start, tenant, [data.plan, data.region, ""]);
-            add!(&mut row.ints, FAMILY, "tenants", 1);
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "sample_data_seeded",
-                i64::from(data.sample_data_seeded),
-            );
-            add_float!(
-                &mut row.floats,
-                FAMILY,
-                "provisioning_ms_sum",
-                data.provisioning_time_ms,
-            );
-            row.histogram.record(data.provisioning_time_ms);
-        }
+    fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
+        let envelope = &event.envelope;
+        let dims = [envelope.event_type.as_str(), envelope.source, ""];
+        let row = set.row_for_symbol(Family::Volume, window_start, tenant, dims);
+        add!(&mut row.ints, Family::Volume, "events", 1);
+    }
+}
+
+/// Classifications per tenant, intent, subject and measure (`classification.performed`).
+#[derive(Debug)]
+pub struct Intents;
+
+impl Aggregate for Intents {
+    fn family(&self) -> Family {
+        Family::Intents
+    }
+
+    fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
+        let EventData::ClassificationPerformed(data) = &event.data else {
+            return;
+        };
+        let c = &data.classification;
+        const FAMILY: Family = Family::Intents;
+        let dims = [c.intent.into(), c.subject.into(), c.measure.into()];
+        let row = set.row_for_symbol(FAMILY, window_start, tenant, dims);
+        add!(&mut row.ints, FAMILY, "classifications", 1);
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "low_confidence",
+            i64::from(c.confidence < LOW_CONFIDENCE),
+        );
+        add_float!(&mut row.floats, FAMILY, "confidence_sum", c.confidence);
+    }
+}
+
+/// AI cost and tokens per tenant, event type and model (`narrative.generated`).
+#[derive(Debug)]
+pub struct Cost;
+
+impl Aggregate for Cost {
+    fn family(&self) -> Family {
+        Family::Cost
+    }
+
+    fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
+        let EventData::NarrativeGenerated(data) = &event.data else {
+            return;
+        };
+        let event_type = event.envelope.event_type.as_str();
+        let model = data.ai_model.model_id;
+        let tokens = &data.token_usage;
+        const FAMILY: Family = Family::Cost;
+        let row = set.row_for_symbol(FAMILY, window_start, tenant, [event_type, model, ""]);
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "cost_nanos",
+            nanos(data.cost.amount_usd),
+        );
+        add!(&mut row.ints, FAMILY, "prompt_tokens", tokens.prompt as i64);
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "completion_tokens",
+            tokens.completion as i64,
+        );
+        add!(&mut row.ints, FAMILY, "total_tokens", tokens.total as i64);
+        add!(&mut row.ints, FAMILY, "messages", 1);
+    }
+}
+
+/// Narrative quality per tenant and model (`narrative.generated`).
+#[derive(Debug)]
+pub struct Quality;
+
+impl Aggregate for Quality {
+    fn family(&self) -> Family {
+        Family::Quality
+    }
+
+    fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
+        let EventData::NarrativeGenerated(data) = &event.data else {
+            return;
+        };
+        let model = data.ai_model.model_id;
+        let tokens = &data.token_usage;
+        const FAMILY: Family = Family::Quality;
+        let q = &data.quality;
+        let row = set.row_for_symbol(FAMILY, window_start, tenant, [model, "", ""]);
+        add!(&mut row.ints, FAMILY, "narratives", 1);
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "hallucinations",
+            i64::from(q.hallucination_detected),
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "facts_verified",
+            q.facts_verified as i64,
+        );
+        add!(&mut row.ints, FAMILY, "facts_total", q.facts_total as i64);
+        add!(&mut row.ints, FAMILY, "total_tokens", tokens.total as i64);
+        add_float!(
+            &mut row.floats,
+            FAMILY,
+            "confidence_sum",
+            q.confidence_score,
+        );
+        row.histogram.record(data.performance.ai_generation_ms);
+    }
+}
+
+/// Conversations, their messages, ratings and actions per tenant (`conversation.completed`).
+#[derive(Debug)]
+pub struct Engagement;
+
+impl Aggregate for Engagement {
+    fn family(&self) -> Family {
+        Family::Engagement
+    }
+
+    fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
+        let EventData::ConversationCompleted(data) = &event.data else {
+            return;
+        };
+        const FAMILY: Family = Family::Engagement;
+        let row = set.row_for_symbol(FAMILY, window_start, tenant, ["", "", ""]);
+        let actions = &data.actions_taken;
+        add!(&mut row.ints, FAMILY, "conversations", 1);
+        add!(&mut row.ints, FAMILY, "messages", data.message_count as i64);
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "user_messages",
+            data.user_message_count as i64,
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "assistant_messages",
+            data.assistant_message_count as i64,
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "rated",
+            i64::from(data.satisfaction_rating.is_some()),
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "rating_sum",
+            i64::from(data.satisfaction_rating.unwrap_or(0)),
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "insight_saved",
+            i64::from(actions.insight_saved),
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "insight_shared",
+            i64::from(actions.insight_shared),
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "data_exported",
+            i64::from(actions.data_exported),
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "follow_up_created",
+            i64::from(actions.follow_up_created),
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "total_cost_nanos",
+            nanos(data.total_cost_usd),
+        );
+        add_float!(
+            &mut row.floats,
+            FAMILY,
+            "duration_seconds_sum",
+            data.duration_seconds,
+        );
+        add_float!(
+            &mut row.floats,
+            FAMILY,
+            "response_time_ms_sum",
+            data.average_response_time_ms,
+        );
+        row.histogram.record(data.duration_seconds);
+    }
+}
+
+/// Metric-ingestion batches per tenant and source (`metrics.ingested`).
+#[derive(Debug)]
+pub struct Ingestion;
+
+impl Aggregate for Ingestion {
+    fn family(&self) -> Family {
+        Family::Ingestion
+    }
+
+    fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
+        let EventData::MetricsIngested(data) = &event.data else {
+            return;
+        };
+        const FAMILY: Family = Family::Ingestion;
+        let row = set.row_for_symbol(FAMILY, window_start, tenant, [data.source.into(), "", ""]);
+        add!(&mut row.ints, FAMILY, "batches", 1);
+        add!(&mut row.ints, FAMILY, "records", data.record_count as i64);
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "valid_records",
+            data.validation.valid as i64,
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "invalid_records",
+            data.validation.invalid as i64,
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "warnings",
+            data.validation.warnings as i64,
+        );
+        add_float!(
+            &mut row.floats,
+            FAMILY,
+            "processing_ms_sum",
+            data.processing_time_ms,
+        );
+    }
+}
+
+/// Tenants provisioned per plan and region (`tenant.provisioned`).
+#[derive(Debug)]
+pub struct Onboarding;
+
+impl Aggregate for Onboarding {
+    fn family(&self) -> Family {
+        Family::Onboarding
+    }
+
+    fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
+        let EventData::TenantProvisioned(data) = &event.data else {
+            return;
+        };
+        const FAMILY: Family = Family::Onboarding;
+        let row = set.row_for_symbol(FAMILY, window_start, tenant, [data.plan, data.region, ""]);
+        add!(&mut row.ints, FAMILY, "tenants", 1);
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "sample_data_seeded",
+            i64::from(data.sample_data_seeded),
+        );
+        add_float!(
+            &mut row.floats,
+            FAMILY,
+            "provisioning_ms_sum",
+            data.provisioning_time_ms,
+        );
+        row.histogram.record(data.provisioning_time_ms);
     }
 }
 
@@ -255,74 +341,79 @@ pub struct ReadMessage<'a> {
     pub duplicate: bool,
 }
 
-/// Counts a message read from a topic (valid or not, duplicate or not).
-pub fn record_read(set: &mut WindowSet, message: &ReadMessage<'_>) {
-    const FAMILY: Family = Family::Publish;
-    let row = set.row_for(
-        FAMILY,
-        message.window_start,
-        message.tenant,
-        [message.source, message.topic, ""],
-    );
-    add!(&mut row.ints, FAMILY, "submitted", 1);
-    add!(
-        &mut row.ints,
-        FAMILY,
-        "rejected",
-        i64::from(message.rejected.is_some()),
-    );
-    add!(
-        &mut row.ints,
-        FAMILY,
-        "duplicates",
-        i64::from(message.duplicate),
-    );
-    if let Some(reason) = message.rejected {
-        const FAMILY: Family = Family::DeadLetters;
-        let dims = [reason.as_str(), message.event_type, message.topic];
+/// Messages read, rejected and resent per tenant, source and topic (broker time): the
+/// publish success rate.
+#[derive(Debug)]
+pub struct Publish;
+
+impl Aggregate for Publish {
+    fn family(&self) -> Family {
+        Family::Publish
+    }
+
+    fn on_read(&self, set: &mut WindowSet, message: &ReadMessage<'_>) {
+        const FAMILY: Family = Family::Publish;
+        let dims = [message.source, message.topic, ""];
+        let row = set.row_for(FAMILY, message.window_start, message.tenant, dims);
+        add!(&mut row.ints, FAMILY, "submitted", 1);
         add!(
-            &mut set
-                .row_for(FAMILY, message.window_start, message.tenant, dims)
-                .ints,
+            &mut row.ints,
             FAMILY,
-            "messages",
-            1,
+            "rejected",
+            i64::from(message.rejected.is_some()),
+        );
+        add!(
+            &mut row.ints,
+            FAMILY,
+            "duplicates",
+            i64::from(message.duplicate),
         );
     }
 }
 
-/// Records how long an event took to become durable at `consumer`.
-pub fn record_latency(
-    set: &mut WindowSet,
-    window_start: i64,
-    tenant: &str,
-    event_type: &str,
-    consumer: &str,
-    latency_ms: f64,
-) {
-    let tenant = set.symbol(tenant);
-    record_latency_for(set, window_start, tenant, event_type, consumer, latency_ms);
+/// Messages sent to the dead-letter path per reason, event type and topic (broker time).
+#[derive(Debug)]
+pub struct DeadLetters;
+
+impl Aggregate for DeadLetters {
+    fn family(&self) -> Family {
+        Family::DeadLetters
+    }
+
+    fn on_read(&self, set: &mut WindowSet, message: &ReadMessage<'_>) {
+        const FAMILY: Family = Family::DeadLetters;
+        let Some(reason) = message.rejected else {
+            return;
+        };
+        let dims = [reason.as_str(), message.event_type, message.topic];
+        let row = set.row_for(FAMILY, message.window_start, message.tenant, dims);
+        add!(&mut row.ints, FAMILY, "messages", 1);
+    }
 }
 
-/// Like [`record_latency`], for a tenant already interned.
-pub fn record_latency_for(
-    set: &mut WindowSet,
-    window_start: i64,
-    tenant: super::Symbol,
-    event_type: &str,
-    consumer: &str,
-    latency_ms: f64,
-) {
-    const FAMILY: Family = Family::Latency;
-    let row = set.row_for_symbol(FAMILY, window_start, tenant, [event_type, consumer, ""]);
-    add!(&mut row.ints, FAMILY, "events", 1);
-    add_float!(&mut row.floats, FAMILY, "latency_ms_sum", latency_ms);
-    row.histogram.record(latency_ms);
+/// Event-to-durable latency per tenant, event type and consumer, as a mergeable histogram.
+#[derive(Debug)]
+pub struct Latency;
+
+impl Aggregate for Latency {
+    fn family(&self) -> Family {
+        Family::Latency
+    }
+
+    fn on_durable(&self, set: &mut WindowSet, output: &Durable<'_>) {
+        const FAMILY: Family = Family::Latency;
+        let dims = [output.event_type, output.consumer, ""];
+        let row = set.row_for_symbol(FAMILY, output.window_start, output.tenant, dims);
+        add!(&mut row.ints, FAMILY, "events", 1);
+        add_float!(&mut row.floats, FAMILY, "latency_ms_sum", output.latency_ms);
+        row.histogram.record(output.latency_ms);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Aggregates;
     use salestalk_contracts::{parse, validate};
 
     const EXAMPLES: &str = include_str!("../../../contracts/tests/corpus/spec-examples.jsonl");
@@ -332,7 +423,7 @@ mod tests {
         for line in EXAMPLES.lines() {
             let value = parse(line.as_bytes()).expect("json");
             let event = validate(&value).expect("valid");
-            record_event(&mut set, &event, 0);
+            Aggregates::default().on_event(&mut set, &event, 0);
         }
         set
     }
@@ -418,15 +509,15 @@ mod tests {
             rejected: None,
             duplicate: false,
         };
-        record_read(&mut set, &ok);
-        record_read(
+        Aggregates::default().on_read(&mut set, &ok);
+        Aggregates::default().on_read(
             &mut set,
             &ReadMessage {
                 rejected: Some(DeadLetterReason::SchemaViolation),
                 ..ok
             },
         );
-        record_read(
+        Aggregates::default().on_read(
             &mut set,
             &ReadMessage {
                 tenant: "",
@@ -437,7 +528,7 @@ mod tests {
             },
         );
         let key = set.key(Family::Publish, 60, "a", ["s", "t", ""]);
-        record_read(
+        Aggregates::default().on_read(
             &mut set,
             &ReadMessage {
                 duplicate: true,
@@ -458,8 +549,17 @@ mod tests {
     #[test]
     fn latency_is_recorded_per_consumer() {
         let mut set = WindowSet::default();
-        record_latency(&mut set, 0, "a", "x.y.v1", "clickhouse", 1500.0);
-        record_latency(&mut set, 0, "a", "x.y.v1", "clickhouse", 500.0);
+        let tenant = set.symbol("a");
+        for latency_ms in [1500.0, 500.0] {
+            let output = Durable {
+                window_start: 0,
+                tenant,
+                event_type: "x.y.v1",
+                consumer: "clickhouse",
+                latency_ms,
+            };
+            Aggregates::default().on_durable(&mut set, &output);
+        }
         let key = set.key(Family::Latency, 0, "a", ["x.y.v1", "clickhouse", ""]);
         let row = set.get(&key).expect("row");
         assert_eq!(

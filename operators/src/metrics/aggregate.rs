@@ -1,0 +1,159 @@
+//! The windowed-aggregate operators and the set of them a pipeline runs.
+//!
+//! A task (one source partition) decides what each message is (a counted event, a resend, a
+//! late or rejected message) and then hands it to every configured [`Aggregate`]; each one
+//! folds it into the window rows of its metric family. Which aggregates run is configuration
+//! (`graph.aggregates`): adding one is a type implementing [`Aggregate`] plus a line in
+//! [`BUILT_IN`], with no change to the task or the runtime.
+
+use std::fmt;
+use std::sync::Arc;
+
+use salestalk_contracts::Event;
+
+use super::family::Family;
+use super::record::{
+    Cost, DeadLetters, Engagement, Ingestion, Intents, Latency, Onboarding, Publish, Quality,
+    ReadMessage, Volume,
+};
+use super::windows::{Symbol, WindowSet};
+
+/// An output made durable: what the latency aggregate measures.
+#[derive(Debug, Clone, Copy)]
+pub struct Durable<'a> {
+    /// Window the output was counted in (event time for events, broker time otherwise).
+    pub window_start: i64,
+    /// Tenant, interned.
+    pub tenant: Symbol,
+    /// Event type, or `""` when unreadable.
+    pub event_type: &'a str,
+    /// The sink that made it durable.
+    pub consumer: &'a str,
+    /// From the event's (trusted) time to durability, in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// A windowed aggregate operator: pure and synchronous, called for every message of a batch
+/// in offset order. Every method defaults to doing nothing, so an aggregate implements only
+/// the moments it cares about.
+pub trait Aggregate: fmt::Debug + Send + Sync {
+    /// The metric family whose window rows it writes; its layout name is the aggregate's
+    /// name in configuration.
+    fn family(&self) -> Family;
+
+    /// A valid, first-seen event, counted in the window starting at `window_start` (Unix s).
+    fn on_event(&self, _set: &mut WindowSet, _event: &Event<'_>, _tenant: Symbol, _window: i64) {}
+
+    /// Any message read from a source: valid or not, first-seen or not (broker time).
+    fn on_read(&self, _set: &mut WindowSet, _message: &ReadMessage<'_>) {}
+
+    /// An output made durable by a sink.
+    fn on_durable(&self, _set: &mut WindowSet, _output: &Durable<'_>) {}
+}
+
+/// Every aggregate this build knows, in storage order.
+pub const BUILT_IN: [&'static dyn Aggregate; 10] = [
+    &Volume,
+    &Cost,
+    &Intents,
+    &Engagement,
+    &Quality,
+    &Ingestion,
+    &Onboarding,
+    &Latency,
+    &Publish,
+    &DeadLetters,
+];
+
+/// The aggregates a pipeline runs, shared by all its tasks.
+#[derive(Debug, Clone)]
+pub struct Aggregates(Arc<[&'static dyn Aggregate]>);
+
+impl Default for Aggregates {
+    /// All of them.
+    fn default() -> Self {
+        Self(BUILT_IN.into())
+    }
+}
+
+impl Aggregates {
+    /// The aggregates named (by family name, e.g. `volume`), in that order; or every name
+    /// that is unknown or repeated, each with what was wrong.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Self, Vec<String>> {
+        let mut chosen: Vec<&'static dyn Aggregate> = Vec::new();
+        let mut problems = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            match BUILT_IN.iter().find(|a| a.family().layout().name == name) {
+                None => problems.push(format!(
+                    "unknown aggregate '{name}' (known: {})",
+                    Self::known_names().join(", ")
+                )),
+                Some(a) if chosen.iter().any(|c| c.family() == a.family()) => {
+                    problems.push(format!("aggregate '{name}' is listed twice"));
+                }
+                Some(a) => chosen.push(*a),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self(chosen.into()))
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The names configuration accepts.
+    pub fn known_names() -> Vec<&'static str> {
+        BUILT_IN.iter().map(|a| a.family().layout().name).collect()
+    }
+
+    /// Whether the aggregate of `family` runs.
+    pub fn includes(&self, family: Family) -> bool {
+        self.0.iter().any(|a| a.family() == family)
+    }
+
+    /// Hands a counted event to every aggregate.
+    pub fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, window_start: i64) {
+        // Interned once: every row this event touches shares it.
+        let tenant = set.symbol(event.envelope.tenant_id);
+        for aggregate in self.0.iter() {
+            aggregate.on_event(set, event, tenant, window_start);
+        }
+    }
+
+    /// Hands a message read to every aggregate.
+    pub fn on_read(&self, set: &mut WindowSet, message: &ReadMessage<'_>) {
+        for aggregate in self.0.iter() {
+            aggregate.on_read(set, message);
+        }
+    }
+
+    /// Hands a durable output to every aggregate.
+    pub fn on_durable(&self, set: &mut WindowSet, output: &Durable<'_>) {
+        for aggregate in self.0.iter() {
+            aggregate.on_durable(set, output);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_exactly_one_built_in_aggregate() {
+        let families: Vec<Family> = BUILT_IN.iter().map(|a| a.family()).collect();
+        assert_eq!(families, Family::ALL);
+    }
+
+    #[test]
+    fn names_are_checked_and_every_problem_is_listed() {
+        let chosen = Aggregates::from_names(&["volume", "cost"]).expect("known names");
+        assert!(chosen.includes(Family::Cost) && !chosen.includes(Family::Latency));
+        let problems =
+            Aggregates::from_names(&["volume", "costs", "volume", "nope"]).expect_err("bad names");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("'costs'") && problems[0].contains("known: volume, cost"));
+        assert!(problems[1].contains("listed twice"));
+    }
+}
