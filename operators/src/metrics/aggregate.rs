@@ -9,7 +9,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use salestalk_contracts::Event;
+use salestalk_contracts::{Event, EventType};
+use strum::VariantArray;
 
 use super::family::Family;
 use super::record::{
@@ -41,6 +42,11 @@ pub trait Aggregate: fmt::Debug + Send + Sync {
     /// name in configuration.
     fn family(&self) -> Family;
 
+    /// Whether it reads counted events of `event_type` (`on_event` is called only for those).
+    fn reads(&self, _event_type: EventType) -> bool {
+        false
+    }
+
     /// A valid, first-seen event, counted in the window starting at `window_start` (Unix s).
     fn on_event(&self, _set: &mut WindowSet, _event: &Event<'_>, _tenant: Symbol, _window: i64) {}
 
@@ -67,12 +73,16 @@ pub const BUILT_IN: [&'static dyn Aggregate; 10] = [
 
 /// The aggregates a pipeline runs, shared by all its tasks.
 #[derive(Debug, Clone)]
-pub struct Aggregates(Arc<[&'static dyn Aggregate]>);
+pub struct Aggregates {
+    all: Arc<[&'static dyn Aggregate]>,
+    /// Per event type, the aggregates that read its events: an event is handed only to those.
+    by_event_type: Arc<[Vec<&'static dyn Aggregate>]>,
+}
 
 impl Default for Aggregates {
     /// All of them.
     fn default() -> Self {
-        Self(BUILT_IN.into())
+        Self::new(BUILT_IN.to_vec())
     }
 }
 
@@ -96,9 +106,20 @@ impl Aggregates {
             }
         }
         if problems.is_empty() {
-            Ok(Self(chosen.into()))
+            Ok(Self::new(chosen))
         } else {
             Err(problems)
+        }
+    }
+
+    fn new(all: Vec<&'static dyn Aggregate>) -> Self {
+        let by_event_type = EventType::VARIANTS
+            .iter()
+            .map(|t| all.iter().copied().filter(|a| a.reads(*t)).collect())
+            .collect();
+        Self {
+            all: all.into(),
+            by_event_type,
         }
     }
 
@@ -109,28 +130,29 @@ impl Aggregates {
 
     /// Whether the aggregate of `family` runs.
     pub fn includes(&self, family: Family) -> bool {
-        self.0.iter().any(|a| a.family() == family)
+        self.all.iter().any(|a| a.family() == family)
     }
 
     /// Hands a counted event to every aggregate.
     pub fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, window_start: i64) {
         // Interned once: every row this event touches shares it.
         let tenant = set.symbol(event.envelope.tenant_id);
-        for aggregate in self.0.iter() {
+        let readers = &self.by_event_type[event.envelope.event_type as usize];
+        for aggregate in readers {
             aggregate.on_event(set, event, tenant, window_start);
         }
     }
 
     /// Hands a message read to every aggregate.
     pub fn on_read(&self, set: &mut WindowSet, message: &ReadMessage<'_>) {
-        for aggregate in self.0.iter() {
+        for aggregate in self.all.iter() {
             aggregate.on_read(set, message);
         }
     }
 
     /// Hands a durable output to every aggregate.
     pub fn on_durable(&self, set: &mut WindowSet, output: &Durable<'_>) {
-        for aggregate in self.0.iter() {
+        for aggregate in self.all.iter() {
             aggregate.on_durable(set, output);
         }
     }

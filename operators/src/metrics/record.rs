@@ -1,7 +1,7 @@
 //! The built-in aggregates: how each message updates the window rows of one family. Pure
 //! functions over a [`WindowSet`]; the task decides the window and whether the event counts.
 
-use salestalk_contracts::{Event, EventData};
+use salestalk_contracts::{Event, EventData, EventType};
 
 use crate::dead_letter::DeadLetterReason;
 
@@ -42,6 +42,10 @@ impl Aggregate for Volume {
         Family::Volume
     }
 
+    fn reads(&self, _event_type: EventType) -> bool {
+        true
+    }
+
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
         let envelope = &event.envelope;
         let dims = [envelope.event_type.as_str(), envelope.source, ""];
@@ -57,6 +61,10 @@ pub struct Intents;
 impl Aggregate for Intents {
     fn family(&self) -> Family {
         Family::Intents
+    }
+
+    fn reads(&self, event_type: EventType) -> bool {
+        event_type == EventType::ClassificationPerformedV1
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
@@ -85,6 +93,10 @@ pub struct Cost;
 impl Aggregate for Cost {
     fn family(&self) -> Family {
         Family::Cost
+    }
+
+    fn reads(&self, event_type: EventType) -> bool {
+        event_type == EventType::NarrativeGeneratedV1
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
@@ -121,6 +133,10 @@ pub struct Quality;
 impl Aggregate for Quality {
     fn family(&self) -> Family {
         Family::Quality
+    }
+
+    fn reads(&self, event_type: EventType) -> bool {
+        event_type == EventType::NarrativeGeneratedV1
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
@@ -164,6 +180,10 @@ pub struct Engagement;
 impl Aggregate for Engagement {
     fn family(&self) -> Family {
         Family::Engagement
+    }
+
+    fn reads(&self, event_type: EventType) -> bool {
+        event_type == EventType::ConversationCompletedV1
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
@@ -254,6 +274,10 @@ impl Aggregate for Ingestion {
         Family::Ingestion
     }
 
+    fn reads(&self, event_type: EventType) -> bool {
+        event_type == EventType::MetricsIngestedV1
+    }
+
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
         let EventData::MetricsIngested(data) = &event.data else {
             return;
@@ -296,6 +320,10 @@ pub struct Onboarding;
 impl Aggregate for Onboarding {
     fn family(&self) -> Family {
         Family::Onboarding
+    }
+
+    fn reads(&self, event_type: EventType) -> bool {
+        event_type == EventType::TenantProvisionedV1
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
