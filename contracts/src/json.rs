@@ -7,6 +7,7 @@
 //! serde_json itself, so syntax, UTF-8, number and nesting rules are exactly serde_json's.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -37,9 +38,26 @@ pub enum Json<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Object<'a> {
     members: Vec<(Cow<'a, str>, Json<'a>)>,
+    /// Whether some name is given more than once (rare; then iteration skips the earlier ones).
+    repeats: bool,
 }
 
 impl<'a> Object<'a> {
+    fn new(members: Vec<(Cow<'a, str>, Json<'a>)>) -> Self {
+        // Event objects are small: compare pairwise without allocating. A large (possibly
+        // hostile, 100,000-member) object takes a set, so the check stays linear.
+        let repeats = if members.len() <= 16 {
+            let names = || members.iter().map(|(name, _)| name);
+            names()
+                .enumerate()
+                .any(|(i, name)| names().skip(i + 1).any(|other| other == name))
+        } else {
+            let mut names = HashSet::with_capacity(members.len());
+            !members.iter().all(|(name, _)| names.insert(name.as_ref()))
+        };
+        Self { members, repeats }
+    }
+
     /// The value of member `key`, if present.
     pub fn get(&self, key: &str) -> Option<&Json<'a>> {
         self.members
@@ -57,13 +75,18 @@ impl<'a> Object<'a> {
     /// The members in document order; of a repeated name, only the last (what [`Self::get`]
     /// returns), as a map would keep them.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
+        let last: Option<HashMap<&str, usize>> = self.repeats.then(|| {
+            let by_name = self.members.iter().enumerate();
+            by_name.map(|(i, (name, _))| (name.as_ref(), i)).collect()
+        });
         self.members
             .iter()
             .enumerate()
-            .filter_map(|(i, (name, value))| {
-                let repeated_later = self.members[i + 1..].iter().any(|(n, _)| n == name);
-                (!repeated_later).then_some((name.as_ref(), value))
+            .filter(move |(i, (name, _))| {
+                last.as_ref()
+                    .is_none_or(|last| last.get(name.as_ref()) == Some(i))
             })
+            .map(|(_, (name, value))| (name.as_ref(), value))
     }
 
     /// How many distinct member names the object has.
@@ -143,12 +166,11 @@ impl<'a> From<&'a serde_json::Value> for Json<'a> {
             serde_json::Value::Number(n) => Json::Number(n.clone()),
             serde_json::Value::String(s) => Json::String(Cow::Borrowed(s)),
             serde_json::Value::Array(items) => Json::Array(items.iter().map(Json::from).collect()),
-            serde_json::Value::Object(map) => Json::Object(Object {
-                members: map
-                    .iter()
+            serde_json::Value::Object(map) => Json::Object(Object::new(
+                map.iter()
                     .map(|(k, v)| (Cow::Borrowed(k.as_str()), Json::from(v)))
                     .collect(),
-            }),
+            )),
         }
     }
 }
@@ -241,7 +263,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
         while let Some(name) = map.next_key_seed(Name)? {
             members.push((name, map.next_value()?));
         }
-        Ok(Json::Object(Object { members }))
+        Ok(Json::Object(Object::new(members)))
     }
 }
 
@@ -303,6 +325,31 @@ mod tests {
         assert_eq!(json.get("a"), Some(&Json::Number(3.into())));
         assert_eq!(json, Json::from(&value));
         assert_eq!(serde_json::to_value(&json).expect("serialises"), value);
+    }
+
+    #[test]
+    fn a_huge_object_is_read_in_linear_time() {
+        let members: Vec<String> = (0..200_000).map(|i| format!("\"k{i}\": {i}")).collect();
+        let text = format!("{{{}, \"k7\": \"last\"}}", members.join(","));
+        let json = parse(&text);
+        let object = json.as_object().expect("object");
+        // A quadratic walk over the members would take minutes here.
+        assert_eq!(object.len(), 200_000);
+        assert_eq!(object.get("k7").and_then(Json::as_str), Some("last"));
+        assert_eq!(object.iter().filter(|(name, _)| *name == "k7").count(), 1);
+    }
+
+    #[test]
+    fn repeats_are_found_in_small_and_large_objects() {
+        for size in [2, 16, 17, 40] {
+            let mut members: Vec<String> = (0..size).map(|i| format!("\"k{i}\": {i}")).collect();
+            members.push("\"k1\": \"again\"".to_string());
+            let text = format!("{{{}}}", members.join(","));
+            let json = parse(&text);
+            let object = json.as_object().expect("object");
+            assert_eq!(object.len(), size, "{size}");
+            assert_eq!(object.get("k1").and_then(Json::as_str), Some("again"));
+        }
     }
 
     #[test]
