@@ -7,6 +7,8 @@
 //! durable in one block, with the checkpoint that goes in the same atomic insert
 //! (`docs/adr/0004-exact-metrics-without-two-phase-commit.md`).
 
+use std::collections::BTreeMap;
+
 use salestalk_contracts::Json;
 use salestalk_contracts::{Event, EventType, check, parse, reason_for, validate};
 
@@ -104,6 +106,10 @@ pub struct DeadLetter {
     pub tenant_id: String,
     /// Event type, when readable.
     pub event_type: String,
+    /// `eventId`, when readable.
+    pub event_id: String,
+    /// Attempts made to deliver it before it was given up (1 for a message refused at once).
+    pub attempts: u32,
     /// The message as received.
     pub raw: Vec<u8>,
 }
@@ -166,8 +172,21 @@ pub struct Task {
     archive: Vec<ArchivedEvent>,
     dead_letters: Vec<DeadLetter>,
     pending_latency: Vec<Pending>,
+    pending_bytes: usize,
+    refused: BTreeMap<i64, Refused>,
     messages: u64,
     duplicates: u64,
+}
+
+/// A message a sink refused earlier: on replay it goes straight to the dead-letter path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// `sink_rejected` or `retries_exhausted`.
+    pub reason: DeadLetterReason,
+    /// The sink's error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
 }
 
 impl Task {
@@ -189,6 +208,8 @@ impl Task {
             archive: Vec::new(),
             dead_letters: Vec::new(),
             pending_latency: Vec::new(),
+            pending_bytes: 0,
+            refused: BTreeMap::new(),
             messages: 0,
             duplicates: 0,
         }
@@ -216,6 +237,19 @@ impl Task {
     /// Puts back an `eventId` counted before the checkpoint.
     pub fn restore_seen(&mut self, event_id: u128, at_ms: i64) {
         self.seen.first_sighting(event_id, at_ms);
+    }
+
+    /// Marks the message at `offset` (at or after the checkpoint) as refused by a sink, so
+    /// that replaying it dead-letters it instead of counting it.
+    pub fn restore_refused(&mut self, offset: i64, refused: Refused) {
+        if offset >= self.checkpoint.next_offset {
+            self.refused.insert(offset, refused);
+        }
+    }
+
+    /// Bytes of raw messages waiting for the next flush (archive and dead letters).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Where the task is.
@@ -261,6 +295,7 @@ impl Task {
             }
             self.checkpoint.next_offset = message.offset + 1;
             self.messages += 1;
+            self.pending_bytes += message.payload.map_or(0, <[u8]>::len);
             self.process_one(message);
         }
     }
@@ -285,6 +320,21 @@ impl Task {
             self.settings.allowed_lateness_ms,
         ));
 
+        if let Some(refused) = self.refused.remove(&message.offset) {
+            self.reject(
+                message,
+                broker_ms,
+                broker_window,
+                parsed.as_ref(),
+                refused.reason,
+                refused.error,
+                payload,
+            );
+            if let Some(letter) = self.dead_letters.last_mut() {
+                letter.attempts = refused.attempts;
+            }
+            return;
+        }
         let value = match parsed {
             Some(value) => value,
             None => {
@@ -374,6 +424,8 @@ impl Task {
                 error,
                 tenant_id: envelope.tenant_id.to_string(),
                 event_type: envelope.event_type.as_str().to_string(),
+                event_id: envelope.event_id.to_string(),
+                attempts: 1,
                 raw: payload.to_vec(),
             });
             self.pending_latency.push(Pending {
@@ -435,10 +487,11 @@ impl Task {
                 .and_then(Json::as_str)
                 .unwrap_or("")
         };
-        let (tenant, source, event_type) = (
+        let (tenant, source, event_type, event_id) = (
             readable("tenantId"),
             readable("source"),
             readable("eventType"),
+            readable("eventId"),
         );
         let read = ReadMessage {
             window_start: broker_window,
@@ -466,6 +519,8 @@ impl Task {
             error,
             tenant_id: tenant.to_string(),
             event_type: event_type.to_string(),
+            event_id: event_id.to_string(),
+            attempts: 1,
             raw: payload.to_vec(),
         });
     }
@@ -516,6 +571,7 @@ impl Task {
         if let Some(wm) = self.checkpoint.event_watermark_ms {
             self.seen.forget_before(wm - self.settings.dedup_horizon_ms);
         }
+        self.pending_bytes = 0;
         Flush {
             topic: self.topic.clone(),
             partition: self.partition,

@@ -5,3 +5,4 @@
 //! ClickHouse for users). The metric tables and batched inserts build on it.
 
 pub mod clickhouse;
+pub mod retry;

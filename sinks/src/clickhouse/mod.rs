@@ -49,9 +49,16 @@ pub enum ClickHouseError {
         /// The client's error.
         source: clickhouse::error::Error,
     },
+    /// The server answered with an error that goes away by itself (too many parts, memory
+    /// or query limits, timeouts): try again later.
+    #[error("ClickHouse is busy: {0}")]
+    Busy(clickhouse::error::Error),
     /// The server answered with an error: retrying the same request will not help.
     #[error("ClickHouse rejected the request: {0}")]
     Rejected(clickhouse::error::Error),
+    /// Rows were refused (by [`Endpoint::write_flushes`], which does not isolate them).
+    #[error("ClickHouse refused rows: {0}")]
+    Refused(String),
     /// The server's version string could not be understood.
     #[error("unrecognised ClickHouse version '{0}'")]
     UnknownVersion(String),
@@ -60,21 +67,64 @@ pub enum ClickHouseError {
 impl ClickHouseError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(self, Self::Unavailable { .. } | Self::Busy(_))
     }
 
-    fn classify(url: &str, error: clickhouse::error::Error) -> Self {
+    /// Sorts a client error: no answer is unavailability, an answer is judged by its code.
+    pub(crate) fn classify(url: &str, error: clickhouse::error::Error) -> Self {
+        use clickhouse::error::Error;
         match error {
-            clickhouse::error::Error::BadResponse(_) => Self::Rejected(error),
-            other => Self::Unavailable {
-                url: url.to_string(),
-                source: other,
+            Error::BadResponse(ref text) => match server_code(text) {
+                Some(code) if TRANSIENT_CODES.contains(&code) => Self::Busy(error),
+                _ => Self::Rejected(error),
             },
+            Error::Network(_) | Error::TimedOut => Self::Unavailable {
+                url: url.to_string(),
+                source: error,
+            },
+            // Everything else is about the request itself (encoding, schema, parameters).
+            other => Self::Rejected(other),
         }
     }
 }
 
+impl crate::retry::Transient for ClickHouseError {
+    fn is_retryable(&self) -> bool {
+        ClickHouseError::is_retryable(self)
+    }
+}
+
+/// Server error codes that go away by themselves (from ClickHouse's `ErrorCodes.cpp`):
+/// timeouts (159 TIMEOUT_EXCEEDED, 209 SOCKET_TIMEOUT, 210 NETWORK_ERROR), load
+/// (202 TOO_MANY_SIMULTANEOUS_QUERIES, 203 NO_FREE_CONNECTION, 241 MEMORY_LIMIT_EXCEEDED,
+/// 252 TOO_MANY_PARTS), replication and shutdown (242 TABLE_IS_READ_ONLY,
+/// 279 ALL_CONNECTION_TRIES_FAILED, 319 UNKNOWN_STATUS_OF_INSERT, 394 QUERY_WAS_CANCELLED,
+/// 425 SYSTEM_ERROR, 999 KEEPER_EXCEPTION).
+const TRANSIENT_CODES: [u32; 13] = [
+    159, 202, 203, 209, 210, 241, 242, 252, 279, 319, 394, 425, 999,
+];
+
+/// ClickHouse's error code for adding a column that exists.
+const DUPLICATE_COLUMN: u32 = 44;
+
+/// The `Code: N` a ClickHouse error message starts with, if any.
+fn server_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + "Code: ".len()..];
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..digits].parse().ok()
+}
+
 impl Endpoint {
+    /// Whether the server answers at all (`SELECT 1`), for telling an outage from a refusal.
+    pub async fn ping(&self) -> Result<(), ClickHouseError> {
+        self.server_client()
+            .query("SELECT 1")
+            .fetch_one::<u8>()
+            .await
+            .map(|_| ())
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
     /// A client for the server, without a database selected.
     ///
     /// Validation is off because its probing sends a setting ClickHouse 18.16 rejects
@@ -129,7 +179,14 @@ impl Endpoint {
                 continue;
             }
             for statement in &migration.statements {
-                client.query(statement).execute().await.map_err(classify)?;
+                match client.query(statement).execute().await.map_err(classify) {
+                    // A migration interrupted after adding a column left it there; servers
+                    // before 19.x have no `ADD COLUMN IF NOT EXISTS`.
+                    Err(ClickHouseError::Rejected(clickhouse::error::Error::BadResponse(text)))
+                        if statement.contains(" ADD COLUMN ")
+                            && server_code(&text) == Some(DUPLICATE_COLUMN) => {}
+                    other => other?,
+                }
             }
             client
                 .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
@@ -181,5 +238,33 @@ impl Endpoint {
             .execute()
             .await
             .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classified(text: &str) -> ClickHouseError {
+        ClickHouseError::classify("u", clickhouse::error::Error::BadResponse(text.into()))
+    }
+
+    #[test]
+    fn server_errors_are_judged_by_their_code() {
+        let busy = classified("Code: 252, e.displayText() = DB::Exception: Too many parts (300)");
+        assert!(matches!(busy, ClickHouseError::Busy(_)) && busy.is_retryable());
+        let refused = classified("Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf'");
+        assert!(matches!(refused, ClickHouseError::Rejected(_)) && !refused.is_retryable());
+        assert!(!classified("no code at all").is_retryable());
+        assert_eq!(server_code("Code: 60. DB::Exception: Table x doesn't exist"), Some(60));
+        assert_eq!(server_code("Code: "), None);
+    }
+
+    #[test]
+    fn no_answer_is_unavailability_and_a_bad_request_is_permanent() {
+        let timed_out = ClickHouseError::classify("u", clickhouse::error::Error::TimedOut);
+        assert!(timed_out.is_retryable());
+        let custom = ClickHouseError::classify("u", clickhouse::error::Error::Custom("x".into()));
+        assert!(!custom.is_retryable());
     }
 }

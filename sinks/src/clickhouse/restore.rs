@@ -4,7 +4,8 @@
 use clickhouse::Row;
 use salestalk_operators::histogram::LogHistogram;
 use salestalk_operators::metrics::{Family, WINDOW_SECONDS, WindowValue, window_start};
-use salestalk_operators::task::{Checkpoint, Task, TaskSettings};
+use salestalk_operators::dead_letter::DeadLetterReason;
+use salestalk_operators::task::{Checkpoint, Refused, Task, TaskSettings};
 use serde::Deserialize;
 
 use super::schema::CHECKPOINT_FAMILY;
@@ -32,6 +33,14 @@ struct OpenRow {
 }
 
 #[derive(Debug, Row, Deserialize)]
+struct RefusedRow {
+    offset: i64,
+    reason: String,
+    error: String,
+    attempts: u32,
+}
+
+#[derive(Debug, Row, Deserialize)]
 struct SeenRow {
     event_id: String,
     timestamp_ms: i64,
@@ -53,6 +62,13 @@ pub const OPEN_ROWS_QUERY: &str = "SELECT family, toUInt32(window_start) AS wind
 /// earliest event time kept (Unix ms).
 pub const SEEN_QUERY: &str = "SELECT event_id, timestamp_ms FROM events_raw \
      WHERE topic = ? AND partition = ? AND offset < ? AND timestamp_ms >= ?";
+
+/// Messages at or after a task's checkpoint that a sink refused: replaying them dead-letters
+/// them again instead of counting them (ADR 0006). Binds: topic, partition, checkpoint offset.
+pub const REFUSED_QUERY: &str = "SELECT offset, argMax(reason, written_at_ms) AS reason, \
+     argMax(error, written_at_ms) AS error, max(attempts) AS attempts FROM dead_letters \
+     WHERE topic = ? AND partition = ? AND offset >= ? \
+     AND reason IN ('sink_rejected', 'retries_exhausted') GROUP BY offset";
 
 fn optional_ms(value: Option<&i64>) -> Option<i64> {
     value.copied().filter(|v| *v != i64::MIN)
@@ -77,8 +93,18 @@ impl Endpoint {
             .fetch_optional()
             .await
             .map_err(classify)?;
+        let refused: Vec<RefusedRow> = client
+            .query(REFUSED_QUERY)
+            .bind(topic)
+            .bind(partition)
+            .bind(latest.as_ref().and_then(|l| l.ints.first()).copied().unwrap_or(0))
+            .fetch_all()
+            .await
+            .map_err(classify)?;
         let Some(latest) = latest else {
-            return Ok(Task::new(topic, partition, settings, Checkpoint::default()));
+            let mut fresh = Task::new(topic, partition, settings, Checkpoint::default());
+            mark_refused(&mut fresh, refused);
+            return Ok(fresh);
         };
         let checkpoint = Checkpoint {
             next_offset: latest.ints.first().copied().unwrap_or(0),
@@ -87,6 +113,7 @@ impl Endpoint {
             epoch: latest.epoch,
         };
         let mut restored = Task::new(topic, partition, settings, checkpoint);
+        mark_refused(&mut restored, refused);
 
         // Rows of windows that may still change; older ones are final and stay on disk only.
         let open_from = |watermark: Option<i64>| {
@@ -144,5 +171,23 @@ impl Endpoint {
             }
         }
         Ok(restored)
+    }
+}
+
+fn mark_refused(task: &mut Task, rows: Vec<RefusedRow>) {
+    for row in rows {
+        let reason = if row.reason == DeadLetterReason::RetriesExhausted.as_str() {
+            DeadLetterReason::RetriesExhausted
+        } else {
+            DeadLetterReason::SinkRejected
+        };
+        task.restore_refused(
+            row.offset,
+            Refused {
+                reason,
+                error: row.error,
+                attempts: row.attempts,
+            },
+        );
     }
 }

@@ -113,6 +113,26 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
             name: "public views",
             statements: views(database),
         },
+        Migration {
+            version: 3,
+            name: "dead-letter queue: readable event id, redrive and discard actions",
+            statements: vec![
+                format!("ALTER TABLE {database}.dead_letters ADD COLUMN event_id String"),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {database}.dead_letter_actions (\n\
+                     topic {low},\n\
+                     partition Int32,\n\
+                     offset Int64,\n\
+                     action {low},\n\
+                     acted_at DateTime('UTC'),\n\
+                     acted_at_ms UInt64,\n\
+                     note String\n\
+                     ) ENGINE = ReplacingMergeTree(acted_at_ms)\n\
+                     ORDER BY (topic, partition, offset){}",
+                    ttl("acted_at", 14)
+                ),
+            ],
+        },
     ]
 }
 
@@ -287,6 +307,44 @@ pub fn views(database: &str) -> Vec<String> {
             quantile_sql("buckets", "counts", 0.5),
             quantile_sql("buckets", "counts", 0.95),
             quantile_sql("buckets", "counts", 0.99),
+        ),
+    );
+    create(
+        "dead_letter_queue",
+        format!(
+            "CREATE VIEW {database}.dead_letter_queue AS\n\
+             SELECT topic, partition, offset, broker_time, reason, error, tenant_id, event_type,\n\
+             event_id, attempts, first_failure, last_failure, bytes,\n\
+             if(action = '', 'pending', action) AS status, resolved_at\n\
+             FROM (SELECT topic, partition, offset, argMax(broker_time, written_at_ms) AS broker_time,\n\
+             argMax(reason, written_at_ms) AS reason, argMax(error, written_at_ms) AS error,\n\
+             argMax(tenant_id, written_at_ms) AS tenant_id, argMax(event_type, written_at_ms) AS event_type,\n\
+             argMax(event_id, written_at_ms) AS event_id, max(attempts) AS attempts,\n\
+             min(first_failure) AS first_failure, max(last_failure) AS last_failure,\n\
+             toUInt64(argMax(length(raw), written_at_ms)) AS bytes\n\
+             FROM {database}.dead_letters GROUP BY topic, partition, offset)\n\
+             ANY LEFT JOIN (SELECT topic, partition, offset, argMax(action, acted_at_ms) AS action,\n\
+             max(acted_at) AS resolved_at\n\
+             FROM {database}.dead_letter_actions GROUP BY topic, partition, offset)\n\
+             USING (topic, partition, offset)"
+        ),
+    );
+    create(
+        "dlq_depth",
+        format!(
+            "CREATE VIEW {database}.dlq_depth AS\n\
+             SELECT reason, tenant_id, event_type, toUInt64(count()) AS entries,\n\
+             min(broker_time) AS oldest\n\
+             FROM {database}.dead_letter_queue WHERE status = 'pending'\n\
+             GROUP BY reason, tenant_id, event_type"
+        ),
+    );
+    create(
+        "dlq_inflow",
+        format!(
+            "CREATE VIEW {database}.dlq_inflow AS\n\
+             SELECT window_start, tenant_id, reason, event_type, topic, toUInt64(messages) AS messages\n\
+             FROM {database}.metrics_dead_letters"
         ),
     );
     statements
