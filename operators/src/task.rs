@@ -779,6 +779,47 @@ mod tests {
     }
 
     #[test]
+    fn an_offset_a_sink_refused_is_dead_lettered_on_replay_and_not_counted() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        let refused = Refused {
+            reason: DeadLetterReason::SinkRejected,
+            error: "Code: 395".into(),
+            attempts: 1,
+        };
+        task.restore_refused(1, refused);
+        feed(
+            &mut task,
+            &[
+                (0, T0, event(1, T0, "a")),
+                (1, T0, event(2, T0, "a")),
+                (2, T0, event(3, T0, "a")),
+            ],
+        );
+        assert_eq!(volume(&mut task, T0, "a"), 2);
+        let flush = task.flush(T0 + 1000);
+        let archived: Vec<i64> = flush.archive.iter().map(|e| e.offset).collect();
+        assert_eq!(archived, [0, 2]);
+        assert_eq!(flush.dead_letters.len(), 1);
+        let letter = &flush.dead_letters[0];
+        assert_eq!(
+            (letter.offset, letter.reason, letter.tenant_id.as_str()),
+            (1, DeadLetterReason::SinkRejected, "a")
+        );
+        assert_eq!(letter.event_id, "00000000-0000-4000-8000-000000000002");
+        // Refusals below the checkpoint are history: they change nothing.
+        let mut later = Task::new("salestalk.tenant", 0, settings(), flush.checkpoint);
+        later.restore_refused(
+            1,
+            Refused {
+                reason: DeadLetterReason::SinkRejected,
+                error: String::new(),
+                attempts: 1,
+            },
+        );
+        assert!(later.refused.is_empty());
+    }
+
+    #[test]
     fn messages_below_the_checkpoint_are_not_counted_again() {
         let checkpoint = Checkpoint {
             next_offset: 5,

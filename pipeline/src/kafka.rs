@@ -168,6 +168,10 @@ pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<GroupMem
         .set("auto.offset.reset", "earliest")
         .set("max.partition.fetch.bytes", "8388608")
         .set("fetch.max.bytes", "52428800")
+        .set(
+            "queued.max.messages.kbytes",
+            settings.prefetch_kbytes.to_string(),
+        )
         .set("session.timeout.ms", "10000")
         // Partition high watermarks for the lag metric come from these statistics.
         .set("statistics.interval.ms", "5000")
@@ -182,8 +186,8 @@ pub fn topic_for(settings: &KafkaSettings, domain: &str) -> String {
     settings.topic_template.replace("{domain}", domain)
 }
 
-/// The configured topics the brokers do not know.
-pub fn missing_topics(settings: &KafkaSettings) -> KafkaResult<Vec<String>> {
+/// Which of `topics` the configured brokers do not know.
+pub fn missing_topics(settings: &KafkaSettings, topics: &[String]) -> KafkaResult<Vec<String>> {
     let client: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .create()?;
@@ -194,8 +198,7 @@ pub fn missing_topics(settings: &KafkaSettings) -> KafkaResult<Vec<String>> {
         .filter(|t| t.error().is_none())
         .map(|t| t.name())
         .collect();
-    Ok(settings
-        .topics
+    Ok(topics
         .iter()
         .filter(|t| !known.contains(&t.as_str()))
         .cloned()

@@ -3,6 +3,8 @@
 //! The binary (`src/main.rs`) is a thin shell over these modules; integration tests drive
 //! the same functions.
 
+pub mod dead_letter_topic;
+pub mod dlq;
 pub mod generate;
 pub mod kafka;
 pub mod lines;

@@ -14,6 +14,7 @@ use salestalk::run::{RunLimits, run};
 use salestalk::settings::Settings;
 use salestalk::validate::{OutputFormat, validate_stream};
 use salestalk::{logging, produce};
+use salestalk_sinks::clickhouse::dead_letter_queue::DlqFilter;
 
 #[derive(Parser)]
 #[command(
@@ -66,10 +67,136 @@ enum Command {
         #[arg(long)]
         event_type: Vec<String>,
     },
+    /// Inspect and resolve the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Apply the ClickHouse schema migrations this server lacks (also done by `run`).
     Migrate,
     /// Check the configuration and that Kafka and ClickHouse answer.
     Check,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List entries (pending ones unless --status says otherwise), oldest first.
+    List {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// pending, redriven, discarded or any.
+        #[arg(long, default_value = "pending")]
+        status: String,
+        /// Most entries listed.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one entry in full, raw message included.
+    Show {
+        /// The entry id, topic/partition/offset (as listed).
+        id: String,
+    },
+    /// Produce pending entries back to their source topics, through the normal path.
+    Redrive {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// Most entries redriven.
+        #[arg(long, default_value_t = 10_000)]
+        limit: u64,
+        /// List what would be redriven, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Mark pending entries discarded (they leave the DLQ depth; the data stays).
+    Discard {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// Why, stored with the action.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Most entries discarded.
+        #[arg(long, default_value_t = 10_000)]
+        limit: u64,
+    },
+}
+
+#[derive(Args)]
+struct DlqFilterArgs {
+    /// Entry id, topic/partition/offset (repeatable).
+    #[arg(long)]
+    id: Vec<String>,
+    /// Reason, e.g. schema_violation (repeatable).
+    #[arg(long)]
+    reason: Vec<String>,
+    /// Tenant (repeatable).
+    #[arg(long)]
+    tenant: Vec<String>,
+    /// Event type (repeatable).
+    #[arg(long)]
+    event_type: Vec<String>,
+    /// Event id (repeatable).
+    #[arg(long)]
+    event_id: Vec<String>,
+    /// Read at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<DateTime<Utc>>,
+    /// Read before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<DateTime<Utc>>,
+}
+
+impl DlqFilterArgs {
+    fn filter(self, status: Option<String>, limit: u64) -> anyhow::Result<DlqFilter> {
+        const REASONS: [&str; 8] = [
+            "not_json",
+            "schema_violation",
+            "unknown_event_type",
+            "unsupported_version",
+            "oversized",
+            "late",
+            "sink_rejected",
+            "retries_exhausted",
+        ];
+        let mut problems = Vec::new();
+        for reason in &self.reason {
+            if !REASONS.contains(&reason.as_str()) {
+                problems.push(format!(
+                    "unknown reason '{reason}' (one of {})",
+                    REASONS.join(", ")
+                ));
+            }
+        }
+        for id in &self.id {
+            if salestalk::dlq::parse_id(id).is_none() {
+                problems.push(format!(
+                    "'{id}' is not an entry id (topic/partition/offset)"
+                ));
+            }
+        }
+        if let Some(status) = &status
+            && !["pending", "redriven", "discarded", "any"].contains(&status.as_str())
+        {
+            problems.push(format!(
+                "unknown status '{status}' (pending, redriven, discarded or any)"
+            ));
+        }
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        let seconds = |t: DateTime<Utc>| u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX);
+        Ok(DlqFilter {
+            ids: self.id,
+            reasons: self.reason,
+            tenants: self.tenant,
+            event_types: self.event_type,
+            event_ids: self.event_id,
+            since: self.since.map(seconds),
+            until: self.until.map(seconds),
+            status: status.filter(|s| s != "any"),
+            limit,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -200,6 +327,12 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => check(cli.config),
+        Command::Dlq(command) => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            logging::init(&settings.log);
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(dlq(&settings, command))
+        }
         Command::Latency {
             since,
             tenant,
@@ -314,11 +447,13 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     logging::init(&settings.log);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     let mut healthy = true;
-    match salestalk::kafka::missing_topics(&settings.kafka) {
+    let mut topics = settings.kafka.topics.clone();
+    topics.extend(settings.dlq.topic.clone());
+    match salestalk::kafka::missing_topics(&settings.kafka, &topics) {
         Ok(missing) if missing.is_empty() => println!(
             "kafka      ok: {} answers, all {} topics exist",
             settings.kafka.brokers,
-            settings.kafka.topics.len()
+            topics.len()
         ),
         Ok(missing) => {
             healthy = false;
@@ -351,4 +486,58 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    use salestalk::dlq;
+    match command {
+        DlqCommand::List {
+            filter,
+            status,
+            limit,
+            json,
+        } => {
+            dlq::list(settings, &filter.filter(Some(status), limit)?, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Show { id } => Ok(if dlq::show(settings, &id).await? {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("no dead letter {id}");
+            ExitCode::from(1)
+        }),
+        DlqCommand::Redrive {
+            filter,
+            limit,
+            dry_run,
+        } => {
+            let (entries, done) =
+                dlq::redrive(settings, &filter.filter(None, limit)?, dry_run).await?;
+            if dry_run {
+                for entry in &entries {
+                    println!("{} {} {}", entry.id(), entry.reason, entry.event_id);
+                }
+                println!("would redrive {} entr(ies)", entries.len());
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "redrove {} entr(ies); {} not taken by the broker (still pending)",
+                done.produced, done.failed
+            );
+            Ok(if done.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        DlqCommand::Discard {
+            filter,
+            note,
+            limit,
+        } => {
+            let entries = dlq::discard(settings, &filter.filter(None, limit)?, &note).await?;
+            println!("discarded {} entr(ies)", entries.len());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -1,28 +1,36 @@
 //! `salestalk run`: the streaming runtime.
 //!
 //! One driver loop per instance: it reads batches from the consumer group, hands each
-//! partition's messages to that partition's [`Task`], and every flush interval makes all
-//! tasks' results durable in ClickHouse (side outputs, then one atomic insert of window rows
-//! and checkpoints), then commits the offsets to Kafka. Polling, processing and flushing never
+//! partition's messages to that partition's [`Task`], and every flush interval (or sooner,
+//! when `max_pending_bytes` are held) makes all tasks' results durable (the archive, the
+//! dead letters in their topic and table, then one atomic insert of window rows and
+//! checkpoints), then commits the offsets to Kafka. Failed writes follow ADR 0006. Polling, processing and flushing never
 //! overlap, so a revoked partition's task is gone before any later flush could write it.
 //! See `docs/adr/0004-exact-metrics-without-two-phase-commit.md`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use salestalk_operators::task::{Flush, Task, TaskSettings};
+use salestalk_contracts::EventId;
+use salestalk_operators::dead_letter::DeadLetterReason;
+use salestalk_operators::task::{ArchivedEvent, DeadLetter, Flush, Task, TaskSettings};
 use salestalk_operators::{RawMessage, Tally};
-use salestalk_sinks::clickhouse::Endpoint;
-use tokio::signal::unix::{SignalKind, signal};
+use salestalk_sinks::clickhouse::writer::SourcedLetter;
+use salestalk_sinks::clickhouse::{ClickHouseError, Endpoint};
+use salestalk_sinks::retry::{Refusal, Refused, RetryPolicy, Transient};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::dead_letter_topic::DeadLetterTopic;
 
 use crate::kafka::{self, Assignment, GroupMembership};
 use crate::settings::Settings;
-use crate::telemetry::{self, PartitionLabels, ReasonLabels, Telemetry};
+use crate::telemetry::{self, PartitionLabels, ReasonLabels, SinkLabels, Telemetry};
 
 /// When a run ends on its own (besides SIGTERM/SIGINT).
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,40 +68,58 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Retries `attempt` with exponential backoff (100 ms doubling to 5 s) until it succeeds or
-/// fails permanently.
-async fn with_retries<T, F, Fut>(what: &str, attempt: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, salestalk_sinks::clickhouse::ClickHouseError>>,
-{
-    with_retries_observed(what, attempt, || {}).await
-}
-
-/// [`with_retries`], calling `on_failure` after every failed attempt.
-async fn with_retries_observed<T, F, Fut>(
+/// Retries `attempt` while ClickHouse is unavailable (start-up and restores, where nothing
+/// else can proceed without it): backoff per `policy`, capped, without an attempt limit.
+async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
     what: &str,
     mut attempt: F,
-    on_failure: impl Fn(),
 ) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, salestalk_sinks::clickhouse::ClickHouseError>>,
+    Fut: std::future::Future<Output = Result<T, ClickHouseError>>,
 {
-    let mut delay = Duration::from_millis(100);
+    let mut retry = 0;
     loop {
-        let result = attempt().await;
-        if result.is_err() {
-            on_failure();
-        }
-        match result {
+        match attempt().await {
             Ok(value) => return Ok(value),
             Err(error) if error.is_retryable() => {
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                retry += 1;
+                let pause = policy.jittered_backoff(retry);
+                tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(pause).await;
             }
             Err(error) => return Err(error).with_context(|| what.to_string()),
+        }
+    }
+}
+
+/// Why a flush could not be made durable.
+#[derive(Debug, thiserror::Error)]
+enum FlushError {
+    /// A sink is down: hold everything, stop reading, try again.
+    #[error("{sink} is down: {error}")]
+    Down {
+        /// Which sink.
+        sink: &'static str,
+        /// Its last error.
+        error: String,
+    },
+    /// Nothing can make this flush durable (a refused state insert, or a refused dead letter
+    /// with nowhere else to go): stop without committing, so a restart reads it again.
+    #[error(transparent)]
+    Fatal(#[from] anyhow::Error),
+}
+
+impl FlushError {
+    fn from_clickhouse(error: ClickHouseError, what: &str) -> Self {
+        if error.is_retryable() {
+            Self::Down {
+                sink: "clickhouse",
+                error: error.to_string(),
+            }
+        } else {
+            Self::Fatal(anyhow::Error::new(error).context(what.to_string()))
         }
     }
 }
@@ -101,17 +127,43 @@ where
 /// Applies the migrations this server lacks (run at start-up and by `salestalk migrate`).
 pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
     let endpoint = endpoint(settings);
-    let profile = with_retries("probing ClickHouse", || endpoint.probe()).await?;
+    let policy = settings.retry.policy();
+    let profile = with_retries(&policy, "probing ClickHouse", || endpoint.probe()).await?;
     tracing::info!(version = %profile.version, modern = profile.is_modern(), "ClickHouse");
-    with_retries("migrating", || endpoint.migrate(&profile)).await
+    with_retries(&policy, "migrating", || endpoint.migrate(&profile)).await
 }
 
 struct Runtime<'a> {
     settings: &'a Settings,
     endpoint: Endpoint,
+    dead_letter_topic: Option<DeadLetterTopic>,
     tasks: HashMap<PartitionKey, Task>,
     tally: Tally,
     telemetry: Arc<Telemetry>,
+    signals: Signals,
+}
+
+/// SIGTERM and SIGINT, which ask for a drain.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Resolves when either arrives, naming it.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }
 
 impl Runtime<'_> {
@@ -120,42 +172,78 @@ impl Runtime<'_> {
         &mut self,
         consumer: &StreamConsumer<GroupMembership>,
     ) -> anyhow::Result<()> {
+        // Changes are folded first: a partition assigned and revoked again before we got
+        // here is not ours, and seeking it would fail.
+        let mut assigned: Vec<PartitionKey> = Vec::new();
         for change in consumer.context().take_changes() {
             match change {
                 Assignment::Revoked(partitions) => {
                     for key in partitions {
+                        assigned.retain(|a| *a != key);
                         self.tasks.remove(&key);
                     }
                 }
                 Assignment::Assigned(partitions) => {
-                    let mut resume = TopicPartitionList::new();
-                    for (topic, partition) in partitions {
-                        let settings = task_settings(self.settings);
-                        let task = with_retries("restoring a task", || {
-                            self.endpoint.restore_task(&topic, partition, settings)
-                        })
-                        .await?
-                        .with_aggregates(self.settings.graph.aggregates.clone());
-                        let next = task.checkpoint().next_offset;
-                        consumer
-                            .seek(
-                                &topic,
-                                partition,
-                                Offset::Offset(next),
-                                Duration::from_secs(10),
-                            )
-                            .with_context(|| format!("seeking {topic}/{partition} to {next}"))?;
-                        tracing::info!(%topic, partition, offset = next, "task restored");
-                        resume.add_partition(&topic, partition);
-                        self.tasks.insert((topic, partition), task);
+                    for key in partitions {
+                        if !assigned.contains(&key) {
+                            assigned.push(key);
+                        }
                     }
-                    consumer
-                        .resume(&resume)
-                        .context("resuming restored partitions")?;
                 }
             }
         }
-        Ok(())
+        // The group paused them on assignment.
+        self.restore(consumer, assigned).await
+    }
+
+    /// Rebuilds the tasks of `partitions` (paused) from ClickHouse, moves each partition to
+    /// its task's checkpoint and resumes them.
+    async fn restore(
+        &mut self,
+        consumer: &StreamConsumer<GroupMembership>,
+        partitions: Vec<PartitionKey>,
+    ) -> anyhow::Result<()> {
+        let policy = self.settings.retry.policy();
+        let mut resume = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            let settings = task_settings(self.settings);
+            let task = with_retries(&policy, "restoring a task", || {
+                self.endpoint.restore_task(&topic, partition, settings)
+            })
+            .await?
+            .with_aggregates(self.settings.graph.aggregates.clone());
+            let next = task.checkpoint().next_offset;
+            if !seek_when_ready(consumer, &topic, partition, next).await? {
+                tracing::info!(%topic, partition, "not restored: no longer assigned");
+                continue;
+            }
+            tracing::info!(%topic, partition, offset = next, "task restored");
+            resume.add_partition(&topic, partition);
+            self.tasks.insert((topic, partition), task);
+        }
+        consumer
+            .resume(&resume)
+            .context("resuming restored partitions")
+    }
+
+    /// Drops the tasks of `partitions` and reads them again from their checkpoints: what a
+    /// sink refused is then dead-lettered instead of counted (ADR 0006).
+    async fn replay(
+        &mut self,
+        consumer: &StreamConsumer<GroupMembership>,
+        partitions: Vec<PartitionKey>,
+    ) -> anyhow::Result<()> {
+        let mut pause = TopicPartitionList::new();
+        for (topic, partition) in &partitions {
+            pause.add_partition(topic, *partition);
+            self.tasks.remove(&(topic.clone(), *partition));
+            tracing::warn!(%topic, partition, "a sink refused events: replaying from the checkpoint");
+            self.telemetry.replays.inc();
+        }
+        consumer
+            .pause(&pause)
+            .context("pausing partitions to replay")?;
+        self.restore(consumer, partitions).await
     }
 
     /// Hands each partition's messages, in order, to its task.
@@ -225,7 +313,9 @@ impl Runtime<'_> {
         t.remembered_ids.set(ids as i64);
     }
 
-    /// Makes every task's pending results durable, then commits their offsets.
+    /// Makes every task's pending results durable, then commits their offsets. While a sink
+    /// is down this holds everything and keeps trying (reading stays paused: backpressure);
+    /// a signal then ends the run without committing, and a restart reads the data again.
     async fn flush(&mut self, consumer: &StreamConsumer<GroupMembership>) -> anyhow::Result<()> {
         let durable_at = now_ms();
         let flushes: Vec<Flush> = self
@@ -238,22 +328,53 @@ impl Runtime<'_> {
             return Ok(());
         }
         let started = Instant::now();
-        let telemetry = Arc::clone(&self.telemetry);
-        with_retries_observed(
-            "writing to ClickHouse",
-            || self.endpoint.write_flushes(&flushes, durable_at),
-            || {
-                telemetry.flush_failures.inc();
-                telemetry.clickhouse_up.set(0);
-            },
-        )
-        .await?;
-        telemetry.clickhouse_up.set(1);
-        telemetry
+        let policy = self.settings.retry.policy();
+        let mut outage: Option<Instant> = None;
+        let replay = loop {
+            match self.make_durable(&flushes, durable_at, &policy).await {
+                Ok(replay) => break replay,
+                Err(FlushError::Fatal(error)) => return Err(error),
+                Err(FlushError::Down { sink, error }) => {
+                    let since = *outage.get_or_insert_with(Instant::now);
+                    self.telemetry.set_sink_up(sink, false);
+                    self.telemetry
+                        .outage_seconds
+                        .set(since.elapsed().as_secs_f64());
+                    tracing::error!(
+                        sink,
+                        %error,
+                        outage_s = since.elapsed().as_secs(),
+                        "a sink is down: reading is paused until it is back"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(policy.jittered_backoff(u32::MAX)) => {}
+                        name = self.signals.recv() => {
+                            anyhow::bail!(
+                                "{name} while {sink} is down: stopping without committing; \
+                                 the unflushed messages will be read again"
+                            );
+                        }
+                    }
+                }
+            }
+        };
+        for sink in telemetry::SINKS {
+            self.telemetry.set_sink_up(sink, true);
+        }
+        self.telemetry.outage_seconds.set(0.0);
+        if let Some(since) = outage {
+            tracing::info!(outage_s = since.elapsed().as_secs(), "sinks are back");
+        }
+        self.telemetry
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
         let mut offsets = TopicPartitionList::new();
-        for flush in &flushes {
+        let mut to_replay = Vec::new();
+        for (i, flush) in flushes.iter().enumerate() {
+            if replay.contains(&i) {
+                to_replay.push((flush.topic.clone(), flush.partition));
+                continue;
+            }
             self.tally.add(flush);
             self.observe(flush);
             offsets
@@ -265,8 +386,13 @@ impl Runtime<'_> {
                 .context("building the offset list")?;
         }
         // Kafka's offsets follow the checkpoints for lag monitoring; restarts use the checkpoints.
-        if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+        if offsets.count() > 0
+            && let Err(error) = consumer.commit(&offsets, CommitMode::Async)
+        {
             tracing::warn!(%error, "committing offsets to Kafka");
+        }
+        if !to_replay.is_empty() {
+            self.replay(consumer, to_replay).await?;
         }
         let rows: usize = flushes.iter().map(|f| f.rows.len()).sum();
         tracing::debug!(
@@ -277,6 +403,185 @@ impl Runtime<'_> {
         );
         Ok(())
     }
+
+    /// One attempt at making `flushes` durable: the archive (refused events isolated), the
+    /// dead letters (topic, then table), then the state of every task none of whose events
+    /// was refused. Returns the indexes of the flushes whose tasks must be replayed.
+    async fn make_durable(
+        &self,
+        flushes: &[Flush],
+        durable_at: u64,
+        policy: &RetryPolicy,
+    ) -> Result<BTreeSet<usize>, FlushError> {
+        let t = &self.telemetry;
+        let failed = |sink: &'static str| {
+            move |_: &dyn std::fmt::Display| {
+                t.write_failures.get_or_create(&SinkLabels::of(sink)).inc();
+            }
+        };
+        let clickhouse_failed = failed("clickhouse");
+        let refused = self
+            .endpoint
+            .write_archive(flushes, durable_at, policy, |e| clickhouse_failed(e))
+            .await
+            .map_err(|e| FlushError::from_clickhouse(e, "writing the archive"))?;
+        let refused_letters: Vec<(usize, DeadLetter)> = refused
+            .iter()
+            .map(|r| {
+                (
+                    r.flush,
+                    refused_letter(&flushes[r.flush].archive[r.event], &r.refused),
+                )
+            })
+            .collect();
+        if !refused.is_empty() {
+            t.refused_rows
+                .get_or_create(&SinkLabels::of("clickhouse"))
+                .inc_by(refused.len() as u64);
+        }
+        let letters: Vec<SourcedLetter<'_>> = flushes
+            .iter()
+            .flat_map(|f| f.dead_letters.iter().map(move |letter| (f, letter)))
+            .chain(
+                refused_letters
+                    .iter()
+                    .map(|(i, letter)| (&flushes[*i], letter)),
+            )
+            .map(|(f, letter)| SourcedLetter {
+                topic: &f.topic,
+                partition: f.partition,
+                letter,
+            })
+            .collect();
+        if let Some(topic) = &self.dead_letter_topic {
+            let topic_failed = failed("dlq_topic");
+            match topic.publish(&letters, policy, |e| topic_failed(e)).await {
+                Ok(()) => {}
+                Err(error) if error.is_retryable() => {
+                    return Err(FlushError::Down {
+                        sink: "dlq_topic",
+                        error: error.to_string(),
+                    });
+                }
+                // The table below still takes them.
+                Err(error) => {
+                    t.refused_rows
+                        .get_or_create(&SinkLabels::of("dlq_topic"))
+                        .inc();
+                    tracing::error!(%error, "the dead-letter topic refused records");
+                }
+            }
+        }
+        let refused_rows = self
+            .endpoint
+            .write_dead_letters(&letters, durable_at, policy, |e| clickhouse_failed(e))
+            .await
+            .map_err(|e| FlushError::from_clickhouse(e, "writing dead letters"))?;
+        for row in &refused_rows {
+            let letter = &letters[row.index];
+            if self.dead_letter_topic.is_none() {
+                return Err(FlushError::Fatal(anyhow::anyhow!(
+                    "the dead_letters table refused the dead letter of {}/{}@{} and no \
+                     dead-letter topic is configured to keep it: {}",
+                    letter.topic,
+                    letter.partition,
+                    letter.letter.offset,
+                    row.error
+                )));
+            }
+            tracing::error!(
+                topic = letter.topic,
+                partition = letter.partition,
+                offset = letter.letter.offset,
+                error = %row.error,
+                "the dead_letters table refused a dead letter; it is kept in the dead-letter topic"
+            );
+        }
+        let replay: BTreeSet<usize> = refused.iter().map(|r| r.flush).collect();
+        let commit: Vec<&Flush> = flushes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !replay.contains(i))
+            .map(|(_, f)| f)
+            .collect();
+        self.endpoint
+            .write_state(&commit, policy, |e| clickhouse_failed(e))
+            .await
+            .map_err(|e| FlushError::from_clickhouse(e, "writing window state"))?;
+        Ok(replay)
+    }
+}
+
+/// Moves an assigned partition to `offset`; `false` if it is no longer assigned.
+///
+/// librdkafka refuses a seek (`Erroneous state`) until the partition's fetcher has started,
+/// which right after an assignment waits for the broker's answer about committed offsets; a
+/// slow broker makes that window long, so the seek is retried while the partition is ours.
+async fn seek_when_ready(
+    consumer: &StreamConsumer<GroupMembership>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let error = match consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(10),
+        ) {
+            Ok(()) => return Ok(true),
+            Err(error) => error,
+        };
+        let owned = consumer
+            .assignment()
+            .is_ok_and(|list| list.find_partition(topic, partition).is_some());
+        if !owned {
+            // Revoked meanwhile: the revocation waits in the next batch of changes.
+            return Ok(false);
+        }
+        // rdkafka reports seek failures as text only.
+        let not_ready =
+            matches!(&error, KafkaError::Seek(text) if text.contains("Erroneous state"));
+        if !not_ready || Instant::now() > deadline {
+            return Err(error).with_context(|| format!("seeking {topic}/{partition} to {offset}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The dead letter of an event a sink refused.
+fn refused_letter(event: &ArchivedEvent, refused: &Refused) -> DeadLetter {
+    DeadLetter {
+        offset: event.offset,
+        broker_ms: event.broker_ms,
+        reason: match refused.refusal {
+            Refusal::Rejected => DeadLetterReason::SinkRejected,
+            Refusal::RetriesExhausted => DeadLetterReason::RetriesExhausted,
+        },
+        error: refused.error.clone(),
+        tenant_id: event.tenant_id.clone(),
+        event_type: event.event_type.as_str().to_string(),
+        event_id: EventId(event.event_id).to_string(),
+        attempts: refused.attempts,
+        raw: event.raw.clone(),
+    }
+}
+
+/// Keeps the DLQ depth gauge current (every 15 s) without holding up the runtime.
+fn watch_dlq_depth(endpoint: Endpoint, telemetry: Arc<Telemetry>) {
+    tokio::spawn(async move {
+        loop {
+            match endpoint.dlq_depth().await {
+                Ok(depth) => {
+                    telemetry.dlq_depth.set(depth as i64);
+                }
+                Err(error) => tracing::debug!(%error, "reading the DLQ depth"),
+            }
+            tokio::time::sleep(Duration::from_secs(15)).await;
+        }
+    });
 }
 
 /// Consumes until a limit or a signal stops it; returns what it made durable.
@@ -289,9 +594,22 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         .context("subscribing to the topics")?;
     tracing::info!(brokers = %settings.kafka.brokers, ?topics, group = %settings.kafka.group_id, "consuming");
 
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let signals = Signals::install()?;
+    let dead_letter_topic = match &settings.dlq.topic {
+        Some(topic) => Some({
+            let missing = kafka::missing_topics(&settings.kafka, std::slice::from_ref(topic))
+                .context("looking up the dead-letter topic")?;
+            anyhow::ensure!(
+                missing.is_empty(),
+                "the dead-letter topic '{topic}' does not exist: create it (deploy/services/up \
+                 does) or set dlq.topic"
+            );
+
+            DeadLetterTopic::new(&settings.kafka, topic)
+                .context("creating the dead-letter topic producer")?
+        }),
+        None => None,
+    };
     let batch_timeout = Duration::from_millis(settings.pipeline.batch_timeout_ms);
     let flush_interval = Duration::from_millis(settings.pipeline.flush_interval_ms);
     let telemetry = Arc::new(Telemetry::default());
@@ -301,12 +619,18 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
             .with_context(|| format!("serving metrics on {listen}"))?;
         tracing::info!("metrics on http://{bound}/metrics");
     }
+    for sink in telemetry::SINKS {
+        telemetry.set_sink_up(sink, true);
+    }
+    watch_dlq_depth(endpoint(settings), Arc::clone(&telemetry));
     let mut runtime = Runtime {
         settings,
         endpoint: endpoint(settings),
+        dead_letter_topic,
         tasks: HashMap::new(),
         tally: Tally::default(),
         telemetry,
+        signals,
     };
     let mut read: u64 = 0;
     let mut last_message = Instant::now();
@@ -325,8 +649,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
                     Ok(Err(error)) => tracing::warn!(%error, "consumer error"),
                     Err(_) => break,
                 },
-                _ = terminate.recv() => { tracing::info!("SIGTERM: draining"); stopping = true; break; }
-                _ = interrupt.recv() => { tracing::info!("SIGINT: draining"); stopping = true; break; }
+                name = runtime.signals.recv() => { tracing::info!("{name}: draining"); stopping = true; break; }
             }
             // An assignment change must be acted on before more of the stream is read.
             if consumer.context().has_changes_pending() {
@@ -350,7 +673,10 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
             .idle_exit
             .is_some_and(|idle| last_message.elapsed() >= idle);
         let enough = limits.max_messages.is_some_and(|max| read >= max);
-        if stopping || idle || enough || last_flush.elapsed() >= flush_interval {
+        // The memory bound: held raw bytes start the flush early.
+        let pending: usize = runtime.tasks.values().map(Task::pending_bytes).sum();
+        let full = pending >= settings.pipeline.max_pending_bytes;
+        if stopping || idle || enough || full || last_flush.elapsed() >= flush_interval {
             runtime.flush(&consumer).await?;
             last_flush = Instant::now();
         }

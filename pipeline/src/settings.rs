@@ -28,6 +28,10 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     /// `[graph]`
     pub graph: GraphSettings,
+    /// `[retry]`
+    pub retry: RetrySettings,
+    /// `[dlq]`
+    pub dlq: DlqSettings,
     /// `[metrics]`
     pub metrics: MetricsSettings,
     /// `[log]`
@@ -47,6 +51,35 @@ impl PartialEq for GraphSettings {
     fn eq(&self, other: &Self) -> bool {
         self.aggregate_names == other.aggregate_names
     }
+}
+
+/// `[retry]`: how failed writes are retried (ADR 0006).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// Attempts per write, the first included.
+    pub max_attempts: u32,
+    /// Pause before the first retry, ms.
+    pub initial_backoff_ms: u64,
+    /// Longest pause, ms; also the pause between probes while a sink is down.
+    pub max_backoff_ms: u64,
+}
+
+impl RetrySettings {
+    /// The policy the sinks apply.
+    pub fn policy(&self) -> salestalk_sinks::retry::RetryPolicy {
+        salestalk_sinks::retry::RetryPolicy {
+            max_attempts: self.max_attempts,
+            initial_backoff: std::time::Duration::from_millis(self.initial_backoff_ms),
+            max_backoff: std::time::Duration::from_millis(self.max_backoff_ms),
+        }
+    }
+}
+
+/// `[dlq]`: the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlqSettings {
+    /// Topic every dead letter is produced to; `None` for the ClickHouse table only.
+    pub topic: Option<String>,
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -71,6 +104,8 @@ pub struct KafkaSettings {
     pub topic_template: String,
     /// Largest message inspected.
     pub max_message_bytes: usize,
+    /// Most pre-fetched data the consumer queues, in KiB (`queued.max.messages.kbytes`).
+    pub prefetch_kbytes: u64,
 }
 
 /// `[clickhouse]`: where metrics go.
@@ -101,6 +136,8 @@ pub struct PipelineSettings {
     pub max_future_skew_ms: i64,
     /// How long an eventId is remembered, in milliseconds.
     pub dedup_horizon_ms: i64,
+    /// Raw bytes held for the next flush before it is started early.
+    pub max_pending_bytes: usize,
 }
 
 /// `[log]`: diagnostics.
@@ -199,14 +236,18 @@ impl Reader {
         let clickhouse = self.clickhouse();
         let pipeline = self.pipeline();
         let graph = self.graph();
+        let retry = self.retry();
+        let dlq = self.dlq();
         let metrics = self.metrics();
         let log = self.log();
-        match (kafka, clickhouse, pipeline, graph, metrics, log) {
+        match (kafka, clickhouse, pipeline, graph, retry, dlq, metrics, log) {
             (
                 Some(kafka),
                 Some(clickhouse),
                 Some(pipeline),
                 Some(graph),
+                Some(retry),
+                Some(dlq),
                 Some(metrics),
                 Some(log),
             ) if self.problems.is_empty() => Ok(Settings {
@@ -214,6 +255,8 @@ impl Reader {
                 clickhouse,
                 pipeline,
                 graph,
+                retry,
+                dlq,
                 metrics,
                 log,
             }),
@@ -247,6 +290,12 @@ impl Reader {
         let instance_id: Option<String> = self.get("kafka.instance_id");
         let topic_template: Option<String> = self.get("kafka.topic_template");
         let max_message_bytes: Option<usize> = self.get("kafka.max_message_bytes");
+        let prefetch_kbytes: Option<u64> = self.get("kafka.prefetch_kbytes");
+        if let Some(kbytes) = prefetch_kbytes {
+            self.check((1024..=2_097_151).contains(&kbytes), || {
+                format!("kafka.prefetch_kbytes: {kbytes} is outside 1024..=2097151")
+            });
+        }
         if let Some(brokers) = &brokers {
             let entries: Vec<&str> = brokers.split(',').map(str::trim).collect();
             for entry in &entries {
@@ -292,6 +341,7 @@ impl Reader {
             instance_id: instance_id?,
             topic_template: topic_template?,
             max_message_bytes: max_message_bytes?,
+            prefetch_kbytes: prefetch_kbytes?,
         })
     }
 
@@ -329,6 +379,12 @@ impl Reader {
         let allowed_lateness_ms: Option<i64> = self.get("pipeline.allowed_lateness_ms");
         let max_future_skew_ms: Option<i64> = self.get("pipeline.max_future_skew_ms");
         let dedup_horizon_ms: Option<i64> = self.get("pipeline.dedup_horizon_ms");
+        let max_pending_bytes: Option<usize> = self.get("pipeline.max_pending_bytes");
+        if let Some(bytes) = max_pending_bytes {
+            self.check((1 << 20..=1 << 34).contains(&bytes), || {
+                format!("pipeline.max_pending_bytes: {bytes} is outside 1048576..=17179869184")
+            });
+        }
         if let Some(interval) = flush_interval_ms {
             self.check((10..=600_000).contains(&interval), || {
                 format!("pipeline.flush_interval_ms: {interval} is outside 10..=600000")
@@ -362,6 +418,7 @@ impl Reader {
             allowed_lateness_ms: allowed_lateness_ms?,
             max_future_skew_ms: max_future_skew_ms?,
             dedup_horizon_ms: dedup_horizon_ms?,
+            max_pending_bytes: max_pending_bytes?,
         })
     }
 
@@ -379,6 +436,41 @@ impl Reader {
                 None
             }
         }
+    }
+
+    fn retry(&mut self) -> Option<RetrySettings> {
+        let max_attempts: Option<u32> = self.get("retry.max_attempts");
+        let initial_backoff_ms: Option<u64> = self.get("retry.initial_backoff_ms");
+        let max_backoff_ms: Option<u64> = self.get("retry.max_backoff_ms");
+        if let Some(attempts) = max_attempts {
+            self.check((1..=100).contains(&attempts), || {
+                format!("retry.max_attempts: {attempts} is outside 1..=100")
+            });
+        }
+        if let (Some(initial), Some(max)) = (initial_backoff_ms, max_backoff_ms) {
+            self.check((1..=60_000).contains(&initial), || {
+                format!("retry.initial_backoff_ms: {initial} is outside 1..=60000")
+            });
+            self.check((initial..=600_000).contains(&max), || {
+                format!("retry.max_backoff_ms: {max} is outside initial_backoff_ms..=600000")
+            });
+        }
+        Some(RetrySettings {
+            max_attempts: max_attempts?,
+            initial_backoff_ms: initial_backoff_ms?,
+            max_backoff_ms: max_backoff_ms?,
+        })
+    }
+
+    fn dlq(&mut self) -> Option<DlqSettings> {
+        let topic: String = self.get("dlq.topic")?;
+        if topic.trim().is_empty() {
+            return Some(DlqSettings { topic: None });
+        }
+        self.check(is_topic_name(&topic), || {
+            format!("dlq.topic: '{topic}' is not a valid topic name")
+        });
+        Some(DlqSettings { topic: Some(topic) })
     }
 
     fn metrics(&mut self) -> Option<MetricsSettings> {
@@ -506,9 +598,13 @@ mod tests {
                 ("SALESTALK__PIPELINE__BATCH_SIZE", "20000"),
                 ("SALESTALK__GRAPH__AGGREGATES", "volume,cost"),
                 ("SALESTALK__LOG__FORMAT", "json"),
+                ("SALESTALK__RETRY__MAX_ATTEMPTS", "5"),
+                ("SALESTALK__DLQ__TOPIC", ""),
             ]),
         )
         .expect("valid overrides");
+        assert_eq!(settings.retry.max_attempts, 5);
+        assert_eq!(settings.dlq.topic, None);
         assert_eq!(settings.graph.aggregate_names, ["volume", "cost"]);
         assert_eq!(settings.kafka.brokers, "kafka-1:9092,kafka-2:9093");
         assert_eq!(settings.kafka.topics, ["a.events", "b.events"]);
@@ -550,6 +646,8 @@ mod tests {
                 ("SALESTALK__CLICKHOUSE__DATABASE", "drop table"),
                 ("SALESTALK__PIPELINE__BATCH_SIZE", "lots"),
                 ("SALESTALK__GRAPH__AGGREGATES", "volume,costs"),
+                ("SALESTALK__RETRY__MAX_ATTEMPTS", "0"),
+                ("SALESTALK__DLQ__TOPIC", "dead letters"),
                 ("SALESTALK__LOG__FORMAT", "xml"),
             ]),
         )
@@ -565,11 +663,13 @@ mod tests {
             "clickhouse.database: 'drop table'",
             "pipeline.batch_size",
             "graph.aggregates: unknown aggregate 'costs'",
+            "retry.max_attempts: 0 is outside 1..=100",
+            "dlq.topic: 'dead letters'",
             "log.format",
         ] {
             assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
         }
-        assert_eq!(error.problems.len(), 10, "{text}");
+        assert_eq!(error.problems.len(), 12, "{text}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! The runtime updates these as it reads, processes and flushes; a small HTTP server renders
 //! them on request. SREs alert on them (`deploy/prometheus/`): lag, progress, dead-letter
-//! inflow and whether ClickHouse accepts flushes.
+//! inflow and whether the sinks take writes. `GET /health` answers 503 while a sink is down.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +46,25 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels naming a sink: `clickhouse` or `dlq_topic`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// The sink.
+    pub sink: String,
+}
+
+impl SinkLabels {
+    /// Labels for `sink`.
+    pub fn of(sink: &str) -> Self {
+        Self {
+            sink: sink.to_string(),
+        }
+    }
+}
+
+/// The sinks the runtime writes to, as named in labels and `/health`.
+pub const SINKS: [&str; 2] = ["clickhouse", "dlq_topic"];
+
 /// Every metric the runtime reports.
 pub struct Telemetry {
     registry: Registry,
@@ -57,10 +76,18 @@ pub struct Telemetry {
     pub batch_size: Histogram,
     /// Seconds a flush took to become durable (all inserts, including retries).
     pub flush_seconds: Histogram,
-    /// Flush attempts that failed (and were retried).
-    pub flush_failures: Counter,
-    /// 1 while the last flush attempt succeeded, 0 while ClickHouse is refusing or unreachable.
-    pub clickhouse_up: Gauge,
+    /// Failed write attempts per sink (each retried or acted on per the retry policy).
+    pub write_failures: Family<SinkLabels, Counter>,
+    /// Rows a sink refused for good, per sink (sent to the DLQ, or kept there).
+    pub refused_rows: Family<SinkLabels, Counter>,
+    /// 1 while the sink takes writes, 0 while it is down.
+    pub sink_up: Family<SinkLabels, Gauge>,
+    /// Seconds the current outage has lasted (0 when every sink is up).
+    pub outage_seconds: Gauge<f64, AtomicU64>,
+    /// Tasks replayed from their checkpoint because a sink refused one of their events.
+    pub replays: Counter,
+    /// Dead letters neither redriven nor discarded, as last read from ClickHouse.
+    pub dlq_depth: Gauge,
     /// Messages in the partition not yet durable: high watermark minus checkpoint offset.
     pub partition_lag: Family<PartitionLabels, Gauge>,
     /// Seconds between now and the partition's event-time watermark.
@@ -90,17 +117,37 @@ impl Default for Telemetry {
             "Time for a flush to become durable",
             flush_seconds.clone(),
         );
-        let flush_failures = Counter::default();
+        let write_failures = Family::<SinkLabels, Counter>::default();
         registry.register(
-            "flush_failures",
-            "Failed flush attempts (retried)",
-            flush_failures.clone(),
+            "write_failures",
+            "Failed write attempts per sink",
+            write_failures.clone(),
         );
-        let clickhouse_up = Gauge::default();
+        let refused_rows = Family::<SinkLabels, Counter>::default();
         registry.register(
-            "clickhouse_up",
-            "1 if the last flush attempt succeeded",
-            clickhouse_up.clone(),
+            "refused_rows",
+            "Rows a sink refused for good",
+            refused_rows.clone(),
+        );
+        let sink_up = Family::<SinkLabels, Gauge>::default();
+        registry.register("sink_up", "1 while the sink takes writes", sink_up.clone());
+        let outage_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "outage_seconds",
+            "How long the current sink outage has lasted",
+            outage_seconds.clone(),
+        );
+        let replays = Counter::default();
+        registry.register(
+            "replays",
+            "Tasks replayed from their checkpoint after a refused event",
+            replays.clone(),
+        );
+        let dlq_depth = Gauge::default();
+        registry.register(
+            "dlq_depth",
+            "Dead letters neither redriven nor discarded",
+            dlq_depth.clone(),
         );
         let partition_lag = Family::<PartitionLabels, Gauge>::default();
         registry.register(
@@ -132,8 +179,12 @@ impl Default for Telemetry {
             dead_letters,
             batch_size,
             flush_seconds,
-            flush_failures,
-            clickhouse_up,
+            write_failures,
+            refused_rows,
+            sink_up,
+            outage_seconds,
+            replays,
+            dlq_depth,
             partition_lag,
             watermark_lag_seconds,
             open_windows,
@@ -150,6 +201,35 @@ impl Telemetry {
                 outcome: outcome.to_string(),
             })
             .inc_by(n);
+    }
+
+    /// Sets whether `sink` takes writes.
+    pub fn set_sink_up(&self, sink: &str, up: bool) {
+        self.sink_up
+            .get_or_create(&SinkLabels::of(sink))
+            .set(i64::from(up));
+    }
+
+    /// `/health`: 200 and `ok` while every sink is up, else 503 naming the sinks down.
+    pub fn health(&self) -> (StatusCode, String) {
+        let down: Vec<&str> = SINKS
+            .into_iter()
+            .filter(|sink| {
+                self.sink_up
+                    .get(&SinkLabels::of(sink))
+                    .is_some_and(|gauge| gauge.get() == 0)
+            })
+            .collect();
+        if down.is_empty() {
+            (StatusCode::OK, "{\"status\":\"ok\"}\n".to_string())
+        } else {
+            let body = serde_json::json!({
+                "status": "degraded",
+                "down": down,
+                "outage_seconds": self.outage_seconds.get(),
+            });
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{body}\n"))
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -175,14 +255,20 @@ pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Re
                 let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                     let telemetry = Arc::clone(&telemetry);
                     async move {
-                        if request.uri().path() == "/metrics" {
-                            Response::builder()
+                        match request.uri().path() {
+                            "/metrics" => Response::builder()
                                 .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                                .body(Full::new(Bytes::from(telemetry.render())))
-                        } else {
-                            Response::builder()
+                                .body(Full::new(Bytes::from(telemetry.render()))),
+                            "/health" => {
+                                let (status, body) = telemetry.health();
+                                Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(body)))
+                            }
+                            _ => Response::builder()
                                 .status(StatusCode::NOT_FOUND)
-                                .body(Full::new(Bytes::from("try /metrics\n")))
+                                .body(Full::new(Bytes::from("try /metrics or /health\n"))),
                         }
                     }
                 });
@@ -222,5 +308,18 @@ mod tests {
             text.contains("salestalk_partition_lag{topic=\"t\",partition=\"2\"} 7"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn health_names_the_sinks_that_are_down() {
+        let telemetry = Telemetry::default();
+        assert_eq!(telemetry.health().0, StatusCode::OK, "unknown is not down");
+        telemetry.set_sink_up("clickhouse", true);
+        telemetry.set_sink_up("dlq_topic", false);
+        let (status, body) = telemetry.health();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("\"down\":[\"dlq_topic\"]"), "{body}");
+        telemetry.set_sink_up("dlq_topic", true);
+        assert_eq!(telemetry.health().0, StatusCode::OK);
     }
 }

@@ -63,7 +63,11 @@ impl RetryPolicy {
 
     /// Runs `write` until it succeeds, fails permanently, or has failed `max_attempts` times;
     /// `on_failure` sees every failed attempt (for metrics and logs).
-    pub async fn run<T, E, W, F>(&self, mut write: W, mut on_failure: impl FnMut(&E)) -> Result<T, E>
+    pub async fn run<T, E, W, F>(
+        &self,
+        mut write: W,
+        mut on_failure: impl FnMut(&E),
+    ) -> Result<T, E>
     where
         E: Transient,
         W: FnMut() -> F,
@@ -127,15 +131,13 @@ where
 {
     let mut refused = Vec::new();
     // Ranges still to write; the halves of a refused range go back on the stack.
-    let mut pending = vec![0..len];
+    let mut pending: Vec<Range<usize>> = Vec::new();
+    pending.push(0..len);
     while let Some(range) = pending.pop() {
         if range.is_empty() {
             continue;
         }
-        let Err(error) = policy
-            .run(|| write(range.clone()), &mut on_failure)
-            .await
-        else {
+        let Err(error) = policy.run(|| write(range.clone()), &mut on_failure).await else {
             continue;
         };
         let transient = error.is_retryable();

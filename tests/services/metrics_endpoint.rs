@@ -89,7 +89,9 @@ async fn metrics_show_progress_and_lag_returns_to_zero() {
         "salestalk_dead_letters_total{reason=",
         "salestalk_flush_seconds_count",
         "salestalk_batch_size_count",
-        "salestalk_clickhouse_up 1",
+        "salestalk_sink_up{sink=\"clickhouse\"} 1",
+        "salestalk_sink_up{sink=\"dlq_topic\"} 1",
+        "salestalk_dlq_depth ",
         "salestalk_watermark_lag_seconds{",
         "salestalk_open_windows",
     ] {

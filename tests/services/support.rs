@@ -63,7 +63,11 @@ pub fn salestalk_command(args: &[&str], env: &[(&str, String)]) -> Command {
     // Many runs share the machine: the metrics endpoint is off unless a test asks for it.
     command
         .args(args)
-        .env("SALESTALK__LOG__LEVEL", "warn")
+        // SALESTALK_TEST_LOG=info (or debug) shows what the binaries do while a test runs.
+        .env(
+            "SALESTALK__LOG__LEVEL",
+            std::env::var("SALESTALK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env("SALESTALK__METRICS__LISTEN", "");
     for (key, value) in env {
         command.env(key, value);
@@ -103,7 +107,10 @@ impl Isolated {
         .map(|d| format!("{prefix}.{d}"))
         .collect();
         create_topics(&topics, partitions).await;
+        let dlq = format!("{prefix}.dlq");
+        create_topics(std::slice::from_ref(&dlq), 1).await;
         let env = vec![
+            ("SALESTALK__DLQ__TOPIC", dlq),
             (
                 "SALESTALK__KAFKA__TOPIC_TEMPLATE",
                 format!("{prefix}.{{domain}}"),

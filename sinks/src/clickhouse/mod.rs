@@ -1,5 +1,6 @@
 //! ClickHouse: connection settings, the server probe, and typed errors.
 
+pub mod dead_letter_queue;
 mod profile;
 pub mod restore;
 pub mod schema;
@@ -110,7 +111,9 @@ const DUPLICATE_COLUMN: u32 = 44;
 /// The `Code: N` a ClickHouse error message starts with, if any.
 fn server_code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + "Code: ".len()..];
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..digits].parse().ok()
 }
 
@@ -230,6 +233,15 @@ impl Endpoint {
             .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
+    /// Dead letters neither redriven nor discarded.
+    pub async fn dlq_depth(&self) -> Result<u64, ClickHouseError> {
+        self.client()
+            .query("SELECT toUInt64(sum(entries)) FROM dlq_depth")
+            .fetch_one()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
     /// Creates the pipeline's database if it does not exist.
     pub async fn ensure_database(&self) -> Result<(), ClickHouseError> {
         let statement = format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database);
@@ -253,10 +265,14 @@ mod tests {
     fn server_errors_are_judged_by_their_code() {
         let busy = classified("Code: 252, e.displayText() = DB::Exception: Too many parts (300)");
         assert!(matches!(busy, ClickHouseError::Busy(_)) && busy.is_retryable());
-        let refused = classified("Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf'");
+        let refused =
+            classified("Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf'");
         assert!(matches!(refused, ClickHouseError::Rejected(_)) && !refused.is_retryable());
         assert!(!classified("no code at all").is_retryable());
-        assert_eq!(server_code("Code: 60. DB::Exception: Table x doesn't exist"), Some(60));
+        assert_eq!(
+            server_code("Code: 60. DB::Exception: Table x doesn't exist"),
+            Some(60)
+        );
         assert_eq!(server_code("Code: "), None);
     }
 

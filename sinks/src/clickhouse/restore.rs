@@ -2,9 +2,9 @@
 //! read back from what earlier flushes made durable (ADR 0004).
 
 use clickhouse::Row;
+use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_operators::histogram::LogHistogram;
 use salestalk_operators::metrics::{Family, WINDOW_SECONDS, WindowValue, window_start};
-use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_operators::task::{Checkpoint, Refused, Task, TaskSettings};
 use serde::Deserialize;
 
@@ -35,9 +35,9 @@ struct OpenRow {
 #[derive(Debug, Row, Deserialize)]
 struct RefusedRow {
     offset: i64,
-    reason: String,
-    error: String,
-    attempts: u32,
+    last_reason: String,
+    last_error: String,
+    most_attempts: u32,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -65,8 +65,8 @@ pub const SEEN_QUERY: &str = "SELECT event_id, timestamp_ms FROM events_raw \
 
 /// Messages at or after a task's checkpoint that a sink refused: replaying them dead-letters
 /// them again instead of counting them (ADR 0006). Binds: topic, partition, checkpoint offset.
-pub const REFUSED_QUERY: &str = "SELECT offset, argMax(reason, written_at_ms) AS reason, \
-     argMax(error, written_at_ms) AS error, max(attempts) AS attempts FROM dead_letters \
+pub const REFUSED_QUERY: &str = "SELECT offset, argMax(reason, written_at_ms) AS last_reason, \
+     argMax(error, written_at_ms) AS last_error, max(attempts) AS most_attempts FROM dead_letters \
      WHERE topic = ? AND partition = ? AND offset >= ? \
      AND reason IN ('sink_rejected', 'retries_exhausted') GROUP BY offset";
 
@@ -97,7 +97,13 @@ impl Endpoint {
             .query(REFUSED_QUERY)
             .bind(topic)
             .bind(partition)
-            .bind(latest.as_ref().and_then(|l| l.ints.first()).copied().unwrap_or(0))
+            .bind(
+                latest
+                    .as_ref()
+                    .and_then(|l| l.ints.first())
+                    .copied()
+                    .unwrap_or(0),
+            )
             .fetch_all()
             .await
             .map_err(classify)?;
@@ -176,7 +182,7 @@ impl Endpoint {
 
 fn mark_refused(task: &mut Task, rows: Vec<RefusedRow>) {
     for row in rows {
-        let reason = if row.reason == DeadLetterReason::RetriesExhausted.as_str() {
+        let reason = if row.last_reason == DeadLetterReason::RetriesExhausted.as_str() {
             DeadLetterReason::RetriesExhausted
         } else {
             DeadLetterReason::SinkRejected
@@ -185,8 +191,8 @@ fn mark_refused(task: &mut Task, rows: Vec<RefusedRow>) {
             row.offset,
             Refused {
                 reason,
-                error: row.error,
-                attempts: row.attempts,
+                error: row.last_error,
+                attempts: row.most_attempts,
             },
         );
     }

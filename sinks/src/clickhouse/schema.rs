@@ -108,10 +108,12 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 ),
             ],
         },
+        // The views are recreated after every migration run (see `views`), so they must not be
+        // created here, where later migrations' columns do not exist yet.
         Migration {
             version: 2,
-            name: "public views",
-            statements: views(database),
+            name: "public views (created after the migrations)",
+            statements: Vec::new(),
         },
         Migration {
             version: 3,
@@ -322,10 +324,10 @@ pub fn views(database: &str) -> Vec<String> {
              argMax(event_id, written_at_ms) AS event_id, max(attempts) AS attempts,\n\
              min(first_failure) AS first_failure, max(last_failure) AS last_failure,\n\
              toUInt64(argMax(length(raw), written_at_ms)) AS bytes\n\
-             FROM {database}.dead_letters GROUP BY topic, partition, offset)\n\
+             FROM {database}.dead_letters GROUP BY topic, partition, offset) AS letters\n\
              ANY LEFT JOIN (SELECT topic, partition, offset, argMax(action, acted_at_ms) AS action,\n\
              max(acted_at) AS resolved_at\n\
-             FROM {database}.dead_letter_actions GROUP BY topic, partition, offset)\n\
+             FROM {database}.dead_letter_actions GROUP BY topic, partition, offset) AS actions\n\
              USING (topic, partition, offset)"
         ),
     );

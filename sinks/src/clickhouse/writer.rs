@@ -231,7 +231,9 @@ impl Endpoint {
         let refused = write_isolating(
             policy,
             records.len(),
-            |range| insert_range::<ArchiveRecord<'_>>(&client, &self.url, "events_raw", &records, range),
+            |range| {
+                insert_range::<ArchiveRecord<'_>>(&client, &self.url, "events_raw", &records, range)
+            },
             || self.ping(),
             on_failure,
         )
@@ -285,7 +287,15 @@ impl Endpoint {
         write_isolating(
             policy,
             records.len(),
-            |range| insert_range::<DeadLetterRecord<'_>>(&client, &self.url, "dead_letters", &records, range),
+            |range| {
+                insert_range::<DeadLetterRecord<'_>>(
+                    &client,
+                    &self.url,
+                    "dead_letters",
+                    &records,
+                    range,
+                )
+            },
             || self.ping(),
             on_failure,
         )
@@ -307,7 +317,15 @@ impl Endpoint {
         let client = self.client();
         policy
             .run(
-                || insert_range::<StateRecord>(&client, &self.url, "window_state", &records, 0..records.len()),
+                || {
+                    insert_range::<StateRecord>(
+                        &client,
+                        &self.url,
+                        "window_state",
+                        &records,
+                        0..records.len(),
+                    )
+                },
                 on_failure,
             )
             .await
@@ -337,7 +355,11 @@ impl Endpoint {
         let refused_letters = self
             .write_dead_letters(&letters, durable_at_ms, &policy, |_| {})
             .await?;
-        if let Some(first) = refused.first().map(|r| &r.refused).or(refused_letters.first()) {
+        if let Some(first) = refused
+            .first()
+            .map(|r| &r.refused)
+            .or(refused_letters.first())
+        {
             return Err(ClickHouseError::Refused(first.error.clone()));
         }
         let all: Vec<&Flush> = flushes.iter().collect();

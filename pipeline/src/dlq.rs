@@ -1,0 +1,247 @@
+//! `salestalk dlq`: list, show, redrive and discard dead letters.
+//!
+//! Redrive produces each entry's raw bytes back to its source topic (keyed by tenant, as
+//! producers do), so it takes the normal path: validated again, deduplicated by `eventId`
+//! (an event redriven twice, or redriven after it was counted, counts once), and counted or
+//! dead-lettered again with its new offset. Entries are marked `redriven` only once the
+//! broker has them; a redrive cut short can be run again.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use salestalk_sinks::clickhouse::dead_letter_queue::{DlqEntry, DlqFilter};
+
+use crate::dead_letter_topic::deliver;
+use crate::settings::Settings;
+
+/// Header a redriven message carries: the id of the entry it came from.
+pub const REDRIVE_OF_HEADER: &str = "salestalk.redrive-of";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Splits an entry id `topic/partition/offset`.
+pub fn parse_id(id: &str) -> Option<(&str, i32, i64)> {
+    let (rest, offset) = id.rsplit_once('/')?;
+    let (topic, partition) = rest.rsplit_once('/')?;
+    Some((topic, partition.parse().ok()?, offset.parse().ok()?))
+}
+
+fn time(seconds: u32) -> String {
+    if seconds == 0 {
+        return "-".into();
+    }
+    chrono::DateTime::from_timestamp(i64::from(seconds), 0).map_or_else(
+        || seconds.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}
+
+/// Prints the entries matching `filter`: a table, or one JSON object per line.
+pub async fn list(settings: &Settings, filter: &DlqFilter, json: bool) -> anyhow::Result<usize> {
+    let entries = crate::run::endpoint(settings)
+        .dlq_entries(filter)
+        .await
+        .context("reading the dead-letter queue")?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for entry in &entries {
+            let mut value = serde_json::to_value(entry)?;
+            value["id"] = entry.id().into();
+            writeln!(out, "{value}")?;
+        }
+    } else {
+        writeln!(
+            out,
+            "{:<40} {:<20} {:<19} {:<20} {:<28} {:<9} ERROR",
+            "ID", "REASON", "READ AT", "TENANT", "EVENT TYPE", "STATUS"
+        )?;
+        for e in &entries {
+            let error: String = e.error.chars().take(80).collect();
+            writeln!(
+                out,
+                "{:<40} {:<20} {:<19} {:<20} {:<28} {:<9} {error}",
+                e.id(),
+                e.reason,
+                time(e.broker_time),
+                e.tenant_id,
+                e.event_type,
+                e.status
+            )?;
+        }
+    }
+    Ok(entries.len())
+}
+
+/// Prints one entry in full, with its raw message (as text when it is UTF-8).
+pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<bool> {
+    let (topic, partition, offset) = parse_id(id)
+        .with_context(|| format!("'{id}' is not an entry id (topic/partition/offset)"))?;
+    let endpoint = crate::run::endpoint(settings);
+    let filter = DlqFilter {
+        ids: vec![id.to_string()],
+        limit: 1,
+        ..DlqFilter::default()
+    };
+    let Some(entry) = endpoint.dlq_entries(&filter).await?.into_iter().next() else {
+        return Ok(false);
+    };
+    let raw = endpoint
+        .dlq_raw(topic, partition, offset)
+        .await?
+        .unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "id:            {}", entry.id())?;
+    writeln!(out, "status:        {}", entry.status)?;
+    if entry.resolved_at > 0 {
+        writeln!(out, "resolved at:   {}", time(entry.resolved_at))?;
+    }
+    writeln!(out, "reason:        {}", entry.reason)?;
+    writeln!(out, "error:         {}", entry.error)?;
+    writeln!(out, "tenant:        {}", entry.tenant_id)?;
+    writeln!(out, "event type:    {}", entry.event_type)?;
+    writeln!(out, "event id:      {}", entry.event_id)?;
+    writeln!(out, "read at:       {}", time(entry.broker_time))?;
+    writeln!(out, "attempts:      {}", entry.attempts)?;
+    writeln!(out, "first failure: {}", time(entry.first_failure))?;
+    writeln!(out, "last failure:  {}", time(entry.last_failure))?;
+    writeln!(out, "bytes:         {}", entry.bytes)?;
+    match std::str::from_utf8(&raw) {
+        Ok(text) => writeln!(out, "raw:\n{text}")?,
+        Err(_) => writeln!(out, "raw (not UTF-8, escaped):\n{}", raw.escape_ascii())?,
+    }
+    Ok(true)
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redriven {
+    /// Entries produced back to their topics and marked `redriven`.
+    pub produced: usize,
+    /// Entries the broker did not take (still pending).
+    pub failed: usize,
+}
+
+/// Produces the pending entries matching `filter` back to their source topics.
+pub async fn redrive(
+    settings: &Settings,
+    filter: &DlqFilter,
+    dry_run: bool,
+) -> anyhow::Result<(Vec<DlqEntry>, Redriven)> {
+    let endpoint = crate::run::endpoint(settings);
+    let filter = DlqFilter {
+        status: Some("pending".into()),
+        ..filter.clone()
+    };
+    let entries = endpoint.dlq_entries(&filter).await?;
+    if dry_run || entries.is_empty() {
+        return Ok((
+            entries,
+            Redriven {
+                produced: 0,
+                failed: 0,
+            },
+        ));
+    }
+    let mut raws = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let raw = endpoint
+            .dlq_raw(&entry.topic, entry.partition, entry.offset)
+            .await?
+            .unwrap_or_default();
+        raws.push(raw);
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .set(
+            "message.max.bytes",
+            (settings.kafka.max_message_bytes * 2 + 65_536).to_string(),
+        )
+        .create()
+        .context("creating the Kafka producer")?;
+    let ids: Vec<String> = entries.iter().map(DlqEntry::id).collect();
+    let records = entries
+        .iter()
+        .zip(&raws)
+        .zip(&ids)
+        .map(|((entry, raw), id)| {
+            let record = FutureRecord::to(&entry.topic).payload(&raw[..]).headers(
+                OwnedHeaders::new().insert(Header {
+                    key: REDRIVE_OF_HEADER,
+                    value: Some(id.as_str()),
+                }),
+            );
+            if entry.tenant_id.is_empty() {
+                record
+            } else {
+                record.key(entry.tenant_id.as_str())
+            }
+        });
+    let outcomes = deliver(&producer, records).await;
+    let mut delivered = Vec::new();
+    let mut failed = 0;
+    for (entry, outcome) in entries.iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => delivered.push(entry.clone()),
+            Err(error) => {
+                failed += 1;
+                tracing::warn!(id = %entry.id(), %error, "not redriven");
+            }
+        }
+    }
+    endpoint
+        .dlq_resolve(&delivered, "redriven", "salestalk dlq redrive", now_ms())
+        .await
+        .context("marking entries redriven")?;
+    let produced = delivered.len();
+    Ok((entries, Redriven { produced, failed }))
+}
+
+/// Marks the pending entries matching `filter` discarded; returns them.
+pub async fn discard(
+    settings: &Settings,
+    filter: &DlqFilter,
+    note: &str,
+) -> anyhow::Result<Vec<DlqEntry>> {
+    anyhow::ensure!(
+        filter.is_narrowed(),
+        "refusing to discard every entry: give --id, --reason, --tenant, --event-type, \
+         --event-id, --since or --until"
+    );
+    let endpoint = crate::run::endpoint(settings);
+    let filter = DlqFilter {
+        status: Some("pending".into()),
+        ..filter.clone()
+    };
+    let entries = endpoint.dlq_entries(&filter).await?;
+    endpoint
+        .dlq_resolve(&entries, "discarded", note, now_ms())
+        .await
+        .context("marking entries discarded")?;
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_split_at_the_last_two_slashes() {
+        assert_eq!(
+            parse_id("salestalk.tenant/3/1200"),
+            Some(("salestalk.tenant", 3, 1200))
+        );
+        assert_eq!(parse_id("a/b/c/0/7"), Some(("a/b/c", 0, 7)));
+        assert_eq!(parse_id("salestalk.tenant/x/1"), None);
+        assert_eq!(parse_id("nothing"), None);
+    }
+}
