@@ -12,7 +12,8 @@ SALESTALK_KAFKA_PORT=${SALESTALK_KAFKA_PORT:-9092}
 # sqlite keeps topics and offsets across broker restarts; memory is faster and forgets.
 SALESTALK_KAFKA_STORAGE=${SALESTALK_KAFKA_STORAGE:-sqlite}
 SALESTALK_KAFKA_PARTITIONS=${SALESTALK_KAFKA_PARTITIONS:-4}
-SALESTALK_KAFKA_TOPICS=${SALESTALK_KAFKA_TOPICS:-salestalk.classification salestalk.narrative salestalk.conversation salestalk.metrics salestalk.tenant salestalk.dlq}
+# Empty means none (tests that create their own); unset means these.
+SALESTALK_KAFKA_TOPICS=${SALESTALK_KAFKA_TOPICS-salestalk.classification salestalk.narrative salestalk.conversation salestalk.metrics salestalk.tenant salestalk.dlq}
 
 # ClickHouse (Debian package).
 SALESTALK_CLICKHOUSE_HOST=${SALESTALK_CLICKHOUSE_HOST:-127.0.0.1}

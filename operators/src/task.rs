@@ -748,6 +748,25 @@ mod tests {
     }
 
     #[test]
+    fn a_10_mb_message_is_dead_lettered_as_oversized_without_being_parsed() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        let mut huge = event(1, T0, "a");
+        huge.splice(
+            1..1,
+            format!("\"pad\":\"{}\",", "x".repeat(10 << 20)).into_bytes(),
+        );
+        feed(&mut task, &[(0, T0, huge), (1, T0, event(2, T0, "a"))]);
+        let flush = task.flush(T0);
+        assert_eq!(flush.dead_letters.len(), 1);
+        assert_eq!(flush.dead_letters[0].reason, DeadLetterReason::Oversized);
+        assert_eq!(
+            flush.dead_letters[0].raw.len(),
+            (10 << 20) + event(1, T0, "a").len() + 9
+        );
+        assert_eq!(flush.archive.len(), 1, "the next message is counted");
+    }
+
+    #[test]
     fn flushes_carry_only_changed_rows_and_advance_the_epoch() {
         let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
         feed(&mut task, &[(0, T0, event(1, T0, "a"))]);

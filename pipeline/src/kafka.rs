@@ -156,6 +156,12 @@ impl ConsumerContext for GroupMembership {
 
 /// A consumer in the configured group that never commits on its own.
 pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<GroupMembership>> {
+    // A fetch in flight counts against memory like the queue it fills, so it is kept to half
+    // the prefetch bound. Brokers return a larger first message anyway (KIP-74), so a big
+    // message never stops its partition.
+    let prefetch = settings.prefetch_kbytes as usize * 1024;
+    let fetch = (prefetch / 2).clamp(2 * settings.max_message_bytes, 52_428_800);
+    let partition_fetch = fetch.min(8_388_608);
     let mut config = ClientConfig::new();
     if !settings.instance_id.is_empty() {
         config.set("group.instance.id", &settings.instance_id);
@@ -166,13 +172,15 @@ pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<GroupMem
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("max.partition.fetch.bytes", "8388608")
-        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", partition_fetch.to_string())
+        .set("fetch.max.bytes", fetch.to_string())
         .set(
             "queued.max.messages.kbytes",
             settings.prefetch_kbytes.to_string(),
         )
-        .set("session.timeout.ms", "10000")
+        // Kafka's default since 3.0. A broker busy with a burst of produce requests answers
+        // heartbeats late; shorter timeouts made tansu revoke and reassign partitions in a loop.
+        .set("session.timeout.ms", "45000")
         // Partition high watermarks for the lag metric come from these statistics.
         .set("statistics.interval.ms", "5000")
         // While ClickHouse is unreachable the runtime retries a flush instead of polling;

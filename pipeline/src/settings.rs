@@ -291,6 +291,7 @@ impl Reader {
         let topic_template: Option<String> = self.get("kafka.topic_template");
         let max_message_bytes: Option<usize> = self.get("kafka.max_message_bytes");
         let prefetch_kbytes: Option<u64> = self.get("kafka.prefetch_kbytes");
+
         if let Some(kbytes) = prefetch_kbytes {
             self.check((1024..=2_097_151).contains(&kbytes), || {
                 format!("kafka.prefetch_kbytes: {kbytes} is outside 1024..=2097151")

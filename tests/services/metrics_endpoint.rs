@@ -1,35 +1,9 @@
 //! The Prometheus endpoint of `salestalk run`: it serves its counters while running, and the
 //! lag of every partition falls to zero once the backlog is durable.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::support::{Isolated, salestalk, salestalk_command, stdout_of};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn scrape(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-}
-
-fn value(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
+use crate::support::{Isolated, free_port, salestalk, salestalk_command, scrape, stdout_of, value};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_show_progress_and_lag_returns_to_zero() {

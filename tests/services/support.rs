@@ -33,11 +33,10 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-/// Creates `topics` with `partitions` each on the configured brokers.
-pub async fn create_topics(topics: &[String], partitions: i32) {
-    let brokers = settings().kafka.brokers;
+/// Creates `topics` with `partitions` each on `brokers`.
+pub async fn create_topics_at(brokers: &str, topics: &[String], partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let new: Vec<NewTopic<'_>> = topics
@@ -90,11 +89,26 @@ pub struct Isolated {
     pub topics: Vec<String>,
     /// `SALESTALK__*` variables pointing the binary at them.
     pub env: Vec<(&'static str, String)>,
+    /// The brokers holding the topics.
+    pub brokers: String,
+    /// The ClickHouse server holding the database.
+    pub clickhouse_url: String,
 }
 
 impl Isolated {
-    /// Creates the topics with `partitions` each.
+    /// Creates the topics with `partitions` each on the shared services.
     pub async fn create(name: &str, partitions: i32) -> Self {
+        let s = settings();
+        Self::create_at(name, partitions, &s.kafka.brokers, &s.clickhouse.url).await
+    }
+
+    /// Creates the topics with `partitions` each on `brokers`, the database on `clickhouse_url`.
+    pub async fn create_at(
+        name: &str,
+        partitions: i32,
+        brokers: &str,
+        clickhouse_url: &str,
+    ) -> Self {
         let prefix = unique(name);
         let topics: Vec<String> = [
             "classification",
@@ -106,10 +120,12 @@ impl Isolated {
         .iter()
         .map(|d| format!("{prefix}.{d}"))
         .collect();
-        create_topics(&topics, partitions).await;
+        create_topics_at(brokers, &topics, partitions).await;
         let dlq = format!("{prefix}.dlq");
-        create_topics(std::slice::from_ref(&dlq), 1).await;
+        create_topics_at(brokers, std::slice::from_ref(&dlq), 1).await;
         let env = vec![
+            ("SALESTALK__KAFKA__BROKERS", brokers.to_string()),
+            ("SALESTALK__CLICKHOUSE__URL", clickhouse_url.to_string()),
             ("SALESTALK__DLQ__TOPIC", dlq),
             (
                 "SALESTALK__KAFKA__TOPIC_TEMPLATE",
@@ -126,6 +142,21 @@ impl Isolated {
             prefix,
             topics,
             env,
+            brokers: brokers.to_string(),
+            clickhouse_url: clickhouse_url.to_string(),
+        }
+    }
+
+    /// The dead-letter topic.
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.prefix)
+    }
+
+    /// The test's database on its server.
+    pub fn endpoint(&self) -> salestalk_sinks::clickhouse::Endpoint {
+        salestalk_sinks::clickhouse::Endpoint {
+            url: self.clickhouse_url.clone(),
+            ..endpoint(&self.database())
         }
     }
 
@@ -138,7 +169,13 @@ impl Isolated {
     /// behind to look at while ClickHouse does not grow run by run. Topics stay: on tansu
     /// 0.6.0, deleting one topic deletes every topic on the broker.
     pub async fn remove(&self) {
-        drop_database(&self.database()).await;
+        let database = self.database();
+        self.endpoint()
+            .server_client()
+            .query(&format!("DROP DATABASE IF EXISTS `{database}`"))
+            .execute()
+            .await
+            .unwrap_or_else(|e| panic!("dropping {database}: {e}"));
     }
 }
 
@@ -161,4 +198,111 @@ pub fn stdout_of(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A broker and a ClickHouse server of one test's own, started and stopped with the project's
+/// scripts (`deploy/services/up|down`) on free ports, for fault tests that stop and restart
+/// them without disturbing the tests sharing the suite's services. Removed on drop.
+pub struct PrivateServices {
+    state_dir: std::path::PathBuf,
+    vars: Vec<(&'static str, String)>,
+    /// `host:port` of the broker.
+    pub brokers: String,
+    /// HTTP URL of ClickHouse.
+    pub clickhouse_url: String,
+}
+
+/// A port nothing listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl PrivateServices {
+    /// Starts both services (ClickHouse's first start takes a few seconds).
+    pub fn start(name: &str) -> Self {
+        let state_dir = std::path::PathBuf::from(format!("/var/tmp/{}", unique(name)));
+        let (kafka, http, tcp, interserver) = (free_port(), free_port(), free_port(), free_port());
+        let vars = vec![
+            ("SALESTALK_STATE_DIR", state_dir.display().to_string()),
+            ("SALESTALK_KAFKA_PORT", kafka.to_string()),
+            ("SALESTALK_CLICKHOUSE_HTTP_PORT", http.to_string()),
+            ("SALESTALK_CLICKHOUSE_TCP_PORT", tcp.to_string()),
+            (
+                "SALESTALK_CLICKHOUSE_INTERSERVER_PORT",
+                interserver.to_string(),
+            ),
+            // The tests create their own topics.
+            ("SALESTALK_KAFKA_TOPICS", String::new()),
+        ];
+        let services = Self {
+            state_dir,
+            vars,
+            brokers: format!("127.0.0.1:{kafka}"),
+            clickhouse_url: format!("http://127.0.0.1:{http}"),
+        };
+        services.script("up", &[]);
+        services
+    }
+
+    fn script(&self, name: &str, args: &[&str]) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/services/");
+        let output = Command::new(format!("{path}{name}"))
+            .args(args)
+            .envs(self.vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .expect("the services script runs");
+        assert!(
+            output.status.success(),
+            "deploy/services/{name} {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Stops `service` (`clickhouse` or `broker`), keeping its data.
+    pub fn stop(&self, service: &str) {
+        self.script("down", &[service]);
+    }
+
+    /// Starts `service` again and waits until it answers.
+    pub fn restart(&self, service: &str) {
+        self.script("up", &[service]);
+    }
+}
+
+impl Drop for PrivateServices {
+    fn drop(&mut self) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/services/down");
+        let _ = Command::new(path)
+            .arg("--purge")
+            .envs(self.vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status code and body, if anything answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The Prometheus exposition of a run's `/metrics`.
+pub fn scrape(port: u16) -> Option<String> {
+    http_get(port, "/metrics").map(|(_, body)| body)
+}
+
+/// The value of the series starting with `series` (name and labels) in an exposition.
+pub fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }

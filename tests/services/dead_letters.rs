@@ -1,0 +1,392 @@
+//! The dead-letter path end to end: hostile input mixed into valid traffic lands in the DLQ
+//! (table and topic) with the right reason while valid traffic keeps flowing; a row ClickHouse
+//! refuses is isolated, dead-lettered as `sink_rejected`, and after a fix and a redrive counts
+//! exactly once; `salestalk dlq` lists, shows, redrives and discards.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use clickhouse::Row;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use salestalk_contracts::{parse, validate};
+use serde::Deserialize;
+
+use crate::exactness::{
+    PARTITIONS, Setup, assert_views_equal_recomputation, assert_views_match, pipeline_env, produce,
+    read_back,
+};
+use crate::support::{Isolated, salestalk, stdout_of};
+
+#[derive(Debug, Row, Deserialize)]
+struct Letter {
+    partition: i32,
+    offset: i64,
+    reason: String,
+}
+
+/// A valid classification event of the topics, as a JSON value.
+fn a_classification(setup: &Setup) -> serde_json::Value {
+    read_back(&setup.isolated)
+        .values()
+        .flatten()
+        .find_map(|(_, _, bytes)| {
+            let value = parse(bytes).ok()?;
+            let event = validate(&value).ok()?;
+            (event.envelope.event_type.as_str() == "classification.performed.v1")
+                .then(|| serde_json::from_slice(bytes).ok())?
+        })
+        .expect("the traffic has a valid classification")
+}
+
+/// Hostile messages built from a valid event, each with the reason it must be dead-lettered for.
+fn hostile(base: &serde_json::Value) -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut value = base.clone();
+        edit(&mut value);
+        serde_json::to_vec(&value).expect("serialisable")
+    };
+    let text = serde_json::to_vec(base).expect("serialisable");
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let garbage: Vec<u8> = (0..4096).map(|_| rng.random::<u8>()).collect();
+    let tenant = base["tenantId"]
+        .as_str()
+        .expect("tenant")
+        .as_bytes()
+        .to_vec();
+    let mut invalid_utf8 = text.clone();
+    if let Some(at) = invalid_utf8
+        .windows(tenant.len())
+        .position(|w| w == tenant.as_slice())
+    {
+        invalid_utf8[at] = 0xff;
+        invalid_utf8[at + 1] = 0xfe;
+    }
+    let huge_number = String::from_utf8(with(&|v| {
+        v["data"]["classification"]["confidence"] = 0.123456.into()
+    }))
+    .expect("utf-8")
+    .replace("0.123456", "1e999")
+    .into_bytes();
+    let deep = {
+        let mut s = String::from_utf8(with(&|v| {
+            v["data"]["classification"]["filters"] = "DEEP".into()
+        }))
+        .expect("utf-8");
+        s = s.replace(
+            "\"DEEP\"",
+            &format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+        );
+        s.into_bytes()
+    };
+    vec![
+        ("binary garbage", garbage, "not_json"),
+        (
+            "truncated JSON",
+            text[..text.len() / 2].to_vec(),
+            "not_json",
+        ),
+        ("invalid UTF-8", invalid_utf8, "not_json"),
+        ("empty message", Vec::new(), "not_json"),
+        // Twice the inspected limit. tansu 0.6.0 accepts a 5 MB or 10 MB message but never
+        // serves it to any consumer (tests/README.md), so the 10 MB case runs against the
+        // task itself (`operators/src/task.rs`) and `salestalk validate`.
+        (
+            "2 MB message",
+            with(&|v| v["data"]["originalText"] = "x".repeat(2 << 20).into()),
+            "oversized",
+        ),
+        ("10,000-deep nesting", deep, "not_json"),
+        ("number beyond f64", huge_number, "not_json"),
+        (
+            "confidence out of range",
+            with(&|v| v["data"]["classification"]["confidence"] = 7.5.into()),
+            "schema_violation",
+        ),
+        (
+            "negative processing time",
+            with(&|v| v["data"]["processingTimeMs"] = (-5).into()),
+            "schema_violation",
+        ),
+        (
+            "tenantId of the wrong type",
+            with(&|v| v["tenantId"] = 42.into()),
+            "schema_violation",
+        ),
+        (
+            "data of the wrong type",
+            with(&|v| v["data"] = "classification".into()),
+            "schema_violation",
+        ),
+        (
+            "unknown event type",
+            with(&|v| v["eventType"] = "lead.scored.v1".into()),
+            "unknown_event_type",
+        ),
+        (
+            "unsupported version",
+            with(&|v| v["eventType"] = "classification.performed.v9".into()),
+            "unsupported_version",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_input_is_dead_lettered_with_its_reason_and_valid_traffic_flows() {
+    let isolated = Isolated::create("it-hostile", PARTITIONS).await;
+    let env = pipeline_env(&isolated);
+    let setup = Setup { isolated, env };
+    produce(&setup.env, 41, 4_000, 40);
+    let base = a_classification(&setup);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &setup.isolated.brokers)
+        .set("message.max.bytes", "16777216")
+        .create()
+        .expect("producer");
+    let topic = setup.isolated.topics[0].clone();
+    let mut expected = BTreeMap::new();
+    for (what, bytes, reason) in hostile(&base) {
+        let record = FutureRecord::to(&topic)
+            .key("tenant-hostile")
+            .payload(&bytes);
+        let delivery = producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing {what}: {e}"));
+        expected.insert((delivery.partition, delivery.offset), (what, reason));
+    }
+    // More valid traffic after the poison: the partition must not stop at it.
+    produce(&setup.env, 42, 2_000, 40);
+
+    let run = salestalk(&["run", "--idle-exit", "6s"], &setup.env);
+    stdout_of(&run);
+    let letters: Vec<Letter> = setup
+        .isolated
+        .endpoint()
+        .client()
+        .query("SELECT partition, offset, reason FROM dead_letters FINAL WHERE topic = ?")
+        .bind(&topic)
+        .fetch_all()
+        .await
+        .expect("dead letters");
+    let got: BTreeMap<(i32, i64), String> = letters
+        .into_iter()
+        .map(|l| ((l.partition, l.offset), l.reason))
+        .collect();
+    for (at, (what, reason)) in &expected {
+        assert_eq!(
+            got.get(at).map(String::as_str),
+            Some(*reason),
+            "{what} at {at:?}"
+        );
+    }
+
+    // The DLQ topic has each of them too, with its coordinates and reason in the headers.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &setup.isolated.brokers)
+        .set("group.id", format!("{}-dlq-reader", setup.isolated.prefix))
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.message.max.bytes", "33554432")
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(&[&setup.isolated.dlq_topic()])
+        .expect("subscribe");
+    let mut in_topic = BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while in_topic.len() < expected.len() && std::time::Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let Some(headers) = message.headers() else {
+            continue;
+        };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        if header("salestalk.source.topic") != topic {
+            continue;
+        }
+        let at = (
+            header("salestalk.source.partition").parse().unwrap_or(-1),
+            header("salestalk.source.offset").parse().unwrap_or(-1),
+        );
+        if let Some((_, reason)) = expected.get(&at) {
+            assert_eq!(header("salestalk.reason"), *reason);
+            in_topic.insert(at);
+        }
+    }
+    assert_eq!(
+        in_topic.len(),
+        expected.len(),
+        "hostile messages missing from the DLQ topic"
+    );
+    assert_views_match(&setup).await;
+    setup.isolated.remove().await;
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct Count {
+    n: u64,
+}
+
+async fn count(setup: &Setup, sql: &str) -> u64 {
+    setup
+        .isolated
+        .endpoint()
+        .client()
+        .query(sql)
+        .fetch_one::<Count>()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_row_is_isolated_and_counts_once_after_a_fix_and_a_redrive() {
+    let isolated = Isolated::create("it-redrive", PARTITIONS).await;
+    let env = pipeline_env(&isolated);
+    let setup = Setup { isolated, env };
+    produce(&setup.env, 51, 3_000, 40);
+    // Five valid events the archive will refuse, as a constraint added by an operator would.
+    let refused: Vec<String> = read_back(&setup.isolated)
+        .values()
+        .flatten()
+        .filter_map(|(_, _, bytes)| {
+            let value = parse(bytes).ok()?;
+            let event = validate(&value).ok()?;
+            Some(event.envelope.event_id.to_string())
+        })
+        .step_by(97)
+        .take(5)
+        .collect();
+    stdout_of(&salestalk(&["migrate"], &setup.env));
+    let list = refused
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let client = setup.isolated.endpoint().client();
+    client
+        .query(&format!(
+            "ALTER TABLE events_raw ADD COLUMN refuse UInt8 MATERIALIZED throwIf(has([{list}], event_id))"
+        ))
+        .execute()
+        .await
+        .expect("adding the refusing column");
+
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+    let rejected = count(
+        &setup,
+        &format!("SELECT count() AS n FROM dead_letter_queue WHERE reason = 'sink_rejected' AND has([{list}], event_id)"),
+    )
+    .await;
+    assert_eq!(
+        rejected, 5,
+        "each refused event is a dead letter of its own"
+    );
+    assert_eq!(
+        count(
+            &setup,
+            &format!("SELECT count() AS n FROM events_raw WHERE has([{list}], event_id)")
+        )
+        .await,
+        0
+    );
+    // All or nothing: what the archive holds is exactly what the metrics count.
+    let archived = count(
+        &setup,
+        "SELECT count() AS n FROM (SELECT DISTINCT event_id FROM events_raw)",
+    )
+    .await;
+    let counted = count(
+        &setup,
+        "SELECT toUInt64(sum(events)) AS n FROM event_volume",
+    )
+    .await;
+    assert_eq!(archived, counted);
+
+    let listed = stdout_of(&salestalk(
+        &["dlq", "list", "--reason", "sink_rejected", "--json"],
+        &setup.env,
+    ));
+    let entries: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(entries.len(), 5, "{listed}");
+    let id = entries[0]["id"].as_str().expect("id").to_string();
+    let shown = stdout_of(&salestalk(&["dlq", "show", &id], &setup.env));
+    assert!(
+        shown.contains("reason:        sink_rejected") && shown.contains("\"eventId\""),
+        "{shown}"
+    );
+
+    // The operator fixes the table and redrives: the events count once, nothing else moves.
+    client
+        .query("ALTER TABLE events_raw DROP COLUMN refuse")
+        .execute()
+        .await
+        .expect("dropping the refusing column");
+    let redriven = stdout_of(&salestalk(
+        &["dlq", "redrive", "--reason", "sink_rejected"],
+        &setup.env,
+    ));
+    assert!(redriven.starts_with("redrove 5 "), "{redriven}");
+    let again = stdout_of(&salestalk(
+        &["dlq", "redrive", "--reason", "sink_rejected"],
+        &setup.env,
+    ));
+    assert!(
+        again.starts_with("redrove 0 "),
+        "redriven entries are not pending: {again}"
+    );
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+    // Short traffic: nothing is late, so the redriven events are on time too.
+    assert_views_equal_recomputation(&setup, false).await;
+    let pending_rejected = count(
+        &setup,
+        "SELECT count() AS n FROM dead_letter_queue WHERE reason = 'sink_rejected' AND status = 'pending'",
+    )
+    .await;
+    assert_eq!(pending_rejected, 0);
+
+    // Discard takes entries out of the depth, and needs a filter.
+    let depth_before = count(&setup, "SELECT toUInt64(sum(entries)) AS n FROM dlq_depth").await;
+    let not_json = count(
+        &setup,
+        "SELECT toUInt64(sum(entries)) AS n FROM dlq_depth WHERE reason = 'not_json'",
+    )
+    .await;
+    assert!(not_json > 0, "the traffic carries non-JSON messages");
+    let refused_all = salestalk(&["dlq", "discard"], &setup.env);
+    assert!(
+        !refused_all.status.success(),
+        "discarding everything needs a filter"
+    );
+    let discarded = stdout_of(&salestalk(
+        &[
+            "dlq",
+            "discard",
+            "--reason",
+            "not_json",
+            "--note",
+            "garbage from a test",
+        ],
+        &setup.env,
+    ));
+    assert_eq!(discarded.trim(), format!("discarded {not_json} entr(ies)"));
+    let depth_after = count(&setup, "SELECT toUInt64(sum(entries)) AS n FROM dlq_depth").await;
+    assert_eq!(depth_after, depth_before - not_json);
+    setup.isolated.remove().await;
+}

@@ -1,0 +1,316 @@
+//! Fault tests: the pipeline's promises while its services fail under it. ClickHouse and the
+//! broker are stopped and restarted with the project's own scripts on a private pair of
+//! services (so the tests sharing the suite's services are not disturbed); every test ends
+//! by comparing every public view with the batch recomputation of the topics' contents.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::TopicPartitionList;
+
+use crate::exactness::{
+    PARTITIONS, Setup, assert_views_match, pipeline_env, produce, read_back, spawn_run,
+};
+use crate::support::{
+    Isolated, PrivateServices, free_port, http_get, salestalk_command, scrape, value,
+};
+
+/// Resident memory of a process, in bytes.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Offsets the group has committed to Kafka, per partition (without joining the group).
+fn committed(setup: &Setup) -> BTreeMap<(String, i32), i64> {
+    let group = setup
+        .env
+        .iter()
+        .find(|(k, _)| *k == "SALESTALK__KAFKA__GROUP_ID")
+        .map(|(_, v)| v.clone())
+        .expect("a group");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &setup.isolated.brokers)
+        .set("group.id", &group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for topic in &setup.isolated.topics {
+        for partition in 0..PARTITIONS {
+            list.add_partition(topic, partition);
+        }
+    }
+    let Ok(offsets) = consumer.committed_offsets(list, Duration::from_secs(10)) else {
+        return BTreeMap::new();
+    };
+    offsets
+        .elements()
+        .iter()
+        .filter_map(|e| Some(((e.topic().to_string(), e.partition()), e.offset().to_raw()?)))
+        .filter(|(_, offset)| *offset >= 0)
+        .collect()
+}
+
+/// Each partition's end offset.
+fn ends(setup: &Setup) -> BTreeMap<(String, i32), i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &setup.isolated.brokers)
+        .create()
+        .expect("consumer");
+    let mut out = BTreeMap::new();
+    for topic in &setup.isolated.topics {
+        for partition in 0..PARTITIONS {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .expect("watermarks");
+            out.insert((topic.clone(), partition), high);
+        }
+    }
+    out
+}
+
+/// Messages made durable so far (the sum of the checkpoints), 0 while ClickHouse is away.
+async fn durable(setup: &Setup) -> i64 {
+    setup
+        .isolated
+        .endpoint()
+        .client()
+        .query("SELECT toInt64(sum(next)) FROM (SELECT task, argMax(ints[1], epoch) AS next FROM window_state WHERE family = 'checkpoint' GROUP BY task)")
+        .fetch_one::<i64>()
+        .await
+        .unwrap_or(0)
+}
+
+fn spawn_with_metrics(setup: &Setup, port: u16, extra: &[(&'static str, String)]) -> Child {
+    let mut env = setup.env.clone();
+    env.extend_from_slice(extra);
+    env.push(("SALESTALK__METRICS__LISTEN", format!("127.0.0.1:{port}")));
+    env.push((
+        "SALESTALK__KAFKA__INSTANCE_ID",
+        "fault-instance".to_string(),
+    ));
+    salestalk_command(&["run"], &env)
+        .spawn()
+        .expect("salestalk run starts")
+}
+
+/// Waits until every message produced is read and durable (all partition lags 0).
+fn wait_caught_up(port: u16, total: u64, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Some(body) = scrape(port) {
+            let read = value(&body, "salestalk_messages_total{outcome=\"read\"}").unwrap_or(0.0);
+            let lags: Vec<f64> = body
+                .lines()
+                .filter(|l| l.starts_with("salestalk_partition_lag{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect();
+            if read as u64 >= total && !lags.is_empty() && lags.iter().all(|lag| *lag == 0.0) {
+                return body;
+            }
+            last = body;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("not caught up with {total} messages in {within:?}:\n{last}");
+}
+
+fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().expect("exits");
+    assert!(
+        exit.success(),
+        "the run must drain and exit 0 on SIGTERM, got {exit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clickhouse_outage_bounds_memory_holds_offsets_and_loses_nothing() {
+    let services = PrivateServices::start("it-ch-outage");
+    let isolated = Isolated::create_at(
+        "it-ch-outage",
+        PARTITIONS,
+        &services.brokers,
+        &services.clickhouse_url,
+    )
+    .await;
+    let env = pipeline_env(&isolated);
+    let setup = Setup { isolated, env };
+    produce(&setup.env, 11, 20_000, 40);
+    let port = free_port();
+    let pending_mb = 8;
+    let prefetch_mb = 8;
+    let child = spawn_with_metrics(
+        &setup,
+        port,
+        &[
+            (
+                "SALESTALK__PIPELINE__MAX_PENDING_BYTES",
+                (pending_mb << 20).to_string(),
+            ),
+            (
+                "SALESTALK__KAFKA__PREFETCH_KBYTES",
+                (prefetch_mb << 10).to_string(),
+            ),
+            ("SALESTALK__RETRY__MAX_BACKOFF_MS", "1000".to_string()),
+        ],
+    );
+    let before_total: u64 = ends(&setup).values().map(|e| *e as u64).sum();
+    wait_caught_up(port, before_total, Duration::from_secs(120));
+    let baseline = rss_bytes(child.id()).expect("rss");
+
+    services.stop("clickhouse");
+    let stopped_at = ends(&setup);
+    // Much more data than the memory bound arrives while ClickHouse is away, stamped after
+    // the first batch (so it is not late).
+    produce(&setup.env, 12, 120_000, 2_000);
+    let produced_bytes: u64 = read_back(&setup.isolated)
+        .values()
+        .flatten()
+        .map(|(_, _, bytes)| bytes.len() as u64)
+        .sum();
+    let mut peak = baseline;
+    let mut saw_outage = false;
+    let outage_until = Instant::now() + Duration::from_secs(25);
+    while Instant::now() < outage_until {
+        peak = peak.max(rss_bytes(child.id()).expect("still running"));
+        if let Some((status, body)) = http_get(port, "/health") {
+            if status == 503 && body.contains("clickhouse") {
+                saw_outage = true;
+            }
+        }
+        // Nothing read after the stop can be durable, so no commit may pass the stop's ends.
+        for (partition, offset) in committed(&setup) {
+            let end = stopped_at.get(&partition).copied().unwrap_or(0);
+            assert!(
+                offset <= end,
+                "{partition:?} committed {offset} past durable data (end {end} at the stop)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(saw_outage, "/health never reported ClickHouse down");
+    let metrics = scrape(port).expect("metrics during the outage");
+    assert_eq!(
+        value(&metrics, "salestalk_sink_up{sink=\"clickhouse\"}"),
+        Some(0.0),
+        "{metrics}"
+    );
+    // The bound: the held flush plus the prefetch queue plus a fetch in flight, with room for
+    // allocator slack; an unbounded reader would hold the whole backlog.
+    let growth = peak.saturating_sub(baseline);
+    let bound = ((pending_mb + prefetch_mb + prefetch_mb / 2) << 20) * 2 + (32 << 20);
+    assert!(
+        growth < bound,
+        "memory grew by {} MiB during the outage (bound {} MiB, backlog {} MiB)",
+        growth >> 20,
+        bound >> 20,
+        produced_bytes >> 20
+    );
+    assert!(
+        produced_bytes > bound,
+        "the backlog must exceed the bound for the test to mean anything"
+    );
+
+    services.restart("clickhouse");
+    let total: u64 = ends(&setup).values().map(|e| *e as u64).sum();
+    wait_caught_up(port, total, Duration::from_secs(300));
+    let (status, _) = http_get(port, "/health").expect("health");
+    assert_eq!(status, 200, "healthy again once ClickHouse is back");
+    terminate(child);
+    assert_views_match(&setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_restart_mid_run_loses_nothing_and_lag_returns_to_zero() {
+    let services = PrivateServices::start("it-broker-restart");
+    let isolated = Isolated::create_at(
+        "it-broker-restart",
+        PARTITIONS,
+        &services.brokers,
+        &services.clickhouse_url,
+    )
+    .await;
+    let env = pipeline_env(&isolated);
+    let setup = Setup { isolated, env };
+    produce(&setup.env, 21, 40_000, 60);
+    let port = free_port();
+    let child = spawn_with_metrics(&setup, port, &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while durable(&setup).await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        durable(&setup).await > 0,
+        "nothing durable before the restart"
+    );
+    services.stop("broker");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    services.restart("broker");
+    // Traffic continues after the restart, on the same (durable) topics.
+    produce(&setup.env, 22, 10_000, 60);
+    let total: u64 = ends(&setup).values().map(|e| *e as u64).sum();
+    wait_caught_up(port, total, Duration::from_secs(300));
+    terminate(child);
+    assert_eq!(
+        durable(&setup).await as u64,
+        total,
+        "every message made durable once"
+    );
+    assert_views_match(&setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_200k_events_several_times_changes_no_view() {
+    let services = PrivateServices::start("it-kill-200k");
+    let isolated = Isolated::create_at(
+        "it-kill-200k",
+        PARTITIONS,
+        &services.brokers,
+        &services.clickhouse_url,
+    )
+    .await;
+    let env = pipeline_env(&isolated);
+    let setup = Setup { isolated, env };
+    produce(&setup.env, 31, 200_000, 150);
+    let total: i64 = ends(&setup).values().sum();
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let mut history = vec![0];
+    for _ in 0..4 {
+        let before = durable(&setup).await;
+        let mut child = spawn_run(&setup.env, false);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while durable(&setup).await == before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..3_000))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        history.push(durable(&setup).await);
+    }
+    let mid_stream = history
+        .windows(2)
+        .filter(|w| w[0] < w[1] && w[1] < total)
+        .count();
+    assert!(
+        mid_stream >= 3,
+        "kills must land mid-stream: progress {history:?} of {total}"
+    );
+    let mut last = spawn_run(&setup.env, true);
+    assert!(last.wait().expect("finishes").success());
+    assert_eq!(durable(&setup).await, total);
+    assert_views_match(&setup).await;
+}
