@@ -163,18 +163,70 @@ impl Checker {
         key: &'static str,
     ) -> Option<Vec<E>> {
         let raw = object.get(key).and_then(Json::as_array);
-        let has_repeat = raw.is_some_and(|items| {
-            items
-                .iter()
-                .enumerate()
-                .any(|(i, item)| items[..i].contains(item))
-        });
+        let has_repeat = raw.is_some_and(has_repeated_items);
         if has_repeat {
             self.fail(Some(Segment::Key(key)), ViolationKind::DuplicateItems);
         }
         let values = self.required_array(object, key, |c, item| c.here(item, enum_value::<E>))?;
         (!has_repeat).then_some(values)
     }
+}
+
+/// A scalar as JSON Schema compares it (`1` equals `1.0`), for hashing.
+#[derive(PartialEq, Eq, Hash)]
+enum ScalarKey<'v> {
+    Null,
+    Bool(bool),
+    Integer(i128),
+    Float(u64),
+    String(&'v str),
+}
+
+fn scalar_key<'v>(value: &'v Json<'_>) -> Option<ScalarKey<'v>> {
+    Some(match value {
+        Json::Null => ScalarKey::Null,
+        Json::Bool(b) => ScalarKey::Bool(*b),
+        Json::String(s) => ScalarKey::String(s),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                ScalarKey::Integer(i128::from(i))
+            } else if let Some(u) = n.as_u64() {
+                ScalarKey::Integer(i128::from(u))
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.fract() == 0.0 && f.abs() < 1e30 {
+                    ScalarKey::Integer(f as i128)
+                } else {
+                    // -0.0 and 0.0 are one number.
+                    ScalarKey::Float((f + 0.0).to_bits())
+                }
+            }
+        }
+        Json::Array(_) | Json::Object(_) => return None,
+    })
+}
+
+/// Whether two items of `items` are equal (JSON Schema's `uniqueItems`), in linear time for
+/// scalars: a hostile array of a million strings must not take quadratic time.
+fn has_repeated_items(items: &[Json<'_>]) -> bool {
+    let mut scalars = std::collections::HashSet::with_capacity(items.len());
+    let mut compounds: Vec<&Json<'_>> = Vec::new();
+    for item in items {
+        match scalar_key(item) {
+            Some(key) => {
+                if !scalars.insert(key) {
+                    return true;
+                }
+            }
+            None => {
+                if compounds.contains(&item) {
+                    return true;
+                }
+                compounds.push(item);
+            }
+        }
+    }
+    false
 }
 
 fn wrong_type(expected: Expected, value: &Json<'_>) -> ViolationKind {
@@ -317,4 +369,36 @@ pub(crate) fn integer_in(value: &Json<'_>, min: u64, max: u64) -> Result<u64, Vi
     }
     // In range and integral, so the conversion is exact.
     Ok(n as u64)
+}
+
+#[cfg(test)]
+mod repeated_items_tests {
+    use super::*;
+
+    fn repeats(text: &str) -> bool {
+        let value: serde_json::Value = serde_json::from_str(text).expect("json");
+        match Json::from(&value) {
+            Json::Array(items) => has_repeated_items(&items),
+            _ => panic!("not an array"),
+        }
+    }
+
+    #[test]
+    fn repeats_are_found_as_json_schema_compares_values() {
+        assert!(repeats(r#"["a", "b", "a"]"#));
+        assert!(repeats("[1, 1.0]"), "1 equals 1.0");
+        assert!(repeats("[0.0, -0.0]"));
+        assert!(repeats(r#"[{"a": 1, "b": 2}, {"b": 2, "a": 1}]"#));
+        assert!(!repeats(r#"["1", 1, true, null, [1], {"a": 1}]"#));
+        assert!(!repeats("[1.5, 2.5, 9007199254740993, 9007199254740992]"));
+    }
+
+    #[test]
+    fn a_huge_array_is_checked_in_one_pass() {
+        let mut big: Vec<String> = (0..300_000).map(|i| format!("\"v{i}\"")).collect();
+        let distinct = format!("[{}]", big.join(","));
+        assert!(!repeats(&distinct));
+        big.push("\"v17\"".into());
+        assert!(repeats(&format!("[{}]", big.join(","))));
+    }
 }
