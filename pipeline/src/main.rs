@@ -48,7 +48,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Consume the configured topics into windowed metrics in ClickHouse; print a summary.
     Run {
-        /// Stop after this long without messages (e.g. 10s); default: run until SIGTERM.
+        /// Stop once every partition is read to its end and nothing has arrived for this long
+        /// (e.g. 10s); default: run until SIGTERM.
         #[arg(long, value_parser = humantime::parse_duration)]
         idle_exit: Option<Duration>,
         /// Stop after this many messages.

@@ -285,6 +285,15 @@ impl Runtime<'_> {
         }
     }
 
+    /// Whether every owned partition has been read to its end (asks the broker).
+    fn caught_up(&self, consumer: &StreamConsumer<GroupMembership>) -> bool {
+        self.tasks.iter().all(|((topic, partition), task)| {
+            consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(5))
+                .is_ok_and(|(_, high)| task.checkpoint().next_offset >= high)
+        })
+    }
+
     /// Updates the per-partition and state gauges from every task.
     fn observe_state(&self, consumer: &StreamConsumer<GroupMembership>) {
         let t = &self.telemetry;
@@ -669,9 +678,15 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
             last_message = Instant::now();
         }
         drop(batch);
-        let idle = limits
+        let mut idle = limits
             .idle_exit
             .is_some_and(|idle| last_message.elapsed() >= idle);
+        // Quiet is not enough: a slow broker can pause a backlog for seconds. Idle means
+        // every owned partition is read to its end.
+        if idle && !runtime.caught_up(&consumer) {
+            idle = false;
+            last_message = Instant::now();
+        }
         let enough = limits.max_messages.is_some_and(|max| read >= max);
         // The memory bound: held raw bytes start the flush early.
         let pending: usize = runtime.tasks.values().map(Task::pending_bytes).sum();
