@@ -17,7 +17,8 @@ use crate::exactness::{
     PARTITIONS, Setup, assert_views_match, pipeline_env, produce, read_back, spawn_run,
 };
 use crate::support::{
-    Isolated, PrivateServices, free_port, http_get, salestalk_command, scrape, value,
+    Isolated, PrivateServices, free_port, http_get, one_heavy_test_at_a_time, salestalk_command,
+    scrape, value,
 };
 
 /// Resident memory of a process, in bytes.
@@ -139,6 +140,7 @@ fn terminate(mut child: Child) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clickhouse_outage_bounds_memory_holds_offsets_and_loses_nothing() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let services = PrivateServices::start("it-ch-outage");
     let isolated = Isolated::create_at(
         "it-ch-outage",
@@ -236,6 +238,7 @@ async fn clickhouse_outage_bounds_memory_holds_offsets_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_restart_mid_run_loses_nothing_and_lag_returns_to_zero() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let services = PrivateServices::start("it-broker-restart");
     let isolated = Isolated::create_at(
         "it-broker-restart",
@@ -275,6 +278,7 @@ async fn broker_restart_mid_run_loses_nothing_and_lag_returns_to_zero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_200k_events_several_times_changes_no_view() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let services = PrivateServices::start("it-kill-200k");
     let isolated = Isolated::create_at(
         "it-kill-200k",

@@ -306,3 +306,11 @@ pub fn value(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
+
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Held by the tests that start private services and push large backlogs, so they run one at
+/// a time: on a 2-core machine, two of them at once starve each other's brokers.
+pub async fn one_heavy_test_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
