@@ -122,8 +122,6 @@ pub fn read_back(isolated: &Isolated) -> Input {
     let topics = &isolated.topics;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &isolated.brokers)
-        .set("fetch.message.max.bytes", "33554432")
-        .set("receive.message.max.bytes", "67108864")
         .set("group.id", unique("readback"))
         .set("enable.auto.commit", "false")
         .create()

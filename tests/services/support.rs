@@ -221,8 +221,14 @@ pub fn free_port() -> u16 {
 }
 
 impl PrivateServices {
-    /// Starts both services (ClickHouse's first start takes a few seconds).
+    /// Starts both services (ClickHouse's first start takes a few seconds), the broker with
+    /// durable (sqlite) storage.
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, "sqlite")
+    }
+
+    /// Starts both services, the broker with `storage` (`sqlite` or `memory`).
+    pub fn start_with(name: &str, storage: &str) -> Self {
         let state_dir = std::path::PathBuf::from(format!("/var/tmp/{}", unique(name)));
         let (kafka, http, tcp, interserver) = (free_port(), free_port(), free_port(), free_port());
         let vars = vec![
@@ -236,6 +242,7 @@ impl PrivateServices {
             ),
             // The tests create their own topics.
             ("SALESTALK_KAFKA_TOPICS", String::new()),
+            ("SALESTALK_KAFKA_STORAGE", storage.to_string()),
         ];
         let services = Self {
             state_dir,
