@@ -606,8 +606,13 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     let signals = Signals::install()?;
     let dead_letter_topic = match &settings.dlq.topic {
         Some(topic) => Some({
+            // A broker too busy to answer in time is not a reason to stop: only a topic the
+            // broker says is missing is.
             let missing = kafka::missing_topics(&settings.kafka, std::slice::from_ref(topic))
-                .context("looking up the dead-letter topic")?;
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, %topic, "could not look up the dead-letter topic");
+                    Vec::new()
+                });
             anyhow::ensure!(
                 missing.is_empty(),
                 "the dead-letter topic '{topic}' does not exist: create it (deploy/services/up \

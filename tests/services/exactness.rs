@@ -129,7 +129,7 @@ pub fn read_back(isolated: &Isolated) -> Input {
     let mut assignment = TopicPartitionList::new();
     let mut remaining = BTreeMap::new();
     for topic in topics {
-        for partition in 0..PARTITIONS {
+        for partition in 0..isolated.partitions {
             let (_, high) = consumer
                 .fetch_watermarks(topic, partition, Duration::from_secs(10))
                 .expect("watermarks");

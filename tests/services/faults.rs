@@ -44,7 +44,7 @@ fn committed(setup: &Setup) -> BTreeMap<(String, i32), i64> {
         .expect("consumer");
     let mut list = TopicPartitionList::new();
     for topic in &setup.isolated.topics {
-        for partition in 0..PARTITIONS {
+        for partition in 0..setup.isolated.partitions {
             list.add_partition(topic, partition);
         }
     }
@@ -67,7 +67,7 @@ fn ends(setup: &Setup) -> BTreeMap<(String, i32), i64> {
         .expect("consumer");
     let mut out = BTreeMap::new();
     for topic in &setup.isolated.topics {
-        for partition in 0..PARTITIONS {
+        for partition in 0..setup.isolated.partitions {
             let (_, high) = consumer
                 .fetch_watermarks(topic, partition, Duration::from_secs(10))
                 .expect("watermarks");
@@ -141,12 +141,10 @@ fn terminate(mut child: Child) {
 #[tokio::test(flavor = "multi_thread")]
 async fn clickhouse_outage_bounds_memory_holds_offsets_and_loses_nothing() {
     let _heavy = one_heavy_test_at_a_time().await;
-    // The broker is not what fails here: in-memory storage serves a large backlog quickly
-    // (tansu's sqlite store slows down as it grows, see tests/README.md).
-    let services = PrivateServices::start_with("it-ch-outage", "memory");
+    let services = PrivateServices::start("it-ch-outage");
     let isolated = Isolated::create_at(
         "it-ch-outage",
-        PARTITIONS,
+        6,
         &services.brokers,
         &services.clickhouse_url,
     )
@@ -281,10 +279,10 @@ async fn broker_restart_mid_run_loses_nothing_and_lag_returns_to_zero() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_200k_events_several_times_changes_no_view() {
     let _heavy = one_heavy_test_at_a_time().await;
-    let services = PrivateServices::start_with("it-kill-200k", "memory");
+    let services = PrivateServices::start("it-kill-200k");
     let isolated = Isolated::create_at(
         "it-kill-200k",
-        PARTITIONS,
+        12,
         &services.brokers,
         &services.clickhouse_url,
     )

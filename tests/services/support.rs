@@ -93,6 +93,8 @@ pub struct Isolated {
     pub brokers: String,
     /// The ClickHouse server holding the database.
     pub clickhouse_url: String,
+    /// Partitions per topic.
+    pub partitions: i32,
 }
 
 impl Isolated {
@@ -144,6 +146,7 @@ impl Isolated {
             env,
             brokers: brokers.to_string(),
             clickhouse_url: clickhouse_url.to_string(),
+            partitions,
         }
     }
 
