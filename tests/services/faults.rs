@@ -17,8 +17,8 @@ use crate::exactness::{
     PARTITIONS, Setup, assert_views_match, pipeline_env, produce, read_back, spawn_run,
 };
 use crate::support::{
-    Isolated, PrivateServices, free_port, http_get, one_heavy_test_at_a_time, salestalk_command,
-    scrape, value,
+    Isolated, PrivateServices, free_port, http_get, one_heavy_test_at_a_time, read_and_lags,
+    salestalk_command, scrape, value,
 };
 
 /// Resident memory of a process, in bytes.
@@ -108,12 +108,7 @@ fn wait_caught_up(port: u16, total: u64, within: Duration) -> String {
     let mut last = String::new();
     while Instant::now() < deadline {
         if let Some(body) = scrape(port) {
-            let read = value(&body, "salestalk_messages_total{outcome=\"read\"}").unwrap_or(0.0);
-            let lags: Vec<f64> = body
-                .lines()
-                .filter(|l| l.starts_with("salestalk_partition_lag{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-                .collect();
+            let (read, lags) = read_and_lags(&body);
             if read as u64 >= total && !lags.is_empty() && lags.iter().all(|lag| *lag == 0.0) {
                 return body;
             }

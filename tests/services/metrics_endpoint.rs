@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Isolated, free_port, salestalk, salestalk_command, scrape, stdout_of, value};
+use crate::support::{
+    Isolated, free_port, read_and_lags, salestalk, salestalk_command, scrape, stdout_of,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_show_progress_and_lag_returns_to_zero() {
@@ -35,12 +37,7 @@ async fn metrics_show_progress_and_lag_returns_to_zero() {
     let mut last = String::new();
     let caught_up = loop {
         if let Some(body) = scrape(port) {
-            let read = value(&body, "salestalk_messages_total{outcome=\"read\"}").unwrap_or(0.0);
-            let lags: Vec<f64> = body
-                .lines()
-                .filter(|l| l.starts_with("salestalk_partition_lag{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-                .collect();
+            let (read, lags) = read_and_lags(&body);
             let done = read >= sent && lags.len() == 10 && lags.iter().all(|lag| *lag == 0.0);
             last = body;
             if done {

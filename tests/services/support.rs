@@ -324,3 +324,14 @@ static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub async fn one_heavy_test_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     HEAVY.lock().await
 }
+
+/// From a run's `/metrics`: messages read, and the lag of every partition reported.
+pub fn read_and_lags(body: &str) -> (f64, Vec<f64>) {
+    let read = value(body, "salestalk_messages_total{outcome=\"read\"}").unwrap_or(0.0);
+    let lags = body
+        .lines()
+        .filter(|l| l.starts_with("salestalk_partition_lag{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (read, lags)
+}
