@@ -143,7 +143,8 @@ pub fn read_back(isolated: &Isolated) -> Input {
     }
     consumer.assign(&assignment).expect("assign");
     let mut out: Input = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(600);
     while !remaining.is_empty() && std::time::Instant::now() < deadline {
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) else {
             continue;
@@ -162,6 +163,12 @@ pub fn read_back(isolated: &Isolated) -> Input {
         }
     }
     assert!(remaining.is_empty(), "could not read back {remaining:?}");
+    eprintln!(
+        "read back {} messages of {} partitions in {:.1?}",
+        out.values().map(Vec::len).sum::<usize>(),
+        out.len(),
+        started.elapsed()
+    );
     out
 }
 
@@ -503,47 +510,66 @@ pub fn spawn_run(env: &[(&'static str, String)], idle_exit: bool) -> Child {
         .expect("salestalk run starts")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigkill_at_random_moments_changes_no_view() {
-    let setup = setup("it-kill", 60_000, 60).await;
-    let client = setup.isolated.endpoint().client();
-    // How far the durable checkpoints have got.
-    let progress = || async {
-        client
-            .query("SELECT toInt64(sum(next)) FROM (SELECT task, argMax(ints[1], epoch) AS next FROM window_state WHERE family = 'checkpoint' GROUP BY task)")
-            .fetch_one::<i64>()
-            .await
-            .unwrap_or(0)
-    };
-    let total: i64 = read_back(&setup.isolated)
-        .values()
-        .map(|m| m.len() as i64)
-        .sum();
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
+/// Messages made durable so far: the sum of the checkpoints, 0 while ClickHouse is away.
+pub async fn durable(isolated: &Isolated) -> i64 {
+    isolated
+        .endpoint()
+        .client()
+        .query("SELECT toInt64(sum(next)) FROM (SELECT task, argMax(ints[1], epoch) AS next FROM window_state WHERE family = 'checkpoint' GROUP BY task)")
+        .fetch_one::<i64>()
+        .await
+        .unwrap_or(0)
+}
+
+/// Starts `salestalk run` `kills` times and kills it with SIGKILL each time, at a random
+/// moment (up to `max_delay` later) after the run has made something durable; then lets a
+/// last run finish. Asserts that at least `mid_stream` kills landed while the run had work
+/// left, so a test cannot pass by killing runs that had nothing left to do, and that the
+/// `total` messages are each durable once in the end.
+pub async fn kill_at_random_moments(
+    setup: &Setup,
+    total: i64,
+    kills: usize,
+    mid_stream: usize,
+    seed: u64,
+    max_delay: Duration,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut history = vec![0];
-    for _ in 0..5 {
-        let before = progress().await;
+    for _ in 0..kills {
+        let before = durable(&setup.isolated).await;
         let mut child = spawn_run(&setup.env, false);
-        // Kill once the run has made something durable, at a random moment after that.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while progress().await == before && std::time::Instant::now() < deadline {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while durable(&setup.isolated).await == before && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1_500))).await;
+        let delay = rng.random_range(0..max_delay.as_millis() as u64);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
-        history.push(progress().await);
+        history.push(durable(&setup.isolated).await);
     }
-    let mid_stream = history
+    let landed = history
         .windows(2)
         .filter(|w| w[0] < w[1] && w[1] < total)
         .count();
     assert!(
-        mid_stream >= 2,
+        landed >= mid_stream,
         "kills must land mid-stream: progress {history:?} of {total}"
     );
     let mut last = spawn_run(&setup.env, true);
     assert!(last.wait().expect("finishes").success());
+    assert_eq!(durable(&setup.isolated).await, total, "durable once each");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_changes_no_view() {
+    let setup = setup("it-kill", 60_000, 60).await;
+    let total: i64 = read_back(&setup.isolated)
+        .values()
+        .map(|m| m.len() as i64)
+        .sum();
+    kill_at_random_moments(&setup, total, 5, 2, 7, Duration::from_millis(1_500)).await;
     assert_views_match(&setup).await;
     setup.isolated.remove().await;
 }
@@ -584,17 +610,13 @@ async fn sigterm_drains_and_the_restart_counts_exactly() {
     // Drained: everything the run read is durable, checkpoints included.
     let tally: salestalk_operators::Tally =
         serde_json::from_slice(&output.stdout).expect("the run prints its tally");
-    let durable: i64 = client
-        .query("SELECT toInt64(sum(next)) FROM (SELECT task, argMax(ints[1], epoch) AS next FROM window_state WHERE family = 'checkpoint' GROUP BY task)")
-        .fetch_one()
-        .await
-        .expect("checkpoints");
     assert!(
         tally.messages > 0,
         "the run was stopped before it read anything"
     );
     assert_eq!(
-        durable, tally.messages as i64,
+        durable(&setup.isolated).await,
+        tally.messages as i64,
         "read but not made durable before exit"
     );
     let mut rest = spawn_run(&setup.env, true);

@@ -7,14 +7,13 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::exactness::{
-    PARTITIONS, Setup, assert_views_match, pipeline_env, produce, read_back, spawn_run,
+    PARTITIONS, Setup, assert_views_match, durable, kill_at_random_moments, pipeline_env, produce,
+    read_back,
 };
 use crate::support::{
     Isolated, PrivateServices, free_port, http_get, one_heavy_test_at_a_time, read_and_lags,
@@ -75,18 +74,6 @@ fn ends(setup: &Setup) -> BTreeMap<(String, i32), i64> {
         }
     }
     out
-}
-
-/// Messages made durable so far (the sum of the checkpoints), 0 while ClickHouse is away.
-async fn durable(setup: &Setup) -> i64 {
-    setup
-        .isolated
-        .endpoint()
-        .client()
-        .query("SELECT toInt64(sum(next)) FROM (SELECT task, argMax(ints[1], epoch) AS next FROM window_state WHERE family = 'checkpoint' GROUP BY task)")
-        .fetch_one::<i64>()
-        .await
-        .unwrap_or(0)
 }
 
 fn spawn_with_metrics(setup: &Setup, port: u16, extra: &[(&'static str, String)]) -> Child {
@@ -248,11 +235,11 @@ async fn broker_restart_mid_run_loses_nothing_and_lag_returns_to_zero() {
     let port = free_port();
     let child = spawn_with_metrics(&setup, port, &[]);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while durable(&setup).await == 0 && Instant::now() < deadline {
+    while durable(&setup.isolated).await == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        durable(&setup).await > 0,
+        durable(&setup.isolated).await > 0,
         "nothing durable before the restart"
     );
     services.stop("broker");
@@ -264,7 +251,7 @@ async fn broker_restart_mid_run_loses_nothing_and_lag_returns_to_zero() {
     wait_caught_up(port, total, Duration::from_secs(300));
     terminate(child);
     assert_eq!(
-        durable(&setup).await as u64,
+        durable(&setup.isolated).await as u64,
         total,
         "every message made durable once"
     );
@@ -272,9 +259,6 @@ async fn broker_restart_mid_run_loses_nothing_and_lag_returns_to_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "the pipeline side passes (every message durable once), but reading 200k events back \
-            from tansu's sqlite store for the recomputation takes more than 10 minutes; run with \
-            `cargo test -p salestalk --test services -- --ignored` until the read-back is fast"]
 async fn sigkill_during_200k_events_several_times_changes_no_view() {
     let _heavy = one_heavy_test_at_a_time().await;
     let services = PrivateServices::start("it-kill-200k");
@@ -289,30 +273,6 @@ async fn sigkill_during_200k_events_several_times_changes_no_view() {
     let setup = Setup { isolated, env };
     produce(&setup.env, 31, 200_000, 150);
     let total: i64 = ends(&setup).values().sum();
-    let mut rng = ChaCha8Rng::seed_from_u64(31);
-    let mut history = vec![0];
-    for _ in 0..4 {
-        let before = durable(&setup).await;
-        let mut child = spawn_run(&setup.env, false);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while durable(&setup).await == before && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..3_000))).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
-        history.push(durable(&setup).await);
-    }
-    let mid_stream = history
-        .windows(2)
-        .filter(|w| w[0] < w[1] && w[1] < total)
-        .count();
-    assert!(
-        mid_stream >= 3,
-        "kills must land mid-stream: progress {history:?} of {total}"
-    );
-    let mut last = spawn_run(&setup.env, true);
-    assert!(last.wait().expect("finishes").success());
-    assert_eq!(durable(&setup).await, total);
+    kill_at_random_moments(&setup, total, 4, 3, 31, Duration::from_millis(3_000)).await;
     assert_views_match(&setup).await;
 }
