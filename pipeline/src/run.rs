@@ -650,6 +650,8 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     let mut last_message = Instant::now();
     let mut last_flush = Instant::now();
     let mut last_report = Instant::now();
+    // An unreachable broker is reported once per partition per poll: one line per 10 s.
+    let mut consumer_errors = telemetry::LogThrottle::new(Duration::from_secs(10));
 
     'consume: loop {
         runtime.apply_assignments(&consumer).await?;
@@ -660,7 +662,12 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
             tokio::select! {
                 received = tokio::time::timeout_at(deadline, consumer.recv()) => match received {
                     Ok(Ok(message)) => batch.push(message),
-                    Ok(Err(error)) => tracing::warn!(%error, "consumer error"),
+                    Ok(Err(error)) => {
+                        runtime.telemetry.consumer_errors.inc();
+                        if let Some(held_back) = consumer_errors.admit(Instant::now()) {
+                            tracing::warn!(%error, held_back, "consumer error (held_back: similar errors since the last line)");
+                        }
+                    }
                     Err(_) => break,
                 },
                 name = runtime.signals.recv() => { tracing::info!("{name}: draining"); stopping = true; break; }

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -86,6 +87,8 @@ pub struct Telemetry {
     pub outage_seconds: Gauge<f64, AtomicU64>,
     /// Tasks replayed from their checkpoint because a sink refused one of their events.
     pub replays: Counter,
+    /// Errors the Kafka consumer reported (an unreachable broker reports one per partition).
+    pub consumer_errors: Counter,
     /// Dead letters neither redriven nor discarded, as last read from ClickHouse.
     pub dlq_depth: Gauge,
     /// Messages in the partition not yet durable: high watermark minus checkpoint offset.
@@ -143,6 +146,12 @@ impl Default for Telemetry {
             "Tasks replayed from their checkpoint after a refused event",
             replays.clone(),
         );
+        let consumer_errors = Counter::default();
+        registry.register(
+            "consumer_errors",
+            "Errors the Kafka consumer reported",
+            consumer_errors.clone(),
+        );
         let dlq_depth = Gauge::default();
         registry.register(
             "dlq_depth",
@@ -184,6 +193,7 @@ impl Default for Telemetry {
             sink_up,
             outage_seconds,
             replays,
+            consumer_errors,
             dlq_depth,
             partition_lag,
             watermark_lag_seconds,
@@ -284,9 +294,54 @@ pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Re
     Ok(bound)
 }
 
+/// Lets one log line through per period and counts the ones held back, so an error that
+/// repeats per partition per poll (a broker that is down) does not flood the log.
+pub struct LogThrottle {
+    period: Duration,
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl LogThrottle {
+    /// At most one line per `period`.
+    pub fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be logged at `now`.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < self.period)
+        {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_line_through_per_period_and_counts_the_rest() {
+        let mut throttle = LogThrottle::new(Duration::from_secs(10));
+        let start = Instant::now();
+        assert_eq!(throttle.admit(start), Some(0));
+        for second in 1..10 {
+            assert_eq!(throttle.admit(start + Duration::from_secs(second)), None);
+        }
+        assert_eq!(throttle.admit(start + Duration::from_secs(10)), Some(9));
+        assert_eq!(throttle.admit(start + Duration::from_secs(11)), None);
+        assert_eq!(throttle.admit(start + Duration::from_secs(25)), Some(1));
+    }
 
     #[test]
     fn renders_counters_with_labels_and_the_prefix() {

@@ -24,7 +24,9 @@ use salestalk_contracts::{EventData, check, parse, validate};
 use salestalk_operators::histogram::RELATIVE_ERROR;
 use serde::Deserialize;
 
-use crate::support::{Isolated, salestalk, salestalk_command, stdout_of, unique};
+use crate::support::{
+    Isolated, RUN_LIMIT, finish, salestalk, salestalk_command, stdout_of, unique,
+};
 
 const LATENESS_MS: i64 = 300_000;
 const SKEW_MS: i64 = 600_000;
@@ -557,8 +559,8 @@ pub async fn kill_at_random_moments(
         landed >= mid_stream,
         "kills must land mid-stream: progress {history:?} of {total}"
     );
-    let mut last = spawn_run(&setup.env, true);
-    assert!(last.wait().expect("finishes").success());
+    let last = finish(spawn_run(&setup.env, true), RUN_LIMIT, "the last run");
+    assert!(last.status.success());
     assert_eq!(durable(&setup.isolated).await, total, "durable once each");
 }
 
@@ -601,7 +603,7 @@ async fn sigterm_drains_and_the_restart_counts_exactly() {
         .status()
         .expect("kill runs");
     assert!(signalled.success());
-    let output = child.wait_with_output().expect("exits");
+    let output = finish(child, RUN_LIMIT, "the drain after SIGTERM");
     assert!(
         output.status.success(),
         "SIGTERM must drain and exit cleanly, got {}",
@@ -619,8 +621,8 @@ async fn sigterm_drains_and_the_restart_counts_exactly() {
         tally.messages as i64,
         "read but not made durable before exit"
     );
-    let mut rest = spawn_run(&setup.env, true);
-    assert!(rest.wait().expect("finishes").success());
+    let rest = finish(spawn_run(&setup.env, true), RUN_LIMIT, "the restart");
+    assert!(rest.status.success());
     assert_views_match(&setup).await;
     setup.isolated.remove().await;
 }
@@ -653,7 +655,7 @@ async fn two_instances_sharing_the_group_produce_the_same_views() {
     let second = instance("pair-b");
     let mut read = Vec::new();
     for child in [first, second] {
-        let output = child.wait_with_output().expect("exits");
+        let output = finish(child, RUN_LIMIT, "an instance of the pair");
         assert!(output.status.success());
         let tally: salestalk_operators::Tally =
             serde_json::from_slice(&output.stdout).expect("tally");

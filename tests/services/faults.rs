@@ -16,8 +16,8 @@ use crate::exactness::{
     read_back,
 };
 use crate::support::{
-    Isolated, PrivateServices, free_port, http_get, one_heavy_test_at_a_time, read_and_lags,
-    salestalk_command, scrape, value,
+    Isolated, PrivateServices, RUN_LIMIT, finish, free_port, http_get, one_heavy_test_at_a_time,
+    read_and_lags, salestalk_command, scrape, value,
 };
 
 /// Resident memory of a process, in bytes.
@@ -106,14 +106,14 @@ fn wait_caught_up(port: u16, total: u64, within: Duration) -> String {
     panic!("not caught up with {total} messages in {within:?}:\n{last}");
 }
 
-fn terminate(mut child: Child) {
+fn terminate(child: Child) {
     let pid = child.id().to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill runs");
     assert!(status.success());
-    let exit = child.wait().expect("exits");
+    let exit = finish(child, RUN_LIMIT, "the drain after SIGTERM").status;
     assert!(
         exit.success(),
         "the run must drain and exit 0 on SIGTERM, got {exit}"

@@ -1,12 +1,14 @@
 //! Shared helpers: configuration, unique names, topic creation, running the binary.
 
-use std::process::{Command, Output};
+use std::io::Read;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use salestalk::settings::Settings;
+use wait_timeout::ChildExt;
 
 /// The settings the binary would use in this environment.
 pub fn settings() -> Settings {
@@ -74,11 +76,55 @@ pub fn salestalk_command(args: &[&str], env: &[(&str, String)]) -> Command {
     command
 }
 
-/// Runs the `salestalk` binary to completion.
+/// Longest a `salestalk` process in a test may take before the test fails: far above what
+/// any run here needs, far below CI's limit, so a stuck run fails its test by name.
+pub const RUN_LIMIT: Duration = Duration::from_secs(600);
+
+/// Runs the `salestalk` binary to completion (within [`RUN_LIMIT`]), capturing its output.
 pub fn salestalk(args: &[&str], env: &[(&str, String)]) -> Output {
-    salestalk_command(args, env)
-        .output()
-        .expect("the salestalk binary runs")
+    let child = salestalk_command(args, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the salestalk binary runs");
+    finish(child, RUN_LIMIT, &format!("salestalk {}", args.join(" ")))
+}
+
+/// Waits for `child` for at most `within`, collecting whatever it pipes. Past `within` it is
+/// killed and the test fails with the tail of its stderr, instead of hanging the suite.
+pub fn finish(mut child: Child, within: Duration, what: &str) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = child.wait_timeout(within).expect("waiting for a child");
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let Some(status) = status else {
+        let text = String::from_utf8_lossy(&stderr);
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "{what} did not finish within {within:?}; killed. Last stderr lines:\n{}",
+            tail.join("\n")
+        );
+    };
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 /// Topics (one per event domain), a consumer group and a database used by one test alone.
@@ -295,7 +341,7 @@ impl Drop for PrivateServices {
 
 /// `GET path` on 127.0.0.1:`port`: the status code and body, if anything answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
