@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is a thin shell over these modules; integration tests drive
 //! the same functions.
 
+pub mod billing;
 pub mod dead_letter_topic;
 pub mod dlq;
 pub mod generate;

@@ -14,6 +14,7 @@ use salestalk::run::{RunLimits, run};
 use salestalk::settings::Settings;
 use salestalk::validate::{OutputFormat, validate_stream};
 use salestalk::{logging, produce};
+use salestalk_sinks::clickhouse::billing::Month;
 use salestalk_sinks::clickhouse::dead_letter_queue::DlqFilter;
 
 #[derive(Parser)]
@@ -71,10 +72,27 @@ enum Command {
     /// Inspect and resolve the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Billing: per-tenant monthly cost rollups.
+    #[command(subcommand)]
+    Billing(BillingCommand),
     /// Apply the ClickHouse schema migrations this server lacks (also done by `run`).
     Migrate,
     /// Check the configuration and that Kafka and ClickHouse answer.
     Check,
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// Write one CSV row per tenant for a calendar month: messages, tokens, the exact cost and
+    /// the cost billed (rounded to the cent).
+    Export {
+        /// The month, YYYY-MM (UTC).
+        #[arg(long, value_parser = clap::value_parser!(Month))]
+        month: Month,
+        /// File to write; standard output by default.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -333,6 +351,24 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init(&settings.log);
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(dlq(&settings, command))
+        }
+        Command::Billing(BillingCommand::Export { month, output }) => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            logging::init(&settings.log);
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let rows = runtime
+                .block_on(salestalk::run::endpoint(&settings).tenant_months(month))
+                .context("reading the month's costs")?;
+            match output {
+                Some(path) => {
+                    let file = File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    salestalk::billing::write_csv(month, &rows, BufWriter::new(file))?;
+                    eprintln!("{} tenant(s) for {month} in {}", rows.len(), path.display());
+                }
+                None => salestalk::billing::write_csv(month, &rows, io::stdout().lock())?,
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Latency {
             since,

@@ -327,6 +327,84 @@ struct LatencyRow {
     p95_ms: f64,
 }
 
+/// "12.500000001" as nanodollars, or "12.50" as cents: the digits without the point.
+fn decimal_units(text: &str, places: usize) -> i64 {
+    let (whole, fraction) = text.split_once('.').expect("a decimal point");
+    assert_eq!(fraction.len(), places, "{text} has {places} places");
+    format!("{whole}{fraction}").parse().expect("digits")
+}
+
+/// `salestalk billing export` for every month of the input equals the recomputation summed
+/// per tenant and month: tokens and messages exactly, the cost to the nanodollar, and the
+/// billed amount to the cent (half away from zero).
+fn assert_billing_export_matches(setup: &Setup, cost: &BTreeMap<TenantKey, CostValue>) {
+    let mut expected: BTreeMap<String, BTreeMap<String, CostValue>> = BTreeMap::new();
+    for ((day, tenant, _, _), value) in cost {
+        let month = DateTime::from_timestamp(*day, 0)
+            .expect("a day")
+            .format("%Y-%m")
+            .to_string();
+        let entry = expected
+            .entry(month)
+            .or_default()
+            .entry(tenant.clone())
+            .or_default();
+        entry.0 += value.0;
+        entry.1 += value.1;
+        entry.2 += value.2;
+        entry.3 += value.3;
+        entry.4 += value.4;
+    }
+    assert!(!expected.is_empty(), "the traffic must carry costs");
+    for (month, tenants) in expected {
+        let csv = stdout_of(&salestalk(
+            &["billing", "export", "--month", &month],
+            &setup.env,
+        ));
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let header: Vec<String> = reader
+            .headers()
+            .expect("a header")
+            .iter()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "month",
+                "tenant_id",
+                "messages",
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "cost_usd",
+                "billed_usd"
+            ]
+        );
+        let mut got = BTreeMap::new();
+        for record in reader.records() {
+            let record = record.expect("a CSV row");
+            assert_eq!(&record[0], month);
+            let nanos = decimal_units(&record[6], 9);
+            let billed = decimal_units(&record[7], 2);
+            assert_eq!(
+                billed,
+                (nanos + 5_000_000).div_euclid(10_000_000),
+                "{month} {}: billed {} for {}",
+                &record[1],
+                &record[7],
+                &record[6]
+            );
+            let count = |i: usize| record[i].parse::<u64>().expect("a count");
+            got.insert(
+                record[1].to_string(),
+                (nanos, count(3), count(4), count(5), count(2)),
+            );
+        }
+        assert_eq!(got, tenants, "billing export for {month}");
+    }
+}
+
 /// Asserts that every public view equals the batch recomputation of the topics' contents,
 /// which must include late events.
 pub async fn assert_views_match(setup: &Setup) {
@@ -402,6 +480,7 @@ pub async fn assert_views_equal_recomputation(setup: &Setup, with_late: bool) {
         );
     }
     assert_eq!(got, expected.cost, "tenant_cost_daily");
+    assert_billing_export_matches(setup, &expected.cost);
 
     let rows: Vec<IntentRow> = client
         .query(

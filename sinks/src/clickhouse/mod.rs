@@ -1,5 +1,6 @@
 //! ClickHouse: connection settings, the server probe, and typed errors.
 
+pub mod billing;
 pub mod dead_letter_queue;
 mod profile;
 pub mod restore;
