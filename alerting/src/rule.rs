@@ -1,0 +1,260 @@
+//! What an alert rule says: which signal, which side of which threshold, for how long, how
+//! severe, and whether it is judged for all traffic at once or for each tenant.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// A measured signal, each read from the public views (see `docs/metrics.md`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::AsRefStr,
+    strum::EnumIter,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Signal {
+    /// (submitted − rejected) / submitted over the lookback, a fraction.
+    PublishSuccessRate,
+    /// P95 processing latency per consumer over the lookback, in milliseconds.
+    P95LatencyMs,
+    /// Dead letters neither redriven nor discarded, now.
+    DlqDepth,
+    /// Events refused by a sink over events written, per consumer, over the lookback.
+    ConsumerErrorRate,
+}
+
+impl Signal {
+    /// Whether the signal is a fraction (its threshold must lie in 0..=1).
+    pub fn is_fraction(self) -> bool {
+        matches!(self, Self::PublishSuccessRate | Self::ConsumerErrorRate)
+    }
+
+    /// Whether the signal is a ratio whose denominator `min_events` guards.
+    pub fn has_denominator(self) -> bool {
+        self.is_fraction() || self == Self::P95LatencyMs
+    }
+}
+
+/// Which side of the threshold is bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::AsRefStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Comparison {
+    /// Bad when the value is above the threshold.
+    Above,
+    /// Bad when the value is below the threshold.
+    Below,
+}
+
+/// How loud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::AsRefStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Severity {
+    /// Someone is paged.
+    Critical,
+    /// Someone looks during working hours.
+    Warning,
+    /// Shown, nobody is told.
+    Info,
+}
+
+/// Whether a rule judges all traffic together or each tenant apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::AsRefStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Scope {
+    /// One judgement for all tenants (per consumer for per-consumer signals).
+    Global,
+    /// One judgement per tenant (and per consumer for per-consumer signals).
+    Tenant,
+}
+
+/// One alert rule, as configured under `[[alerts.rules]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Unique name, the `alertname` label.
+    pub name: String,
+    /// What is measured.
+    pub signal: Signal,
+    /// Which side of `threshold` is bad.
+    pub comparison: Comparison,
+    /// The boundary; fractions for rates (0.99 is 99 %), milliseconds for latency.
+    pub threshold: f64,
+    /// How long the value must stay bad before the alert fires, ms.
+    pub for_ms: u64,
+    /// How long the value must stay good before a firing alert resolves, ms (no flapping).
+    pub keep_firing_ms: u64,
+    /// How loud.
+    pub severity: Severity,
+    /// Global or per tenant.
+    pub scope: Scope,
+    /// The span of event time the signal is measured over, ms (ignored by `dlq_depth`).
+    pub lookback_ms: u64,
+    /// Fewest events in the lookback for a rate or a percentile to be judged at all.
+    pub min_events: u64,
+}
+
+impl Rule {
+    /// Whether `value` is on the bad side of the threshold.
+    pub fn breached_by(&self, value: f64) -> bool {
+        match self.comparison {
+            Comparison::Above => value > self.threshold,
+            Comparison::Below => value < self.threshold,
+        }
+    }
+
+    /// The spec's four thresholds: publish success below 99 %, P95 processing latency above
+    /// 30 s, DLQ depth above 10 messages, consumer error rate above 1 %.
+    pub fn spec_defaults() -> Vec<Rule> {
+        let rule = |name: &str, signal, comparison, threshold, severity| Rule {
+            name: name.to_string(),
+            signal,
+            comparison,
+            threshold,
+            for_ms: 300_000,
+            keep_firing_ms: 300_000,
+            severity,
+            scope: Scope::Global,
+            lookback_ms: 900_000,
+            min_events: 100,
+        };
+        vec![
+            rule(
+                "PublishSuccessRateLow",
+                Signal::PublishSuccessRate,
+                Comparison::Below,
+                0.99,
+                Severity::Critical,
+            ),
+            rule(
+                "ProcessingLatencyP95High",
+                Signal::P95LatencyMs,
+                Comparison::Above,
+                30_000.0,
+                Severity::Critical,
+            ),
+            Rule {
+                for_ms: 60_000,
+                ..rule(
+                    "DlqDepthHigh",
+                    Signal::DlqDepth,
+                    Comparison::Above,
+                    10.0,
+                    Severity::Warning,
+                )
+            },
+            rule(
+                "ConsumerErrorRateHigh",
+                Signal::ConsumerErrorRate,
+                Comparison::Above,
+                0.01,
+                Severity::Critical,
+            ),
+        ]
+    }
+}
+
+/// Every problem with a set of rules, each naming its rule; empty when they are usable.
+pub fn problems(rules: &[Rule]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("alerts.rules[{i}] ({})", rule.name);
+        if rule.name.trim().is_empty() {
+            out.push(format!("alerts.rules[{i}]: name is empty"));
+        } else if !names.insert(rule.name.as_str()) {
+            out.push(format!("{at}: name is used by another rule"));
+        }
+        if !rule.threshold.is_finite() {
+            out.push(format!("{at}: threshold must be a finite number"));
+        } else if rule.signal.is_fraction() && !(0.0..=1.0).contains(&rule.threshold) {
+            out.push(format!(
+                "{at}: {} is a fraction, so threshold must be within 0..=1 (0.99 is 99 %), not {}",
+                rule.signal.as_ref(),
+                rule.threshold
+            ));
+        } else if rule.threshold < 0.0 {
+            out.push(format!("{at}: threshold must not be negative"));
+        }
+        if rule.signal != Signal::DlqDepth && rule.lookback_ms < 60_000 {
+            out.push(format!(
+                "{at}: lookback_ms must be at least 60000 (one window), not {}",
+                rule.lookback_ms
+            ));
+        }
+        if rule.signal == Signal::DlqDepth && rule.scope == Scope::Tenant {
+            out.push(format!(
+                "{at}: dlq_depth is global (a dead letter may have no readable tenant)"
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_spec_thresholds_and_valid() {
+        let rules = Rule::spec_defaults();
+        assert!(problems(&rules).is_empty(), "{:?}", problems(&rules));
+        let by = |signal| {
+            rules
+                .iter()
+                .find(|r| r.signal == signal)
+                .expect("a default per signal")
+        };
+        assert!(by(Signal::PublishSuccessRate).breached_by(0.989));
+        assert!(!by(Signal::PublishSuccessRate).breached_by(0.99));
+        assert!(by(Signal::P95LatencyMs).breached_by(30_001.0));
+        assert!(!by(Signal::P95LatencyMs).breached_by(30_000.0));
+        assert!(by(Signal::DlqDepth).breached_by(11.0));
+        assert!(!by(Signal::DlqDepth).breached_by(10.0));
+        assert!(by(Signal::ConsumerErrorRate).breached_by(0.0101));
+        assert!(!by(Signal::ConsumerErrorRate).breached_by(0.01));
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_rule() {
+        let mut rules = Rule::spec_defaults();
+        rules[1].name = rules[0].name.clone();
+        rules[0].threshold = 99.0;
+        rules[2].scope = Scope::Tenant;
+        rules[3].lookback_ms = 1_000;
+        rules.push(Rule {
+            name: " ".into(),
+            threshold: f64::NAN,
+            ..rules[3].clone()
+        });
+        let found = problems(&rules);
+        assert_eq!(found.len(), 7, "{found:#?}");
+        assert!(found[0].contains("rules[0]") && found[0].contains("within 0..=1"));
+        assert!(found[1].contains("rules[1]") && found[1].contains("used by another"));
+        assert!(found[2].contains("rules[2]") && found[2].contains("dlq_depth is global"));
+        assert!(found[3].contains("rules[3]") && found[3].contains("lookback_ms"));
+        assert!(found[4].contains("rules[4]: name is empty"));
+    }
+
+    #[test]
+    fn rules_read_from_toml_refuse_unknown_keys() {
+        let rule: Result<Rule, _> = serde_json::from_value(serde_json::json!({
+            "name": "x", "signal": "dlq_depth", "comparison": "above", "threshold": 1.0,
+            "for_ms": 0, "keep_firing_ms": 0, "severity": "info", "scope": "global",
+            "lookback_ms": 0, "min_events": 0, "treshold": 2.0
+        }));
+        assert!(rule.is_err());
+    }
+}
