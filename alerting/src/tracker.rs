@@ -159,18 +159,25 @@ impl Tracker {
             .collect()
     }
 
-    /// Takes back an alert that was firing before a restart (from the `alerts` history), so
-    /// it is neither announced twice nor left unresolved. Unknown rules are ignored.
-    pub fn restore_firing(&mut self, alert: &Notification) {
-        let Some(index) = self.rules.iter().position(|r| r.name == alert.rule) else {
+    /// Takes back an alert of `rule` about `labels` that was firing before a restart (from the
+    /// `alerts` history), so it is neither announced twice nor left unresolved. Unknown rules
+    /// are ignored: a rule removed from the configuration has nothing left to resolve.
+    pub fn restore_firing(
+        &mut self,
+        rule: &str,
+        labels: Labels,
+        value: f64,
+        starts_at: DateTime<Utc>,
+    ) {
+        let Some(index) = self.rules.iter().position(|r| r.name == rule) else {
             return;
         };
         self.states.insert(
-            (index, alert.labels.clone()),
+            (index, labels),
             State {
                 phase: Phase::Firing,
-                bad_since: alert.starts_at,
-                value: alert.value,
+                bad_since: starts_at,
+                value,
             },
         );
     }
@@ -348,7 +355,13 @@ mod tests {
         let mut before = Tracker::new(vec![rule.clone()]);
         let fired = before.observe(0, at(0), &global(20.0));
         let mut after = Tracker::new(vec![rule]);
-        after.restore_firing(&fired[0]);
+        let alert = &fired[0];
+        after.restore_firing(
+            &alert.rule,
+            alert.labels.clone(),
+            alert.value,
+            alert.starts_at,
+        );
         assert!(after.observe(0, at(10), &global(25.0)).is_empty());
         let resolved = after.observe(0, at(20), &global(0.0));
         assert_eq!(statuses(&resolved), [Status::Resolved]);

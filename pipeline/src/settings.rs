@@ -15,7 +15,12 @@ use serde_json::Value;
 pub const DEFAULTS: &str = include_str!("../../config/salestalk.toml");
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&str] = &["kafka.topics", "graph.aggregates"];
+const LIST_KEYS: &[&str] = &[
+    "kafka.topics",
+    "graph.aggregates",
+    "alerts.webhooks",
+    "alerts.alertmanager_webhooks",
+];
 
 /// Everything the pipeline can be configured with.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +39,8 @@ pub struct Settings {
     pub dlq: DlqSettings,
     /// `[metrics]`
     pub metrics: MetricsSettings,
+    /// `[alerts]`
+    pub alerts: AlertSettings,
     /// `[log]`
     pub log: LogSettings,
 }
@@ -80,6 +87,23 @@ impl RetrySettings {
 pub struct DlqSettings {
     /// Topic every dead letter is produced to; `None` for the ClickHouse table only.
     pub topic: Option<String>,
+}
+
+/// `[alerts]`: the alert evaluator of `salestalk serve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    /// Pause between two evaluations of every rule, ms.
+    pub evaluate_every_ms: u64,
+    /// URLs that receive each notification as a plain JSON body.
+    pub webhooks: Vec<String>,
+    /// URLs that receive each notification in Alertmanager's webhook body.
+    pub alertmanager_webhooks: Vec<String>,
+    /// The `receiver` named in Alertmanager bodies.
+    pub receiver: String,
+    /// Where people find the dashboards (Alertmanager's `externalURL`).
+    pub external_url: String,
+    /// The rules.
+    pub rules: Vec<salestalk_alerting::Rule>,
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -239,8 +263,11 @@ impl Reader {
         let retry = self.retry();
         let dlq = self.dlq();
         let metrics = self.metrics();
+        let alerts = self.alerts();
         let log = self.log();
-        match (kafka, clickhouse, pipeline, graph, retry, dlq, metrics, log) {
+        match (
+            kafka, clickhouse, pipeline, graph, retry, dlq, metrics, alerts, log,
+        ) {
             (
                 Some(kafka),
                 Some(clickhouse),
@@ -249,6 +276,7 @@ impl Reader {
                 Some(retry),
                 Some(dlq),
                 Some(metrics),
+                Some(alerts),
                 Some(log),
             ) if self.problems.is_empty() => Ok(Settings {
                 kafka,
@@ -258,6 +286,7 @@ impl Reader {
                 retry,
                 dlq,
                 metrics,
+                alerts,
                 log,
             }),
             _ => Err(SettingsError {
@@ -492,6 +521,47 @@ impl Reader {
         }
     }
 
+    fn alerts(&mut self) -> Option<AlertSettings> {
+        let evaluate_every_ms: Option<u64> = self.get("alerts.evaluate_every_ms");
+        let webhooks: Option<Vec<String>> = self.get("alerts.webhooks");
+        let alertmanager_webhooks: Option<Vec<String>> = self.get("alerts.alertmanager_webhooks");
+        let receiver: Option<String> = self.get("alerts.receiver");
+        let external_url: Option<String> = self.get("alerts.external_url");
+        let rules: Option<Vec<salestalk_alerting::Rule>> = self.get("alerts.rules");
+        if let Some(every) = evaluate_every_ms {
+            self.check((100..=3_600_000).contains(&every), || {
+                format!("alerts.evaluate_every_ms: {every} is outside 100..=3600000")
+            });
+        }
+        // An empty environment value (SALESTALK__ALERTS__WEBHOOKS=) means no webhooks.
+        let urls = |list: Option<Vec<String>>| -> Option<Vec<String>> {
+            Some(list?.into_iter().filter(|u| !u.trim().is_empty()).collect())
+        };
+        let (webhooks, alertmanager_webhooks) = (urls(webhooks), urls(alertmanager_webhooks));
+        for (key, list) in [
+            ("alerts.webhooks", &webhooks),
+            ("alerts.alertmanager_webhooks", &alertmanager_webhooks),
+        ] {
+            for url in list.iter().flatten() {
+                self.check(is_http_url(url), || {
+                    format!("{key}: '{url}' is not an http:// URL (https is not supported)")
+                });
+            }
+        }
+        if let Some(rules) = &rules {
+            self.problems
+                .extend(salestalk_alerting::rule::problems(rules));
+        }
+        Some(AlertSettings {
+            evaluate_every_ms: evaluate_every_ms?,
+            webhooks: webhooks?,
+            alertmanager_webhooks: alertmanager_webhooks?,
+            receiver: receiver?,
+            external_url: external_url?,
+            rules: rules?,
+        })
+    }
+
     fn log(&mut self) -> Option<LogSettings> {
         let level: Option<String> = self.get("log.level");
         let format: Option<LogFormat> = self.get("log.format");
@@ -538,6 +608,11 @@ fn leaf_keys(tree: &Value) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     walk(tree, "", &mut out);
     out
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.strip_prefix("http://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
 }
 
 fn is_host_port(entry: &str) -> bool {
@@ -632,6 +707,63 @@ mod tests {
         .expect("valid");
         assert_eq!(settings.kafka.group_id, "from-file");
         assert_eq!(settings.kafka.brokers, "env:9092");
+    }
+
+    #[test]
+    fn the_default_alert_rules_are_the_spec_thresholds() {
+        let settings = Settings::load_from(None, env(&[])).expect("valid");
+        assert_eq!(
+            settings.alerts.rules,
+            salestalk_alerting::Rule::spec_defaults()
+        );
+        assert!(settings.alerts.webhooks.is_empty());
+    }
+
+    #[test]
+    fn a_file_replaces_the_alert_rules_and_bad_ones_are_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("alerts.toml");
+        let rule = |name: &str, threshold: &str, extra: &str| {
+            format!(
+                "[[alerts.rules]]\nname = \"{name}\"\nsignal = \"dlq_depth\"\n\
+                 comparison = \"above\"\nthreshold = {threshold}\nfor_ms = 0\n\
+                 keep_firing_ms = 1000\nseverity = \"info\"\nscope = \"global\"\n\
+                 lookback_ms = 60000\nmin_events = 0\n{extra}"
+            )
+        };
+        std::fs::write(&path, rule("OnlyOne", "3", "")).expect("write");
+        let settings = Settings::load_from(
+            Some(&path),
+            env(&[(
+                "SALESTALK__ALERTS__WEBHOOKS",
+                "http://127.0.0.1:1/a,http://127.0.0.1:1/b",
+            )]),
+        )
+        .expect("valid");
+        assert_eq!(
+            settings.alerts.rules.len(),
+            1,
+            "the file's list replaces the defaults"
+        );
+        assert_eq!(settings.alerts.rules[0].name, "OnlyOne");
+        assert_eq!(settings.alerts.rules[0].threshold, 3.0);
+        assert_eq!(settings.alerts.webhooks.len(), 2);
+
+        let bad = format!("{}{}", rule("Same", "1", ""), rule("Same", "-1", ""));
+        std::fs::write(&path, bad).expect("write");
+        let error = Settings::load_from(
+            Some(&path),
+            env(&[("SALESTALK__ALERTS__ALERTMANAGER_WEBHOOKS", "https://x")]),
+        )
+        .expect_err("invalid");
+        let text = error.to_string();
+        for needle in [
+            "alerts.rules[1] (Same): name is used by another rule",
+            "alerts.rules[1] (Same): threshold must not be negative",
+            "alerts.alertmanager_webhooks: 'https://x' is not an http:// URL",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod alerts;
 mod check_command;
 mod clickhouse_schema;
 mod clickhouse_server;

@@ -5,10 +5,12 @@
 use std::io::Write;
 use std::process::Command;
 
+use salestalk_alerting::Scope;
 use salestalk_operators::RawMessage;
 use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_sinks::clickhouse::restore::{CHECKPOINT_QUERY, OPEN_ROWS_QUERY, SEEN_QUERY};
 use salestalk_sinks::clickhouse::schema::{self, CHECKPOINT_FAMILY};
+use salestalk_sinks::clickhouse::signals;
 use salestalk_sinks::clickhouse::writer::{StateRecord, state_records};
 use salestalk_sinks::clickhouse::{ServerProfile, Version};
 use serde_json::{Value, json};
@@ -148,6 +150,31 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
         json!(in_db(&bind(SEEN_QUERY, &["'t'", "0", "5", "0"]))),
     );
     let view_count = queries.len() - 4;
+    // The alert evaluator's signal queries, for every signal in both scopes.
+    let mut signal_count = 0;
+    for mut rule in salestalk_alerting::Rule::spec_defaults() {
+        rule.min_events = 0;
+        // The examples' windows are in 2025: look back ten years.
+        rule.lookback_ms = 10 * 365 * 86_400_000;
+        for scope in [Scope::Global, Scope::Tenant] {
+            rule.scope = scope;
+            let mut sql = signals::signal_sql(&rule);
+            for table in [
+                "metrics_publish",
+                "processing_latency",
+                "dlq_depth",
+                "metrics_latency",
+                "metrics_dead_letters",
+            ] {
+                sql = sql.replace(&format!("FROM {table}"), &format!("FROM {DB}.{table}"));
+            }
+            queries.insert(
+                format!("signal_{}_{}", rule.signal.as_ref(), scope.as_ref()),
+                json!(sql),
+            );
+            signal_count += 1;
+        }
+    }
 
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     file.write_all(
@@ -186,7 +213,15 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
         "a statement failed on ClickHouse 26"
     );
     let results = &result["results"];
-    assert_eq!(results.as_object().map(|o| o.len()), Some(view_count + 4));
+    assert_eq!(
+        results.as_object().map(|o| o.len()),
+        Some(view_count + 4 + signal_count)
+    );
+    // The five spec examples were all published: a success rate of 1, from 5 messages.
+    let rate = &results["signal_publish_success_rate_tenant"][0];
+    assert_eq!(rate["subject_tenant"], "tenant-abc123", "{rate}");
+    assert_eq!(rate["measured"].as_u64(), Some(5), "{rate}");
+    assert_eq!(rate["value"].as_f64(), Some(1.0), "{rate}");
 
     let events: u64 = results["event_volume"]
         .as_array()

@@ -1,10 +1,12 @@
 //! ClickHouse: connection settings, the server probe, and typed errors.
 
+pub mod alert_history;
 pub mod billing;
 pub mod dead_letter_queue;
 mod profile;
 pub mod restore;
 pub mod schema;
+pub mod signals;
 pub mod writer;
 
 pub use profile::{ServerProfile, Version};

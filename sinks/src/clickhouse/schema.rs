@@ -135,6 +135,30 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 ),
             ],
         },
+        Migration {
+            version: 4,
+            name: "alert history",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {database}.alerts (\n\
+                 notified_at DateTime('UTC'),\n\
+                 notified_at_ms UInt64,\n\
+                 fingerprint String,\n\
+                 rule {low},\n\
+                 status {low},\n\
+                 severity {low},\n\
+                 signal {low},\n\
+                 labels String,\n\
+                 value Float64,\n\
+                 threshold Float64,\n\
+                 starts_at DateTime('UTC'),\n\
+                 ends_at DateTime('UTC'),\n\
+                 summary String,\n\
+                 delivered UInt8\n\
+                 ) ENGINE = MergeTree\n\
+                 ORDER BY (rule, fingerprint, notified_at_ms){}",
+                ttl("notified_at", 90)
+            )],
+        },
     ]
 }
 

@@ -1,0 +1,91 @@
+//! Measuring alert signals in ClickHouse: each rule's signal over its lookback, once for all
+//! traffic or once per tenant, read from the public views only (so an alert says what the
+//! dashboards say). The alert evaluator feeds what this returns to its state machine.
+
+use clickhouse::Row;
+use salestalk_alerting::{Rule, Scope, Signal};
+use serde::Deserialize;
+
+use super::schema::quantile_sql;
+use super::{ClickHouseError, Endpoint};
+
+/// The consumer whose refusals make the consumer error rate: a refused archive row sends its
+/// event to the DLQ (`sink_rejected`, `retries_exhausted`); window state is never split.
+pub const ERROR_RATE_CONSUMER: &str = "clickhouse.archive";
+
+/// One subject's value of a signal.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct SignalValue {
+    /// The tenant, or empty when the rule is global.
+    pub subject_tenant: String,
+    /// The consumer, or empty for signals that are not per consumer.
+    pub subject_consumer: String,
+    /// Events behind the value (the rate's denominator; 0 for the DLQ depth).
+    pub measured: u64,
+    /// The value.
+    pub value: f64,
+}
+
+/// The SQL measuring `rule`'s signal now.
+pub fn signal_sql(rule: &Rule) -> String {
+    let tenant = match rule.scope {
+        Scope::Global => "''",
+        Scope::Tenant => "tenant_id",
+    };
+    let since = format!("now() - {}", rule.lookback_ms / 1000);
+    let min = rule.min_events;
+    match rule.signal {
+        Signal::PublishSuccessRate => format!(
+            "SELECT {tenant} AS subject_tenant, '' AS subject_consumer, \
+             toUInt64(sum(submitted)) AS measured, \
+             (sum(submitted) - sum(rejected)) / sum(submitted) AS value \
+             FROM metrics_publish WHERE window_start >= {since} \
+             GROUP BY subject_tenant, subject_consumer HAVING measured >= greatest({min}, 1) \
+             ORDER BY subject_tenant"
+        ),
+        Signal::P95LatencyMs => format!(
+            "SELECT {tenant} AS subject_tenant, consumer AS subject_consumer, \
+             toUInt64(sum(events)) AS measured, {} AS value \
+             FROM (SELECT tenant_id, consumer, events, buckets, counts FROM processing_latency \
+                   WHERE window_start >= {since}) \
+             GROUP BY subject_tenant, subject_consumer HAVING measured >= greatest({min}, 1) \
+             ORDER BY subject_tenant, subject_consumer",
+            quantile_sql(
+                "sumMap(buckets, counts).1",
+                "sumMap(buckets, counts).2",
+                0.95
+            )
+        ),
+        Signal::DlqDepth => "SELECT '' AS subject_tenant, '' AS subject_consumer, \
+             toUInt64(0) AS measured, toFloat64(sum(entries)) AS value FROM dlq_depth"
+            .to_string(),
+        Signal::ConsumerErrorRate => format!(
+            "SELECT subject_tenant, '{ERROR_RATE_CONSUMER}' AS subject_consumer, \
+             toUInt64(sum(written) + sum(failed)) AS measured, \
+             sum(failed) / (sum(written) + sum(failed)) AS value \
+             FROM (SELECT {tenant} AS subject_tenant, toFloat64(events) AS written, \
+                          toFloat64(0) AS failed \
+                   FROM metrics_latency \
+                   WHERE consumer = '{ERROR_RATE_CONSUMER}' AND window_start >= {since} \
+                   UNION ALL \
+                   SELECT {tenant} AS subject_tenant, toFloat64(0) AS written, \
+                          toFloat64(messages) AS failed \
+                   FROM metrics_dead_letters \
+                   WHERE reason IN ('sink_rejected', 'retries_exhausted') \
+                   AND window_start >= {since}) \
+             GROUP BY subject_tenant HAVING measured >= greatest({min}, 1) \
+             ORDER BY subject_tenant"
+        ),
+    }
+}
+
+impl Endpoint {
+    /// `rule`'s signal now, per subject; subjects with fewer than `min_events` are left out.
+    pub async fn measure(&self, rule: &Rule) -> Result<Vec<SignalValue>, ClickHouseError> {
+        self.client()
+            .query(&signal_sql(rule))
+            .fetch_all()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+}
