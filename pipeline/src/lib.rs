@@ -3,18 +3,22 @@
 //! The binary (`src/main.rs`) is a thin shell over these modules; integration tests drive
 //! the same functions.
 
+pub mod alerts;
 pub mod billing;
 pub mod dead_letter_topic;
 pub mod dlq;
 pub mod generate;
+pub mod http;
 pub mod kafka;
 pub mod lines;
 pub mod logging;
 pub mod produce;
 pub mod run;
+pub mod serve;
 pub mod settings;
 pub mod telemetry;
 pub mod validate;
+pub mod webhook;
 
 /// The allocator of every program built on this crate (the binary, its tests and benches):
 /// the hot path allocates per message, and glibc's allocator spent about a third of the task's

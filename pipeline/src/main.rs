@@ -72,6 +72,11 @@ enum Command {
     /// Inspect and resolve the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Serve GET /api/alerts and evaluate the alert rules, notifying the webhooks.
+    Serve,
+    /// The alert notifications sent so far.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Billing: per-tenant monthly cost rollups.
     #[command(subcommand)]
     Billing(BillingCommand),
@@ -79,6 +84,19 @@ enum Command {
     Migrate,
     /// Check the configuration and that Kafka and ClickHouse answer.
     Check,
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// The latest notifications (firing and resolved), newest first.
+    History {
+        /// Most notifications listed.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -351,6 +369,51 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init(&settings.log);
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(dlq(&settings, command))
+        }
+        Command::Serve => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            logging::init(&settings.log);
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(async {
+                let mut terminate =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .context("listening for SIGTERM")?;
+                let stop = async move {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                };
+                salestalk::serve::serve(&settings, stop).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alerts(AlertsCommand::History { limit, json }) => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            logging::init(&settings.log);
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let records = runtime
+                .block_on(salestalk::run::endpoint(&settings).alert_history(limit))
+                .context("reading the alerts table")?;
+            for record in records {
+                if json {
+                    println!("{}", serde_json::to_string(&record)?);
+                } else {
+                    let at = DateTime::from_timestamp(record.notified_at.into(), 0)
+                        .unwrap_or_default()
+                        .format("%Y-%m-%d %H:%M:%S");
+                    let delivered = if record.delivered == 1 {
+                        ""
+                    } else {
+                        " (not delivered)"
+                    };
+                    println!(
+                        "{at}  {:<8} {:<9} {:<26} {}{delivered}",
+                        record.status, record.severity, record.rule, record.summary
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Billing(BillingCommand::Export { month, output }) => {
             let settings = Settings::load(cli.config.as_deref())?;

@@ -41,6 +41,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// `[alerts]`
     pub alerts: AlertSettings,
+    /// `[serve]`
+    pub serve: ServeSettings,
     /// `[log]`
     pub log: LogSettings,
 }
@@ -104,6 +106,13 @@ pub struct AlertSettings {
     pub external_url: String,
     /// The rules.
     pub rules: Vec<salestalk_alerting::Rule>,
+}
+
+/// `[serve]`: the HTTP server of `salestalk serve` (dashboards and active alerts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSettings {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -264,9 +273,10 @@ impl Reader {
         let dlq = self.dlq();
         let metrics = self.metrics();
         let alerts = self.alerts();
+        let serve = self.serve();
         let log = self.log();
         match (
-            kafka, clickhouse, pipeline, graph, retry, dlq, metrics, alerts, log,
+            kafka, clickhouse, pipeline, graph, retry, dlq, metrics, alerts, serve, log,
         ) {
             (
                 Some(kafka),
@@ -277,6 +287,7 @@ impl Reader {
                 Some(dlq),
                 Some(metrics),
                 Some(alerts),
+                Some(serve),
                 Some(log),
             ) if self.problems.is_empty() => Ok(Settings {
                 kafka,
@@ -287,6 +298,7 @@ impl Reader {
                 dlq,
                 metrics,
                 alerts,
+                serve,
                 log,
             }),
             _ => Err(SettingsError {
@@ -560,6 +572,19 @@ impl Reader {
             external_url: external_url?,
             rules: rules?,
         })
+    }
+
+    fn serve(&mut self) -> Option<ServeSettings> {
+        let listen: String = self.get("serve.listen")?;
+        match listen.parse() {
+            Ok(listen) => Some(ServeSettings { listen }),
+            Err(_) => {
+                self.problems.push(format!(
+                    "serve.listen: '{listen}' is not an address like 127.0.0.1:8080"
+                ));
+                None
+            }
+        }
     }
 
     fn log(&mut self) -> Option<LogSettings> {

@@ -9,12 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -22,7 +17,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+
+use crate::http::respond;
 
 /// Labels naming a source partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -253,45 +249,23 @@ impl Telemetry {
 
 /// Serves `GET /metrics` on `listen` until the process ends.
 pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(listen).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let telemetry = Arc::clone(&telemetry);
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let telemetry = Arc::clone(&telemetry);
-                    async move {
-                        match request.uri().path() {
-                            "/metrics" => Response::builder()
-                                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                                .body(Full::new(Bytes::from(telemetry.render()))),
-                            "/health" => {
-                                let (status, body) = telemetry.health();
-                                Response::builder()
-                                    .status(status)
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(body)))
-                            }
-                            _ => Response::builder()
-                                .status(StatusCode::NOT_FOUND)
-                                .body(Full::new(Bytes::from("try /metrics or /health\n"))),
-                        }
-                    }
-                });
-                if let Err(error) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(%error, "metrics connection");
-                }
-            });
+    crate::http::serve(listen, move |request| match request.uri().path() {
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            telemetry.render(),
+        ),
+        "/health" => {
+            let (status, body) = telemetry.health();
+            respond(status, "application/json", body)
         }
-    });
-    Ok(bound)
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics or /health\n",
+        ),
+    })
+    .await
 }
 
 /// Lets one log line through per period and counts the ones held back, so an error that

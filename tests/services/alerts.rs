@@ -1,11 +1,22 @@
-//! Alerting against the real ClickHouse: every signal query runs on the server the suite
-//! started, and the `alerts` history gives back what was firing when an evaluator stopped.
+//! Alerting against the real services: every signal query runs on the server the suite
+//! started, the `alerts` history gives back what was firing when an evaluator stopped, and
+//! traffic that crosses each spec threshold and recovers makes `salestalk serve` send exactly
+//! one firing and one resolved notification per alert to both kinds of webhook.
 
-use chrono::DateTime;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_alerting::{Notification, Rule, Scope, Signal, Status};
 use salestalk_sinks::clickhouse::alert_history::AlertRecord;
 
-use crate::support::{Isolated, salestalk, stdout_of};
+use crate::exactness::{pipeline_env, spawn_run};
+use crate::support::{
+    Isolated, KillOnDrop, WebhookReceiver, free_port, http_get, salestalk, salestalk_command,
+    stdout_of,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_signal_is_measured_and_the_history_restores_what_fires() {
@@ -65,5 +76,226 @@ async fn every_signal_is_measured_and_the_history_restores_what_fires() {
     assert_eq!(history.len(), 3);
     assert_eq!(history[0].status, "resolved", "newest first");
     assert_eq!(history[0].ends_at, 1_790_000_060);
+    isolated.remove().await;
+}
+
+/// The alerts the traffic below must raise: (rule, consumer label or "").
+const EXPECTED: [(&str, &str); 5] = [
+    ("ConsumerErrorRateHigh", "clickhouse.archive"),
+    ("DlqDepthHigh", ""),
+    ("ProcessingLatencyP95High", "clickhouse.archive"),
+    ("ProcessingLatencyP95High", "clickhouse.metrics"),
+    ("PublishSuccessRateLow", ""),
+];
+
+/// Rules with the spec's thresholds and short timings, so a test can cross and recover.
+fn fast_rules(receiver: &WebhookReceiver) -> String {
+    let mut toml = format!(
+        "[alerts]\nevaluate_every_ms = 1000\nwebhooks = [\"{0}/plain\"]\n\
+         alertmanager_webhooks = [\"{0}/alertmanager\"]\n",
+        receiver.url
+    );
+    for rule in Rule::spec_defaults() {
+        toml.push_str(&format!(
+            "[[alerts.rules]]\nname = \"{}\"\nsignal = \"{}\"\ncomparison = \"{}\"\n\
+             threshold = {:?}\nfor_ms = 2000\nkeep_firing_ms = 3000\nseverity = \"{}\"\n\
+             scope = \"global\"\nlookback_ms = 120000\nmin_events = 10\n",
+            rule.name,
+            rule.signal.as_ref(),
+            rule.comparison.as_ref(),
+            rule.threshold,
+            rule.severity.as_ref()
+        ));
+    }
+    toml
+}
+
+/// A valid classification (the spec's example) with its own id, tenant and time.
+fn classification(n: usize, tenant: &str, at: DateTime<Utc>) -> Vec<u8> {
+    let example = include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
+        .lines()
+        .next()
+        .expect("the spec's first example");
+    let mut event: serde_json::Value = serde_json::from_str(example).expect("json");
+    event["eventId"] = format!("5a1e0000-0000-4000-8000-{n:012x}").into();
+    event["tenantId"] = tenant.into();
+    event["timestamp"] = at.to_rfc3339_opts(SecondsFormat::Millis, true).into();
+    serde_json::to_vec(&event).expect("serialisable")
+}
+
+/// (rule, consumer) of an Alertmanager or plain body.
+fn alert_of(body: &serde_json::Value, alertmanager: bool) -> (String, String, String) {
+    let (labels, rule, status) = if alertmanager {
+        let alert = &body["alerts"][0];
+        (
+            &alert["labels"],
+            alert["labels"]["alertname"].as_str(),
+            alert["status"].as_str(),
+        )
+    } else {
+        (
+            &body["labels"],
+            body["rule"].as_str(),
+            body["status"].as_str(),
+        )
+    };
+    (
+        rule.unwrap_or_default().to_string(),
+        labels["consumer"].as_str().unwrap_or_default().to_string(),
+        status.unwrap_or_default().to_string(),
+    )
+}
+
+/// Each expected alert's notifications at `path`, in order.
+fn notifications(
+    receiver: &WebhookReceiver,
+    path: &str,
+) -> BTreeMap<(String, String), Vec<String>> {
+    let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for body in receiver.bodies(path) {
+        let (rule, consumer, status) = alert_of(&body, path == "/alertmanager");
+        out.entry((rule, consumer)).or_default().push(status);
+    }
+    out
+}
+
+fn expected(statuses: &[&str]) -> BTreeMap<(String, String), Vec<String>> {
+    EXPECTED
+        .iter()
+        .map(|(rule, consumer)| {
+            (
+                (rule.to_string(), consumer.to_string()),
+                statuses.iter().map(|s| s.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
+    let isolated = Isolated::create("it-alerting", 1).await;
+    let mut env = pipeline_env(&isolated);
+    stdout_of(&salestalk(&["migrate"], &env));
+    let client = isolated.endpoint().client();
+    // The archive refuses one tenant's events, as a constraint added by an operator would.
+    client
+        .query("ALTER TABLE events_raw ADD COLUMN refuse UInt8 MATERIALIZED throwIf(tenant_id = 'tenant-refused')")
+        .execute()
+        .await
+        .expect("adding the refusing column");
+    let receiver = WebhookReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("alerts.toml");
+    std::fs::write(&config, fast_rules(&receiver)).expect("config");
+    let port = free_port();
+    env.push(("SALESTALK__SERVE__LISTEN", format!("127.0.0.1:{port}")));
+    let config = config.to_string_lossy().to_string();
+    let _serve = KillOnDrop(
+        salestalk_command(&["--config", &config, "serve"], &env)
+            .spawn()
+            .expect("serve starts"),
+    );
+    let _run = KillOnDrop(spawn_run(&env, false));
+
+    // Crossing every threshold at once: 500 fresh events, 100 stamped 45 s ago (latency above
+    // 30 s for a sixth of the events), 20 the archive refuses (3 % consumer errors), and 20
+    // that are not JSON (publish success 94 %, 40 dead letters pending).
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .create()
+        .expect("producer");
+    let topic = isolated
+        .topics
+        .iter()
+        .find(|t| t.ends_with(".classification"))
+        .expect("a classification topic");
+    let now = Utc::now();
+    let mut messages: Vec<Vec<u8>> = (0..500)
+        .map(|n| classification(n, "tenant-a", now))
+        .collect();
+    messages.extend(
+        (500..600).map(|n| classification(n, "tenant-a", now - chrono::Duration::seconds(45))),
+    );
+    messages.extend((600..620).map(|n| classification(n, "tenant-refused", now)));
+    messages.extend((0..20).map(|n| format!("not json {n}").into_bytes()));
+    for payload in &messages {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while notifications(&receiver, "/plain") != expected(&["firing"]) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        notifications(&receiver, "/plain"),
+        expected(&["firing"]),
+        "every alert fires once"
+    );
+    let (status, body) = http_get(port, "/api/alerts").expect("serve answers");
+    assert_eq!(status, 200);
+    let active: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        active.as_array().map(Vec::len),
+        Some(EXPECTED.len()),
+        "{active}"
+    );
+
+    // Recovering: the refusal is lifted, the dead letters are dealt with, and the bad windows
+    // leave the two-minute lookback with no more traffic.
+    client
+        .query("ALTER TABLE events_raw DROP COLUMN refuse")
+        .execute()
+        .await
+        .expect("dropping the refusing column");
+    stdout_of(&salestalk(
+        &[
+            "dlq",
+            "discard",
+            "--reason",
+            "not_json",
+            "--reason",
+            "sink_rejected",
+            "--note",
+            "test",
+        ],
+        &env,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let both = expected(&["firing", "resolved"]);
+    while notifications(&receiver, "/plain") != both && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A few more evaluations: nothing else may arrive.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        notifications(&receiver, "/plain"),
+        both,
+        "every alert resolves once"
+    );
+    assert_eq!(
+        notifications(&receiver, "/alertmanager"),
+        both,
+        "the same in Alertmanager's format"
+    );
+    for body in receiver.bodies("/alertmanager") {
+        assert_eq!(body["version"], "4");
+        assert_eq!(body["receiver"], "salestalk");
+    }
+    let (_, body) = http_get(port, "/api/alerts").expect("serve answers");
+    assert_eq!(body, "[]", "nothing fires any more");
+    let history = isolated
+        .endpoint()
+        .alert_history(100)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 2 * EXPECTED.len());
+    assert!(history.iter().all(|r| r.delivered == 1), "{history:?}");
+
     isolated.remove().await;
 }

@@ -381,3 +381,84 @@ pub fn read_and_lags(body: &str) -> (f64, Vec<f64>) {
         .collect();
     (read, lags)
 }
+
+/// An HTTP server that takes every POST and keeps (path, JSON body): a webhook receiver.
+pub struct WebhookReceiver {
+    /// Its base URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl WebhookReceiver {
+    /// Starts one on a free port; it answers 200 to everything until the test ends.
+    pub fn start() -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                if let Ok(json) = serde_json::from_slice(&body)
+                    && let Ok(mut all) = store.lock()
+                {
+                    all.push((path, json));
+                }
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Self { url, received }
+    }
+
+    /// Every body received at `path`, in arrival order.
+    pub fn bodies(&self, path: &str) -> Vec<serde_json::Value> {
+        self.received
+            .lock()
+            .map(|all| {
+                all.iter()
+                    .filter(|(p, _)| p == path)
+                    .map(|(_, body)| body.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A child process killed (SIGKILL) when the guard is dropped, so a failing test leaves no
+/// `salestalk` process behind holding ports and pipes.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -203,10 +203,67 @@ impl Endpoint {
                 .map_err(classify)?;
             count += 1;
         }
-        for statement in schema::views(&self.database) {
-            client.query(&statement).execute().await.map_err(classify)?;
-        }
+        self.ensure_views().await?;
         Ok(count)
+    }
+
+    /// Recreates the public views when their definitions changed since the last start. Not on
+    /// every start: between a view's DROP and CREATE, readers (dashboards, alerts, another
+    /// instance starting) see it missing. Two processes that start together on a new
+    /// definition may still collide; the loser retries and then finds the work done.
+    async fn ensure_views(&self) -> Result<(), ClickHouseError> {
+        let client = self.client();
+        let classify = |e| ClickHouseError::classify(&self.url, e);
+        client
+            .query(
+                "CREATE TABLE IF NOT EXISTS schema_views \
+                 (fingerprint String, applied_at_ms UInt64) ENGINE = MergeTree ORDER BY applied_at_ms",
+            )
+            .execute()
+            .await
+            .map_err(classify)?;
+        let statements = schema::views(&self.database);
+        let fingerprint = fnv1a(statements.join(";\n").as_bytes());
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            let current: Vec<String> = client
+                .query("SELECT fingerprint FROM schema_views ORDER BY applied_at_ms DESC LIMIT 1")
+                .fetch_all()
+                .await
+                .map_err(classify)?;
+            if current.first() == Some(&fingerprint) {
+                return Ok(());
+            }
+            let mut created = Ok(());
+            for statement in &statements {
+                created = client.query(statement).execute().await.map_err(classify);
+                if created.is_err() {
+                    break;
+                }
+            }
+            match created {
+                Ok(()) => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    return client
+                        .query(
+                            "INSERT INTO schema_views (fingerprint, applied_at_ms) VALUES (?, ?)",
+                        )
+                        .bind(&fingerprint)
+                        .bind(now_ms)
+                        .execute()
+                        .await
+                        .map_err(classify);
+                }
+                Err(_) if attempt < ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
+                        .await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
     }
 
     /// P50/P95/P99 latency per consumer over the last `seconds`, for the given tenants and
@@ -254,6 +311,16 @@ impl Endpoint {
             .await
             .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
+}
+
+/// FNV-1a, 64 bits, in hex: a fingerprint stable across builds and Rust versions.
+fn fnv1a(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 #[cfg(test)]
