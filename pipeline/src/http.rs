@@ -15,9 +15,10 @@ use tokio::net::TcpListener;
 
 /// Binds `listen` and answers every request with `handler`; returns the bound address (so
 /// port 0 picks a free one).
-pub async fn serve<H>(listen: SocketAddr, handler: H) -> std::io::Result<SocketAddr>
+pub async fn serve<H, F>(listen: SocketAddr, handler: H) -> std::io::Result<SocketAddr>
 where
-    H: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
@@ -30,8 +31,8 @@ where
             let handler = Arc::clone(&handler);
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
-                    let response = handler(&request);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
+                    let response = handler(request);
+                    async move { Ok::<_, std::convert::Infallible>(response.await) }
                 });
                 if let Err(error) = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)

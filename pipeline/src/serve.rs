@@ -1,15 +1,51 @@
-//! `salestalk serve`: what people and tools read besides ClickHouse itself. It answers
-//! `GET /api/alerts` (the alerts firing now) and `GET /health`, and runs the alert evaluator
-//! beside them until SIGTERM or Ctrl-C.
+//! `salestalk serve`: the built-in dashboards (`/sre`, `/product`, `/billing`), their data
+//! (`GET /api/dashboards/<id>?range=24h&tenant=...`), the billing CSV
+//! (`GET /api/billing/export.csv?month=YYYY-MM`), the alerts firing now (`GET /api/alerts`) and
+//! `GET /health`; and, beside them, the alert evaluator, until SIGTERM or Ctrl-C.
+//!
+//! Panels are defined in the `salestalk-dashboards` crate; this module expands their macros,
+//! runs them in ClickHouse and serves the pages and Chart.js from the binary (no CDN).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper::StatusCode;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use salestalk_dashboards::panels::Source;
+use salestalk_dashboards::{Dashboard, Scope, dashboards, expand};
+use salestalk_sinks::clickhouse::Endpoint;
+use salestalk_sinks::clickhouse::billing::Month;
+use serde_json::{Value, json};
 
 use crate::alerts::{Evaluator, Firing};
 use crate::http::respond;
 use crate::settings::Settings;
+
+const PAGE: &str = include_str!("../../dashboards/web/dashboard.html");
+const APP_JS: &str = include_str!("../../dashboards/web/app.js");
+const STYLE: &str = include_str!("../../dashboards/web/style.css");
+const CHART_JS: &str = include_str!("../../dashboards/web/vendor/chart.umd.min.js");
+
+/// Ranges the pages offer, in seconds.
+const RANGES: [(&str, i64); 4] = [
+    ("1h", 3_600),
+    ("24h", 86_400),
+    ("7d", 7 * 86_400),
+    ("30d", 30 * 86_400),
+];
+
+/// What every request handler reads.
+struct App {
+    settings: Settings,
+    endpoint: Endpoint,
+    firing: Firing,
+    dashboards: Vec<Dashboard>,
+}
 
 /// Serves and evaluates until `shutdown` completes.
 pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -17,9 +53,18 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
     let mut evaluator = Evaluator::start(settings)
         .await
         .context("reading the alerts that were firing")?;
-    let bound = crate::http::serve(settings.serve.listen, routes(evaluator.firing()))
-        .await
-        .with_context(|| format!("listening on {}", settings.serve.listen))?;
+    let app = Arc::new(App {
+        settings: settings.clone(),
+        endpoint: crate::run::endpoint(settings),
+        firing: evaluator.firing(),
+        dashboards: dashboards(),
+    });
+    let bound = crate::http::serve(settings.serve.listen, move |request| {
+        let app = Arc::clone(&app);
+        async move { route(&app, request).await }
+    })
+    .await
+    .with_context(|| format!("listening on {}", settings.serve.listen))?;
     tracing::info!(address = %bound, rules = settings.alerts.rules.len(), "serving");
     let mut every = tokio::time::interval(Duration::from_millis(settings.alerts.evaluate_every_ms));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -36,42 +81,249 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
     Ok(())
 }
 
-fn routes(
-    firing: Firing,
-) -> impl Fn(
-    &hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>>
-+ Send
-+ Sync
-+ 'static {
-    move |request| match request.uri().path() {
-        "/api/alerts" => {
-            let alerts: Vec<serde_json::Value> = firing
-                .lock()
-                .map(|alerts| {
-                    alerts
-                        .iter()
-                        .map(|a| {
-                            serde_json::json!({
-                                "fingerprint": a.fingerprint(),
-                                "summary": a.summary(),
-                                "alert": a,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            respond(
-                StatusCode::OK,
-                "application/json",
-                serde_json::Value::Array(alerts).to_string(),
-            )
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    respond(status, "application/json", body.to_string())
+}
+
+fn bad_request(message: String) -> Response<Full<Bytes>> {
+    json_response(StatusCode::BAD_REQUEST, &json!({ "error": message }))
+}
+
+async fn route(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    let query: BTreeMap<String, String> = request
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    match path.as_str() {
+        "/" => {
+            let mut response = respond(StatusCode::FOUND, "text/plain", "see /sre\n");
+            response.headers_mut().insert(
+                hyper::header::LOCATION,
+                hyper::header::HeaderValue::from_static("/sre"),
+            );
+            response
         }
-        "/health" => respond(StatusCode::OK, "application/json", "{\"status\":\"ok\"}"),
-        _ => respond(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /api/alerts or /health\n",
-        ),
+        "/sre" | "/product" | "/billing" => {
+            respond(StatusCode::OK, "text/html; charset=utf-8", PAGE)
+        }
+        "/assets/app.js" => respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
+        "/assets/style.css" => respond(StatusCode::OK, "text/css; charset=utf-8", STYLE),
+        "/assets/chart.umd.min.js" => {
+            respond(StatusCode::OK, "text/javascript; charset=utf-8", CHART_JS)
+        }
+        "/api/alerts" => json_response(StatusCode::OK, &firing_json(&app.firing)),
+        "/api/billing/export.csv" => billing_csv(app, &query).await,
+        "/health" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        _ => match path.strip_prefix("/api/dashboards/") {
+            Some(id) => dashboard_data(app, id, &query).await,
+            None => respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "try /sre, /product, /billing, /api/alerts or /health\n",
+            ),
+        },
     }
+}
+
+fn firing_json(firing: &Firing) -> Value {
+    let alerts: Vec<Value> = firing
+        .lock()
+        .map(|alerts| {
+            alerts
+                .iter()
+                .map(
+                    |a| json!({"fingerprint": a.fingerprint(), "summary": a.summary(), "alert": a}),
+                )
+                .collect()
+        })
+        .unwrap_or_default();
+    Value::Array(alerts)
+}
+
+/// Every panel of dashboard `id` for the query's range and tenant.
+async fn dashboard_data(
+    app: &App,
+    id: &str,
+    query: &BTreeMap<String, String>,
+) -> Response<Full<Bytes>> {
+    let Some(dashboard) = app.dashboards.iter().find(|d| d.id == id) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no dashboard '{id}' (sre, product, billing)")}),
+        );
+    };
+    let range = query.get("range").map_or("24h", String::as_str);
+    let Some((_, seconds)) = RANGES.iter().find(|(name, _)| *name == range) else {
+        return bad_request(format!(
+            "range must be one of 1h, 24h, 7d, 30d, not '{range}'"
+        ));
+    };
+    let now = chrono::Utc::now().timestamp();
+    let scope = Scope {
+        from: now - seconds,
+        to: now,
+        tenant: query.get("tenant").cloned().unwrap_or_default(),
+    };
+    let mut panels = Vec::with_capacity(dashboard.panels.len());
+    for panel in &dashboard.panels {
+        let result = match &panel.source {
+            Source::Sql(sql) => app
+                .endpoint
+                .query_json(&expand(sql, &scope))
+                .await
+                .map_err(|e| e.to_string()),
+            Source::ActiveAlerts(_) => Ok(active_alerts(&app.firing)),
+            Source::Lag { .. } => lag(app).await,
+        };
+        let chart = match panel.chart {
+            salestalk_dashboards::Chart::Timeseries => "timeseries",
+            salestalk_dashboards::Chart::Bar => "bar",
+            salestalk_dashboards::Chart::Stat => "stat",
+            salestalk_dashboards::Chart::Table => "table",
+        };
+        let mut entry =
+            json!({"id": panel.id, "title": panel.title, "chart": chart, "unit": panel.unit});
+        match result {
+            Ok(result) => entry["result"] = result,
+            Err(error) => entry["error"] = error.into(),
+        }
+        panels.push(entry);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "id": dashboard.id,
+            "title": dashboard.title,
+            "from": scope.from,
+            "to": scope.to,
+            "tenant": scope.tenant,
+            "panels": panels,
+        }),
+    )
+}
+
+/// The alerts firing now, shaped like a ClickHouse result.
+fn active_alerts(firing: &Firing) -> Value {
+    let rows: Vec<Value> = firing
+        .lock()
+        .map(|alerts| {
+            alerts
+                .iter()
+                .map(|a| {
+                    json!([
+                        a.rule,
+                        a.severity.as_ref(),
+                        a.summary(),
+                        a.starts_at.to_rfc3339()
+                    ])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "meta": [{"name": "rule"}, {"name": "severity"}, {"name": "summary"}, {"name": "starts_at"}],
+        "data": rows,
+        "rows": rows.len(),
+    })
+}
+
+/// Messages not yet durable per topic: each partition's high watermark (from the brokers)
+/// minus its checkpoint (from ClickHouse), shaped like a ClickHouse result.
+async fn lag(app: &App) -> Result<Value, String> {
+    let checkpoints = app
+        .endpoint
+        .query_json(
+            "SELECT task, toInt64(argMax(ints[1], epoch)) AS next FROM window_state \
+             WHERE family = 'checkpoint' GROUP BY task",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let next: BTreeMap<String, i64> = checkpoints["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|row| Some((row[0].as_str()?.to_string(), row[1].as_i64()?)))
+        .collect();
+    let brokers = app.settings.kafka.brokers.clone();
+    let topics = app.settings.kafka.topics.clone();
+    let ends = tokio::task::spawn_blocking(move || high_watermarks(&brokers, &topics))
+        .await
+        .map_err(|e| e.to_string())??;
+    let mut per_topic: BTreeMap<String, i64> = BTreeMap::new();
+    for ((topic, partition), high) in ends {
+        let done = next
+            .get(&salestalk_sinks::clickhouse::writer::task_name(
+                &topic, partition,
+            ))
+            .copied()
+            .unwrap_or(0);
+        *per_topic.entry(topic).or_default() += (high - done).max(0);
+    }
+    let rows: Vec<Value> = per_topic
+        .into_iter()
+        .map(|(t, lag)| json!([t, lag]))
+        .collect();
+    Ok(json!({"meta": [{"name": "label"}, {"name": "value"}], "data": rows, "rows": rows.len()}))
+}
+
+fn high_watermarks(
+    brokers: &str,
+    topics: &[String],
+) -> Result<BTreeMap<(String, i32), i64>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(5);
+    let mut out = BTreeMap::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| format!("{topic}: {e}"))?;
+        for found in metadata.topics() {
+            for partition in found.partitions() {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, partition.id(), timeout)
+                    .map_err(|e| format!("{topic}/{}: {e}", partition.id()))?;
+                out.insert((topic.clone(), partition.id()), high);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The month's per-tenant CSV, as `salestalk billing export` writes it.
+async fn billing_csv(app: &App, query: &BTreeMap<String, String>) -> Response<Full<Bytes>> {
+    let month: Month = match query.get("month").map(|m| m.parse()) {
+        Some(Ok(month)) => month,
+        Some(Err(error)) => return bad_request(error),
+        None => return bad_request("month=YYYY-MM is needed".into()),
+    };
+    let rows = match app.endpoint.tenant_months(month).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                &json!({"error": error.to_string()}),
+            );
+        }
+    };
+    let mut body = Vec::new();
+    if let Err(error) = crate::billing::write_csv(month, &rows, &mut body) {
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": error.to_string()}),
+        );
+    }
+    let mut response = respond(StatusCode::OK, "text/csv; charset=utf-8", body);
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&format!(
+        "attachment; filename=\"salestalk-billing-{month}.csv\""
+    )) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_DISPOSITION, value);
+    }
+    response
 }

@@ -249,21 +249,24 @@ impl Telemetry {
 
 /// Serves `GET /metrics` on `listen` until the process ends.
 pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<SocketAddr> {
-    crate::http::serve(listen, move |request| match request.uri().path() {
-        "/metrics" => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            telemetry.render(),
-        ),
-        "/health" => {
-            let (status, body) = telemetry.health();
-            respond(status, "application/json", body)
-        }
-        _ => respond(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /metrics or /health\n",
-        ),
+    crate::http::serve(listen, move |request| {
+        let response = match request.uri().path() {
+            "/metrics" => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                telemetry.render(),
+            ),
+            "/health" => {
+                let (status, body) = telemetry.health();
+                respond(status, "application/json", body)
+            }
+            _ => respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "try /metrics or /health\n",
+            ),
+        };
+        std::future::ready(response)
     })
     .await
 }

@@ -9,6 +9,7 @@ mod alerts;
 mod check_command;
 mod clickhouse_schema;
 mod clickhouse_server;
+mod dashboards;
 mod dead_letters;
 mod exactness;
 mod faults;

@@ -4,6 +4,7 @@ pub mod alert_history;
 pub mod billing;
 pub mod dead_letter_queue;
 mod profile;
+pub mod raw_query;
 pub mod restore;
 pub mod schema;
 pub mod signals;

@@ -1,0 +1,131 @@
+//! The dashboards as Grafana dashboard JSON for the ClickHouse datasource plugin
+//! (`grafana-clickhouse-datasource`), with the lag panel on a Prometheus datasource scraping
+//! the pipeline's `/metrics`. The files under `dashboards/grafana/` are generated from here and
+//! a test keeps them in step (`SALESTALK_BLESS=1` rewrites them).
+
+use serde_json::{Value, json};
+
+use crate::panels::{Chart, Dashboard, Source};
+
+/// The plugin's id.
+pub const CLICKHOUSE_PLUGIN: &str = "grafana-clickhouse-datasource";
+
+/// The dashboard's JSON, as Grafana imports or provisions it.
+pub fn dashboard_json(dashboard: &Dashboard) -> Value {
+    let clickhouse = json!({"type": CLICKHOUSE_PLUGIN, "uid": "${datasource}"});
+    let prometheus = json!({"type": "prometheus", "uid": "${prometheus}"});
+    let panels: Vec<Value> = dashboard
+        .panels
+        .iter()
+        .enumerate()
+        .map(|(i, panel)| {
+            let (width, height) = match panel.chart {
+                Chart::Stat => (6, 5),
+                Chart::Timeseries | Chart::Bar => (12, 8),
+                Chart::Table => (24, 8),
+            };
+            let kind = match panel.chart {
+                Chart::Timeseries => "timeseries",
+                Chart::Bar => "barchart",
+                Chart::Stat => "stat",
+                Chart::Table => "table",
+            };
+            let (datasource, target) = match &panel.source {
+                Source::Sql(sql) | Source::ActiveAlerts(sql) => (
+                    clickhouse.clone(),
+                    json!({
+                        "refId": "A",
+                        "datasource": clickhouse,
+                        "editorType": "sql",
+                        "queryType": if panel.chart == Chart::Timeseries { "timeseries" } else { "table" },
+                        // The plugin's formats: 0 time series, 1 table.
+                        "format": if panel.chart == Chart::Timeseries { 0 } else { 1 },
+                        "rawSql": sql,
+                    }),
+                ),
+                Source::Lag { promql } => (
+                    prometheus.clone(),
+                    json!({"refId": "A", "datasource": prometheus, "expr": promql, "instant": true, "legendFormat": "{{topic}}"}),
+                ),
+            };
+            json!({
+                "id": i + 1,
+                "type": kind,
+                "title": panel.title,
+                "datasource": datasource,
+                "gridPos": {"x": (i as u64 * width) % 24, "y": i as u64 * height, "w": width, "h": height},
+                "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+                "options": {},
+                "targets": [target],
+            })
+        })
+        .collect();
+    json!({
+        "uid": format!("salestalk-{}", dashboard.id),
+        "title": dashboard.title,
+        "tags": ["salestalk"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": true,
+        "refresh": "1m",
+        "time": {"from": "now-24h", "to": "now"},
+        "templating": {"list": [
+            {"name": "datasource", "label": "ClickHouse", "type": "datasource", "query": CLICKHOUSE_PLUGIN},
+            {"name": "prometheus", "label": "Prometheus", "type": "datasource", "query": "prometheus"},
+            {"name": "tenant", "label": "Tenant (empty: all)", "type": "textbox", "query": "",
+             "current": {"text": "", "value": ""}},
+        ]},
+        "panels": panels,
+    })
+}
+
+/// Every SQL query of a dashboard JSON document, in panel order (what the suite runs).
+pub fn sql_of(document: &Value) -> Vec<(String, String)> {
+    document["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|panel| {
+            let title = panel["title"].as_str().unwrap_or_default().to_string();
+            panel["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |t| Some((title.clone(), t["rawSql"].as_str()?.to_string())))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed files are what this module generates; `SALESTALK_BLESS=1` rewrites them.
+    #[test]
+    fn the_committed_grafana_files_are_generated_from_the_panels() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana");
+        for dashboard in crate::dashboards() {
+            let path = format!("{dir}/salestalk-{}.json", dashboard.id);
+            let generated = serde_json::to_string_pretty(&dashboard_json(&dashboard))
+                .expect("serialisable")
+                + "\n";
+            if std::env::var_os("SALESTALK_BLESS").is_some() {
+                std::fs::write(&path, &generated).expect("write");
+            }
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == generated,
+                "{path} is not what the panels generate; run SALESTALK_BLESS=1 cargo test -p salestalk-dashboards"
+            );
+            let document: Value = serde_json::from_str(&committed).expect("json");
+            let sql = sql_of(&document);
+            let expected = dashboard
+                .panels
+                .iter()
+                .filter(|p| !matches!(p.source, Source::Lag { .. }))
+                .count();
+            assert_eq!(sql.len(), expected, "every ClickHouse panel has its SQL");
+        }
+    }
+}

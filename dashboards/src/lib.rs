@@ -1,0 +1,111 @@
+//! The dashboards of the three audiences (SRE, product, billing), defined once: each panel is
+//! a query over the public ClickHouse views (`docs/metrics.md`) written with the Grafana
+//! ClickHouse datasource's macros. `salestalk serve` expands the macros and runs the queries
+//! for its built-in pages; [`grafana`] turns the same panels into Grafana dashboard JSON.
+//!
+//! Macros used (and nothing else): `$__timeFilter(column)`, `$__fromTime`, `$__toTime`,
+//! `$__interval_s` (bucket width in seconds) and the text variable `${tenant:sqlstring}`
+//! (empty: every tenant).
+
+pub mod grafana;
+pub mod panels;
+
+pub use panels::{Chart, Dashboard, Panel, dashboards};
+
+/// What a panel query is run for: a time range, a bucket width, a tenant filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Range start, Unix seconds.
+    pub from: i64,
+    /// Range end, Unix seconds.
+    pub to: i64,
+    /// One tenant, or empty for all.
+    pub tenant: String,
+}
+
+impl Scope {
+    /// The bucket width of time series: about 120 points over the range, whole minutes.
+    pub fn interval_s(&self) -> i64 {
+        let span = (self.to - self.from).max(60);
+        ((span / 120).max(60) / 60) * 60
+    }
+}
+
+/// A ClickHouse string literal of `text`: quoted, with backslashes and quotes escaped.
+pub fn sql_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// `sql` with the Grafana macros replaced for `scope`, as Grafana's ClickHouse datasource
+/// would (times as `toDateTime(<unix seconds>)`).
+pub fn expand(sql: &str, scope: &Scope) -> String {
+    let from = format!("toDateTime({})", scope.from);
+    let to = format!("toDateTime({})", scope.to);
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut rest = sql;
+    while let Some(at) = rest.find("$__timeFilter(") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "$__timeFilter(".len()..];
+        let Some(close) = after.find(')') else {
+            out.push_str(&rest[at..]);
+            rest = "";
+            break;
+        };
+        let column = after[..close].trim();
+        out.push_str(&format!("({column} >= {from} AND {column} <= {to})"));
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out.replace("$__fromTime", &from)
+        .replace("$__toTime", &to)
+        .replace("$__interval_s", &scope.interval_s().to_string())
+        .replace("${tenant:sqlstring}", &sql_string(&scope.tenant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(tenant: &str) -> Scope {
+        Scope {
+            from: 1_790_000_000,
+            to: 1_790_086_400,
+            tenant: tenant.into(),
+        }
+    }
+
+    #[test]
+    fn macros_expand_as_grafana_would() {
+        let sql = "SELECT 1 FROM v WHERE $__timeFilter(window_start) AND x > $__fromTime \
+                   AND y < $__toTime AND (${tenant:sqlstring} = '' OR tenant_id = ${tenant:sqlstring}) \
+                   GROUP BY intDiv(t, $__interval_s)";
+        assert_eq!(
+            expand(sql, &scope("t-1")),
+            "SELECT 1 FROM v WHERE (window_start >= toDateTime(1790000000) AND window_start <= \
+             toDateTime(1790086400)) AND x > toDateTime(1790000000) AND y < toDateTime(1790086400) \
+             AND ('t-1' = '' OR tenant_id = 't-1') GROUP BY intDiv(t, 720)"
+        );
+    }
+
+    #[test]
+    fn a_tenant_cannot_escape_its_string() {
+        let expanded = expand("${tenant:sqlstring}", &scope("x' OR 1=1 --\\"));
+        assert_eq!(expanded, "'x\\' OR 1=1 --\\\\'");
+    }
+
+    #[test]
+    fn buckets_are_whole_minutes_and_about_120_per_range() {
+        let day = scope("");
+        assert_eq!(day.interval_s(), 720);
+        let hour = Scope {
+            to: day.from + 3_600,
+            ..day.clone()
+        };
+        assert_eq!(hour.interval_s(), 60);
+        let month = Scope {
+            to: day.from + 30 * 86_400,
+            ..day
+        };
+        assert_eq!(month.interval_s(), 21_600);
+    }
+}

@@ -1,0 +1,377 @@
+//! Every panel of every dashboard. Result shapes by chart: `Timeseries` returns `time`
+//! (DateTime), `series` (String) and `value`; `Bar` returns `label` and `value`; `Stat` returns
+//! one row with `value`; `Table` returns any columns, shown as they come.
+
+use salestalk_sinks::clickhouse::schema::quantile_sql;
+
+/// How a panel is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chart {
+    /// Lines over time, one per `series`.
+    Timeseries,
+    /// Bars, one per `label`.
+    Bar,
+    /// One number.
+    Stat,
+    /// Rows as they come.
+    Table,
+}
+
+/// Where a panel's data comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A ClickHouse query with Grafana macros.
+    Sql(String),
+    /// Consumer lag: in the built-in pages from the brokers' high watermarks minus the durable
+    /// checkpoints; in Grafana from the pipeline's `/metrics` (this PromQL).
+    Lag {
+        /// The Prometheus query Grafana uses.
+        promql: &'static str,
+    },
+    /// The alerts firing now: in the built-in pages from the evaluator; in Grafana from the
+    /// `alerts` table (this query).
+    ActiveAlerts(String),
+}
+
+/// One panel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panel {
+    /// Stable id (`[a-z_]+`), unique within its dashboard.
+    pub id: &'static str,
+    /// Title shown above it.
+    pub title: &'static str,
+    /// How it is drawn.
+    pub chart: Chart,
+    /// Unit of `value`: `short`, `percentunit`, `ms`, `currencyUSD` (Grafana's unit ids).
+    pub unit: &'static str,
+    /// Its data.
+    pub source: Source,
+}
+
+/// One dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dashboard {
+    /// Stable id, also the page path (`/sre`).
+    pub id: &'static str,
+    /// Title.
+    pub title: &'static str,
+    /// Panels in page order.
+    pub panels: Vec<Panel>,
+}
+
+impl Dashboard {
+    /// The panel with `id`.
+    pub fn panel(&self, id: &str) -> Option<&Panel> {
+        self.panels.iter().find(|p| p.id == id)
+    }
+}
+
+/// Every tenant, or the chosen one.
+const TENANT: &str = "(${tenant:sqlstring} = '' OR tenant_id = ${tenant:sqlstring})";
+
+/// A bucket start of `column` (DateTime) for time series.
+fn bucket(column: &str) -> String {
+    format!("toDateTime(intDiv(toUInt32({column}), $__interval_s) * $__interval_s)")
+}
+
+fn panel(
+    id: &'static str,
+    title: &'static str,
+    chart: Chart,
+    unit: &'static str,
+    sql: String,
+) -> Panel {
+    Panel {
+        id,
+        title,
+        chart,
+        unit,
+        source: Source::Sql(sql),
+    }
+}
+
+fn merged(q: f64) -> String {
+    quantile_sql("sumMap(buckets, counts).1", "sumMap(buckets, counts).2", q)
+}
+
+/// The three dashboards.
+pub fn dashboards() -> Vec<Dashboard> {
+    vec![sre(), product(), billing()]
+}
+
+fn sre() -> Dashboard {
+    let time = bucket("window_start");
+    Dashboard {
+        id: "sre",
+        title: "SalesTalk SRE",
+        panels: vec![
+            panel(
+                "volume",
+                "Event volume by type",
+                Chart::Timeseries,
+                "short",
+                format!(
+                    "SELECT {time} AS time, event_type AS series, toFloat64(sum(events)) AS value \
+                     FROM event_volume WHERE $__timeFilter(window_start) AND {TENANT} \
+                     GROUP BY time, series ORDER BY time, series"
+                ),
+            ),
+            panel(
+                "volume_by_type",
+                "Events in range by type",
+                Chart::Bar,
+                "short",
+                format!(
+                    "SELECT event_type AS label, toFloat64(sum(events)) AS value FROM event_volume \
+                     WHERE $__timeFilter(window_start) AND {TENANT} \
+                     GROUP BY label ORDER BY value DESC, label"
+                ),
+            ),
+            panel(
+                "latency",
+                "Processing latency per consumer (ms)",
+                Chart::Table,
+                "ms",
+                format!(
+                    "SELECT consumer, toUInt64(sum(events)) AS events, {} AS p50_ms, {} AS p95_ms, \
+                     {} AS p99_ms FROM (SELECT consumer, events, buckets, counts \
+                     FROM processing_latency WHERE $__timeFilter(window_start) AND {TENANT}) \
+                     GROUP BY consumer ORDER BY consumer",
+                    merged(0.5),
+                    merged(0.95),
+                    merged(0.99)
+                ),
+            ),
+            panel(
+                "consumer_errors",
+                "Consumer error rate",
+                Chart::Table,
+                "percentunit",
+                format!(
+                    "SELECT 'clickhouse.archive' AS consumer, toUInt64(sum(written_n) + sum(failed_n)) AS attempted, \
+                     toUInt64(sum(failed_n)) AS failed, \
+                     if(sum(written_n) + sum(failed_n) = 0, 0, sum(failed_n) / (sum(written_n) + sum(failed_n))) AS error_rate \
+                     FROM (SELECT toFloat64(events) AS written_n, toFloat64(0) AS failed_n FROM metrics_latency \
+                           WHERE consumer = 'clickhouse.archive' AND $__timeFilter(window_start) AND {TENANT} \
+                           UNION ALL \
+                           SELECT toFloat64(0) AS written_n, toFloat64(messages) AS failed_n FROM metrics_dead_letters \
+                           WHERE reason IN ('sink_rejected', 'retries_exhausted') \
+                           AND $__timeFilter(window_start) AND {TENANT})"
+                ),
+            ),
+            panel(
+                "publish_success",
+                "Publish success rate",
+                Chart::Stat,
+                "percentunit",
+                format!(
+                    "SELECT if(sum(submitted) = 0, 1, (sum(submitted) - sum(rejected)) / sum(submitted)) AS value, \
+                     toUInt64(sum(submitted)) AS submitted_total, toUInt64(sum(rejected)) AS rejected_total \
+                     FROM metrics_publish WHERE $__timeFilter(window_start) AND {TENANT}"
+                ),
+            ),
+            panel(
+                "dlq_depth",
+                "DLQ depth (pending now)",
+                Chart::Stat,
+                "short",
+                format!("SELECT toFloat64(sum(entries)) AS value FROM dlq_depth WHERE {TENANT}"),
+            ),
+            panel(
+                "dlq_inflow",
+                "DLQ inflow by reason",
+                Chart::Timeseries,
+                "short",
+                format!(
+                    "SELECT {time} AS time, reason AS series, toFloat64(sum(messages)) AS value \
+                     FROM dlq_inflow WHERE $__timeFilter(window_start) AND {TENANT} \
+                     GROUP BY time, series ORDER BY time, series"
+                ),
+            ),
+            Panel {
+                id: "lag",
+                title: "Consumer lag (messages not yet durable)",
+                chart: Chart::Bar,
+                unit: "short",
+                source: Source::Lag {
+                    promql: "sum by (topic) (salestalk_partition_lag)",
+                },
+            },
+            Panel {
+                id: "alerts",
+                title: "Active alerts",
+                chart: Chart::Table,
+                unit: "short",
+                source: Source::ActiveAlerts(
+                    "SELECT rule, severity, summary, starts_at FROM \
+                     (SELECT * FROM alerts ORDER BY notified_at_ms DESC LIMIT 1 BY fingerprint) \
+                     WHERE status = 'firing' ORDER BY starts_at"
+                        .to_string(),
+                ),
+            },
+        ],
+    }
+}
+
+fn product() -> Dashboard {
+    let time = bucket("window_start");
+    Dashboard {
+        id: "product",
+        title: "SalesTalk product: engagement and quality",
+        panels: vec![
+            panel(
+                "conversations",
+                "Conversations completed",
+                Chart::Timeseries,
+                "short",
+                format!(
+                    "SELECT {time} AS time, 'conversations' AS series, toFloat64(sum(conversations)) AS value \
+                     FROM metrics_engagement WHERE $__timeFilter(window_start) AND {TENANT} \
+                     GROUP BY time, series ORDER BY time"
+                ),
+            ),
+            panel(
+                "engagement",
+                "Engagement",
+                Chart::Table,
+                "short",
+                format!(
+                    "SELECT toUInt64(sum(conversations)) AS completed, \
+                     if(sum(conversations) = 0, 0, sum(duration_seconds_sum) / sum(conversations)) AS avg_duration_s, \
+                     if(sum(rated) = 0, 0, sum(rating_sum) / sum(rated)) AS satisfaction, \
+                     if(sum(conversations) = 0, 0, sum(response_time_ms_sum) / sum(conversations)) AS avg_response_ms, \
+                     toUInt64(sum(insight_saved)) AS insights_saved, toUInt64(sum(insight_shared)) AS insights_shared, \
+                     toUInt64(sum(data_exported)) AS data_exported, toUInt64(sum(follow_up_created)) AS follow_ups \
+                     FROM metrics_engagement WHERE $__timeFilter(window_start) AND {TENANT}"
+                ),
+            ),
+            panel(
+                "intents",
+                "Intents per tenant",
+                Chart::Table,
+                "short",
+                format!(
+                    "SELECT tenant_id, intent, toUInt64(sum(classifications)) AS classified, \
+                     sum(avg_confidence * classifications) / sum(classifications) AS avg_confidence, \
+                     sum(low_confidence) / sum(classifications) AS low_confidence_share \
+                     FROM intents_per_tenant WHERE $__timeFilter(window_start) AND {TENANT} \
+                     GROUP BY tenant_id, intent ORDER BY classified DESC, tenant_id, intent LIMIT 50"
+                ),
+            ),
+            panel(
+                "quality",
+                "Quality per model",
+                Chart::Table,
+                "short",
+                format!(
+                    "SELECT model, toUInt64(sum(narratives)) AS generated, \
+                     if(sum(narratives) = 0, 0, sum(hallucinations) / sum(narratives)) AS hallucination_rate, \
+                     if(sum(facts_total) = 0, 0, sum(facts_verified) / sum(facts_total)) AS facts_verified_share, \
+                     if(sum(narratives) = 0, 0, sum(confidence_sum) / sum(narratives)) AS mean_confidence, \
+                     toUInt64(sum(total_tokens)) AS total_tokens \
+                     FROM metrics_quality WHERE $__timeFilter(window_start) AND {TENANT} \
+                     GROUP BY model ORDER BY generated DESC, model"
+                ),
+            ),
+            panel(
+                "hallucination_rate",
+                "Hallucination rate by model",
+                Chart::Timeseries,
+                "percentunit",
+                format!(
+                    "SELECT {time} AS time, model AS series, \
+                     if(sum(narratives) = 0, 0, sum(hallucinations) / sum(narratives)) AS value \
+                     FROM metrics_quality WHERE $__timeFilter(window_start) AND {TENANT} \
+                     GROUP BY time, series ORDER BY time, series"
+                ),
+            ),
+        ],
+    }
+}
+
+fn billing() -> Dashboard {
+    let days = "day >= toDate($__fromTime) AND day <= toDate($__toTime)";
+    Dashboard {
+        id: "billing",
+        title: "SalesTalk billing: AI cost per tenant",
+        panels: vec![
+            panel(
+                "daily_cost",
+                "Cost per day (USD)",
+                Chart::Timeseries,
+                "currencyUSD",
+                format!(
+                    "SELECT toDateTime(day) AS time, 'cost' AS series, sum(cost_nanos) / 1e9 AS value \
+                     FROM tenant_cost_daily WHERE {days} AND {TENANT} GROUP BY time, series ORDER BY time"
+                ),
+            ),
+            panel(
+                "top_tenants",
+                "Top tenants by cost (USD)",
+                Chart::Bar,
+                "currencyUSD",
+                format!(
+                    "SELECT tenant_id AS label, sum(cost_nanos) / 1e9 AS value FROM tenant_cost_daily \
+                     WHERE {days} AND {TENANT} GROUP BY label ORDER BY value DESC, label LIMIT 10"
+                ),
+            ),
+            panel(
+                "tenants",
+                "Cost and tokens per tenant",
+                Chart::Table,
+                "currencyUSD",
+                format!(
+                    "SELECT tenant_id, toUInt64(sum(messages)) AS messages, \
+                     toUInt64(sum(prompt_tokens)) AS prompt_tokens, \
+                     toUInt64(sum(completion_tokens)) AS completion_tokens, \
+                     toUInt64(sum(total_tokens)) AS total_tokens, toInt64(sum(cost_nanos)) AS cost_nanos \
+                     FROM tenant_cost_daily WHERE {days} AND {TENANT} \
+                     GROUP BY tenant_id ORDER BY cost_nanos DESC, tenant_id"
+                ),
+            ),
+            panel(
+                "by_model",
+                "Cost per event type and model",
+                Chart::Table,
+                "currencyUSD",
+                format!(
+                    "SELECT event_type, model, toUInt64(sum(messages)) AS messages, \
+                     toUInt64(sum(total_tokens)) AS total_tokens, toInt64(sum(cost_nanos)) AS cost_nanos \
+                     FROM tenant_cost_daily WHERE {days} AND {TENANT} \
+                     GROUP BY event_type, model ORDER BY cost_nanos DESC, event_type, model"
+                ),
+            ),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_queries_use_only_known_macros() {
+        for dashboard in dashboards() {
+            let mut ids = std::collections::BTreeSet::new();
+            for panel in &dashboard.panels {
+                assert!(
+                    ids.insert(panel.id),
+                    "{} repeats {}",
+                    dashboard.id,
+                    panel.id
+                );
+                let sql = match &panel.source {
+                    Source::Sql(sql) | Source::ActiveAlerts(sql) => sql,
+                    Source::Lag { .. } => continue,
+                };
+                let scope = crate::Scope {
+                    from: 0,
+                    to: 86_400,
+                    tenant: String::new(),
+                };
+                let expanded = crate::expand(sql, &scope);
+                assert!(!expanded.contains('$'), "{}: {expanded}", panel.id);
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+// The built-in dashboards: fetch /api/dashboards/<id> for the chosen range and tenant, draw
+// every panel with Chart.js (served by salestalk serve; no CDN), and show empty and error
+// states. Each panel element carries what it shows in data attributes (data-total, data-value,
+// data-rows) so a browser test can check the numbers without reading pixels.
+'use strict';
+
+const dashboardId = location.pathname.replace(/^\/+/, '').split('/')[0] || 'sre';
+const charts = new Map();
+let timer = null;
+
+const $ = (id) => document.getElementById(id);
+
+function params() {
+  const query = new URLSearchParams(location.search);
+  if (query.has('range')) $('range').value = query.get('range');
+  if (query.has('tenant')) $('tenant').value = query.get('tenant');
+  if (query.has('month')) $('month').value = query.get('month');
+}
+
+function format(value, unit) {
+  if (value === null || value === undefined || Number.isNaN(value)) return '–';
+  if (typeof value !== 'number') return String(value);
+  switch (unit) {
+    case 'percentunit': return (value * 100).toFixed(2) + ' %';
+    case 'ms': return value.toFixed(0) + ' ms';
+    case 'currencyUSD': return '$' + value.toFixed(2);
+    default: return Number.isInteger(value) ? value.toLocaleString('en-US') : value.toFixed(3);
+  }
+}
+
+// Integer nanodollars as exact dollars: 21700000 -> "0.021700000".
+function nanosToUsd(nanos) {
+  const negative = nanos < 0;
+  const abs = Math.abs(nanos);
+  const whole = Math.floor(abs / 1e9);
+  const fraction = String(abs % 1e9).padStart(9, '0');
+  return (negative ? '-' : '') + whole + '.' + fraction;
+}
+
+function columnIndex(result, name) {
+  return result.meta.findIndex((c) => c.name === name);
+}
+
+function card(panel) {
+  let element = document.querySelector(`.panel[data-panel="${panel.id}"]`);
+  if (!element) {
+    element = document.createElement('section');
+    element.className = 'panel' + (panel.chart === 'table' ? ' wide' : '');
+    element.dataset.panel = panel.id;
+    $('panels').appendChild(element);
+  }
+  element.innerHTML = `<h2></h2><div class="body"></div>`;
+  element.querySelector('h2').textContent = panel.title;
+  element.dataset.chart = panel.chart;
+  delete element.dataset.total;
+  delete element.dataset.value;
+  delete element.dataset.rows;
+  return element;
+}
+
+function message(element, kind, text) {
+  const p = document.createElement('p');
+  p.className = kind;
+  p.textContent = text;
+  element.querySelector('.body').appendChild(p);
+}
+
+function drawChart(element, panel, config) {
+  const holder = document.createElement('div');
+  holder.className = 'chart';
+  const canvas = document.createElement('canvas');
+  holder.appendChild(canvas);
+  element.querySelector('.body').appendChild(holder);
+  if (charts.has(panel.id)) charts.get(panel.id).destroy();
+  config.options = Object.assign({ animation: false, maintainAspectRatio: false, responsive: true }, config.options || {});
+  charts.set(panel.id, new Chart(canvas, config));
+}
+
+function summary(element, text) {
+  const p = document.createElement('p');
+  p.className = 'summary';
+  p.textContent = text;
+  element.querySelector('.body').appendChild(p);
+}
+
+function renderTimeseries(element, panel, result) {
+  const [t, s, v] = ['time', 'series', 'value'].map((c) => columnIndex(result, c));
+  const times = [...new Set(result.data.map((row) => row[t]))].sort();
+  const series = [...new Set(result.data.map((row) => row[s]))].sort();
+  const datasets = series.map((name) => {
+    const points = new Map(result.data.filter((row) => row[s] === name).map((row) => [row[t], row[v]]));
+    return { label: name, data: times.map((time) => points.get(time) ?? 0), pointRadius: 0, borderWidth: 2 };
+  });
+  const total = result.data.reduce((sum, row) => sum + Number(row[v]), 0);
+  element.dataset.total = String(total);
+  element.dataset.rows = String(result.data.length);
+  drawChart(element, panel, {
+    type: 'line',
+    data: { labels: times.map((time) => time.replace(' ', 'T').slice(0, 16)), datasets },
+    options: { scales: { y: { beginAtZero: true } } },
+  });
+  if (panel.unit !== 'percentunit') summary(element, `total in range: ${format(total, panel.unit)}`);
+}
+
+function renderBar(element, panel, result) {
+  const [l, v] = ['label', 'value'].map((c) => columnIndex(result, c));
+  const total = result.data.reduce((sum, row) => sum + Number(row[v]), 0);
+  element.dataset.total = String(total);
+  element.dataset.rows = String(result.data.length);
+  drawChart(element, panel, {
+    type: 'bar',
+    data: { labels: result.data.map((row) => row[l]), datasets: [{ label: panel.title, data: result.data.map((row) => row[v]) }] },
+    options: { plugins: { legend: { display: false } }, indexAxis: result.data.length > 6 ? 'y' : 'x' },
+  });
+  summary(element, `total: ${format(total, panel.unit)}`);
+}
+
+function renderStat(element, panel, result) {
+  const v = columnIndex(result, 'value');
+  const value = Number(result.data[0][v]);
+  element.dataset.value = String(value);
+  const p = document.createElement('p');
+  p.className = 'stat';
+  p.textContent = format(value, panel.unit);
+  element.querySelector('.body').appendChild(p);
+  const rest = result.meta.filter((c) => c.name !== 'value');
+  if (rest.length) summary(element, rest.map((c) => `${c.name}: ${format(result.data[0][columnIndex(result, c.name)])}`).join(' · '));
+}
+
+function renderTable(element, panel, result) {
+  element.dataset.rows = String(result.data.length);
+  const table = document.createElement('table');
+  const head = table.createTHead().insertRow();
+  for (const column of result.meta) {
+    const th = document.createElement('th');
+    th.textContent = column.name === 'cost_nanos' ? 'cost_usd' : column.name;
+    head.appendChild(th);
+  }
+  const body = table.createTBody();
+  for (const row of result.data) {
+    const tr = body.insertRow();
+    result.meta.forEach((column, i) => {
+      const td = tr.insertCell();
+      const value = row[i];
+      td.dataset.column = column.name;
+      td.dataset.value = String(value);
+      if (column.name === 'cost_nanos') {
+        td.textContent = nanosToUsd(Number(value));
+        td.className = 'number';
+      } else if (typeof value === 'number') {
+        const unit = /rate|share/.test(column.name) ? 'percentunit' : /_ms$/.test(column.name) ? 'ms' : 'short';
+        td.textContent = format(value, unit);
+        td.className = 'number';
+      } else {
+        td.textContent = value;
+      }
+    });
+  }
+  element.querySelector('.body').appendChild(table);
+}
+
+function render(panel) {
+  const element = card(panel);
+  if (panel.error) {
+    element.dataset.state = 'error';
+    message(element, 'error', `Could not load: ${panel.error}`);
+    return;
+  }
+  const result = panel.result;
+  if (!result || !result.data || result.data.length === 0) {
+    element.dataset.state = 'empty';
+    message(element, 'empty', panel.id === 'alerts' ? 'No alert is firing.' : 'No data in this range.');
+    return;
+  }
+  element.dataset.state = 'ok';
+  ({ timeseries: renderTimeseries, bar: renderBar, stat: renderStat, table: renderTable })[panel.chart](element, panel, result);
+}
+
+async function load() {
+  const query = new URLSearchParams({ range: $('range').value, tenant: $('tenant').value.trim() });
+  const status = $('status');
+  document.body.dataset.loaded = 'false';
+  try {
+    const response = await fetch(`/api/dashboards/${encodeURIComponent(dashboardId)}?${query}`);
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error || response.statusText);
+    $('title').textContent = body.title;
+    for (const panel of body.panels) render(panel);
+    status.className = '';
+    status.textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
+  } catch (error) {
+    status.className = 'error';
+    status.textContent = `Could not load the dashboard: ${error.message}`;
+  }
+  document.body.dataset.loaded = 'true';
+}
+
+function schedule() {
+  clearInterval(timer);
+  if ($('refresh').checked) timer = setInterval(load, 30000);
+}
+
+function exportLink() {
+  const month = $('month').value;
+  $('export').href = `/api/billing/export.csv?month=${encodeURIComponent(month)}`;
+  $('export').setAttribute('download', `salestalk-billing-${month}.csv`);
+}
+
+window.addEventListener('DOMContentLoaded', () => {
+  for (const a of document.querySelectorAll('nav a')) {
+    if (a.dataset.dashboard === dashboardId) a.className = 'current';
+  }
+  if (dashboardId === 'billing') {
+    $('billing-export').hidden = false;
+    $('month').value = new Date().toISOString().slice(0, 7);
+  }
+  params();
+  exportLink();
+  $('range').addEventListener('change', load);
+  $('tenant').addEventListener('change', load);
+  $('refresh').addEventListener('change', schedule);
+  $('month').addEventListener('change', exportLink);
+  schedule();
+  load();
+});

@@ -1,0 +1,25 @@
+//! Running a query whose SQL is text from elsewhere (a dashboard panel with its macros
+//! expanded) and handing back ClickHouse's own JSON: column names and types, then rows.
+
+use super::{ClickHouseError, Endpoint};
+
+impl Endpoint {
+    /// Runs `sql` as it is and returns ClickHouse's `JSONCompact` document (`meta`, `data`,
+    /// `rows`), with 64-bit integers as numbers.
+    pub async fn query_json(&self, sql: &str) -> Result<serde_json::Value, ClickHouseError> {
+        // The client reads `?` as a bind placeholder and `??` as a literal question mark.
+        let sql = sql.replace('?', "??");
+        let bytes = self
+            .client()
+            .with_setting("output_format_json_quote_64bit_integers", "0")
+            .query(&sql)
+            .fetch_bytes("JSONCompact")
+            .map_err(|e| ClickHouseError::classify(&self.url, e))?
+            .collect()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ClickHouseError::Refused(format!("ClickHouse answered with something not JSON: {e}"))
+        })
+    }
+}
