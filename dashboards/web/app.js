@@ -89,7 +89,8 @@ function renderTimeseries(element, panel, result) {
   const series = [...new Set(result.data.map((row) => row[s]))].sort();
   const datasets = series.map((name) => {
     const points = new Map(result.data.filter((row) => row[s] === name).map((row) => [row[t], row[v]]));
-    return { label: name, data: times.map((time) => points.get(time) ?? 0), pointRadius: 0, borderWidth: 2 };
+    // A range with one or two buckets would draw no line: show the points.
+    return { label: name, data: times.map((time) => points.get(time) ?? 0), pointRadius: times.length < 3 ? 4 : 0, borderWidth: 2 };
   });
   const total = result.data.reduce((sum, row) => sum + Number(row[v]), 0);
   element.dataset.total = String(total);

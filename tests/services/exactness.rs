@@ -34,13 +34,13 @@ const SKEW_MS: i64 = 600_000;
 pub const PARTITIONS: i32 = 3;
 
 /// Each partition's messages in offset order: (offset, broker ms, bytes).
-type Input = BTreeMap<(String, i32), Vec<(i64, i64, Vec<u8>)>>;
+pub type Input = BTreeMap<(String, i32), Vec<(i64, i64, Vec<u8>)>>;
 /// (window or day, tenant, event type, source or model).
-type TenantKey = (i64, String, String, String);
+pub type TenantKey = (i64, String, String, String);
 /// (window, tenant, intent, subject, measure).
-type IntentKey = (i64, String, String, String, String);
+pub type IntentKey = (i64, String, String, String, String);
 /// (cost nanos, prompt, completion, total tokens, messages).
-type CostValue = (i64, u64, u64, u64, u64);
+pub type CostValue = (i64, u64, u64, u64, u64);
 
 /// An isolated topic set, with the pipeline settings these tests use.
 pub struct Setup {
@@ -178,17 +178,23 @@ fn minute(ms: i64) -> i64 {
     ms.div_euclid(60_000) * 60
 }
 
+/// What the metric definitions give for an input.
 #[derive(Debug, Default, PartialEq)]
-struct Expected {
-    volume: BTreeMap<TenantKey, u64>,
-    cost: BTreeMap<TenantKey, CostValue>,
-    intents: BTreeMap<IntentKey, (u64, f64, u64)>,
-    dead_letters: BTreeSet<(String, i32, i64, String)>,
-    accepted: u64,
+pub struct Expected {
+    /// Distinct valid events per (minute, tenant, event type, source).
+    pub volume: BTreeMap<TenantKey, u64>,
+    /// Cost and tokens per (day, tenant, event type, model).
+    pub cost: BTreeMap<TenantKey, CostValue>,
+    /// Classifications per (minute, tenant, intent, subject, measure).
+    pub intents: BTreeMap<IntentKey, (u64, f64, u64)>,
+    /// Every dead letter: (topic, partition, offset, reason).
+    pub dead_letters: BTreeSet<(String, i32, i64, String)>,
+    /// Events counted.
+    pub accepted: u64,
 }
 
 /// The metric definitions, applied to the whole input at once.
-fn recompute(input: &Input) -> Expected {
+pub fn recompute(input: &Input) -> Expected {
     let mut expected = Expected::default();
     for ((topic, partition), messages) in input {
         let mut watermark: Option<i64> = None;

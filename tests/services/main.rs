@@ -6,6 +6,7 @@
 mod support;
 
 mod alerts;
+mod browser;
 mod check_command;
 mod clickhouse_schema;
 mod clickhouse_server;

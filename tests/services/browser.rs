@@ -1,0 +1,254 @@
+//! The built-in dashboards in a real browser: headless Chromium loads every page of
+//! `salestalk serve` over generated traffic, and the numbers the panels show (each panel
+//! element carries them in data attributes) equal the batch recomputation of the topics.
+//! Screenshots land in `target/dashboard-screenshots/`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::exactness::{PARTITIONS, read_back, recompute, setup_on};
+use crate::support::{
+    Isolated, KillOnDrop, free_port, http_get, salestalk, salestalk_command, stdout_of,
+};
+
+const SCREENSHOTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/dashboard-screenshots"
+);
+
+/// Headless Chromium with the flags this machine needs (no sandbox as root, no background
+/// networking: the network is closed).
+fn chromium(profile: &std::path::Path, extra: &[String], url: &str) -> Vec<u8> {
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--virtual-time-budget=15000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("chromium does not run ({e}); deploy/tools/install installs it")
+        });
+    assert!(
+        output.status.success(),
+        "chromium {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// Every panel element of a dumped page: id -> its data attributes.
+fn panels(dom: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for tag in dom.split("<section").skip(1) {
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        let mut attributes = BTreeMap::new();
+        for part in tag.split("\" ") {
+            if let Some((name, value)) = part.trim().split_once("=\"") {
+                attributes.insert(name.to_string(), value.trim_end_matches('"').to_string());
+            }
+        }
+        if let Some(id) = attributes.get("data-panel").cloned() {
+            out.insert(id, attributes);
+        }
+    }
+    out
+}
+
+fn number(
+    panels: &BTreeMap<String, BTreeMap<String, String>>,
+    panel: &str,
+    attribute: &str,
+) -> f64 {
+    panels
+        .get(panel)
+        .and_then(|p| p.get(attribute))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "panel {panel} shows no {attribute}: {:?}",
+                panels.get(panel)
+            )
+        })
+}
+
+/// The `data-value`s of a table panel's cells in `column`.
+fn cells(dom: &str, panel: &str, column: &str) -> Vec<String> {
+    let start = dom
+        .find(&format!("data-panel=\"{panel}\""))
+        .unwrap_or_else(|| panic!("no panel {panel}"));
+    let end = dom[start..]
+        .find("</section>")
+        .map_or(dom.len(), |e| start + e);
+    dom[start..end]
+        .split(&format!("data-column=\"{column}\" data-value=\""))
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap_or(0)].to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
+    let isolated = Isolated::create("it-browser", PARTITIONS).await;
+    let mut setup = setup_on(isolated, 6_000, 20);
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+    let input = read_back(&setup.isolated);
+    let expected = recompute(&input);
+    let messages: usize = input.values().map(Vec::len).sum();
+
+    let port = free_port();
+    setup
+        .env
+        .push(("SALESTALK__SERVE__LISTEN", format!("127.0.0.1:{port}")));
+    let _serve = KillOnDrop(
+        salestalk_command(&["serve"], &setup.env)
+            .spawn()
+            .expect("serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(port, "/health").is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let profile = tempfile::tempdir().expect("profile dir");
+    std::fs::create_dir_all(SCREENSHOTS).expect("screenshot dir");
+    let page = |name: &str, query: &str| {
+        let url = format!("http://127.0.0.1:{port}/{name}?{query}");
+        let dom = String::from_utf8(chromium(profile.path(), &["--dump-dom".into()], &url))
+            .expect("utf-8 DOM");
+        assert!(
+            dom.contains("data-loaded=\"true\""),
+            "{name} never finished loading:\n{dom}"
+        );
+        dom
+    };
+
+    // SRE: volume, publish success and DLQ depth are the recomputation's.
+    let dom = page("sre", "range=24h");
+    let sre = panels(&dom);
+    assert!(
+        sre.values()
+            .all(|p| p.get("data-state").map(String::as_str) != Some("error")),
+        "{sre:?}"
+    );
+    assert_eq!(
+        number(&sre, "volume", "data-total"),
+        expected.accepted as f64
+    );
+    assert_eq!(
+        number(&sre, "volume_by_type", "data-total"),
+        expected.accepted as f64
+    );
+    assert_eq!(
+        number(&sre, "dlq_depth", "data-value"),
+        expected.dead_letters.len() as f64
+    );
+    assert_eq!(
+        number(&sre, "dlq_inflow", "data-total"),
+        expected.dead_letters.len() as f64
+    );
+    let success = 1.0 - expected.dead_letters.len() as f64 / messages as f64;
+    assert!((number(&sre, "publish_success", "data-value") - success).abs() < 1e-9);
+    assert_eq!(number(&sre, "latency", "data-rows"), 3.0, "three consumers");
+    assert_eq!(
+        number(&sre, "lag", "data-total"),
+        0.0,
+        "everything is durable"
+    );
+
+    // Product: conversations completed are the distinct valid conversation.completed events.
+    let conversations: u64 = expected
+        .volume
+        .iter()
+        .filter(|((_, _, event_type, _), _)| event_type == "conversation.completed.v1")
+        .map(|(_, n)| n)
+        .sum();
+    let dom = page("product", "range=24h");
+    let product = panels(&dom);
+    assert_eq!(
+        number(&product, "conversations", "data-total"),
+        conversations as f64
+    );
+    assert_eq!(
+        cells(&dom, "engagement", "completed"),
+        vec![conversations.to_string()]
+    );
+    assert!(number(&product, "quality", "data-rows") >= 1.0);
+
+    // Billing: every tenant's cost to the nanodollar, and the total per day.
+    let mut cost_per_tenant: BTreeMap<String, i64> = BTreeMap::new();
+    for ((_, tenant, _, _), value) in &expected.cost {
+        *cost_per_tenant.entry(tenant.clone()).or_default() += value.0;
+    }
+    let dom = page("billing", "range=30d");
+    let billing = panels(&dom);
+    let shown: BTreeMap<String, i64> = cells(&dom, "tenants", "tenant_id")
+        .into_iter()
+        .zip(cells(&dom, "tenants", "cost_nanos"))
+        .map(|(tenant, nanos)| (tenant, nanos.parse().expect("nanos")))
+        .collect();
+    assert_eq!(shown, cost_per_tenant, "cost per tenant");
+    let total: i64 = cost_per_tenant.values().sum();
+    assert!((number(&billing, "daily_cost", "data-total") - total as f64 / 1e9).abs() < 1e-6);
+
+    // The page's download link serves what `salestalk billing export` writes.
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    assert!(
+        dom.contains(&format!("/api/billing/export.csv?month={month}")),
+        "the link"
+    );
+    let (status, csv) =
+        http_get(port, &format!("/api/billing/export.csv?month={month}")).expect("the CSV");
+    assert_eq!(status, 200);
+    let cli = stdout_of(&salestalk(
+        &["billing", "export", "--month", &month],
+        &setup.env,
+    ));
+    assert_eq!(csv, cli);
+    let (status, _) = http_get(port, "/api/billing/export.csv?month=2026-13").expect("answers");
+    assert_eq!(status, 400);
+
+    // Empty and error states say so.
+    let dom = page("sre", "range=24h&tenant=nobody-has-this-tenant");
+    let empty = panels(&dom);
+    assert_eq!(
+        empty["volume"].get("data-state").map(String::as_str),
+        Some("empty")
+    );
+    assert!(dom.contains("No data in this range."));
+    let dom = page("sre", "range=forever");
+    assert!(
+        dom.contains("Could not load the dashboard: range must be one of"),
+        "{dom}"
+    );
+
+    for name in ["sre", "product", "billing"] {
+        let path = format!("{SCREENSHOTS}/{name}.png");
+        let _ = std::fs::remove_file(&path);
+        chromium(
+            profile.path(),
+            &[
+                format!("--screenshot={path}"),
+                "--window-size=1400,1800".into(),
+            ],
+            &format!("http://127.0.0.1:{port}/{name}?range=30d"),
+        );
+        let png = std::fs::read(&path).expect("a screenshot");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 20_000,
+            "{path}: {} bytes",
+            png.len()
+        );
+    }
+    setup.isolated.remove().await;
+}
