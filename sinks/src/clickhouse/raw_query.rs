@@ -3,6 +3,11 @@
 
 use super::{ClickHouseError, Endpoint};
 
+/// Lets ClickHouse push a query's time filter into the views' inner `GROUP BY` (on by default
+/// in modern servers; off in 18.x, where a one-day panel over a month of data read the whole
+/// month: 0.7 s instead of 30 s, see docs/performance.md).
+pub const PUSH_FILTERS_INTO_VIEWS: (&str, &str) = ("enable_optimize_predicate_expression", "1");
+
 impl Endpoint {
     /// Runs `sql` as it is and returns ClickHouse's `JSONCompact` document (`meta`, `data`,
     /// `rows`), with 64-bit integers as numbers.
@@ -12,6 +17,7 @@ impl Endpoint {
         let bytes = self
             .client()
             .with_setting("output_format_json_quote_64bit_integers", "0")
+            .with_setting(PUSH_FILTERS_INTO_VIEWS.0, PUSH_FILTERS_INTO_VIEWS.1)
             .query(&sql)
             .fetch_bytes("JSONCompact")
             .map_err(|e| ClickHouseError::classify(&self.url, e))?

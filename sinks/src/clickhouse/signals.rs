@@ -82,7 +82,9 @@ pub fn signal_sql(rule: &Rule) -> String {
 impl Endpoint {
     /// `rule`'s signal now, per subject; subjects with fewer than `min_events` are left out.
     pub async fn measure(&self, rule: &Rule) -> Result<Vec<SignalValue>, ClickHouseError> {
+        let (name, value) = super::raw_query::PUSH_FILTERS_INTO_VIEWS;
         self.client()
+            .with_setting(name, value)
             .query(&signal_sql(rule))
             .fetch_all()
             .await
