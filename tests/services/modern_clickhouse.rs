@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::Command;
 
 use salestalk_alerting::Scope;
+use salestalk_dashboards::panels::Source;
 use salestalk_operators::RawMessage;
 use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_sinks::clickhouse::restore::{CHECKPOINT_QUERY, OPEN_ROWS_QUERY, SEEN_QUERY};
@@ -150,6 +151,28 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
         json!(in_db(&bind(SEEN_QUERY, &["'t'", "0", "5", "0"]))),
     );
     let view_count = queries.len() - 4;
+    // The queries below name tables as the dashboards and alerts do, without the database.
+    statements.push(format!("USE {DB}"));
+    // Every dashboard panel, macros expanded over ten years up to now.
+    let now = chrono::Utc::now().timestamp();
+    let scope = salestalk_dashboards::Scope {
+        from: now - 10 * 365 * 86_400,
+        to: now,
+        tenant: String::new(),
+    };
+    let mut panel_count = 0;
+    for dashboard in salestalk_dashboards::dashboards() {
+        for panel in &dashboard.panels {
+            let (Source::Sql(sql) | Source::ActiveAlerts(sql)) = &panel.source else {
+                continue;
+            };
+            queries.insert(
+                format!("panel_{}_{}", dashboard.id, panel.id),
+                json!(salestalk_dashboards::expand(sql, &scope)),
+            );
+            panel_count += 1;
+        }
+    }
     // The alert evaluator's signal queries, for every signal in both scopes.
     let mut signal_count = 0;
     for mut rule in salestalk_alerting::Rule::spec_defaults() {
@@ -215,7 +238,18 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
     let results = &result["results"];
     assert_eq!(
         results.as_object().map(|o| o.len()),
-        Some(view_count + 4 + signal_count)
+        Some(view_count + 4 + signal_count + panel_count)
+    );
+    let volume = &results["panel_sre_volume_by_type"];
+    let shown: f64 = volume
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["value"].as_f64())
+        .sum();
+    assert_eq!(
+        shown, 5.0,
+        "the five examples, in the volume panel: {volume}"
     );
     // The five spec examples were all published: a success rate of 1, from 5 messages.
     let rate = &results["signal_publish_success_rate_tenant"][0];
