@@ -2,7 +2,8 @@
 //! (DateTime), `series` (String) and `value`; `Bar` returns `label` and `value`; `Stat` returns
 //! one row with `value`; `Table` returns any columns, shown as they come.
 
-use salestalk_sinks::clickhouse::schema::quantile_sql;
+use salestalk_sinks::clickhouse::schema::merged_quantile;
+use salestalk_sinks::clickhouse::signals::{ERROR_RATE_CONSUMER, archive_outcomes_sql};
 
 /// How a panel is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,10 +91,6 @@ fn panel(
     }
 }
 
-fn merged(q: f64) -> String {
-    quantile_sql("sumMap(buckets, counts).1", "sumMap(buckets, counts).2", q)
-}
-
 /// The three dashboards.
 pub fn dashboards() -> Vec<Dashboard> {
     vec![sre(), product(), billing()]
@@ -137,9 +134,9 @@ fn sre() -> Dashboard {
                      {} AS p99_ms FROM (SELECT consumer, events, buckets, counts \
                      FROM processing_latency WHERE $__timeFilter(window_start) AND {TENANT}) \
                      GROUP BY consumer ORDER BY consumer",
-                    merged(0.5),
-                    merged(0.95),
-                    merged(0.99)
+                    merged_quantile(0.5),
+                    merged_quantile(0.95),
+                    merged_quantile(0.99)
                 ),
             ),
             panel(
@@ -148,15 +145,16 @@ fn sre() -> Dashboard {
                 Chart::Table,
                 "percentunit",
                 format!(
-                    "SELECT 'clickhouse.archive' AS consumer, toUInt64(sum(written_n) + sum(failed_n)) AS attempted, \
+                    "SELECT '{ERROR_RATE_CONSUMER}' AS consumer, \
+                     toUInt64(sum(written_n) + sum(failed_n)) AS attempted, \
                      toUInt64(sum(failed_n)) AS failed, \
-                     if(sum(written_n) + sum(failed_n) = 0, 0, sum(failed_n) / (sum(written_n) + sum(failed_n))) AS error_rate \
-                     FROM (SELECT toFloat64(events) AS written_n, toFloat64(0) AS failed_n FROM metrics_latency \
-                           WHERE consumer = 'clickhouse.archive' AND $__timeFilter(window_start) AND {TENANT} \
-                           UNION ALL \
-                           SELECT toFloat64(0) AS written_n, toFloat64(messages) AS failed_n FROM metrics_dead_letters \
-                           WHERE reason IN ('sink_rejected', 'retries_exhausted') \
-                           AND $__timeFilter(window_start) AND {TENANT})"
+                     if(sum(written_n) + sum(failed_n) = 0, 0, \
+                        sum(failed_n) / (sum(written_n) + sum(failed_n))) AS error_rate \
+                     FROM ({})",
+                    archive_outcomes_sql(
+                        "''",
+                        &format!("$__timeFilter(window_start) AND {TENANT}")
+                    )
                 ),
             ),
             panel(

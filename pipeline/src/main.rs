@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -339,9 +339,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             idle_exit,
             max_messages,
         } => {
-            let settings = Settings::load(cli.config.as_deref())?;
-            logging::init(&settings.log);
-            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let (settings, runtime) = start(cli.config.as_deref())?;
             let tally = runtime.block_on(run(
                 &settings,
                 RunLimits {
@@ -353,9 +351,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            let settings = Settings::load(cli.config.as_deref())?;
-            logging::init(&settings.log);
-            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let (settings, runtime) = start(cli.config.as_deref())?;
             let applied = runtime.block_on(salestalk::run::migrate(&settings))?;
             println!(
                 "applied {applied} migration(s) to {}",
@@ -365,15 +361,11 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check => check(cli.config),
         Command::Dlq(command) => {
-            let settings = Settings::load(cli.config.as_deref())?;
-            logging::init(&settings.log);
-            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let (settings, runtime) = start(cli.config.as_deref())?;
             runtime.block_on(dlq(&settings, command))
         }
         Command::Serve => {
-            let settings = Settings::load(cli.config.as_deref())?;
-            logging::init(&settings.log);
-            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let (settings, runtime) = start(cli.config.as_deref())?;
             runtime.block_on(async {
                 let mut terminate =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -389,9 +381,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Alerts(AlertsCommand::History { limit, json }) => {
-            let settings = Settings::load(cli.config.as_deref())?;
-            logging::init(&settings.log);
-            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let (settings, runtime) = start(cli.config.as_deref())?;
             let records = runtime
                 .block_on(salestalk::run::endpoint(&settings).alert_history(limit))
                 .context("reading the alerts table")?;
@@ -416,9 +406,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Billing(BillingCommand::Export { month, output }) => {
-            let settings = Settings::load(cli.config.as_deref())?;
-            logging::init(&settings.log);
-            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let (settings, runtime) = start(cli.config.as_deref())?;
             let rows = runtime
                 .block_on(salestalk::run::endpoint(&settings).tenant_months(month))
                 .context("reading the month's costs")?;
@@ -438,9 +426,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             tenant,
             event_type,
         } => {
-            let settings = Settings::load(cli.config.as_deref())?;
-            logging::init(&settings.log);
-            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let (settings, runtime) = start(cli.config.as_deref())?;
             let rows =
                 runtime.block_on(salestalk::run::endpoint(&settings).latency_percentiles(
                     since.as_secs(),
@@ -460,6 +446,15 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What every command that talks to the services needs: the checked settings, logging, and
+/// an async runtime.
+fn start(config: Option<&Path>) -> anyhow::Result<(Settings, tokio::runtime::Runtime)> {
+    let settings = Settings::load(config)?;
+    logging::init(&settings.log);
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    Ok((settings, runtime))
 }
 
 fn generate(config: Option<PathBuf>, args: GenerateArgs) -> anyhow::Result<ExitCode> {

@@ -127,19 +127,19 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-fn firing_json(firing: &Firing) -> Value {
-    let alerts: Vec<Value> = firing
+/// The alerts firing now (empty if the evaluator's lock was poisoned).
+fn firing_now(firing: &Firing) -> Vec<salestalk_alerting::Notification> {
+    firing
         .lock()
-        .map(|alerts| {
-            alerts
-                .iter()
-                .map(
-                    |a| json!({"fingerprint": a.fingerprint(), "summary": a.summary(), "alert": a}),
-                )
-                .collect()
-        })
-        .unwrap_or_default();
-    Value::Array(alerts)
+        .map(|alerts| alerts.clone())
+        .unwrap_or_default()
+}
+
+fn firing_json(firing: &Firing) -> Value {
+    firing_now(firing)
+        .iter()
+        .map(|a| json!({"fingerprint": a.fingerprint(), "summary": a.summary(), "alert": a}))
+        .collect()
 }
 
 /// Every panel of dashboard `id` for the query's range and tenant.
@@ -206,22 +206,17 @@ async fn dashboard_data(
 
 /// The alerts firing now, shaped like a ClickHouse result.
 fn active_alerts(firing: &Firing) -> Value {
-    let rows: Vec<Value> = firing
-        .lock()
-        .map(|alerts| {
-            alerts
-                .iter()
-                .map(|a| {
-                    json!([
-                        a.rule,
-                        a.severity.as_ref(),
-                        a.summary(),
-                        a.starts_at.to_rfc3339()
-                    ])
-                })
-                .collect()
+    let rows: Vec<Value> = firing_now(firing)
+        .iter()
+        .map(|a| {
+            json!([
+                a.rule,
+                a.severity.as_ref(),
+                a.summary(),
+                a.starts_at.to_rfc3339()
+            ])
         })
-        .unwrap_or_default();
+        .collect();
     json!({
         "meta": [{"name": "rule"}, {"name": "severity"}, {"name": "summary"}, {"name": "starts_at"}],
         "data": rows,

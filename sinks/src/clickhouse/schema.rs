@@ -389,7 +389,9 @@ pub fn latency_percentiles_query(database: &str, filter: &str) -> String {
     )
 }
 
-fn merged_quantile(q: f64) -> String {
+/// SQL for the `q`-quantile of the latency histograms (`buckets`, `counts`) merged by the
+/// surrounding `GROUP BY`.
+pub fn merged_quantile(q: f64) -> String {
     quantile_sql("sumMap(buckets, counts).1", "sumMap(buckets, counts).2", q)
 }
 

@@ -6,7 +6,7 @@ use clickhouse::Row;
 use salestalk_alerting::{Rule, Scope, Signal};
 use serde::Deserialize;
 
-use super::schema::quantile_sql;
+use super::schema::merged_quantile;
 use super::{ClickHouseError, Endpoint};
 
 /// The consumer whose refusals make the consumer error rate: a refused archive row sends its
@@ -24,6 +24,23 @@ pub struct SignalValue {
     pub measured: u64,
     /// The value.
     pub value: f64,
+}
+
+/// One row per window and outcome at the archive: `subject_tenant` (the expression `tenant`),
+/// `written_n` (events it took) and `failed_n` (events it refused: `sink_rejected` and
+/// `retries_exhausted` dead letters), over windows meeting `filter`. The consumer error rate
+/// is `sum(failed_n) / (sum(written_n) + sum(failed_n))`, for alerts and dashboards alike.
+pub fn archive_outcomes_sql(tenant: &str, filter: &str) -> String {
+    format!(
+        "SELECT {tenant} AS subject_tenant, toFloat64(events) AS written_n, \
+                toFloat64(0) AS failed_n \
+         FROM metrics_latency WHERE consumer = '{ERROR_RATE_CONSUMER}' AND {filter} \
+         UNION ALL \
+         SELECT {tenant} AS subject_tenant, toFloat64(0) AS written_n, \
+                toFloat64(messages) AS failed_n \
+         FROM metrics_dead_letters \
+         WHERE reason IN ('sink_rejected', 'retries_exhausted') AND {filter}"
+    )
 }
 
 /// The SQL measuring `rule`'s signal now.
@@ -50,31 +67,19 @@ pub fn signal_sql(rule: &Rule) -> String {
                    WHERE window_start >= {since}) \
              GROUP BY subject_tenant, subject_consumer HAVING measured >= greatest({min}, 1) \
              ORDER BY subject_tenant, subject_consumer",
-            quantile_sql(
-                "sumMap(buckets, counts).1",
-                "sumMap(buckets, counts).2",
-                0.95
-            )
+            merged_quantile(0.95)
         ),
         Signal::DlqDepth => "SELECT '' AS subject_tenant, '' AS subject_consumer, \
              toUInt64(0) AS measured, toFloat64(sum(entries)) AS value FROM dlq_depth"
             .to_string(),
         Signal::ConsumerErrorRate => format!(
             "SELECT subject_tenant, '{ERROR_RATE_CONSUMER}' AS subject_consumer, \
-             toUInt64(sum(written) + sum(failed)) AS measured, \
-             sum(failed) / (sum(written) + sum(failed)) AS value \
-             FROM (SELECT {tenant} AS subject_tenant, toFloat64(events) AS written, \
-                          toFloat64(0) AS failed \
-                   FROM metrics_latency \
-                   WHERE consumer = '{ERROR_RATE_CONSUMER}' AND window_start >= {since} \
-                   UNION ALL \
-                   SELECT {tenant} AS subject_tenant, toFloat64(0) AS written, \
-                          toFloat64(messages) AS failed \
-                   FROM metrics_dead_letters \
-                   WHERE reason IN ('sink_rejected', 'retries_exhausted') \
-                   AND window_start >= {since}) \
+             toUInt64(sum(written_n) + sum(failed_n)) AS measured, \
+             sum(failed_n) / (sum(written_n) + sum(failed_n)) AS value \
+             FROM ({}) \
              GROUP BY subject_tenant HAVING measured >= greatest({min}, 1) \
-             ORDER BY subject_tenant"
+             ORDER BY subject_tenant",
+            archive_outcomes_sql(tenant, &format!("window_start >= {since}"))
         ),
     }
 }
