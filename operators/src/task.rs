@@ -16,7 +16,7 @@ use crate::dead_letter::DeadLetterReason;
 use crate::dedup::SeenIds;
 use crate::message::RawMessage;
 use crate::metrics::{
-    Aggregates, Durable, Family, ReadMessage, Symbol, WINDOW_SECONDS, WindowKey, WindowSet,
+    Aggregates, Durable, Family, ReadMessage, Span, Symbol, WINDOW_SECONDS, WindowKey, WindowSet,
     WindowValue, window_start,
 };
 
@@ -119,6 +119,8 @@ pub struct DeadLetter {
 pub struct StateRow {
     /// Its family.
     pub family: Family,
+    /// How long its window lasts.
+    pub span: Span,
     /// Window start, Unix s.
     pub window_start: i64,
     /// Tenant.
@@ -167,7 +169,11 @@ pub struct Task {
     settings: TaskSettings,
     checkpoint: Checkpoint,
     seen: SeenIds,
+    /// One-minute windows.
     windows: WindowSet,
+    /// Hour and day windows (`Span::ROLLUPS`) of the same aggregates, updated by the same
+    /// messages, so a rollup row always equals the sum of its minutes in the same flush.
+    rollups: [WindowSet; 2],
     aggregates: Aggregates,
     archive: Vec<ArchivedEvent>,
     dead_letters: Vec<DeadLetter>,
@@ -204,6 +210,7 @@ impl Task {
             checkpoint,
             seen: SeenIds::default(),
             windows: WindowSet::default(),
+            rollups: Default::default(),
             aggregates: Aggregates::default(),
             archive: Vec::new(),
             dead_letters: Vec::new(),
@@ -224,14 +231,35 @@ impl Task {
     /// Puts back a window row read from storage.
     pub fn restore_row(
         &mut self,
+        span: Span,
         family: Family,
         window_start: i64,
         tenant: &str,
         dims: [&str; 3],
         value: WindowValue,
     ) {
-        let key = self.windows.key(family, window_start, tenant, dims);
-        self.windows.restore(key, value);
+        let set = self.set(span);
+        let key = set.key(family, window_start, tenant, dims);
+        set.restore(key, value);
+    }
+
+    /// Every window set with its span, minutes first.
+    fn spans(&mut self) -> impl Iterator<Item = (Span, &mut WindowSet)> {
+        let [hours, days] = &mut self.rollups;
+        [
+            (Span::Minute, &mut self.windows),
+            (Span::Hour, hours),
+            (Span::Day, days),
+        ]
+        .into_iter()
+    }
+
+    fn set(&mut self, span: Span) -> &mut WindowSet {
+        match span {
+            Span::Minute => &mut self.windows,
+            Span::Hour => &mut self.rollups[0],
+            Span::Day => &mut self.rollups[1],
+        }
     }
 
     /// Puts back an `eventId` counted before the checkpoint.
@@ -259,7 +287,8 @@ impl Task {
 
     /// Open window rows and remembered ids, for memory accounting.
     pub fn state_size(&self) -> (usize, usize) {
-        (self.windows.len(), self.seen.len())
+        let rollups: usize = self.rollups.iter().map(WindowSet::len).sum();
+        (self.windows.len() + rollups, self.seen.len())
     }
 
     /// Whether anything awaits a flush.
@@ -270,13 +299,15 @@ impl Task {
     /// The value of an open window row (for tests and inspection).
     pub fn window(
         &mut self,
+        span: Span,
         family: Family,
         window_start: i64,
         tenant: &str,
         dims: [&str; 3],
     ) -> Option<&WindowValue> {
-        let key: WindowKey = self.windows.key(family, window_start, tenant, dims);
-        self.windows.get(&key)
+        let set = self.set(span);
+        let key: WindowKey = set.key(family, window_start, tenant, dims);
+        set.get(&key)
     }
 
     /// First window start (Unix s) that is not final for event-time families.
@@ -438,6 +469,9 @@ impl Task {
         } else {
             self.seen.first_sighting(id, trusted_ms);
             self.aggregates.on_event(&mut self.windows, event, window);
+            for (span, set) in Span::ROLLUPS.into_iter().zip(&mut self.rollups) {
+                self.aggregates.on_event(set, event, span.start(window));
+            }
             self.archive.push(ArchivedEvent {
                 event_id: id,
                 tenant_id: envelope.tenant_id.to_string(),
@@ -467,7 +501,30 @@ impl Task {
                 *wm = Some(wm.map_or(stamped_ms, |w| w.max(stamped_ms)));
             }
         }
-        self.aggregates.on_read(&mut self.windows, &read);
+        Self::read(
+            &self.aggregates,
+            &mut self.windows,
+            &mut self.rollups,
+            &read,
+        );
+    }
+
+    /// Hands a message read to the aggregates, in its minute window and its rollup windows
+    /// (an associated function: `read` borrows the task's topic).
+    fn read(
+        aggregates: &Aggregates,
+        minutes: &mut WindowSet,
+        rollups: &mut [WindowSet; 2],
+        read: &ReadMessage<'_>,
+    ) {
+        aggregates.on_read(minutes, read);
+        for (span, set) in Span::ROLLUPS.into_iter().zip(rollups) {
+            let rolled = ReadMessage {
+                window_start: span.start(read.window_start),
+                ..*read
+            };
+            aggregates.on_read(set, &rolled);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -502,7 +559,12 @@ impl Task {
             rejected: Some(reason),
             duplicate: false,
         };
-        self.aggregates.on_read(&mut self.windows, &read);
+        Self::read(
+            &self.aggregates,
+            &mut self.windows,
+            &mut self.rollups,
+            &read,
+        );
         let tenant_symbol = self.windows.symbol(tenant);
         let event_type_static = EventType::parse(event_type).map_or("", |t| t.as_str());
         self.pending_latency.push(Pending {
@@ -530,6 +592,9 @@ impl Task {
     pub fn flush(&mut self, durable_at_ms: i64) -> Flush {
         for pending in std::mem::take(&mut self.pending_latency) {
             let latency = (durable_at_ms - pending.at_ms).max(0) as f64;
+            // The tenant was interned in the minute set; each rollup set has its own symbols.
+            let tenant = self.windows.text(pending.tenant);
+            let rollup_tenants = self.rollups.each_mut().map(|set| set.symbol(tenant));
             for consumer in pending.consumers {
                 let output = Durable {
                     window_start: pending.window_start,
@@ -539,35 +604,52 @@ impl Task {
                     latency_ms: latency,
                 };
                 self.aggregates.on_durable(&mut self.windows, &output);
+                for ((span, set), tenant) in Span::ROLLUPS
+                    .into_iter()
+                    .zip(&mut self.rollups)
+                    .zip(rollup_tenants)
+                {
+                    let rolled = Durable {
+                        window_start: span.start(pending.window_start),
+                        tenant,
+                        ..output
+                    };
+                    self.aggregates.on_durable(set, &rolled);
+                }
             }
         }
         self.checkpoint.epoch += 1;
-        let rows = self
-            .windows
-            .take_dirty()
-            .into_iter()
-            .filter_map(|key| {
-                let value = self.windows.get(&key)?.clone();
-                Some(StateRow {
+        let mut rows = Vec::new();
+        for (span, set) in self.spans() {
+            for key in set.take_dirty() {
+                let Some(value) = set.get(&key) else {
+                    continue;
+                };
+                rows.push(StateRow {
                     family: key.family,
+                    span,
                     window_start: key.window_start,
-                    tenant: self.windows.text(key.tenant).to_string(),
-                    dims: key.dims.map(|d| self.windows.text(d).to_string()),
-                    value,
-                })
-            })
-            .collect();
+                    tenant: set.text(key.tenant).to_string(),
+                    dims: key.dims.map(|d| set.text(d).to_string()),
+                    value: value.clone(),
+                });
+            }
+        }
         let lateness = self.settings.allowed_lateness_ms;
         let event_open = Self::open_from(self.checkpoint.event_watermark_ms, lateness);
         let broker_open = Self::open_from(self.checkpoint.broker_watermark_ms, lateness);
         // Rows keyed by broker time (reads, dead letters and their latency) close with the
-        // broker watermark; all others with the event-time watermark.
-        let dead_letters = self.windows.symbol(consumers::DEAD_LETTERS);
-        self.windows.evict_final(|key| {
-            let broker_time = matches!(key.family, Family::Publish | Family::DeadLetters)
-                || (key.family == Family::Latency && key.dims[1] == dead_letters);
-            key.window_start < if broker_time { broker_open } else { event_open }
-        });
+        // broker watermark; all others with the event-time watermark. A window is final once
+        // its last minute is.
+        for (span, set) in self.spans() {
+            let dead_letters = set.symbol(consumers::DEAD_LETTERS);
+            let last_minute = span.seconds() - WINDOW_SECONDS;
+            set.evict_final(|key| {
+                let broker_time = matches!(key.family, Family::Publish | Family::DeadLetters)
+                    || (key.family == Family::Latency && key.dims[1] == dead_letters);
+                key.window_start + last_minute < if broker_time { broker_open } else { event_open }
+            });
+        }
         if let Some(wm) = self.checkpoint.event_watermark_ms {
             self.seen.forget_before(wm - self.settings.dedup_horizon_ms);
         }
@@ -634,8 +716,14 @@ mod tests {
 
     fn volume(task: &mut Task, window_ms: i64, tenant: &str) -> i64 {
         let dims = ["tenant.provisioned.v1", "tenant-onboard", ""];
-        task.window(Family::Volume, window_start(window_ms), tenant, dims)
-            .map_or(0, |v| v.ints[0])
+        task.window(
+            Span::Minute,
+            Family::Volume,
+            window_start(window_ms),
+            tenant,
+            dims,
+        )
+        .map_or(0, |v| v.ints[0])
     }
 
     #[test]
@@ -648,6 +736,7 @@ mod tests {
         assert_eq!(volume(&mut task, T0, "a"), 1);
         let publish = task
             .window(
+                Span::Minute,
                 Family::Publish,
                 window_start(T0),
                 "a",
@@ -670,9 +759,16 @@ mod tests {
             &[(0, T0, event(1, T0, "a")), (1, T0, b"{".to_vec())],
         );
         let flush = task.flush(T0 + 1000);
-        let mut families: Vec<Family> = flush.rows.iter().map(|r| r.family).collect();
-        families.dedup();
-        assert_eq!(families, [Family::Onboarding, Family::Latency]);
+        for span in Span::ALL {
+            let mut families: Vec<Family> = flush
+                .rows
+                .iter()
+                .filter(|r| r.span == span)
+                .map(|r| r.family)
+                .collect();
+            families.dedup();
+            assert_eq!(families, [Family::Onboarding, Family::Latency], "{span:?}");
+        }
         // The outputs do not depend on the aggregates: nothing is lost by leaving one out.
         assert_eq!((flush.archive.len(), flush.dead_letters.len()), (1, 1));
     }
@@ -795,6 +891,26 @@ mod tests {
         task.flush(T0 + 20 * MINUTE);
         assert_eq!(volume(&mut task, T0, "a"), 0, "evicted");
         assert_eq!(volume(&mut task, T0 + 20 * MINUTE, "a"), 1);
+        let dims = ["tenant.provisioned.v1", "tenant-onboard", ""];
+        let hour = |task: &mut Task| {
+            task.window(Span::Hour, Family::Volume, T0 / 1000, "a", dims)
+                .map(|v| v.ints[0])
+        };
+        assert_eq!(
+            hour(&mut task),
+            Some(2),
+            "the hour is open while its last minute is"
+        );
+        feed(
+            &mut task,
+            &[(2, T0 + 70 * MINUTE, event(3, T0 + 70 * MINUTE, "a"))],
+        );
+        task.flush(T0 + 70 * MINUTE);
+        assert_eq!(
+            hour(&mut task),
+            None,
+            "evicted once its last minute is final"
+        );
     }
 
     #[test]

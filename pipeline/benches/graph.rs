@@ -10,7 +10,7 @@ use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk_contracts::{parse, validate};
 use salestalk_operators::RawMessage;
 use salestalk_operators::dedup::SeenIds;
-use salestalk_operators::metrics::{Aggregates, WindowSet, window_start};
+use salestalk_operators::metrics::{Aggregates, Span, WindowSet, window_start};
 use salestalk_operators::task::{Task, TaskSettings};
 
 const EVENTS: u64 = 50_000;
@@ -55,15 +55,24 @@ fn graph_on_decoded_events(c: &mut Criterion) {
     let aggregates = Aggregates::default();
     group.bench_function("dedup_and_windows", |b| {
         b.iter_batched(
-            || (WindowSet::default(), SeenIds::default()),
-            |(mut windows, mut seen)| {
+            || {
+                (
+                    WindowSet::default(),
+                    WindowSet::default(),
+                    SeenIds::default(),
+                )
+            },
+            |(mut minutes, mut hours, mut seen)| {
                 for event in &events {
                     let at = event.envelope.timestamp.timestamp_millis();
                     if seen.first_sighting(event.envelope.event_id.0, at) {
-                        aggregates.on_event(&mut windows, event, window_start(at));
+                        // As a task does: every event counts in its minute and its hour.
+                        let window = window_start(at);
+                        aggregates.on_event(&mut minutes, event, window);
+                        aggregates.on_event(&mut hours, event, Span::Hour.start(window));
                     }
                 }
-                (windows, seen)
+                (minutes, hours, seen)
             },
             BatchSize::LargeInput,
         );

@@ -13,10 +13,10 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk_operators::RawMessage;
-use salestalk_operators::metrics::{Family, WindowValue};
+use salestalk_operators::metrics::{Family, Span, WindowValue};
 use salestalk_operators::task::{Checkpoint, Flush, Task, TaskSettings};
 
-type RowKey = (Family, i64, String, [String; 3]);
+type RowKey = (Family, Span, i64, String, [String; 3]);
 
 #[derive(Default)]
 struct Store {
@@ -38,7 +38,7 @@ impl Store {
 
     fn commit(&mut self, flush: Flush) {
         for row in flush.rows {
-            let key = (row.family, row.window_start, row.tenant, row.dims);
+            let key = (row.family, row.span, row.window_start, row.tenant, row.dims);
             self.rows.insert(key, (flush.checkpoint.epoch, row.value));
         }
         self.checkpoint = flush.checkpoint;
@@ -46,8 +46,9 @@ impl Store {
 
     fn restore(&self, settings: TaskSettings) -> Task {
         let mut task = Task::new("topic", 0, settings, self.checkpoint);
-        for ((family, window, tenant, dims), (_, value)) in &self.rows {
+        for ((family, span, window, tenant, dims), (_, value)) in &self.rows {
             task.restore_row(
+                *span,
                 *family,
                 *window,
                 tenant,
@@ -172,14 +173,14 @@ fn the_straight_run_counts_every_distinct_valid_event_once() {
     let counted: i64 = store
         .metrics()
         .iter()
-        .filter(|(key, _)| key.0 == Family::Volume)
+        .filter(|(key, _)| key.0 == Family::Volume && key.1 == Span::Minute)
         .map(|(_, value)| value.ints[0])
         .sum();
     assert_eq!(counted as usize, store.archive.len());
     let read: i64 = store
         .metrics()
         .iter()
-        .filter(|(k, _)| k.0 == Family::Publish)
+        .filter(|(k, _)| k.0 == Family::Publish && k.1 == Span::Minute)
         .map(|(_, v)| v.ints[0])
         .sum();
     assert_eq!(
@@ -190,8 +191,64 @@ fn the_straight_run_counts_every_distinct_valid_event_once() {
     let late: i64 = store
         .metrics()
         .iter()
-        .filter(|(k, _)| k.0 == Family::DeadLetters && k.3[0] == "late")
+        .filter(|(k, _)| k.0 == Family::DeadLetters && k.1 == Span::Minute && k.4[0] == "late")
         .map(|(_, v)| v.ints[0])
         .sum();
     assert!(late > 0, "the traffic has events past the allowed lateness");
+}
+
+#[test]
+fn every_rollup_row_is_the_sum_of_its_minute_rows() {
+    let messages = traffic();
+    for (crash_seed, rollup) in [None, Some(9)].into_iter().zip(Span::ROLLUPS) {
+        let (store, _) = run(&messages, crash_seed);
+        let mut summed: BTreeMap<RowKey, WindowValue> = BTreeMap::new();
+        let mut hours: BTreeMap<RowKey, WindowValue> = BTreeMap::new();
+        for ((family, span, window, tenant, dims), (_, value)) in &store.rows {
+            let hour = (
+                *family,
+                rollup,
+                rollup.start(*window),
+                tenant.clone(),
+                dims.clone(),
+            );
+            if *span == rollup {
+                hours.insert(hour, value.clone());
+                continue;
+            }
+            if *span != Span::Minute {
+                continue;
+            }
+            let sum = summed.entry(hour).or_insert_with(|| WindowValue {
+                ints: vec![0; value.ints.len()],
+                floats: vec![0.0; value.floats.len()],
+                histogram: Default::default(),
+            });
+            sum.ints
+                .iter_mut()
+                .zip(&value.ints)
+                .for_each(|(s, v)| *s += v);
+            sum.floats
+                .iter_mut()
+                .zip(&value.floats)
+                .for_each(|(s, v)| *s += v);
+            sum.histogram.merge(&value.histogram);
+        }
+        assert!(hours.len() > 30, "{} {rollup:?} rows", hours.len());
+        assert_eq!(
+            hours.keys().collect::<Vec<_>>(),
+            summed.keys().collect::<Vec<_>>()
+        );
+        for (key, hour) in &hours {
+            let minutes = &summed[key];
+            assert_eq!(hour.ints, minutes.ints, "{key:?}");
+            assert_eq!(hour.histogram, minutes.histogram, "{key:?}");
+            for (h, m) in hour.floats.iter().zip(&minutes.floats) {
+                assert!(
+                    (h - m).abs() <= 1e-9 * m.abs().max(1.0),
+                    "{key:?}: {h} vs {m}"
+                );
+            }
+        }
+    }
 }

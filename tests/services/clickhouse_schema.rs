@@ -2,7 +2,7 @@
 //! task from what was written, and the public views reading it back.
 
 use salestalk_operators::RawMessage;
-use salestalk_operators::metrics::Family;
+use salestalk_operators::metrics::{Family, Span};
 use salestalk_operators::task::{Task, TaskSettings};
 
 use crate::support::{drop_database, endpoint, unique};
@@ -151,7 +151,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     let dims = ["classification.performed.v1", "chat-handler", ""];
     assert_eq!(
         restored
-            .window(Family::Volume, window, "tenant-abc123", dims)
+            .window(Span::Minute, Family::Volume, window, "tenant-abc123", dims)
             .map(|v| v.ints[0]),
         Some(1)
     );

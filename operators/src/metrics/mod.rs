@@ -1,7 +1,8 @@
-//! Windowed metrics: the families, their one-minute window rows, and how events update them.
+//! Windowed metrics: the families, their minute and hour window rows, and how events update
+//! them.
 //!
 //! This is the aggregate stage of the graph. A task (one source partition) owns a
-//! [`WindowSet`]; the runtime decides which window an event belongs to and whether it counts
+//! [`WindowSet`] per [`Span`]; the runtime decides which window an event belongs to and whether it counts
 //! (dedup, lateness), then hands each message to the configured [`Aggregates`].
 
 pub mod aggregate;
@@ -12,4 +13,4 @@ pub mod windows;
 pub use aggregate::{Aggregate, Aggregates, Durable};
 pub use family::{Family, Layout};
 pub use record::{LOW_CONFIDENCE, ReadMessage, nanos};
-pub use windows::{Symbol, WINDOW_SECONDS, WindowKey, WindowSet, WindowValue, window_start};
+pub use windows::{Span, Symbol, WINDOW_SECONDS, WindowKey, WindowSet, WindowValue, window_start};

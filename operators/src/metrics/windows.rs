@@ -1,5 +1,7 @@
-//! Window rows of one task: one-minute tumbling windows keyed by family, tenant and
-//! dimensions, with the set of rows changed since the last flush.
+//! Window rows of one task: tumbling windows keyed by family, tenant and dimensions, with the
+//! set of rows changed since the last flush. A task keeps a set per span: one-minute windows
+//! (the detail alerts and short dashboard ranges read), and hour and day windows (what long
+//! ranges read: a month is 30 day rows per key instead of 43,200 minute rows).
 //!
 //! Strings are interned once per task, so counting an event into a window that already
 //! exists allocates nothing.
@@ -15,6 +17,67 @@ pub const WINDOW_SECONDS: i64 = 60;
 /// The start (Unix seconds) of the window holding `at_ms` (Unix milliseconds).
 pub fn window_start(at_ms: i64) -> i64 {
     at_ms.div_euclid(WINDOW_SECONDS * 1000) * WINDOW_SECONDS
+}
+
+/// How long a window lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Span {
+    /// One minute: every family's base rows.
+    Minute,
+    /// One hour: the same aggregates over whole hours, written in the same flushes.
+    Hour,
+    /// One UTC day, likewise.
+    Day,
+}
+
+impl Span {
+    /// Every span, shortest first.
+    pub const ALL: [Span; 3] = [Span::Minute, Span::Hour, Span::Day];
+
+    /// The spans rolled up from the same messages as the minutes.
+    pub const ROLLUPS: [Span; 2] = [Span::Hour, Span::Day];
+
+    /// Length in seconds.
+    pub const fn seconds(self) -> i64 {
+        match self {
+            Span::Minute => WINDOW_SECONDS,
+            Span::Hour => 3_600,
+            Span::Day => 86_400,
+        }
+    }
+
+    /// The start of the window of this span holding the instant `at_s` (Unix s).
+    pub fn start(self, at_s: i64) -> i64 {
+        at_s.div_euclid(self.seconds()) * self.seconds()
+    }
+
+    /// What follows a family's name in `window_state.family` for rows of this span
+    /// (`""` for minutes, so minute rows carry the bare family name).
+    pub const fn storage_suffix(self) -> &'static str {
+        match self {
+            Span::Minute => "",
+            Span::Hour => "/hour",
+            Span::Day => "/day",
+        }
+    }
+
+    /// The name a family's rows of this span are stored under in `window_state`.
+    pub fn storage_name(self, family: Family) -> String {
+        format!("{}{}", family.layout().name, self.storage_suffix())
+    }
+
+    /// The family and span stored under `name`, if it is one.
+    pub fn parse_storage_name(name: &str) -> Option<(Family, Span)> {
+        let span = Span::ROLLUPS
+            .into_iter()
+            .find(|span| name.ends_with(span.storage_suffix()))
+            .unwrap_or(Span::Minute);
+        let base = &name[..name.len() - span.storage_suffix().len()];
+        Family::ALL
+            .into_iter()
+            .find(|f| f.layout().name == base)
+            .map(|f| (f, span))
+    }
 }
 
 /// An interned string.
@@ -234,6 +297,27 @@ mod tests {
         assert_eq!(window_start(59_999), 0);
         assert_eq!(window_start(60_000), 60);
         assert_eq!(window_start(-1), -60);
+    }
+
+    #[test]
+    fn spans_align_and_name_their_rows() {
+        assert_eq!(Span::Hour.start(7_199), 3_600);
+        assert_eq!(Span::Hour.start(-1), -3_600);
+        assert_eq!(Span::Minute.start(119), 60);
+        assert_eq!(Span::Day.start(86_399 + 86_400), 86_400);
+        for family in Family::ALL {
+            for span in Span::ALL {
+                let name = span.storage_name(family);
+                assert_eq!(Span::parse_storage_name(&name), Some((family, span)));
+            }
+        }
+        assert_eq!(Span::storage_name(Span::Hour, Family::Cost), "cost/hour");
+        assert_eq!(Span::parse_storage_name("checkpoint"), None);
+        assert_eq!(Span::parse_storage_name("nope/hour"), None);
+        assert_eq!(
+            Span::parse_storage_name("latency/day"),
+            Some((Family::Latency, Span::Day))
+        );
     }
 
     #[test]

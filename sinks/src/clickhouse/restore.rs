@@ -4,7 +4,7 @@
 use clickhouse::Row;
 use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_operators::histogram::LogHistogram;
-use salestalk_operators::metrics::{Family, WINDOW_SECONDS, WindowValue, window_start};
+use salestalk_operators::metrics::{Span, WINDOW_SECONDS, WindowValue, window_start};
 use salestalk_operators::task::{Checkpoint, Refused, Task, TaskSettings};
 use serde::Deserialize;
 
@@ -50,12 +50,15 @@ struct SeenRow {
 pub const CHECKPOINT_QUERY: &str = "SELECT epoch, ints FROM window_state WHERE family = ? AND task = ? \
      ORDER BY epoch DESC LIMIT 1";
 
-/// The latest value of each window row of a task that may still change. Binds: task,
-/// checkpoint family, earliest open window (Unix s).
+/// The latest value of each window row of a task that may still change. A rollup window is
+/// open while its last minute is, so each span is read from the start of its window holding
+/// the earliest open minute. Binds: task, checkpoint family, then those starts (Unix s) for
+/// days (twice: the first narrows the scan), hours and minutes.
 pub const OPEN_ROWS_QUERY: &str = "SELECT family, toUInt32(window_start) AS window_start, tenant_id, d1, d2, d3, \
      argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats, \
      argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts \
      FROM window_state WHERE task = ? AND family != ? AND window_start >= toDateTime(?) \
+     AND window_start >= toDateTime(multiIf(endsWith(family, '/day'), ?, endsWith(family, '/hour'), ?, ?)) \
      GROUP BY family, window_start, tenant_id, d1, d2, d3";
 
 /// Event ids a task counted below its checkpoint. Binds: topic, partition, checkpoint offset,
@@ -133,15 +136,15 @@ impl Endpoint {
             .query(OPEN_ROWS_QUERY)
             .bind(&task)
             .bind(CHECKPOINT_FAMILY)
+            .bind(Span::Day.start(since.max(0)))
+            .bind(Span::Day.start(since.max(0)))
+            .bind(Span::Hour.start(since.max(0)))
             .bind(since.max(0))
             .fetch_all()
             .await
             .map_err(classify)?;
         for row in rows {
-            let Some(family) = Family::ALL
-                .into_iter()
-                .find(|f| f.layout().name == row.family)
-            else {
+            let Some((family, span)) = Span::parse_storage_name(&row.family) else {
                 continue;
             };
             let value = WindowValue {
@@ -150,6 +153,7 @@ impl Endpoint {
                 histogram: LogHistogram::from_arrays(&row.hist_buckets, &row.hist_counts),
             };
             restored.restore_row(
+                span,
                 family,
                 i64::from(row.window_start),
                 &row.tenant_id,

@@ -6,7 +6,7 @@
 //! from what the pipeline writes.
 
 use salestalk_operators::histogram::GAMMA;
-use salestalk_operators::metrics::Family;
+use salestalk_operators::metrics::{Family, Span};
 
 use super::ServerProfile;
 
@@ -159,7 +159,38 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 ttl("notified_at", 90)
             )],
         },
+        Migration {
+            version: 5,
+            name: "hour and day rows for the windows written before the pipeline wrote them",
+            statements: Span::ROLLUPS
+                .into_iter()
+                .map(|span| rollup_rows_from_minutes(database, span))
+                .collect(),
+        },
     ]
+}
+
+/// An insert writing, for every task, the `span` rows its minute rows add up to, each with
+/// the highest epoch among its minutes. Pipelines from before rollup rows existed wrote
+/// minutes only; after this, a restarted task restores its open hours and days like any other
+/// row and keeps adding to them, so every rollup stays the exact sum of its minutes. Running
+/// it again writes the same rows at the same epochs, which changes nothing; a live task's
+/// later flushes carry higher epochs and win.
+pub fn rollup_rows_from_minutes(database: &str, span: Span) -> String {
+    let seconds = span.seconds();
+    format!(
+        "INSERT INTO {database}.window_state \
+         (family, task, epoch, window_start, tenant_id, d1, d2, d3, ints, floats, hist_buckets, hist_counts)\n\
+         SELECT concat(f, '{}'), t, e, toDateTime(w), tn, x1, x2, x3, i, fl, hist.1, hist.2 FROM (\n\
+         SELECT family AS f, task AS t, max(epoch) AS e,\n\
+         intDiv(toUInt32(window_start), {seconds}) * {seconds} AS w,\n\
+         tenant_id AS tn, d1 AS x1, d2 AS x2, d3 AS x3, sumForEach(ints) AS i,\n\
+         sumForEach(floats) AS fl, sumMap(hist_buckets, hist_counts) AS hist\n\
+         FROM {database}.window_state FINAL\n\
+         WHERE family != '{CHECKPOINT_FAMILY}' AND position(family, '/') = 0\n\
+         GROUP BY f, t, w, tn, x1, x2, x3)",
+        span.storage_suffix()
+    )
 }
 
 /// SQL for the value a histogram bucket reports (see `salestalk_operators::histogram`).
@@ -180,8 +211,12 @@ pub fn quantile_sql(buckets: &str, counts: &str, q: f64) -> String {
     )
 }
 
-/// The latest row per key and task: what every view reads.
-fn latest(database: &str, family: Family) -> String {
+/// The latest revision (highest epoch) of every row of `family` at `span`: what every view
+/// reads. This is `argMax ... GROUP BY` rather than `FINAL` although `FINAL` reads about ten
+/// times faster, because ClickHouse 18.16 pushes a query's filters into a grouped subquery but
+/// never into a `FINAL` one: behind a view, `FINAL` reads every row of the family whatever
+/// the range asked for (measured: a one-hour panel read the whole month).
+fn latest(database: &str, family: Family, span: Span) -> String {
     format!(
         "SELECT window_start, tenant_id, d1, d2, d3, task,\n\
          argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats,\n\
@@ -189,16 +224,53 @@ fn latest(database: &str, family: Family) -> String {
          FROM {database}.window_state\n\
          WHERE family = '{}'\n\
          GROUP BY window_start, tenant_id, d1, d2, d3, task",
-        family.layout().name
+        span.storage_name(family)
     )
 }
 
-/// `metrics_<family>`: one row per minute, tenant and dimensions, summed over tasks, with a
-/// named column per counter, sum and histogram.
-fn family_view(database: &str, family: Family) -> String {
+/// The view of a family's rows of `span`: its name and its time columns (expression, name).
+pub fn family_view_name(
+    family: Family,
+    span: Span,
+) -> (String, &'static [(&'static str, &'static str)]) {
+    let name = family.layout().name;
+    match span {
+        Span::Minute => (
+            format!("metrics_{name}"),
+            &[("window_start", "window_start")],
+        ),
+        Span::Hour => (
+            format!("metrics_{name}_hourly"),
+            &[("window_start", "hour")],
+        ),
+        Span::Day => (
+            format!("metrics_{name}_daily"),
+            &[
+                ("window_start", "day_start"),
+                ("toDate(window_start)", "day"),
+            ],
+        ),
+    }
+}
+
+/// `metrics_<family>` (minutes), `metrics_<family>_hourly` (time column `hour`) or
+/// `metrics_<family>_daily` (`day` and `day_start`): one row per window, tenant and
+/// dimensions, summed over tasks, with a named column per counter, sum and histogram.
+fn family_view(database: &str, family: Family, span: Span) -> String {
     let layout = family.layout();
-    let mut columns = vec!["window_start".to_string(), "tenant_id".to_string()];
-    let mut group = vec!["window_start".to_string(), "tenant_id".to_string()];
+    let (name, times) = family_view_name(family, span);
+    let mut columns = Vec::new();
+    let mut group = Vec::new();
+    for (expression, time) in times {
+        columns.push(if expression == time {
+            time.to_string()
+        } else {
+            format!("{expression} AS {time}")
+        });
+        group.push(time.to_string());
+    }
+    columns.push("tenant_id".to_string());
+    group.push("tenant_id".to_string());
     for (i, dim) in layout
         .dims
         .iter()
@@ -220,49 +292,15 @@ fn family_view(database: &str, family: Family) -> String {
         ));
     }
     format!(
-        "CREATE VIEW {database}.metrics_{} AS\nSELECT {}\nFROM ({})\nGROUP BY {}",
-        layout.name,
+        "CREATE VIEW {database}.{name} AS\nSELECT {}\nFROM ({})\nGROUP BY {}",
         columns.join(", "),
-        latest(database, family),
+        latest(database, family, span),
         group.join(", ")
     )
 }
 
-/// Rollup periods: view-name suffix, time column, and its expression over `window_start`.
-pub const ROLLUPS: [(&str, &str, &str); 2] = [
-    ("hourly", "hour", "toStartOfHour(window_start)"),
-    ("daily", "day", "toDate(window_start)"),
-];
-
-/// `metrics_<family>_<period>`: the minute view summed to hours or days.
-fn rollup_view(
-    database: &str,
-    family: Family,
-    (suffix, column, expression): (&str, &str, &str),
-) -> String {
-    let layout = family.layout();
-    let mut columns = vec![format!("{expression} AS {column}"), "tenant_id".to_string()];
-    let mut group = vec![column.to_string(), "tenant_id".to_string()];
-    for dim in layout.dims.iter().filter(|d| !d.is_empty()) {
-        columns.push(dim.to_string());
-        group.push(dim.to_string());
-    }
-    for name in layout.ints.iter().chain(layout.floats) {
-        columns.push(format!("sum({name}) AS {name}"));
-    }
-    if let Some(name) = layout.histogram {
-        columns.push(format!(
-            "sumMap({name}_histogram.1, {name}_histogram.2) AS {name}_histogram"
-        ));
-    }
-    format!(
-        "CREATE VIEW {database}.metrics_{}_{suffix} AS\nSELECT {}\nFROM {database}.metrics_{}\nGROUP BY {}",
-        layout.name,
-        columns.join(", "),
-        layout.name,
-        group.join(", ")
-    )
-}
+/// Suffixes of the rollup views every family has besides its minute view.
+pub const ROLLUP_SUFFIXES: [&str; 2] = ["hourly", "daily"];
 
 /// Every view, dropped and created again (views hold no data, so `migrate` recreates them
 /// all each time and a changed definition needs no migration).
@@ -273,12 +311,10 @@ pub fn views(database: &str) -> Vec<String> {
         statements.push(sql);
     };
     for family in Family::ALL {
-        let name = family.layout().name;
-        create(&format!("metrics_{name}"), family_view(database, family));
-        for rollup in ROLLUPS {
+        for span in Span::ALL {
             create(
-                &format!("metrics_{name}_{}", rollup.0),
-                rollup_view(database, family, rollup),
+                &family_view_name(family, span).0,
+                family_view(database, family, span),
             );
         }
     }
@@ -301,11 +337,11 @@ pub fn views(database: &str) -> Vec<String> {
             "CREATE VIEW {database}.tenant_cost_daily AS\n\
              SELECT day, tenant_id, event_type, model, {} AS cost_usd, cost_nanos,\n\
              prompt_tokens, completion_tokens, total_tokens, messages\n\
-             FROM (SELECT toDate(window_start) AS day, tenant_id, event_type, model,\n\
+             FROM (SELECT day, tenant_id, event_type, model,\n\
              sum(cost_nanos) AS cost_nanos, toUInt64(sum(prompt_tokens)) AS prompt_tokens,\n\
              toUInt64(sum(completion_tokens)) AS completion_tokens,\n\
              toUInt64(sum(total_tokens)) AS total_tokens, toUInt64(sum(messages)) AS messages\n\
-             FROM {database}.metrics_cost GROUP BY day, tenant_id, event_type, model)",
+             FROM {database}.metrics_cost_daily GROUP BY day, tenant_id, event_type, model)",
             usd("cost_nanos")
         ),
     );
@@ -441,9 +477,9 @@ mod tests {
         for statement in views("db") {
             if let Some(rest) = statement.strip_prefix("CREATE VIEW db.") {
                 let name = rest.split_whitespace().next().unwrap_or_default();
-                let family_rollup = ROLLUPS
+                let family_rollup = ROLLUP_SUFFIXES
                     .iter()
-                    .any(|(suffix, ..)| name.ends_with(&format!("_{suffix}")));
+                    .any(|suffix| name.ends_with(&format!("_{suffix}")));
                 assert!(
                     family_rollup || docs.contains(&format!("`{name}`")),
                     "docs/metrics.md lacks view {name}"

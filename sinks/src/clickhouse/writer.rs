@@ -129,7 +129,7 @@ pub fn state_records(flush: &Flush) -> Vec<StateRecord> {
             let (hist_buckets, hist_counts) = row.value.histogram.to_arrays();
             let [d1, d2, d3] = row.dims.clone();
             StateRecord {
-                family: row.family.layout().name.to_string(),
+                family: row.span.storage_name(row.family),
                 task: task.clone(),
                 epoch: flush.checkpoint.epoch,
                 window_start: datetime(row.window_start),
