@@ -24,10 +24,24 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The bucket width of time series: about 120 points over the range, whole minutes.
+    /// The bucket width of time series: about 120 points over the range, in whole minutes up
+    /// to 6 hours, whole hours up to 2 weeks, whole days beyond, so that long ranges are
+    /// drawn from hour and day rows rather than minutes (see `panels::rows`).
     pub fn interval_s(&self) -> i64 {
         let span = (self.to - self.from).max(60);
-        ((span / 120).max(60) / 60) * 60
+        let unit = if span >= 14 * 86_400 {
+            86_400
+        } else if span > 6 * 3_600 {
+            3_600
+        } else {
+            60
+        };
+        let target = span / 120;
+        if unit == 60 {
+            (target.max(60) / 60) * 60
+        } else {
+            ((target + unit - 1) / unit).max(1) * unit
+        }
     }
 }
 
@@ -83,7 +97,7 @@ mod tests {
             expand(sql, &scope("t-1")),
             "SELECT 1 FROM v WHERE (window_start >= toDateTime(1790000000) AND window_start <= \
              toDateTime(1790086400)) AND x > toDateTime(1790000000) AND y < toDateTime(1790086400) \
-             AND ('t-1' = '' OR tenant_id = 't-1') GROUP BY intDiv(t, 720)"
+             AND ('t-1' = '' OR tenant_id = 't-1') GROUP BY intDiv(t, 3600)"
         );
     }
 
@@ -94,9 +108,19 @@ mod tests {
     }
 
     #[test]
-    fn buckets_are_whole_minutes_and_about_120_per_range() {
+    fn buckets_are_whole_minutes_hours_or_days_by_range() {
         let day = scope("");
-        assert_eq!(day.interval_s(), 720);
+        assert_eq!(day.interval_s(), 3_600);
+        let six_hours = Scope {
+            to: day.from + 6 * 3_600,
+            ..day.clone()
+        };
+        assert_eq!(six_hours.interval_s(), 180);
+        let week = Scope {
+            to: day.from + 7 * 86_400,
+            ..day.clone()
+        };
+        assert_eq!(week.interval_s(), 7_200);
         let hour = Scope {
             to: day.from + 3_600,
             ..day.clone()
@@ -106,6 +130,6 @@ mod tests {
             to: day.from + 30 * 86_400,
             ..day
         };
-        assert_eq!(month.interval_s(), 21_600);
+        assert_eq!(month.interval_s(), 86_400);
     }
 }

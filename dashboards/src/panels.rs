@@ -2,7 +2,8 @@
 //! (DateTime), `series` (String) and `value`; `Bar` returns `label` and `value`; `Stat` returns
 //! one row with `value`; `Table` returns any columns, shown as they come.
 
-use salestalk_sinks::clickhouse::schema::merged_quantile;
+use salestalk_operators::metrics::{Family, Span};
+use salestalk_sinks::clickhouse::schema::{family_view_name, merged_quantile};
 use salestalk_sinks::clickhouse::signals::{ERROR_RATE_CONSUMER, archive_outcomes_sql};
 
 /// How a panel is drawn.
@@ -75,6 +76,72 @@ fn bucket(column: &str) -> String {
     format!("toDateTime(intDiv(toUInt32({column}), $__interval_s) * $__interval_s)")
 }
 
+/// Whether a panel's rows are bucketed by `$__interval_s` (a time series) or summed over
+/// the whole range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bucketed {
+    Yes,
+    No,
+}
+
+/// The rows of `family` in the dashboard's range and tenant, as a subquery with
+/// `window_start`, `tenant_id` and `columns`, read from the coarsest windows that fit: whole
+/// UTC days inside the range from `metrics_<family>_daily`, whole hours outside those days
+/// from `_hourly`, and the minutes left at the edges from `metrics_<family>`. The sum over
+/// any range therefore equals the minute view's exactly, while a month reads about a
+/// thousandth of the rows. A time series uses a span only when its bucket width is a whole
+/// number of them, so no window straddles two buckets.
+fn rows(family: Family, columns: &str, bucketed: Bucketed) -> String {
+    // The whole windows of a span inside the range: from the first one starting at or after
+    // the range start to the last one whose last minute is inside it (macros are UTC
+    // instants; spans are UTC). A time series whose buckets are not whole windows of the span
+    // gets an empty stretch instead (first after last). These bounds are constant
+    // expressions, so ClickHouse uses them on the table's index; a constant condition ORed
+    // beside them would make it scan every minute in the range (measured).
+    let bounds = |span: Span| {
+        let seconds = span.seconds();
+        let first = format!(
+            "toDateTime(intDiv(toUInt32($__fromTime) + {}, {seconds}) * {seconds})",
+            seconds - 1
+        );
+        let last = format!(
+            "toDateTime(intDiv(toUInt32($__toTime) - {}, {seconds}) * {seconds})",
+            seconds - 60
+        );
+        match bucketed {
+            Bucketed::No => (first, last),
+            Bucketed::Yes => (
+                format!("if($__interval_s % {seconds} = 0, {first}, toDateTime(4294967295))"),
+                format!("if($__interval_s % {seconds} = 0, {last}, toDateTime(0))"),
+            ),
+        }
+    };
+    let mut branches = Vec::new();
+    let mut coarser: Option<Span> = None;
+    for span in [Span::Day, Span::Hour, Span::Minute] {
+        let (view, time) = family_view_name(family, span);
+        let range = match span {
+            Span::Minute => "$__timeFilter(window_start)".to_string(),
+            _ => {
+                let (first, last) = bounds(span);
+                format!("{time} >= {first} AND {time} <= {last}")
+            }
+        };
+        // Leave out what the next coarser span already read.
+        let outside = coarser.map_or(String::new(), |coarse| {
+            let (first, last) = bounds(coarse);
+            let last_minute = coarse.seconds() - 60;
+            format!(" AND ({time} < {first} OR {time} > {last} + {last_minute})")
+        });
+        branches.push(format!(
+            "SELECT {time} AS window_start, tenant_id, {columns} FROM {view} \
+             WHERE {range}{outside} AND {TENANT}"
+        ));
+        coarser = Some(span);
+    }
+    format!("({})", branches.join(" UNION ALL "))
+}
+
 fn panel(
     id: &'static str,
     title: &'static str,
@@ -109,8 +176,8 @@ fn sre() -> Dashboard {
                 "short",
                 format!(
                     "SELECT {time} AS time, event_type AS series, toFloat64(sum(events)) AS value \
-                     FROM event_volume WHERE $__timeFilter(window_start) AND {TENANT} \
-                     GROUP BY time, series ORDER BY time, series"
+                     FROM {} GROUP BY time, series ORDER BY time, series",
+                    rows(Family::Volume, "event_type, events", Bucketed::Yes)
                 ),
             ),
             panel(
@@ -119,9 +186,9 @@ fn sre() -> Dashboard {
                 Chart::Bar,
                 "short",
                 format!(
-                    "SELECT event_type AS label, toFloat64(sum(events)) AS value FROM event_volume \
-                     WHERE $__timeFilter(window_start) AND {TENANT} \
-                     GROUP BY label ORDER BY value DESC, label"
+                    "SELECT event_type AS label, toFloat64(sum(events)) AS value FROM {} \
+                     GROUP BY label ORDER BY value DESC, label",
+                    rows(Family::Volume, "event_type, events", Bucketed::No)
                 ),
             ),
             panel(
@@ -131,12 +198,16 @@ fn sre() -> Dashboard {
                 "ms",
                 format!(
                     "SELECT consumer, toUInt64(sum(events)) AS events, {} AS p50_ms, {} AS p95_ms, \
-                     {} AS p99_ms FROM (SELECT consumer, events, buckets, counts \
-                     FROM processing_latency WHERE $__timeFilter(window_start) AND {TENANT}) \
-                     GROUP BY consumer ORDER BY consumer",
+                     {} AS p99_ms FROM {} GROUP BY consumer ORDER BY consumer",
                     merged_quantile(0.5),
                     merged_quantile(0.95),
-                    merged_quantile(0.99)
+                    merged_quantile(0.99),
+                    rows(
+                        Family::Latency,
+                        "consumer, events, latency_ms_histogram.1 AS buckets, \
+                         latency_ms_histogram.2 AS counts",
+                        Bucketed::No
+                    )
                 ),
             ),
             panel(
@@ -151,10 +222,9 @@ fn sre() -> Dashboard {
                      if(sum(written_n) + sum(failed_n) = 0, 0, \
                         sum(failed_n) / (sum(written_n) + sum(failed_n))) AS error_rate \
                      FROM ({})",
-                    archive_outcomes_sql(
-                        "''",
-                        &format!("$__timeFilter(window_start) AND {TENANT}")
-                    )
+                    archive_outcomes_sql("''", |family, columns| {
+                        rows(family, columns, Bucketed::No)
+                    })
                 ),
             ),
             panel(
@@ -165,7 +235,8 @@ fn sre() -> Dashboard {
                 format!(
                     "SELECT if(sum(submitted) = 0, 1, (sum(submitted) - sum(rejected)) / sum(submitted)) AS value, \
                      toUInt64(sum(submitted)) AS submitted_total, toUInt64(sum(rejected)) AS rejected_total \
-                     FROM metrics_publish WHERE $__timeFilter(window_start) AND {TENANT}"
+                     FROM {}",
+                    rows(Family::Publish, "submitted, rejected", Bucketed::No)
                 ),
             ),
             panel(
@@ -182,8 +253,8 @@ fn sre() -> Dashboard {
                 "short",
                 format!(
                     "SELECT {time} AS time, reason AS series, toFloat64(sum(messages)) AS value \
-                     FROM dlq_inflow WHERE $__timeFilter(window_start) AND {TENANT} \
-                     GROUP BY time, series ORDER BY time, series"
+                     FROM {} GROUP BY time, series ORDER BY time, series",
+                    rows(Family::DeadLetters, "reason, messages", Bucketed::Yes)
                 ),
             ),
             Panel {
@@ -224,8 +295,8 @@ fn product() -> Dashboard {
                 "short",
                 format!(
                     "SELECT {time} AS time, 'conversations' AS series, toFloat64(sum(conversations)) AS value \
-                     FROM metrics_engagement WHERE $__timeFilter(window_start) AND {TENANT} \
-                     GROUP BY time, series ORDER BY time"
+                     FROM {} GROUP BY time, series ORDER BY time",
+                    rows(Family::Engagement, "conversations", Bucketed::Yes)
                 ),
             ),
             panel(
@@ -240,7 +311,13 @@ fn product() -> Dashboard {
                      if(sum(conversations) = 0, 0, sum(response_time_ms_sum) / sum(conversations)) AS avg_response_ms, \
                      toUInt64(sum(insight_saved)) AS insights_saved, toUInt64(sum(insight_shared)) AS insights_shared, \
                      toUInt64(sum(data_exported)) AS data_exported, toUInt64(sum(follow_up_created)) AS follow_ups \
-                     FROM metrics_engagement WHERE $__timeFilter(window_start) AND {TENANT}"
+                     FROM {}",
+                    rows(
+                        Family::Engagement,
+                        "conversations, duration_seconds_sum, rated, rating_sum, response_time_ms_sum, \
+                         insight_saved, insight_shared, data_exported, follow_up_created",
+                        Bucketed::No
+                    )
                 ),
             ),
             panel(
@@ -250,10 +327,15 @@ fn product() -> Dashboard {
                 "short",
                 format!(
                     "SELECT tenant_id, intent, toUInt64(sum(classifications)) AS classified, \
-                     sum(avg_confidence * classifications) / sum(classifications) AS avg_confidence, \
+                     sum(confidence_sum) / sum(classifications) AS avg_confidence, \
                      sum(low_confidence) / sum(classifications) AS low_confidence_share \
-                     FROM intents_per_tenant WHERE $__timeFilter(window_start) AND {TENANT} \
-                     GROUP BY tenant_id, intent ORDER BY classified DESC, tenant_id, intent LIMIT 50"
+                     FROM {} \
+                     GROUP BY tenant_id, intent ORDER BY classified DESC, tenant_id, intent LIMIT 50",
+                    rows(
+                        Family::Intents,
+                        "intent, classifications, confidence_sum, low_confidence",
+                        Bucketed::No
+                    )
                 ),
             ),
             panel(
@@ -267,8 +349,13 @@ fn product() -> Dashboard {
                      if(sum(facts_total) = 0, 0, sum(facts_verified) / sum(facts_total)) AS facts_verified_share, \
                      if(sum(narratives) = 0, 0, sum(confidence_sum) / sum(narratives)) AS mean_confidence, \
                      toUInt64(sum(total_tokens)) AS total_tokens \
-                     FROM metrics_quality WHERE $__timeFilter(window_start) AND {TENANT} \
-                     GROUP BY model ORDER BY generated DESC, model"
+                     FROM {} GROUP BY model ORDER BY generated DESC, model",
+                    rows(
+                        Family::Quality,
+                        "model, narratives, hallucinations, facts_verified, facts_total, \
+                         confidence_sum, total_tokens",
+                        Bucketed::No
+                    )
                 ),
             ),
             panel(
@@ -279,8 +366,12 @@ fn product() -> Dashboard {
                 format!(
                     "SELECT {time} AS time, model AS series, \
                      if(sum(narratives) = 0, 0, sum(hallucinations) / sum(narratives)) AS value \
-                     FROM metrics_quality WHERE $__timeFilter(window_start) AND {TENANT} \
-                     GROUP BY time, series ORDER BY time, series"
+                     FROM {} GROUP BY time, series ORDER BY time, series",
+                    rows(
+                        Family::Quality,
+                        "model, narratives, hallucinations",
+                        Bucketed::Yes
+                    )
                 ),
             ),
         ],

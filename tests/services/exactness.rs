@@ -22,6 +22,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use salestalk_contracts::{EventData, check, parse, validate};
 use salestalk_operators::histogram::RELATIVE_ERROR;
+use salestalk_operators::metrics::{Family, Span};
+use salestalk_sinks::clickhouse::schema::family_view_name;
 use serde::Deserialize;
 
 use crate::support::{
@@ -411,6 +413,79 @@ fn assert_billing_export_matches(setup: &Setup, cost: &BTreeMap<TenantKey, CostV
     }
 }
 
+/// Asserts that every family's hourly and daily view equals its minute view summed over the
+/// same hours and days: counters and histograms exactly, floating-point sums to 1e-9.
+pub async fn assert_rollups_sum_their_minutes(endpoint: &salestalk_sinks::clickhouse::Endpoint) {
+    let client = endpoint.client();
+    for family in Family::ALL {
+        let layout = family.layout();
+        let dims: Vec<&str> = layout
+            .dims
+            .iter()
+            .copied()
+            .filter(|d| !d.is_empty())
+            .collect();
+        let key = ["t", "tenant_id"]
+            .into_iter()
+            .chain(dims.iter().copied())
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (span, minute_bucket) in [
+            (Span::Hour, "toStartOfHour(window_start)"),
+            (Span::Day, "toDateTime(toDate(window_start), 'UTC')"),
+        ] {
+            let (rollup, time) = family_view_name(family, span);
+            let minutes = family_view_name(family, Span::Minute).0;
+            let mut summed = vec![format!("{minute_bucket} AS t"), "tenant_id".to_string()];
+            let mut read = vec![format!("{time} AS t"), "tenant_id".to_string()];
+            let mut differs = Vec::new();
+            for dim in &dims {
+                summed.push(dim.to_string());
+                read.push(dim.to_string());
+            }
+            for name in layout.ints {
+                summed.push(format!("sum({name}) AS m_{name}"));
+                read.push(format!("{name} AS r_{name}"));
+                differs.push(format!("m_{name} != r_{name}"));
+            }
+            for name in layout.floats {
+                summed.push(format!("sum({name}) AS m_{name}"));
+                read.push(format!("{name} AS r_{name}"));
+                differs.push(format!(
+                    "abs(m_{name} - r_{name}) > 1e-9 * greatest(abs(m_{name}), 1)"
+                ));
+            }
+            if let Some(name) = layout.histogram {
+                let column = format!("{name}_histogram");
+                summed.push(format!("sumMap({column}.1, {column}.2) AS m_h"));
+                read.push(format!("{column} AS r_h"));
+                differs.push("toString(m_h) != toString(r_h)".to_string());
+            }
+            let sql = format!(
+                "SELECT toUInt64(count()) AS rows, toUInt64(countIf(side = 0 OR side2 = 0)) AS missing, \
+                 toUInt64(countIf({})) AS differing FROM \
+                 (SELECT {}, 1 AS side FROM {minutes} GROUP BY {key}) \
+                 ALL FULL OUTER JOIN (SELECT {}, 1 AS side2 FROM {rollup}) USING ({key}) \
+                 WHERE 1",
+                differs.join(" OR "),
+                summed.join(", "),
+                read.join(", "),
+            );
+            let (rows, missing, differing): (u64, u64, u64) = client
+                .query(&sql)
+                .fetch_one()
+                .await
+                .unwrap_or_else(|e| panic!("{rollup}: {e}\n{sql}"));
+            assert!(rows > 0, "{rollup} is empty");
+            assert_eq!(
+                (missing, differing),
+                (0, 0),
+                "{rollup} against {minutes}\n{sql}"
+            );
+        }
+    }
+}
+
 /// Asserts that every public view equals the batch recomputation of the topics' contents,
 /// which must include late events.
 pub async fn assert_views_match(setup: &Setup) {
@@ -487,6 +562,7 @@ pub async fn assert_views_equal_recomputation(setup: &Setup, with_late: bool) {
     }
     assert_eq!(got, expected.cost, "tenant_cost_daily");
     assert_billing_export_matches(setup, &expected.cost);
+    assert_rollups_sum_their_minutes(&endpoint).await;
 
     let rows: Vec<IntentRow> = client
         .query(

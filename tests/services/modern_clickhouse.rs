@@ -143,7 +143,14 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
         "restore_rows".into(),
         json!(in_db(&bind(
             OPEN_ROWS_QUERY,
-            &["'t/0'", &format!("'{CHECKPOINT_FAMILY}'"), "0"]
+            &[
+                "'t/0'",
+                &format!("'{CHECKPOINT_FAMILY}'"),
+                "0",
+                "0",
+                "0",
+                "0"
+            ]
         ))),
     );
     queries.insert(

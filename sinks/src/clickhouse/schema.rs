@@ -215,59 +215,48 @@ pub fn quantile_sql(buckets: &str, counts: &str, q: f64) -> String {
 /// reads. This is `argMax ... GROUP BY` rather than `FINAL` although `FINAL` reads about ten
 /// times faster, because ClickHouse 18.16 pushes a query's filters into a grouped subquery but
 /// never into a `FINAL` one: behind a view, `FINAL` reads every row of the family whatever
-/// the range asked for (measured: a one-hour panel read the whole month).
-fn latest(database: &str, family: Family, span: Span) -> String {
+/// the range asked for (measured: a one-hour panel read the whole month). The time column is
+/// named `time` here, not in the view around it: ClickHouse 18.16 pushes a filter on `hour`
+/// down only as far as the level that names it, and it must reach the table.
+fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
+    let time_column = if time == "window_start" {
+        time.to_string()
+    } else {
+        format!("window_start AS {time}")
+    };
     format!(
-        "SELECT window_start, tenant_id, d1, d2, d3, task,\n\
+        "SELECT {time_column}, tenant_id, d1, d2, d3, task,\n\
          argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats,\n\
          argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts\n\
          FROM {database}.window_state\n\
          WHERE family = '{}'\n\
-         GROUP BY window_start, tenant_id, d1, d2, d3, task",
+         GROUP BY {time}, tenant_id, d1, d2, d3, task",
         span.storage_name(family)
     )
 }
 
-/// The view of a family's rows of `span`: its name and its time columns (expression, name).
-pub fn family_view_name(
-    family: Family,
-    span: Span,
-) -> (String, &'static [(&'static str, &'static str)]) {
+/// The view of a family's rows of `span` and its time column: `metrics_<family>`
+/// (`window_start`), `metrics_<family>_hourly` (`hour`) or `metrics_<family>_daily`
+/// (`day_start`, with the UTC date beside it as `day`).
+pub fn family_view_name(family: Family, span: Span) -> (String, &'static str) {
     let name = family.layout().name;
     match span {
-        Span::Minute => (
-            format!("metrics_{name}"),
-            &[("window_start", "window_start")],
-        ),
-        Span::Hour => (
-            format!("metrics_{name}_hourly"),
-            &[("window_start", "hour")],
-        ),
-        Span::Day => (
-            format!("metrics_{name}_daily"),
-            &[
-                ("window_start", "day_start"),
-                ("toDate(window_start)", "day"),
-            ],
-        ),
+        Span::Minute => (format!("metrics_{name}"), "window_start"),
+        Span::Hour => (format!("metrics_{name}_hourly"), "hour"),
+        Span::Day => (format!("metrics_{name}_daily"), "day_start"),
     }
 }
 
-/// `metrics_<family>` (minutes), `metrics_<family>_hourly` (time column `hour`) or
-/// `metrics_<family>_daily` (`day` and `day_start`): one row per window, tenant and
+/// The view of `family` at `span` (see [`family_view_name`]): one row per window, tenant and
 /// dimensions, summed over tasks, with a named column per counter, sum and histogram.
 fn family_view(database: &str, family: Family, span: Span) -> String {
     let layout = family.layout();
-    let (name, times) = family_view_name(family, span);
-    let mut columns = Vec::new();
-    let mut group = Vec::new();
-    for (expression, time) in times {
-        columns.push(if expression == time {
-            time.to_string()
-        } else {
-            format!("{expression} AS {time}")
-        });
-        group.push(time.to_string());
+    let (name, time) = family_view_name(family, span);
+    let mut columns = vec![time.to_string()];
+    let mut group = vec![time.to_string()];
+    if span == Span::Day {
+        columns.push(format!("toDate({time}) AS day"));
+        group.push("day".to_string());
     }
     columns.push("tenant_id".to_string());
     group.push("tenant_id".to_string());
@@ -294,7 +283,7 @@ fn family_view(database: &str, family: Family, span: Span) -> String {
     format!(
         "CREATE VIEW {database}.{name} AS\nSELECT {}\nFROM ({})\nGROUP BY {}",
         columns.join(", "),
-        latest(database, family, span),
+        latest(database, family, span, time),
         group.join(", ")
     )
 }

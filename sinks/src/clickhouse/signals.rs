@@ -4,6 +4,7 @@
 
 use clickhouse::Row;
 use salestalk_alerting::{Rule, Scope, Signal};
+use salestalk_operators::metrics::Family;
 use serde::Deserialize;
 
 use super::schema::merged_quantile;
@@ -28,18 +29,22 @@ pub struct SignalValue {
 
 /// One row per window and outcome at the archive: `subject_tenant` (the expression `tenant`),
 /// `written_n` (events it took) and `failed_n` (events it refused: `sink_rejected` and
-/// `retries_exhausted` dead letters), over windows meeting `filter`. The consumer error rate
-/// is `sum(failed_n) / (sum(written_n) + sum(failed_n))`, for alerts and dashboards alike.
-pub fn archive_outcomes_sql(tenant: &str, filter: &str) -> String {
+/// `retries_exhausted` dead letters). The consumer error rate is
+/// `sum(failed_n) / (sum(written_n) + sum(failed_n))`, for alerts and dashboards alike.
+/// `rows(family, columns)` is the source of a family's rows in the wanted range: a table or a
+/// subquery with `tenant_id` and `columns` (alerts read the minute view; dashboards read
+/// whole days and hours from the rollups).
+pub fn archive_outcomes_sql(tenant: &str, rows: impl Fn(Family, &str) -> String) -> String {
     format!(
         "SELECT {tenant} AS subject_tenant, toFloat64(events) AS written_n, \
                 toFloat64(0) AS failed_n \
-         FROM metrics_latency WHERE consumer = '{ERROR_RATE_CONSUMER}' AND {filter} \
+         FROM {} WHERE consumer = '{ERROR_RATE_CONSUMER}' \
          UNION ALL \
          SELECT {tenant} AS subject_tenant, toFloat64(0) AS written_n, \
                 toFloat64(messages) AS failed_n \
-         FROM metrics_dead_letters \
-         WHERE reason IN ('sink_rejected', 'retries_exhausted') AND {filter}"
+         FROM {} WHERE reason IN ('sink_rejected', 'retries_exhausted')",
+        rows(Family::Latency, "consumer, events"),
+        rows(Family::DeadLetters, "reason, messages")
     )
 }
 
@@ -79,7 +84,10 @@ pub fn signal_sql(rule: &Rule) -> String {
              FROM ({}) \
              GROUP BY subject_tenant HAVING measured >= greatest({min}, 1) \
              ORDER BY subject_tenant",
-            archive_outcomes_sql(tenant, &format!("window_start >= {since}"))
+            archive_outcomes_sql(tenant, |family, columns| format!(
+                "(SELECT tenant_id, {columns} FROM metrics_{} WHERE window_start >= {since})",
+                family.layout().name
+            ))
         ),
     }
 }
