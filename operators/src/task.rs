@@ -667,12 +667,26 @@ impl Task {
     }
 }
 
+/// How many violations a dead letter's error spells out. A hostile message can hold 100,000
+/// (one per item of a huge array); listing them all would make a multi-megabyte error, too
+/// big for the dead-letter topic's headers. The raw message is kept whole either way.
+const DESCRIBED_VIOLATIONS: usize = 20;
+
 fn describe(violations: &[salestalk_contracts::Violation]) -> String {
-    violations
+    let mut text = violations
         .iter()
+        .take(DESCRIBED_VIOLATIONS)
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if let Some(more) = violations
+        .len()
+        .checked_sub(DESCRIBED_VIOLATIONS)
+        .filter(|n| *n > 0)
+    {
+        text.push_str(&format!("; and {more} more"));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -860,6 +874,29 @@ mod tests {
             (10 << 20) + event(1, T0, "a").len() + 9
         );
         assert_eq!(flush.archive.len(), 1, "the next message is counted");
+    }
+
+    #[test]
+    fn a_message_with_thousands_of_violations_gets_a_short_error() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        // Every item of `subjects` is an object where a subject name belongs.
+        let spec = include_str!("../../contracts/tests/corpus/spec-examples.jsonl");
+        let completed = spec.lines().nth(2).expect("conversation.completed example");
+        let items: Vec<String> = (0..5_000).map(|i| format!("{{\"a\":{i}}}")).collect();
+        let text = completed.replace(
+            "\"subjects\":[\"revenue\",\"margin\"]",
+            &format!("\"subjects\":[{}]", items.join(",")),
+        );
+        assert_ne!(text, completed);
+        feed(&mut task, &[(0, T0, text.into_bytes())]);
+        let flush = task.flush(T0);
+        let error = &flush.dead_letters[0].error;
+        assert!(
+            error.ends_with("; and 4980 more"),
+            "{}",
+            &error[error.len() - 40..]
+        );
+        assert!(error.len() < 2_000, "{} bytes", error.len());
     }
 
     #[test]
