@@ -123,6 +123,18 @@ fn hostile(base: &serde_json::Value) -> Vec<(&'static str, Vec<u8>, &'static str
             "schema_violation",
         ),
         (
+            // Each item is checked for uniqueness against the others: pairwise, this one
+            // message held its partition for half a minute.
+            "60,000 distinct objects where unique subject names belong",
+            with(&|v| {
+                v["eventType"] = "conversation.completed.v1".into();
+                let subjects: Vec<serde_json::Value> =
+                    (0..60_000).map(|i| serde_json::json!({ "a": i })).collect();
+                v["data"] = serde_json::json!({ "subjects": subjects });
+            }),
+            "schema_violation",
+        ),
+        (
             "unknown event type",
             with(&|v| v["eventType"] = "lead.scored.v1".into()),
             "unknown_event_type",
