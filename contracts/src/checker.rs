@@ -447,4 +447,17 @@ mod repeated_items_tests {
         assert!(!repeats(r#"[[1, 2], [2, 1]]"#), "arrays are ordered");
         assert!(!repeats(r#"[{"a": [1, 2]}, {"a": [2, 1]}]"#));
     }
+
+    #[test]
+    fn two_huge_objects_are_compared_in_one_pass() {
+        let members: Vec<String> = (0..100_000).map(|i| format!(r#""m{i}": {i}"#)).collect();
+        let forward = format!("{{{}}}", members.join(","));
+        let backward = format!(
+            "{{{}}}",
+            members.iter().rev().cloned().collect::<Vec<_>>().join(",")
+        );
+        assert!(repeats(&format!("[{forward}, {backward}]")));
+        let changed = forward.replace(r#""m99999": 99999"#, r#""m99999": 0"#);
+        assert!(!repeats(&format!("[{changed}, {backward}]")));
+    }
 }
