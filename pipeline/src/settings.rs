@@ -52,13 +52,11 @@ pub struct Settings {
 pub struct GraphSettings {
     /// The windowed aggregates, checked against the built-in ones.
     pub aggregates: Aggregates,
-    /// Their names, as configured.
-    pub aggregate_names: Vec<String>,
 }
 
 impl PartialEq for GraphSettings {
     fn eq(&self, other: &Self) -> bool {
-        self.aggregate_names == other.aggregate_names
+        self.aggregates.names() == other.aggregates.names()
     }
 }
 
@@ -467,10 +465,7 @@ impl Reader {
     fn graph(&mut self) -> Option<GraphSettings> {
         let names: Vec<String> = self.get("graph.aggregates")?;
         match Aggregates::from_names(&names) {
-            Ok(aggregates) => Some(GraphSettings {
-                aggregates,
-                aggregate_names: names,
-            }),
+            Ok(aggregates) => Some(GraphSettings { aggregates }),
             Err(problems) => {
                 for problem in problems {
                     self.problems.push(format!("graph.aggregates: {problem}"));
@@ -706,7 +701,7 @@ mod tests {
         .expect("valid overrides");
         assert_eq!(settings.retry.max_attempts, 5);
         assert_eq!(settings.dlq.topic, None);
-        assert_eq!(settings.graph.aggregate_names, ["volume", "cost"]);
+        assert_eq!(settings.graph.aggregates.names(), ["volume", "cost"]);
         assert_eq!(settings.kafka.brokers, "kafka-1:9092,kafka-2:9093");
         assert_eq!(settings.kafka.topics, ["a.events", "b.events"]);
         assert_eq!(settings.kafka.group_id, "analytics-7");

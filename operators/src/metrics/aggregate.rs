@@ -128,6 +128,11 @@ impl Aggregates {
         BUILT_IN.iter().map(|a| a.family().layout().name).collect()
     }
 
+    /// The names of the aggregates that run, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.all.iter().map(|a| a.family().layout().name).collect()
+    }
+
     /// Whether the aggregate of `family` runs.
     pub fn includes(&self, family: Family) -> bool {
         self.all.iter().any(|a| a.family() == family)
