@@ -39,6 +39,10 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
         }
     };
     vec![
+        // `window_state` is read in short time slices per tenant (a dashboard's edge minutes, an
+        // alert's lookback): granules of 1,024 rows instead of 8,192 cut what such a read
+        // drags in, which made the SRE dashboard's panels about 40 % faster (docs/performance.md).
+        // Databases created before keep 8,192 (the DDL is `IF NOT EXISTS`).
         Migration {
             version: 1,
             name: "window state, raw archive, dead letters",
@@ -58,7 +62,8 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                      hist_buckets Array(Int16),\n\
                      hist_counts Array(UInt64)\n\
                      ) ENGINE = ReplacingMergeTree(epoch)\n\
-                     ORDER BY (family, tenant_id, window_start, d1, d2, d3, task)"
+                     ORDER BY (family, tenant_id, window_start, d1, d2, d3, task)\n\
+                     SETTINGS index_granularity = 1024"
                 ),
                 format!(
                     "CREATE TABLE IF NOT EXISTS {database}.events_raw (\n\
