@@ -2,10 +2,13 @@
 //! Grafana would, runs on the ClickHouse server the suite started, over generated traffic; the
 //! totals it shows agree with the public views.
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use salestalk_dashboards::panels::Source;
 use salestalk_dashboards::{Scope, expand, grafana};
 use serde_json::Value;
 
-use crate::exactness::{PARTITIONS, setup_on};
+use crate::exactness::{PARTITIONS, pipeline_env, setup_on};
 use crate::support::{Isolated, salestalk, stdout_of};
 
 const GRAFANA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dashboards/grafana");
@@ -135,4 +138,134 @@ async fn every_grafana_panel_query_runs_and_agrees_with_the_views() {
         .expect("hostile tenant");
     assert_eq!(none["rows"].as_u64(), Some(0), "{none}");
     setup.isolated.remove().await;
+}
+
+/// A panel's SQL from the built-in dashboards (the same text as the Grafana files).
+fn panel_sql(dashboard: &str, id: &str) -> String {
+    let dashboards = salestalk_dashboards::dashboards();
+    let panel = dashboards
+        .iter()
+        .find(|d| d.id == dashboard)
+        .and_then(|d| d.panel(id))
+        .unwrap_or_else(|| panic!("no panel {dashboard}/{id}"));
+    match &panel.source {
+        Source::Sql(sql) => sql.clone(),
+        other => panic!("{dashboard}/{id} is not SQL: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn panels_read_from_day_hour_and_minute_rows_give_the_minute_views_sums_over_any_range() {
+    // Three days of sparse traffic, so whole days, whole hours and edge minutes all hold data.
+    let isolated = Isolated::create("it-rollup-ranges", PARTITIONS).await;
+    let env = pipeline_env(&isolated);
+    let now = chrono::Utc::now().timestamp();
+    let start = now - 3 * 86_400 - 1_234;
+    let events = 5_000u64;
+    let rate = events as f64 / (now - 600 - start) as f64;
+    let begin = chrono::DateTime::from_timestamp(start, 0).expect("valid time");
+    stdout_of(&salestalk(
+        &[
+            "generate",
+            "--kafka",
+            "--seed",
+            "31",
+            "--count",
+            &events.to_string(),
+            "--start",
+            &begin.to_rfc3339(),
+            "--rate",
+            &rate.to_string(),
+            "--tenants",
+            "7",
+        ],
+        &env,
+    ));
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
+    let endpoint = isolated.endpoint();
+
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut ranges = vec![
+        (start - 3_600, now + 60),                              // everything
+        (start + 17 * 60, start + 86_400 + 7 * 3_600 + 5 * 60), // a day, hours and minutes
+        (start + 86_400, start + 86_400 + 59 * 60),             // under an hour
+        (now - 2 * 86_400 - 5, now - 6 * 3_600 + 61),           // whole day, odd edges
+    ];
+    for _ in 0..8 {
+        let from = rng.random_range(start - 600..now);
+        ranges.push((from, rng.random_range(from..now + 60)));
+    }
+    let by_type = panel_sql("sre", "volume_by_type");
+    let series = panel_sql("sre", "volume");
+    let latency = panel_sql("sre", "latency");
+    let mut levels_seen = std::collections::BTreeSet::new();
+    for (from, to) in ranges {
+        let scope = Scope {
+            from,
+            to,
+            tenant: String::new(),
+        };
+        let within =
+            format!("window_start >= toDateTime({from}) AND window_start <= toDateTime({to})");
+        let minutes = endpoint
+            .query_json(&format!(
+                "SELECT toFloat64(sum(events)) AS n, toFloat64(uniqExact(toDate(window_start))) AS days, \
+                 toFloat64(uniqExact(toStartOfHour(window_start))) AS hours FROM event_volume WHERE {within}"
+            ))
+            .await
+            .expect("minute view");
+        let expected = sum(&column(&minutes, "n"));
+        if sum(&column(&minutes, "days")) > 2.0 {
+            levels_seen.insert("day");
+        }
+        if sum(&column(&minutes, "hours")) > 2.0 {
+            levels_seen.insert("hour");
+        }
+        let total = endpoint
+            .query_json(&expand(&by_type, &scope))
+            .await
+            .expect("by type");
+        assert_eq!(
+            sum(&column(&total, "value")),
+            expected,
+            "by type over {from}..{to}"
+        );
+        let drawn = endpoint
+            .query_json(&expand(&series, &scope))
+            .await
+            .expect("series");
+        assert_eq!(
+            sum(&column(&drawn, "value")),
+            expected,
+            "series over {from}..{to}"
+        );
+        // The latency panel counts every event the metrics consumer made durable.
+        let counted = endpoint
+            .query_json(&format!(
+                "SELECT toFloat64(sum(events)) AS n FROM processing_latency \
+                 WHERE consumer = 'clickhouse.metrics' AND {within}"
+            ))
+            .await
+            .expect("latency minutes");
+        let table = endpoint
+            .query_json(&expand(&latency, &scope))
+            .await
+            .expect("latency");
+        let consumers = column(&table, "consumer");
+        let metrics = consumers
+            .iter()
+            .position(|c| c == "clickhouse.metrics")
+            .map_or(0.0, |i| column(&table, "events")[i].as_f64().unwrap_or(0.0));
+        assert_eq!(
+            metrics,
+            sum(&column(&counted, "n")),
+            "latency over {from}..{to}"
+        );
+    }
+    assert_eq!(
+        levels_seen.len(),
+        2,
+        "ranges spanning days and hours were checked"
+    );
+    isolated.remove().await;
 }
