@@ -142,6 +142,17 @@ fn rows(family: Family, columns: &str, bucketed: Bucketed) -> String {
     format!("({})", branches.join(" UNION ALL "))
 }
 
+/// A time series of `measure` summed per bucket, one line per value of the family's
+/// dimension `series`.
+fn summed_series(family: Family, series: &str, measure: &str) -> String {
+    format!(
+        "SELECT {} AS time, {series} AS series, toFloat64(sum({measure})) AS value \
+         FROM {} GROUP BY time, series ORDER BY time, series",
+        bucket("window_start"),
+        rows(family, &format!("{series}, {measure}"), Bucketed::Yes)
+    )
+}
+
 fn panel(
     id: &'static str,
     title: &'static str,
@@ -164,7 +175,6 @@ pub fn dashboards() -> Vec<Dashboard> {
 }
 
 fn sre() -> Dashboard {
-    let time = bucket("window_start");
     Dashboard {
         id: "sre",
         title: "SalesTalk SRE",
@@ -174,11 +184,7 @@ fn sre() -> Dashboard {
                 "Event volume by type",
                 Chart::Timeseries,
                 "short",
-                format!(
-                    "SELECT {time} AS time, event_type AS series, toFloat64(sum(events)) AS value \
-                     FROM {} GROUP BY time, series ORDER BY time, series",
-                    rows(Family::Volume, "event_type, events", Bucketed::Yes)
-                ),
+                summed_series(Family::Volume, "event_type", "events"),
             ),
             panel(
                 "volume_by_type",
@@ -251,11 +257,7 @@ fn sre() -> Dashboard {
                 "DLQ inflow by reason",
                 Chart::Timeseries,
                 "short",
-                format!(
-                    "SELECT {time} AS time, reason AS series, toFloat64(sum(messages)) AS value \
-                     FROM {} GROUP BY time, series ORDER BY time, series",
-                    rows(Family::DeadLetters, "reason, messages", Bucketed::Yes)
-                ),
+                summed_series(Family::DeadLetters, "reason", "messages"),
             ),
             Panel {
                 id: "lag",
