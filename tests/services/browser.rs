@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::exactness::{PARTITIONS, read_back, recompute, setup_on};
 use crate::support::{
-    Isolated, KillOnDrop, free_port, http_get, salestalk, salestalk_command, stdout_of,
+    Isolated, KillOnDrop, free_port, http_get, salestalk, salestalk_command, stdout_of, tool_output,
 };
 
 const SCREENSHOTS: &str = concat!(
@@ -20,7 +20,8 @@ const SCREENSHOTS: &str = concat!(
 /// Headless Chromium with the flags this machine needs (no sandbox as root, no background
 /// networking: the network is closed).
 fn chromium(profile: &std::path::Path, extra: &[String], url: &str) -> Vec<u8> {
-    let output = Command::new("chromium")
+    let mut command = Command::new("chromium");
+    command
         .args([
             "--headless",
             "--no-sandbox",
@@ -35,17 +36,8 @@ fn chromium(profile: &std::path::Path, extra: &[String], url: &str) -> Vec<u8> {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("chromium does not run ({e}); deploy/tools/install installs it")
-        });
-    assert!(
-        output.status.success(),
-        "chromium {url}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
+        .arg(url);
+    tool_output(&mut command, "deploy/tools/install")
 }
 
 /// Every panel element of a dumped page: id -> its data attributes.

@@ -221,24 +221,14 @@ async fn panels_read_from_day_hour_and_minute_rows_give_the_minute_views_sums_ov
         if sum(&column(&minutes, "hours")) > 2.0 {
             levels_seen.insert("hour");
         }
-        let total = endpoint
-            .query_json(&expand(&by_type, &scope))
-            .await
-            .expect("by type");
-        assert_eq!(
-            sum(&column(&total, "value")),
-            expected,
-            "by type over {from}..{to}"
-        );
-        let drawn = endpoint
-            .query_json(&expand(&series, &scope))
-            .await
-            .expect("series");
-        assert_eq!(
-            sum(&column(&drawn, "value")),
-            expected,
-            "series over {from}..{to}"
-        );
+        for (what, sql) in [("by type", &by_type), ("series", &series)] {
+            let shown = endpoint.query_json(&expand(sql, &scope)).await.expect(what);
+            assert_eq!(
+                sum(&column(&shown, "value")),
+                expected,
+                "{what} over {from}..{to}"
+            );
+        }
         // The latency panel counts every event the metrics consumer made durable.
         let counted = endpoint
             .query_json(&format!(

@@ -16,6 +16,8 @@ use salestalk_sinks::clickhouse::writer::{StateRecord, state_records};
 use salestalk_sinks::clickhouse::{ServerProfile, Version};
 use serde_json::{Value, json};
 
+use crate::support::tool_output;
+
 const EXAMPLES: &str = include_str!("../../contracts/tests/corpus/spec-examples.jsonl");
 const DB: &str = "salestalk";
 
@@ -213,23 +215,15 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
             .as_bytes(),
     )
     .expect("write");
-    let python = chdb_python();
-    let output = Command::new(&python)
+    let mut command = Command::new(chdb_python());
+    command
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../tests/modern_clickhouse/run_in_chdb.py"
         ))
-        .arg(file.path())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {python} ({e}); deploy/services/up installs chdb-core")
-        });
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: Value = serde_json::from_slice(&output.stdout).expect("json result");
+        .arg(file.path());
+    let stdout = tool_output(&mut command, "deploy/services/up (chdb-core)");
+    let result: Value = serde_json::from_slice(&stdout).expect("json result");
     assert!(
         result["version"]
             .as_str()

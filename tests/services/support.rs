@@ -249,6 +249,22 @@ pub fn stdout_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The standard output of an external tool the suite installs (`installed_by` names the
+/// script that does), failing the test with the tool's own error when it cannot run or fails.
+pub fn tool_output(command: &mut Command, installed_by: &str) -> Vec<u8> {
+    let tool = format!("{:?}", command.get_program());
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} does not run ({e}); {installed_by} installs it"));
+    assert!(
+        output.status.success(),
+        "{tool} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
 /// A broker and a ClickHouse server of one test's own, started and stopped with the project's
 /// scripts (`deploy/services/up|down`) on free ports, for fault tests that stop and restart
 /// them without disturbing the tests sharing the suite's services. Removed on drop.
