@@ -19,6 +19,14 @@ use crate::payloads::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(pub u128);
 
+impl EventId {
+    /// The id written as `text` (a hyphenated UUID, either case): the inverse of `Display`,
+    /// the one text codec for ids wherever they are stored.
+    pub fn parse(text: &str) -> Option<Self> {
+        formats::parse_uuid(text).map(Self)
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&formats::format_uuid(self.0))

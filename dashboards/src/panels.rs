@@ -2,9 +2,10 @@
 //! (DateTime), `series` (String) and `value`; `Bar` returns `label` and `value`; `Stat` returns
 //! one row with `value`; `Table` returns any columns, shown as they come.
 
-use salestalk_operators::metrics::{Family, Span};
-use salestalk_sinks::clickhouse::schema::{family_view_name, merged_quantile};
-use salestalk_sinks::clickhouse::signals::{ERROR_RATE_CONSUMER, archive_outcomes_sql};
+use salestalk_operators::aggregate::Family;
+use salestalk_operators::windows::Span;
+use salestalk_store::schema::{family_view_name, merged_quantile};
+use salestalk_store::signals::{ERROR_RATE_CONSUMER, archive_outcomes_sql};
 
 /// How a panel is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,20 +5,31 @@
 //! their output to sinks. Nothing here does I/O, so every operator is tested in isolation.
 //!
 //! ```text
-//!                  ┌──────────────── task (one per source partition) ─────────────────┐
-//! source batch ──▶ │ validate ─▶ dedup ─▶ lateness/skew ─▶ windows (metric families) │ ──▶ flush
-//!                  │    └──────────────┴────────┴──▶ dead letters (with reason)        │
-//!                  └───────────────────────────────────────────────────────────────────┘
+//!                  ┌──────────────── task (one per source partition) ────────────────┐
+//! source batch ──▶ │ validate ─▶ dedup ─▶ lateness/skew ─▶ aggregates ─▶ windows     │ ──▶ flush
+//!                  │    └──────────────┴────────┴──▶ dead letters (with reason)       │
+//!                  └──────────────────────────────────────────────────────────────────┘
 //! flush = changed window rows + archive rows + dead letters + checkpoint ──▶ sinks
 //! ```
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`message`] | what a source hands in: raw bytes and their position |
+//! | [`task`] | the per-partition operator: validate, dedup, lateness, dead letters |
+//! | [`flush`] | what a task hands to sinks and resumes from (its output schema) |
+//! | [`aggregate`] | the metric families, the `Aggregate` contract, one file per aggregate |
+//! | [`windows`] | minute windows and their hour and day rollups, interned |
+//! | [`dedup`], [`histogram`], [`dead_letter`], [`tally`] | the pieces those use |
 
+pub mod aggregate;
 pub mod dead_letter;
 pub mod dedup;
+pub mod flush;
 pub mod histogram;
 pub mod message;
-pub mod metrics;
 pub mod tally;
 pub mod task;
+pub mod windows;
 
 pub use message::RawMessage;
 pub use tally::Tally;

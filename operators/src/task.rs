@@ -4,31 +4,27 @@
 //! its checkpointed state, what each one is: a new valid event (counted into its windows and
 //! archived), a resend of an event already counted, a late event, or a rejected message
 //! (dead-lettered with its reason). [`Task::flush`] hands over everything the sinks must make
-//! durable in one block, with the checkpoint that goes in the same atomic insert
+//! durable in one block, with the checkpoint that goes in the same atomic insert; a restarted
+//! task is rebuilt from what those flushes stored by [`Task::resume`]
 //! (`docs/adr/0004-exact-metrics-without-two-phase-commit.md`).
 
 use std::collections::BTreeMap;
 
-use salestalk_contracts::Json;
-use salestalk_contracts::{Event, EventType, check, parse, reason_for, validate};
-
-use crate::dead_letter::DeadLetterReason;
-use crate::dedup::SeenIds;
-use crate::message::RawMessage;
-use crate::metrics::{
-    Aggregates, Durable, Family, ReadMessage, Span, Symbol, WINDOW_SECONDS, WindowKey, WindowSet,
-    WindowValue, window_start,
+use salestalk_contracts::{
+    Event, EventType, Json, Violation, ViolationKind, check, parse, reason_for, validate,
 };
 
-/// Names of the graph's consumers, as latency and errors are reported per consumer.
-pub mod consumers {
-    /// The window-state (metrics) table.
-    pub const METRICS: &str = "clickhouse.metrics";
-    /// The raw event archive.
-    pub const ARCHIVE: &str = "clickhouse.archive";
-    /// The dead-letter table.
-    pub const DEAD_LETTERS: &str = "clickhouse.dead_letters";
-}
+use crate::aggregate::{Aggregates, Durable, Family, ReadMessage};
+use crate::dead_letter::DeadLetterReason;
+use crate::dedup::SeenIds;
+use crate::flush::{
+    Address, ArchivedEvent, Checkpoint, DeadLetter, Flush, Readable, Rejection, StateRow,
+    TaskState, consumers,
+};
+use crate::message::RawMessage;
+use crate::windows::{
+    Span, Symbol, WINDOW_SECONDS, WindowSet, WindowValue, first_open_window, window_start,
+};
 
 /// Time rules of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,122 +39,23 @@ pub struct TaskSettings {
     pub max_message_bytes: usize,
 }
 
-/// Where a task is: stored with its window rows in one atomic insert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Checkpoint {
-    /// The next offset to read.
-    pub next_offset: i64,
-    /// Largest trusted event time seen (Unix ms).
-    pub event_watermark_ms: Option<i64>,
-    /// Largest broker timestamp seen (Unix ms).
-    pub broker_watermark_ms: Option<i64>,
-    /// Flush counter; window rows carry the epoch that wrote them.
-    pub epoch: u64,
-}
-
-/// A valid event as the raw archive keeps it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ArchivedEvent {
-    /// `eventId`.
-    pub event_id: u128,
-    /// `tenantId`.
-    pub tenant_id: String,
-    /// `eventType`.
-    pub event_type: EventType,
-    /// `source`.
-    pub source: String,
-    /// `eventVersion`.
-    pub event_version: String,
-    /// `userId`, or empty.
-    pub user_id: String,
-    /// `sessionId`, or empty.
-    pub session_id: String,
-    /// `metadata.correlationId`.
-    pub correlation_id: String,
-    /// `metadata.causationId`, if any.
-    pub causation_id: Option<u128>,
-    /// Event time, Unix ms, as stamped.
-    pub timestamp_ms: i64,
-    /// Start of the window it was counted in (Unix s).
-    pub window_start: i64,
-    /// Whether its timestamp was too far ahead of the broker's and was not trusted.
-    pub clock_skewed: bool,
-    /// Source offset.
-    pub offset: i64,
-    /// Broker timestamp, Unix ms.
-    pub broker_ms: i64,
-    /// The message as received.
-    pub raw: Vec<u8>,
-}
-
-/// A message that left the normal path.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
-    /// Source offset.
-    pub offset: i64,
-    /// Broker timestamp, Unix ms.
-    pub broker_ms: i64,
-    /// Why.
-    pub reason: DeadLetterReason,
-    /// The details (every violation, or why it was late).
-    pub error: String,
-    /// Tenant, when readable.
-    pub tenant_id: String,
-    /// Event type, when readable.
-    pub event_type: String,
-    /// `eventId`, when readable.
-    pub event_id: String,
-    /// Attempts made to deliver it before it was given up (1 for a message refused at once).
-    pub attempts: u32,
-    /// The message as received.
-    pub raw: Vec<u8>,
-}
-
-/// A window row ready for storage, with its strings resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StateRow {
-    /// Its family.
-    pub family: Family,
-    /// How long its window lasts.
-    pub span: Span,
-    /// Window start, Unix s.
-    pub window_start: i64,
-    /// Tenant.
-    pub tenant: String,
-    /// Dimensions.
-    pub dims: [String; 3],
-    /// The full value of the window so far.
-    pub value: WindowValue,
-}
-
-/// Everything one flush of one task must make durable.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Flush {
-    /// Source topic.
-    pub topic: String,
-    /// Source partition.
-    pub partition: i32,
-    /// The checkpoint the rows below complete.
-    pub checkpoint: Checkpoint,
-    /// Window rows changed since the last flush.
-    pub rows: Vec<StateRow>,
-    /// Events to archive.
-    pub archive: Vec<ArchivedEvent>,
-    /// Messages to dead-letter.
-    pub dead_letters: Vec<DeadLetter>,
-    /// Messages read since the last flush.
-    pub messages: u64,
-    /// Of those, resends of events already counted.
-    pub duplicates: u64,
-}
-
+/// An output waiting for its flush, whose latency is known only once it is durable.
 #[derive(Debug, Clone, Copy)]
-struct Pending {
+struct PendingLatency {
     window_start: i64,
     tenant: Symbol,
     event_type: &'static str,
     at_ms: i64,
     consumers: &'static [&'static str],
+}
+
+/// One message as the task sees it: where it was and the minute its read is counted in.
+#[derive(Debug, Clone, Copy)]
+struct Arrival<'a> {
+    address: Address,
+    /// The broker-time minute, never one that is already final.
+    broker_window: i64,
+    payload: &'a [u8],
 }
 
 /// One source partition's state and the outputs it has not flushed yet.
@@ -169,34 +66,21 @@ pub struct Task {
     settings: TaskSettings,
     checkpoint: Checkpoint,
     seen: SeenIds,
-    /// One-minute windows.
+    /// Minute windows and their hour and day rollups (ADR 0008).
     windows: WindowSet,
-    /// Hour and day windows (`Span::ROLLUPS`) of the same aggregates, updated by the same
-    /// messages, so a rollup row always equals the sum of its minutes in the same flush.
-    rollups: [WindowSet; 2],
     aggregates: Aggregates,
     archive: Vec<ArchivedEvent>,
     dead_letters: Vec<DeadLetter>,
-    pending_latency: Vec<Pending>,
+    pending_latency: Vec<PendingLatency>,
     pending_bytes: usize,
-    refused: BTreeMap<i64, Refused>,
+    refused: BTreeMap<i64, Rejection>,
     messages: u64,
     duplicates: u64,
 }
 
-/// A message a sink refused earlier: on replay it goes straight to the dead-letter path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    /// `sink_rejected` or `retries_exhausted`.
-    pub reason: DeadLetterReason,
-    /// The sink's error.
-    pub error: String,
-    /// Attempts made.
-    pub attempts: u32,
-}
-
 impl Task {
-    /// A task resuming at `checkpoint` (use `Checkpoint::default()` for a new partition).
+    /// A task resuming at `checkpoint` with nothing else restored (use
+    /// `Checkpoint::default()` for a new partition).
     pub fn new(
         topic: &str,
         partition: i32,
@@ -210,7 +94,6 @@ impl Task {
             checkpoint,
             seen: SeenIds::default(),
             windows: WindowSet::default(),
-            rollups: Default::default(),
             aggregates: Aggregates::default(),
             archive: Vec::new(),
             dead_letters: Vec::new(),
@@ -222,57 +105,33 @@ impl Task {
         }
     }
 
+    /// The task as its earlier flushes left it: their last checkpoint, the rows that may
+    /// still change, the ids counted within the dedup horizon, and the offsets a sink refused.
+    pub fn resume(topic: &str, partition: i32, settings: TaskSettings, state: TaskState) -> Self {
+        let mut task = Self::new(topic, partition, settings, state.checkpoint);
+        for row in state.rows {
+            let [d1, d2, d3] = &row.dims;
+            let key = task
+                .windows
+                .key(row.family, row.window_start, &row.tenant, [d1, d2, d3]);
+            task.windows.restore(row.span, key, row.value);
+        }
+        for (id, at_ms) in state.seen {
+            task.seen.first_sighting(id.0, at_ms);
+        }
+        for (offset, rejection) in state.refused {
+            // Refusals below the checkpoint are history: those messages are never read again.
+            if offset >= task.checkpoint.next_offset {
+                task.refused.insert(offset, rejection);
+            }
+        }
+        task
+    }
+
     /// Runs `aggregates` instead of all of them (the configured `graph.aggregates`).
     pub fn with_aggregates(mut self, aggregates: Aggregates) -> Self {
         self.aggregates = aggregates;
         self
-    }
-
-    /// Puts back a window row read from storage.
-    pub fn restore_row(
-        &mut self,
-        span: Span,
-        family: Family,
-        window_start: i64,
-        tenant: &str,
-        dims: [&str; 3],
-        value: WindowValue,
-    ) {
-        let set = self.set(span);
-        let key = set.key(family, window_start, tenant, dims);
-        set.restore(key, value);
-    }
-
-    /// Every window set with its span, minutes first.
-    fn spans(&mut self) -> impl Iterator<Item = (Span, &mut WindowSet)> {
-        let [hours, days] = &mut self.rollups;
-        [
-            (Span::Minute, &mut self.windows),
-            (Span::Hour, hours),
-            (Span::Day, days),
-        ]
-        .into_iter()
-    }
-
-    fn set(&mut self, span: Span) -> &mut WindowSet {
-        match span {
-            Span::Minute => &mut self.windows,
-            Span::Hour => &mut self.rollups[0],
-            Span::Day => &mut self.rollups[1],
-        }
-    }
-
-    /// Puts back an `eventId` counted before the checkpoint.
-    pub fn restore_seen(&mut self, event_id: u128, at_ms: i64) {
-        self.seen.first_sighting(event_id, at_ms);
-    }
-
-    /// Marks the message at `offset` (at or after the checkpoint) as refused by a sink, so
-    /// that replaying it dead-letters it instead of counting it.
-    pub fn restore_refused(&mut self, offset: i64, refused: Refused) {
-        if offset >= self.checkpoint.next_offset {
-            self.refused.insert(offset, refused);
-        }
     }
 
     /// Bytes of raw messages waiting for the next flush (archive and dead letters).
@@ -287,8 +146,7 @@ impl Task {
 
     /// Open window rows and remembered ids, for memory accounting.
     pub fn state_size(&self) -> (usize, usize) {
-        let rollups: usize = self.rollups.iter().map(WindowSet::len).sum();
-        (self.windows.len() + rollups, self.seen.len())
+        (self.windows.len(), self.seen.len())
     }
 
     /// Whether anything awaits a flush.
@@ -305,16 +163,8 @@ impl Task {
         tenant: &str,
         dims: [&str; 3],
     ) -> Option<&WindowValue> {
-        let set = self.set(span);
-        let key: WindowKey = set.key(family, window_start, tenant, dims);
-        set.get(&key)
-    }
-
-    /// First window start (Unix s) that is not final for event-time families.
-    fn open_from(watermark_ms: Option<i64>, lateness_ms: i64) -> i64 {
-        watermark_ms.map_or(i64::MIN, |wm| {
-            window_start(wm - lateness_ms - WINDOW_SECONDS * 1000) + WINDOW_SECONDS
-        })
+        let key = self.windows.key(family, window_start, tenant, dims);
+        self.windows.get(span, &key)
     }
 
     /// Processes messages of this partition in offset order. Messages below the checkpoint
@@ -332,7 +182,6 @@ impl Task {
     }
 
     fn process_one(&mut self, message: &RawMessage<'_>) {
-        let payload = message.payload.unwrap_or_default();
         let parsed: Option<Json<'_>> = match message.payload {
             Some(bytes) if bytes.len() <= self.settings.max_message_bytes => parse(bytes).ok(),
             _ => None,
@@ -341,315 +190,191 @@ impl Task {
             .timestamp_ms
             .or(self.checkpoint.broker_watermark_ms)
             .unwrap_or_default();
-        self.checkpoint.broker_watermark_ms = Some(
-            self.checkpoint
-                .broker_watermark_ms
-                .map_or(broker_ms, |w| w.max(broker_ms)),
-        );
-        let broker_window = window_start(broker_ms).max(Self::open_from(
-            self.checkpoint.broker_watermark_ms,
-            self.settings.allowed_lateness_ms,
-        ));
-
-        if let Some(refused) = self.refused.remove(&message.offset) {
-            self.reject(
-                message,
+        let broker_watermark = self
+            .checkpoint
+            .broker_watermark_ms
+            .map_or(broker_ms, |w| w.max(broker_ms));
+        self.checkpoint.broker_watermark_ms = Some(broker_watermark);
+        let arrival = Arrival {
+            address: Address {
+                offset: message.offset,
                 broker_ms,
-                broker_window,
-                parsed.as_ref(),
-                refused.reason,
-                refused.error,
-                payload,
-            );
-            if let Some(letter) = self.dead_letters.last_mut() {
-                letter.attempts = refused.attempts;
-            }
+            },
+            broker_window: window_start(broker_ms).max(first_open_window(
+                Some(broker_watermark),
+                self.settings.allowed_lateness_ms,
+            )),
+            payload: message.payload.unwrap_or_default(),
+        };
+
+        if let Some(rejection) = self.refused.remove(&message.offset) {
+            self.reject(&arrival, readable(parsed.as_ref()), rejection);
             return;
         }
-        let value = match parsed {
-            Some(value) => value,
-            None => {
-                let violations = match message.payload {
-                    None => vec![salestalk_contracts::Violation {
-                        path: String::new(),
-                        kind: salestalk_contracts::ViolationKind::NotJson(
-                            "message has no value".into(),
-                        ),
-                    }],
-                    Some(bytes) => check(bytes, self.settings.max_message_bytes),
-                };
-                let reason = reason_for(&violations).into();
-                let error = describe(&violations);
-                self.reject(
-                    message,
-                    broker_ms,
-                    broker_window,
-                    None,
-                    reason,
-                    error,
-                    payload,
-                );
-                return;
-            }
+        let Some(value) = parsed else {
+            let violations = match message.payload {
+                None => vec![Violation {
+                    path: String::new(),
+                    kind: ViolationKind::NotJson("message has no value".into()),
+                }],
+                Some(bytes) => check(bytes, self.settings.max_message_bytes),
+            };
+            let rejection =
+                Rejection::at_once(reason_for(&violations).into(), describe(&violations));
+            self.reject(&arrival, Readable::default(), rejection);
+            return;
         };
         match validate(&value) {
             Err(violations) => {
-                let reason = reason_for(&violations).into();
-                self.reject(
-                    message,
-                    broker_ms,
-                    broker_window,
-                    Some(&value),
-                    reason,
-                    describe(&violations),
-                    payload,
-                );
+                let rejection =
+                    Rejection::at_once(reason_for(&violations).into(), describe(&violations));
+                self.reject(&arrival, readable(Some(&value)), rejection);
             }
-            Ok(event) => self.accept(message, &event, broker_ms, broker_window, payload),
+            Ok(event) => self.accept(&arrival, &event),
         }
     }
 
-    fn accept(
-        &mut self,
-        message: &RawMessage<'_>,
-        event: &Event<'_>,
-        broker_ms: i64,
-        broker_window: i64,
-        payload: &[u8],
-    ) {
+    fn accept(&mut self, arrival: &Arrival<'_>, event: &Event<'_>) {
         let envelope = &event.envelope;
+        let broker_ms = arrival.address.broker_ms;
         let stamped_ms = envelope.timestamp.timestamp_millis();
         let clock_skewed = stamped_ms > broker_ms + self.settings.max_future_skew_ms;
         let trusted_ms = if clock_skewed { broker_ms } else { stamped_ms };
         let window = window_start(trusted_ms);
-        let id = envelope.event_id.0;
-        let mut read = ReadMessage {
-            window_start: broker_window,
-            topic: &self.topic,
-            tenant: envelope.tenant_id,
-            source: envelope.source,
-            event_type: envelope.event_type.as_str(),
-            rejected: None,
-            duplicate: false,
-        };
-        if self.seen.contains(id) {
-            read.duplicate = true;
-            self.duplicates += 1;
-        } else if window
-            < Self::open_from(
-                self.checkpoint.event_watermark_ms,
-                self.settings.allowed_lateness_ms,
-            )
-        {
-            read.rejected = Some(DeadLetterReason::Late);
+        let id = envelope.event_id;
+        let lateness = self.settings.allowed_lateness_ms;
+        let duplicate = self.seen.contains(id.0);
+        if !duplicate && window < first_open_window(self.checkpoint.event_watermark_ms, lateness) {
             let error = format!(
-                "event time {} is in a final window (watermark {} ms, allowed lateness {} ms)",
+                "event time {} is in a final window (watermark {} ms, allowed lateness {lateness} ms)",
                 envelope.timestamp.to_rfc3339(),
                 self.checkpoint.event_watermark_ms.unwrap_or_default(),
-                self.settings.allowed_lateness_ms
             );
-            self.dead_letters.push(DeadLetter {
-                offset: message.offset,
-                broker_ms,
-                reason: DeadLetterReason::Late,
-                error,
-                tenant_id: envelope.tenant_id.to_string(),
-                event_type: envelope.event_type.as_str().to_string(),
-                event_id: envelope.event_id.to_string(),
-                attempts: 1,
-                raw: payload.to_vec(),
-            });
-            self.pending_latency.push(Pending {
-                window_start: broker_window,
-                tenant: self.windows.symbol(envelope.tenant_id),
+            let who = Readable {
+                tenant: envelope.tenant_id,
+                source: envelope.source,
                 event_type: envelope.event_type.as_str(),
-                at_ms: broker_ms,
-                consumers: &[consumers::DEAD_LETTERS],
-            });
-        } else {
-            self.seen.first_sighting(id, trusted_ms);
-            self.aggregates.on_event(&mut self.windows, event, window);
-            for (span, set) in Span::ROLLUPS.into_iter().zip(&mut self.rollups) {
-                self.aggregates.on_event(set, event, span.start(window));
-            }
-            self.archive.push(ArchivedEvent {
-                event_id: id,
-                tenant_id: envelope.tenant_id.to_string(),
-                event_type: envelope.event_type,
-                source: envelope.source.to_string(),
-                event_version: envelope.event_version.to_string(),
-                user_id: envelope.user_id.unwrap_or_default().to_string(),
-                session_id: envelope.session_id.unwrap_or_default().to_string(),
-                correlation_id: envelope.metadata.correlation_id.to_string(),
-                causation_id: envelope.metadata.causation_id.map(|id| id.0),
-                timestamp_ms: stamped_ms,
-                window_start: window,
-                clock_skewed,
-                offset: message.offset,
-                broker_ms,
-                raw: payload.to_vec(),
-            });
-            self.pending_latency.push(Pending {
-                window_start: window,
-                tenant: self.windows.symbol(envelope.tenant_id),
-                event_type: envelope.event_type.as_str(),
-                at_ms: trusted_ms,
-                consumers: &[consumers::METRICS, consumers::ARCHIVE],
-            });
-            if !clock_skewed {
-                let wm = &mut self.checkpoint.event_watermark_ms;
-                *wm = Some(wm.map_or(stamped_ms, |w| w.max(stamped_ms)));
-            }
-        }
-        Self::read(
-            &self.aggregates,
-            &mut self.windows,
-            &mut self.rollups,
-            &read,
-        );
-    }
-
-    /// Hands a message read to the aggregates, in its minute window and its rollup windows
-    /// (an associated function: `read` borrows the task's topic).
-    fn read(
-        aggregates: &Aggregates,
-        minutes: &mut WindowSet,
-        rollups: &mut [WindowSet; 2],
-        read: &ReadMessage<'_>,
-    ) {
-        aggregates.on_read(minutes, read);
-        for (span, set) in Span::ROLLUPS.into_iter().zip(rollups) {
-            let rolled = ReadMessage {
-                window_start: span.start(read.window_start),
-                ..*read
+                event_id: &id.to_string(),
             };
-            aggregates.on_read(set, &rolled);
+            self.reject(
+                arrival,
+                who,
+                Rejection::at_once(DeadLetterReason::Late, error),
+            );
+            return;
+        }
+        self.aggregates.on_read(
+            &mut self.windows,
+            &ReadMessage {
+                window_start: arrival.broker_window,
+                topic: &self.topic,
+                tenant: envelope.tenant_id,
+                source: envelope.source,
+                event_type: envelope.event_type.as_str(),
+                rejected: None,
+                duplicate,
+            },
+        );
+        if duplicate {
+            self.duplicates += 1;
+            return;
+        }
+        self.seen.first_sighting(id.0, trusted_ms);
+        self.aggregates.on_event(&mut self.windows, event, window);
+        self.archive.push(ArchivedEvent {
+            event_id: id,
+            tenant_id: envelope.tenant_id.to_string(),
+            event_type: envelope.event_type,
+            source: envelope.source.to_string(),
+            event_version: envelope.event_version.to_string(),
+            user_id: envelope.user_id.unwrap_or_default().to_string(),
+            session_id: envelope.session_id.unwrap_or_default().to_string(),
+            correlation_id: envelope.metadata.correlation_id.to_string(),
+            causation_id: envelope.metadata.causation_id,
+            timestamp_ms: stamped_ms,
+            window_start: window,
+            clock_skewed,
+            offset: arrival.address.offset,
+            broker_ms,
+            raw: arrival.payload.to_vec(),
+        });
+        self.pending_latency.push(PendingLatency {
+            window_start: window,
+            tenant: self.windows.symbol(envelope.tenant_id),
+            event_type: envelope.event_type.as_str(),
+            at_ms: trusted_ms,
+            consumers: &[consumers::METRICS, consumers::ARCHIVE],
+        });
+        if !clock_skewed {
+            let wm = &mut self.checkpoint.event_watermark_ms;
+            *wm = Some(wm.map_or(stamped_ms, |w| w.max(stamped_ms)));
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn reject(
-        &mut self,
-        message: &RawMessage<'_>,
-        broker_ms: i64,
-        broker_window: i64,
-        value: Option<&Json<'_>>,
-        reason: DeadLetterReason,
-        error: String,
-        payload: &[u8],
-    ) {
-        let readable = |field: &str| -> &str {
-            value
-                .and_then(|v| v.get(field))
-                .and_then(Json::as_str)
-                .unwrap_or("")
-        };
-        let (tenant, source, event_type, event_id) = (
-            readable("tenantId"),
-            readable("source"),
-            readable("eventType"),
-            readable("eventId"),
-        );
-        let read = ReadMessage {
-            window_start: broker_window,
-            topic: &self.topic,
-            tenant,
-            source,
-            event_type,
-            rejected: Some(reason),
-            duplicate: false,
-        };
-        Self::read(
-            &self.aggregates,
+    /// Sends a message to the dead-letter path: counted as read and rejected (broker time),
+    /// its latency to the dead-letter table measured at the flush.
+    fn reject(&mut self, arrival: &Arrival<'_>, who: Readable<'_>, rejection: Rejection) {
+        self.aggregates.on_read(
             &mut self.windows,
-            &mut self.rollups,
-            &read,
+            &ReadMessage {
+                window_start: arrival.broker_window,
+                topic: &self.topic,
+                tenant: who.tenant,
+                source: who.source,
+                event_type: who.event_type,
+                rejected: Some(rejection.reason),
+                duplicate: false,
+            },
         );
-        let tenant_symbol = self.windows.symbol(tenant);
-        let event_type_static = EventType::parse(event_type).map_or("", |t| t.as_str());
-        self.pending_latency.push(Pending {
-            window_start: broker_window,
-            tenant: tenant_symbol,
-            event_type: event_type_static,
-            at_ms: broker_ms,
+        self.pending_latency.push(PendingLatency {
+            window_start: arrival.broker_window,
+            tenant: self.windows.symbol(who.tenant),
+            event_type: EventType::parse(who.event_type).map_or("", |t| t.as_str()),
+            at_ms: arrival.address.broker_ms,
             consumers: &[consumers::DEAD_LETTERS],
         });
-        self.dead_letters.push(DeadLetter {
-            offset: message.offset,
-            broker_ms,
-            reason,
-            error,
-            tenant_id: tenant.to_string(),
-            event_type: event_type.to_string(),
-            event_id: event_id.to_string(),
-            attempts: 1,
-            raw: payload.to_vec(),
-        });
+        self.dead_letters.push(DeadLetter::new(
+            arrival.address,
+            who,
+            rejection,
+            arrival.payload.to_vec(),
+        ));
     }
 
     /// Hands over everything processed since the last flush, as of `durable_at_ms` (the
     /// moment the caller starts making it durable, used for latency), and advances the epoch.
     pub fn flush(&mut self, durable_at_ms: i64) -> Flush {
         for pending in std::mem::take(&mut self.pending_latency) {
-            let latency = (durable_at_ms - pending.at_ms).max(0) as f64;
-            // The tenant was interned in the minute set; each rollup set has its own symbols.
-            let tenant = self.windows.text(pending.tenant);
-            let rollup_tenants = self.rollups.each_mut().map(|set| set.symbol(tenant));
+            let latency_ms = (durable_at_ms - pending.at_ms).max(0) as f64;
             for consumer in pending.consumers {
                 let output = Durable {
                     window_start: pending.window_start,
                     tenant: pending.tenant,
                     event_type: pending.event_type,
                     consumer,
-                    latency_ms: latency,
+                    latency_ms,
                 };
                 self.aggregates.on_durable(&mut self.windows, &output);
-                for ((span, set), tenant) in Span::ROLLUPS
-                    .into_iter()
-                    .zip(&mut self.rollups)
-                    .zip(rollup_tenants)
-                {
-                    let rolled = Durable {
-                        window_start: span.start(pending.window_start),
-                        tenant,
-                        ..output
-                    };
-                    self.aggregates.on_durable(set, &rolled);
-                }
             }
         }
         self.checkpoint.epoch += 1;
-        let mut rows = Vec::new();
-        for (span, set) in self.spans() {
-            for key in set.take_dirty() {
-                let Some(value) = set.get(&key) else {
-                    continue;
-                };
-                rows.push(StateRow {
+        let changed = self.windows.take_changed();
+        let windows = &self.windows;
+        let rows = changed
+            .into_iter()
+            .filter_map(|(span, key)| {
+                let value = windows.get(span, &key)?;
+                Some(StateRow {
                     family: key.family,
                     span,
                     window_start: key.window_start,
-                    tenant: set.text(key.tenant).to_string(),
-                    dims: key.dims.map(|d| set.text(d).to_string()),
+                    tenant: windows.text(key.tenant).to_string(),
+                    dims: key.dims.map(|d| windows.text(d).to_string()),
                     value: value.clone(),
-                });
-            }
-        }
-        let lateness = self.settings.allowed_lateness_ms;
-        let event_open = Self::open_from(self.checkpoint.event_watermark_ms, lateness);
-        let broker_open = Self::open_from(self.checkpoint.broker_watermark_ms, lateness);
-        // Rows keyed by broker time (reads, dead letters and their latency) close with the
-        // broker watermark; all others with the event-time watermark. A window is final once
-        // its last minute is.
-        for (span, set) in self.spans() {
-            let dead_letters = set.symbol(consumers::DEAD_LETTERS);
-            let last_minute = span.seconds() - WINDOW_SECONDS;
-            set.evict_final(|key| {
-                let broker_time = matches!(key.family, Family::Publish | Family::DeadLetters)
-                    || (key.family == Family::Latency && key.dims[1] == dead_letters);
-                key.window_start + last_minute < if broker_time { broker_open } else { event_open }
-            });
-        }
+                })
+            })
+            .collect();
+        self.evict_final();
         if let Some(wm) = self.checkpoint.event_watermark_ms {
             self.seen.forget_before(wm - self.settings.dedup_horizon_ms);
         }
@@ -665,6 +390,38 @@ impl Task {
             duplicates: std::mem::take(&mut self.duplicates),
         }
     }
+
+    /// Drops flushed rows that can no longer change. Rows keyed by broker time (reads, dead
+    /// letters and their latency) close with the broker watermark; all others with the
+    /// event-time watermark. A window is final once its last minute is.
+    fn evict_final(&mut self) {
+        let lateness = self.settings.allowed_lateness_ms;
+        let event_open = first_open_window(self.checkpoint.event_watermark_ms, lateness);
+        let broker_open = first_open_window(self.checkpoint.broker_watermark_ms, lateness);
+        let dead_letters = self.windows.symbol(consumers::DEAD_LETTERS);
+        self.windows.evict_final(|span, key| {
+            let broker_time = matches!(key.family, Family::Publish | Family::DeadLetters)
+                || (key.family == Family::Latency && key.dims[1] == dead_letters);
+            let last_minute = key.window_start + span.seconds() - WINDOW_SECONDS;
+            last_minute < if broker_time { broker_open } else { event_open }
+        });
+    }
+}
+
+/// What is readable of a message that did not validate: the envelope fields it carries.
+fn readable<'a>(value: Option<&'a Json<'a>>) -> Readable<'a> {
+    let field = |name: &str| -> &'a str {
+        value
+            .and_then(|v| v.get(name))
+            .and_then(Json::as_str)
+            .unwrap_or("")
+    };
+    Readable {
+        tenant: field("tenantId"),
+        source: field("source"),
+        event_type: field("eventType"),
+        event_id: field("eventId"),
+    }
 }
 
 /// How many violations a dead letter's error spells out. A hostile message can hold 100,000
@@ -672,7 +429,7 @@ impl Task {
 /// big for the dead-letter topic's headers. The raw message is kept whole either way.
 const DESCRIBED_VIOLATIONS: usize = 20;
 
-fn describe(violations: &[salestalk_contracts::Violation]) -> String {
+fn describe(violations: &[Violation]) -> String {
     let mut text = violations
         .iter()
         .take(DESCRIBED_VIOLATIONS)
@@ -952,13 +709,16 @@ mod tests {
 
     #[test]
     fn an_offset_a_sink_refused_is_dead_lettered_on_replay_and_not_counted() {
-        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
-        let refused = Refused {
+        let refused = Rejection {
             reason: DeadLetterReason::SinkRejected,
             error: "Code: 395".into(),
-            attempts: 1,
+            attempts: 3,
         };
-        task.restore_refused(1, refused);
+        let state = TaskState {
+            refused: vec![(1, refused)],
+            ..TaskState::default()
+        };
+        let mut task = Task::resume("salestalk.tenant", 0, settings(), state);
         feed(
             &mut task,
             &[
@@ -978,16 +738,17 @@ mod tests {
             (1, DeadLetterReason::SinkRejected, "a")
         );
         assert_eq!(letter.event_id, "00000000-0000-4000-8000-000000000002");
+        assert_eq!(letter.attempts, 3, "the attempts the sink made");
         // Refusals below the checkpoint are history: they change nothing.
-        let mut later = Task::new("salestalk.tenant", 0, settings(), flush.checkpoint);
-        later.restore_refused(
-            1,
-            Refused {
-                reason: DeadLetterReason::SinkRejected,
-                error: String::new(),
-                attempts: 1,
-            },
-        );
+        let state = TaskState {
+            checkpoint: flush.checkpoint,
+            refused: vec![(
+                1,
+                Rejection::at_once(DeadLetterReason::SinkRejected, String::new()),
+            )],
+            ..TaskState::default()
+        };
+        let later = Task::resume("salestalk.tenant", 0, settings(), state);
         assert!(later.refused.is_empty());
     }
 

@@ -6,7 +6,8 @@
 
 use proptest::prelude::*;
 use salestalk_operators::RawMessage;
-use salestalk_operators::task::{Checkpoint, Task, TaskSettings};
+use salestalk_operators::flush::Checkpoint;
+use salestalk_operators::task::{Task, TaskSettings};
 
 const T0: i64 = 1_762_646_400_000;
 

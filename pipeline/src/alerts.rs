@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use salestalk_alerting::tracker::Measurement;
 use salestalk_alerting::{Notification, Tracker};
-use salestalk_sinks::clickhouse::alert_history::AlertRecord;
-use salestalk_sinks::clickhouse::signals::SignalValue;
-use salestalk_sinks::clickhouse::{ClickHouseError, Endpoint};
+use salestalk_store::alert_history::AlertRecord;
+use salestalk_store::signals::SignalValue;
+use salestalk_store::{ClickHouseError, Endpoint};
 
 use crate::settings::Settings;
 use crate::webhook::Webhooks;
@@ -31,7 +31,7 @@ pub struct Evaluator {
 impl Evaluator {
     /// An evaluator for `settings`, with what was firing when the last one stopped.
     pub async fn start(settings: &Settings) -> Result<Self, ClickHouseError> {
-        let endpoint = crate::run::endpoint(settings);
+        let endpoint = settings.clickhouse.clone();
         let mut tracker = Tracker::new(settings.alerts.rules.clone());
         for record in endpoint.firing_alerts().await? {
             let starts_at =

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use salestalk_sinks::clickhouse::billing::{Month, TenantMonth, usd_cents, usd_exact};
+use salestalk_store::billing::{Month, TenantMonth, usd_cents, usd_exact};
 
 /// The export's columns, in order.
 pub const COLUMNS: [&str; 8] = [

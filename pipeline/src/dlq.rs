@@ -10,12 +10,11 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use salestalk_sinks::clickhouse::dead_letter_queue::{DlqEntry, DlqFilter};
+use rdkafka::producer::FutureRecord;
+use salestalk_kafka::producer::{self, deliver};
+use salestalk_store::dead_letter_queue::{DlqEntry, DlqFilter};
 
-use crate::dead_letter_topic::deliver;
 use crate::settings::Settings;
 
 /// Header a redriven message carries: the id of the entry it came from.
@@ -46,7 +45,9 @@ fn time(seconds: u32) -> String {
 
 /// Prints the entries matching `filter`: a table, or one JSON object per line.
 pub async fn list(settings: &Settings, filter: &DlqFilter, json: bool) -> anyhow::Result<usize> {
-    let entries = crate::run::endpoint(settings)
+    let entries = settings
+        .clickhouse
+        .clone()
         .dlq_entries(filter)
         .await
         .context("reading the dead-letter queue")?;
@@ -84,7 +85,7 @@ pub async fn list(settings: &Settings, filter: &DlqFilter, json: bool) -> anyhow
 pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<bool> {
     let (topic, partition, offset) = parse_id(id)
         .with_context(|| format!("'{id}' is not an entry id (topic/partition/offset)"))?;
-    let endpoint = crate::run::endpoint(settings);
+    let endpoint = settings.clickhouse.clone();
     let filter = DlqFilter {
         ids: vec![id.to_string()],
         limit: 1,
@@ -135,7 +136,7 @@ pub async fn redrive(
     filter: &DlqFilter,
     dry_run: bool,
 ) -> anyhow::Result<(Vec<DlqEntry>, Redriven)> {
-    let endpoint = crate::run::endpoint(settings);
+    let endpoint = settings.clickhouse.clone();
     let filter = DlqFilter {
         status: Some("pending".into()),
         ..filter.clone()
@@ -158,16 +159,8 @@ pub async fn redrive(
             .unwrap_or_default();
         raws.push(raw);
     }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka.brokers)
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        .set(
-            "message.max.bytes",
-            (settings.kafka.max_message_bytes * 2 + 65_536).to_string(),
-        )
-        .create()
-        .context("creating the Kafka producer")?;
+    let producer =
+        producer::acknowledged(&settings.kafka).context("creating the Kafka producer")?;
     let ids: Vec<String> = entries.iter().map(DlqEntry::id).collect();
     let records = entries
         .iter()
@@ -217,7 +210,7 @@ pub async fn discard(
         "refusing to discard every entry: give --id, --reason, --tenant, --event-type, \
          --event-id, --since or --until"
     );
-    let endpoint = crate::run::endpoint(settings);
+    let endpoint = settings.clickhouse.clone();
     let filter = DlqFilter {
         status: Some("pending".into()),
         ..filter.clone()

@@ -5,11 +5,9 @@
 
 pub mod alerts;
 pub mod billing;
-pub mod dead_letter_topic;
 pub mod dlq;
 pub mod generate;
 pub mod http;
-pub mod kafka;
 pub mod lines;
 pub mod logging;
 pub mod produce;

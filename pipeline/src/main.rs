@@ -14,8 +14,8 @@ use salestalk::run::{RunLimits, run};
 use salestalk::settings::Settings;
 use salestalk::validate::{OutputFormat, validate_stream};
 use salestalk::{logging, produce};
-use salestalk_sinks::clickhouse::billing::Month;
-use salestalk_sinks::clickhouse::dead_letter_queue::DlqFilter;
+use salestalk_store::billing::Month;
+use salestalk_store::dead_letter_queue::DlqFilter;
 
 #[derive(Parser)]
 #[command(
@@ -383,7 +383,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts(AlertsCommand::History { limit, json }) => {
             let (settings, runtime) = start(cli.config.as_deref())?;
             let records = runtime
-                .block_on(salestalk::run::endpoint(&settings).alert_history(limit))
+                .block_on(settings.clickhouse.clone().alert_history(limit))
                 .context("reading the alerts table")?;
             for record in records {
                 if json {
@@ -408,7 +408,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Billing(BillingCommand::Export { month, output }) => {
             let (settings, runtime) = start(cli.config.as_deref())?;
             let rows = runtime
-                .block_on(salestalk::run::endpoint(&settings).tenant_months(month))
+                .block_on(settings.clickhouse.clone().tenant_months(month))
                 .context("reading the month's costs")?;
             match output {
                 Some(path) => {
@@ -427,12 +427,11 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             event_type,
         } => {
             let (settings, runtime) = start(cli.config.as_deref())?;
-            let rows =
-                runtime.block_on(salestalk::run::endpoint(&settings).latency_percentiles(
-                    since.as_secs(),
-                    &tenant,
-                    &event_type,
-                ))?;
+            let rows = runtime.block_on(settings.clickhouse.clone().latency_percentiles(
+                since.as_secs(),
+                &tenant,
+                &event_type,
+            ))?;
             println!(
                 "{:<26} {:>10} {:>12} {:>12} {:>12}",
                 "consumer", "events", "p50_ms", "p95_ms", "p99_ms"
@@ -544,7 +543,7 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let mut healthy = true;
     let mut topics = settings.kafka.topics.clone();
     topics.extend(settings.dlq.topic.clone());
-    match salestalk::kafka::missing_topics(&settings.kafka, &topics) {
+    match salestalk_kafka::admin::missing_topics(&settings.kafka, &topics) {
         Ok(missing) if missing.is_empty() => println!(
             "kafka      ok: {} answers, all {} topics exist",
             settings.kafka.brokers,
@@ -559,7 +558,7 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             println!("kafka      PROBLEM: {error:#}");
         }
     }
-    let endpoint = salestalk::run::endpoint(&settings);
+    let endpoint = settings.clickhouse.clone();
     match runtime.block_on(endpoint.probe()) {
         Ok(profile) => println!(
             "clickhouse ok: {} answers, version {} ({})",

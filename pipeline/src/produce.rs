@@ -8,8 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer};
 
 use crate::generate::{Emitted, Generator};
-use crate::kafka;
-use crate::settings::KafkaSettings;
+use salestalk_kafka::{KafkaSettings, producer};
 
 /// What a produce run achieved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -30,7 +29,7 @@ pub fn produce(
     generator: &mut Generator,
     realtime_from: Option<i64>,
 ) -> anyhow::Result<ProduceReport> {
-    let producer = kafka::producer(settings).context("creating the Kafka producer")?;
+    let producer = producer::counted(settings).context("creating the Kafka producer")?;
     let started = Instant::now();
     let mut report = ProduceReport::default();
     let mut topics: Vec<(salestalk_contracts::EventType, String)> = Vec::new();
@@ -45,7 +44,7 @@ pub fn produce(
         let topic = match topics.iter().find(|(t, _)| *t == event_type) {
             Some((_, topic)) => topic.clone(),
             None => {
-                let topic = kafka::topic_for(settings, event_type.domain());
+                let topic = settings.topic_for(event_type.domain());
                 topics.push((event_type, topic.clone()));
                 topic
             }

@@ -8,7 +8,7 @@
 //! overlap, so a revoked partition's task is gone before any later flush could write it.
 //! See `docs/adr/0004-exact-metrics-without-two-phase-commit.md`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,20 +17,20 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use salestalk_contracts::EventId;
-use salestalk_operators::dead_letter::DeadLetterReason;
-use salestalk_operators::task::{ArchivedEvent, DeadLetter, Flush, Task, TaskSettings};
+use salestalk_kafka::admin;
+use salestalk_kafka::consumer::{Assignment, GroupMembership, group_member};
+use salestalk_operators::flush::Flush;
+use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_operators::{RawMessage, Tally};
-use salestalk_sinks::clickhouse::writer::SourcedLetter;
-use salestalk_sinks::clickhouse::{ClickHouseError, Endpoint};
-use salestalk_sinks::retry::{Refusal, Refused, RetryPolicy, Transient};
+use salestalk_sinks::clickhouse::{Archive, DeadLetterTable, WindowState};
+use salestalk_sinks::kafka::DeadLetterTopic;
+use salestalk_sinks::retry::RetryPolicy;
+use salestalk_sinks::{FlushBatch, FlushPlan, Sink, SinkError, SinkKind};
+use salestalk_store::{ClickHouseError, Endpoint};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::dead_letter_topic::DeadLetterTopic;
-
-use crate::kafka::{self, Assignment, GroupMembership};
 use crate::settings::Settings;
-use crate::telemetry::{self, PartitionLabels, ReasonLabels, SinkLabels, Telemetry};
+use crate::telemetry::{self, PartitionLabels, ReasonLabels, Telemetry};
 
 /// When a run ends on its own (besides SIGTERM/SIGINT).
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,16 +42,6 @@ pub struct RunLimits {
 }
 
 type PartitionKey = (String, i32);
-
-/// The ClickHouse endpoint the settings describe.
-pub fn endpoint(settings: &Settings) -> Endpoint {
-    Endpoint {
-        url: settings.clickhouse.url.clone(),
-        database: settings.clickhouse.database.clone(),
-        user: settings.clickhouse.user.clone(),
-        password: settings.clickhouse.password.clone(),
-    }
-}
 
 fn task_settings(settings: &Settings) -> TaskSettings {
     TaskSettings {
@@ -94,39 +84,9 @@ where
     }
 }
 
-/// Why a flush could not be made durable.
-#[derive(Debug, thiserror::Error)]
-enum FlushError {
-    /// A sink is down: hold everything, stop reading, try again.
-    #[error("{sink} is down: {error}")]
-    Down {
-        /// Which sink.
-        sink: &'static str,
-        /// Its last error.
-        error: String,
-    },
-    /// Nothing can make this flush durable (a refused state insert, or a refused dead letter
-    /// with nowhere else to go): stop without committing, so a restart reads it again.
-    #[error(transparent)]
-    Fatal(#[from] anyhow::Error),
-}
-
-impl FlushError {
-    fn from_clickhouse(error: ClickHouseError, what: &str) -> Self {
-        if error.is_retryable() {
-            Self::Down {
-                sink: "clickhouse",
-                error: error.to_string(),
-            }
-        } else {
-            Self::Fatal(anyhow::Error::new(error).context(what.to_string()))
-        }
-    }
-}
-
 /// Applies the migrations this server lacks (run at start-up and by `salestalk migrate`).
 pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
-    let endpoint = endpoint(settings);
+    let endpoint = &settings.clickhouse;
     let policy = settings.retry.policy();
     let profile = with_retries(&policy, "probing ClickHouse", || endpoint.probe()).await?;
     tracing::info!(version = %profile.version, modern = profile.is_modern(), "ClickHouse");
@@ -135,8 +95,10 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
 
 struct Runtime<'a> {
     settings: &'a Settings,
-    endpoint: Endpoint,
-    dead_letter_topic: Option<DeadLetterTopic>,
+    /// Where tasks are restored from.
+    store: Endpoint,
+    /// The sinks every flush goes through, in the configured order.
+    plan: FlushPlan,
     tasks: HashMap<PartitionKey, Task>,
     tally: Tally,
     telemetry: Arc<Telemetry>,
@@ -207,11 +169,17 @@ impl Runtime<'_> {
         let mut resume = TopicPartitionList::new();
         for (topic, partition) in partitions {
             let settings = task_settings(self.settings);
-            let task = with_retries(&policy, "restoring a task", || {
-                self.endpoint.restore_task(&topic, partition, settings)
+            let state = with_retries(&policy, "restoring a task", || {
+                self.store.task_state(
+                    &topic,
+                    partition,
+                    settings.allowed_lateness_ms,
+                    settings.dedup_horizon_ms,
+                )
             })
-            .await?
-            .with_aggregates(self.settings.graph.aggregates.clone());
+            .await?;
+            let task = Task::resume(&topic, partition, settings, state)
+                .with_aggregates(self.settings.graph.aggregates.clone());
             let next = task.checkpoint().next_offset;
             if !seek_when_ready(consumer, &topic, partition, next).await? {
                 tracing::info!(%topic, partition, "not restored: no longer assigned");
@@ -340,18 +308,20 @@ impl Runtime<'_> {
         let policy = self.settings.retry.policy();
         let mut outage: Option<Instant> = None;
         let replay = loop {
-            match self.make_durable(&flushes, durable_at, &policy).await {
-                Ok(replay) => break replay,
-                Err(FlushError::Fatal(error)) => return Err(error),
-                Err(FlushError::Down { sink, error }) => {
+            let mut batch = FlushBatch::new(&flushes, durable_at, policy, &*self.telemetry);
+            match self.plan.make_durable(&mut batch).await {
+                Ok(()) => break batch.to_replay(),
+                Err(error @ SinkError::Fatal { .. }) => return Err(error.into()),
+                Err(SinkError::Down { service, message }) => {
+                    drop(batch);
                     let since = *outage.get_or_insert_with(Instant::now);
-                    self.telemetry.set_sink_up(sink, false);
+                    self.telemetry.set_sink_up(service, false);
                     self.telemetry
                         .outage_seconds
                         .set(since.elapsed().as_secs_f64());
                     tracing::error!(
-                        sink,
-                        %error,
+                        sink = service,
+                        error = %message,
                         outage_s = since.elapsed().as_secs(),
                         "a sink is down: reading is paused until it is back"
                     );
@@ -359,7 +329,7 @@ impl Runtime<'_> {
                         _ = tokio::time::sleep(policy.jittered_backoff(u32::MAX)) => {}
                         name = self.signals.recv() => {
                             anyhow::bail!(
-                                "{name} while {sink} is down: stopping without committing; \
+                                "{name} while {service} is down: stopping without committing; \
                                  the unflushed messages will be read again"
                             );
                         }
@@ -412,113 +382,6 @@ impl Runtime<'_> {
         );
         Ok(())
     }
-
-    /// One attempt at making `flushes` durable: the archive (refused events isolated), the
-    /// dead letters (topic, then table), then the state of every task none of whose events
-    /// was refused. Returns the indexes of the flushes whose tasks must be replayed.
-    async fn make_durable(
-        &self,
-        flushes: &[Flush],
-        durable_at: u64,
-        policy: &RetryPolicy,
-    ) -> Result<BTreeSet<usize>, FlushError> {
-        let t = &self.telemetry;
-        let failed = |sink: &'static str| {
-            move |_: &dyn std::fmt::Display| {
-                t.write_failures.get_or_create(&SinkLabels::of(sink)).inc();
-            }
-        };
-        let clickhouse_failed = failed("clickhouse");
-        let refused = self
-            .endpoint
-            .write_archive(flushes, durable_at, policy, |e| clickhouse_failed(e))
-            .await
-            .map_err(|e| FlushError::from_clickhouse(e, "writing the archive"))?;
-        let refused_letters: Vec<(usize, DeadLetter)> = refused
-            .iter()
-            .map(|r| {
-                (
-                    r.flush,
-                    refused_letter(&flushes[r.flush].archive[r.event], &r.refused),
-                )
-            })
-            .collect();
-        if !refused.is_empty() {
-            t.refused_rows
-                .get_or_create(&SinkLabels::of("clickhouse"))
-                .inc_by(refused.len() as u64);
-        }
-        let letters: Vec<SourcedLetter<'_>> = flushes
-            .iter()
-            .flat_map(|f| f.dead_letters.iter().map(move |letter| (f, letter)))
-            .chain(
-                refused_letters
-                    .iter()
-                    .map(|(i, letter)| (&flushes[*i], letter)),
-            )
-            .map(|(f, letter)| SourcedLetter {
-                topic: &f.topic,
-                partition: f.partition,
-                letter,
-            })
-            .collect();
-        if let Some(topic) = &self.dead_letter_topic {
-            let topic_failed = failed("dlq_topic");
-            match topic.publish(&letters, policy, |e| topic_failed(e)).await {
-                Ok(()) => {}
-                Err(error) if error.is_retryable() => {
-                    return Err(FlushError::Down {
-                        sink: "dlq_topic",
-                        error: error.to_string(),
-                    });
-                }
-                // The table below still takes them.
-                Err(error) => {
-                    t.refused_rows
-                        .get_or_create(&SinkLabels::of("dlq_topic"))
-                        .inc();
-                    tracing::error!(%error, "the dead-letter topic refused records");
-                }
-            }
-        }
-        let refused_rows = self
-            .endpoint
-            .write_dead_letters(&letters, durable_at, policy, |e| clickhouse_failed(e))
-            .await
-            .map_err(|e| FlushError::from_clickhouse(e, "writing dead letters"))?;
-        for row in &refused_rows {
-            let letter = &letters[row.index];
-            if self.dead_letter_topic.is_none() {
-                return Err(FlushError::Fatal(anyhow::anyhow!(
-                    "the dead_letters table refused the dead letter of {}/{}@{} and no \
-                     dead-letter topic is configured to keep it: {}",
-                    letter.topic,
-                    letter.partition,
-                    letter.letter.offset,
-                    row.error
-                )));
-            }
-            tracing::error!(
-                topic = letter.topic,
-                partition = letter.partition,
-                offset = letter.letter.offset,
-                error = %row.error,
-                "the dead_letters table refused a dead letter; it is kept in the dead-letter topic"
-            );
-        }
-        let replay: BTreeSet<usize> = refused.iter().map(|r| r.flush).collect();
-        let commit: Vec<&Flush> = flushes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !replay.contains(i))
-            .map(|(_, f)| f)
-            .collect();
-        self.endpoint
-            .write_state(&commit, policy, |e| clickhouse_failed(e))
-            .await
-            .map_err(|e| FlushError::from_clickhouse(e, "writing window state"))?;
-        Ok(replay)
-    }
 }
 
 /// Moves an assigned partition to `offset`; `false` if it is no longer assigned.
@@ -560,24 +423,6 @@ async fn seek_when_ready(
     }
 }
 
-/// The dead letter of an event a sink refused.
-fn refused_letter(event: &ArchivedEvent, refused: &Refused) -> DeadLetter {
-    DeadLetter {
-        offset: event.offset,
-        broker_ms: event.broker_ms,
-        reason: match refused.refusal {
-            Refusal::Rejected => DeadLetterReason::SinkRejected,
-            Refusal::RetriesExhausted => DeadLetterReason::RetriesExhausted,
-        },
-        error: refused.error.clone(),
-        tenant_id: event.tenant_id.clone(),
-        event_type: event.event_type.as_str().to_string(),
-        event_id: EventId(event.event_id).to_string(),
-        attempts: refused.attempts,
-        raw: event.raw.clone(),
-    }
-}
-
 /// Keeps the DLQ depth gauge current (every 15 s) without holding up the runtime.
 fn watch_dlq_depth(endpoint: Endpoint, telemetry: Arc<Telemetry>) {
     tokio::spawn(async move {
@@ -593,10 +438,51 @@ fn watch_dlq_depth(endpoint: Endpoint, telemetry: Arc<Telemetry>) {
     });
 }
 
+/// The sinks `sinks.flush_order` names, built from their settings. The dead-letter topic takes
+/// part only when `dlq.topic` is set, and must exist: a broker too busy to answer in time is
+/// not a reason to stop, only a topic the broker says is missing is.
+fn flush_plan(settings: &Settings) -> anyhow::Result<FlushPlan> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    for kind in settings.sinks.flush_order.kinds() {
+        let endpoint = settings.clickhouse.clone();
+        match kind {
+            SinkKind::Archive => sinks.push(Box::new(Archive::new(endpoint))),
+            SinkKind::DeadLetterTable => sinks.push(Box::new(DeadLetterTable::new(endpoint))),
+            SinkKind::WindowState => sinks.push(Box::new(WindowState::new(endpoint))),
+            SinkKind::DeadLetterTopic => {
+                let Some(topic) = &settings.dlq.topic else {
+                    tracing::info!("dlq.topic is empty: dead letters go to the table only");
+                    continue;
+                };
+                let missing = admin::missing_topics(&settings.kafka, std::slice::from_ref(topic))
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(%error, %topic, "could not look up the dead-letter topic");
+                        Vec::new()
+                    });
+                anyhow::ensure!(
+                    missing.is_empty(),
+                    "the dead-letter topic '{topic}' does not exist: create it \
+                     (deploy/services/up does) or set dlq.topic"
+                );
+                let sink = DeadLetterTopic::new(&settings.kafka, topic)
+                    .context("creating the dead-letter topic producer")?;
+                sinks.push(Box::new(sink));
+            }
+        }
+    }
+    anyhow::ensure!(
+        sinks
+            .iter()
+            .any(|s| matches!(s.name(), "dead_letter_topic" | "dead_letter_table")),
+        "no dead-letter sink: sinks.flush_order lists only dead_letter_topic and dlq.topic is empty"
+    );
+    Ok(FlushPlan::new(sinks))
+}
+
 /// Consumes until a limit or a signal stops it; returns what it made durable.
 pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally> {
     migrate(settings).await?;
-    let consumer = kafka::consumer(&settings.kafka).context("creating the Kafka consumer")?;
+    let consumer = group_member(&settings.kafka).context("creating the Kafka consumer")?;
     let topics: Vec<&str> = settings.kafka.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
@@ -604,26 +490,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     tracing::info!(brokers = %settings.kafka.brokers, ?topics, group = %settings.kafka.group_id, "consuming");
 
     let signals = Signals::install()?;
-    let dead_letter_topic = match &settings.dlq.topic {
-        Some(topic) => Some({
-            // A broker too busy to answer in time is not a reason to stop: only a topic the
-            // broker says is missing is.
-            let missing = kafka::missing_topics(&settings.kafka, std::slice::from_ref(topic))
-                .unwrap_or_else(|error| {
-                    tracing::warn!(%error, %topic, "could not look up the dead-letter topic");
-                    Vec::new()
-                });
-            anyhow::ensure!(
-                missing.is_empty(),
-                "the dead-letter topic '{topic}' does not exist: create it (deploy/services/up \
-                 does) or set dlq.topic"
-            );
-
-            DeadLetterTopic::new(&settings.kafka, topic)
-                .context("creating the dead-letter topic producer")?
-        }),
-        None => None,
-    };
+    let plan = flush_plan(settings)?;
     let batch_timeout = Duration::from_millis(settings.pipeline.batch_timeout_ms);
     let flush_interval = Duration::from_millis(settings.pipeline.flush_interval_ms);
     let telemetry = Arc::new(Telemetry::default());
@@ -636,11 +503,11 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     for sink in telemetry::SINKS {
         telemetry.set_sink_up(sink, true);
     }
-    watch_dlq_depth(endpoint(settings), Arc::clone(&telemetry));
+    watch_dlq_depth(settings.clickhouse.clone(), Arc::clone(&telemetry));
     let mut runtime = Runtime {
         settings,
-        endpoint: endpoint(settings),
-        dead_letter_topic,
+        store: settings.clickhouse.clone(),
+        plan,
         tasks: HashMap::new(),
         tally: Tally::default(),
         telemetry,

@@ -15,12 +15,12 @@ use futures_util::future::join_all;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use salestalk_dashboards::panels::Source;
 use salestalk_dashboards::{Dashboard, Scope, dashboards, expand};
-use salestalk_sinks::clickhouse::Endpoint;
-use salestalk_sinks::clickhouse::billing::Month;
+use salestalk_kafka::admin;
+use salestalk_store::Endpoint;
+use salestalk_store::billing::Month;
+use salestalk_store::codec::task_name;
 use serde_json::{Value, json};
 
 use crate::alerts::{Evaluator, Firing};
@@ -56,7 +56,7 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
         .context("reading the alerts that were firing")?;
     let app = Arc::new(App {
         settings: settings.clone(),
-        endpoint: crate::run::endpoint(settings),
+        endpoint: settings.clickhouse.clone(),
         firing: evaluator.firing(),
         dashboards: dashboards(),
     });
@@ -232,29 +232,22 @@ fn active_alerts(firing: &Firing) -> Value {
 async fn lag(app: &App) -> Result<Value, String> {
     let checkpoints = app
         .endpoint
-        .query_json(
-            "SELECT task, toInt64(argMax(ints[1], epoch)) AS next FROM window_state \
-             WHERE family = 'checkpoint' GROUP BY task",
-        )
+        .checkpoints()
         .await
         .map_err(|e| e.to_string())?;
-    let next: BTreeMap<String, i64> = checkpoints["data"]
-        .as_array()
+    let next: BTreeMap<String, i64> = checkpoints
         .into_iter()
-        .flatten()
-        .filter_map(|row| Some((row[0].as_str()?.to_string(), row[1].as_i64()?)))
+        .map(|(task, checkpoint)| (task, checkpoint.next_offset))
         .collect();
-    let brokers = app.settings.kafka.brokers.clone();
-    let topics = app.settings.kafka.topics.clone();
-    let ends = tokio::task::spawn_blocking(move || high_watermarks(&brokers, &topics))
+    let kafka = app.settings.kafka.clone();
+    let ends = tokio::task::spawn_blocking(move || admin::high_watermarks(&kafka, &kafka.topics))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let mut per_topic: BTreeMap<String, i64> = BTreeMap::new();
     for ((topic, partition), high) in ends {
         let done = next
-            .get(&salestalk_sinks::clickhouse::writer::task_name(
-                &topic, partition,
-            ))
+            .get(&task_name(&topic, partition))
             .copied()
             .unwrap_or(0);
         *per_topic.entry(topic).or_default() += (high - done).max(0);
@@ -264,32 +257,6 @@ async fn lag(app: &App) -> Result<Value, String> {
         .map(|(t, lag)| json!([t, lag]))
         .collect();
     Ok(json!({"meta": [{"name": "label"}, {"name": "value"}], "data": rows, "rows": rows.len()}))
-}
-
-fn high_watermarks(
-    brokers: &str,
-    topics: &[String],
-) -> Result<BTreeMap<(String, i32), i64>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| e.to_string())?;
-    let timeout = Duration::from_secs(5);
-    let mut out = BTreeMap::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| format!("{topic}: {e}"))?;
-        for found in metadata.topics() {
-            for partition in found.partitions() {
-                let (_, high) = consumer
-                    .fetch_watermarks(topic, partition.id(), timeout)
-                    .map_err(|e| format!("{topic}/{}: {e}", partition.id()))?;
-                out.insert((topic.clone(), partition.id()), high);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The month's per-tenant CSV, as `salestalk billing export` writes it.

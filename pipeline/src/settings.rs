@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
-use salestalk_operators::metrics::Aggregates;
+use salestalk_kafka::KafkaSettings;
+use salestalk_operators::aggregate::Aggregates;
+use salestalk_sinks::FlushOrder;
+use salestalk_store::Endpoint;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -18,6 +21,7 @@ pub const DEFAULTS: &str = include_str!("../../config/salestalk.toml");
 const LIST_KEYS: &[&str] = &[
     "kafka.topics",
     "graph.aggregates",
+    "sinks.flush_order",
     "alerts.webhooks",
     "alerts.alertmanager_webhooks",
 ];
@@ -27,8 +31,8 @@ const LIST_KEYS: &[&str] = &[
 pub struct Settings {
     /// `[kafka]`
     pub kafka: KafkaSettings,
-    /// `[clickhouse]`
-    pub clickhouse: ClickHouseSettings,
+    /// `[clickhouse]`: where and as whom to connect.
+    pub clickhouse: Endpoint,
     /// `[pipeline]`
     pub pipeline: PipelineSettings,
     /// `[graph]`
@@ -37,6 +41,8 @@ pub struct Settings {
     pub retry: RetrySettings,
     /// `[dlq]`
     pub dlq: DlqSettings,
+    /// `[sinks]`
+    pub sinks: SinkSettings,
     /// `[metrics]`
     pub metrics: MetricsSettings,
     /// `[alerts]`
@@ -82,6 +88,13 @@ impl RetrySettings {
     }
 }
 
+/// `[sinks]`: the order a flush goes through the sinks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSettings {
+    /// The sinks, checked: the archive before the dead-letter sinks, the commit point last.
+    pub flush_order: FlushOrder,
+}
+
 /// `[dlq]`: the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DlqSettings {
@@ -118,38 +131,6 @@ pub struct ServeSettings {
 pub struct MetricsSettings {
     /// Where `GET /metrics` is served; `None` when turned off.
     pub listen: Option<std::net::SocketAddr>,
-}
-
-/// `[kafka]`: where events come from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KafkaSettings {
-    /// Bootstrap servers, comma-separated.
-    pub brokers: String,
-    /// Topics consumed.
-    pub topics: Vec<String>,
-    /// Consumer group id.
-    pub group_id: String,
-    /// Static membership id (`group.instance.id`); empty for dynamic membership.
-    pub instance_id: String,
-    /// Topic per event type for the generator; `{domain}` is substituted.
-    pub topic_template: String,
-    /// Largest message inspected.
-    pub max_message_bytes: usize,
-    /// Most pre-fetched data the consumer queues, in KiB (`queued.max.messages.kbytes`).
-    pub prefetch_kbytes: u64,
-}
-
-/// `[clickhouse]`: where metrics go.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClickHouseSettings {
-    /// HTTP endpoint.
-    pub url: String,
-    /// Database name.
-    pub database: String,
-    /// User name.
-    pub user: String,
-    /// Password.
-    pub password: String,
 }
 
 /// `[pipeline]`: batching.
@@ -269,12 +250,13 @@ impl Reader {
         let graph = self.graph();
         let retry = self.retry();
         let dlq = self.dlq();
+        let sinks = self.sinks();
         let metrics = self.metrics();
         let alerts = self.alerts();
         let serve = self.serve();
         let log = self.log();
         match (
-            kafka, clickhouse, pipeline, graph, retry, dlq, metrics, alerts, serve, log,
+            kafka, clickhouse, pipeline, graph, retry, dlq, sinks, metrics, alerts, serve, log,
         ) {
             (
                 Some(kafka),
@@ -283,6 +265,7 @@ impl Reader {
                 Some(graph),
                 Some(retry),
                 Some(dlq),
+                Some(sinks),
                 Some(metrics),
                 Some(alerts),
                 Some(serve),
@@ -294,6 +277,7 @@ impl Reader {
                 graph,
                 retry,
                 dlq,
+                sinks,
                 metrics,
                 alerts,
                 serve,
@@ -385,7 +369,7 @@ impl Reader {
         })
     }
 
-    fn clickhouse(&mut self) -> Option<ClickHouseSettings> {
+    fn clickhouse(&mut self) -> Option<Endpoint> {
         let url: Option<String> = self.get("clickhouse.url");
         let database: Option<String> = self.get("clickhouse.database");
         let user: Option<String> = self.get("clickhouse.user");
@@ -404,7 +388,7 @@ impl Reader {
                 format!("clickhouse.database: '{database}' is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
             });
         }
-        Some(ClickHouseSettings {
+        Some(Endpoint {
             url: url?,
             database: database?,
             user: user?,
@@ -508,6 +492,19 @@ impl Reader {
             format!("dlq.topic: '{topic}' is not a valid topic name")
         });
         Some(DlqSettings { topic: Some(topic) })
+    }
+
+    fn sinks(&mut self) -> Option<SinkSettings> {
+        let names: Vec<String> = self.get("sinks.flush_order")?;
+        match FlushOrder::parse(&names) {
+            Ok(flush_order) => Some(SinkSettings { flush_order }),
+            Err(problems) => {
+                for problem in problems {
+                    self.problems.push(format!("sinks.flush_order: {problem}"));
+                }
+                None
+            }
+        }
     }
 
     fn metrics(&mut self) -> Option<MetricsSettings> {
@@ -696,9 +693,17 @@ mod tests {
                 ("SALESTALK__LOG__FORMAT", "json"),
                 ("SALESTALK__RETRY__MAX_ATTEMPTS", "5"),
                 ("SALESTALK__DLQ__TOPIC", ""),
+                (
+                    "SALESTALK__SINKS__FLUSH_ORDER",
+                    "archive,dead_letter_table,window_state",
+                ),
             ]),
         )
         .expect("valid overrides");
+        assert_eq!(
+            settings.sinks.flush_order.names(),
+            ["archive", "dead_letter_table", "window_state"]
+        );
         assert_eq!(settings.retry.max_attempts, 5);
         assert_eq!(settings.dlq.topic, None);
         assert_eq!(settings.graph.aggregates.names(), ["volume", "cost"]);
@@ -801,6 +806,7 @@ mod tests {
                 ("SALESTALK__GRAPH__AGGREGATES", "volume,costs"),
                 ("SALESTALK__RETRY__MAX_ATTEMPTS", "0"),
                 ("SALESTALK__DLQ__TOPIC", "dead letters"),
+                ("SALESTALK__SINKS__FLUSH_ORDER", "window_state,archive"),
                 ("SALESTALK__LOG__FORMAT", "xml"),
             ]),
         )
@@ -818,11 +824,13 @@ mod tests {
             "graph.aggregates: unknown aggregate 'costs'",
             "retry.max_attempts: 0 is outside 1..=100",
             "dlq.topic: 'dead letters'",
+            "sinks.flush_order: the last sink must be window_state",
+            "sinks.flush_order: no dead-letter sink",
             "log.format",
         ] {
             assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
         }
-        assert_eq!(error.problems.len(), 12, "{text}");
+        assert_eq!(error.problems.len(), 14, "{text}");
     }
 
     #[test]

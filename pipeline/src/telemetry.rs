@@ -59,6 +59,20 @@ impl SinkLabels {
     }
 }
 
+impl salestalk_sinks::SinkObserver for Telemetry {
+    fn write_failed(&self, service: &'static str) {
+        self.write_failures
+            .get_or_create(&SinkLabels::of(service))
+            .inc();
+    }
+
+    fn rows_refused(&self, service: &'static str, rows: u64) {
+        self.refused_rows
+            .get_or_create(&SinkLabels::of(service))
+            .inc_by(rows);
+    }
+}
+
 /// The sinks the runtime writes to, as named in labels and `/health`.
 pub const SINKS: [&str; 2] = ["clickhouse", "dlq_topic"];
 

@@ -12,9 +12,12 @@ use chrono::{DateTime, Utc};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
+use salestalk_contracts::EventId;
 use salestalk_operators::RawMessage;
-use salestalk_operators::metrics::{Family, Span, WindowValue};
-use salestalk_operators::task::{Checkpoint, Flush, Task, TaskSettings};
+use salestalk_operators::aggregate::Family;
+use salestalk_operators::flush::{Checkpoint, Flush, StateRow, TaskState};
+use salestalk_operators::task::{Task, TaskSettings};
+use salestalk_operators::windows::{Span, WindowValue};
 
 type RowKey = (Family, Span, i64, String, [String; 3]);
 
@@ -22,7 +25,7 @@ type RowKey = (Family, Span, i64, String, [String; 3]);
 struct Store {
     rows: BTreeMap<RowKey, (u64, WindowValue)>,
     checkpoint: Checkpoint,
-    archive: BTreeMap<u128, (i64, i64)>,
+    archive: BTreeMap<EventId, (i64, i64)>,
     dead_letters: BTreeSet<i64>,
 }
 
@@ -44,24 +47,35 @@ impl Store {
         self.checkpoint = flush.checkpoint;
     }
 
+    /// The task as a restart rebuilds it: from plain rows, like the ClickHouse restore.
     fn restore(&self, settings: TaskSettings) -> Task {
-        let mut task = Task::new("topic", 0, settings, self.checkpoint);
-        for ((family, span, window, tenant, dims), (_, value)) in &self.rows {
-            task.restore_row(
-                *span,
-                *family,
-                *window,
-                tenant,
-                [&dims[0], &dims[1], &dims[2]],
-                value.clone(),
-            );
-        }
-        for (id, (offset, at_ms)) in &self.archive {
-            if *offset < self.checkpoint.next_offset {
-                task.restore_seen(*id, *at_ms);
-            }
-        }
-        task
+        let rows = self
+            .rows
+            .iter()
+            .map(
+                |((family, span, window_start, tenant, dims), (_, value))| StateRow {
+                    family: *family,
+                    span: *span,
+                    window_start: *window_start,
+                    tenant: tenant.clone(),
+                    dims: dims.clone(),
+                    value: value.clone(),
+                },
+            )
+            .collect();
+        let seen = self
+            .archive
+            .iter()
+            .filter(|(_, (offset, _))| *offset < self.checkpoint.next_offset)
+            .map(|(id, (_, at_ms))| (*id, *at_ms))
+            .collect();
+        let state = TaskState {
+            checkpoint: self.checkpoint,
+            rows,
+            seen,
+            refused: Vec::new(),
+        };
+        Task::resume("topic", 0, settings, state)
     }
 
     fn metrics(&self) -> BTreeMap<RowKey, WindowValue> {

@@ -1,8 +1,14 @@
-//! Sinks: the last stage of the pipeline graph, where results become durable.
+//! Sinks: the last stage of the pipeline graph, where a flush's outputs become durable.
 //!
-//! For now this holds the ClickHouse connection and the server probe that decides which
-//! schema features the server supports (ClickHouse 18.16 from Debian in tests, modern
-//! ClickHouse for users). The metric tables and batched inserts build on it.
+//! [`sink`] holds the contract every sink implements and the flush plan that runs them in the
+//! configured order (`sinks.flush_order`); [`clickhouse`] and [`kafka`] hold the sinks;
+//! [`retry`] how their writes are retried and refused rows isolated (ADR 0006). What reads
+//! the stored results back (restores, dashboards, alerts, billing, the DLQ) is the
+//! `salestalk-store` crate.
 
 pub mod clickhouse;
+pub mod kafka;
 pub mod retry;
+pub mod sink;
+
+pub use sink::{FlushBatch, FlushOrder, FlushPlan, Sink, SinkError, SinkKind, SinkObserver};

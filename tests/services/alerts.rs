@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_alerting::{Notification, Rule, Scope, Signal, Status};
-use salestalk_sinks::clickhouse::alert_history::AlertRecord;
+use salestalk_store::alert_history::AlertRecord;
 
 use crate::exactness::{pipeline_env, spawn_run};
 use crate::support::{

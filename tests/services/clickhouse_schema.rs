@@ -2,8 +2,10 @@
 //! task from what was written, and the public views reading it back.
 
 use salestalk_operators::RawMessage;
-use salestalk_operators::metrics::{Family, Span};
+use salestalk_operators::aggregate::Family;
 use salestalk_operators::task::{Task, TaskSettings};
+use salestalk_operators::windows::Span;
+use salestalk_sinks::clickhouse::write_flushes;
 
 use crate::support::{drop_database, endpoint, unique};
 
@@ -45,15 +47,21 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     let mut task = Task::new("topic-a", 3, task_settings(), Default::default());
     task.process(&messages);
     let flush = task.flush(broker_ms + 2_000);
-    endpoint
-        .write_flushes(std::slice::from_ref(&flush), (broker_ms + 2_000) as u64)
-        .await
-        .expect("write");
+    write_flushes(
+        &endpoint,
+        std::slice::from_ref(&flush),
+        (broker_ms + 2_000) as u64,
+    )
+    .await
+    .expect("write");
     // Writing the same flush again (a retry after an unknown outcome) changes nothing.
-    endpoint
-        .write_flushes(std::slice::from_ref(&flush), (broker_ms + 2_000) as u64)
-        .await
-        .expect("rewrite");
+    write_flushes(
+        &endpoint,
+        std::slice::from_ref(&flush),
+        (broker_ms + 2_000) as u64,
+    )
+    .await
+    .expect("rewrite");
 
     let client = endpoint.client();
     let events: u64 = client
@@ -127,10 +135,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         .fetch_all()
         .await
         .expect("views");
-    assert_eq!(
-        views.len(),
-        salestalk_sinks::clickhouse::schema::views("x").len() / 2
-    );
+    assert_eq!(views.len(), salestalk_store::schema::views("x").len() / 2);
     for view in views {
         let rows: u64 = client
             .query(&format!("SELECT count() FROM {view}"))
@@ -141,13 +146,20 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     }
 
     // A restarted task resumes exactly where the flush left it.
-    let mut restored = endpoint
-        .restore_task("topic-a", 3, task_settings())
+    let settings = task_settings();
+    let state = endpoint
+        .task_state(
+            "topic-a",
+            3,
+            settings.allowed_lateness_ms,
+            settings.dedup_horizon_ms,
+        )
         .await
         .expect("restore");
+    let mut restored = Task::resume("topic-a", 3, settings, state);
     assert_eq!(restored.checkpoint(), flush.checkpoint);
     assert_eq!(restored.state_size().1, 5, "counted ids are remembered");
-    let window = salestalk_operators::metrics::window_start(1_762_691_696_789);
+    let window = salestalk_operators::windows::window_start(1_762_691_696_789);
     let dims = ["classification.performed.v1", "chat-handler", ""];
     assert_eq!(
         restored

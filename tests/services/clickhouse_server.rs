@@ -2,7 +2,7 @@
 //! and a RowBinary round trip through the official client as the sinks will use it.
 
 use clickhouse::Row;
-use salestalk_sinks::clickhouse::{Endpoint, Version};
+use salestalk_store::{Endpoint, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::support::{drop_database, endpoint, unique};

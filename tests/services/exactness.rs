@@ -21,9 +21,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use salestalk_contracts::{EventData, check, parse, validate};
+use salestalk_operators::aggregate::Family;
 use salestalk_operators::histogram::RELATIVE_ERROR;
-use salestalk_operators::metrics::{Family, Span};
-use salestalk_sinks::clickhouse::schema::family_view_name;
+use salestalk_operators::windows::Span;
+use salestalk_store::schema::family_view_name;
 use serde::Deserialize;
 
 use crate::support::{
@@ -415,7 +416,7 @@ fn assert_billing_export_matches(setup: &Setup, cost: &BTreeMap<TenantKey, CostV
 
 /// Asserts that every family's hourly and daily view equals its minute view summed over the
 /// same hours and days: counters and histograms exactly, floating-point sums to 1e-9.
-pub async fn assert_rollups_sum_their_minutes(endpoint: &salestalk_sinks::clickhouse::Endpoint) {
+pub async fn assert_rollups_sum_their_minutes(endpoint: &salestalk_store::Endpoint) {
     let client = endpoint.client();
     for family in Family::ALL {
         let layout = family.layout();
@@ -614,8 +615,7 @@ pub async fn assert_views_equal_recomputation(setup: &Setup, with_late: bool) {
 
     // Latency: the documented percentile query against exact percentiles of the archive's
     // durable_at - event time, per consumer.
-    let query =
-        salestalk_sinks::clickhouse::schema::latency_percentiles_query(&endpoint.database, "1");
+    let query = salestalk_store::schema::latency_percentiles_query(&endpoint.database, "1");
     let rows: Vec<LatencyRow> = client
         .query(&format!(
             "SELECT consumer, toUInt64(events) AS events, p95_ms FROM ({query})"

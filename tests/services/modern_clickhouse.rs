@@ -9,11 +9,13 @@ use salestalk_alerting::Scope;
 use salestalk_dashboards::panels::Source;
 use salestalk_operators::RawMessage;
 use salestalk_operators::task::{Task, TaskSettings};
-use salestalk_sinks::clickhouse::restore::{CHECKPOINT_QUERY, OPEN_ROWS_QUERY, SEEN_QUERY};
-use salestalk_sinks::clickhouse::schema::{self, CHECKPOINT_FAMILY};
-use salestalk_sinks::clickhouse::signals;
-use salestalk_sinks::clickhouse::writer::{StateRecord, state_records};
-use salestalk_sinks::clickhouse::{ServerProfile, Version};
+use salestalk_sinks::clickhouse::state_records;
+use salestalk_store::codec::CHECKPOINT_FAMILY;
+use salestalk_store::codec::StateRecord;
+use salestalk_store::restore::{CHECKPOINT_QUERY, OPEN_ROWS_QUERY, SEEN_QUERY};
+use salestalk_store::schema;
+use salestalk_store::signals;
+use salestalk_store::{ServerProfile, Version};
 use serde_json::{Value, json};
 
 use crate::support::tool_output;

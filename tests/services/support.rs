@@ -16,9 +16,9 @@ pub fn settings() -> Settings {
 }
 
 /// The configured ClickHouse server, with `database` selected.
-pub fn endpoint(database: &str) -> salestalk_sinks::clickhouse::Endpoint {
+pub fn endpoint(database: &str) -> salestalk_store::Endpoint {
     let s = settings().clickhouse;
-    salestalk_sinks::clickhouse::Endpoint {
+    salestalk_store::Endpoint {
         url: s.url,
         database: database.to_string(),
         user: s.user,
@@ -202,8 +202,8 @@ impl Isolated {
     }
 
     /// The test's database on its server.
-    pub fn endpoint(&self) -> salestalk_sinks::clickhouse::Endpoint {
-        salestalk_sinks::clickhouse::Endpoint {
+    pub fn endpoint(&self) -> salestalk_store::Endpoint {
+        salestalk_store::Endpoint {
             url: self.clickhouse_url.clone(),
             ..endpoint(&self.database())
         }

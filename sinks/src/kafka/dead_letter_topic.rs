@@ -6,16 +6,14 @@
 //! so a compacted DLQ topic keeps one record per message even though a replay after a crash
 //! may produce one again (the topic is at-least-once; the table is exact).
 
-use std::time::Duration;
-
-use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use salestalk_sinks::clickhouse::writer::SourcedLetter;
-use salestalk_sinks::retry::{RetryPolicy, Transient};
+use salestalk_kafka::KafkaSettings;
+use salestalk_kafka::producer::{self, deliver};
 
-use crate::settings::KafkaSettings;
+use crate::retry::{RetryPolicy, Transient};
+use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SourcedLetter};
 
 /// Longest error text put in a header.
 const MAX_ERROR_HEADER: usize = 4096;
@@ -56,17 +54,7 @@ pub struct DeadLetterTopic {
 impl DeadLetterTopic {
     /// A producer for `topic` on the configured brokers.
     pub fn new(settings: &KafkaSettings, topic: &str) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
-            .set("linger.ms", "5")
-            // A record must reach the broker or fail within a flush's patience; the runtime's
-            // retry policy decides what happens next.
-            .set("message.timeout.ms", "30000")
-            .set(
-                "message.max.bytes",
-                (settings.max_message_bytes * 2 + 65_536).to_string(),
-            )
-            .create()?;
+        let producer = producer::acknowledged(settings)?;
         Ok(Self {
             producer,
             topic: topic.to_string(),
@@ -96,12 +84,18 @@ impl DeadLetterTopic {
             .iter()
             .map(|l| format!("{}/{}/{}", l.topic, l.partition, l.letter.offset))
             .collect();
-        let records = letters.iter().zip(&keys).map(|(sourced, key)| {
-            FutureRecord::to(&self.topic)
-                .key(key.as_str())
-                .payload(&sourced.letter.raw[..])
-                .headers(headers(sourced))
-        });
+        // Collected first: a lazy iterator's closure held across the await below would keep
+        // the future from being `Send` (rustc cannot prove it for every lifetime).
+        let records: Vec<FutureRecord<'_, str, [u8]>> = letters
+            .iter()
+            .zip(&keys)
+            .map(|(sourced, key)| {
+                FutureRecord::to(&self.topic)
+                    .key(key.as_str())
+                    .payload(&sourced.letter.raw[..])
+                    .headers(headers(sourced))
+            })
+            .collect();
         // A transient failure of any record retries them all (the topic is at-least-once);
         // only when every failure is permanent is the batch given up on.
         let mut worst: Option<DeadLetterTopicError> = None;
@@ -118,18 +112,7 @@ impl DeadLetterTopic {
 
     fn judge(&self, error: KafkaError) -> DeadLetterTopicError {
         let topic = self.topic.clone();
-        let permanent = matches!(
-            error.rdkafka_error_code(),
-            Some(
-                RDKafkaErrorCode::MessageSizeTooLarge
-                    | RDKafkaErrorCode::InvalidRecord
-                    | RDKafkaErrorCode::TopicAuthorizationFailed
-                    | RDKafkaErrorCode::UnknownTopicOrPartition
-                    | RDKafkaErrorCode::UnknownTopic
-                    | RDKafkaErrorCode::InvalidMessage
-            )
-        );
-        if permanent {
+        if producer::is_permanent(&error) {
             DeadLetterTopicError::Refused {
                 topic,
                 source: error,
@@ -143,38 +126,44 @@ impl DeadLetterTopic {
     }
 }
 
-/// Enqueues every record at once (waiting out a full queue), then waits for each delivery;
-/// returns each record's outcome, in order.
-pub async fn deliver<'a>(
-    producer: &FutureProducer,
-    records: impl IntoIterator<Item = FutureRecord<'a, str, [u8]>>,
-) -> Vec<Result<(), KafkaError>> {
-    let mut deliveries = Vec::new();
-    for mut record in records {
-        let delivery = loop {
-            match producer.send_result(record) {
-                Ok(delivery) => break Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+/// What health and telemetry call the dead-letter topic.
+pub const SERVICE: &str = "dlq_topic";
+
+impl Sink for DeadLetterTopic {
+    fn name(&self) -> &'static str {
+        "dead_letter_topic"
+    }
+
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {
+        Box::pin(async move {
+            let observer = batch.observer;
+            let letters = batch.dead_letters();
+            match self
+                .publish(&letters, &batch.policy, |_| observer.write_failed(SERVICE))
+                .await
+            {
+                Ok(()) => {
+                    drop(letters);
+                    batch.letters_kept_by(self.name());
+                    Ok(())
                 }
-                Err((error, _)) => break Err(error),
+                Err(error) if error.is_retryable() => Err(SinkError::Down {
+                    service: SERVICE,
+                    message: error.to_string(),
+                }),
+                // The dead-letter table, after this sink, still takes them.
+                Err(error) => {
+                    observer.rows_refused(SERVICE, 1);
+                    tracing::error!(%error, "the dead-letter topic refused records");
+                    Ok(())
+                }
             }
-        };
-        deliveries.push(delivery);
+        })
     }
-    let mut outcomes = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        outcomes.push(match delivery {
-            Ok(future) => match future.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((error, _))) => Err(error),
-                Err(_) => Err(KafkaError::Canceled),
-            },
-            Err(error) => Err(error),
-        });
-    }
-    outcomes
 }
 
 /// The header names: stable, like the table's columns.

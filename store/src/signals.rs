@@ -4,11 +4,11 @@
 
 use clickhouse::Row;
 use salestalk_alerting::{Rule, Scope, Signal};
-use salestalk_operators::metrics::Family;
+use salestalk_operators::aggregate::Family;
 use serde::Deserialize;
 
-use super::schema::merged_quantile;
-use super::{ClickHouseError, Endpoint};
+use crate::endpoint::{ClickHouseError, Endpoint};
+use crate::schema::merged_quantile;
 
 /// The consumer whose refusals make the consumer error rate: a refused archive row sends its
 /// event to the DLQ (`sink_rejected`, `retries_exhausted`); window state is never split.
@@ -95,7 +95,7 @@ pub fn signal_sql(rule: &Rule) -> String {
 impl Endpoint {
     /// `rule`'s signal now, per subject; subjects with fewer than `min_events` are left out.
     pub async fn measure(&self, rule: &Rule) -> Result<Vec<SignalValue>, ClickHouseError> {
-        let (name, value) = super::raw_query::PUSH_FILTERS_INTO_VIEWS;
+        let (name, value) = crate::raw_query::PUSH_FILTERS_INTO_VIEWS;
         self.client()
             .with_setting(name, value)
             .query(&signal_sql(rule))

@@ -1,7 +1,7 @@
 //! Running a query whose SQL is text from elsewhere (a dashboard panel with its macros
 //! expanded) and handing back ClickHouse's own JSON: column names and types, then rows.
 
-use super::{ClickHouseError, Endpoint};
+use crate::endpoint::{ClickHouseError, Endpoint};
 
 /// Lets ClickHouse push a query's time filter into the views' inner `GROUP BY` (on by default
 /// in modern servers; off in 18.x, where a one-day panel over a month of data read the whole

@@ -2,13 +2,15 @@
 //!
 //! One schema story for both servers: the statements are the same except where the probe
 //! says a feature exists (`LowCardinality`, `TTL`). The views are generated from the metric
-//! families' layouts (`salestalk_operators::metrics::Family`), so a view column cannot drift
+//! families' layouts (`salestalk_operators::aggregate::Family`), so a view column cannot drift
 //! from what the pipeline writes.
 
+use salestalk_operators::aggregate::Family;
 use salestalk_operators::histogram::GAMMA;
-use salestalk_operators::metrics::{Family, Span};
+use salestalk_operators::windows::Span;
 
-use super::ServerProfile;
+use crate::codec::{CHECKPOINT_FAMILY, family_name, span_suffix};
+use crate::profile::ServerProfile;
 
 /// One schema change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +22,6 @@ pub struct Migration {
     /// The statements, in order; each is idempotent.
     pub statements: Vec<String>,
 }
-
-/// Family name of the checkpoint rows in `window_state`.
-pub const CHECKPOINT_FAMILY: &str = "checkpoint";
 
 /// Every migration, in order, for `database` on a server with `profile`.
 pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
@@ -194,7 +193,7 @@ pub fn rollup_rows_from_minutes(database: &str, span: Span) -> String {
          FROM {database}.window_state FINAL\n\
          WHERE family != '{CHECKPOINT_FAMILY}' AND position(family, '/') = 0\n\
          GROUP BY f, t, w, tn, x1, x2, x3)",
-        span.storage_suffix()
+        span_suffix(span)
     )
 }
 
@@ -236,7 +235,7 @@ fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
          FROM {database}.window_state\n\
          WHERE family = '{}'\n\
          GROUP BY {time}, tenant_id, d1, d2, d3, task",
-        span.storage_name(family)
+        family_name(family, span)
     )
 }
 
@@ -428,7 +427,7 @@ pub fn merged_quantile(q: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clickhouse::Version;
+    use crate::Version;
 
     #[test]
     fn modern_servers_get_ttl_and_low_cardinality_old_ones_do_not() {
@@ -467,7 +466,7 @@ mod tests {
 
     #[test]
     fn docs_metrics_md_names_every_view_and_column() {
-        let docs = include_str!("../../../docs/metrics.md");
+        let docs = include_str!("../../docs/metrics.md");
         for statement in views("db") {
             if let Some(rest) = statement.strip_prefix("CREATE VIEW db.") {
                 let name = rest.split_whitespace().next().unwrap_or_default();

@@ -5,7 +5,7 @@
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use super::{ClickHouseError, Endpoint};
+use crate::endpoint::{ClickHouseError, Endpoint};
 
 /// Which entries to act on; empty lists mean "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -133,6 +133,15 @@ fn bind_filter(
 }
 
 impl Endpoint {
+    /// Dead letters neither redriven nor discarded.
+    pub async fn dlq_depth(&self) -> Result<u64, ClickHouseError> {
+        self.client()
+            .query("SELECT toUInt64(sum(entries)) FROM dlq_depth")
+            .fetch_one()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
     /// Entries matching `filter`, oldest first.
     pub async fn dlq_entries(&self, filter: &DlqFilter) -> Result<Vec<DlqEntry>, ClickHouseError> {
         let sql = format!(

@@ -8,7 +8,7 @@ use clickhouse::Row;
 use salestalk_alerting::Notification;
 use serde::{Deserialize, Serialize};
 
-use super::{ClickHouseError, Endpoint};
+use crate::endpoint::{ClickHouseError, Endpoint};
 
 /// One row of `alerts`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]

@@ -1,61 +1,18 @@
-//! The windowed-aggregate operators and the set of them a pipeline runs.
-//!
-//! A task (one source partition) decides what each message is (a counted event, a resend, a
-//! late or rejected message) and then hands it to every configured [`Aggregate`]; each one
-//! folds it into the window rows of its metric family. Which aggregates run is configuration
-//! (`graph.aggregates`): adding one is a type implementing [`Aggregate`] plus a line in
-//! [`BUILT_IN`], with no change to the task or the runtime.
+//! Which aggregates exist and which a pipeline runs: adding one is a file in `built_in/`
+//! implementing [`Aggregate`] plus a line in [`BUILT_IN`], with no change to the task or the
+//! runtime; `graph.aggregates` picks which run.
 
-use std::fmt;
 use std::sync::Arc;
 
 use salestalk_contracts::{Event, EventType};
 use strum::VariantArray;
 
-use super::family::Family;
-use super::record::{
+use super::built_in::{
     Cost, DeadLetters, Engagement, Ingestion, Intents, Latency, Onboarding, Publish, Quality,
-    ReadMessage, Volume,
+    Volume,
 };
-use super::windows::{Symbol, WindowSet};
-
-/// An output made durable: what the latency aggregate measures.
-#[derive(Debug, Clone, Copy)]
-pub struct Durable<'a> {
-    /// Window the output was counted in (event time for events, broker time otherwise).
-    pub window_start: i64,
-    /// Tenant, interned.
-    pub tenant: Symbol,
-    /// Event type, or `""` when unreadable.
-    pub event_type: &'a str,
-    /// The sink that made it durable.
-    pub consumer: &'a str,
-    /// From the event's (trusted) time to durability, in milliseconds.
-    pub latency_ms: f64,
-}
-
-/// A windowed aggregate operator: pure and synchronous, called for every message of a batch
-/// in offset order. Every method defaults to doing nothing, so an aggregate implements only
-/// the moments it cares about.
-pub trait Aggregate: fmt::Debug + Send + Sync {
-    /// The metric family whose window rows it writes; its layout name is the aggregate's
-    /// name in configuration.
-    fn family(&self) -> Family;
-
-    /// Whether it reads counted events of `event_type` (`on_event` is called only for those).
-    fn reads(&self, _event_type: EventType) -> bool {
-        false
-    }
-
-    /// A valid, first-seen event, counted in the window starting at `window_start` (Unix s).
-    fn on_event(&self, _set: &mut WindowSet, _event: &Event<'_>, _tenant: Symbol, _window: i64) {}
-
-    /// Any message read from a source: valid or not, first-seen or not (broker time).
-    fn on_read(&self, _set: &mut WindowSet, _message: &ReadMessage<'_>) {}
-
-    /// An output made durable by a sink.
-    fn on_durable(&self, _set: &mut WindowSet, _output: &Durable<'_>) {}
-}
+use super::{Aggregate, Durable, Family, ReadMessage};
+use crate::windows::WindowSet;
 
 /// Every aggregate this build knows, in storage order.
 pub const BUILT_IN: [&'static dyn Aggregate; 10] = [
@@ -138,7 +95,8 @@ impl Aggregates {
         self.all.iter().any(|a| a.family() == family)
     }
 
-    /// Hands a counted event to every aggregate.
+    /// Hands a counted event, in the minute starting at `window_start`, to every aggregate
+    /// that reads its type.
     pub fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, window_start: i64) {
         // Interned once: every row this event touches shares it.
         let tenant = set.symbol(event.envelope.tenant_id);

@@ -1,63 +1,21 @@
-//! Kafka clients configured the one way the pipeline uses them.
+//! The consumer group the Kafka source reads with, and how it tells the runtime about
+//! partitions it gains and loses.
 //!
 //! Fetch sizes are raised well above librdkafka's defaults: measured against tansu, that
-//! takes consumption from ~27k to ~100k messages/s (see ENVIRONMENT notes in the README).
+//! takes consumption from ~27k to ~100k messages/s.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
-use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
 
-use crate::settings::KafkaSettings;
-
-/// Counts producer deliveries as the broker confirms or refuses them.
-#[derive(Default)]
-pub struct DeliveryCounter {
-    /// Messages the broker acknowledged.
-    pub delivered: AtomicU64,
-    /// Messages that failed for good.
-    pub failed: AtomicU64,
-}
-
-impl ClientContext for DeliveryCounter {}
-
-impl ProducerContext for DeliveryCounter {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let counter = if result.is_ok() {
-            &self.delivered
-        } else {
-            &self.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if let Err((error, _)) = result {
-            tracing::warn!(%error, "delivery failed");
-        }
-    }
-}
-
-/// A producer whose deliveries are counted.
-pub fn producer(settings: &KafkaSettings) -> KafkaResult<BaseProducer<DeliveryCounter>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .set("linger.ms", "10")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "200000")
-        .set(
-            "message.max.bytes",
-            (settings.max_message_bytes * 2).to_string(),
-        )
-        .set("enable.idempotence", "false")
-        .create_with_context(DeliveryCounter::default())
-}
+use crate::KafkaSettings;
 
 /// A change of the partitions this member owns, as the group announced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +113,7 @@ impl ConsumerContext for GroupMembership {
 }
 
 /// A consumer in the configured group that never commits on its own.
-pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<GroupMembership>> {
+pub fn group_member(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<GroupMembership>> {
     // A fetch in flight counts against memory like the queue it fills, so it is kept to half
     // the prefetch bound. Brokers return a larger first message anyway (KIP-74), so a big
     // message never stops its partition.
@@ -187,28 +145,4 @@ pub fn consumer(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<GroupMem
         // staying in the group through such an outage keeps partitions from moving mid-flush.
         .set("max.poll.interval.ms", "3600000")
         .create_with_context(GroupMembership::default())
-}
-
-/// The topic an event type is produced to.
-pub fn topic_for(settings: &KafkaSettings, domain: &str) -> String {
-    settings.topic_template.replace("{domain}", domain)
-}
-
-/// Which of `topics` the configured brokers do not know.
-pub fn missing_topics(settings: &KafkaSettings, topics: &[String]) -> KafkaResult<Vec<String>> {
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()?;
-    let metadata = client.fetch_metadata(None, std::time::Duration::from_secs(10))?;
-    let known: Vec<&str> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.name())
-        .collect();
-    Ok(topics
-        .iter()
-        .filter(|t| !known.contains(&t.as_str()))
-        .cloned()
-        .collect())
 }

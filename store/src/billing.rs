@@ -6,7 +6,7 @@ use chrono::{Datelike, NaiveDate};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use super::{ClickHouseError, Endpoint};
+use crate::endpoint::{ClickHouseError, Endpoint};
 
 /// A calendar month, as billing names it (`YYYY-MM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

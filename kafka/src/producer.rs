@@ -1,0 +1,121 @@
+//! The producers: one that counts deliveries for bulk traffic, one whose every record is
+//! awaited (the dead-letter topic, redrive), and [`deliver`], which sends a batch through
+//! the second and reports each record's outcome.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::producer::{
+    BaseProducer, DeliveryResult, FutureProducer, FutureRecord, ProducerContext,
+};
+
+use crate::KafkaSettings;
+
+/// Counts producer deliveries as the broker confirms or refuses them.
+#[derive(Default)]
+pub struct DeliveryCounter {
+    /// Messages the broker acknowledged.
+    pub delivered: AtomicU64,
+    /// Messages that failed for good.
+    pub failed: AtomicU64,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let counter = if result.is_ok() {
+            &self.delivered
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Err((error, _)) = result {
+            tracing::warn!(%error, "delivery failed");
+        }
+    }
+}
+
+/// A producer for bulk traffic (the generator) whose deliveries are counted, not awaited.
+pub fn counted(settings: &KafkaSettings) -> KafkaResult<BaseProducer<DeliveryCounter>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("linger.ms", "10")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000")
+        .set(
+            "message.max.bytes",
+            (settings.max_message_bytes * 2).to_string(),
+        )
+        .set("enable.idempotence", "false")
+        .create_with_context(DeliveryCounter::default())
+}
+
+/// A producer whose records are each awaited: a record reaches the broker or fails within
+/// 30 s, and the caller's retry policy decides what happens next. Records may be twice the
+/// largest message plus room for headers (a dead letter carries the message and its reason).
+pub fn acknowledged(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .set(
+            "message.max.bytes",
+            (settings.max_message_bytes * 2 + 65_536).to_string(),
+        )
+        .create()
+}
+
+/// Enqueues every record at once (waiting out a full queue), then waits for each delivery;
+/// returns each record's outcome, in order.
+pub async fn deliver<'a>(
+    producer: &FutureProducer,
+    records: impl IntoIterator<Item = FutureRecord<'a, str, [u8]>>,
+) -> Vec<Result<(), KafkaError>> {
+    let mut deliveries = Vec::new();
+    for mut record in records {
+        let delivery = loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((error, _)) => break Err(error),
+            }
+        };
+        deliveries.push(delivery);
+    }
+    let mut outcomes = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        outcomes.push(match delivery {
+            Ok(future) => match future.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(error),
+                Err(_) => Err(KafkaError::Canceled),
+            },
+            Err(error) => Err(error),
+        });
+    }
+    outcomes
+}
+
+/// Whether the broker refused a record for good (retrying the same record cannot help).
+pub fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    )
+}

@@ -1,0 +1,195 @@
+//! The built-in aggregates, one file each: how a message updates the window rows of one
+//! family. Pure functions over a [`WindowSet`](crate::windows::WindowSet); the task decides
+//! the window and whether the event counts, the set rolls the minute up to hour and day.
+
+mod cost;
+mod dead_letters;
+mod engagement;
+mod ingestion;
+mod intents;
+mod latency;
+mod onboarding;
+mod publish;
+mod quality;
+mod volume;
+
+pub use cost::Cost;
+pub use dead_letters::DeadLetters;
+pub use engagement::Engagement;
+pub use ingestion::Ingestion;
+pub use intents::Intents;
+pub use latency::Latency;
+pub use onboarding::Onboarding;
+pub use publish::Publish;
+pub use quality::Quality;
+pub use volume::Volume;
+
+/// Classifications below this confidence count as low-confidence.
+pub const LOW_CONFIDENCE: f64 = 0.5;
+
+/// US dollars as integer nano-dollars, the unit every cost is summed in (exact to the cent
+/// and far beyond; `f64` sums are not).
+pub fn nanos(usd: f64) -> i64 {
+    (usd * 1e9).round() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{Aggregates, Durable, Family, ReadMessage};
+    use crate::dead_letter::DeadLetterReason;
+    use crate::windows::{Span, WindowSet};
+    use salestalk_contracts::{parse, validate};
+
+    const EXAMPLES: &str = include_str!("../../../../contracts/tests/corpus/spec-examples.jsonl");
+
+    fn recorded() -> WindowSet {
+        let mut set = WindowSet::default();
+        for line in EXAMPLES.lines() {
+            let value = parse(line.as_bytes()).expect("json");
+            let event = validate(&value).expect("valid");
+            Aggregates::default().on_event(&mut set, &event, 0);
+        }
+        set
+    }
+
+    fn ints(set: &mut WindowSet, family: Family, dims: [&str; 3]) -> Vec<i64> {
+        let key = set.key(family, 0, "tenant-abc123", dims);
+        set.get(Span::Minute, &key)
+            .unwrap_or_else(|| panic!("no {family:?} row {dims:?}"))
+            .ints
+            .clone()
+    }
+
+    #[test]
+    fn the_spec_examples_land_in_their_families() {
+        let mut set = recorded();
+        assert_eq!(
+            ints(
+                &mut set,
+                Family::Volume,
+                ["narrative.generated.v1", "chat-handler", ""]
+            ),
+            [1]
+        );
+        assert_eq!(
+            ints(
+                &mut set,
+                Family::Volume,
+                ["metrics.ingested.v1", "metrics-handler", ""]
+            ),
+            [1]
+        );
+        let cost = ints(
+            &mut set,
+            Family::Cost,
+            ["narrative.generated.v1", "anthropic.claude-v2", ""],
+        );
+        assert_eq!(cost, [21_700_000, 387, 156, 543, 1]);
+        let quality = ints(&mut set, Family::Quality, ["anthropic.claude-v2", "", ""]);
+        assert_eq!(quality, [1, 0, 3, 3, 543]);
+        assert_eq!(
+            ints(
+                &mut set,
+                Family::Intents,
+                ["fact_retrieval", "revenue", "total"]
+            ),
+            [1, 0]
+        );
+        let engagement = ints(&mut set, Family::Engagement, ["", "", ""]);
+        assert_eq!(engagement, [1, 8, 4, 4, 1, 5, 1, 0, 0, 1, 87_000_000]);
+        assert_eq!(
+            ints(&mut set, Family::Ingestion, ["csv_upload", "", ""]),
+            [1, 247, 247, 0, 3]
+        );
+        assert_eq!(
+            ints(&mut set, Family::Onboarding, ["standard", "us-east-1", ""]),
+            [1, 1]
+        );
+    }
+
+    #[test]
+    fn histograms_and_sums_follow_the_events() {
+        let mut set = recorded();
+        let key = set.key(
+            Family::Quality,
+            0,
+            "tenant-abc123",
+            ["anthropic.claude-v2", "", ""],
+        );
+        let row = set.get(Span::Minute, &key).expect("row");
+        assert_eq!(row.histogram.count(), 1);
+        assert_eq!(row.floats, [0.94]);
+    }
+
+    #[test]
+    fn reads_count_submitted_and_rejected_by_reason() {
+        let mut set = WindowSet::default();
+        let ok = ReadMessage {
+            window_start: 60,
+            topic: "t",
+            tenant: "a",
+            source: "s",
+            event_type: "x.y.v1",
+            rejected: None,
+            duplicate: false,
+        };
+        Aggregates::default().on_read(&mut set, &ok);
+        Aggregates::default().on_read(
+            &mut set,
+            &ReadMessage {
+                rejected: Some(DeadLetterReason::SchemaViolation),
+                ..ok
+            },
+        );
+        Aggregates::default().on_read(
+            &mut set,
+            &ReadMessage {
+                tenant: "",
+                source: "",
+                event_type: "",
+                rejected: Some(DeadLetterReason::NotJson),
+                ..ok
+            },
+        );
+        let key = set.key(Family::Publish, 60, "a", ["s", "t", ""]);
+        Aggregates::default().on_read(
+            &mut set,
+            &ReadMessage {
+                duplicate: true,
+                ..ok
+            },
+        );
+        assert_eq!(set.get(Span::Minute, &key).expect("row").ints, [3, 1, 1]);
+        let key = set.key(Family::DeadLetters, 60, "", ["not_json", "", "t"]);
+        assert_eq!(set.get(Span::Minute, &key).expect("row").ints, [1]);
+    }
+
+    #[test]
+    fn costs_are_summed_in_integer_nanodollars() {
+        assert_eq!(nanos(0.0217), 21_700_000);
+        assert_eq!(nanos(0.1) + nanos(0.2), nanos(0.3));
+    }
+
+    #[test]
+    fn latency_is_recorded_per_consumer() {
+        let mut set = WindowSet::default();
+        let tenant = set.symbol("a");
+        for latency_ms in [1500.0, 500.0] {
+            let output = Durable {
+                window_start: 0,
+                tenant,
+                event_type: "x.y.v1",
+                consumer: "clickhouse",
+                latency_ms,
+            };
+            Aggregates::default().on_durable(&mut set, &output);
+        }
+        let key = set.key(Family::Latency, 0, "a", ["x.y.v1", "clickhouse", ""]);
+        let row = set.get(Span::Minute, &key).expect("row");
+        assert_eq!(
+            (row.ints[0], row.floats[0], row.histogram.count()),
+            (2, 2000.0, 2)
+        );
+    }
+}

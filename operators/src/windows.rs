@@ -1,0 +1,391 @@
+//! Window rows of one task: tumbling event-time windows keyed by family, tenant and
+//! dimensions, at three spans. Minutes are what alerts and short dashboard ranges read; hours
+//! and days are the same aggregates over longer windows (a month is 30 day rows per key
+//! instead of 43,200 minute rows). The aggregates write a minute once and [`WindowSet`] fans
+//! it out to the hour and the day holding it, so a rollup row is always the sum of its
+//! minutes (ADR 0008).
+//!
+//! Strings are interned once per task, in one table shared by the three spans, so counting an
+//! event into windows that already exist allocates nothing and hashes each string once.
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::aggregate::Family;
+use crate::histogram::LogHistogram;
+
+/// Length of a window, in seconds.
+pub const WINDOW_SECONDS: i64 = 60;
+
+/// The start (Unix seconds) of the window holding `at_ms` (Unix milliseconds).
+pub fn window_start(at_ms: i64) -> i64 {
+    at_ms.div_euclid(WINDOW_SECONDS * 1000) * WINDOW_SECONDS
+}
+
+/// The first minute window (Unix s) that may still change, for a watermark and the allowed
+/// lateness: every earlier window is final. The one rule for lateness, eviction and restore.
+pub fn first_open_window(watermark_ms: Option<i64>, allowed_lateness_ms: i64) -> i64 {
+    watermark_ms.map_or(i64::MIN, |wm| window_start(wm - allowed_lateness_ms))
+}
+
+/// How long a window lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Span {
+    /// One minute: every family's base rows.
+    Minute,
+    /// One hour: the same aggregates over whole hours, written in the same flushes.
+    Hour,
+    /// One UTC day, likewise.
+    Day,
+}
+
+impl Span {
+    /// Every span, shortest first.
+    pub const ALL: [Span; 3] = [Span::Minute, Span::Hour, Span::Day];
+
+    /// The spans rolled up from the same messages as the minutes.
+    pub const ROLLUPS: [Span; 2] = [Span::Hour, Span::Day];
+
+    /// Position in [`Span::ALL`].
+    const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Length in seconds.
+    pub const fn seconds(self) -> i64 {
+        match self {
+            Span::Minute => WINDOW_SECONDS,
+            Span::Hour => 3_600,
+            Span::Day => 86_400,
+        }
+    }
+
+    /// The start of the window of this span holding the instant `at_s` (Unix s).
+    pub fn start(self, at_s: i64) -> i64 {
+        at_s.div_euclid(self.seconds()) * self.seconds()
+    }
+}
+
+/// An interned string.
+pub type Symbol = u32;
+
+/// The identity of a window row within its span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowKey {
+    /// Metric family.
+    pub family: Family,
+    /// Window start, Unix seconds.
+    pub window_start: i64,
+    /// Tenant.
+    pub tenant: Symbol,
+    /// Family-specific dimensions (unused ones are the empty string).
+    pub dims: [Symbol; 3],
+}
+
+/// The accumulated value of a window row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowValue {
+    /// Integer counters, laid out as the family says.
+    pub ints: Vec<i64>,
+    /// Floating-point sums, laid out as the family says.
+    pub floats: Vec<f64>,
+    /// The family's histogram (empty if it has none).
+    pub histogram: LogHistogram,
+}
+
+impl WindowValue {
+    /// An empty row of `family`'s layout.
+    fn empty(family: Family) -> Self {
+        let layout = family.layout();
+        Self {
+            ints: vec![0; layout.ints.len()],
+            floats: vec![0.0; layout.floats.len()],
+            histogram: LogHistogram::default(),
+        }
+    }
+}
+
+/// All open window rows of one task, at every span.
+#[derive(Debug)]
+pub struct WindowSet {
+    symbols: HashMap<Box<str>, Symbol>,
+    names: Vec<Box<str>>,
+    spans: [Rows; 3],
+}
+
+/// The open rows of one span.
+#[derive(Debug, Default)]
+struct Rows {
+    rows: HashMap<WindowKey, Row>,
+    /// Rows changed since the last flush; each row's own flag keeps a key from being listed
+    /// twice, which is cheaper than a second hash set touched on every update.
+    dirty: Vec<WindowKey>,
+}
+
+#[derive(Debug)]
+struct Row {
+    value: WindowValue,
+    dirty: bool,
+}
+
+impl Rows {
+    fn row(&mut self, key: WindowKey) -> &mut WindowValue {
+        let row = self.rows.entry(key).or_insert_with(|| Row {
+            value: WindowValue::empty(key.family),
+            dirty: false,
+        });
+        if !row.dirty {
+            row.dirty = true;
+            self.dirty.push(key);
+        }
+        &mut row.value
+    }
+}
+
+/// The symbol of the empty string (an unused dimension), interned in every set.
+const EMPTY: Symbol = 0;
+
+impl Default for WindowSet {
+    fn default() -> Self {
+        Self {
+            symbols: HashMap::default(),
+            names: vec!["".into()],
+            spans: Default::default(),
+        }
+    }
+}
+
+impl WindowSet {
+    /// Interns `text`.
+    pub fn symbol(&mut self, text: &str) -> Symbol {
+        if text.is_empty() {
+            return EMPTY;
+        }
+        if let Some(symbol) = self.symbols.get(text) {
+            return *symbol;
+        }
+        let symbol = self.names.len() as Symbol;
+        self.names.push(text.into());
+        self.symbols.insert(text.into(), symbol);
+        symbol
+    }
+
+    /// The text of a symbol.
+    pub fn text(&self, symbol: Symbol) -> &str {
+        self.names.get(symbol as usize).map_or("", |s| s)
+    }
+
+    /// The key for a row.
+    pub fn key(
+        &mut self,
+        family: Family,
+        window_start: i64,
+        tenant: &str,
+        dims: [&str; 3],
+    ) -> WindowKey {
+        let tenant = self.symbol(tenant);
+        self.key_for_symbol(family, window_start, tenant, dims)
+    }
+
+    fn key_for_symbol(
+        &mut self,
+        family: Family,
+        window_start: i64,
+        tenant: Symbol,
+        dims: [&str; 3],
+    ) -> WindowKey {
+        WindowKey {
+            family,
+            window_start,
+            tenant,
+            dims: dims.map(|d| self.symbol(d)),
+        }
+    }
+
+    /// Folds one contribution into the row of the minute starting at `minute_start` and into
+    /// the hour and day rows holding that minute: the only place a contribution reaches
+    /// more than one span. The rows are created empty if new and marked as changed.
+    pub fn update(
+        &mut self,
+        family: Family,
+        minute_start: i64,
+        tenant: Symbol,
+        dims: [&str; 3],
+        mut fold: impl FnMut(&mut WindowValue),
+    ) {
+        let key = self.key_for_symbol(family, minute_start, tenant, dims);
+        for span in Span::ALL {
+            let key = WindowKey {
+                window_start: span.start(minute_start),
+                ..key
+            };
+            fold(self.spans[span.index()].row(key));
+        }
+    }
+
+    /// Like [`WindowSet::update`], for a tenant not interned yet.
+    pub fn update_for(
+        &mut self,
+        family: Family,
+        minute_start: i64,
+        tenant: &str,
+        dims: [&str; 3],
+        fold: impl FnMut(&mut WindowValue),
+    ) {
+        let tenant = self.symbol(tenant);
+        self.update(family, minute_start, tenant, dims, fold);
+    }
+
+    /// Puts back a row restored from storage, unchanged since its last flush.
+    pub fn restore(&mut self, span: Span, key: WindowKey, value: WindowValue) {
+        self.spans[span.index()].rows.insert(
+            key,
+            Row {
+                value,
+                dirty: false,
+            },
+        );
+    }
+
+    /// The row of `span` for `key`, if open.
+    pub fn get(&self, span: Span, key: &WindowKey) -> Option<&WindowValue> {
+        self.spans[span.index()].rows.get(key).map(|row| &row.value)
+    }
+
+    /// The rows changed since the last call, minutes first and in key order within a span;
+    /// they count as clean afterwards.
+    pub fn take_changed(&mut self) -> Vec<(Span, WindowKey)> {
+        let mut changed = Vec::new();
+        for span in Span::ALL {
+            let rows = &mut self.spans[span.index()];
+            let mut keys = std::mem::take(&mut rows.dirty);
+            for key in &keys {
+                if let Some(row) = rows.rows.get_mut(key) {
+                    row.dirty = false;
+                }
+            }
+            keys.sort_unstable();
+            changed.extend(keys.into_iter().map(|key| (span, key)));
+        }
+        changed
+    }
+
+    /// Drops the clean rows `is_final` says will never change again.
+    pub fn evict_final(&mut self, is_final: impl Fn(Span, &WindowKey) -> bool) {
+        for span in Span::ALL {
+            self.spans[span.index()]
+                .rows
+                .retain(|key, row| !is_final(span, key) || row.dirty);
+        }
+    }
+
+    /// Open rows, at every span.
+    pub fn len(&self) -> usize {
+        self.spans.iter().map(|rows| rows.rows.len()).sum()
+    }
+
+    /// Whether no row is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_aligned_minutes_even_before_1970() {
+        assert_eq!(window_start(0), 0);
+        assert_eq!(window_start(59_999), 0);
+        assert_eq!(window_start(60_000), 60);
+        assert_eq!(window_start(-1), -60);
+    }
+
+    #[test]
+    fn spans_align() {
+        assert_eq!(Span::Hour.start(7_199), 3_600);
+        assert_eq!(Span::Hour.start(-1), -3_600);
+        assert_eq!(Span::Minute.start(119), 60);
+        assert_eq!(Span::Day.start(86_399 + 86_400), 86_400);
+    }
+
+    #[test]
+    fn a_window_is_open_until_the_watermark_passes_it_by_the_lateness() {
+        assert_eq!(first_open_window(None, 300_000), i64::MIN);
+        // Watermark 00:10:30, lateness 5 min: 00:05 is open, 00:04 final.
+        assert_eq!(first_open_window(Some(630_000), 300_000), 300);
+        assert_eq!(first_open_window(Some(-1), 0), -60);
+    }
+
+    #[test]
+    fn one_update_reaches_its_minute_hour_and_day() {
+        let mut set = WindowSet::default();
+        let minute = 86_400 + 3_600 + 120;
+        set.update_for(Family::Volume, minute, "t", ["a.b.v1", "svc", ""], |row| {
+            row.ints[0] += 1;
+        });
+        set.update_for(
+            Family::Volume,
+            minute + 60,
+            "t",
+            ["a.b.v1", "svc", ""],
+            |row| {
+                row.ints[0] += 2;
+            },
+        );
+        let key =
+            |set: &mut WindowSet, start| set.key(Family::Volume, start, "t", ["a.b.v1", "svc", ""]);
+        let (m, h, d) = (
+            key(&mut set, minute),
+            key(&mut set, 86_400 + 3_600),
+            key(&mut set, 86_400),
+        );
+        assert_eq!(set.get(Span::Minute, &m).map(|v| v.ints[0]), Some(1));
+        assert_eq!(set.get(Span::Hour, &h).map(|v| v.ints[0]), Some(3));
+        assert_eq!(set.get(Span::Day, &d).map(|v| v.ints[0]), Some(3));
+        assert_eq!(set.len(), 4);
+    }
+
+    #[test]
+    fn rows_are_created_once_and_tracked_until_flushed() {
+        let mut set = WindowSet::default();
+        let key = set.key(Family::Volume, 60, "tenant-1", ["a.b.v1", "svc", ""]);
+        for _ in 0..2 {
+            set.update(
+                Family::Volume,
+                60,
+                key.tenant,
+                ["a.b.v1", "svc", ""],
+                |row| {
+                    row.ints[0] += 1;
+                },
+            );
+        }
+        assert_eq!(set.get(Span::Minute, &key).map(|v| v.ints[0]), Some(2));
+        let changed = set.take_changed();
+        assert_eq!(changed.len(), 3, "{changed:?}");
+        assert_eq!(changed[0], (Span::Minute, key));
+        assert!(set.take_changed().is_empty());
+        assert_eq!(set.text(key.tenant), "tenant-1");
+    }
+
+    #[test]
+    fn only_clean_final_rows_are_evicted() {
+        let mut set = WindowSet::default();
+        for start in [0, 120] {
+            set.update_for(Family::Volume, start, "t", ["", "", ""], |_| {});
+        }
+        let old = set.key(Family::Volume, 0, "t", ["", "", ""]);
+        let new = set.key(Family::Volume, 120, "t", ["", "", ""]);
+        let before_60 = |span: Span, key: &WindowKey| span == Span::Minute && key.window_start < 60;
+        set.evict_final(before_60);
+        assert_eq!(set.len(), 4, "dirty rows stay until flushed");
+        set.take_changed();
+        set.evict_final(before_60);
+        assert!(set.get(Span::Minute, &old).is_none() && set.get(Span::Minute, &new).is_some());
+        assert!(
+            set.get(Span::Hour, &old).is_some(),
+            "other spans keep theirs"
+        );
+    }
+}

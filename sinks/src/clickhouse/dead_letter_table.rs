@@ -1,0 +1,117 @@
+//! The dead-letter queue table (`dead_letters`): every dead letter with its raw bytes,
+//! source position, reason and attempts, for `salestalk dlq` and the DLQ depth. A row it
+//! refuses is lost unless an earlier sink (the dead-letter topic) already keeps it: then the
+//! refusal is logged, otherwise the run stops without committing.
+
+use clickhouse::Row;
+use salestalk_store::codec::datetime;
+use serde::Serialize;
+
+use super::insert::insert_isolating;
+use super::{SERVICE, sink_error};
+use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture};
+
+#[derive(Debug, Clone, Row, Serialize)]
+struct DeadLetterRecord<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    broker_time: u32,
+    reason: &'a str,
+    error: &'a str,
+    tenant_id: &'a str,
+    event_type: &'a str,
+    raw: &'a serde_bytes::Bytes,
+    attempts: u32,
+    first_failure: u32,
+    last_failure: u32,
+    written_at_ms: u64,
+    event_id: &'a str,
+}
+
+/// The dead-letter table sink.
+pub struct DeadLetterTable {
+    endpoint: salestalk_store::Endpoint,
+}
+
+impl DeadLetterTable {
+    /// The table in `endpoint`'s database.
+    pub fn new(endpoint: salestalk_store::Endpoint) -> Self {
+        Self { endpoint }
+    }
+}
+
+impl Sink for DeadLetterTable {
+    fn name(&self) -> &'static str {
+        "dead_letter_table"
+    }
+
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {
+        Box::pin(async move {
+            let letters = batch.dead_letters();
+            let durable_at_ms = batch.durable_at_ms;
+            let now = datetime((durable_at_ms / 1000) as i64);
+            let records: Vec<DeadLetterRecord<'_>> = letters
+                .iter()
+                .map(|sourced| {
+                    let letter = sourced.letter;
+                    DeadLetterRecord {
+                        topic: sourced.topic,
+                        partition: sourced.partition,
+                        offset: letter.offset,
+                        broker_time: datetime(letter.broker_ms.div_euclid(1000)),
+                        reason: letter.reason.as_str(),
+                        error: &letter.error,
+                        tenant_id: &letter.tenant_id,
+                        event_type: &letter.event_type,
+                        raw: serde_bytes::Bytes::new(&letter.raw),
+                        attempts: letter.attempts,
+                        first_failure: datetime(letter.broker_ms.div_euclid(1000)),
+                        last_failure: now,
+                        written_at_ms: durable_at_ms,
+                        event_id: &letter.event_id,
+                    }
+                })
+                .collect();
+            let observer = batch.observer;
+            let refused = insert_isolating::<DeadLetterRecord<'_>>(
+                &self.endpoint,
+                "dead_letters",
+                &records,
+                &batch.policy,
+                |_| observer.write_failed(SERVICE),
+            )
+            .await
+            .map_err(|e| sink_error(self.name(), "writing dead letters", e))?;
+            if !refused.is_empty() {
+                observer.rows_refused(SERVICE, refused.len() as u64);
+            }
+            for row in &refused {
+                let letter = &letters[row.index];
+                let Some(keeper) = batch.letters_kept() else {
+                    return Err(SinkError::Fatal {
+                        sink: self.name(),
+                        message: format!(
+                            "the dead_letters table refused the dead letter of {}/{}@{} and no \
+                             earlier sink keeps it: {}",
+                            letter.topic, letter.partition, letter.letter.offset, row.error
+                        ),
+                    });
+                };
+                tracing::error!(
+                    topic = letter.topic,
+                    partition = letter.partition,
+                    offset = letter.letter.offset,
+                    error = %row.error,
+                    keeper,
+                    "the dead_letters table refused a dead letter; an earlier sink keeps it"
+                );
+            }
+            Ok(())
+        })
+    }
+}

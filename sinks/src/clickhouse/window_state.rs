@@ -1,0 +1,77 @@
+//! The commit point (`window_state`): every changed window row of the flushes to commit and
+//! their checkpoints, in ONE insert. Retried, never split, since splitting would break its
+//! atomicity (ADR 0004); it is the last sink of every flush order.
+
+use salestalk_operators::flush::Flush;
+use salestalk_store::Endpoint;
+use salestalk_store::codec::{StateRecord, task_name};
+
+use super::insert::insert_range;
+use super::{SERVICE, sink_error};
+use crate::sink::{FlushBatch, Sink, SinkFuture};
+
+/// Rows per flush kept far below `max_insert_block_size` (1,048,576), so the state insert
+/// forms a single block and therefore a single, atomic part.
+pub const MAX_STATE_ROWS: usize = 500_000;
+
+/// The window-state records of one flush, its checkpoint last.
+pub fn state_records(flush: &Flush) -> Vec<StateRecord> {
+    let task = task_name(&flush.topic, flush.partition);
+    let epoch = flush.checkpoint.epoch;
+    flush
+        .rows
+        .iter()
+        .map(|row| StateRecord::of_row(&task, epoch, row))
+        .chain([StateRecord::of_checkpoint(&task, &flush.checkpoint)])
+        .collect()
+}
+
+/// The window-state sink.
+pub struct WindowState {
+    endpoint: Endpoint,
+}
+
+impl WindowState {
+    /// The table in `endpoint`'s database.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self { endpoint }
+    }
+}
+
+impl Sink for WindowState {
+    fn name(&self) -> &'static str {
+        "window_state"
+    }
+
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {
+        Box::pin(async move {
+            let commit = batch.to_commit();
+            if commit.is_empty() {
+                return Ok(());
+            }
+            let records: Vec<StateRecord> = commit.iter().flat_map(|f| state_records(f)).collect();
+            let client = self.endpoint.client();
+            let observer = batch.observer;
+            batch
+                .policy
+                .run(
+                    || {
+                        insert_range::<StateRecord>(
+                            &client,
+                            &self.endpoint.url,
+                            "window_state",
+                            &records,
+                            0..records.len(),
+                        )
+                    },
+                    |_| observer.write_failed(SERVICE),
+                )
+                .await
+                .map_err(|e| sink_error(self.name(), "writing window state", e))
+        })
+    }
+}

@@ -1,0 +1,363 @@
+//! The sink contract, and a flush made durable by a configured list of sinks.
+//!
+//! A flush of every task ([`Flush`]) goes through the sinks in the configured order
+//! (`sinks.flush_order`). Each sink makes its part durable and may refuse single events; a
+//! refused event becomes a dead letter for the sinks after it, and its task is replayed
+//! instead of committed (ADR 0006). The last sink is the commit point: the one atomic insert
+//! of window rows and checkpoints (ADR 0004). [`FlushOrder`] checks at start-up that a list
+//! keeps those promises.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+
+use salestalk_operators::dead_letter::DeadLetterReason;
+use salestalk_operators::flush::{DeadLetter, Flush, Rejection};
+
+use crate::retry::{Refusal, Refused, RetryPolicy, Transient};
+
+/// A boxed future: sinks are called through `dyn Sink`, in a list chosen at start-up.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// Where a flush's outputs become durable.
+///
+/// A sink is called once per flush attempt with the whole [`FlushBatch`]; it writes what it
+/// keeps, retrying per the batch's policy, and reports rows it refuses through the batch.
+/// It fails only when it cannot go on: [`SinkError::Down`] holds the flush and pauses reading
+/// until the service is back; [`SinkError::Fatal`] stops the run without committing.
+pub trait Sink: Send + Sync {
+    /// Its name in `sinks.flush_order`.
+    fn name(&self) -> &'static str;
+
+    /// The service it writes to, as health and telemetry name it (`clickhouse`, `dlq_topic`).
+    fn service(&self) -> &'static str;
+
+    /// Makes its part of `batch` durable.
+    fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a>;
+}
+
+/// Why a sink could not make its part of a flush durable.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The service is down: hold everything, stop reading, try the flush again.
+    #[error("{service} is down: {message}")]
+    Down {
+        /// The service (see [`Sink::service`]).
+        service: &'static str,
+        /// Its last error.
+        message: String,
+    },
+    /// Nothing can make this flush durable (a refused commit, or a refused dead letter with
+    /// nowhere else to go): stop without committing, so a restart reads the data again.
+    #[error("{sink}: {message}")]
+    Fatal {
+        /// The sink.
+        sink: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Transient for SinkError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Down { .. })
+    }
+}
+
+/// Told about every failed attempt and every refused row, for telemetry.
+pub trait SinkObserver: Send + Sync {
+    /// An attempt to write to `service` failed (it may be retried).
+    fn write_failed(&self, service: &'static str);
+    /// `service` refused `rows` rows for good.
+    fn rows_refused(&self, service: &'static str, rows: u64);
+}
+
+/// Observes nothing (tools and tests).
+#[derive(Debug, Default)]
+pub struct Unobserved;
+
+impl SinkObserver for Unobserved {
+    fn write_failed(&self, _: &'static str) {}
+    fn rows_refused(&self, _: &'static str, _: u64) {}
+}
+
+/// A dead letter with the partition it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct SourcedLetter<'a> {
+    /// Source topic.
+    pub topic: &'a str,
+    /// Source partition.
+    pub partition: i32,
+    /// The letter.
+    pub letter: &'a DeadLetter,
+}
+
+/// One attempt at making the flushes of every task durable, as the sinks see it.
+pub struct FlushBatch<'a> {
+    /// The flushes, one per task with something pending.
+    pub flushes: &'a [Flush],
+    /// When making them durable started (Unix ms): the moment latency is measured to.
+    pub durable_at_ms: u64,
+    /// How each write is retried.
+    pub policy: RetryPolicy,
+    /// Told about failures and refusals.
+    pub observer: &'a dyn SinkObserver,
+    /// Dead letters of events a sink refused, with the index of their flush.
+    refused: Vec<(usize, DeadLetter)>,
+    /// A sink that already keeps every dead letter durably, if any.
+    letters_kept_by: Option<&'static str>,
+}
+
+impl<'a> FlushBatch<'a> {
+    /// A fresh attempt at `flushes`.
+    pub fn new(
+        flushes: &'a [Flush],
+        durable_at_ms: u64,
+        policy: RetryPolicy,
+        observer: &'a dyn SinkObserver,
+    ) -> Self {
+        Self {
+            flushes,
+            durable_at_ms,
+            policy,
+            observer,
+            refused: Vec::new(),
+            letters_kept_by: None,
+        }
+    }
+
+    /// Records that a sink refused event `event` of flush `flush` for good: it becomes a dead
+    /// letter for the sinks after this one, and its task is replayed instead of committed.
+    pub fn refuse_event(&mut self, flush: usize, event: usize, refused: &Refused) {
+        let reason = match refused.refusal {
+            Refusal::Rejected => DeadLetterReason::SinkRejected,
+            Refusal::RetriesExhausted => DeadLetterReason::RetriesExhausted,
+        };
+        let rejection = Rejection {
+            reason,
+            error: refused.error.clone(),
+            attempts: refused.attempts,
+        };
+        let letter = self.flushes[flush].archive[event].refused(rejection);
+        self.refused.push((flush, letter));
+    }
+
+    /// Every dead letter of the batch: the tasks' own, then those of refused events.
+    pub fn dead_letters(&self) -> Vec<SourcedLetter<'_>> {
+        let sourced = |flush: &'a Flush, letter| SourcedLetter {
+            topic: &flush.topic,
+            partition: flush.partition,
+            letter,
+        };
+        self.flushes
+            .iter()
+            .flat_map(|flush| flush.dead_letters.iter().map(move |l| sourced(flush, l)))
+            .chain(
+                self.refused
+                    .iter()
+                    .map(|(i, letter)| sourced(&self.flushes[*i], letter)),
+            )
+            .collect()
+    }
+
+    /// Records that `sink` has made every dead letter of the batch durable, so a later sink
+    /// refusing one loses nothing.
+    pub fn letters_kept_by(&mut self, sink: &'static str) {
+        self.letters_kept_by = Some(sink);
+    }
+
+    /// The sink that keeps every dead letter already, if any.
+    pub fn letters_kept(&self) -> Option<&'static str> {
+        self.letters_kept_by
+    }
+
+    /// Indexes of the flushes whose tasks must be replayed (a sink refused one of their
+    /// events), in order.
+    pub fn to_replay(&self) -> BTreeSet<usize> {
+        self.refused.iter().map(|(i, _)| *i).collect()
+    }
+
+    /// The flushes to commit: every one none of whose events was refused.
+    pub fn to_commit(&self) -> Vec<&'a Flush> {
+        let replay = self.to_replay();
+        self.flushes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !replay.contains(i))
+            .map(|(_, flush)| flush)
+            .collect()
+    }
+}
+
+/// The sinks a flush goes through, in order.
+pub struct FlushPlan {
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl FlushPlan {
+    /// The plan of `sinks`, in the order given (checked beforehand by [`FlushOrder::parse`]).
+    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
+        Self { sinks }
+    }
+
+    /// The services the sinks write to, each once.
+    pub fn services(&self) -> Vec<&'static str> {
+        let mut services: Vec<&'static str> = Vec::new();
+        for sink in &self.sinks {
+            if !services.contains(&sink.service()) {
+                services.push(sink.service());
+            }
+        }
+        services
+    }
+
+    /// One attempt at making `batch` durable, sink after sink.
+    pub async fn make_durable(&self, batch: &mut FlushBatch<'_>) -> Result<(), SinkError> {
+        for sink in &self.sinks {
+            sink.write(batch).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A built-in sink, as `sinks.flush_order` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    /// The raw event archive (ClickHouse `events_raw`); refuses single events.
+    Archive,
+    /// Every dead letter also as a Kafka record (`dlq.topic`).
+    DeadLetterTopic,
+    /// The dead-letter queue (ClickHouse `dead_letters`).
+    DeadLetterTable,
+    /// Window rows and checkpoints in one atomic insert (ClickHouse `window_state`).
+    WindowState,
+}
+
+impl SinkKind {
+    /// Every built-in sink, in the default order.
+    pub const ALL: [SinkKind; 4] = [
+        Self::Archive,
+        Self::DeadLetterTopic,
+        Self::DeadLetterTable,
+        Self::WindowState,
+    ];
+
+    /// Its name in configuration.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Archive => "archive",
+            Self::DeadLetterTopic => "dead_letter_topic",
+            Self::DeadLetterTable => "dead_letter_table",
+            Self::WindowState => "window_state",
+        }
+    }
+
+    fn keeps_dead_letters(self) -> bool {
+        matches!(self, Self::DeadLetterTopic | Self::DeadLetterTable)
+    }
+}
+
+/// A checked `sinks.flush_order`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushOrder(Vec<SinkKind>);
+
+impl FlushOrder {
+    /// The sinks named, in that order; or every problem with the list: unknown or repeated
+    /// names, no dead-letter sink, an archive after a dead-letter sink (its refusals would
+    /// have nowhere to go), or a list that does not end with `window_state` (the commit point
+    /// must come after everything it commits).
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self, Vec<String>> {
+        let mut kinds = Vec::new();
+        let mut problems = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            match SinkKind::ALL.into_iter().find(|k| k.name() == name) {
+                None => problems.push(format!(
+                    "unknown sink '{name}' (known: {})",
+                    SinkKind::ALL.map(SinkKind::name).join(", ")
+                )),
+                Some(kind) if kinds.contains(&kind) => {
+                    problems.push(format!("sink '{name}' is listed twice"));
+                }
+                Some(kind) => kinds.push(kind),
+            }
+        }
+        if kinds.last() != Some(&SinkKind::WindowState) {
+            problems.push("the last sink must be window_state (the commit point)".into());
+        }
+        match kinds.iter().position(|k| *k == SinkKind::Archive) {
+            None => problems.push("archive is missing: valid events must be archived".into()),
+            Some(archive) if kinds[..archive].iter().any(|k| k.keeps_dead_letters()) => {
+                problems.push(
+                    "archive must come before the dead-letter sinks, which take what it refuses"
+                        .into(),
+                );
+            }
+            Some(_) => {}
+        }
+        if !kinds.iter().any(|k| k.keeps_dead_letters()) {
+            problems.push(
+                "no dead-letter sink: list dead_letter_table, dead_letter_topic or both".into(),
+            );
+        }
+        if problems.is_empty() {
+            Ok(Self(kinds))
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The sinks, in order.
+    pub fn kinds(&self) -> &[SinkKind] {
+        &self.0
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|k| k.name()).collect()
+    }
+}
+
+impl Default for FlushOrder {
+    fn default() -> Self {
+        Self(SinkKind::ALL.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_order_passes_its_own_checks() {
+        let names = FlushOrder::default().names();
+        assert_eq!(FlushOrder::parse(&names), Ok(FlushOrder::default()));
+        assert_eq!(
+            names,
+            [
+                "archive",
+                "dead_letter_topic",
+                "dead_letter_table",
+                "window_state"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_problem_with_an_order_is_listed() {
+        let problems = FlushOrder::parse(&["window_state", "dead_letters", "window_state"])
+            .expect_err("bad order");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].contains("unknown sink 'dead_letters'"));
+        assert!(problems[1].contains("listed twice"));
+        assert!(problems[2].contains("archive is missing"));
+        assert!(problems[3].contains("no dead-letter sink"));
+        let problems = FlushOrder::parse(&["dead_letter_table", "archive", "window_state"])
+            .expect_err("archive too late");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let problems = FlushOrder::parse(&["archive", "window_state", "dead_letter_table"])
+            .expect_err("commit too early");
+        assert!(problems[0].contains("must be window_state"), "{problems:?}");
+        assert!(FlushOrder::parse(&["archive", "dead_letter_table", "window_state"]).is_ok());
+    }
+}

@@ -1,0 +1,225 @@
+//! How each stored fact is written in ClickHouse and read back: the one codec the write path
+//! (sinks) and every reader (restore, dashboards, `serve`) share.
+//!
+//! - a task's name: `topic/partition`;
+//! - a window row: `window_state` with `family` = `<family>` for minutes, `<family>/hour`
+//!   and `<family>/day` for rollups (ADR 0008);
+//! - a checkpoint: a `window_state` row of family `checkpoint` whose
+//!   `ints = [next_offset, event_watermark_ms, broker_watermark_ms]` (`i64::MIN` for a
+//!   watermark not seen yet), written in the same insert as the rows it completes (ADR 0004);
+//! - an event id: the hyphenated UUID text of [`EventId`](salestalk_contracts::EventId);
+//! - a time: `DateTime` seconds, clamped to ClickHouse's range.
+
+use clickhouse::Row;
+use salestalk_operators::aggregate::Family;
+use salestalk_operators::flush::{Checkpoint, StateRow};
+use salestalk_operators::histogram::LogHistogram;
+use salestalk_operators::windows::{Span, WindowValue};
+use serde::{Deserialize, Serialize};
+
+/// Family name of the checkpoint rows in `window_state`.
+pub const CHECKPOINT_FAMILY: &str = "checkpoint";
+
+/// Where a checkpoint's next offset is in its `ints` (1-based in SQL: `ints[1]`).
+pub const NEXT_OFFSET_SQL: &str = "ints[1]";
+
+/// The task name stored with rows: `topic/partition`.
+pub fn task_name(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// Unix seconds as a ClickHouse `DateTime`, clamped to its range (1970 to 2106).
+pub fn datetime(seconds: i64) -> u32 {
+    u32::try_from(seconds.max(0)).unwrap_or(u32::MAX)
+}
+
+/// What follows a family's name in `window_state.family` for rows of `span` (`""` for
+/// minutes, so minute rows carry the bare family name).
+pub const fn span_suffix(span: Span) -> &'static str {
+    match span {
+        Span::Minute => "",
+        Span::Hour => "/hour",
+        Span::Day => "/day",
+    }
+}
+
+/// The name `family`'s rows of `span` are stored under in `window_state`.
+pub fn family_name(family: Family, span: Span) -> String {
+    format!("{}{}", family.layout().name, span_suffix(span))
+}
+
+/// The family and span stored under `name`, if it is one (not for checkpoints).
+pub fn parse_family_name(name: &str) -> Option<(Family, Span)> {
+    let span = Span::ROLLUPS
+        .into_iter()
+        .find(|span| name.ends_with(span_suffix(*span)))
+        .unwrap_or(Span::Minute);
+    let base = &name[..name.len() - span_suffix(span).len()];
+    Family::ALL
+        .into_iter()
+        .find(|f| f.layout().name == base)
+        .map(|f| (f, span))
+}
+
+/// A `window_state` row: a window row or a checkpoint.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct StateRecord {
+    /// Metric family (see [`family_name`]), or `checkpoint`.
+    pub family: String,
+    /// `topic/partition`.
+    pub task: String,
+    /// The flush that wrote it.
+    pub epoch: u64,
+    /// Window start, Unix seconds.
+    pub window_start: u32,
+    /// Tenant.
+    pub tenant_id: String,
+    /// First dimension.
+    pub d1: String,
+    /// Second dimension.
+    pub d2: String,
+    /// Third dimension.
+    pub d3: String,
+    /// Counters.
+    pub ints: Vec<i64>,
+    /// Sums.
+    pub floats: Vec<f64>,
+    /// Histogram buckets.
+    pub hist_buckets: Vec<i16>,
+    /// Histogram counts.
+    pub hist_counts: Vec<u64>,
+}
+
+impl StateRecord {
+    /// The record of a window row of `task`, written by the flush of `epoch`.
+    pub fn of_row(task: &str, epoch: u64, row: &StateRow) -> Self {
+        let (hist_buckets, hist_counts) = row.value.histogram.to_arrays();
+        let [d1, d2, d3] = row.dims.clone();
+        Self {
+            family: family_name(row.family, row.span),
+            task: task.to_string(),
+            epoch,
+            window_start: datetime(row.window_start),
+            tenant_id: row.tenant.clone(),
+            d1,
+            d2,
+            d3,
+            ints: row.value.ints.clone(),
+            floats: row.value.floats.clone(),
+            hist_buckets,
+            hist_counts,
+        }
+    }
+
+    /// The window row this record holds, or `None` for a checkpoint or an unknown family.
+    pub fn into_row(self) -> Option<StateRow> {
+        let (family, span) = parse_family_name(&self.family)?;
+        Some(StateRow {
+            family,
+            span,
+            window_start: i64::from(self.window_start),
+            tenant: self.tenant_id,
+            dims: [self.d1, self.d2, self.d3],
+            value: WindowValue {
+                ints: self.ints,
+                floats: self.floats,
+                histogram: LogHistogram::from_arrays(&self.hist_buckets, &self.hist_counts),
+            },
+        })
+    }
+
+    /// The checkpoint record of `task`.
+    pub fn of_checkpoint(task: &str, checkpoint: &Checkpoint) -> Self {
+        Self {
+            family: CHECKPOINT_FAMILY.to_string(),
+            task: task.to_string(),
+            epoch: checkpoint.epoch,
+            window_start: 0,
+            tenant_id: String::new(),
+            d1: String::new(),
+            d2: String::new(),
+            d3: String::new(),
+            ints: encode_checkpoint(checkpoint),
+            floats: Vec::new(),
+            hist_buckets: Vec::new(),
+            hist_counts: Vec::new(),
+        }
+    }
+}
+
+/// A checkpoint's `ints`.
+fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<i64> {
+    vec![
+        checkpoint.next_offset,
+        checkpoint.event_watermark_ms.unwrap_or(i64::MIN),
+        checkpoint.broker_watermark_ms.unwrap_or(i64::MIN),
+    ]
+}
+
+/// The checkpoint stored as `ints` by the flush of `epoch`.
+pub fn decode_checkpoint(epoch: u64, ints: &[i64]) -> Checkpoint {
+    let watermark = |i: usize| ints.get(i).copied().filter(|v| *v != i64::MIN);
+    Checkpoint {
+        next_offset: ints.first().copied().unwrap_or(0),
+        event_watermark_ms: watermark(1),
+        broker_watermark_ms: watermark(2),
+        epoch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_names_round_trip() {
+        for family in Family::ALL {
+            for span in Span::ALL {
+                let name = family_name(family, span);
+                assert_eq!(parse_family_name(&name), Some((family, span)));
+            }
+        }
+        assert_eq!(family_name(Family::Cost, Span::Hour), "cost/hour");
+        assert_eq!(parse_family_name(CHECKPOINT_FAMILY), None);
+        assert_eq!(parse_family_name("nope/hour"), None);
+        assert_eq!(
+            parse_family_name("latency/day"),
+            Some((Family::Latency, Span::Day))
+        );
+    }
+
+    #[test]
+    fn checkpoints_and_rows_round_trip() {
+        for checkpoint in [
+            Checkpoint::default(),
+            Checkpoint {
+                next_offset: 42,
+                event_watermark_ms: Some(-5),
+                broker_watermark_ms: Some(1_762_646_400_000),
+                epoch: 7,
+            },
+        ] {
+            let record = StateRecord::of_checkpoint("t/0", &checkpoint);
+            assert_eq!(record.into_row(), None);
+            let record = StateRecord::of_checkpoint("t/0", &checkpoint);
+            assert_eq!(decode_checkpoint(record.epoch, &record.ints), checkpoint);
+        }
+        let mut histogram = LogHistogram::default();
+        histogram.record(12.0);
+        let row = StateRow {
+            family: Family::Latency,
+            span: Span::Day,
+            window_start: 86_400,
+            tenant: "a".into(),
+            dims: ["x.y.v1".into(), "clickhouse.archive".into(), String::new()],
+            value: WindowValue {
+                ints: vec![1],
+                floats: vec![12.0],
+                histogram,
+            },
+        };
+        let record = StateRecord::of_row("t/0", 3, &row);
+        assert_eq!(record.family, "latency/day");
+        assert_eq!(record.into_row(), Some(row));
+    }
+}

@@ -1,0 +1,193 @@
+//! Where and as whom to connect to ClickHouse, and how its failures are sorted into
+//! retryable and permanent.
+
+use clickhouse::Client;
+
+use crate::profile::{ServerProfile, Version};
+
+/// Where and as whom to connect: the `[clickhouse]` settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// HTTP URL of the server.
+    pub url: String,
+    /// Database holding the pipeline's tables.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Debug output never shows the password (settings are logged and printed in errors).
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
+}
+
+/// Failures talking to ClickHouse.
+#[derive(Debug, thiserror::Error)]
+pub enum ClickHouseError {
+    /// The server could not be reached or did not answer in time: try again later.
+    #[error("ClickHouse at {url} is unavailable: {source}")]
+    Unavailable {
+        /// The endpoint.
+        url: String,
+        /// The client's error.
+        source: clickhouse::error::Error,
+    },
+    /// The server answered with an error that goes away by itself (too many parts, memory
+    /// or query limits, timeouts): try again later.
+    #[error("ClickHouse is busy: {0}")]
+    Busy(clickhouse::error::Error),
+    /// The server answered with an error: retrying the same request will not help.
+    #[error("ClickHouse rejected the request: {0}")]
+    Rejected(clickhouse::error::Error),
+    /// Rows were refused (by a write that does not isolate them).
+    #[error("ClickHouse refused rows: {0}")]
+    Refused(String),
+    /// The server's version string could not be understood.
+    #[error("unrecognised ClickHouse version '{0}'")]
+    UnknownVersion(String),
+}
+
+impl ClickHouseError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Busy(_))
+    }
+
+    /// Sorts a client error: no answer is unavailability, an answer is judged by its code.
+    pub fn classify(url: &str, error: clickhouse::error::Error) -> Self {
+        use clickhouse::error::Error;
+        match error {
+            Error::BadResponse(ref text) => match server_code(text) {
+                Some(code) if TRANSIENT_CODES.contains(&code) => Self::Busy(error),
+                _ => Self::Rejected(error),
+            },
+            Error::Network(_) | Error::TimedOut => Self::Unavailable {
+                url: url.to_string(),
+                source: error,
+            },
+            // Everything else is about the request itself (encoding, schema, parameters).
+            other => Self::Rejected(other),
+        }
+    }
+}
+
+/// Server error codes that go away by themselves (from ClickHouse's `ErrorCodes.cpp`):
+/// timeouts (159 TIMEOUT_EXCEEDED, 209 SOCKET_TIMEOUT, 210 NETWORK_ERROR), load
+/// (202 TOO_MANY_SIMULTANEOUS_QUERIES, 203 NO_FREE_CONNECTION, 241 MEMORY_LIMIT_EXCEEDED,
+/// 252 TOO_MANY_PARTS), replication and shutdown (242 TABLE_IS_READ_ONLY,
+/// 279 ALL_CONNECTION_TRIES_FAILED, 319 UNKNOWN_STATUS_OF_INSERT, 394 QUERY_WAS_CANCELLED,
+/// 425 SYSTEM_ERROR, 999 KEEPER_EXCEPTION).
+const TRANSIENT_CODES: [u32; 13] = [
+    159, 202, 203, 209, 210, 241, 242, 252, 279, 319, 394, 425, 999,
+];
+
+/// ClickHouse's error code for adding a column that exists.
+pub(crate) const DUPLICATE_COLUMN: u32 = 44;
+
+/// The `Code: N` a ClickHouse error message starts with, if any.
+pub(crate) fn server_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + "Code: ".len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..digits].parse().ok()
+}
+
+impl Endpoint {
+    /// Whether the server answers at all (`SELECT 1`), for telling an outage from a refusal.
+    pub async fn ping(&self) -> Result<(), ClickHouseError> {
+        self.server_client()
+            .query("SELECT 1")
+            .fetch_one::<u8>()
+            .await
+            .map(|_| ())
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
+    /// A client for the server, without a database selected.
+    ///
+    /// Validation is off because its probing sends a setting ClickHouse 18.16 rejects
+    /// (`describe_include_subcolumns`); our row types are checked by our own tests instead.
+    pub fn server_client(&self) -> Client {
+        Client::default()
+            .with_url(&self.url)
+            .with_user(&self.user)
+            .with_password(&self.password)
+            .with_validation(false)
+    }
+
+    /// A client using the pipeline's database.
+    pub fn client(&self) -> Client {
+        self.server_client().with_database(&self.database)
+    }
+
+    /// Asks the server its version and derives what it supports.
+    pub async fn probe(&self) -> Result<ServerProfile, ClickHouseError> {
+        let version: String = self
+            .server_client()
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+        let parsed = Version::parse(&version).ok_or(ClickHouseError::UnknownVersion(version))?;
+        Ok(ServerProfile::for_version(parsed))
+    }
+
+    /// Creates the pipeline's database if it does not exist.
+    pub async fn ensure_database(&self) -> Result<(), ClickHouseError> {
+        let statement = format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database);
+        self.server_client()
+            .query(&statement)
+            .execute()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classified(text: &str) -> ClickHouseError {
+        ClickHouseError::classify("u", clickhouse::error::Error::BadResponse(text.into()))
+    }
+
+    #[test]
+    fn server_errors_are_judged_by_their_code() {
+        let busy = classified("Code: 252, e.displayText() = DB::Exception: Too many parts (300)");
+        assert!(matches!(busy, ClickHouseError::Busy(_)) && busy.is_retryable());
+        let refused =
+            classified("Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf'");
+        assert!(matches!(refused, ClickHouseError::Rejected(_)) && !refused.is_retryable());
+        assert!(!classified("no code at all").is_retryable());
+        assert_eq!(
+            server_code("Code: 60. DB::Exception: Table x doesn't exist"),
+            Some(60)
+        );
+        assert_eq!(server_code("Code: "), None);
+    }
+
+    #[test]
+    fn no_answer_is_unavailability_and_a_bad_request_is_permanent() {
+        let timed_out = ClickHouseError::classify("u", clickhouse::error::Error::TimedOut);
+        assert!(timed_out.is_retryable());
+        let custom = ClickHouseError::classify("u", clickhouse::error::Error::Custom("x".into()));
+        assert!(!custom.is_retryable());
+    }
+}

@@ -1,0 +1,26 @@
+//! ClickHouse as the pipeline's store: the connection, the schema, the codec of every stored
+//! fact, and every read.
+//!
+//! The write path (making a flush durable) is in `salestalk-sinks`, which uses the
+//! [`codec`] and [`Endpoint`] from here; everything that *reads* what the pipeline wrote is
+//! here: a task's state for a restart ([`restore`]), alert signals ([`signals`]), billing
+//! ([`billing`]), the dead-letter queue ([`dead_letter_queue`]), latency percentiles
+//! ([`latency`]), the alert history ([`alert_history`]) and dashboard panels
+//! ([`raw_query`]).
+
+pub mod alert_history;
+pub mod billing;
+pub mod codec;
+pub mod dead_letter_queue;
+mod endpoint;
+pub mod latency;
+mod migrate;
+mod profile;
+pub mod raw_query;
+pub mod restore;
+pub mod schema;
+pub mod signals;
+
+pub use endpoint::{ClickHouseError, Endpoint};
+pub use latency::LatencyPercentiles;
+pub use profile::{ServerProfile, Version};

@@ -1,0 +1,124 @@
+//! Bringing a database to the current schema: the migrations it has not seen, then the
+//! public views when their definitions changed.
+
+use crate::endpoint::{ClickHouseError, DUPLICATE_COLUMN, Endpoint, server_code};
+use crate::profile::ServerProfile;
+use crate::schema;
+
+impl Endpoint {
+    /// Applies the migrations this server has not seen yet, in order, recreates the views,
+    /// and returns how many migrations were applied.
+    pub async fn migrate(&self, profile: &ServerProfile) -> Result<usize, ClickHouseError> {
+        self.ensure_database().await?;
+        let client = self.client();
+        let classify = |e| ClickHouseError::classify(&self.url, e);
+        client
+            .query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations \
+                 (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version",
+            )
+            .execute()
+            .await
+            .map_err(classify)?;
+        let applied: Vec<u32> = client
+            .query("SELECT DISTINCT version FROM schema_migrations")
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        let mut count = 0;
+        for migration in schema::migrations(profile, &self.database) {
+            if applied.contains(&migration.version) {
+                continue;
+            }
+            for statement in &migration.statements {
+                match client.query(statement).execute().await.map_err(classify) {
+                    // A migration interrupted after adding a column left it there; servers
+                    // before 19.x have no `ADD COLUMN IF NOT EXISTS`.
+                    Err(ClickHouseError::Rejected(clickhouse::error::Error::BadResponse(text)))
+                        if statement.contains(" ADD COLUMN ")
+                            && server_code(&text) == Some(DUPLICATE_COLUMN) => {}
+                    other => other?,
+                }
+            }
+            client
+                .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
+                .bind(migration.version)
+                .bind(migration.name)
+                .execute()
+                .await
+                .map_err(classify)?;
+            count += 1;
+        }
+        self.ensure_views().await?;
+        Ok(count)
+    }
+
+    /// Recreates the public views when their definitions changed since the last start. Not on
+    /// every start: between a view's DROP and CREATE, readers (dashboards, alerts, another
+    /// instance starting) see it missing. Two processes that start together on a new
+    /// definition may still collide; the loser retries and then finds the work done.
+    async fn ensure_views(&self) -> Result<(), ClickHouseError> {
+        let client = self.client();
+        let classify = |e| ClickHouseError::classify(&self.url, e);
+        client
+            .query(
+                "CREATE TABLE IF NOT EXISTS schema_views \
+                 (fingerprint String, applied_at_ms UInt64) ENGINE = MergeTree ORDER BY applied_at_ms",
+            )
+            .execute()
+            .await
+            .map_err(classify)?;
+        let statements = schema::views(&self.database);
+        let fingerprint = fnv1a(statements.join(";\n").as_bytes());
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            let current: Vec<String> = client
+                .query("SELECT fingerprint FROM schema_views ORDER BY applied_at_ms DESC LIMIT 1")
+                .fetch_all()
+                .await
+                .map_err(classify)?;
+            if current.first() == Some(&fingerprint) {
+                return Ok(());
+            }
+            let mut created = Ok(());
+            for statement in &statements {
+                created = client.query(statement).execute().await.map_err(classify);
+                if created.is_err() {
+                    break;
+                }
+            }
+            match created {
+                Ok(()) => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    return client
+                        .query(
+                            "INSERT INTO schema_views (fingerprint, applied_at_ms) VALUES (?, ?)",
+                        )
+                        .bind(&fingerprint)
+                        .bind(now_ms)
+                        .execute()
+                        .await
+                        .map_err(classify);
+                }
+                Err(_) if attempt < ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
+                        .await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// FNV-1a, 64 bits, in hex: a fingerprint stable across builds and Rust versions.
+fn fnv1a(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

@@ -1,0 +1,186 @@
+//! Reading back what a task's flushes made durable: its last checkpoint, its rows that may
+//! still change, the ids it counted within the dedup horizon and the offsets a sink refused
+//! (ADR 0004, ADR 0006). The task rebuilds itself from these plain rows
+//! (`Task::resume`); nothing here knows how a task works.
+
+use clickhouse::Row;
+use salestalk_contracts::EventId;
+use salestalk_operators::dead_letter::DeadLetterReason;
+use salestalk_operators::flush::{Checkpoint, Rejection, TaskState};
+use salestalk_operators::windows::Span;
+use serde::Deserialize;
+
+use crate::codec::{CHECKPOINT_FAMILY, StateRecord, decode_checkpoint, task_name};
+use crate::endpoint::{ClickHouseError, Endpoint};
+
+#[derive(Debug, Row, Deserialize)]
+struct CheckpointRow {
+    epoch: u64,
+    ints: Vec<i64>,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct RefusedRow {
+    offset: i64,
+    last_reason: String,
+    last_error: String,
+    most_attempts: u32,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct SeenRow {
+    event_id: String,
+    timestamp_ms: i64,
+}
+
+/// The latest checkpoint of a task. Binds: checkpoint family, task.
+pub const CHECKPOINT_QUERY: &str = "SELECT epoch, ints FROM window_state WHERE family = ? AND task = ? \
+     ORDER BY epoch DESC LIMIT 1";
+
+/// The latest value of each window row of a task that may still change, in the columns of
+/// [`StateRecord`] (decoded by position). A rollup window is
+/// open while its last minute is, so each span is read from the start of its window holding
+/// the earliest open minute. Binds: task, checkpoint family, then those starts (Unix s) for
+/// days (twice: the first narrows the scan), hours and minutes.
+pub const OPEN_ROWS_QUERY: &str = "SELECT family, task, max(epoch) AS last_epoch, toUInt32(window_start) AS window_start, tenant_id, d1, d2, d3, \
+     argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats, \
+     argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts \
+     FROM window_state WHERE task = ? AND family != ? AND window_start >= toDateTime(?) \
+     AND window_start >= toDateTime(multiIf(endsWith(family, '/day'), ?, endsWith(family, '/hour'), ?, ?)) \
+     GROUP BY family, task, window_start, tenant_id, d1, d2, d3";
+
+/// Event ids a task counted below its checkpoint. Binds: topic, partition, checkpoint offset,
+/// earliest event time kept (Unix ms).
+pub const SEEN_QUERY: &str = "SELECT event_id, timestamp_ms FROM events_raw \
+     WHERE topic = ? AND partition = ? AND offset < ? AND timestamp_ms >= ?";
+
+/// Messages at or after a task's checkpoint that a sink refused: replaying them dead-letters
+/// them again instead of counting them (ADR 0006). Binds: topic, partition, checkpoint offset.
+pub const REFUSED_QUERY: &str = "SELECT offset, argMax(reason, written_at_ms) AS last_reason, \
+     argMax(error, written_at_ms) AS last_error, max(attempts) AS most_attempts FROM dead_letters \
+     WHERE topic = ? AND partition = ? AND offset >= ? \
+     AND reason IN ('sink_rejected', 'retries_exhausted') GROUP BY offset";
+
+/// The latest checkpoint of every task.
+const ALL_CHECKPOINTS_QUERY: &str = "SELECT task, max(epoch) AS last_epoch, argMax(ints, epoch) AS last_ints \
+     FROM window_state WHERE family = ? GROUP BY task";
+
+#[derive(Debug, Row, Deserialize)]
+struct TaskCheckpointRow {
+    task: String,
+    last_epoch: u64,
+    last_ints: Vec<i64>,
+}
+
+impl Endpoint {
+    /// The latest checkpoint of every task, by task name (`topic/partition`): how far each
+    /// partition is durable (consumer lag on the SRE page).
+    pub async fn checkpoints(&self) -> Result<Vec<(String, Checkpoint)>, ClickHouseError> {
+        let rows: Vec<TaskCheckpointRow> = self
+            .client()
+            .query(ALL_CHECKPOINTS_QUERY)
+            .bind(CHECKPOINT_FAMILY)
+            .fetch_all()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.task, decode_checkpoint(row.last_epoch, &row.last_ints)))
+            .collect())
+    }
+
+    /// What the flushes of `topic`/`partition` made durable, for a task that resumes with
+    /// `allowed_lateness_ms` and `dedup_horizon_ms`; a partition never flushed has an empty
+    /// state at offset 0 (and perhaps refusals from an earlier attempt).
+    pub async fn task_state(
+        &self,
+        topic: &str,
+        partition: i32,
+        allowed_lateness_ms: i64,
+        dedup_horizon_ms: i64,
+    ) -> Result<TaskState, ClickHouseError> {
+        let client = self.client();
+        let classify = |e| ClickHouseError::classify(&self.url, e);
+        let task = task_name(topic, partition);
+        let latest: Option<CheckpointRow> = client
+            .query(CHECKPOINT_QUERY)
+            .bind(CHECKPOINT_FAMILY)
+            .bind(&task)
+            .fetch_optional()
+            .await
+            .map_err(classify)?;
+        let checkpoint = latest
+            .map(|row| decode_checkpoint(row.epoch, &row.ints))
+            .unwrap_or_default();
+        let refused: Vec<RefusedRow> = client
+            .query(REFUSED_QUERY)
+            .bind(topic)
+            .bind(partition)
+            .bind(checkpoint.next_offset)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        let refused = refused.into_iter().map(refusal).collect();
+        if checkpoint.epoch == 0 {
+            return Ok(TaskState {
+                checkpoint,
+                refused,
+                ..TaskState::default()
+            });
+        }
+
+        // Rows of windows that may still change; older ones are final and stay on disk only.
+        let since = checkpoint.first_open_window(allowed_lateness_ms).max(0);
+        let rows: Vec<StateRecord> = client
+            .query(OPEN_ROWS_QUERY)
+            .bind(&task)
+            .bind(CHECKPOINT_FAMILY)
+            .bind(Span::Day.start(since))
+            .bind(Span::Day.start(since))
+            .bind(Span::Hour.start(since))
+            .bind(since)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        let rows = rows.into_iter().filter_map(StateRecord::into_row).collect();
+
+        // Ids counted before the checkpoint, within the dedup horizon.
+        let horizon_start = checkpoint
+            .event_watermark_ms
+            .map_or(i64::MIN, |wm| wm - dedup_horizon_ms);
+        let seen: Vec<SeenRow> = client
+            .query(SEEN_QUERY)
+            .bind(topic)
+            .bind(partition)
+            .bind(checkpoint.next_offset)
+            .bind(horizon_start)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        let seen = seen
+            .into_iter()
+            .filter_map(|row| Some((EventId::parse(&row.event_id)?, row.timestamp_ms)))
+            .collect();
+        Ok(TaskState {
+            checkpoint,
+            rows,
+            seen,
+            refused,
+        })
+    }
+}
+
+/// The last refusal of an offset, as the replay will dead-letter it.
+fn refusal(row: RefusedRow) -> (i64, Rejection) {
+    let reason = if row.last_reason == DeadLetterReason::RetriesExhausted.as_str() {
+        DeadLetterReason::RetriesExhausted
+    } else {
+        DeadLetterReason::SinkRejected
+    };
+    let rejection = Rejection {
+        reason,
+        error: row.last_error,
+        attempts: row.most_attempts,
+    };
+    (row.offset, rejection)
+}
