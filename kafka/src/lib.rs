@@ -9,4 +9,4 @@ pub mod consumer;
 pub mod producer;
 mod settings;
 
-pub use settings::KafkaSettings;
+pub use settings::{KafkaSettings, is_topic_name};

@@ -1,7 +1,10 @@
-//! `[kafka]`: the brokers, what is consumed, and how large a message may be.
+//! `[kafka]`: the brokers, what is consumed, and how large a message may be; checked here,
+//! beside the clients built from it.
+
+use serde::Deserialize;
 
 /// `[kafka]`: where events come from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct KafkaSettings {
     /// Bootstrap servers, comma-separated.
     pub brokers: String,
@@ -23,5 +26,68 @@ impl KafkaSettings {
     /// The topic events of `domain` (an event type's first word) are produced to.
     pub fn topic_for(&self, domain: &str) -> String {
         self.topic_template.replace("{domain}", domain)
+    }
+
+    /// Every problem with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1024..=2_097_151).contains(&self.prefetch_kbytes) {
+            problems.push(format!(
+                "kafka.prefetch_kbytes: {} is outside 1024..=2097151",
+                self.prefetch_kbytes
+            ));
+        }
+        for entry in self.brokers.split(',').map(str::trim) {
+            if !is_host_port(entry) {
+                problems.push(format!("kafka.brokers: '{entry}' is not host:port"));
+            }
+        }
+        if self.topics.is_empty() {
+            problems.push("kafka.topics: at least one topic is needed".into());
+        }
+        for (i, topic) in self.topics.iter().enumerate() {
+            if !is_topic_name(topic) {
+                problems.push(format!(
+                    "kafka.topics: '{topic}' is not a valid topic name ([a-zA-Z0-9._-], 1-249 characters)"
+                ));
+            }
+            if self.topics[..i].contains(topic) {
+                problems.push(format!("kafka.topics: '{topic}' is listed twice"));
+            }
+        }
+        if self.group_id.trim().is_empty() {
+            problems.push("kafka.group_id: must not be empty".into());
+        }
+        let sample = self.topic_for("classification");
+        if !self.topic_template.contains("{domain}") || !is_topic_name(&sample) {
+            problems.push(format!(
+                "kafka.topic_template: '{}' must contain {{domain}} and form a valid topic name",
+                self.topic_template
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.max_message_bytes) {
+            problems.push(format!(
+                "kafka.max_message_bytes: {} is outside 1024..=1073741824",
+                self.max_message_bytes
+            ));
+        }
+        problems
+    }
+}
+
+/// Whether `name` is a name Kafka accepts for a topic.
+pub fn is_topic_name(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn is_host_port(entry: &str) -> bool {
+    match entry.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
     }
 }

@@ -17,6 +17,61 @@ use salestalk_store::{ClickHouseError, Endpoint};
 use crate::settings::Settings;
 use crate::webhook::Webhooks;
 
+/// `[alerts]`: the alert evaluator of `salestalk serve`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct AlertSettings {
+    /// Pause between two evaluations of every rule, ms.
+    pub evaluate_every_ms: u64,
+    /// URLs that receive each notification as a plain JSON body.
+    #[serde(deserialize_with = "urls")]
+    pub webhooks: Vec<String>,
+    /// URLs that receive each notification in Alertmanager's webhook body.
+    #[serde(deserialize_with = "urls")]
+    pub alertmanager_webhooks: Vec<String>,
+    /// The `receiver` named in Alertmanager bodies.
+    pub receiver: String,
+    /// Where people find the dashboards (Alertmanager's `externalURL`).
+    pub external_url: String,
+    /// The rules.
+    pub rules: Vec<salestalk_alerting::Rule>,
+}
+
+/// A list of URLs; an empty entry (`SALESTALK__ALERTS__WEBHOOKS=`) means none.
+fn urls<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let list: Vec<String> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(list.into_iter().filter(|u| !u.trim().is_empty()).collect())
+}
+
+impl AlertSettings {
+    /// Every problem with these settings (and every rule's), each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(100..=3_600_000).contains(&self.evaluate_every_ms) {
+            problems.push(format!(
+                "alerts.evaluate_every_ms: {} is outside 100..=3600000",
+                self.evaluate_every_ms
+            ));
+        }
+        for (key, list) in [
+            ("alerts.webhooks", &self.webhooks),
+            ("alerts.alertmanager_webhooks", &self.alertmanager_webhooks),
+        ] {
+            for url in list {
+                let http = url
+                    .strip_prefix("http://")
+                    .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+                if !http {
+                    problems.push(format!(
+                        "{key}: '{url}' is not an http:// URL (https is not supported)"
+                    ));
+                }
+            }
+        }
+        problems.extend(salestalk_alerting::rule::problems(&self.rules));
+        problems
+    }
+}
+
 /// Alerts firing now, as last evaluated; shared with the HTTP server.
 pub type Firing = Arc<Mutex<Vec<Notification>>>;
 

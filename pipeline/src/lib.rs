@@ -1,19 +1,26 @@
-//! The `salestalk` pipeline: command line, configuration, runtime and sources.
+//! The `salestalk` pipeline: the command line, configuration, the runtime and its sources.
 //!
-//! The binary (`src/main.rs`) is a thin shell over these modules; integration tests drive
-//! the same functions.
+//! - [`commands`]: one module per command; the binary (`src/main.rs`) only calls them;
+//! - [`runtime`]: the driver loop over [`sources`] and the sinks (`salestalk-sinks`);
+//! - [`sources`]: the source contract and the Kafka consumer-group source;
+//! - [`serve`], [`alerts`], [`webhook`], [`http`], [`telemetry`]: what serves people and
+//!   Prometheus;
+//! - [`generate`], [`produce`], [`validate`], [`lines`], [`billing`]: traffic, validation and
+//!   export formats;
+//! - [`settings`], [`logging`]: configuration and diagnostics.
 
 pub mod alerts;
 pub mod billing;
-pub mod dlq;
+pub mod commands;
 pub mod generate;
 pub mod http;
 pub mod lines;
 pub mod logging;
 pub mod produce;
-pub mod run;
+pub mod runtime;
 pub mod serve;
 pub mod settings;
+pub mod sources;
 pub mod telemetry;
 pub mod validate;
 pub mod webhook;

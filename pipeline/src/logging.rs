@@ -4,7 +4,37 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::settings::{LogFormat, LogSettings};
+/// `[log]`: diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct LogSettings {
+    /// tracing filter directives.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl LogSettings {
+    /// Every problem with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        match EnvFilter::try_new(&self.level) {
+            Ok(_) => Vec::new(),
+            Err(_) => vec![format!(
+                "log.level: '{}' is not a tracing filter",
+                self.level
+            )],
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the configuration.
 pub fn init(settings: &LogSettings) {

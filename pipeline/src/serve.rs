@@ -27,6 +27,36 @@ use crate::alerts::{Evaluator, Firing};
 use crate::http::respond;
 use crate::settings::Settings;
 
+/// `[serve]`: where `salestalk serve` listens (dashboards and active alerts).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ServeSettings {
+    /// Where it listens, e.g. `127.0.0.1:8080`.
+    listen: String,
+}
+
+impl ServeSettings {
+    /// The address (checked at start-up; an unparsable one is reported there).
+    pub fn listen(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listen.trim().parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("'{}' is not an address", self.listen),
+            )
+        })
+    }
+
+    /// Every problem with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        match self.listen() {
+            Ok(_) => Vec::new(),
+            Err(_) => vec![format!(
+                "serve.listen: '{}' is not an address like 127.0.0.1:8080",
+                self.listen
+            )],
+        }
+    }
+}
+
 const PAGE: &str = include_str!("../../dashboards/web/dashboard.html");
 const APP_JS: &str = include_str!("../../dashboards/web/app.js");
 const STYLE: &str = include_str!("../../dashboards/web/style.css");
@@ -50,7 +80,7 @@ struct App {
 
 /// Serves and evaluates until `shutdown` completes.
 pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    crate::run::migrate(settings).await?;
+    crate::runtime::migrate(settings).await?;
     let mut evaluator = Evaluator::start(settings)
         .await
         .context("reading the alerts that were firing")?;
@@ -60,12 +90,13 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
         firing: evaluator.firing(),
         dashboards: dashboards(),
     });
-    let bound = crate::http::serve(settings.serve.listen, move |request| {
+    let listen = settings.serve.listen()?;
+    let bound = crate::http::serve(listen, move |request| {
         let app = Arc::clone(&app);
         async move { route(&app, request).await }
     })
     .await
-    .with_context(|| format!("listening on {}", settings.serve.listen))?;
+    .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(address = %bound, rules = settings.alerts.rules.len(), "serving");
     let mut every = tokio::time::interval(Duration::from_millis(settings.alerts.evaluate_every_ms));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -20,6 +20,32 @@ use prometheus_client::registry::Registry;
 
 use crate::http::respond;
 
+/// `[metrics]`: the Prometheus endpoint of `salestalk run`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct MetricsSettings {
+    /// Where `GET /metrics` is served; empty when turned off.
+    listen: String,
+}
+
+impl MetricsSettings {
+    /// The address, unless the endpoint is turned off.
+    pub fn listen(&self) -> Option<SocketAddr> {
+        self.listen.trim().parse().ok()
+    }
+
+    /// Every problem with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        if self.listen.trim().is_empty() || self.listen().is_some() {
+            Vec::new()
+        } else {
+            vec![format!(
+                "metrics.listen: '{}' is not an address like 127.0.0.1:9464",
+                self.listen
+            )]
+        }
+    }
+}
+
 /// Labels naming a source partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use salestalk_alerting::Notification;
 use salestalk_sinks::retry::{RetryPolicy, Transient};
 
-use crate::settings::AlertSettings;
+use crate::alerts::AlertSettings;
 
 /// Longest wait for one webhook to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,4 +11,6 @@ pub mod kafka;
 pub mod retry;
 pub mod sink;
 
-pub use sink::{FlushBatch, FlushOrder, FlushPlan, Sink, SinkError, SinkKind, SinkObserver};
+pub use sink::{
+    FlushBatch, FlushOrder, FlushPlan, Sink, SinkError, SinkKind, SinkObserver, SinkSettings,
+};

@@ -21,6 +21,52 @@ pub trait Transient: std::fmt::Display {
     fn is_retryable(&self) -> bool;
 }
 
+/// `[retry]`: how failed writes are retried (ADR 0006).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct RetrySettings {
+    /// Attempts per write, the first included.
+    pub max_attempts: u32,
+    /// Pause before the first retry, ms.
+    pub initial_backoff_ms: u64,
+    /// Longest pause, ms; also the pause between probes while a sink is down.
+    pub max_backoff_ms: u64,
+}
+
+impl RetrySettings {
+    /// The policy the sinks apply.
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            initial_backoff: Duration::from_millis(self.initial_backoff_ms),
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
+        }
+    }
+
+    /// Every problem with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=100).contains(&self.max_attempts) {
+            problems.push(format!(
+                "retry.max_attempts: {} is outside 1..=100",
+                self.max_attempts
+            ));
+        }
+        if !(1..=60_000).contains(&self.initial_backoff_ms) {
+            problems.push(format!(
+                "retry.initial_backoff_ms: {} is outside 1..=60000",
+                self.initial_backoff_ms
+            ));
+        }
+        if !(self.initial_backoff_ms..=600_000).contains(&self.max_backoff_ms) {
+            problems.push(format!(
+                "retry.max_backoff_ms: {} is outside initial_backoff_ms..=600000",
+                self.max_backoff_ms
+            ));
+        }
+        problems
+    }
+}
+
 /// Bounded retries with exponential backoff and jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {

@@ -257,9 +257,25 @@ impl SinkKind {
     }
 }
 
+/// `[sinks]`: the order a flush goes through the sinks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct SinkSettings {
+    /// The sinks, checked: the archive before the dead-letter sinks, the commit point last.
+    pub flush_order: FlushOrder,
+}
+
 /// A checked `sinks.flush_order`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "Vec<String>")]
 pub struct FlushOrder(Vec<SinkKind>);
+
+impl TryFrom<Vec<String>> for FlushOrder {
+    type Error = String;
+
+    fn try_from(names: Vec<String>) -> Result<Self, String> {
+        Self::parse(&names).map_err(|problems| problems.join("; "))
+    }
+}
 
 impl FlushOrder {
     /// The sinks named, in that order; or every problem with the list: unknown or repeated

@@ -81,7 +81,7 @@ pub struct DlqEntry {
 impl DlqEntry {
     /// The entry's id, `topic/partition/offset`.
     pub fn id(&self) -> String {
-        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+        crate::codec::message_address(&self.topic, self.partition, self.offset)
     }
 }
 

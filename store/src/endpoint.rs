@@ -6,7 +6,7 @@ use clickhouse::Client;
 use crate::profile::{ServerProfile, Version};
 
 /// Where and as whom to connect: the `[clickhouse]` settings.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Endpoint {
     /// HTTP URL of the server.
     pub url: String,
@@ -16,6 +16,35 @@ pub struct Endpoint {
     pub user: String,
     /// Password.
     pub password: String,
+}
+
+impl Endpoint {
+    /// Every problem with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let host = self
+            .url
+            .strip_prefix("http://")
+            .or_else(|| self.url.strip_prefix("https://"));
+        if !host.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/')) {
+            problems.push(format!(
+                "clickhouse.url: '{}' is not an http:// or https:// URL",
+                self.url
+            ));
+        }
+        let mut bytes = self.database.bytes();
+        let identifier = bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !identifier {
+            problems.push(format!(
+                "clickhouse.database: '{}' is not an identifier ([A-Za-z_][A-Za-z0-9_]*)",
+                self.database
+            ));
+        }
+        problems
+    }
 }
 
 /// Debug output never shows the password (settings are logged and printed in errors).

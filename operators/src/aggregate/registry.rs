@@ -28,12 +28,29 @@ pub const BUILT_IN: [&'static dyn Aggregate; 10] = [
     &DeadLetters,
 ];
 
-/// The aggregates a pipeline runs, shared by all its tasks.
-#[derive(Debug, Clone)]
+/// The aggregates a pipeline runs, shared by all its tasks (`[graph] aggregates`: their
+/// names, checked).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(try_from = "Vec<String>")]
 pub struct Aggregates {
     all: Arc<[&'static dyn Aggregate]>,
     /// Per event type, the aggregates that read its events: an event is handed only to those.
     by_event_type: Arc<[Vec<&'static dyn Aggregate>]>,
+}
+
+impl TryFrom<Vec<String>> for Aggregates {
+    type Error = String;
+
+    fn try_from(names: Vec<String>) -> Result<Self, String> {
+        Self::from_names(&names).map_err(|problems| problems.join("; "))
+    }
+}
+
+/// Two sets are equal when they run the same aggregates in the same order.
+impl PartialEq for Aggregates {
+    fn eq(&self, other: &Self) -> bool {
+        self.names() == other.names()
+    }
 }
 
 impl Default for Aggregates {

@@ -23,6 +23,33 @@ pub struct FaultRates {
     pub future_skew: f64,
 }
 
+impl FaultRates {
+    /// Every problem with these shares: each must be between 0 and 1, and the faults that
+    /// replace or move an event (all but duplicates) must not add up to more than 1.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let named = [
+            ("duplicates", self.duplicates),
+            ("invalid", self.invalid),
+            ("out-of-order", self.out_of_order),
+            ("late", self.late),
+            ("future-skew", self.future_skew),
+        ];
+        for (name, share) in named {
+            if !(0.0..=1.0).contains(&share) {
+                problems.push(format!("--{name} must be between 0 and 1, not {share}"));
+            }
+        }
+        if self.invalid + self.out_of_order + self.late + self.future_skew > 1.0 {
+            problems.push(
+                "--invalid, --out-of-order, --late and --future-skew together must not exceed 1"
+                    .into(),
+            );
+        }
+        problems
+    }
+}
+
 /// What was done to one emitted message; the generator's own ground truth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -152,4 +179,24 @@ fn corrupt(rng: &mut ChaCha8Rng, corruption: Corruption, json: &mut Value) {
 pub fn truncate(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>) {
     let keep = rng.random_range(1..bytes.len().max(2));
     bytes.truncate(keep);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_shares_are_checked_and_every_problem_named() {
+        assert!(FaultRates::default().problems().is_empty());
+        let bad = FaultRates {
+            duplicates: 1.5,
+            invalid: 0.6,
+            late: 0.6,
+            ..FaultRates::default()
+        };
+        let problems = bad.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("--duplicates"));
+        assert!(problems[1].contains("together"));
+    }
 }

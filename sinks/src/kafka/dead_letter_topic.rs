@@ -11,9 +11,34 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
+use salestalk_store::codec::message_address;
 
 use crate::retry::{RetryPolicy, Transient};
 use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SourcedLetter};
+
+/// `[dlq]`: the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct DlqSettings {
+    /// Topic every dead letter is produced to; empty for the ClickHouse table only.
+    topic: String,
+}
+
+impl DlqSettings {
+    /// The topic, unless none is configured.
+    pub fn topic(&self) -> Option<&str> {
+        Some(self.topic.trim()).filter(|t| !t.is_empty())
+    }
+
+    /// Every problem with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        match self.topic() {
+            Some(topic) if !salestalk_kafka::is_topic_name(topic) => {
+                vec![format!("dlq.topic: '{topic}' is not a valid topic name")]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
 
 /// Longest error text put in a header.
 const MAX_ERROR_HEADER: usize = 4096;
@@ -82,7 +107,7 @@ impl DeadLetterTopic {
     async fn produce_all(&self, letters: &[SourcedLetter<'_>]) -> Result<(), DeadLetterTopicError> {
         let keys: Vec<String> = letters
             .iter()
-            .map(|l| format!("{}/{}/{}", l.topic, l.partition, l.letter.offset))
+            .map(|l| message_address(l.topic, l.partition, l.letter.offset))
             .collect();
         // Collected first: a lazy iterator's closure held across the await below would keep
         // the future from being `Send` (rustc cannot prove it for every lifetime).

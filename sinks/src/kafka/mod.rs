@@ -2,4 +2,4 @@
 
 pub mod dead_letter_topic;
 
-pub use dead_letter_topic::DeadLetterTopic;
+pub use dead_letter_topic::{DeadLetterTopic, DlqSettings};

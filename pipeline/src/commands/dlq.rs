@@ -7,15 +7,198 @@
 //! broker has them; a redrive cut short can be run again.
 
 use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use salestalk_kafka::producer::{self, deliver};
+use salestalk_operators::dead_letter::DeadLetterReason;
+use salestalk_store::codec::parse_message_address;
 use salestalk_store::dead_letter_queue::{DlqEntry, DlqFilter};
 
 use crate::settings::Settings;
+
+/// `salestalk dlq` subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// List entries (pending ones unless --status says otherwise), oldest first.
+    List {
+        /// Which entries.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// pending, redriven, discarded or any.
+        #[arg(long, default_value = "pending")]
+        status: String,
+        /// Most entries listed.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one entry in full, raw message included.
+    Show {
+        /// The entry id, topic/partition/offset (as listed).
+        id: String,
+    },
+    /// Produce pending entries back to their source topics, through the normal path.
+    Redrive {
+        /// Which entries.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Most entries redriven.
+        #[arg(long, default_value_t = 10_000)]
+        limit: u64,
+        /// List what would be redriven, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Mark pending entries discarded (they leave the DLQ depth; the data stays).
+    Discard {
+        /// Which entries.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Why, stored with the action.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Most entries discarded.
+        #[arg(long, default_value_t = 10_000)]
+        limit: u64,
+    },
+}
+
+/// The filters every subcommand takes.
+#[derive(clap::Args)]
+pub struct FilterArgs {
+    /// Entry id, topic/partition/offset (repeatable).
+    #[arg(long)]
+    id: Vec<String>,
+    /// Reason, e.g. schema_violation (repeatable).
+    #[arg(long)]
+    reason: Vec<String>,
+    /// Tenant (repeatable).
+    #[arg(long)]
+    tenant: Vec<String>,
+    /// Event type (repeatable).
+    #[arg(long)]
+    event_type: Vec<String>,
+    /// Event id (repeatable).
+    #[arg(long)]
+    event_id: Vec<String>,
+    /// Read at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<DateTime<Utc>>,
+    /// Read before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<DateTime<Utc>>,
+}
+
+impl FilterArgs {
+    fn filter(self, status: Option<String>, limit: u64) -> anyhow::Result<DlqFilter> {
+        let reasons = DeadLetterReason::ALL.map(DeadLetterReason::as_str);
+        let mut problems = Vec::new();
+        for reason in &self.reason {
+            if !reasons.contains(&reason.as_str()) {
+                problems.push(format!(
+                    "unknown reason '{reason}' (one of {})",
+                    reasons.join(", ")
+                ));
+            }
+        }
+        for id in &self.id {
+            if parse_message_address(id).is_none() {
+                problems.push(format!(
+                    "'{id}' is not an entry id (topic/partition/offset)"
+                ));
+            }
+        }
+        if let Some(status) = &status
+            && !["pending", "redriven", "discarded", "any"].contains(&status.as_str())
+        {
+            problems.push(format!(
+                "unknown status '{status}' (pending, redriven, discarded or any)"
+            ));
+        }
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        let seconds = |t: DateTime<Utc>| u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX);
+        Ok(DlqFilter {
+            ids: self.id,
+            reasons: self.reason,
+            tenants: self.tenant,
+            event_types: self.event_type,
+            event_ids: self.event_id,
+            since: self.since.map(seconds),
+            until: self.until.map(seconds),
+            status: status.filter(|s| s != "any"),
+            limit,
+        })
+    }
+}
+
+/// Runs a `dlq` subcommand.
+pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCode> {
+    let (settings, runtime) = super::start(config)?;
+    runtime.block_on(dispatch(&settings, command))
+}
+
+async fn dispatch(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::List {
+            filter,
+            status,
+            limit,
+            json,
+        } => {
+            list(settings, &filter.filter(Some(status), limit)?, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { id } => Ok(if show(settings, &id).await? {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("no dead letter {id}");
+            ExitCode::from(1)
+        }),
+        Command::Redrive {
+            filter,
+            limit,
+            dry_run,
+        } => {
+            let (entries, done) = redrive(settings, &filter.filter(None, limit)?, dry_run).await?;
+            if dry_run {
+                for entry in &entries {
+                    println!("{} {} {}", entry.id(), entry.reason, entry.event_id);
+                }
+                println!("would redrive {} entr(ies)", entries.len());
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "redrove {} entr(ies); {} not taken by the broker (still pending)",
+                done.produced, done.failed
+            );
+            Ok(if done.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Discard {
+            filter,
+            note,
+            limit,
+        } => {
+            let entries = discard(settings, &filter.filter(None, limit)?, &note).await?;
+            println!("discarded {} entr(ies)", entries.len());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
 
 /// Header a redriven message carries: the id of the entry it came from.
 pub const REDRIVE_OF_HEADER: &str = "salestalk.redrive-of";
@@ -24,13 +207,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Splits an entry id `topic/partition/offset`.
-pub fn parse_id(id: &str) -> Option<(&str, i32, i64)> {
-    let (rest, offset) = id.rsplit_once('/')?;
-    let (topic, partition) = rest.rsplit_once('/')?;
-    Some((topic, partition.parse().ok()?, offset.parse().ok()?))
 }
 
 fn time(seconds: u32) -> String {
@@ -83,7 +259,7 @@ pub async fn list(settings: &Settings, filter: &DlqFilter, json: bool) -> anyhow
 
 /// Prints one entry in full, with its raw message (as text when it is UTF-8).
 pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<bool> {
-    let (topic, partition, offset) = parse_id(id)
+    let (topic, partition, offset) = parse_message_address(id)
         .with_context(|| format!("'{id}' is not an entry id (topic/partition/offset)"))?;
     let endpoint = settings.clickhouse.clone();
     let filter = DlqFilter {
@@ -221,20 +397,4 @@ pub async fn discard(
         .await
         .context("marking entries discarded")?;
     Ok(entries)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_ids_split_at_the_last_two_slashes() {
-        assert_eq!(
-            parse_id("salestalk.tenant/3/1200"),
-            Some(("salestalk.tenant", 3, 1200))
-        );
-        assert_eq!(parse_id("a/b/c/0/7"), Some(("a/b/c", 0, 7)));
-        assert_eq!(parse_id("salestalk.tenant/x/1"), None);
-        assert_eq!(parse_id("nothing"), None);
-    }
 }

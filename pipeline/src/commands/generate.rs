@@ -1,0 +1,143 @@
+//! `salestalk generate`: realistic synthetic traffic, to a file, standard output or Kafka.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+
+use crate::generate::{FaultRates, Generator, GeneratorOptions, Stop};
+use crate::settings::Settings;
+use crate::{logging, produce};
+
+/// `salestalk generate` arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seed of the random stream: the same seed and options give the same events.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Number of events of the clean stream (before duplicates).
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Span of event time to generate (e.g. 10m, 2h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Mean events per second of event time.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Number of tenants (their sizes are skewed).
+    #[arg(long, default_value_t = 20)]
+    tenants: usize,
+    /// Event time of the first event: RFC 3339, or `now`.
+    #[arg(long, default_value = "2025-11-09T00:00:00Z")]
+    start: String,
+    /// Share of events resent with the same eventId.
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// Share of events broken on purpose (bad JSON, missing fields, wrong types, ...).
+    #[arg(long, default_value_t = 0.0)]
+    invalid: f64,
+    /// Share of events delivered after later ones.
+    #[arg(long, default_value_t = 0.0)]
+    out_of_order: f64,
+    /// Share of events delivered minutes late.
+    #[arg(long, default_value_t = 0.0)]
+    late: f64,
+    /// Share of events stamped by a clock hours ahead.
+    #[arg(long, default_value_t = 0.0)]
+    future_skew: f64,
+    /// Write JSON Lines here (`-` for standard output, the default).
+    #[arg(long, value_name = "FILE|-", conflicts_with = "kafka")]
+    output: Option<PathBuf>,
+    /// Produce to Kafka instead (topic per event domain, key = tenantId).
+    #[arg(long)]
+    kafka: bool,
+    /// With --kafka: send each event when its event time comes round on the wall clock (live
+    /// traffic; use with --start now) instead of as fast as possible.
+    #[arg(long, requires = "kafka")]
+    realtime: bool,
+}
+
+impl Args {
+    /// The generator's options, or every problem with the arguments.
+    fn options(&self) -> anyhow::Result<GeneratorOptions> {
+        let faults = FaultRates {
+            duplicates: self.duplicates,
+            invalid: self.invalid,
+            out_of_order: self.out_of_order,
+            late: self.late,
+            future_skew: self.future_skew,
+        };
+        let mut problems = faults.problems();
+        if !(self.rate > 0.0 && self.rate.is_finite()) {
+            problems.push("--rate must be positive".into());
+        }
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        let start: DateTime<Utc> = if self.start == "now" {
+            Utc::now()
+        } else {
+            DateTime::parse_from_rfc3339(&self.start)
+                .context("--start must be RFC 3339 or `now`")?
+                .with_timezone(&Utc)
+        };
+        let stop = match (self.count, self.duration) {
+            (_, Some(duration)) => Stop::Duration(
+                chrono::Duration::from_std(duration).context("--duration is too long")?,
+            ),
+            (count, None) => Stop::Count(count.unwrap_or(10_000)),
+        };
+        Ok(GeneratorOptions {
+            seed: self.seed,
+            start,
+            rate: self.rate,
+            tenants: self.tenants,
+            stop,
+            faults,
+        })
+    }
+}
+
+/// Writes the traffic (statistics to standard error); fails if Kafka did not take it all.
+pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
+    let options = args.options()?;
+    let start_ms = options.start.timestamp_millis();
+    let mut generator = Generator::new(options);
+    if args.kafka {
+        let settings = Settings::load(config)?;
+        logging::init(&settings.log);
+        let report = produce::produce(
+            &settings.kafka,
+            &mut generator,
+            args.realtime.then_some(start_ms),
+        )?;
+        eprintln!("{}", serde_json::to_string(generator.stats())?);
+        println!("{}", serde_json::to_string(&report)?);
+        if report.failed > 0 || report.delivered != report.submitted {
+            bail!(
+                "{} of {} messages were not delivered",
+                report.submitted - report.delivered,
+                report.submitted
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sink: Box<dyn Write> = match args.output.filter(|p| p.as_os_str() != "-") {
+        Some(path) => {
+            Box::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?)
+        }
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut out = BufWriter::with_capacity(1 << 20, sink);
+    for message in generator.by_ref() {
+        out.write_all(&message.bytes)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    eprintln!("{}", serde_json::to_string(generator.stats())?);
+    Ok(ExitCode::SUCCESS)
+}

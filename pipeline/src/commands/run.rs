@@ -1,0 +1,31 @@
+//! `salestalk run`: the pipeline, until a limit or a signal; prints what it made durable.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::runtime::{RunLimits, run};
+
+/// `salestalk run` arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Stop once every partition is read to its end and nothing has arrived for this long
+    /// (e.g. 10s); default: run until SIGTERM.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_exit: Option<Duration>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    max_messages: Option<u64>,
+}
+
+/// Prints the run's tally as JSON at the end.
+pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
+    let (settings, runtime) = super::start(config)?;
+    let limits = RunLimits {
+        idle_exit: args.idle_exit,
+        max_messages: args.max_messages,
+    };
+    let tally = runtime.block_on(run(&settings, limits))?;
+    println!("{}", serde_json::to_string(&tally)?);
+    Ok(ExitCode::SUCCESS)
+}

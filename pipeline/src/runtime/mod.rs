@@ -1,0 +1,303 @@
+//! `salestalk run`: the streaming runtime, written against the [`Source`] and
+//! [`Sink`](salestalk_sinks::Sink) contracts.
+//!
+//! One driver loop per instance: it reads a batch from the source, hands each partition's
+//! messages to that partition's [`Task`], and every flush interval (or sooner, when
+//! `max_pending_bytes` are held) makes all tasks' results durable through the configured
+//! flush order ([`durable`]), then tells the source which positions are durable. Reading,
+//! processing and flushing never overlap, so a revoked partition's task is gone before any
+//! later flush could write it. See `docs/adr/0004-exact-metrics-without-two-phase-commit.md`
+//! and `docs/architecture.md`.
+
+mod durable;
+pub mod settings;
+mod signals;
+mod startup;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use salestalk_operators::Tally;
+use salestalk_operators::flush::Flush;
+use salestalk_operators::task::{Task, TaskSettings};
+use salestalk_sinks::FlushPlan;
+use salestalk_store::Endpoint;
+
+pub use startup::migrate;
+
+use self::signals::Signals;
+use self::startup::{flush_plan, with_retries};
+use crate::settings::Settings;
+use crate::sources::kafka::KafkaSource;
+use crate::sources::{Batch, PartitionKey, Source};
+use crate::telemetry::{self, PartitionLabels, ReasonLabels, Telemetry};
+
+/// When a run ends on its own (besides SIGTERM/SIGINT).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunLimits {
+    /// Stop after this long without a message, counted once the group has assigned partitions.
+    pub idle_exit: Option<Duration>,
+    /// Stop after this many messages.
+    pub max_messages: Option<u64>,
+}
+
+fn task_settings(settings: &Settings) -> TaskSettings {
+    TaskSettings {
+        allowed_lateness_ms: settings.pipeline.allowed_lateness_ms,
+        max_future_skew_ms: settings.pipeline.max_future_skew_ms,
+        dedup_horizon_ms: settings.pipeline.dedup_horizon_ms,
+        max_message_bytes: settings.kafka.max_message_bytes,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One instance's tasks and the components they read from and write to.
+struct Runtime<'a, S: Source> {
+    settings: &'a Settings,
+    source: S,
+    /// Where tasks are restored from.
+    store: Endpoint,
+    /// The sinks every flush goes through, in the configured order.
+    plan: FlushPlan,
+    tasks: HashMap<PartitionKey, Task>,
+    tally: Tally,
+    telemetry: Arc<Telemetry>,
+    signals: Signals,
+}
+
+impl<S: Source> Runtime<'_, S> {
+    /// Drops the tasks of revoked partitions and restores those of newly assigned ones.
+    async fn apply_changes(&mut self) -> anyhow::Result<()> {
+        let changes = self.source.take_changes();
+        for key in &changes.revoked {
+            self.tasks.remove(key);
+        }
+        self.restore(changes.assigned).await
+    }
+
+    /// Rebuilds the tasks of `partitions` from what their flushes stored, and starts each
+    /// partition at its task's checkpoint.
+    async fn restore(&mut self, partitions: Vec<PartitionKey>) -> anyhow::Result<()> {
+        let policy = self.settings.retry.policy();
+        for key in partitions {
+            let (topic, partition) = (key.0.as_str(), key.1);
+            let settings = task_settings(self.settings);
+            let state = with_retries(&policy, "restoring a task", || {
+                self.store.task_state(
+                    topic,
+                    partition,
+                    settings.allowed_lateness_ms,
+                    settings.dedup_horizon_ms,
+                )
+            })
+            .await?;
+            let task = Task::resume(topic, partition, settings, state)
+                .with_aggregates(self.settings.graph.aggregates.clone());
+            let next = task.checkpoint().next_offset;
+            if !self.source.start(&key, next).await? {
+                tracing::info!(topic, partition, "not restored: no longer assigned");
+                continue;
+            }
+            tracing::info!(topic, partition, offset = next, "task restored");
+            self.tasks.insert(key, task);
+        }
+        Ok(())
+    }
+
+    /// Drops the tasks of `partitions` and reads them again from their checkpoints: what a
+    /// sink refused is then dead-lettered instead of counted (ADR 0006).
+    async fn replay(&mut self, partitions: Vec<PartitionKey>) -> anyhow::Result<()> {
+        for (topic, partition) in &partitions {
+            self.tasks.remove(&(topic.clone(), *partition));
+            tracing::warn!(%topic, partition, "a sink refused events: replaying from the checkpoint");
+            self.telemetry.replays.inc();
+        }
+        self.source.pause(&partitions)?;
+        self.restore(partitions).await
+    }
+
+    /// Hands each partition's messages, in order, to its task.
+    fn process(&mut self, batch: &Batch) {
+        for ((topic, partition), messages) in batch.by_partition() {
+            // A partition without a task is being restored; it will be read again from its
+            // checkpoint, so these messages are not lost.
+            if let Some(task) = self.tasks.get_mut(&(topic.to_string(), partition)) {
+                task.process(&messages);
+            }
+        }
+    }
+
+    /// Updates the telemetry from a flush that became durable.
+    fn observe(&self, flush: &Flush) {
+        let t = &self.telemetry;
+        t.count("accepted", flush.archive.len() as u64);
+        t.count("duplicate", flush.duplicates);
+        t.count("dead_lettered", flush.dead_letters.len() as u64);
+        for letter in &flush.dead_letters {
+            t.dead_letters
+                .get_or_create(&ReasonLabels {
+                    reason: letter.reason.as_str().to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// Each task's partition and next position.
+    fn positions(&self) -> Vec<(PartitionKey, i64)> {
+        self.tasks
+            .iter()
+            .map(|(key, task)| (key.clone(), task.checkpoint().next_offset))
+            .collect()
+    }
+
+    /// Updates the per-partition and state gauges from every task.
+    fn observe_state(&self) {
+        let t = &self.telemetry;
+        let (mut windows, mut ids) = (0, 0);
+        for (key, task) in &self.tasks {
+            let labels = PartitionLabels {
+                topic: key.0.clone(),
+                partition: key.1,
+            };
+            let checkpoint = task.checkpoint();
+            if let Some(end) = self.source.end(key) {
+                t.partition_lag
+                    .get_or_create(&labels)
+                    .set((end - checkpoint.next_offset).max(0));
+            }
+            if let Some(watermark) = checkpoint.event_watermark_ms {
+                let lag = (now_ms() as i64 - watermark) as f64 / 1000.0;
+                t.watermark_lag_seconds.get_or_create(&labels).set(lag);
+            }
+            let (task_windows, task_ids) = task.state_size();
+            windows += task_windows;
+            ids += task_ids;
+        }
+        t.open_windows.set(windows as i64);
+        t.remembered_ids.set(ids as i64);
+    }
+}
+
+/// Keeps the DLQ depth gauge current (every 15 s) without holding up the runtime.
+fn watch_dlq_depth(endpoint: Endpoint, telemetry: Arc<Telemetry>) {
+    tokio::spawn(async move {
+        loop {
+            match endpoint.dlq_depth().await {
+                Ok(depth) => {
+                    telemetry.dlq_depth.set(depth as i64);
+                }
+                Err(error) => tracing::debug!(%error, "reading the DLQ depth"),
+            }
+            tokio::time::sleep(Duration::from_secs(15)).await;
+        }
+    });
+}
+
+/// Consumes until a limit or a signal stops it; returns what it made durable.
+pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally> {
+    migrate(settings).await?;
+    let telemetry = Arc::new(Telemetry::default());
+    let source = KafkaSource::subscribe(&settings.kafka, Arc::clone(&telemetry))?;
+    let signals = Signals::install()?;
+    let plan = flush_plan(settings)?;
+    if let Some(listen) = settings.metrics.listen() {
+        let bound = telemetry::serve(listen, Arc::clone(&telemetry))
+            .await
+            .with_context(|| format!("serving metrics on {listen}"))?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
+    for sink in telemetry::SINKS {
+        telemetry.set_sink_up(sink, true);
+    }
+    watch_dlq_depth(settings.clickhouse.clone(), Arc::clone(&telemetry));
+    let runtime = Runtime {
+        settings,
+        source,
+        store: settings.clickhouse.clone(),
+        plan,
+        tasks: HashMap::new(),
+        tally: Tally::default(),
+        telemetry,
+        signals,
+    };
+    runtime.drive(limits).await
+}
+
+impl<S: Source> Runtime<'_, S> {
+    /// The driver loop: read, process, flush when due, until a limit or a signal.
+    async fn drive(mut self, limits: RunLimits) -> anyhow::Result<Tally> {
+        let settings = self.settings;
+        let batch_timeout = Duration::from_millis(settings.pipeline.batch_timeout_ms);
+        let flush_interval = Duration::from_millis(settings.pipeline.flush_interval_ms);
+        let mut read: u64 = 0;
+        let mut last_message = Instant::now();
+        let mut last_flush = Instant::now();
+        let mut last_report = Instant::now();
+        let mut batch = Batch::default();
+        loop {
+            self.apply_changes().await?;
+            batch.clear();
+            let stopping = tokio::select! {
+                () = self.source.read(&mut batch, settings.pipeline.batch_size, batch_timeout) => false,
+                name = self.signals.recv() => { tracing::info!("{name}: draining"); true }
+            };
+            // A revocation announced while the batch was read must take effect before
+            // anything of that partition is processed or flushed: its next owner may already
+            // be restoring it.
+            self.apply_changes().await?;
+            if !batch.is_empty() {
+                last_message = Instant::now();
+                read += batch.len() as u64;
+                self.telemetry.count("read", batch.len() as u64);
+                self.telemetry.batch_size.observe(batch.len() as f64);
+                self.process(&batch);
+            } else if !self.source.has_partitions() {
+                last_message = Instant::now();
+            }
+            let mut idle = limits
+                .idle_exit
+                .is_some_and(|idle| last_message.elapsed() >= idle);
+            // Quiet is not enough: a slow broker can pause a backlog for seconds. Idle means
+            // every owned partition is read to its end.
+            if idle && !self.source.caught_up(&self.positions()) {
+                idle = false;
+                last_message = Instant::now();
+            }
+            let enough = limits.max_messages.is_some_and(|max| read >= max);
+            // The memory bound: held raw bytes start the flush early.
+            let pending: usize = self.tasks.values().map(Task::pending_bytes).sum();
+            let full = pending >= settings.pipeline.max_pending_bytes;
+            if stopping || idle || enough || full || last_flush.elapsed() >= flush_interval {
+                self.flush().await?;
+                last_flush = Instant::now();
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                self.observe_state();
+                log_tally(&self.tally, "progress");
+                last_report = Instant::now();
+            }
+            if stopping || idle || enough {
+                break;
+            }
+        }
+        log_tally(&self.tally, "stopped");
+        Ok(self.tally)
+    }
+}
+
+fn log_tally(t: &Tally, what: &str) {
+    tracing::info!(
+        messages = t.messages,
+        valid = t.valid_total(),
+        duplicates = t.duplicates,
+        rejected = t.rejected_total(),
+        "{what}"
+    );
+}

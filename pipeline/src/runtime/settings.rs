@@ -1,0 +1,71 @@
+//! `[pipeline]` and `[graph]`: how the runtime batches, flushes and bounds memory, the time
+//! rules of every task, and the aggregates each task runs.
+
+use salestalk_operators::aggregate::Aggregates;
+use serde::Deserialize;
+
+/// `[pipeline]`: batching, flushing, time rules and the memory bound.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PipelineSettings {
+    /// Most messages per batch.
+    pub batch_size: usize,
+    /// Longest wait for a partial batch, in milliseconds.
+    pub batch_timeout_ms: u64,
+    /// How often results are made durable, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// How far behind the watermark an event may be and still correct its window.
+    pub allowed_lateness_ms: i64,
+    /// How far ahead of the broker an event timestamp may be and still be trusted.
+    pub max_future_skew_ms: i64,
+    /// How long (event time) an `eventId` is remembered.
+    pub dedup_horizon_ms: i64,
+    /// Raw bytes held for the next flush before it is started early.
+    pub max_pending_bytes: usize,
+}
+
+impl PipelineSettings {
+    /// Every problem with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut within = |key: &str, value: i64, range: std::ops::RangeInclusive<i64>| {
+            if !range.contains(&value) {
+                problems.push(format!(
+                    "pipeline.{key}: {value} is outside {}..={}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+        };
+        within(
+            "max_pending_bytes",
+            self.max_pending_bytes as i64,
+            1 << 20..=1 << 34,
+        );
+        within(
+            "flush_interval_ms",
+            self.flush_interval_ms as i64,
+            10..=600_000,
+        );
+        within("batch_size", self.batch_size as i64, 1..=1_000_000);
+        within("batch_timeout_ms", self.batch_timeout_ms as i64, 1..=60_000);
+        for (key, value) in [
+            ("allowed_lateness_ms", self.allowed_lateness_ms),
+            ("max_future_skew_ms", self.max_future_skew_ms),
+            ("dedup_horizon_ms", self.dedup_horizon_ms),
+        ] {
+            if !(0..=30 * 86_400_000).contains(&value) {
+                problems.push(format!(
+                    "pipeline.{key}: {value} is outside 0..=2592000000 (30 days)"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// `[graph]`: the operators each task runs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct GraphSettings {
+    /// The windowed aggregates, checked against the built-in ones.
+    pub aggregates: Aggregates,
+}

@@ -1,0 +1,185 @@
+//! The Kafka source: a member of the configured consumer group.
+//!
+//! Newly assigned partitions are paused by the group until their tasks are restored and
+//! [`Source::start`] moves them to the checkpoint. Offsets committed to Kafka follow the
+//! checkpoints for lag monitoring only; restarts read the checkpoints (ADR 0004).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use salestalk_kafka::KafkaSettings;
+use salestalk_kafka::consumer::{Assignment, GroupMembership, group_member};
+
+use super::{Batch, Changes, PartitionKey, Source};
+use crate::telemetry::{LogThrottle, Telemetry};
+
+/// A consumer-group member reading the configured topics.
+pub struct KafkaSource {
+    consumer: StreamConsumer<GroupMembership>,
+    telemetry: Arc<Telemetry>,
+    /// An unreachable broker is reported once per partition per poll: one line per 10 s.
+    errors: LogThrottle,
+}
+
+impl KafkaSource {
+    /// Joins the group and subscribes to `settings.topics`.
+    pub fn subscribe(settings: &KafkaSettings, telemetry: Arc<Telemetry>) -> anyhow::Result<Self> {
+        let consumer = group_member(settings).context("creating the Kafka consumer")?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .context("subscribing to the topics")?;
+        tracing::info!(brokers = %settings.brokers, ?topics, group = %settings.group_id, "consuming");
+        Ok(Self {
+            consumer,
+            telemetry,
+            errors: LogThrottle::new(Duration::from_secs(10)),
+        })
+    }
+
+    fn list(partitions: &[PartitionKey]) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            list.add_partition(topic, *partition);
+        }
+        list
+    }
+}
+
+impl Source for KafkaSource {
+    fn take_changes(&mut self) -> Changes {
+        let mut changes = Changes::default();
+        for change in self.consumer.context().take_changes() {
+            match change {
+                Assignment::Revoked(partitions) => {
+                    for key in partitions {
+                        changes.assigned.retain(|a| *a != key);
+                        changes.revoked.push(key);
+                    }
+                }
+                Assignment::Assigned(partitions) => {
+                    for key in partitions {
+                        if !changes.assigned.contains(&key) {
+                            changes.assigned.push(key);
+                        }
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    fn has_changes_pending(&self) -> bool {
+        self.consumer.context().has_changes_pending()
+    }
+
+    fn has_partitions(&self) -> bool {
+        self.consumer.context().has_partitions()
+    }
+
+    /// librdkafka refuses a seek (`Erroneous state`) until the partition's fetcher has started,
+    /// which right after an assignment waits for the broker's answer about committed offsets;
+    /// a slow broker makes that window long, so the seek is retried while the partition is
+    /// ours.
+    async fn start(&mut self, partition: &PartitionKey, position: i64) -> anyhow::Result<bool> {
+        let (topic, number) = (partition.0.as_str(), partition.1);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let error = match self.consumer.seek(
+                topic,
+                number,
+                Offset::Offset(position),
+                Duration::from_secs(10),
+            ) {
+                Ok(()) => break,
+                Err(error) => error,
+            };
+            let owned = self
+                .consumer
+                .assignment()
+                .is_ok_and(|list| list.find_partition(topic, number).is_some());
+            if !owned {
+                // Revoked meanwhile: the revocation waits in the next batch of changes.
+                return Ok(false);
+            }
+            // rdkafka reports seek failures as text only.
+            let not_ready =
+                matches!(&error, KafkaError::Seek(text) if text.contains("Erroneous state"));
+            if !not_ready || Instant::now() > deadline {
+                return Err(error)
+                    .with_context(|| format!("seeking {topic}/{number} to {position}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.consumer
+            .resume(&Self::list(std::slice::from_ref(partition)))
+            .with_context(|| format!("resuming {topic}/{number}"))?;
+        Ok(true)
+    }
+
+    fn pause(&mut self, partitions: &[PartitionKey]) -> anyhow::Result<()> {
+        self.consumer
+            .pause(&Self::list(partitions))
+            .context("pausing partitions")
+    }
+
+    async fn read(&mut self, batch: &mut Batch, max: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    message.timestamp().to_millis(),
+                    message.payload(),
+                ),
+                Ok(Err(error)) => {
+                    self.telemetry.consumer_errors.inc();
+                    if let Some(held_back) = self.errors.admit(Instant::now()) {
+                        tracing::warn!(%error, held_back, "consumer error (held_back: similar errors since the last line)");
+                    }
+                }
+                Err(_) => break,
+            }
+            // An assignment change must be acted on before more of the stream is read.
+            if self.has_changes_pending() {
+                break;
+            }
+        }
+    }
+
+    fn commit(&mut self, positions: &[(PartitionKey, i64)]) {
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), position) in positions {
+            if let Err(error) =
+                offsets.add_partition_offset(topic, *partition, Offset::Offset(*position))
+            {
+                tracing::warn!(%error, topic, partition, "building the offset list");
+            }
+        }
+        if offsets.count() > 0
+            && let Err(error) = self.consumer.commit(&offsets, CommitMode::Async)
+        {
+            tracing::warn!(%error, "committing offsets to Kafka");
+        }
+    }
+
+    /// From librdkafka's periodic statistics: no round trip to the broker.
+    fn end(&self, (topic, partition): &PartitionKey) -> Option<i64> {
+        self.consumer.context().high_watermark(topic, *partition)
+    }
+
+    fn caught_up(&self, positions: &[(PartitionKey, i64)]) -> bool {
+        positions.iter().all(|((topic, partition), position)| {
+            self.consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(5))
+                .is_ok_and(|(_, high)| *position >= high)
+        })
+    }
+}

@@ -1,0 +1,171 @@
+//! Sources: where raw messages come from, and the contract every source keeps.
+//!
+//! A source owns some partitions (each one ordered stream of messages, one task each), reads
+//! their messages into an owned [`Batch`], starts each partition where its task's checkpoint
+//! says, and hears when everything before a position is durable. The runtime
+//! (`crate::runtime`) is written against [`Source`] alone; [`kafka`] is the consumer-group
+//! implementation. A batch owns its bytes (one buffer, reused), so it can be handed to
+//! another thread.
+
+pub mod kafka;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use salestalk_operators::RawMessage;
+
+/// A partition: the topic (or stream) and its partition (or shard) number.
+pub type PartitionKey = (String, i32);
+
+/// Partitions gained and lost since the source was last asked, folded: a partition gained
+/// and lost again in between is in neither list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Now ours, and not read until [`Source::start`] places them.
+    pub assigned: Vec<PartitionKey>,
+    /// No longer ours: their tasks must go before anything more of them is processed.
+    pub revoked: Vec<PartitionKey>,
+}
+
+/// What a source is to the runtime.
+#[allow(async_fn_in_trait)] // used generically, never as a trait object
+pub trait Source {
+    /// The partitions gained and lost since the last call.
+    fn take_changes(&mut self) -> Changes;
+
+    /// Whether gained or lost partitions wait to be taken: the runtime stops reading then.
+    fn has_changes_pending(&self) -> bool;
+
+    /// Whether the source owns any partition (an idle run waits for one).
+    fn has_partitions(&self) -> bool;
+
+    /// Starts reading `partition` at `position` (its task's checkpoint); `false` when the
+    /// partition was lost meanwhile.
+    async fn start(&mut self, partition: &PartitionKey, position: i64) -> anyhow::Result<bool>;
+
+    /// Stops reading `partitions` until they are started again (to replay them).
+    fn pause(&mut self, partitions: &[PartitionKey]) -> anyhow::Result<()>;
+
+    /// Reads into `batch` until it holds `max` messages, `timeout` passes, or the partitions
+    /// change. Cancelling it loses nothing: what was read is in `batch`.
+    async fn read(&mut self, batch: &mut Batch, max: usize, timeout: Duration);
+
+    /// Everything before each position is durable (the source may tell its broker; restarts
+    /// use the checkpoints).
+    fn commit(&mut self, positions: &[(PartitionKey, i64)]);
+
+    /// The position after the partition's last message, if known without a round trip.
+    fn end(&self, partition: &PartitionKey) -> Option<i64>;
+
+    /// Whether every partition is read to its end, given the tasks' positions (asks the
+    /// broker).
+    fn caught_up(&self, positions: &[(PartitionKey, i64)]) -> bool;
+}
+
+/// Where one message of a batch is.
+#[derive(Debug, Clone)]
+struct Slot {
+    topic: usize,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    payload: Option<Range<usize>>,
+}
+
+/// Messages read from a source, with their payloads in one buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    topics: Vec<String>,
+    slots: Vec<Slot>,
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.bytes.clear();
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Appends one message (a copy of its payload).
+    pub fn push(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        payload: Option<&[u8]>,
+    ) {
+        let topic = match self.topics.iter().position(|t| t == topic) {
+            Some(i) => i,
+            None => {
+                self.topics.push(topic.to_string());
+                self.topics.len() - 1
+            }
+        };
+        let payload = payload.map(|bytes| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(bytes);
+            start..self.bytes.len()
+        });
+        self.slots.push(Slot {
+            topic,
+            partition,
+            offset,
+            timestamp_ms,
+            payload,
+        });
+    }
+
+    /// The messages of each partition, in the order read.
+    pub fn by_partition(&self) -> BTreeMap<(&str, i32), Vec<RawMessage<'_>>> {
+        let mut out: BTreeMap<(&str, i32), Vec<RawMessage<'_>>> = BTreeMap::new();
+        for slot in &self.slots {
+            let topic = self.topics[slot.topic].as_str();
+            out.entry((topic, slot.partition))
+                .or_default()
+                .push(RawMessage {
+                    topic,
+                    partition: slot.partition,
+                    offset: slot.offset,
+                    timestamp_ms: slot.timestamp_ms,
+                    payload: slot.payload.clone().map(|range| &self.bytes[range]),
+                });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_hands_back_each_partitions_messages_in_order() {
+        let mut batch = Batch::default();
+        batch.push("a", 0, 7, Some(1), Some(b"x"));
+        batch.push("b", 1, 3, None, None);
+        batch.push("a", 0, 8, Some(2), Some(b"yz"));
+        let parts = batch.by_partition();
+        let a: Vec<(i64, Option<&[u8]>)> = parts[&("a", 0)]
+            .iter()
+            .map(|m| (m.offset, m.payload))
+            .collect();
+        assert_eq!(a, [(7, Some(&b"x"[..])), (8, Some(&b"yz"[..]))]);
+        assert_eq!(parts[&("b", 1)][0].payload, None);
+        assert_eq!(batch.len(), 3);
+        batch.clear();
+        assert!(batch.is_empty() && batch.by_partition().is_empty());
+    }
+}
