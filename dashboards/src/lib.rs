@@ -14,7 +14,7 @@ pub use panels::{Chart, Dashboard, Panel, dashboards};
 
 /// What a panel query is run for: a time range, a bucket width, a tenant filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scope {
+pub struct PanelRange {
     /// Range start, Unix seconds.
     pub from: i64,
     /// Range end, Unix seconds.
@@ -23,7 +23,7 @@ pub struct Scope {
     pub tenant: String,
 }
 
-impl Scope {
+impl PanelRange {
     /// The bucket width of time series: about 120 points over the range, in whole minutes up
     /// to 6 hours, whole hours up to 2 weeks, whole days beyond, so that long ranges are
     /// drawn from hour and day rows rather than minutes (see `panels::rows`).
@@ -52,7 +52,7 @@ pub fn sql_string(text: &str) -> String {
 
 /// `sql` with the Grafana macros replaced for `scope`, as Grafana's ClickHouse datasource
 /// would (times as `toDateTime(<unix seconds>)`).
-pub fn expand(sql: &str, scope: &Scope) -> String {
+pub fn expand(sql: &str, scope: &PanelRange) -> String {
     let from = format!("toDateTime({})", scope.from);
     let to = format!("toDateTime({})", scope.to);
     let mut out = String::with_capacity(sql.len() + 64);
@@ -80,8 +80,8 @@ pub fn expand(sql: &str, scope: &Scope) -> String {
 mod tests {
     use super::*;
 
-    fn scope(tenant: &str) -> Scope {
-        Scope {
+    fn scope(tenant: &str) -> PanelRange {
+        PanelRange {
             from: 1_790_000_000,
             to: 1_790_086_400,
             tenant: tenant.into(),
@@ -111,22 +111,22 @@ mod tests {
     fn buckets_are_whole_minutes_hours_or_days_by_range() {
         let day = scope("");
         assert_eq!(day.interval_s(), 3_600);
-        let six_hours = Scope {
+        let six_hours = PanelRange {
             to: day.from + 6 * 3_600,
             ..day.clone()
         };
         assert_eq!(six_hours.interval_s(), 180);
-        let week = Scope {
+        let week = PanelRange {
             to: day.from + 7 * 86_400,
             ..day.clone()
         };
         assert_eq!(week.interval_s(), 7_200);
-        let hour = Scope {
+        let hour = PanelRange {
             to: day.from + 3_600,
             ..day.clone()
         };
         assert_eq!(hour.interval_s(), 60);
-        let month = Scope {
+        let month = PanelRange {
             to: day.from + 30 * 86_400,
             ..day
         };

@@ -456,7 +456,7 @@ mod tests {
                     Source::Sql(sql) | Source::ActiveAlerts(sql) => sql,
                     Source::Lag { .. } => continue,
                 };
-                let scope = crate::Scope {
+                let scope = crate::PanelRange {
                     from: 0,
                     to: 86_400,
                     tenant: String::new(),

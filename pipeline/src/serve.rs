@@ -11,12 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
 use futures_util::future::join_all;
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
+use hyper::body::Bytes;
+use hyper::{Response, StatusCode};
 use salestalk_dashboards::panels::Source;
-use salestalk_dashboards::{Dashboard, Scope, dashboards, expand};
+use salestalk_dashboards::{Dashboard, PanelRange, dashboards, expand};
 use salestalk_kafka::admin;
 use salestalk_store::Endpoint;
 use salestalk_store::billing::Month;
@@ -91,9 +94,9 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
         dashboards: dashboards(),
     });
     let listen = settings.serve.listen()?;
-    let bound = crate::http::serve(listen, move |request| {
-        let app = Arc::clone(&app);
-        async move { route(&app, request).await }
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (bound, http) = crate::http::serve(listen, router(app), async {
+        let _ = http_stopped.await;
     })
     .await
     .with_context(|| format!("listening on {listen}"))?;
@@ -109,6 +112,9 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
             () = &mut shutdown => break,
         }
     }
+    // Requests in flight are answered before the process ends.
+    let _ = stop_http.send(());
+    let _ = http.await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -121,42 +127,71 @@ fn bad_request(message: String) -> Response<Full<Bytes>> {
     json_response(StatusCode::BAD_REQUEST, &json!({ "error": message }))
 }
 
-async fn route(app: &App, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = request.uri().path().to_string();
-    let query: BTreeMap<String, String> = request
-        .uri()
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
-    match path.as_str() {
-        "/" => {
-            let mut response = respond(StatusCode::FOUND, "text/plain", "see /sre\n");
-            response.headers_mut().insert(
-                hyper::header::LOCATION,
-                hyper::header::HeaderValue::from_static("/sre"),
-            );
-            response
-        }
-        "/sre" | "/product" | "/billing" => {
-            respond(StatusCode::OK, "text/html; charset=utf-8", PAGE)
-        }
-        "/assets/app.js" => respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
-        "/assets/style.css" => respond(StatusCode::OK, "text/css; charset=utf-8", STYLE),
-        "/assets/chart.umd.min.js" => {
-            respond(StatusCode::OK, "text/javascript; charset=utf-8", CHART_JS)
-        }
-        "/api/alerts" => json_response(StatusCode::OK, &firing_json(&app.firing)),
-        "/api/billing/export.csv" => billing_csv(app, &query).await,
-        "/health" => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        _ => match path.strip_prefix("/api/dashboards/") {
-            Some(id) => dashboard_data(app, id, &query).await,
-            None => respond(
+type Shared = State<Arc<App>>;
+type Params = Query<BTreeMap<String, String>>;
+
+/// Every route of `serve`; other methods on them answer 405, other paths 404.
+fn router(app: Arc<App>) -> Router {
+    let asset = |content_type: &'static str, body: &'static str| {
+        get(move || async move { respond(StatusCode::OK, content_type, body) })
+    };
+    let page = || asset("text/html; charset=utf-8", PAGE);
+    Router::new()
+        .route(
+            "/",
+            get(|| async {
+                let mut response = respond(StatusCode::FOUND, "text/plain", "see /sre\n");
+                response.headers_mut().insert(
+                    hyper::header::LOCATION,
+                    hyper::header::HeaderValue::from_static("/sre"),
+                );
+                response
+            }),
+        )
+        .route("/sre", page())
+        .route("/product", page())
+        .route("/billing", page())
+        .route(
+            "/assets/app.js",
+            asset("text/javascript; charset=utf-8", APP_JS),
+        )
+        .route("/assets/style.css", asset("text/css; charset=utf-8", STYLE))
+        .route(
+            "/assets/chart.umd.min.js",
+            asset("text/javascript; charset=utf-8", CHART_JS),
+        )
+        .route(
+            "/api/alerts",
+            get(|State(app): Shared| async move {
+                json_response(StatusCode::OK, &firing_json(&app.firing))
+            }),
+        )
+        .route(
+            "/api/billing/export.csv",
+            get(|State(app): Shared, Query(query): Params| async move {
+                billing_csv(&app, &query).await
+            }),
+        )
+        .route(
+            "/api/dashboards/{id}",
+            get(
+                |State(app): Shared, Path(id): Path<String>, Query(query): Params| async move {
+                    dashboard_data(&app, &id, &query).await
+                },
+            ),
+        )
+        .route(
+            "/health",
+            get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
+        )
+        .fallback(|| async {
+            respond(
                 StatusCode::NOT_FOUND,
                 "text/plain",
                 "try /sre, /product, /billing, /api/alerts or /health\n",
-            ),
-        },
-    }
+            )
+        })
+        .with_state(app)
 }
 
 /// The alerts firing now (empty if the evaluator's lock was poisoned).
@@ -193,7 +228,7 @@ async fn dashboard_data(
         ));
     };
     let now = chrono::Utc::now().timestamp();
-    let scope = Scope {
+    let scope = PanelRange {
         from: now - seconds,
         to: now,
         tenant: query.get("tenant").cloned().unwrap_or_default(),

@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
 
+use axum::extract::State;
 use hyper::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -287,78 +287,41 @@ impl Telemetry {
     }
 }
 
-/// Serves `GET /metrics` on `listen` until the process ends.
+/// Serves `GET /metrics` and `GET /health` on `listen` until the process ends.
 pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<SocketAddr> {
-    crate::http::serve(listen, move |request| {
-        let response = match request.uri().path() {
-            "/metrics" => respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                telemetry.render(),
-            ),
-            "/health" => {
-                let (status, body) = telemetry.health();
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|State(t): State<Arc<Telemetry>>| async move {
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    t.render(),
+                )
+            }),
+        )
+        .route(
+            "/health",
+            axum::routing::get(|State(t): State<Arc<Telemetry>>| async move {
+                let (status, body) = t.health();
                 respond(status, "application/json", body)
-            }
-            _ => respond(
+            }),
+        )
+        .fallback(|| async {
+            respond(
                 StatusCode::NOT_FOUND,
                 "text/plain",
                 "try /metrics or /health\n",
-            ),
-        };
-        std::future::ready(response)
-    })
-    .await
-}
-
-/// Lets one log line through per period and counts the ones held back, so an error that
-/// repeats per partition per poll (a broker that is down) does not flood the log.
-pub struct LogThrottle {
-    period: Duration,
-    last: Option<Instant>,
-    held_back: u64,
-}
-
-impl LogThrottle {
-    /// At most one line per `period`.
-    pub fn new(period: Duration) -> Self {
-        Self {
-            period,
-            last: None,
-            held_back: 0,
-        }
-    }
-
-    /// `Some(lines held back since the last one)` when a line may be logged at `now`.
-    pub fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < self.period)
-        {
-            self.held_back += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.held_back))
-    }
+            )
+        })
+        .with_state(telemetry);
+    let (bound, _serving) = crate::http::serve(listen, router, std::future::pending()).await?;
+    Ok(bound)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_throttle_lets_one_line_through_per_period_and_counts_the_rest() {
-        let mut throttle = LogThrottle::new(Duration::from_secs(10));
-        let start = Instant::now();
-        assert_eq!(throttle.admit(start), Some(0));
-        for second in 1..10 {
-            assert_eq!(throttle.admit(start + Duration::from_secs(second)), None);
-        }
-        assert_eq!(throttle.admit(start + Duration::from_secs(10)), Some(9));
-        assert_eq!(throttle.admit(start + Duration::from_secs(11)), None);
-        assert_eq!(throttle.admit(start + Duration::from_secs(25)), Some(1));
-    }
 
     #[test]
     fn renders_counters_with_labels_and_the_prefix() {

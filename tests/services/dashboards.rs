@@ -5,7 +5,7 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use salestalk_dashboards::panels::Source;
-use salestalk_dashboards::{Scope, expand, grafana};
+use salestalk_dashboards::{PanelRange, expand, grafana};
 use serde_json::Value;
 
 use crate::exactness::{PARTITIONS, pipeline_env, setup_on};
@@ -36,7 +36,7 @@ async fn every_grafana_panel_query_runs_and_agrees_with_the_views() {
     let endpoint = setup.isolated.endpoint();
     let now = chrono::Utc::now().timestamp();
     // The generated traffic spans the last few minutes; a month covers it, as on a dashboard.
-    let month = Scope {
+    let month = PanelRange {
         from: now - 30 * 86_400,
         to: now + 3_600,
         tenant: String::new(),
@@ -118,7 +118,7 @@ async fn every_grafana_panel_query_runs_and_agrees_with_the_views() {
     // One tenant: its share only, and a hostile tenant name is just a name.
     let first_tenant = column(tenants, "tenant_id")[0].clone();
     let tenant = first_tenant.as_str().expect("a tenant").to_string();
-    let one = Scope {
+    let one = PanelRange {
         tenant: tenant.clone(),
         ..month.clone()
     };
@@ -128,7 +128,7 @@ async fn every_grafana_panel_query_runs_and_agrees_with_the_views() {
         .await
         .expect("one tenant");
     assert_eq!(column(&only, "tenant_id"), vec![first_tenant]);
-    let hostile = Scope {
+    let hostile = PanelRange {
         tenant: "x' OR 1=1 OR tenant_id = 'y?".into(),
         ..month
     };
@@ -200,7 +200,7 @@ async fn panels_read_from_day_hour_and_minute_rows_give_the_minute_views_sums_ov
     let latency = panel_sql("sre", "latency");
     let mut levels_seen = std::collections::BTreeSet::new();
     for (from, to) in ranges {
-        let scope = Scope {
+        let scope = PanelRange {
             from,
             to,
             tenant: String::new(),

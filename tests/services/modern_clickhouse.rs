@@ -166,7 +166,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
     statements.push(format!("USE {DB}"));
     // Every dashboard panel, macros expanded over ten years up to now.
     let now = chrono::Utc::now().timestamp();
-    let scope = salestalk_dashboards::Scope {
+    let scope = salestalk_dashboards::PanelRange {
         from: now - 10 * 365 * 86_400,
         to: now,
         tenant: String::new(),

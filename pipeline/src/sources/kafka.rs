@@ -16,7 +16,8 @@ use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::consumer::{Assignment, GroupMembership, group_member};
 
 use super::{Batch, Changes, PartitionKey, Source};
-use crate::telemetry::{LogThrottle, Telemetry};
+use crate::logging::LogThrottle;
+use crate::telemetry::Telemetry;
 
 /// A consumer-group member reading the configured topics.
 pub struct KafkaSource {

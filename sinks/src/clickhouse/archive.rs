@@ -6,8 +6,8 @@ use clickhouse::Row;
 use salestalk_store::codec::datetime;
 use serde::Serialize;
 
+use super::SERVICE;
 use super::insert::insert_isolating;
-use super::{SERVICE, sink_error};
 use crate::sink::{FlushBatch, Sink, SinkFuture};
 
 #[derive(Debug, Clone, Row, Serialize)]
@@ -89,19 +89,10 @@ impl Sink for Archive {
                     });
                 }
             }
-            let observer = batch.observer;
-            let refused = insert_isolating::<ArchiveRecord<'_>>(
-                &self.endpoint,
-                "events_raw",
-                &records,
-                &batch.policy,
-                |_| observer.write_failed(SERVICE),
-            )
-            .await
-            .map_err(|e| sink_error(self.name(), "writing the archive", e))?;
-            if !refused.is_empty() {
-                observer.rows_refused(SERVICE, refused.len() as u64);
-            }
+            let sink = (self.name(), &batch.policy, batch.observer);
+            let refused =
+                insert_isolating::<ArchiveRecord<'_>>(&self.endpoint, "events_raw", &records, sink)
+                    .await?;
             for refused in refused {
                 let (flush, event) = origin[refused.index];
                 batch.refuse_event(flush, event, &refused);

@@ -7,8 +7,8 @@ use clickhouse::Row;
 use salestalk_store::codec::datetime;
 use serde::Serialize;
 
+use super::SERVICE;
 use super::insert::insert_isolating;
-use super::{SERVICE, sink_error};
 use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture};
 
 #[derive(Debug, Clone, Row, Serialize)]
@@ -77,19 +77,14 @@ impl Sink for DeadLetterTable {
                     }
                 })
                 .collect();
-            let observer = batch.observer;
+            let sink = (self.name(), &batch.policy, batch.observer);
             let refused = insert_isolating::<DeadLetterRecord<'_>>(
                 &self.endpoint,
                 "dead_letters",
                 &records,
-                &batch.policy,
-                |_| observer.write_failed(SERVICE),
+                sink,
             )
-            .await
-            .map_err(|e| sink_error(self.name(), "writing dead letters", e))?;
-            if !refused.is_empty() {
-                observer.rows_refused(SERVICE, refused.len() as u64);
-            }
+            .await?;
             for row in &refused {
                 let letter = &letters[row.index];
                 let Some(keeper) = batch.letters_kept() else {

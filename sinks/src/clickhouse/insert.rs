@@ -6,7 +6,9 @@ use std::ops::Range;
 use clickhouse::{Client, Row, RowWrite};
 use salestalk_store::{ClickHouseError, Endpoint};
 
+use super::{SERVICE, sink_error};
 use crate::retry::{Refused, RetryPolicy, write_isolating};
+use crate::sink::{SinkError, SinkObserver};
 
 /// Inserts `records[range]` into `table` as one insert.
 pub(super) async fn insert_range<T: Row + RowWrite>(
@@ -24,22 +26,28 @@ pub(super) async fn insert_range<T: Row + RowWrite>(
     insert.end().await.map_err(classify)
 }
 
-/// Inserts `records` into `table`, isolating the rows it refuses (returned, by index).
-/// Fails only when ClickHouse is down.
+/// Inserts `records` into `table` for `sink`, isolating the rows ClickHouse refuses: returns
+/// them by index, every attempt that failed and every row refused told to `observer`. Fails
+/// only when ClickHouse is down, or with a request it refuses as a whole.
 pub(super) async fn insert_isolating<T: Row + RowWrite>(
     endpoint: &Endpoint,
     table: &str,
     records: &[T::Value<'_>],
-    policy: &RetryPolicy,
-    on_failure: impl FnMut(&ClickHouseError),
-) -> Result<Vec<Refused>, ClickHouseError> {
+    sink: (&'static str, &RetryPolicy, &dyn SinkObserver),
+) -> Result<Vec<Refused>, SinkError> {
+    let (name, policy, observer) = sink;
     let client = endpoint.client();
-    write_isolating(
+    let refused = write_isolating(
         policy,
         records.len(),
         |range| insert_range::<T>(&client, &endpoint.url, table, records, range),
         || endpoint.ping(),
-        on_failure,
+        |_| observer.write_failed(SERVICE),
     )
     .await
+    .map_err(|e| sink_error(name, &format!("writing {table}"), e))?;
+    if !refused.is_empty() {
+        observer.rows_refused(SERVICE, refused.len() as u64);
+    }
+    Ok(refused)
 }
