@@ -10,7 +10,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::aggregate::Family;
+use crate::aggregate::family::Family;
 use crate::histogram::LogHistogram;
 
 /// Length of a window, in seconds.

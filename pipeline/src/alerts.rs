@@ -14,8 +14,8 @@ use salestalk_store::alert_history::AlertRecord;
 use salestalk_store::signals::SignalValue;
 use salestalk_store::{ClickHouseError, Endpoint};
 
-use crate::settings::Settings;
 use crate::webhook::Webhooks;
+use salestalk_sinks::retry::RetryPolicy;
 
 /// `[alerts]`: the alert evaluator of `salestalk serve`.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -84,10 +84,14 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    /// An evaluator for `settings`, with what was firing when the last one stopped.
-    pub async fn start(settings: &Settings) -> Result<Self, ClickHouseError> {
-        let endpoint = settings.clickhouse.clone();
-        let mut tracker = Tracker::new(settings.alerts.rules.clone());
+    /// An evaluator of `settings` reading `endpoint` and notifying with `policy`, with what
+    /// was firing when the last one stopped.
+    pub async fn start(
+        endpoint: Endpoint,
+        settings: &AlertSettings,
+        policy: RetryPolicy,
+    ) -> Result<Self, ClickHouseError> {
+        let mut tracker = Tracker::new(settings.rules.clone());
         for record in endpoint.firing_alerts().await? {
             let starts_at =
                 DateTime::from_timestamp(record.starts_at.into(), 0).unwrap_or_default();
@@ -97,7 +101,13 @@ impl Evaluator {
         Ok(Self {
             endpoint,
             tracker,
-            webhooks: Webhooks::new(&settings.alerts, settings.retry.policy()),
+            webhooks: Webhooks::new(
+                &settings.webhooks,
+                &settings.alertmanager_webhooks,
+                &settings.receiver,
+                &settings.external_url,
+                policy,
+            ),
             firing,
         })
     }

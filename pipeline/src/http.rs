@@ -25,6 +25,36 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+/// `[serve]`: where `salestalk serve` listens (dashboards and active alerts).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ServeSettings {
+    /// Where it listens, e.g. `127.0.0.1:8080`.
+    listen: String,
+}
+
+impl ServeSettings {
+    /// The address (checked at start-up; an unparsable one is reported there).
+    pub fn listen(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listen.trim().parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("'{}' is not an address", self.listen),
+            )
+        })
+    }
+
+    /// Every problem with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        match self.listen() {
+            Ok(_) => Vec::new(),
+            Err(_) => vec![format!(
+                "serve.listen: '{}' is not an address like 127.0.0.1:8080",
+                self.listen
+            )],
+        }
+    }
+}
+
 /// Largest request body any route takes.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 

@@ -30,36 +30,6 @@ use crate::alerts::{Evaluator, Firing};
 use crate::http::respond;
 use crate::settings::Settings;
 
-/// `[serve]`: where `salestalk serve` listens (dashboards and active alerts).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct ServeSettings {
-    /// Where it listens, e.g. `127.0.0.1:8080`.
-    listen: String,
-}
-
-impl ServeSettings {
-    /// The address (checked at start-up; an unparsable one is reported there).
-    pub fn listen(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listen.trim().parse().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("'{}' is not an address", self.listen),
-            )
-        })
-    }
-
-    /// Every problem with these settings, each naming its key.
-    pub fn problems(&self) -> Vec<String> {
-        match self.listen() {
-            Ok(_) => Vec::new(),
-            Err(_) => vec![format!(
-                "serve.listen: '{}' is not an address like 127.0.0.1:8080",
-                self.listen
-            )],
-        }
-    }
-}
-
 const PAGE: &str = include_str!("../../dashboards/web/dashboard.html");
 const APP_JS: &str = include_str!("../../dashboards/web/app.js");
 const STYLE: &str = include_str!("../../dashboards/web/style.css");
@@ -84,9 +54,13 @@ struct App {
 /// Serves and evaluates until `shutdown` completes.
 pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     crate::runtime::migrate(settings).await?;
-    let mut evaluator = Evaluator::start(settings)
-        .await
-        .context("reading the alerts that were firing")?;
+    let mut evaluator = Evaluator::start(
+        settings.clickhouse.clone(),
+        &settings.alerts,
+        settings.retry.policy(),
+    )
+    .await
+    .context("reading the alerts that were firing")?;
     let app = Arc::new(App {
         settings: settings.clone(),
         endpoint: settings.clickhouse.clone(),

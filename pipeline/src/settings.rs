@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::alerts::AlertSettings;
+use crate::http::ServeSettings;
 use crate::logging::LogSettings;
 use crate::runtime::settings::{GraphSettings, PipelineSettings};
-use crate::serve::ServeSettings;
 use crate::telemetry::MetricsSettings;
 
 /// The documented defaults, which also define the set of known keys.

@@ -14,8 +14,6 @@ use hyper_util::rt::TokioExecutor;
 use salestalk_alerting::Notification;
 use salestalk_sinks::retry::{RetryPolicy, Transient};
 
-use crate::alerts::AlertSettings;
-
 /// Longest wait for one webhook to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -69,14 +67,21 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// The webhooks of `settings`, retried with `policy`.
-    pub fn new(settings: &AlertSettings, policy: RetryPolicy) -> Self {
+    /// Plain JSON webhooks at `plain`, Alertmanager ones at `alertmanager` (their bodies
+    /// name `receiver` and `external_url`), retried with `policy`.
+    pub fn new(
+        plain: &[String],
+        alertmanager: &[String],
+        receiver: &str,
+        external_url: &str,
+        policy: RetryPolicy,
+    ) -> Self {
         Self {
             client: Client::builder(TokioExecutor::new()).build_http(),
-            plain: settings.webhooks.clone(),
-            alertmanager: settings.alertmanager_webhooks.clone(),
-            receiver: settings.receiver.clone(),
-            external_url: settings.external_url.clone(),
+            plain: plain.to_vec(),
+            alertmanager: alertmanager.to_vec(),
+            receiver: receiver.to_string(),
+            external_url: external_url.to_string(),
             policy,
         }
     }

@@ -22,9 +22,6 @@ use serde::{Deserialize, Serialize};
 /// Family name of the checkpoint rows in `window_state`.
 pub const CHECKPOINT_FAMILY: &str = "checkpoint";
 
-/// Where a checkpoint's next offset is in its `ints` (1-based in SQL: `ints[1]`).
-pub const NEXT_OFFSET_SQL: &str = "ints[1]";
-
 /// The task name stored with rows: `topic/partition`.
 pub fn task_name(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
