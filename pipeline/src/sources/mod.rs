@@ -82,11 +82,16 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Empties the batch, keeping its buffers.
+    /// Empties the batch, keeping its buffers (up to [`Batch::RETAINED_BYTES`] of payload
+    /// space, so one batch of huge messages does not pin their memory for the whole run).
     pub fn clear(&mut self) {
         self.slots.clear();
         self.bytes.clear();
+        self.bytes.shrink_to(Self::RETAINED_BYTES);
     }
+
+    /// Payload space kept between batches.
+    pub const RETAINED_BYTES: usize = 16 << 20;
 
     /// Messages held.
     pub fn len(&self) -> usize {
