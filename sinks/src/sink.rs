@@ -200,17 +200,6 @@ impl FlushPlan {
         Self { sinks }
     }
 
-    /// The services the sinks write to, each once.
-    pub fn services(&self) -> Vec<&'static str> {
-        let mut services: Vec<&'static str> = Vec::new();
-        for sink in &self.sinks {
-            if !services.contains(&sink.service()) {
-                services.push(sink.service());
-            }
-        }
-        services
-    }
-
     /// One attempt at making `batch` durable, sink after sink.
     pub async fn make_durable(&self, batch: &mut FlushBatch<'_>) -> Result<(), SinkError> {
         for sink in &self.sinks {
