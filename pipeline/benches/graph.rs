@@ -2,12 +2,15 @@
 //! (a) the aggregate stage alone on decoded events: dedup check plus window updates (minute,
 //!     hour and day rows);
 //! (b) the whole task on raw JSON bytes: decode, validate, dedup, lateness, windows,
-//!     archive and dead-letter outputs, and a flush every 5,000 messages.
+//!     archive and dead-letter outputs, and a flush every 5,000 messages;
+//! (d) (b) over four partitions, processed and flushed by one worker and by two (the
+//!     runtime's `pipeline.workers`): events per second for the whole machine.
 //! `deploy/bench` runs these and the end-to-end measurement; results go to docs/performance.md.
 
 use chrono::{DateTime, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
+use salestalk::runtime::workers::Workers;
 use salestalk_contracts::{parse, validate};
 use salestalk_operators::RawMessage;
 use salestalk_operators::aggregate::Aggregates;
@@ -114,9 +117,64 @@ fn task_on_raw_bytes(c: &mut Criterion) {
     group.finish();
 }
 
+fn four_partitions_on_workers(c: &mut Criterion) {
+    let bytes = traffic(FaultRates {
+        duplicates: 0.01,
+        invalid: 0.005,
+        out_of_order: 0.02,
+        late: 0.005,
+        future_skew: 0.001,
+    });
+    let broker = 1_762_646_400_000 + 3_600_000;
+    // As a producer keyed by tenant spreads them, give or take: message i to partition i % 4,
+    // offsets counted per partition.
+    let batches: Vec<Vec<Vec<RawMessage<'_>>>> = bytes
+        .chunks(5_000)
+        .enumerate()
+        .map(|(chunk, messages)| {
+            let mut parts = vec![Vec::new(); 4];
+            for (i, b) in messages.iter().enumerate() {
+                let n = chunk * 5_000 + i;
+                parts[n % 4].push(RawMessage {
+                    topic: "t",
+                    partition: (n % 4) as i32,
+                    offset: (n / 4) as i64,
+                    timestamp_ms: Some(broker),
+                    payload: Some(b),
+                });
+            }
+            parts
+        })
+        .collect();
+    let mut group = c.benchmark_group("d_four_partitions_on_workers");
+    group.throughput(Throughput::Elements(bytes.len() as u64));
+    for count in [1, 2] {
+        let workers = Workers::new(count);
+        group.bench_function(format!("workers_{count}"), |b| {
+            b.iter_batched(
+                || {
+                    (0..4)
+                        .map(|p| Task::new("t", p, settings(), Default::default()))
+                        .collect::<Vec<_>>()
+                },
+                |mut tasks| {
+                    for batch in &batches {
+                        let work = tasks.iter_mut().zip(batch.iter().cloned()).collect();
+                        workers.process(work);
+                        std::hint::black_box(workers.flush(tasks.iter_mut().collect(), broker));
+                    }
+                    tasks
+                },
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
-    targets = graph_on_decoded_events, task_on_raw_bytes
+    targets = graph_on_decoded_events, task_on_raw_bytes, four_partitions_on_workers
 }
 criterion_main!(benches);

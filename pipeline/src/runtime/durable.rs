@@ -18,11 +18,8 @@ impl<S: Source> Runtime<'_, S> {
     pub(super) async fn flush(&mut self) -> anyhow::Result<()> {
         let durable_at = now_ms();
         let flushes: Vec<Flush> = self
-            .tasks
-            .values_mut()
-            .filter(|task| task.has_pending())
-            .map(|task| task.flush(durable_at as i64))
-            .collect();
+            .workers
+            .flush(self.tasks.values_mut().collect(), durable_at as i64);
         if flushes.is_empty() {
             return Ok(());
         }

@@ -13,6 +13,7 @@ mod durable;
 pub mod settings;
 mod signals;
 mod startup;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use startup::migrate;
 
 use self::signals::Signals;
 use self::startup::{flush_plan, with_retries};
+use self::workers::Workers;
 use crate::settings::Settings;
 use crate::sources::kafka::KafkaSource;
 use crate::sources::{Batch, PartitionKey, Source};
@@ -67,6 +69,8 @@ struct Runtime<'a, S: Source> {
     /// The sinks every flush goes through, in the configured order.
     plan: FlushPlan,
     tasks: HashMap<PartitionKey, Task>,
+    /// The threads a batch's partitions and the tasks' flushes are spread over.
+    workers: Workers,
     tally: Tally,
     telemetry: Arc<Telemetry>,
     signals: Signals,
@@ -123,15 +127,20 @@ impl<S: Source> Runtime<'_, S> {
         self.restore(partitions).await
     }
 
-    /// Hands each partition's messages, in order, to its task.
+    /// Hands each partition's messages, in order, to its task; partitions run side by side.
     fn process(&mut self, batch: &Batch) {
-        for ((topic, partition), messages) in batch.by_partition() {
-            // A partition without a task is being restored; it will be read again from its
-            // checkpoint, so these messages are not lost.
-            if let Some(task) = self.tasks.get_mut(&(topic.to_string(), partition)) {
-                task.process(&messages);
-            }
-        }
+        let mut parts = batch.by_partition();
+        // A partition without a task is being restored; it will be read again from its
+        // checkpoint, so its messages here are not lost.
+        let work = self
+            .tasks
+            .iter_mut()
+            .filter_map(|((topic, partition), task)| {
+                let messages = parts.remove(&(topic.as_str(), *partition))?;
+                Some((task, messages))
+            })
+            .collect();
+        self.workers.process(work);
     }
 
     /// Updates the telemetry from a flush that became durable.
@@ -207,6 +216,10 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     let source = KafkaSource::subscribe(&settings.kafka, Arc::clone(&telemetry))?;
     let signals = Signals::install()?;
     let plan = flush_plan(settings)?;
+    tracing::info!(
+        workers = Workers::new(settings.pipeline.workers).count(),
+        "processing"
+    );
     if let Some(listen) = settings.metrics.listen() {
         let bound = telemetry::serve(listen, Arc::clone(&telemetry))
             .await
@@ -223,6 +236,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         store: settings.clickhouse.clone(),
         plan,
         tasks: HashMap::new(),
+        workers: Workers::new(settings.pipeline.workers),
         tally: Tally::default(),
         telemetry,
         signals,

@@ -21,6 +21,8 @@ pub struct PipelineSettings {
     pub dedup_horizon_ms: i64,
     /// Raw bytes held for the next flush before it is started early.
     pub max_pending_bytes: usize,
+    /// Threads a batch's partitions are processed on; 0 for one per core.
+    pub workers: usize,
 }
 
 impl PipelineSettings {
@@ -48,6 +50,7 @@ impl PipelineSettings {
         );
         within("batch_size", self.batch_size as i64, 1..=1_000_000);
         within("batch_timeout_ms", self.batch_timeout_ms as i64, 1..=60_000);
+        within("workers", self.workers as i64, 0..=1024);
         for (key, value) in [
             ("allowed_lateness_ms", self.allowed_lateness_ms),
             ("max_future_skew_ms", self.max_future_skew_ms),
