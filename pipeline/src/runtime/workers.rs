@@ -94,16 +94,14 @@ mod tests {
     use salestalk_operators::task::TaskSettings;
 
     use super::*;
+    use crate::settings::Settings;
 
     const T0: i64 = 1_762_646_400_000;
 
+    /// The time rules of the documented defaults (config/salestalk.toml).
     fn settings() -> TaskSettings {
-        TaskSettings {
-            allowed_lateness_ms: 300_000,
-            max_future_skew_ms: 600_000,
-            dedup_horizon_ms: 86_400_000,
-            max_message_bytes: 1 << 20,
-        }
+        let defaults = Settings::load_from(None, Some(Vec::new())).expect("the defaults load");
+        super::super::task_settings(&defaults)
     }
 
     fn event(id: u32, partition: i32) -> Vec<u8> {
