@@ -64,8 +64,6 @@ fn now_ms() -> u64 {
 struct Runtime<'a, S: Source> {
     settings: &'a Settings,
     source: S,
-    /// Where tasks are restored from.
-    store: Endpoint,
     /// The sinks every flush goes through, in the configured order.
     plan: FlushPlan,
     tasks: HashMap<PartitionKey, Task>,
@@ -94,7 +92,7 @@ impl<S: Source> Runtime<'_, S> {
             let (topic, partition) = (key.0.as_str(), key.1);
             let settings = task_settings(self.settings);
             let state = with_retries(&policy, "restoring a task", || {
-                self.store.task_state(
+                self.settings.clickhouse.task_state(
                     topic,
                     partition,
                     settings.allowed_lateness_ms,
@@ -118,8 +116,9 @@ impl<S: Source> Runtime<'_, S> {
     /// Drops the tasks of `partitions` and reads them again from their checkpoints: what a
     /// sink refused is then dead-lettered instead of counted (ADR 0006).
     async fn replay(&mut self, partitions: Vec<PartitionKey>) -> anyhow::Result<()> {
-        for (topic, partition) in &partitions {
-            self.tasks.remove(&(topic.clone(), *partition));
+        for key in &partitions {
+            self.tasks.remove(key);
+            let (topic, partition) = (&key.0, key.1);
             tracing::warn!(%topic, partition, "a sink refused events: replaying from the checkpoint");
             self.telemetry.replays.inc();
         }
@@ -216,10 +215,8 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     let source = KafkaSource::subscribe(&settings.kafka, Arc::clone(&telemetry))?;
     let signals = Signals::install()?;
     let plan = flush_plan(settings)?;
-    tracing::info!(
-        workers = Workers::new(settings.pipeline.workers).count(),
-        "processing"
-    );
+    let workers = Workers::new(settings.pipeline.workers);
+    tracing::info!(workers = workers.count(), "processing");
     if let Some(listen) = settings.metrics.listen() {
         let bound = telemetry::serve(listen, Arc::clone(&telemetry))
             .await
@@ -233,10 +230,9 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     let runtime = Runtime {
         settings,
         source,
-        store: settings.clickhouse.clone(),
         plan,
         tasks: HashMap::new(),
-        workers: Workers::new(settings.pipeline.workers),
+        workers,
         tally: Tally::default(),
         telemetry,
         signals,

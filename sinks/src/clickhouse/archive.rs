@@ -89,10 +89,14 @@ impl Sink for Archive {
                     });
                 }
             }
-            let sink = (self.name(), &batch.policy, batch.observer);
-            let refused =
-                insert_isolating::<ArchiveRecord<'_>>(&self.endpoint, "events_raw", &records, sink)
-                    .await?;
+            let refused = insert_isolating::<ArchiveRecord<'_>>(
+                &self.endpoint,
+                "events_raw",
+                &records,
+                self.name(),
+                batch,
+            )
+            .await?;
             for refused in refused {
                 let (flush, event) = origin[refused.index];
                 batch.refuse_event(flush, event, &refused);

@@ -77,12 +77,12 @@ impl Sink for DeadLetterTable {
                     }
                 })
                 .collect();
-            let sink = (self.name(), &batch.policy, batch.observer);
             let refused = insert_isolating::<DeadLetterRecord<'_>>(
                 &self.endpoint,
                 "dead_letters",
                 &records,
-                sink,
+                self.name(),
+                batch,
             )
             .await?;
             for row in &refused {

@@ -7,8 +7,8 @@ use clickhouse::{Client, Row, RowWrite};
 use salestalk_store::{ClickHouseError, Endpoint};
 
 use super::{SERVICE, sink_error};
-use crate::retry::{Refused, RetryPolicy, write_isolating};
-use crate::sink::{SinkError, SinkObserver};
+use crate::retry::{Refused, write_isolating};
+use crate::sink::{FlushBatch, SinkError};
 
 /// Inserts `records[range]` into `table` as one insert.
 pub(super) async fn insert_range<T: Row + RowWrite>(
@@ -26,19 +26,20 @@ pub(super) async fn insert_range<T: Row + RowWrite>(
     insert.end().await.map_err(classify)
 }
 
-/// Inserts `records` into `table` for `sink`, isolating the rows ClickHouse refuses: returns
-/// them by index, every attempt that failed and every row refused told to `observer`. Fails
-/// only when ClickHouse is down, or with a request it refuses as a whole.
+/// Inserts `records` into `table` for the sink `name`, isolating the rows ClickHouse refuses:
+/// returns them by index, with every failed attempt and every refused row told to the batch's
+/// observer. Fails only when ClickHouse is down, or with a request it refuses as a whole.
 pub(super) async fn insert_isolating<T: Row + RowWrite>(
     endpoint: &Endpoint,
     table: &str,
     records: &[T::Value<'_>],
-    sink: (&'static str, &RetryPolicy, &dyn SinkObserver),
+    name: &'static str,
+    batch: &FlushBatch<'_>,
 ) -> Result<Vec<Refused>, SinkError> {
-    let (name, policy, observer) = sink;
+    let observer = batch.observer;
     let client = endpoint.client();
     let refused = write_isolating(
-        policy,
+        &batch.policy,
         records.len(),
         |range| insert_range::<T>(&client, &endpoint.url, table, records, range),
         || endpoint.ping(),
