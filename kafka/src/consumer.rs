@@ -5,8 +5,9 @@
 //! takes consumption from ~27k to ~100k messages/s.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -16,6 +17,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::KafkaSettings;
+use crate::fence::RevocationFence;
 
 /// A change of the partitions this member owns, as the group announced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,15 +31,22 @@ pub enum Assignment {
 /// Records assignment changes for the runtime, which acts on them between polls.
 ///
 /// Newly assigned partitions are paused at once, so nothing is read from them before their
-/// task has been restored and the partition moved to the task's checkpoint.
+/// task has been restored and the partition moved to the task's checkpoint. Revoked
+/// partitions are let go only once no flush is in flight ([`RevocationFence`]).
 #[derive(Default)]
 pub struct GroupMembership {
     changes: Mutex<Vec<Assignment>>,
     owned: AtomicUsize,
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+    fence: Arc<RevocationFence>,
 }
 
 impl GroupMembership {
+    /// The fence a flush in flight holds so that its partitions do not move meanwhile.
+    pub fn fence(&self) -> &Arc<RevocationFence> {
+        &self.fence
+    }
+
     /// Whether the group has given this member at least one partition.
     pub fn has_partitions(&self) -> bool {
         self.owned.load(Ordering::Relaxed) > 0
@@ -92,6 +101,20 @@ impl ClientContext for GroupMembership {
 }
 
 impl ConsumerContext for GroupMembership {
+    /// The revoked partitions' next owner restores them from the last durable checkpoint, so
+    /// a flush in flight must land before they go.
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance
+            && self.fence.held() > 0
+        {
+            tracing::info!(
+                partitions = list.count(),
+                "partitions revoked: waiting for the flush in flight"
+            );
+            self.fence.wait_released(Duration::from_secs(30));
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod consumer;
+pub mod fence;
 pub mod producer;
 mod settings;
 

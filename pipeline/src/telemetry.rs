@@ -113,6 +113,8 @@ pub struct Telemetry {
     pub batch_size: Histogram,
     /// Seconds a flush took to become durable (all inserts, including retries).
     pub flush_seconds: Histogram,
+    /// 1 while a flush is being written (reading goes on meanwhile), else 0.
+    pub flush_in_flight: Gauge,
     /// Failed write attempts per sink (each retried or acted on per the retry policy).
     pub write_failures: Family<SinkLabels, Counter>,
     /// Rows a sink refused for good, per sink (sent to the DLQ, or kept there).
@@ -155,6 +157,12 @@ impl Default for Telemetry {
             "flush_seconds",
             "Time for a flush to become durable",
             flush_seconds.clone(),
+        );
+        let flush_in_flight = Gauge::default();
+        registry.register(
+            "flush_in_flight",
+            "1 while a flush is being written",
+            flush_in_flight.clone(),
         );
         let write_failures = Family::<SinkLabels, Counter>::default();
         registry.register(
@@ -224,6 +232,7 @@ impl Default for Telemetry {
             dead_letters,
             batch_size,
             flush_seconds,
+            flush_in_flight,
             write_failures,
             refused_rows,
             sink_up,

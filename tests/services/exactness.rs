@@ -2,7 +2,8 @@
 //! out-of-order, late and clock-skewed events goes through the real broker and `salestalk run`
 //! into the real ClickHouse, and every public view equals a batch recomputation from the same
 //! input: the messages read back from the topics, in partition order. Once with a run that is
-//! left alone, once with a pipeline killed with SIGKILL at random moments and restarted.
+//! left alone, once with a pipeline killed with SIGKILL at random moments and restarted, and once
+//! killed while a flush is in flight with partitions spread over several workers.
 //!
 //! The recomputation implements the metric definitions of `docs/metrics.md` directly, as a
 //! fold over each partition's messages; it shares only the contract validator with the
@@ -28,7 +29,8 @@ use salestalk_store::schema::family_view_name;
 use serde::Deserialize;
 
 use crate::support::{
-    Isolated, RUN_LIMIT, finish, salestalk, salestalk_command, stdout_of, unique,
+    Isolated, RUN_LIMIT, finish, free_port, salestalk, salestalk_command, scrape, stdout_of,
+    unique, value,
 };
 
 const LATENESS_MS: i64 = 300_000;
@@ -684,30 +686,72 @@ pub async fn durable(isolated: &Isolated) -> i64 {
         .unwrap_or(0)
 }
 
-/// Starts `salestalk run` `kills` times and kills it with SIGKILL each time, at a random
-/// moment (up to `max_delay` later) after the run has made something durable; then lets a
-/// last run finish. Asserts that at least `mid_stream` kills landed while the run had work
-/// left, so a test cannot pass by killing runs that had nothing left to do, and that the
-/// `total` messages are each durable once in the end.
-pub async fn kill_at_random_moments(
+/// When a SIGKILL lands, counted from the moment the run has made something durable.
+pub enum KillMoment {
+    /// A random moment up to `max_delay` later (seeded).
+    Random {
+        /// Seeds the delays.
+        seed: u64,
+        /// The longest delay.
+        max_delay: Duration,
+    },
+    /// As soon as the run's `/metrics` on `port` shows a flush in flight (reading goes on
+    /// meanwhile, so the kill also lands mid-batch).
+    FlushInFlight {
+        /// The run's metrics port (the runs get `SALESTALK__METRICS__LISTEN` set to it).
+        port: u16,
+    },
+}
+
+/// Starts `salestalk run` `kills` times and kills it with SIGKILL each time at `moment`; then
+/// lets a last run finish. Asserts that at least `mid_stream` kills landed while the run had
+/// work left, so a test cannot pass by killing runs that had nothing left to do, and that the
+/// `total` messages are each durable once in the end. Returns how many kills were seen to land
+/// while a flush was in flight.
+pub async fn kill_at(
     setup: &Setup,
     total: i64,
     kills: usize,
     mid_stream: usize,
-    seed: u64,
-    max_delay: Duration,
-) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    moment: KillMoment,
+) -> usize {
+    let mut env = setup.env.clone();
+    let mut delays = None;
+    match &moment {
+        KillMoment::Random { seed, max_delay } => {
+            delays = Some((ChaCha8Rng::seed_from_u64(*seed), *max_delay));
+        }
+        KillMoment::FlushInFlight { port } => {
+            env.push(("SALESTALK__METRICS__LISTEN", format!("127.0.0.1:{port}")));
+        }
+    }
     let mut history = vec![0];
+    let mut during_flush = 0;
     for _ in 0..kills {
         let before = durable(&setup.isolated).await;
-        let mut child = spawn_run(&setup.env, false);
+        let mut child = spawn_run(&env, false);
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while durable(&setup.isolated).await == before && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let delay = rng.random_range(0..max_delay.as_millis() as u64);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+        match (&moment, &mut delays) {
+            (KillMoment::Random { .. }, Some((rng, max_delay))) => {
+                let delay = rng.random_range(0..max_delay.as_millis() as u64);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            (KillMoment::FlushInFlight { port }, _) => {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while std::time::Instant::now() < deadline {
+                    let body = scrape(*port).unwrap_or_default();
+                    if value(&body, "salestalk_flush_in_flight ") == Some(1.0) {
+                        during_flush += 1;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            _ => unreachable!("delays are set for random moments"),
+        }
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
         history.push(durable(&setup.isolated).await);
@@ -720,9 +764,23 @@ pub async fn kill_at_random_moments(
         landed >= mid_stream,
         "kills must land mid-stream: progress {history:?} of {total}"
     );
-    let last = finish(spawn_run(&setup.env, true), RUN_LIMIT, "the last run");
+    let last = finish(spawn_run(&env, true), RUN_LIMIT, "the last run");
     assert!(last.status.success());
     assert_eq!(durable(&setup.isolated).await, total, "durable once each");
+    during_flush
+}
+
+/// [`kill_at`] random moments.
+pub async fn kill_at_random_moments(
+    setup: &Setup,
+    total: i64,
+    kills: usize,
+    mid_stream: usize,
+    seed: u64,
+    max_delay: Duration,
+) {
+    let moment = KillMoment::Random { seed, max_delay };
+    kill_at(setup, total, kills, mid_stream, moment).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -733,6 +791,32 @@ async fn sigkill_at_random_moments_changes_no_view() {
         .map(|m| m.len() as i64)
         .sum();
     kill_at_random_moments(&setup, total, 5, 2, 7, Duration::from_millis(1_500)).await;
+    assert_views_match(&setup).await;
+    setup.isolated.remove().await;
+}
+
+/// The parallel runtime's promise: partitions spread over three workers, reading going on
+/// while a flush is written, and the pipeline killed while that flush is in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_while_a_flush_is_in_flight_on_several_workers_changes_no_view() {
+    let isolated = Isolated::create("it-kill-flush", 4).await;
+    let mut setup = setup_on(isolated, 40_000, 60);
+    setup.env.extend([
+        ("SALESTALK__PIPELINE__WORKERS", "3".to_string()),
+        ("SALESTALK__PIPELINE__OVERLAP_FLUSH", "true".to_string()),
+        // Small batches: reading goes on between the flushes it overlaps.
+        ("SALESTALK__PIPELINE__BATCH_SIZE", "500".to_string()),
+    ]);
+    let total: i64 = read_back(&setup.isolated)
+        .values()
+        .map(|m| m.len() as i64)
+        .sum();
+    let moment = KillMoment::FlushInFlight { port: free_port() };
+    let during_flush = kill_at(&setup, total, 4, 2, moment).await;
+    assert!(
+        during_flush >= 3,
+        "only {during_flush} of 4 kills were seen to land while a flush was in flight"
+    );
     assert_views_match(&setup).await;
     setup.isolated.remove().await;
 }
@@ -790,17 +874,21 @@ async fn sigterm_drains_and_the_restart_counts_exactly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_sharing_the_group_produce_the_same_views() {
-    let setup = setup("it-pair", 30_000, 40).await;
+    let setup = setup("it-pair", 20_000, 40).await;
     let client = setup.isolated.endpoint().client();
-    let instance = |id: &str| {
-        salestalk_command(&["run", "--idle-exit", "8s"], &setup.env)
+    let port = free_port();
+    let instance = |id: &str, metrics: Option<u16>| {
+        let listen = metrics.map_or(String::new(), |port| format!("127.0.0.1:{port}"));
+        salestalk_command(&["run", "--idle-exit", "20s"], &setup.env)
             .env("SALESTALK__KAFKA__INSTANCE_ID", id)
+            .env("SALESTALK__METRICS__LISTEN", listen)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("salestalk run starts")
     };
-    let first = instance("pair-a");
-    // The second joins once the first is under way, so partitions move mid-stream.
+    let first = instance("pair-a", None);
+    // The second joins once the first is under way, so partitions move mid-stream (and
+    // while the first has a flush in flight, which the revocation waits for).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         let checkpoints: u64 = client
@@ -813,7 +901,17 @@ async fn two_instances_sharing_the_group_produce_the_same_views() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let second = instance("pair-b");
+    let second = instance("pair-b", Some(port));
+    // More traffic once the second owns partitions (its lag series appear): however fast the
+    // first read the first part, both instances have work then.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if scrape(port).is_some_and(|body| body.contains("salestalk_partition_lag{")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    produce(&setup.env, 78, 20_000, 40);
     let mut read = Vec::new();
     for child in [first, second] {
         let output = finish(child, RUN_LIMIT, "an instance of the pair");

@@ -1,33 +1,90 @@
 //! Making every task's pending results durable: the flushes go through the configured sinks
 //! (ADR 0006 for what a refusal or an outage does), then the source hears which positions
 //! are durable, and tasks with a refused event are replayed from their checkpoints.
+//!
+//! A flush is written by its own tokio task ([`Writer::write`]) while the driver loop goes on
+//! reading and processing (`pipeline.overlap_flush`). At most one flush is in flight: the next
+//! one, and any wait for memory (`max_pending_bytes`), first waits for it to land, so a slow
+//! ClickHouse still slows reading. The flush holds the source's partitions while in flight
+//! (`Source::hold_partitions`), so a revoked partition moves to its next owner only after the
+//! flush landed (ADR 0004, "Parallel runtime").
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use salestalk_operators::flush::Flush;
-use salestalk_sinks::{FlushBatch, SinkError};
+use salestalk_sinks::retry::RetryPolicy;
+use salestalk_sinks::{FlushBatch, FlushPlan, SinkError};
+use tokio::task::JoinHandle;
 
+use super::signals::StopRequest;
 use super::{Runtime, now_ms};
 use crate::sources::Source;
-use crate::telemetry;
+use crate::telemetry::{self, Telemetry};
 
-impl<S: Source> Runtime<'_, S> {
-    /// Makes every task's pending results durable, then commits their positions. While a sink
-    /// is down this holds everything and keeps trying (reading stays paused: backpressure);
-    /// a signal then ends the run without committing, and a restart reads the data again.
-    pub(super) async fn flush(&mut self) -> anyhow::Result<()> {
-        let durable_at = now_ms();
-        let flushes: Vec<Flush> = self
-            .workers
-            .flush(self.tasks.values_mut().collect(), durable_at as i64);
-        if flushes.is_empty() {
-            return Ok(());
+/// Writes flushes through the sinks, retrying while a sink is down.
+pub(super) struct Writer {
+    pub(super) plan: FlushPlan,
+    pub(super) policy: RetryPolicy,
+    pub(super) telemetry: Arc<Telemetry>,
+    /// Set once the run is stopping: an outage then ends the write instead of waiting it out.
+    pub(super) stop: StopRequest,
+}
+
+/// A flush that landed.
+pub(super) struct Written {
+    flushes: Vec<Flush>,
+    /// Indexes of the flushes whose tasks must be replayed instead of committed.
+    replay: BTreeSet<usize>,
+    started: Instant,
+}
+
+/// The flush being written.
+pub(super) struct InFlight {
+    handle: JoinHandle<anyhow::Result<Written>>,
+    /// Its outcome, once awaited (a join handle yields it only once).
+    outcome: Option<anyhow::Result<Written>>,
+}
+
+impl InFlight {
+    /// Waits for it to land (or fail), keeping the outcome.
+    async fn wait(&mut self) {
+        if self.outcome.is_none() {
+            let outcome = match (&mut self.handle).await {
+                Ok(result) => result,
+                Err(error) => Err(anyhow::anyhow!("the flush task failed: {error}")),
+            };
+            self.outcome = Some(outcome);
         }
+    }
+
+    /// Whether it has landed (or failed).
+    fn is_done(&self) -> bool {
+        self.outcome.is_some() || self.handle.is_finished()
+    }
+
+    /// Its outcome, waiting for it if need be.
+    async fn landed(mut self) -> anyhow::Result<Written> {
+        self.wait().await;
+        self.outcome
+            .unwrap_or_else(|| Err(anyhow::anyhow!("the flush task ended without an outcome")))
+    }
+}
+
+impl Writer {
+    /// Makes `flushes` durable. While a sink is down this holds them and keeps trying; once the
+    /// run is stopping it gives up instead, without committing: a restart reads the data again.
+    async fn write(
+        self: Arc<Self>,
+        flushes: Vec<Flush>,
+        durable_at: u64,
+    ) -> anyhow::Result<Written> {
         let started = Instant::now();
-        let policy = self.settings.retry.policy();
+        let mut stop = self.stop.clone();
         let mut outage: Option<Instant> = None;
         let replay = loop {
-            let mut batch = FlushBatch::new(&flushes, durable_at, policy, &*self.telemetry);
+            let mut batch = FlushBatch::new(&flushes, durable_at, self.policy, &*self.telemetry);
             match self.plan.make_durable(&mut batch).await {
                 Ok(()) => break batch.to_replay(),
                 Err(error @ SinkError::Fatal { .. }) => return Err(error.into()),
@@ -44,10 +101,10 @@ impl<S: Source> Runtime<'_, S> {
                         "a sink is down: reading is paused until it is back"
                     );
                     tokio::select! {
-                        _ = tokio::time::sleep(policy.jittered_backoff(u32::MAX)) => {}
-                        name = self.signals.recv() => {
+                        _ = tokio::time::sleep(self.policy.jittered_backoff(u32::MAX)) => {}
+                        () = stop.requested() => {
                             anyhow::bail!(
-                                "{name} while {service} is down: stopping without committing; \
+                                "stopping while {service} is down: exiting without committing; \
                                  the unflushed messages will be read again"
                             );
                         }
@@ -65,27 +122,95 @@ impl<S: Source> Runtime<'_, S> {
         self.telemetry
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
+        Ok(Written {
+            flushes,
+            replay,
+            started,
+        })
+    }
+}
+
+impl<S: Source> Runtime<'_, S> {
+    /// Takes every task's pending results and starts writing them, after the flush before has
+    /// landed. Without `pipeline.overlap_flush` it also waits for this one.
+    pub(super) async fn flush(&mut self) -> anyhow::Result<()> {
+        self.land().await?;
+        let durable_at = now_ms();
+        let flushes: Vec<Flush> = self
+            .workers
+            .flush(self.tasks.values_mut().collect(), durable_at as i64);
+        if flushes.is_empty() {
+            return Ok(());
+        }
+        let hold = self.source.hold_partitions();
+        let writer = Arc::clone(&self.writer);
+        let handle = tokio::spawn(async move {
+            let written = writer.write(flushes, durable_at).await;
+            // The partitions may move only once the flush landed (or never will).
+            drop(hold);
+            written
+        });
+        self.telemetry.flush_in_flight.set(1);
+        self.in_flight = Some(InFlight {
+            handle,
+            outcome: None,
+        });
+        if !self.settings.pipeline.overlap_flush {
+            self.land().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the flush in flight, if any, has landed (its results wait to be committed).
+    pub(super) fn flush_has_landed(&self) -> bool {
+        self.in_flight.as_ref().is_some_and(InFlight::is_done)
+    }
+
+    /// Resolves when the flush in flight has landed; never, when there is none.
+    pub(super) async fn flush_landed(in_flight: &mut Option<InFlight>) {
+        match in_flight {
+            Some(flight) => flight.wait().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits for the flush in flight, if any, then commits what it made durable and replays
+    /// the tasks a sink refused events of.
+    pub(super) async fn land(&mut self) -> anyhow::Result<()> {
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let written = flight.landed().await;
+        self.telemetry.flush_in_flight.set(0);
+        let written = written?;
         let mut durable = Vec::new();
         let mut to_replay = Vec::new();
-        for (i, flush) in flushes.iter().enumerate() {
+        for (i, flush) in written.flushes.iter().enumerate() {
             let key = (flush.topic.clone(), flush.partition);
-            if replay.contains(&i) {
-                to_replay.push(key);
+            // A partition revoked while its flush was in flight is its next owner's now; the
+            // flush landed before it moved, and the next owner restored from it.
+            let owned = self.tasks.contains_key(&key);
+            if written.replay.contains(&i) {
+                if owned {
+                    to_replay.push(key);
+                }
                 continue;
             }
             self.tally.add(flush);
             self.observe(flush);
-            durable.push((key, flush.checkpoint.next_offset));
+            if owned {
+                durable.push((key, flush.checkpoint.next_offset));
+            }
         }
         self.source.commit(&durable);
         if !to_replay.is_empty() {
             self.replay(to_replay).await?;
         }
-        let rows: usize = flushes.iter().map(|f| f.rows.len()).sum();
+        let rows: usize = written.flushes.iter().map(|f| f.rows.len()).sum();
         tracing::debug!(
-            tasks = flushes.len(),
+            tasks = written.flushes.len(),
             rows,
-            ms = started.elapsed().as_millis() as u64,
+            ms = written.started.elapsed().as_millis() as u64,
             "flushed"
         );
         Ok(())

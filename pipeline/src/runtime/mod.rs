@@ -2,12 +2,14 @@
 //! [`Sink`](salestalk_sinks::Sink) contracts.
 //!
 //! One driver loop per instance: it reads a batch from the source, hands each partition's
-//! messages to that partition's [`Task`], and every flush interval (or sooner, when
-//! `max_pending_bytes` are held) makes all tasks' results durable through the configured
-//! flush order ([`durable`]), then tells the source which positions are durable. Reading,
-//! processing and flushing never overlap, so a revoked partition's task is gone before any
-//! later flush could write it. See `docs/adr/0004-exact-metrics-without-two-phase-commit.md`
-//! and `docs/architecture.md`.
+//! messages to that partition's [`Task`] (partitions side by side on `pipeline.workers`
+//! threads, [`workers`]), and every flush interval (or sooner, when `max_pending_bytes` are
+//! held) takes all tasks' results and has them written through the configured flush order
+//! ([`durable`]) while it goes on reading; once they landed it tells the source which
+//! positions are durable. One flush is in flight at a time, and it holds the partitions: a
+//! revoked partition moves only after it landed, and its task is gone before any later flush
+//! could write it. See `docs/adr/0004-exact-metrics-without-two-phase-commit.md` and
+//! `docs/architecture.md`.
 
 mod durable;
 pub mod settings;
@@ -23,12 +25,12 @@ use anyhow::Context;
 use salestalk_operators::Tally;
 use salestalk_operators::flush::Flush;
 use salestalk_operators::task::{Task, TaskSettings};
-use salestalk_sinks::FlushPlan;
 use salestalk_store::Endpoint;
 
 pub use startup::migrate;
 
-use self::signals::Signals;
+use self::durable::{InFlight, Writer};
+use self::signals::StopRequest;
 use self::startup::{flush_plan, with_retries};
 use self::workers::Workers;
 use crate::settings::Settings;
@@ -64,14 +66,16 @@ fn now_ms() -> u64 {
 struct Runtime<'a, S: Source> {
     settings: &'a Settings,
     source: S,
-    /// The sinks every flush goes through, in the configured order.
-    plan: FlushPlan,
+    /// Writes flushes through the configured sinks, on a tokio task of its own.
+    writer: Arc<Writer>,
+    /// The flush being written, if any.
+    in_flight: Option<InFlight>,
     tasks: HashMap<PartitionKey, Task>,
     /// The threads a batch's partitions and the tasks' flushes are spread over.
     workers: Workers,
     tally: Tally,
     telemetry: Arc<Telemetry>,
-    signals: Signals,
+    stop: StopRequest,
 }
 
 impl<S: Source> Runtime<'_, S> {
@@ -213,7 +217,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     migrate(settings).await?;
     let telemetry = Arc::new(Telemetry::default());
     let source = KafkaSource::subscribe(&settings.kafka, Arc::clone(&telemetry))?;
-    let signals = Signals::install()?;
+    let stop = StopRequest::on_signals()?;
     let plan = flush_plan(settings)?;
     let workers = Workers::new(settings.pipeline.workers);
     tracing::info!(workers = workers.count(), "processing");
@@ -227,15 +231,22 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         telemetry.set_sink_up(sink, true);
     }
     watch_dlq_depth(settings.clickhouse.clone(), Arc::clone(&telemetry));
+    let writer = Arc::new(Writer {
+        plan,
+        policy: settings.retry.policy(),
+        telemetry: Arc::clone(&telemetry),
+        stop: stop.clone(),
+    });
     let runtime = Runtime {
         settings,
         source,
-        plan,
+        writer,
+        in_flight: None,
         tasks: HashMap::new(),
         workers,
         tally: Tally::default(),
         telemetry,
-        signals,
+        stop,
     };
     runtime.drive(limits).await
 }
@@ -254,13 +265,17 @@ impl<S: Source> Runtime<'_, S> {
         loop {
             self.apply_changes().await?;
             batch.clear();
-            let stopping = tokio::select! {
-                () = self.source.read(&mut batch, settings.pipeline.batch_size, batch_timeout) => false,
-                name = self.signals.recv() => { tracing::info!("{name}: draining"); true }
-            };
+            tokio::select! {
+                () = self.source.read(&mut batch, settings.pipeline.batch_size, batch_timeout) => {}
+                () = self.stop.requested() => {}
+                // A flush that lands is committed at once, not after a whole batch.
+                () = Self::flush_landed(&mut self.in_flight) => {}
+            }
+            let stopping = self.stop.is_set();
             // A revocation announced while the batch was read must take effect before
             // anything of that partition is processed or flushed: its next owner may already
-            // be restoring it.
+            // be restoring it (the flush in flight, if any, has landed: the revocation waited
+            // for it).
             self.apply_changes().await?;
             if !batch.is_empty() {
                 last_message = Instant::now();
@@ -270,6 +285,11 @@ impl<S: Source> Runtime<'_, S> {
                 self.process(&batch);
             } else if !self.source.has_partitions() {
                 last_message = Instant::now();
+            }
+            // After the batch, never before: a replay (a sink refused an event) moves its
+            // partition back to the checkpoint, and this batch's messages of it are past that.
+            if self.flush_has_landed() {
+                self.land().await?;
             }
             let mut idle = limits
                 .idle_exit
@@ -294,6 +314,7 @@ impl<S: Source> Runtime<'_, S> {
                 last_report = Instant::now();
             }
             if stopping || idle || enough {
+                self.land().await?;
                 break;
             }
         }

@@ -23,6 +23,8 @@ pub struct PipelineSettings {
     pub max_pending_bytes: usize,
     /// Threads a batch's partitions are processed on; 0 for one per core.
     pub workers: usize,
+    /// Whether reading and processing go on while a flush is written (one flush in flight).
+    pub overlap_flush: bool,
 }
 
 impl PipelineSettings {

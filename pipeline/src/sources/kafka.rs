@@ -14,6 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::consumer::{Assignment, GroupMembership, group_member};
+use salestalk_kafka::fence::FenceHold;
 
 use super::{Batch, Changes, PartitionKey, Source};
 use crate::logging::LogThrottle;
@@ -121,6 +122,13 @@ impl Source for KafkaSource {
             .resume(&Self::list(std::slice::from_ref(partition)))
             .with_context(|| format!("resuming {topic}/{number}"))?;
         Ok(true)
+    }
+
+    /// The group member's revocation callback waits for it (`salestalk_kafka::fence`).
+    type Hold = FenceHold;
+
+    fn hold_partitions(&self) -> FenceHold {
+        self.consumer.context().fence().hold()
     }
 
     fn pause(&mut self, partitions: &[PartitionKey]) -> anyhow::Result<()> {

@@ -44,6 +44,13 @@ pub trait Source {
     /// partition was lost meanwhile.
     async fn start(&mut self, partition: &PartitionKey, position: i64) -> anyhow::Result<bool>;
 
+    /// Kept by a flush in flight: while it lives, partitions the source loses are not let go
+    /// (their next owner restores them from the checkpoint the flush writes).
+    type Hold: Send + 'static;
+
+    /// A hold on the partitions, for one flush in flight.
+    fn hold_partitions(&self) -> Self::Hold;
+
     /// Stops reading `partitions` until they are started again (to replay them).
     fn pause(&mut self, partitions: &[PartitionKey]) -> anyhow::Result<()>;
 
