@@ -35,6 +35,8 @@ pub struct TaskSettings {
     pub max_future_skew_ms: i64,
     /// How long (event time) an `eventId` is remembered for dedup.
     pub dedup_horizon_ms: i64,
+    /// Most `eventId`s remembered; past it the oldest minutes are forgotten early.
+    pub dedup_max_ids: usize,
     /// Largest message inspected.
     pub max_message_bytes: usize,
 }
@@ -92,7 +94,7 @@ impl Task {
             partition,
             settings,
             checkpoint,
-            seen: SeenIds::default(),
+            seen: SeenIds::with_cap(settings.dedup_max_ids),
             windows: WindowSet::default(),
             aggregates: Aggregates::default(),
             archive: Vec::new(),
@@ -147,6 +149,12 @@ impl Task {
     /// Open window rows and remembered ids, for memory accounting.
     pub fn state_size(&self) -> (usize, usize) {
         (self.windows.len(), self.seen.len())
+    }
+
+    /// Ids the dedup cap forgot early, and events counted without a dedup check because of it
+    /// (since the task was built).
+    pub fn dedup_capped(&self) -> (u64, u64) {
+        self.seen.capped()
     }
 
     /// Whether anything awaits a flush.
@@ -458,6 +466,7 @@ mod tests {
             allowed_lateness_ms: 5 * MINUTE,
             max_future_skew_ms: 10 * MINUTE,
             dedup_horizon_ms: 24 * 60 * MINUTE,
+            dedup_max_ids: 10_000_000,
             max_message_bytes: 1 << 20,
         }
     }

@@ -43,6 +43,7 @@ fn settings() -> TaskSettings {
         allowed_lateness_ms: 120_000,
         max_future_skew_ms: 60_000,
         dedup_horizon_ms: 3_600_000,
+        dedup_max_ids: 10_000_000,
         max_message_bytes: 4096,
     }
 }

@@ -14,7 +14,7 @@ use salestalk::runtime::workers::Workers;
 use salestalk_contracts::{parse, validate};
 use salestalk_operators::RawMessage;
 use salestalk_operators::aggregate::Aggregates;
-use salestalk_operators::dedup::SeenIds;
+use salestalk_operators::dedup::{SeenIds, Sighting};
 use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_operators::windows::{WindowSet, window_start};
 
@@ -41,6 +41,7 @@ fn settings() -> TaskSettings {
         allowed_lateness_ms: 300_000,
         max_future_skew_ms: 600_000,
         dedup_horizon_ms: 86_400_000,
+        dedup_max_ids: 2_000_000,
         max_message_bytes: 1 << 20,
     }
 }
@@ -64,7 +65,8 @@ fn graph_on_decoded_events(c: &mut Criterion) {
             |(mut windows, mut seen)| {
                 for event in &events {
                     let at = event.envelope.timestamp.timestamp_millis();
-                    if seen.first_sighting(event.envelope.event_id.0, at) {
+                    let id = event.envelope.event_id.0;
+                    if seen.first_sighting(id, at) == Sighting::First {
                         // As a task does: every event counts in its minute, and the set rolls
                         // it up into its hour and its day.
                         aggregates.on_event(&mut windows, event, window_start(at));

@@ -113,6 +113,10 @@ pub struct Telemetry {
     pub batch_size: Histogram,
     /// Seconds a flush took to become durable (all inserts, including retries).
     pub flush_seconds: Histogram,
+    /// Ids the tasks' dedup caps forgot early (since the tasks started).
+    pub dedup_forgotten_early: Gauge,
+    /// Events counted without a dedup check because the cap forgot their minute.
+    pub dedup_unchecked: Gauge,
     /// 1 while a flush is being written (reading goes on meanwhile), else 0.
     pub flush_in_flight: Gauge,
     /// Failed write attempts per sink (each retried or acted on per the retry policy).
@@ -157,6 +161,18 @@ impl Default for Telemetry {
             "flush_seconds",
             "Time for a flush to become durable",
             flush_seconds.clone(),
+        );
+        let dedup_forgotten_early = Gauge::default();
+        registry.register(
+            "dedup_forgotten_early_ids",
+            "Event ids the dedup cap forgot before their horizon, since the tasks started",
+            dedup_forgotten_early.clone(),
+        );
+        let dedup_unchecked = Gauge::default();
+        registry.register(
+            "dedup_unchecked_events",
+            "Events counted without a dedup check because the dedup cap forgot their minute",
+            dedup_unchecked.clone(),
         );
         let flush_in_flight = Gauge::default();
         registry.register(
@@ -232,6 +248,8 @@ impl Default for Telemetry {
             dead_letters,
             batch_size,
             flush_seconds,
+            dedup_forgotten_early,
+            dedup_unchecked,
             flush_in_flight,
             write_failures,
             refused_rows,

@@ -112,11 +112,15 @@ fn traffic() -> Vec<(i64, Vec<u8>)> {
         .collect()
 }
 
-fn settings() -> TaskSettings {
+/// Remembers every id of the traffic.
+const NO_CAP: usize = 1_000_000;
+
+fn settings(dedup_max_ids: usize) -> TaskSettings {
     TaskSettings {
         allowed_lateness_ms: 5 * 60_000,
         max_future_skew_ms: 10 * 60_000,
         dedup_horizon_ms: 24 * 3_600_000,
+        dedup_max_ids,
         max_message_bytes: 1 << 20,
     }
 }
@@ -133,7 +137,14 @@ fn batch(messages: &[(i64, Vec<u8>)], from: usize, to: usize) -> Vec<RawMessage<
         .collect()
 }
 
-fn run(messages: &[(i64, Vec<u8>)], crash_seed: Option<u64>) -> (Store, usize) {
+/// The store after processing `messages` (crashing at random points with a seed), the
+/// crashes, and the events the last task counted without a dedup check.
+fn run_capped(
+    messages: &[(i64, Vec<u8>)],
+    crash_seed: Option<u64>,
+    dedup_max_ids: usize,
+) -> (Store, usize, u64) {
+    let settings = || settings(dedup_max_ids);
     let mut store = Store::default();
     let mut task = store.restore(settings());
     let mut rng = ChaCha8Rng::seed_from_u64(crash_seed.unwrap_or(0));
@@ -160,6 +171,11 @@ fn run(messages: &[(i64, Vec<u8>)], crash_seed: Option<u64>) -> (Store, usize) {
         crashes += 1;
         task = store.restore(settings());
     }
+    (store, crashes, task.dedup_capped().1)
+}
+
+fn run(messages: &[(i64, Vec<u8>)], crash_seed: Option<u64>) -> (Store, usize) {
+    let (store, crashes, _) = run_capped(messages, crash_seed, NO_CAP);
     (store, crashes)
 }
 
@@ -177,6 +193,27 @@ fn crashes_at_random_points_do_not_change_any_metric() {
         assert_eq!(crashed.metrics(), straight.metrics(), "seed {seed}");
         assert_eq!(crashed.archive, straight.archive, "seed {seed}");
         assert_eq!(crashed.dead_letters, straight.dead_letters, "seed {seed}");
+    }
+}
+
+/// With a dedup cap far below the traffic, a restored task remembers exactly the ids the live
+/// one did, so crashes still change nothing; what the cap lets through is counted.
+#[test]
+fn under_a_dedup_cap_crashes_do_not_change_any_metric_either() {
+    let messages = traffic();
+    let cap = 2_000;
+    let (straight, _, unchecked) = run_capped(&messages, None, cap);
+    let (uncapped, _) = run(&messages, None);
+    assert!(unchecked > 0, "the cap was reached and let events through");
+    assert!(
+        straight.archive.len() >= uncapped.archive.len(),
+        "a cap never drops an event: at worst it counts a resend"
+    );
+    for seed in 1..=3 {
+        let (crashed, crashes, _) = run_capped(&messages, Some(seed), cap);
+        assert!(crashes > 5, "seed {seed} crashed only {crashes} times");
+        assert_eq!(crashed.metrics(), straight.metrics(), "seed {seed}");
+        assert_eq!(crashed.archive, straight.archive, "seed {seed}");
     }
 }
 

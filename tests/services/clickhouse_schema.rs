@@ -17,6 +17,7 @@ fn task_settings() -> TaskSettings {
         allowed_lateness_ms: 86_400_000,
         max_future_skew_ms: 600_000,
         dedup_horizon_ms: 86_400_000,
+        dedup_max_ids: 1_000_000,
         max_message_bytes: 1 << 20,
     }
 }

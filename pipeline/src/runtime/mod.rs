@@ -52,6 +52,7 @@ fn task_settings(settings: &Settings) -> TaskSettings {
         allowed_lateness_ms: settings.pipeline.allowed_lateness_ms,
         max_future_skew_ms: settings.pipeline.max_future_skew_ms,
         dedup_horizon_ms: settings.pipeline.dedup_horizon_ms,
+        dedup_max_ids: settings.pipeline.dedup_max_ids,
         max_message_bytes: settings.kafka.max_message_bytes,
     }
 }
@@ -172,7 +173,7 @@ impl<S: Source> Runtime<'_, S> {
     /// Updates the per-partition and state gauges from every task.
     fn observe_state(&self) {
         let t = &self.telemetry;
-        let (mut windows, mut ids) = (0, 0);
+        let (mut windows, mut ids, mut forgotten, mut unchecked) = (0, 0, 0, 0);
         for (key, task) in &self.tasks {
             let labels = PartitionLabels {
                 topic: key.0.clone(),
@@ -191,7 +192,12 @@ impl<S: Source> Runtime<'_, S> {
             let (task_windows, task_ids) = task.state_size();
             windows += task_windows;
             ids += task_ids;
+            let (task_forgotten, task_unchecked) = task.dedup_capped();
+            forgotten += task_forgotten;
+            unchecked += task_unchecked;
         }
+        t.dedup_forgotten_early.set(forgotten as i64);
+        t.dedup_unchecked.set(unchecked as i64);
         t.open_windows.set(windows as i64);
         t.remembered_ids.set(ids as i64);
     }
@@ -265,8 +271,13 @@ impl<S: Source> Runtime<'_, S> {
         loop {
             self.apply_changes().await?;
             batch.clear();
+            // A partial batch waits no longer than the next flush is due: a flush taken late
+            // is latency every event in it pays.
+            let read_timeout = batch_timeout
+                .min(flush_interval.saturating_sub(last_flush.elapsed()))
+                .max(Duration::from_millis(1));
             tokio::select! {
-                () = self.source.read(&mut batch, settings.pipeline.batch_size, batch_timeout) => {}
+                () = self.source.read(&mut batch, settings.pipeline.batch_size, read_timeout) => {}
                 () = self.stop.requested() => {}
                 // A flush that lands is committed at once, not after a whole batch.
                 () = Self::flush_landed(&mut self.in_flight) => {}

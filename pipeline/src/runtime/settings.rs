@@ -19,6 +19,8 @@ pub struct PipelineSettings {
     pub max_future_skew_ms: i64,
     /// How long (event time) an `eventId` is remembered.
     pub dedup_horizon_ms: i64,
+    /// Most `eventId`s one task remembers (at most 72 bytes each).
+    pub dedup_max_ids: usize,
     /// Raw bytes held for the next flush before it is started early.
     pub max_pending_bytes: usize,
     /// Threads a batch's partitions are processed on; 0 for one per core.
@@ -53,6 +55,11 @@ impl PipelineSettings {
         within("batch_size", self.batch_size as i64, 1..=1_000_000);
         within("batch_timeout_ms", self.batch_timeout_ms as i64, 1..=60_000);
         within("workers", self.workers as i64, 0..=1024);
+        within(
+            "dedup_max_ids",
+            self.dedup_max_ids as i64,
+            1_000..=1_000_000_000,
+        );
         for (key, value) in [
             ("allowed_lateness_ms", self.allowed_lateness_ms),
             ("max_future_skew_ms", self.max_future_skew_ms),
