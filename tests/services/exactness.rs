@@ -716,14 +716,12 @@ pub async fn kill_at(
     moment: KillMoment,
 ) -> usize {
     let mut env = setup.env.clone();
-    let mut delays = None;
-    match &moment {
-        KillMoment::Random { seed, max_delay } => {
-            delays = Some((ChaCha8Rng::seed_from_u64(*seed), *max_delay));
-        }
-        KillMoment::FlushInFlight { port } => {
-            env.push(("SALESTALK__METRICS__LISTEN", format!("127.0.0.1:{port}")));
-        }
+    let mut rng = ChaCha8Rng::seed_from_u64(match moment {
+        KillMoment::Random { seed, .. } => seed,
+        KillMoment::FlushInFlight { .. } => 0,
+    });
+    if let KillMoment::FlushInFlight { port } = moment {
+        env.push(("SALESTALK__METRICS__LISTEN", format!("127.0.0.1:{port}")));
     }
     let mut history = vec![0];
     let mut during_flush = 0;
@@ -734,12 +732,12 @@ pub async fn kill_at(
         while durable(&setup.isolated).await == before && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        match (&moment, &mut delays) {
-            (KillMoment::Random { .. }, Some((rng, max_delay))) => {
+        match &moment {
+            KillMoment::Random { max_delay, .. } => {
                 let delay = rng.random_range(0..max_delay.as_millis() as u64);
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            (KillMoment::FlushInFlight { port }, _) => {
+            KillMoment::FlushInFlight { port } => {
                 let deadline = std::time::Instant::now() + Duration::from_secs(30);
                 while std::time::Instant::now() < deadline {
                     let body = scrape(*port).unwrap_or_default();
@@ -750,7 +748,6 @@ pub async fn kill_at(
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }
-            _ => unreachable!("delays are set for random moments"),
         }
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
