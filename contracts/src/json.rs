@@ -3,8 +3,9 @@
 //! `serde_json::Value` allocates a `String` for every key and string value and a B-tree for
 //! every object, which made parsing the most expensive step of the task. [`Json`] keeps
 //! strings as slices of the input (unless they contain escapes) and objects as small vectors
-//! of members: a ~1 KB event costs a handful of allocations instead of dozens. It is parsed by
-//! serde_json itself, so syntax, UTF-8, number and nesting rules are exactly serde_json's.
+//! of members: a ~1 KB event costs a handful of allocations instead of dozens. It is built by a
+//! serde visitor, so any serde tokenizer can drive it; `decode::parse` uses sonic-rs, whose
+//! syntax, UTF-8 and number rules agree with serde_json's (tests/parser_agreement.rs).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -210,13 +211,46 @@ impl Serialize for Json<'_> {
     }
 }
 
+/// How deeply arrays and objects may nest. Events nest four levels at most; half serde_json's
+/// 128 keeps a hostile `[[[[...` far from a 2 MiB thread stack, where each level costs one
+/// frame of the SIMD parser (about 20 KB in a debug build).
+pub const MAX_DEPTH: u16 = 64;
+
 impl<'de> Deserialize<'de> for Json<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(JsonVisitor)
+        Nested { depth: 0 }.deserialize(deserializer)
     }
 }
 
-struct JsonVisitor;
+/// A value inside `depth` arrays and objects.
+#[derive(Clone, Copy)]
+struct Nested {
+    depth: u16,
+}
+
+impl<'de> DeserializeSeed<'de> for Nested {
+    type Value = Json<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(JsonVisitor { depth: self.depth })
+    }
+}
+
+struct JsonVisitor {
+    depth: u16,
+}
+
+impl JsonVisitor {
+    /// The seed for the members of an array or object opened here; past [`MAX_DEPTH`] it is
+    /// refused before anything inside is read, so recursion stops there.
+    fn open<E: de::Error>(&self) -> Result<Nested, E> {
+        let depth = self.depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(E::custom("recursion limit exceeded"));
+        }
+        Ok(Nested { depth })
+    }
+}
 
 impl<'de> Visitor<'de> for JsonVisitor {
     type Value = Json<'de>;
@@ -261,7 +295,8 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element()? {
+        let inner = self.open()?;
+        while let Some(item) = seq.next_element_seed(inner)? {
             items.push(item);
         }
         Ok(Json::Array(items))
@@ -269,8 +304,9 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+        let inner = self.open()?;
         while let Some(name) = map.next_key_seed(Name)? {
-            members.push((name, map.next_value()?));
+            members.push((name, map.next_value_seed(inner)?));
         }
         Ok(Json::Object(Object::new(members)))
     }

@@ -3,6 +3,8 @@
 //!     hour and day rows);
 //! (b) the whole task on raw JSON bytes: decode, validate, dedup, lateness, windows,
 //!     archive and dead-letter outputs, and a flush every 5,000 messages;
+//! (p) parsing alone into the borrowed document, by the tokenizer `parse` uses (sonic-rs) and
+//!     by serde_json (the one it replaced), on the same bytes;
 //! (d) (b) over four partitions, processed and flushed by one worker and by two (the
 //!     runtime's `pipeline.workers`): events per second for the whole machine.
 //! `deploy/bench` runs these and the end-to-end measurement; results go to docs/performance.md.
@@ -119,6 +121,35 @@ fn task_on_raw_bytes(c: &mut Criterion) {
     group.finish();
 }
 
+fn parse_alone(c: &mut Criterion) {
+    let bytes = traffic(FaultRates::default());
+    let total: usize = bytes.iter().map(Vec::len).sum();
+    let mut group = c.benchmark_group("p_parse_into_the_document");
+    group.throughput(Throughput::Elements(bytes.len() as u64));
+    group.bench_function("sonic_rs", |b| {
+        b.iter(|| {
+            for message in &bytes {
+                std::hint::black_box(parse(message).expect("clean traffic"));
+            }
+        });
+    });
+    group.bench_function("serde_json", |b| {
+        b.iter(|| {
+            for message in &bytes {
+                let json: salestalk_contracts::Json<'_> =
+                    serde_json::from_slice(message).expect("clean traffic");
+                std::hint::black_box(json);
+            }
+        });
+    });
+    group.finish();
+    println!(
+        "(p) {} messages, {} bytes on average",
+        bytes.len(),
+        total / bytes.len()
+    );
+}
+
 fn four_partitions_on_workers(c: &mut Criterion) {
     let bytes = traffic(FaultRates {
         duplicates: 0.01,
@@ -177,6 +208,6 @@ fn four_partitions_on_workers(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
-    targets = graph_on_decoded_events, task_on_raw_bytes, four_partitions_on_workers
+    targets = graph_on_decoded_events, task_on_raw_bytes, parse_alone, four_partitions_on_workers
 }
 criterion_main!(benches);
