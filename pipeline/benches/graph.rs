@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
+use salestalk::generate::{DEFAULT_TENANT_SKEW, FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk::runtime::workers::Workers;
 use salestalk_contracts::{parse, validate};
 use salestalk_operators::RawMessage;
@@ -31,6 +31,7 @@ fn traffic(faults: FaultRates) -> Vec<Vec<u8>> {
         start,
         rate: 500.0,
         tenants: 50,
+        tenant_skew: DEFAULT_TENANT_SKEW,
         stop: Stop::Count(EVENTS),
         faults,
     })

@@ -6,7 +6,9 @@
 mod schema;
 
 use chrono::{DateTime, Utc};
-use salestalk::generate::{Fault, FaultRates, Generator, GeneratorOptions, Stop};
+use salestalk::generate::{
+    DEFAULT_TENANT_SKEW, Fault, FaultRates, Generator, GeneratorOptions, Stop,
+};
 use salestalk_contracts::{parse, validate};
 
 #[test]
@@ -19,6 +21,7 @@ fn rust_validator_and_schema_agree_on_generated_traffic() {
             .expect("valid"),
         rate: 200.0,
         tenants: 15,
+        tenant_skew: DEFAULT_TENANT_SKEW,
         stop: Stop::Count(5_000),
         faults: FaultRates {
             duplicates: 0.01,

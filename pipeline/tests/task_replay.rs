@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
+use salestalk::generate::{DEFAULT_TENANT_SKEW, FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk_contracts::EventId;
 use salestalk_operators::RawMessage;
 use salestalk_operators::aggregate::Family;
@@ -96,6 +96,7 @@ fn traffic() -> Vec<(i64, Vec<u8>)> {
         start,
         rate: 20.0,
         tenants: 12,
+        tenant_skew: DEFAULT_TENANT_SKEW,
         stop: Stop::Count(12_000),
         faults: FaultRates {
             duplicates: 0.03,

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use salestalk::generate::{Fault, FaultRates, Generator, GeneratorOptions, Stop};
+use salestalk::generate::{
+    DEFAULT_TENANT_SKEW, Fault, FaultRates, Generator, GeneratorOptions, Stop,
+};
 use salestalk_operators::Tally;
 
 use crate::support::{Isolated, salestalk, stdout_of};
@@ -17,6 +19,7 @@ fn options(start: DateTime<Utc>) -> GeneratorOptions {
         start,
         rate: 300.0,
         tenants: 30,
+        tenant_skew: DEFAULT_TENANT_SKEW,
         stop: Stop::Count(15_000),
         faults: FaultRates {
             duplicates: 0.02,

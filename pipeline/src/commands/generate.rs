@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
-use crate::generate::{FaultRates, Generator, GeneratorOptions, Stop};
+use crate::generate::{DEFAULT_TENANT_SKEW, FaultRates, Generator, GeneratorOptions, Stop};
 use crate::settings::Settings;
 use crate::{logging, produce};
 
@@ -28,9 +28,13 @@ pub struct Args {
     /// Mean events per second of event time.
     #[arg(long, default_value_t = 200.0)]
     rate: f64,
-    /// Number of tenants (their sizes are skewed).
+    /// Number of tenants.
     #[arg(long, default_value_t = 20)]
     tenants: usize,
+    /// Skew of tenant sizes: tenant k is picked with weight 1/k^skew (0: all alike, as for a
+    /// memory test with every tenant active).
+    #[arg(long, default_value_t = DEFAULT_TENANT_SKEW)]
+    tenant_skew: f64,
     /// Event time of the first event: RFC 3339, or `now`.
     #[arg(long, default_value = "2025-11-09T00:00:00Z")]
     start: String,
@@ -75,6 +79,12 @@ impl Args {
         if !(self.rate > 0.0 && self.rate.is_finite()) {
             problems.push("--rate must be positive".into());
         }
+        if !(self.tenant_skew >= 0.0 && self.tenant_skew.is_finite()) {
+            problems.push("--tenant-skew must be zero or positive".into());
+        }
+        if self.tenants == 0 {
+            problems.push("--tenants must be at least 1".into());
+        }
         if !problems.is_empty() {
             bail!("{}", problems.join("; "));
         }
@@ -96,6 +106,7 @@ impl Args {
             start,
             rate: self.rate,
             tenants: self.tenants,
+            tenant_skew: self.tenant_skew,
             stop,
             faults,
         })

@@ -26,6 +26,9 @@ pub enum Stop {
     Duration(Duration),
 }
 
+/// The skew of tenant sizes unless told otherwise: Zipf-like, as SaaS tenants are.
+pub const DEFAULT_TENANT_SKEW: f64 = 1.1;
+
 /// Everything that shapes the traffic; the same options give the same bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratorOptions {
@@ -35,8 +38,11 @@ pub struct GeneratorOptions {
     pub start: DateTime<Utc>,
     /// Mean events per second of event time.
     pub rate: f64,
-    /// Number of tenants (sizes are skewed).
+    /// Number of tenants.
     pub tenants: usize,
+    /// How skewed tenant sizes are: tenant k is picked with weight 1/k^skew
+    /// ([`DEFAULT_TENANT_SKEW`]: a few tenants dominate; 0: every tenant alike).
+    pub tenant_skew: f64,
     /// When to stop.
     pub stop: Stop,
     /// Fault shares.
@@ -94,7 +100,13 @@ impl Generator {
         let mut seed_rng = ChaCha8Rng::seed_from_u64(options.seed);
         let model_rng = ChaCha8Rng::seed_from_u64(seed_rng.random());
         Self {
-            model: TrafficModel::new(model_rng, options.tenants, options.rate, options.start),
+            model: TrafficModel::new(
+                model_rng,
+                options.tenants,
+                options.tenant_skew,
+                options.rate,
+                options.start,
+            ),
             rng: seed_rng,
             options,
             taken: 0,
@@ -247,6 +259,7 @@ mod tests {
                 .with_timezone(&Utc),
             rate: 100.0,
             tenants: 25,
+            tenant_skew: DEFAULT_TENANT_SKEW,
             stop: Stop::Count(count),
             faults,
         }
@@ -431,5 +444,24 @@ mod tests {
         sizes.sort_unstable();
         let largest = *sizes.last().expect("tenants");
         assert!(largest > 5 * sizes[sizes.len() / 2], "{sizes:?}");
+    }
+
+    #[test]
+    fn without_skew_every_tenant_is_about_as_busy() {
+        let mut per_tenant: HashMap<String, u64> = HashMap::new();
+        let uniform = GeneratorOptions {
+            tenants: 200,
+            tenant_skew: 0.0,
+            ..options(2, 30_000, FaultRates::default())
+        };
+        for message in Generator::new(uniform) {
+            *per_tenant.entry(message.tenant_id).or_default() += 1;
+        }
+        assert_eq!(per_tenant.len(), 200);
+        let mut sizes: Vec<u64> = per_tenant.into_values().collect();
+        sizes.sort_unstable();
+        // 150 events each on average: the busiest within a small multiple of the median.
+        let largest = *sizes.last().expect("tenants");
+        assert!(largest < 2 * sizes[sizes.len() / 2], "{sizes:?}");
     }
 }

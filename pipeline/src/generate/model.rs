@@ -101,8 +101,15 @@ pub struct TrafficModel {
 const EVENTS_PER_CONVERSATION: f64 = 6.0;
 
 impl TrafficModel {
-    /// A model for `tenants` tenants producing about `rate` events per second of event time.
-    pub fn new(rng: ChaCha8Rng, tenants: usize, rate: f64, start: DateTime<Utc>) -> Self {
+    /// A model for `tenants` tenants, tenant k picked with weight 1/k^`skew`, producing about
+    /// `rate` events per second of event time.
+    pub fn new(
+        rng: ChaCha8Rng,
+        tenants: usize,
+        skew: f64,
+        rate: f64,
+        start: DateTime<Utc>,
+    ) -> Self {
         let mut rng = rng;
         let tenants: Vec<Tenant> = (0..tenants.max(1))
             .map(|i| {
@@ -122,9 +129,8 @@ impl TrafficModel {
                 }
             })
             .collect();
-        // Zipf-like sizes: tenant k gets weight 1/k^1.1, so a few tenants dominate.
         let weights: Vec<f64> = (1..=tenants.len())
-            .map(|k| 1.0 / (k as f64).powf(1.1))
+            .map(|k| 1.0 / (k as f64).powf(skew))
             .collect();
         let conversations_per_second = (rate / EVENTS_PER_CONVERSATION).max(1e-6);
         let uploads_per_second = (rate / 500.0).max(1e-6);
