@@ -20,8 +20,8 @@ pub const MAX_BUCKET: i16 = 2_000;
 /// Counts per logarithmic bucket.
 ///
 /// A window row's histogram holds a handful of buckets, so they are a vector sorted by bucket
-/// (16 bytes each) rather than a B-tree (a 128-byte node for the first one): with 100,000
-/// tenants' latency rows open that is most of a row's memory.
+/// (16 bytes each) rather than a B-tree (a 128-byte node for the first one); at most
+/// `MAX_BUCKET + 1` of them, so an insertion stays cheap whatever the values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogHistogram {
     buckets: Vec<(i16, u64)>,
