@@ -1,6 +1,8 @@
 //! Where and as whom to connect to ClickHouse, and how its failures are sorted into
 //! retryable and permanent.
 
+use std::collections::BTreeMap;
+
 use clickhouse::Client;
 
 use crate::profile::{ServerProfile, Version};
@@ -16,7 +18,18 @@ pub struct Endpoint {
     pub user: String,
     /// Password.
     pub password: String,
+    /// ClickHouse settings sent with every query and insert (`[clickhouse.settings]`), for
+    /// example `log_queries = "1"` to see the pipeline's inserts in `system.query_log`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
 }
+
+/// Most entries `[clickhouse.settings]` may have; each goes into every request's URL.
+const MAX_SETTINGS: usize = 32;
+/// URL parameters of the HTTP interface that are not settings.
+const HTTP_PARAMETERS: [&str; 5] = ["user", "password", "database", "query", "query_id"];
+/// Longest value of one setting, in bytes.
+const MAX_SETTING_VALUE: usize = 256;
 
 impl Endpoint {
     /// Every problem with these settings, each naming its key.
@@ -43,6 +56,36 @@ impl Endpoint {
                 self.database
             ));
         }
+        if self.settings.len() > MAX_SETTINGS {
+            problems.push(format!(
+                "clickhouse.settings: {} entries, at most {MAX_SETTINGS}",
+                self.settings.len()
+            ));
+        }
+        for (name, value) in &self.settings {
+            let mut bytes = name.bytes();
+            let setting_name = bytes
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !setting_name {
+                problems.push(format!(
+                    "clickhouse.settings.{name}: not a setting name ([a-z_][a-z0-9_]*)"
+                ));
+            } else if HTTP_PARAMETERS.contains(&name.as_str()) {
+                // These are the HTTP interface's own parameters, and a password here would be
+                // printed wherever the settings are.
+                problems.push(format!(
+                    "clickhouse.settings.{name}: not a setting; use clickhouse.{name}"
+                ));
+            }
+            if value.len() > MAX_SETTING_VALUE || value.chars().any(char::is_control) {
+                problems.push(format!(
+                    "clickhouse.settings.{name}: the value must be at most \
+                     {MAX_SETTING_VALUE} bytes without control characters"
+                ));
+            }
+        }
         problems
     }
 }
@@ -54,6 +97,7 @@ impl std::fmt::Debug for Endpoint {
             .field("url", &self.url)
             .field("database", &self.database)
             .field("user", &self.user)
+            .field("settings", &self.settings)
             .field(
                 "password",
                 &if self.password.is_empty() {
@@ -154,11 +198,14 @@ impl Endpoint {
     /// Validation is off because its probing sends a setting ClickHouse 18.16 rejects
     /// (`describe_include_subcolumns`); our row types are checked by our own tests instead.
     pub fn server_client(&self) -> Client {
-        Client::default()
+        let client = Client::default()
             .with_url(&self.url)
             .with_user(&self.user)
             .with_password(&self.password)
-            .with_validation(false)
+            .with_validation(false);
+        self.settings.iter().fold(client, |client, (name, value)| {
+            client.with_option(name, value)
+        })
     }
 
     /// A client using the pipeline's database.

@@ -87,10 +87,31 @@ async fn an_unreachable_server_is_a_retryable_error() {
         database: "x".to_string(),
         user: "default".to_string(),
         password: String::new(),
+        settings: Default::default(),
     };
     let error = endpoint
         .probe()
         .await
         .expect_err("nothing listens on port 1");
     assert!(error.is_retryable(), "{error}");
+}
+
+#[tokio::test]
+async fn configured_settings_go_with_every_query() {
+    let plain = endpoint("default");
+    let limited = Endpoint {
+        settings: [("max_result_rows", "1"), ("result_overflow_mode", "throw")]
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+        ..plain.clone()
+    };
+    let two_rows = "SELECT number FROM system.numbers LIMIT 2";
+    let rows = plain.server_client().query(two_rows).fetch_all::<u64>();
+    assert_eq!(rows.await.expect("no limit without settings").len(), 2);
+    let refused = limited.server_client().query(two_rows).fetch_all::<u64>();
+    let error = refused
+        .await
+        .expect_err("the server applies max_result_rows = 1");
+    assert!(error.to_string().contains("Limit for result"), "{error}");
 }

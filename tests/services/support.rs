@@ -23,6 +23,7 @@ pub fn endpoint(database: &str) -> salestalk_store::Endpoint {
         database: database.to_string(),
         user: s.user,
         password: s.password,
+        settings: s.settings,
     }
 }
 
