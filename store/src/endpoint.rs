@@ -204,7 +204,7 @@ impl Endpoint {
             .with_password(&self.password)
             .with_validation(false);
         self.settings.iter().fold(client, |client, (name, value)| {
-            client.with_option(name, value)
+            client.with_setting(name, value)
         })
     }
 
