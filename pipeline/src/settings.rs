@@ -317,6 +317,7 @@ mod tests {
                 ("SALESTALK__CLICKHOUSE__URL", "https://ch.internal:8443"),
                 ("SALESTALK__CLICKHOUSE__DATABASE", "salestalk_test"),
                 ("SALESTALK__CLICKHOUSE__SETTINGS__LOG_QUERIES", "1"),
+                ("SALESTALK__CLICKHOUSE__COMPRESSION", "none"),
                 ("SALESTALK__PIPELINE__BATCH_SIZE", "20000"),
                 ("SALESTALK__GRAPH__AGGREGATES", "volume,cost"),
                 ("SALESTALK__LOG__FORMAT", "json"),
@@ -348,6 +349,10 @@ mod tests {
                 .get("log_queries")
                 .map(String::as_str),
             Some("1")
+        );
+        assert_eq!(
+            settings.clickhouse.compression,
+            salestalk_store::InsertCompression::None
         );
         assert_eq!(settings.pipeline.batch_size, 20_000);
         assert_eq!(settings.log.format, LogFormat::Json);

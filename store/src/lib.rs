@@ -21,6 +21,6 @@ pub mod restore;
 pub mod schema;
 pub mod signals;
 
-pub use endpoint::{ClickHouseError, Endpoint};
+pub use endpoint::{ClickHouseError, Endpoint, InsertCompression};
 pub use latency::LatencyPercentiles;
 pub use profile::{ServerProfile, Version};

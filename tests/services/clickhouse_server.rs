@@ -2,7 +2,7 @@
 //! and a RowBinary round trip through the official client as the sinks will use it.
 
 use clickhouse::Row;
-use salestalk_store::{Endpoint, Version};
+use salestalk_store::{Endpoint, InsertCompression, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::support::{drop_database, endpoint, unique};
@@ -66,17 +66,30 @@ async fn a_database_is_created_once_and_rows_round_trip() {
             cost_nanos: 6_840_000,
         },
     ];
-    let mut insert = client.insert::<Probe>("probe").await.expect("insert");
-    for row in &rows {
-        insert.write(row).await.expect("write row");
+    // Once compressed (the default) and once as they are (`clickhouse.compression = "none"`).
+    for compression in [InsertCompression::Lz4, InsertCompression::None] {
+        let client = Endpoint {
+            compression,
+            ..endpoint.clone()
+        }
+        .client();
+        client
+            .query("TRUNCATE TABLE probe")
+            .execute()
+            .await
+            .expect("empty");
+        let mut insert = client.insert::<Probe>("probe").await.expect("insert");
+        for row in &rows {
+            insert.write(row).await.expect("write row");
+        }
+        insert.end().await.expect("insert commits");
+        let back: Vec<Probe> = client
+            .query("SELECT ?fields FROM probe ORDER BY tenant_id")
+            .fetch_all()
+            .await
+            .expect("select");
+        assert_eq!(back, rows, "{compression:?}");
     }
-    insert.end().await.expect("insert commits");
-    let back: Vec<Probe> = client
-        .query("SELECT ?fields FROM probe ORDER BY tenant_id")
-        .fetch_all()
-        .await
-        .expect("select");
-    assert_eq!(back, rows);
     drop_database(&database).await;
 }
 
@@ -88,6 +101,7 @@ async fn an_unreachable_server_is_a_retryable_error() {
         user: "default".to_string(),
         password: String::new(),
         settings: Default::default(),
+        compression: Default::default(),
     };
     let error = endpoint
         .probe()

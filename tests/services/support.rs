@@ -24,6 +24,7 @@ pub fn endpoint(database: &str) -> salestalk_store::Endpoint {
         user: s.user,
         password: s.password,
         settings: s.settings,
+        compression: s.compression,
     }
 }
 
