@@ -7,6 +7,7 @@
 //! back: a restarted task is rebuilt from it by [`Task::resume`](crate::task::Task::resume),
 //! so storage never builds operators.
 
+use bytes::Bytes;
 use salestalk_contracts::{EventId, EventType};
 
 use crate::aggregate::Family;
@@ -78,8 +79,8 @@ pub struct ArchivedEvent {
     pub offset: i64,
     /// Broker timestamp, Unix ms.
     pub broker_ms: i64,
-    /// The message as received.
-    pub raw: Vec<u8>,
+    /// The message as received: a slice of a chunk the task shares among many events.
+    pub raw: Bytes,
 }
 
 impl ArchivedEvent {
@@ -97,7 +98,7 @@ impl ArchivedEvent {
                 ..Readable::default()
             },
             rejection,
-            self.raw.clone(),
+            self.raw.to_vec(),
         )
     }
 }
