@@ -14,6 +14,10 @@ SALESTALK_KAFKA_STORAGE=${SALESTALK_KAFKA_STORAGE:-sqlite}
 SALESTALK_KAFKA_PARTITIONS=${SALESTALK_KAFKA_PARTITIONS:-4}
 # Empty means none (tests that create their own); unset means these.
 SALESTALK_KAFKA_TOPICS=${SALESTALK_KAFKA_TOPICS-salestalk.classification salestalk.narrative salestalk.conversation salestalk.metrics salestalk.tenant salestalk.dlq}
+# The dead-letter topic among them, created with the contract's 14 days of retention (the
+# pipeline's dlq.topic and dlq.retention_ms; it warns at start when the topic says otherwise).
+SALESTALK_DLQ_TOPIC=${SALESTALK_DLQ_TOPIC:-salestalk.dlq}
+SALESTALK_DLQ_RETENTION_MS=${SALESTALK_DLQ_RETENTION_MS:-1209600000}
 
 # ClickHouse (Debian package).
 SALESTALK_CLICKHOUSE_HOST=${SALESTALK_CLICKHOUSE_HOST:-127.0.0.1}

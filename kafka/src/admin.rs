@@ -1,12 +1,15 @@
-//! Metadata lookups: which topics exist (`salestalk check`, the dead-letter topic at start)
-//! and how far each partition's log reaches (lag on the SRE page, "caught up").
+//! Metadata lookups: which topics exist (`salestalk check`, the dead-letter topic at start),
+//! a topic's own configuration (the dead-letter topic's retention) and how far each
+//! partition's log reaches (lag on the SRE page, "caught up").
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 
 use crate::KafkaSettings;
 
@@ -32,6 +35,29 @@ pub fn missing_topics(settings: &KafkaSettings, topics: &[String]) -> KafkaResul
         .filter(|t| !known.contains(&t.as_str()))
         .cloned()
         .collect())
+}
+
+/// The value of configuration entry `name` of `topic` as the broker reports it (`None` when
+/// the broker reports no such entry).
+pub async fn topic_config(
+    settings: &KafkaSettings,
+    topic: &str,
+    name: &str,
+) -> KafkaResult<Option<String>> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+        .await?;
+    for resource in described {
+        let resource = resource.map_err(KafkaError::AdminOp)?;
+        if let Some(entry) = resource.get(name) {
+            return Ok(entry.value.clone());
+        }
+    }
+    Ok(None)
 }
 
 /// The high watermark (next offset to be written) of every partition of `topics`. Blocking:

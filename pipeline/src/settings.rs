@@ -323,6 +323,7 @@ mod tests {
                 ("SALESTALK__LOG__FORMAT", "json"),
                 ("SALESTALK__RETRY__MAX_ATTEMPTS", "5"),
                 ("SALESTALK__DLQ__TOPIC", ""),
+                ("SALESTALK__DLQ__RETENTION_MS", "86400000"),
                 (
                     "SALESTALK__SINKS__FLUSH_ORDER",
                     "archive,dead_letter_table,window_state",
@@ -336,6 +337,7 @@ mod tests {
         );
         assert_eq!(settings.retry.max_attempts, 5);
         assert_eq!(settings.dlq.topic(), None);
+        assert_eq!(settings.dlq.retention_ms, 86_400_000);
         assert_eq!(settings.graph.aggregates.names(), ["volume", "cost"]);
         assert_eq!(settings.kafka.brokers, "kafka-1:9092,kafka-2:9093");
         assert_eq!(settings.kafka.topics, ["a.events", "b.events"]);
@@ -451,6 +453,7 @@ mod tests {
                 ("SALESTALK__SINKS__FLUSH_ORDER", "window_state,archive"),
                 ("SALESTALK__LOG__FORMAT", "xml"),
                 ("SALESTALK__CLICKHOUSE__SETTINGS__PASSWORD", "hunter2"),
+                ("SALESTALK__DLQ__RETENTION_MS", "1000"),
             ]),
         )
         .expect_err("invalid");
@@ -468,6 +471,7 @@ mod tests {
             "graph.aggregates: unknown aggregate 'costs'",
             "retry.max_attempts: 0 is outside 1..=100",
             "dlq.topic: 'dead letters'",
+            "dlq.retention_ms: 1000 is outside 3600000..=315360000000",
             "sinks.flush_order: the last sink must be window_state",
             "sinks.flush_order: no dead-letter sink",
             "log.format",
@@ -475,7 +479,7 @@ mod tests {
             assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
         }
         assert!(!text.contains("hunter2"), "{text}");
-        assert_eq!(error.problems.len(), 15, "{text}");
+        assert_eq!(error.problems.len(), 16, "{text}");
     }
 
     #[test]

@@ -401,3 +401,38 @@ async fn a_refused_row_is_isolated_and_counts_once_after_a_fix_and_a_redrive() {
     assert_eq!(depth_after, depth_before - not_json);
     setup.isolated.remove().await;
 }
+
+#[tokio::test]
+async fn the_dead_letter_topic_keeps_records_as_long_as_configured() {
+    let settings = crate::support::settings();
+    let kafka = &settings.kafka;
+    // A topic made with a retention reads back with it.
+    let topic = crate::support::unique("retention");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", &kafka.brokers)
+            .create()
+            .expect("admin client");
+    let new = rdkafka::admin::NewTopic::new(&topic, 1, rdkafka::admin::TopicReplication::Fixed(1))
+        .set("retention.ms", "7200000");
+    let created = admin
+        .create_topics(&[new], &rdkafka::admin::AdminOptions::new())
+        .await
+        .expect("the broker answers");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let read = salestalk_kafka::admin::topic_config(kafka, &topic, "retention.ms").await;
+    assert_eq!(read.expect("described").as_deref(), Some("7200000"));
+
+    // The one deploy/services/up creates keeps the contract's 14 days, as dlq.retention_ms says.
+    let dlq = settings
+        .dlq
+        .topic()
+        .expect("a dead-letter topic is configured");
+    let read = salestalk_kafka::admin::topic_config(kafka, dlq, "retention.ms").await;
+    assert_eq!(
+        read.expect("described"),
+        Some(settings.dlq.retention_ms.to_string()),
+        "{dlq} was made before it had a retention: deploy/services/down --purge, then up"
+    );
+    assert_eq!(settings.dlq.retention_ms, 14 * 24 * 3_600_000);
+}

@@ -225,6 +225,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     let source = KafkaSource::subscribe(&settings.kafka, Arc::clone(&telemetry))?;
     let stop = StopRequest::on_signals()?;
     let plan = flush_plan(settings)?;
+    startup::check_dead_letter_retention(settings).await;
     let workers = Workers::new(settings.pipeline.workers);
     tracing::info!(workers = workers.count(), "processing");
     if let Some(listen) = settings.metrics.listen() {

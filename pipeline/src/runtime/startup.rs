@@ -86,3 +86,25 @@ pub fn flush_plan(settings: &Settings) -> anyhow::Result<FlushPlan> {
     );
     Ok(FlushPlan::new(sinks))
 }
+
+/// Warns when the dead-letter topic keeps records for another time than `dlq.retention_ms`
+/// says: the pipeline does not change a topic's configuration, an operator decides.
+pub async fn check_dead_letter_retention(settings: &Settings) {
+    let Some(topic) = settings.dlq.topic() else {
+        return;
+    };
+    let wanted = settings.dlq.retention_ms;
+    match admin::topic_config(&settings.kafka, topic, "retention.ms").await {
+        Ok(Some(value)) if value.parse::<i64>().ok() == Some(wanted) => {}
+        Ok(found) => tracing::warn!(
+            %topic,
+            retention_ms = found.as_deref().unwrap_or("unknown"),
+            dlq_retention_ms = wanted,
+            "the dead-letter topic keeps records for another time than dlq.retention_ms; \
+             set the topic's retention.ms (kafka-configs --alter) or dlq.retention_ms"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, %topic, "could not read the dead-letter topic's retention")
+        }
+    }
+}

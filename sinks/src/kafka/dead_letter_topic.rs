@@ -21,7 +21,12 @@ use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SourcedLetter};
 pub struct DlqSettings {
     /// Topic every dead letter is produced to; empty for the ClickHouse table only.
     topic: String,
+    /// How long the topic keeps a record (its `retention.ms`), in milliseconds.
+    pub retention_ms: i64,
 }
+
+/// Shortest and longest `dlq.retention_ms`: an hour, ten years.
+const RETENTION_MS: std::ops::RangeInclusive<i64> = 3_600_000..=315_360_000_000;
 
 impl DlqSettings {
     /// The topic, unless none is configured.
@@ -31,12 +36,19 @@ impl DlqSettings {
 
     /// Every problem with these settings, each naming its key.
     pub fn problems(&self) -> Vec<String> {
-        match self.topic() {
-            Some(topic) if !salestalk_kafka::is_topic_name(topic) => {
-                vec![format!("dlq.topic: '{topic}' is not a valid topic name")]
-            }
-            _ => Vec::new(),
+        let mut problems = Vec::new();
+        if let Some(topic) = self.topic().filter(|t| !salestalk_kafka::is_topic_name(t)) {
+            problems.push(format!("dlq.topic: '{topic}' is not a valid topic name"));
         }
+        if !RETENTION_MS.contains(&self.retention_ms) {
+            problems.push(format!(
+                "dlq.retention_ms: {} is outside {}..={}",
+                self.retention_ms,
+                RETENTION_MS.start(),
+                RETENTION_MS.end()
+            ));
+        }
+        problems
     }
 }
 
