@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::http::respond;
 
@@ -146,124 +146,124 @@ pub struct Telemetry {
 impl Default for Telemetry {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("salestalk");
-        let messages = Family::<OutcomeLabels, Counter>::default();
-        registry.register("messages", "Messages by outcome", messages.clone());
-        let dead_letters = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "dead_letters",
-            "Messages sent to the dead-letter path, by reason",
-            dead_letters.clone(),
-        );
-        let batch_size = Histogram::new(exponential_buckets(1.0, 4.0, 10));
-        registry.register("batch_size", "Messages per batch", batch_size.clone());
-        let flush_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
-        registry.register(
-            "flush_seconds",
-            "Time for a flush to become durable",
-            flush_seconds.clone(),
-        );
-        let dedup_forgotten_early = Gauge::default();
-        registry.register(
-            "dedup_forgotten_early_ids",
-            "Event ids the dedup cap forgot before their horizon, since the tasks started",
-            dedup_forgotten_early.clone(),
-        );
-        let dedup_unchecked = Gauge::default();
-        registry.register(
-            "dedup_unchecked_events",
-            "Events counted without a dedup check because the dedup cap forgot their minute",
-            dedup_unchecked.clone(),
-        );
-        let flush_in_flight = Gauge::default();
-        registry.register(
-            "flush_in_flight",
-            "1 while a flush is being written",
-            flush_in_flight.clone(),
-        );
-        let write_failures = Family::<SinkLabels, Counter>::default();
-        registry.register(
-            "write_failures",
-            "Failed write attempts per sink",
-            write_failures.clone(),
-        );
-        let refused_rows = Family::<SinkLabels, Counter>::default();
-        registry.register(
-            "refused_rows",
-            "Rows a sink refused for good",
-            refused_rows.clone(),
-        );
-        let sink_up = Family::<SinkLabels, Gauge>::default();
-        registry.register("sink_up", "1 while the sink takes writes", sink_up.clone());
-        let outage_seconds = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "outage_seconds",
-            "How long the current sink outage has lasted",
-            outage_seconds.clone(),
-        );
-        let replays = Counter::default();
-        registry.register(
-            "replays",
-            "Tasks replayed from their checkpoint after a refused event",
-            replays.clone(),
-        );
-        let consumer_errors = Counter::default();
-        registry.register(
-            "consumer_errors",
-            "Errors the Kafka consumer reported",
-            consumer_errors.clone(),
-        );
-        let dlq_depth = Gauge::default();
-        registry.register(
-            "dlq_depth",
-            "Dead letters neither redriven nor discarded",
-            dlq_depth.clone(),
-        );
-        let partition_lag = Family::<PartitionLabels, Gauge>::default();
-        registry.register(
-            "partition_lag",
-            "Messages not yet durable per partition",
-            partition_lag.clone(),
-        );
-        let watermark_lag_seconds = Family::<PartitionLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "watermark_lag_seconds",
-            "Now minus the partition's event-time watermark",
-            watermark_lag_seconds.clone(),
-        );
-        let open_windows = Gauge::default();
-        registry.register(
-            "open_windows",
-            "Open window rows in memory",
-            open_windows.clone(),
-        );
-        let remembered_ids = Gauge::default();
-        registry.register(
-            "remembered_ids",
-            "Event ids remembered for dedup",
-            remembered_ids.clone(),
-        );
         Self {
+            messages: registered(
+                &mut registry,
+                "messages",
+                "Messages by outcome",
+                Family::<OutcomeLabels, Counter>::default(),
+            ),
+            dead_letters: registered(
+                &mut registry,
+                "dead_letters",
+                "Messages sent to the dead-letter path, by reason",
+                Family::<ReasonLabels, Counter>::default(),
+            ),
+            batch_size: registered(
+                &mut registry,
+                "batch_size",
+                "Messages per batch",
+                Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            ),
+            flush_seconds: registered(
+                &mut registry,
+                "flush_seconds",
+                "Time for a flush to become durable",
+                Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            ),
+            dedup_forgotten_early: registered(
+                &mut registry,
+                "dedup_forgotten_early_ids",
+                "Event ids the dedup cap forgot before their horizon, since the tasks started",
+                Gauge::default(),
+            ),
+            dedup_unchecked: registered(
+                &mut registry,
+                "dedup_unchecked_events",
+                "Events counted without a dedup check because the dedup cap forgot their minute",
+                Gauge::default(),
+            ),
+            flush_in_flight: registered(
+                &mut registry,
+                "flush_in_flight",
+                "1 while a flush is being written",
+                Gauge::default(),
+            ),
+            write_failures: registered(
+                &mut registry,
+                "write_failures",
+                "Failed write attempts per sink",
+                Family::<SinkLabels, Counter>::default(),
+            ),
+            refused_rows: registered(
+                &mut registry,
+                "refused_rows",
+                "Rows a sink refused for good",
+                Family::<SinkLabels, Counter>::default(),
+            ),
+            sink_up: registered(
+                &mut registry,
+                "sink_up",
+                "1 while the sink takes writes",
+                Family::<SinkLabels, Gauge>::default(),
+            ),
+            outage_seconds: registered(
+                &mut registry,
+                "outage_seconds",
+                "How long the current sink outage has lasted",
+                Gauge::<f64, AtomicU64>::default(),
+            ),
+            replays: registered(
+                &mut registry,
+                "replays",
+                "Tasks replayed from their checkpoint after a refused event",
+                Counter::default(),
+            ),
+            consumer_errors: registered(
+                &mut registry,
+                "consumer_errors",
+                "Errors the Kafka consumer reported",
+                Counter::default(),
+            ),
+            dlq_depth: registered(
+                &mut registry,
+                "dlq_depth",
+                "Dead letters neither redriven nor discarded",
+                Gauge::default(),
+            ),
+            partition_lag: registered(
+                &mut registry,
+                "partition_lag",
+                "Messages not yet durable per partition",
+                Family::<PartitionLabels, Gauge>::default(),
+            ),
+            watermark_lag_seconds: registered(
+                &mut registry,
+                "watermark_lag_seconds",
+                "Now minus the partition's event-time watermark",
+                Family::<PartitionLabels, Gauge<f64, AtomicU64>>::default(),
+            ),
+            open_windows: registered(
+                &mut registry,
+                "open_windows",
+                "Open window rows in memory",
+                Gauge::default(),
+            ),
+            remembered_ids: registered(
+                &mut registry,
+                "remembered_ids",
+                "Event ids remembered for dedup",
+                Gauge::default(),
+            ),
             registry,
-            messages,
-            dead_letters,
-            batch_size,
-            flush_seconds,
-            dedup_forgotten_early,
-            dedup_unchecked,
-            flush_in_flight,
-            write_failures,
-            refused_rows,
-            sink_up,
-            outage_seconds,
-            replays,
-            consumer_errors,
-            dlq_depth,
-            partition_lag,
-            watermark_lag_seconds,
-            open_windows,
-            remembered_ids,
         }
     }
+}
+
+/// Registers `metric` under `name` and hands it back, so each metric is declared once.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Telemetry {
