@@ -7,9 +7,12 @@
 //!
 //! What this leaves out is bounded by configuration whatever the tenants: the broker client's
 //! prefetch, one batch, and the flush being written (see (c1) for a whole run's peak RSS).
-//! Run with `cargo bench -p salestalk --bench tenants_memory`; results in docs/performance.md.
+//! Run with `MIMALLOC_PURGE_DELAY=0 cargo bench -p salestalk --bench tenants_memory` (as
+//! `deploy/bench` does: without it the allocator keeps freed pages a while, and dropping the
+//! tasks seems to give nothing back); results in docs/performance.md.
 
 use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -38,12 +41,12 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// FNV-1a of the key: where a keyed producer would put the message (any stable hash will do).
+/// Where a keyed producer would put the message (any stable hash will do: std's default
+/// hasher is SipHash with fixed keys).
 fn partition_of(key: &str) -> usize {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % PARTITIONS as u64) as usize
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % PARTITIONS as u64) as usize
 }
 
 fn main() {
