@@ -218,24 +218,13 @@ pub const MAX_DEPTH: u16 = 64;
 
 impl<'de> Deserialize<'de> for Json<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Nested { depth: 0 }.deserialize(deserializer)
+        JsonVisitor { depth: 0 }.deserialize(deserializer)
     }
 }
 
-/// A value inside `depth` arrays and objects.
+/// Builds a value inside `depth` arrays and objects (it is its own seed for the values
+/// inside, one level deeper).
 #[derive(Clone, Copy)]
-struct Nested {
-    depth: u16,
-}
-
-impl<'de> DeserializeSeed<'de> for Nested {
-    type Value = Json<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(JsonVisitor { depth: self.depth })
-    }
-}
-
 struct JsonVisitor {
     depth: u16,
 }
@@ -243,12 +232,20 @@ struct JsonVisitor {
 impl JsonVisitor {
     /// The seed for the members of an array or object opened here; past [`MAX_DEPTH`] it is
     /// refused before anything inside is read, so recursion stops there.
-    fn open<E: de::Error>(&self) -> Result<Nested, E> {
+    fn open<E: de::Error>(self) -> Result<Self, E> {
         let depth = self.depth + 1;
         if depth > MAX_DEPTH {
             return Err(E::custom("recursion limit exceeded"));
         }
-        Ok(Nested { depth })
+        Ok(Self { depth })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
