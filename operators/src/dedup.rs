@@ -1,5 +1,11 @@
-//! The dedup operator's state: which `eventId`s a task has already counted, forgotten after a
-//! horizon of event time, and capped, so memory stays bounded.
+//! The dedup operator's state: which `(tenantId, eventId)` pairs a task has already counted,
+//! forgotten after a horizon of event time, and capped, so memory stays bounded.
+//!
+//! An id is unique only within its tenant: one tenant reusing another's `eventId` (by bug or
+//! on purpose) must not suppress the other's event, so a key is the pair. Tenants are
+//! interned per set ([`SeenIds::key`]): a key is an index and the id's two halves, 24 bytes
+//! with no padding, and the names are kept once each (a task's tenants, which its window rows
+//! hold anyway).
 //!
 //! Memory: at most [`BYTES_PER_ID`] bytes per remembered id (a hash-set slot and a place in
 //! its minute's list, both at their worst just after growing) plus [`BYTES_PER_MINUTE`] per
@@ -12,10 +18,10 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// The most heap bytes one remembered id takes.
-pub const BYTES_PER_ID: usize = 72;
+pub const BYTES_PER_ID: usize = 108;
 
 /// The most heap bytes a minute holding ids takes besides its ids.
 pub const BYTES_PER_MINUTE: usize = 128;
@@ -31,11 +37,21 @@ pub enum Sighting {
     Unchecked,
 }
 
-/// Remembers event ids per event-time minute and forgets whole minutes at once.
+/// One event's identity within a task: its tenant (interned by the set that made the key)
+/// and its `eventId`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeenKey {
+    tenant: u32,
+    id_high: u64,
+    id_low: u64,
+}
+
+/// Remembers event ids per tenant and event-time minute and forgets whole minutes at once.
 #[derive(Debug)]
 pub struct SeenIds {
-    ids: HashSet<u128>,
-    by_minute: BTreeMap<i64, Vec<u128>>,
+    ids: HashSet<SeenKey>,
+    by_minute: BTreeMap<i64, Vec<SeenKey>>,
+    tenants: HashMap<Box<str>, u32>,
     /// Most ids remembered.
     cap: usize,
     /// Minutes before this were forgotten because of the cap.
@@ -58,6 +74,7 @@ impl SeenIds {
         Self {
             ids: HashSet::default(),
             by_minute: BTreeMap::new(),
+            tenants: HashMap::default(),
             cap: cap.max(1),
             floor_minute: i64::MIN,
             forgotten_early: 0,
@@ -65,8 +82,22 @@ impl SeenIds {
         }
     }
 
-    /// Records `id`, seen at event time `at_ms`.
-    pub fn first_sighting(&mut self, id: u128, at_ms: i64) -> Sighting {
+    /// The key of `id` of `tenant` in this set (interning the tenant on first use).
+    pub fn key(&mut self, tenant: &str, id: u128) -> SeenKey {
+        let next = u32::try_from(self.tenants.len()).unwrap_or(u32::MAX);
+        let tenant = match self.tenants.get(tenant) {
+            Some(index) => *index,
+            None => *self.tenants.entry(tenant.into()).or_insert(next),
+        };
+        SeenKey {
+            tenant,
+            id_high: (id >> 64) as u64,
+            id_low: id as u64,
+        }
+    }
+
+    /// Records `key` (made by [`SeenIds::key`] of this set), seen at event time `at_ms`.
+    pub fn first_sighting(&mut self, id: SeenKey, at_ms: i64) -> Sighting {
         if self.ids.contains(&id) {
             return Sighting::Repeat;
         }
@@ -95,9 +126,9 @@ impl SeenIds {
         Sighting::First
     }
 
-    /// Whether `id` is remembered.
-    pub fn contains(&self, id: u128) -> bool {
-        self.ids.contains(&id)
+    /// Whether `key` is remembered.
+    pub fn contains(&self, key: SeenKey) -> bool {
+        self.ids.contains(&key)
     }
 
     /// Forgets ids whose event time is before `cutoff_ms` (whole minutes only, so an id is
@@ -140,13 +171,33 @@ impl SeenIds {
 mod tests {
     use super::*;
 
+    /// Sights `id` of one tenant.
+    fn sight(seen: &mut SeenIds, id: u128, at_ms: i64) -> Sighting {
+        let key = seen.key("tenant-a", id);
+        seen.first_sighting(key, at_ms)
+    }
+
+    #[test]
+    fn tenants_sharing_an_id_are_told_apart() {
+        let mut seen = SeenIds::default();
+        let a = seen.key("tenant-a", 7);
+        let b = seen.key("tenant-b", 7);
+        assert_ne!(a, b);
+        assert_eq!(seen.first_sighting(a, 1_000), Sighting::First);
+        assert_eq!(seen.first_sighting(b, 1_000), Sighting::First);
+        let again = seen.key("tenant-b", 7);
+        assert_eq!(seen.first_sighting(again, 1_000), Sighting::Repeat);
+        assert_eq!(seen.key("tenant-a", 7), a, "a tenant keeps its index");
+        assert_eq!(seen.len(), 2);
+    }
+
     #[test]
     fn a_resend_is_recognised() {
         let mut seen = SeenIds::default();
-        assert_eq!(seen.first_sighting(7, 1_000), Sighting::First);
-        assert_eq!(seen.first_sighting(7, 1_000), Sighting::Repeat);
+        assert_eq!(sight(&mut seen, 7, 1_000), Sighting::First);
+        assert_eq!(sight(&mut seen, 7, 1_000), Sighting::Repeat);
         assert_eq!(
-            seen.first_sighting(7, 90_000),
+            sight(&mut seen, 7, 90_000),
             Sighting::Repeat,
             "even with another timestamp"
         );
@@ -156,16 +207,16 @@ mod tests {
     #[test]
     fn ids_older_than_the_horizon_are_forgotten() {
         let mut seen = SeenIds::default();
-        seen.first_sighting(1, 0);
-        seen.first_sighting(2, 61_000);
+        sight(&mut seen, 1, 0);
+        sight(&mut seen, 2, 61_000);
         seen.forget_before(60_000);
         assert_eq!(seen.len(), 1);
         assert_eq!(
-            seen.first_sighting(1, 0),
+            sight(&mut seen, 1, 0),
             Sighting::First,
             "forgotten, so counted again"
         );
-        assert_eq!(seen.first_sighting(2, 61_000), Sighting::Repeat);
+        assert_eq!(sight(&mut seen, 2, 61_000), Sighting::Repeat);
         seen.forget_before(59_999);
         assert_eq!(seen.len(), 2, "a partial minute is kept");
     }
@@ -174,16 +225,17 @@ mod tests {
     fn past_the_cap_the_oldest_minutes_go_and_their_events_are_unchecked() {
         let mut seen = SeenIds::with_cap(4);
         for (id, minute) in [(1, 0), (2, 0), (3, 1), (4, 2)] {
-            assert_eq!(seen.first_sighting(id, minute * 60_000), Sighting::First);
+            assert_eq!(sight(&mut seen, id, minute * 60_000), Sighting::First);
         }
-        assert_eq!(seen.first_sighting(5, 2 * 60_000), Sighting::First);
+        assert_eq!(sight(&mut seen, 5, 2 * 60_000), Sighting::First);
         assert_eq!(seen.len(), 3, "minute 0 (two ids) forgotten");
         assert_eq!(seen.capped(), (2, 0));
-        assert_eq!(seen.first_sighting(1, 0), Sighting::Unchecked);
-        assert_eq!(seen.first_sighting(9, 30_000), Sighting::Unchecked);
-        assert_eq!(seen.first_sighting(3, 60_000), Sighting::Repeat);
+        assert_eq!(sight(&mut seen, 1, 0), Sighting::Unchecked);
+        assert_eq!(sight(&mut seen, 9, 30_000), Sighting::Unchecked);
+        assert_eq!(sight(&mut seen, 3, 60_000), Sighting::Repeat);
         assert_eq!(seen.capped(), (2, 2));
-        assert!(!seen.contains(1) && !seen.contains(9));
+        let (one, nine) = (seen.key("tenant-a", 1), seen.key("tenant-a", 9));
+        assert!(!seen.contains(one) && !seen.contains(nine));
     }
 
     /// What a restored task remembers must not depend on the order the archive returns ids in.
@@ -200,9 +252,13 @@ mod tests {
         let kept = |order: &[(u128, i64)]| {
             let mut seen = SeenIds::with_cap(50);
             for (id, at) in order {
-                seen.first_sighting(*id, *at);
+                sight(&mut seen, *id, *at);
             }
-            let mut kept: Vec<u128> = seen.ids.iter().copied().collect();
+            let mut kept: Vec<u128> = seen
+                .ids
+                .iter()
+                .map(|k| u128::from(k.id_high) << 64 | u128::from(k.id_low))
+                .collect();
             kept.sort_unstable();
             kept
         };

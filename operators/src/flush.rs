@@ -233,9 +233,9 @@ pub struct TaskState {
     /// The latest value of every row that may still change
     /// (from [`Checkpoint::first_open_window`] on).
     pub rows: Vec<StateRow>,
-    /// Events counted before the checkpoint, with their event time (Unix ms), within the
+    /// Events counted before the checkpoint (tenant, id, event time in Unix ms), within the
     /// dedup horizon.
-    pub seen: Vec<(EventId, i64)>,
+    pub seen: Vec<(String, EventId, i64)>,
     /// Messages at or after the checkpoint that a sink refused, by offset: a replay
     /// dead-letters them instead of counting them (ADR 0006).
     pub refused: Vec<(i64, Rejection)>,

@@ -132,8 +132,9 @@ impl Task {
                 .key(row.family, row.window_start, &row.tenant, [d1, d2, d3]);
             task.windows.restore(row.span, key, row.value);
         }
-        for (id, at_ms) in state.seen {
-            task.seen.first_sighting(id.0, at_ms);
+        for (tenant, id, at_ms) in state.seen {
+            let key = task.seen.key(&tenant, id.0);
+            task.seen.first_sighting(key, at_ms);
         }
         for (offset, rejection) in state.refused {
             // Refusals below the checkpoint are history: those messages are never read again.
@@ -265,7 +266,8 @@ impl Task {
         let window = window_start(trusted_ms);
         let id = envelope.event_id;
         let lateness = self.settings.allowed_lateness_ms;
-        let duplicate = self.seen.contains(id.0);
+        let seen_key = self.seen.key(envelope.tenant_id, id.0);
+        let duplicate = self.seen.contains(seen_key);
         if !duplicate && window < first_open_window(self.checkpoint.event_watermark_ms, lateness) {
             let error = format!(
                 "event time {} is in a final window (watermark {} ms, allowed lateness {lateness} ms)",
@@ -301,7 +303,7 @@ impl Task {
             self.duplicates += 1;
             return;
         }
-        self.seen.first_sighting(id.0, trusted_ms);
+        self.seen.first_sighting(seen_key, trusted_ms);
         self.aggregates.on_event(&mut self.windows, event, window);
         let raw = self.keep_raw(arrival.payload);
         self.archive.push(ArchivedEvent {

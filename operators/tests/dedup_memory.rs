@@ -5,6 +5,8 @@
 
 use salestalk_operators::dedup::{BYTES_PER_ID, BYTES_PER_MINUTE, SeenIds};
 
+const TENANTS: [&str; 4] = ["tenant-a", "tenant-b", "tenant-c", "tenant-d"];
+
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
@@ -22,7 +24,10 @@ fn every_remembered_id_costs_at_most_the_documented_bytes() {
         let mut worst_excess = i64::MIN;
         for i in 0..300_000u128 {
             let minute = (i / per_minute) as i64;
-            seen.first_sighting(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), minute * 60_000);
+            // Several tenants, as a partition carries (their names are interned once).
+            let tenant = TENANTS[(i % TENANTS.len() as u128) as usize];
+            let key = seen.key(tenant, i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            seen.first_sighting(key, minute * 60_000);
             let n = i + 1;
             // Sample often, and at every power of two (just past each growth).
             if n % 997 == 0 || n.is_power_of_two() || n == 300_000 {

@@ -68,8 +68,8 @@ fn graph_on_decoded_events(c: &mut Criterion) {
             |(mut windows, mut seen)| {
                 for event in &events {
                     let at = event.envelope.timestamp.timestamp_millis();
-                    let id = event.envelope.event_id.0;
-                    if seen.first_sighting(id, at) == Sighting::First {
+                    let key = seen.key(event.envelope.tenant_id, event.envelope.event_id.0);
+                    if seen.first_sighting(key, at) == Sighting::First {
                         // As a task does: every event counts in its minute, and the set rolls
                         // it up into its hour and its day.
                         aggregates.on_event(&mut windows, event, window_start(at));
@@ -90,6 +90,7 @@ fn task_on_raw_bytes(c: &mut Criterion) {
         out_of_order: 0.02,
         late: 0.005,
         future_skew: 0.001,
+        shared_ids: 0.0,
     };
     let bytes = traffic(faults);
     let broker = 1_762_646_400_000 + 3_600_000;
@@ -158,6 +159,7 @@ fn four_partitions_on_workers(c: &mut Criterion) {
         out_of_order: 0.02,
         late: 0.005,
         future_skew: 0.001,
+        shared_ids: 0.0,
     });
     let broker = 1_762_646_400_000 + 3_600_000;
     // As a producer keyed by tenant spreads them, give or take: message i to partition i % 4,

@@ -29,6 +29,7 @@ fn rust_validator_and_schema_agree_on_generated_traffic() {
             out_of_order: 0.02,
             late: 0.01,
             future_skew: 0.01,
+            shared_ids: 0.0,
         },
     });
     let (mut checked, mut invalid) = (0, 0);

@@ -25,15 +25,16 @@ type RowKey = (Family, Span, i64, String, [String; 3]);
 struct Store {
     rows: BTreeMap<RowKey, (u64, WindowValue)>,
     checkpoint: Checkpoint,
-    archive: BTreeMap<EventId, (i64, i64)>,
+    /// Archived events by (tenant, id), as the archive's key is.
+    archive: BTreeMap<(String, EventId), (i64, i64)>,
     dead_letters: BTreeSet<i64>,
 }
 
 impl Store {
     fn side_outputs(&mut self, flush: &Flush) {
         for event in &flush.archive {
-            self.archive
-                .insert(event.event_id, (event.offset, event.timestamp_ms));
+            let key = (event.tenant_id.clone(), event.event_id);
+            self.archive.insert(key, (event.offset, event.timestamp_ms));
         }
         self.dead_letters
             .extend(flush.dead_letters.iter().map(|d| d.offset));
@@ -67,7 +68,7 @@ impl Store {
             .archive
             .iter()
             .filter(|(_, (offset, _))| *offset < self.checkpoint.next_offset)
-            .map(|(id, (_, at_ms))| (*id, *at_ms))
+            .map(|((tenant, id), (_, at_ms))| (tenant.clone(), *id, *at_ms))
             .collect();
         let state = TaskState {
             checkpoint: self.checkpoint,
@@ -104,6 +105,7 @@ fn traffic() -> Vec<(i64, Vec<u8>)> {
             out_of_order: 0.05,
             late: 0.02,
             future_skew: 0.005,
+            shared_ids: 0.01,
         },
     });
     // Broker time advances steadily with delivery, as a producer publishing in real time would.

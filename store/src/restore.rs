@@ -29,6 +29,7 @@ struct RefusedRow {
 
 #[derive(Debug, Row, Deserialize)]
 struct SeenRow {
+    tenant_id: String,
     event_id: String,
     timestamp_ms: i64,
 }
@@ -51,7 +52,7 @@ pub const OPEN_ROWS_QUERY: &str = "SELECT family, task, max(epoch) AS last_epoch
 
 /// Event ids a task counted below its checkpoint. Binds: topic, partition, checkpoint offset,
 /// earliest event time kept (Unix ms).
-pub const SEEN_QUERY: &str = "SELECT event_id, timestamp_ms FROM events_raw \
+pub const SEEN_QUERY: &str = "SELECT tenant_id, event_id, timestamp_ms FROM events_raw \
      WHERE topic = ? AND partition = ? AND offset < ? AND timestamp_ms >= ?";
 
 /// Messages at or after a task's checkpoint that a sink refused: replaying them dead-letters
@@ -159,7 +160,10 @@ impl Endpoint {
             .map_err(classify)?;
         let seen = seen
             .into_iter()
-            .filter_map(|row| Some((EventId::parse(&row.event_id)?, row.timestamp_ms)))
+            .filter_map(|row| {
+                let id = EventId::parse(&row.event_id)?;
+                Some((row.tenant_id, id, row.timestamp_ms))
+            })
             .collect();
         Ok(TaskState {
             checkpoint,

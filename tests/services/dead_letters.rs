@@ -317,7 +317,7 @@ async fn a_refused_row_is_isolated_and_counts_once_after_a_fix_and_a_redrive() {
     // All or nothing: what the archive holds is exactly what the metrics count.
     let archived = count(
         &setup,
-        "SELECT count() AS n FROM (SELECT DISTINCT event_id FROM events_raw)",
+        "SELECT count() AS n FROM (SELECT DISTINCT tenant_id, event_id FROM events_raw)",
     )
     .await;
     let counted = count(
@@ -399,6 +399,137 @@ async fn a_refused_row_is_isolated_and_counts_once_after_a_fix_and_a_redrive() {
     assert_eq!(discarded.trim(), format!("discarded {not_json} entr(ies)"));
     let depth_after = count(&setup, "SELECT toUInt64(sum(entries)) AS n FROM dlq_depth").await;
     assert_eq!(depth_after, depth_before - not_json);
+    setup.isolated.remove().await;
+}
+
+/// A redrive goes back to the partition the message was read from, so the task that refused
+/// it is the one that decides again, with that partition's dedup state: an event placed on a
+/// partition its key would not choose, refused, then resent and counted, and then redriven,
+/// is counted once and never appears on another partition.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redriven_message_lands_on_its_original_partition_and_counts_once() {
+    let isolated = Isolated::create("it-redrive-partition", PARTITIONS).await;
+    let env = pipeline_env(&isolated);
+    let setup = Setup { isolated, env };
+    produce(&setup.env, 53, 1_500, 40);
+    // Valid events copied with fresh ids onto the partition after their tenant's own: a
+    // producer choosing partitions itself, or a topic that grew since.
+    let mut moved: Vec<(String, i32, String, Vec<u8>)> = Vec::new();
+    for ((topic, partition), messages) in read_back(&setup.isolated) {
+        let Some(mut value) = messages.iter().find_map(|(_, _, bytes)| {
+            let value = parse(bytes).ok()?;
+            validate(&value).ok()?;
+            serde_json::from_slice::<serde_json::Value>(bytes).ok()
+        }) else {
+            continue;
+        };
+        let id = format!("00000000-0000-4000-8000-{:012}", 900 + moved.len());
+        value["eventId"] = serde_json::json!(id);
+        let bytes = serde_json::to_vec(&value).expect("serialisable");
+        moved.push((topic, (partition + 1) % PARTITIONS, id, bytes));
+    }
+    assert!(moved.len() >= 2, "events on several partitions");
+    let list = moved
+        .iter()
+        .map(|(_, _, id, _)| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &setup.isolated.brokers)
+        .create()
+        .expect("producer");
+    let send = |copies: &[(String, i32, String, Vec<u8>)]| {
+        let producer = producer.clone();
+        let copies = copies.to_vec();
+        async move {
+            for (topic, partition, id, bytes) in &copies {
+                let value: serde_json::Value = serde_json::from_slice(bytes).expect("json");
+                let tenant = value["tenantId"].as_str().expect("tenant").to_string();
+                let record = FutureRecord::to(topic)
+                    .partition(*partition)
+                    .key(&tenant)
+                    .payload(bytes);
+                producer
+                    .send(record, Duration::from_secs(30))
+                    .await
+                    .unwrap_or_else(|(e, _)| panic!("producing {id}: {e}"));
+            }
+        }
+    };
+    send(&moved).await;
+
+    // The archive refuses them: dead-lettered as sink_rejected, from their partitions.
+    stdout_of(&salestalk(&["migrate"], &setup.env));
+    let client = setup.isolated.endpoint().client();
+    client
+        .query(&format!(
+            "ALTER TABLE events_raw ADD COLUMN refuse UInt8 MATERIALIZED throwIf(has([{list}], event_id))"
+        ))
+        .execute()
+        .await
+        .expect("adding the refusing column");
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+    let rejected = count(
+        &setup,
+        "SELECT count() AS n FROM dead_letter_queue WHERE reason = 'sink_rejected'",
+    )
+    .await;
+    assert_eq!(rejected, moved.len() as u64);
+
+    // Fixed; the producer resends half of them, which count; then everything is redriven.
+    client
+        .query("ALTER TABLE events_raw DROP COLUMN refuse")
+        .execute()
+        .await
+        .expect("dropping the refusing column");
+    send(&moved[..moved.len() / 2]).await;
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+    let redriven = stdout_of(&salestalk(
+        &["dlq", "redrive", "--reason", "sink_rejected"],
+        &setup.env,
+    ));
+    assert!(
+        redriven.starts_with(&format!("redrove {} ", moved.len())),
+        "{redriven}"
+    );
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+
+    // Every copy, redriven or not, is on the partition the event was first placed on.
+    let input = read_back(&setup.isolated);
+    for (topic, partition, id, _) in &moved {
+        let places: BTreeSet<i32> = input
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .flat_map(|((_, p), messages)| messages.iter().map(move |m| (*p, m)))
+            .filter(|(_, (_, _, bytes))| {
+                parse(bytes).ok().and_then(|v| {
+                    validate(&v)
+                        .ok()
+                        .map(|e| e.envelope.event_id.to_string() == *id)
+                }) == Some(true)
+            })
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(places, BTreeSet::from([*partition]), "copies of {id}");
+    }
+    // Each distinct (tenant, event) counts once, across all partitions.
+    let distinct: BTreeSet<(String, String)> = input
+        .values()
+        .flatten()
+        .filter_map(|(_, _, bytes)| {
+            let value = parse(bytes).ok()?;
+            let event = validate(&value).ok()?;
+            let tenant = event.envelope.tenant_id.to_string();
+            Some((tenant, event.envelope.event_id.to_string()))
+        })
+        .collect();
+    let counted = count(
+        &setup,
+        "SELECT toUInt64(sum(events)) AS n FROM event_volume",
+    )
+    .await;
+    assert_eq!(counted, distinct.len() as u64);
+    assert_views_equal_recomputation(&setup, false).await;
     setup.isolated.remove().await;
 }
 

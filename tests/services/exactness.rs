@@ -9,7 +9,7 @@
 //! fold over each partition's messages; it shares only the contract validator with the
 //! pipeline.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -111,6 +111,8 @@ pub fn produce(env: &[(&'static str, String)], seed: u64, events: u64, rate: u64
             "0.02",
             "--future-skew",
             "0.005",
+            "--shared-ids",
+            "0.01",
         ],
         env,
     );
@@ -196,6 +198,9 @@ pub struct Expected {
     pub dead_letters: BTreeSet<(String, i32, i64, String)>,
     /// Events counted.
     pub accepted: u64,
+    /// Events counted although another tenant's counted event in the same partition has
+    /// their `eventId` (an id is unique per tenant only).
+    pub shared_ids: u64,
 }
 
 /// The metric definitions, applied to the whole input at once.
@@ -203,7 +208,9 @@ pub fn recompute(input: &Input) -> Expected {
     let mut expected = Expected::default();
     for ((topic, partition), messages) in input {
         let mut watermark: Option<i64> = None;
-        let mut seen: HashSet<String> = HashSet::new();
+        // An eventId is unique within its tenant only.
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        let mut tenants_of: HashMap<String, String> = HashMap::new();
         for (offset, broker_ms, bytes) in messages {
             let problems = check(bytes, 1 << 20);
             if let Some(first) = problems.first() {
@@ -219,7 +226,8 @@ pub fn recompute(input: &Input) -> Expected {
             let value = parse(bytes).expect("checked");
             let event = validate(&value).expect("checked");
             let id = event.envelope.event_id.to_string();
-            if seen.contains(&id) {
+            let tenant = event.envelope.tenant_id.to_string();
+            if seen.contains(&(tenant.clone(), id.clone())) {
                 continue;
             }
             let stamped = event.envelope.timestamp.timestamp_millis();
@@ -236,12 +244,15 @@ pub fn recompute(input: &Input) -> Expected {
                 ));
                 continue;
             }
-            seen.insert(id);
+            if tenants_of.get(&id).is_some_and(|other| *other != tenant) {
+                expected.shared_ids += 1;
+            }
+            tenants_of.insert(id.clone(), tenant.clone());
+            seen.insert((tenant.clone(), id));
             if !skewed {
                 watermark = Some(watermark.map_or(stamped, |wm| wm.max(stamped)));
             }
             expected.accepted += 1;
-            let tenant = event.envelope.tenant_id.to_string();
             let event_type = event.envelope.event_type.as_str().to_string();
             *expected
                 .volume
@@ -491,13 +502,13 @@ pub async fn assert_rollups_sum_their_minutes(endpoint: &salestalk_store::Endpoi
 
 /// Asserts that every public view equals the batch recomputation of the topics' contents,
 /// which must include late events.
-pub async fn assert_views_match(setup: &Setup) {
-    assert_views_equal_recomputation(setup, true).await;
+pub async fn assert_views_match(setup: &Setup) -> Expected {
+    assert_views_equal_recomputation(setup, true).await
 }
 
 /// Asserts that every public view equals the batch recomputation of the topics' contents;
 /// `with_late`: the traffic must exercise lateness.
-pub async fn assert_views_equal_recomputation(setup: &Setup, with_late: bool) {
+pub async fn assert_views_equal_recomputation(setup: &Setup, with_late: bool) -> Expected {
     let input = read_back(&setup.isolated);
     let expected = recompute(&input);
     assert!(expected.accepted > 1_000 && !expected.dead_letters.is_empty());
@@ -649,6 +660,7 @@ pub async fn assert_views_equal_recomputation(setup: &Setup, with_late: bool) {
             row.p95_ms
         );
     }
+    expected
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -656,7 +668,13 @@ async fn every_view_equals_the_batch_recomputation() {
     let setup = setup("it-exact", 12_000, 20).await;
     let run = salestalk(&["run", "--idle-exit", "6s"], &setup.env);
     stdout_of(&run);
-    assert_views_match(&setup).await;
+    let expected = assert_views_match(&setup).await;
+    // So tenants reusing each other's eventIds in one partition were all counted and billed.
+    assert!(
+        expected.shared_ids > 5,
+        "the traffic shares ids across tenants in a partition: {}",
+        expected.shared_ids
+    );
     setup.isolated.remove().await;
 }
 

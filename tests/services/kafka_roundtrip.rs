@@ -27,6 +27,7 @@ fn options(start: DateTime<Utc>) -> GeneratorOptions {
             out_of_order: 0.03,
             late: 0.01,
             future_skew: 0.002,
+            shared_ids: 0.0,
         },
     }
 }

@@ -1,9 +1,12 @@
 //! `salestalk dlq`: list, show, redrive and discard dead letters.
 //!
-//! Redrive produces each entry's raw bytes back to its source topic (keyed by tenant, as
-//! producers do), so it takes the normal path: validated again, deduplicated by `eventId`
-//! (an event redriven twice, or redriven after it was counted, counts once), and counted or
-//! dead-lettered again with its new offset. Entries are marked `redriven` only once the
+//! Redrive produces each entry's raw bytes back to the partition it was read from (keyed by
+//! tenant, as producers do), so it takes the normal path through the same task: validated
+//! again, deduplicated by `(tenantId, eventId)` against what that partition counted (an event
+//! redriven twice, or redriven after it was counted, counts once), and counted or
+//! dead-lettered again with its new offset. The default partitioner would choose by key,
+//! which need not be the partition the message came from (a producer may pick partitions
+//! itself, or the topic may have grown), and another partition's task would count it again. Entries are marked `redriven` only once the
 //! broker has them; a redrive cut short can be run again.
 
 use std::io::Write;
@@ -343,12 +346,13 @@ pub async fn redrive(
         .zip(&raws)
         .zip(&ids)
         .map(|((entry, raw), id)| {
-            let record = FutureRecord::to(&entry.topic).payload(&raw[..]).headers(
-                OwnedHeaders::new().insert(Header {
+            let record = FutureRecord::to(&entry.topic)
+                .partition(entry.partition)
+                .payload(&raw[..])
+                .headers(OwnedHeaders::new().insert(Header {
                     key: REDRIVE_OF_HEADER,
                     value: Some(id.as_str()),
-                }),
-            );
+                }));
             if entry.tenant_id.is_empty() {
                 record
             } else {

@@ -53,6 +53,10 @@ pub struct Args {
     /// Share of events stamped by a clock hours ahead.
     #[arg(long, default_value_t = 0.0)]
     future_skew: f64,
+    /// Share of events carrying the eventId of a recent event of another tenant (ids are
+    /// unique per tenant only: both count).
+    #[arg(long, default_value_t = 0.0)]
+    shared_ids: f64,
     /// Write JSON Lines here (`-` for standard output, the default).
     #[arg(long, value_name = "FILE|-", conflicts_with = "kafka")]
     output: Option<PathBuf>,
@@ -74,6 +78,7 @@ impl Args {
             out_of_order: self.out_of_order,
             late: self.late,
             future_skew: self.future_skew,
+            shared_ids: self.shared_ids,
         };
         let mut problems = faults.problems();
         if !(self.rate > 0.0 && self.rate.is_finite()) {

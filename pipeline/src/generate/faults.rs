@@ -21,6 +21,9 @@ pub struct FaultRates {
     pub late: f64,
     /// Stamped by a clock hours ahead.
     pub future_skew: f64,
+    /// Carry the `eventId` of a recent event of another tenant (ids are unique per tenant
+    /// only, so both are counted).
+    pub shared_ids: f64,
 }
 
 impl FaultRates {
@@ -34,6 +37,7 @@ impl FaultRates {
             ("out-of-order", self.out_of_order),
             ("late", self.late),
             ("future-skew", self.future_skew),
+            ("shared-ids", self.shared_ids),
         ];
         for (name, share) in named {
             if !(0.0..=1.0).contains(&share) {
@@ -66,6 +70,8 @@ pub enum Fault {
     Late,
     /// Timestamp moved hours into the future.
     FutureSkew,
+    /// `eventId` taken from a recent event of another tenant.
+    SharedId,
 }
 
 /// The ways an event is broken.
@@ -125,6 +131,11 @@ pub fn choose(rng: &mut ChaCha8Rng, rates: &FaultRates, event: &mut CleanEvent) 
         return Fault::OutOfOrder;
     }
     Fault::None
+}
+
+/// Whether an on-time event takes another tenant's recent `eventId`.
+pub fn share_id(rng: &mut ChaCha8Rng, rates: &FaultRates) -> bool {
+    rates.shared_ids > 0.0 && rng.random_bool(rates.shared_ids.min(1.0))
 }
 
 /// Whether a delivered event is also resent later.

@@ -91,6 +91,8 @@ pub struct Generator {
     held: BTreeMap<(u64, u64), Emitted>,
     /// Held back until event time reaches the key (ms).
     late: BTreeMap<(i64, u64), Emitted>,
+    /// The last valid event's tenant and `eventId`, for [`Fault::SharedId`].
+    last_id: Option<(String, serde_json::Value)>,
     stats: GenerationStats,
 }
 
@@ -116,6 +118,7 @@ impl Generator {
             ready: VecDeque::new(),
             held: BTreeMap::new(),
             late: BTreeMap::new(),
+            last_id: None,
             stats: GenerationStats::default(),
         }
     }
@@ -207,7 +210,10 @@ impl Iterator for Generator {
             while let Some(message) = self.due_late(now) {
                 self.ready.push_back(message);
             }
-            let fault = faults::choose(&mut self.rng, &self.options.faults, &mut event);
+            let mut fault = faults::choose(&mut self.rng, &self.options.faults, &mut event);
+            if fault == Fault::None {
+                fault = self.maybe_share_id(&mut event);
+            }
             let message = self.package(&event, fault);
             match fault {
                 Fault::Late => {
@@ -229,6 +235,20 @@ impl Iterator for Generator {
 }
 
 impl Generator {
+    /// Gives an on-time event the last valid event's `eventId` when that was another
+    /// tenant's and the fault's roll says so; remembers this event's id otherwise.
+    fn maybe_share_id(&mut self, event: &mut model::CleanEvent) -> Fault {
+        if let Some((tenant, id)) = &self.last_id
+            && *tenant != event.tenant_id
+            && faults::share_id(&mut self.rng, &self.options.faults)
+        {
+            event.json["eventId"] = id.clone();
+            return Fault::SharedId;
+        }
+        self.last_id = Some((event.tenant_id.clone(), event.json["eventId"].clone()));
+        Fault::None
+    }
+
     fn package(&mut self, event: &model::CleanEvent, fault: Fault) -> Emitted {
         let mut bytes = serde_json::to_vec(&event.json).unwrap_or_default();
         if fault == Fault::Invalid(Corruption::Truncated) {
@@ -272,6 +292,7 @@ mod tests {
             out_of_order: 0.05,
             late: 0.02,
             future_skew: 0.01,
+            shared_ids: 0.01,
         }
     }
 
@@ -340,6 +361,30 @@ mod tests {
             (0.04..0.06).contains(&(invalid / 20_000.0)),
             "invalid {invalid}"
         );
+    }
+
+    #[test]
+    fn a_shared_id_is_another_tenants_valid_event_id() {
+        let messages: Vec<Emitted> = Generator::new(options(9, 5_000, noisy())).collect();
+        let owners: HashMap<String, String> = messages
+            .iter()
+            .filter(|m| m.fault == Fault::None)
+            .filter_map(|m| {
+                let value = parse(&m.bytes).ok()?;
+                let event = validate(&value).ok()?;
+                let id = event.envelope.event_id.to_string();
+                Some((id, event.envelope.tenant_id.to_string()))
+            })
+            .collect();
+        let mut shared = 0;
+        for message in messages.iter().filter(|m| m.fault == Fault::SharedId) {
+            let value = parse(&message.bytes).expect("a shared id keeps the event valid");
+            let event = validate(&value).expect("a shared id keeps the event valid");
+            let owner = &owners[&event.envelope.event_id.to_string()];
+            assert_ne!(owner.as_str(), event.envelope.tenant_id);
+            shared += 1;
+        }
+        assert!(shared > 10, "only {shared} shared ids");
     }
 
     #[test]
