@@ -92,6 +92,17 @@ pub struct Task {
     evicted_at: (i64, i64),
 }
 
+/// Bits of an epoch that count one owner's flushes; the bits above count restores.
+pub const GENERATION_SHIFT: u32 = 32;
+
+/// The first epoch of the generation after `epoch`'s: a restored task's flushes outrank
+/// everything its previous owner wrote, including an insert that owner had in flight when it
+/// was killed and that the server finished later (the state a restore read does not include
+/// it, and rows are full values, so the new owner's rows must win wherever both wrote).
+pub fn next_generation(epoch: u64) -> u64 {
+    ((epoch >> GENERATION_SHIFT) + 1) << GENERATION_SHIFT
+}
+
 impl Task {
     /// A task resuming at `checkpoint` with nothing else restored (use
     /// `Checkpoint::default()` for a new partition).
@@ -123,8 +134,13 @@ impl Task {
 
     /// The task as its earlier flushes left it: their last checkpoint, the rows that may
     /// still change, the ids counted within the dedup horizon, and the offsets a sink refused.
+    /// Its flushes are epochs of a new generation (see [`next_generation`]).
     pub fn resume(topic: &str, partition: i32, settings: TaskSettings, state: TaskState) -> Self {
-        let mut task = Self::new(topic, partition, settings, state.checkpoint);
+        let checkpoint = Checkpoint {
+            epoch: next_generation(state.checkpoint.epoch),
+            ..state.checkpoint
+        };
+        let mut task = Self::new(topic, partition, settings, checkpoint);
         for row in state.rows {
             let [d1, d2, d3] = &row.dims;
             let key = task
@@ -694,6 +710,27 @@ mod tests {
             &error[error.len() - 40..]
         );
         assert!(error.len() < 2_000, "{} bytes", error.len());
+    }
+
+    #[test]
+    fn a_resumed_task_writes_epochs_above_anything_its_previous_owner_wrote() {
+        let state = TaskState {
+            checkpoint: Checkpoint {
+                epoch: 7,
+                ..Checkpoint::default()
+            },
+            ..TaskState::default()
+        };
+        let mut task = Task::resume("salestalk.tenant", 0, settings(), state);
+        // The previous owner's flush 8 may still land: the new owner's first flush outranks it.
+        let first = task.flush(T0);
+        assert_eq!(first.checkpoint.epoch, (1 << 32) + 1);
+        let state = TaskState {
+            checkpoint: first.checkpoint,
+            ..TaskState::default()
+        };
+        let again = Task::resume("salestalk.tenant", 0, settings(), state).flush(T0);
+        assert_eq!(again.checkpoint.epoch, (2 << 32) + 1);
     }
 
     #[test]

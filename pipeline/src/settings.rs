@@ -14,6 +14,7 @@ use salestalk_sinks::SinkSettings;
 use salestalk_sinks::kafka::DlqSettings;
 use salestalk_sinks::retry::RetrySettings;
 use salestalk_store::Endpoint;
+use salestalk_store::retention::RetentionSettings;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -58,6 +59,8 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// `[serve]`: where `serve` listens.
     pub serve: ServeSettings,
+    /// `[retention]`: how long the archive and the dead letters are kept (`salestalk-store`).
+    pub retention: RetentionSettings,
     /// `[log]`: diagnostics.
     pub log: LogSettings,
 }
@@ -191,8 +194,10 @@ impl Reader {
         let alerts = self.section("alerts", AlertSettings::problems);
         let serve = self.section("serve", ServeSettings::problems);
         let log = self.section("log", LogSettings::problems);
+        let retention = self.section("retention", RetentionSettings::problems);
         match (
             kafka, clickhouse, pipeline, graph, retry, dlq, sinks, metrics, alerts, serve, log,
+            retention,
         ) {
             (
                 Some(kafka),
@@ -206,6 +211,7 @@ impl Reader {
                 Some(alerts),
                 Some(serve),
                 Some(log),
+                Some(retention),
             ) if self.problems.is_empty() => Ok(Settings {
                 kafka,
                 clickhouse,
@@ -218,6 +224,7 @@ impl Reader {
                 alerts,
                 serve,
                 log,
+                retention,
             }),
             _ => Err(SettingsError {
                 problems: self.problems,
@@ -324,6 +331,7 @@ mod tests {
                 ("SALESTALK__RETRY__MAX_ATTEMPTS", "5"),
                 ("SALESTALK__DLQ__TOPIC", ""),
                 ("SALESTALK__DLQ__RETENTION_MS", "86400000"),
+                ("SALESTALK__RETENTION__ARCHIVE_DAYS", "30"),
                 (
                     "SALESTALK__SINKS__FLUSH_ORDER",
                     "archive,dead_letter_table,window_state",
@@ -338,6 +346,7 @@ mod tests {
         assert_eq!(settings.retry.max_attempts, 5);
         assert_eq!(settings.dlq.topic(), None);
         assert_eq!(settings.dlq.retention_ms, 86_400_000);
+        assert_eq!(settings.retention.archive_days, 30);
         assert_eq!(settings.graph.aggregates.names(), ["volume", "cost"]);
         assert_eq!(settings.kafka.brokers, "kafka-1:9092,kafka-2:9093");
         assert_eq!(settings.kafka.topics, ["a.events", "b.events"]);

@@ -58,7 +58,7 @@ pub struct PartitionLabels {
 /// Labels naming a stage outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `read`, `accepted`, `duplicate` or `dead_lettered`.
+    /// `read`, `accepted`, `duplicate` or `dead_lettered` (messages); `ok` or `failed` (runs).
     pub outcome: String,
 }
 
@@ -74,6 +74,13 @@ pub struct ReasonLabels {
 pub struct SinkLabels {
     /// The sink.
     pub sink: String,
+}
+
+/// Labels of a per-table metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    /// The ClickHouse table.
+    pub table: String,
 }
 
 impl SinkLabels {
@@ -133,6 +140,12 @@ pub struct Telemetry {
     pub consumer_errors: Counter,
     /// Dead letters neither redriven nor discarded, as last read from ClickHouse.
     pub dlq_depth: Gauge,
+    /// Retention runs by outcome (`ok`, `failed`).
+    pub retention_runs: Family<OutcomeLabels, Counter>,
+    /// Expired partitions the retention job dropped, per table.
+    pub retention_dropped_partitions: Family<TableLabels, Counter>,
+    /// Rows in the partitions the retention job dropped, per table.
+    pub retention_dropped_rows: Family<TableLabels, Counter>,
     /// Messages in the partition not yet durable: high watermark minus checkpoint offset.
     pub partition_lag: Family<PartitionLabels, Gauge>,
     /// Seconds between now and the partition's event-time watermark.
@@ -230,6 +243,24 @@ impl Default for Telemetry {
                 "dlq_depth",
                 "Dead letters neither redriven nor discarded",
                 Gauge::default(),
+            ),
+            retention_runs: registered(
+                &mut registry,
+                "retention_runs",
+                "Retention runs by outcome",
+                Family::<OutcomeLabels, Counter>::default(),
+            ),
+            retention_dropped_partitions: registered(
+                &mut registry,
+                "retention_dropped_partitions",
+                "Expired partitions dropped per table",
+                Family::<TableLabels, Counter>::default(),
+            ),
+            retention_dropped_rows: registered(
+                &mut registry,
+                "retention_dropped_rows",
+                "Rows of the expired partitions dropped per table",
+                Family::<TableLabels, Counter>::default(),
             ),
             partition_lag: registered(
                 &mut registry,

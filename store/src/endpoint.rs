@@ -150,6 +150,9 @@ pub enum ClickHouseError {
     /// The server's version string could not be understood.
     #[error("unrecognised ClickHouse version '{0}'")]
     UnknownVersion(String),
+    /// A request this client will not send: it failed a check before reaching the server.
+    #[error("not sent to ClickHouse: {0}")]
+    NotSent(String),
 }
 
 impl ClickHouseError {

@@ -6,7 +6,8 @@
 //! here: a task's state for a restart ([`restore`]), alert signals ([`signals`]), billing
 //! ([`billing`]), the dead-letter queue ([`dead_letter_queue`]), latency percentiles
 //! ([`latency`]), the alert history ([`alert_history`]) and dashboard panels
-//! ([`raw_query`]).
+//! ([`raw_query`]); and [`retention`], which drops expired partitions where the server has no
+//! TTL.
 
 pub mod alert_history;
 pub mod billing;
@@ -18,6 +19,7 @@ mod migrate;
 mod profile;
 pub mod raw_query;
 pub mod restore;
+pub mod retention;
 pub mod schema;
 pub mod signals;
 

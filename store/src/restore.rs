@@ -41,12 +41,17 @@ pub const CHECKPOINT_QUERY: &str = "SELECT epoch, ints FROM window_state WHERE f
 /// The latest value of each window row of a task that may still change, in the columns of
 /// [`StateRecord`] (decoded by position). A rollup window is
 /// open while its last minute is, so each span is read from the start of its window holding
-/// the earliest open minute. Binds: task, checkpoint family, then those starts (Unix s) for
-/// days (twice: the first narrows the scan), hours and minutes.
+/// the earliest open minute. Only rows of the checkpoint's flush or earlier: the checkpoint
+/// and its rows land in one insert, so these are exactly the state it describes, even when a
+/// later flush (one a killed owner had in flight, which the server finished after its client
+/// died) lands between reading the checkpoint and reading the rows; replaying from the
+/// checkpoint over that later state would count its events twice. Binds: task, checkpoint
+/// family, checkpoint epoch, then those starts (Unix s) for days (twice: the first narrows
+/// the scan), hours and minutes.
 pub const OPEN_ROWS_QUERY: &str = "SELECT family, task, max(epoch) AS last_epoch, toUInt32(window_start) AS window_start, tenant_id, d1, d2, d3, \
      argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats, \
      argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts \
-     FROM window_state WHERE task = ? AND family != ? AND window_start >= toDateTime(?) \
+     FROM window_state WHERE task = ? AND family != ? AND epoch <= ? AND window_start >= toDateTime(?) \
      AND window_start >= toDateTime(multiIf(endsWith(family, '/day'), ?, endsWith(family, '/hour'), ?, ?)) \
      GROUP BY family, task, window_start, tenant_id, d1, d2, d3";
 
@@ -136,6 +141,7 @@ impl Endpoint {
             .query(OPEN_ROWS_QUERY)
             .bind(&task)
             .bind(CHECKPOINT_FAMILY)
+            .bind(checkpoint.epoch)
             .bind(Span::Day.start(since))
             .bind(Span::Day.start(since))
             .bind(Span::Hour.start(since))

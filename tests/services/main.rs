@@ -17,3 +17,4 @@ mod faults;
 mod kafka_roundtrip;
 mod metrics_endpoint;
 mod modern_clickhouse;
+mod retention;

@@ -151,6 +151,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
             &[
                 "'t/0'",
                 &format!("'{CHECKPOINT_FAMILY}'"),
+                "4294967297",
                 "0",
                 "0",
                 "0",

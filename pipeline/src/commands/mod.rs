@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod generate;
 pub mod latency;
 pub mod migrate;
+pub mod retention;
 pub mod run;
 pub mod serve;
 pub mod validate;
@@ -61,6 +62,8 @@ enum Command {
     Migrate,
     /// Check the configuration and that Kafka and ClickHouse answer.
     Check,
+    /// Drop the raw archive's and the dead letters' expired partitions (also done by `run`).
+    Retention(retention::Args),
 }
 
 impl Cli {
@@ -78,6 +81,7 @@ impl Cli {
             Command::Billing(command) => billing::execute(config, command),
             Command::Migrate => migrate::execute(config),
             Command::Check => check::execute(config),
+            Command::Retention(args) => retention::execute(config, args),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! `docs/architecture.md`.
 
 mod durable;
+pub mod retention;
 pub mod settings;
 mod signals;
 mod startup;
@@ -238,6 +239,11 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         telemetry.set_sink_up(sink, true);
     }
     watch_dlq_depth(settings.clickhouse.clone(), Arc::clone(&telemetry));
+    retention::schedule(
+        settings.clickhouse.clone(),
+        settings.retention,
+        Arc::clone(&telemetry),
+    );
     let writer = Arc::new(Writer {
         plan,
         policy: settings.retry.policy(),
