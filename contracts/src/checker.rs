@@ -7,7 +7,7 @@
 
 use crate::json::Json;
 
-use crate::enums::ContractEnum;
+use crate::enums::{ContractEnum, Open};
 use crate::formats;
 use crate::pointer::{self, Segment};
 use crate::violation::{Expected, Format, JsonType, Violation, ViolationKind};
@@ -157,17 +157,18 @@ impl Checker {
     ///
     /// Uniqueness is judged on the raw JSON items, valid or not, as JSON Schema's
     /// `uniqueItems` does, so both report the same problems.
-    pub(crate) fn required_enum_set<E: ContractEnum>(
+    pub(crate) fn required_enum_set<'a, E: ContractEnum>(
         &mut self,
-        object: &Object<'_>,
+        object: &'a Object<'a>,
         key: &'static str,
-    ) -> Option<Vec<E>> {
+    ) -> Option<Vec<Open<'a, E>>> {
         let raw = object.get(key).and_then(Json::as_array);
         let has_repeat = raw.is_some_and(has_repeated_items);
         if has_repeat {
             self.fail(Some(Segment::Key(key)), ViolationKind::DuplicateItems);
         }
-        let values = self.required_array(object, key, |c, item| c.here(item, enum_value::<E>))?;
+        let values =
+            self.required_array(object, key, |c, item| c.here(item, open_enum_value::<E>))?;
         (!has_repeat).then_some(values)
     }
 }
@@ -328,6 +329,15 @@ pub(crate) fn email<'v>(value: &'v Json<'_>) -> Result<&'v str, ViolationKind> {
 pub(crate) fn enum_value<E: ContractEnum>(value: &Json<'_>) -> Result<E, ViolationKind> {
     E::from_wire(string(value)?).ok_or(ViolationKind::NotInEnum {
         allowed: E::WIRE_VALUES,
+    })
+}
+
+/// A string of the open contract enum `E`: a known value or a well-formed new one.
+pub(crate) fn open_enum_value<'a, E: ContractEnum>(
+    value: &'a Json<'a>,
+) -> Result<Open<'a, E>, ViolationKind> {
+    Open::from_wire(string(value)?).ok_or(ViolationKind::NotEnumValue {
+        known: E::WIRE_VALUES,
     })
 }
 

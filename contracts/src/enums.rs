@@ -1,9 +1,11 @@
 //! The closed value sets of the contracts: event types and the enums inside payloads.
 //!
-//! Enums are strict: a value the contract does not list is a violation. The contract allows
-//! new values within a version, but only by amending the contract first; events carrying a
-//! value ahead of that land in the dead-letter path and can be redriven once the contract
-//! here is updated (see `docs/adr/0001-contract-interpretation.md`).
+//! The contract says adding enum values is backward compatible within a version, so the enums
+//! that describe what a message was about (intent, subject, measure, AI provider, ingestion
+//! source) are open: a value this build does not know yet is accepted as [`Open::New`] if it
+//! looks like one (lower snake_case, at most [`MAX_NEW_VALUE_LEN`] characters), counted under
+//! its own value, and surfaced so teams notice it (`docs/contracts.md`). `currency` stays
+//! closed: an amount in another currency would be summed as dollars.
 
 use strum::{EnumString, IntoStaticStr, VariantArray};
 
@@ -73,6 +75,48 @@ pub enum IngestionSource {
 pub enum Currency {
     #[strum(serialize = "USD")]
     Usd,
+}
+
+/// Longest new value an open enum accepts: a dimension of every metric that groups by it.
+pub const MAX_NEW_VALUE_LEN: usize = 64;
+
+/// A value of an open contract enum: one this build knows, or one added to the contract since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Open<'a, E> {
+    /// A value the contract listed when this build was made.
+    Known(E),
+    /// A well-formed value this build does not know yet.
+    New(&'a str),
+}
+
+impl<'a, E: ContractEnum> Open<'a, E> {
+    /// Reads `text`: a known value, a new well-formed one, or `None`.
+    pub fn from_wire(text: &'a str) -> Option<Self> {
+        if let Some(known) = E::from_wire(text) {
+            return Some(Self::Known(known));
+        }
+        let mut bytes = text.bytes();
+        let well_formed = text.len() <= MAX_NEW_VALUE_LEN
+            && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        well_formed.then_some(Self::New(text))
+    }
+
+    /// The wire value, known or new.
+    pub fn as_wire(self) -> &'a str {
+        match self {
+            Self::Known(known) => known.as_wire(),
+            Self::New(text) => text,
+        }
+    }
+
+    /// The value if this build knows it.
+    pub fn known(self) -> Option<E> {
+        match self {
+            Self::Known(known) => Some(known),
+            Self::New(_) => None,
+        }
+    }
 }
 
 /// A contract enum: parsed from its wire string, with the full list for error messages.
@@ -227,6 +271,24 @@ mod tests {
         check::<AiProvider>();
         check::<IngestionSource>();
         check::<Currency>();
+    }
+
+    #[test]
+    fn open_enums_take_new_well_formed_values_only() {
+        assert_eq!(
+            Open::<Intent>::from_wire("fact_retrieval"),
+            Some(Open::Known(Intent::FactRetrieval))
+        );
+        assert_eq!(
+            Open::<Intent>::from_wire("small_talk_2"),
+            Some(Open::New("small_talk_2"))
+        );
+        let longest = "a".repeat(MAX_NEW_VALUE_LEN);
+        assert!(Open::<Intent>::from_wire(&longest).is_some());
+        for bad in ["", "Small_talk", "2fast", "_x", "small-talk", "small talk", "é"] {
+            assert_eq!(Open::<Intent>::from_wire(bad), None, "{bad}");
+        }
+        assert_eq!(Open::<Intent>::from_wire(&format!("{longest}a")), None);
     }
 
     #[test]

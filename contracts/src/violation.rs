@@ -51,6 +51,11 @@ pub enum ViolationKind {
         /// The values the contract allows.
         allowed: &'static [&'static str],
     },
+    /// A string is neither a known value of an open enum nor a well-formed new one.
+    NotEnumValue {
+        /// The values this build knows.
+        known: &'static [&'static str],
+    },
     /// A string does not have the required format.
     BadFormat(Format),
     /// An array that must hold unique items holds a repeated one.
@@ -222,6 +227,13 @@ impl fmt::Display for ViolationKind {
             },
             Self::Empty => f.write_str("must not be empty"),
             Self::NotInEnum { allowed } => write!(f, "must be one of: {}", allowed.join(", ")),
+            Self::NotEnumValue { known } => write!(
+                f,
+                "must be one of: {}, or a value added since (lower snake_case, at most {} \
+                 characters)",
+                known.join(", "),
+                crate::enums::MAX_NEW_VALUE_LEN
+            ),
             Self::BadFormat(format) => f.write_str(match format {
                 Format::Uuid => "not a UUID (expected 8-4-4-4-12 hexadecimal digits)",
                 Format::DateTime => {

@@ -3,7 +3,8 @@
 
 mod support;
 
-use salestalk_contracts::{EventData, Json, Reason, ViolationKind, reason_for, validate};
+use salestalk_contracts::enums::Open;
+use salestalk_contracts::{Event, EventData, Json, Reason, ViolationKind, reason_for, validate};
 use serde_json::{Value, json};
 use support::{example, examples, remove, set};
 
@@ -442,24 +443,64 @@ fn empty_identifiers_are_rejected() {
 }
 
 #[test]
-fn enum_values_outside_the_contract_are_rejected() {
+fn new_enum_values_are_accepted_under_their_own_value() {
+    // The contract: adding enum values is backward compatible within a version.
     for (event_type, pointer, value) in [
         (CLASSIFICATION, "/data/classification/intent", "small_talk"),
-        (CLASSIFICATION, "/data/classification/subject", "Revenue"),
-        (CLASSIFICATION, "/data/classification/measure", "unknown"),
-        (NARRATIVE, "/data/classification/intent", "guess"),
+        (CLASSIFICATION, "/data/classification/measure", "median"),
+        (NARRATIVE, "/data/classification/subject", "quota"),
         (NARRATIVE, "/data/aiModel/provider", "openai"),
-        (NARRATIVE, "/data/cost/currency", "EUR"),
         (CONVERSATION, "/data/subjects/1", "weather"),
+        (METRICS, "/data/source", "sftp_drop"),
+    ] {
+        let event = set(example(event_type), pointer, json!(value));
+        let json = Json::from(&event);
+        assert!(validate(&json).is_ok(), "{pointer} = {value}");
+    }
+    let event = set(
+        example(CLASSIFICATION),
+        "/data/classification/intent",
+        json!("small_talk"),
+    );
+    let json = Json::from(&event);
+    let Ok(Event {
+        data: EventData::ClassificationPerformed(c),
+        ..
+    }) = validate(&json)
+    else {
+        panic!("valid classification");
+    };
+    assert_eq!(c.classification.intent, Open::New("small_talk"));
+    assert_eq!(c.classification.intent.as_wire(), "small_talk");
+}
+
+#[test]
+fn enum_values_that_are_neither_known_nor_well_formed_are_rejected() {
+    for (event_type, pointer, value) in [
+        (CLASSIFICATION, "/data/classification/subject", "Revenue"),
+        (CLASSIFICATION, "/data/classification/measure", "year-over-year"),
+        (NARRATIVE, "/data/classification/intent", "2guess"),
         (CONVERSATION, "/data/intents/0", "FACT_RETRIEVAL"),
-        (METRICS, "/data/source", "ftp"),
+        (METRICS, "/data/source", "s ftp"),
     ] {
         assert_kind(
             &set(example(event_type), pointer, json!(value)),
             pointer,
-            |k| matches!(k, ViolationKind::NotInEnum { .. }),
+            |k| matches!(k, ViolationKind::NotEnumValue { .. }),
         );
     }
+    let long = "a".repeat(65);
+    assert_kind(
+        &set(example(METRICS), "/data/source", json!(long)),
+        "/data/source",
+        |k| matches!(k, ViolationKind::NotEnumValue { .. }),
+    );
+    // Currency stays closed: an amount in euros would be summed as dollars.
+    assert_kind(
+        &set(example(NARRATIVE), "/data/cost/currency", json!("EUR")),
+        "/data/cost/currency",
+        |k| matches!(k, ViolationKind::NotInEnum { .. }),
+    );
 }
 
 #[test]
@@ -475,7 +516,7 @@ fn repeated_subjects_or_intents_are_rejected() {
     let event = set(
         example(CONVERSATION),
         "/data/intents",
-        json!(["bogus", "bogus"]),
+        json!(["Bogus", "Bogus"]),
     );
     assert_invalid_at(
         &event,

@@ -395,6 +395,17 @@ pub fn views(database: &str) -> Vec<String> {
         ),
     );
     create(
+        "new_enum_values",
+        format!(
+            "CREATE VIEW {database}.new_enum_values AS\n\
+             SELECT event_type, field, value, toUInt64(sum(events)) AS events,\n\
+             toUInt64(uniqExact(tenant_id)) AS tenants,\n\
+             min(window_start) AS first_seen, max(window_start) AS last_seen\n\
+             FROM {database}.metrics_new_enum_values WHERE events > 0\n\
+             GROUP BY event_type, field, value"
+        ),
+    );
+    create(
         "dlq_inflow",
         format!(
             "CREATE VIEW {database}.dlq_inflow AS\n\

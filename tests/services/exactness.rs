@@ -297,7 +297,6 @@ pub fn recompute(input: &Input) -> Expected {
     expected
 }
 
-use salestalk_contracts::enums::ContractEnum;
 
 #[derive(Debug, Row, Deserialize)]
 struct VolumeRow {

@@ -1,7 +1,7 @@
 //! `classification.performed.v1`: a user message was classified.
 
 use crate::checker::{self as read, Checker, Object};
-use crate::enums::{Intent, Measure, Subject};
+use crate::enums::{Intent, Measure, Open, Subject};
 use crate::json::Json;
 
 /// Payload of `classification.performed.v1`.
@@ -22,12 +22,12 @@ pub struct ClassificationPerformed<'a> {
 /// The classification result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification<'a> {
-    /// `intent`.
-    pub intent: Intent,
-    /// `subject`.
-    pub subject: Subject,
-    /// `measure`.
-    pub measure: Measure,
+    /// `intent` (open: new values are accepted).
+    pub intent: Open<'a, Intent>,
+    /// `subject` (open).
+    pub subject: Open<'a, Subject>,
+    /// `measure` (open).
+    pub measure: Open<'a, Measure>,
     /// `timeRange`, if the message named one.
     pub time_range: Option<TimeRange<'a>>,
     /// `filters`: free-form filter values.
@@ -66,9 +66,9 @@ impl<'a> ClassificationPerformed<'a> {
 
 impl<'a> Classification<'a> {
     fn read(c: &mut Checker, object: &'a Object<'a>) -> Option<Self> {
-        let intent = c.required(object, "intent", read::enum_value::<Intent>);
-        let subject = c.required(object, "subject", read::enum_value::<Subject>);
-        let measure = c.required(object, "measure", read::enum_value::<Measure>);
+        let intent = c.required(object, "intent", read::open_enum_value::<Intent>);
+        let subject = c.required(object, "subject", read::open_enum_value::<Subject>);
+        let measure = c.required(object, "measure", read::open_enum_value::<Measure>);
         let time_range = c.optional_object(object, "timeRange", TimeRange::read);
         let filters = c.required(object, "filters", read::array);
         let confidence = c.required(object, "confidence", read::unit_interval);

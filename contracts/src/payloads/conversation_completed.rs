@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::checker::{self as read, Checker, Object};
-use crate::enums::{Intent, Subject};
+use crate::enums::{Intent, Open, Subject};
 
 /// Payload of `conversation.completed.v1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,9 +23,9 @@ pub struct ConversationCompleted<'a> {
     /// `assistantMessageCount`.
     pub assistant_message_count: u64,
     /// `subjects`: unique subjects discussed.
-    pub subjects: Vec<Subject>,
+    pub subjects: Vec<Open<'a, Subject>>,
     /// `intents`: unique intents identified.
-    pub intents: Vec<Intent>,
+    pub intents: Vec<Open<'a, Intent>>,
     /// `actionsTaken`.
     pub actions_taken: ActionsTaken,
     /// `satisfactionRating` (1 to 5), if the user gave one.

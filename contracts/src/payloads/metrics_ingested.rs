@@ -1,7 +1,7 @@
 //! `metrics.ingested.v1`: a batch of a tenant's business metrics was ingested.
 
 use crate::checker::{self as read, Checker, Object};
-use crate::enums::IngestionSource;
+use crate::enums::{IngestionSource, Open};
 use crate::json::Json;
 
 /// Payload of `metrics.ingested.v1`.
@@ -10,7 +10,7 @@ pub struct MetricsIngested<'a> {
     /// `batchId`.
     pub batch_id: &'a str,
     /// `source`: how the batch arrived.
-    pub source: IngestionSource,
+    pub source: Open<'a, IngestionSource>,
     /// `fileName`, for file uploads.
     pub file_name: Option<&'a str>,
     /// `recordCount`: records in the batch.
@@ -52,7 +52,7 @@ pub struct ValidationResults {
 impl<'a> MetricsIngested<'a> {
     pub(crate) fn read(c: &mut Checker, data: &'a Object<'a>) -> Option<Self> {
         let batch_id = c.required(data, "batchId", read::non_empty);
-        let source = c.required(data, "source", read::enum_value::<IngestionSource>);
+        let source = c.required(data, "source", read::open_enum_value::<IngestionSource>);
         let file_name = c.optional(data, "fileName", read::string);
         let record_count = c.required(data, "recordCount", read::count);
         let metrics = c.required_array(data, "metricsIngested", IngestedMetric::read);

@@ -2,7 +2,7 @@
 //! per-message AI cost and token usage that billing is built from.
 
 use crate::checker::{self as read, Checker, MAX_SAFE_INTEGER, Object};
-use crate::enums::{AiProvider, Currency, Intent, Measure, Subject};
+use crate::enums::{AiProvider, Currency, Intent, Measure, Open, Subject};
 
 /// Payload of `narrative.generated.v1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,7 +16,7 @@ pub struct NarrativeGenerated<'a> {
     /// `narrativeText`.
     pub narrative_text: &'a str,
     /// `classification` context.
-    pub classification: NarrativeClassification,
+    pub classification: NarrativeClassification<'a>,
     /// `dataReferences`.
     pub data_references: Vec<DataReference<'a>>,
     /// `aiModel`.
@@ -33,13 +33,13 @@ pub struct NarrativeGenerated<'a> {
 
 /// The simplified classification a narrative carries.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NarrativeClassification {
-    /// `intent`.
-    pub intent: Intent,
-    /// `subject`.
-    pub subject: Subject,
-    /// `measure`.
-    pub measure: Measure,
+pub struct NarrativeClassification<'a> {
+    /// `intent` (open: new values are accepted).
+    pub intent: Open<'a, Intent>,
+    /// `subject` (open).
+    pub subject: Open<'a, Subject>,
+    /// `measure` (open).
+    pub measure: Open<'a, Measure>,
 }
 
 /// One data point a narrative cites.
@@ -58,8 +58,8 @@ pub struct DataReference<'a> {
 /// The model that generated the narrative.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AiModel<'a> {
-    /// `provider`.
-    pub provider: AiProvider,
+    /// `provider` (open).
+    pub provider: Open<'a, AiProvider>,
     /// `modelId`.
     pub model_id: &'a str,
     /// `temperature` in `[0, 1]`.
@@ -123,9 +123,9 @@ impl<'a> NarrativeGenerated<'a> {
         let user_message_id = c.required(data, "userMessageId", read::non_empty);
         let narrative_text = c.required(data, "narrativeText", read::string);
         let classification = c.required_object(data, "classification", |c, o| {
-            let intent = c.required(o, "intent", read::enum_value::<Intent>);
-            let subject = c.required(o, "subject", read::enum_value::<Subject>);
-            let measure = c.required(o, "measure", read::enum_value::<Measure>);
+            let intent = c.required(o, "intent", read::open_enum_value::<Intent>);
+            let subject = c.required(o, "subject", read::open_enum_value::<Subject>);
+            let measure = c.required(o, "measure", read::open_enum_value::<Measure>);
             Some(NarrativeClassification {
                 intent: intent?,
                 subject: subject?,
@@ -146,7 +146,7 @@ impl<'a> NarrativeGenerated<'a> {
             })
         });
         let ai_model = c.required_object(data, "aiModel", |c, o| {
-            let provider = c.required(o, "provider", read::enum_value::<AiProvider>);
+            let provider = c.required(o, "provider", read::open_enum_value::<AiProvider>);
             let model_id = c.required(o, "modelId", read::non_empty);
             let temperature = c.required(o, "temperature", read::unit_interval);
             let max_tokens =

@@ -27,6 +27,9 @@ pub enum Family {
     Publish,
     /// Messages sent to the dead-letter path per reason, event type and topic (broker time).
     DeadLetters,
+    /// Events carrying an open enum's value this build does not know, per tenant, event type,
+    /// field and value.
+    NewEnumValues,
 }
 
 /// How a family's window rows are laid out.
@@ -46,7 +49,7 @@ pub struct Layout {
 
 impl Family {
     /// Every family, in storage order.
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Volume,
         Family::Cost,
         Family::Intents,
@@ -57,6 +60,7 @@ impl Family {
         Family::Latency,
         Family::Publish,
         Family::DeadLetters,
+        Family::NewEnumValues,
     ];
 
     /// The family's layout.
@@ -159,6 +163,13 @@ impl Family {
                 name: "dead_letters",
                 dims: ["reason", "event_type", "topic"],
                 ints: &["messages"],
+                floats: &[],
+                histogram: None,
+            },
+            Family::NewEnumValues => Layout {
+                name: "new_enum_values",
+                dims: ["event_type", "field", "value"],
+                ints: &["events"],
                 floats: &[],
                 histogram: None,
             },

@@ -26,7 +26,7 @@ impl Aggregate for Ingestion {
             FAMILY,
             window_start,
             tenant,
-            [data.source.into(), "", ""],
+            [data.source.as_wire(), "", ""],
             |row| {
                 add!(&mut row.ints, FAMILY, "batches", 1);
                 add!(&mut row.ints, FAMILY, "records", data.record_count as i64);

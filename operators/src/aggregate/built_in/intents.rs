@@ -24,7 +24,7 @@ impl Aggregate for Intents {
         };
         let c = &data.classification;
         const FAMILY: Family = Family::Intents;
-        let dims = [c.intent.into(), c.subject.into(), c.measure.into()];
+        let dims = [c.intent.as_wire(), c.subject.as_wire(), c.measure.as_wire()];
         set.update(FAMILY, window_start, tenant, dims, |row| {
             add!(&mut row.ints, FAMILY, "classifications", 1);
             add!(
