@@ -175,11 +175,13 @@ contract_enum!(AiProvider, ["bedrock", "ollama"]);
 contract_enum!(IngestionSource, ["csv_upload", "api", "integration"]);
 contract_enum!(Currency, ["USD"]);
 
-/// The five v1 event types of the contracts.
+/// The event types of the contracts, one variant per supported version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, VariantArray)]
 pub enum EventType {
     /// `classification.performed.v1`
     ClassificationPerformedV1,
+    /// `classification.performed.v2`
+    ClassificationPerformedV2,
     /// `narrative.generated.v1`
     NarrativeGeneratedV1,
     /// `conversation.completed.v1`
@@ -197,9 +199,9 @@ pub enum EventTypeError {
     Malformed,
     /// Well formed, but no such event exists.
     Unknown,
-    /// A known `{domain}.{action}` at a version other than the supported one.
+    /// A known `{domain}.{action}` at a version this build does not read.
     UnsupportedVersion {
-        /// The supported event type, e.g. `classification.performed.v1`.
+        /// The newest supported version of it, e.g. `classification.performed.v2`.
         supported: &'static str,
     },
 }
@@ -209,11 +211,19 @@ impl EventType {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClassificationPerformedV1 => "classification.performed.v1",
+            Self::ClassificationPerformedV2 => "classification.performed.v2",
             Self::NarrativeGeneratedV1 => "narrative.generated.v1",
             Self::ConversationCompletedV1 => "conversation.completed.v1",
             Self::MetricsIngestedV1 => "metrics.ingested.v1",
             Self::TenantProvisionedV1 => "tenant.provisioned.v1",
         }
+    }
+
+    /// The name without its version (`classification.performed`): what aggregates read by,
+    /// so every version of an event counts.
+    pub fn name(self) -> &'static str {
+        let text = self.as_str();
+        text.rsplit_once('.').map_or(text, |(name, _)| name)
     }
 
     /// The domain part (`classification`, `narrative`, ...), which also names its topic.
@@ -240,8 +250,10 @@ impl EventType {
             return Ok(known);
         }
         let family = &text[..domain.len() + 1 + action.len()];
+        // The newest version this build reads, to tell the producer what to send.
         match Self::VARIANTS
             .iter()
+            .rev()
             .find(|t| t.as_str().starts_with(family) && t.as_str()[family.len()..].starts_with('.'))
         {
             Some(supported) => Err(EventTypeError::UnsupportedVersion {
@@ -285,7 +297,15 @@ mod tests {
         );
         let longest = "a".repeat(MAX_NEW_VALUE_LEN);
         assert!(Open::<Intent>::from_wire(&longest).is_some());
-        for bad in ["", "Small_talk", "2fast", "_x", "small-talk", "small talk", "é"] {
+        for bad in [
+            "",
+            "Small_talk",
+            "2fast",
+            "_x",
+            "small-talk",
+            "small talk",
+            "é",
+        ] {
             assert_eq!(Open::<Intent>::from_wire(bad), None, "{bad}");
         }
         assert_eq!(Open::<Intent>::from_wire(&format!("{longest}a")), None);
@@ -303,10 +323,20 @@ mod tests {
             assert_eq!(EventType::parse(t.as_str()), Ok(*t));
         }
         assert_eq!(
-            EventType::parse("classification.performed.v2"),
+            EventType::parse("classification.performed.v3"),
             Err(EventTypeError::UnsupportedVersion {
-                supported: "classification.performed.v1"
+                supported: "classification.performed.v2"
             })
+        );
+        assert_eq!(
+            EventType::parse("narrative.generated.v2"),
+            Err(EventTypeError::UnsupportedVersion {
+                supported: "narrative.generated.v1"
+            })
+        );
+        assert_eq!(
+            EventType::ClassificationPerformedV2.name(),
+            "classification.performed"
         );
         assert_eq!(
             EventType::parse("invoice.paid.v1"),

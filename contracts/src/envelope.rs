@@ -66,6 +66,10 @@ fn read_data<'a>(
         EventType::ClassificationPerformedV1 => {
             EventData::ClassificationPerformed(ClassificationPerformed::read(c, data)?)
         }
+        // v2 maps onto the same facts: the metrics count both versions together.
+        EventType::ClassificationPerformedV2 => {
+            EventData::ClassificationPerformed(ClassificationPerformed::read_v2(c, data)?)
+        }
         EventType::NarrativeGeneratedV1 => {
             EventData::NarrativeGenerated(NarrativeGenerated::read(c, data)?)
         }

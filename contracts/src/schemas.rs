@@ -22,6 +22,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../schemas/classification.performed.v1.schema.json"),
     ),
     (
+        "classification.performed.v2.schema.json",
+        include_str!("../schemas/classification.performed.v2.schema.json"),
+    ),
+    (
         "narrative.generated.v1.schema.json",
         include_str!("../schemas/narrative.generated.v1.schema.json"),
     ),

@@ -64,7 +64,7 @@ pub enum ViolationKind {
     UnknownEventType,
     /// `eventType` names a known event at a version this pipeline does not support.
     UnsupportedVersion {
-        /// The version(s) supported for this event.
+        /// The newest version of this event this build reads.
         supported: &'static str,
     },
 }
@@ -246,7 +246,10 @@ impl fmt::Display for ViolationKind {
             Self::DuplicateItems => f.write_str("items must be unique"),
             Self::UnknownEventType => f.write_str("unknown event type"),
             Self::UnsupportedVersion { supported } => {
-                write!(f, "unsupported event version (supported: {supported})")
+                write!(
+                    f,
+                    "unsupported event version (newest supported: {supported})"
+                )
             }
         }
     }

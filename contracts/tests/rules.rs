@@ -478,7 +478,11 @@ fn new_enum_values_are_accepted_under_their_own_value() {
 fn enum_values_that_are_neither_known_nor_well_formed_are_rejected() {
     for (event_type, pointer, value) in [
         (CLASSIFICATION, "/data/classification/subject", "Revenue"),
-        (CLASSIFICATION, "/data/classification/measure", "year-over-year"),
+        (
+            CLASSIFICATION,
+            "/data/classification/measure",
+            "year-over-year",
+        ),
         (NARRATIVE, "/data/classification/intent", "2guess"),
         (CONVERSATION, "/data/intents/0", "FACT_RETRIEVAL"),
         (METRICS, "/data/source", "s ftp"),
@@ -572,10 +576,40 @@ fn unknown_event_types_and_versions_have_their_own_reasons() {
     let newer = set(
         example(CLASSIFICATION),
         "/eventType",
-        json!("classification.performed.v2"),
+        json!("classification.performed.v3"),
     );
     let violations = assert_invalid_at(&newer, &["/eventType"]);
     assert_eq!(reason_for(&violations), Reason::UnsupportedVersion);
+}
+
+#[test]
+fn v2_of_an_event_reads_into_the_same_facts_as_v1() {
+    let v2 = example("classification.performed.v2");
+    let json = Json::from(&v2);
+    let Ok(Event {
+        data: EventData::ClassificationPerformed(c),
+        ..
+    }) = validate(&json)
+    else {
+        panic!("a valid v2 classification");
+    };
+    assert_eq!(c.classification.confidence, 0.92);
+    assert_eq!(c.classification.language, Some("en-US"));
+    // v1's field name under v2 is a violation, and v2's required language is required.
+    let v1_shaped = set(
+        example(CLASSIFICATION),
+        "/eventType",
+        json!("classification.performed.v2"),
+    );
+    assert_invalid_at(
+        &v1_shaped,
+        &[
+            "/data/classification/confidenceScore",
+            "/data/classification/language",
+        ],
+    );
+    let v2_shaped = set(v2, "/eventType", json!(CLASSIFICATION));
+    assert_invalid_at(&v2_shaped, &["/data/classification/confidence"]);
 }
 
 #[test]

@@ -91,6 +91,8 @@ fn task_on_raw_bytes(c: &mut Criterion) {
         late: 0.005,
         future_skew: 0.001,
         shared_ids: 0.0,
+        v2: 0.0,
+        new_enum_values: 0.0,
     };
     let bytes = traffic(faults);
     let broker = 1_762_646_400_000 + 3_600_000;
@@ -160,6 +162,8 @@ fn four_partitions_on_workers(c: &mut Criterion) {
         late: 0.005,
         future_skew: 0.001,
         shared_ids: 0.0,
+        v2: 0.0,
+        new_enum_values: 0.0,
     });
     let broker = 1_762_646_400_000 + 3_600_000;
     // As a producer keyed by tenant spreads them, give or take: message i to partition i % 4,

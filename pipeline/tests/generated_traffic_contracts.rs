@@ -30,6 +30,8 @@ fn rust_validator_and_schema_agree_on_generated_traffic() {
             late: 0.01,
             future_skew: 0.01,
             shared_ids: 0.0,
+            v2: 0.3,
+            new_enum_values: 0.02,
         },
     });
     let (mut checked, mut invalid) = (0, 0);

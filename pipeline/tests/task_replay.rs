@@ -106,6 +106,8 @@ fn traffic() -> Vec<(i64, Vec<u8>)> {
             late: 0.02,
             future_skew: 0.005,
             shared_ids: 0.01,
+            v2: 0.3,
+            new_enum_values: 0.01,
         },
     });
     // Broker time advances steadily with delivery, as a producer publishing in real time would.

@@ -401,7 +401,7 @@ pub fn views(database: &str) -> Vec<String> {
              SELECT event_type, field, value, toUInt64(sum(events)) AS events,\n\
              toUInt64(uniqExact(tenant_id)) AS tenants,\n\
              min(window_start) AS first_seen, max(window_start) AS last_seen\n\
-             FROM {database}.metrics_new_enum_values WHERE events > 0\n\
+             FROM {database}.metrics_new_enum_values\n\
              GROUP BY event_type, field, value"
         ),
     );

@@ -113,6 +113,10 @@ pub fn produce(env: &[(&'static str, String)], seed: u64, events: u64, rate: u64
             "0.005",
             "--shared-ids",
             "0.01",
+            "--v2",
+            "0.3",
+            "--new-enum-values",
+            "0.01",
         ],
         env,
     );
@@ -201,6 +205,10 @@ pub struct Expected {
     /// Events counted although another tenant's counted event in the same partition has
     /// their `eventId` (an id is unique per tenant only).
     pub shared_ids: u64,
+    /// Events carrying an enum value this build does not know, per (event type, field, value).
+    pub new_enum_values: BTreeMap<(String, String, String), u64>,
+    /// Events counted per event type (v1 and v2 apart).
+    pub by_event_type: BTreeMap<String, u64>,
 }
 
 /// The metric definitions, applied to the whole input at once.
@@ -253,6 +261,14 @@ pub fn recompute(input: &Input) -> Expected {
                 watermark = Some(watermark.map_or(stamped, |wm| wm.max(stamped)));
             }
             expected.accepted += 1;
+            let name = event.envelope.event_type.as_str().to_string();
+            *expected.by_event_type.entry(name.clone()).or_default() += 1;
+            for (field, value) in event.data.new_enum_values() {
+                *expected
+                    .new_enum_values
+                    .entry((name.clone(), field.to_string(), value.to_string()))
+                    .or_default() += 1;
+            }
             let event_type = event.envelope.event_type.as_str().to_string();
             *expected
                 .volume
@@ -297,13 +313,20 @@ pub fn recompute(input: &Input) -> Expected {
     expected
 }
 
-
 #[derive(Debug, Row, Deserialize)]
 struct VolumeRow {
     window_start: u32,
     tenant_id: String,
     event_type: String,
     source: String,
+    events: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct NewValueRow {
+    event_type: String,
+    field: String,
+    value: String,
     events: u64,
 }
 
@@ -575,6 +598,17 @@ pub async fn assert_views_equal_recomputation(setup: &Setup, with_late: bool) ->
     }
     assert_eq!(got, expected.cost, "tenant_cost_daily");
     assert_billing_export_matches(setup, &expected.cost);
+
+    let rows: Vec<NewValueRow> = client
+        .query("SELECT event_type, field, value, events FROM new_enum_values")
+        .fetch_all()
+        .await
+        .expect("new_enum_values");
+    let got: BTreeMap<_, _> = rows
+        .into_iter()
+        .map(|r| ((r.event_type, r.field, r.value), r.events))
+        .collect();
+    assert_eq!(got, expected.new_enum_values, "new_enum_values");
     assert_rollups_sum_their_minutes(&endpoint).await;
 
     let rows: Vec<IntentRow> = client
@@ -668,6 +702,19 @@ async fn every_view_equals_the_batch_recomputation() {
     let run = salestalk(&["run", "--idle-exit", "6s"], &setup.env);
     stdout_of(&run);
     let expected = assert_views_match(&setup).await;
+    // The traffic mixed both versions of classification.performed and new enum values.
+    let versions = |v: &str| expected.by_event_type.get(v).copied().unwrap_or(0);
+    assert!(
+        versions("classification.performed.v1") > 100
+            && versions("classification.performed.v2") > 100,
+        "{:?}",
+        expected.by_event_type
+    );
+    assert!(
+        expected.new_enum_values.len() >= 3,
+        "{:?}",
+        expected.new_enum_values
+    );
     // So tenants reusing each other's eventIds in one partition were all counted and billed.
     assert!(
         expected.shared_ids > 5,

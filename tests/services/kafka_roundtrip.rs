@@ -28,6 +28,8 @@ fn options(start: DateTime<Utc>) -> GeneratorOptions {
             late: 0.01,
             future_skew: 0.002,
             shared_ids: 0.0,
+            v2: 0.0,
+            new_enum_values: 0.0,
         },
     }
 }

@@ -9,6 +9,10 @@ pub mod schema;
 /// The five examples from `spec/event-contracts.md`, verbatim, one per line.
 pub const SPEC_EXAMPLES: &str = include_str!("../corpus/spec-examples.jsonl");
 
+/// An example of each version added since (`docs/contracts.md`): the spec's v1 example with
+/// the v2 changes applied.
+pub const V2_EXAMPLES: &str = include_str!("../corpus/v2-examples.jsonl");
+
 /// The spec's example of `event_type`, parsed.
 pub fn example(event_type: &str) -> Value {
     examples()
@@ -17,10 +21,11 @@ pub fn example(event_type: &str) -> Value {
         .unwrap_or_else(|| panic!("no spec example for {event_type}"))
 }
 
-/// All five spec examples, parsed.
+/// The five spec examples and the later versions' examples, parsed.
 pub fn examples() -> Vec<Value> {
     SPEC_EXAMPLES
         .lines()
+        .chain(V2_EXAMPLES.lines())
         .map(|line| serde_json::from_str(line).expect("spec example is JSON"))
         .collect()
 }

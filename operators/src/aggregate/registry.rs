@@ -8,8 +8,8 @@ use salestalk_contracts::{Event, EventType};
 use strum::VariantArray;
 
 use super::built_in::{
-    Cost, DeadLetters, Engagement, Ingestion, Intents, Latency, NewEnumValues, Onboarding,
-    Publish, Quality, Volume,
+    Cost, DeadLetters, Engagement, Ingestion, Intents, Latency, NewEnumValues, Onboarding, Publish,
+    Quality, Volume,
 };
 use super::{Aggregate, Durable, Family, ReadMessage};
 use crate::windows::WindowSet;

@@ -57,6 +57,12 @@ pub struct Args {
     /// unique per tenant only: both count).
     #[arg(long, default_value_t = 0.0)]
     shared_ids: f64,
+    /// Share of classifications sent as classification.performed.v2.
+    #[arg(long, default_value_t = 0.0)]
+    v2: f64,
+    /// Share of events carrying an enum value added to the contract after this build.
+    #[arg(long, default_value_t = 0.0)]
+    new_enum_values: f64,
     /// Write JSON Lines here (`-` for standard output, the default).
     #[arg(long, value_name = "FILE|-", conflicts_with = "kafka")]
     output: Option<PathBuf>,
@@ -79,6 +85,8 @@ impl Args {
             late: self.late,
             future_skew: self.future_skew,
             shared_ids: self.shared_ids,
+            v2: self.v2,
+            new_enum_values: self.new_enum_values,
         };
         let mut problems = faults.problems();
         if !(self.rate > 0.0 && self.rate.is_finite()) {

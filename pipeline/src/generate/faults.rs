@@ -24,6 +24,12 @@ pub struct FaultRates {
     /// Carry the `eventId` of a recent event of another tenant (ids are unique per tenant
     /// only, so both are counted).
     pub shared_ids: f64,
+    /// Classifications sent as `classification.performed.v2` (not a fault: the contract's
+    /// evolution, which live traffic carries too).
+    pub v2: f64,
+    /// Carry a value of an open enum added to the contract after this build (not a fault
+    /// either: counted under its own value).
+    pub new_enum_values: f64,
 }
 
 impl FaultRates {
@@ -38,6 +44,8 @@ impl FaultRates {
             ("late", self.late),
             ("future-skew", self.future_skew),
             ("shared-ids", self.shared_ids),
+            ("v2", self.v2),
+            ("new-enum-values", self.new_enum_values),
         ];
         for (name, share) in named {
             if !(0.0..=1.0).contains(&share) {
@@ -72,6 +80,8 @@ pub enum Fault {
     FutureSkew,
     /// `eventId` taken from a recent event of another tenant.
     SharedId,
+    /// A value of an open enum this build does not know.
+    NewEnumValue,
 }
 
 /// The ways an event is broken.
@@ -138,6 +148,11 @@ pub fn share_id(rng: &mut ChaCha8Rng, rates: &FaultRates) -> bool {
     rates.shared_ids > 0.0 && rng.random_bool(rates.shared_ids.min(1.0))
 }
 
+/// Whether an event rolls `share` (for the evolution shares).
+pub fn rolls(rng: &mut ChaCha8Rng, share: f64) -> bool {
+    share > 0.0 && rng.random_bool(share.min(1.0))
+}
+
 /// Whether a delivered event is also resent later.
 pub fn resend(rng: &mut ChaCha8Rng, rates: &FaultRates) -> bool {
     rates.duplicates > 0.0 && rng.random_bool(rates.duplicates.min(1.0))
@@ -179,8 +194,10 @@ fn corrupt(rng: &mut ChaCha8Rng, corruption: Corruption, json: &mut Value) {
         Corruption::BadTimestamp => json["timestamp"] = json!("09/11/2025 12:34"),
         Corruption::UnknownEventType => json["eventType"] = json!("invoice.settled.v1"),
         Corruption::UnsupportedVersion => {
-            if let Some(Value::String(t)) = json.get_mut("eventType") {
-                *t = t.replace(".v1", ".v2");
+            if let Some(Value::String(t)) = json.get_mut("eventType")
+                && let Some((name, _)) = t.rsplit_once('.')
+            {
+                *t = format!("{name}.v9");
             }
         }
     }

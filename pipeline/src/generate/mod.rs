@@ -4,6 +4,7 @@
 //! wrong with each event; this module orders delivery (holding back late and out-of-order
 //! events, resending duplicates) and keeps the ground truth of what it did.
 
+pub mod evolution;
 pub mod faults;
 pub mod model;
 
@@ -210,9 +211,19 @@ impl Iterator for Generator {
             while let Some(message) = self.due_late(now) {
                 self.ready.push_back(message);
             }
-            let mut fault = faults::choose(&mut self.rng, &self.options.faults, &mut event);
+            let rates = self.options.faults;
+            if faults::rolls(&mut self.rng, rates.v2) {
+                evolution::upgrade_to_v2(&mut self.rng, &mut event);
+            }
+            let mut fault = faults::choose(&mut self.rng, &rates, &mut event);
             if fault == Fault::None {
                 fault = self.maybe_share_id(&mut event);
+            }
+            if fault == Fault::None
+                && faults::rolls(&mut self.rng, rates.new_enum_values)
+                && evolution::add_new_enum_value(&mut self.rng, &mut event)
+            {
+                fault = Fault::NewEnumValue;
             }
             let message = self.package(&event, fault);
             match fault {
@@ -293,6 +304,8 @@ mod tests {
             late: 0.02,
             future_skew: 0.01,
             shared_ids: 0.01,
+            v2: 0.3,
+            new_enum_values: 0.01,
         }
     }
 
@@ -360,6 +373,36 @@ mod tests {
         assert!(
             (0.04..0.06).contains(&(invalid / 20_000.0)),
             "invalid {invalid}"
+        );
+    }
+
+    #[test]
+    fn v2_events_and_new_enum_values_are_valid_traffic() {
+        let messages: Vec<Emitted> = Generator::new(options(11, 5_000, noisy())).collect();
+        let (mut v2, mut new_values) = (0, 0);
+        for message in messages.iter().filter(|m| {
+            matches!(
+                m.fault,
+                Fault::None | Fault::NewEnumValue | Fault::SharedId | Fault::Duplicate
+            )
+        }) {
+            let Ok(value) = parse(&message.bytes) else {
+                continue;
+            };
+            let Ok(event) = validate(&value) else {
+                // A duplicate of a broken message is broken.
+                assert_eq!(message.fault, Fault::Duplicate);
+                continue;
+            };
+            v2 += usize::from(event.envelope.event_type == EventType::ClassificationPerformedV2);
+            if message.fault == Fault::NewEnumValue {
+                assert!(!event.data.new_enum_values().is_empty(), "{event:?}");
+                new_values += 1;
+            }
+        }
+        assert!(
+            v2 > 100 && new_values > 10,
+            "{v2} v2, {new_values} new values"
         );
     }
 

@@ -15,7 +15,7 @@ impl Aggregate for Engagement {
     }
 
     fn reads(&self, event_type: EventType) -> bool {
-        event_type == EventType::ConversationCompletedV1
+        event_type.name() == "conversation.completed"
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {

@@ -14,7 +14,7 @@ impl Aggregate for Ingestion {
     }
 
     fn reads(&self, event_type: EventType) -> bool {
-        event_type == EventType::MetricsIngestedV1
+        event_type.name() == "metrics.ingested"
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {

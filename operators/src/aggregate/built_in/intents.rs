@@ -15,7 +15,7 @@ impl Aggregate for Intents {
     }
 
     fn reads(&self, event_type: EventType) -> bool {
-        event_type == EventType::ClassificationPerformedV1
+        event_type.name() == "classification.performed"
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {

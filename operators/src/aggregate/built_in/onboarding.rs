@@ -14,7 +14,7 @@ impl Aggregate for Onboarding {
     }
 
     fn reads(&self, event_type: EventType) -> bool {
-        event_type == EventType::TenantProvisionedV1
+        event_type.name() == "tenant.provisioned"
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {

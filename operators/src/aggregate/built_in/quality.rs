@@ -14,7 +14,7 @@ impl Aggregate for Quality {
     }
 
     fn reads(&self, event_type: EventType) -> bool {
-        event_type == EventType::NarrativeGeneratedV1
+        event_type.name() == "narrative.generated"
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {
