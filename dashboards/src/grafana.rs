@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::panels::{Chart, Dashboard, Source};
+use crate::panels::{Chart, Dashboard, Panel, Source, Unit};
 
 /// The plugin's id.
 pub const CLICKHOUSE_PLUGIN: &str = "grafana-clickhouse-datasource";
@@ -54,7 +54,7 @@ pub fn dashboard_json(dashboard: &Dashboard) -> Value {
                 "title": panel.title,
                 "datasource": datasource,
                 "gridPos": {"x": (i as u64 * width) % 24, "y": i as u64 * height, "w": width, "h": height},
-                "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+                "fieldConfig": {"defaults": {"unit": panel.unit.id()}, "overrides": overrides(panel)},
                 "options": {},
                 "targets": [target],
             })
@@ -93,6 +93,24 @@ pub fn sql_of(document: &Value) -> Vec<(String, String)> {
                 .into_iter()
                 .flatten()
                 .filter_map(move |t| Some((title.clone(), t["rawSql"].as_str()?.to_string())))
+        })
+        .collect()
+}
+
+/// A table's declared column units as Grafana field overrides. Grafana has no exact
+/// nanodollar unit: those columns say so in their display name instead.
+fn overrides(panel: &Panel) -> Vec<Value> {
+    panel
+        .columns
+        .iter()
+        .map(|(name, unit)| {
+            let property = match unit {
+                Unit::NanoUsd => {
+                    json!({"id": "displayName", "value": format!("{name} (USD x 1e9)")})
+                }
+                other => json!({"id": "unit", "value": other.id()}),
+            };
+            json!({"matcher": {"id": "byName", "options": name}, "properties": [property]})
         })
         .collect()
 }

@@ -10,7 +10,7 @@
 pub mod grafana;
 pub mod panels;
 
-pub use panels::{Chart, Dashboard, Panel, dashboards};
+pub use panels::{Chart, Dashboard, Panel, Unit, dashboards};
 
 /// What a panel query is run for: a time range, a bucket width, a tenant filter.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,6 +36,45 @@ pub enum Source {
     ActiveAlerts(String),
 }
 
+/// What a number means, declared by the panel so every page shows it one way (a column's
+/// name never decides: "insights_shared" is a count, not a share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A count: `8,500`.
+    Count,
+    /// A fraction shown as a percentage: `0.0312` is `3.12 %`.
+    Share,
+    /// Milliseconds: `412 ms`.
+    Milliseconds,
+    /// Seconds: `95.3 s`.
+    Seconds,
+    /// US dollars: `$12.34`.
+    Usd,
+    /// Integer nanodollars, shown as exact dollars: `$0.021700000`.
+    NanoUsd,
+    /// A plain number (a rating, a confidence): `4.250`.
+    Number,
+    /// Text, or a time as the server sends it.
+    Text,
+}
+
+impl Unit {
+    /// The unit's id: Grafana's where Grafana has one (`short`, `percentunit`, `ms`, `s`,
+    /// `currencyUSD`, `none`, `string`), and `nanoUSD` for exact nanodollars.
+    pub fn id(self) -> &'static str {
+        match self {
+            Unit::Count => "short",
+            Unit::Share => "percentunit",
+            Unit::Milliseconds => "ms",
+            Unit::Seconds => "s",
+            Unit::Usd => "currencyUSD",
+            Unit::NanoUsd => "nanoUSD",
+            Unit::Number => "none",
+            Unit::Text => "string",
+        }
+    }
+}
+
 /// One panel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Panel {
@@ -45,8 +84,10 @@ pub struct Panel {
     pub title: &'static str,
     /// How it is drawn.
     pub chart: Chart,
-    /// Unit of `value`: `short`, `percentunit`, `ms`, `currencyUSD` (Grafana's unit ids).
-    pub unit: &'static str,
+    /// Unit of `value` (time series, bars, stats).
+    pub unit: Unit,
+    /// A table's columns in order, each with its unit (empty for other charts).
+    pub columns: Vec<(&'static str, Unit)>,
     /// Its data.
     pub source: Source,
 }
@@ -154,18 +195,30 @@ fn summed_series(family: Family, series: &str, measure: &str) -> String {
     )
 }
 
-fn panel(
-    id: &'static str,
-    title: &'static str,
-    chart: Chart,
-    unit: &'static str,
-    sql: String,
-) -> Panel {
+fn panel(id: &'static str, title: &'static str, chart: Chart, unit: Unit, sql: String) -> Panel {
     Panel {
         id,
         title,
         chart,
         unit,
+        columns: Vec::new(),
+        source: Source::Sql(sql),
+    }
+}
+
+/// A table whose query returns exactly `columns`, in order.
+fn table(
+    id: &'static str,
+    title: &'static str,
+    columns: &[(&'static str, Unit)],
+    sql: String,
+) -> Panel {
+    Panel {
+        id,
+        title,
+        chart: Chart::Table,
+        unit: Unit::Count,
+        columns: columns.to_vec(),
         source: Source::Sql(sql),
     }
 }
@@ -184,25 +237,72 @@ fn sre() -> Dashboard {
                 "volume",
                 "Event volume by type",
                 Chart::Timeseries,
-                "short",
+                Unit::Count,
                 summed_series(Family::Volume, "event_type", "events"),
             ),
             panel(
                 "volume_by_type",
                 "Events in range by type",
                 Chart::Bar,
-                "short",
+                Unit::Count,
                 format!(
                     "SELECT event_type AS label, toFloat64(sum(events)) AS value FROM {} \
                      GROUP BY label ORDER BY value DESC, label",
                     rows(Family::Volume, "event_type, events", Bucketed::No)
                 ),
             ),
-            panel(
+            table(
+                "versions",
+                "Event versions in range (when does v1 traffic end?)",
+                &[
+                    ("event", Unit::Text),
+                    ("version", Unit::Text),
+                    ("events", Unit::Count),
+                    ("last_seen", Unit::Text),
+                ],
+                format!(
+                    "SELECT arrayStringConcat(arraySlice(splitByChar('.', event_type), 1, 2), '.') AS event, \
+                     splitByChar('.', event_type)[3] AS version, \
+                     toUInt64(sum(events)) AS events, max(window_start) AS last_seen \
+                     FROM {} GROUP BY event, version ORDER BY event, version",
+                    rows(Family::Volume, "event_type, events", Bucketed::No)
+                ),
+            ),
+            table(
+                "new_enum_values",
+                "Enum values newer than this build",
+                &[
+                    ("event_type", Unit::Text),
+                    ("field", Unit::Text),
+                    ("value", Unit::Text),
+                    ("events", Unit::Count),
+                    ("tenants", Unit::Count),
+                    ("first_seen", Unit::Text),
+                    ("last_seen", Unit::Text),
+                ],
+                format!(
+                    "SELECT event_type, field, value, toUInt64(sum(events)) AS events, \
+                     toUInt64(uniqExact(tenant_id)) AS tenants, min(window_start) AS first_seen, \
+                     max(window_start) AS last_seen \
+                     FROM {} GROUP BY event_type, field, value \
+                     ORDER BY events DESC, event_type, field, value LIMIT 50",
+                    rows(
+                        Family::NewEnumValues,
+                        "event_type, field, value, events",
+                        Bucketed::No
+                    )
+                ),
+            ),
+            table(
                 "latency",
                 "Processing latency per consumer (ms)",
-                Chart::Table,
-                "ms",
+                &[
+                    ("consumer", Unit::Text),
+                    ("events", Unit::Count),
+                    ("p50_ms", Unit::Milliseconds),
+                    ("p95_ms", Unit::Milliseconds),
+                    ("p99_ms", Unit::Milliseconds),
+                ],
                 format!(
                     "SELECT consumer, toUInt64(sum(events)) AS events, {} AS p50_ms, {} AS p95_ms, \
                      {} AS p99_ms FROM {} GROUP BY consumer ORDER BY consumer",
@@ -217,11 +317,15 @@ fn sre() -> Dashboard {
                     )
                 ),
             ),
-            panel(
+            table(
                 "consumer_errors",
                 "Consumer error rate",
-                Chart::Table,
-                "percentunit",
+                &[
+                    ("consumer", Unit::Text),
+                    ("attempted", Unit::Count),
+                    ("failed", Unit::Count),
+                    ("error_rate", Unit::Share),
+                ],
                 format!(
                     "SELECT '{ERROR_RATE_CONSUMER}' AS consumer, \
                      toUInt64(sum(written_n) + sum(failed_n)) AS attempted, \
@@ -238,7 +342,7 @@ fn sre() -> Dashboard {
                 "publish_success",
                 "Publish success rate",
                 Chart::Stat,
-                "percentunit",
+                Unit::Share,
                 format!(
                     "SELECT if(sum(submitted) = 0, 1, (sum(submitted) - sum(rejected)) / sum(submitted)) AS value, \
                      toUInt64(sum(submitted)) AS submitted_total, toUInt64(sum(rejected)) AS rejected_total \
@@ -250,21 +354,22 @@ fn sre() -> Dashboard {
                 "dlq_depth",
                 "DLQ depth (pending now)",
                 Chart::Stat,
-                "short",
+                Unit::Count,
                 format!("SELECT toFloat64(sum(entries)) AS value FROM dlq_depth WHERE {TENANT}"),
             ),
             panel(
                 "dlq_inflow",
                 "DLQ inflow by reason",
                 Chart::Timeseries,
-                "short",
+                Unit::Count,
                 summed_series(Family::DeadLetters, "reason", "messages"),
             ),
             Panel {
                 id: "lag",
                 title: "Consumer lag (messages not yet durable)",
                 chart: Chart::Bar,
-                unit: "short",
+                unit: Unit::Count,
+                columns: Vec::new(),
                 source: Source::Lag {
                     promql: "sum by (topic) (salestalk_partition_lag)",
                 },
@@ -273,7 +378,13 @@ fn sre() -> Dashboard {
                 id: "alerts",
                 title: "Active alerts",
                 chart: Chart::Table,
-                unit: "short",
+                unit: Unit::Count,
+                columns: vec![
+                    ("rule", Unit::Text),
+                    ("severity", Unit::Text),
+                    ("summary", Unit::Text),
+                    ("starts_at", Unit::Text),
+                ],
                 source: Source::ActiveAlerts(
                     "SELECT rule, severity, summary, starts_at FROM \
                      (SELECT * FROM alerts ORDER BY notified_at_ms DESC LIMIT 1 BY fingerprint) \
@@ -295,18 +406,26 @@ fn product() -> Dashboard {
                 "conversations",
                 "Conversations completed",
                 Chart::Timeseries,
-                "short",
+                Unit::Count,
                 format!(
                     "SELECT {time} AS time, 'conversations' AS series, toFloat64(sum(conversations)) AS value \
                      FROM {} GROUP BY time, series ORDER BY time",
                     rows(Family::Engagement, "conversations", Bucketed::Yes)
                 ),
             ),
-            panel(
+            table(
                 "engagement",
                 "Engagement",
-                Chart::Table,
-                "short",
+                &[
+                    ("completed", Unit::Count),
+                    ("avg_duration_s", Unit::Seconds),
+                    ("satisfaction", Unit::Number),
+                    ("avg_response_ms", Unit::Milliseconds),
+                    ("insights_saved", Unit::Count),
+                    ("insights_shared", Unit::Count),
+                    ("data_exported", Unit::Count),
+                    ("follow_ups", Unit::Count),
+                ],
                 format!(
                     "SELECT toUInt64(sum(conversations)) AS completed, \
                      if(sum(conversations) = 0, 0, sum(duration_seconds_sum) / sum(conversations)) AS avg_duration_s, \
@@ -323,11 +442,16 @@ fn product() -> Dashboard {
                     )
                 ),
             ),
-            panel(
+            table(
                 "intents",
                 "Intents per tenant",
-                Chart::Table,
-                "short",
+                &[
+                    ("tenant_id", Unit::Text),
+                    ("intent", Unit::Text),
+                    ("classified", Unit::Count),
+                    ("avg_confidence", Unit::Number),
+                    ("low_confidence_share", Unit::Share),
+                ],
                 format!(
                     "SELECT tenant_id, intent, toUInt64(sum(classifications)) AS classified, \
                      sum(confidence_sum) / sum(classifications) AS avg_confidence, \
@@ -341,11 +465,17 @@ fn product() -> Dashboard {
                     )
                 ),
             ),
-            panel(
+            table(
                 "quality",
                 "Quality per model",
-                Chart::Table,
-                "short",
+                &[
+                    ("model", Unit::Text),
+                    ("generated", Unit::Count),
+                    ("hallucination_rate", Unit::Share),
+                    ("facts_verified_share", Unit::Share),
+                    ("mean_confidence", Unit::Number),
+                    ("total_tokens", Unit::Count),
+                ],
                 format!(
                     "SELECT model, toUInt64(sum(narratives)) AS generated, \
                      if(sum(narratives) = 0, 0, sum(hallucinations) / sum(narratives)) AS hallucination_rate, \
@@ -365,7 +495,7 @@ fn product() -> Dashboard {
                 "hallucination_rate",
                 "Hallucination rate by model",
                 Chart::Timeseries,
-                "percentunit",
+                Unit::Share,
                 format!(
                     "SELECT {time} AS time, model AS series, \
                      if(sum(narratives) = 0, 0, sum(hallucinations) / sum(narratives)) AS value \
@@ -391,7 +521,7 @@ fn billing() -> Dashboard {
                 "daily_cost",
                 "Cost per day (USD)",
                 Chart::Timeseries,
-                "currencyUSD",
+                Unit::Usd,
                 format!(
                     "SELECT toDateTime(day) AS time, 'cost' AS series, sum(cost_nanos) / 1e9 AS value \
                      FROM tenant_cost_daily WHERE {days} AND {TENANT} GROUP BY time, series ORDER BY time"
@@ -401,17 +531,23 @@ fn billing() -> Dashboard {
                 "top_tenants",
                 "Top tenants by cost (USD)",
                 Chart::Bar,
-                "currencyUSD",
+                Unit::Usd,
                 format!(
                     "SELECT tenant_id AS label, sum(cost_nanos) / 1e9 AS value FROM tenant_cost_daily \
                      WHERE {days} AND {TENANT} GROUP BY label ORDER BY value DESC, label LIMIT 10"
                 ),
             ),
-            panel(
+            table(
                 "tenants",
                 "Cost and tokens per tenant",
-                Chart::Table,
-                "currencyUSD",
+                &[
+                    ("tenant_id", Unit::Text),
+                    ("messages", Unit::Count),
+                    ("prompt_tokens", Unit::Count),
+                    ("completion_tokens", Unit::Count),
+                    ("total_tokens", Unit::Count),
+                    ("cost_nanos", Unit::NanoUsd),
+                ],
                 format!(
                     "SELECT tenant_id, toUInt64(sum(messages)) AS messages, \
                      toUInt64(sum(prompt_tokens)) AS prompt_tokens, \
@@ -421,11 +557,16 @@ fn billing() -> Dashboard {
                      GROUP BY tenant_id ORDER BY cost_nanos DESC, tenant_id"
                 ),
             ),
-            panel(
+            table(
                 "by_model",
                 "Cost per event type and model",
-                Chart::Table,
-                "currencyUSD",
+                &[
+                    ("event_type", Unit::Text),
+                    ("model", Unit::Text),
+                    ("messages", Unit::Count),
+                    ("total_tokens", Unit::Count),
+                    ("cost_nanos", Unit::NanoUsd),
+                ],
                 format!(
                     "SELECT event_type, model, toUInt64(sum(messages)) AS messages, \
                      toUInt64(sum(total_tokens)) AS total_tokens, toInt64(sum(cost_nanos)) AS cost_nanos \

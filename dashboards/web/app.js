@@ -17,13 +17,19 @@ function params() {
   if (query.has('month')) $('month').value = query.get('month');
 }
 
+// Units are declared by each panel (and each table column) on the server; see Unit in
+// dashboards/src/panels.rs. A column name never decides how a number is shown.
 function format(value, unit) {
   if (value === null || value === undefined || Number.isNaN(value)) return '–';
   if (typeof value !== 'number') return String(value);
   switch (unit) {
     case 'percentunit': return (value * 100).toFixed(2) + ' %';
     case 'ms': return value.toFixed(0) + ' ms';
+    case 's': return value.toFixed(1) + ' s';
     case 'currencyUSD': return '$' + value.toFixed(2);
+    case 'nanoUSD': return '$' + nanosToUsd(value);
+    case 'none': return Number.isInteger(value) ? String(value) : value.toFixed(3);
+    case 'string': return String(value);
     default: return Number.isInteger(value) ? value.toLocaleString('en-US') : value.toFixed(3);
   }
 }
@@ -132,9 +138,10 @@ function renderTable(element, panel, result) {
   element.dataset.rows = String(result.data.length);
   const table = document.createElement('table');
   const head = table.createTHead().insertRow();
+  const units = panel.columns || {};
   for (const column of result.meta) {
     const th = document.createElement('th');
-    th.textContent = column.name === 'cost_nanos' ? 'cost_usd' : column.name;
+    th.textContent = units[column.name] === 'nanoUSD' ? column.name.replace(/_nanos$/, '_usd') : column.name;
     head.appendChild(th);
   }
   const body = table.createTBody();
@@ -143,13 +150,15 @@ function renderTable(element, panel, result) {
     result.meta.forEach((column, i) => {
       const td = tr.insertCell();
       const value = row[i];
+      const unit = units[column.name];
       td.dataset.column = column.name;
       td.dataset.value = String(value);
-      if (column.name === 'cost_nanos') {
-        td.textContent = nanosToUsd(Number(value));
+      // A column the panel did not declare is shown as it came, and marked for the tests.
+      if (unit === undefined) td.dataset.unit = 'undeclared';
+      if (unit === 'nanoUSD') {
+        td.textContent = format(Number(value), unit);
         td.className = 'number';
       } else if (typeof value === 'number') {
-        const unit = /rate|share/.test(column.name) ? 'percentunit' : /_ms$/.test(column.name) ? 'ms' : 'short';
         td.textContent = format(value, unit);
         td.className = 'number';
       } else {

@@ -225,8 +225,15 @@ async fn dashboard_data(
             salestalk_dashboards::Chart::Stat => "stat",
             salestalk_dashboards::Chart::Table => "table",
         };
-        let mut entry =
-            json!({"id": panel.id, "title": panel.title, "chart": chart, "unit": panel.unit});
+        let columns: serde_json::Map<String, serde_json::Value> = panel
+            .columns
+            .iter()
+            .map(|(name, unit)| (name.to_string(), unit.id().into()))
+            .collect();
+        let mut entry = json!({
+            "id": panel.id, "title": panel.title, "chart": chart, "unit": panel.unit.id(),
+            "columns": columns,
+        });
         match result {
             Ok(result) => entry["result"] = result,
             Err(error) => entry["error"] = error.into(),

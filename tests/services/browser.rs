@@ -90,6 +90,42 @@ fn cells(dom: &str, panel: &str, column: &str) -> Vec<String> {
         .collect()
 }
 
+/// The text a person reads in a table panel's cells in `column`, with each cell's value.
+fn texts(dom: &str, panel: &str, column: &str) -> Vec<(String, String)> {
+    let start = dom
+        .find(&format!("data-panel=\"{panel}\""))
+        .unwrap_or_else(|| panic!("no panel {panel}"));
+    let end = dom[start..]
+        .find("</section>")
+        .map_or(dom.len(), |e| start + e);
+    dom[start..end]
+        .split(&format!("data-column=\"{column}\" data-value=\""))
+        .skip(1)
+        .map(|rest| {
+            let value = rest[..rest.find('"').unwrap_or(0)].to_string();
+            let text = rest[rest.find('>').map_or(0, |i| i + 1)..]
+                .split('<')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            (value, text)
+        })
+        .collect()
+}
+
+/// An integer as en-US shows it: `12,345`.
+fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
     let isolated = Isolated::create("it-browser", PARTITIONS).await;
@@ -128,6 +164,10 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
     // SRE: volume, publish success and DLQ depth are the recomputation's.
     let dom = page("sre", "range=24h");
     let sre = panels(&dom);
+    assert!(
+        !dom.contains("data-unit=\"undeclared\""),
+        "every column declares its unit"
+    );
     assert!(
         sre.values()
             .all(|p| p.get("data-state").map(String::as_str) != Some("error")),
@@ -176,6 +216,21 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
         vec![conversations.to_string()]
     );
     assert!(number(&product, "quality", "data-rows") >= 1.0);
+    // What a person reads: each column in its declared unit, whatever its name says.
+    let count = &texts(&dom, "engagement", "insights_shared")[0];
+    let shared: i64 = count.0.parse().expect("a count");
+    assert_eq!(count.1, grouped(shared), "a count reads as a count");
+    let duration = &texts(&dom, "engagement", "avg_response_ms")[0];
+    let ms: f64 = duration.0.parse().expect("a duration");
+    assert_eq!(duration.1, format!("{ms:.0} ms"));
+    for (value, text) in texts(&dom, "quality", "hallucination_rate") {
+        let share: f64 = value.parse().expect("a share");
+        assert_eq!(text, format!("{:.2} %", share * 100.0));
+    }
+    assert!(
+        !dom.contains("data-unit=\"undeclared\""),
+        "every column declares its unit"
+    );
 
     // Billing: every tenant's cost to the nanodollar, and the total per day.
     let mut cost_per_tenant: BTreeMap<String, i64> = BTreeMap::new();
@@ -190,6 +245,17 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
         .map(|(tenant, nanos)| (tenant, nanos.parse().expect("nanos")))
         .collect();
     assert_eq!(shown, cost_per_tenant, "cost per tenant");
+    for (nanos, text) in texts(&dom, "tenants", "cost_nanos") {
+        let nanos: i64 = nanos.parse().expect("nanos");
+        assert_eq!(
+            text,
+            format!("${}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
+        );
+    }
+    assert!(
+        !dom.contains("data-unit=\"undeclared\""),
+        "every column declares its unit"
+    );
     let total: i64 = cost_per_tenant.values().sum();
     assert!((number(&billing, "daily_cost", "data-total") - total as f64 / 1e9).abs() < 1e-6);
 
