@@ -339,6 +339,25 @@ pub fn views(database: &str) -> Vec<String> {
         ),
     );
     create(
+        "tenant_cost_reconciliation",
+        format!(
+            "CREATE VIEW {database}.tenant_cost_reconciliation AS\n\
+             SELECT day, tenant_id, message_cost_nanos, conversation_total_nanos,\n\
+             conversation_total_nanos - message_cost_nanos AS difference_nanos,\n\
+             {} AS message_cost_usd, {} AS conversation_total_usd, {} AS difference_usd\n\
+             FROM (SELECT day, tenant_id, sum(message_nanos) AS message_cost_nanos,\n\
+             sum(conversation_nanos) AS conversation_total_nanos FROM (\n\
+             SELECT day, tenant_id, toInt64(cost_nanos) AS message_nanos, toInt64(0) AS conversation_nanos\n\
+             FROM {database}.metrics_cost_daily\n\
+             UNION ALL SELECT day, tenant_id, toInt64(0), toInt64(total_cost_nanos)\n\
+             FROM {database}.metrics_engagement_daily)\n\
+             GROUP BY day, tenant_id)",
+            usd("message_cost_nanos"),
+            usd("conversation_total_nanos"),
+            usd("(conversation_total_nanos - message_cost_nanos)")
+        ),
+    );
+    create(
         "intents_per_tenant",
         format!(
             "CREATE VIEW {database}.intents_per_tenant AS\n\

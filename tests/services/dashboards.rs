@@ -80,7 +80,10 @@ async fn every_grafana_panel_query_runs_and_agrees_with_the_views() {
         .collect();
     assert_eq!(ran, declared.len(), "every ClickHouse panel ran");
     // A table's columns are exactly the ones it declares a unit for, in order.
-    for panel in declared.iter().filter(|p| p.chart == salestalk_dashboards::Chart::Table) {
+    for panel in declared
+        .iter()
+        .filter(|p| p.chart == salestalk_dashboards::Chart::Table)
+    {
         let result = results
             .iter()
             .find(|((_, title), _)| title == panel.title)

@@ -207,6 +207,8 @@ pub struct Expected {
     pub shared_ids: u64,
     /// Events carrying an enum value this build does not know, per (event type, field, value).
     pub new_enum_values: BTreeMap<(String, String, String), u64>,
+    /// Per (UTC day start, tenant): message costs and conversation totals, in nanodollars.
+    pub reconciliation: BTreeMap<(i64, String), (i64, i64)>,
     /// Events counted per event type (v1 and v2 apart).
     pub by_event_type: BTreeMap<String, u64>,
 }
@@ -292,6 +294,14 @@ pub fn recompute(input: &Input) -> Expected {
                     entry.3 += n.token_usage.total;
                     entry.4 += 1;
                 }
+                EventData::ConversationCompleted(c) => {
+                    let day = window.div_euclid(86_400) * 86_400;
+                    let entry = expected
+                        .reconciliation
+                        .entry((day, tenant.clone()))
+                        .or_default();
+                    entry.1 += (c.total_cost_usd * 1e9).round() as i64;
+                }
                 EventData::ClassificationPerformed(c) => {
                     let c = &c.classification;
                     let key = (
@@ -320,6 +330,16 @@ struct VolumeRow {
     event_type: String,
     source: String,
     events: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ReconciliationRow {
+    day: u32,
+    tenant_id: String,
+    message_cost_nanos: i64,
+    conversation_total_nanos: i64,
+    difference_nanos: i64,
+    difference_usd: String,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -598,6 +618,37 @@ pub async fn assert_views_equal_recomputation(setup: &Setup, with_late: bool) ->
     }
     assert_eq!(got, expected.cost, "tenant_cost_daily");
     assert_billing_export_matches(setup, &expected.cost);
+
+    let mut reconciliation = expected.reconciliation.clone();
+    for ((day, tenant, _, _), value) in &expected.cost {
+        reconciliation.entry((*day, tenant.clone())).or_default().0 += value.0;
+    }
+    let rows: Vec<ReconciliationRow> = client
+        .query(
+            "SELECT toUInt32(toDateTime(day)) AS day, tenant_id, message_cost_nanos, \
+             conversation_total_nanos, difference_nanos, toString(difference_usd) AS difference_usd \
+             FROM tenant_cost_reconciliation",
+        )
+        .fetch_all()
+        .await
+        .expect("tenant_cost_reconciliation");
+    let mut got = BTreeMap::new();
+    for r in rows {
+        assert_eq!(
+            r.difference_nanos,
+            r.conversation_total_nanos - r.message_cost_nanos
+        );
+        assert_eq!(
+            decimal_units(&r.difference_usd, 9),
+            r.difference_nanos,
+            "exact dollars"
+        );
+        got.insert(
+            (i64::from(r.day), r.tenant_id),
+            (r.message_cost_nanos, r.conversation_total_nanos),
+        );
+    }
+    assert_eq!(got, reconciliation, "tenant_cost_reconciliation");
 
     let rows: Vec<NewValueRow> = client
         .query("SELECT event_type, field, value, events FROM new_enum_values")
