@@ -45,7 +45,6 @@ pub struct TaskSettings {
 /// An output waiting for its flush, whose latency is known only once it is durable.
 #[derive(Debug, Clone, Copy)]
 struct PendingLatency {
-    window_start: i64,
     tenant: Symbol,
     event_type: &'static str,
     at_ms: i64,
@@ -340,7 +339,6 @@ impl Task {
             raw,
         });
         self.pending_latency.push(PendingLatency {
-            window_start: window,
             tenant: self.windows.symbol(envelope.tenant_id),
             event_type: envelope.event_type.as_str(),
             at_ms: trusted_ms,
@@ -378,7 +376,6 @@ impl Task {
             },
         );
         self.pending_latency.push(PendingLatency {
-            window_start: arrival.broker_window,
             tenant: self.windows.symbol(who.tenant),
             event_type: EventType::parse(who.event_type).map_or("", |t| t.as_str()),
             at_ms: arrival.address.broker_ms,
@@ -394,12 +391,16 @@ impl Task {
 
     /// Hands over everything processed since the last flush, as of `durable_at_ms` (the
     /// moment the caller starts making it durable, used for latency), and advances the epoch.
+    /// Latency is counted in the minute it became durable, not the event's: an alert's
+    /// lookback then covers what was processed lately, however old the events were, so a
+    /// stalled or catching-up pipeline shows its latency instead of hiding it in old windows.
     pub fn flush(&mut self, durable_at_ms: i64) -> Flush {
+        let durable_minute = window_start(durable_at_ms);
         for pending in std::mem::take(&mut self.pending_latency) {
             let latency_ms = (durable_at_ms - pending.at_ms).max(0) as f64;
             for consumer in pending.consumers {
                 let output = Durable {
-                    window_start: pending.window_start,
+                    window_start: durable_minute,
                     tenant: pending.tenant,
                     event_type: pending.event_type,
                     consumer,

@@ -63,7 +63,7 @@ pub struct ReadMessage<'a> {
 /// An output made durable: what the latency aggregate measures.
 #[derive(Debug, Clone, Copy)]
 pub struct Durable<'a> {
-    /// Minute window the output was counted in (event time for events, broker time otherwise).
+    /// Minute window the output became durable in (processing time).
     pub window_start: i64,
     /// Tenant, interned.
     pub tenant: Symbol,
