@@ -31,6 +31,10 @@ pub enum Signal {
     DlqDepth,
     /// Events refused by a sink over events written, per consumer, over the lookback.
     ConsumerErrorRate,
+    /// Milliseconds without durable progress while the broker holds unread messages, per
+    /// source (topic) and per consumer; 0 when nothing is unread. `serve` measures it from
+    /// the checkpoints and the brokers' high watermarks.
+    NoFreshDataMs,
 }
 
 impl Signal {
@@ -116,7 +120,8 @@ impl Rule {
     }
 
     /// The spec's four thresholds: publish success below 99 %, P95 processing latency above
-    /// 30 s, DLQ depth above 10 messages, consumer error rate above 1 %.
+    /// 30 s, DLQ depth above 10 messages, consumer error rate above 1 %; and a stall: five
+    /// minutes without durable progress while messages wait.
     pub fn spec_defaults() -> Vec<Rule> {
         let rule = |name: &str, signal, comparison, threshold, severity| Rule {
             name: name.to_string(),
@@ -162,6 +167,17 @@ impl Rule {
                 0.01,
                 Severity::Critical,
             ),
+            Rule {
+                for_ms: 60_000,
+                min_events: 1,
+                ..rule(
+                    "NoFreshData",
+                    Signal::NoFreshDataMs,
+                    Comparison::Above,
+                    300_000.0,
+                    Severity::Critical,
+                )
+            },
         ]
     }
 }
@@ -188,7 +204,8 @@ pub fn problems(rules: &[Rule]) -> Vec<String> {
         } else if rule.threshold < 0.0 {
             out.push(format!("{at}: threshold must not be negative"));
         }
-        if rule.signal != Signal::DlqDepth && rule.lookback_ms < 60_000 {
+        let measured_now = matches!(rule.signal, Signal::DlqDepth | Signal::NoFreshDataMs);
+        if !measured_now && rule.lookback_ms < 60_000 {
             out.push(format!(
                 "{at}: lookback_ms must be at least 60000 (one window), not {}",
                 rule.lookback_ms
@@ -197,6 +214,11 @@ pub fn problems(rules: &[Rule]) -> Vec<String> {
         if rule.signal == Signal::DlqDepth && rule.scope == Scope::Tenant {
             out.push(format!(
                 "{at}: dlq_depth is global (a dead letter may have no readable tenant)"
+            ));
+        }
+        if rule.signal == Signal::NoFreshDataMs && rule.scope == Scope::Tenant {
+            out.push(format!(
+                "{at}: no_fresh_data_ms is global (a partition carries many tenants)"
             ));
         }
     }
@@ -225,6 +247,8 @@ mod tests {
         assert!(!by(Signal::DlqDepth).breached_by(10.0));
         assert!(by(Signal::ConsumerErrorRate).breached_by(0.0101));
         assert!(!by(Signal::ConsumerErrorRate).breached_by(0.01));
+        assert!(by(Signal::NoFreshDataMs).breached_by(300_001.0));
+        assert!(!by(Signal::NoFreshDataMs).breached_by(300_000.0));
     }
 
     #[test]
@@ -234,18 +258,20 @@ mod tests {
         rules[0].threshold = 99.0;
         rules[2].scope = Scope::Tenant;
         rules[3].lookback_ms = 1_000;
+        rules[4].scope = Scope::Tenant;
         rules.push(Rule {
             name: " ".into(),
             threshold: f64::NAN,
             ..rules[3].clone()
         });
         let found = problems(&rules);
-        assert_eq!(found.len(), 7, "{found:#?}");
+        assert_eq!(found.len(), 8, "{found:#?}");
         assert!(found[0].contains("rules[0]") && found[0].contains("within 0..=1"));
         assert!(found[1].contains("rules[1]") && found[1].contains("used by another"));
         assert!(found[2].contains("rules[2]") && found[2].contains("dlq_depth is global"));
         assert!(found[3].contains("rules[3]") && found[3].contains("lookback_ms"));
-        assert!(found[4].contains("rules[4]: name is empty"));
+        assert!(found[4].contains("rules[4]") && found[4].contains("no_fresh_data_ms is global"));
+        assert!(found[5].contains("rules[5]: name is empty"));
     }
 
     #[test]

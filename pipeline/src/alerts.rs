@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use salestalk_alerting::tracker::Measurement;
-use salestalk_alerting::{Notification, Tracker};
+use salestalk_alerting::{Notification, Signal, Tracker};
+use salestalk_kafka::KafkaSettings;
 use salestalk_store::alert_history::AlertRecord;
 use salestalk_store::signals::SignalValue;
 use salestalk_store::{ClickHouseError, Endpoint};
 
+use crate::stalls::Stalls;
 use crate::webhook::Webhooks;
 use salestalk_sinks::retry::RetryPolicy;
 
@@ -78,6 +80,9 @@ pub type Firing = Arc<Mutex<Vec<Notification>>>;
 /// Measures, decides, notifies, records.
 pub struct Evaluator {
     endpoint: Endpoint,
+    /// The brokers, for the stall signal (`no_fresh_data_ms`).
+    kafka: KafkaSettings,
+    stalls: Stalls,
     tracker: Tracker,
     webhooks: Webhooks,
     firing: Firing,
@@ -88,6 +93,7 @@ impl Evaluator {
     /// was firing when the last one stopped.
     pub async fn start(
         endpoint: Endpoint,
+        kafka: KafkaSettings,
         settings: &AlertSettings,
         policy: RetryPolicy,
     ) -> Result<Self, ClickHouseError> {
@@ -100,6 +106,8 @@ impl Evaluator {
         let firing = Arc::new(Mutex::new(tracker.firing()));
         Ok(Self {
             endpoint,
+            kafka,
+            stalls: Stalls::default(),
             tracker,
             webhooks: Webhooks::new(
                 &settings.webhooks,
@@ -124,10 +132,27 @@ impl Evaluator {
         let mut notifications = Vec::new();
         for index in 0..self.tracker.rules().len() {
             let rule = self.tracker.rules()[index].clone();
-            match self.endpoint.measure(&rule).await {
-                Ok(values) => {
-                    let measurements: Vec<Measurement> =
-                        values.into_iter().map(measurement).collect();
+            let measured: anyhow::Result<Vec<Measurement>> =
+                match self.endpoint.measure(&rule).await {
+                    Ok(values) if rule.signal == Signal::NoFreshDataMs => {
+                        let consumers: Vec<(String, f64)> = values
+                            .into_iter()
+                            .map(|v| (v.subject_consumer, v.value))
+                            .collect();
+                        self.stalls
+                            .measure(
+                                &self.endpoint,
+                                &self.kafka,
+                                &consumers,
+                                now.timestamp_millis(),
+                            )
+                            .await
+                    }
+                    Ok(values) => Ok(values.into_iter().map(measurement).collect()),
+                    Err(error) => Err(error.into()),
+                };
+            match measured {
+                Ok(measurements) => {
                     notifications.extend(self.tracker.observe(index, now, &measurements));
                 }
                 Err(error) => {

@@ -3,8 +3,8 @@
 //! - [`commands`]: one module per command; the binary (`src/main.rs`) only calls them;
 //! - [`runtime`]: the driver loop over [`sources`] and the sinks (`salestalk-sinks`);
 //! - [`sources`]: the source contract and the Kafka consumer-group source;
-//! - [`serve`], [`alerts`], [`webhook`], [`http`], [`telemetry`]: what serves people and
-//!   Prometheus;
+//! - [`serve`], [`alerts`], [`stalls`], [`webhook`], [`http`], [`telemetry`]: what serves
+//!   people and Prometheus;
 //! - [`generate`], [`produce`], [`validate`], [`lines`], [`billing`]: traffic, validation and
 //!   export formats;
 //! - [`settings`], [`logging`]: configuration and diagnostics.
@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod serve;
 pub mod settings;
 pub mod sources;
+pub mod stalls;
 pub mod telemetry;
 pub mod validate;
 pub mod webhook;

@@ -56,6 +56,7 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
     crate::runtime::migrate(settings).await?;
     let mut evaluator = Evaluator::start(
         settings.clickhouse.clone(),
+        settings.kafka.clone(),
         &settings.alerts,
         settings.retry.policy(),
     )
@@ -284,7 +285,7 @@ async fn lag(app: &App) -> Result<Value, String> {
         .map_err(|e| e.to_string())?;
     let next: BTreeMap<String, i64> = checkpoints
         .into_iter()
-        .map(|(task, checkpoint)| (task, checkpoint.next_offset))
+        .map(|(task, checkpoint, _)| (task, checkpoint.next_offset))
         .collect();
     let kafka = app.settings.kafka.clone();
     let ends = tokio::task::spawn_blocking(move || admin::high_watermarks(&kafka, &kafka.topics))

@@ -141,7 +141,7 @@ impl StateRecord {
     }
 
     /// The checkpoint record of `task`.
-    pub fn of_checkpoint(task: &str, checkpoint: &Checkpoint) -> Self {
+    pub fn of_checkpoint(task: &str, checkpoint: &Checkpoint, durable_at_ms: u64) -> Self {
         Self {
             family: CHECKPOINT_FAMILY.to_string(),
             task: task.to_string(),
@@ -151,7 +151,7 @@ impl StateRecord {
             d1: String::new(),
             d2: String::new(),
             d3: String::new(),
-            ints: encode_checkpoint(checkpoint),
+            ints: encode_checkpoint(checkpoint, durable_at_ms),
             floats: Vec::new(),
             hist_buckets: Vec::new(),
             hist_counts: Vec::new(),
@@ -159,13 +159,21 @@ impl StateRecord {
     }
 }
 
-/// A checkpoint's `ints`.
-fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<i64> {
+/// A checkpoint's `ints`: where the task is, and when that became durable (the flush's start,
+/// Unix ms: how `serve` tells a stalled partition from a busy one).
+fn encode_checkpoint(checkpoint: &Checkpoint, durable_at_ms: u64) -> Vec<i64> {
     vec![
         checkpoint.next_offset,
         checkpoint.event_watermark_ms.unwrap_or(i64::MIN),
         checkpoint.broker_watermark_ms.unwrap_or(i64::MIN),
+        i64::try_from(durable_at_ms).unwrap_or(i64::MAX),
     ]
+}
+
+/// When a stored checkpoint became durable (Unix ms); `None` for checkpoints written before
+/// the time was stored.
+pub fn checkpoint_durable_at(ints: &[i64]) -> Option<i64> {
+    ints.get(3).copied()
 }
 
 /// The checkpoint stored as `ints` by the flush of `epoch`.
@@ -224,10 +232,11 @@ mod tests {
                 epoch: 7,
             },
         ] {
-            let record = StateRecord::of_checkpoint("t/0", &checkpoint);
+            let record = StateRecord::of_checkpoint("t/0", &checkpoint, 5);
             assert_eq!(record.into_row(), None);
-            let record = StateRecord::of_checkpoint("t/0", &checkpoint);
+            let record = StateRecord::of_checkpoint("t/0", &checkpoint, 5);
             assert_eq!(decode_checkpoint(record.epoch, &record.ints), checkpoint);
+            assert_eq!(checkpoint_durable_at(&record.ints), Some(5));
         }
         let mut histogram = LogHistogram::default();
         histogram.record(12.0);

@@ -10,7 +10,9 @@ use salestalk_operators::flush::{Checkpoint, Rejection, TaskState};
 use salestalk_operators::windows::Span;
 use serde::Deserialize;
 
-use crate::codec::{CHECKPOINT_FAMILY, StateRecord, decode_checkpoint, task_name};
+use crate::codec::{
+    CHECKPOINT_FAMILY, StateRecord, checkpoint_durable_at, decode_checkpoint, task_name,
+};
 use crate::endpoint::{ClickHouseError, Endpoint};
 
 #[derive(Debug, Row, Deserialize)]
@@ -79,9 +81,12 @@ struct TaskCheckpointRow {
 }
 
 impl Endpoint {
-    /// The latest checkpoint of every task, by task name (`topic/partition`): how far each
-    /// partition is durable (consumer lag on the SRE page).
-    pub async fn checkpoints(&self) -> Result<Vec<(String, Checkpoint)>, ClickHouseError> {
+    /// The latest checkpoint of every task, by task name (`topic/partition`), with when it
+    /// became durable (Unix ms; `None` for checkpoints older than that record): how far each
+    /// partition is durable, and since when (consumer lag and stalls).
+    pub async fn checkpoints(
+        &self,
+    ) -> Result<Vec<(String, Checkpoint, Option<i64>)>, ClickHouseError> {
         let rows: Vec<TaskCheckpointRow> = self
             .client()
             .query(ALL_CHECKPOINTS_QUERY)
@@ -91,7 +96,10 @@ impl Endpoint {
             .map_err(|e| ClickHouseError::classify(&self.url, e))?;
         Ok(rows
             .into_iter()
-            .map(|row| (row.task, decode_checkpoint(row.last_epoch, &row.last_ints)))
+            .map(|row| {
+                let checkpoint = decode_checkpoint(row.last_epoch, &row.last_ints);
+                (row.task, checkpoint, checkpoint_durable_at(&row.last_ints))
+            })
             .collect())
     }
 

@@ -5,6 +5,7 @@
 use clickhouse::Row;
 use salestalk_alerting::{Rule, Scope, Signal};
 use salestalk_operators::aggregate::Family;
+use salestalk_operators::flush::consumers;
 use serde::Deserialize;
 
 use crate::endpoint::{ClickHouseError, Endpoint};
@@ -13,6 +14,10 @@ use crate::schema::merged_quantile;
 /// The consumer whose refusals make the consumer error rate: a refused archive row sends its
 /// event to the DLQ (`sink_rejected`, `retries_exhausted`); window state is never split.
 pub const ERROR_RATE_CONSUMER: &str = "clickhouse.archive";
+
+/// The consumers that take every valid event: a stretch with none of their outputs durable
+/// while messages wait is a stall of that consumer.
+pub const STALL_CONSUMERS: [&str; 2] = [consumers::METRICS, consumers::ARCHIVE];
 
 /// One subject's value of a signal.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -88,6 +93,16 @@ pub fn signal_sql(rule: &Rule) -> String {
                 "(SELECT tenant_id, {columns} FROM metrics_{} WHERE window_start >= {since})",
                 family.layout().name
             ))
+        ),
+        // The raw progress only: per stall consumer, the end of the last minute in which any
+        // of its outputs became durable (Unix ms). `serve` turns it into an age, and only
+        // while the brokers hold unread messages (pipeline/src/stalls.rs).
+        Signal::NoFreshDataMs => format!(
+            "SELECT '' AS subject_tenant, consumer AS subject_consumer, toUInt64(0) AS measured, \
+             (toFloat64(toUInt32(max(window_start))) + 60) * 1000 AS value \
+             FROM metrics_latency WHERE consumer IN ('{}', '{}') \
+             GROUP BY subject_tenant, subject_consumer ORDER BY subject_consumer",
+            STALL_CONSUMERS[0], STALL_CONSUMERS[1]
         ),
     }
 }

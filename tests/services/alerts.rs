@@ -12,7 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_alerting::{Notification, Rule, Scope, Signal, Status};
 use salestalk_store::alert_history::AlertRecord;
 
-use crate::exactness::{pipeline_env, spawn_run};
+use crate::exactness::{durable, pipeline_env, spawn_run};
 use crate::support::{
     Isolated, KillOnDrop, WebhookReceiver, free_port, http_get, salestalk, salestalk_command,
     stdout_of,
@@ -26,7 +26,8 @@ async fn every_signal_is_measured_and_the_history_restores_what_fires() {
 
     for mut rule in Rule::spec_defaults() {
         for scope in [Scope::Global, Scope::Tenant] {
-            if rule.signal == Signal::DlqDepth && scope == Scope::Tenant {
+            let global_only = matches!(rule.signal, Signal::DlqDepth | Signal::NoFreshDataMs);
+            if global_only && scope == Scope::Tenant {
                 continue;
             }
             rule.scope = scope;
@@ -297,5 +298,149 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
     assert_eq!(history.len(), 2 * EXPECTED.len());
     assert!(history.iter().all(|r| r.delivered == 1), "{history:?}");
 
+    isolated.remove().await;
+}
+
+/// Each (rule, subject) of the plain bodies with its statuses in order; the subject is the
+/// `source` or `consumer` label.
+fn by_subject(receiver: &WebhookReceiver) -> BTreeMap<(String, String), Vec<String>> {
+    let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for body in receiver.bodies("/plain") {
+        let labels = &body["labels"];
+        let subject = labels["source"]
+            .as_str()
+            .map(|s| format!("source={s}"))
+            .or_else(|| labels["consumer"].as_str().map(|c| format!("consumer={c}")))
+            .unwrap_or_default();
+        let rule = body["rule"].as_str().unwrap_or_default().to_string();
+        let status = body["status"].as_str().unwrap_or_default().to_string();
+        out.entry((rule, subject)).or_default().push(status);
+    }
+    out
+}
+
+/// A pipeline stopped while messages wait: "no fresh data" fires for the source and for each
+/// consumer; once it runs again, the backlog's late processing fires the P95 rule (latency is
+/// counted when it became durable, so the lookback sees it); all of them resolve once it has
+/// caught up and the late minutes left the lookback.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_pipeline_fires_no_fresh_data_and_late_processing_then_both_resolve() {
+    let isolated = Isolated::create("it-stall", 1).await;
+    let mut env = pipeline_env(&isolated);
+    stdout_of(&salestalk(&["migrate"], &env));
+    let receiver = WebhookReceiver::start();
+    let rules = format!(
+        "[alerts]\nevaluate_every_ms = 1000\nwebhooks = [\"{0}/plain\"]\n\
+         [[alerts.rules]]\nname = \"NoFreshData\"\nsignal = \"no_fresh_data_ms\"\n\
+         comparison = \"above\"\nthreshold = 5000.0\nfor_ms = 2000\nkeep_firing_ms = 3000\n\
+         severity = \"critical\"\nscope = \"global\"\nlookback_ms = 60000\nmin_events = 1\n\
+         [[alerts.rules]]\nname = \"ProcessingLatencyP95High\"\nsignal = \"p95_latency_ms\"\n\
+         comparison = \"above\"\nthreshold = 10000.0\nfor_ms = 2000\nkeep_firing_ms = 3000\n\
+         severity = \"critical\"\nscope = \"global\"\nlookback_ms = 60000\nmin_events = 10\n",
+        receiver.url
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("alerts.toml");
+    std::fs::write(&config, rules).expect("config");
+    let port = free_port();
+    env.push(("SALESTALK__SERVE__LISTEN", format!("127.0.0.1:{port}")));
+    let config = config.to_string_lossy().to_string();
+    let _serve = KillOnDrop(
+        salestalk_command(&["--config", &config, "serve"], &env)
+            .spawn()
+            .expect("serve starts"),
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .create()
+        .expect("producer");
+    let topic = isolated
+        .topics
+        .iter()
+        .find(|t| t.ends_with(".classification"))
+        .expect("a classification topic")
+        .clone();
+    let produce = |from: usize, to: usize, age_s: i64| {
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            let now = Utc::now() - chrono::Duration::seconds(age_s);
+            for n in from..to {
+                let payload = classification(n, "tenant-a", now);
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(&topic).payload(&payload),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .expect("produced");
+            }
+        }
+    };
+
+    // Running: fresh events become durable at once, nothing fires.
+    let mut run = KillOnDrop(spawn_run(&env, false));
+    produce(0, 100, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while durable(&isolated).await < 100 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(durable(&isolated).await, 100);
+    run.0.kill().expect("stopping the pipeline");
+    run.0.wait().expect("stopped");
+
+    // Stopped with messages waiting: the source stalls at once, each consumer once its last
+    // minute with output is over. The waiting events happened 90 s ago, so their event-time
+    // minutes are already outside the one-minute lookback: only latency counted when it
+    // became durable can show them.
+    produce(100, 300, 90).await;
+    let source = format!("source={topic}");
+    let stalled: BTreeMap<(String, String), Vec<String>> = [
+        ("NoFreshData", source.as_str()),
+        ("NoFreshData", "consumer=clickhouse.metrics"),
+        ("NoFreshData", "consumer=clickhouse.archive"),
+    ]
+    .iter()
+    .map(|(rule, subject)| {
+        (
+            (rule.to_string(), subject.to_string()),
+            vec!["firing".to_string()],
+        )
+    })
+    .collect();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while by_subject(&receiver) != stalled && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        by_subject(&receiver),
+        stalled,
+        "no fresh data fires, nothing else"
+    );
+
+    // Back again: the backlog is made durable late, so P95 fires per consumer, and the stall
+    // resolves; once the late minutes leave the one-minute lookback, P95 resolves too.
+    let _run = KillOnDrop(spawn_run(&env, false));
+    let mut both = stalled.clone();
+    for statuses in both.values_mut() {
+        statuses.push("resolved".into());
+    }
+    for consumer in ["consumer=clickhouse.metrics", "consumer=clickhouse.archive"] {
+        both.insert(
+            ("ProcessingLatencyP95High".into(), consumer.into()),
+            vec!["firing".into(), "resolved".into()],
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while by_subject(&receiver) != both && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        by_subject(&receiver),
+        both,
+        "each fires once and resolves once"
+    );
+    assert_eq!(durable(&isolated).await, 300);
     isolated.remove().await;
 }

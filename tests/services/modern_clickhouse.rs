@@ -109,7 +109,10 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
     let mut task = Task::new("t", 0, settings, Default::default());
     task.process(&messages);
     let flush = task.flush(broker_ms + 1_500);
-    let rows: Vec<String> = state_records(&flush).iter().map(values).collect();
+    let rows: Vec<String> = state_records(&flush, 1_790_000_000_000)
+        .iter()
+        .map(values)
+        .collect();
     statements.push(format!(
         "INSERT INTO {DB}.window_state VALUES {}",
         rows.join(",")

@@ -14,15 +14,19 @@ use crate::sink::{FlushBatch, Sink, SinkFuture};
 /// forms a single block and therefore a single, atomic part.
 pub const MAX_STATE_ROWS: usize = 500_000;
 
-/// The window-state records of one flush, its checkpoint last.
-pub fn state_records(flush: &Flush) -> Vec<StateRecord> {
+/// The window-state records of one flush, its checkpoint (durable as of `durable_at_ms`) last.
+pub fn state_records(flush: &Flush, durable_at_ms: u64) -> Vec<StateRecord> {
     let task = task_name(&flush.topic, flush.partition);
     let epoch = flush.checkpoint.epoch;
     flush
         .rows
         .iter()
         .map(|row| StateRecord::of_row(&task, epoch, row))
-        .chain([StateRecord::of_checkpoint(&task, &flush.checkpoint)])
+        .chain([StateRecord::of_checkpoint(
+            &task,
+            &flush.checkpoint,
+            durable_at_ms,
+        )])
         .collect()
 }
 
@@ -53,7 +57,11 @@ impl Sink for WindowState {
             if commit.is_empty() {
                 return Ok(());
             }
-            let records: Vec<StateRecord> = commit.iter().flat_map(|f| state_records(f)).collect();
+            let durable_at_ms = batch.durable_at_ms;
+            let records: Vec<StateRecord> = commit
+                .iter()
+                .flat_map(|f| state_records(f, durable_at_ms))
+                .collect();
             let client = self.endpoint.client();
             let observer = batch.observer;
             batch
