@@ -5,7 +5,6 @@
 use salestalk_operators::aggregate::Family;
 use salestalk_operators::windows::Span;
 use salestalk_store::schema::{family_view_name, merged_quantile};
-use salestalk_store::signals::{ERROR_RATE_CONSUMER, archive_outcomes_sql};
 
 /// How a panel is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,23 +318,22 @@ fn sre() -> Dashboard {
             ),
             table(
                 "consumer_errors",
-                "Consumer error rate",
+                "Consumer error rate (failures over attempts, per sink)",
                 &[
                     ("consumer", Unit::Text),
                     ("attempted", Unit::Count),
                     ("failed", Unit::Count),
                     ("error_rate", Unit::Share),
+                    ("failed_attempts", Unit::Count),
                 ],
                 format!(
-                    "SELECT '{ERROR_RATE_CONSUMER}' AS consumer, \
-                     toUInt64(sum(written_n) + sum(failed_n)) AS attempted, \
-                     toUInt64(sum(failed_n)) AS failed, \
-                     if(sum(written_n) + sum(failed_n) = 0, 0, \
-                        sum(failed_n) / (sum(written_n) + sum(failed_n))) AS error_rate \
-                     FROM ({})",
-                    archive_outcomes_sql("''", |family, columns| {
-                        rows(family, columns, Bucketed::No)
-                    })
+                    "SELECT consumer, attempted_n AS attempted, failed_n AS failed, \
+                     if(attempted_n = 0, 0, failed_n / attempted_n) AS error_rate, \
+                     retried_n AS failed_attempts FROM (SELECT consumer, \
+                     toUInt64(sum(attempted)) AS attempted_n, toUInt64(sum(failed)) AS failed_n, \
+                     toUInt64(sum(failed_attempts)) AS retried_n \
+                     FROM consumer_outcomes WHERE $__timeFilter(window_start) \
+                     AND (tenant_id = '' OR {TENANT}) GROUP BY consumer) ORDER BY consumer"
                 ),
             ),
             panel(

@@ -22,6 +22,8 @@ pub mod consumers {
     pub const ARCHIVE: &str = "clickhouse.archive";
     /// The dead-letter table.
     pub const DEAD_LETTERS: &str = "clickhouse.dead_letters";
+    /// The dead-letter topic.
+    pub const DLQ_TOPIC: &str = "kafka.dlq";
 }
 
 /// Where a task is: stored with its window rows in one atomic insert.

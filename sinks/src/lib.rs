@@ -8,6 +8,7 @@
 
 pub mod clickhouse;
 pub mod kafka;
+pub mod outcomes;
 pub mod retry;
 pub mod sink;
 

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_operators::flush::{DeadLetter, Flush, Rejection};
 
+use crate::outcomes::Outcomes;
 use crate::retry::{Refusal, Refused, RetryPolicy, Transient};
 
 /// A boxed future: sinks are called through `dyn Sink`, in a list chosen at start-up.
@@ -31,6 +32,10 @@ pub trait Sink: Send + Sync {
 
     /// The service it writes to, as health and telemetry name it (`clickhouse`, `dlq_topic`).
     fn service(&self) -> &'static str;
+
+    /// The consumer it is, as latency and the consumer error rate name it
+    /// (`salestalk_operators::flush::consumers`).
+    fn consumer(&self) -> &'static str;
 
     /// Makes its part of `batch` durable.
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a>;
@@ -106,6 +111,8 @@ pub struct FlushBatch<'a> {
     refused: Vec<(usize, DeadLetter)>,
     /// A sink that already keeps every dead letter durably, if any.
     letters_kept_by: Option<&'static str>,
+    /// What each consumer was asked for, refused, and how many attempts failed.
+    pub outcomes: Outcomes,
 }
 
 impl<'a> FlushBatch<'a> {
@@ -123,6 +130,7 @@ impl<'a> FlushBatch<'a> {
             observer,
             refused: Vec::new(),
             letters_kept_by: None,
+            outcomes: Outcomes::default(),
         }
     }
 

@@ -171,6 +171,26 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 .map(|span| rollup_rows_from_minutes(database, span))
                 .collect(),
         },
+        // Operational counts, summed: the consumer error rate of every sink. Not part of the
+        // exact state (written after a flush landed; a crash in between loses that flush's
+        // counts, a replayed task's events are attempted again), see docs/metrics.md.
+        Migration {
+            version: 6,
+            name: "delivery outcomes per consumer: attempts, failures, failed write attempts",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {database}.sink_outcomes (\n\
+                 minute DateTime('UTC'),\n\
+                 consumer {low},\n\
+                 tenant_id String,\n\
+                 attempted UInt64,\n\
+                 failed UInt64,\n\
+                 failed_attempts UInt64\n\
+                 ) ENGINE = SummingMergeTree\n\
+                 PARTITION BY toYYYYMM(minute)\n\
+                 ORDER BY (consumer, tenant_id, minute){}",
+                ttl("minute", 90)
+            )],
+        },
     ]
 }
 
@@ -422,6 +442,15 @@ pub fn views(database: &str) -> Vec<String> {
              min(window_start) AS first_seen, max(window_start) AS last_seen\n\
              FROM {database}.metrics_new_enum_values\n\
              GROUP BY event_type, field, value"
+        ),
+    );
+    create(
+        "consumer_outcomes",
+        format!(
+            "CREATE VIEW {database}.consumer_outcomes AS\n\
+             SELECT minute AS window_start, consumer, tenant_id, toUInt64(sum(attempted)) AS attempted,\n\
+             toUInt64(sum(failed)) AS failed, toUInt64(sum(failed_attempts)) AS failed_attempts\n\
+             FROM {database}.sink_outcomes GROUP BY window_start, consumer, tenant_id"
         ),
     );
     create(

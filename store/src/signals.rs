@@ -4,16 +4,11 @@
 
 use clickhouse::Row;
 use salestalk_alerting::{Rule, Scope, Signal};
-use salestalk_operators::aggregate::Family;
 use salestalk_operators::flush::consumers;
 use serde::Deserialize;
 
 use crate::endpoint::{ClickHouseError, Endpoint};
 use crate::schema::merged_quantile;
-
-/// The consumer whose refusals make the consumer error rate: a refused archive row sends its
-/// event to the DLQ (`sink_rejected`, `retries_exhausted`); window state is never split.
-pub const ERROR_RATE_CONSUMER: &str = "clickhouse.archive";
 
 /// The consumers that take every valid event: a stretch with none of their outputs durable
 /// while messages wait is a stall of that consumer.
@@ -30,27 +25,6 @@ pub struct SignalValue {
     pub measured: u64,
     /// The value.
     pub value: f64,
-}
-
-/// One row per window and outcome at the archive: `subject_tenant` (the expression `tenant`),
-/// `written_n` (events it took) and `failed_n` (events it refused: `sink_rejected` and
-/// `retries_exhausted` dead letters). The consumer error rate is
-/// `sum(failed_n) / (sum(written_n) + sum(failed_n))`, for alerts and dashboards alike.
-/// `rows(family, columns)` is the source of a family's rows in the wanted range: a table or a
-/// subquery with `tenant_id` and `columns` (alerts read the minute view; dashboards read
-/// whole days and hours from the rollups).
-pub fn archive_outcomes_sql(tenant: &str, rows: impl Fn(Family, &str) -> String) -> String {
-    format!(
-        "SELECT {tenant} AS subject_tenant, toFloat64(events) AS written_n, \
-                toFloat64(0) AS failed_n \
-         FROM {} WHERE consumer = '{ERROR_RATE_CONSUMER}' \
-         UNION ALL \
-         SELECT {tenant} AS subject_tenant, toFloat64(0) AS written_n, \
-                toFloat64(messages) AS failed_n \
-         FROM {} WHERE reason IN ('sink_rejected', 'retries_exhausted')",
-        rows(Family::Latency, "consumer, events"),
-        rows(Family::DeadLetters, "reason, messages")
-    )
 }
 
 /// The SQL measuring `rule`'s signal now.
@@ -82,17 +56,14 @@ pub fn signal_sql(rule: &Rule) -> String {
         Signal::DlqDepth => "SELECT '' AS subject_tenant, '' AS subject_consumer, \
              toUInt64(0) AS measured, toFloat64(sum(entries)) AS value FROM dlq_depth"
             .to_string(),
+        // Every sink's attempts and failures (`consumer_outcomes`: events and dead letters each
+        // consumer was asked to make durable and refused for good), in processing time.
         Signal::ConsumerErrorRate => format!(
-            "SELECT subject_tenant, '{ERROR_RATE_CONSUMER}' AS subject_consumer, \
-             toUInt64(sum(written_n) + sum(failed_n)) AS measured, \
-             sum(failed_n) / (sum(written_n) + sum(failed_n)) AS value \
-             FROM ({}) \
-             GROUP BY subject_tenant HAVING measured >= greatest({min}, 1) \
-             ORDER BY subject_tenant",
-            archive_outcomes_sql(tenant, |family, columns| format!(
-                "(SELECT tenant_id, {columns} FROM metrics_{} WHERE window_start >= {since})",
-                family.layout().name
-            ))
+            "SELECT {tenant} AS subject_tenant, consumer AS subject_consumer, \
+             toUInt64(sum(attempted)) AS measured, sum(failed) / sum(attempted) AS value \
+             FROM consumer_outcomes WHERE window_start >= {since} \
+             GROUP BY subject_tenant, subject_consumer HAVING measured >= greatest({min}, 1) \
+             ORDER BY subject_tenant, subject_consumer"
         ),
         // The raw progress only: per stall consumer, the end of the last minute in which any
         // of its outputs became durable (Unix ms). `serve` turns it into an age, and only

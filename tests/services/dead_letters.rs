@@ -533,6 +533,90 @@ async fn a_redriven_message_lands_on_its_original_partition_and_counts_once() {
     setup.isolated.remove().await;
 }
 
+#[derive(Debug, Row, Deserialize)]
+struct Outcome {
+    consumer: String,
+    attempted: u64,
+    failed: u64,
+}
+
+/// Every sink's refusals count against that consumer: the dead-letter table refusing one
+/// reason's dead letters (which the topic before it keeps) moves `clickhouse.dead_letters`'
+/// error rate and no other consumer's, and each consumer's attempts are what it was given.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_refusing_rows_moves_that_consumers_error_rate_only() {
+    let isolated = Isolated::create("it-sink-errors", PARTITIONS).await;
+    let env = pipeline_env(&isolated);
+    let setup = Setup { isolated, env };
+    produce(&setup.env, 61, 2_000, 40);
+    stdout_of(&salestalk(&["migrate"], &setup.env));
+    let client = setup.isolated.endpoint().client();
+    client
+        .query(
+            "ALTER TABLE dead_letters ADD COLUMN refuse UInt8 MATERIALIZED throwIf(reason = 'not_json')",
+        )
+        .execute()
+        .await
+        .expect("adding the refusing column");
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+
+    let expected = crate::exactness::recompute(&read_back(&setup.isolated));
+    let letters = expected.dead_letters.len() as u64;
+    let not_json = expected
+        .dead_letters
+        .iter()
+        .filter(|d| d.3 == "not_json")
+        .count() as u64;
+    assert!(
+        not_json > 0 && letters > not_json,
+        "{not_json} of {letters}"
+    );
+    let outcomes: BTreeMap<String, (u64, u64)> = client
+        .query(
+            "SELECT consumer, toUInt64(sum(attempted)) AS attempted, toUInt64(sum(failed)) AS failed \
+             FROM consumer_outcomes GROUP BY consumer",
+        )
+        .fetch_all::<Outcome>()
+        .await
+        .expect("consumer_outcomes")
+        .into_iter()
+        .map(|o| (o.consumer, (o.attempted, o.failed)))
+        .collect();
+    let accepted = expected.accepted;
+    assert_eq!(
+        outcomes,
+        BTreeMap::from([
+            ("clickhouse.archive".to_string(), (accepted, 0)),
+            ("clickhouse.metrics".to_string(), (accepted, 0)),
+            ("kafka.dlq".to_string(), (letters, 0)),
+            ("clickhouse.dead_letters".to_string(), (letters, not_json)),
+        ])
+    );
+    // The alert signal reads the same: per consumer, failures over attempts.
+    let mut rule = salestalk_alerting::Rule::spec_defaults()
+        .into_iter()
+        .find(|r| r.signal == salestalk_alerting::Signal::ConsumerErrorRate)
+        .expect("the default rule");
+    rule.min_events = 1;
+    let measured = setup
+        .isolated
+        .endpoint()
+        .measure(&rule)
+        .await
+        .expect("measured");
+    let rate = |consumer: &str| {
+        measured
+            .iter()
+            .find(|v| v.subject_consumer == consumer)
+            .map(|v| v.value)
+            .unwrap_or_else(|| panic!("no {consumer} in {measured:?}"))
+    };
+    assert!((rate("clickhouse.dead_letters") - not_json as f64 / letters as f64).abs() < 1e-12);
+    assert_eq!(rate("clickhouse.archive"), 0.0);
+    assert_eq!(rate("kafka.dlq"), 0.0);
+    setup.isolated.remove().await;
+}
+
 #[tokio::test]
 async fn the_dead_letter_topic_keeps_records_as_long_as_configured() {
     let settings = crate::support::settings();

@@ -14,8 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use salestalk_operators::flush::Flush;
+use salestalk_sinks::clickhouse::record_outcomes;
+use salestalk_sinks::outcomes::Outcomes;
 use salestalk_sinks::retry::RetryPolicy;
 use salestalk_sinks::{FlushBatch, FlushPlan, SinkError};
+use salestalk_store::Endpoint;
 use tokio::task::JoinHandle;
 
 use super::signals::StopRequest;
@@ -26,6 +29,8 @@ use crate::telemetry::{self, Telemetry};
 /// Writes flushes through the sinks, retrying while a sink is down.
 pub(super) struct Writer {
     pub(super) plan: FlushPlan,
+    /// Where each landed flush's delivery outcomes are stored (`sink_outcomes`).
+    pub(super) outcomes_to: Endpoint,
     pub(super) policy: RetryPolicy,
     pub(super) telemetry: Arc<Telemetry>,
     /// Set once the run is stopping: an outage then ends the write instead of waiting it out.
@@ -83,12 +88,15 @@ impl Writer {
         let started = Instant::now();
         let mut stop = self.stop.clone();
         let mut outage: Option<Instant> = None;
-        let replay = loop {
+        // Failed attempts of the tries an outage cut short count with the one that landed.
+        let mut earlier = Outcomes::default();
+        let (replay, mut outcomes) = loop {
             let mut batch = FlushBatch::new(&flushes, durable_at, self.policy, &*self.telemetry);
             match self.plan.make_durable(&mut batch).await {
-                Ok(()) => break batch.to_replay(),
+                Ok(()) => break (batch.to_replay(), std::mem::take(&mut batch.outcomes)),
                 Err(error @ SinkError::Fatal { .. }) => return Err(error.into()),
                 Err(SinkError::Down { service, message }) => {
+                    earlier.add_failed_attempts(&batch.outcomes);
                     let since = *outage.get_or_insert_with(Instant::now);
                     self.telemetry.set_sink_up(service, false);
                     self.telemetry
@@ -122,6 +130,10 @@ impl Writer {
         self.telemetry
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
+        outcomes.add_failed_attempts(&earlier);
+        if let Err(error) = record_outcomes(&self.outcomes_to, durable_at, &outcomes).await {
+            tracing::warn!(%error, "could not store the flush's delivery outcomes");
+        }
         Ok(Written {
             flushes,
             replay,

@@ -246,6 +246,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     );
     let writer = Arc::new(Writer {
         plan,
+        outcomes_to: settings.clickhouse.clone(),
         policy: settings.retry.policy(),
         telemetry: Arc::clone(&telemetry),
         stop: stop.clone(),

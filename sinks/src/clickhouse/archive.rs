@@ -3,6 +3,7 @@
 //! handed back to the batch as dead letters.
 
 use clickhouse::Row;
+use salestalk_operators::flush::consumers;
 use salestalk_store::codec::datetime;
 use serde::Serialize;
 
@@ -54,6 +55,10 @@ impl Sink for Archive {
         SERVICE
     }
 
+    fn consumer(&self) -> &'static str {
+        consumers::ARCHIVE
+    }
+
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {
         Box::pin(async move {
             let flushes = batch.flushes;
@@ -89,16 +94,26 @@ impl Sink for Archive {
                     });
                 }
             }
-            let refused = insert_isolating::<ArchiveRecord<'_>>(
+            let isolated = insert_isolating::<ArchiveRecord<'_>>(
                 &self.endpoint,
                 "events_raw",
                 &records,
-                self.name(),
+                self,
                 batch,
             )
-            .await?;
+            .await;
+            batch
+                .outcomes
+                .attempts_failed(self.consumer(), isolated.failed_attempts);
+            let refused = isolated.refused?;
+            for record in &records {
+                batch.outcomes.attempted(self.consumer(), record.tenant_id);
+            }
             for refused in refused {
                 let (flush, event) = origin[refused.index];
+                batch
+                    .outcomes
+                    .failed(self.consumer(), records[refused.index].tenant_id);
                 batch.refuse_event(flush, event, &refused);
             }
             Ok(())

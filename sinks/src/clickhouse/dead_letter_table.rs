@@ -4,6 +4,7 @@
 //! refusal is logged, otherwise the run stops without committing.
 
 use clickhouse::Row;
+use salestalk_operators::flush::consumers;
 use salestalk_store::codec::datetime;
 use serde::Serialize;
 
@@ -50,6 +51,10 @@ impl Sink for DeadLetterTable {
         SERVICE
     }
 
+    fn consumer(&self) -> &'static str {
+        consumers::DEAD_LETTERS
+    }
+
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {
         Box::pin(async move {
             let letters = batch.dead_letters();
@@ -77,14 +82,30 @@ impl Sink for DeadLetterTable {
                     }
                 })
                 .collect();
-            let refused = insert_isolating::<DeadLetterRecord<'_>>(
+            let isolated = insert_isolating::<DeadLetterRecord<'_>>(
                 &self.endpoint,
                 "dead_letters",
                 &records,
-                self.name(),
+                self,
                 batch,
             )
-            .await?;
+            .await;
+            // The letters borrow the batch: note the outcomes once they are gone.
+            let tenants: Vec<String> = letters
+                .iter()
+                .map(|sourced| sourced.letter.tenant_id.clone())
+                .collect();
+            let refused = match isolated.refused {
+                Ok(refused) => refused,
+                Err(error) => {
+                    drop(records);
+                    drop(letters);
+                    batch
+                        .outcomes
+                        .attempts_failed(self.consumer(), isolated.failed_attempts);
+                    return Err(error);
+                }
+            };
             for row in &refused {
                 let letter = &letters[row.index];
                 let Some(keeper) = batch.letters_kept() else {
@@ -105,6 +126,16 @@ impl Sink for DeadLetterTable {
                     keeper,
                     "the dead_letters table refused a dead letter; an earlier sink keeps it"
                 );
+            }
+            drop(records);
+            drop(letters);
+            let outcomes = &mut batch.outcomes;
+            outcomes.attempts_failed(self.consumer(), isolated.failed_attempts);
+            for tenant in &tenants {
+                outcomes.attempted(self.consumer(), tenant);
+            }
+            for row in &refused {
+                outcomes.failed(self.consumer(), &tenants[row.index]);
             }
             Ok(())
         })

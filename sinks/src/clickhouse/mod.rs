@@ -14,6 +14,7 @@ pub use window_state::{MAX_STATE_ROWS, WindowState, state_records};
 use salestalk_operators::flush::Flush;
 use salestalk_store::{ClickHouseError, Endpoint};
 
+use crate::outcomes::Outcomes;
 use crate::retry::{RetryPolicy, Transient};
 use crate::sink::{FlushBatch, FlushPlan, Sink, SinkError, Unobserved};
 
@@ -66,4 +67,63 @@ pub async fn write_flushes(
             message: "ClickHouse refused events".into(),
         })
     }
+}
+
+/// One row of `sink_outcomes`.
+#[derive(Debug, clickhouse::Row, serde::Serialize)]
+struct OutcomeRecord<'a> {
+    minute: u32,
+    consumer: &'a str,
+    tenant_id: &'a str,
+    attempted: u64,
+    failed: u64,
+    failed_attempts: u64,
+}
+
+/// Stores a landed flush's `outcomes` in `sink_outcomes` at the minute of `durable_at_ms`, in
+/// one insert, not retried: these are operational counts, and a lost insert undercounts one
+/// flush rather than holding the pipeline.
+pub async fn record_outcomes(
+    endpoint: &Endpoint,
+    durable_at_ms: u64,
+    outcomes: &Outcomes,
+) -> Result<(), ClickHouseError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let minute = ((durable_at_ms / 60_000) * 60) as u32;
+    let mut records = Vec::new();
+    for (consumer, tenants) in &outcomes.counts {
+        for (tenant, counts) in tenants {
+            records.push(OutcomeRecord {
+                minute,
+                consumer,
+                tenant_id: tenant,
+                attempted: counts.attempted,
+                failed: counts.failed,
+                failed_attempts: 0,
+            });
+        }
+    }
+    // Failed attempts belong to a write, not to a tenant.
+    for (consumer, n) in &outcomes.failed_attempts {
+        records.push(OutcomeRecord {
+            minute,
+            consumer,
+            tenant_id: "",
+            attempted: 0,
+            failed: 0,
+            failed_attempts: *n,
+        });
+    }
+    let client = endpoint.client();
+    let len = records.len();
+    insert::insert_range::<OutcomeRecord<'_>>(
+        &client,
+        &endpoint.url,
+        "sink_outcomes",
+        &records,
+        0..len,
+    )
+    .await
 }

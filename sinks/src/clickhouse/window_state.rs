@@ -2,7 +2,7 @@
 //! their checkpoints, in ONE insert. Retried, never split, since splitting would break its
 //! atomicity (ADR 0004); it is the last sink of every flush order.
 
-use salestalk_operators::flush::Flush;
+use salestalk_operators::flush::{Flush, consumers};
 use salestalk_store::Endpoint;
 use salestalk_store::codec::{StateRecord, task_name};
 
@@ -51,6 +51,10 @@ impl Sink for WindowState {
         SERVICE
     }
 
+    fn consumer(&self) -> &'static str {
+        consumers::METRICS
+    }
+
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {
         Box::pin(async move {
             let commit = batch.to_commit();
@@ -62,9 +66,15 @@ impl Sink for WindowState {
                 .iter()
                 .flat_map(|f| state_records(f, durable_at_ms))
                 .collect();
+            // The metrics of every event of a committed flush become durable here.
+            let tenants: Vec<&str> = commit
+                .iter()
+                .flat_map(|f| f.archive.iter().map(|e| e.tenant_id.as_str()))
+                .collect();
             let client = self.endpoint.client();
             let observer = batch.observer;
-            batch
+            let mut failed_attempts = 0;
+            let written = batch
                 .policy
                 .run(
                     || {
@@ -76,10 +86,19 @@ impl Sink for WindowState {
                             0..records.len(),
                         )
                     },
-                    |_| observer.write_failed(SERVICE),
+                    |_| {
+                        failed_attempts += 1;
+                        observer.write_failed(SERVICE);
+                    },
                 )
-                .await
-                .map_err(|e| sink_error(self.name(), "writing window state", e))
+                .await;
+            let outcomes = &mut batch.outcomes;
+            outcomes.attempts_failed(self.consumer(), failed_attempts);
+            written.map_err(|e| sink_error(self.name(), "writing window state", e))?;
+            for tenant in tenants {
+                outcomes.attempted(self.consumer(), tenant);
+            }
+            Ok(())
         })
     }
 }

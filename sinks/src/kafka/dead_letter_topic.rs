@@ -11,6 +11,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
+use salestalk_operators::flush::consumers;
 use salestalk_store::codec::message_address;
 
 use crate::retry::{RetryPolicy, Transient};
@@ -175,16 +176,33 @@ impl Sink for DeadLetterTopic {
         SERVICE
     }
 
+    fn consumer(&self) -> &'static str {
+        consumers::DLQ_TOPIC
+    }
+
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {
         Box::pin(async move {
             let observer = batch.observer;
             let letters = batch.dead_letters();
-            match self
-                .publish(&letters, &batch.policy, |_| observer.write_failed(SERVICE))
-                .await
-            {
+            let tenants: Vec<String> = letters
+                .iter()
+                .map(|sourced| sourced.letter.tenant_id.clone())
+                .collect();
+            let mut failed_attempts = 0;
+            let published = self
+                .publish(&letters, &batch.policy, |_| {
+                    failed_attempts += 1;
+                    observer.write_failed(SERVICE);
+                })
+                .await;
+            drop(letters);
+            let consumer = self.consumer();
+            batch.outcomes.attempts_failed(consumer, failed_attempts);
+            match published {
                 Ok(()) => {
-                    drop(letters);
+                    for tenant in &tenants {
+                        batch.outcomes.attempted(consumer, tenant);
+                    }
                     batch.letters_kept_by(self.name());
                     Ok(())
                 }
@@ -195,6 +213,10 @@ impl Sink for DeadLetterTopic {
                 // The dead-letter table, after this sink, still takes them.
                 Err(error) => {
                     observer.rows_refused(SERVICE, 1);
+                    for tenant in &tenants {
+                        batch.outcomes.attempted(consumer, tenant);
+                        batch.outcomes.failed(consumer, tenant);
+                    }
                     tracing::error!(%error, "the dead-letter topic refused records");
                     Ok(())
                 }
