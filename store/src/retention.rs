@@ -53,12 +53,13 @@ impl RetentionSettings {
         problems
     }
 
-    /// Each table the job looks after, with the time column its partitions are by and its
-    /// horizon in days.
-    pub fn tables(&self) -> [(&'static str, u32); 2] {
+    /// Each table the job looks after, with its horizon in days (the delivery outcomes are
+    /// kept as long as the archive).
+    pub fn tables(&self) -> [(&'static str, u32); 3] {
         [
             ("events_raw", self.archive_days),
             ("dead_letters", self.dead_letter_days),
+            ("sink_outcomes", self.archive_days),
         ]
     }
 }
@@ -109,13 +110,13 @@ impl Endpoint {
         let numeric = !expired.partition.is_empty()
             && expired.partition.len() <= 10
             && expired.partition.bytes().all(|b| b.is_ascii_digit());
-        let table = ["events_raw", "dead_letters"]
+        let table = ["events_raw", "dead_letters", "sink_outcomes"]
             .into_iter()
             .find(|t| *t == expired.table);
         let (Some(table), true) = (table, numeric) else {
             return Err(ClickHouseError::NotSent(format!(
-                "dropping partition '{}' of '{}': not a month partition of the archive or the \
-                 dead letters",
+                "dropping partition '{}' of '{}': not a month partition of a table retention \
+                 looks after",
                 expired.partition, expired.table
             )));
         };
