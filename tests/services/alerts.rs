@@ -111,6 +111,41 @@ fn fast_rules(receiver: &WebhookReceiver) -> String {
     toml
 }
 
+/// `salestalk serve` on a free port with `rules` (TOML) layered over the defaults: the
+/// process, the directory holding the file (kept as long as the process), and the port.
+fn serve_with(
+    env: &mut Vec<(&'static str, String)>,
+    rules: &str,
+) -> (KillOnDrop, tempfile::TempDir, u16) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("alerts.toml");
+    std::fs::write(&config, rules).expect("config");
+    let port = free_port();
+    env.push(("SALESTALK__SERVE__LISTEN", format!("127.0.0.1:{port}")));
+    let config = config.to_string_lossy().to_string();
+    let serve = KillOnDrop(
+        salestalk_command(&["--config", &config, "serve"], env)
+            .spawn()
+            .expect("serve starts"),
+    );
+    (serve, dir, port)
+}
+
+/// A producer to `isolated`'s brokers, and its classification topic.
+fn classification_producer(isolated: &Isolated) -> (FutureProducer, String) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .create()
+        .expect("producer");
+    let topic = isolated
+        .topics
+        .iter()
+        .find(|t| t.ends_with(".classification"))
+        .expect("a classification topic")
+        .clone();
+    (producer, topic)
+}
+
 /// A valid classification (the spec's example) with its own id, tenant and time.
 fn classification(n: usize, tenant: &str, at: DateTime<Utc>) -> Vec<u8> {
     let example = include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
@@ -179,37 +214,15 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
     stdout_of(&salestalk(&["migrate"], &env));
     let client = isolated.endpoint().client();
     // The archive refuses one tenant's events, as a constraint added by an operator would.
-    client
-        .query("ALTER TABLE events_raw ADD COLUMN refuse UInt8 MATERIALIZED throwIf(tenant_id = 'tenant-refused')")
-        .execute()
-        .await
-        .expect("adding the refusing column");
+    crate::dead_letters::refuse(&client, "events_raw", "tenant_id = 'tenant-refused'").await;
     let receiver = WebhookReceiver::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("alerts.toml");
-    std::fs::write(&config, fast_rules(&receiver)).expect("config");
-    let port = free_port();
-    env.push(("SALESTALK__SERVE__LISTEN", format!("127.0.0.1:{port}")));
-    let config = config.to_string_lossy().to_string();
-    let _serve = KillOnDrop(
-        salestalk_command(&["--config", &config, "serve"], &env)
-            .spawn()
-            .expect("serve starts"),
-    );
+    let (_serve, _config, port) = serve_with(&mut env, &fast_rules(&receiver));
     let _run = KillOnDrop(spawn_run(&env, false));
 
     // Crossing every threshold at once: 500 fresh events, 100 stamped 45 s ago (latency above
     // 30 s for a sixth of the events), 20 the archive refuses (3 % consumer errors), and 20
     // that are not JSON (publish success 94 %, 40 dead letters pending).
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &isolated.brokers)
-        .create()
-        .expect("producer");
-    let topic = isolated
-        .topics
-        .iter()
-        .find(|t| t.ends_with(".classification"))
-        .expect("a classification topic");
+    let (producer, topic) = classification_producer(&isolated);
     let now = Utc::now();
     let mut messages: Vec<Vec<u8>> = (0..500)
         .map(|n| classification(n, "tenant-a", now))
@@ -222,7 +235,7 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
     for payload in &messages {
         producer
             .send(
-                FutureRecord::<(), _>::to(topic).payload(payload),
+                FutureRecord::<(), _>::to(&topic).payload(payload),
                 Duration::from_secs(10),
             )
             .await
@@ -249,11 +262,7 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
 
     // Recovering: the refusal is lifted, the dead letters are dealt with, and the bad windows
     // leave the two-minute lookback with no more traffic.
-    client
-        .query("ALTER TABLE events_raw DROP COLUMN refuse")
-        .execute()
-        .await
-        .expect("dropping the refusing column");
+    crate::dead_letters::stop_refusing(&client, "events_raw").await;
     stdout_of(&salestalk(
         &[
             "dlq",
@@ -339,27 +348,8 @@ async fn a_stalled_pipeline_fires_no_fresh_data_and_late_processing_then_both_re
          severity = \"critical\"\nscope = \"global\"\nlookback_ms = 60000\nmin_events = 10\n",
         receiver.url
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("alerts.toml");
-    std::fs::write(&config, rules).expect("config");
-    let port = free_port();
-    env.push(("SALESTALK__SERVE__LISTEN", format!("127.0.0.1:{port}")));
-    let config = config.to_string_lossy().to_string();
-    let _serve = KillOnDrop(
-        salestalk_command(&["--config", &config, "serve"], &env)
-            .spawn()
-            .expect("serve starts"),
-    );
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &isolated.brokers)
-        .create()
-        .expect("producer");
-    let topic = isolated
-        .topics
-        .iter()
-        .find(|t| t.ends_with(".classification"))
-        .expect("a classification topic")
-        .clone();
+    let (_serve, _config, _) = serve_with(&mut env, &rules);
+    let (producer, topic) = classification_producer(&isolated);
     let produce = |from: usize, to: usize, age_s: i64| {
         let producer = producer.clone();
         let topic = topic.clone();

@@ -77,16 +77,9 @@ fn number(
 
 /// The `data-value`s of a table panel's cells in `column`.
 fn cells(dom: &str, panel: &str, column: &str) -> Vec<String> {
-    let start = dom
-        .find(&format!("data-panel=\"{panel}\""))
-        .unwrap_or_else(|| panic!("no panel {panel}"));
-    let end = dom[start..]
-        .find("</section>")
-        .map_or(dom.len(), |e| start + e);
-    dom[start..end]
-        .split(&format!("data-column=\"{column}\" data-value=\""))
-        .skip(1)
-        .map(|rest| rest[..rest.find('"').unwrap_or(0)].to_string())
+    texts(dom, panel, column)
+        .into_iter()
+        .map(|(value, _)| value)
         .collect()
 }
 

@@ -10,6 +10,8 @@ use salestalk_sinks::clickhouse::write_flushes;
 use crate::support::{drop_database, endpoint, unique};
 
 const EXAMPLES: &str = include_str!("../../contracts/tests/corpus/spec-examples.jsonl");
+/// The v2 classification example, with an intent newer than this build.
+const V2_WITH_NEW_INTENT: &str = include_str!("../../contracts/tests/corpus/v2-examples.jsonl");
 
 fn task_settings() -> TaskSettings {
     TaskSettings {
@@ -30,11 +32,16 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     assert!(first >= 1, "applied {first}");
     assert_eq!(endpoint.migrate(&profile).await.expect("migrate again"), 0);
 
+    let v2 = V2_WITH_NEW_INTENT
+        .trim()
+        .replace("\"intent\":\"fact_retrieval\"", "\"intent\":\"small_talk\"");
+    assert!(v2.contains("small_talk"), "{v2}");
     let lines: Vec<&str> = EXAMPLES.lines().collect();
     let broker_ms = 1_762_693_200_000; // 2025-11-09T13:00:00Z, after every example
     let messages: Vec<RawMessage<'_>> = lines
         .iter()
         .chain(lines.iter().take(1)) // a resend of the first
+        .chain(std::iter::once(&v2.as_str()))
         .chain(std::iter::once(&"{broken"))
         .enumerate()
         .map(|(i, line)| RawMessage {
@@ -70,7 +77,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         .fetch_one()
         .await
         .expect("volume");
-    assert_eq!(events, 5);
+    assert_eq!(events, 6);
     let (cost, tokens): (String, u64) = client
         .query("SELECT toString(sum(cost_usd)), sum(total_tokens) FROM tenant_cost_daily WHERE tenant_id = 'tenant-abc123'")
         .fetch_one()
@@ -82,13 +89,13 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         .fetch_one()
         .await
         .expect("archive");
-    assert_eq!(archived, 5);
+    assert_eq!(archived, 6);
     let dead: Vec<(i64, String)> = client
         .query("SELECT offset, reason FROM dead_letters FINAL")
         .fetch_all()
         .await
         .expect("dead letters");
-    assert_eq!(dead, vec![(6, "not_json".to_string())]);
+    assert_eq!(dead, vec![(7, "not_json".to_string())]);
     let intents: (u64, f64) = client
         .query("SELECT classifications, avg_confidence FROM intents_per_tenant WHERE intent = 'fact_retrieval'")
         .fetch_one()
@@ -103,9 +110,9 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     assert_eq!(
         latency,
         vec![
-            ("clickhouse.archive".to_string(), 5),
+            ("clickhouse.archive".to_string(), 6),
             ("clickhouse.dead_letters".to_string(), 1),
-            ("clickhouse.metrics".to_string(), 5)
+            ("clickhouse.metrics".to_string(), 6)
         ]
     );
 
@@ -158,8 +165,13 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         .await
         .expect("restore");
     let mut restored = Task::resume("topic-a", 3, settings, state);
-    assert_eq!(restored.checkpoint(), flush.checkpoint);
-    assert_eq!(restored.state_size().1, 5, "counted ids are remembered");
+    // Where the flush left it, writing epochs of a new generation.
+    let resumed = salestalk_operators::flush::Checkpoint {
+        epoch: salestalk_operators::task::next_generation(flush.checkpoint.epoch),
+        ..flush.checkpoint
+    };
+    assert_eq!(restored.checkpoint(), resumed);
+    assert_eq!(restored.state_size().1, 6, "counted ids are remembered");
     let window = salestalk_operators::windows::window_start(1_762_691_696_789);
     let dims = ["classification.performed.v1", "chat-handler", ""];
     assert_eq!(

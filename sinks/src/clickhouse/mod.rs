@@ -43,9 +43,9 @@ fn sink_error(sink: &'static str, what: &str, error: ClickHouseError) -> SinkErr
     }
 }
 
-/// Makes `flushes` durable in ClickHouse alone (archive, dead-letter table, window state),
-/// failing if any row is refused: for tools and tests, where a refusal is a bug. On error
-/// nothing is lost: call again.
+/// Makes `flushes` durable in ClickHouse alone (archive, dead-letter table, window state, and
+/// their delivery outcomes), failing if any row is refused: for tools and tests, where a
+/// refusal is a bug. On error nothing is lost: call again.
 pub async fn write_flushes(
     endpoint: &Endpoint,
     flushes: &[Flush],
@@ -60,7 +60,9 @@ pub async fn write_flushes(
     let mut batch = FlushBatch::new(flushes, durable_at_ms, RetryPolicy::default(), &Unobserved);
     plan.make_durable(&mut batch).await?;
     if batch.to_replay().is_empty() {
-        Ok(())
+        record_outcomes(endpoint, durable_at_ms, &batch.outcomes)
+            .await
+            .map_err(|e| sink_error("window_state", "recording delivery outcomes", e))
     } else {
         Err(SinkError::Fatal {
             sink: "archive",
