@@ -191,6 +191,23 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 ttl("minute", 90)
             )],
         },
+        // API keys, hashed; a revocation is a newer version of the key's row.
+        Migration {
+            version: 7,
+            name: "API keys (hashed) with their role and tenants",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {database}.api_keys (\n\
+                 key_id String,\n\
+                 key_hash String,\n\
+                 role {low},\n\
+                 tenants Array(String),\n\
+                 created_at DateTime('UTC'),\n\
+                 revoked_at DateTime('UTC'),\n\
+                 changed_at_ms UInt64\n\
+                 ) ENGINE = ReplacingMergeTree(changed_at_ms)\n\
+                 ORDER BY key_id"
+            )],
+        },
     ]
 }
 

@@ -15,6 +15,7 @@ mod dead_letters;
 mod exactness;
 mod faults;
 mod kafka_roundtrip;
+mod keys;
 mod metrics_endpoint;
 mod modern_clickhouse;
 mod retention;

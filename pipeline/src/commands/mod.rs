@@ -6,6 +6,7 @@ pub mod billing;
 pub mod check;
 pub mod dlq;
 pub mod generate;
+pub mod keys;
 pub mod latency;
 pub mod migrate;
 pub mod retention;
@@ -64,6 +65,9 @@ enum Command {
     Check,
     /// Drop the raw archive's and the dead letters' expired partitions (also done by `run`).
     Retention(retention::Args),
+    /// Make, list and revoke API keys (stored hashed in ClickHouse).
+    #[command(subcommand)]
+    Keys(keys::Command),
 }
 
 impl Cli {
@@ -82,6 +86,7 @@ impl Cli {
             Command::Migrate => migrate::execute(config),
             Command::Check => check::execute(config),
             Command::Retention(args) => retention::execute(config, args),
+            Command::Keys(command) => keys::execute(config, command),
         }
     }
 }
