@@ -5,6 +5,7 @@
 //! - [`sources`]: the source contract and the Kafka consumer-group source;
 //! - [`serve`], [`alerts`], [`stalls`], [`webhook`], [`http`], [`telemetry`]: what serves
 //!   people and Prometheus;
+//! - [`ingest`]: the gateway services publish through;
 //! - [`generate`], [`produce`], [`validate`], [`lines`], [`billing`]: traffic, validation and
 //!   export formats;
 //! - [`settings`], [`logging`]: configuration and diagnostics.
@@ -14,6 +15,7 @@ pub mod billing;
 pub mod commands;
 pub mod generate;
 pub mod http;
+pub mod ingest;
 pub mod lines;
 pub mod logging;
 pub mod produce;

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::alerts::AlertSettings;
 use crate::http::ServeSettings;
+use crate::ingest::IngestSettings;
 use crate::logging::LogSettings;
 use crate::runtime::settings::{GraphSettings, PipelineSettings};
 use crate::telemetry::MetricsSettings;
@@ -61,6 +62,8 @@ pub struct Settings {
     pub serve: ServeSettings,
     /// `[retention]`: how long the archive and the dead letters are kept (`salestalk-store`).
     pub retention: RetentionSettings,
+    /// `[ingest]`: the ingest gateway.
+    pub ingest: IngestSettings,
     /// `[log]`: diagnostics.
     pub log: LogSettings,
 }
@@ -195,9 +198,10 @@ impl Reader {
         let serve = self.section("serve", ServeSettings::problems);
         let log = self.section("log", LogSettings::problems);
         let retention = self.section("retention", RetentionSettings::problems);
+        let ingest = self.section("ingest", IngestSettings::problems);
         match (
             kafka, clickhouse, pipeline, graph, retry, dlq, sinks, metrics, alerts, serve, log,
-            retention,
+            retention, ingest,
         ) {
             (
                 Some(kafka),
@@ -212,6 +216,7 @@ impl Reader {
                 Some(serve),
                 Some(log),
                 Some(retention),
+                Some(ingest),
             ) if self.problems.is_empty() => Ok(Settings {
                 kafka,
                 clickhouse,
@@ -225,6 +230,7 @@ impl Reader {
                 serve,
                 log,
                 retention,
+                ingest,
             }),
             _ => Err(SettingsError {
                 problems: self.problems,

@@ -14,6 +14,7 @@ mod dashboards;
 mod dead_letters;
 mod exactness;
 mod faults;
+mod ingest;
 mod kafka_roundtrip;
 mod keys;
 mod metrics_endpoint;

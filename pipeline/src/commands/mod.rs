@@ -6,6 +6,7 @@ pub mod billing;
 pub mod check;
 pub mod dlq;
 pub mod generate;
+pub mod ingest;
 pub mod keys;
 pub mod latency;
 pub mod migrate;
@@ -65,6 +66,8 @@ enum Command {
     Check,
     /// Drop the raw archive's and the dead letters' expired partitions (also done by `run`).
     Retention(retention::Args),
+    /// Serve the ingest gateway: POST /v1/events with a publisher key.
+    Ingest,
     /// Make, list and revoke API keys (stored hashed in ClickHouse).
     #[command(subcommand)]
     Keys(keys::Command),
@@ -87,6 +90,7 @@ impl Cli {
             Command::Check => check::execute(config),
             Command::Retention(args) => retention::execute(config, args),
             Command::Keys(command) => keys::execute(config, command),
+            Command::Ingest => ingest::execute(config),
         }
     }
 }

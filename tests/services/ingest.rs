@@ -1,0 +1,161 @@
+//! The ingest gateway against the real broker and ClickHouse: a mixed batch gets exactly one
+//! result per entry, in order, with the contract's pointers; only the accepted entries reach
+//! the topics, and the pipeline counts exactly those; without a valid publisher key, with a
+//! revoked one, or with a body that is not an entries document, nothing is published.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::exactness::pipeline_env;
+use crate::support::{
+    Isolated, KillOnDrop, free_port, http_get, salestalk, salestalk_command, stdout_of,
+};
+
+/// `POST path` with `body` and an optional bearer key: the status, headers and body.
+fn post(port: u16, path: &str, key: Option<&str>, body: &[u8]) -> (u16, String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("head");
+    stream.write_all(body).expect("body");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, head.to_string(), body.to_string())
+}
+
+/// The spec's classification example as tenant `tenant`, with its own id and a recent time.
+fn event(n: u32, tenant: &str) -> Value {
+    let example = include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
+        .lines()
+        .next()
+        .expect("the spec's first example");
+    let mut event: Value = serde_json::from_str(example).expect("json");
+    event["eventId"] = json!(format!("1a9e0000-0000-4000-8000-{n:012x}"));
+    event["tenantId"] = json!(tenant);
+    event["timestamp"] =
+        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    event
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mixed_batch_gets_one_result_per_entry_and_only_the_accepted_are_counted() {
+    let isolated = Isolated::create("it-ingest", 2).await;
+    let mut env = pipeline_env(&isolated);
+    let port = free_port();
+    env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
+    env.push(("SALESTALK__INGEST__MAX_ENTRY_BYTES", "4096".into()));
+    env.push(("SALESTALK__INGEST__MAX_REQUEST_BYTES", "65536".into()));
+    env.push(("SALESTALK__INGEST__KEY_CACHE_MS", "0".into()));
+    let key = stdout_of(&salestalk(
+        &[
+            "keys",
+            "create",
+            "--role",
+            "publisher",
+            "--tenant",
+            "tenant-a",
+        ],
+        &env,
+    ))
+    .trim()
+    .to_string();
+    let reader = stdout_of(&salestalk(
+        &["keys", "create", "--role", "reader", "--tenant", "tenant-a"],
+        &env,
+    ))
+    .trim()
+    .to_string();
+    let _gateway = KillOnDrop(
+        salestalk_command(&["ingest"], &env)
+            .spawn()
+            .expect("ingest"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(port, "/health").is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut invalid = event(2, "tenant-a");
+    invalid["data"]["classification"]["confidence"] = json!(1.7);
+    let mut large = event(4, "tenant-a");
+    large["data"]["originalText"] = json!("x".repeat(5_000));
+    let batch = json!({"entries": [
+        event(1, "tenant-a"),
+        invalid,
+        event(3, "tenant-b"),
+        large,
+        event(5, "tenant-a"),
+    ]});
+    let body = serde_json::to_vec(&batch).expect("json");
+
+    // Nothing without a publisher key.
+    assert_eq!(post(port, "/v1/events", None, &body).0, 401);
+    assert_eq!(post(port, "/v1/events", Some(&reader), &body).0, 401);
+    assert_eq!(post(port, "/v1/events", Some("stk_nonsense"), &body).0, 401);
+    // A body that is not an entries document, and one over the limit.
+    assert_eq!(post(port, "/v1/events", Some(&key), b"[1, 2]").0, 400);
+    assert_eq!(
+        post(port, "/v1/events", Some(&key), b"{\"entries\": []}").0,
+        400
+    );
+    let huge = vec![b' '; 70_000];
+    assert_eq!(post(port, "/v1/events", Some(&key), &huge).0, 413);
+
+    let (status, _, answer) = post(port, "/v1/events", Some(&key), &body);
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(answer["failedEntryCount"], 3, "{answer}");
+    let entries = answer["entries"].as_array().expect("entries");
+    let codes: Vec<&str> = entries
+        .iter()
+        .map(|e| e["errorCode"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        codes,
+        ["", "ValidationError", "TenantNotAllowed", "TooLarge", ""]
+    );
+    assert_eq!(
+        entries[0],
+        json!({"eventId": "1a9e0000-0000-4000-8000-000000000001"})
+    );
+    assert_eq!(
+        entries[1]["errors"][0]["path"],
+        "/data/classification/confidence"
+    );
+    assert_eq!(
+        entries[2]["eventId"],
+        "1a9e0000-0000-4000-8000-000000000003"
+    );
+
+    // The pipeline counts exactly the two accepted entries.
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
+    let counted: u64 = isolated
+        .endpoint()
+        .client()
+        .query("SELECT toUInt64(sum(events)) FROM event_volume")
+        .fetch_one()
+        .await
+        .expect("volume");
+    assert_eq!(counted, 2);
+
+    // A revoked key stops working.
+    let id = &key[4..12];
+    stdout_of(&salestalk(&["keys", "revoke", id], &env));
+    assert_eq!(post(port, "/v1/events", Some(&key), &body).0, 401);
+    isolated.remove().await;
+}
