@@ -32,15 +32,21 @@ pub struct ServeSettings {
     listen: String,
 }
 
+/// A configured listen address, parsed (checked at start-up; an unparsable one is reported
+/// there).
+pub fn listen_address(text: &str) -> std::io::Result<SocketAddr> {
+    text.trim().parse().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("'{text}' is not an address"),
+        )
+    })
+}
+
 impl ServeSettings {
     /// The address (checked at start-up; an unparsable one is reported there).
-    pub fn listen(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listen.trim().parse().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("'{}' is not an address", self.listen),
-            )
-        })
+    pub fn listen(&self) -> std::io::Result<SocketAddr> {
+        listen_address(&self.listen)
     }
 
     /// Every problem with these settings, each naming its key.

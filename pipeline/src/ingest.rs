@@ -55,12 +55,7 @@ const MAX_ENTRIES_CEILING: usize = 10_000;
 impl IngestSettings {
     /// The address, checked.
     pub fn listen(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listen.trim().parse().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("'{}' is not an address", self.listen),
-            )
-        })
+        crate::http::listen_address(&self.listen)
     }
 
     /// Every problem with these settings, each naming its key.
