@@ -115,12 +115,20 @@ fn latest(filter: &str) -> String {
     )
 }
 
+/// `bytes` as lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 /// The hex SHA-256 of `key`.
 fn hash(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// The id part of a well-formed key.
@@ -182,7 +190,6 @@ impl Endpoint {
         if !found.is_empty() {
             return Err(KeyError::Invalid(found));
         }
-        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
         let id = hex(&rand::random::<[u8; 4]>());
         let key = format!("stk_{id}_{}", hex(&rand::random::<[u8; 32]>()));
         let mut tenants = tenants.to_vec();

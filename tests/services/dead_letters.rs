@@ -18,9 +18,9 @@ use salestalk_contracts::{parse, validate};
 use serde::Deserialize;
 
 use crate::exactness::{
-    PARTITIONS, Setup, assert_views_equal_recomputation, pipeline_env, produce, read_back,
+    PARTITIONS, Setup, assert_views_equal_recomputation, produce, read_back, seeded_setup,
 };
-use crate::support::{Isolated, salestalk, stdout_of};
+use crate::support::{salestalk, stdout_of};
 
 /// Makes `table` refuse the rows matching `condition`, as a constraint an operator added
 /// would: a materialized column that throws.
@@ -170,10 +170,7 @@ fn hostile(base: &serde_json::Value) -> Vec<(&'static str, Vec<u8>, &'static str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_input_is_dead_lettered_with_its_reason_and_valid_traffic_flows() {
-    let isolated = Isolated::create("it-hostile", PARTITIONS).await;
-    let env = pipeline_env(&isolated);
-    let setup = Setup { isolated, env };
-    produce(&setup.env, 41, 4_000, 40);
+    let setup = seeded_setup("it-hostile", 41, 4_000, 40).await;
     let base = a_classification(&setup);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &setup.isolated.brokers)
@@ -286,10 +283,7 @@ async fn count(setup: &Setup, sql: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_row_is_isolated_and_counts_once_after_a_fix_and_a_redrive() {
-    let isolated = Isolated::create("it-redrive", PARTITIONS).await;
-    let env = pipeline_env(&isolated);
-    let setup = Setup { isolated, env };
-    produce(&setup.env, 51, 3_000, 40);
+    let setup = seeded_setup("it-redrive", 51, 3_000, 40).await;
     // Five valid events the archive will refuse, as a constraint added by an operator would:
     // ids no other tenant's event carries (the traffic shares some), so the refusal by id
     // refuses exactly these.
@@ -431,10 +425,7 @@ async fn a_refused_row_is_isolated_and_counts_once_after_a_fix_and_a_redrive() {
 /// is counted once and never appears on another partition.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redriven_message_lands_on_its_original_partition_and_counts_once() {
-    let isolated = Isolated::create("it-redrive-partition", PARTITIONS).await;
-    let env = pipeline_env(&isolated);
-    let setup = Setup { isolated, env };
-    produce(&setup.env, 53, 1_500, 40);
+    let setup = seeded_setup("it-redrive-partition", 53, 1_500, 40).await;
     // Valid events copied with fresh ids onto the partition after their tenant's own: a
     // producer choosing partitions itself, or a topic that grew since.
     let mut moved: Vec<(String, i32, String, Vec<u8>)> = Vec::new();
@@ -558,10 +549,7 @@ struct Outcome {
 /// error rate and no other consumer's, and each consumer's attempts are what it was given.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_refusing_rows_moves_that_consumers_error_rate_only() {
-    let isolated = Isolated::create("it-sink-errors", PARTITIONS).await;
-    let env = pipeline_env(&isolated);
-    let setup = Setup { isolated, env };
-    produce(&setup.env, 61, 2_000, 40);
+    let setup = seeded_setup("it-sink-errors", 61, 2_000, 40).await;
     stdout_of(&salestalk(&["migrate"], &setup.env));
     let client = setup.isolated.endpoint().client();
     refuse(&client, "dead_letters", "reason = 'not_json'").await;

@@ -56,8 +56,13 @@ pub struct Setup {
 }
 
 async fn setup(name: &str, events: u64, rate: u64) -> Setup {
-    let isolated = Isolated::create(name, PARTITIONS).await;
-    setup_on(isolated, events, rate)
+    seeded_setup(name, 77, events, rate).await
+}
+
+/// Fresh topics and database named after `name`, with `events` of the tests' traffic from
+/// `seed` produced into them.
+pub async fn seeded_setup(name: &str, seed: u64, events: u64, rate: u64) -> Setup {
+    produced_on(Isolated::create(name, PARTITIONS).await, seed, events, rate)
 }
 
 /// The pipeline settings of these tests, for `isolated`'s topics.
@@ -125,8 +130,13 @@ pub fn produce(env: &[(&'static str, String)], seed: u64, events: u64, rate: u64
 
 /// Produces the tests' traffic into `isolated`'s topics.
 pub fn setup_on(isolated: Isolated, events: u64, rate: u64) -> Setup {
+    produced_on(isolated, 77, events, rate)
+}
+
+/// `isolated` with `events` of the tests' traffic from `seed` produced into it.
+fn produced_on(isolated: Isolated, seed: u64, events: u64, rate: u64) -> Setup {
     let env = pipeline_env(&isolated);
-    produce(&env, 77, events, rate);
+    produce(&env, seed, events, rate);
     Setup { isolated, env }
 }
 
