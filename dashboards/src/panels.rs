@@ -338,14 +338,36 @@ fn sre() -> Dashboard {
             ),
             panel(
                 "publish_success",
-                "Publish success rate",
+                "Publish success rate (accepted / submitted)",
                 Chart::Stat,
                 Unit::Share,
                 format!(
-                    "SELECT if(sum(submitted) = 0, 1, (sum(submitted) - sum(rejected)) / sum(submitted)) AS value, \
-                     toUInt64(sum(submitted)) AS submitted_total, toUInt64(sum(rejected)) AS rejected_total \
-                     FROM {}",
-                    rows(Family::Publish, "submitted, rejected", Bucketed::No)
+                    "SELECT if(n_submitted = 0, 1, n_accepted / n_submitted) AS value, \
+                     n_submitted AS submitted_total, n_submitted - n_accepted AS failed_total \
+                     FROM (SELECT toUInt64(sum(submitted)) AS n_submitted, \
+                     toUInt64(sum(accepted)) AS n_accepted FROM publish_outcomes \
+                     WHERE $__timeFilter(window_start) AND {TENANT})"
+                ),
+            ),
+            table(
+                "publish_by_path",
+                "Publishes by path: through the gateway, or straight to the topics",
+                &[
+                    ("path", Unit::Text),
+                    ("submitted", Unit::Count),
+                    ("accepted", Unit::Count),
+                    ("rejected", Unit::Count),
+                    ("throttled", Unit::Count),
+                    ("broker_failed", Unit::Count),
+                ],
+                format!(
+                    "SELECT path, n_submitted AS submitted, n_accepted AS accepted, \
+                     n_rejected AS rejected, n_throttled AS throttled, \
+                     n_broker_failed AS broker_failed FROM (SELECT path, \
+                     toUInt64(sum(submitted)) AS n_submitted, toUInt64(sum(accepted)) AS n_accepted, \
+                     toUInt64(sum(rejected)) AS n_rejected, toUInt64(sum(throttled)) AS n_throttled, \
+                     toUInt64(sum(broker_failed)) AS n_broker_failed FROM publish_outcomes \
+                     WHERE $__timeFilter(window_start) AND {TENANT} GROUP BY path) ORDER BY path"
                 ),
             ),
             panel(

@@ -71,6 +71,24 @@ pub fn acknowledged(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
         .create()
 }
 
+/// The ingest gateway's producer: idempotent (the broker drops a retried batch it already
+/// wrote, so a retry inside librdkafka never duplicates an entry), acknowledged by every
+/// in-sync replica, and giving up on a record after `timeout_ms` so a publisher hears
+/// `PublishFailed` while it can still retry.
+pub fn idempotent(settings: &KafkaSettings, timeout_ms: u64) -> KafkaResult<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", timeout_ms.to_string())
+        .set(
+            "message.max.bytes",
+            (settings.max_message_bytes * 2 + 65_536).to_string(),
+        )
+        .create()
+}
+
 /// Enqueues every record at once (waiting out a full queue), then waits for each delivery;
 /// returns each record's outcome, in order.
 pub async fn deliver<'a>(

@@ -22,11 +22,13 @@ pub enum DeadLetterReason {
     SinkRejected,
     /// Transient failures persisted through every retry.
     RetriesExhausted,
+    /// Refused by the ingest gateway before it reached a topic (the publisher was told why).
+    RejectedAtIngest,
 }
 
 impl DeadLetterReason {
     /// Every reason, in a stable order.
-    pub const ALL: [DeadLetterReason; 8] = [
+    pub const ALL: [DeadLetterReason; 9] = [
         Self::NotJson,
         Self::SchemaViolation,
         Self::UnknownEventType,
@@ -35,6 +37,7 @@ impl DeadLetterReason {
         Self::Late,
         Self::SinkRejected,
         Self::RetriesExhausted,
+        Self::RejectedAtIngest,
     ];
 
     /// The stored name.
@@ -48,7 +51,18 @@ impl DeadLetterReason {
             Self::Late => "late",
             Self::SinkRejected => "sink_rejected",
             Self::RetriesExhausted => "retries_exhausted",
+            Self::RejectedAtIngest => "rejected_at_ingest",
         }
+    }
+
+    /// Whether the message failed as a publish: it never was a valid event on the bus. A late
+    /// event was published fine (it came too late to count), and a sink's refusal is the
+    /// pipeline's failure, not the publisher's.
+    pub fn is_publish_failure(self) -> bool {
+        !matches!(
+            self,
+            Self::Late | Self::SinkRejected | Self::RetriesExhausted
+        )
     }
 }
 

@@ -31,5 +31,5 @@ pub mod tally;
 pub mod task;
 pub mod windows;
 
-pub use message::RawMessage;
+pub use message::{PublishPath, RawMessage};
 pub use tally::Tally;

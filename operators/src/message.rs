@@ -13,4 +13,42 @@ pub struct RawMessage<'a> {
     pub timestamp_ms: Option<i64>,
     /// The message value (`None` for a tombstone).
     pub payload: Option<&'a [u8]>,
+    /// Who put it on the bus.
+    pub path: PublishPath,
+}
+
+/// Who put a message on the bus. The ingest gateway counts its own publishes (submitted,
+/// accepted, rejected by code), so the pipeline counts as publishes only the messages that
+/// reached the topics some other way; the gateway marks its messages with a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublishPath {
+    /// Produced to the topics by a service itself.
+    #[default]
+    Direct,
+    /// Produced by `salestalk ingest`.
+    Gateway,
+}
+
+impl PublishPath {
+    /// The Kafka record header the gateway sets on what it produces.
+    pub const HEADER: &'static str = "salestalk-published-by";
+    /// The header's value for the gateway.
+    pub const GATEWAY: &'static [u8] = b"ingest-gateway";
+
+    /// The path a message's header says, `Direct` without it.
+    pub fn from_header(value: Option<&[u8]>) -> Self {
+        if value == Some(Self::GATEWAY) {
+            Self::Gateway
+        } else {
+            Self::Direct
+        }
+    }
+
+    /// Its name in the publish rows (`path`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Gateway => "gateway",
+        }
+    }
 }

@@ -22,7 +22,7 @@ use crate::flush::{
     Address, ArchivedEvent, Checkpoint, DeadLetter, Flush, Readable, Rejection, StateRow,
     TaskState, consumers,
 };
-use crate::message::RawMessage;
+use crate::message::{PublishPath, RawMessage};
 use crate::windows::{
     Span, Symbol, WINDOW_SECONDS, WindowSet, WindowValue, first_open_window, window_start,
 };
@@ -58,6 +58,7 @@ struct Arrival<'a> {
     /// The broker-time minute, never one that is already final.
     broker_window: i64,
     payload: &'a [u8],
+    path: PublishPath,
 }
 
 /// Size of the chunks archived events' bytes are copied into: a few hundred events each, and
@@ -243,6 +244,7 @@ impl Task {
                 self.settings.allowed_lateness_ms,
             )),
             payload: message.payload.unwrap_or_default(),
+            path: message.path,
         };
 
         if let Some(rejection) = self.refused.remove(&message.offset) {
@@ -312,6 +314,7 @@ impl Task {
                 event_type: envelope.event_type.as_str(),
                 rejected: None,
                 duplicate,
+                path: arrival.path,
             },
         );
         if duplicate {
@@ -373,6 +376,7 @@ impl Task {
                 event_type: who.event_type,
                 rejected: Some(rejection.reason),
                 duplicate: false,
+                path: arrival.path,
             },
         );
         self.pending_latency.push(PendingLatency {
@@ -537,6 +541,7 @@ mod tests {
                 offset: *offset,
                 timestamp_ms: Some(*broker_ms),
                 payload: Some(bytes),
+                path: PublishPath::Direct,
             })
             .collect();
         task.process(&raw);
@@ -568,7 +573,7 @@ mod tests {
                 Family::Publish,
                 window_start(T0),
                 "a",
-                ["tenant-onboard", "salestalk.tenant", ""],
+                ["tenant-onboard", "salestalk.tenant", "direct"],
             )
             .cloned();
         assert_eq!(publish.map(|p| p.ints), Some(vec![2, 0, 1]));

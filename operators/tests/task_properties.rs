@@ -69,6 +69,7 @@ proptest! {
                     offset: base + i as i64,
                     timestamp_ms: Some(T0 + skew),
                     payload: payload.as_deref(),
+                    path: salestalk_operators::PublishPath::Direct,
                 })
                 .collect();
             task.process(&raw);

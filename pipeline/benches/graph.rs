@@ -105,6 +105,7 @@ fn task_on_raw_bytes(c: &mut Criterion) {
             offset: i as i64,
             timestamp_ms: Some(broker),
             payload: Some(b),
+            path: salestalk_operators::PublishPath::Direct,
         })
         .collect();
     let mut group = c.benchmark_group("b_decode_validate_graph_on_raw_json");
@@ -181,6 +182,7 @@ fn four_partitions_on_workers(c: &mut Criterion) {
                     offset: (n / 4) as i64,
                     timestamp_ms: Some(broker),
                     payload: Some(b),
+                    path: salestalk_operators::PublishPath::Direct,
                 });
             }
             parts

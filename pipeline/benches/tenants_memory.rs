@@ -96,6 +96,7 @@ fn main() {
                 offset: offsets[p],
                 timestamp_ms: Some(broker_ms),
                 payload: Some(&message.bytes),
+                path: salestalk_operators::PublishPath::Direct,
             });
             offsets[p] += 1;
         }

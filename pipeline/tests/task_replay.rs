@@ -138,6 +138,7 @@ fn batch(messages: &[(i64, Vec<u8>)], from: usize, to: usize) -> Vec<RawMessage<
             offset: i as i64,
             timestamp_ms: Some(messages[i].0),
             payload: Some(&messages[i].1),
+            path: salestalk_operators::PublishPath::Direct,
         })
         .collect()
 }

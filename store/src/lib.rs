@@ -14,6 +14,7 @@ pub mod billing;
 pub mod codec;
 pub mod dead_letter_queue;
 mod endpoint;
+pub mod ingest_outcome;
 pub mod keys;
 pub mod latency;
 mod migrate;

@@ -54,12 +54,13 @@ impl RetentionSettings {
     }
 
     /// Each table the job looks after, with its horizon in days (the delivery outcomes are
-    /// kept as long as the archive).
-    pub fn tables(&self) -> [(&'static str, u32); 3] {
+    /// and the gateway's outcomes are kept as long as the archive).
+    pub fn tables(&self) -> [(&'static str, u32); 4] {
         [
             ("events_raw", self.archive_days),
             ("dead_letters", self.dead_letter_days),
             ("sink_outcomes", self.archive_days),
+            ("ingest_outcomes", self.archive_days),
         ]
     }
 }
@@ -81,6 +82,14 @@ pub struct ExpiredPartition {
 
 /// Partitions of one table of this database whose newest row is before a time. Binds: table,
 /// cutoff (Unix s). `max_time` is the partition key column's newest value in a part.
+/// The tables retention looks after: the only ones it drops partitions of.
+const RETAINED_TABLES: [&str; 4] = [
+    "events_raw",
+    "dead_letters",
+    "sink_outcomes",
+    "ingest_outcomes",
+];
+
 const EXPIRED_QUERY: &str = "SELECT table, partition, toUInt32(max(max_time)) AS newest, \
      sum(rows) AS rows, sum(bytes_on_disk) AS bytes FROM system.parts \
      WHERE active AND database = currentDatabase() AND table = ? \
@@ -110,9 +119,7 @@ impl Endpoint {
         let numeric = !expired.partition.is_empty()
             && expired.partition.len() <= 10
             && expired.partition.bytes().all(|b| b.is_ascii_digit());
-        let table = ["events_raw", "dead_letters", "sink_outcomes"]
-            .into_iter()
-            .find(|t| *t == expired.table);
+        let table = RETAINED_TABLES.into_iter().find(|t| *t == expired.table);
         let (Some(table), true) = (table, numeric) else {
             return Err(ClickHouseError::NotSent(format!(
                 "dropping partition '{}' of '{}': not a month partition of a table retention \

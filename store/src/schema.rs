@@ -10,6 +10,7 @@ use salestalk_operators::histogram::GAMMA;
 use salestalk_operators::windows::Span;
 
 use crate::codec::{CHECKPOINT_FAMILY, family_name, span_suffix};
+use crate::ingest_outcome::IngestOutcome;
 use crate::profile::ServerProfile;
 
 /// One schema change.
@@ -206,6 +207,24 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                  changed_at_ms UInt64\n\
                  ) ENGINE = ReplacingMergeTree(changed_at_ms)\n\
                  ORDER BY key_id"
+            )],
+        },
+        // The gateway's half of the publish success rate: what it was given and what became
+        // of it, per minute (when it was submitted), tenant, source and outcome.
+        Migration {
+            version: 8,
+            name: "ingest gateway outcomes per minute, tenant, source and outcome",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {database}.ingest_outcomes (\n\
+                 minute DateTime('UTC'),\n\
+                 tenant_id String,\n\
+                 source String,\n\
+                 outcome {low},\n\
+                 entries UInt64\n\
+                 ) ENGINE = SummingMergeTree\n\
+                 PARTITION BY toYYYYMM(minute)\n\
+                 ORDER BY (tenant_id, source, outcome, minute){}",
+                ttl("minute", 90)
             )],
         },
     ]
@@ -468,6 +487,44 @@ pub fn views(database: &str) -> Vec<String> {
              SELECT minute AS window_start, consumer, tenant_id, toUInt64(sum(attempted)) AS attempted,\n\
              toUInt64(sum(failed)) AS failed, toUInt64(sum(failed_attempts)) AS failed_attempts\n\
              FROM {database}.sink_outcomes GROUP BY window_start, consumer, tenant_id"
+        ),
+    );
+    // Publish success (DESIGN.md): entries submitted and what became of them, per minute,
+    // tenant, source and path. The gateway counts what it was given; the pipeline counts only
+    // the messages that reached the topics some other way (the gateway marks its own), so
+    // nothing counts twice. A late event or a sink's refusal is not a failed publish.
+    // Every branch casts its columns: older servers want a UNION's types to be identical.
+    create(
+        "publish_outcomes",
+        format!(
+            "CREATE VIEW {database}.publish_outcomes AS\n\
+             SELECT window_start, tenant_id, source, publish_path AS path,\n\
+             toUInt64(sum(n_submitted)) AS submitted, toUInt64(sum(n_accepted)) AS accepted,\n\
+             toUInt64(sum(n_rejected)) AS rejected, toUInt64(sum(n_throttled)) AS throttled,\n\
+             toUInt64(sum(n_broker_failed)) AS broker_failed\n\
+             FROM (\n\
+             SELECT minute AS window_start, tenant_id, source, toString('gateway') AS publish_path,\n\
+             toUInt64(entries) AS n_submitted,\n\
+             toUInt64(if(outcome = '{accepted}', entries, 0)) AS n_accepted,\n\
+             toUInt64(if(outcome IN ({rejected}), entries, 0)) AS n_rejected,\n\
+             toUInt64(if(outcome = '{throttled}', entries, 0)) AS n_throttled,\n\
+             toUInt64(if(outcome = '{broker}', entries, 0)) AS n_broker_failed\n\
+             FROM {database}.ingest_outcomes\n\
+             UNION ALL\n\
+             SELECT window_start, tenant_id, source, toString('direct') AS publish_path,\n\
+             toUInt64(submitted) AS n_submitted, toUInt64(submitted - rejected) AS n_accepted,\n\
+             toUInt64(rejected) AS n_rejected, toUInt64(0) AS n_throttled,\n\
+             toUInt64(0) AS n_broker_failed\n\
+             FROM {database}.metrics_publish WHERE path != 'gateway')\n\
+             GROUP BY window_start, tenant_id, source, publish_path",
+            accepted = IngestOutcome::Accepted.as_str(),
+            rejected = IngestOutcome::REJECTED
+                .iter()
+                .map(|o| format!("'{}'", o.as_str()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            throttled = IngestOutcome::Throttled.as_str(),
+            broker = IngestOutcome::PublishFailed.as_str(),
         ),
     );
     create(

@@ -36,11 +36,12 @@ pub fn signal_sql(rule: &Rule) -> String {
     let since = format!("now() - {}", rule.lookback_ms / 1000);
     let min = rule.min_events;
     match rule.signal {
+        // Accepted over submitted (`publish_outcomes`: the gateway's entries and the messages
+        // that reached the topics directly), in the minute they were submitted.
         Signal::PublishSuccessRate => format!(
             "SELECT {tenant} AS subject_tenant, '' AS subject_consumer, \
-             toUInt64(sum(submitted)) AS measured, \
-             (sum(submitted) - sum(rejected)) / sum(submitted) AS value \
-             FROM metrics_publish WHERE window_start >= {since} \
+             toUInt64(sum(submitted)) AS measured, sum(accepted) / sum(submitted) AS value \
+             FROM publish_outcomes WHERE window_start >= {since} \
              GROUP BY subject_tenant, subject_consumer HAVING measured >= greatest({min}, 1) \
              ORDER BY subject_tenant"
         ),

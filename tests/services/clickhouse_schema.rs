@@ -50,6 +50,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
             offset: i as i64,
             timestamp_ms: Some(broker_ms),
             payload: Some(line.as_bytes()),
+            path: salestalk_operators::PublishPath::Direct,
         })
         .collect();
     let mut task = Task::new("topic-a", 3, task_settings(), Default::default());

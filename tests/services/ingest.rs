@@ -142,16 +142,97 @@ async fn a_mixed_batch_gets_one_result_per_entry_and_only_the_accepted_are_count
         "1a9e0000-0000-4000-8000-000000000003"
     );
 
-    // The pipeline counts exactly the two accepted entries.
+    // The gateway's ledger: every entry counted by outcome, under its tenant only when the key
+    // publishes for it; each entry refused for good kept whole as a dead letter.
+    let client = isolated.endpoint().client();
+    let publishes = || async {
+        client
+            .query(
+                "SELECT path, tenant_id, submitted, accepted, rejected FROM \
+                 (SELECT path, tenant_id, toUInt64(sum(submitted)) AS submitted, \
+                 toUInt64(sum(accepted)) AS accepted, toUInt64(sum(rejected)) AS rejected \
+                 FROM publish_outcomes GROUP BY path, tenant_id) ORDER BY path, tenant_id",
+            )
+            .fetch_all::<(String, String, u64, u64, u64)>()
+            .await
+            .expect("publish outcomes")
+    };
+    let gateway_rows = vec![
+        ("gateway".to_string(), String::new(), 1, 0, 1),
+        ("gateway".to_string(), "tenant-a".to_string(), 4, 2, 2),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while publishes().await != gateway_rows && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(publishes().await, gateway_rows);
+    let letters: Vec<(String, i32, String, String, String)> = client
+        .query(
+            "SELECT topic, partition, tenant_id, event_id, error FROM dead_letters \
+             WHERE reason = 'rejected_at_ingest' ORDER BY event_id",
+        )
+        .fetch_all()
+        .await
+        .expect("dead letters");
+    let summary: Vec<(&str, i32, &str, &str)> = letters
+        .iter()
+        .map(|(topic, partition, tenant, _, error)| {
+            let code = error.split(':').next().unwrap_or_default();
+            let topic = if topic.ends_with(".classification") {
+                "routed"
+            } else {
+                topic
+            };
+            (topic, *partition, tenant.as_str(), code)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("routed", -1, "tenant-a", "ValidationError"),
+            ("ingest.refused", -1, "", "TenantNotAllowed"),
+            ("routed", -1, "tenant-a", "TooLarge"),
+        ],
+        "{letters:?}"
+    );
+    assert!(letters[0].4.contains("/data/classification/confidence"));
+
+    // Messages that reach the topics without the gateway still count, as direct publishes.
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .create()
+        .expect("producer");
+    let topic = isolated
+        .topics
+        .iter()
+        .find(|t| t.ends_with(".classification"))
+        .expect("a classification topic");
+    let direct = serde_json::to_vec(&event(6, "tenant-a")).expect("json");
+    for payload in [&direct[..], b"not json"] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<str, _>::to(topic)
+                    .key("tenant-a")
+                    .payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+
+    // The pipeline counts exactly the accepted entries, and only the direct messages as
+    // publishes: the gateway's were counted by the gateway.
     stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
-    let counted: u64 = isolated
-        .endpoint()
-        .client()
+    let counted: u64 = client
         .query("SELECT toUInt64(sum(events)) FROM event_volume")
         .fetch_one()
         .await
         .expect("volume");
-    assert_eq!(counted, 2);
+    assert_eq!(counted, 3);
+    let mut expected = gateway_rows.clone();
+    expected.insert(0, ("direct".to_string(), String::new(), 1, 0, 1));
+    expected.insert(1, ("direct".to_string(), "tenant-a".to_string(), 1, 1, 0));
+    assert_eq!(publishes().await, expected);
 
     // A revoked key stops working.
     let id = &key[4..12];

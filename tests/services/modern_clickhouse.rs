@@ -97,6 +97,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
             offset: i as i64,
             timestamp_ms: Some(broker_ms),
             payload: Some(line.as_bytes()),
+            path: salestalk_operators::PublishPath::Direct,
         })
         .collect();
     let settings = TaskSettings {

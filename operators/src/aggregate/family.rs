@@ -23,7 +23,8 @@ pub enum Family {
     Onboarding,
     /// Processing latency per tenant, event type and consumer.
     Latency,
-    /// Messages read, rejected and resent per tenant, source and topic (broker time).
+    /// Messages read, failed as publishes and resent per tenant, source, topic and publish path
+    /// (broker time).
     Publish,
     /// Messages sent to the dead-letter path per reason, event type and topic (broker time).
     DeadLetters,
@@ -154,7 +155,7 @@ impl Family {
             },
             Family::Publish => Layout {
                 name: "publish",
-                dims: ["source", "topic", ""],
+                dims: ["source", "topic", "path"],
                 ints: &["submitted", "rejected", "duplicates"],
                 floats: &[],
                 histogram: None,

@@ -15,6 +15,7 @@ use std::fmt;
 use salestalk_contracts::{Event, EventType};
 
 use crate::dead_letter::DeadLetterReason;
+use crate::message::PublishPath;
 use crate::windows::{Symbol, WindowSet};
 
 /// Adds to a named integer counter of a row. The name's position is found at compile time
@@ -58,6 +59,8 @@ pub struct ReadMessage<'a> {
     pub rejected: Option<DeadLetterReason>,
     /// Whether it repeated an `eventId` already counted.
     pub duplicate: bool,
+    /// Who put it on the bus.
+    pub path: PublishPath,
 }
 
 /// An output made durable: what the latency aggregate measures.

@@ -6,8 +6,12 @@
 //! redriven twice, or redriven after it was counted, counts once), and counted or
 //! dead-lettered again with its new offset. The default partitioner would choose by key,
 //! which need not be the partition the message came from (a producer may pick partitions
-//! itself, or the topic may have grown), and another partition's task would count it again. Entries are marked `redriven` only once the
-//! broker has them; a redrive cut short can be run again.
+//! itself, or the topic may have grown), and another partition's task would count it again.
+//! An entry the ingest gateway refused never had a partition (it is stored as partition -1):
+//! it goes where its tenant key leads, as the gateway would have sent it; one that routes
+//! nowhere it may go (`ingest.refused`: no known type, or another tenant's event) is never
+//! produced. Entries are marked `redriven` only once the broker has them; a redrive cut short
+//! can be run again.
 
 use std::io::Write;
 use std::path::Path;
@@ -21,6 +25,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use salestalk_kafka::producer::{self, deliver};
 use salestalk_operators::dead_letter::DeadLetterReason;
+use salestalk_sinks::clickhouse::ingest_ledger::NO_TOPIC;
 use salestalk_store::codec::parse_message_address;
 use salestalk_store::dead_letter_queue::{DlqEntry, DlqFilter};
 
@@ -320,7 +325,17 @@ pub async fn redrive(
         status: Some("pending".into()),
         ..filter.clone()
     };
-    let entries = endpoint.dlq_entries(&filter).await?;
+    let (entries, unroutable): (Vec<DlqEntry>, Vec<DlqEntry>) = endpoint
+        .dlq_entries(&filter)
+        .await?
+        .into_iter()
+        .partition(|entry| entry.topic != NO_TOPIC);
+    if !unroutable.is_empty() {
+        tracing::warn!(
+            entries = unroutable.len(),
+            "left pending: refused at ingest with no topic they may go to (discard them)"
+        );
+    }
     if dry_run || entries.is_empty() {
         return Ok((
             entries,

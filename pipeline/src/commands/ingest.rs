@@ -19,14 +19,30 @@ pub fn execute(config: Option<&Path>) -> anyhow::Result<ExitCode> {
             settings.clickhouse.clone(),
         )
         .context("creating the Kafka producer")?;
+        let gateway = Arc::new(gateway);
         let listen = settings.ingest.listen()?;
-        let (bound, served) = crate::http::serve(listen, router(Arc::new(gateway)), async {
+        let (stopped, stop) = tokio::sync::watch::channel(false);
+        let (bound, served) = crate::http::serve(listen, router(gateway.clone()), async move {
             let _ = tokio::signal::ctrl_c().await;
+            let _ = stopped.send(true);
         })
         .await
         .with_context(|| format!("listening on {listen}"))?;
         tracing::info!("ingest gateway on http://{bound}/v1/events");
+        // The ledger is stored every second, and once more after the last request.
+        let ledger = {
+            let gateway = gateway.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                gateway
+                    .keep_ledger(async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    })
+                    .await;
+            })
+        };
         served.await.context("serving")?;
+        ledger.await.context("storing the ledger")?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

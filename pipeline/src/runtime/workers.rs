@@ -138,6 +138,7 @@ mod tests {
                         offset: offset as i64,
                         timestamp_ms: Some(T0),
                         payload: Some(b),
+                        path: salestalk_operators::PublishPath::Direct,
                     })
                     .collect();
                 (task, messages)

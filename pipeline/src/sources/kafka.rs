@@ -11,10 +11,12 @@ use anyhow::Context;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::consumer::{Assignment, GroupMembership, group_member};
 use salestalk_kafka::fence::FenceHold;
+use salestalk_operators::PublishPath;
 
 use super::{Batch, Changes, PartitionKey, Source};
 use crate::logging::LogThrottle;
@@ -147,6 +149,7 @@ impl Source for KafkaSource {
                     message.offset(),
                     message.timestamp().to_millis(),
                     message.payload(),
+                    gateway_header(&message),
                 ),
                 Ok(Err(error)) => {
                     self.telemetry.consumer_errors.inc();
@@ -191,4 +194,16 @@ impl Source for KafkaSource {
                 .is_ok_and(|(_, high)| *position >= high)
         })
     }
+}
+
+/// The path a message's `salestalk-published-by` header names (a header lookup only when the
+/// message has headers at all, which direct producers' messages usually do not).
+fn gateway_header(message: &impl Message) -> PublishPath {
+    let value = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|header| header.key == PublishPath::HEADER)
+            .and_then(|header| header.value)
+    });
+    PublishPath::from_header(value)
 }

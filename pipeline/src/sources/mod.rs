@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
-use salestalk_operators::RawMessage;
+use salestalk_operators::{PublishPath, RawMessage};
 
 /// A partition: the topic (or stream) and its partition (or shard) number.
 pub type PartitionKey = (String, i32);
@@ -78,6 +78,7 @@ struct Slot {
     offset: i64,
     timestamp_ms: Option<i64>,
     payload: Option<Range<usize>>,
+    path: PublishPath,
 }
 
 /// Messages read from a source, with their payloads in one buffer.
@@ -118,6 +119,7 @@ impl Batch {
         offset: i64,
         timestamp_ms: Option<i64>,
         payload: Option<&[u8]>,
+        path: PublishPath,
     ) {
         let topic = match self.topics.iter().position(|t| t == topic) {
             Some(i) => i,
@@ -137,6 +139,7 @@ impl Batch {
             offset,
             timestamp_ms,
             payload,
+            path,
         });
     }
 
@@ -153,6 +156,7 @@ impl Batch {
                     offset: slot.offset,
                     timestamp_ms: slot.timestamp_ms,
                     payload: slot.payload.clone().map(|range| &self.bytes[range]),
+                    path: slot.path,
                 });
         }
         out
@@ -166,15 +170,17 @@ mod tests {
     #[test]
     fn a_batch_hands_back_each_partitions_messages_in_order() {
         let mut batch = Batch::default();
-        batch.push("a", 0, 7, Some(1), Some(b"x"));
-        batch.push("b", 1, 3, None, None);
-        batch.push("a", 0, 8, Some(2), Some(b"yz"));
+        batch.push("a", 0, 7, Some(1), Some(b"x"), PublishPath::Direct);
+        batch.push("b", 1, 3, None, None, PublishPath::Direct);
+        batch.push("a", 0, 8, Some(2), Some(b"yz"), PublishPath::Gateway);
         let parts = batch.by_partition();
         let a: Vec<(i64, Option<&[u8]>)> = parts[&("a", 0)]
             .iter()
             .map(|m| (m.offset, m.payload))
             .collect();
         assert_eq!(a, [(7, Some(&b"x"[..])), (8, Some(&b"yz"[..]))]);
+        let paths: Vec<PublishPath> = parts[&("a", 0)].iter().map(|m| m.path).collect();
+        assert_eq!(paths, [PublishPath::Direct, PublishPath::Gateway]);
         assert_eq!(parts[&("b", 1)][0].payload, None);
         assert_eq!(batch.len(), 3);
         batch.clear();

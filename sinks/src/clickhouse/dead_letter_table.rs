@@ -12,22 +12,23 @@ use super::SERVICE;
 use super::insert::insert_isolating;
 use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture};
 
+/// One row of `dead_letters` (the dead-letter table sink's, and the gateway's refusals).
 #[derive(Debug, Clone, Row, Serialize)]
-struct DeadLetterRecord<'a> {
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    broker_time: u32,
-    reason: &'a str,
-    error: &'a str,
-    tenant_id: &'a str,
-    event_type: &'a str,
-    raw: &'a serde_bytes::Bytes,
-    attempts: u32,
-    first_failure: u32,
-    last_failure: u32,
-    written_at_ms: u64,
-    event_id: &'a str,
+pub(super) struct DeadLetterRecord<'a> {
+    pub(super) topic: &'a str,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) broker_time: u32,
+    pub(super) reason: &'a str,
+    pub(super) error: &'a str,
+    pub(super) tenant_id: &'a str,
+    pub(super) event_type: &'a str,
+    pub(super) raw: &'a serde_bytes::Bytes,
+    pub(super) attempts: u32,
+    pub(super) first_failure: u32,
+    pub(super) last_failure: u32,
+    pub(super) written_at_ms: u64,
+    pub(super) event_id: &'a str,
 }
 
 /// The dead-letter table sink.

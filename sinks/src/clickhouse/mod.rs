@@ -4,6 +4,7 @@
 
 mod archive;
 mod dead_letter_table;
+pub mod ingest_ledger;
 mod insert;
 mod window_state;
 

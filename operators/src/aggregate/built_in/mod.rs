@@ -40,6 +40,7 @@ mod tests {
     use super::*;
     use crate::aggregate::{Aggregates, Durable, Family, ReadMessage};
     use crate::dead_letter::DeadLetterReason;
+    use crate::message::PublishPath;
     use crate::windows::{Span, WindowSet};
     use salestalk_contracts::{parse, validate};
 
@@ -135,6 +136,7 @@ mod tests {
             event_type: "x.y.v1",
             rejected: None,
             duplicate: false,
+            path: PublishPath::Direct,
         };
         Aggregates::default().on_read(&mut set, &ok);
         Aggregates::default().on_read(
@@ -154,7 +156,7 @@ mod tests {
                 ..ok
             },
         );
-        let key = set.key(Family::Publish, 60, "a", ["s", "t", ""]);
+        let key = set.key(Family::Publish, 60, "a", ["s", "t", "direct"]);
         Aggregates::default().on_read(
             &mut set,
             &ReadMessage {
@@ -162,7 +164,28 @@ mod tests {
                 ..ok
             },
         );
-        assert_eq!(set.get(Span::Minute, &key).expect("row").ints, [3, 1, 1]);
+        // A late event was published fine: read, but not a failed publish.
+        Aggregates::default().on_read(
+            &mut set,
+            &ReadMessage {
+                rejected: Some(DeadLetterReason::Late),
+                ..ok
+            },
+        );
+        assert_eq!(set.get(Span::Minute, &key).expect("row").ints, [4, 1, 1]);
+        // What the gateway published is a row of its own (the gateway counted the publish).
+        Aggregates::default().on_read(
+            &mut set,
+            &ReadMessage {
+                path: PublishPath::Gateway,
+                ..ok
+            },
+        );
+        let gateway = set.key(Family::Publish, 60, "a", ["s", "t", "gateway"]);
+        assert_eq!(
+            set.get(Span::Minute, &gateway).expect("row").ints,
+            [1, 0, 0]
+        );
         let key = set.key(Family::DeadLetters, 60, "", ["not_json", "", "t"]);
         assert_eq!(set.get(Span::Minute, &key).expect("row").ints, [1]);
     }

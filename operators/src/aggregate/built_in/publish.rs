@@ -1,10 +1,12 @@
-//! The publish aggregate: messages read, rejected and resent per tenant, source and topic (broker time): the
+//! The publish aggregate: messages read per tenant, source, topic and publish path (broker
+//! time), with those that failed as publishes (never valid events) and resends: the pipeline's
+//! half of the publish success rate. The gateway counts its own half (`ingest_outcomes`).
 
 use crate::aggregate::{Aggregate, Family, ReadMessage};
 use crate::windows::WindowSet;
 
-/// Messages read, rejected and resent per tenant, source and topic (broker time): the
-/// publish success rate.
+/// Messages read, failed as publishes and resent per tenant, source, topic and path (broker
+/// time).
 #[derive(Debug)]
 pub struct Publish;
 
@@ -15,15 +17,13 @@ impl Aggregate for Publish {
 
     fn on_read(&self, set: &mut WindowSet, message: &ReadMessage<'_>) {
         const FAMILY: Family = Family::Publish;
-        let dims = [message.source, message.topic, ""];
+        let dims = [message.source, message.topic, message.path.as_str()];
+        let failed = message
+            .rejected
+            .is_some_and(|reason| reason.is_publish_failure());
         set.update_for(FAMILY, message.window_start, message.tenant, dims, |row| {
             add!(&mut row.ints, FAMILY, "submitted", 1);
-            add!(
-                &mut row.ints,
-                FAMILY,
-                "rejected",
-                i64::from(message.rejected.is_some()),
-            );
+            add!(&mut row.ints, FAMILY, "rejected", i64::from(failed));
             add!(
                 &mut row.ints,
                 FAMILY,

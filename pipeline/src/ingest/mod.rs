@@ -10,6 +10,8 @@
 //! document or has too many entries, 413 for a body over the limit, 503 (with `Retry-After`)
 //! when the broker failed every entry it was given.
 
+pub mod ledger;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,11 +22,15 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use salestalk_contracts::{parse, validate};
+use salestalk_contracts::{EventType, Json, parse, validate};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
+use salestalk_operators::PublishPath;
+use salestalk_sinks::clickhouse::ingest_ledger::{NO_TOPIC, RefusedEntry};
 use salestalk_store::Endpoint;
+use salestalk_store::ingest_outcome::IngestOutcome;
 use salestalk_store::keys::{ApiKey, Role};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -47,6 +53,8 @@ pub struct IngestSettings {
     /// How long a verified key is trusted before ClickHouse is asked again, ms (a revocation
     /// takes at most this long to reach a running gateway).
     pub key_cache_ms: u64,
+    /// How long the broker has to acknowledge an entry before it is `PublishFailed`, ms.
+    pub publish_timeout_ms: u64,
 }
 
 /// Most entries a request may be allowed (a typo must not turn the limit off).
@@ -86,6 +94,12 @@ impl IngestSettings {
         if self.tenant_entries_per_second == 0 {
             out.push("ingest.tenant_entries_per_second must be at least 1".into());
         }
+        if !(1_000..=120_000).contains(&self.publish_timeout_ms) {
+            out.push(format!(
+                "ingest.publish_timeout_ms: {} is outside 1000..=120000",
+                self.publish_timeout_ms
+            ));
+        }
         if self.key_cache_ms > 300_000 {
             out.push(format!(
                 "ingest.key_cache_ms: {} is over 300000 (a revocation would take that long)",
@@ -111,6 +125,7 @@ pub struct Gateway {
     producer: FutureProducer,
     keys: Mutex<HashMap<String, (Instant, Option<ApiKey>)>>,
     allowances: Mutex<HashMap<String, Allowance>>,
+    ledger: ledger::Ledger,
 }
 
 impl Gateway {
@@ -120,7 +135,7 @@ impl Gateway {
         kafka: KafkaSettings,
         endpoint: Endpoint,
     ) -> anyhow::Result<Self> {
-        let producer = producer::acknowledged(&kafka)?;
+        let producer = producer::idempotent(&kafka, settings.publish_timeout_ms)?;
         Ok(Self {
             settings,
             kafka,
@@ -128,7 +143,13 @@ impl Gateway {
             producer,
             keys: Mutex::new(HashMap::new()),
             allowances: Mutex::new(HashMap::new()),
+            ledger: ledger::Ledger::default(),
         })
+    }
+
+    /// Stores the ledger every second until `stop` resolves, then once more.
+    pub async fn keep_ledger(&self, stop: impl std::future::Future<Output = ()>) {
+        self.ledger.run(self.endpoint.clone(), stop).await;
     }
 
     /// The key `presented` stands for, from the cache while it is fresh.
@@ -193,14 +214,31 @@ struct Batch<'a> {
     entries: Vec<&'a RawValue>,
 }
 
-/// One entry's fate before publishing.
-enum Verdict {
-    Failed(Value),
-    Publish { topic: String, tenant: String },
+/// Longest tenant, source or event type the ledger takes from an entry that did not validate
+/// (a valid entry's are bounded by the contract).
+const MAX_READABLE_LEN: usize = 128;
+
+/// One entry as judged before publishing: what can be read of it, and its fate.
+struct Judged<'a> {
+    id: String,
+    /// The tenant it is counted under: its own when the key publishes for it, `""` otherwise
+    /// (another tenant's numbers never move because of this key).
+    tenant: &'a str,
+    source: &'a str,
+    event_type: &'a str,
+    /// The topic it routes to, when its type is known and its tenant allowed.
+    topic: Option<String>,
+    /// `None` to publish, or why not: the outcome, a message, and pointer errors.
+    refusal: Option<(IngestOutcome, String, Vec<Value>)>,
 }
 
-fn failure(event_id: &str, code: &str, message: String) -> Value {
-    json!({"eventId": event_id, "errorCode": code, "errorMessage": message})
+fn failure(event_id: &str, outcome: IngestOutcome, message: &str, errors: &[Value]) -> Value {
+    let mut result =
+        json!({"eventId": event_id, "errorCode": outcome.as_str(), "errorMessage": message});
+    if !errors.is_empty() {
+        result["errors"] = Value::Array(errors.to_vec());
+    }
+    result
 }
 
 fn answer(status: StatusCode, body: &Value) -> Response {
@@ -265,52 +303,88 @@ async fn publish(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: 
         );
     }
 
-    let mut ids = Vec::with_capacity(batch.entries.len());
-    let mut verdicts = Vec::with_capacity(batch.entries.len());
-    for entry in &batch.entries {
-        let (id, verdict) = judge(&gateway, &key, entry.get().as_bytes());
-        ids.push(id);
-        verdicts.push(verdict);
-    }
+    let received_ms = chrono::Utc::now().timestamp_millis();
+    let parsed: Vec<Option<Json<'_>>> = batch
+        .entries
+        .iter()
+        .map(|entry| parse(entry.get().as_bytes()).ok())
+        .collect();
+    let judged: Vec<Judged<'_>> = batch
+        .entries
+        .iter()
+        .zip(&parsed)
+        .map(|(entry, value)| judge(&gateway, &key, entry.get().as_bytes(), value.as_ref()))
+        .collect();
 
     // Collected, not a lazy iterator: a closure held across the await would keep the future
     // from being `Send` (rustc cannot prove it for every lifetime).
-    let mut records: Vec<FutureRecord<'_, str, [u8]>> = Vec::with_capacity(verdicts.len());
-    for (entry, verdict) in batch.entries.iter().zip(&verdicts) {
-        if let Verdict::Publish { topic, tenant } = verdict {
+    let mut records: Vec<FutureRecord<'_, str, [u8]>> = Vec::with_capacity(judged.len());
+    for (entry, judged) in batch.entries.iter().zip(&judged) {
+        if let (None, Some(topic)) = (&judged.refusal, &judged.topic) {
             records.push(
                 FutureRecord::to(topic)
-                    .key(tenant.as_str())
-                    .payload(entry.get().as_bytes()),
+                    .key(judged.tenant)
+                    .payload(entry.get().as_bytes())
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: PublishPath::HEADER,
+                        value: Some(PublishPath::GATEWAY),
+                    })),
             );
         }
     }
-    let mut outcomes = deliver(&gateway.producer, records).await.into_iter();
+    let mut delivered = deliver(&gateway.producer, records).await.into_iter();
     let (mut to_broker, mut broker_failed) = (0, 0);
-    let mut results = Vec::with_capacity(verdicts.len());
-    for (verdict, id) in verdicts.into_iter().zip(&ids) {
-        results.push(match verdict {
-            Verdict::Failed(result) => result,
-            Verdict::Publish { .. } => {
+    let mut results = Vec::with_capacity(judged.len());
+    let mut tally: HashMap<(&str, &str, IngestOutcome), u64> = HashMap::new();
+    for (entry, judged) in batch.entries.iter().zip(&judged) {
+        let (outcome, message, errors) = match &judged.refusal {
+            Some((outcome, message, errors)) => (*outcome, message.clone(), errors.as_slice()),
+            None => {
                 to_broker += 1;
-                match outcomes.next() {
-                    Some(Ok(())) => json!({"eventId": id}),
+                match delivered.next() {
+                    Some(Ok(())) => (IngestOutcome::Accepted, String::new(), &[][..]),
                     Some(Err(error)) => {
                         broker_failed += 1;
-                        failure(
-                            id,
-                            "PublishFailed",
-                            format!("the broker did not take it: {error}"),
-                        )
+                        let message = format!("the broker did not take it: {error}");
+                        (IngestOutcome::PublishFailed, message, &[][..])
                     }
                     None => {
                         broker_failed += 1;
-                        failure(id, "PublishFailed", "the broker did not answer".into())
+                        let message = "the broker did not answer".to_string();
+                        (IngestOutcome::PublishFailed, message, &[][..])
                     }
                 }
             }
-        });
+        };
+        *tally
+            .entry((judged.tenant, judged.source, outcome))
+            .or_default() += 1;
+        if outcome == IngestOutcome::Accepted {
+            results.push(json!({"eventId": judged.id}));
+            continue;
+        }
+        if IngestOutcome::REJECTED.contains(&outcome) {
+            gateway.ledger.refuse(RefusedEntry {
+                topic: judged.topic.clone().unwrap_or_else(|| NO_TOPIC.to_string()),
+                // Its address among dead letters: random, as no broker offset exists.
+                address: rand::random::<i64>() & i64::MAX,
+                received_ms,
+                error: describe_refusal(outcome, &message, errors),
+                tenant_id: judged.tenant.to_string(),
+                event_type: judged.event_type.to_string(),
+                event_id: judged.id.clone(),
+                raw: entry.get().as_bytes().to_vec(),
+            });
+        }
+        results.push(failure(&judged.id, outcome, &message, errors));
     }
+    let minute_s = received_ms.div_euclid(60_000) * 60;
+    for ((tenant, source, outcome), entries) in tally {
+        gateway
+            .ledger
+            .count(minute_s, tenant, source, outcome, entries);
+    }
+
     let failed = results
         .iter()
         .filter(|r| r.get("errorCode").is_some())
@@ -326,69 +400,90 @@ async fn publish(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: 
     answer(StatusCode::OK, &body)
 }
 
-/// What happens to one entry, with its `eventId` as far as it can be read: every check a
-/// gateway can make before the broker, on one parse.
-fn judge(gateway: &Gateway, key: &ApiKey, bytes: &[u8]) -> (String, Verdict) {
-    let value = match parse(bytes) {
-        Ok(value) => value,
-        Err(violation) => {
-            let mut result = failure("", "ValidationError", "not a JSON event".into());
-            result["errors"] =
-                json!([{"path": violation.path, "message": violation.kind.to_string()}]);
-            return (String::new(), Verdict::Failed(result));
-        }
+/// A refused entry's dead-letter error: its code, message and first pointers.
+fn describe_refusal(outcome: IngestOutcome, message: &str, errors: &[Value]) -> String {
+    let mut text = format!("{}: {message}", outcome.as_str());
+    for error in errors.iter().take(20) {
+        let path = error["path"].as_str().unwrap_or_default();
+        let what = error["message"].as_str().unwrap_or_default();
+        text.push_str(&format!("; {path}: {what}"));
+    }
+    text
+}
+
+/// A readable envelope field of an entry, if short enough to count under.
+fn readable<'a>(value: Option<&'a Json<'a>>, name: &str) -> &'a str {
+    value
+        .and_then(|v| v.get(name))
+        .and_then(Json::as_str)
+        .filter(|s| s.len() <= MAX_READABLE_LEN)
+        .unwrap_or("")
+}
+
+/// What happens to one entry: every check a gateway can make before the broker, on the one
+/// parse (`value`, `None` when it is not JSON).
+fn judge<'a>(
+    gateway: &Gateway,
+    key: &ApiKey,
+    bytes: &[u8],
+    value: Option<&'a Json<'a>>,
+) -> Judged<'a> {
+    let claimed = readable(value, "tenantId");
+    let allowed = key.role == Role::Admin || key.tenants.iter().any(|t| t == claimed);
+    let event_type = readable(value, "eventType");
+    let mut judged = Judged {
+        id: readable(value, "eventId").to_string(),
+        tenant: if allowed { claimed } else { "" },
+        source: readable(value, "source"),
+        event_type,
+        topic: EventType::parse(event_type)
+            .ok()
+            .filter(|_| allowed)
+            .map(|t| gateway.kafka.topic_for(t.domain())),
+        refusal: None,
     };
-    let id = value
-        .get("eventId")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
+    let Some(value) = value else {
+        let violation = parse(bytes).err();
+        let errors = violation
+            .map(|v| vec![json!({"path": v.path, "message": v.kind.to_string()})])
+            .unwrap_or_default();
+        judged.refusal = Some((
+            IngestOutcome::ValidationError,
+            "not a JSON event".into(),
+            errors,
+        ));
+        return judged;
+    };
     let limit = gateway.settings.max_entry_bytes;
     if bytes.len() > limit {
         let message = format!(
             "the entry is {} bytes, over the {limit}-byte limit",
             bytes.len()
         );
-        return (
-            id.clone(),
-            Verdict::Failed(failure(&id, "TooLarge", message)),
-        );
+        judged.refusal = Some((IngestOutcome::TooLarge, message, Vec::new()));
+        return judged;
     }
-    let event = match validate(&value) {
-        Ok(event) => event,
-        Err(violations) => {
-            let errors: Vec<Value> = violations
-                .iter()
-                .take(100)
-                .map(|v| json!({"path": v.path, "message": v.kind.to_string()}))
-                .collect();
-            let message = format!("{} contract violation(s)", violations.len());
-            let mut result = failure(&id, "ValidationError", message);
-            result["errors"] = Value::Array(errors);
-            return (id, Verdict::Failed(result));
-        }
-    };
-    let tenant = event.envelope.tenant_id;
-    if key.role != Role::Admin && !key.tenants.iter().any(|t| t == tenant) {
-        let message = format!("this key does not publish for tenant '{tenant}'");
-        return (
-            id.clone(),
-            Verdict::Failed(failure(&id, "TenantNotAllowed", message)),
-        );
+    if let Err(violations) = validate(value) {
+        let errors: Vec<Value> = violations
+            .iter()
+            .take(100)
+            .map(|v| json!({"path": v.path, "message": v.kind.to_string()}))
+            .collect();
+        let message = format!("{} contract violation(s)", violations.len());
+        judged.refusal = Some((IngestOutcome::ValidationError, message, errors));
+        return judged;
     }
-    if !gateway.allow(tenant) {
+    if !allowed {
+        let message = format!("this key does not publish for tenant '{claimed}'");
+        judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, Vec::new()));
+        return judged;
+    }
+    if !gateway.allow(claimed) {
         let message = format!(
-            "tenant '{tenant}' is over {} entries a second; retry later",
+            "tenant '{claimed}' is over {} entries a second; retry later",
             gateway.settings.tenant_entries_per_second
         );
-        return (
-            id.clone(),
-            Verdict::Failed(failure(&id, "Throttled", message)),
-        );
+        judged.refusal = Some((IngestOutcome::Throttled, message, Vec::new()));
     }
-    let verdict = Verdict::Publish {
-        topic: gateway.kafka.topic_for(event.envelope.event_type.domain()),
-        tenant: tenant.to_string(),
-    };
-    (id, verdict)
+    judged
 }
