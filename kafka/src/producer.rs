@@ -71,14 +71,18 @@ pub fn acknowledged(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
         .create()
 }
 
-/// The ingest gateway's producer: idempotent (the broker drops a retried batch it already
-/// wrote, so a retry inside librdkafka never duplicates an entry), acknowledged by every
-/// in-sync replica, and giving up on a record after `timeout_ms` so a publisher hears
-/// `PublishFailed` while it can still retry.
-pub fn idempotent(settings: &KafkaSettings, timeout_ms: u64) -> KafkaResult<FutureProducer> {
+/// The ingest gateway's producer: acknowledged by every in-sync replica, idempotent when
+/// asked (the broker drops a retried batch it already wrote, so a retry inside librdkafka
+/// never duplicates an entry), and giving up on a record after `timeout_ms` so a publisher
+/// hears `PublishFailed` while it can still retry.
+pub fn publishing(
+    settings: &KafkaSettings,
+    idempotent: bool,
+    timeout_ms: u64,
+) -> KafkaResult<FutureProducer> {
     ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
-        .set("enable.idempotence", "true")
+        .set("enable.idempotence", idempotent.to_string())
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("message.timeout.ms", timeout_ms.to_string())

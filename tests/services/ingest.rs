@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::alerts::serve_with;
 use crate::exactness::pipeline_env;
 use crate::support::{
-    Isolated, KillOnDrop, free_port, http_get, salestalk, salestalk_command, stdout_of,
+    Isolated, KillOnDrop, PrivateServices, WebhookReceiver, free_port, http_get, salestalk,
+    salestalk_command, stdout_of,
 };
 
 /// `POST path` with `body` and an optional bearer key: the status, headers and body.
@@ -52,6 +54,143 @@ fn event(n: u32, tenant: &str) -> Value {
     event
 }
 
+/// A publisher key for `tenants`, made with `salestalk keys create`.
+fn key(env: &[(&'static str, String)], role: &str, tenants: &[&str]) -> String {
+    let mut args = vec!["keys", "create", "--role", role];
+    for tenant in tenants {
+        args.extend(["--tenant", tenant]);
+    }
+    stdout_of(&salestalk(&args, env)).trim().to_string()
+}
+
+/// `salestalk ingest` on `env`'s listen address, once it answers.
+async fn gateway(env: &[(&'static str, String)], port: u16) -> KillOnDrop {
+    let gateway = KillOnDrop(salestalk_command(&["ingest"], env).spawn().expect("ingest"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(port, "/health").is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gateway
+}
+
+/// `count` valid entries for `tenant`, numbered from `from`, as one request body.
+fn entries(from: u32, count: u32, tenant: &str) -> Vec<u8> {
+    let entries: Vec<Value> = (from..from + count).map(|n| event(n, tenant)).collect();
+    serde_json::to_vec(&json!({ "entries": entries })).expect("json")
+}
+
+/// The broker stops: the gateway answers 503 with `Retry-After` and `PublishFailed` for each
+/// entry, counts them while the broker is down, and the publish success alert fires; once the
+/// broker is back and publishes succeed again, it resolves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_outage_answers_publish_failed_is_counted_and_the_alert_fires_and_resolves() {
+    let services = PrivateServices::start("it-ingest-outage");
+    let isolated = Isolated::create_at(
+        "it-ingest-outage",
+        1,
+        &services.brokers,
+        &services.clickhouse_url,
+    )
+    .await;
+    let mut env = pipeline_env(&isolated);
+    let port = free_port();
+    env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
+    env.push(("SALESTALK__INGEST__PUBLISH_TIMEOUT_MS", "3000".into()));
+    stdout_of(&salestalk(&["migrate"], &env));
+    let publisher = key(&env, "publisher", &["tenant-a"]);
+    let _gateway = gateway(&env, port).await;
+    let receiver = WebhookReceiver::start();
+    let rules = format!(
+        "[alerts]\nevaluate_every_ms = 1000\nwebhooks = [\"{0}/plain\"]\n\
+         [[alerts.rules]]\nname = \"PublishSuccessRateLow\"\nsignal = \"publish_success_rate\"\n\
+         comparison = \"below\"\nthreshold = 0.99\nfor_ms = 1000\nkeep_firing_ms = 2000\n\
+         severity = \"critical\"\nscope = \"tenant\"\nlookback_ms = 600000\nmin_events = 1\n",
+        receiver.url
+    );
+    let (_serve, _config, _) = serve_with(&mut env, &rules);
+    let statuses = || -> Vec<String> {
+        receiver
+            .bodies("/plain")
+            .iter()
+            .filter(|b| b["rule"] == "PublishSuccessRateLow")
+            .map(|b| {
+                format!(
+                    "{} {}",
+                    b["status"].as_str().unwrap_or_default(),
+                    b["labels"]["tenant_id"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+
+    // Healthy: 50 entries on the bus.
+    let (status, _, answer) = post(
+        port,
+        "/v1/events",
+        Some(&publisher),
+        &entries(0, 50, "tenant-a"),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"failedEntryCount\":0"), "{answer}");
+
+    // The broker stops: every entry fails, the answer says so and when to retry.
+    services.stop("broker");
+    let (status, head, answer) = post(
+        port,
+        "/v1/events",
+        Some(&publisher),
+        &entries(50, 2, "tenant-a"),
+    );
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 5"),
+        "{head}"
+    );
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(answer["failedEntryCount"], 2);
+    for entry in answer["entries"].as_array().expect("entries") {
+        assert_eq!(entry["errorCode"], "PublishFailed", "{entry}");
+    }
+    // Counted while the broker is still down, and the alert fires: 50 of 52 is under 99 %.
+    let client = isolated.endpoint().client();
+    let failed_at_broker = || async {
+        client
+            .query("SELECT toUInt64(sum(broker_failed)) FROM publish_outcomes WHERE tenant_id = 'tenant-a'")
+            .fetch_one::<u64>()
+            .await
+            .expect("publish outcomes")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (failed_at_broker().await < 2 || statuses().is_empty()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(failed_at_broker().await, 2);
+    assert_eq!(statuses(), ["firing tenant-a"]);
+
+    // Back: publishes succeed again (the first may meet the producer the broker forgot, and
+    // the gateway renews it), and once 99 % of the lookback's entries are accepted, the alert
+    // resolves.
+    services.restart("broker");
+    let (mut accepted, mut next) = (0, 100);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while statuses().len() < 2 && Instant::now() < deadline {
+        let (status, _, answer) = post(
+            port,
+            "/v1/events",
+            Some(&publisher),
+            &entries(next, 100, "tenant-a"),
+        );
+        next += 100;
+        if status == 200 {
+            let answer: Value = serde_json::from_str(&answer).expect("json");
+            accepted += 100 - answer["failedEntryCount"].as_u64().unwrap_or(100);
+        }
+    }
+    assert!(accepted > 0, "publishes succeed once the broker is back");
+    assert_eq!(statuses(), ["firing tenant-a", "resolved tenant-a"]);
+    isolated.remove().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mixed_batch_gets_one_result_per_entry_and_only_the_accepted_are_counted() {
     let isolated = Isolated::create("it-ingest", 2).await;
@@ -61,6 +200,8 @@ async fn a_mixed_batch_gets_one_result_per_entry_and_only_the_accepted_are_count
     env.push(("SALESTALK__INGEST__MAX_ENTRY_BYTES", "4096".into()));
     env.push(("SALESTALK__INGEST__MAX_REQUEST_BYTES", "65536".into()));
     env.push(("SALESTALK__INGEST__KEY_CACHE_MS", "0".into()));
+    // Idempotent, as on Kafka: safe on the local broker for topics it has not restarted under.
+    env.push(("SALESTALK__INGEST__IDEMPOTENT_PRODUCER", "true".into()));
     let key = stdout_of(&salestalk(
         &[
             "keys",

@@ -200,7 +200,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
             rule.scope = scope;
             let mut sql = signals::signal_sql(&rule);
             for table in [
-                "metrics_publish",
+                "publish_outcomes",
                 "processing_latency",
                 "dlq_depth",
                 "metrics_latency",

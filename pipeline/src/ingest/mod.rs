@@ -55,6 +55,11 @@ pub struct IngestSettings {
     pub key_cache_ms: u64,
     /// How long the broker has to acknowledge an entry before it is `PublishFailed`, ms.
     pub publish_timeout_ms: u64,
+    /// Whether the producer is idempotent (a retry inside the client never duplicates an
+    /// entry). Off for the local broker: tansu 0.6.0 forgets producer ids over a restart and
+    /// hands the same ones out again, and the partitions then refuse the reused id's
+    /// sequence numbers until the topic is gone.
+    pub idempotent_producer: bool,
 }
 
 /// Most entries a request may be allowed (a typo must not turn the limit off).
@@ -135,7 +140,11 @@ impl Gateway {
         kafka: KafkaSettings,
         endpoint: Endpoint,
     ) -> anyhow::Result<Self> {
-        let producer = producer::idempotent(&kafka, settings.publish_timeout_ms)?;
+        let producer = producer::publishing(
+            &kafka,
+            settings.idempotent_producer,
+            settings.publish_timeout_ms,
+        )?;
         Ok(Self {
             settings,
             kafka,
