@@ -40,7 +40,7 @@ pub fn dashboard_json(dashboard: &Dashboard) -> Value {
                         "queryType": if panel.chart == Chart::Timeseries { "timeseries" } else { "table" },
                         // The plugin's formats: 0 time series, 1 table.
                         "format": if panel.chart == Chart::Timeseries { 0 } else { 1 },
-                        "rawSql": sql,
+                        "rawSql": sql.replace(crate::TENANT_FILTER, GRAFANA_TENANT_FILTER),
                     }),
                 ),
                 Source::Lag { promql } => (
@@ -96,6 +96,11 @@ pub fn sql_of(document: &Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The tenant condition in Grafana: its text variable `tenant`, empty for every tenant.
+/// Grafana's own users and permissions decide who sees a dashboard at all.
+pub const GRAFANA_TENANT_FILTER: &str =
+    "(${tenant:sqlstring} = '' OR tenant_id = ${tenant:sqlstring})";
 
 /// A table's declared column units as Grafana field overrides. Grafana has no exact
 /// nanodollar unit: those columns say so in their display name instead.

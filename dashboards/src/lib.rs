@@ -4,8 +4,10 @@
 //! for its built-in pages; [`grafana`] turns the same panels into Grafana dashboard JSON.
 //!
 //! Macros used (and nothing else): `$__timeFilter(column)`, `$__fromTime`, `$__toTime`,
-//! `$__interval_s` (bucket width in seconds) and the text variable `${tenant:sqlstring}`
-//! (empty: every tenant).
+//! `$__interval_s` (bucket width in seconds) and `$__tenantFilter`, the tenants a panel may
+//! show: `serve` expands it from the chosen tenant *and* the reader's key (so a key's tenants
+//! are enforced in the query itself), Grafana from its text variable `${tenant:sqlstring}`
+//! (empty: every tenant; see [`grafana::GRAFANA_TENANT_FILTER`]).
 
 pub mod grafana;
 pub mod panels;
@@ -19,9 +21,33 @@ pub struct PanelRange {
     pub from: i64,
     /// Range end, Unix seconds.
     pub to: i64,
-    /// One tenant, or empty for all.
+    /// One tenant, or empty for all of `tenants`.
     pub tenant: String,
+    /// The tenants the reader may see.
+    pub tenants: Tenants,
 }
+
+/// The tenants a reader may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenants {
+    /// Every tenant (an admin key).
+    All,
+    /// These only (a reader key).
+    Only(Vec<String>),
+}
+
+impl Tenants {
+    /// Whether `tenant` is among them.
+    pub fn allows(&self, tenant: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(tenants) => tenants.iter().any(|t| t == tenant),
+        }
+    }
+}
+
+/// The macro standing for a panel's tenant condition on `tenant_id`.
+pub const TENANT_FILTER: &str = "$__tenantFilter";
 
 impl PanelRange {
     /// The bucket width of time series: about 120 points over the range, in whole minutes up
@@ -73,7 +99,32 @@ pub fn expand(sql: &str, scope: &PanelRange) -> String {
     out.replace("$__fromTime", &from)
         .replace("$__toTime", &to)
         .replace("$__interval_s", &scope.interval_s().to_string())
+        .replace(TENANT_FILTER, &tenant_condition(scope))
         .replace("${tenant:sqlstring}", &sql_string(&scope.tenant))
+}
+
+/// The condition on `tenant_id` for `scope`: the chosen tenant, and always within the
+/// reader's tenants (a chosen tenant outside them selects nothing).
+fn tenant_condition(scope: &PanelRange) -> String {
+    let chosen =
+        (!scope.tenant.is_empty()).then(|| format!("tenant_id = {}", sql_string(&scope.tenant)));
+    let allowed = match &scope.tenants {
+        Tenants::All => None,
+        Tenants::Only(tenants) if tenants.is_empty() => Some("0".to_string()),
+        Tenants::Only(tenants) => Some(format!(
+            "tenant_id IN ({})",
+            tenants
+                .iter()
+                .map(|t| sql_string(t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    };
+    match (chosen, allowed) {
+        (None, None) => "1".to_string(),
+        (Some(one), None) | (None, Some(one)) => format!("({one})"),
+        (Some(chosen), Some(allowed)) => format!("({chosen} AND {allowed})"),
+    }
 }
 
 #[cfg(test)]
@@ -85,7 +136,32 @@ mod tests {
             from: 1_790_000_000,
             to: 1_790_086_400,
             tenant: tenant.into(),
+            tenants: Tenants::All,
         }
+    }
+
+    #[test]
+    fn the_tenant_filter_keeps_a_reader_within_its_tenants() {
+        let reader = |tenant: &str, tenants: &[&str]| PanelRange {
+            tenants: Tenants::Only(tenants.iter().map(|t| t.to_string()).collect()),
+            ..scope(tenant)
+        };
+        let filter = |range: &PanelRange| expand("WHERE $__tenantFilter", range);
+        assert_eq!(filter(&scope("")), "WHERE 1");
+        assert_eq!(filter(&scope("a")), "WHERE (tenant_id = 'a')");
+        assert_eq!(
+            filter(&reader("", &["a", "b"])),
+            "WHERE (tenant_id IN ('a', 'b'))"
+        );
+        assert_eq!(
+            filter(&reader("c", &["a"])),
+            "WHERE (tenant_id = 'c' AND tenant_id IN ('a'))"
+        );
+        assert_eq!(filter(&reader("", &[])), "WHERE (0)");
+        assert_eq!(
+            filter(&reader("x' OR 1=1 --", &["a"])),
+            "WHERE (tenant_id = 'x\\' OR 1=1 --' AND tenant_id IN ('a'))"
+        );
     }
 
     #[test]

@@ -91,6 +91,14 @@ pub struct Panel {
     pub source: Source,
 }
 
+impl Panel {
+    /// Whether its numbers are per tenant (its query has the tenant filter): only such panels
+    /// are shown to a reader key. The others (lag, alerts) are about the pipeline as a whole.
+    pub fn is_per_tenant(&self) -> bool {
+        matches!(&self.source, Source::Sql(sql) if sql.contains(crate::TENANT_FILTER))
+    }
+}
+
 /// One dashboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dashboard {
@@ -109,8 +117,8 @@ impl Dashboard {
     }
 }
 
-/// Every tenant, or the chosen one.
-const TENANT: &str = "(${tenant:sqlstring} = '' OR tenant_id = ${tenant:sqlstring})";
+/// The tenants shown: the chosen one, within the reader's (see [`crate::TENANT_FILTER`]).
+const TENANT: &str = crate::TENANT_FILTER;
 
 /// A bucket start of `column` (DateTime) for time series.
 fn bucket(column: &str) -> String {
@@ -649,10 +657,22 @@ mod tests {
                     from: 0,
                     to: 86_400,
                     tenant: String::new(),
+                    tenants: crate::Tenants::All,
                 };
                 let expanded = crate::expand(sql, &scope);
                 assert!(!expanded.contains('$'), "{}: {expanded}", panel.id);
             }
         }
+    }
+
+    #[test]
+    fn every_panel_but_lag_and_alerts_is_per_tenant() {
+        let whole: Vec<&str> = dashboards()
+            .iter()
+            .flat_map(|d| d.panels.iter())
+            .filter(|p| !p.is_per_tenant())
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(whole, ["lag", "alerts"]);
     }
 }

@@ -2,7 +2,40 @@
 // every panel with Chart.js (served by salestalk serve; no CDN), and show empty and error
 // states. Each panel element carries what it shows in data attributes (data-total, data-value,
 // data-rows) so a browser test can check the numbers without reading pixels.
+//
+// Every /api/ call carries the API key (Authorization: Bearer). The page asks for it once and
+// keeps it in sessionStorage (this tab, until it closes); a link may hand it over in its
+// fragment (#key=stk_...), which browsers never send to a server, and the page removes it
+// from the address at once. The server decides what the key sees.
 'use strict';
+
+const KEY = 'salestalk.key';
+
+function apiKey() {
+  return sessionStorage.getItem(KEY) || '';
+}
+
+function takeKeyFromFragment() {
+  const fragment = new URLSearchParams(location.hash.replace(/^#/, ''));
+  if (fragment.has('key')) {
+    sessionStorage.setItem(KEY, fragment.get('key').trim());
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+}
+
+function askForKey(why) {
+  sessionStorage.removeItem(KEY);
+  $('login').hidden = false;
+  $('sign-out').hidden = true;
+  document.body.dataset.auth = 'needed';
+  $('status').className = why ? 'error' : '';
+  $('status').textContent = why || 'An API key is needed to read the dashboards.';
+  document.body.dataset.loaded = 'true';
+}
+
+async function api(path) {
+  return fetch(path, { headers: { Authorization: `Bearer ${apiKey()}` } });
+}
 
 const dashboardId = location.pathname.replace(/^\/+/, '').split('/')[0] || 'sre';
 const charts = new Map();
@@ -171,6 +204,11 @@ function renderTable(element, panel, result) {
 
 function render(panel) {
   const element = card(panel);
+  if (panel.restricted) {
+    element.dataset.state = 'restricted';
+    message(element, 'empty', 'About the whole pipeline: shown to admin keys only.');
+    return;
+  }
   if (panel.error) {
     element.dataset.state = 'error';
     message(element, 'error', `Could not load: ${panel.error}`);
@@ -187,17 +225,30 @@ function render(panel) {
 }
 
 async function load() {
+  if (!apiKey()) {
+    askForKey();
+    return;
+  }
   const query = new URLSearchParams({ range: $('range').value, tenant: $('tenant').value.trim() });
   const status = $('status');
   document.body.dataset.loaded = 'false';
   try {
-    const response = await fetch(`/api/dashboards/${encodeURIComponent(dashboardId)}?${query}`);
+    const response = await api(`/api/dashboards/${encodeURIComponent(dashboardId)}?${query}`);
     const body = await response.json();
+    if (response.status === 401) {
+      askForKey(`The key was not accepted: ${body.error}`);
+      return;
+    }
     if (!response.ok) throw new Error(body.error || response.statusText);
+    $('login').hidden = true;
+    $('sign-out').hidden = false;
+    document.body.dataset.auth = 'ok';
+    document.body.dataset.tenants = body.tenants ? body.tenants.join(',') : '*';
     $('title').textContent = body.title;
     for (const panel of body.panels) render(panel);
+    const who = body.tenants ? `tenants ${body.tenants.join(', ')}` : 'every tenant';
     status.className = '';
-    status.textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
+    status.textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC · ${who}`;
   } catch (error) {
     status.className = 'error';
     status.textContent = `Could not load the dashboard: ${error.message}`;
@@ -216,6 +267,24 @@ function exportLink() {
   $('export').setAttribute('download', `salestalk-billing-${month}.csv`);
 }
 
+// A plain link cannot carry the key: fetch the CSV with it and save what came back.
+async function download(event) {
+  event.preventDefault();
+  const link = $('export');
+  const response = await api(link.getAttribute('href'));
+  if (!response.ok) {
+    $('status').className = 'error';
+    $('status').textContent = `Could not export: ${(await response.json()).error}`;
+    return;
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const save = document.createElement('a');
+  save.href = url;
+  save.download = link.getAttribute('download');
+  save.click();
+  URL.revokeObjectURL(url);
+}
+
 window.addEventListener('DOMContentLoaded', () => {
   for (const a of document.querySelectorAll('nav a')) {
     if (a.dataset.dashboard === dashboardId) a.className = 'current';
@@ -224,8 +293,17 @@ window.addEventListener('DOMContentLoaded', () => {
     $('billing-export').hidden = false;
     $('month').value = new Date().toISOString().slice(0, 7);
   }
+  takeKeyFromFragment();
   params();
   exportLink();
+  $('export').addEventListener('click', download);
+  $('login').addEventListener('submit', (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY, $('key').value.trim());
+    $('key').value = '';
+    load();
+  });
+  $('sign-out').addEventListener('click', () => askForKey());
   $('range').addEventListener('change', load);
   $('tenant').addEventListener('change', load);
   $('refresh').addEventListener('change', schedule);

@@ -27,9 +27,13 @@ use tokio::net::TcpListener;
 
 /// `[serve]`: where `salestalk serve` listens (dashboards and active alerts).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeSettings {
     /// Where it listens, e.g. `127.0.0.1:8080`.
     listen: String,
+    /// How long a verified reader or admin key is trusted before ClickHouse is asked again,
+    /// ms (a revocation takes at most this long to reach a running `serve`).
+    pub key_cache_ms: u64,
 }
 
 /// A configured listen address, parsed (checked at start-up; an unparsable one is reported
@@ -51,13 +55,20 @@ impl ServeSettings {
 
     /// Every problem with these settings, each naming its key.
     pub fn problems(&self) -> Vec<String> {
-        match self.listen() {
-            Ok(_) => Vec::new(),
-            Err(_) => vec![format!(
+        let mut out = Vec::new();
+        if self.listen().is_err() {
+            out.push(format!(
                 "serve.listen: '{}' is not an address like 127.0.0.1:8080",
                 self.listen
-            )],
+            ));
         }
+        if self.key_cache_ms > 300_000 {
+            out.push(format!(
+                "serve.key_cache_ms: {} is over 300000 (a revocation would take that long)",
+                self.key_cache_ms
+            ));
+        }
+        out
     }
 }
 

@@ -10,6 +10,7 @@
 //!   export formats;
 //! - [`settings`], [`logging`]: configuration and diagnostics.
 
+pub mod access;
 pub mod alerts;
 pub mod billing;
 pub mod commands;

@@ -3,6 +3,12 @@
 //! (`GET /api/billing/export.csv?month=YYYY-MM`), the alerts firing now (`GET /api/alerts`) and
 //! `GET /health`; and, beside them, the alert evaluator, until SIGTERM or Ctrl-C.
 //!
+//! Every `/api/` route needs a key (`Authorization: Bearer stk_...`): an admin key reads every
+//! tenant; a reader key reads its tenants only, enforced in each query (the panels' tenant
+//! filter, the CSV's tenant condition), and never the panels about the whole pipeline (lag,
+//! alerts) nor another tenant's alert. The pages and assets hold no data and need none; the
+//! page asks for the key once and keeps it for the browser session.
+//!
 //! Panels are defined in the `salestalk-dashboards` crate; this module expands their macros,
 //! runs them in ClickHouse and serves the pages and Chart.js from the binary (no CDN).
 
@@ -13,19 +19,21 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use futures_util::future::join_all;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
 use salestalk_dashboards::panels::Source;
-use salestalk_dashboards::{Dashboard, PanelRange, dashboards, expand};
+use salestalk_dashboards::{Dashboard, PanelRange, Tenants, dashboards, expand};
 use salestalk_kafka::admin;
 use salestalk_store::Endpoint;
 use salestalk_store::billing::Month;
 use salestalk_store::codec::task_name;
 use serde_json::{Value, json};
 
+use crate::access::{KeyCache, readable};
 use crate::alerts::{Evaluator, Firing};
 use crate::http::respond;
 use crate::settings::Settings;
@@ -49,6 +57,7 @@ struct App {
     endpoint: Endpoint,
     firing: Firing,
     dashboards: Vec<Dashboard>,
+    keys: KeyCache,
 }
 
 /// Serves and evaluates until `shutdown` completes.
@@ -67,6 +76,7 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
         endpoint: settings.clickhouse.clone(),
         firing: evaluator.firing(),
         dashboards: dashboards(),
+        keys: KeyCache::new(settings.clickhouse.clone(), settings.serve.key_cache_ms),
     });
     let listen = settings.serve.listen()?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -103,6 +113,30 @@ fn bad_request(message: String) -> Response<Full<Bytes>> {
 }
 
 type Shared = State<Arc<App>>;
+
+/// What the request's key may read, or the answer refusing it.
+async fn access(app: &App, headers: &HeaderMap) -> Result<Tenants, Response<Full<Bytes>>> {
+    let refused = |status, message: &str| json_response(status, &json!({ "error": message }));
+    match app.keys.from_headers(headers).await {
+        Ok(Some(key)) => readable(&key).ok_or_else(|| {
+            refused(
+                StatusCode::FORBIDDEN,
+                "a publisher key only publishes: a reader or admin key is needed",
+            )
+        }),
+        Ok(None) => Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "a reader or admin key is needed: Authorization: Bearer stk_...",
+        )),
+        Err(error) => {
+            tracing::warn!(%error, "checking an API key");
+            Err(refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keys cannot be checked now; try again",
+            ))
+        }
+    }
+}
 type Params = Query<BTreeMap<String, String>>;
 
 /// Every route of `serve`; other methods on them answer 405, other paths 404.
@@ -137,21 +171,37 @@ fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/api/alerts",
-            get(|State(app): Shared| async move {
-                json_response(StatusCode::OK, &firing_json(&app.firing))
+            get(|State(app): Shared, headers: HeaderMap| async move {
+                match access(&app, &headers).await {
+                    Ok(tenants) => {
+                        json_response(StatusCode::OK, &firing_json(&app.firing, &tenants))
+                    }
+                    Err(refused) => refused,
+                }
             }),
         )
         .route(
             "/api/billing/export.csv",
-            get(|State(app): Shared, Query(query): Params| async move {
-                billing_csv(&app, &query).await
-            }),
+            get(
+                |State(app): Shared, headers: HeaderMap, Query(query): Params| async move {
+                    match access(&app, &headers).await {
+                        Ok(tenants) => billing_csv(&app, &query, &tenants).await,
+                        Err(refused) => refused,
+                    }
+                },
+            ),
         )
         .route(
             "/api/dashboards/{id}",
             get(
-                |State(app): Shared, Path(id): Path<String>, Query(query): Params| async move {
-                    dashboard_data(&app, &id, &query).await
+                |State(app): Shared,
+                 headers: HeaderMap,
+                 Path(id): Path<String>,
+                 Query(query): Params| async move {
+                    match access(&app, &headers).await {
+                        Ok(tenants) => dashboard_data(&app, &id, &query, tenants).await,
+                        Err(refused) => refused,
+                    }
                 },
             ),
         )
@@ -169,26 +219,37 @@ fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// The alerts firing now (empty if the evaluator's lock was poisoned).
-fn firing_now(firing: &Firing) -> Vec<salestalk_alerting::Notification> {
-    firing
+/// The alerts firing now that `tenants` may see (empty if the evaluator's lock was
+/// poisoned): a reader sees only alerts about one of its tenants.
+fn firing_now(firing: &Firing, tenants: &Tenants) -> Vec<salestalk_alerting::Notification> {
+    let mut alerts = firing
         .lock()
         .map(|alerts| alerts.clone())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if *tenants != Tenants::All {
+        alerts.retain(|alert| {
+            alert
+                .labels
+                .get("tenant_id")
+                .is_some_and(|tenant| tenants.allows(tenant))
+        });
+    }
+    alerts
 }
 
-fn firing_json(firing: &Firing) -> Value {
-    firing_now(firing)
+fn firing_json(firing: &Firing, tenants: &Tenants) -> Value {
+    firing_now(firing, tenants)
         .iter()
         .map(|a| json!({"fingerprint": a.fingerprint(), "summary": a.summary(), "alert": a}))
         .collect()
 }
 
-/// Every panel of dashboard `id` for the query's range and tenant.
+/// Every panel of dashboard `id` for the query's range and tenant, within `tenants`.
 async fn dashboard_data(
     app: &App,
     id: &str,
     query: &BTreeMap<String, String>,
+    tenants: Tenants,
 ) -> Response<Full<Bytes>> {
     let Some(dashboard) = app.dashboards.iter().find(|d| d.id == id) else {
         return json_response(
@@ -202,22 +263,33 @@ async fn dashboard_data(
             "range must be one of 1h, 24h, 7d, 30d, not '{range}'"
         ));
     };
+    let tenant = query.get("tenant").cloned().unwrap_or_default();
+    if !tenant.is_empty() && !tenants.allows(&tenant) {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "this key does not read that tenant"}),
+        );
+    }
     let now = chrono::Utc::now().timestamp();
     let scope = PanelRange {
         from: now - seconds,
         to: now,
-        tenant: query.get("tenant").cloned().unwrap_or_default(),
+        tenant,
+        tenants,
     };
     // Panels are queried together: most are short, so waiting on them one by one would add
     // up their round trips (ClickHouse runs them side by side).
+    let whole = scope.tenants == Tenants::All;
     let panels = join_all(dashboard.panels.iter().map(|panel| async {
+        let restricted = !whole && !panel.is_per_tenant();
         let result = match &panel.source {
+            _ if restricted => Err("about the whole pipeline: admin keys only".to_string()),
             Source::Sql(sql) => app
                 .endpoint
                 .query_json(&expand(sql, &scope))
                 .await
                 .map_err(|e| e.to_string()),
-            Source::ActiveAlerts(_) => Ok(active_alerts(&app.firing)),
+            Source::ActiveAlerts(_) => Ok(active_alerts(&app.firing, &scope.tenants)),
             Source::Lag { .. } => lag(app).await,
         };
         let chart = match panel.chart {
@@ -233,7 +305,7 @@ async fn dashboard_data(
             .collect();
         let mut entry = json!({
             "id": panel.id, "title": panel.title, "chart": chart, "unit": panel.unit.id(),
-            "columns": columns,
+            "columns": columns, "restricted": restricted,
         });
         match result {
             Ok(result) => entry["result"] = result,
@@ -250,14 +322,18 @@ async fn dashboard_data(
             "from": scope.from,
             "to": scope.to,
             "tenant": scope.tenant,
+            "tenants": match &scope.tenants {
+                Tenants::All => Value::Null,
+                Tenants::Only(tenants) => json!(tenants),
+            },
             "panels": panels,
         }),
     )
 }
 
 /// The alerts firing now, shaped like a ClickHouse result.
-fn active_alerts(firing: &Firing) -> Value {
-    let rows: Vec<Value> = firing_now(firing)
+fn active_alerts(firing: &Firing, tenants: &Tenants) -> Value {
+    let rows: Vec<Value> = firing_now(firing, tenants)
         .iter()
         .map(|a| {
             json!([
@@ -307,14 +383,22 @@ async fn lag(app: &App) -> Result<Value, String> {
     Ok(json!({"meta": [{"name": "label"}, {"name": "value"}], "data": rows, "rows": rows.len()}))
 }
 
-/// The month's per-tenant CSV, as `salestalk billing export` writes it.
-async fn billing_csv(app: &App, query: &BTreeMap<String, String>) -> Response<Full<Bytes>> {
+/// The month's per-tenant CSV, as `salestalk billing export` writes it, of `tenants` only.
+async fn billing_csv(
+    app: &App,
+    query: &BTreeMap<String, String>,
+    tenants: &Tenants,
+) -> Response<Full<Bytes>> {
     let month: Month = match query.get("month").map(|m| m.parse()) {
         Some(Ok(month)) => month,
         Some(Err(error)) => return bad_request(error),
         None => return bad_request("month=YYYY-MM is needed".into()),
     };
-    let rows = match app.endpoint.tenant_months(month).await {
+    let only = match tenants {
+        Tenants::All => None,
+        Tenants::Only(tenants) => Some(tenants.as_slice()),
+    };
+    let rows = match app.endpoint.tenant_months(month, only).await {
         Ok(rows) => rows,
         Err(error) => {
             return json_response(

@@ -109,20 +109,36 @@ pub fn usd_cents(cents: i64) -> String {
 }
 
 impl Endpoint {
-    /// Every tenant's cost and tokens in `month`, by tenant.
-    pub async fn tenant_months(&self, month: Month) -> Result<Vec<TenantMonth>, ClickHouseError> {
-        self.client()
-            .query(
-                "SELECT tenant_id, toUInt64(sum(messages)) AS messages, \
-                 toUInt64(sum(prompt_tokens)) AS prompt_tokens, \
-                 toUInt64(sum(completion_tokens)) AS completion_tokens, \
-                 toUInt64(sum(total_tokens)) AS total_tokens, \
-                 toInt64(sum(cost_nanos)) AS cost_nanos \
-                 FROM tenant_cost_daily WHERE day >= toDate(?) AND day < toDate(?) \
-                 GROUP BY tenant_id ORDER BY tenant_id",
-            )
+    /// The cost and tokens in `month` of every tenant, or of `only` these, by tenant (the
+    /// condition is in the query: a reader's CSV never holds another tenant's row).
+    pub async fn tenant_months(
+        &self,
+        month: Month,
+        only: Option<&[String]>,
+    ) -> Result<Vec<TenantMonth>, ClickHouseError> {
+        let sql = format!(
+            "SELECT tenant_id, toUInt64(sum(messages)) AS messages, \
+             toUInt64(sum(prompt_tokens)) AS prompt_tokens, \
+             toUInt64(sum(completion_tokens)) AS completion_tokens, \
+             toUInt64(sum(total_tokens)) AS total_tokens, \
+             toInt64(sum(cost_nanos)) AS cost_nanos \
+             FROM tenant_cost_daily WHERE day >= toDate(?) AND day < toDate(?){} \
+             GROUP BY tenant_id ORDER BY tenant_id",
+            if only.is_some() {
+                " AND has(?, tenant_id)"
+            } else {
+                ""
+            }
+        );
+        let mut query = self
+            .client()
+            .query(&sql)
             .bind(month.first_day().to_string())
-            .bind(month.next_first_day().to_string())
+            .bind(month.next_first_day().to_string());
+        if let Some(tenants) = only {
+            query = query.bind(tenants);
+        }
+        query
             .fetch_all()
             .await
             .map_err(|e| ClickHouseError::classify(&self.url, e))

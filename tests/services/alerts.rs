@@ -14,8 +14,8 @@ use salestalk_store::alert_history::AlertRecord;
 
 use crate::exactness::{durable, pipeline_env, spawn_run};
 use crate::support::{
-    Isolated, KillOnDrop, WebhookReceiver, free_port, http_get, salestalk, salestalk_command,
-    stdout_of,
+    Isolated, KillOnDrop, WebhookReceiver, api_key, free_port, http_get, http_get_as, salestalk,
+    salestalk_command, stdout_of,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,7 +252,8 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
         expected(&["firing"]),
         "every alert fires once"
     );
-    let (status, body) = http_get(port, "/api/alerts").expect("serve answers");
+    let admin = api_key(&env, "admin", &[]);
+    let (status, body) = http_get_as(port, "/api/alerts", Some(&admin)).expect("serve answers");
     assert_eq!(status, 200);
     let active: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(
@@ -260,6 +261,12 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
         Some(EXPECTED.len()),
         "{active}"
     );
+    // Alerts about the whole pipeline are not a tenant's: a reader key sees none of them, and
+    // nothing is shown without a key.
+    let reader = api_key(&env, "reader", &["tenant-a"]);
+    let (status, body) = http_get_as(port, "/api/alerts", Some(&reader)).expect("serve answers");
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    assert_eq!(http_get(port, "/api/alerts").map(|r| r.0), Some(401));
 
     // Recovering: the refusal is lifted, the dead letters are dealt with, and the bad windows
     // leave the two-minute lookback with no more traffic.
@@ -298,7 +305,7 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
         assert_eq!(body["version"], "4");
         assert_eq!(body["receiver"], "salestalk");
     }
-    let (_, body) = http_get(port, "/api/alerts").expect("serve answers");
+    let (_, body) = http_get_as(port, "/api/alerts", Some(&admin)).expect("serve answers");
     assert_eq!(body, "[]", "nothing fires any more");
     let history = isolated
         .endpoint()

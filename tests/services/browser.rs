@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::exactness::{PARTITIONS, read_back, recompute, setup_on};
 use crate::support::{
-    Isolated, KillOnDrop, free_port, http_get, salestalk, salestalk_command, stdout_of, tool_output,
+    Isolated, KillOnDrop, api_key, free_port, http_get, http_get_as, salestalk, salestalk_command,
+    stdout_of, tool_output,
 };
 
 const SCREENSHOTS: &str = concat!(
@@ -143,8 +144,10 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
     }
     let profile = tempfile::tempdir().expect("profile dir");
     std::fs::create_dir_all(SCREENSHOTS).expect("screenshot dir");
-    let page = |name: &str, query: &str| {
-        let url = format!("http://127.0.0.1:{port}/{name}?{query}");
+    // The page takes its key from the link's fragment (never sent to the server) once.
+    let admin = api_key(&setup.env, "admin", &[]);
+    let page_as = |key: &str, name: &str, query: &str| {
+        let url = format!("http://127.0.0.1:{port}/{name}?{query}#key={key}");
         let dom = String::from_utf8(chromium(profile.path(), &["--dump-dom".into()], &url))
             .expect("utf-8 DOM");
         assert!(
@@ -153,6 +156,12 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
         );
         dom
     };
+    let page = |name: &str, query: &str| page_as(&admin, name, query);
+
+    // Without a key the page asks for one and shows nothing.
+    let dom = page_as("", "sre", "range=24h");
+    assert!(dom.contains("data-auth=\"needed\""), "{dom}");
+    assert!(!dom.contains("data-state=\"ok\""), "no panel without a key");
 
     // SRE: volume, publish success and DLQ depth are the recomputation's.
     let dom = page("sre", "range=24h");
@@ -264,16 +273,56 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
         dom.contains(&format!("/api/billing/export.csv?month={month}")),
         "the link"
     );
-    let (status, csv) =
-        http_get(port, &format!("/api/billing/export.csv?month={month}")).expect("the CSV");
+    let (status, csv) = http_get_as(
+        port,
+        &format!("/api/billing/export.csv?month={month}"),
+        Some(&admin),
+    )
+    .expect("the CSV");
     assert_eq!(status, 200);
     let cli = stdout_of(&salestalk(
         &["billing", "export", "--month", &month],
         &setup.env,
     ));
     assert_eq!(csv, cli);
-    let (status, _) = http_get(port, "/api/billing/export.csv?month=2026-13").expect("answers");
+    let (status, _) =
+        http_get_as(port, "/api/billing/export.csv?month=2026-13", Some(&admin)).expect("answers");
     assert_eq!(status, 400);
+
+    // A reader key logs in and sees its tenant only: its events, its cost, its row.
+    let (tenant, tenant_cost) = cost_per_tenant
+        .iter()
+        .next()
+        .map(|(t, c)| (t.clone(), *c))
+        .expect("a tenant with cost");
+    let reader = api_key(&setup.env, "reader", &[&tenant]);
+    let dom = page_as(&reader, "billing", "range=30d");
+    assert!(dom.contains(&format!("data-tenants=\"{tenant}\"")), "{dom}");
+    assert_eq!(cells(&dom, "tenants", "tenant_id"), vec![tenant.clone()]);
+    let billing = panels(&dom);
+    assert!((number(&billing, "daily_cost", "data-total") - tenant_cost as f64 / 1e9).abs() < 1e-6);
+    let dom = page_as(&reader, "sre", "range=24h");
+    let sre = panels(&dom);
+    let tenant_events: u64 = expected
+        .volume
+        .iter()
+        .filter(|((_, t, _, _), _)| *t == tenant)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(number(&sre, "volume", "data-total"), tenant_events as f64);
+    assert!(
+        tenant_events < expected.accepted as u64,
+        "other tenants exist"
+    );
+    assert_eq!(
+        sre["lag"].get("data-state").map(String::as_str),
+        Some("restricted"),
+        "lag is about the whole pipeline"
+    );
+    // Asking for another tenant in the address is refused, not quietly widened.
+    let other = cost_per_tenant.keys().nth(1).expect("a second tenant");
+    let dom = page_as(&reader, "sre", &format!("range=24h&tenant={other}"));
+    assert!(dom.contains("this key does not read that tenant"), "{dom}");
 
     // Empty and error states say so.
     let dom = page("sre", "range=24h&tenant=nobody-has-this-tenant");
@@ -298,7 +347,7 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
                 format!("--screenshot={path}"),
                 "--window-size=1400,1800".into(),
             ],
-            &format!("http://127.0.0.1:{port}/{name}?range=30d"),
+            &format!("http://127.0.0.1:{port}/{name}?range=30d#key={admin}"),
         );
         let png = std::fs::read(&path).expect("a screenshot");
         assert!(

@@ -40,6 +40,7 @@ async fn every_grafana_panel_query_runs_and_agrees_with_the_views() {
         from: now - 30 * 86_400,
         to: now + 3_600,
         tenant: String::new(),
+        tenants: salestalk_dashboards::Tenants::All,
     };
     let views = |sql: &'static str| {
         let endpoint = endpoint.clone();
@@ -232,6 +233,7 @@ async fn panels_read_from_day_hour_and_minute_rows_give_the_minute_views_sums_ov
             from,
             to,
             tenant: String::new(),
+            tenants: salestalk_dashboards::Tenants::All,
         };
         let within =
             format!("window_start >= toDateTime({from}) AND window_start <= toDateTime({to})");

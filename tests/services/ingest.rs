@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use crate::alerts::serve_with;
 use crate::exactness::pipeline_env;
 use crate::support::{
-    Isolated, KillOnDrop, PrivateServices, WebhookReceiver, free_port, http_get, salestalk,
-    salestalk_command, stdout_of,
+    Isolated, KillOnDrop, PrivateServices, WebhookReceiver, api_key, free_port, http_get,
+    salestalk, salestalk_command, stdout_of,
 };
 
 /// `POST path` with `body` and an optional bearer key: the status, headers and body.
@@ -54,15 +54,6 @@ fn event(n: u32, tenant: &str) -> Value {
     event
 }
 
-/// A publisher key for `tenants`, made with `salestalk keys create`.
-fn key(env: &[(&'static str, String)], role: &str, tenants: &[&str]) -> String {
-    let mut args = vec!["keys", "create", "--role", role];
-    for tenant in tenants {
-        args.extend(["--tenant", tenant]);
-    }
-    stdout_of(&salestalk(&args, env)).trim().to_string()
-}
-
 /// `salestalk ingest` on `env`'s listen address, once it answers.
 async fn gateway(env: &[(&'static str, String)], port: u16) -> KillOnDrop {
     let gateway = KillOnDrop(salestalk_command(&["ingest"], env).spawn().expect("ingest"));
@@ -97,7 +88,7 @@ async fn a_broker_outage_answers_publish_failed_is_counted_and_the_alert_fires_a
     env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
     env.push(("SALESTALK__INGEST__PUBLISH_TIMEOUT_MS", "3000".into()));
     stdout_of(&salestalk(&["migrate"], &env));
-    let publisher = key(&env, "publisher", &["tenant-a"]);
+    let publisher = api_key(&env, "publisher", &["tenant-a"]);
     let _gateway = gateway(&env, port).await;
     let receiver = WebhookReceiver::start();
     let rules = format!(

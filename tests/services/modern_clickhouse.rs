@@ -176,6 +176,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
         from: now - 10 * 365 * 86_400,
         to: now,
         tenant: String::new(),
+        tenants: salestalk_dashboards::Tenants::All,
     };
     let mut panel_count = 0;
     for dashboard in salestalk_dashboards::dashboards() {

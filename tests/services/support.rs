@@ -359,15 +359,37 @@ impl Drop for PrivateServices {
 
 /// `GET path` on 127.0.0.1:`port`: the status code and body, if anything answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_as(port, path, None)
+}
+
+/// `GET path` on 127.0.0.1:`port` with `key` as the bearer token: the status code and body,
+/// if anything answers.
+pub fn http_get_as(port: u16, path: &str, key: Option<&str>) -> Option<(u16, String)> {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
+}
+
+/// A new API key with `role` for `tenants`, made with `salestalk keys create`.
+pub fn api_key(env: &[(&'static str, String)], role: &str, tenants: &[&str]) -> String {
+    let mut args = vec!["keys", "create", "--role", role];
+    for tenant in tenants {
+        args.extend(["--tenant", tenant]);
+    }
+    stdout_of(&salestalk(&args, env)).trim().to_string()
 }
 
 /// The Prometheus exposition of a run's `/metrics`.

@@ -28,7 +28,7 @@ pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCo
     let Command::Export { month, output } = command;
     let (settings, runtime) = super::start(config)?;
     let rows = runtime
-        .block_on(settings.clickhouse.tenant_months(month))
+        .block_on(settings.clickhouse.tenant_months(month, None))
         .context("reading the month's costs")?;
     match output {
         Some(path) => {

@@ -14,7 +14,7 @@ pub mod ledger;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -32,6 +32,8 @@ use salestalk_sinks::clickhouse::ingest_ledger::{NO_TOPIC, RefusedEntry};
 use salestalk_store::Endpoint;
 use salestalk_store::ingest_outcome::IngestOutcome;
 use salestalk_store::keys::{ApiKey, Role};
+
+use crate::access::KeyCache;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -128,7 +130,7 @@ pub struct Gateway {
     kafka: KafkaSettings,
     endpoint: Endpoint,
     producer: FutureProducer,
-    keys: Mutex<HashMap<String, (Instant, Option<ApiKey>)>>,
+    keys: KeyCache,
     allowances: Mutex<HashMap<String, Allowance>>,
     ledger: ledger::Ledger,
 }
@@ -145,12 +147,13 @@ impl Gateway {
             settings.idempotent_producer,
             settings.publish_timeout_ms,
         )?;
+        let keys = KeyCache::new(endpoint.clone(), settings.key_cache_ms);
         Ok(Self {
             settings,
             kafka,
             endpoint,
             producer,
-            keys: Mutex::new(HashMap::new()),
+            keys,
             allowances: Mutex::new(HashMap::new()),
             ledger: ledger::Ledger::default(),
         })
@@ -159,29 +162,6 @@ impl Gateway {
     /// Stores the ledger every second until `stop` resolves, then once more.
     pub async fn keep_ledger(&self, stop: impl std::future::Future<Output = ()>) {
         self.ledger.run(self.endpoint.clone(), stop).await;
-    }
-
-    /// The key `presented` stands for, from the cache while it is fresh.
-    async fn verify(
-        &self,
-        presented: &str,
-    ) -> Result<Option<ApiKey>, salestalk_store::ClickHouseError> {
-        let fresh = Duration::from_millis(self.settings.key_cache_ms);
-        if let Ok(keys) = self.keys.lock()
-            && let Some((at, key)) = keys.get(presented)
-            && at.elapsed() < fresh
-        {
-            return Ok(key.clone());
-        }
-        let key = self.endpoint.verify_key(presented).await?;
-        if let Ok(mut keys) = self.keys.lock() {
-            // Bounded: a flood of made-up keys must not grow it without end.
-            if keys.len() >= 10_000 {
-                keys.clear();
-            }
-            keys.insert(presented.to_string(), (Instant::now(), key.clone()));
-        }
-        Ok(key)
     }
 
     /// Whether `tenant` may publish one more entry now.
@@ -260,21 +240,13 @@ fn answer(status: StatusCode, body: &Value) -> Response {
 }
 
 async fn publish(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
     let unauthorized = || {
         answer(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "a publisher key is needed: Authorization: Bearer stk_..."}),
         )
     };
-    let Some(presented) = presented else {
-        return unauthorized();
-    };
-    let key = match gateway.verify(presented).await {
+    let key = match gateway.keys.from_headers(&headers).await {
         Ok(Some(key)) if matches!(key.role, Role::Publisher | Role::Admin) => key,
         Ok(_) => return unauthorized(),
         Err(error) => {
