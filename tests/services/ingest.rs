@@ -372,3 +372,78 @@ async fn a_mixed_batch_gets_one_result_per_entry_and_only_the_accepted_are_count
     assert_eq!(post(port, "/v1/events", Some(&key), &body).0, 401);
     isolated.remove().await;
 }
+
+/// `salestalk publish` sends a JSON Lines file through the gateway and lists each line that
+/// failed with its code and pointers; what it published is what the pipeline counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_sends_a_file_through_the_gateway_and_lists_the_failures() {
+    let isolated = Isolated::create("it-publish", 2).await;
+    let mut env = pipeline_env(&isolated);
+    let port = free_port();
+    env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
+    stdout_of(&salestalk(&["migrate"], &env));
+    let key = api_key(&env, "publisher", &["tenant-a"]);
+    let _gateway = gateway(&env, port).await;
+
+    let mut invalid = event(12, "tenant-a");
+    invalid["data"]["classification"]["confidence"] = json!(1.7);
+    let mut lines: Vec<String> = (0..7)
+        .map(|n| event(20 + n, "tenant-a").to_string())
+        .collect();
+    lines.insert(2, invalid.to_string());
+    lines.insert(5, "this is not json".to_string());
+    lines.push(String::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+
+    let mut with_key = env.clone();
+    with_key.push(("SALESTALK_API_KEY", key));
+    let output = salestalk(
+        &[
+            "publish",
+            &file.to_string_lossy(),
+            "--batch",
+            "3",
+            "--stats",
+        ],
+        &with_key,
+    );
+    assert_eq!(output.status.code(), Some(1), "some entries failed");
+    let listed = String::from_utf8_lossy(&output.stdout);
+    let failures: Vec<&str> = listed.lines().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(failures.len(), 2, "{listed}");
+    assert!(
+        failures[0].starts_with("line 3: 1a9e0000-0000-4000-8000-00000000000c ValidationError"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("/data/classification/confidence"),
+        "{listed}"
+    );
+    assert!(
+        failures[1].starts_with("line 6: (no eventId) ValidationError"),
+        "{listed}"
+    );
+    let summary = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        summary.contains("published 7 of 9 entries (2 failed)"),
+        "{summary}"
+    );
+    assert!(summary.contains("\"request_ms_p99\""), "{summary}");
+    // Without a key it says what is missing.
+    let refused = salestalk(&["publish", &file.to_string_lossy()], &env);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("SALESTALK_API_KEY"));
+
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
+    let counted: u64 = isolated
+        .endpoint()
+        .client()
+        .query("SELECT toUInt64(sum(events)) FROM event_volume")
+        .fetch_one()
+        .await
+        .expect("volume");
+    assert_eq!(counted, 7);
+    isolated.remove().await;
+}

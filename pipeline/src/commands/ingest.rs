@@ -1,10 +1,12 @@
-//! `salestalk ingest`: serve the ingest gateway until SIGTERM or SIGINT.
+//! `salestalk ingest`: serve the ingest gateway until SIGTERM or SIGINT, then store its ledger
+//! once more.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::ingest::{Gateway, router};
 
@@ -22,8 +24,12 @@ pub fn execute(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         let gateway = Arc::new(gateway);
         let listen = settings.ingest.listen()?;
         let (stopped, stop) = tokio::sync::watch::channel(false);
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
         let (bound, served) = crate::http::serve(listen, router(gateway.clone()), async move {
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
             let _ = stopped.send(true);
         })
         .await
@@ -43,6 +49,9 @@ pub fn execute(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         };
         served.await.context("serving")?;
         ledger.await.context("storing the ledger")?;
+        // Requests answered during the graceful shutdown counted after the ledger's last
+        // turn: store them too.
+        gateway.store_ledger().await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod keys;
 pub mod latency;
 pub mod migrate;
+pub mod publish;
 pub mod retention;
 pub mod run;
 pub mod serve;
@@ -68,6 +69,8 @@ enum Command {
     Retention(retention::Args),
     /// Serve the ingest gateway: POST /v1/events with a publisher key.
     Ingest,
+    /// Send JSON Lines through the ingest gateway (key in SALESTALK_API_KEY); print failures.
+    Publish(publish::Args),
     /// Make, list and revoke API keys (stored hashed in ClickHouse).
     #[command(subcommand)]
     Keys(keys::Command),
@@ -91,6 +94,7 @@ impl Cli {
             Command::Retention(args) => retention::execute(config, args),
             Command::Keys(command) => keys::execute(config, command),
             Command::Ingest => ingest::execute(config),
+            Command::Publish(args) => publish::execute(config, args),
         }
     }
 }

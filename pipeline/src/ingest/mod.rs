@@ -10,6 +10,7 @@
 //! document or has too many entries, 413 for a body over the limit, 503 (with `Retry-After`)
 //! when the broker failed every entry it was given.
 
+pub mod client;
 pub mod ledger;
 
 use std::collections::HashMap;
@@ -162,6 +163,11 @@ impl Gateway {
     /// Stores the ledger every second until `stop` resolves, then once more.
     pub async fn keep_ledger(&self, stop: impl std::future::Future<Output = ()>) {
         self.ledger.run(self.endpoint.clone(), stop).await;
+    }
+
+    /// Stores what the ledger holds now (after the last request was answered).
+    pub async fn store_ledger(&self) {
+        self.ledger.write(&self.endpoint).await;
     }
 
     /// Whether `tenant` may publish one more entry now.
