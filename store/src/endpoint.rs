@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use clickhouse::{Client, Compression};
 
 use crate::profile::{ServerProfile, Version};
+use crate::tls::{SharedHttps, read_ca_file};
 
 /// Where and as whom to connect: the `[clickhouse]` settings.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
@@ -25,6 +26,13 @@ pub struct Endpoint {
     /// How inserts travel to the server (`clickhouse.compression`).
     #[serde(default)]
     pub compression: InsertCompression,
+    /// A PEM file of CA certificates to trust for an `https://` URL besides the system's
+    /// (`clickhouse.ca_file`; empty: the system's only).
+    #[serde(default)]
+    pub ca_file: String,
+    /// The https client, shared by clones.
+    #[serde(skip)]
+    pub https: SharedHttps,
 }
 
 /// How inserts travel to the server.
@@ -59,6 +67,17 @@ impl Endpoint {
                 "clickhouse.url: '{}' is not an http:// or https:// URL",
                 self.url
             ));
+        }
+        if !self.ca_file.is_empty() {
+            if !self.url.starts_with("https://") {
+                problems.push(format!(
+                    "clickhouse.ca_file: set, but clickhouse.url '{}' is not https://",
+                    self.url
+                ));
+            }
+            if let Err(problem) = read_ca_file(&self.ca_file) {
+                problems.push(format!("clickhouse.ca_file: {problem}"));
+            }
         }
         let mut bytes = self.database.bytes();
         let identifier = bytes
@@ -114,6 +133,7 @@ impl std::fmt::Debug for Endpoint {
             .field("user", &self.user)
             .field("settings", &self.settings)
             .field("compression", &self.compression)
+            .field("ca_file", &self.ca_file)
             .field(
                 "password",
                 &if self.password.is_empty() {
@@ -217,7 +237,16 @@ impl Endpoint {
     /// Validation is off because its probing sends a setting ClickHouse 18.16 rejects
     /// (`describe_include_subcolumns`); our row types are checked by our own tests instead.
     pub fn server_client(&self) -> Client {
-        let client = Client::default()
+        let base = if self.url.starts_with("https://") {
+            // A CA file that cannot be read is reported at start-up (`problems`), before any
+            // request; a plain client then refuses the https URL rather than trusting less.
+            self.https
+                .client(&self.ca_file)
+                .unwrap_or_else(|_| Client::default())
+        } else {
+            Client::default()
+        };
+        let client = base
             .with_url(&self.url)
             .with_user(&self.user)
             .with_password(&self.password)

@@ -24,6 +24,7 @@ pub mod restore;
 pub mod retention;
 pub mod schema;
 pub mod signals;
+pub mod tls;
 
 pub use endpoint::{ClickHouseError, Endpoint, InsertCompression};
 pub use latency::LatencyPercentiles;

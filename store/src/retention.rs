@@ -183,6 +183,8 @@ mod tests {
             password: String::new(),
             settings: Default::default(),
             compression: Default::default(),
+            ca_file: String::new(),
+            https: Default::default(),
         };
         for (table, partition) in [
             ("events_raw", "202511; DROP TABLE x"),

@@ -102,6 +102,8 @@ async fn an_unreachable_server_is_a_retryable_error() {
         password: String::new(),
         settings: Default::default(),
         compression: Default::default(),
+        ca_file: String::new(),
+        https: Default::default(),
     };
     let error = endpoint
         .probe()

@@ -10,6 +10,7 @@ mod browser;
 mod check_command;
 mod clickhouse_schema;
 mod clickhouse_server;
+mod clickhouse_tls;
 mod dashboards;
 mod dead_letters;
 mod exactness;

@@ -17,14 +17,9 @@ pub fn settings() -> Settings {
 
 /// The configured ClickHouse server, with `database` selected.
 pub fn endpoint(database: &str) -> salestalk_store::Endpoint {
-    let s = settings().clickhouse;
     salestalk_store::Endpoint {
-        url: s.url,
         database: database.to_string(),
-        user: s.user,
-        password: s.password,
-        settings: s.settings,
-        compression: s.compression,
+        ..settings().clickhouse
     }
 }
 
@@ -319,6 +314,33 @@ impl PrivateServices {
         };
         services.script("up", &[]);
         services
+    }
+
+    /// Starts a ClickHouse server of its own that also serves https on the returned port,
+    /// with the certificate and key (PEM files the server's user can read).
+    pub fn start_clickhouse_https(name: &str, cert: &str, key: &str) -> (Self, u16) {
+        let state_dir = std::path::PathBuf::from(format!("/var/tmp/{}", unique(name)));
+        let (http, https, tcp, interserver) = (free_port(), free_port(), free_port(), free_port());
+        let vars = vec![
+            ("SALESTALK_STATE_DIR", state_dir.display().to_string()),
+            ("SALESTALK_CLICKHOUSE_HTTP_PORT", http.to_string()),
+            ("SALESTALK_CLICKHOUSE_HTTPS_PORT", https.to_string()),
+            ("SALESTALK_CLICKHOUSE_TLS_CERT", cert.to_string()),
+            ("SALESTALK_CLICKHOUSE_TLS_KEY", key.to_string()),
+            ("SALESTALK_CLICKHOUSE_TCP_PORT", tcp.to_string()),
+            (
+                "SALESTALK_CLICKHOUSE_INTERSERVER_PORT",
+                interserver.to_string(),
+            ),
+        ];
+        let services = Self {
+            state_dir,
+            vars,
+            brokers: String::new(),
+            clickhouse_url: format!("http://127.0.0.1:{http}"),
+        };
+        services.script("up", &["clickhouse"]);
+        (services, https)
     }
 
     fn script(&self, name: &str, args: &[&str]) {

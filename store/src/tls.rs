@@ -1,0 +1,76 @@
+//! ClickHouse over https: one HTTP client per process (its connections, and their TLS
+//! sessions, are reused), trusting the system's CA certificates and, when
+//! `clickhouse.ca_file` names one, the certificates of that PEM file too (a company CA, or the
+//! one a test makes). rustls with ring: no OpenSSL to build or link.
+
+use std::sync::{Arc, OnceLock};
+
+use clickhouse::Client;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// The https client, built on first use and shared by every clone of an endpoint.
+#[derive(Clone, Default)]
+pub struct SharedHttps(Arc<OnceLock<Result<Client, String>>>);
+
+impl SharedHttps {
+    /// The client trusting `ca_file` (if not empty) besides the system's CAs.
+    pub fn client(&self, ca_file: &str) -> Result<Client, String> {
+        self.0.get_or_init(|| https_client(ca_file)).clone()
+    }
+}
+
+/// Every endpoint's client is alike: it does not tell endpoints apart.
+impl PartialEq for SharedHttps {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SharedHttps {}
+
+/// The certificates of `ca_file`, or why there are none (for the start-up check).
+pub fn read_ca_file(ca_file: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("cannot read '{ca_file}': {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("'{ca_file}' is not PEM certificates: {e}"))?;
+    if certificates.is_empty() {
+        return Err(format!("'{ca_file}' holds no certificate"));
+    }
+    Ok(certificates)
+}
+
+fn https_client(ca_file: &str) -> Result<Client, String> {
+    let mut roots = RootCertStore::empty();
+    // The system's CAs, as far as they load; a custom CA alone is enough.
+    for certificate in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(certificate);
+    }
+    if !ca_file.is_empty() {
+        for certificate in read_ca_file(ca_file)? {
+            roots
+                .add(certificate)
+                .map_err(|e| format!("'{ca_file}': {e}"))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let hyper = HyperClient::builder(TokioExecutor::new()).build(connector);
+    Ok(Client::with_http_client(hyper))
+}
