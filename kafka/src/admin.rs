@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 
@@ -15,9 +14,7 @@ use crate::KafkaSettings;
 
 /// A client for metadata only (it joins no group).
 fn metadata_client(settings: &KafkaSettings) -> KafkaResult<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()
+    settings.client_config().create()
 }
 
 /// Which of `topics` the configured brokers do not know.
@@ -44,9 +41,7 @@ pub async fn topic_config(
     topic: &str,
     name: &str,
 ) -> KafkaResult<Option<String>> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = settings.client_config().create()?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let described = admin
         .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
@@ -143,12 +142,11 @@ pub fn group_member(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<Grou
     let prefetch = settings.prefetch_kbytes as usize * 1024;
     let fetch = (prefetch / 2).clamp(2 * settings.max_message_bytes, 52_428_800);
     let partition_fetch = fetch.min(8_388_608);
-    let mut config = ClientConfig::new();
+    let mut config = settings.client_config();
     if !settings.instance_id.is_empty() {
         config.set("group.instance.id", &settings.instance_id);
     }
     config
-        .set("bootstrap.servers", &settings.brokers)
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

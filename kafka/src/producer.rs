@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{
     BaseProducer, DeliveryResult, FutureProducer, FutureRecord, ProducerContext,
@@ -43,8 +42,8 @@ impl ProducerContext for DeliveryCounter {
 
 /// A producer for bulk traffic (the generator) whose deliveries are counted, not awaited.
 pub fn counted(settings: &KafkaSettings) -> KafkaResult<BaseProducer<DeliveryCounter>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    settings
+        .client_config()
         .set("linger.ms", "10")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
@@ -60,8 +59,8 @@ pub fn counted(settings: &KafkaSettings) -> KafkaResult<BaseProducer<DeliveryCou
 /// 30 s, and the caller's retry policy decides what happens next. Records may be twice the
 /// largest message plus room for headers (a dead letter carries the message and its reason).
 pub fn acknowledged(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    settings
+        .client_config()
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
         .set(
@@ -80,8 +79,8 @@ pub fn publishing(
     idempotent: bool,
     timeout_ms: u64,
 ) -> KafkaResult<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    settings
+        .client_config()
         .set("enable.idempotence", idempotent.to_string())
         .set("acks", "all")
         .set("linger.ms", "2")

@@ -1,7 +1,10 @@
 //! `[kafka]`: the brokers, what is consumed, and how large a message may be; checked here,
 //! beside the clients built from it.
 
+use rdkafka::config::ClientConfig;
 use serde::Deserialize;
+
+use crate::security::KafkaSecurity;
 
 /// `[kafka]`: where events come from.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -20,6 +23,9 @@ pub struct KafkaSettings {
     pub max_message_bytes: usize,
     /// Most pre-fetched data the consumer queues, in KiB (`queued.max.messages.kbytes`).
     pub prefetch_kbytes: u64,
+    /// TLS and SASL towards the brokers (`[kafka.security]`).
+    #[serde(default)]
+    pub security: KafkaSecurity,
 }
 
 impl KafkaSettings {
@@ -28,9 +34,18 @@ impl KafkaSettings {
         self.topic_template.replace("{domain}", domain)
     }
 
+    /// A librdkafka configuration reaching these brokers as configured (bootstrap servers,
+    /// TLS, SASL): every client starts from it.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        self.security.apply(&mut config);
+        config
+    }
+
     /// Every problem with these settings, each naming its key.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = self.security.problems();
         if !(1024..=2_097_151).contains(&self.prefetch_kbytes) {
             problems.push(format!(
                 "kafka.prefetch_kbytes: {} is outside 1024..=2097151",
