@@ -500,21 +500,28 @@ pub fn views(database: &str) -> Vec<String> {
             "CREATE VIEW {database}.publish_outcomes AS\n\
              SELECT window_start, tenant_id, source, publish_path AS path,\n\
              toUInt64(sum(n_submitted)) AS submitted, toUInt64(sum(n_accepted)) AS accepted,\n\
-             toUInt64(sum(n_rejected)) AS rejected, toUInt64(sum(n_throttled)) AS throttled,\n\
+             toUInt64(sum(n_rejected)) AS rejected,\n\
+             toUInt64(sum(n_validation)) AS validation_errors,\n\
+             toUInt64(sum(n_not_allowed)) AS tenant_not_allowed,\n\
+             toUInt64(sum(n_too_large)) AS too_large, toUInt64(sum(n_throttled)) AS throttled,\n\
              toUInt64(sum(n_broker_failed)) AS broker_failed\n\
              FROM (\n\
              SELECT minute AS window_start, tenant_id, source, toString('gateway') AS publish_path,\n\
              toUInt64(entries) AS n_submitted,\n\
              toUInt64(if(outcome = '{accepted}', entries, 0)) AS n_accepted,\n\
              toUInt64(if(outcome IN ({rejected}), entries, 0)) AS n_rejected,\n\
+             toUInt64(if(outcome = '{validation}', entries, 0)) AS n_validation,\n\
+             toUInt64(if(outcome = '{not_allowed}', entries, 0)) AS n_not_allowed,\n\
+             toUInt64(if(outcome = '{too_large}', entries, 0)) AS n_too_large,\n\
              toUInt64(if(outcome = '{throttled}', entries, 0)) AS n_throttled,\n\
              toUInt64(if(outcome = '{broker}', entries, 0)) AS n_broker_failed\n\
              FROM {database}.ingest_outcomes\n\
              UNION ALL\n\
              SELECT window_start, tenant_id, source, toString('direct') AS publish_path,\n\
              toUInt64(submitted) AS n_submitted, toUInt64(submitted - rejected) AS n_accepted,\n\
-             toUInt64(rejected) AS n_rejected, toUInt64(0) AS n_throttled,\n\
-             toUInt64(0) AS n_broker_failed\n\
+             toUInt64(rejected) AS n_rejected, toUInt64(0) AS n_validation,\n\
+             toUInt64(0) AS n_not_allowed, toUInt64(0) AS n_too_large,\n\
+             toUInt64(0) AS n_throttled, toUInt64(0) AS n_broker_failed\n\
              FROM {database}.metrics_publish WHERE path != 'gateway')\n\
              GROUP BY window_start, tenant_id, source, publish_path",
             accepted = IngestOutcome::Accepted.as_str(),
@@ -523,6 +530,9 @@ pub fn views(database: &str) -> Vec<String> {
                 .map(|o| format!("'{}'", o.as_str()))
                 .collect::<Vec<_>>()
                 .join(", "),
+            validation = IngestOutcome::ValidationError.as_str(),
+            not_allowed = IngestOutcome::TenantNotAllowed.as_str(),
+            too_large = IngestOutcome::TooLarge.as_str(),
             throttled = IngestOutcome::Throttled.as_str(),
             broker = IngestOutcome::PublishFailed.as_str(),
         ),

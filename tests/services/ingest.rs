@@ -298,6 +298,18 @@ async fn a_mixed_batch_gets_one_result_per_entry_and_only_the_accepted_are_count
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(publishes().await, gateway_rows);
+    let by_code: Vec<(String, u64, u64, u64)> = client
+        .query(
+            "SELECT tenant_id, toUInt64(sum(validation_errors)), toUInt64(sum(tenant_not_allowed)), \
+             toUInt64(sum(too_large)) FROM publish_outcomes GROUP BY tenant_id ORDER BY tenant_id",
+        )
+        .fetch_all()
+        .await
+        .expect("by code");
+    assert_eq!(
+        by_code,
+        [(String::new(), 0, 1, 0), ("tenant-a".to_string(), 1, 0, 1)]
+    );
     let letters: Vec<(String, i32, String, String, String)> = client
         .query(
             "SELECT topic, partition, tenant_id, event_id, error FROM dead_letters \
