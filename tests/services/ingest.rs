@@ -459,3 +459,76 @@ async fn publish_sends_a_file_through_the_gateway_and_lists_the_failures() {
     assert_eq!(counted, 7);
     isolated.remove().await;
 }
+
+/// A tenant over its rate gets `Throttled` (with `Retry-After`) for the entries past it,
+/// counted as throttled, not dropped; `salestalk publish` resends them until they are taken,
+/// and the pipeline counts each event once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_over_its_rate_is_throttled_and_a_resend_gets_through() {
+    let isolated = Isolated::create("it-throttle", 2).await;
+    let mut env = pipeline_env(&isolated);
+    let port = free_port();
+    env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
+    env.push(("SALESTALK__INGEST__TENANT_ENTRIES_PER_SECOND", "5".into()));
+    stdout_of(&salestalk(&["migrate"], &env));
+    let key = api_key(&env, "publisher", &["tenant-a"]);
+    let _gateway = gateway(&env, port).await;
+
+    let events: Vec<Value> = (0..12).map(|n| event(40 + n, "tenant-a")).collect();
+    let body = serde_json::to_vec(&json!({ "entries": events })).expect("json");
+    let (status, head, answer) = post(port, "/v1/events", Some(&key), &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    let codes: Vec<&str> = answer["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["errorCode"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(codes[..5], [""; 5]);
+    assert_eq!(codes[5..], ["Throttled"; 7]);
+    let client = isolated.endpoint().client();
+    let throttled = || async {
+        client
+            .query("SELECT toUInt64(sum(throttled)) FROM publish_outcomes WHERE tenant_id = 'tenant-a'")
+            .fetch_one::<u64>()
+            .await
+            .expect("outcomes")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while throttled().await < 7 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(throttled().await, 7);
+
+    // All twelve again through `publish`: it resends what is throttled until it is taken.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("events.jsonl");
+    let lines: Vec<String> = events.iter().map(Value::to_string).collect();
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let mut with_key = env.clone();
+    with_key.push(("SALESTALK_API_KEY", key));
+    let output = salestalk(
+        &["publish", &file.to_string_lossy(), "--batch", "12"],
+        &with_key,
+    );
+    let summary = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{summary}");
+    assert!(
+        summary.contains("published 12 of 12 entries (0 failed)"),
+        "{summary}"
+    );
+
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
+    let counted: u64 = client
+        .query("SELECT toUInt64(sum(events)) FROM event_volume")
+        .fetch_one()
+        .await
+        .expect("volume");
+    assert_eq!(counted, 12, "each event once, however often it was sent");
+    isolated.remove().await;
+}

@@ -12,9 +12,10 @@
 
 pub mod client;
 pub mod ledger;
+pub mod rate;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -35,6 +36,7 @@ use salestalk_store::ingest_outcome::IngestOutcome;
 use salestalk_store::keys::{ApiKey, Role};
 
 use crate::access::KeyCache;
+use crate::ingest::rate::TenantRates;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -118,13 +120,6 @@ impl IngestSettings {
     }
 }
 
-/// A tenant's allowance of entries: refilled at the configured rate, up to one second's worth.
-#[derive(Debug, Clone, Copy)]
-struct Allowance {
-    tokens: f64,
-    at: Instant,
-}
-
 /// What every request handler shares.
 pub struct Gateway {
     settings: IngestSettings,
@@ -132,7 +127,7 @@ pub struct Gateway {
     endpoint: Endpoint,
     producer: FutureProducer,
     keys: KeyCache,
-    allowances: Mutex<HashMap<String, Allowance>>,
+    rates: TenantRates,
     ledger: ledger::Ledger,
 }
 
@@ -149,13 +144,14 @@ impl Gateway {
             settings.publish_timeout_ms,
         )?;
         let keys = KeyCache::new(endpoint.clone(), settings.key_cache_ms);
+        let rates = TenantRates::new(settings.tenant_entries_per_second);
         Ok(Self {
             settings,
             kafka,
             endpoint,
             producer,
             keys,
-            allowances: Mutex::new(HashMap::new()),
+            rates,
             ledger: ledger::Ledger::default(),
         })
     }
@@ -168,28 +164,6 @@ impl Gateway {
     /// Stores what the ledger holds now (after the last request was answered).
     pub async fn store_ledger(&self) {
         self.ledger.write(&self.endpoint).await;
-    }
-
-    /// Whether `tenant` may publish one more entry now.
-    fn allow(&self, tenant: &str) -> bool {
-        let rate = f64::from(self.settings.tenant_entries_per_second);
-        let Ok(mut allowances) = self.allowances.lock() else {
-            return true;
-        };
-        let now = Instant::now();
-        let allowance = allowances.entry(tenant.to_string()).or_insert(Allowance {
-            tokens: rate,
-            at: now,
-        });
-        allowance.tokens =
-            (allowance.tokens + now.duration_since(allowance.at).as_secs_f64() * rate).min(rate);
-        allowance.at = now;
-        if allowance.tokens >= 1.0 {
-            allowance.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
 
@@ -366,10 +340,10 @@ async fn publish(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: 
         results.push(failure(&judged.id, outcome, &message, errors));
     }
     let minute_s = received_ms.div_euclid(60_000) * 60;
-    for ((tenant, source, outcome), entries) in tally {
+    for ((tenant, source, outcome), entries) in &tally {
         gateway
             .ledger
-            .count(minute_s, tenant, source, outcome, entries);
+            .count(minute_s, tenant, source, *outcome, *entries);
     }
 
     let failed = results
@@ -384,7 +358,18 @@ async fn publish(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: 
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         return response;
     }
-    answer(StatusCode::OK, &body)
+    let mut response = answer(StatusCode::OK, &body);
+    // A tenant's bucket refills within a second: say when a resend of the throttled entries
+    // will find room.
+    if tally
+        .keys()
+        .any(|(_, _, outcome)| *outcome == IngestOutcome::Throttled)
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// A refused entry's dead-letter error: its code, message and first pointers.
@@ -465,7 +450,7 @@ fn judge<'a>(
         judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, Vec::new()));
         return judged;
     }
-    if !gateway.allow(claimed) {
+    if !gateway.rates.allow(claimed, Instant::now()) {
         let message = format!(
             "tenant '{claimed}' is over {} entries a second; retry later",
             gateway.settings.tenant_entries_per_second
