@@ -10,6 +10,7 @@ use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
 use salestalk_kafka::KafkaSettings;
+use salestalk_operators::routing::{RoutingSettings, RoutingTable};
 use salestalk_sinks::SinkSettings;
 use salestalk_sinks::kafka::DlqSettings;
 use salestalk_sinks::retry::RetrySettings;
@@ -35,6 +36,7 @@ const LIST_KEYS: &[&str] = &[
     "sinks.flush_order",
     "alerts.webhooks",
     "alerts.alertmanager_webhooks",
+    "routing.unmatched",
 ];
 
 /// Everything the pipeline can be configured with, one section per component.
@@ -64,6 +66,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// `[ingest]`: the ingest gateway.
     pub ingest: IngestSettings,
+    /// `[routing]`: where each valid event goes.
+    pub routing: RoutingSettings,
     /// `[log]`: diagnostics.
     pub log: LogSettings,
 }
@@ -199,9 +203,12 @@ impl Reader {
         let log = self.section("log", LogSettings::problems);
         let retention = self.section("retention", RetentionSettings::problems);
         let ingest = self.section("ingest", IngestSettings::problems);
+        let routing = self.section("routing", |r: &RoutingSettings| {
+            RoutingTable::compile(r).err().unwrap_or_default()
+        });
         match (
             kafka, clickhouse, pipeline, graph, retry, dlq, sinks, metrics, alerts, serve, log,
-            retention, ingest,
+            retention, ingest, routing,
         ) {
             (
                 Some(kafka),
@@ -217,6 +224,7 @@ impl Reader {
                 Some(log),
                 Some(retention),
                 Some(ingest),
+                Some(routing),
             ) if self.problems.is_empty() => Ok(Settings {
                 kafka,
                 clickhouse,
@@ -231,6 +239,7 @@ impl Reader {
                 log,
                 retention,
                 ingest,
+                routing,
             }),
             _ => Err(SettingsError {
                 problems: self.problems,
@@ -391,6 +400,52 @@ mod tests {
         .expect("valid");
         assert_eq!(settings.kafka.group_id, "from-file");
         assert_eq!(settings.kafka.brokers, "env:9092");
+    }
+
+    #[test]
+    fn the_default_routing_is_the_contracts_table_and_takes_every_event_type() {
+        let settings = Settings::load_from(None, env(&[])).expect("valid");
+        let table = RoutingTable::compile(&settings.routing).expect("compiles");
+        assert!(table.not_always_routed().is_empty());
+        let names = |event_type: &str| -> Vec<String> {
+            let (_, targets) = table.route(event_type, "tenant-1", "svc");
+            targets
+                .iter()
+                .map(|&i| table.targets()[i].clone())
+                .collect()
+        };
+        // The contract's routing table, with the metrics beside every row.
+        assert_eq!(
+            names("classification.performed.v1"),
+            ["metrics", "insights-queue"]
+        );
+        assert_eq!(
+            names("classification.performed.v2"),
+            ["metrics", "insights-queue"]
+        );
+        assert_eq!(
+            names("narrative.generated.v1"),
+            ["metrics", "analytics-stream"]
+        );
+        assert_eq!(
+            names("conversation.completed.v1"),
+            ["metrics", "archival-queue", "billing-queue"]
+        );
+        assert_eq!(
+            names("metrics.ingested.v1"),
+            ["metrics", "aggregation-queue"]
+        );
+        assert_eq!(
+            names("tenant.provisioned.v1"),
+            ["metrics", "welcome-email-queue", "billing-queue"]
+        );
+        // A list overridden from the environment.
+        let settings = Settings::load_from(
+            None,
+            env(&[("SALESTALK__ROUTING__UNMATCHED", "metrics,billing-queue")]),
+        )
+        .expect("valid");
+        assert_eq!(settings.routing.unmatched, ["metrics", "billing-queue"]);
     }
 
     #[test]

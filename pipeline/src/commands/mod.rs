@@ -12,6 +12,7 @@ pub mod latency;
 pub mod migrate;
 pub mod publish;
 pub mod retention;
+pub mod routes;
 pub mod run;
 pub mod serve;
 pub mod validate;
@@ -71,6 +72,8 @@ enum Command {
     Ingest,
     /// Send JSON Lines through the ingest gateway (key in SALESTALK_API_KEY); print failures.
     Publish(publish::Args),
+    /// Show the routing table, or the route of one event (--event-type, --tenant, --source).
+    Routes(routes::Args),
     /// Make, list and revoke API keys (stored hashed in ClickHouse).
     #[command(subcommand)]
     Keys(keys::Command),
@@ -94,6 +97,7 @@ impl Cli {
             Command::Retention(args) => retention::execute(config, args),
             Command::Keys(command) => keys::execute(config, command),
             Command::Ingest => ingest::execute(config),
+            Command::Routes(args) => routes::execute(config, args),
             Command::Publish(args) => publish::execute(config, args),
         }
     }

@@ -1,0 +1,437 @@
+//! The routing table: which targets each valid event goes to, decided by the first of an
+//! ordered list of rules that matches its event type, tenant and source (as a firewall or an
+//! EventBridge rule set reads: put the narrow rules first). A target is a downstream
+//! consumer's Kafka topic, or `metrics`, the pipeline's own windowed metrics. Events no rule
+//! matches go to the `unmatched` targets. Pure: the runtime asks, and delivers.
+//!
+//! Patterns are `*` (anything), `prefix*`, or an exact value; an event-type pattern must match
+//! at least one type this build knows. A rule every event of which an earlier rule already
+//! takes is unreachable, and refused at start-up like every other problem here.
+
+use std::collections::BTreeMap;
+
+use salestalk_contracts::EventType;
+use serde::Deserialize;
+use strum::VariantArray;
+
+/// The built-in target: the pipeline's own metrics.
+pub const METRICS: &str = "metrics";
+
+/// `[routing]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSettings {
+    /// Downstream consumers' topics, by target name.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetSettings>,
+    /// The rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RuleSettings>,
+    /// Targets of an event no rule matches.
+    pub unmatched: Vec<String>,
+}
+
+/// `[routing.targets.<name>]`: one downstream consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSettings {
+    /// The Kafka topic it reads.
+    pub topic: String,
+    /// What it is for (shown in `salestalk routes` and on the SRE page).
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `[[routing.rules]]`: one rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    /// Its name, unique.
+    pub name: String,
+    /// Event-type patterns (`classification.performed.*`); empty: any.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Tenant patterns (`tenant-abc*`); empty: any.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Source patterns (`chat-handler`); empty: any.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Where matching events go (target names, `metrics`).
+    pub targets: Vec<String>,
+}
+
+/// `*`, `prefix*` or an exact value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    /// Anything.
+    Any,
+    /// Values starting with this.
+    Prefix(String),
+    /// This value.
+    Exact(String),
+}
+
+impl Pattern {
+    /// The pattern `text` stands for, or why it is none.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        match text.find('*') {
+            None if text.is_empty() => Err("an empty pattern".into()),
+            None => Ok(Self::Exact(text.to_string())),
+            Some(0) if text == "*" => Ok(Self::Any),
+            Some(at) if at == text.len() - 1 => Ok(Self::Prefix(text[..at].to_string())),
+            Some(_) => Err(format!("'{text}': '*' may only end a pattern")),
+        }
+    }
+
+    /// Whether `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Prefix(prefix) => value.starts_with(prefix.as_str()),
+            Self::Exact(exact) => value == exact,
+        }
+    }
+
+    /// Whether everything `other` matches, this matches too.
+    pub fn covers(&self, other: &Pattern) -> bool {
+        match (self, other) {
+            (Self::Any, _) => true,
+            (_, Self::Any) => false,
+            (Self::Prefix(p), Self::Prefix(q) | Self::Exact(q)) => q.starts_with(p.as_str()),
+            (Self::Exact(p), Self::Exact(q)) => p == q,
+            (Self::Exact(_), Self::Prefix(_)) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Prefix(prefix) => write!(f, "{prefix}*"),
+            Self::Exact(exact) => f.write_str(exact),
+        }
+    }
+}
+
+/// Patterns of one dimension of a rule: any of them matches (none given: anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Patterns(Vec<Pattern>);
+
+impl Patterns {
+    fn matches(&self, value: &str) -> bool {
+        self.0.iter().any(|p| p.matches(value))
+    }
+
+    /// Whether every value `other` matches, these match too.
+    fn cover(&self, other: &Patterns) -> bool {
+        other.0.iter().all(|q| self.0.iter().any(|p| p.covers(q)))
+    }
+}
+
+/// A rule, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    name: String,
+    event_types: Patterns,
+    tenants: Patterns,
+    sources: Patterns,
+    targets: Vec<usize>,
+}
+
+/// The routing table, compiled: targets are indexes into [`RoutingTable::targets`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingTable {
+    targets: Vec<String>,
+    rules: Vec<Rule>,
+    unmatched: Vec<usize>,
+}
+
+impl RoutingTable {
+    /// The table of `settings`, or every problem with them, each naming its key.
+    pub fn compile(settings: &RoutingSettings) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut targets: Vec<String> = vec![METRICS.to_string()];
+        for (name, target) in &settings.targets {
+            if name == METRICS {
+                problems.push(format!(
+                    "routing.targets.{name}: '{METRICS}' is the built-in target"
+                ));
+            }
+            if !is_topic_like(&target.topic) {
+                problems.push(format!(
+                    "routing.targets.{name}.topic: '{}' is not a topic name",
+                    target.topic
+                ));
+            }
+            targets.push(name.clone());
+        }
+        let resolve = |names: &[String], key: &str, problems: &mut Vec<String>| -> Vec<usize> {
+            if names.is_empty() {
+                problems.push(format!("{key}: at least one target is needed"));
+            }
+            let mut out = Vec::new();
+            for name in names {
+                match targets.iter().position(|t| t == name) {
+                    Some(i) if !out.contains(&i) => out.push(i),
+                    Some(_) => problems.push(format!("{key}: '{name}' is listed twice")),
+                    None => problems.push(format!(
+                        "{key}: unknown target '{name}' (known: {})",
+                        targets.join(", ")
+                    )),
+                }
+            }
+            out
+        };
+        let mut rules: Vec<Rule> = Vec::new();
+        for (i, rule) in settings.rules.iter().enumerate() {
+            let key = format!("routing.rules[{i}] ('{}')", rule.name);
+            if rule.name.trim().is_empty() {
+                problems.push(format!("routing.rules[{i}].name: must not be empty"));
+            } else if rules.iter().any(|r| r.name == rule.name) {
+                problems.push(format!("{key}: the name is used by an earlier rule"));
+            }
+            let mut patterns = |texts: &[String], dimension: &str| -> Patterns {
+                if texts.is_empty() {
+                    return Patterns(vec![Pattern::Any]);
+                }
+                Patterns(
+                    texts
+                        .iter()
+                        .filter_map(|text| {
+                            Pattern::parse(text)
+                                .map_err(|e| problems.push(format!("{key}.{dimension}: {e}")))
+                                .ok()
+                        })
+                        .collect(),
+                )
+            };
+            let event_types = patterns(&rule.event_types, "event_types");
+            let tenants = patterns(&rule.tenants, "tenants");
+            let sources = patterns(&rule.sources, "sources");
+            for pattern in &event_types.0 {
+                if !EventType::VARIANTS
+                    .iter()
+                    .any(|t| pattern.matches(t.as_str()))
+                {
+                    problems.push(format!(
+                        "{key}.event_types: '{pattern}' matches no event type this build knows"
+                    ));
+                }
+            }
+            let compiled = Rule {
+                name: rule.name.clone(),
+                event_types,
+                tenants,
+                sources,
+                targets: resolve(&rule.targets, &format!("{key}.targets"), &mut problems),
+            };
+            if let Some(earlier) = rules.iter().find(|earlier| {
+                earlier.event_types.cover(&compiled.event_types)
+                    && earlier.tenants.cover(&compiled.tenants)
+                    && earlier.sources.cover(&compiled.sources)
+            }) {
+                problems.push(format!(
+                    "{key}: unreachable, rule '{}' before it takes every event it would",
+                    earlier.name
+                ));
+            }
+            rules.push(compiled);
+        }
+        let unmatched = resolve(&settings.unmatched, "routing.unmatched", &mut problems);
+        if problems.is_empty() {
+            Ok(Self {
+                targets,
+                rules,
+                unmatched,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Target names, by index (`metrics` first).
+    pub fn targets(&self) -> &[String] {
+        &self.targets
+    }
+
+    /// The rule an event of `event_type`, `tenant` and `source` matches (`None`: unmatched),
+    /// and its targets.
+    pub fn route(&self, event_type: &str, tenant: &str, source: &str) -> (Option<&str>, &[usize]) {
+        self.rules
+            .iter()
+            .find(|r| {
+                r.event_types.matches(event_type)
+                    && r.tenants.matches(tenant)
+                    && r.sources.matches(source)
+            })
+            .map_or((None, &self.unmatched[..]), |r| {
+                (Some(r.name.as_str()), &r.targets[..])
+            })
+    }
+
+    /// Event types this build knows that no rule takes for every tenant and source: for some
+    /// (or all) of their events, the `unmatched` targets apply. Said at start-up.
+    pub fn not_always_routed(&self) -> Vec<&'static str> {
+        EventType::VARIANTS
+            .iter()
+            .map(|t| t.as_str())
+            .filter(|t| {
+                !self.rules.iter().any(|r| {
+                    r.event_types.matches(t)
+                        && r.tenants.cover(&Patterns(vec![Pattern::Any]))
+                        && r.sources.cover(&Patterns(vec![Pattern::Any]))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether `name` could be a Kafka topic ([a-zA-Z0-9._-], 1 to 249 characters).
+fn is_topic_like(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, types: &[&str], tenants: &[&str], targets: &[&str]) -> RuleSettings {
+        let strings = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        RuleSettings {
+            name: name.into(),
+            event_types: strings(types),
+            tenants: strings(tenants),
+            sources: Vec::new(),
+            targets: strings(targets),
+        }
+    }
+
+    fn settings(rules: Vec<RuleSettings>) -> RoutingSettings {
+        let target = |topic: &str| TargetSettings {
+            topic: topic.into(),
+            description: String::new(),
+        };
+        RoutingSettings {
+            targets: BTreeMap::from([
+                ("insights".to_string(), target("c.insights")),
+                ("billing".to_string(), target("c.billing")),
+                ("vip".to_string(), target("c.vip")),
+            ]),
+            rules,
+            unmatched: vec![METRICS.into()],
+        }
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_and_tenant_patterns_narrow_it() {
+        let table = RoutingTable::compile(&settings(vec![
+            rule(
+                "vip",
+                &["classification.*"],
+                &["tenant-vip*"],
+                &["vip", "metrics"],
+            ),
+            rule(
+                "insights",
+                &["classification.performed.*"],
+                &[],
+                &["insights", "metrics"],
+            ),
+            rule(
+                "billing",
+                &["conversation.completed.v1", "tenant.provisioned.v1"],
+                &[],
+                &["billing"],
+            ),
+        ]))
+        .expect("valid");
+        let names = |targets: &[usize]| -> Vec<&str> {
+            targets
+                .iter()
+                .map(|&i| table.targets()[i].as_str())
+                .collect()
+        };
+        let (rule, targets) = table.route("classification.performed.v2", "tenant-vip-7", "chat");
+        assert_eq!(
+            (rule, names(targets)),
+            (Some("vip"), vec!["vip", "metrics"])
+        );
+        let (rule, targets) = table.route("classification.performed.v1", "tenant-1", "chat");
+        assert_eq!(
+            (rule, names(targets)),
+            (Some("insights"), vec!["insights", "metrics"])
+        );
+        let (rule, targets) = table.route("tenant.provisioned.v1", "tenant-1", "onboard");
+        assert_eq!((rule, names(targets)), (Some("billing"), vec!["billing"]));
+        let (rule, targets) = table.route("metrics.ingested.v1", "tenant-1", "etl");
+        assert_eq!((rule, names(targets)), (None, vec!["metrics"]));
+        assert_eq!(
+            table.not_always_routed(),
+            ["narrative.generated.v1", "metrics.ingested.v1"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let mut bad = settings(vec![
+            rule("all", &["*"], &[], &["metrics"]),
+            rule(
+                "shadowed",
+                &["classification.performed.v1"],
+                &["t-*"],
+                &["insights"],
+            ),
+            rule("typo", &["clasification.*"], &[], &["insight"]),
+            rule(
+                "star",
+                &["classification.*.v1"],
+                &[],
+                &["metrics", "metrics"],
+            ),
+            rule("all", &["narrative.*"], &[], &[]),
+        ]);
+        bad.targets.insert(
+            "broken".into(),
+            TargetSettings {
+                topic: "no spaces allowed".into(),
+                description: String::new(),
+            },
+        );
+        bad.unmatched = vec!["nowhere".into()];
+        let problems = RoutingTable::compile(&bad).expect_err("invalid").join("\n");
+        for needle in [
+            "('shadowed'): unreachable, rule 'all'",
+            "('typo').event_types: 'clasification.*' matches no event type",
+            "('typo').targets: unknown target 'insight'",
+            "('star').event_types: 'classification.*.v1': '*' may only end a pattern",
+            "('star').targets: 'metrics' is listed twice",
+            "routing.rules[4] ('all'): the name is used by an earlier rule",
+            "routing.rules[4] ('all').targets: at least one target is needed",
+            "routing.targets.broken.topic",
+            "routing.unmatched: unknown target 'nowhere'",
+        ] {
+            assert!(
+                problems.contains(needle),
+                "{needle} missing from:\n{problems}"
+            );
+        }
+    }
+
+    #[test]
+    fn patterns_cover_what_they_match() {
+        let p = |s: &str| Pattern::parse(s).expect("pattern");
+        assert!(p("*").covers(&p("a*")));
+        assert!(p("a*").covers(&p("ab*")));
+        assert!(p("a*").covers(&p("abc")));
+        assert!(!p("ab*").covers(&p("a*")));
+        assert!(!p("abc").covers(&p("a*")));
+        assert!(p("abc").covers(&p("abc")));
+        assert!(!p("a*").covers(&p("*")));
+    }
+}
