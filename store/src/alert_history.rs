@@ -75,19 +75,7 @@ impl AlertRecord {
 impl Endpoint {
     /// Appends `records` to `alerts`.
     pub async fn record_alerts(&self, records: &[AlertRecord]) -> Result<(), ClickHouseError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let classify = |e| ClickHouseError::classify(&self.url, e);
-        let mut insert = self
-            .client()
-            .insert::<AlertRecord>("alerts")
-            .await
-            .map_err(classify)?;
-        for record in records {
-            insert.write(record).await.map_err(classify)?;
-        }
-        insert.end().await.map_err(classify)
+        self.insert_rows::<AlertRecord>("alerts", records).await
     }
 
     /// The alerts whose latest notification is a firing one.

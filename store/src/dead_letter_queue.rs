@@ -189,17 +189,9 @@ impl Endpoint {
         note: &str,
         now_ms: u64,
     ) -> Result<(), ClickHouseError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let classify = |e| ClickHouseError::classify(&self.url, e);
-        let mut insert = self
-            .client()
-            .insert::<ActionRecord<'_>>("dead_letter_actions")
-            .await
-            .map_err(classify)?;
-        for entry in entries {
-            let record = ActionRecord {
+        let records: Vec<ActionRecord<'_>> = entries
+            .iter()
+            .map(|entry| ActionRecord {
                 topic: &entry.topic,
                 partition: entry.partition,
                 offset: entry.offset,
@@ -207,10 +199,10 @@ impl Endpoint {
                 acted_at: (now_ms / 1000) as u32,
                 acted_at_ms: now_ms,
                 note,
-            };
-            insert.write(&record).await.map_err(classify)?;
-        }
-        insert.end().await.map_err(classify)
+            })
+            .collect();
+        self.insert_rows::<ActionRecord<'_>>("dead_letter_actions", &records)
+            .await
     }
 }
 

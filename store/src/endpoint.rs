@@ -265,6 +265,23 @@ impl Endpoint {
         self.server_client().with_database(&self.database)
     }
 
+    /// Inserts `rows` into `table` of the database, as one insert (nothing for no rows).
+    pub async fn insert_rows<T: clickhouse::Row + clickhouse::RowWrite>(
+        &self,
+        table: &str,
+        rows: &[T::Value<'_>],
+    ) -> Result<(), ClickHouseError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let classify = |e| ClickHouseError::classify(&self.url, e);
+        let mut insert = self.client().insert::<T>(table).await.map_err(classify)?;
+        for row in rows {
+            insert.write(row).await.map_err(classify)?;
+        }
+        insert.end().await.map_err(classify)
+    }
+
     /// Asks the server its version and derives what it supports.
     pub async fn probe(&self) -> Result<ServerProfile, ClickHouseError> {
         let version: String = self

@@ -264,14 +264,8 @@ impl Endpoint {
     }
 
     async fn write_key(&self, record: &KeyRecord) -> Result<(), ClickHouseError> {
-        let classify = |e| ClickHouseError::classify(&self.url, e);
-        let mut insert = self
-            .client()
-            .insert::<KeyRecord>("api_keys")
+        self.insert_rows::<KeyRecord>("api_keys", std::slice::from_ref(record))
             .await
-            .map_err(classify)?;
-        insert.write(record).await.map_err(classify)?;
-        insert.end().await.map_err(classify)
     }
 }
 

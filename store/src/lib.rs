@@ -20,6 +20,7 @@ pub mod latency;
 mod migrate;
 mod profile;
 pub mod raw_query;
+pub mod replay;
 pub mod restore;
 pub mod retention;
 pub mod schema;

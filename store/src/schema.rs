@@ -227,6 +227,25 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 ttl("minute", 90)
             )],
         },
+        // Every replay from the archive: who, what, where to, when, how many.
+        Migration {
+            version: 9,
+            name: "replays from the raw archive",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {database}.replays (\n\
+                 replay_id String,\n\
+                 who String,\n\
+                 selection String,\n\
+                 target String,\n\
+                 dry_run UInt8,\n\
+                 selected UInt64,\n\
+                 sent UInt64,\n\
+                 started_at DateTime('UTC'),\n\
+                 finished_at DateTime('UTC')\n\
+                 ) ENGINE = ReplacingMergeTree(finished_at)\n\
+                 ORDER BY replay_id"
+            )],
+        },
     ]
 }
 

@@ -20,4 +20,5 @@ mod kafka_roundtrip;
 mod keys;
 mod metrics_endpoint;
 mod modern_clickhouse;
+mod replay;
 mod retention;

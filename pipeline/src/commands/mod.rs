@@ -11,6 +11,7 @@ pub mod keys;
 pub mod latency;
 pub mod migrate;
 pub mod publish;
+pub mod replay;
 pub mod retention;
 pub mod routes;
 pub mod run;
@@ -74,6 +75,9 @@ enum Command {
     Publish(publish::Args),
     /// Show the routing table, or the route of one event (--event-type, --tenant, --source).
     Routes(routes::Args),
+    /// Replay archived events to a topic (filters, --dry-run), and list the replays made.
+    #[command(subcommand)]
+    Replay(replay::Command),
     /// Make, list and revoke API keys (stored hashed in ClickHouse).
     #[command(subcommand)]
     Keys(keys::Command),
@@ -98,6 +102,7 @@ impl Cli {
             Command::Keys(command) => keys::execute(config, command),
             Command::Ingest => ingest::execute(config),
             Command::Routes(args) => routes::execute(config, args),
+            Command::Replay(command) => replay::execute(config, command),
             Command::Publish(args) => publish::execute(config, args),
         }
     }
