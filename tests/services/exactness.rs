@@ -83,6 +83,28 @@ pub fn pipeline_env(isolated: &Isolated) -> Vec<(&'static str, String)> {
     env
 }
 
+/// The tests' traffic: 25 tenants with every fault and evolution the generator has.
+pub const TRAFFIC: [&str; 18] = [
+    "--tenants",
+    "25",
+    "--duplicates",
+    "0.03",
+    "--invalid",
+    "0.02",
+    "--out-of-order",
+    "0.04",
+    "--late",
+    "0.02",
+    "--future-skew",
+    "0.005",
+    "--shared-ids",
+    "0.01",
+    "--v2",
+    "0.3",
+    "--new-enum-values",
+    "0.01",
+];
+
 /// Produces `events` of the tests' traffic (duplicates, invalid, out-of-order, late and
 /// clock-skewed events) at `rate` per second of event time, ending two minutes ago.
 pub fn produce(env: &[(&'static str, String)], seed: u64, events: u64, rate: u64) {
@@ -92,40 +114,18 @@ pub fn produce(env: &[(&'static str, String)], seed: u64, events: u64, rate: u64
     let span = (events / rate) as i64;
     let start =
         DateTime::from_timestamp(Utc::now().timestamp() - span - 120, 0).expect("valid time");
-    let produced = salestalk(
-        &[
-            "generate",
-            "--kafka",
-            "--seed",
-            &seed.to_string(),
-            "--count",
-            &events.to_string(),
-            "--start",
-            &start.to_rfc3339(),
-            "--rate",
-            &rate.to_string(),
-            "--tenants",
-            "25",
-            "--duplicates",
-            "0.03",
-            "--invalid",
-            "0.02",
-            "--out-of-order",
-            "0.04",
-            "--late",
-            "0.02",
-            "--future-skew",
-            "0.005",
-            "--shared-ids",
-            "0.01",
-            "--v2",
-            "0.3",
-            "--new-enum-values",
-            "0.01",
-        ],
-        env,
+    let (seed, events, start, rate) = (
+        seed.to_string(),
+        events.to_string(),
+        start.to_rfc3339(),
+        rate.to_string(),
     );
-    stdout_of(&produced);
+    let mut args = vec![
+        "generate", "--kafka", "--seed", &seed, "--count", &events, "--start", &start, "--rate",
+        &rate,
+    ];
+    args.extend(TRAFFIC);
+    stdout_of(&salestalk(&args, env));
 }
 
 /// Produces the tests' traffic into `isolated`'s topics.

@@ -64,6 +64,20 @@ async fn gateway(env: &[(&'static str, String)], port: u16) -> KillOnDrop {
     gateway
 }
 
+/// The pipeline's environment for `isolated`, with the gateway on a free port (returned) and
+/// `settings` (`[ingest]` key, value) on top; the schema migrated.
+fn gateway_env(
+    isolated: &Isolated,
+    settings: &[(&'static str, &str)],
+) -> (Vec<(&'static str, String)>, u16) {
+    let mut env = pipeline_env(isolated);
+    let port = free_port();
+    env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
+    env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
+    stdout_of(&salestalk(&["migrate"], &env));
+    (env, port)
+}
+
 /// `count` valid entries for `tenant`, numbered from `from`, as one request body.
 fn entries(from: u32, count: u32, tenant: &str) -> Vec<u8> {
     let entries: Vec<Value> = (from..from + count).map(|n| event(n, tenant)).collect();
@@ -83,11 +97,10 @@ async fn a_broker_outage_answers_publish_failed_is_counted_and_the_alert_fires_a
         &services.clickhouse_url,
     )
     .await;
-    let mut env = pipeline_env(&isolated);
-    let port = free_port();
-    env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
-    env.push(("SALESTALK__INGEST__PUBLISH_TIMEOUT_MS", "3000".into()));
-    stdout_of(&salestalk(&["migrate"], &env));
+    let (mut env, port) = gateway_env(
+        &isolated,
+        &[("SALESTALK__INGEST__PUBLISH_TIMEOUT_MS", "3000")],
+    );
     let publisher = api_key(&env, "publisher", &["tenant-a"]);
     let _gateway = gateway(&env, port).await;
     let receiver = WebhookReceiver::start();
@@ -185,42 +198,20 @@ async fn a_broker_outage_answers_publish_failed_is_counted_and_the_alert_fires_a
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mixed_batch_gets_one_result_per_entry_and_only_the_accepted_are_counted() {
     let isolated = Isolated::create("it-ingest", 2).await;
-    let mut env = pipeline_env(&isolated);
-    let port = free_port();
-    env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
-    env.push(("SALESTALK__INGEST__MAX_ENTRY_BYTES", "4096".into()));
-    env.push(("SALESTALK__INGEST__MAX_REQUEST_BYTES", "65536".into()));
-    env.push(("SALESTALK__INGEST__KEY_CACHE_MS", "0".into()));
-    // Idempotent, as on Kafka: safe on the local broker for topics it has not restarted under.
-    env.push(("SALESTALK__INGEST__IDEMPOTENT_PRODUCER", "true".into()));
-    let key = stdout_of(&salestalk(
+    let (env, port) = gateway_env(
+        &isolated,
         &[
-            "keys",
-            "create",
-            "--role",
-            "publisher",
-            "--tenant",
-            "tenant-a",
+            ("SALESTALK__INGEST__MAX_ENTRY_BYTES", "4096"),
+            ("SALESTALK__INGEST__MAX_REQUEST_BYTES", "65536"),
+            ("SALESTALK__INGEST__KEY_CACHE_MS", "0"),
+            // Idempotent, as on Kafka: safe on the local broker for topics it has not
+            // restarted under.
+            ("SALESTALK__INGEST__IDEMPOTENT_PRODUCER", "true"),
         ],
-        &env,
-    ))
-    .trim()
-    .to_string();
-    let reader = stdout_of(&salestalk(
-        &["keys", "create", "--role", "reader", "--tenant", "tenant-a"],
-        &env,
-    ))
-    .trim()
-    .to_string();
-    let _gateway = KillOnDrop(
-        salestalk_command(&["ingest"], &env)
-            .spawn()
-            .expect("ingest"),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(port, "/health").is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let key = api_key(&env, "publisher", &["tenant-a"]);
+    let reader = api_key(&env, "reader", &["tenant-a"]);
+    let _gateway = gateway(&env, port).await;
 
     let mut invalid = event(2, "tenant-a");
     invalid["data"]["classification"]["confidence"] = json!(1.7);
@@ -390,10 +381,7 @@ async fn a_mixed_batch_gets_one_result_per_entry_and_only_the_accepted_are_count
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_sends_a_file_through_the_gateway_and_lists_the_failures() {
     let isolated = Isolated::create("it-publish", 2).await;
-    let mut env = pipeline_env(&isolated);
-    let port = free_port();
-    env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
-    stdout_of(&salestalk(&["migrate"], &env));
+    let (env, port) = gateway_env(&isolated, &[]);
     let key = api_key(&env, "publisher", &["tenant-a"]);
     let _gateway = gateway(&env, port).await;
 
@@ -466,11 +454,10 @@ async fn publish_sends_a_file_through_the_gateway_and_lists_the_failures() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_over_its_rate_is_throttled_and_a_resend_gets_through() {
     let isolated = Isolated::create("it-throttle", 2).await;
-    let mut env = pipeline_env(&isolated);
-    let port = free_port();
-    env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
-    env.push(("SALESTALK__INGEST__TENANT_ENTRIES_PER_SECOND", "5".into()));
-    stdout_of(&salestalk(&["migrate"], &env));
+    let (env, port) = gateway_env(
+        &isolated,
+        &[("SALESTALK__INGEST__TENANT_ENTRIES_PER_SECOND", "5")],
+    );
     let key = api_key(&env, "publisher", &["tenant-a"]);
     let _gateway = gateway(&env, port).await;
 
@@ -541,10 +528,7 @@ async fn a_tenant_over_its_rate_is_throttled_and_a_resend_gets_through() {
 #[tokio::test(flavor = "multi_thread")]
 async fn what_the_gateway_publishes_is_counted_exactly_as_a_batch_recomputation() {
     let isolated = Isolated::create("it-gateway-exact", 2).await;
-    let mut env = pipeline_env(&isolated);
-    let port = free_port();
-    env.push(("SALESTALK__INGEST__LISTEN", format!("127.0.0.1:{port}")));
-    stdout_of(&salestalk(&["migrate"], &env));
+    let (env, port) = gateway_env(&isolated, &[]);
     let tenants: Vec<String> = (0..25).map(|i| format!("tenant-{i:04}")).collect();
     let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
     let key = api_key(&env, "publisher", &names);
@@ -554,40 +538,17 @@ async fn what_the_gateway_publishes_is_counted_exactly_as_a_batch_recomputation(
     let start = chrono::Utc::now() - chrono::Duration::seconds(events / 100 + 120);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("events.jsonl");
-    let generated = salestalk(
-        &[
-            "generate",
-            "--seed",
-            "29",
-            "--count",
-            &events.to_string(),
-            "--start",
-            &start.to_rfc3339(),
-            "--rate",
-            "100",
-            "--tenants",
-            "25",
-            "--duplicates",
-            "0.03",
-            "--invalid",
-            "0.02",
-            "--out-of-order",
-            "0.04",
-            "--late",
-            "0.02",
-            "--future-skew",
-            "0.005",
-            "--shared-ids",
-            "0.01",
-            "--v2",
-            "0.3",
-            "--new-enum-values",
-            "0.01",
-            "--output",
-            &file.to_string_lossy(),
-        ],
-        &env,
+    let (count, start, output) = (
+        events.to_string(),
+        start.to_rfc3339(),
+        file.to_string_lossy().into_owned(),
     );
+    let mut args = vec![
+        "generate", "--seed", "29", "--count", &count, "--start", &start, "--rate", "100",
+        "--output", &output,
+    ];
+    args.extend(crate::exactness::TRAFFIC);
+    let generated = salestalk(&args, &env);
     assert!(generated.status.success());
     let report: Value = serde_json::from_slice(
         generated

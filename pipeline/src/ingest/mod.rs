@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use salestalk_contracts::{EventType, Json, parse, validate};
+use salestalk_contracts::{EventType, Json, Violation, parse, validate};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
 use salestalk_operators::PublishPath;
@@ -265,10 +265,10 @@ async fn publish(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: 
     }
 
     let received_ms = chrono::Utc::now().timestamp_millis();
-    let parsed: Vec<Option<Json<'_>>> = batch
+    let parsed: Vec<Result<Json<'_>, Violation>> = batch
         .entries
         .iter()
-        .map(|entry| parse(entry.get().as_bytes()).ok())
+        .map(|entry| parse(entry.get().as_bytes()))
         .collect();
     let judged: Vec<Judged<'_>> = batch
         .entries
@@ -393,13 +393,14 @@ fn readable<'a>(value: Option<&'a Json<'a>>, name: &str) -> &'a str {
 }
 
 /// What happens to one entry: every check a gateway can make before the broker, on the one
-/// parse (`value`, `None` when it is not JSON).
+/// parse (`parsed`: the document, or why it is not JSON).
 fn judge<'a>(
     gateway: &Gateway,
     key: &ApiKey,
     bytes: &[u8],
-    value: Option<&'a Json<'a>>,
+    parsed: Result<&'a Json<'a>, &Violation>,
 ) -> Judged<'a> {
+    let value = parsed.ok();
     let claimed = readable(value, "tenantId");
     let allowed = key.role == Role::Admin || key.tenants.iter().any(|t| t == claimed);
     let event_type = readable(value, "eventType");
@@ -414,17 +415,18 @@ fn judge<'a>(
             .map(|t| gateway.kafka.topic_for(t.domain())),
         refusal: None,
     };
-    let Some(value) = value else {
-        let violation = parse(bytes).err();
-        let errors = violation
-            .map(|v| vec![json!({"path": v.path, "message": v.kind.to_string()})])
-            .unwrap_or_default();
-        judged.refusal = Some((
-            IngestOutcome::ValidationError,
-            "not a JSON event".into(),
-            errors,
-        ));
-        return judged;
+    let value = match parsed {
+        Ok(value) => value,
+        Err(violation) => {
+            let errors =
+                vec![json!({"path": violation.path, "message": violation.kind.to_string()})];
+            judged.refusal = Some((
+                IngestOutcome::ValidationError,
+                "not a JSON event".into(),
+                errors,
+            ));
+            return judged;
+        }
     };
     let limit = gateway.settings.max_entry_bytes;
     if bytes.len() > limit {
