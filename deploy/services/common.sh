@@ -13,7 +13,7 @@ SALESTALK_KAFKA_PORT=${SALESTALK_KAFKA_PORT:-9092}
 SALESTALK_KAFKA_STORAGE=${SALESTALK_KAFKA_STORAGE:-sqlite}
 SALESTALK_KAFKA_PARTITIONS=${SALESTALK_KAFKA_PARTITIONS:-4}
 # Empty means none (tests that create their own); unset means these.
-SALESTALK_KAFKA_TOPICS=${SALESTALK_KAFKA_TOPICS-salestalk.classification salestalk.narrative salestalk.conversation salestalk.metrics salestalk.tenant salestalk.dlq}
+SALESTALK_KAFKA_TOPICS=${SALESTALK_KAFKA_TOPICS-salestalk.classification salestalk.narrative salestalk.conversation salestalk.metrics salestalk.tenant salestalk.dlq salestalk.consumer.insights-queue salestalk.consumer.analytics-stream salestalk.consumer.archival-queue salestalk.consumer.billing-queue salestalk.consumer.aggregation-queue salestalk.consumer.welcome-email-queue}
 # The dead-letter topic among them, created with the contract's 14 days of retention (the
 # pipeline's dlq.topic and dlq.retention_ms; it warns at start when the topic says otherwise).
 SALESTALK_DLQ_TOPIC=${SALESTALK_DLQ_TOPIC:-salestalk.dlq}

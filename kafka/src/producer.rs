@@ -92,12 +92,42 @@ pub fn publishing(
         .create()
 }
 
+/// The routing targets' producer: acknowledged by every in-sync replica, and giving up on a
+/// record after `timeout_ms` (a missing topic too), so an unavailable target costs a flush
+/// a bounded wait and the delivery's own retries decide what happens next.
+pub fn delivering(settings: &KafkaSettings, timeout_ms: u64) -> KafkaResult<FutureProducer> {
+    settings
+        .client_config()
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", timeout_ms.to_string())
+        .set("topic.metadata.propagation.max.ms", timeout_ms.to_string())
+        .set(
+            "message.max.bytes",
+            (settings.max_message_bytes * 2 + 65_536).to_string(),
+        )
+        .create()
+}
+
 /// Enqueues every record at once (waiting out a full queue), then waits for each delivery;
 /// returns each record's outcome, in order.
 pub async fn deliver<'a>(
     producer: &FutureProducer,
     records: impl IntoIterator<Item = FutureRecord<'a, str, [u8]>>,
 ) -> Vec<Result<(), KafkaError>> {
+    deliver_acknowledged(producer, records)
+        .await
+        .into_iter()
+        .map(|outcome| outcome.map(|_| ()))
+        .collect()
+}
+
+/// [`deliver`], with the moment (Unix ms) each record was seen acknowledged: no earlier than
+/// the broker's acknowledgement, and later by at most the wait for the records before it.
+pub async fn deliver_acknowledged<'a>(
+    producer: &FutureProducer,
+    records: impl IntoIterator<Item = FutureRecord<'a, str, [u8]>>,
+) -> Vec<Result<u64, KafkaError>> {
     let mut deliveries = Vec::new();
     for mut record in records {
         let delivery = loop {
@@ -116,7 +146,7 @@ pub async fn deliver<'a>(
     for delivery in deliveries {
         outcomes.push(match delivery {
             Ok(future) => match future.await {
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(_)) => Ok(unix_ms()),
                 Ok(Err((error, _))) => Err(error),
                 Err(_) => Err(KafkaError::Canceled),
             },
@@ -124,6 +154,25 @@ pub async fn deliver<'a>(
         });
     }
     outcomes
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether the record itself is wrong (too large, malformed): sending it again, anywhere,
+/// cannot help. Every other failure may pass (a topic created, a broker back, an ACL fixed).
+pub fn is_bad_record(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    )
 }
 
 /// Whether the broker refused a record for good (retrying the same record cannot help).

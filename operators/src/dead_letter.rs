@@ -24,11 +24,14 @@ pub enum DeadLetterReason {
     RetriesExhausted,
     /// Refused by the ingest gateway before it reached a topic (the publisher was told why).
     RejectedAtIngest,
+    /// A routing target's topic did not take it after every retry: stored with the target's
+    /// topic, so a redrive delivers it there (docs/routing.md).
+    DeliveryFailed,
 }
 
 impl DeadLetterReason {
     /// Every reason, in a stable order.
-    pub const ALL: [DeadLetterReason; 9] = [
+    pub const ALL: [DeadLetterReason; 10] = [
         Self::NotJson,
         Self::SchemaViolation,
         Self::UnknownEventType,
@@ -38,6 +41,7 @@ impl DeadLetterReason {
         Self::SinkRejected,
         Self::RetriesExhausted,
         Self::RejectedAtIngest,
+        Self::DeliveryFailed,
     ];
 
     /// The stored name.
@@ -52,16 +56,17 @@ impl DeadLetterReason {
             Self::SinkRejected => "sink_rejected",
             Self::RetriesExhausted => "retries_exhausted",
             Self::RejectedAtIngest => "rejected_at_ingest",
+            Self::DeliveryFailed => "delivery_failed",
         }
     }
 
     /// Whether the message failed as a publish: it never was a valid event on the bus. A late
     /// event was published fine (it came too late to count), and a sink's refusal is the
-    /// pipeline's failure, not the publisher's.
+    /// pipeline's failure, not the publisher's; a failed delivery is the target's.
     pub fn is_publish_failure(self) -> bool {
         !matches!(
             self,
-            Self::Late | Self::SinkRejected | Self::RetriesExhausted
+            Self::Late | Self::SinkRejected | Self::RetriesExhausted | Self::DeliveryFailed
         )
     }
 }

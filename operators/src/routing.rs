@@ -17,6 +17,9 @@ use strum::VariantArray;
 /// The built-in target: the pipeline's own metrics.
 pub const METRICS: &str = "metrics";
 
+/// `metrics`' index among [`RoutingTable::targets`].
+const METRICS_INDEX: usize = 0;
+
 /// `[routing]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,17 +32,46 @@ pub struct RoutingSettings {
     pub rules: Vec<RuleSettings>,
     /// Targets of an event no rule matches.
     pub unmatched: Vec<String>,
+    /// The topic of a target that names none: `{target}` is replaced by its name.
+    #[serde(default = "default_target_topic_template")]
+    pub target_topic_template: String,
+    /// How long a target's broker has to acknowledge a record before the attempt failed.
+    #[serde(default = "default_delivery_timeout_ms")]
+    pub delivery_timeout_ms: u64,
+    /// How long a target is paused after a flush's retries ran out on it (its events are
+    /// dead-lettered at once meanwhile); doubles while it stays unavailable, up to 32 times.
+    #[serde(default = "default_unavailable_pause_ms")]
+    pub unavailable_pause_ms: u64,
+}
+
+fn default_delivery_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_unavailable_pause_ms() -> u64 {
+    10_000
+}
+
+/// `routing.target_topic_template`'s default.
+pub const DEFAULT_TARGET_TOPIC_TEMPLATE: &str = "salestalk.consumer.{target}";
+
+fn default_target_topic_template() -> String {
+    DEFAULT_TARGET_TOPIC_TEMPLATE.to_string()
 }
 
 /// `[routing.targets.<name>]`: one downstream consumer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSettings {
-    /// The Kafka topic it reads.
+    /// The Kafka topic it reads; empty: `routing.target_topic_template`'s.
+    #[serde(default)]
     pub topic: String,
     /// What it is for (shown in `salestalk routes` and on the SRE page).
     #[serde(default)]
     pub description: String,
+    /// The consumer groups reading its topic: their lag is measured (docs/routing.md).
+    #[serde(default)]
+    pub consumer_groups: Vec<String>,
 }
 
 /// `[[routing.rules]]`: one rule.
@@ -145,6 +177,8 @@ struct Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutingTable {
     targets: Vec<String>,
+    /// Each target's topic, by index (`None` for `metrics`).
+    topics: Vec<Option<String>>,
     rules: Vec<Rule>,
     unmatched: Vec<usize>,
 }
@@ -154,19 +188,41 @@ impl RoutingTable {
     pub fn compile(settings: &RoutingSettings) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let mut targets: Vec<String> = vec![METRICS.to_string()];
+        let mut topics: Vec<Option<String>> = vec![None];
         for (name, target) in &settings.targets {
             if name == METRICS {
                 problems.push(format!(
                     "routing.targets.{name}: '{METRICS}' is the built-in target"
                 ));
             }
-            if !is_topic_like(&target.topic) {
+            let topic = if target.topic.trim().is_empty() {
+                let template = &settings.target_topic_template;
+                if !template.contains("{target}") {
+                    problems.push(format!(
+                        "routing.target_topic_template: '{template}' lacks '{{target}}', and \
+                         routing.targets.{name} names no topic of its own"
+                    ));
+                }
+                template.replace("{target}", name)
+            } else {
+                target.topic.trim().to_string()
+            };
+            if !is_topic_like(&topic) {
                 problems.push(format!(
-                    "routing.targets.{name}.topic: '{}' is not a topic name",
-                    target.topic
+                    "routing.targets.{name}.topic: '{topic}' is not a topic name"
+                ));
+            }
+            if let Some(other) = topics
+                .iter()
+                .position(|t| t.as_deref() == Some(topic.as_str()))
+            {
+                problems.push(format!(
+                    "routing.targets.{name}.topic: '{topic}' is target '{}''s topic too",
+                    targets[other]
                 ));
             }
             targets.push(name.clone());
+            topics.push(Some(topic));
         }
         let resolve = |names: &[String], key: &str, problems: &mut Vec<String>| -> Vec<usize> {
             if names.is_empty() {
@@ -241,9 +297,22 @@ impl RoutingTable {
             rules.push(compiled);
         }
         let unmatched = resolve(&settings.unmatched, "routing.unmatched", &mut problems);
+        if !(100..=300_000).contains(&settings.delivery_timeout_ms) {
+            problems.push(format!(
+                "routing.delivery_timeout_ms: {} is outside 100..=300000",
+                settings.delivery_timeout_ms
+            ));
+        }
+        if !(100..=3_600_000).contains(&settings.unavailable_pause_ms) {
+            problems.push(format!(
+                "routing.unavailable_pause_ms: {} is outside 100..=3600000",
+                settings.unavailable_pause_ms
+            ));
+        }
         if problems.is_empty() {
             Ok(Self {
                 targets,
+                topics,
                 rules,
                 unmatched,
             })
@@ -255,6 +324,36 @@ impl RoutingTable {
     /// Target names, by index (`metrics` first).
     pub fn targets(&self) -> &[String] {
         &self.targets
+    }
+
+    /// Target `index`'s topic (`None` for `metrics`).
+    pub fn topic(&self, index: usize) -> Option<&str> {
+        self.topics.get(index).and_then(Option::as_deref)
+    }
+
+    /// The downstream targets: (index, name, topic).
+    pub fn downstream(&self) -> impl Iterator<Item = (usize, &str, &str)> {
+        self.targets
+            .iter()
+            .zip(&self.topics)
+            .enumerate()
+            .filter_map(|(i, (name, topic))| Some((i, name.as_str(), topic.as_deref()?)))
+    }
+
+    /// Whether every event goes to the metrics, whatever rule it matches.
+    pub fn always_counts_in_metrics(&self) -> bool {
+        self.unmatched.contains(&METRICS_INDEX)
+            && self
+                .rules
+                .iter()
+                .all(|r| r.targets.contains(&METRICS_INDEX))
+    }
+
+    /// Whether an event of `event_type`, `tenant` and `source` goes to the metrics.
+    pub fn counts_in_metrics(&self, event_type: &str, tenant: &str, source: &str) -> bool {
+        self.route(event_type, tenant, source)
+            .1
+            .contains(&METRICS_INDEX)
     }
 
     /// The rule an event of `event_type`, `tenant` and `source` matches (`None`: unmatched),
@@ -316,6 +415,7 @@ mod tests {
         let target = |topic: &str| TargetSettings {
             topic: topic.into(),
             description: String::new(),
+            consumer_groups: Vec::new(),
         };
         RoutingSettings {
             targets: BTreeMap::from([
@@ -325,6 +425,9 @@ mod tests {
             ]),
             rules,
             unmatched: vec![METRICS.into()],
+            target_topic_template: DEFAULT_TARGET_TOPIC_TEMPLATE.into(),
+            delivery_timeout_ms: default_delivery_timeout_ms(),
+            unavailable_pause_ms: default_unavailable_pause_ms(),
         }
     }
 
@@ -401,6 +504,7 @@ mod tests {
             TargetSettings {
                 topic: "no spaces allowed".into(),
                 description: String::new(),
+                consumer_groups: Vec::new(),
             },
         );
         bad.unmatched = vec!["nowhere".into()];

@@ -9,6 +9,7 @@
 //! (`docs/adr/0004-exact-metrics-without-two-phase-commit.md`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use salestalk_contracts::{
@@ -23,6 +24,7 @@ use crate::flush::{
     TaskState, consumers,
 };
 use crate::message::{PublishPath, RawMessage};
+use crate::routing::RoutingTable;
 use crate::windows::{
     Span, Symbol, WINDOW_SECONDS, WindowSet, WindowValue, first_open_window, window_start,
 };
@@ -90,6 +92,8 @@ pub struct Task {
     /// final only when one of them moves, so flushes in between skip the scan of every row
     /// (which, with 100,000 tenants' rows open, cost more than the rest of the flush).
     evicted_at: (i64, i64),
+    /// The routing table, when some events are not routed to the metrics (`None`: all are).
+    metrics_routing: Option<Arc<RoutingTable>>,
 }
 
 /// Bits of an epoch that count one owner's flushes; the bits above count restores.
@@ -129,6 +133,7 @@ impl Task {
             duplicates: 0,
             evicted_at: (i64::MIN, i64::MIN),
             raw_chunk: BytesMut::new(),
+            metrics_routing: None,
         }
     }
 
@@ -164,6 +169,13 @@ impl Task {
     /// Runs `aggregates` instead of all of them (the configured `graph.aggregates`).
     pub fn with_aggregates(mut self, aggregates: Aggregates) -> Self {
         self.aggregates = aggregates;
+        self
+    }
+
+    /// Counts in the metrics only the events `routing` sends to them (`None`: every valid
+    /// event); the others are still deduplicated, archived and delivered.
+    pub fn with_routing(mut self, routing: Option<Arc<RoutingTable>>) -> Self {
+        self.metrics_routing = routing.filter(|table| !table.always_counts_in_metrics());
         self
     }
 
@@ -322,7 +334,16 @@ impl Task {
             return;
         }
         self.seen.first_sighting(seen_key, trusted_ms);
-        self.aggregates.on_event(&mut self.windows, event, window);
+        let counted = self.metrics_routing.as_ref().is_none_or(|table| {
+            table.counts_in_metrics(
+                envelope.event_type.as_str(),
+                envelope.tenant_id,
+                envelope.source,
+            )
+        });
+        if counted {
+            self.aggregates.on_event(&mut self.windows, event, window);
+        }
         let raw = self.keep_raw(arrival.payload);
         self.archive.push(ArchivedEvent {
             event_id: id,
@@ -345,7 +366,11 @@ impl Task {
             tenant: self.windows.symbol(envelope.tenant_id),
             event_type: envelope.event_type.as_str(),
             at_ms: trusted_ms,
-            consumers: &[consumers::METRICS, consumers::ARCHIVE],
+            consumers: if counted {
+                &[consumers::METRICS, consumers::ARCHIVE]
+            } else {
+                &[consumers::ARCHIVE]
+            },
         });
         if !clock_skewed {
             let wm = &mut self.checkpoint.event_watermark_ms;
@@ -580,6 +605,29 @@ mod tests {
         let flush = task.flush(T0 + 1000);
         assert_eq!(flush.archive.len(), 1);
         assert!(flush.dead_letters.is_empty());
+    }
+
+    #[test]
+    fn events_a_rule_keeps_from_the_metrics_are_archived_but_not_counted() {
+        use crate::routing::RoutingSettings;
+        let routing: RoutingSettings = serde_json::from_str(
+            r#"{"unmatched": ["metrics"], "targets": {"q": {}}, "rules": [
+                {"name": "test-tenants", "tenants": ["test-*"], "targets": ["q"]}]}"#,
+        )
+        .expect("routing settings");
+        let table = Arc::new(RoutingTable::compile(&routing).expect("valid"));
+        assert!(!table.always_counts_in_metrics());
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default())
+            .with_routing(Some(table));
+        feed(
+            &mut task,
+            &[(0, T0, event(1, T0, "test-1")), (1, T0, event(2, T0, "a"))],
+        );
+        assert_eq!(volume(&mut task, T0, "test-1"), 0);
+        assert_eq!(volume(&mut task, T0, "a"), 1);
+        let flush = task.flush(T0 + 1000);
+        let archived: Vec<&str> = flush.archive.iter().map(|e| e.tenant_id.as_str()).collect();
+        assert_eq!(archived, ["test-1", "a"]);
     }
 
     #[test]

@@ -263,7 +263,7 @@ impl Reader {
         };
         for key in given.difference(&known).filter(|key| !open(key)) {
             self.problems.push(format!(
-                "{key}: unknown key (environment variable SALESTALK__{})",
+                "{key}: unknown key (in a file, or the environment variable SALESTALK__{})",
                 key.replace('.', "__").to_uppercase()
             ));
         }
@@ -271,7 +271,7 @@ impl Reader {
 }
 
 /// Tables whose keys are the user's to choose (checked by their section's own rules).
-const OPEN_TABLES: [&str; 1] = ["clickhouse.settings"];
+const OPEN_TABLES: [&str; 2] = ["clickhouse.settings", "routing.targets"];
 
 fn toml_defaults() -> Value {
     Config::builder()
@@ -533,7 +533,7 @@ mod tests {
             "'also:bad:x' is not host:port",
             "'bad topic' is not a valid topic name",
             "kafka.group_id: must not be empty",
-            "kafka.broker: unknown key (environment variable SALESTALK__KAFKA__BROKER)",
+            "kafka.broker: unknown key (in a file, or the environment variable SALESTALK__KAFKA__BROKER)",
             "clickhouse.url: 'ftp://x'",
             "clickhouse.database: 'drop table'",
             "clickhouse.settings.password: not a setting; use clickhouse.password",

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use salestalk_operators::histogram::LogHistogram;
+
 /// One consumer's counts for one tenant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -24,6 +26,9 @@ pub struct Outcomes {
     /// Failed write attempts per consumer (a transient error: retried, or after the last
     /// attempt counted in `failed` too).
     pub failed_attempts: BTreeMap<&'static str, u64>,
+    /// Delivery latency (event time to acknowledged, ms) per consumer, tenant and event type,
+    /// for consumers whose latency is not part of the window state (the routing targets).
+    pub latency: BTreeMap<(&'static str, String, &'static str), LogHistogram>,
 }
 
 impl Outcomes {
@@ -49,6 +54,21 @@ impl Outcomes {
         }
     }
 
+    /// `consumer` acknowledged an event of `tenant` and `event_type` `latency_ms` after its
+    /// event time.
+    pub fn acknowledged(
+        &mut self,
+        consumer: &'static str,
+        tenant: &str,
+        event_type: &'static str,
+        latency_ms: f64,
+    ) {
+        self.latency
+            .entry((consumer, tenant.to_string(), event_type))
+            .or_default()
+            .record(latency_ms);
+    }
+
     /// Adds the failed attempts of an earlier try at the same flush (held by an outage).
     pub fn add_failed_attempts(&mut self, earlier: &Outcomes) {
         for (consumer, n) in &earlier.failed_attempts {
@@ -58,7 +78,7 @@ impl Outcomes {
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty() && self.failed_attempts.is_empty()
+        self.counts.is_empty() && self.failed_attempts.is_empty() && self.latency.is_empty()
     }
 
     fn entry(&mut self, consumer: &'static str, tenant: &str) -> &mut Counts {

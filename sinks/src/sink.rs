@@ -109,6 +109,8 @@ pub struct FlushBatch<'a> {
     pub observer: &'a dyn SinkObserver,
     /// Dead letters of events a sink refused, with the index of their flush.
     refused: Vec<(usize, DeadLetter)>,
+    /// Dead letters of events a routing target did not take: (flush, target topic, letter).
+    undelivered: Vec<(usize, String, DeadLetter)>,
     /// A sink that already keeps every dead letter durably, if any.
     letters_kept_by: Option<&'static str>,
     /// What each consumer was asked for, refused, and how many attempts failed.
@@ -129,6 +131,7 @@ impl<'a> FlushBatch<'a> {
             policy,
             observer,
             refused: Vec::new(),
+            undelivered: Vec::new(),
             letters_kept_by: None,
             outcomes: Outcomes::default(),
         }
@@ -150,7 +153,42 @@ impl<'a> FlushBatch<'a> {
         self.refused.push((flush, letter));
     }
 
-    /// Every dead letter of the batch: the tasks' own, then those of refused events.
+    /// Whether a sink refused the event at `offset` of flush `flush` (it is dead-lettered,
+    /// and its task replayed, so it goes nowhere else).
+    pub fn is_refused(&self, flush: usize, offset: i64) -> bool {
+        self.refused
+            .iter()
+            .any(|(f, letter)| *f == flush && letter.offset == offset)
+    }
+
+    /// Records that routing target topic `topic` did not take event `event` of flush `flush`
+    /// after every retry. Unlike [`FlushBatch::refuse_event`], the task is still committed
+    /// (the event is counted and archived; only this target lacks it): the dead letter is
+    /// addressed to the target's topic, so `salestalk dlq redrive` delivers it there, with
+    /// partition -1 (the partitioner picks by tenant key, as delivery does) and an offset
+    /// derived from the source address, the same on every replay of the flush and different
+    /// for every event and target.
+    pub fn undelivered(
+        &mut self,
+        flush: usize,
+        event: usize,
+        topic: &str,
+        error: String,
+        attempts: u32,
+    ) {
+        let source = &self.flushes[flush];
+        let archived = &source.archive[event];
+        let mut letter = archived.refused(Rejection {
+            reason: DeadLetterReason::DeliveryFailed,
+            error,
+            attempts,
+        });
+        letter.offset = delivery_offset(&source.topic, source.partition, archived.offset);
+        self.undelivered.push((flush, topic.to_string(), letter));
+    }
+
+    /// Every dead letter of the batch: the tasks' own, then those of refused events, then
+    /// those of undelivered events.
     pub fn dead_letters(&self) -> Vec<SourcedLetter<'_>> {
         let sourced = |flush: &'a Flush, letter| SourcedLetter {
             topic: &flush.topic,
@@ -164,6 +202,15 @@ impl<'a> FlushBatch<'a> {
                 self.refused
                     .iter()
                     .map(|(i, letter)| sourced(&self.flushes[*i], letter)),
+            )
+            .chain(
+                self.undelivered
+                    .iter()
+                    .map(|(_, topic, letter)| SourcedLetter {
+                        topic,
+                        partition: UNDELIVERED_PARTITION,
+                        letter,
+                    }),
             )
             .collect()
     }
@@ -197,6 +244,21 @@ impl<'a> FlushBatch<'a> {
     }
 }
 
+/// The partition of an undelivered event's dead letter: none in particular.
+pub const UNDELIVERED_PARTITION: i32 = -1;
+
+/// The offset of the dead letter of the event at `topic`/`partition`@`offset` that a target
+/// did not take: the first 63 bits of the SHA-256 of the source address, stable across
+/// builds (a replayed flush writes the same address, which replaces the first) and unique per
+/// event (two source topics' events at the same partition and offset do not collide).
+pub fn delivery_offset(topic: &str, partition: i32, offset: i64) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{topic}/{partition}/{offset}"));
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) >> 1) as i64
+}
+
 /// The sinks a flush goes through, in order.
 pub struct FlushPlan {
     sinks: Vec<Box<dyn Sink>>,
@@ -222,6 +284,9 @@ impl FlushPlan {
 pub enum SinkKind {
     /// The raw event archive (ClickHouse `events_raw`); refuses single events.
     Archive,
+    /// Every archived event to its routing targets' topics; an event a target does not take
+    /// becomes a dead letter naming the target.
+    Delivery,
     /// Every dead letter also as a Kafka record (`dlq.topic`).
     DeadLetterTopic,
     /// The dead-letter queue (ClickHouse `dead_letters`).
@@ -232,8 +297,9 @@ pub enum SinkKind {
 
 impl SinkKind {
     /// Every built-in sink, in the default order.
-    pub const ALL: [SinkKind; 4] = [
+    pub const ALL: [SinkKind; 5] = [
         Self::Archive,
+        Self::Delivery,
         Self::DeadLetterTopic,
         Self::DeadLetterTable,
         Self::WindowState,
@@ -243,6 +309,7 @@ impl SinkKind {
     pub const fn name(self) -> &'static str {
         match self {
             Self::Archive => "archive",
+            Self::Delivery => "delivery",
             Self::DeadLetterTopic => "dead_letter_topic",
             Self::DeadLetterTable => "dead_letter_table",
             Self::WindowState => "window_state",
@@ -308,6 +375,21 @@ impl FlushOrder {
             }
             Some(_) => {}
         }
+        if let Some(delivery) = kinds.iter().position(|k| *k == SinkKind::Delivery) {
+            let archive = kinds.iter().position(|k| *k == SinkKind::Archive);
+            if archive.is_some_and(|archive| archive > delivery) {
+                problems.push(
+                    "delivery must come after archive: it delivers what the archive kept".into(),
+                );
+            }
+            if kinds[..delivery].iter().any(|k| k.keeps_dead_letters()) {
+                problems.push(
+                    "delivery must come before the dead-letter sinks, which keep what a target \
+                     did not take"
+                        .into(),
+                );
+            }
+        }
         if !kinds.iter().any(|k| k.keeps_dead_letters()) {
             problems.push(
                 "no dead-letter sink: list dead_letter_table, dead_letter_topic or both".into(),
@@ -349,6 +431,7 @@ mod tests {
             names,
             [
                 "archive",
+                "delivery",
                 "dead_letter_topic",
                 "dead_letter_table",
                 "window_state"
@@ -372,5 +455,16 @@ mod tests {
             .expect_err("commit too early");
         assert!(problems[0].contains("must be window_state"), "{problems:?}");
         assert!(FlushOrder::parse(&["archive", "dead_letter_table", "window_state"]).is_ok());
+        let problems =
+            FlushOrder::parse(&["delivery", "archive", "dead_letter_table", "window_state"])
+                .expect_err("delivery before the archive");
+        assert!(problems[0].contains("after archive"), "{problems:?}");
+        let problems =
+            FlushOrder::parse(&["archive", "dead_letter_table", "delivery", "window_state"])
+                .expect_err("delivery after a dead-letter sink");
+        assert!(
+            problems[0].contains("before the dead-letter sinks"),
+            "{problems:?}"
+        );
     }
 }

@@ -246,6 +246,28 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                  ORDER BY replay_id"
             )],
         },
+        // Delivery latency of the routing targets (event time to acknowledged by the target's
+        // broker), per minute of delivery: the same mergeable histogram as `window_state`'s
+        // latency, but operational like `sink_outcomes` (written after a flush landed; a
+        // replayed flush delivers, and is measured, again).
+        Migration {
+            version: 10,
+            name: "delivery latency per routing target",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {database}.delivery_latency (\n\
+                 minute DateTime('UTC'),\n\
+                 consumer {low},\n\
+                 tenant_id String,\n\
+                 event_type {low},\n\
+                 delivered UInt64,\n\
+                 latency_buckets Array(Int16),\n\
+                 latency_counts Array(UInt64)\n\
+                 ) ENGINE = MergeTree\n\
+                 PARTITION BY toYYYYMM(minute)\n\
+                 ORDER BY (consumer, tenant_id, minute){}",
+                ttl("minute", 90)
+            )],
+        },
     ]
 }
 
@@ -447,10 +469,18 @@ pub fn views(database: &str) -> Vec<String> {
         "processing_latency",
         format!(
             "CREATE VIEW {database}.processing_latency AS\n\
-             SELECT window_start, tenant_id, event_type, consumer, toUInt64(events) AS events,\n\
-             latency_ms_histogram.1 AS buckets, latency_ms_histogram.2 AS counts,\n\
+             SELECT window_start, tenant_id, event_type, consumer, events, buckets, counts,\n\
              {} AS p50_ms, {} AS p95_ms, {} AS p99_ms\n\
-             FROM {database}.metrics_latency",
+             FROM (\n\
+             SELECT window_start, tenant_id, event_type, consumer, toUInt64(events) AS events,\n\
+             latency_ms_histogram.1 AS buckets, latency_ms_histogram.2 AS counts\n\
+             FROM {database}.metrics_latency\n\
+             UNION ALL\n\
+             SELECT minute AS window_start, tenant_id, toString(event_type) AS event_type,\n\
+             toString(consumer) AS consumer, toUInt64(n) AS events, h.1 AS buckets, h.2 AS counts\n\
+             FROM (SELECT minute, tenant_id, event_type, consumer, sum(delivered) AS n,\n\
+             sumMap(latency_buckets, latency_counts) AS h\n\
+             FROM {database}.delivery_latency GROUP BY minute, tenant_id, event_type, consumer))",
             // Through the aliases: ClickHouse 18.16 stores `arrayElement(h.1, i)` as `h.1[i]`,
             // which its own parser rejects when the server restarts and reloads the view.
             quantile_sql("buckets", "counts", 0.5),

@@ -22,3 +22,4 @@ mod metrics_endpoint;
 mod modern_clickhouse;
 mod replay;
 mod retention;
+mod routing;

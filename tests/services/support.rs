@@ -168,6 +168,16 @@ impl Isolated {
         create_topics_at(brokers, &topics, partitions).await;
         let dlq = format!("{prefix}.dlq");
         create_topics_at(brokers, std::slice::from_ref(&dlq), 1).await;
+        // The routing targets' topics, one partition each: what the tests' runs deliver stays
+        // with the test.
+        let target_template = format!("{prefix}.consumer.{{target}}");
+        let targets: Vec<String> = settings()
+            .routing
+            .targets
+            .keys()
+            .map(|name| target_template.replace("{target}", name))
+            .collect();
+        create_topics_at(brokers, &targets, 1).await;
         let env = vec![
             ("SALESTALK__KAFKA__BROKERS", brokers.to_string()),
             ("SALESTALK__CLICKHOUSE__URL", clickhouse_url.to_string()),
@@ -178,6 +188,7 @@ impl Isolated {
             ),
             ("SALESTALK__KAFKA__TOPICS", topics.join(",")),
             ("SALESTALK__KAFKA__GROUP_ID", format!("{prefix}-group")),
+            ("SALESTALK__ROUTING__TARGET_TOPIC_TEMPLATE", target_template),
             (
                 "SALESTALK__CLICKHOUSE__DATABASE",
                 prefix.replace(['-', '.'], "_"),

@@ -26,6 +26,7 @@ use rdkafka::producer::FutureRecord;
 use salestalk_kafka::producer::{self, deliver};
 use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_sinks::clickhouse::ingest_ledger::NO_TOPIC;
+use salestalk_sinks::kafka::dead_letter_topic::header;
 use salestalk_store::codec::parse_message_address;
 use salestalk_store::dead_letter_queue::{DlqEntry, DlqFilter};
 
@@ -364,10 +365,7 @@ pub async fn redrive(
             let record = FutureRecord::to(&entry.topic)
                 .partition(entry.partition)
                 .payload(&raw[..])
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: REDRIVE_OF_HEADER,
-                    value: Some(id.as_str()),
-                }));
+                .headers(redrive_headers(id, entry));
             if entry.tenant_id.is_empty() {
                 record
             } else {
@@ -392,6 +390,29 @@ pub async fn redrive(
         .context("marking entries redriven")?;
     let produced = delivered.len();
     Ok((entries, Redriven { produced, failed }))
+}
+
+/// A redriven record's headers: the entry it redrives and, when known, the event's id, type
+/// and tenant, as delivery to a routing target sets them (an undelivered event's redrive is
+/// its delivery).
+fn redrive_headers(id: &str, entry: &DlqEntry) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(4).insert(Header {
+        key: REDRIVE_OF_HEADER,
+        value: Some(id),
+    });
+    for (key, value) in [
+        (header::EVENT_ID, &entry.event_id),
+        (header::EVENT_TYPE, &entry.event_type),
+        (header::TENANT, &entry.tenant_id),
+    ] {
+        if !value.is_empty() {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            });
+        }
+    }
+    headers
 }
 
 /// Marks the pending entries matching `filter` discarded; returns them.

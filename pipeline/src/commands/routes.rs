@@ -28,10 +28,19 @@ pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let routing = &settings.routing;
     let table = RoutingTable::compile(routing)
         .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?;
-    let describe = |name: &str| match routing.targets.get(name) {
-        Some(target) => format!("{name} (topic {}; {})", target.topic, target.description),
-        None if name == METRICS => format!("{METRICS} (the pipeline's own metrics)"),
-        None => name.to_string(),
+    let describe = |name: &str| {
+        let topic = table
+            .targets()
+            .iter()
+            .position(|t| t == name)
+            .and_then(|i| table.topic(i));
+        match (routing.targets.get(name), topic) {
+            (Some(target), Some(topic)) => {
+                format!("{name} (topic {topic}; {})", target.description)
+            }
+            _ if name == METRICS => format!("{METRICS} (the pipeline's own metrics)"),
+            _ => name.to_string(),
+        }
     };
     if let Some(event_type) = &args.event_type {
         let (rule, targets) = table.route(event_type, &args.tenant, &args.source);

@@ -20,6 +20,8 @@ pub mod workers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use salestalk_operators::routing::RoutingTable;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -78,6 +80,8 @@ struct Runtime<'a, S: Source> {
     tally: Tally,
     telemetry: Arc<Telemetry>,
     stop: StopRequest,
+    /// Which events the metrics count (`[routing]`'s `metrics` target).
+    routing: Arc<RoutingTable>,
 }
 
 impl<S: Source> Runtime<'_, S> {
@@ -107,7 +111,8 @@ impl<S: Source> Runtime<'_, S> {
             })
             .await?;
             let task = Task::resume(topic, partition, settings, state)
-                .with_aggregates(self.settings.graph.aggregates.clone());
+                .with_aggregates(self.settings.graph.aggregates.clone())
+                .with_routing(Some(Arc::clone(&self.routing)));
             let next = task.checkpoint().next_offset;
             if !self.source.start(&key, next).await? {
                 tracing::info!(topic, partition, "not restored: no longer assigned");
@@ -261,6 +266,10 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         tally: Tally::default(),
         telemetry,
         stop,
+        routing: Arc::new(
+            RoutingTable::compile(&settings.routing)
+                .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?,
+        ),
     };
     runtime.drive(limits).await
 }

@@ -3,8 +3,9 @@
 
 use anyhow::Context;
 use salestalk_kafka::admin;
+use salestalk_operators::routing::RoutingTable;
 use salestalk_sinks::clickhouse::{Archive, DeadLetterTable, WindowState};
-use salestalk_sinks::kafka::DeadLetterTopic;
+use salestalk_sinks::kafka::{DeadLetterTopic, Delivery};
 use salestalk_sinks::retry::RetryPolicy;
 use salestalk_sinks::{FlushPlan, Sink, SinkKind};
 use salestalk_store::ClickHouseError;
@@ -51,12 +52,46 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
 /// not a reason to stop, only a topic the broker says is missing is.
 pub fn flush_plan(settings: &Settings) -> anyhow::Result<FlushPlan> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let table = RoutingTable::compile(&settings.routing)
+        .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?;
+    let downstream: Vec<String> = table.downstream().map(|(_, _, t)| t.to_string()).collect();
+    anyhow::ensure!(
+        downstream.is_empty()
+            || settings
+                .sinks
+                .flush_order
+                .kinds()
+                .contains(&SinkKind::Delivery),
+        "routing has downstream targets but sinks.flush_order lacks 'delivery': list it \
+         (after archive, before the dead-letter sinks) or remove the targets"
+    );
     for kind in settings.sinks.flush_order.kinds() {
         let endpoint = settings.clickhouse.clone();
         match kind {
             SinkKind::Archive => sinks.push(Box::new(Archive::new(endpoint))),
             SinkKind::DeadLetterTable => sinks.push(Box::new(DeadLetterTable::new(endpoint))),
             SinkKind::WindowState => sinks.push(Box::new(WindowState::new(endpoint))),
+            SinkKind::Delivery if downstream.is_empty() => {
+                tracing::info!("routing has no downstream targets: nothing is delivered");
+            }
+            SinkKind::Delivery => {
+                // A missing topic is the target's outage, not a reason to stop: its events
+                // become dead letters naming it until it is there.
+                match admin::missing_topics(&settings.kafka, &downstream) {
+                    Ok(missing) if !missing.is_empty() => tracing::warn!(
+                        topics = %missing.join(", "),
+                        "routing targets' topics do not exist: their events will be dead \
+                         letters naming them until the topics are created"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "could not look up the routing targets' topics")
+                    }
+                }
+                let sink = Delivery::new(&settings.kafka, &settings.routing, table.clone())
+                    .context("creating the routing targets' producer")?;
+                sinks.push(Box::new(sink));
+            }
             SinkKind::DeadLetterTopic => {
                 let Some(topic) = settings.dlq.topic() else {
                     tracing::info!("dlq.topic is empty: dead letters go to the table only");

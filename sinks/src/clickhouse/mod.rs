@@ -83,9 +83,10 @@ struct OutcomeRecord<'a> {
     failed_attempts: u64,
 }
 
-/// Stores a landed flush's `outcomes` in `sink_outcomes` at the minute of `durable_at_ms`, in
-/// one insert, not retried: these are operational counts, and a lost insert undercounts one
-/// flush rather than holding the pipeline.
+/// Stores a landed flush's `outcomes` in `sink_outcomes` (and the targets' latency in
+/// `delivery_latency`) at the minute of `durable_at_ms`, one insert each, not retried: these
+/// are operational counts, and a lost insert undercounts one flush rather than holding the
+/// pipeline.
 pub async fn record_outcomes(
     endpoint: &Endpoint,
     durable_at_ms: u64,
@@ -128,5 +129,45 @@ pub async fn record_outcomes(
         &records,
         0..len,
     )
+    .await?;
+    let latency: Vec<LatencyRecord<'_>> = outcomes
+        .latency
+        .iter()
+        .map(|((consumer, tenant, event_type), histogram)| {
+            let (latency_buckets, latency_counts) = histogram.to_arrays();
+            LatencyRecord {
+                minute,
+                consumer,
+                tenant_id: tenant,
+                event_type,
+                delivered: histogram.count(),
+                latency_buckets,
+                latency_counts,
+            }
+        })
+        .collect();
+    if latency.is_empty() {
+        return Ok(());
+    }
+    let len = latency.len();
+    insert::insert_range::<LatencyRecord<'_>>(
+        &client,
+        &endpoint.url,
+        "delivery_latency",
+        &latency,
+        0..len,
+    )
     .await
+}
+
+/// One row of `delivery_latency`.
+#[derive(Debug, clickhouse::Row, serde::Serialize)]
+struct LatencyRecord<'a> {
+    minute: u32,
+    consumer: &'a str,
+    tenant_id: &'a str,
+    event_type: &'a str,
+    delivered: u64,
+    latency_buckets: Vec<i16>,
+    latency_counts: Vec<u64>,
 }

@@ -1,0 +1,397 @@
+//! Delivery to the routing targets on the real broker and ClickHouse: rules with tenant and
+//! event-type patterns fan each event out to exactly its targets' topics (keyed by tenant,
+//! with the eventId in a header); a target whose topic does not exist is retried, its events
+//! become dead letters naming it while the other targets and the metrics get everything; once
+//! the topic exists the target receives new events, and a redrive delivers the dead letters to
+//! it. Per-target outcomes and latency land where the SRE page reads them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, TopicPartitionList};
+use serde_json::{Value, json};
+
+use crate::support::{Isolated, create_topics_at, salestalk, stdout_of, unique};
+
+/// The spec's example of each event type, by type.
+fn examples() -> BTreeMap<String, Value> {
+    include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).expect("json");
+            (
+                event["eventType"].as_str().expect("type").to_string(),
+                event,
+            )
+        })
+        .collect()
+}
+
+/// A valid event of `event_type` for `tenant`, numbered `n`.
+fn event(examples: &BTreeMap<String, Value>, event_type: &str, tenant: &str, n: u32) -> Value {
+    let mut event = examples[event_type].clone();
+    event["eventId"] = json!(format!("2b7e0000-0000-4000-8000-{n:012x}"));
+    event["tenantId"] = json!(tenant);
+    if event["data"].get("tenantId").is_some() {
+        event["data"]["tenantId"] = json!(tenant);
+    }
+    event["timestamp"] =
+        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    event
+}
+
+/// Produces `events` to their domains' topics of `isolated`, keyed by tenant.
+async fn produce(isolated: &Isolated, events: &[Value]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .create()
+        .expect("producer");
+    for event in events {
+        let event_type = event["eventType"].as_str().expect("type");
+        let domain = event_type.split('.').next().expect("domain");
+        let topic = format!("{}.{domain}", isolated.prefix);
+        let payload = serde_json::to_vec(event).expect("bytes");
+        let tenant = event["tenantId"].as_str().expect("tenant");
+        producer
+            .send(
+                FutureRecord::to(&topic).key(tenant).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+    }
+}
+
+/// One delivered record: key, the eventId header, the eventId in the payload.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Delivered {
+    key: String,
+    header_id: String,
+    payload_id: String,
+}
+
+/// Every record of `topic` (one partition).
+fn read_topic(brokers: &str, topic: &str) -> Vec<Delivered> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("routing-read"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    while (out.len() as i64) < high {
+        let Some(message) = consumer.poll(Duration::from_secs(10)) else {
+            break;
+        };
+        let message = message.expect("message");
+        let header_id = message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "salestalk.event_id"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let event: Value =
+            serde_json::from_slice(message.payload().unwrap_or_default()).expect("an event");
+        out.push(Delivered {
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            header_id,
+            payload_id: event["eventId"].as_str().unwrap_or_default().to_string(),
+        });
+    }
+    out
+}
+
+/// The ids of `events`, as delivered records would carry them (key, header, payload).
+fn expected(events: &[&Value]) -> Vec<Delivered> {
+    let mut out: Vec<Delivered> = events
+        .iter()
+        .map(|e| {
+            let id = e["eventId"].as_str().expect("id").to_string();
+            Delivered {
+                key: e["tenantId"].as_str().expect("tenant").to_string(),
+                header_id: id.clone(),
+                payload_id: id,
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn sorted(mut records: Vec<Delivered>) -> Vec<Delivered> {
+    records.sort();
+    records
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Letter {
+    topic: String,
+    partition: i32,
+    reason: String,
+    error: String,
+    tenant_id: String,
+    event_id: String,
+    attempts: u32,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_fan_out_by_tenant_and_a_missing_target_is_dead_lettered_then_recovers() {
+    let isolated = Isolated::create("it-routing", 1).await;
+    let prefix = &isolated.prefix;
+    let topic = |name: &str| format!("{prefix}.target.{name}");
+    create_topics_at(
+        &isolated.brokers,
+        &[topic("vip"), topic("standard"), topic("rest")],
+        1,
+    )
+    .await;
+    // `missing` has no topic yet: the target is unavailable.
+    let config = std::env::temp_dir().join(format!("{prefix}-routing.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[routing]
+unmatched = ["metrics", "rest"]
+delivery_timeout_ms = 1500
+unavailable_pause_ms = 1000
+[routing.targets.vip]
+topic = "{vip}"
+[routing.targets.missing]
+topic = "{missing}"
+[routing.targets.standard]
+topic = "{standard}"
+[routing.targets.rest]
+topic = "{rest}"
+[[routing.rules]]
+name = "vip"
+tenants = ["tenant-vip*"]
+targets = ["metrics", "vip", "missing"]
+[[routing.rules]]
+name = "classifications"
+event_types = ["classification.performed.*"]
+targets = ["metrics", "standard"]
+"#,
+            vip = topic("vip"),
+            missing = topic("missing"),
+            standard = topic("standard"),
+            rest = topic("rest"),
+        ),
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let env = &isolated.env;
+
+    let routes = stdout_of(&salestalk(
+        &[
+            "--config",
+            &config,
+            "routes",
+            "--event-type",
+            "classification.performed.v1",
+            "--tenant",
+            "tenant-vip-2",
+        ],
+        env,
+    ));
+    assert!(routes.contains("rule: vip"), "{routes}");
+
+    let examples = examples();
+    let types: Vec<String> = examples.keys().cloned().collect();
+    let tenants = ["tenant-vip-1", "tenant-vip-2", "tenant-a", "tenant-b"];
+    let mut events = Vec::new();
+    let mut n = 0;
+    for tenant in tenants {
+        for event_type in &types {
+            for _ in 0..3 {
+                n += 1;
+                events.push(event(&examples, event_type, tenant, n));
+            }
+        }
+    }
+    produce(&isolated, &events).await;
+    stdout_of(&salestalk(
+        &["--config", &config, "run", "--idle-exit", "6s"],
+        env,
+    ));
+
+    let is_vip = |e: &&Value| {
+        e["tenantId"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("tenant-vip"))
+    };
+    let is_classification = |e: &&Value| e["eventType"] == "classification.performed.v1";
+    let vip: Vec<&Value> = events.iter().filter(is_vip).collect();
+    let standard: Vec<&Value> = events
+        .iter()
+        .filter(|e| !is_vip(e) && is_classification(e))
+        .collect();
+    let rest: Vec<&Value> = events
+        .iter()
+        .filter(|e| !is_vip(e) && !is_classification(e))
+        .collect();
+    assert_eq!(vip.len() + standard.len() + rest.len(), events.len());
+    // Each target got exactly its events, once each, keyed by tenant, the id in a header.
+    assert_eq!(
+        sorted(read_topic(&isolated.brokers, &topic("vip"))),
+        expected(&vip)
+    );
+    assert_eq!(
+        sorted(read_topic(&isolated.brokers, &topic("standard"))),
+        expected(&standard)
+    );
+    assert_eq!(
+        sorted(read_topic(&isolated.brokers, &topic("rest"))),
+        expected(&rest)
+    );
+    // The default targets (from the built-in table) are not in these rules: nothing there.
+    let default_target = format!("{prefix}.consumer.insights-queue");
+    assert!(read_topic(&isolated.brokers, &default_target).is_empty());
+
+    // The missing target's events are dead letters naming it, addressed to its topic.
+    let client = isolated.endpoint().client();
+    let letters: Vec<Letter> = client
+        .query(
+            "SELECT topic, partition, reason, error, tenant_id, event_id, attempts \
+             FROM dead_letters FINAL ORDER BY event_id",
+        )
+        .fetch_all()
+        .await
+        .expect("dead letters");
+    let vip_ids: BTreeSet<String> = vip
+        .iter()
+        .map(|e| e["eventId"].as_str().expect("id").to_string())
+        .collect();
+    let letter_ids: BTreeSet<String> = letters.iter().map(|l| l.event_id.clone()).collect();
+    assert_eq!(letter_ids, vip_ids, "one dead letter per undelivered event");
+    assert_eq!(letters.len(), vip.len());
+    for letter in &letters {
+        assert_eq!(
+            (
+                letter.topic.as_str(),
+                letter.partition,
+                letter.reason.as_str()
+            ),
+            (topic("missing").as_str(), -1, "delivery_failed"),
+        );
+        assert!(letter.error.contains("target missing"), "{}", letter.error);
+        assert!(letter.tenant_id.starts_with("tenant-vip"));
+        // Tried per [retry] (3 attempts), or not tried while the target was paused.
+        assert!([0, 3].contains(&letter.attempts), "{letter:?}");
+    }
+    assert!(
+        letters.iter().any(|l| l.attempts == 3),
+        "the target was retried"
+    );
+
+    // The metrics counted every event: a failing target holds nothing else.
+    let counted: u64 = client
+        .query("SELECT sum(events) FROM event_volume")
+        .fetch_one()
+        .await
+        .expect("volume");
+    assert_eq!(counted, events.len() as u64);
+
+    // Per-target outcomes and latency, as the SRE page reads them.
+    let outcomes: Vec<(String, u64, u64)> = client
+        .query(
+            "SELECT consumer, sum(attempted), sum(failed) FROM consumer_outcomes \
+             WHERE consumer LIKE 'target.%' GROUP BY consumer ORDER BY consumer",
+        )
+        .fetch_all()
+        .await
+        .expect("outcomes");
+    let n = |v: &Vec<&Value>| v.len() as u64;
+    assert_eq!(
+        outcomes,
+        [
+            ("target.missing".to_string(), n(&vip), n(&vip)),
+            ("target.rest".to_string(), n(&rest), 0),
+            ("target.standard".to_string(), n(&standard), 0),
+            ("target.vip".to_string(), n(&vip), 0),
+        ]
+    );
+    let latency: Vec<(String, u64)> = client
+        .query(
+            "SELECT consumer, sum(events) FROM processing_latency \
+             WHERE consumer LIKE 'target.%' GROUP BY consumer ORDER BY consumer",
+        )
+        .fetch_all()
+        .await
+        .expect("latency");
+    assert_eq!(
+        latency,
+        [
+            ("target.rest".to_string(), n(&rest)),
+            ("target.standard".to_string(), n(&standard)),
+            ("target.vip".to_string(), n(&vip)),
+        ]
+    );
+
+    // Once its topic exists the target takes new events, and a redrive delivers its letters.
+    create_topics_at(&isolated.brokers, &[topic("missing")], 1).await;
+    let later: Vec<Value> = (0..4)
+        .map(|i| {
+            event(
+                &examples,
+                "tenant.provisioned.v1",
+                "tenant-vip-3",
+                1_000 + i,
+            )
+        })
+        .collect();
+    produce(&isolated, &later).await;
+    stdout_of(&salestalk(
+        &["--config", &config, "run", "--idle-exit", "6s"],
+        env,
+    ));
+    let later_refs: Vec<&Value> = later.iter().collect();
+    assert_eq!(
+        sorted(read_topic(&isolated.brokers, &topic("missing"))),
+        expected(&later_refs),
+        "the recovered target gets the new events"
+    );
+    let redriven = stdout_of(&salestalk(
+        &[
+            "--config",
+            &config,
+            "dlq",
+            "redrive",
+            "--reason",
+            "delivery_failed",
+        ],
+        env,
+    ));
+    assert!(
+        redriven.contains(&format!("redrove {} entr", vip.len())),
+        "{redriven}"
+    );
+    let mut all_vip = vip.clone();
+    all_vip.extend(later_refs);
+    let delivered = read_topic(&isolated.brokers, &topic("missing"));
+    let ids: BTreeSet<&str> = delivered.iter().map(|d| d.payload_id.as_str()).collect();
+    let wanted: BTreeSet<&str> = all_vip
+        .iter()
+        .map(|e| e["eventId"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, wanted, "after the redrive the target has every event");
+    assert_eq!(delivered.len(), all_vip.len(), "each once");
+    assert!(
+        delivered
+            .iter()
+            .all(|d| d.key.starts_with("tenant-vip") && d.header_id == d.payload_id),
+        "redriven records keep the tenant key and the eventId header: {delivered:?}"
+    );
+    isolated.remove().await;
+}
