@@ -316,17 +316,16 @@ fn sre() -> Dashboard {
                     merged_quantile(0.5),
                     merged_quantile(0.95),
                     merged_quantile(0.99),
-                    rows(
-                        Family::Latency,
-                        "consumer, events, latency_ms_histogram.1 AS buckets, \
-                         latency_ms_histogram.2 AS counts",
-                        Bucketed::No
+                    // The pipeline's own consumers and the routing targets (delivery latency).
+                    format!(
+                        "(SELECT consumer, events, buckets, counts FROM processing_latency \
+                         WHERE $__timeFilter(window_start) AND {TENANT})"
                     )
                 ),
             ),
             table(
                 "consumer_errors",
-                "Consumer error rate (failures over attempts, per sink)",
+                "Consumer error rate (failures over attempts: sinks, targets, consumer groups)",
                 &[
                     ("consumer", Unit::Text),
                     ("attempted", Unit::Count),
@@ -391,6 +390,20 @@ fn sre() -> Dashboard {
                 Chart::Timeseries,
                 Unit::Count,
                 summed_series(Family::DeadLetters, "reason", "messages"),
+            ),
+            table(
+                "consumer_lag",
+                "Downstream consumer groups: lag (newest sample)",
+                &[
+                    ("consumer_group", Unit::Text),
+                    ("topic", Unit::Text),
+                    ("lag_messages", Unit::Count),
+                    ("lag_seconds", Unit::Seconds),
+                ],
+                "SELECT consumer_group, topic, lag_messages, lag_seconds FROM consumer_lag \
+                 WHERE window_start = (SELECT max(window_start) FROM consumer_lag \
+                 WHERE $__timeFilter(window_start)) ORDER BY consumer_group, topic"
+                    .to_string(),
             ),
             Panel {
                 id: "lag",
@@ -667,12 +680,13 @@ mod tests {
 
     #[test]
     fn every_panel_but_lag_and_alerts_is_per_tenant() {
+        // The consumer groups' lag is about a topic every tenant's events share.
         let whole: Vec<&str> = dashboards()
             .iter()
             .flat_map(|d| d.panels.iter())
             .filter(|p| !p.is_per_tenant())
             .map(|p| p.id)
             .collect();
-        assert_eq!(whole, ["lag", "alerts"]);
+        assert_eq!(whole, ["consumer_lag", "lag", "alerts"]);
     }
 }

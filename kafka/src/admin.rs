@@ -75,3 +75,91 @@ pub fn high_watermarks(
     }
     Ok(out)
 }
+
+/// Where a consumer group stands on one partition of a topic it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLag {
+    /// The partition.
+    pub partition: i32,
+    /// Messages written and not yet committed by the group (all of them when it never
+    /// committed).
+    pub messages: i64,
+    /// Broker time (Unix ms) of the oldest message the group has not committed, when there is
+    /// one and it could be read.
+    pub oldest_unread_ms: Option<i64>,
+}
+
+/// The lag of consumer group `group` on every partition of `topic`, from the group's committed
+/// offsets (an OffsetFetch: the group is not joined) and the partitions' watermarks; the
+/// oldest unread message is read by a consumer of its own that commits nothing. Blocking:
+/// call it off the async runtime.
+pub fn group_lag(settings: &KafkaSettings, group: &str, topic: &str) -> KafkaResult<Vec<GroupLag>> {
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(5);
+    let client = metadata_client(settings)?;
+    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let member: BaseConsumer = settings
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut wanted = TopicPartitionList::new();
+    for &partition in &partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let committed = member.committed_offsets(wanted, timeout)?;
+    let mut lags = Vec::new();
+    let mut unread = TopicPartitionList::new();
+    for &partition in &partitions {
+        let (low, high) = client.fetch_watermarks(topic, partition, timeout)?;
+        let position = match committed
+            .find_partition(topic, partition)
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(offset)) => offset.clamp(low, high),
+            _ => low,
+        };
+        if position < high {
+            unread.add_partition_offset(topic, partition, Offset::Offset(position))?;
+        }
+        lags.push(GroupLag {
+            partition,
+            messages: high - position,
+            oldest_unread_ms: None,
+        });
+    }
+    if unread.count() > 0 {
+        let reader: BaseConsumer = settings
+            .client_config()
+            .set("group.id", "salestalk-lag-probe")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        reader.assign(&unread)?;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut missing = unread.count();
+        while missing > 0 && std::time::Instant::now() < deadline {
+            let Some(Ok(message)) = reader.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let Some(lag) = lags
+                .iter_mut()
+                .find(|l| l.partition == message.partition() && l.oldest_unread_ms.is_none())
+            else {
+                continue;
+            };
+            lag.oldest_unread_ms = message.timestamp().to_millis();
+            missing -= 1;
+            // One message a partition is enough: stop reading it.
+            let mut done = TopicPartitionList::new();
+            done.add_partition(topic, message.partition());
+            let _ = reader.pause(&done);
+        }
+    }
+    Ok(lags)
+}

@@ -42,6 +42,13 @@ pub struct RoutingSettings {
     /// dead-lettered at once meanwhile); doubles while it stays unavailable, up to 32 times.
     #[serde(default = "default_unavailable_pause_ms")]
     pub unavailable_pause_ms: u64,
+    /// How often the targets' consumer groups' lag is sampled, ms; 0: never.
+    #[serde(default = "default_consumer_watch_interval_ms")]
+    pub consumer_watch_interval_ms: u64,
+}
+
+fn default_consumer_watch_interval_ms() -> u64 {
+    15_000
 }
 
 fn default_delivery_timeout_ms() -> u64 {
@@ -303,6 +310,22 @@ impl RoutingTable {
                 settings.delivery_timeout_ms
             ));
         }
+        let interval = settings.consumer_watch_interval_ms;
+        if interval != 0 && !(1_000..=3_600_000).contains(&interval) {
+            problems.push(format!(
+                "routing.consumer_watch_interval_ms: {interval} is outside 1000..=3600000 (0: off)"
+            ));
+        }
+        for (name, target) in &settings.targets {
+            for group in &target.consumer_groups {
+                if !is_topic_like(group) {
+                    problems.push(format!(
+                        "routing.targets.{name}.consumer_groups: '{group}' is not a group name \
+                         ([a-zA-Z0-9._-], 1 to 249 characters)"
+                    ));
+                }
+            }
+        }
         if !(100..=3_600_000).contains(&settings.unavailable_pause_ms) {
             problems.push(format!(
                 "routing.unavailable_pause_ms: {} is outside 100..=3600000",
@@ -428,6 +451,7 @@ mod tests {
             target_topic_template: DEFAULT_TARGET_TOPIC_TEMPLATE.into(),
             delivery_timeout_ms: default_delivery_timeout_ms(),
             unavailable_pause_ms: default_unavailable_pause_ms(),
+            consumer_watch_interval_ms: default_consumer_watch_interval_ms(),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod access;
 pub mod alerts;
 pub mod billing;
 pub mod commands;
+pub mod downstream;
 pub mod generate;
 pub mod http;
 pub mod ingest;

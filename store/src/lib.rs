@@ -13,6 +13,7 @@ pub mod alert_history;
 pub mod billing;
 pub mod codec;
 pub mod dead_letter_queue;
+pub mod downstream;
 mod endpoint;
 pub mod ingest_outcome;
 pub mod keys;

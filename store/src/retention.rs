@@ -55,13 +55,15 @@ impl RetentionSettings {
 
     /// Each table the job looks after, with its horizon in days (the delivery outcomes are
     /// and the gateway's outcomes are kept as long as the archive).
-    pub fn tables(&self) -> [(&'static str, u32); 5] {
+    pub fn tables(&self) -> [(&'static str, u32); 7] {
         [
             ("events_raw", self.archive_days),
             ("dead_letters", self.dead_letter_days),
             ("sink_outcomes", self.archive_days),
             ("ingest_outcomes", self.archive_days),
             ("delivery_latency", self.archive_days),
+            ("consumer_group_lag", self.archive_days),
+            ("consumer_failures", self.archive_days),
         ]
     }
 }
@@ -84,12 +86,14 @@ pub struct ExpiredPartition {
 /// Partitions of one table of this database whose newest row is before a time. Binds: table,
 /// cutoff (Unix s). `max_time` is the partition key column's newest value in a part.
 /// The tables retention looks after: the only ones it drops partitions of.
-const RETAINED_TABLES: [&str; 5] = [
+const RETAINED_TABLES: [&str; 7] = [
     "events_raw",
     "dead_letters",
     "sink_outcomes",
     "ingest_outcomes",
     "delivery_latency",
+    "consumer_group_lag",
+    "consumer_failures",
 ];
 
 const EXPIRED_QUERY: &str = "SELECT table, partition, toUInt32(max(max_time)) AS newest, \

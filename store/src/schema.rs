@@ -268,6 +268,45 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 ttl("minute", 90)
             )],
         },
+        // The downstream consumer groups (`routing.targets.*.consumer_groups`): their lag,
+        // sampled from the brokers' committed offsets (the newest sample of a minute wins),
+        // and the failures they report on the dead-letter topic, one row per report record
+        // (a report read twice replaces itself).
+        Migration {
+            version: 11,
+            name: "downstream consumer groups: lag samples and reported failures",
+            statements: vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {database}.consumer_group_lag (\n\
+                     minute DateTime('UTC'),\n\
+                     consumer_group String,\n\
+                     topic String,\n\
+                     partition Int32,\n\
+                     lag_messages UInt64,\n\
+                     lag_ms UInt64,\n\
+                     measured_at_ms UInt64\n\
+                     ) ENGINE = ReplacingMergeTree(measured_at_ms)\n\
+                     PARTITION BY toYYYYMM(minute)\n\
+                     ORDER BY (consumer_group, topic, partition, minute){}",
+                    ttl("minute", 90)
+                ),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {database}.consumer_failures (\n\
+                     minute DateTime('UTC'),\n\
+                     consumer_group String,\n\
+                     tenant_id String,\n\
+                     event_id String,\n\
+                     event_type String,\n\
+                     error String,\n\
+                     partition Int32,\n\
+                     offset Int64\n\
+                     ) ENGINE = ReplacingMergeTree\n\
+                     PARTITION BY toYYYYMM(minute)\n\
+                     ORDER BY (consumer_group, tenant_id, partition, offset){}",
+                    ttl("minute", 90)
+                ),
+            ],
+        },
     ]
 }
 
@@ -533,9 +572,20 @@ pub fn views(database: &str) -> Vec<String> {
         "consumer_outcomes",
         format!(
             "CREATE VIEW {database}.consumer_outcomes AS\n\
-             SELECT minute AS window_start, consumer, tenant_id, toUInt64(sum(attempted)) AS attempted,\n\
-             toUInt64(sum(failed)) AS failed, toUInt64(sum(failed_attempts)) AS failed_attempts\n\
-             FROM {database}.sink_outcomes GROUP BY window_start, consumer, tenant_id"
+             SELECT window_start, consumer_name AS consumer, tenant_id,\n\
+             toUInt64(sum(n_attempted)) AS attempted, toUInt64(sum(n_failed)) AS failed,\n\
+             toUInt64(sum(n_failed_attempts)) AS failed_attempts\n\
+             FROM (\n\
+             SELECT minute AS window_start, toString(consumer) AS consumer_name, tenant_id,\n\
+             toUInt64(attempted) AS n_attempted, toUInt64(failed) AS n_failed,\n\
+             toUInt64(failed_attempts) AS n_failed_attempts\n\
+             FROM {database}.sink_outcomes\n\
+             UNION ALL\n\
+             SELECT minute AS window_start, concat('group.', consumer_group) AS consumer_name,\n\
+             tenant_id, toUInt64(0) AS n_attempted, toUInt64(1) AS n_failed,\n\
+             toUInt64(0) AS n_failed_attempts\n\
+             FROM {database}.consumer_failures FINAL)\n\
+             GROUP BY window_start, consumer_name, tenant_id"
         ),
     );
     // Publish success (DESIGN.md): entries submitted and what became of them, per minute,
@@ -584,6 +634,21 @@ pub fn views(database: &str) -> Vec<String> {
             too_large = IngestOutcome::TooLarge.as_str(),
             throttled = IngestOutcome::Throttled.as_str(),
             broker = IngestOutcome::PublishFailed.as_str(),
+        ),
+    );
+    // The newest lag sample of each minute and partition, added up per group and topic.
+    create(
+        "consumer_lag",
+        format!(
+            "CREATE VIEW {database}.consumer_lag AS\n\
+             SELECT minute AS window_start, consumer_group, topic,\n\
+             toUInt64(sum(newest_messages)) AS lag_messages,\n\
+             max(newest_ms) / 1000 AS lag_seconds\n\
+             FROM (SELECT minute, consumer_group, topic, partition,\n\
+             argMax(lag_messages, measured_at_ms) AS newest_messages,\n\
+             argMax(lag_ms, measured_at_ms) AS newest_ms\n\
+             FROM {database}.consumer_group_lag GROUP BY minute, consumer_group, topic, partition)\n\
+             GROUP BY window_start, consumer_group, topic"
         ),
     );
     create(

@@ -395,3 +395,175 @@ targets = ["metrics", "standard"]
     );
     isolated.remove().await;
 }
+
+/// A number of a `JSONCompact` cell (64-bit integers come quoted).
+fn number(cell: &Value) -> f64 {
+    cell.as_f64()
+        .or_else(|| cell.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_groups_lag_and_its_reported_failures_show_on_the_sre_page() {
+    use rdkafka::consumer::CommitMode;
+    use rdkafka::message::{Header, OwnedHeaders};
+
+    use crate::alerts::serve_with;
+    use crate::support::{api_key, http_get, http_get_as};
+
+    let isolated = Isolated::create("it-consumers", 1).await;
+    let prefix = &isolated.prefix;
+    let work = format!("{prefix}.target.work");
+    let group = format!("{prefix}-worker");
+    create_topics_at(&isolated.brokers, std::slice::from_ref(&work), 1).await;
+    let config = format!(
+        r#"
+[routing]
+unmatched = ["metrics", "work"]
+consumer_watch_interval_ms = 1000
+rules = []
+[routing.targets.work]
+topic = "{work}"
+consumer_groups = ["{group}"]
+"#
+    );
+    let path = std::env::temp_dir().join(format!("{prefix}-routing.toml"));
+    std::fs::write(&path, &config).expect("config");
+    let path = path.to_string_lossy().into_owned();
+    let mut env = isolated.env.clone();
+
+    let examples = examples();
+    let events: Vec<Value> = (0..30)
+        .map(|n| event(&examples, "classification.performed.v1", "tenant-w", n))
+        .collect();
+    produce(&isolated, &events).await;
+    stdout_of(&salestalk(
+        &["--config", &path, "run", "--idle-exit", "6s"],
+        &env,
+    ));
+    assert_eq!(read_topic(&isolated.brokers, &work).len(), events.len());
+
+    // The worker reads ten events, commits past them, and reports two it failed on, as
+    // docs/routing.md says: to the dead-letter topic, with its group in `salestalk.consumer`.
+    let worker: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("worker");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&work, 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    worker.assign(&assignment).expect("assign");
+    let mut failed = Vec::new();
+    for i in 0..10 {
+        let message = worker
+            .poll(Duration::from_secs(10))
+            .expect("a message")
+            .expect("no error");
+        if i < 2 {
+            failed.push((
+                message.payload().unwrap_or_default().to_vec(),
+                message.headers().map(|h| h.detach()),
+            ));
+        }
+    }
+    let mut position = TopicPartitionList::new();
+    position
+        .add_partition_offset(&work, 0, rdkafka::Offset::Offset(10))
+        .expect("offset");
+    worker
+        .commit(&position, CommitMode::Sync)
+        .expect("the worker commits");
+    let reporter: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .create()
+        .expect("producer");
+    for (payload, headers) in &failed {
+        let headers = headers
+            .clone()
+            .unwrap_or_else(OwnedHeaders::new)
+            .insert(Header {
+                key: "salestalk.consumer",
+                value: Some(group.as_str()),
+            })
+            .insert(Header {
+                key: "salestalk.error",
+                value: Some("insights model timed out"),
+            });
+        reporter
+            .send(
+                FutureRecord::to(&isolated.dlq_topic())
+                    .key("tenant-w")
+                    .payload(payload)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("reported");
+    }
+    // A run samples the lag and reads the reports.
+    stdout_of(&salestalk(
+        &["--config", &path, "run", "--idle-exit", "15s"],
+        &env,
+    ));
+
+    let admin = api_key(&env, "admin", &[]);
+    let (_serve, _dir, port) = serve_with(&mut env, &config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while http_get(port, "/health").is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) =
+        http_get_as(port, "/api/dashboards/sre?range=1h", Some(&admin)).expect("serve answers");
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("json");
+    let rows = |id: &str| -> Vec<Value> {
+        answer["panels"]
+            .as_array()
+            .expect("panels")
+            .iter()
+            .find(|p| p["id"] == id)
+            .and_then(|p| p["result"]["data"].as_array().cloned())
+            .unwrap_or_else(|| panic!("panel {id} has no rows: {answer}"))
+    };
+    // The built-in targets' groups (from the default table) are listed too, with nothing behind.
+    let lag = rows("consumer_lag");
+    let worker_lag = lag
+        .iter()
+        .find(|r| r[0].as_str() == Some(group.as_str()))
+        .unwrap_or_else(|| panic!("{group} missing from {lag:?}"));
+    assert_eq!(worker_lag[1].as_str(), Some(work.as_str()));
+    assert_eq!(number(&worker_lag[2]), 20.0, "messages behind: {lag:?}");
+    assert!(number(&worker_lag[3]) > 0.0, "time behind: {lag:?}");
+
+    let errors = rows("consumer_errors");
+    let of = |consumer: &str| {
+        errors
+            .iter()
+            .find(|r| r[0].as_str() == Some(consumer))
+            .unwrap_or_else(|| panic!("{consumer} missing from {errors:?}"))
+            .clone()
+    };
+    let worker_row = of(&format!("group.{group}"));
+    assert_eq!(
+        (number(&worker_row[1]), number(&worker_row[2])),
+        (30.0, 2.0),
+        "attempted: what its target took; failed: what it reported"
+    );
+    assert!((number(&worker_row[3]) - 2.0 / 30.0).abs() < 1e-9);
+    let target_row = of("target.work");
+    assert_eq!(
+        (number(&target_row[1]), number(&target_row[2])),
+        (30.0, 0.0)
+    );
+    let latency = rows("latency");
+    assert!(
+        latency
+            .iter()
+            .any(|r| r[0] == "target.work" && number(&r[1]) == 30.0),
+        "{latency:?}"
+    );
+    isolated.remove().await;
+}

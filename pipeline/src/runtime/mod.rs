@@ -249,6 +249,11 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         settings.retention,
         Arc::clone(&telemetry),
     );
+    let routing = Arc::new(
+        RoutingTable::compile(&settings.routing)
+            .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?,
+    );
+    crate::downstream::watch(settings, &routing);
     let writer = Arc::new(Writer {
         plan,
         outcomes_to: settings.clickhouse.clone(),
@@ -266,10 +271,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         tally: Tally::default(),
         telemetry,
         stop,
-        routing: Arc::new(
-            RoutingTable::compile(&settings.routing)
-                .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?,
-        ),
+        routing,
     };
     runtime.drive(limits).await
 }

@@ -35,6 +35,11 @@ pub fn consumer_name(name: &str) -> String {
     format!("target.{name}")
 }
 
+/// The consumer name of downstream consumer group `group` (its error rate).
+pub fn group_consumer_name(group: &str) -> String {
+    format!("group.{group}")
+}
+
 /// Longest pause of an unavailable target, as a multiple of `routing.unavailable_pause_ms`.
 const MAX_PAUSE_FACTOR: u32 = 32;
 
@@ -43,6 +48,9 @@ struct Target {
     name: String,
     topic: String,
     consumer: &'static str,
+    /// The consumer groups reading its topic, as consumers (`group.<name>`): what the target
+    /// took, they were given (the attempts of their error rate).
+    groups: Vec<&'static str>,
     /// Consecutive flushes its retries ran out in, and until when it is paused.
     pause: Mutex<(u32, Option<Instant>)>,
 }
@@ -85,6 +93,14 @@ impl Delivery {
                 topic: topic.to_string(),
                 // Names live as long as the process: a few, from configuration, once.
                 consumer: Box::leak(consumer_name(name).into_boxed_str()),
+                groups: routing
+                    .targets
+                    .get(name)
+                    .map(|t| t.consumer_groups.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|g| &*Box::leak(group_consumer_name(g).into_boxed_str()))
+                    .collect(),
                 pause: Mutex::new((0, None)),
             });
         }
@@ -280,6 +296,9 @@ impl Sink for Delivery {
                     let latency_ms = (at_ms as i64 - event_ms).max(0) as f64;
                     let outcomes = &mut batch.outcomes;
                     outcomes.attempted(consumer, &event.tenant_id);
+                    for group in &target.groups {
+                        outcomes.attempted(group, &event.tenant_id);
+                    }
                     outcomes.acknowledged(
                         consumer,
                         &event.tenant_id,

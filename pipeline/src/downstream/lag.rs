@@ -1,0 +1,67 @@
+//! Consumer-group lag of the routing targets' readers: every `routing.consumer_watch_interval_ms`
+//! each configured group's committed offsets on its target's topic are compared with the
+//! partitions' ends (messages behind) and the oldest uncommitted message's broker time (time
+//! behind), and stored as one sample per partition (`consumer_group_lag`).
+
+use std::time::Duration;
+
+use salestalk_kafka::KafkaSettings;
+use salestalk_kafka::admin::group_lag;
+use salestalk_store::Endpoint;
+use salestalk_store::downstream::LagSample;
+
+use crate::settings::Settings;
+
+/// The samples of `group` on `topic` as of `now_ms`.
+pub async fn sample(
+    kafka: &KafkaSettings,
+    group: &str,
+    topic: &str,
+    now_ms: u64,
+) -> anyhow::Result<Vec<LagSample>> {
+    let (kafka, owned_group, owned_topic) = (kafka.clone(), group.to_string(), topic.to_string());
+    let lags = tokio::task::spawn_blocking(move || group_lag(&kafka, &owned_group, &owned_topic))
+        .await??;
+    Ok(lags
+        .into_iter()
+        .map(|lag| LagSample {
+            minute: ((now_ms / 60_000) * 60) as u32,
+            consumer_group: group.to_string(),
+            topic: topic.to_string(),
+            partition: lag.partition,
+            lag_messages: lag.messages.max(0) as u64,
+            lag_ms: lag
+                .oldest_unread_ms
+                .map_or(0, |at| (now_ms as i64 - at).max(0) as u64),
+            measured_at_ms: now_ms,
+        })
+        .collect())
+}
+
+/// Samples every (group, topic) of `groups` every `interval_ms`, storing what it finds.
+pub fn schedule(settings: &Settings, groups: Vec<(String, String)>, interval_ms: u64) {
+    if groups.is_empty() {
+        return;
+    }
+    let kafka = settings.kafka.clone();
+    let endpoint: Endpoint = settings.clickhouse.clone();
+    tokio::spawn(async move {
+        loop {
+            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            let mut samples = Vec::new();
+            for (group, topic) in &groups {
+                match sample(&kafka, group, topic, now_ms).await {
+                    Ok(found) => samples.extend(found),
+                    Err(error) => {
+                        tracing::warn!(%error, group, topic, "could not sample a group's lag")
+                    }
+                }
+            }
+            if let Err(error) = endpoint.record_lag(&samples).await {
+                // Samples are a gauge: the next one replaces what this one would have said.
+                tracing::warn!(%error, "could not store consumer-group lag");
+            }
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+    });
+}

@@ -1,0 +1,34 @@
+//! The downstream consumers, watched while `salestalk run` runs: how far behind each consumer
+//! group reading a routing target is ([`lag`]), and the failures consumers report on the
+//! dead-letter topic ([`reports`]). Both land in ClickHouse (`salestalk_store::downstream`),
+//! where the SRE page, Grafana and the consumer error-rate alert read them (docs/routing.md).
+
+pub mod lag;
+pub mod reports;
+
+use salestalk_operators::routing::RoutingTable;
+
+use crate::settings::Settings;
+
+/// Starts both watches (each only when there is something to watch).
+pub fn watch(settings: &Settings, table: &RoutingTable) {
+    let interval = settings.routing.consumer_watch_interval_ms;
+    if interval == 0 {
+        return;
+    }
+    let groups: Vec<(String, String)> = table
+        .downstream()
+        .filter_map(|(_, name, topic)| {
+            let target = settings.routing.targets.get(name)?;
+            Some(
+                target
+                    .consumer_groups
+                    .iter()
+                    .map(move |group| (group.clone(), topic.to_string())),
+            )
+        })
+        .flatten()
+        .collect();
+    lag::schedule(settings, groups, interval);
+    reports::schedule(settings);
+}
