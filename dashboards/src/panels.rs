@@ -310,17 +310,15 @@ fn sre() -> Dashboard {
                     ("p95_ms", Unit::Milliseconds),
                     ("p99_ms", Unit::Milliseconds),
                 ],
+                // The pipeline's own consumers and the routing targets (delivery latency).
                 format!(
                     "SELECT consumer, toUInt64(sum(events)) AS events, {} AS p50_ms, {} AS p95_ms, \
-                     {} AS p99_ms FROM {} GROUP BY consumer ORDER BY consumer",
+                     {} AS p99_ms FROM (SELECT consumer, events, buckets, counts \
+                     FROM processing_latency WHERE $__timeFilter(window_start) AND {TENANT}) \
+                     GROUP BY consumer ORDER BY consumer",
                     merged_quantile(0.5),
                     merged_quantile(0.95),
                     merged_quantile(0.99),
-                    // The pipeline's own consumers and the routing targets (delivery latency).
-                    format!(
-                        "(SELECT consumer, events, buckets, counts FROM processing_latency \
-                         WHERE $__timeFilter(window_start) AND {TENANT})"
-                    )
                 ),
             ),
             table(
