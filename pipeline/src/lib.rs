@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod lines;
 pub mod logging;
 pub mod produce;
+pub mod recompute;
 pub mod runtime;
 pub mod serve;
 pub mod settings;

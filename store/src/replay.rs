@@ -93,6 +93,29 @@ pub struct ArchivedEvent {
     pub raw: Vec<u8>,
 }
 
+/// One archived event with where and when it was read: what a recomputation feeds the
+/// operators again.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+pub struct ArchivedCopy {
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Its id.
+    pub event_id: String,
+    /// The topic it was read from.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Broker time (Unix s).
+    pub broker_time: u32,
+    /// Whether its timestamp was not trusted (too far ahead of the broker's).
+    pub clock_skewed: u8,
+    /// The event as it was published.
+    #[serde(with = "serde_bytes")]
+    pub raw: Vec<u8>,
+}
+
 /// One replay, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct ReplayRecord {
@@ -140,6 +163,33 @@ impl Endpoint {
         let sql = format!(
             // Aliases apart from the columns: 18.16 would put the aggregates into the WHERE.
             "SELECT tenant_id, event_id, argMax(event_type, durable_at_ms) AS newest_type, \
+             argMax(raw, durable_at_ms) AS newest_raw FROM events_raw \
+             WHERE {SELECTION_SQL} AND (tenant_id > ? OR (tenant_id = ? AND event_id > ?)) \
+             GROUP BY tenant_id, event_id ORDER BY tenant_id, event_id LIMIT {limit}"
+        );
+        bind_selection(self.client().query(&sql), selection)
+            .bind(after.0)
+            .bind(after.0)
+            .bind(after.1)
+            .fetch_all()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
+    /// [`Endpoint::replay_page`] with where each event was read (its newest copy's).
+    pub async fn replay_copies(
+        &self,
+        selection: &ReplaySelection,
+        after: (&str, &str),
+        limit: u64,
+    ) -> Result<Vec<ArchivedCopy>, ClickHouseError> {
+        let sql = format!(
+            // Aliases apart from the columns: 18.16 would put the aggregates into the WHERE.
+            "SELECT tenant_id, event_id, argMax(topic, durable_at_ms) AS newest_topic, \
+             argMax(partition, durable_at_ms) AS newest_partition, \
+             argMax(offset, durable_at_ms) AS newest_offset, \
+             toUInt32(argMax(broker_time, durable_at_ms)) AS newest_broker_time, \
+             argMax(clock_skewed, durable_at_ms) AS newest_skewed, \
              argMax(raw, durable_at_ms) AS newest_raw FROM events_raw \
              WHERE {SELECTION_SQL} AND (tenant_id > ? OR (tenant_id = ? AND event_id > ?)) \
              GROUP BY tenant_id, event_id ORDER BY tenant_id, event_id LIMIT {limit}"

@@ -129,3 +129,152 @@ async fn replay_sends_exactly_the_selected_archived_events_and_records_it() {
     assert!(lines[0].contains(&format!("tenant={tenant}")), "{listed}");
     setup.isolated.remove().await;
 }
+
+/// The rows of `sql` on `endpoint`, sorted (cells as JSON values).
+async fn rows(endpoint: &salestalk_store::Endpoint, sql: &str) -> Vec<Vec<serde_json::Value>> {
+    let answer = endpoint
+        .query_json(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut rows: Vec<Vec<serde_json::Value>> = answer["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row.as_array().expect("a row").clone())
+        .collect();
+    rows.sort_by_key(|row| serde_json::to_string(row).unwrap_or_default());
+    rows
+}
+
+/// Whether two results are the same: integers and text exactly, floating-point sums to 1e-9
+/// relative (ClickHouse, and events fed in another order, add them in another order).
+fn same(a: &[Vec<serde_json::Value>], b: &[Vec<serde_json::Value>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(p, q)| match (p.as_f64(), q.as_f64()) {
+                        (Some(p), Some(q)) if !(p.fract() == 0.0 && q.fract() == 0.0) => {
+                            (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0)
+                        }
+                        _ => p == q,
+                    })
+        })
+}
+
+/// The views a recomputation fills: every family's (but latency, publish and dead letters,
+/// which describe the live run), at every span, and the named views over them.
+async fn recomputed_views(endpoint: &salestalk_store::Endpoint) -> Vec<String> {
+    let mut views: Vec<String> = endpoint
+        .client()
+        .query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() \
+             AND name LIKE 'metrics%' AND name NOT LIKE 'metrics_latency%' \
+             AND name NOT LIKE 'metrics_publish%' AND name NOT LIKE 'metrics_dead_letters%' \
+             ORDER BY name",
+        )
+        .fetch_all::<String>()
+        .await
+        .expect("views");
+    views.extend(
+        ["event_volume", "tenant_cost_daily", "intents_per_tenant"]
+            .iter()
+            .map(|v| v.to_string()),
+    );
+    assert!(views.len() > 20, "{views:?}");
+    views
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_to_a_database_recomputes_the_selection_and_leaves_the_live_views_alone() {
+    let setup = seeded_setup("it-replay-db", 57, 3_000, 20).await;
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+    // The live views are the batch recomputation of the traffic (late events dead-lettered).
+    crate::exactness::assert_views_equal_recomputation(&setup, false).await;
+    let env = &setup.env;
+    let live = setup.isolated.endpoint();
+    let tenant: String = live
+        .client()
+        .query("SELECT tenant_id FROM events_raw GROUP BY tenant_id ORDER BY count() DESC LIMIT 1")
+        .fetch_one()
+        .await
+        .expect("a tenant");
+    let views = recomputed_views(&live).await;
+    let mut before = Vec::new();
+    for view in &views {
+        before.push(rows(&live, &format!("SELECT * FROM {view}")).await);
+    }
+
+    let database = format!("{}_replay", live.database);
+    let replay = salestalk_store::Endpoint {
+        database: database.clone(),
+        ..live.clone()
+    };
+    let args = [
+        "replay",
+        "run",
+        "--to-database",
+        &database,
+        "--tenant",
+        &tenant,
+    ];
+    let done = stdout_of(&salestalk(&args, env));
+    let archived: u64 = live
+        .client()
+        .query("SELECT toUInt64(uniqExact(event_id)) FROM events_raw WHERE tenant_id = ?")
+        .bind(&tenant)
+        .fetch_one()
+        .await
+        .expect("archived");
+    assert!(
+        done.contains(&format!("recomputed {archived} of {archived}")),
+        "{done}"
+    );
+
+    // The replay database holds exactly the live numbers of the selected tenant, which are
+    // the recomputation's; the live views did not move.
+    let mut recomputed = Vec::new();
+    let mut filled = 0;
+    for (view, before) in views.iter().zip(&before) {
+        let expected = rows(
+            &live,
+            &format!("SELECT * FROM {view} WHERE tenant_id = '{tenant}'"),
+        )
+        .await;
+        let got = rows(&replay, &format!("SELECT * FROM {view}")).await;
+        filled += usize::from(!expected.is_empty());
+        assert!(
+            same(&got, &expected),
+            "{view}: the replay database differs from the live numbers of {tenant}\n\
+             got {got:?}\nexpected {expected:?}"
+        );
+        let after = rows(&live, &format!("SELECT * FROM {view}")).await;
+        assert!(same(&after, before), "{view}: a live view changed");
+        recomputed.push(got);
+    }
+
+    assert!(
+        filled * 2 > views.len(),
+        "only {filled} views have rows for {tenant}"
+    );
+
+    // Again: refused without --overwrite; with it, the same numbers.
+    let refused = salestalk(&args, env);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--overwrite"));
+    let mut again = args.to_vec();
+    again.push("--overwrite");
+    stdout_of(&salestalk(&again, env));
+    for (view, first) in views.iter().zip(&recomputed) {
+        let second = rows(&replay, &format!("SELECT * FROM {view}")).await;
+        assert!(same(&second, first), "{view}: a second replay changed it");
+    }
+    let listed = stdout_of(&salestalk(&["replay", "list"], env));
+    assert!(
+        listed.contains(&format!("to database:{database}")),
+        "{listed}"
+    );
+    crate::support::drop_database(&database).await;
+    setup.isolated.remove().await;
+}

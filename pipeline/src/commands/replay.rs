@@ -1,9 +1,13 @@
-//! `salestalk replay`: send archived events again, selected by event id, tenant, event type,
-//! correlation id and event time, to an isolated Kafka topic (never a live one unless asked),
-//! with a progress line (rate, ETA) and a `--dry-run` that only counts; every replay is
-//! recorded, and `replay list` shows them. Each event goes once, keyed by tenant, with the
-//! header `salestalk-replay-of: <replay id>`; replaying the same selection twice sends the
-//! same events again, which a consumer deduplicating by `eventId` counts once.
+//! `salestalk replay`: archived events again, selected by event id, tenant, event type,
+//! correlation id and event time, with a progress line (rate, ETA) and a `--dry-run` that only
+//! counts; every replay is recorded, and `replay list` shows them. Two destinations:
+//! - `--to-topic`: an isolated Kafka topic (never a live one unless asked); each event once,
+//!   keyed by tenant, with the header `salestalk-replay-of: <replay id>`; replaying the same
+//!   selection twice sends the same events again, which a consumer deduplicating by `eventId`
+//!   counts once.
+//! - `--to-database`: every metric of the selection recomputed by the same operators
+//!   ([`crate::recompute`]) into a separate ClickHouse database, the live one untouched;
+//!   replaying again (`--overwrite`) recomputes the same numbers.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -16,7 +20,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use salestalk_kafka::admin;
 use salestalk_kafka::producer::{self, deliver};
+use salestalk_sinks::clickhouse::write_flushes;
 use salestalk_store::replay::{ReplayRecord, ReplaySelection};
+use salestalk_store::{ClickHouseError, Endpoint};
+
+use crate::recompute::Recomputation;
 
 /// The header naming the replay a message came from.
 pub const REPLAY_OF_HEADER: &str = "salestalk-replay-of";
@@ -38,10 +46,17 @@ pub enum Command {
 
 /// `salestalk replay run` arguments.
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["to_topic", "to_database"])))]
 pub struct RunArgs {
     /// The topic to send them to (it must exist).
     #[arg(long)]
-    to_topic: String,
+    to_topic: Option<String>,
+    /// A ClickHouse database (on the configured server) to recompute their metrics into.
+    #[arg(long)]
+    to_database: Option<String>,
+    /// Recompute into a --to-database that already holds metrics (its tables are emptied).
+    #[arg(long)]
+    overwrite: bool,
     /// Allow a topic the pipeline consumes (the live metrics would count them, deduplicated).
     #[arg(long)]
     into_live_topic: bool,
@@ -100,24 +115,13 @@ pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCo
 
 async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     let endpoint = &settings.clickhouse;
-    if settings.kafka.topics.contains(&args.to_topic) && !args.into_live_topic {
-        bail!(
-            "{} is a topic the pipeline consumes: replaying into it changes the live metrics \
-             (deduplicated by eventId); pass --into-live-topic if that is what you want",
-            args.to_topic
-        );
-    }
-    let missing = {
-        let kafka = settings.kafka.clone();
-        let topic = vec![args.to_topic.clone()];
-        tokio::task::spawn_blocking(move || admin::missing_topics(&kafka, &topic))
-            .await
-            .context("asking the brokers for the topic")?
-            .context("asking the brokers for the topic")?
+    let destination = match (&args.to_topic, &args.to_database) {
+        (Some(topic), _) => Destination::Topic(checked_topic(settings, topic, &args).await?),
+        (None, Some(database)) => {
+            Destination::Database(checked_database(settings, database, &args).await?)
+        }
+        (None, None) => bail!("give --to-topic or --to-database"),
     };
-    if !args.dry_run && !missing.is_empty() {
-        bail!("topic {} does not exist; create it first", args.to_topic);
-    }
     let selection = ReplaySelection {
         event_ids: args.event_ids,
         tenants: args.tenants,
@@ -135,7 +139,7 @@ async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Res
         replay_id: format!("replay-{}", started.format("%Y%m%dT%H%M%S%.3fZ")),
         who: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
         selection: selection.to_string(),
-        target: format!("topic:{}", args.to_topic),
+        target: destination.to_string(),
         dry_run: u8::from(args.dry_run),
         selected: endpoint.replay_count(&selection).await?,
         sent: 0,
@@ -151,45 +155,11 @@ async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Res
         record.replay_id, record.selected, record.selection
     );
     if !args.dry_run {
-        let producer =
-            producer::acknowledged(&settings.kafka).context("creating the Kafka producer")?;
-        let clock = Instant::now();
-        let (mut tenant, mut event_id) = (String::new(), String::new());
-        loop {
-            let page = endpoint
-                .replay_page(&selection, (&tenant, &event_id), PAGE)
-                .await?;
-            let Some(last) = page.last() else { break };
-            (tenant, event_id) = (last.tenant_id.clone(), last.event_id.clone());
-            let records = page.iter().map(|event| {
-                FutureRecord::to(&args.to_topic)
-                    .key(event.tenant_id.as_str())
-                    .payload(&event.raw[..])
-                    .headers(OwnedHeaders::new().insert(Header {
-                        key: REPLAY_OF_HEADER,
-                        value: Some(record.replay_id.as_str()),
-                    }))
-            });
-            let failed: Vec<_> = deliver(&producer, records)
-                .await
-                .into_iter()
-                .filter_map(Result::err)
-                .collect();
-            if let Some(error) = failed.first() {
-                bail!(
-                    "{} events of a page were not taken ({error}); {} sent so far: run it again",
-                    failed.len(),
-                    record.sent
-                );
+        match &destination {
+            Destination::Topic(topic) => send(settings, topic, &selection, &mut record).await?,
+            Destination::Database(target) => {
+                recompute(settings, target, &selection, &mut record).await?
             }
-            record.sent += page.len() as u64;
-            let seconds = clock.elapsed().as_secs_f64().max(1e-3);
-            let rate = record.sent as f64 / seconds;
-            let left = record.selected.saturating_sub(record.sent) as f64 / rate.max(1.0);
-            eprintln!(
-                "sent {} of {} ({:.0} events/s, ETA {left:.0} s)",
-                record.sent, record.selected, rate
-            );
         }
     }
     record.finished_at = Utc::now().timestamp().clamp(0, i64::from(u32::MAX)) as u32;
@@ -198,15 +168,206 @@ async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Res
         .await
         .context("recording the replay")?;
     println!(
-        "{} {} of {} archived events to {}",
-        if args.dry_run { "would send" } else { "sent" },
+        "{} {} of {} archived events to {destination}",
+        match (&destination, args.dry_run) {
+            (_, true) => "would replay",
+            (Destination::Topic(_), false) => "sent",
+            (Destination::Database(_), false) => "recomputed",
+        },
         if args.dry_run {
             record.selected
         } else {
             record.sent
         },
         record.selected,
-        args.to_topic
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a replay goes.
+enum Destination {
+    /// A Kafka topic.
+    Topic(String),
+    /// A separate database on the configured server.
+    Database(Endpoint),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Topic(topic) => write!(f, "topic:{topic}"),
+            Self::Database(endpoint) => write!(f, "database:{}", endpoint.database),
+        }
+    }
+}
+
+/// `topic`, if a replay may go there: not a live topic unless asked, and existing.
+async fn checked_topic(
+    settings: &crate::settings::Settings,
+    topic: &str,
+    args: &RunArgs,
+) -> anyhow::Result<String> {
+    if settings.kafka.topics.iter().any(|t| t == topic) && !args.into_live_topic {
+        bail!(
+            "{topic} is a topic the pipeline consumes: replaying into it changes the live \
+             metrics (deduplicated by eventId); pass --into-live-topic if that is what you want"
+        );
+    }
+    let missing = {
+        let kafka = settings.kafka.clone();
+        let topics = vec![topic.to_string()];
+        tokio::task::spawn_blocking(move || admin::missing_topics(&kafka, &topics))
+            .await
+            .context("asking the brokers for the topic")?
+            .context("asking the brokers for the topic")?
+    };
+    if !args.dry_run && !missing.is_empty() {
+        bail!("topic {topic} does not exist; create it first");
+    }
+    Ok(topic.to_string())
+}
+
+/// The endpoint of `database`, if a replay may recompute into it: not the live database, a
+/// plain name, and empty of metrics unless `--overwrite` (then emptied). Migrated.
+async fn checked_database(
+    settings: &crate::settings::Settings,
+    database: &str,
+    args: &RunArgs,
+) -> anyhow::Result<Endpoint> {
+    let live = &settings.clickhouse;
+    if database == live.database {
+        bail!("--to-database {database} is the live database; name another one");
+    }
+    if database.is_empty()
+        || database.len() > 128
+        || !database
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        bail!("--to-database '{database}': use letters, digits and '_' only");
+    }
+    let target = Endpoint {
+        database: database.to_string(),
+        ..live.clone()
+    };
+    if args.dry_run {
+        return Ok(target);
+    }
+    let profile = target.probe().await?;
+    target.migrate(&profile).await?;
+    let rows: u64 = target
+        .client()
+        .query("SELECT toUInt64(count()) FROM window_state")
+        .fetch_one()
+        .await
+        .map_err(|e| ClickHouseError::classify(&target.url, e))?;
+    if rows > 0 {
+        if !args.overwrite {
+            bail!(
+                "database {database} already holds metrics ({rows} rows): pass --overwrite to \
+                 recompute into it"
+            );
+        }
+        for table in [
+            "window_state",
+            "events_raw",
+            "dead_letters",
+            "sink_outcomes",
+        ] {
+            target
+                .client()
+                .query(&format!("TRUNCATE TABLE IF EXISTS {table}"))
+                .execute()
+                .await
+                .map_err(|e| ClickHouseError::classify(&target.url, e))?;
+        }
+    }
+    Ok(target)
+}
+
+/// Prints the progress line of `record` since `clock`.
+fn progress(record: &ReplayRecord, clock: Instant, what: &str) {
+    let seconds = clock.elapsed().as_secs_f64().max(1e-3);
+    let rate = record.sent as f64 / seconds;
+    let left = record.selected.saturating_sub(record.sent) as f64 / rate.max(1.0);
+    eprintln!(
+        "{what} {} of {} ({:.0} events/s, ETA {left:.0} s)",
+        record.sent, record.selected, rate
+    );
+}
+
+/// Sends the selection to `topic`, page by page.
+async fn send(
+    settings: &crate::settings::Settings,
+    topic: &str,
+    selection: &ReplaySelection,
+    record: &mut ReplayRecord,
+) -> anyhow::Result<()> {
+    let endpoint = &settings.clickhouse;
+    let producer =
+        producer::acknowledged(&settings.kafka).context("creating the Kafka producer")?;
+    let clock = Instant::now();
+    let (mut tenant, mut event_id) = (String::new(), String::new());
+    loop {
+        let page = endpoint
+            .replay_page(selection, (&tenant, &event_id), PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        (tenant, event_id) = (last.tenant_id.clone(), last.event_id.clone());
+        let records = page.iter().map(|event| {
+            FutureRecord::to(topic)
+                .key(event.tenant_id.as_str())
+                .payload(&event.raw[..])
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: REPLAY_OF_HEADER,
+                    value: Some(record.replay_id.as_str()),
+                }))
+        });
+        let failed: Vec<_> = deliver(&producer, records)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if let Some(error) = failed.first() {
+            bail!(
+                "{} events of a page were not taken ({error}); {} sent so far: run it again",
+                failed.len(),
+                record.sent
+            );
+        }
+        record.sent += page.len() as u64;
+        progress(record, clock, "sent");
+    }
+    Ok(())
+}
+
+/// Recomputes the selection's metrics into `target`, page by page (each page one flush).
+async fn recompute(
+    settings: &crate::settings::Settings,
+    target: &Endpoint,
+    selection: &ReplaySelection,
+    record: &mut ReplayRecord,
+) -> anyhow::Result<()> {
+    let endpoint = &settings.clickhouse;
+    let mut recomputation = Recomputation::new(settings)?;
+    let clock = Instant::now();
+    let (mut tenant, mut event_id) = (String::new(), String::new());
+    loop {
+        let page = endpoint
+            .replay_copies(selection, (&tenant, &event_id), PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        (tenant, event_id) = (last.tenant_id.clone(), last.event_id.clone());
+        for event in &page {
+            recomputation.feed(event);
+        }
+        let durable_at = Utc::now().timestamp_millis().max(0) as u64;
+        let flushes = recomputation.flush(durable_at as i64);
+        write_flushes(target, &flushes, durable_at)
+            .await
+            .context("writing the recomputed metrics")?;
+        record.sent = recomputation.events;
+        progress(record, clock, "recomputed");
+    }
+    Ok(())
 }

@@ -50,7 +50,8 @@ pub struct RunLimits {
     pub max_messages: Option<u64>,
 }
 
-fn task_settings(settings: &Settings) -> TaskSettings {
+/// The task rules `settings` give (a run's, and a recomputation's from the archive).
+pub fn task_settings(settings: &Settings) -> TaskSettings {
     TaskSettings {
         allowed_lateness_ms: settings.pipeline.allowed_lateness_ms,
         max_future_skew_ms: settings.pipeline.max_future_skew_ms,
