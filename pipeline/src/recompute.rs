@@ -1,7 +1,8 @@
 //! Recomputing the metrics of archived events with the same operators the pipeline runs: what
 //! `salestalk replay run --to-database` feeds a separate database with. Each archived event is
-//! given again to a task of the partition it was read from, at its offset and broker second,
-//! so it lands in the same windows, with the same dimensions, as when it was counted.
+//! given again to a task of the partition it was read from, with its broker second, so it
+//! lands in the same windows, with the same dimensions, as when it was counted. Offsets are
+//! the task's own count (a task reads offsets in order, and the archive is paged by tenant).
 //!
 //! Three things differ from a live run, on purpose. Nothing is late: the archive holds only
 //! events that were counted (or redriven and counted), so the lateness rule, which decided
@@ -30,7 +31,8 @@ pub struct Recomputation {
     settings: TaskSettings,
     aggregates: Aggregates,
     routing: Arc<RoutingTable>,
-    tasks: BTreeMap<(String, i32), Task>,
+    /// Each partition's task, and the next offset it is given.
+    tasks: BTreeMap<(String, i32), (Task, i64)>,
     /// Events fed since the start.
     pub events: u64,
 }
@@ -65,15 +67,16 @@ impl Recomputation {
     /// Feeds `event` to its partition's task.
     pub fn feed(&mut self, event: &ArchivedCopy) {
         let key = (event.topic.clone(), event.partition);
-        let task = self.tasks.entry(key).or_insert_with(|| {
-            Task::new(
+        let (task, offset) = self.tasks.entry(key).or_insert_with(|| {
+            let task = Task::new(
                 &event.topic,
                 event.partition,
                 self.settings,
                 Default::default(),
             )
             .with_aggregates(self.aggregates.clone())
-            .with_routing(Some(Arc::clone(&self.routing)))
+            .with_routing(Some(Arc::clone(&self.routing)));
+            (task, 0)
         });
         // The archive keeps the broker second. A trusted timestamp stays trusted at the end of
         // that second, an untrusted one stays untrusted at its start: the task decides skew
@@ -87,11 +90,12 @@ impl Recomputation {
         task.process(&[RawMessage {
             topic: &event.topic,
             partition: event.partition,
-            offset: event.offset,
+            offset: *offset,
             timestamp_ms: Some(broker_ms),
             payload: Some(&event.raw),
             path: PublishPath::Direct,
         }]);
+        *offset += 1;
         self.events += 1;
     }
 
@@ -99,7 +103,7 @@ impl Recomputation {
     pub fn flush(&mut self, durable_at_ms: i64) -> Vec<Flush> {
         self.tasks
             .values_mut()
-            .map(|task| task.flush(durable_at_ms))
+            .map(|(task, _)| task.flush(durable_at_ms))
             .collect()
     }
 }

@@ -105,8 +105,6 @@ pub struct ArchivedCopy {
     pub topic: String,
     /// Its partition.
     pub partition: i32,
-    /// Its offset.
-    pub offset: i64,
     /// Broker time (Unix s).
     pub broker_time: u32,
     /// Whether its timestamp was not trusted (too far ahead of the broker's).
@@ -187,7 +185,6 @@ impl Endpoint {
             // Aliases apart from the columns: 18.16 would put the aggregates into the WHERE.
             "SELECT tenant_id, event_id, argMax(topic, durable_at_ms) AS newest_topic, \
              argMax(partition, durable_at_ms) AS newest_partition, \
-             argMax(offset, durable_at_ms) AS newest_offset, \
              toUInt32(argMax(broker_time, durable_at_ms)) AS newest_broker_time, \
              argMax(clock_skewed, durable_at_ms) AS newest_skewed, \
              argMax(raw, durable_at_ms) AS newest_raw FROM events_raw \

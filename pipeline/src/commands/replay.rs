@@ -170,8 +170,9 @@ async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Res
     println!(
         "{} {} of {} archived events to {destination}",
         match (&destination, args.dry_run) {
-            (_, true) => "would replay",
+            (Destination::Topic(_), true) => "would send",
             (Destination::Topic(_), false) => "sent",
+            (Destination::Database(_), true) => "would recompute",
             (Destination::Database(_), false) => "recomputed",
         },
         if args.dry_run {
