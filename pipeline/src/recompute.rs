@@ -4,6 +4,10 @@
 //! lands in the same windows, with the same dimensions, as when it was counted. Offsets are
 //! the task's own count (a task reads offsets in order, and the archive is paged by tenant).
 //!
+//! A backfill (`--backfill`) also counts the events dead-lettered as late, and recomputes only
+//! the families of the events themselves: the publish and dead-letter families and latency
+//! describe what happened to messages when they arrived, which a backfill does not change.
+//!
 //! Three things differ from a live run, on purpose. Nothing is late: the archive holds only
 //! events that were counted (or redriven and counted), so the lateness rule, which decided
 //! that when they arrived, is not applied again (the events come in (tenant, eventId) order,
@@ -18,13 +22,36 @@ use salestalk_operators::flush::Flush;
 use salestalk_operators::message::{PublishPath, RawMessage};
 use salestalk_operators::routing::RoutingTable;
 use salestalk_operators::task::{Task, TaskSettings};
-use salestalk_store::replay::ArchivedCopy;
+use salestalk_store::replay::{ArchivedCopy, LateLetter};
 
 use crate::runtime::task_settings;
 use crate::settings::Settings;
 
-/// How late an archived event may be and still count: far beyond the archive's 90 days.
-const NEVER_LATE_MS: i64 = 10 * 365 * 86_400_000;
+/// How late an archived event may be and still count, and how long an id is remembered: far
+/// beyond the archive's 90 days (events come in any order, and each must count once).
+const NEVER_MS: i64 = 10 * 365 * 86_400_000;
+
+/// Most ids a task remembers: every id of the selection.
+const EVERY_ID: usize = usize::MAX >> 1;
+
+/// What a recomputation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Every metric into a separate database (latency excepted).
+    Database,
+    /// The live families of the events themselves, corrected.
+    Backfill,
+}
+
+impl Purpose {
+    /// Aggregates it leaves out.
+    fn leaves_out(self) -> &'static [&'static str] {
+        match self {
+            Self::Database => &["latency"],
+            Self::Backfill => &["latency", "publish", "dead_letters"],
+        }
+    }
+}
 
 /// Tasks fed from the archive, one per source partition.
 pub struct Recomputation {
@@ -38,15 +65,15 @@ pub struct Recomputation {
 }
 
 impl Recomputation {
-    /// A recomputation with the configured operators (`graph.aggregates` without latency) and
-    /// routing (which events the metrics count).
-    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+    /// A recomputation with the configured operators (`graph.aggregates`, less what `purpose`
+    /// leaves out) and routing (which events the metrics count).
+    pub fn new(settings: &Settings, purpose: Purpose) -> anyhow::Result<Self> {
         let names: Vec<&str> = settings
             .graph
             .aggregates
             .names()
             .into_iter()
-            .filter(|name| *name != "latency")
+            .filter(|name| !purpose.leaves_out().contains(name))
             .collect();
         let aggregates = Aggregates::from_names(&names)
             .map_err(|problems| anyhow::anyhow!("aggregates: {}", problems.join("; ")))?;
@@ -54,7 +81,9 @@ impl Recomputation {
             .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?;
         Ok(Self {
             settings: TaskSettings {
-                allowed_lateness_ms: NEVER_LATE_MS,
+                allowed_lateness_ms: NEVER_MS,
+                dedup_horizon_ms: NEVER_MS,
+                dedup_max_ids: EVERY_ID,
                 ..task_settings(settings)
             },
             aggregates,
@@ -66,18 +95,6 @@ impl Recomputation {
 
     /// Feeds `event` to its partition's task.
     pub fn feed(&mut self, event: &ArchivedCopy) {
-        let key = (event.topic.clone(), event.partition);
-        let (task, offset) = self.tasks.entry(key).or_insert_with(|| {
-            let task = Task::new(
-                &event.topic,
-                event.partition,
-                self.settings,
-                Default::default(),
-            )
-            .with_aggregates(self.aggregates.clone())
-            .with_routing(Some(Arc::clone(&self.routing)));
-            (task, 0)
-        });
         // The archive keeps the broker second. A trusted timestamp stays trusted at the end of
         // that second, an untrusted one stays untrusted at its start: the task decides skew
         // (and the broker minute) as it did.
@@ -87,12 +104,35 @@ impl Recomputation {
         } else {
             second_ms + 999
         };
+        self.give(&event.topic, event.partition, broker_ms, &event.raw);
+    }
+
+    /// Feeds a late event's dead letter to its partition's task (a late event was stamped
+    /// long before its broker time, so it is trusted: the end of its broker second).
+    pub fn feed_late(&mut self, letter: &LateLetter) {
+        let broker_ms = i64::from(letter.broker_time) * 1000 + 999;
+        self.give(&letter.topic, letter.partition, broker_ms, &letter.raw);
+    }
+
+    /// The partitions fed so far.
+    pub fn partitions(&self) -> impl Iterator<Item = &(String, i32)> {
+        self.tasks.keys()
+    }
+
+    fn give(&mut self, topic: &str, partition: i32, broker_ms: i64, raw: &[u8]) {
+        let key = (topic.to_string(), partition);
+        let (task, offset) = self.tasks.entry(key).or_insert_with(|| {
+            let task = Task::new(topic, partition, self.settings, Default::default())
+                .with_aggregates(self.aggregates.clone())
+                .with_routing(Some(Arc::clone(&self.routing)));
+            (task, 0)
+        });
         task.process(&[RawMessage {
-            topic: &event.topic,
-            partition: event.partition,
+            topic,
+            partition,
             offset: *offset,
             timestamp_ms: Some(broker_ms),
-            payload: Some(&event.raw),
+            payload: Some(raw),
             path: PublishPath::Direct,
         }]);
         *offset += 1;

@@ -72,7 +72,7 @@ pub struct DlqEntry {
     pub last_failure: u32,
     /// Size of the raw message.
     pub bytes: u64,
-    /// `pending`, `redriven` or `discarded`.
+    /// `pending`, `redriven`, `discarded` or `backfilled`.
     pub status: String,
     /// When it was redriven or discarded (Unix s; 0 while pending).
     pub resolved_at: u32,
@@ -189,12 +189,27 @@ impl Endpoint {
         note: &str,
         now_ms: u64,
     ) -> Result<(), ClickHouseError> {
-        let records: Vec<ActionRecord<'_>> = entries
+        let addresses: Vec<(&str, i32, i64)> = entries
             .iter()
-            .map(|entry| ActionRecord {
-                topic: &entry.topic,
-                partition: entry.partition,
-                offset: entry.offset,
+            .map(|entry| (entry.topic.as_str(), entry.partition, entry.offset))
+            .collect();
+        self.dlq_mark(&addresses, action, note, now_ms).await
+    }
+
+    /// Records `action` for the dead letters at `addresses` (topic, partition, offset).
+    pub async fn dlq_mark(
+        &self,
+        addresses: &[(&str, i32, i64)],
+        action: &str,
+        note: &str,
+        now_ms: u64,
+    ) -> Result<(), ClickHouseError> {
+        let records: Vec<ActionRecord<'_>> = addresses
+            .iter()
+            .map(|&(topic, partition, offset)| ActionRecord {
+                topic,
+                partition,
+                offset,
                 action,
                 acted_at: (now_ms / 1000) as u32,
                 acted_at_ms: now_ms,

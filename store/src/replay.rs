@@ -114,6 +114,22 @@ pub struct ArchivedCopy {
     pub raw: Vec<u8>,
 }
 
+/// An event dead-lettered as `late` (and not discarded): a backfill counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+pub struct LateLetter {
+    /// The topic it was read from.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset (its dead letter's address).
+    pub offset: i64,
+    /// Broker time (Unix s).
+    pub broker_time: u32,
+    /// The message as received.
+    #[serde(with = "serde_bytes")]
+    pub raw: Vec<u8>,
+}
+
 /// One replay, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct ReplayRecord {
@@ -196,6 +212,76 @@ impl Endpoint {
             .bind(after.0)
             .bind(after.1)
             .fetch_all()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
+    /// Up to `limit` archived events of `tenants` (all when empty) counted in the minute
+    /// windows `[since, until)` (Unix s), after `after` (tenant, event id), each once: a page
+    /// of a backfill.
+    pub async fn archive_in_windows(
+        &self,
+        tenants: &[String],
+        (since, until): (u32, u32),
+        after: (&str, &str),
+        limit: u64,
+    ) -> Result<Vec<ArchivedCopy>, ClickHouseError> {
+        let sql = format!(
+            "SELECT tenant_id, event_id, argMax(topic, durable_at_ms) AS newest_topic, \
+             argMax(partition, durable_at_ms) AS newest_partition, \
+             toUInt32(argMax(broker_time, durable_at_ms)) AS newest_broker_time, \
+             argMax(clock_skewed, durable_at_ms) AS newest_skewed, \
+             argMax(raw, durable_at_ms) AS newest_raw FROM events_raw \
+             WHERE (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
+             AND toUInt32(window_start) >= ? AND toUInt32(window_start) < ? \
+             AND (tenant_id > ? OR (tenant_id = ? AND event_id > ?)) \
+             GROUP BY tenant_id, event_id ORDER BY tenant_id, event_id LIMIT {limit}"
+        );
+        self.client()
+            .query(&sql)
+            .bind(tenants)
+            .bind(tenants)
+            .bind(since)
+            .bind(until)
+            .bind(after.0)
+            .bind(after.0)
+            .bind(after.1)
+            .fetch_all()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
+    /// The events of `tenants` (all when empty) dead-lettered as `late` since `since` (broker
+    /// time, Unix s) and not discarded: a late event arrives after its window, so every late
+    /// event of a range since its start is among them.
+    pub async fn late_letters(
+        &self,
+        tenants: &[String],
+        since: u32,
+    ) -> Result<Vec<LateLetter>, ClickHouseError> {
+        self.client()
+            .query(
+                "SELECT topic, partition, offset, toUInt32(broker_time) AS read_at, raw \
+                 FROM dead_letters FINAL WHERE reason = 'late' \
+                 AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
+                 AND toUInt32(broker_time) >= ? \
+                 AND (topic, partition, offset) NOT IN (SELECT topic, partition, offset \
+                 FROM dead_letter_actions WHERE action = 'discarded') \
+                 ORDER BY topic, partition, offset",
+            )
+            .bind(tenants)
+            .bind(tenants)
+            .bind(since)
+            .fetch_all()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
+    /// The highest epoch any window row carries.
+    pub async fn max_epoch(&self) -> Result<u64, ClickHouseError> {
+        self.client()
+            .query("SELECT max(epoch) FROM window_state")
+            .fetch_one()
             .await
             .map_err(|e| ClickHouseError::classify(&self.url, e))
     }

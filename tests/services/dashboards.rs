@@ -132,8 +132,22 @@ async fn every_grafana_panel_query_runs_and_agrees_with_the_views() {
         rate[0].as_f64().is_some_and(|r| r > 0.9 && r < 1.0),
         "{rate:?}"
     );
+    // The pipeline's three consumers and the six routing targets of the default table.
     let latency = panel("sre", "Processing latency per consumer (ms)");
-    assert_eq!(column(latency, "consumer").len(), 3, "three consumers");
+    let consumers: Vec<String> = column(latency, "consumer")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect();
+    let targets = crate::support::settings().routing.targets.len();
+    assert_eq!(consumers.len(), 3 + targets, "{consumers:?}");
+    assert_eq!(
+        consumers
+            .iter()
+            .filter(|c| c.starts_with("target."))
+            .count(),
+        targets,
+        "{consumers:?}"
+    );
     let conversations = sum(&column(
         panel("product", "Conversations completed"),
         "value",

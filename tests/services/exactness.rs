@@ -225,6 +225,11 @@ pub struct Expected {
 
 /// The metric definitions, applied to the whole input at once.
 pub fn recompute(input: &Input) -> Expected {
+    recompute_with(input, Some(LATENESS_MS))
+}
+
+/// [`recompute`] with `lateness_ms` allowed (`None`: nothing is late, as a backfill counts).
+pub fn recompute_with(input: &Input, lateness_ms: Option<i64>) -> Expected {
     let mut expected = Expected::default();
     for ((topic, partition), messages) in input {
         let mut watermark: Option<i64> = None;
@@ -255,7 +260,10 @@ pub fn recompute(input: &Input) -> Expected {
             let trusted = if skewed { *broker_ms } else { stamped };
             let window = minute(trusted);
             // A window is final once the watermark passes its end plus the allowed lateness.
-            if watermark.is_some_and(|wm| window * 1000 + 60_000 + LATENESS_MS <= wm) {
+            let late = lateness_ms.is_some_and(|lateness| {
+                watermark.is_some_and(|wm| window * 1000 + 60_000 + lateness <= wm)
+            });
+            if late {
                 expected.dead_letters.insert((
                     topic.clone(),
                     *partition,

@@ -3,7 +3,7 @@
 //! keyed by tenant, marked with the replay's id) to an isolated topic, never into a live topic
 //! unless asked, and every replay is recorded.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -277,4 +277,266 @@ async fn replay_to_a_database_recomputes_the_selection_and_leaves_the_live_views
     );
     crate::support::drop_database(&database).await;
     setup.isolated.remove().await;
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct VolumeRow {
+    window_start: u32,
+    tenant_id: String,
+    event_type: String,
+    source: String,
+    events: u64,
+}
+
+/// `event_volume` of `endpoint` as (window, tenant, type, source) → events, in `[from, to)`
+/// or outside it.
+async fn volume(
+    endpoint: &salestalk_store::Endpoint,
+    (from, to): (i64, i64),
+    inside: bool,
+) -> BTreeMap<(i64, String, String, String), u64> {
+    let condition = if inside { "" } else { "NOT " };
+    endpoint
+        .client()
+        .query(&format!(
+            "SELECT toUInt32(window_start) AS window_start, tenant_id, event_type, source, events \
+             FROM event_volume WHERE {condition}(toUInt32(window_start) >= ? AND toUInt32(window_start) < ?)"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all::<VolumeRow>()
+        .await
+        .expect("event_volume")
+        .into_iter()
+        .map(|r| {
+            (
+                (i64::from(r.window_start), r.tenant_id, r.event_type, r.source),
+                r.events,
+            )
+        })
+        .collect()
+}
+
+/// The live metrics of a past day with late events are corrected by `--backfill` to the batch
+/// recomputation that lets nothing be late, including late events redriven (and late again)
+/// since; other days do not move; the late dead letters leave the DLQ depth; a second
+/// backfill changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_makes_a_past_day_equal_the_recomputation_with_its_late_events() {
+    use crate::exactness::{PARTITIONS, TRAFFIC, pipeline_env, read_back, recompute_with};
+    use crate::routing::{event, examples};
+    use crate::support::Isolated;
+
+    let isolated = Isolated::create("it-backfill", PARTITIONS).await;
+    let env = pipeline_env(&isolated);
+    let live = isolated.endpoint();
+    // Yesterday's traffic (with late, out-of-order, duplicate... events), then one event now
+    // on every partition, which makes yesterday final for every task.
+    let day = (chrono::Utc::now().timestamp().div_euclid(86_400) - 1) * 86_400;
+    let start = chrono::DateTime::from_timestamp(day + 12 * 3600, 0)
+        .expect("time")
+        .to_rfc3339();
+    let mut args = vec![
+        "generate", "--kafka", "--seed", "61", "--count", "3000", "--start", &start, "--rate", "10",
+    ];
+    args.extend(TRAFFIC);
+    stdout_of(&salestalk(&args, &env));
+    let examples = examples();
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .create()
+        .expect("producer");
+    let mut n = 0;
+    for topic in &isolated.topics {
+        let domain = topic.rsplit('.').next().expect("domain");
+        let event_type = examples
+            .keys()
+            .find(|t| t.starts_with(&format!("{domain}.")))
+            .expect("an example of the domain")
+            .clone();
+        for partition in 0..PARTITIONS {
+            n += 1;
+            let payload =
+                serde_json::to_vec(&event(&examples, &event_type, "tenant-now", n)).expect("json");
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::to(topic)
+                        .partition(partition)
+                        .key("tenant-now")
+                        .payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect("produced");
+        }
+    }
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
+    // Late events, redriven: late again (new dead letters), so they count once all the same.
+    stdout_of(&salestalk(
+        &["dlq", "redrive", "--reason", "late", "--limit", "10"],
+        &env,
+    ));
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
+
+    let range = (day, day + 86_400);
+    let in_day = |window: i64| (range.0..range.1).contains(&window);
+    let expected = recompute_with(&read_back(&isolated), None);
+    let expected_volume: BTreeMap<_, _> = expected
+        .volume
+        .iter()
+        .filter(|(k, _)| in_day(k.0))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let before = volume(&live, range, true).await;
+    let total = |m: &BTreeMap<(i64, String, String, String), u64>| m.values().sum::<u64>();
+    assert!(
+        total(&before) < total(&expected_volume),
+        "the day must have late events: live {} vs {}",
+        total(&before),
+        total(&expected_volume)
+    );
+    let elsewhere = volume(&live, range, false).await;
+    assert!(!elsewhere.is_empty(), "today's events");
+
+    let since = chrono::DateTime::from_timestamp(day + 3600, 0)
+        .expect("time")
+        .to_rfc3339();
+    let until = chrono::DateTime::from_timestamp(day + 7200, 0)
+        .expect("time")
+        .to_rfc3339();
+    // A range inside the day is widened to the whole day; today is refused (not final).
+    let today = chrono::DateTime::from_timestamp(day + 86_400 + 60, 0)
+        .expect("time")
+        .to_rfc3339();
+    let refused = salestalk(
+        &[
+            "replay",
+            "run",
+            "--backfill",
+            "--since",
+            &since,
+            "--until",
+            &today,
+        ],
+        &env,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("may still change windows"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let backfill = [
+        "replay",
+        "run",
+        "--backfill",
+        "--since",
+        &since,
+        "--until",
+        &until,
+    ];
+    let done = stdout_of(&salestalk(&backfill, &env));
+    assert!(done.contains("backfilled"), "{done}");
+
+    assert_eq!(
+        volume(&live, range, true).await,
+        expected_volume,
+        "event_volume"
+    );
+    assert_eq!(
+        volume(&live, range, false).await,
+        elsewhere,
+        "other days moved"
+    );
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    struct CostRow {
+        day: u16,
+        tenant_id: String,
+        event_type: String,
+        model: String,
+        cost_nanos: i64,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        total_tokens: u64,
+        messages: u64,
+    }
+    let cost: BTreeMap<_, _> = live
+        .client()
+        .query(
+            "SELECT toUInt16(day) AS day, tenant_id, event_type, model, cost_nanos, \
+             prompt_tokens, completion_tokens, total_tokens, messages FROM tenant_cost_daily \
+             WHERE toUInt16(day) = ?",
+        )
+        .bind(day / 86_400)
+        .fetch_all::<CostRow>()
+        .await
+        .expect("cost")
+        .into_iter()
+        .map(|r| {
+            (
+                (
+                    i64::from(r.day) * 86_400,
+                    r.tenant_id,
+                    r.event_type,
+                    r.model,
+                ),
+                (
+                    r.cost_nanos,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.total_tokens,
+                    r.messages,
+                ),
+            )
+        })
+        .collect();
+    let expected_cost: BTreeMap<_, _> = expected
+        .cost
+        .iter()
+        .filter(|(k, _)| k.0 == day)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert_eq!(
+        cost, expected_cost,
+        "tenant_cost_daily (the day's rollup rows)"
+    );
+    // The late events of the day are counted now, not pending (a late event of another day,
+    // stamped ahead by the traffic's clock-skew faults, is not the backfill's).
+    let pending: Vec<String> = live
+        .client()
+        .query(
+            "SELECT raw FROM dead_letters FINAL WHERE reason = 'late' AND (topic, partition, offset) \
+             IN (SELECT topic, partition, offset FROM dead_letter_queue WHERE status = 'pending')",
+        )
+        .fetch_all::<String>()
+        .await
+        .expect("dlq");
+    let of_the_day = pending
+        .iter()
+        .filter(|raw| {
+            let value: serde_json::Value = serde_json::from_str(raw).expect("json");
+            let at = chrono::DateTime::parse_from_rfc3339(value["timestamp"].as_str().expect("ts"))
+                .expect("time");
+            in_day(at.timestamp())
+        })
+        .count();
+    assert_eq!(
+        of_the_day, 0,
+        "the day's late events are counted now, not pending"
+    );
+    let backfilled: u64 = live
+        .client()
+        .query("SELECT toUInt64(count()) FROM dead_letter_queue WHERE status = 'backfilled'")
+        .fetch_one()
+        .await
+        .expect("dlq");
+    assert!(backfilled > 0);
+
+    // Again: nothing changes.
+    let corrected = volume(&live, range, true).await;
+    stdout_of(&salestalk(&backfill, &env));
+    assert_eq!(volume(&live, range, true).await, corrected);
+    let listed = stdout_of(&salestalk(&["replay", "list"], &env));
+    assert_eq!(listed.matches("to backfill").count(), 2, "{listed}");
+    isolated.remove().await;
 }

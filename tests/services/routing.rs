@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::support::{Isolated, create_topics_at, salestalk, stdout_of, unique};
 
 /// The spec's example of each event type, by type.
-fn examples() -> BTreeMap<String, Value> {
+pub fn examples() -> BTreeMap<String, Value> {
     include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
         .lines()
         .map(|line| {
@@ -31,7 +31,7 @@ fn examples() -> BTreeMap<String, Value> {
 }
 
 /// A valid event of `event_type` for `tenant`, numbered `n`.
-fn event(examples: &BTreeMap<String, Value>, event_type: &str, tenant: &str, n: u32) -> Value {
+pub fn event(examples: &BTreeMap<String, Value>, event_type: &str, tenant: &str, n: u32) -> Value {
     let mut event = examples[event_type].clone();
     event["eventId"] = json!(format!("2b7e0000-0000-4000-8000-{n:012x}"));
     event["tenantId"] = json!(tenant);

@@ -40,7 +40,7 @@ pub enum Command {
         /// Which entries.
         #[command(flatten)]
         filter: FilterArgs,
-        /// pending, redriven, discarded or any.
+        /// pending, redriven, discarded, backfilled or any.
         #[arg(long, default_value = "pending")]
         status: String,
         /// Most entries listed.
@@ -127,10 +127,10 @@ impl FilterArgs {
             }
         }
         if let Some(status) = &status
-            && !["pending", "redriven", "discarded", "any"].contains(&status.as_str())
+            && !["pending", "redriven", "discarded", "backfilled", "any"].contains(&status.as_str())
         {
             problems.push(format!(
-                "unknown status '{status}' (pending, redriven, discarded or any)"
+                "unknown status '{status}' (pending, redriven, discarded, backfilled or any)"
             ));
         }
         if !problems.is_empty() {

@@ -20,11 +20,14 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use salestalk_kafka::admin;
 use salestalk_kafka::producer::{self, deliver};
-use salestalk_sinks::clickhouse::write_flushes;
-use salestalk_store::replay::{ReplayRecord, ReplaySelection};
+use std::collections::BTreeMap;
+
+use salestalk_sinks::clickhouse::{write_corrections, write_flushes};
+use salestalk_store::codec::task_name;
+use salestalk_store::replay::{LateLetter, ReplayRecord, ReplaySelection};
 use salestalk_store::{ClickHouseError, Endpoint};
 
-use crate::recompute::Recomputation;
+use crate::recompute::{Purpose, Recomputation};
 
 /// The header naming the replay a message came from.
 pub const REPLAY_OF_HEADER: &str = "salestalk-replay-of";
@@ -46,7 +49,7 @@ pub enum Command {
 
 /// `salestalk replay run` arguments.
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("destination").required(true).args(["to_topic", "to_database"])))]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["to_topic", "to_database", "backfill"])))]
 pub struct RunArgs {
     /// The topic to send them to (it must exist).
     #[arg(long)]
@@ -54,6 +57,10 @@ pub struct RunArgs {
     /// A ClickHouse database (on the configured server) to recompute their metrics into.
     #[arg(long)]
     to_database: Option<String>,
+    /// Correct the live metrics of whole, final UTC days (--since, --until; --tenant narrows),
+    /// counting the events dead-lettered as late too.
+    #[arg(long)]
+    backfill: bool,
     /// Recompute into a --to-database that already holds metrics (its tables are emptied).
     #[arg(long)]
     overwrite: bool,
@@ -115,12 +122,15 @@ pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCo
 
 async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     let endpoint = &settings.clickhouse;
+    if args.backfill {
+        return backfill(settings, args).await;
+    }
     let destination = match (&args.to_topic, &args.to_database) {
         (Some(topic), _) => Destination::Topic(checked_topic(settings, topic, &args).await?),
         (None, Some(database)) => {
             Destination::Database(checked_database(settings, database, &args).await?)
         }
-        (None, None) => bail!("give --to-topic or --to-database"),
+        (None, None) => bail!("give --to-topic, --to-database or --backfill"),
     };
     let selection = ReplaySelection {
         event_ids: args.event_ids,
@@ -183,6 +193,165 @@ async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Res
         record.selected,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Seconds in a day.
+const DAY_S: i64 = 86_400;
+
+/// `--backfill`: recomputes the events of whole UTC days (the archived ones and those
+/// dead-lettered as late, each once) and writes their window rows over the live ones, at an
+/// epoch above every live one. Only final days: a live task must never write those windows
+/// again, or its lower epochs would lose its changes.
+async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let endpoint = &settings.clickhouse;
+    if !args.event_ids.is_empty() || !args.event_types.is_empty() || args.correlation_id.is_some() {
+        bail!(
+            "--backfill corrects whole windows: it takes --since, --until and --tenant only \
+             (an event-type or event-id filter would leave part of a window's events out)"
+        );
+    }
+    let (Some(since), Some(until)) = (args.since, args.until) else {
+        bail!("--backfill needs --since and --until");
+    };
+    // Whole days: a day's and an hour's rollup rows are rewritten too, and must hold every
+    // minute of theirs.
+    let since_s = since.timestamp().div_euclid(DAY_S) * DAY_S;
+    let until_s = (until.timestamp() + DAY_S - 1).div_euclid(DAY_S) * DAY_S;
+    anyhow::ensure!(since_s < until_s, "--since must be before --until");
+    let range = (
+        since_s.clamp(0, i64::from(u32::MAX)) as u32,
+        until_s.clamp(0, i64::from(u32::MAX)) as u32,
+    );
+    let started = Utc::now();
+    let mut record = ReplayRecord {
+        replay_id: format!("replay-{}", started.format("%Y%m%dT%H%M%S%.3fZ")),
+        who: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        selection: ReplaySelection {
+            tenants: args.tenants.clone(),
+            since: Some(range.0),
+            until: Some(range.1),
+            ..ReplaySelection::default()
+        }
+        .to_string(),
+        target: "backfill".into(),
+        dry_run: u8::from(args.dry_run),
+        selected: 0,
+        sent: 0,
+        started_at: started.timestamp().clamp(0, i64::from(u32::MAX)) as u32,
+        finished_at: 0,
+    };
+    let late: Vec<LateLetter> = endpoint
+        .late_letters(&args.tenants, range.0)
+        .await?
+        .into_iter()
+        .filter(|letter| {
+            event_minute(&letter.raw)
+                .is_some_and(|m| (i64::from(range.0)..i64::from(range.1)).contains(&m))
+        })
+        .collect();
+    let mut recomputation = Recomputation::new(settings, Purpose::Backfill)?;
+    let clock = Instant::now();
+    let (mut tenant, mut event_id) = (String::new(), String::new());
+    let mut archived = 0u64;
+    loop {
+        let page = endpoint
+            .archive_in_windows(&args.tenants, range, (&tenant, &event_id), PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        (tenant, event_id) = (last.tenant_id.clone(), last.event_id.clone());
+        for event in &page {
+            recomputation.feed(event);
+        }
+        archived += page.len() as u64;
+        record.sent = archived;
+        progress(&record, clock, "recomputed");
+    }
+    for letter in &late {
+        recomputation.feed_late(letter);
+    }
+    record.selected = archived + late.len() as u64;
+    record.sent = record.selected;
+    eprintln!(
+        "{}: {archived} archived events and {} late ones in {}",
+        record.replay_id,
+        late.len(),
+        record.selection
+    );
+    // Every partition whose windows are rewritten must be past them for good.
+    let lateness = settings.pipeline.allowed_lateness_ms;
+    let checkpoints: BTreeMap<String, i64> = endpoint
+        .checkpoints()
+        .await?
+        .into_iter()
+        .map(|(task, checkpoint, _)| (task, checkpoint.first_open_window(lateness)))
+        .collect();
+    for (topic, partition) in recomputation.partitions() {
+        let open = checkpoints
+            .get(&task_name(topic, *partition))
+            .copied()
+            .unwrap_or(i64::MIN);
+        if open < i64::from(range.1) {
+            let open = DateTime::from_timestamp(open.max(0), 0)
+                .map_or_else(|| "never".to_string(), |t| t.to_rfc3339());
+            bail!(
+                "{topic}/{partition} may still change windows from {open} on: backfill whole \
+                 days that ended before then (its watermark minus the allowed lateness)"
+            );
+        }
+    }
+    if !args.dry_run {
+        let epoch = endpoint
+            .max_epoch()
+            .await?
+            .saturating_add(BACKFILL_EPOCH_STEP);
+        let durable_at = Utc::now().timestamp_millis();
+        let flushes = recomputation.flush(durable_at);
+        let rows = write_corrections(endpoint, &flushes, epoch)
+            .await
+            .context("writing the corrected window rows")?;
+        let addresses: Vec<(&str, i32, i64)> = late
+            .iter()
+            .map(|l| (l.topic.as_str(), l.partition, l.offset))
+            .collect();
+        endpoint
+            .dlq_mark(
+                &addresses,
+                "backfilled",
+                &record.replay_id,
+                durable_at.max(0) as u64,
+            )
+            .await
+            .context("marking the late events backfilled")?;
+        eprintln!("{rows} window rows rewritten at epoch {epoch}");
+    }
+    record.finished_at = Utc::now().timestamp().clamp(0, i64::from(u32::MAX)) as u32;
+    endpoint
+        .record_replay(&record)
+        .await
+        .context("recording the replay")?;
+    println!(
+        "{} {} events ({archived} archived, {} late) over {}",
+        if args.dry_run {
+            "would backfill"
+        } else {
+            "backfilled"
+        },
+        record.selected,
+        late.len(),
+        record.selection
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How far above every live epoch a backfill writes: live tasks count one epoch a flush (and
+/// jump by 2^32 on a restore), so they never reach it for windows they might still write.
+const BACKFILL_EPOCH_STEP: u64 = 1 << 34;
+
+/// The minute (Unix s) of an event's `timestamp`, if it has a readable one.
+fn event_minute(raw: &[u8]) -> Option<i64> {
+    let value: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    let stamped = DateTime::parse_from_rfc3339(value.get("timestamp")?.as_str()?).ok()?;
+    Some(stamped.timestamp().div_euclid(60) * 60)
 }
 
 /// Where a replay goes.
@@ -350,7 +519,7 @@ async fn recompute(
     record: &mut ReplayRecord,
 ) -> anyhow::Result<()> {
     let endpoint = &settings.clickhouse;
-    let mut recomputation = Recomputation::new(settings)?;
+    let mut recomputation = Recomputation::new(settings, Purpose::Database)?;
     let clock = Instant::now();
     let (mut tenant, mut event_id) = (String::new(), String::new());
     loop {

@@ -10,7 +10,7 @@ mod window_state;
 
 pub use archive::Archive;
 pub use dead_letter_table::DeadLetterTable;
-pub use window_state::{MAX_STATE_ROWS, WindowState, state_records};
+pub use window_state::{MAX_STATE_ROWS, WindowState, state_records, write_corrections};
 
 use salestalk_operators::flush::Flush;
 use salestalk_store::{ClickHouseError, Endpoint};

@@ -30,6 +30,36 @@ pub fn state_records(flush: &Flush, durable_at_ms: u64) -> Vec<StateRecord> {
         .collect()
 }
 
+/// Writes the window rows of `flushes` (no checkpoints) at `epoch`, above every epoch their
+/// tasks wrote, so the views take these values: a backfill's corrections of final windows
+/// (`salestalk replay run --backfill`). In inserts of at most [`MAX_STATE_ROWS`], so not
+/// atomic: a backfill cut short is run again (the same rows at a higher epoch).
+pub async fn write_corrections(
+    endpoint: &Endpoint,
+    flushes: &[Flush],
+    epoch: u64,
+) -> Result<usize, salestalk_store::ClickHouseError> {
+    let records: Vec<StateRecord> = flushes
+        .iter()
+        .flat_map(|flush| {
+            let task = task_name(&flush.topic, flush.partition);
+            flush
+                .rows
+                .iter()
+                .map(move |row| StateRecord::of_row(&task, epoch, row))
+        })
+        .collect();
+    let client = endpoint.client();
+    let mut start = 0;
+    while start < records.len() {
+        let end = (start + MAX_STATE_ROWS).min(records.len());
+        insert_range::<StateRecord>(&client, &endpoint.url, "window_state", &records, start..end)
+            .await?;
+        start = end;
+    }
+    Ok(records.len())
+}
+
 /// The window-state sink.
 pub struct WindowState {
     endpoint: Endpoint,
