@@ -81,11 +81,14 @@ async fn every_signal_is_measured_and_the_history_restores_what_fires() {
 }
 
 /// The alerts the traffic below must raise: (rule, consumer label or "").
-const EXPECTED: [(&str, &str); 5] = [
+/// The routing target of classifications (the default table) is a consumer like the sinks:
+/// the stale events' delivery latency crosses the threshold there too.
+const EXPECTED: [(&str, &str); 6] = [
     ("ConsumerErrorRateHigh", "clickhouse.archive"),
     ("DlqDepthHigh", ""),
     ("ProcessingLatencyP95High", "clickhouse.archive"),
     ("ProcessingLatencyP95High", "clickhouse.metrics"),
+    ("ProcessingLatencyP95High", "target.insights-queue"),
     ("PublishSuccessRateLow", ""),
 ];
 
@@ -423,7 +426,12 @@ async fn a_stalled_pipeline_fires_no_fresh_data_and_late_processing_then_both_re
     for statuses in both.values_mut() {
         statuses.push("resolved".into());
     }
-    for consumer in ["consumer=clickhouse.metrics", "consumer=clickhouse.archive"] {
+    // The backlog reached the routing target of classifications late too.
+    for consumer in [
+        "consumer=clickhouse.metrics",
+        "consumer=clickhouse.archive",
+        "consumer=target.insights-queue",
+    ] {
         both.insert(
             ("ProcessingLatencyP95High".into(), consumer.into()),
             vec!["firing".into(), "resolved".into()],

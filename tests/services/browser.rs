@@ -199,7 +199,13 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
         .count();
     let success = 1.0 - failed as f64 / messages as f64;
     assert!((number(&sre, "publish_success", "data-value") - success).abs() < 1e-9);
-    assert_eq!(number(&sre, "latency", "data-rows"), 3.0, "three consumers");
+    // The pipeline's three consumers and the default table's routing targets.
+    let targets = crate::support::settings().routing.targets.len() as f64;
+    assert_eq!(
+        number(&sre, "latency", "data-rows"),
+        3.0 + targets,
+        "three consumers and the targets"
+    );
     assert_eq!(
         number(&sre, "lag", "data-total"),
         0.0,

@@ -135,6 +135,34 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         }
     }
 
+    // A downstream consumer group's lag sample and reported failure, as `salestalk run`
+    // stores them, so the views over them have rows too.
+    endpoint
+        .record_lag(&[salestalk_store::downstream::LagSample {
+            minute: 1_762_646_400,
+            consumer_group: "insights-worker".into(),
+            topic: "salestalk.consumer.insights-queue".into(),
+            partition: 0,
+            lag_messages: 3,
+            lag_ms: 1_500,
+            measured_at_ms: 1_762_646_401_000,
+        }])
+        .await
+        .expect("lag sample");
+    endpoint
+        .record_failure_reports(&[salestalk_store::downstream::FailureReport {
+            minute: 1_762_646_400,
+            consumer_group: "insights-worker".into(),
+            tenant_id: "tenant-1".into(),
+            event_id: "e".into(),
+            event_type: "classification.performed.v1".into(),
+            error: "timeout".into(),
+            partition: 0,
+            offset: 7,
+        }])
+        .await
+        .expect("failure report");
+
     // Every view runs on this server, and the examples (one of each event type, plus a broken
     // message) give each of them rows.
     let views: Vec<String> = client

@@ -172,7 +172,10 @@ async fn a_reader_key_sees_only_its_tenants_through_every_endpoint() {
         for panel in as_reader["panels"].as_array().expect("panels") {
             let id = panel["id"].as_str().unwrap_or_default();
             if panel["restricted"] == true {
-                assert!(["lag", "alerts"].contains(&id), "{dashboard}/{id}");
+                assert!(
+                    ["consumer_lag", "lag", "alerts"].contains(&id),
+                    "{dashboard}/{id}"
+                );
                 assert!(panel.get("result").is_none(), "{dashboard}/{id} withheld");
                 continue;
             }
