@@ -79,6 +79,24 @@ fn bind_selection(
         .bind(selection.until.unwrap_or(u32::MAX))
 }
 
+/// The columns of an [`ArchivedCopy`] after its tenant and id: the newest copy's. Aliases apart
+/// from the columns: 18.16 would put the aggregates into the WHERE.
+const NEWEST_COPY: &str = "argMax(topic, durable_at_ms) AS newest_topic, \
+     argMax(partition, durable_at_ms) AS newest_partition, \
+     toUInt32(argMax(broker_time, durable_at_ms)) AS newest_broker_time, \
+     argMax(clock_skewed, durable_at_ms) AS newest_skewed, \
+     argMax(raw, durable_at_ms) AS newest_raw";
+
+/// A page of the archive in (tenant, eventId) order, each event once: `columns` after the
+/// tenant and id, of the events meeting `condition`, after a (tenant, id) bound last.
+fn page_sql(columns: &str, condition: &str, limit: u64) -> String {
+    format!(
+        "SELECT tenant_id, event_id, {columns} FROM events_raw \
+         WHERE {condition} AND (tenant_id > ? OR (tenant_id = ? AND event_id > ?)) \
+         GROUP BY tenant_id, event_id ORDER BY tenant_id, event_id LIMIT {limit}"
+    )
+}
+
 /// One archived event, as a replay sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
 pub struct ArchivedEvent {
@@ -174,20 +192,14 @@ impl Endpoint {
         after: (&str, &str),
         limit: u64,
     ) -> Result<Vec<ArchivedEvent>, ClickHouseError> {
-        let sql = format!(
-            // Aliases apart from the columns: 18.16 would put the aggregates into the WHERE.
-            "SELECT tenant_id, event_id, argMax(event_type, durable_at_ms) AS newest_type, \
-             argMax(raw, durable_at_ms) AS newest_raw FROM events_raw \
-             WHERE {SELECTION_SQL} AND (tenant_id > ? OR (tenant_id = ? AND event_id > ?)) \
-             GROUP BY tenant_id, event_id ORDER BY tenant_id, event_id LIMIT {limit}"
+        let sql = page_sql(
+            "argMax(event_type, durable_at_ms) AS newest_type, \
+             argMax(raw, durable_at_ms) AS newest_raw",
+            SELECTION_SQL,
+            limit,
         );
-        bind_selection(self.client().query(&sql), selection)
-            .bind(after.0)
-            .bind(after.0)
-            .bind(after.1)
-            .fetch_all()
+        self.fetch_page(bind_selection(self.client().query(&sql), selection), after)
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// [`Endpoint::replay_page`] with where each event was read (its newest copy's).
@@ -197,23 +209,9 @@ impl Endpoint {
         after: (&str, &str),
         limit: u64,
     ) -> Result<Vec<ArchivedCopy>, ClickHouseError> {
-        let sql = format!(
-            // Aliases apart from the columns: 18.16 would put the aggregates into the WHERE.
-            "SELECT tenant_id, event_id, argMax(topic, durable_at_ms) AS newest_topic, \
-             argMax(partition, durable_at_ms) AS newest_partition, \
-             toUInt32(argMax(broker_time, durable_at_ms)) AS newest_broker_time, \
-             argMax(clock_skewed, durable_at_ms) AS newest_skewed, \
-             argMax(raw, durable_at_ms) AS newest_raw FROM events_raw \
-             WHERE {SELECTION_SQL} AND (tenant_id > ? OR (tenant_id = ? AND event_id > ?)) \
-             GROUP BY tenant_id, event_id ORDER BY tenant_id, event_id LIMIT {limit}"
-        );
-        bind_selection(self.client().query(&sql), selection)
-            .bind(after.0)
-            .bind(after.0)
-            .bind(after.1)
-            .fetch_all()
+        let sql = page_sql(NEWEST_COPY, SELECTION_SQL, limit);
+        self.fetch_page(bind_selection(self.client().query(&sql), selection), after)
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// Up to `limit` archived events of `tenants` (all when empty) counted in the minute
@@ -226,23 +224,32 @@ impl Endpoint {
         after: (&str, &str),
         limit: u64,
     ) -> Result<Vec<ArchivedCopy>, ClickHouseError> {
-        let sql = format!(
-            "SELECT tenant_id, event_id, argMax(topic, durable_at_ms) AS newest_topic, \
-             argMax(partition, durable_at_ms) AS newest_partition, \
-             toUInt32(argMax(broker_time, durable_at_ms)) AS newest_broker_time, \
-             argMax(clock_skewed, durable_at_ms) AS newest_skewed, \
-             argMax(raw, durable_at_ms) AS newest_raw FROM events_raw \
-             WHERE (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
-             AND toUInt32(window_start) >= ? AND toUInt32(window_start) < ? \
-             AND (tenant_id > ? OR (tenant_id = ? AND event_id > ?)) \
-             GROUP BY tenant_id, event_id ORDER BY tenant_id, event_id LIMIT {limit}"
+        let sql = page_sql(
+            NEWEST_COPY,
+            "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
+             AND toUInt32(window_start) >= ? AND toUInt32(window_start) < ?",
+            limit,
         );
-        self.client()
+        let query = self
+            .client()
             .query(&sql)
             .bind(tenants)
             .bind(tenants)
             .bind(since)
-            .bind(until)
+            .bind(until);
+        self.fetch_page(query, after).await
+    }
+
+    /// The page of `query` (from [`page_sql`], its condition bound) after `after`.
+    async fn fetch_page<T>(
+        &self,
+        query: clickhouse::query::Query,
+        after: (&str, &str),
+    ) -> Result<Vec<T>, ClickHouseError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        query
             .bind(after.0)
             .bind(after.0)
             .bind(after.1)

@@ -1,56 +1,27 @@
 //! `salestalk replay` from the raw archive on the real broker and ClickHouse: a dry run counts
 //! the selection, a replay sends exactly the archived events of the selection (each once,
 //! keyed by tenant, marked with the replay's id) to an isolated topic, never into a live topic
-//! unless asked, and every replay is recorded.
+//! unless asked, and every replay is recorded; a replay to a database recomputes the
+//! selection's numbers apart; a backfill makes past days' live numbers the recomputation that
+//! lets nothing be late.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::{ClientConfig, Message, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 use crate::exactness::seeded_setup;
-use crate::support::{create_topics_at, salestalk, stdout_of, unique};
+use crate::support::{create_topics_at, salestalk, stdout_of};
 
 /// Every message of `topic` (one partition): (key, eventId in the payload, replay header).
 fn read_topic(brokers: &str, topic: &str) -> Vec<(String, String, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("replay-read"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let (_, high) = consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .expect("watermarks");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .expect("partition");
-    consumer.assign(&assignment).expect("assign");
-    let mut out = Vec::new();
-    while (out.len() as i64) < high {
-        let Some(message) = consumer.poll(Duration::from_secs(10)) else {
-            break;
-        };
-        let message = message.expect("message");
-        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
-        let event: serde_json::Value =
-            serde_json::from_slice(message.payload().unwrap_or_default()).expect("an event");
-        let replay = message
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == "salestalk-replay-of"))
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        out.push((
-            key,
-            event["eventId"].as_str().unwrap_or_default().to_string(),
-            replay,
-        ));
-    }
-    out
+    crate::support::read_topic(brokers, topic)
+        .into_iter()
+        .map(|m| {
+            let replay = m.header("salestalk-replay-of").to_string();
+            (m.key, m.event_id, replay)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,12 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use serde_json::{Value, json};
 
-use crate::support::{Isolated, create_topics_at, salestalk, stdout_of, unique};
+use crate::support::{Isolated, create_topics_at, salestalk, stdout_of};
 
 /// The spec's example of each event type, by type.
 pub fn examples() -> BTreeMap<String, Value> {
@@ -75,41 +74,14 @@ struct Delivered {
 
 /// Every record of `topic` (one partition).
 fn read_topic(brokers: &str, topic: &str) -> Vec<Delivered> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("routing-read"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let (_, high) = consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .expect("watermarks");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .expect("partition");
-    consumer.assign(&assignment).expect("assign");
-    let mut out = Vec::new();
-    while (out.len() as i64) < high {
-        let Some(message) = consumer.poll(Duration::from_secs(10)) else {
-            break;
-        };
-        let message = message.expect("message");
-        let header_id = message
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == "salestalk.event_id"))
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        let event: Value =
-            serde_json::from_slice(message.payload().unwrap_or_default()).expect("an event");
-        out.push(Delivered {
-            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-            header_id,
-            payload_id: event["eventId"].as_str().unwrap_or_default().to_string(),
-        });
-    }
-    out
+    crate::support::read_topic(brokers, topic)
+        .into_iter()
+        .map(|m| Delivered {
+            header_id: m.header("salestalk.event_id").to_string(),
+            key: m.key,
+            payload_id: m.event_id,
+        })
+        .collect()
 }
 
 /// The ids of `events`, as delivered records would carry them (key, header, payload).

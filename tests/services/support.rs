@@ -54,6 +54,70 @@ pub async fn create_topics_at(brokers: &str, topics: &[String], partitions: i32)
     }
 }
 
+/// A message of a topic as the tests read it back: key, eventId of the JSON payload, headers.
+pub struct ReadBack {
+    /// The record key.
+    pub key: String,
+    /// `eventId` of the payload.
+    pub event_id: String,
+    /// Headers, as text.
+    pub headers: Vec<(String, String)>,
+}
+
+impl ReadBack {
+    /// The value of header `name`, or empty.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map_or("", |(_, value)| value.as_str())
+    }
+}
+
+/// Every message of `topic` (one partition), in order.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<ReadBack> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("read-back"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    while (out.len() as i64) < high {
+        let Some(message) = consumer.poll(Duration::from_secs(10)) else {
+            break;
+        };
+        let message = message.expect("message");
+        let event: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap_or_default()).expect("an event");
+        let headers = message.headers().map_or_else(Vec::new, |headers| {
+            headers
+                .iter()
+                .map(|h| {
+                    let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                    (h.key.to_string(), value.into_owned())
+                })
+                .collect()
+        });
+        out.push(ReadBack {
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            event_id: event["eventId"].as_str().unwrap_or_default().to_string(),
+            headers,
+        });
+    }
+    out
+}
+
 /// The `salestalk` binary with `args`, logging at warn, and `env` applied last (so it can
 /// override the defaults set here).
 pub fn salestalk_command(args: &[&str], env: &[(&str, String)]) -> Command {
