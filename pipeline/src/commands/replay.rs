@@ -251,14 +251,14 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
         .collect();
     let mut recomputation = Recomputation::new(settings, Purpose::Backfill)?;
     let clock = Instant::now();
-    let (mut tenant, mut event_id) = (String::new(), String::new());
+    let mut cursor = Cursor::default();
     let mut archived = 0u64;
     loop {
         let page = endpoint
-            .archive_in_windows(&args.tenants, range, (&tenant, &event_id), PAGE)
+            .archive_in_windows(&args.tenants, range, cursor.after(), PAGE)
             .await?;
         let Some(last) = page.last() else { break };
-        (tenant, event_id) = (last.tenant_id.clone(), last.event_id.clone());
+        cursor.past(&last.tenant_id, &last.event_id);
         for event in &page {
             recomputation.feed(event);
         }
@@ -455,6 +455,26 @@ async fn checked_database(
     Ok(target)
 }
 
+/// Where paging through the archive (in (tenant, eventId) order) is: after this event.
+#[derive(Default)]
+struct Cursor {
+    tenant: String,
+    event_id: String,
+}
+
+impl Cursor {
+    /// The bound the next page starts after.
+    fn after(&self) -> (&str, &str) {
+        (&self.tenant, &self.event_id)
+    }
+
+    /// Moves past the last event of a page.
+    fn past(&mut self, tenant: &str, event_id: &str) {
+        tenant.clone_into(&mut self.tenant);
+        event_id.clone_into(&mut self.event_id);
+    }
+}
+
 /// Prints the progress line of `record` since `clock`.
 fn progress(record: &ReplayRecord, clock: Instant, what: &str) {
     let seconds = clock.elapsed().as_secs_f64().max(1e-3);
@@ -477,13 +497,13 @@ async fn send(
     let producer =
         producer::acknowledged(&settings.kafka).context("creating the Kafka producer")?;
     let clock = Instant::now();
-    let (mut tenant, mut event_id) = (String::new(), String::new());
+    let mut cursor = Cursor::default();
     loop {
         let page = endpoint
-            .replay_page(selection, (&tenant, &event_id), PAGE)
+            .replay_page(selection, cursor.after(), PAGE)
             .await?;
         let Some(last) = page.last() else { break };
-        (tenant, event_id) = (last.tenant_id.clone(), last.event_id.clone());
+        cursor.past(&last.tenant_id, &last.event_id);
         let records = page.iter().map(|event| {
             FutureRecord::to(topic)
                 .key(event.tenant_id.as_str())
@@ -521,13 +541,13 @@ async fn recompute(
     let endpoint = &settings.clickhouse;
     let mut recomputation = Recomputation::new(settings, Purpose::Database)?;
     let clock = Instant::now();
-    let (mut tenant, mut event_id) = (String::new(), String::new());
+    let mut cursor = Cursor::default();
     loop {
         let page = endpoint
-            .replay_copies(selection, (&tenant, &event_id), PAGE)
+            .replay_copies(selection, cursor.after(), PAGE)
             .await?;
         let Some(last) = page.last() else { break };
-        (tenant, event_id) = (last.tenant_id.clone(), last.event_id.clone());
+        cursor.past(&last.tenant_id, &last.event_id);
         for event in &page {
             recomputation.feed(event);
         }
