@@ -55,16 +55,15 @@ pub fn flush_plan(settings: &Settings) -> anyhow::Result<FlushPlan> {
     let table = RoutingTable::compile(&settings.routing)
         .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?;
     let downstream: Vec<String> = table.downstream().map(|(_, _, t)| t.to_string()).collect();
-    anyhow::ensure!(
-        downstream.is_empty()
-            || settings
-                .sinks
-                .flush_order
-                .kinds()
-                .contains(&SinkKind::Delivery),
-        "routing has downstream targets but sinks.flush_order lacks 'delivery': list it \
-         (after archive, before the dead-letter sinks) or remove the targets"
-    );
+    // Leaving `delivery` out of the flush order is how a deployment without downstream
+    // consumers turns the default table's targets off; said once, loudly.
+    let delivers = settings.sinks.flush_order.kinds().contains(&SinkKind::Delivery);
+    if !downstream.is_empty() && !delivers {
+        tracing::warn!(
+            targets = downstream.len(),
+            "sinks.flush_order lacks 'delivery': the routing targets receive nothing"
+        );
+    }
     for kind in settings.sinks.flush_order.kinds() {
         let endpoint = settings.clickhouse.clone();
         match kind {
