@@ -57,7 +57,11 @@ pub fn flush_plan(settings: &Settings) -> anyhow::Result<FlushPlan> {
     let downstream: Vec<String> = table.downstream().map(|(_, _, t)| t.to_string()).collect();
     // Leaving `delivery` out of the flush order is how a deployment without downstream
     // consumers turns the default table's targets off; said once, loudly.
-    let delivers = settings.sinks.flush_order.kinds().contains(&SinkKind::Delivery);
+    let delivers = settings
+        .sinks
+        .flush_order
+        .kinds()
+        .contains(&SinkKind::Delivery);
     if !downstream.is_empty() && !delivers {
         tracing::warn!(
             targets = downstream.len(),
