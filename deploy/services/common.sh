@@ -29,11 +29,19 @@ SALESTALK_CLICKHOUSE_HTTPS_PORT=${SALESTALK_CLICKHOUSE_HTTPS_PORT:-}
 
 TANSU_BIN="$SALESTALK_CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
 
+# Kinesis emulator (npm kinesalite, pinned; installed once into the cache; streams in memory).
+KINESALITE_VERSION=${KINESALITE_VERSION:-3.3.3}
+SALESTALK_KINESIS_HOST=${SALESTALK_KINESIS_HOST:-127.0.0.1}
+SALESTALK_KINESIS_PORT=${SALESTALK_KINESIS_PORT:-4567}
+KINESALITE_DIR="$SALESTALK_CACHE_DIR/kinesalite-$KINESALITE_VERSION"
+
 # ClickHouse 26 in-process (PyPI chdb-core) for the modern-server check of the schema.
 CHDB_VERSION=${CHDB_VERSION:-26.9.0}
 SALESTALK_CHDB_PYTHON=${SALESTALK_CHDB_PYTHON:-$SALESTALK_CACHE_DIR/chdb-venv/bin/python}
 KAFKA_DIR="$SALESTALK_STATE_DIR/kafka"
 CLICKHOUSE_DIR="$SALESTALK_STATE_DIR/clickhouse"
+KINESIS_DIR="$SALESTALK_STATE_DIR/kinesis"
+KINESIS_URL="http://$SALESTALK_KINESIS_HOST:$SALESTALK_KINESIS_PORT"
 BROKER_URL="tcp://$SALESTALK_KAFKA_HOST:$SALESTALK_KAFKA_PORT"
 CLICKHOUSE_URL="http://$SALESTALK_CLICKHOUSE_HOST:$SALESTALK_CLICKHOUSE_HTTP_PORT"
 
@@ -57,6 +65,11 @@ clickhouse_answers() {
 broker_answers() {
   port_open "$SALESTALK_KAFKA_HOST" "$SALESTALK_KAFKA_PORT" &&
     timeout 10 "$TANSU_BIN" topic list --broker "$BROKER_URL" >/dev/null 2>&1
+}
+
+# The emulator answers only AWS-signed requests; an open port is as far as a shell can check.
+kinesis_answers() {
+  port_open "$SALESTALK_KINESIS_HOST" "$SALESTALK_KINESIS_PORT"
 }
 
 # Waits up to $1 seconds for the check named $2 to succeed.

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
 use salestalk_kafka::KafkaSettings;
+use salestalk_kinesis::KinesisSettings;
 use salestalk_operators::routing::{RoutingSettings, RoutingTable};
 use salestalk_sinks::SinkSettings;
 use salestalk_sinks::kafka::DlqSettings;
@@ -37,6 +38,7 @@ const LIST_KEYS: &[&str] = &[
     "alerts.webhooks",
     "alerts.alertmanager_webhooks",
     "routing.unmatched",
+    "kinesis.streams",
 ];
 
 /// Everything the pipeline can be configured with, one section per component.
@@ -44,6 +46,8 @@ const LIST_KEYS: &[&str] = &[
 pub struct Settings {
     /// `[kafka]`: the brokers and the consumer group (`salestalk-kafka`).
     pub kafka: KafkaSettings,
+    /// `[kinesis]`: the region, endpoint and streams (`salestalk-kinesis`).
+    pub kinesis: KinesisSettings,
     /// `[clickhouse]`: where and as whom to connect (`salestalk-store`).
     pub clickhouse: Endpoint,
     /// `[pipeline]`: batching, flushing, time rules (the runtime).
@@ -191,6 +195,7 @@ impl Reader {
     fn read(mut self) -> Result<Settings, SettingsError> {
         self.reject_unknown_keys();
         let kafka = self.section("kafka", KafkaSettings::problems);
+        let kinesis = self.section("kinesis", KinesisSettings::problems);
         let clickhouse = self.section("clickhouse", Endpoint::problems);
         let pipeline = self.section("pipeline", PipelineSettings::problems);
         let graph = self.section("graph", |_: &GraphSettings| Vec::new());
@@ -207,11 +212,12 @@ impl Reader {
             RoutingTable::compile(r).err().unwrap_or_default()
         });
         match (
-            kafka, clickhouse, pipeline, graph, retry, dlq, sinks, metrics, alerts, serve, log,
-            retention, ingest, routing,
+            kafka, kinesis, clickhouse, pipeline, graph, retry, dlq, sinks, metrics, alerts, serve,
+            log, retention, ingest, routing,
         ) {
             (
                 Some(kafka),
+                Some(kinesis),
                 Some(clickhouse),
                 Some(pipeline),
                 Some(graph),
@@ -227,6 +233,7 @@ impl Reader {
                 Some(routing),
             ) if self.problems.is_empty() => Ok(Settings {
                 kafka,
+                kinesis,
                 clickhouse,
                 pipeline,
                 graph,

@@ -18,6 +18,7 @@ mod faults;
 mod ingest;
 mod kafka_roundtrip;
 mod keys;
+mod kinesis;
 mod metrics_endpoint;
 mod modern_clickhouse;
 mod replay;

@@ -1,4 +1,5 @@
-//! `salestalk generate`: realistic synthetic traffic, to a file, standard output or Kafka.
+//! `salestalk generate`: realistic synthetic traffic, to a file, standard output, Kafka or
+//! Kinesis.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -64,11 +65,14 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     new_enum_values: f64,
     /// Write JSON Lines here (`-` for standard output, the default).
-    #[arg(long, value_name = "FILE|-", conflicts_with = "kafka")]
+    #[arg(long, value_name = "FILE|-", conflicts_with_all = ["kafka", "kinesis"])]
     output: Option<PathBuf>,
     /// Produce to Kafka instead (topic per event domain, key = tenantId).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kinesis")]
     kafka: bool,
+    /// Put to Kinesis instead (stream per event domain, partition key = tenantId).
+    #[arg(long)]
+    kinesis: bool,
     /// With --kafka: send each event when its event time comes round on the wall clock (live
     /// traffic; use with --start now) instead of as fast as possible.
     #[arg(long, requires = "kafka")]
@@ -126,19 +130,27 @@ impl Args {
     }
 }
 
-/// Writes the traffic (statistics to standard error); fails if Kafka did not take it all.
+/// Writes the traffic (statistics to standard error); fails if Kafka or Kinesis did not take
+/// it all.
 pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let options = args.options()?;
     let start_ms = options.start.timestamp_millis();
     let mut generator = Generator::new(options);
-    if args.kafka {
+    if args.kafka || args.kinesis {
         let settings = Settings::load(config)?;
         logging::init(&settings.log);
-        let report = produce::produce(
-            &settings.kafka,
-            &mut generator,
-            args.realtime.then_some(start_ms),
-        )?;
+        let report = if args.kafka {
+            produce::kafka::produce(
+                &settings.kafka,
+                &mut generator,
+                args.realtime.then_some(start_ms),
+            )?
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(produce::kinesis::put(&settings.kinesis, &mut generator))?
+        };
         eprintln!("{}", serde_json::to_string(generator.stats())?);
         println!("{}", serde_json::to_string(&report)?);
         if report.failed > 0 || report.delivered != report.submitted {

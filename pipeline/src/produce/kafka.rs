@@ -7,19 +7,9 @@ use anyhow::Context;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer};
 
+use super::ProduceReport;
 use crate::generate::{Emitted, Generator};
 use salestalk_kafka::{KafkaSettings, producer};
-
-/// What a produce run achieved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ProduceReport {
-    /// Messages handed to the producer.
-    pub submitted: u64,
-    /// Messages the broker acknowledged.
-    pub delivered: u64,
-    /// Messages that failed for good.
-    pub failed: u64,
-}
 
 /// Produces every message of `generator`. With `realtime_from` (the generator's start, Unix
 /// ms), each message waits until its event time comes round on the wall clock, counted from

@@ -1,0 +1,69 @@
+//! Sending generated traffic to Kinesis: one stream per event domain, partition key = tenant,
+//! in `PutRecords` requests of up to 500 records, each record's result counted.
+
+use std::collections::BTreeMap;
+
+use salestalk_kinesis::KinesisSettings;
+use salestalk_kinesis::put::{MAX_RECORDS, Outcome, Record, put_records};
+
+use super::ProduceReport;
+use crate::generate::{Emitted, Generator};
+
+/// Puts every message of `generator` to its domain's stream.
+pub async fn put(
+    settings: &KinesisSettings,
+    generator: &mut Generator,
+) -> anyhow::Result<ProduceReport> {
+    let client = salestalk_kinesis::client(settings).await;
+    let mut report = ProduceReport::default();
+    // Per stream, the records not sent yet: (tenant, bytes).
+    let mut pending: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    for Emitted {
+        event_type,
+        tenant_id,
+        bytes,
+        ..
+    } in generator.by_ref()
+    {
+        let stream = settings.stream_for(event_type.domain());
+        let records = pending.entry(stream.clone()).or_default();
+        records.push((tenant_id, bytes));
+        report.submitted += 1;
+        if records.len() >= MAX_RECORDS {
+            let full = std::mem::take(records);
+            send(&client, &stream, &full, &mut report).await?;
+        }
+    }
+    for (stream, records) in pending {
+        send(&client, &stream, &records, &mut report).await?;
+    }
+    Ok(report)
+}
+
+async fn send(
+    client: &salestalk_kinesis::Client,
+    stream: &str,
+    records: &[(String, Vec<u8>)],
+    report: &mut ProduceReport,
+) -> anyhow::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let batch: Vec<Record<'_>> = records
+        .iter()
+        .map(|(tenant, bytes)| Record {
+            partition_key: tenant,
+            data: bytes,
+        })
+        .collect();
+    for outcome in put_records(client, stream, &batch).await? {
+        match outcome {
+            Outcome::Stored { .. } => report.delivered += 1,
+            Outcome::Failed(error) => {
+                report.failed += 1;
+                tracing::warn!(stream, %error, "a record was not stored");
+            }
+        }
+    }
+    Ok(())
+}
