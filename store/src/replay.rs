@@ -260,7 +260,7 @@ impl Endpoint {
 
     /// The events of `tenants` (all when empty) dead-lettered as `late` since `since` (broker
     /// time, Unix s) and not discarded: a late event arrives after its window, so every late
-    /// event of a range since its start is among them.
+    /// event of a range is among those read since its start (less the allowed clock skew).
     pub async fn late_letters(
         &self,
         tenants: &[String],

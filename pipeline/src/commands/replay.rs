@@ -240,8 +240,11 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
         started_at: started.timestamp().clamp(0, i64::from(u32::MAX)) as u32,
         finished_at: 0,
     };
+    // A late event arrives after its window, but its producer's clock may run ahead of the
+    // broker's by up to the allowed skew: look that much earlier.
+    let skew_s = (settings.pipeline.max_future_skew_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
     let late: Vec<LateLetter> = endpoint
-        .late_letters(&args.tenants, range.0)
+        .late_letters(&args.tenants, range.0.saturating_sub(skew_s))
         .await?
         .into_iter()
         .filter(|letter| {
