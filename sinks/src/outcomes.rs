@@ -26,9 +26,10 @@ pub struct Outcomes {
     /// Failed write attempts per consumer (a transient error: retried, or after the last
     /// attempt counted in `failed` too).
     pub failed_attempts: BTreeMap<&'static str, u64>,
-    /// Delivery latency (event time to acknowledged, ms) per consumer, tenant and event type,
-    /// for consumers whose latency is not part of the window state (the routing targets).
-    pub latency: BTreeMap<(&'static str, String, &'static str), LogHistogram>,
+    /// Delivery latency (event time to acknowledged, ms) per (consumer, event type), then
+    /// tenant, for consumers whose latency is not part of the window state (the routing
+    /// targets). Tenants are the inner key so a lookup borrows the tenant (see `entry`).
+    pub latency: BTreeMap<(&'static str, &'static str), BTreeMap<String, LogHistogram>>,
 }
 
 impl Outcomes {
@@ -63,10 +64,14 @@ impl Outcomes {
         event_type: &'static str,
         latency_ms: f64,
     ) {
-        self.latency
-            .entry((consumer, tenant.to_string(), event_type))
-            .or_default()
-            .record(latency_ms);
+        let tenants = self.latency.entry((consumer, event_type)).or_default();
+        // Once per acknowledged record: allocate a key only for a new tenant.
+        if !tenants.contains_key(tenant) {
+            tenants.insert(tenant.to_string(), LogHistogram::default());
+        }
+        if let Some(histogram) = tenants.get_mut(tenant) {
+            histogram.record(latency_ms);
+        }
     }
 
     /// Adds the failed attempts of an earlier try at the same flush (held by an outage).

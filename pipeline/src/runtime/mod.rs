@@ -231,7 +231,11 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     let telemetry = Arc::new(Telemetry::default());
     let source = KafkaSource::subscribe(&settings.kafka, Arc::clone(&telemetry))?;
     let stop = StopRequest::on_signals()?;
-    let plan = flush_plan(settings)?;
+    let routing = Arc::new(
+        RoutingTable::compile(&settings.routing)
+            .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?,
+    );
+    let plan = flush_plan(settings, &routing)?;
     startup::check_dead_letter_retention(settings).await;
     let workers = Workers::new(settings.pipeline.workers);
     tracing::info!(workers = workers.count(), "processing");
@@ -249,10 +253,6 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         settings.clickhouse.clone(),
         settings.retention,
         Arc::clone(&telemetry),
-    );
-    let routing = Arc::new(
-        RoutingTable::compile(&settings.routing)
-            .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?,
     );
     crate::downstream::watch(settings, &routing);
     let writer = Arc::new(Writer {

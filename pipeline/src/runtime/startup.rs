@@ -50,10 +50,8 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
 /// The sinks `sinks.flush_order` names, built from their settings. The dead-letter topic takes
 /// part only when `dlq.topic` is set, and must exist: a broker too busy to answer in time is
 /// not a reason to stop, only a topic the broker says is missing is.
-pub fn flush_plan(settings: &Settings) -> anyhow::Result<FlushPlan> {
+pub fn flush_plan(settings: &Settings, table: &RoutingTable) -> anyhow::Result<FlushPlan> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    let table = RoutingTable::compile(&settings.routing)
-        .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?;
     let downstream: Vec<String> = table.downstream().map(|(_, _, t)| t.to_string()).collect();
     // Leaving `delivery` out of the flush order is how a deployment without downstream
     // consumers turns the default table's targets off; said once, loudly.

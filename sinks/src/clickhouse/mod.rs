@@ -133,17 +133,19 @@ pub async fn record_outcomes(
     let latency: Vec<LatencyRecord<'_>> = outcomes
         .latency
         .iter()
-        .map(|((consumer, tenant, event_type), histogram)| {
-            let (latency_buckets, latency_counts) = histogram.to_arrays();
-            LatencyRecord {
-                minute,
-                consumer,
-                tenant_id: tenant,
-                event_type,
-                delivered: histogram.count(),
-                latency_buckets,
-                latency_counts,
-            }
+        .flat_map(|((consumer, event_type), tenants)| {
+            tenants.iter().map(move |(tenant, histogram)| {
+                let (latency_buckets, latency_counts) = histogram.to_arrays();
+                LatencyRecord {
+                    minute,
+                    consumer,
+                    tenant_id: tenant,
+                    event_type,
+                    delivered: histogram.count(),
+                    latency_buckets,
+                    latency_counts,
+                }
+            })
         })
         .collect();
     if latency.is_empty() {
