@@ -1,10 +1,11 @@
 //! Every Kinesis client the pipeline builds, configured in one place from [`KinesisSettings`]
 //! (`[kinesis]`): the AWS SDK for Rust pointed at the configured region and endpoint (an
 //! emulator locally), with static credentials when they are set and the standard AWS chain
-//! otherwise. [`put`] sends records and answers per record, as `PutRecords` does; [`streams`]
-//! creates and describes streams (local set-up, tests).
+//! otherwise. [`put`] sends records and answers per record, as `PutRecords` does; [`read`]
+//! reads a shard page by page; [`streams`] creates, reshards and describes streams.
 
 pub mod put;
+pub mod read;
 mod settings;
 pub mod streams;
 

@@ -27,10 +27,14 @@ pub mod consumers {
 }
 
 /// Where a task is: stored with its window rows in one atomic insert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {
     /// The next offset to read.
     pub next_offset: i64,
+    /// The source's own position of the last message read, when offsets are the task's own
+    /// count (a Kinesis sequence number: up to 129 digits, so text); empty for Kafka, whose
+    /// offsets are the broker's.
+    pub sequence: String,
     /// Largest trusted event time seen (Unix ms).
     pub event_watermark_ms: Option<i64>,
     /// Largest broker timestamp seen (Unix ms).

@@ -15,6 +15,9 @@ pub struct RawMessage<'a> {
     pub payload: Option<&'a [u8]>,
     /// Who put it on the bus.
     pub path: PublishPath,
+    /// The source's own position of the message when `offset` is the task's count rather
+    /// than the broker's (a Kinesis sequence number); `None` for Kafka.
+    pub sequence: Option<&'a str>,
 }
 
 /// Who put a message on the bus. The ingest gateway counts its own publishes (submitted,

@@ -185,8 +185,8 @@ impl Task {
     }
 
     /// Where the task is.
-    pub fn checkpoint(&self) -> Checkpoint {
-        self.checkpoint
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
     }
 
     /// Open window rows and remembered ids, for memory accounting.
@@ -221,14 +221,21 @@ impl Task {
     /// Processes messages of this partition in offset order. Messages below the checkpoint
     /// (already in the restored state) are skipped.
     pub fn process(&mut self, messages: &[RawMessage<'_>]) {
+        let mut last_sequence = None;
         for message in messages {
             if message.offset < self.checkpoint.next_offset {
                 continue;
             }
             self.checkpoint.next_offset = message.offset + 1;
+            last_sequence = message.sequence.or(last_sequence);
             self.messages += 1;
             self.pending_bytes += message.payload.map_or(0, <[u8]>::len);
             self.process_one(message);
+        }
+        // Once per batch, into the same buffer: no allocation per message.
+        if let Some(sequence) = last_sequence {
+            self.checkpoint.sequence.clear();
+            self.checkpoint.sequence.push_str(sequence);
         }
     }
 
@@ -463,7 +470,7 @@ impl Task {
         Flush {
             topic: self.topic.clone(),
             partition: self.partition,
-            checkpoint: self.checkpoint,
+            checkpoint: self.checkpoint.clone(),
             rows,
             archive: std::mem::take(&mut self.archive),
             dead_letters: std::mem::take(&mut self.dead_letters),
@@ -567,6 +574,7 @@ mod tests {
                 timestamp_ms: Some(*broker_ms),
                 payload: Some(bytes),
                 path: PublishPath::Direct,
+                sequence: None,
             })
             .collect();
         task.process(&raw);

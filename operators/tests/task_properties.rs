@@ -70,6 +70,7 @@ proptest! {
                     timestamp_ms: Some(T0 + skew),
                     payload: payload.as_deref(),
                     path: salestalk_operators::PublishPath::Direct,
+                    sequence: None,
                 })
                 .collect();
             task.process(&raw);

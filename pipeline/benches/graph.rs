@@ -106,6 +106,7 @@ fn task_on_raw_bytes(c: &mut Criterion) {
             timestamp_ms: Some(broker),
             payload: Some(b),
             path: salestalk_operators::PublishPath::Direct,
+            sequence: None,
         })
         .collect();
     let mut group = c.benchmark_group("b_decode_validate_graph_on_raw_json");
@@ -183,6 +184,7 @@ fn four_partitions_on_workers(c: &mut Criterion) {
                     timestamp_ms: Some(broker),
                     payload: Some(b),
                     path: salestalk_operators::PublishPath::Direct,
+                    sequence: None,
                 });
             }
             parts

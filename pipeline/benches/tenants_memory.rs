@@ -97,6 +97,7 @@ fn main() {
                 timestamp_ms: Some(broker_ms),
                 payload: Some(&message.bytes),
                 path: salestalk_operators::PublishPath::Direct,
+                sequence: None,
             });
             offsets[p] += 1;
         }

@@ -134,6 +134,7 @@ impl Recomputation {
             timestamp_ms: Some(broker_ms),
             payload: Some(raw),
             path: PublishPath::Direct,
+            sequence: None,
         }]);
         *offset += 1;
         self.events += 1;

@@ -39,6 +39,7 @@ const LIST_KEYS: &[&str] = &[
     "alerts.alertmanager_webhooks",
     "routing.unmatched",
     "kinesis.streams",
+    "pipeline.sources",
 ];
 
 /// Everything the pipeline can be configured with, one section per component.

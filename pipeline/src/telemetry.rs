@@ -154,6 +154,10 @@ pub struct Telemetry {
     pub open_windows: Gauge,
     /// Event ids remembered for dedup across tasks.
     pub remembered_ids: Gauge,
+    /// How far each Kinesis shard's reader is behind the shard's newest record (ms).
+    pub kinesis_millis_behind: Family<PartitionLabels, Gauge>,
+    /// Kinesis reads refused for the shard's read limit (each backed off and retried).
+    pub kinesis_throttled: Family<PartitionLabels, Counter>,
 }
 
 impl Default for Telemetry {
@@ -285,6 +289,18 @@ impl Default for Telemetry {
                 "remembered_ids",
                 "Event ids remembered for dedup",
                 Gauge::default(),
+            ),
+            kinesis_millis_behind: registered(
+                &mut registry,
+                "kinesis_millis_behind_latest",
+                "How far each Kinesis shard's reader is behind its newest record, ms",
+                Family::<PartitionLabels, Gauge>::default(),
+            ),
+            kinesis_throttled: registered(
+                &mut registry,
+                "kinesis_throttled_reads",
+                "Kinesis reads throttled (ProvisionedThroughputExceeded), each backed off",
+                Family::<PartitionLabels, Counter>::default(),
             ),
             registry,
         }

@@ -71,7 +71,7 @@ impl Store {
             .map(|((tenant, id), (_, at_ms))| (tenant.clone(), *id, *at_ms))
             .collect();
         let state = TaskState {
-            checkpoint: self.checkpoint,
+            checkpoint: self.checkpoint.clone(),
             rows,
             seen,
             refused: Vec::new(),
@@ -139,6 +139,7 @@ fn batch(messages: &[(i64, Vec<u8>)], from: usize, to: usize) -> Vec<RawMessage<
             timestamp_ms: Some(messages[i].0),
             payload: Some(&messages[i].1),
             path: salestalk_operators::PublishPath::Direct,
+            sequence: None,
         })
         .collect()
 }

@@ -5,8 +5,9 @@
 //! - a window row: `window_state` with `family` = `<family>` for minutes, `<family>/hour`
 //!   and `<family>/day` for rollups (ADR 0008);
 //! - a checkpoint: a `window_state` row of family `checkpoint` whose
-//!   `ints = [next_offset, event_watermark_ms, broker_watermark_ms]` (`i64::MIN` for a
-//!   watermark not seen yet), written in the same insert as the rows it completes (ADR 0004);
+//!   `ints = [next_offset, event_watermark_ms, broker_watermark_ms, durable_at_ms]`
+//!   (`i64::MIN` for a watermark not seen yet) and `d1` = the source's sequence number (Kinesis;
+//!   empty for Kafka), written in the same insert as the rows it completes (ADR 0004);
 //! - a message's address (a dead letter's id, the dead-letter topic's record key):
 //!   `topic/partition/offset`;
 //! - an event id: the hyphenated UUID text of [`EventId`](salestalk_contracts::EventId);
@@ -148,7 +149,7 @@ impl StateRecord {
             epoch: checkpoint.epoch,
             window_start: 0,
             tenant_id: String::new(),
-            d1: String::new(),
+            d1: checkpoint.sequence.clone(),
             d2: String::new(),
             d3: String::new(),
             ints: encode_checkpoint(checkpoint, durable_at_ms),
@@ -176,11 +177,12 @@ pub fn checkpoint_durable_at(ints: &[i64]) -> Option<i64> {
     ints.get(3).copied()
 }
 
-/// The checkpoint stored as `ints` by the flush of `epoch`.
-pub fn decode_checkpoint(epoch: u64, ints: &[i64]) -> Checkpoint {
+/// The checkpoint stored as `ints` and `sequence` (its `d1`) by the flush of `epoch`.
+pub fn decode_checkpoint(epoch: u64, ints: &[i64], sequence: String) -> Checkpoint {
     let watermark = |i: usize| ints.get(i).copied().filter(|v| *v != i64::MIN);
     Checkpoint {
         next_offset: ints.first().copied().unwrap_or(0),
+        sequence,
         event_watermark_ms: watermark(1),
         broker_watermark_ms: watermark(2),
         epoch,
@@ -230,12 +232,16 @@ mod tests {
                 event_watermark_ms: Some(-5),
                 broker_watermark_ms: Some(1_762_646_400_000),
                 epoch: 7,
+                sequence: "49590338271490256608559692538361571095921575989136588898".into(),
             },
         ] {
             let record = StateRecord::of_checkpoint("t/0", &checkpoint, 5);
             assert_eq!(record.into_row(), None);
             let record = StateRecord::of_checkpoint("t/0", &checkpoint, 5);
-            assert_eq!(decode_checkpoint(record.epoch, &record.ints), checkpoint);
+            assert_eq!(
+                decode_checkpoint(record.epoch, &record.ints, record.d1),
+                checkpoint
+            );
             assert_eq!(checkpoint_durable_at(&record.ints), Some(5));
         }
         let mut histogram = LogHistogram::default();

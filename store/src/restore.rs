@@ -19,6 +19,7 @@ use crate::endpoint::{ClickHouseError, Endpoint};
 struct CheckpointRow {
     epoch: u64,
     ints: Vec<i64>,
+    d1: String,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -37,7 +38,7 @@ struct SeenRow {
 }
 
 /// The latest checkpoint of a task. Binds: checkpoint family, task.
-pub const CHECKPOINT_QUERY: &str = "SELECT epoch, ints FROM window_state WHERE family = ? AND task = ? \
+pub const CHECKPOINT_QUERY: &str = "SELECT epoch, ints, d1 FROM window_state WHERE family = ? AND task = ? \
      ORDER BY epoch DESC LIMIT 1";
 
 /// The latest value of each window row of a task that may still change, in the columns of
@@ -70,14 +71,15 @@ pub const REFUSED_QUERY: &str = "SELECT offset, argMax(reason, written_at_ms) AS
      AND reason IN ('sink_rejected', 'retries_exhausted') GROUP BY offset";
 
 /// The latest checkpoint of every task.
-const ALL_CHECKPOINTS_QUERY: &str = "SELECT task, max(epoch) AS last_epoch, argMax(ints, epoch) AS last_ints \
-     FROM window_state WHERE family = ? GROUP BY task";
+const ALL_CHECKPOINTS_QUERY: &str = "SELECT task, max(epoch) AS last_epoch, argMax(ints, epoch) AS last_ints, \
+     argMax(d1, epoch) AS last_sequence FROM window_state WHERE family = ? GROUP BY task";
 
 #[derive(Debug, Row, Deserialize)]
 struct TaskCheckpointRow {
     task: String,
     last_epoch: u64,
     last_ints: Vec<i64>,
+    last_sequence: String,
 }
 
 impl Endpoint {
@@ -97,7 +99,8 @@ impl Endpoint {
         Ok(rows
             .into_iter()
             .map(|row| {
-                let checkpoint = decode_checkpoint(row.last_epoch, &row.last_ints);
+                let checkpoint =
+                    decode_checkpoint(row.last_epoch, &row.last_ints, row.last_sequence);
                 (row.task, checkpoint, checkpoint_durable_at(&row.last_ints))
             })
             .collect())
@@ -124,7 +127,7 @@ impl Endpoint {
             .await
             .map_err(classify)?;
         let checkpoint = latest
-            .map(|row| decode_checkpoint(row.epoch, &row.ints))
+            .map(|row| decode_checkpoint(row.epoch, &row.ints, row.d1))
             .unwrap_or_default();
         let refused: Vec<RefusedRow> = client
             .query(REFUSED_QUERY)

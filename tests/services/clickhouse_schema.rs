@@ -51,6 +51,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
             timestamp_ms: Some(broker_ms),
             payload: Some(line.as_bytes()),
             path: salestalk_operators::PublishPath::Direct,
+            sequence: None,
         })
         .collect();
     let mut task = Task::new("topic-a", 3, task_settings(), Default::default());
@@ -199,7 +200,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         epoch: salestalk_operators::task::next_generation(flush.checkpoint.epoch),
         ..flush.checkpoint
     };
-    assert_eq!(restored.checkpoint(), resumed);
+    assert_eq!(*restored.checkpoint(), resumed);
     assert_eq!(restored.state_size().1, 6, "counted ids are remembered");
     let window = salestalk_operators::windows::window_start(1_762_691_696_789);
     let dims = ["classification.performed.v1", "chat-handler", ""];

@@ -98,6 +98,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
             timestamp_ms: Some(broker_ms),
             payload: Some(line.as_bytes()),
             path: salestalk_operators::PublishPath::Direct,
+            sequence: None,
         })
         .collect();
     let settings = TaskSettings {

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use salestalk_operators::Tally;
 use salestalk_operators::flush::Flush;
+use salestalk_operators::flush::TaskState;
 use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_store::Endpoint;
 
@@ -37,8 +38,7 @@ use self::signals::StopRequest;
 use self::startup::{flush_plan, with_retries};
 use self::workers::Workers;
 use crate::settings::Settings;
-use crate::sources::kafka::KafkaSource;
-use crate::sources::{Batch, PartitionKey, Source};
+use crate::sources::{Batch, PartitionKey, Source, Sources};
 use crate::telemetry::{self, PartitionLabels, ReasonLabels, Telemetry};
 
 /// When a run ends on its own (besides SIGTERM/SIGINT).
@@ -111,18 +111,64 @@ impl<S: Source> Runtime<'_, S> {
                 )
             })
             .await?;
+            let state = self.inherit(&key, state).await?;
             let task = Task::resume(topic, partition, settings, state)
                 .with_aggregates(self.settings.graph.aggregates.clone())
                 .with_routing(Some(Arc::clone(&self.routing)));
-            let next = task.checkpoint().next_offset;
-            if !self.source.start(&key, next).await? {
+            if !self.source.start(&key, task.checkpoint()).await? {
                 tracing::info!(topic, partition, "not restored: no longer assigned");
                 continue;
             }
+            let next = task.checkpoint().next_offset;
             tracing::info!(topic, partition, offset = next, "task restored");
             self.tasks.insert(key, task);
         }
         Ok(())
+    }
+
+    /// `state` with what the partition's predecessors (a Kinesis shard's parents and their
+    /// ancestors) counted: their ids within the dedup horizon, so a resend that crosses a
+    /// reshard is recognised, and, for a task that never flushed, their watermarks, so the
+    /// shard's lateness continues theirs as one stream's would.
+    async fn inherit(&self, key: &PartitionKey, mut state: TaskState) -> anyhow::Result<TaskState> {
+        let predecessors = self.source.predecessors(key);
+        if predecessors.is_empty() {
+            return Ok(state);
+        }
+        let policy = self.settings.retry.policy();
+        let settings = task_settings(self.settings);
+        let fresh = state.checkpoint.epoch == 0;
+        for (topic, partition) in &predecessors {
+            let earlier = with_retries(&policy, "restoring a parent shard's ids", || {
+                self.settings.clickhouse.task_state(
+                    topic,
+                    *partition,
+                    settings.allowed_lateness_ms,
+                    settings.dedup_horizon_ms,
+                )
+            })
+            .await?;
+            if fresh {
+                let later = |a: Option<i64>, b: Option<i64>| a.max(b);
+                let own = &mut state.checkpoint;
+                own.event_watermark_ms = later(
+                    own.event_watermark_ms,
+                    earlier.checkpoint.event_watermark_ms,
+                );
+                own.broker_watermark_ms = later(
+                    own.broker_watermark_ms,
+                    earlier.checkpoint.broker_watermark_ms,
+                );
+            }
+            state.seen.extend(earlier.seen);
+        }
+        tracing::info!(
+            topic = %key.0,
+            partition = key.1,
+            ?predecessors,
+            "dedup continues the parent shards'"
+        );
+        Ok(state)
     }
 
     /// Drops the tasks of `partitions` and reads them again from their checkpoints: what a
@@ -229,7 +275,7 @@ fn watch_dlq_depth(endpoint: Endpoint, telemetry: Arc<Telemetry>) {
 pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally> {
     migrate(settings).await?;
     let telemetry = Arc::new(Telemetry::default());
-    let source = KafkaSource::subscribe(&settings.kafka, Arc::clone(&telemetry))?;
+    let source = Sources::open(settings, &telemetry).await?;
     let stop = StopRequest::on_signals()?;
     let routing = Arc::new(
         RoutingTable::compile(&settings.routing)

@@ -27,7 +27,12 @@ pub struct PipelineSettings {
     pub workers: usize,
     /// Whether reading and processing go on while a flush is written (one flush in flight).
     pub overlap_flush: bool,
+    /// Where events are read from: `kafka`, `kinesis`, or both.
+    pub sources: Vec<String>,
 }
+
+/// The source names `pipeline.sources` may list.
+pub const SOURCE_NAMES: [&str; 2] = ["kafka", "kinesis"];
 
 impl PipelineSettings {
     /// Every problem with these settings, each naming its key.
@@ -60,6 +65,18 @@ impl PipelineSettings {
             self.dedup_max_ids as i64,
             1_000..=1_000_000_000,
         );
+        if self.sources.is_empty() {
+            problems.push("pipeline.sources: name at least one of kafka, kinesis".into());
+        }
+        for (i, name) in self.sources.iter().enumerate() {
+            if !SOURCE_NAMES.contains(&name.as_str()) {
+                problems.push(format!(
+                    "pipeline.sources: '{name}' is not a source (kafka, kinesis)"
+                ));
+            } else if self.sources[..i].contains(name) {
+                problems.push(format!("pipeline.sources: '{name}' is listed twice"));
+            }
+        }
         for (key, value) in [
             ("allowed_lateness_ms", self.allowed_lateness_ms),
             ("max_future_skew_ms", self.max_future_skew_ms),

@@ -139,6 +139,7 @@ mod tests {
                         timestamp_ms: Some(T0),
                         payload: Some(b),
                         path: salestalk_operators::PublishPath::Direct,
+                        sequence: None,
                     })
                     .collect();
                 (task, messages)

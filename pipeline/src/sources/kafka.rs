@@ -17,6 +17,7 @@ use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::consumer::{Assignment, GroupMembership, group_member};
 use salestalk_kafka::fence::FenceHold;
 use salestalk_operators::PublishPath;
+use salestalk_operators::flush::Checkpoint;
 
 use super::{Batch, Changes, PartitionKey, Source};
 use crate::logging::LogThrottle;
@@ -90,8 +91,13 @@ impl Source for KafkaSource {
     /// which right after an assignment waits for the broker's answer about committed offsets;
     /// a slow broker makes that window long, so the seek is retried while the partition is
     /// ours.
-    async fn start(&mut self, partition: &PartitionKey, position: i64) -> anyhow::Result<bool> {
+    async fn start(
+        &mut self,
+        partition: &PartitionKey,
+        checkpoint: &Checkpoint,
+    ) -> anyhow::Result<bool> {
         let (topic, number) = (partition.0.as_str(), partition.1);
+        let position = checkpoint.next_offset;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let error = match self.consumer.seek(
@@ -150,6 +156,7 @@ impl Source for KafkaSource {
                     message.timestamp().to_millis(),
                     message.payload(),
                     gateway_header(&message),
+                    None,
                 ),
                 Ok(Err(error)) => {
                     self.telemetry.consumer_errors.inc();

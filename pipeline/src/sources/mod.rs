@@ -4,15 +4,21 @@
 //! their messages into an owned [`Batch`], starts each partition where its task's checkpoint
 //! says, and hears when everything before a position is durable. The runtime
 //! (`crate::runtime`) is written against [`Source`] alone; [`kafka`] is the consumer-group
-//! implementation. A batch owns its bytes (one buffer, reused), so it can be handed to
-//! another thread.
+//! implementation, [`kinesis`] reads the shards of Kinesis streams, and [`Sources`] is the
+//! configured ones as one (`pipeline.sources`). A batch owns its bytes (one buffer, reused),
+//! so it can be handed to another thread.
 
+mod both;
 pub mod kafka;
+pub mod kinesis;
+
+pub use both::Sources;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
+use salestalk_operators::flush::Checkpoint;
 use salestalk_operators::{PublishPath, RawMessage};
 
 /// A partition: the topic (or stream) and its partition (or shard) number.
@@ -40,9 +46,19 @@ pub trait Source {
     /// Whether the source owns any partition (an idle run waits for one).
     fn has_partitions(&self) -> bool;
 
-    /// Starts reading `partition` at `position` (its task's checkpoint); `false` when the
-    /// partition was lost meanwhile.
-    async fn start(&mut self, partition: &PartitionKey, position: i64) -> anyhow::Result<bool>;
+    /// Starts reading `partition` right after `checkpoint` (its task's: the next offset, and
+    /// for Kinesis the last sequence number); `false` when the partition was lost meanwhile.
+    async fn start(
+        &mut self,
+        partition: &PartitionKey,
+        checkpoint: &Checkpoint,
+    ) -> anyhow::Result<bool>;
+
+    /// The partitions whose messages came before `partition`'s (a Kinesis shard's parents
+    /// and their ancestors): a new task's dedup starts from the ids they counted.
+    fn predecessors(&self, _partition: &PartitionKey) -> Vec<PartitionKey> {
+        Vec::new()
+    }
 
     /// Kept by a flush in flight: while it lives, partitions the source loses are not let go
     /// (their next owner restores them from the checkpoint the flush writes).
@@ -79,6 +95,7 @@ struct Slot {
     timestamp_ms: Option<i64>,
     payload: Option<Range<usize>>,
     path: PublishPath,
+    sequence: Option<Range<usize>>,
 }
 
 /// Messages read from a source, with their payloads in one buffer.
@@ -111,7 +128,9 @@ impl Batch {
         self.slots.is_empty()
     }
 
-    /// Appends one message (a copy of its payload).
+    /// Appends one message (a copy of its payload, and of its sequence number when the
+    /// source has them).
+    #[allow(clippy::too_many_arguments)] // one per field of a message; a struct would be built per call
     pub fn push(
         &mut self,
         topic: &str,
@@ -120,6 +139,7 @@ impl Batch {
         timestamp_ms: Option<i64>,
         payload: Option<&[u8]>,
         path: PublishPath,
+        sequence: Option<&str>,
     ) {
         let topic = match self.topics.iter().position(|t| t == topic) {
             Some(i) => i,
@@ -128,11 +148,13 @@ impl Batch {
                 self.topics.len() - 1
             }
         };
-        let payload = payload.map(|bytes| {
+        let mut copy = |bytes: &[u8]| {
             let start = self.bytes.len();
             self.bytes.extend_from_slice(bytes);
             start..self.bytes.len()
-        });
+        };
+        let payload = payload.map(&mut copy);
+        let sequence = sequence.map(|s| copy(s.as_bytes()));
         self.slots.push(Slot {
             topic,
             partition,
@@ -140,6 +162,7 @@ impl Batch {
             timestamp_ms,
             payload,
             path,
+            sequence,
         });
     }
 
@@ -157,6 +180,11 @@ impl Batch {
                     timestamp_ms: slot.timestamp_ms,
                     payload: slot.payload.clone().map(|range| &self.bytes[range]),
                     path: slot.path,
+                    // Pushed from a `&str`, so the range holds whole UTF-8.
+                    sequence: slot
+                        .sequence
+                        .clone()
+                        .and_then(|range| std::str::from_utf8(&self.bytes[range]).ok()),
                 });
         }
         out
@@ -170,9 +198,9 @@ mod tests {
     #[test]
     fn a_batch_hands_back_each_partitions_messages_in_order() {
         let mut batch = Batch::default();
-        batch.push("a", 0, 7, Some(1), Some(b"x"), PublishPath::Direct);
-        batch.push("b", 1, 3, None, None, PublishPath::Direct);
-        batch.push("a", 0, 8, Some(2), Some(b"yz"), PublishPath::Gateway);
+        batch.push("a", 0, 7, Some(1), Some(b"x"), PublishPath::Direct, None);
+        batch.push("b", 1, 3, None, None, PublishPath::Direct, Some("495"));
+        batch.push("a", 0, 8, Some(2), Some(b"yz"), PublishPath::Gateway, None);
         let parts = batch.by_partition();
         let a: Vec<(i64, Option<&[u8]>)> = parts[&("a", 0)]
             .iter()
@@ -182,6 +210,8 @@ mod tests {
         let paths: Vec<PublishPath> = parts[&("a", 0)].iter().map(|m| m.path).collect();
         assert_eq!(paths, [PublishPath::Direct, PublishPath::Gateway]);
         assert_eq!(parts[&("b", 1)][0].payload, None);
+        assert_eq!(parts[&("b", 1)][0].sequence, Some("495"));
+        assert_eq!(parts[&("a", 0)][1].sequence, None);
         assert_eq!(batch.len(), 3);
         batch.clear();
         assert!(batch.is_empty() && batch.by_partition().is_empty());

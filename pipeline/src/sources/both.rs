@@ -1,0 +1,181 @@
+//! The configured sources as one (`pipeline.sources`): Kafka, Kinesis, or both feeding one
+//! run. Partitions name their source (a Kinesis shard's topic is `kinesis:<stream>`, which
+//! no Kafka topic can be), so each call goes to the source that owns the partition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use salestalk_kafka::fence::FenceHold;
+use salestalk_operators::flush::Checkpoint;
+
+use super::kafka::KafkaSource;
+use super::kinesis::KinesisSource;
+use super::kinesis::lineage::stream_of;
+use super::{Batch, Changes, PartitionKey, Source};
+use crate::settings::Settings;
+use crate::telemetry::Telemetry;
+
+/// Every configured source.
+pub struct Sources {
+    kafka: Option<KafkaSource>,
+    kinesis: Option<KinesisSource>,
+}
+
+fn is_kinesis(partition: &PartitionKey) -> bool {
+    stream_of(&partition.0).is_some()
+}
+
+impl Sources {
+    /// Opens the sources `settings.pipeline.sources` names.
+    pub async fn open(settings: &Settings, telemetry: &Arc<Telemetry>) -> anyhow::Result<Self> {
+        let wants = |name: &str| settings.pipeline.sources.iter().any(|s| s == name);
+        let kafka = if wants("kafka") {
+            Some(KafkaSource::subscribe(
+                &settings.kafka,
+                Arc::clone(telemetry),
+            )?)
+        } else {
+            None
+        };
+        let kinesis = if wants("kinesis") {
+            Some(
+                KinesisSource::open(
+                    &settings.kinesis,
+                    settings.clickhouse.clone(),
+                    Arc::clone(telemetry),
+                )
+                .await
+                .context("opening the Kinesis source")?,
+            )
+        } else {
+            None
+        };
+        Ok(Self { kafka, kinesis })
+    }
+
+    /// Splits `positions` by source.
+    fn split<T: Clone>(
+        items: &[(PartitionKey, T)],
+    ) -> (Vec<(PartitionKey, T)>, Vec<(PartitionKey, T)>) {
+        items.iter().cloned().partition(|(key, _)| !is_kinesis(key))
+    }
+}
+
+impl Source for Sources {
+    fn take_changes(&mut self) -> Changes {
+        let mut changes = self
+            .kafka
+            .as_mut()
+            .map(Source::take_changes)
+            .unwrap_or_default();
+        if let Some(kinesis) = self.kinesis.as_mut() {
+            let more = kinesis.take_changes();
+            changes.assigned.extend(more.assigned);
+            changes.revoked.extend(more.revoked);
+        }
+        changes
+    }
+
+    fn has_changes_pending(&self) -> bool {
+        self.kafka.as_ref().is_some_and(Source::has_changes_pending)
+            || self
+                .kinesis
+                .as_ref()
+                .is_some_and(Source::has_changes_pending)
+    }
+
+    fn has_partitions(&self) -> bool {
+        self.kafka.as_ref().is_some_and(Source::has_partitions)
+            || self.kinesis.as_ref().is_some_and(Source::has_partitions)
+    }
+
+    async fn start(
+        &mut self,
+        partition: &PartitionKey,
+        checkpoint: &Checkpoint,
+    ) -> anyhow::Result<bool> {
+        match (is_kinesis(partition), &mut self.kafka, &mut self.kinesis) {
+            (false, Some(kafka), _) => kafka.start(partition, checkpoint).await,
+            (true, _, Some(kinesis)) => kinesis.start(partition, checkpoint).await,
+            _ => Ok(false),
+        }
+    }
+
+    fn predecessors(&self, partition: &PartitionKey) -> Vec<PartitionKey> {
+        match &self.kinesis {
+            Some(kinesis) if is_kinesis(partition) => kinesis.predecessors(partition),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Kafka's: only a consumer group moves partitions between instances.
+    type Hold = Option<FenceHold>;
+
+    fn hold_partitions(&self) -> Option<FenceHold> {
+        self.kafka.as_ref().map(Source::hold_partitions)
+    }
+
+    fn pause(&mut self, partitions: &[PartitionKey]) -> anyhow::Result<()> {
+        let (kafka, kinesis): (Vec<PartitionKey>, Vec<PartitionKey>) =
+            partitions.iter().cloned().partition(|key| !is_kinesis(key));
+        if let Some(source) = self.kafka.as_mut() {
+            source.pause(&kafka)?;
+        }
+        if let Some(source) = self.kinesis.as_mut() {
+            source.pause(&kinesis)?;
+        }
+        Ok(())
+    }
+
+    /// Both at once: Kafka's read is cut short when Kinesis has records, and picked up
+    /// again (what it had read is in the batch).
+    async fn read(&mut self, batch: &mut Batch, max: usize, timeout: Duration) {
+        match (&mut self.kafka, &mut self.kinesis) {
+            (Some(kafka), None) => kafka.read(batch, max, timeout).await,
+            (None, Some(kinesis)) => kinesis.read(batch, max, timeout).await,
+            (Some(kafka), Some(kinesis)) => {
+                let deadline = tokio::time::Instant::now() + timeout;
+                loop {
+                    kinesis.drain(batch, max);
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if batch.len() >= max || left.is_zero() || kinesis.has_changes_pending() {
+                        return;
+                    }
+                    tokio::select! {
+                        () = kafka.read(batch, max, left) => {
+                            kinesis.drain(batch, max);
+                            return;
+                        }
+                        () = kinesis.readable() => {}
+                    }
+                }
+            }
+            (None, None) => tokio::time::sleep(timeout).await,
+        }
+    }
+
+    fn commit(&mut self, positions: &[(PartitionKey, i64)]) {
+        let (kafka, kinesis) = Self::split(positions);
+        if let Some(source) = self.kafka.as_mut() {
+            source.commit(&kafka);
+        }
+        if let Some(source) = self.kinesis.as_mut() {
+            source.commit(&kinesis);
+        }
+    }
+
+    fn end(&self, partition: &PartitionKey) -> Option<i64> {
+        if is_kinesis(partition) {
+            self.kinesis.as_ref()?.end(partition)
+        } else {
+            self.kafka.as_ref()?.end(partition)
+        }
+    }
+
+    fn caught_up(&self, positions: &[(PartitionKey, i64)]) -> bool {
+        let (kafka, kinesis) = Self::split(positions);
+        self.kafka.as_ref().is_none_or(|s| s.caught_up(&kafka))
+            && self.kinesis.as_ref().is_none_or(|s| s.caught_up(&kinesis))
+    }
+}
