@@ -10,6 +10,8 @@ use crate::KinesisError;
 /// One record of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// Its partition key.
+    pub partition_key: String,
     /// Its sequence number (decimal text, up to 129 digits).
     pub sequence: String,
     /// When the service took it (Unix ms), the broker time of the pipeline.
@@ -110,6 +112,7 @@ pub async fn page(client: &Client, iterator: &str, limit: i32) -> Result<Page, R
                 .approximate_arrival_timestamp
                 .and_then(|at| at.to_millis().ok()),
             sequence: record.sequence_number,
+            partition_key: record.partition_key,
             data: record.data.into_inner(),
         })
         .collect();

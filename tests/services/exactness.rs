@@ -33,7 +33,8 @@ use crate::support::{
     unique, value,
 };
 
-const LATENESS_MS: i64 = 300_000;
+/// The allowed lateness of these tests' runs.
+pub const LATENESS_MS: i64 = 300_000;
 const SKEW_MS: i64 = 600_000;
 /// Partitions per topic.
 pub const PARTITIONS: i32 = 3;
@@ -108,12 +109,24 @@ pub const TRAFFIC: [&str; 18] = [
 /// Produces `events` of the tests' traffic (duplicates, invalid, out-of-order, late and
 /// clock-skewed events) at `rate` per second of event time, ending two minutes ago.
 pub fn produce(env: &[(&'static str, String)], seed: u64, events: u64, rate: u64) {
+    produce_to("--kafka", env, seed, events, rate, 120);
+}
+
+/// [`produce`] to `target` (`--kafka` or `--kinesis`), the span ending `ago_s` seconds ago.
+pub fn produce_to(
+    target: &str,
+    env: &[(&'static str, String)],
+    seed: u64,
+    events: u64,
+    rate: u64,
+    ago_s: i64,
+) {
     // Event time is recent, as a live producer's would be, so lateness and clock skew are
     // judged against broker times that make sense; spans long enough for events to be late.
     // The whole span ends two minutes ago, so no honest event is ahead of its broker time.
     let span = (events / rate) as i64;
     let start =
-        DateTime::from_timestamp(Utc::now().timestamp() - span - 120, 0).expect("valid time");
+        DateTime::from_timestamp(Utc::now().timestamp() - span - ago_s, 0).expect("valid time");
     let (seed, events, start, rate) = (
         seed.to_string(),
         events.to_string(),
@@ -121,8 +134,7 @@ pub fn produce(env: &[(&'static str, String)], seed: u64, events: u64, rate: u64
         rate.to_string(),
     );
     let mut args = vec![
-        "generate", "--kafka", "--seed", &seed, "--count", &events, "--start", &start, "--rate",
-        &rate,
+        "generate", target, "--seed", &seed, "--count", &events, "--start", &start, "--rate", &rate,
     ];
     args.extend(TRAFFIC);
     stdout_of(&salestalk(&args, env));
@@ -230,12 +242,45 @@ pub fn recompute(input: &Input) -> Expected {
 
 /// [`recompute`] with `lateness_ms` allowed (`None`: nothing is late, as a backfill counts).
 pub fn recompute_with(input: &Input, lateness_ms: Option<i64>) -> Expected {
+    recompute_lineage(input, &BTreeMap::new(), lateness_ms)
+}
+
+/// Where a partition's fold stands: what a later partition of its lineage starts from.
+#[derive(Debug, Clone, Default)]
+struct Fold {
+    watermark: Option<i64>,
+    // An eventId is unique within its tenant only.
+    seen: HashSet<(String, String)>,
+    tenants_of: HashMap<String, String>,
+}
+
+/// [`recompute_with`] where a partition listed in `parents` (a Kinesis shard born of a split
+/// or merge) continues its parents' folds: their ids and their latest watermark, as if it
+/// were one stream with each of them. Parents sort before their children (shard numbers grow).
+pub fn recompute_lineage(
+    input: &Input,
+    parents: &BTreeMap<(String, i32), Vec<(String, i32)>>,
+    lateness_ms: Option<i64>,
+) -> Expected {
     let mut expected = Expected::default();
+    let mut folds: BTreeMap<(String, i32), Fold> = BTreeMap::new();
     for ((topic, partition), messages) in input {
-        let mut watermark: Option<i64> = None;
-        // An eventId is unique within its tenant only.
-        let mut seen: HashSet<(String, String)> = HashSet::new();
-        let mut tenants_of: HashMap<String, String> = HashMap::new();
+        let mut fold = Fold::default();
+        for parent in parents
+            .get(&(topic.clone(), *partition))
+            .into_iter()
+            .flatten()
+        {
+            let earlier = folds.get(parent).cloned().unwrap_or_default();
+            fold.watermark = fold.watermark.max(earlier.watermark);
+            fold.seen.extend(earlier.seen);
+            fold.tenants_of.extend(earlier.tenants_of);
+        }
+        let Fold {
+            watermark,
+            seen,
+            tenants_of,
+        } = &mut fold;
         for (offset, broker_ms, bytes) in messages {
             let problems = check(bytes, 1 << 20);
             if let Some(first) = problems.first() {
@@ -278,7 +323,7 @@ pub fn recompute_with(input: &Input, lateness_ms: Option<i64>) -> Expected {
             tenants_of.insert(id.clone(), tenant.clone());
             seen.insert((tenant.clone(), id));
             if !skewed {
-                watermark = Some(watermark.map_or(stamped, |wm| wm.max(stamped)));
+                *watermark = Some(watermark.map_or(stamped, |wm| wm.max(stamped)));
             }
             expected.accepted += 1;
             let name = event.envelope.event_type.as_str().to_string();
@@ -337,6 +382,7 @@ pub fn recompute_with(input: &Input, lateness_ms: Option<i64>) -> Expected {
                 _ => {}
             }
         }
+        folds.insert((topic.clone(), *partition), fold);
     }
     expected
 }
@@ -570,7 +616,12 @@ pub async fn assert_views_match(setup: &Setup) -> Expected {
 /// `with_late`: the traffic must exercise lateness.
 pub async fn assert_views_equal_recomputation(setup: &Setup, with_late: bool) -> Expected {
     let input = read_back(&setup.isolated);
-    let expected = recompute(&input);
+    assert_views_equal(setup, recompute(&input), with_late).await
+}
+
+/// Asserts that every public view of `setup`'s database equals `expected` (a recomputation);
+/// `with_late`: the traffic must exercise lateness.
+pub async fn assert_views_equal(setup: &Setup, expected: Expected, with_late: bool) -> Expected {
     assert!(expected.accepted > 1_000 && !expected.dead_letters.is_empty());
     assert!(
         !with_late || expected.dead_letters.iter().any(|d| d.3 == "late"),

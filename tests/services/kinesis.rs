@@ -1,13 +1,306 @@
 //! Kinesis on the local emulator (kinesalite, started by `deploy/services/up`): generated
 //! traffic put with `salestalk generate --kinesis` lands in its domain's stream, each event
-//! once, with the tenant as partition key, so one tenant's events of a stream share a shard.
-//! The Kinesis source of `salestalk run` is issue 15's; this is its input.
+//! once, with the tenant as partition key, so one tenant's events of a stream share a shard;
+//! and `salestalk run` reading those streams gives exactly the batch recomputation's numbers:
+//! left alone, killed with SIGKILL, across a shard split, as two instances, and beside Kafka.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use salestalk_kinesis::streams::{create, read_from_start};
+use salestalk_kinesis::KinesisSettings;
+use salestalk_kinesis::streams::{create, read_from_start, shards, split};
 
-use crate::support::{salestalk, settings, stdout_of, unique};
+use crate::exactness::{
+    Input, LATENESS_MS, Setup, assert_views_equal, durable, kill_at_random_moments, pipeline_env,
+    produce_to, read_back, recompute, recompute_lineage,
+};
+use crate::support::{
+    Isolated, RUN_LIMIT, finish, salestalk, salestalk_command, settings, stdout_of, unique,
+};
+
+const DOMAINS: [&str; 5] = [
+    "classification",
+    "narrative",
+    "conversation",
+    "metrics",
+    "tenant",
+];
+
+/// One test's streams, one per event domain.
+struct Streams {
+    kinesis: KinesisSettings,
+    client: salestalk_kinesis::Client,
+}
+
+impl Streams {
+    /// Streams named after `isolated`'s prefix, `shards` shards each.
+    async fn create(isolated: &Isolated, shards: i32) -> Self {
+        let kinesis = KinesisSettings {
+            stream_template: format!("{}-{{domain}}", isolated.prefix),
+            ..settings().kinesis
+        };
+        let client = salestalk_kinesis::client(&kinesis).await;
+        let streams = Self {
+            kinesis: KinesisSettings {
+                streams: DOMAINS.iter().map(|d| kinesis.stream_for(d)).collect(),
+                ..kinesis
+            },
+            client,
+        };
+        for stream in &streams.kinesis.streams {
+            create(&streams.client, stream, shards)
+                .await
+                .unwrap_or_else(|e| panic!("creating {stream} ({e}); deploy/services/up"));
+        }
+        streams
+    }
+
+    /// The pipeline's settings for reading them (and only them).
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SALESTALK__PIPELINE__SOURCES", "kinesis".to_string()),
+            (
+                "SALESTALK__KINESIS__STREAM_TEMPLATE",
+                self.kinesis.stream_template.clone(),
+            ),
+            (
+                "SALESTALK__KINESIS__STREAMS",
+                self.kinesis.streams.join(","),
+            ),
+            ("SALESTALK__KINESIS__IDLE_POLL_MS", "100".to_string()),
+            ("SALESTALK__KINESIS__SHARD_REFRESH_MS", "1000".to_string()),
+        ]
+    }
+
+    /// Every shard's records in shard order, numbered from 0 as the pipeline's tasks number
+    /// them, with their arrival time as broker time.
+    async fn read_back(&self) -> Input {
+        let mut input = Input::new();
+        for stream in &self.kinesis.streams {
+            for record in read_from_start(&self.client, stream)
+                .await
+                .expect("read back")
+            {
+                let number: i32 = record
+                    .shard
+                    .rsplit('-')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("a shard number");
+                let messages = input
+                    .entry((format!("kinesis:{stream}"), number))
+                    .or_default();
+                let offset = messages.len() as i64;
+                messages.push((
+                    offset,
+                    record.arrival_ms.expect("an arrival time"),
+                    record.data,
+                ));
+            }
+        }
+        input
+    }
+
+    /// Each shard's parents, as the recomputation keys them.
+    async fn parents(&self) -> BTreeMap<(String, i32), Vec<(String, i32)>> {
+        let number = |id: &str| -> i32 {
+            id.rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("number")
+        };
+        let mut out = BTreeMap::new();
+        for stream in &self.kinesis.streams {
+            let topic = format!("kinesis:{stream}");
+            for shard in shards(&self.client, stream).await.expect("shards") {
+                let parents: Vec<(String, i32)> =
+                    [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                        .into_iter()
+                        .flatten()
+                        .map(|id| (topic.clone(), number(id)))
+                        .collect();
+                out.insert((topic.clone(), number(shard.shard_id())), parents);
+            }
+        }
+        out
+    }
+}
+
+/// A database of its own and `shards`-shard streams, with the exactness tests' settings.
+async fn kinesis_setup(name: &str, shards: i32) -> (Setup, Streams) {
+    let isolated = Isolated::create(name, 1).await;
+    let streams = Streams::create(&isolated, shards).await;
+    let mut env = pipeline_env(&isolated);
+    env.extend(streams.env());
+    (Setup { isolated, env }, streams)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_view_equals_the_batch_recomputation_from_kinesis() {
+    let (setup, streams) = kinesis_setup("it-kin-exact", 2).await;
+    produce_to("--kinesis", &setup.env, 77, 12_000, 20, 120);
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+    let input = streams.read_back().await;
+    assert_eq!(
+        input.len(),
+        10,
+        "five streams of two shards, all holding records"
+    );
+    let expected = assert_views_equal(&setup, recompute(&input), true).await;
+    assert!(expected.shared_ids > 0 && expected.dead_letters.len() > 100);
+    // Dead letters carry the shard's address: stream, shard number, the task's offset.
+    let (topic, partition, offset, _) = expected.dead_letters.iter().next().expect("some");
+    assert!(topic.starts_with("kinesis:") && *partition >= 0 && *offset >= 0);
+    setup.isolated.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_changes_no_view_from_kinesis() {
+    let (setup, streams) = kinesis_setup("it-kin-kill", 2).await;
+    produce_to("--kinesis", &setup.env, 78, 30_000, 60, 120);
+    let input = streams.read_back().await;
+    let total: i64 = input.values().map(|m| m.len() as i64).sum();
+    kill_at_random_moments(&setup, total, 5, 2, 11, Duration::from_millis(1_500)).await;
+    assert_views_equal(&setup, recompute(&input), true).await;
+    setup.isolated.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_split_mid_stream_loses_and_duplicates_nothing() {
+    let (setup, streams) = kinesis_setup("it-kin-split", 1).await;
+    // The first part of the traffic, then a run that is reading it when every stream's shard
+    // is split; then more traffic, into the children, with resends of the first part's
+    // events among it (their ids were counted in the parent).
+    produce_to("--kinesis", &setup.env, 91, 6_000, 20, 420);
+    let run = salestalk_command(&["run", "--idle-exit", "10s"], &setup.env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("salestalk run");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while durable(&setup.isolated).await == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before_split = durable(&setup.isolated).await;
+    for stream in &streams.kinesis.streams {
+        split(&streams.client, stream, "shardId-000000000000")
+            .await
+            .expect("split");
+    }
+    produce_to("--kinesis", &setup.env, 91, 800, 20, 420);
+    produce_to("--kinesis", &setup.env, 92, 6_000, 20, 60);
+    let output = finish(run, RUN_LIMIT, "the run across the split");
+    stdout_of(&output);
+    let input = streams.read_back().await;
+    let total: i64 = input.values().map(|m| m.len() as i64).sum();
+    assert!(
+        before_split < total / 2,
+        "the split came while the parents were read: {before_split} of {total} durable"
+    );
+    let parents = streams.parents().await;
+    let children: Vec<&(String, i32)> = parents
+        .iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(children.len(), 10, "two children per stream: {parents:?}");
+    // The resends crossed the split: ids read in a parent are in its children too.
+    let ids = |key: &(String, i32)| -> BTreeSet<String> {
+        input
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, _, bytes)| {
+                let event: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+                Some(format!(
+                    "{}/{}",
+                    event["tenantId"].as_str()?,
+                    event["eventId"].as_str()?
+                ))
+            })
+            .collect()
+    };
+    let crossing: usize = children
+        .iter()
+        .map(|child| {
+            let child_ids = ids(child);
+            parents[*child]
+                .iter()
+                .map(|p| ids(p).intersection(&child_ids).count())
+                .sum::<usize>()
+        })
+        .sum();
+    assert!(crossing > 300, "resends across the split: {crossing}");
+    assert_eq!(
+        durable(&setup.isolated).await,
+        total,
+        "every record durable once"
+    );
+    let expected = recompute_lineage(&input, &parents, Some(LATENESS_MS));
+    assert_views_equal(&setup, expected, true).await;
+    setup.isolated.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_the_shards_and_count_as_one() {
+    let (setup, streams) = kinesis_setup("it-kin-two", 2).await;
+    produce_to("--kinesis", &setup.env, 79, 12_000, 20, 120);
+    let runs: Vec<std::process::Child> = (0..2)
+        .map(|index| {
+            let mut env = setup.env.clone();
+            env.push(("SALESTALK__KINESIS__INSTANCES", "2".to_string()));
+            env.push(("SALESTALK__KINESIS__INSTANCE_INDEX", index.to_string()));
+            salestalk_command(&["run", "--idle-exit", "6s"], &env)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("salestalk run")
+        })
+        .collect();
+    let mut read = Vec::new();
+    for run in runs {
+        let tally: serde_json::Value =
+            serde_json::from_str(stdout_of(&finish(run, RUN_LIMIT, "an instance")).trim())
+                .expect("tally");
+        read.push(tally["messages"].as_u64().unwrap_or_default());
+    }
+    let input = streams.read_back().await;
+    let total: u64 = input.values().map(|m| m.len() as u64).sum();
+    assert!(
+        read.iter().all(|r| *r > total / 4),
+        "each instance read its share: {read:?} of {total}"
+    );
+    assert_eq!(
+        read.iter().sum::<u64>(),
+        total,
+        "each record read by one instance"
+    );
+    assert_views_equal(&setup, recompute(&input), true).await;
+    setup.isolated.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_and_kinesis_feeding_one_run_give_the_sum() {
+    let isolated = Isolated::create("it-kin-both", 2).await;
+    let streams = Streams::create(&isolated, 2).await;
+    let mut env = pipeline_env(&isolated);
+    env.extend(streams.env());
+    env.push(("SALESTALK__PIPELINE__SOURCES", "kafka,kinesis".to_string()));
+    let setup = Setup { isolated, env };
+    produce_to("--kafka", &setup.env, 80, 8_000, 20, 120);
+    produce_to("--kinesis", &setup.env, 81, 8_000, 20, 120);
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+    let mut input = read_back(&setup.isolated);
+    let from_kafka = input.len();
+    input.extend(streams.read_back().await);
+    assert!(
+        from_kafka >= 10 && input.len() == from_kafka + 10,
+        "{}",
+        input.len()
+    );
+    assert_views_equal(&setup, recompute(&input), true).await;
+    setup.isolated.remove().await;
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_traffic_lands_in_its_domains_stream_once_keyed_by_tenant() {

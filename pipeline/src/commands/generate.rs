@@ -73,6 +73,9 @@ pub struct Args {
     /// Put to Kinesis instead (stream per event domain, partition key = tenantId).
     #[arg(long)]
     kinesis: bool,
+    /// With --kinesis: a stream that does not exist yet is created with this many shards.
+    #[arg(long, default_value_t = 2, requires = "kinesis")]
+    kinesis_shards: i32,
     /// With --kafka: send each event when its event time comes round on the wall clock (live
     /// traffic; use with --start now) instead of as fast as possible.
     #[arg(long, requires = "kafka")]
@@ -149,7 +152,11 @@ pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(produce::kinesis::put(&settings.kinesis, &mut generator))?
+                .block_on(produce::kinesis::put(
+                    &settings.kinesis,
+                    args.kinesis_shards,
+                    &mut generator,
+                ))?
         };
         eprintln!("{}", serde_json::to_string(generator.stats())?);
         println!("{}", serde_json::to_string(&report)?);

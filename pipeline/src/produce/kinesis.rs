@@ -3,18 +3,23 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
 use salestalk_kinesis::KinesisSettings;
 use salestalk_kinesis::put::{MAX_RECORDS, Outcome, Record, put_records};
+use salestalk_kinesis::streams::create;
 
 use super::ProduceReport;
 use crate::generate::{Emitted, Generator};
 
-/// Puts every message of `generator` to its domain's stream.
+/// Puts every message of `generator` to its domain's stream; a stream that does not exist
+/// yet is created with `shards` shards (local traffic needs no set-up step).
 pub async fn put(
     settings: &KinesisSettings,
+    shards: i32,
     generator: &mut Generator,
 ) -> anyhow::Result<ProduceReport> {
     let client = salestalk_kinesis::client(settings).await;
+    let mut created = std::collections::BTreeSet::new();
     let mut report = ProduceReport::default();
     // Per stream, the records not sent yet: (tenant, bytes).
     let mut pending: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
@@ -26,6 +31,11 @@ pub async fn put(
     } in generator.by_ref()
     {
         let stream = settings.stream_for(event_type.domain());
+        if created.insert(stream.clone()) {
+            create(&client, &stream, shards)
+                .await
+                .with_context(|| format!("creating the stream {stream}"))?;
+        }
         let records = pending.entry(stream.clone()).or_default();
         records.push((tenant_id, bytes));
         report.submitted += 1;
