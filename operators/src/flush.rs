@@ -174,6 +174,9 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// The message as received.
     pub raw: Vec<u8>,
+    /// The source's own position of the message (a Kinesis sequence number; empty for
+    /// Kafka, whose offset is the broker's).
+    pub sequence: String,
 }
 
 impl DeadLetter {
@@ -189,6 +192,7 @@ impl DeadLetter {
             event_id: readable.event_id.to_string(),
             attempts: rejection.attempts,
             raw,
+            sequence: String::new(),
         }
     }
 }

@@ -230,7 +230,14 @@ impl Task {
             last_sequence = message.sequence.or(last_sequence);
             self.messages += 1;
             self.pending_bytes += message.payload.map_or(0, <[u8]>::len);
+            let letters = self.dead_letters.len();
             self.process_one(message);
+            // A dead letter's address names the source's position too (rare: copied per letter).
+            if let Some(sequence) = message.sequence {
+                for letter in &mut self.dead_letters[letters..] {
+                    letter.sequence = sequence.to_string();
+                }
+            }
         }
         // Once per batch, into the same buffer: no allocation per message.
         if let Some(sequence) = last_sequence {

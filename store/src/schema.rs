@@ -307,6 +307,15 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 ),
             ],
         },
+        // A Kinesis dead letter's address: the task's offset is the source's count, so the
+        // record's own sequence number is kept beside it (empty for Kafka).
+        Migration {
+            version: 12,
+            name: "dead letters: the source's sequence number",
+            statements: vec![format!(
+                "ALTER TABLE {database}.dead_letters ADD COLUMN sequence String"
+            )],
+        },
     ]
 }
 

@@ -11,7 +11,10 @@
 //! it goes where its tenant key leads, as the gateway would have sent it; one that routes
 //! nowhere it may go (`ingest.refused`: no known type, or another tenant's event) is never
 //! produced. Entries are marked `redriven` only once the broker has them; a redrive cut short
-//! can be run again.
+//! can be run again. An entry read from a Kinesis shard (topic `kinesis:<stream>`) is put
+//! back to its stream with its tenant as partition key, as producers put it: it lands in the
+//! shard that holds the tenant now, the same one or a child of it, whose task's dedup
+//! continues its parents' (docs/kinesis.md).
 
 use std::io::Write;
 use std::path::Path;
@@ -24,6 +27,7 @@ use clap::Subcommand;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use salestalk_kafka::producer::{self, deliver};
+use salestalk_kinesis::put::{Outcome as KinesisOutcome, Record as KinesisRecord, put_records};
 use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_sinks::clickhouse::ingest_ledger::NO_TOPIC;
 use salestalk_sinks::kafka::dead_letter_topic::header;
@@ -31,6 +35,7 @@ use salestalk_store::codec::parse_message_address;
 use salestalk_store::dead_letter_queue::{DlqEntry, DlqFilter};
 
 use crate::settings::Settings;
+use crate::sources::kinesis::lineage::stream_of;
 
 /// `salestalk dlq` subcommands.
 #[derive(Subcommand)]
@@ -354,6 +359,18 @@ pub async fn redrive(
             .unwrap_or_default();
         raws.push(raw);
     }
+    let selected = entries.clone();
+    let (kinesis, kafka): (Vec<usize>, Vec<usize>) =
+        (0..entries.len()).partition(|i| stream_of(&entries[*i].topic).is_some());
+    let mut delivered = redrive_to_kinesis(settings, &entries, &raws, &kinesis).await?;
+    let (entries, raws): (Vec<DlqEntry>, Vec<Vec<u8>>) = kafka
+        .iter()
+        .map(|i| (entries[*i].clone(), raws[*i].clone()))
+        .unzip();
+    let mut failed = kinesis.len() - delivered.len();
+    if entries.is_empty() {
+        return finish_redrive(&endpoint, selected, delivered, failed).await;
+    }
     let producer =
         producer::acknowledged(&settings.kafka).context("creating the Kafka producer")?;
     let ids: Vec<String> = entries.iter().map(DlqEntry::id).collect();
@@ -373,8 +390,6 @@ pub async fn redrive(
             }
         });
     let outcomes = deliver(&producer, records).await;
-    let mut delivered = Vec::new();
-    let mut failed = 0;
     for (entry, outcome) in entries.iter().zip(outcomes) {
         match outcome {
             Ok(()) => delivered.push(entry.clone()),
@@ -384,12 +399,69 @@ pub async fn redrive(
             }
         }
     }
+    finish_redrive(&endpoint, selected, delivered, failed).await
+}
+
+/// Marks the `delivered` entries (of those `selected`) redriven.
+async fn finish_redrive(
+    endpoint: &salestalk_store::Endpoint,
+    selected: Vec<DlqEntry>,
+    delivered: Vec<DlqEntry>,
+    failed: usize,
+) -> anyhow::Result<(Vec<DlqEntry>, Redriven)> {
     endpoint
         .dlq_resolve(&delivered, "redriven", "salestalk dlq redrive", now_ms())
         .await
         .context("marking entries redriven")?;
     let produced = delivered.len();
-    Ok((entries, Redriven { produced, failed }))
+    Ok((selected, Redriven { produced, failed }))
+}
+
+/// Puts the entries at `which` (read from Kinesis shards) back to their streams; returns
+/// the ones the service stored.
+async fn redrive_to_kinesis(
+    settings: &Settings,
+    entries: &[DlqEntry],
+    raws: &[Vec<u8>],
+    which: &[usize],
+) -> anyhow::Result<Vec<DlqEntry>> {
+    let mut delivered = Vec::new();
+    if which.is_empty() {
+        return Ok(delivered);
+    }
+    let client = salestalk_kinesis::client(&settings.kinesis).await;
+    let mut by_stream: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for i in which {
+        if let Some(stream) = stream_of(&entries[*i].topic) {
+            by_stream.entry(stream).or_default().push(*i);
+        }
+    }
+    for (stream, members) in by_stream {
+        let records: Vec<KinesisRecord<'_>> = members
+            .iter()
+            .map(|i| KinesisRecord {
+                // A letter with no readable tenant has no key of its own (a key may not be
+                // empty); one shared key keeps them in one shard.
+                partition_key: [&entries[*i].tenant_id, &entries[*i].event_id]
+                    .into_iter()
+                    .find(|key| !key.is_empty())
+                    .map_or("unreadable", String::as_str),
+                data: &raws[*i],
+            })
+            .collect();
+        let outcomes = put_records(&client, stream, &records)
+            .await
+            .with_context(|| format!("putting to {stream}"))?;
+        for (i, outcome) in members.iter().zip(outcomes) {
+            match outcome {
+                KinesisOutcome::Stored { .. } => delivered.push(entries[*i].clone()),
+                KinesisOutcome::Failed(error) => {
+                    tracing::warn!(id = %entries[*i].id(), %error, "not redriven");
+                }
+            }
+        }
+    }
+    Ok(delivered)
 }
 
 /// A redriven record's headers: the entry it redrives and, when known, the event's id, type

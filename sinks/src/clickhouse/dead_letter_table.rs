@@ -29,6 +29,7 @@ pub(super) struct DeadLetterRecord<'a> {
     pub(super) last_failure: u32,
     pub(super) written_at_ms: u64,
     pub(super) event_id: &'a str,
+    pub(super) sequence: &'a str,
 }
 
 /// The dead-letter table sink.
@@ -80,6 +81,7 @@ impl Sink for DeadLetterTable {
                         last_failure: now,
                         written_at_ms: durable_at_ms,
                         event_id: &letter.event_id,
+                        sequence: &letter.sequence,
                     }
                 })
                 .collect();

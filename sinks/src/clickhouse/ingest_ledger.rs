@@ -95,6 +95,7 @@ pub async fn record_ingest(
                     last_failure: at,
                     written_at_ms,
                     event_id: &entry.event_id,
+                    sequence: "",
                 }
             })
             .collect();
