@@ -65,6 +65,9 @@ pub async fn run(
     let mut after = start.after.clone();
     let mut iterator: Option<String> = None;
     let mut backoff = Backoff::default();
+    // What the source was last told: an idle shard sends nothing more until that changes, so
+    // a caught-up source's channel stays empty (what "caught up" checks).
+    let mut reported_caught_up = false;
     let idle = Duration::from_millis(settings.idle_poll_ms);
     loop {
         let current = match &iterator {
@@ -123,8 +126,11 @@ pub async fn run(
             records: page.records,
         };
         next_offset += delivery.records.len() as i64;
-        if (!empty || ended || caught_up) && out.send(delivery).await.is_err() {
-            return;
+        if !empty || ended || caught_up != reported_caught_up {
+            reported_caught_up = caught_up;
+            if out.send(delivery).await.is_err() {
+                return;
+            }
         }
         if ended {
             return;
