@@ -391,14 +391,15 @@ fn sre() -> Dashboard {
             ),
             table(
                 "consumer_lag",
-                "Downstream consumer groups: lag (newest sample)",
+                "Consumer groups and Kinesis shards: lag (newest sample)",
                 &[
                     ("consumer_group", Unit::Text),
                     ("topic", Unit::Text),
                     ("lag_messages", Unit::Count),
                     ("lag_seconds", Unit::Seconds),
+                    ("throttled_reads", Unit::Count),
                 ],
-                "SELECT consumer_group, topic, lag_messages, lag_seconds FROM consumer_lag \
+                "SELECT consumer_group, topic, lag_messages, lag_seconds, throttled_reads FROM consumer_lag \
                  WHERE window_start = (SELECT max(window_start) FROM consumer_lag \
                  WHERE $__timeFilter(window_start)) ORDER BY consumer_group, topic"
                     .to_string(),

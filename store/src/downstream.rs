@@ -1,5 +1,6 @@
 //! The downstream consumer groups as the store keeps them: lag samples (`consumer_group_lag`,
-//! read by the `consumer_lag` view and the SRE page) and the failures they report
+//! read by the `consumer_lag` view and the SRE page; the Kinesis source samples its shards
+//! there too, as group `source.kinesis`) and the failures they report
 //! (`consumer_failures`, part of `consumer_outcomes` as consumer `group.<name>`). Written by
 //! `salestalk run`'s downstream watch (`pipeline/src/downstream`).
 
@@ -25,6 +26,9 @@ pub struct LagSample {
     pub lag_ms: u64,
     /// When it was taken (Unix ms): the newest sample of a minute wins.
     pub measured_at_ms: u64,
+    /// Reads the service throttled in the sample's minute so far (Kinesis shards; 0 for
+    /// consumer groups).
+    pub throttled: u64,
 }
 
 /// One failure a consumer reported.

@@ -308,13 +308,16 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
             ],
         },
         // A Kinesis dead letter's address: the task's offset is the source's count, so the
-        // record's own sequence number is kept beside it (empty for Kafka).
+        // record's own sequence number is kept beside it (empty for Kafka). Kinesis shards are
+        // sampled into the lag table too (group `source.kinesis`), with the minute's
+        // throttled reads.
         Migration {
             version: 12,
-            name: "dead letters: the source's sequence number",
-            statements: vec![format!(
-                "ALTER TABLE {database}.dead_letters ADD COLUMN sequence String"
-            )],
+            name: "Kinesis: dead letters' sequence numbers, shards' throttled reads",
+            statements: vec![
+                format!("ALTER TABLE {database}.dead_letters ADD COLUMN sequence String"),
+                format!("ALTER TABLE {database}.consumer_group_lag ADD COLUMN throttled UInt64"),
+            ],
         },
     ]
 }
@@ -652,10 +655,12 @@ pub fn views(database: &str) -> Vec<String> {
             "CREATE VIEW {database}.consumer_lag AS\n\
              SELECT minute AS window_start, consumer_group, topic,\n\
              toUInt64(sum(newest_messages)) AS lag_messages,\n\
-             max(newest_ms) / 1000 AS lag_seconds\n\
+             max(newest_ms) / 1000 AS lag_seconds,\n\
+             toUInt64(sum(newest_throttled)) AS throttled_reads\n\
              FROM (SELECT minute, consumer_group, topic, partition,\n\
              argMax(lag_messages, measured_at_ms) AS newest_messages,\n\
-             argMax(lag_ms, measured_at_ms) AS newest_ms\n\
+             argMax(lag_ms, measured_at_ms) AS newest_ms,\n\
+             argMax(throttled, measured_at_ms) AS newest_throttled\n\
              FROM {database}.consumer_group_lag GROUP BY minute, consumer_group, topic, partition)\n\
              GROUP BY window_start, consumer_group, topic"
         ),

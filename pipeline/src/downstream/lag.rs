@@ -34,6 +34,7 @@ pub async fn sample(
                 .oldest_unread_ms
                 .map_or(0, |at| (now_ms as i64 - at).max(0) as u64),
             measured_at_ms: now_ms,
+            throttled: 0,
         })
         .collect())
 }

@@ -186,6 +186,11 @@ impl Book {
         !self.changes.assigned.is_empty() || !self.changes.revoked.is_empty()
     }
 
+    /// The shards handed out.
+    pub fn assigned(&self) -> Vec<PartitionKey> {
+        self.assigned.iter().cloned().collect()
+    }
+
     /// Whether any shard is handed out.
     pub fn has_assigned(&self) -> bool {
         !self.assigned.is_empty()

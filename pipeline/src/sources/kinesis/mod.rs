@@ -24,13 +24,14 @@ use salestalk_operators::PublishPath;
 use salestalk_operators::flush::Checkpoint;
 use salestalk_store::Endpoint;
 use salestalk_store::codec::task_name;
+use salestalk_store::downstream::LagSample;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use self::lineage::{Book, Shard, partition_key};
 use self::reader::{Delivery, Start};
 use super::{Batch, Changes, PartitionKey, Source};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{PartitionLabels, Telemetry};
 
 /// Pages held between the readers and the runtime: with `records_per_read` records each,
 /// this bounds the source's memory (64 x 1,000 records of up to 1 MiB at worst, far less in
@@ -86,6 +87,7 @@ impl KinesisSource {
             settings.clone(),
             endpoint,
             Arc::clone(&book),
+            Arc::clone(&telemetry),
         ));
         tracing::info!(
             streams = ?settings.streams,
@@ -297,19 +299,82 @@ impl Source for KinesisSource {
     }
 }
 
-/// Lists the shards every `shard_refresh_ms` and hands out the ones that may start.
+/// Lists the shards every `shard_refresh_ms` and hands out the ones that may start; and
+/// samples the shards being read into the lag table, for the SRE page.
 async fn discover(
     client: Client,
     settings: KinesisSettings,
     endpoint: Endpoint,
     book: Arc<Mutex<Book>>,
+    telemetry: Arc<Telemetry>,
 ) {
     let every = Duration::from_millis(settings.shard_refresh_ms);
+    let mut sampler = Sampler::default();
     loop {
         if let Err(error) = discover_once(&client, &settings, &endpoint, &book).await {
             tracing::warn!(%error, "listing Kinesis shards; trying again");
         }
+        let samples = sampler.sample(&lock(&book).assigned(), &telemetry, now_ms());
+        if let Err(error) = endpoint.record_lag(&samples).await {
+            // A sample is a gauge: the next one says it again.
+            tracing::debug!(%error, "storing Kinesis shard lag");
+        }
         tokio::time::sleep(every).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
+/// The consumer-group name Kinesis shards are sampled under in `consumer_group_lag`.
+pub const LAG_GROUP: &str = "source.kinesis";
+
+/// Turns the shards' gauges into lag samples: records read and not yet durable, how far
+/// behind the newest record, and the reads throttled in the minute so far.
+#[derive(Debug, Default)]
+struct Sampler {
+    /// Per shard: the minute and the throttle counter at its start.
+    minute_start: HashMap<PartitionKey, (u64, u64)>,
+}
+
+impl Sampler {
+    fn sample(
+        &mut self,
+        shards: &[PartitionKey],
+        telemetry: &Telemetry,
+        now_ms: u64,
+    ) -> Vec<LagSample> {
+        let minute = now_ms / 60_000 * 60;
+        shards
+            .iter()
+            .map(|key| {
+                let labels = PartitionLabels {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                };
+                let throttled = telemetry.kinesis_throttled.get_or_create(&labels).get();
+                let start = self.minute_start.entry(key.clone()).or_insert((minute, 0));
+                if start.0 != minute {
+                    *start = (minute, throttled);
+                }
+                LagSample {
+                    minute: minute as u32,
+                    consumer_group: LAG_GROUP.to_string(),
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    lag_messages: telemetry.partition_lag.get_or_create(&labels).get().max(0)
+                        as u64,
+                    lag_ms: telemetry
+                        .kinesis_millis_behind
+                        .get_or_create(&labels)
+                        .get()
+                        .max(0) as u64,
+                    measured_at_ms: now_ms,
+                    throttled: throttled - start.1,
+                }
+            })
+            .collect()
     }
 }
 
