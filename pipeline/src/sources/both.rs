@@ -53,13 +53,16 @@ impl Sources {
         };
         Ok(Self { kafka, kinesis })
     }
+}
 
-    /// Splits `positions` by source.
-    fn split<T: Clone>(
-        items: &[(PartitionKey, T)],
-    ) -> (Vec<(PartitionKey, T)>, Vec<(PartitionKey, T)>) {
-        items.iter().cloned().partition(|(key, _)| !is_kinesis(key))
-    }
+/// Positions, split by source: (Kafka's, Kinesis').
+type Split = (Vec<(PartitionKey, i64)>, Vec<(PartitionKey, i64)>);
+
+fn split(positions: &[(PartitionKey, i64)]) -> Split {
+    positions
+        .iter()
+        .cloned()
+        .partition(|(key, _)| !is_kinesis(key))
 }
 
 impl Source for Sources {
@@ -156,7 +159,7 @@ impl Source for Sources {
     }
 
     fn commit(&mut self, positions: &[(PartitionKey, i64)]) {
-        let (kafka, kinesis) = Self::split(positions);
+        let (kafka, kinesis) = split(positions);
         if let Some(source) = self.kafka.as_mut() {
             source.commit(&kafka);
         }
@@ -174,7 +177,7 @@ impl Source for Sources {
     }
 
     fn caught_up(&self, positions: &[(PartitionKey, i64)]) -> bool {
-        let (kafka, kinesis) = Self::split(positions);
+        let (kafka, kinesis) = split(positions);
         self.kafka.as_ref().is_none_or(|s| s.caught_up(&kafka))
             && self.kinesis.as_ref().is_none_or(|s| s.caught_up(&kinesis))
     }
