@@ -303,6 +303,22 @@ mod tests {
     }
 
     #[test]
+    fn an_end_found_after_its_flush_landed_still_finishes_the_shard() {
+        let mut book = Book::default();
+        book.listed(vec![shard(0, &[], true, true), shard(1, &[0], false, true)]);
+        book.assign(book.ready());
+        book.take_changes();
+        book.durable(&key(0), 7);
+        book.settle();
+        assert!(!book.is_finished(&key(0)), "no end seen yet");
+        book.ended(&key(0), 7);
+        book.settle();
+        assert!(book.is_finished(&key(0)));
+        assert_eq!(book.take_changes().revoked, vec![key(0)]);
+        assert_eq!(book.ready(), vec![key(1)]);
+    }
+
+    #[test]
     fn an_expired_parent_holds_nothing_back() {
         let mut book = Book::default();
         book.listed(vec![shard(5, &[3], false, true)]);

@@ -144,7 +144,11 @@ impl KinesisSource {
         reading.caught_up = delivery.caught_up;
         if delivery.ended {
             let end = reading.read_to;
-            lock(&self.book).ended(&delivery.key, end);
+            let mut book = lock(&self.book);
+            book.ended(&delivery.key, end);
+            // The end may be durable already (its last records' flush landed before the
+            // reader found the end): no later flush of the task would say so.
+            book.settle();
         }
     }
 
@@ -250,11 +254,12 @@ impl Source for KinesisSource {
         Ok(())
     }
 
+    /// Like Kafka's: until `max` records, the timeout, or a change of shards.
     async fn read(&mut self, batch: &mut Batch, max: usize, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         while batch.len() < max && !self.has_changes_pending() {
             self.drain(batch, max);
-            if !batch.is_empty() || self.has_changes_pending() {
+            if batch.len() >= max || self.has_changes_pending() {
                 break;
             }
             if tokio::time::timeout_at(deadline, self.readable())
