@@ -339,8 +339,9 @@ pub const LAG_GROUP: &str = "source.kinesis";
 /// behind the newest record, and the reads throttled in the minute so far.
 #[derive(Debug, Default)]
 struct Sampler {
-    /// Per shard: the minute and the throttle counter at its start.
-    minute_start: HashMap<PartitionKey, (u64, u64)>,
+    /// Per shard: the minute, the throttle counter at its start, and at the last sample
+    /// (reads throttled between two samples count in the second one's minute).
+    minute_start: HashMap<PartitionKey, (u64, u64, u64)>,
 }
 
 impl Sampler {
@@ -359,10 +360,14 @@ impl Sampler {
                     partition: key.1,
                 };
                 let throttled = telemetry.kinesis_throttled.get_or_create(&labels).get();
-                let start = self.minute_start.entry(key.clone()).or_insert((minute, 0));
+                let start = self
+                    .minute_start
+                    .entry(key.clone())
+                    .or_insert((minute, 0, 0));
                 if start.0 != minute {
-                    *start = (minute, throttled);
+                    *start = (minute, start.2, start.2);
                 }
+                start.2 = throttled;
                 LagSample {
                     minute: minute as u32,
                     consumer_group: LAG_GROUP.to_string(),
@@ -465,4 +470,43 @@ async fn probe(
         }
     }
     Ok(finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_carry_the_minutes_throttled_reads_and_the_shards_lag() {
+        let telemetry = Telemetry::default();
+        let key: PartitionKey = ("kinesis:s".into(), 3);
+        let labels = PartitionLabels {
+            topic: key.0.clone(),
+            partition: 3,
+        };
+        telemetry.kinesis_throttled.get_or_create(&labels).inc_by(4);
+        telemetry
+            .kinesis_millis_behind
+            .get_or_create(&labels)
+            .set(1_500);
+        telemetry.partition_lag.get_or_create(&labels).set(20);
+        let mut sampler = Sampler::default();
+        let minute = 1_796_050_800_000;
+        let first = sampler.sample(std::slice::from_ref(&key), &telemetry, minute + 1_000);
+        assert_eq!(
+            (first[0].throttled, first[0].lag_ms, first[0].lag_messages),
+            (4, 1_500, 20)
+        );
+        assert_eq!(first[0].consumer_group, LAG_GROUP);
+        telemetry.kinesis_throttled.get_or_create(&labels).inc_by(2);
+        let same_minute = sampler.sample(std::slice::from_ref(&key), &telemetry, minute + 30_000);
+        assert_eq!(same_minute[0].throttled, 6, "the minute so far");
+        telemetry.kinesis_throttled.get_or_create(&labels).inc();
+        let next_minute = sampler.sample(std::slice::from_ref(&key), &telemetry, minute + 61_000);
+        assert_eq!(
+            next_minute[0].throttled, 1,
+            "a new minute counts from the last sample of the one before"
+        );
+        assert_eq!(next_minute[0].minute as u64 * 1000, minute + 60_000);
+    }
 }
