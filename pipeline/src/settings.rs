@@ -212,6 +212,15 @@ impl Reader {
         let routing = self.section("routing", |r: &RoutingSettings| {
             RoutingTable::compile(r).err().unwrap_or_default()
         });
+        if let (Some(pipeline), Some(kinesis)) = (&pipeline, &kinesis)
+            && pipeline.sources.iter().any(|s| s == "kinesis")
+            && kinesis.streams.is_empty()
+        {
+            self.problems.push(
+                "kinesis.streams: pipeline.sources reads Kinesis, so name at least one stream"
+                    .into(),
+            );
+        }
         match (
             kafka, kinesis, clickhouse, pipeline, graph, retry, dlq, sinks, metrics, alerts, serve,
             log, retention, ingest, routing,
@@ -511,6 +520,33 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn sources_are_named_once_each_and_kinesis_instances_are_checked() {
+        let error = Settings::load_from(
+            None,
+            env(&[
+                ("SALESTALK__PIPELINE__SOURCES", "kinesis,pulsar,kinesis"),
+                ("SALESTALK__KINESIS__INSTANCES", "2"),
+                ("SALESTALK__KINESIS__INSTANCE_INDEX", "2"),
+            ]),
+        )
+        .expect_err("invalid");
+        let text = error.to_string();
+        for needle in [
+            "pipeline.sources: 'pulsar' is not a source",
+            "pipeline.sources: 'kinesis' is listed twice",
+            "kinesis.instance_index: 2 must be below kinesis.instances (2",
+        ] {
+            assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
+        }
+        let both = Settings::load_from(
+            None,
+            env(&[("SALESTALK__PIPELINE__SOURCES", "kafka,kinesis")]),
+        )
+        .expect("both sources");
+        assert_eq!(both.pipeline.sources, ["kafka", "kinesis"]);
     }
 
     #[test]
