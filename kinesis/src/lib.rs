@@ -57,7 +57,16 @@ impl KinesisError {
         R: std::fmt::Debug,
     {
         use aws_sdk_kinesis::error::SdkError;
-        let text = aws_sdk_kinesis::error::DisplayErrorContext(&error).to_string();
+        // A service error says what it is in its code and message; the full context would
+        // add the raw response (headers, body), a screenful per log line.
+        let text = match &error {
+            SdkError::ServiceError(service) => format!(
+                "{}: {}",
+                service.err().code().unwrap_or("service error"),
+                service.err().message().unwrap_or_default()
+            ),
+            _ => aws_sdk_kinesis::error::DisplayErrorContext(&error).to_string(),
+        };
         match &error {
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
