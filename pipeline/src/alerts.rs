@@ -10,12 +10,11 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use salestalk_alerting::tracker::Measurement;
 use salestalk_alerting::{Notification, Signal, Tracker};
-use salestalk_kafka::KafkaSettings;
 use salestalk_store::alert_history::AlertRecord;
 use salestalk_store::signals::SignalValue;
 use salestalk_store::{ClickHouseError, Endpoint};
 
-use crate::stalls::Stalls;
+use crate::stalls::{Stalls, WatchedSources};
 use crate::webhook::Webhooks;
 use salestalk_sinks::retry::RetryPolicy;
 
@@ -80,8 +79,8 @@ pub type Firing = Arc<Mutex<Vec<Notification>>>;
 /// Measures, decides, notifies, records.
 pub struct Evaluator {
     endpoint: Endpoint,
-    /// The brokers, for the stall signal (`no_fresh_data_ms`).
-    kafka: KafkaSettings,
+    /// The sources, for the stall signal (`no_fresh_data_ms`).
+    sources: WatchedSources,
     stalls: Stalls,
     tracker: Tracker,
     webhooks: Webhooks,
@@ -93,7 +92,7 @@ impl Evaluator {
     /// was firing when the last one stopped.
     pub async fn start(
         endpoint: Endpoint,
-        kafka: KafkaSettings,
+        sources: WatchedSources,
         settings: &AlertSettings,
         policy: RetryPolicy,
     ) -> Result<Self, ClickHouseError> {
@@ -106,7 +105,7 @@ impl Evaluator {
         let firing = Arc::new(Mutex::new(tracker.firing()));
         Ok(Self {
             endpoint,
-            kafka,
+            sources,
             stalls: Stalls::default(),
             tracker,
             webhooks: Webhooks::new(
@@ -142,7 +141,7 @@ impl Evaluator {
                         self.stalls
                             .measure(
                                 &self.endpoint,
-                                &self.kafka,
+                                &self.sources,
                                 &consumers,
                                 now.timestamp_millis(),
                             )

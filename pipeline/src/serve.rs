@@ -65,7 +65,7 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
     crate::runtime::migrate(settings).await?;
     let mut evaluator = Evaluator::start(
         settings.clickhouse.clone(),
-        settings.kafka.clone(),
+        crate::stalls::WatchedSources::of(settings),
         &settings.alerts,
         settings.retry.policy(),
     )

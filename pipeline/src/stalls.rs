@@ -4,8 +4,10 @@
 //! ClickHouse writes nothing, so no view can show it by itself; the brokers' high watermarks
 //! against the checkpoints can.
 //!
-//! Per source (topic): the oldest "last durable" time among its partitions that have unread
-//! messages (a partition never flushed counts from when the evaluator first saw it waiting).
+//! Per source (topic, or `kinesis:<stream>`): the oldest "last durable" time among its
+//! partitions that have unread messages (a partition never flushed counts from when the
+//! evaluator first saw it waiting). Kinesis does not say how many records a shard holds, so a
+//! shard waits when a read right after its durable checkpoint finds a record.
 //! Per consumer (`STALL_CONSUMERS`): the end of the last minute with any of its outputs
 //! durable, while any partition waits. Subjects with nothing unread are left out (good).
 
@@ -14,8 +16,13 @@ use std::collections::{BTreeMap, HashMap};
 use salestalk_alerting::notification::Labels;
 use salestalk_alerting::tracker::Measurement;
 use salestalk_kafka::{KafkaSettings, admin};
+use salestalk_kinesis::streams::shards;
+use salestalk_kinesis::{KinesisSettings, read};
 use salestalk_store::Endpoint;
 use salestalk_store::codec::task_name;
+
+use crate::settings::Settings;
+use crate::sources::kinesis::lineage::partition_key;
 
 /// What a source's partition looks like to the evaluator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,46 +34,121 @@ pub struct PartitionProgress {
 }
 
 /// Remembers when partitions with no known progress were first seen waiting.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Stalls {
     first_waiting: HashMap<(String, i32), i64>,
+    /// Built at the first measurement that needs it.
+    kinesis: Option<salestalk_kinesis::Client>,
 }
+
+impl std::fmt::Debug for Stalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stalls")
+            .field("first_waiting", &self.first_waiting)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sources the pipeline reads (`pipeline.sources`), as the stall signal watches them.
+#[derive(Debug, Clone)]
+pub struct WatchedSources {
+    /// The Kafka topics, when read.
+    pub kafka: Option<KafkaSettings>,
+    /// The Kinesis streams, when read.
+    pub kinesis: Option<KinesisSettings>,
+}
+
+impl WatchedSources {
+    /// The sources `settings` read.
+    pub fn of(settings: &Settings) -> Self {
+        let reads = |name: &str| settings.pipeline.sources.iter().any(|s| s == name);
+        Self {
+            kafka: reads("kafka").then(|| settings.kafka.clone()),
+            kinesis: reads("kinesis").then(|| settings.kinesis.clone()),
+        }
+    }
+}
+
+/// Each task's next offset, when its checkpoint became durable, and its sequence number.
+type Durable = HashMap<String, (i64, Option<i64>, String)>;
 
 impl Stalls {
     /// The signal's measurements now: one per source or consumer that waits.
     pub async fn measure(
         &mut self,
         endpoint: &Endpoint,
-        kafka: &KafkaSettings,
+        sources: &WatchedSources,
         consumers_last_ms: &[(String, f64)],
         now_ms: i64,
     ) -> anyhow::Result<Vec<Measurement>> {
-        let checkpoints: HashMap<String, (i64, Option<i64>)> = endpoint
+        let checkpoints: Durable = endpoint
             .checkpoints()
             .await?
             .into_iter()
-            .map(|(task, checkpoint, at)| (task, (checkpoint.next_offset, at)))
+            .map(|(task, checkpoint, at)| (task, (checkpoint.next_offset, at, checkpoint.sequence)))
             .collect();
-        let settings = kafka.clone();
-        let ends = tokio::task::spawn_blocking(move || {
-            admin::high_watermarks(&settings, &settings.topics)
-        })
-        .await??;
-        let partitions = ends
-            .into_iter()
-            .map(|((topic, partition), high)| {
+        let mut partitions = BTreeMap::new();
+        if let Some(kafka) = &sources.kafka {
+            let settings = kafka.clone();
+            let ends = tokio::task::spawn_blocking(move || {
+                admin::high_watermarks(&settings, &settings.topics)
+            })
+            .await??;
+            for ((topic, partition), high) in ends {
                 let (next, at) = checkpoints
                     .get(&task_name(&topic, partition))
-                    .copied()
-                    .unwrap_or((0, None));
+                    .map_or((0, None), |(next, at, _)| (*next, *at));
                 let progress = PartitionProgress {
                     unread: (high - next).max(0),
                     durable_at_ms: at,
                 };
-                ((topic, partition), progress)
-            })
-            .collect();
+                partitions.insert((topic, partition), progress);
+            }
+        }
+        if let Some(kinesis) = &sources.kinesis {
+            partitions.extend(self.shards(kinesis, &checkpoints).await?);
+        }
         Ok(self.judge(&partitions, consumers_last_ms, now_ms))
+    }
+
+    /// Every listed shard's progress: one record found right after its durable checkpoint
+    /// (or at its oldest record, never flushed) means it waits.
+    async fn shards(
+        &mut self,
+        settings: &KinesisSettings,
+        checkpoints: &Durable,
+    ) -> anyhow::Result<Vec<((String, i32), PartitionProgress)>> {
+        let client = match &self.kinesis {
+            Some(client) => client.clone(),
+            None => {
+                let client = salestalk_kinesis::client(settings).await;
+                self.kinesis = Some(client.clone());
+                client
+            }
+        };
+        let mut out = Vec::new();
+        for stream in &settings.streams {
+            for shard in shards(&client, stream).await? {
+                let Some(key) = partition_key(stream, shard.shard_id()) else {
+                    continue;
+                };
+                let (at, sequence) = checkpoints
+                    .get(&task_name(&key.0, key.1))
+                    .map_or((None, None), |(_, at, sequence)| {
+                        (*at, Some(sequence.as_str()).filter(|s| !s.is_empty()))
+                    });
+                let iterator = read::iterator(&client, stream, shard.shard_id(), sequence).await?;
+                let page = read::page(&client, &iterator, 1)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading {stream}/{}: {e}", shard.shard_id()))?;
+                let progress = PartitionProgress {
+                    unread: page.records.len() as i64,
+                    durable_at_ms: at,
+                };
+                out.push((key, progress));
+            }
+        }
+        Ok(out)
     }
 
     /// The measurements for `partitions` and the consumers' last progress (Unix ms), at `now_ms`.

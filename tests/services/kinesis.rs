@@ -466,3 +466,52 @@ async fn generated_traffic_lands_in_its_domains_stream_once_keyed_by_tenant() {
     );
     let _ = std::fs::remove_file(&file);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_with_records_not_yet_durable_is_a_waiting_source_until_read() {
+    let (setup, streams) = kinesis_setup("it-kin-stall", 2).await;
+    produce_to("--kinesis", &setup.env, 82, 3_000, 20, 120);
+    // A run that stops early: some shards keep records it never made durable.
+    let mut env = setup.env.clone();
+    env.push(("SALESTALK__PIPELINE__BATCH_SIZE", "50".to_string()));
+    stdout_of(&salestalk(&["run", "--max-messages", "50"], &env));
+    let settings = salestalk::settings::Settings::load_from(
+        None,
+        Some(
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        ),
+    )
+    .expect("settings");
+    let sources = salestalk::stalls::WatchedSources::of(&settings);
+    assert!(sources.kafka.is_none() && sources.kinesis.is_some());
+    let endpoint = setup.isolated.endpoint();
+    let mut stalls = salestalk::stalls::Stalls::default();
+    let now = chrono::Utc::now().timestamp_millis();
+    let waiting: BTreeSet<String> = stalls
+        .measure(&endpoint, &sources, &[], now)
+        .await
+        .expect("measured")
+        .into_iter()
+        .filter_map(|m| m.labels.get("source").cloned())
+        .collect();
+    let all: BTreeSet<String> = streams
+        .kinesis
+        .streams
+        .iter()
+        .map(|s| format!("kinesis:{s}"))
+        .collect();
+    assert!(
+        !waiting.is_empty() && waiting.is_subset(&all),
+        "{waiting:?}"
+    );
+    // Once every shard is read to its end and durable, no source waits.
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
+    let after = stalls
+        .measure(&endpoint, &sources, &[], now + 60_000)
+        .await
+        .expect("measured");
+    assert!(after.is_empty(), "{after:?}");
+    setup.isolated.remove().await;
+}
