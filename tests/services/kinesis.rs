@@ -229,8 +229,10 @@ async fn a_shard_split_mid_stream_loses_and_duplicates_nothing() {
     let (setup, streams) = kinesis_setup("it-kin-split", 1).await;
     // The first part of the traffic, then a run that is reading it when every stream's shard
     // is split; then more traffic, into the children, with resends of the first part's
-    // events among it (their ids were counted in the parent).
-    produce_to("--kinesis", &setup.env, 91, 6_000, 20, 420);
+    // events among it (their ids were counted in the parent). Each part spans 10 minutes of
+    // event time: the generator's late events come up to 10 minutes after their time, and only
+    // a span longer than the allowed lateness (5 minutes) and a window makes some of them late.
+    produce_to("--kinesis", &setup.env, 91, 12_000, 20, 700);
     let run = salestalk_command(&["run", "--idle-exit", "10s"], &setup.env)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -246,8 +248,8 @@ async fn a_shard_split_mid_stream_loses_and_duplicates_nothing() {
             .await
             .expect("split");
     }
-    produce_to("--kinesis", &setup.env, 91, 800, 20, 420);
-    produce_to("--kinesis", &setup.env, 92, 6_000, 20, 60);
+    produce_to("--kinesis", &setup.env, 91, 800, 20, 700);
+    produce_to("--kinesis", &setup.env, 92, 12_000, 20, 60);
     let output = finish(run, RUN_LIMIT, "the run across the split");
     stdout_of(&output);
     let input = streams.read_back().await;
@@ -296,6 +298,16 @@ async fn a_shard_split_mid_stream_loses_and_duplicates_nothing() {
         "every record durable once"
     );
     let expected = recompute_lineage(&input, &parents, Some(LATENESS_MS));
+    let late = expected
+        .dead_letters
+        .iter()
+        .filter(|d| d.3 == "late")
+        .count();
+    eprintln!("{late} late events across the split");
+    assert!(
+        late > 10,
+        "lateness exercised on both sides of the split: {late} late"
+    );
     assert_views_equal(&setup, expected, true).await;
     setup.isolated.remove().await;
 }
