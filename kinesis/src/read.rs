@@ -122,3 +122,23 @@ pub async fn page(client: &Client, iterator: &str, limit: i32) -> Result<Page, R
         next_iterator,
     })
 }
+
+/// At most one record of `shard` right after `after` (or its oldest, for `None`): whether a
+/// reader standing there has anything to read, and whether a closed shard is at its end.
+pub async fn peek(
+    client: &Client,
+    stream: &str,
+    shard: &str,
+    after: Option<&str>,
+) -> Result<Page, KinesisError> {
+    let iterator = iterator(client, stream, shard, after).await?;
+    page(client, &iterator, 1)
+        .await
+        .map_err(|error| match error {
+            ReadError::Other(error) => error,
+            // Both pass with time: the caller asks again at its next round.
+            ReadError::Throttled(text) | ReadError::Expired(text) => {
+                KinesisError::Unavailable(format!("reading {stream}/{shard}: {text}"))
+            }
+        })
+}

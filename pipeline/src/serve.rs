@@ -65,7 +65,11 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
     crate::runtime::migrate(settings).await?;
     let mut evaluator = Evaluator::start(
         settings.clickhouse.clone(),
-        crate::stalls::WatchedSources::of(settings),
+        crate::stalls::WatchedSources::new(
+            &settings.pipeline.sources,
+            &settings.kafka,
+            &settings.kinesis,
+        ),
         &settings.alerts,
         settings.retry.policy(),
     )

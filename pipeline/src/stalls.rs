@@ -21,7 +21,6 @@ use salestalk_kinesis::{KinesisSettings, read};
 use salestalk_store::Endpoint;
 use salestalk_store::codec::task_name;
 
-use crate::settings::Settings;
 use crate::sources::kinesis::lineage::partition_key;
 
 /// What a source's partition looks like to the evaluator.
@@ -59,12 +58,12 @@ pub struct WatchedSources {
 }
 
 impl WatchedSources {
-    /// The sources `settings` read.
-    pub fn of(settings: &Settings) -> Self {
-        let reads = |name: &str| settings.pipeline.sources.iter().any(|s| s == name);
+    /// The sources named in `sources` (`pipeline.sources`), with their settings.
+    pub fn new(sources: &[String], kafka: &KafkaSettings, kinesis: &KinesisSettings) -> Self {
+        let reads = |name: &str| sources.iter().any(|s| s == name);
         Self {
-            kafka: reads("kafka").then(|| settings.kafka.clone()),
-            kinesis: reads("kinesis").then(|| settings.kinesis.clone()),
+            kafka: reads("kafka").then(|| kafka.clone()),
+            kinesis: reads("kinesis").then(|| kinesis.clone()),
         }
     }
 }
@@ -137,10 +136,7 @@ impl Stalls {
                     .map_or((None, None), |(_, at, sequence)| {
                         (*at, Some(sequence.as_str()).filter(|s| !s.is_empty()))
                     });
-                let iterator = read::iterator(&client, stream, shard.shard_id(), sequence).await?;
-                let page = read::page(&client, &iterator, 1)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("reading {stream}/{}: {e}", shard.shard_id()))?;
+                let page = read::peek(&client, stream, shard.shard_id(), sequence).await?;
                 let progress = PartitionProgress {
                     unread: page.records.len() as i64,
                     durable_at_ms: at,

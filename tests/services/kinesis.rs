@@ -496,7 +496,11 @@ async fn a_shard_with_records_not_yet_durable_is_a_waiting_source_until_read() {
         ),
     )
     .expect("settings");
-    let sources = salestalk::stalls::WatchedSources::of(&settings);
+    let sources = salestalk::stalls::WatchedSources::new(
+        &settings.pipeline.sources,
+        &settings.kafka,
+        &settings.kinesis,
+    );
     assert!(sources.kafka.is_none() && sources.kinesis.is_some());
     let endpoint = setup.isolated.endpoint();
     let mut stalls = salestalk::stalls::Stalls::default();

@@ -460,11 +460,7 @@ async fn probe(
             .get(&task_name(&key.0, key.1))
             .map(|c| c.sequence.clone())
             .filter(|s| !s.is_empty());
-        let iterator =
-            read::iterator(client, &shard.stream, &shard.shard_id, after.as_deref()).await?;
-        let page = read::page(client, &iterator, 1)
-            .await
-            .map_err(|e| anyhow::anyhow!("probing {}: {e}", shard.shard_id))?;
+        let page = read::peek(client, &shard.stream, &shard.shard_id, after.as_deref()).await?;
         if page.records.is_empty() && page.at_end(shard.closed) {
             finished.push(key.clone());
         }
