@@ -157,9 +157,14 @@ pub fn group_member(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<Grou
             "queued.max.messages.kbytes",
             settings.prefetch_kbytes.to_string(),
         )
-        // Kafka's default since 3.0. A broker busy with a burst of produce requests answers
-        // heartbeats late; shorter timeouts made tansu revoke and reassign partitions in a loop.
-        .set("session.timeout.ms", "45000")
+        // Kafka's default (45 s) is the configured one: a broker busy with a burst of produce
+        // requests answers heartbeats late, and shorter timeouts made tansu revoke and
+        // reassign partitions in a loop. An owner silent for longer loses its partitions; its
+        // later writes are fenced (ADR 0014).
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout_ms.to_string(),
+        )
         // Partition high watermarks for the lag metric come from these statistics.
         .set("statistics.interval.ms", "5000")
         // While ClickHouse is unreachable the runtime retries a flush instead of polling;

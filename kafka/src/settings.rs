@@ -23,6 +23,9 @@ pub struct KafkaSettings {
     pub max_message_bytes: usize,
     /// Most pre-fetched data the consumer queues, in KiB (`queued.max.messages.kbytes`).
     pub prefetch_kbytes: u64,
+    /// How long the group waits for a silent member before giving its partitions to others
+    /// (`session.timeout.ms`).
+    pub session_timeout_ms: u32,
     /// TLS and SASL towards the brokers (`[kafka.security]`).
     #[serde(default)]
     pub security: KafkaSecurity,
@@ -50,6 +53,13 @@ impl KafkaSettings {
             problems.push(format!(
                 "kafka.prefetch_kbytes: {} is outside 1024..=2097151",
                 self.prefetch_kbytes
+            ));
+        }
+        // Kafka's own bounds (group.min/max.session.timeout.ms defaults).
+        if !(6_000..=1_800_000).contains(&self.session_timeout_ms) {
+            problems.push(format!(
+                "kafka.session_timeout_ms: {} is outside 6000..=1800000",
+                self.session_timeout_ms
             ));
         }
         for entry in self.brokers.split(',').map(str::trim) {

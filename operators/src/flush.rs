@@ -249,4 +249,7 @@ pub struct TaskState {
     /// Messages at or after the checkpoint that a sink refused, by offset: a replay
     /// dead-letters them instead of counting them (ADR 0006).
     pub refused: Vec<(i64, Rejection)>,
+    /// The generation the resuming owner claimed (its epochs start at `generation << 32`);
+    /// `None`: the one after the checkpoint's.
+    pub generation: Option<u64>,
 }

@@ -139,10 +139,17 @@ impl Task {
 
     /// The task as its earlier flushes left it: their last checkpoint, the rows that may
     /// still change, the ids counted within the dedup horizon, and the offsets a sink refused.
-    /// Its flushes are epochs of a new generation (see [`next_generation`]).
+    /// Its flushes are epochs of a new generation: the one its owner claimed, or else the one
+    /// after the checkpoint's (see [`next_generation`]).
     pub fn resume(topic: &str, partition: i32, settings: TaskSettings, state: TaskState) -> Self {
+        let epoch = match state.generation {
+            Some(generation) => {
+                (generation << GENERATION_SHIFT).max(next_generation(state.checkpoint.epoch))
+            }
+            None => next_generation(state.checkpoint.epoch),
+        };
         let checkpoint = Checkpoint {
-            epoch: next_generation(state.checkpoint.epoch),
+            epoch,
             ..state.checkpoint
         };
         let mut task = Self::new(topic, partition, settings, checkpoint);
@@ -800,6 +807,29 @@ mod tests {
         };
         let again = Task::resume("salestalk.tenant", 0, settings(), state).flush(T0);
         assert_eq!(again.checkpoint.epoch, (2 << 32) + 1);
+    }
+
+    #[test]
+    fn a_task_resumed_in_a_claimed_generation_writes_its_epochs() {
+        let state = TaskState {
+            checkpoint: Checkpoint {
+                epoch: (1 << 32) + 9,
+                ..Checkpoint::default()
+            },
+            // Another owner holds generation 2 (it resumed from the same checkpoint and stalled).
+            generation: Some(3),
+            ..TaskState::default()
+        };
+        let first = Task::resume("salestalk.tenant", 0, settings(), state).flush(T0);
+        assert_eq!(first.checkpoint.epoch, (3 << 32) + 1);
+        // A claim below the checkpoint's own generation cannot take writes backwards.
+        let state = TaskState {
+            checkpoint: first.checkpoint,
+            generation: Some(1),
+            ..TaskState::default()
+        };
+        let again = Task::resume("salestalk.tenant", 0, settings(), state).flush(T0);
+        assert_eq!(again.checkpoint.epoch, (4 << 32) + 1);
     }
 
     #[test]

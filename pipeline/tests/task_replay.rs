@@ -75,6 +75,7 @@ impl Store {
             rows,
             seen,
             refused: Vec::new(),
+            generation: None,
         };
         Task::resume("topic", 0, settings, state)
     }

@@ -170,6 +170,10 @@ pub enum ClickHouseError {
     /// The server's version string could not be understood.
     #[error("unrecognised ClickHouse version '{0}'")]
     UnknownVersion(String),
+    /// Other writers raced this one for the same thing (a task's generation) every time it
+    /// tried: try again later.
+    #[error("contended: {0}")]
+    Contended(String),
     /// A request this client will not send: it failed a check before reaching the server.
     #[error("not sent to ClickHouse: {0}")]
     NotSent(String),
@@ -178,7 +182,10 @@ pub enum ClickHouseError {
 impl ClickHouseError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Busy(_))
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Busy(_) | Self::Contended(_)
+        )
     }
 
     /// Sorts a client error: no answer is unavailability, an answer is judged by its code.

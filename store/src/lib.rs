@@ -5,7 +5,7 @@
 //! [`codec`] and [`Endpoint`] from here; everything that *reads* what the pipeline wrote is
 //! here: a task's state for a restart ([`restore`]), alert signals ([`signals`]), billing
 //! ([`billing`]), the dead-letter queue ([`dead_letter_queue`]), latency percentiles
-//! ([`latency`]), the alert history ([`alert_history`]) and dashboard panels
+//! ([`latency`]), the lineage that fences a task's stalled owners ([`lineage`]), the alert history ([`alert_history`]) and dashboard panels
 //! ([`raw_query`]); and [`retention`], which drops expired partitions where the server has no
 //! TTL.
 
@@ -18,6 +18,7 @@ mod endpoint;
 pub mod ingest_outcome;
 pub mod keys;
 pub mod latency;
+pub mod lineage;
 mod migrate;
 mod profile;
 pub mod raw_query;

@@ -14,6 +14,7 @@ use crate::codec::{
     CHECKPOINT_FAMILY, StateRecord, checkpoint_durable_at, decode_checkpoint, task_name,
 };
 use crate::endpoint::{ClickHouseError, Endpoint};
+use crate::lineage::lineage_condition;
 
 #[derive(Debug, Row, Deserialize)]
 struct CheckpointRow {
@@ -47,16 +48,22 @@ pub const CHECKPOINT_QUERY: &str = "SELECT epoch, ints, d1 FROM window_state WHE
 /// the earliest open minute. Only rows of the checkpoint's flush or earlier: the checkpoint
 /// and its rows land in one insert, so these are exactly the state it describes, even when a
 /// later flush (one a killed owner had in flight, which the server finished after its client
-/// died) lands between reading the checkpoint and reading the rows; replaying from the
-/// checkpoint over that later state would count its events twice. Binds: task, checkpoint
-/// family, checkpoint epoch, then those starts (Unix s) for days (twice: the first narrows
-/// the scan), hours and minutes.
-pub const OPEN_ROWS_QUERY: &str = "SELECT family, task, max(epoch) AS last_epoch, toUInt32(window_start) AS window_start, tenant_id, d1, d2, d3, \
+/// died, or one a stalled owner wrote after losing the partition) lands between reading the
+/// checkpoint and reading the rows; replaying from the checkpoint over that later state would
+/// count its events twice. And only rows of the checkpoint's lineage (`lineage`): a stalled
+/// owner's flushes after its successor resumed never count. Binds: task, checkpoint family,
+/// the lineage ([`Lineage::bind`](crate::lineage::Lineage::bind)), then those starts (Unix s) for days (twice: the first
+/// narrows the scan), hours and minutes.
+pub const OPEN_ROWS_QUERY: &str = concat!(
+    "SELECT family, task, max(epoch) AS last_epoch, toUInt32(window_start) AS window_start, tenant_id, d1, d2, d3, \
      argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats, \
      argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts \
-     FROM window_state WHERE task = ? AND family != ? AND epoch <= ? AND window_start >= toDateTime(?) \
+     FROM window_state WHERE task = ? AND family != ? AND ",
+    lineage_condition!(),
+    " AND window_start >= toDateTime(?) \
      AND window_start >= toDateTime(multiIf(endsWith(family, '/day'), ?, endsWith(family, '/hour'), ?, ?)) \
-     GROUP BY family, task, window_start, tenant_id, d1, d2, d3";
+     GROUP BY family, task, window_start, tenant_id, d1, d2, d3"
+);
 
 /// Event ids a task counted below its checkpoint. Binds: topic, partition, checkpoint offset,
 /// earliest event time kept (Unix ms).
@@ -148,11 +155,13 @@ impl Endpoint {
 
         // Rows of windows that may still change; older ones are final and stay on disk only.
         let since = checkpoint.first_open_window(allowed_lateness_ms).max(0);
-        let rows: Vec<StateRecord> = client
+        let lineage = self.lineage(&task, checkpoint.epoch).await?;
+        let query = client
             .query(OPEN_ROWS_QUERY)
             .bind(&task)
-            .bind(CHECKPOINT_FAMILY)
-            .bind(checkpoint.epoch)
+            .bind(CHECKPOINT_FAMILY);
+        let rows: Vec<StateRecord> = lineage
+            .bind(query)
             .bind(Span::Day.start(since))
             .bind(Span::Day.start(since))
             .bind(Span::Hour.start(since))
@@ -187,6 +196,7 @@ impl Endpoint {
             rows,
             seen,
             refused,
+            generation: None,
         })
     }
 }

@@ -319,6 +319,26 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 format!("ALTER TABLE {database}.consumer_group_lag ADD COLUMN throttled UInt64"),
             ],
         },
+        // Fenced writers (ADR 0014): each restore of a task claims a generation, with the
+        // epoch it resumed from; a claim no other owner made at the same moment is confirmed
+        // by a second row. A few rows per restart, kept for good: they are the lineage that
+        // tells a task's rows from a stalled former owner's.
+        Migration {
+            version: 13,
+            name: "task generation claims",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {database}.task_claims (\n\
+                 task String,\n\
+                 generation UInt64,\n\
+                 base_epoch UInt64,\n\
+                 owner String,\n\
+                 nonce UInt64,\n\
+                 confirmed UInt8,\n\
+                 claimed_at_ms Int64\n\
+                 ) ENGINE = MergeTree\n\
+                 ORDER BY (task, generation)"
+            )],
+        },
     ]
 }
 

@@ -35,7 +35,8 @@ use crate::support::{
 
 /// The allowed lateness of these tests' runs.
 pub const LATENESS_MS: i64 = 300_000;
-const SKEW_MS: i64 = 600_000;
+/// The largest clock skew these tests' runs trust.
+pub const SKEW_MS: i64 = 600_000;
 /// Partitions per topic.
 pub const PARTITIONS: i32 = 3;
 

@@ -15,6 +15,7 @@ mod dashboards;
 mod dead_letters;
 mod exactness;
 mod faults;
+mod fencing;
 mod ingest;
 mod kafka_roundtrip;
 mod keys;

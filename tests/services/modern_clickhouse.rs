@@ -156,7 +156,12 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
             &[
                 "'t/0'",
                 &format!("'{CHECKPOINT_FAMILY}'"),
-                "4294967297",
+                // The lineage of the flush's checkpoint (epoch 1): generation 0 up to it, and
+                // a later generation that did not lead there.
+                "0",
+                "1",
+                "[0, 3]",
+                "[1, 12884901889]",
                 "0",
                 "0",
                 "0",

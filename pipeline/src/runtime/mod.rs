@@ -30,6 +30,7 @@ use salestalk_operators::flush::Flush;
 use salestalk_operators::flush::TaskState;
 use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_store::Endpoint;
+use salestalk_store::codec::task_name;
 
 pub use startup::migrate;
 
@@ -83,6 +84,8 @@ struct Runtime<'a, S: Source> {
     stop: StopRequest,
     /// Which events the metrics count (`[routing]`'s `metrics` target).
     routing: Arc<RoutingTable>,
+    /// Who this process is in the task generations it claims (host, process, instance id).
+    owner: String,
 }
 
 impl<S: Source> Runtime<'_, S> {
@@ -111,7 +114,16 @@ impl<S: Source> Runtime<'_, S> {
                 )
             })
             .await?;
-            let state = self.inherit(&key, state).await?;
+            let mut state = self.inherit(&key, state).await?;
+            let task_name = task_name(topic, partition);
+            let base = state.checkpoint.epoch;
+            let generation = with_retries(&policy, "claiming a task's generation", || {
+                self.settings
+                    .clickhouse
+                    .claim_generation(&task_name, base, &self.owner)
+            })
+            .await?;
+            state.generation = Some(generation);
             let task = Task::resume(topic, partition, settings, state)
                 .with_aggregates(self.settings.graph.aggregates.clone())
                 .with_routing(Some(Arc::clone(&self.routing)));
@@ -319,8 +331,24 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         telemetry,
         stop,
         routing,
+        owner: owner_name(&settings.kafka.instance_id),
     };
     runtime.drive(limits).await
+}
+
+/// This process as the claims of task generations name it: the host (a pod's name on
+/// Kubernetes), the process id and the configured instance id, for whoever reads
+/// `task_claims` after an incident.
+fn owner_name(instance_id: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".to_string());
+    let pid = std::process::id();
+    if instance_id.is_empty() {
+        format!("{host}/{pid}")
+    } else {
+        format!("{host}/{pid}/{instance_id}")
+    }
 }
 
 impl<S: Source> Runtime<'_, S> {
