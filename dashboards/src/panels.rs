@@ -391,17 +391,19 @@ fn sre() -> Dashboard {
             ),
             table(
                 "consumer_lag",
-                "Consumer groups and Kinesis shards: lag (newest sample)",
+                "Pipeline instances, consumer groups and Kinesis shards: lag (newest sample)",
                 &[
                     ("consumer_group", Unit::Text),
+                    ("instance", Unit::Text),
                     ("topic", Unit::Text),
+                    ("partitions", Unit::Count),
                     ("lag_messages", Unit::Count),
                     ("lag_seconds", Unit::Seconds),
                     ("throttled_reads", Unit::Count),
                 ],
-                "SELECT consumer_group, topic, lag_messages, lag_seconds, throttled_reads FROM consumer_lag \
-                 WHERE window_start = (SELECT max(window_start) FROM consumer_lag \
-                 WHERE $__timeFilter(window_start)) ORDER BY consumer_group, topic"
+                "SELECT consumer_group, instance, topic, partitions, lag_messages, lag_seconds, throttled_reads \
+                 FROM consumer_lag WHERE window_start = (SELECT max(window_start) FROM consumer_lag \
+                 WHERE $__timeFilter(window_start)) ORDER BY consumer_group, instance, topic"
                     .to_string(),
             ),
             Panel {

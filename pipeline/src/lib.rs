@@ -18,6 +18,7 @@ pub mod downstream;
 pub mod generate;
 pub mod http;
 pub mod ingest;
+pub mod instance;
 pub mod lines;
 pub mod logging;
 pub mod produce;

@@ -1,6 +1,6 @@
 //! The downstream consumer groups as the store keeps them: lag samples (`consumer_group_lag`,
-//! read by the `consumer_lag` view and the SRE page; the Kinesis source samples its shards
-//! there too, as group `source.kinesis`) and the failures they report
+//! read by the `consumer_lag` view and the SRE page; the pipeline samples its own partitions
+//! there too, as groups `source.kafka` and `source.kinesis`, naming the owning instance) and the failures they report
 //! (`consumer_failures`, part of `consumer_outcomes` as consumer `group.<name>`). Written by
 //! `salestalk run`'s downstream watch (`pipeline/src/downstream`).
 
@@ -29,6 +29,9 @@ pub struct LagSample {
     /// Reads the service throttled in the sample's minute so far (Kinesis shards; 0 for
     /// consumer groups).
     pub throttled: u64,
+    /// The pipeline instance that owns the partition (its own partitions and Kinesis shards;
+    /// empty for downstream consumer groups).
+    pub instance: String,
 }
 
 /// One failure a consumer reported.

@@ -30,6 +30,10 @@ pub struct Endpoint {
     /// (`clickhouse.ca_file`; empty: the system's only).
     #[serde(default)]
     pub ca_file: String,
+    /// The replicated cluster the tables live on (`clickhouse.cluster`, ADR 0015); empty for
+    /// one server.
+    #[serde(default)]
+    pub cluster: String,
     /// The https client, shared by clones.
     #[serde(skip)]
     pub https: SharedHttps,
@@ -79,15 +83,16 @@ impl Endpoint {
                 problems.push(format!("clickhouse.ca_file: {problem}"));
             }
         }
-        let mut bytes = self.database.bytes();
-        let identifier = bytes
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !identifier {
+        if !is_identifier(&self.database) {
             problems.push(format!(
                 "clickhouse.database: '{}' is not an identifier ([A-Za-z_][A-Za-z0-9_]*)",
                 self.database
+            ));
+        }
+        if !self.cluster.is_empty() && !is_identifier(&self.cluster) {
+            problems.push(format!(
+                "clickhouse.cluster: '{}' is not a cluster name ([A-Za-z_][A-Za-z0-9_]*)",
+                self.cluster
             ));
         }
         if self.settings.len() > MAX_SETTINGS {
@@ -124,6 +129,16 @@ impl Endpoint {
     }
 }
 
+/// Whether `name` is a plain SQL identifier (`[A-Za-z_][A-Za-z0-9_]*`): names the
+/// statements interpolate (the database, the cluster) are checked to be one at start-up.
+fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Debug output never shows the password (settings are logged and printed in errors).
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,6 +149,7 @@ impl std::fmt::Debug for Endpoint {
             .field("settings", &self.settings)
             .field("compression", &self.compression)
             .field("ca_file", &self.ca_file)
+            .field("cluster", &self.cluster)
             .field(
                 "password",
                 &if self.password.is_empty() {
@@ -262,6 +278,14 @@ impl Endpoint {
                 InsertCompression::Lz4 => Compression::Lz4,
                 InsertCompression::None => Compression::None,
             });
+        // Replicated tables drop an insert whose block equals an earlier one, taking it for a
+        // retry; two flushes can legitimately write equal blocks (the same counts in a summing
+        // table's minute), so the cluster keeps every insert, as one server does (ADR 0015).
+        let client = if self.cluster.is_empty() {
+            client
+        } else {
+            client.with_setting("insert_deduplicate", "0")
+        };
         self.settings.iter().fold(client, |client, (name, value)| {
             client.with_setting(name, value)
         })
@@ -303,7 +327,10 @@ impl Endpoint {
 
     /// Creates the pipeline's database if it does not exist.
     pub async fn ensure_database(&self) -> Result<(), ClickHouseError> {
-        let statement = format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database);
+        let mut statement = format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database);
+        if !self.cluster.is_empty() {
+            statement.push_str(&format!(" ON CLUSTER {}", self.cluster));
+        }
         self.server_client()
             .query(&statement)
             .execute()

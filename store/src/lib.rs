@@ -11,6 +11,7 @@
 
 pub mod alert_history;
 pub mod billing;
+pub mod cluster;
 pub mod codec;
 pub mod dead_letter_queue;
 pub mod downstream;

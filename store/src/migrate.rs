@@ -1,6 +1,7 @@
 //! Bringing a database to the current schema: the migrations it has not seen, then the
 //! public views when their definitions changed.
 
+use crate::cluster::{ClusterSchema, created_tables};
 use crate::endpoint::{ClickHouseError, DUPLICATE_COLUMN, Endpoint, server_code};
 use crate::profile::ServerProfile;
 use crate::schema;
@@ -9,14 +10,22 @@ impl Endpoint {
     /// Applies the migrations this server has not seen yet, in order, recreates the views,
     /// and returns how many migrations were applied.
     pub async fn migrate(&self, profile: &ServerProfile) -> Result<usize, ClickHouseError> {
+        self.check_cluster().await?;
         self.ensure_database().await?;
         let client = self.client();
         let classify = |e| ClickHouseError::classify(&self.url, e);
+        let migrations = schema::migrations(profile, &self.database);
+        let cluster = self.cluster_schema(&migrations);
+        let bookkeeping = |statement: String| match &cluster {
+            Some(cluster) => cluster.replicated_table(&statement),
+            None => statement,
+        };
         client
-            .query(
-                "CREATE TABLE IF NOT EXISTS schema_migrations \
+            .query(&bookkeeping(format!(
+                "CREATE TABLE IF NOT EXISTS {}.schema_migrations \
                  (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version",
-            )
+                self.database
+            )))
             .execute()
             .await
             .map_err(classify)?;
@@ -26,11 +35,19 @@ impl Endpoint {
             .await
             .map_err(classify)?;
         let mut count = 0;
-        for migration in schema::migrations(profile, &self.database) {
+        for migration in &migrations {
             if applied.contains(&migration.version) {
                 continue;
             }
-            for statement in &migration.statements {
+            let statements: Vec<String> = match &cluster {
+                Some(cluster) => migration
+                    .statements
+                    .iter()
+                    .flat_map(|statement| cluster.rewrite(statement))
+                    .collect(),
+                None => migration.statements.clone(),
+            };
+            for statement in &statements {
                 match client.query(statement).execute().await.map_err(classify) {
                     // A migration interrupted after adding a column left it there; servers
                     // before 19.x have no `ADD COLUMN IF NOT EXISTS`.
@@ -49,26 +66,77 @@ impl Endpoint {
                 .map_err(classify)?;
             count += 1;
         }
-        self.ensure_views().await?;
+        self.ensure_views(cluster.as_ref()).await?;
         Ok(count)
+    }
+
+    /// The rewriting of `migrations`' statements for `clickhouse.cluster`, if one is set.
+    fn cluster_schema(&self, migrations: &[schema::Migration]) -> Option<ClusterSchema<'_>> {
+        if self.cluster.is_empty() {
+            return None;
+        }
+        Some(ClusterSchema {
+            cluster: &self.cluster,
+            database: &self.database,
+            tables: created_tables(migrations.iter().flat_map(|m| &m.statements)),
+        })
+    }
+
+    /// With `clickhouse.cluster` set: the server knows the cluster, and it is one shard of
+    /// replicas. A task's rows must all be on the replica it restores from, and with several
+    /// shards a task moving between instances would leave its rows on two (ADR 0015).
+    async fn check_cluster(&self) -> Result<(), ClickHouseError> {
+        if self.cluster.is_empty() {
+            return Ok(());
+        }
+        let (shards, replicas): (u64, u64) = self
+            .server_client()
+            .query("SELECT uniqExact(shard_num), count() FROM system.clusters WHERE cluster = ?")
+            .bind(&self.cluster)
+            .fetch_one()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+        match shards {
+            0 => Err(ClickHouseError::NotSent(format!(
+                "clickhouse.cluster: the server at {} has no cluster '{}' in system.clusters",
+                self.url, self.cluster
+            ))),
+            1 => Ok(()),
+            _ => Err(ClickHouseError::NotSent(format!(
+                "clickhouse.cluster: '{}' has {shards} shards ({replicas} replicas); the pipeline's \
+                 tables need one shard of replicas (docs/operations.md, \"A ClickHouse cluster\")",
+                self.cluster
+            ))),
+        }
     }
 
     /// Recreates the public views when their definitions changed since the last start. Not on
     /// every start: between a view's DROP and CREATE, readers (dashboards, alerts, another
     /// instance starting) see it missing. Two processes that start together on a new
     /// definition may still collide; the loser retries and then finds the work done.
-    async fn ensure_views(&self) -> Result<(), ClickHouseError> {
+    async fn ensure_views(
+        &self,
+        cluster: Option<&ClusterSchema<'_>>,
+    ) -> Result<(), ClickHouseError> {
         let client = self.client();
         let classify = |e| ClickHouseError::classify(&self.url, e);
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {}.schema_views \
+             (fingerprint String, applied_at_ms UInt64) ENGINE = MergeTree ORDER BY applied_at_ms",
+            self.database
+        );
         client
-            .query(
-                "CREATE TABLE IF NOT EXISTS schema_views \
-                 (fingerprint String, applied_at_ms UInt64) ENGINE = MergeTree ORDER BY applied_at_ms",
-            )
+            .query(&cluster.map_or(create.clone(), |c| c.replicated_table(&create)))
             .execute()
             .await
             .map_err(classify)?;
-        let statements = schema::views(&self.database);
+        let statements: Vec<String> = match cluster {
+            Some(cluster) => schema::views(&self.database)
+                .iter()
+                .flat_map(|statement| cluster.rewrite(statement))
+                .collect(),
+            None => schema::views(&self.database),
+        };
         let fingerprint = fnv1a(statements.join(";\n").as_bytes());
         const ATTEMPTS: u32 = 3;
         for attempt in 1..=ATTEMPTS {

@@ -190,6 +190,7 @@ mod tests {
             settings: Default::default(),
             compression: Default::default(),
             ca_file: String::new(),
+            cluster: String::new(),
             https: Default::default(),
         };
         for (table, partition) in [

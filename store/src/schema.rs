@@ -339,6 +339,16 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                  ORDER BY (task, generation)"
             )],
         },
+        // The pipeline's own partitions are sampled into consumer_group_lag too (group
+        // `source.kafka`, like `source.kinesis`), naming the instance that owns each: the SRE
+        // page's lag table then shows each instance's partitions and lag.
+        Migration {
+            version: 14,
+            name: "lag samples name the pipeline instance",
+            statements: vec![format!(
+                "ALTER TABLE {database}.consumer_group_lag ADD COLUMN instance String"
+            )],
+        },
     ]
 }
 
@@ -673,16 +683,18 @@ pub fn views(database: &str) -> Vec<String> {
         "consumer_lag",
         format!(
             "CREATE VIEW {database}.consumer_lag AS\n\
-             SELECT minute AS window_start, consumer_group, topic,\n\
+             SELECT minute AS window_start, consumer_group, newest_instance AS instance, topic,\n\
+             count() AS partitions,\n\
              toUInt64(sum(newest_messages)) AS lag_messages,\n\
              max(newest_ms) / 1000 AS lag_seconds,\n\
              toUInt64(sum(newest_throttled)) AS throttled_reads\n\
              FROM (SELECT minute, consumer_group, topic, partition,\n\
+             argMax(instance, measured_at_ms) AS newest_instance,\n\
              argMax(lag_messages, measured_at_ms) AS newest_messages,\n\
              argMax(lag_ms, measured_at_ms) AS newest_ms,\n\
              argMax(throttled, measured_at_ms) AS newest_throttled\n\
              FROM {database}.consumer_group_lag GROUP BY minute, consumer_group, topic, partition)\n\
-             GROUP BY window_start, consumer_group, topic"
+             GROUP BY window_start, consumer_group, instance, topic"
         ),
     );
     create(

@@ -148,6 +148,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
             lag_ms: 1_500,
             measured_at_ms: 1_762_646_401_000,
             throttled: 0,
+            instance: String::new(),
         }])
         .await
         .expect("lag sample");

@@ -103,6 +103,7 @@ async fn an_unreachable_server_is_a_retryable_error() {
         settings: Default::default(),
         compression: Default::default(),
         ca_file: String::new(),
+        cluster: String::new(),
         https: Default::default(),
     };
     let error = endpoint

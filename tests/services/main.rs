@@ -11,6 +11,7 @@ mod check_command;
 mod clickhouse_schema;
 mod clickhouse_server;
 mod clickhouse_tls;
+mod cluster;
 mod dashboards;
 mod dead_letters;
 mod deployment;

@@ -349,6 +349,21 @@ pub struct PrivateServices {
     pub clickhouse_url: String,
 }
 
+/// Runs `deploy/services/<name> <args>` with `vars` set, failing the test if it fails.
+pub fn services_script(name: &str, args: &[&str], vars: &[(&'static str, String)]) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/services/");
+    let output = Command::new(format!("{path}{name}"))
+        .args(args)
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("the services script runs");
+    assert!(
+        output.status.success(),
+        "deploy/services/{name} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A port nothing listens on (yet).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -419,17 +434,7 @@ impl PrivateServices {
     }
 
     fn script(&self, name: &str, args: &[&str]) {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/services/");
-        let output = Command::new(format!("{path}{name}"))
-            .args(args)
-            .envs(self.vars.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .expect("the services script runs");
-        assert!(
-            output.status.success(),
-            "deploy/services/{name} {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        services_script(name, args, &self.vars);
     }
 
     /// Stops `service` (`clickhouse` or `broker`), keeping its data.

@@ -35,6 +35,7 @@ pub async fn sample(
                 .map_or(0, |at| (now_ms as i64 - at).max(0) as u64),
             measured_at_ms: now_ms,
             throttled: 0,
+            instance: String::new(),
         })
         .collect())
 }

@@ -31,6 +31,7 @@ use salestalk_operators::flush::TaskState;
 use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_store::Endpoint;
 use salestalk_store::codec::task_name;
+use salestalk_store::downstream::LagSample;
 
 pub use startup::migrate;
 
@@ -39,6 +40,7 @@ use self::signals::StopRequest;
 use self::startup::{flush_plan, with_retries};
 use self::workers::Workers;
 use crate::settings::Settings;
+use crate::sources::kinesis::lineage::PREFIX as KINESIS_PREFIX;
 use crate::sources::{Batch, PartitionKey, Source, Sources};
 use crate::telemetry::{self, PartitionLabels, ReasonLabels, Telemetry};
 
@@ -87,6 +89,14 @@ struct Runtime<'a, S: Source> {
     /// Who this process is in the task generations it claims (host, process, instance id).
     owner: String,
 }
+
+/// The consumer-group name this pipeline's own Kafka partitions are sampled under in
+/// `consumer_group_lag` (beside `source.kinesis` for shards).
+pub const KAFKA_LAG_GROUP: &str = "source.kafka";
+
+/// How often each instance stores its partitions' lag (the SRE page shows the newest per
+/// minute).
+const LAG_SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
 impl<S: Source> Runtime<'_, S> {
     /// Drops the tasks of revoked partitions and restores those of newly assigned ones.
@@ -235,6 +245,47 @@ impl<S: Source> Runtime<'_, S> {
             .collect()
     }
 
+    /// Stores the lag of this instance's Kafka partitions (Kinesis shards sample themselves)
+    /// as group `source.kafka`, naming the instance: the SRE page's lag table then shows which
+    /// instance owns which partitions and how far behind each is. Written in the background: a
+    /// sample is a gauge, and a lost one is said again by the next.
+    fn sample_own_lag(&self) {
+        let now = now_ms();
+        let samples: Vec<LagSample> = self
+            .tasks
+            .iter()
+            .filter(|(key, _)| !key.0.starts_with(KINESIS_PREFIX))
+            .filter_map(|(key, task)| {
+                let checkpoint = task.checkpoint();
+                let lag = (self.source.end(key)? - checkpoint.next_offset).max(0) as u64;
+                let behind_ms = match checkpoint.broker_watermark_ms {
+                    Some(newest) if lag > 0 => (now as i64 - newest).max(0) as u64,
+                    _ => 0,
+                };
+                Some(LagSample {
+                    minute: (now / 60_000 * 60) as u32,
+                    consumer_group: KAFKA_LAG_GROUP.to_string(),
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    lag_messages: lag,
+                    lag_ms: behind_ms,
+                    measured_at_ms: now,
+                    throttled: 0,
+                    instance: self.owner.clone(),
+                })
+            })
+            .collect();
+        if samples.is_empty() {
+            return;
+        }
+        let endpoint = self.settings.clickhouse.clone();
+        tokio::spawn(async move {
+            if let Err(error) = endpoint.record_lag(&samples).await {
+                tracing::debug!(%error, "storing the partitions' lag");
+            }
+        });
+    }
+
     /// Updates the per-partition and state gauges from every task.
     fn observe_state(&self) {
         let t = &self.telemetry;
@@ -331,24 +382,9 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         telemetry,
         stop,
         routing,
-        owner: owner_name(&settings.kafka.instance_id),
+        owner: crate::instance::name(&settings.kafka.instance_id),
     };
     runtime.drive(limits).await
-}
-
-/// This process as the claims of task generations name it: the host (a pod's name on
-/// Kubernetes), the process id and the configured instance id, for whoever reads
-/// `task_claims` after an incident.
-fn owner_name(instance_id: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".to_string());
-    let pid = std::process::id();
-    if instance_id.is_empty() {
-        format!("{host}/{pid}")
-    } else {
-        format!("{host}/{pid}/{instance_id}")
-    }
 }
 
 impl<S: Source> Runtime<'_, S> {
@@ -361,6 +397,7 @@ impl<S: Source> Runtime<'_, S> {
         let mut last_message = Instant::now();
         let mut last_flush = Instant::now();
         let mut last_report = Instant::now();
+        let mut last_lag_sample = Instant::now();
         let mut batch = Batch::default();
         loop {
             self.apply_changes().await?;
@@ -412,6 +449,10 @@ impl<S: Source> Runtime<'_, S> {
             if stopping || idle || enough || full || last_flush.elapsed() >= flush_interval {
                 self.flush().await?;
                 last_flush = Instant::now();
+            }
+            if last_lag_sample.elapsed() >= LAG_SAMPLE_EVERY {
+                self.sample_own_lag();
+                last_lag_sample = Instant::now();
             }
             if last_report.elapsed() >= Duration::from_secs(5) {
                 self.observe_state();

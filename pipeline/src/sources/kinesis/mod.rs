@@ -314,7 +314,10 @@ async fn discover(
     telemetry: Arc<Telemetry>,
 ) {
     let every = Duration::from_millis(settings.shard_refresh_ms);
-    let mut sampler = Sampler::default();
+    let mut sampler = Sampler {
+        instance: crate::instance::name(&format!("kinesis-{}", settings.instance_index)),
+        ..Sampler::default()
+    };
     loop {
         if let Err(error) = discover_once(&client, &settings, &endpoint, &book).await {
             tracing::warn!(%error, "listing Kinesis shards; trying again");
@@ -342,6 +345,8 @@ struct Sampler {
     /// Per shard: the minute, the throttle counter at its start, and at the last sample
     /// (reads throttled between two samples count in the second one's minute).
     minute_start: HashMap<PartitionKey, (u64, u64, u64)>,
+    /// This instance, as the samples name it.
+    instance: String,
 }
 
 impl Sampler {
@@ -382,6 +387,7 @@ impl Sampler {
                         .max(0) as u64,
                     measured_at_ms: now_ms,
                     throttled: throttled - start.1,
+                    instance: self.instance.clone(),
                 }
             })
             .collect()
