@@ -130,14 +130,14 @@ impl ClusterSchema<'_> {
         }
         let mut after = start + engine_len;
         let mut arguments = String::new();
-        if body[after..].starts_with('(') {
-            if let Some(close) = body[after..].find(')') {
-                let inner = body[after + 1..after + close].trim();
-                if !inner.is_empty() {
-                    arguments = format!(", {inner}");
-                }
-                after += close + 1;
+        if body[after..].starts_with('(')
+            && let Some(close) = body[after..].find(')')
+        {
+            let inner = body[after + 1..after + close].trim();
+            if !inner.is_empty() {
+                arguments = format!(", {inner}");
             }
+            after += close + 1;
         }
         format!(
             "{}Replicated{engine}('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}'{arguments}){}",
