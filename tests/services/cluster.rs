@@ -3,12 +3,13 @@
 //! writing to one replica while the other is stopped mid-run and started again, and every view
 //! exact, read through the cluster from either replica.
 
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::exactness::{
     PARTITIONS, Setup, assert_views_match, durable, pipeline_env, produce, read_back,
 };
-use crate::support::{Isolated, RUN_LIMIT, finish, salestalk_command, services_script};
+use crate::support::{Isolated, salestalk_command, services_script};
 
 /// The cluster `deploy/services/up cluster` starts, and its replicas' HTTP ports.
 const CLUSTER: &str = "salestalk";
@@ -24,6 +25,25 @@ fn replica_url(n: usize) -> String {
 /// `deploy/services/<script> <service>` (`down replica2`, `up replica2`) on the shared cluster.
 fn services(script: &str, service: &str) {
     services_script(script, &[service], &[]);
+}
+
+/// A replica stopped for a while: started again when dropped, also when the test fails
+/// before it could, so the tests after it find the cluster whole.
+struct Stopped(&'static str);
+
+impl Stopped {
+    fn replica(name: &'static str) -> Self {
+        services("down", name);
+        Self(name)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/services/up");
+        // No assertion here: a panic while a failing test unwinds would abort the suite.
+        let _ = std::process::Command::new(path).arg(self.0).output();
+    }
 }
 
 /// `isolated` with its database read on replica `n`.
@@ -50,23 +70,45 @@ fn cluster_setup(isolated: Isolated, n: usize) -> Setup {
     Setup { isolated, env }
 }
 
+/// Messages in the test's topics now.
+fn messages(setup: &Setup) -> i64 {
+    read_back(&setup.isolated)
+        .values()
+        .map(|m| m.len() as i64)
+        .sum()
+}
+
+/// Waits until `target` messages are durable (within five minutes) while `run` runs; returns
+/// how many are. A run that stopped (a migration that could not reach a replica) fails the
+/// test at once.
+async fn wait_durable(setup: &Setup, run: &mut Child, target: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let now = durable(&setup.isolated).await;
+        if now >= target || Instant::now() > deadline {
+            return now;
+        }
+        if let Some(status) = run.try_wait().expect("the run's status") {
+            panic!("salestalk run stopped ({status}) with {now} of {target} durable");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Traffic arrives in three parts: before, while and after replica 2 is away, so the stop is
+/// mid-run whatever the machine's speed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_stopped_mid_run_changes_no_view_read_through_the_cluster() {
     let isolated = Isolated::create("it-cluster", PARTITIONS).await;
     let setup = cluster_setup(isolated, 1);
-    produce(&setup.env, 61, 40_000, 60);
-    let total: i64 = read_back(&setup.isolated)
-        .values()
-        .map(|m| m.len() as i64)
-        .sum();
-
-    let run = salestalk_command(&["run", "--idle-exit", "8s"], &setup.env)
+    produce(&setup.env, 61, 20_000, 60);
+    let mut run = salestalk_command(&["run"], &setup.env)
         .spawn()
         .expect("salestalk run starts");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while durable(&setup.isolated).await == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        wait_durable(&setup, &mut run, 1).await > 0,
+        "the run made progress"
+    );
     // The schema is on both replicas, replicated, with Distributed twins for the views.
     let engines: Vec<(String, String)> = setup
         .isolated
@@ -86,26 +128,24 @@ async fn a_replica_stopped_mid_run_changes_no_view_read_through_the_cluster() {
         "{engines:?}"
     );
 
-    services("down", "replica2");
-    let stopped_at = durable(&setup.isolated).await;
+    let away = Stopped::replica("replica2");
+    let at_stop = durable(&setup.isolated).await;
+    produce(&setup.env, 62, 20_000, 60);
+    let while_away = wait_durable(&setup, &mut run, messages(&setup)).await;
     assert!(
-        stopped_at < total,
-        "replica 2 stopped mid-run: {stopped_at} of {total}"
+        while_away > at_stop,
+        "the run went on while replica 2 was away: {at_stop} then {while_away}"
     );
-    // The run goes on against replica 1 while replica 2 is away.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while durable(&setup.isolated).await < stopped_at + 5_000 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    services("up", "replica2");
-    let out = finish(run, RUN_LIMIT, "salestalk run on the cluster");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    drop(away);
+    produce(&setup.env, 63, 5_000, 60);
+    let total = messages(&setup);
+    assert_eq!(
+        wait_durable(&setup, &mut run, total).await,
+        total,
+        "durable once each"
     );
+    crate::faults::terminate(run);
     assert_eq!(durable(&setup.isolated).await, total, "durable once each");
-
     // Replica 2 catches up on what it missed.
     let replica2 = on_replica(&setup.isolated, 2).endpoint();
     for table in ["window_state", "events_raw", "dead_letters", "task_claims"] {
@@ -123,10 +163,10 @@ async fn a_replica_stopped_mid_run_changes_no_view_read_through_the_cluster() {
     // Every view, read through the cluster on replica 1, then on replica 2 with replica 1
     // stopped (the cluster's reads go to the replica that is up).
     assert_views_match(&setup).await;
-    services("down", "replica1");
+    let away = Stopped::replica("replica1");
     let on_two = cluster_setup(on_replica(&setup.isolated, 2), 2);
     assert_views_match(&on_two).await;
-    services("up", "replica1");
+    drop(away);
     on_two
         .isolated
         .endpoint()

@@ -106,7 +106,8 @@ fn wait_caught_up(port: u16, total: u64, within: Duration) -> String {
     panic!("not caught up with {total} messages in {within:?}:\n{last}");
 }
 
-fn terminate(child: Child) {
+/// SIGTERM to a `salestalk run`: it must drain and exit 0.
+pub fn terminate(child: Child) {
     let pid = child.id().to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
