@@ -52,8 +52,8 @@ pub const CHECKPOINT_QUERY: &str = "SELECT epoch, ints, d1 FROM window_state WHE
 /// checkpoint and reading the rows; replaying from the checkpoint over that later state would
 /// count its events twice. And only rows of the checkpoint's lineage (`lineage`): a stalled
 /// owner's flushes after its successor resumed never count. Binds: task, checkpoint family,
-/// the lineage ([`Lineage::bind`](crate::lineage::Lineage::bind)), then those starts (Unix s) for days (twice: the first
-/// narrows the scan), hours and minutes.
+/// the lineage ([`Lineage::bind`](crate::lineage::Lineage::bind)), then those starts
+/// (Unix s) for days (twice: the first narrows the scan), hours and minutes.
 pub const OPEN_ROWS_QUERY: &str = concat!(
     "SELECT family, task, max(epoch) AS last_epoch, toUInt32(window_start) AS window_start, tenant_id, d1, d2, d3, \
      argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats, \
