@@ -3,11 +3,8 @@
 //! writing to one replica while the other is stopped mid-run and started again, and every view
 //! exact, read through the cluster from either replica.
 
-use std::process::Child;
-use std::time::{Duration, Instant};
-
 use crate::exactness::{
-    PARTITIONS, Setup, assert_views_match, durable, pipeline_env, produce, read_back,
+    PARTITIONS, Setup, assert_views_match, durable, pipeline_env, produce, read_back, wait_durable,
 };
 use crate::support::{Isolated, salestalk_command, services_script};
 
@@ -78,23 +75,6 @@ fn messages(setup: &Setup) -> i64 {
         .sum()
 }
 
-/// Waits until `target` messages are durable (within five minutes) while `run` runs; returns
-/// how many are. A run that stopped (a migration that could not reach a replica) fails the
-/// test at once.
-async fn wait_durable(setup: &Setup, run: &mut Child, target: i64) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let now = durable(&setup.isolated).await;
-        if now >= target || Instant::now() > deadline {
-            return now;
-        }
-        if let Some(status) = run.try_wait().expect("the run's status") {
-            panic!("salestalk run stopped ({status}) with {now} of {target} durable");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Traffic arrives in three parts: before, while and after replica 2 is away, so the stop is
 /// mid-run whatever the machine's speed.
 #[tokio::test(flavor = "multi_thread")]
@@ -106,7 +86,7 @@ async fn a_replica_stopped_mid_run_changes_no_view_read_through_the_cluster() {
         .spawn()
         .expect("salestalk run starts");
     assert!(
-        wait_durable(&setup, &mut run, 1).await > 0,
+        wait_durable(&setup, 1, &mut [&mut run]).await > 0,
         "the run made progress"
     );
     // The schema is on both replicas, replicated, with Distributed twins for the views.
@@ -131,7 +111,7 @@ async fn a_replica_stopped_mid_run_changes_no_view_read_through_the_cluster() {
     let away = Stopped::replica("replica2");
     let at_stop = durable(&setup.isolated).await;
     produce(&setup.env, 62, 20_000, 60);
-    let while_away = wait_durable(&setup, &mut run, messages(&setup)).await;
+    let while_away = wait_durable(&setup, messages(&setup), &mut [&mut run]).await;
     assert!(
         while_away > at_stop,
         "the run went on while replica 2 was away: {at_stop} then {while_away}"
@@ -140,7 +120,7 @@ async fn a_replica_stopped_mid_run_changes_no_view_read_through_the_cluster() {
     produce(&setup.env, 63, 5_000, 60);
     let total = messages(&setup);
     assert_eq!(
-        wait_durable(&setup, &mut run, total).await,
+        wait_durable(&setup, total, &mut [&mut run]).await,
         total,
         "durable once each"
     );

@@ -872,6 +872,25 @@ pub async fn durable(isolated: &Isolated) -> i64 {
         .unwrap_or(0)
 }
 
+/// Waits until `target` messages are durable (at most five minutes) and returns how many are;
+/// fails the test at once if one of `runs` has stopped meanwhile (a run that could not start,
+/// say), instead of waiting out the deadline.
+pub async fn wait_durable(setup: &Setup, target: i64, runs: &mut [&mut Child]) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let now = durable(&setup.isolated).await;
+        if now >= target || std::time::Instant::now() > deadline {
+            return now;
+        }
+        for run in runs.iter_mut() {
+            if let Some(status) = run.try_wait().expect("the run's status") {
+                panic!("salestalk run stopped ({status}) with {now} of {target} durable");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// When a SIGKILL lands, counted from the moment the run has made something durable.
 pub enum KillMoment {
     /// A random moment up to `max_delay` later (seeded).

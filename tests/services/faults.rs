@@ -4,7 +4,7 @@
 //! by comparing every public view with the batch recomputation of the topics' contents.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -13,11 +13,11 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::exactness::{
     PARTITIONS, Setup, assert_views_match, durable, kill_at_random_moments, pipeline_env, produce,
-    read_back,
+    read_back, wait_durable,
 };
 use crate::support::{
     Isolated, PrivateServices, RUN_LIMIT, finish, free_port, http_get, one_heavy_test_at_a_time,
-    read_and_lags, salestalk_command, scrape, value,
+    read_and_lags, salestalk_command, scrape, send_signal, value,
 };
 
 /// Resident memory of a process, in bytes.
@@ -108,12 +108,7 @@ fn wait_caught_up(port: u16, total: u64, within: Duration) -> String {
 
 /// SIGTERM to a `salestalk run`: it must drain and exit 0.
 pub fn terminate(child: Child) {
-    let pid = child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    send_signal(&child, "-TERM");
     let exit = finish(child, RUN_LIMIT, "the drain after SIGTERM").status;
     assert!(
         exit.success(),
@@ -289,18 +284,6 @@ fn spawn_instance(setup: &Setup, id: &str) -> Child {
         .expect("salestalk run starts")
 }
 
-/// Waits until `target` messages are durable (or two minutes pass); returns how many are.
-async fn wait_durable(setup: &Setup, target: i64) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let now = durable(&setup.isolated).await;
-        if now >= target || Instant::now() > deadline {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// The SRE page's lag table for the pipeline's own partitions, newest minute: partitions per
 /// instance (the panel reads the `consumer_lag` view).
 async fn partitions_per_instance(setup: &Setup) -> BTreeMap<String, u64> {
@@ -369,7 +352,8 @@ async fn three_instances_through_rolling_restarts_and_sigkills_on_500k_events_ch
     let mut progress = vec![durable(&setup.isolated).await];
     for (i, id) in ids.iter().enumerate() {
         let before = *progress.last().expect("progress");
-        wait_durable(&setup, before + total / 20).await;
+        let mut running: Vec<&mut Child> = instances.iter_mut().flatten().collect();
+        wait_durable(&setup, before + total / 20, &mut running).await;
         terminate(instances[i].take().expect("running"));
         instances[i] = Some(spawn_instance(&setup, id));
         progress.push(durable(&setup.isolated).await);
@@ -377,7 +361,8 @@ async fn three_instances_through_rolling_restarts_and_sigkills_on_500k_events_ch
     // Two crashes.
     for i in [1, 2] {
         let before = *progress.last().expect("progress");
-        wait_durable(&setup, before + total / 20).await;
+        let mut running: Vec<&mut Child> = instances.iter_mut().flatten().collect();
+        wait_durable(&setup, before + total / 20, &mut running).await;
         let mut victim = instances[i].take().expect("running");
         victim.kill().expect("SIGKILL");
         victim.wait().expect("reaped");

@@ -349,6 +349,15 @@ pub struct PrivateServices {
     pub clickhouse_url: String,
 }
 
+/// Sends `signal` (`-TERM`, `-STOP`, `-CONT`) to `child`.
+pub fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {}", child.id());
+}
+
 /// Runs `deploy/services/<name> <args>` with `vars` set, failing the test if it fails.
 pub fn services_script(name: &str, args: &[&str], vars: &[(&'static str, String)]) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/services/");
