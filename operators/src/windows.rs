@@ -235,15 +235,16 @@ impl WindowSet {
         self.update(family, minute_start, tenant, dims, fold);
     }
 
-    /// Puts back a row restored from storage, unchanged since its last flush.
+    /// Puts back a row restored from storage, marked as changed: the restored task's first
+    /// flush writes it again under the task's new generation, so that a row a stalled former
+    /// owner rewrote after this restore can never stand in for it, not even once a merge has
+    /// kept only the highest epoch of the key (ADR 0014).
     pub fn restore(&mut self, span: Span, key: WindowKey, value: WindowValue) {
-        self.spans[span.index()].rows.insert(
-            key,
-            Row {
-                value,
-                dirty: false,
-            },
-        );
+        let rows = &mut self.spans[span.index()];
+        let listed = rows.rows.insert(key, Row { value, dirty: true });
+        if !listed.is_some_and(|row| row.dirty) {
+            rows.dirty.push(key);
+        }
     }
 
     /// The row of `span` for `key`, if open.

@@ -398,8 +398,17 @@ pub fn quantile_sql(buckets: &str, counts: &str, q: f64) -> String {
 /// times faster, because ClickHouse 18.16 pushes a query's filters into a grouped subquery but
 /// never into a `FINAL` one: behind a view, `FINAL` reads every row of the family whatever
 /// the range asked for (measured: a one-hour panel read the whole month). The time column is
-/// named `time` here, not in the view around it: ClickHouse 18.16 pushes a filter on `hour`
-/// down only as far as the level that names it, and it must reach the table.
+/// named `time` where the table is read, not in the view around it: ClickHouse 18.16 pushes a
+/// filter on `hour` down only as far as the level that names it, and it must reach the table.
+///
+/// Rows a fenced-off owner wrote (ADR 0014) are left out: a row of generation `g` at epoch
+/// `e` does not count when a later generation of its task was claimed from an epoch below
+/// `e`, since that successor never saw it. Highest-epoch-wins alone hides such a row only
+/// where the successor writes the same key, and processing-time windows (latency) are keys a
+/// successor replaying the same events never writes again. The rows meet their fence in an
+/// equi-join on (task, generation): ClickHouse 18.16 fails to analyse a lambda over a row's
+/// column once it has pushed a view's filter down ("Unknown identifier"), and constant
+/// arrays looked up with `transform` cost a dashboard more (two scalar subqueries per read).
 fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
     let time_column = if time == "window_start" {
         time.to_string()
@@ -407,13 +416,32 @@ fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
         format!("window_start AS {time}")
     };
     format!(
-        "SELECT {time_column}, tenant_id, d1, d2, d3, task,\n\
+        "SELECT {time}, tenant_id, d1, d2, d3, task,\n\
          argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats,\n\
          argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts\n\
+         FROM (SELECT {time_column}, tenant_id, d1, d2, d3, task, epoch, ints, floats,\n\
+         hist_buckets, hist_counts, intDiv(epoch, 4294967296) AS generation\n\
          FROM {database}.window_state\n\
-         WHERE family = '{}'\n\
+         ANY LEFT JOIN ({fences}) USING (task, generation)\n\
+         WHERE family = '{}' AND (fenced_from = 0 OR epoch < fenced_from))\n\
          GROUP BY {time}, tenant_id, d1, d2, d3, task",
-        family_name(family, span)
+        family_name(family, span),
+        fences = fences(database),
+    )
+}
+
+/// For every task and generation its confirmed claims name, `fenced_from`: one more than the
+/// lowest epoch a later generation resumed from (the generation's rows from there on were
+/// written after a successor took over), or 0 when no later generation exists. The right
+/// side of [`latest`]'s join, built from `task_claims` (two rows per restore) at every read.
+fn fences(database: &str) -> String {
+    format!(
+        "SELECT task, generation, if(empty(later), 0, arrayReduce('min', later) + 1) AS fenced_from \
+         FROM (SELECT task, generation, arrayFilter((b, g) -> g > generation, bases, gens) AS later \
+         FROM (SELECT task, groupArray(generation) AS gens, groupArray(base_epoch) AS bases \
+         FROM {database}.task_claims WHERE confirmed = 1 GROUP BY task) \
+         ARRAY JOIN arrayDistinct(arrayConcat(gens, arrayMap(b -> intDiv(b, 4294967296), bases))) \
+         AS generation)"
     )
 }
 
@@ -552,21 +580,17 @@ pub fn views(database: &str) -> Vec<String> {
             "CREATE VIEW {database}.processing_latency AS\n\
              SELECT window_start, tenant_id, event_type, consumer, events, buckets, counts,\n\
              {} AS p50_ms, {} AS p95_ms, {} AS p99_ms\n\
-             FROM (\n\
-             SELECT window_start, tenant_id, event_type, consumer, toUInt64(events) AS events,\n\
-             latency_ms_histogram.1 AS buckets, latency_ms_histogram.2 AS counts\n\
-             FROM {database}.metrics_latency\n\
-             UNION ALL\n\
-             SELECT minute AS window_start, tenant_id, toString(event_type) AS event_type,\n\
-             toString(consumer) AS consumer, toUInt64(n) AS events, h.1 AS buckets, h.2 AS counts\n\
-             FROM (SELECT minute, tenant_id, event_type, consumer, sum(delivered) AS n,\n\
-             sumMap(latency_buckets, latency_counts) AS h\n\
-             FROM {database}.delivery_latency GROUP BY minute, tenant_id, event_type, consumer))",
+             FROM ({})",
             // Through the aliases: ClickHouse 18.16 stores `arrayElement(h.1, i)` as `h.1[i]`,
             // which its own parser rejects when the server restarts and reloads the view.
             quantile_sql("buckets", "counts", 0.5),
             quantile_sql("buckets", "counts", 0.95),
             quantile_sql("buckets", "counts", 0.99),
+            latency_sources_sql(
+                &format!("{database}.metrics_latency"),
+                &format!("{database}.delivery_latency"),
+                "1"
+            ),
         ),
     );
     create(
@@ -630,11 +654,6 @@ pub fn views(database: &str) -> Vec<String> {
              GROUP BY window_start, consumer_name, tenant_id"
         ),
     );
-    // Publish success (DESIGN.md): entries submitted and what became of them, per minute,
-    // tenant, source and path. The gateway counts what it was given; the pipeline counts only
-    // the messages that reached the topics some other way (the gateway marks its own), so
-    // nothing counts twice. A late event or a sink's refusal is not a failed publish.
-    // Every branch casts its columns: older servers want a UNION's types to be identical.
     create(
         "publish_outcomes",
         format!(
@@ -646,36 +665,13 @@ pub fn views(database: &str) -> Vec<String> {
              toUInt64(sum(n_not_allowed)) AS tenant_not_allowed,\n\
              toUInt64(sum(n_too_large)) AS too_large, toUInt64(sum(n_throttled)) AS throttled,\n\
              toUInt64(sum(n_broker_failed)) AS broker_failed\n\
-             FROM (\n\
-             SELECT minute AS window_start, tenant_id, source, toString('gateway') AS publish_path,\n\
-             toUInt64(entries) AS n_submitted,\n\
-             toUInt64(if(outcome = '{accepted}', entries, 0)) AS n_accepted,\n\
-             toUInt64(if(outcome IN ({rejected}), entries, 0)) AS n_rejected,\n\
-             toUInt64(if(outcome = '{validation}', entries, 0)) AS n_validation,\n\
-             toUInt64(if(outcome = '{not_allowed}', entries, 0)) AS n_not_allowed,\n\
-             toUInt64(if(outcome = '{too_large}', entries, 0)) AS n_too_large,\n\
-             toUInt64(if(outcome = '{throttled}', entries, 0)) AS n_throttled,\n\
-             toUInt64(if(outcome = '{broker}', entries, 0)) AS n_broker_failed\n\
-             FROM {database}.ingest_outcomes\n\
-             UNION ALL\n\
-             SELECT window_start, tenant_id, source, toString('direct') AS publish_path,\n\
-             toUInt64(submitted) AS n_submitted, toUInt64(submitted - rejected) AS n_accepted,\n\
-             toUInt64(rejected) AS n_rejected, toUInt64(0) AS n_validation,\n\
-             toUInt64(0) AS n_not_allowed, toUInt64(0) AS n_too_large,\n\
-             toUInt64(0) AS n_throttled, toUInt64(0) AS n_broker_failed\n\
-             FROM {database}.metrics_publish WHERE path != 'gateway')\n\
+             FROM ({})\n\
              GROUP BY window_start, tenant_id, source, publish_path",
-            accepted = IngestOutcome::Accepted.as_str(),
-            rejected = IngestOutcome::REJECTED
-                .iter()
-                .map(|o| format!("'{}'", o.as_str()))
-                .collect::<Vec<_>>()
-                .join(", "),
-            validation = IngestOutcome::ValidationError.as_str(),
-            not_allowed = IngestOutcome::TenantNotAllowed.as_str(),
-            too_large = IngestOutcome::TooLarge.as_str(),
-            throttled = IngestOutcome::Throttled.as_str(),
-            broker = IngestOutcome::PublishFailed.as_str(),
+            publish_sources_sql(
+                &format!("{database}.metrics_publish"),
+                &format!("{database}.ingest_outcomes"),
+                "1"
+            ),
         ),
     );
     // The newest lag sample of each minute and partition, added up per group and topic.
@@ -706,6 +702,76 @@ pub fn views(database: &str) -> Vec<String> {
         ),
     );
     statements
+}
+
+/// Latency observations from both places they are measured, as a `UNION ALL` with
+/// `window_start, tenant_id, event_type, consumer, events, buckets, counts`: the pipeline's
+/// own consumers from `pipeline_rows` (rows of the latency family: `metrics_latency`, or a
+/// dashboard's mix of its rollups) and the routing targets' deliveries from
+/// `delivery_latency` rows meeting `delivery_filter` (a condition on `minute`, `tenant_id`).
+/// The view `processing_latency` and the SRE page read it, each with its own filters.
+pub fn latency_sources_sql(
+    pipeline_rows: &str,
+    delivery_latency: &str,
+    delivery_filter: &str,
+) -> String {
+    format!(
+        "SELECT window_start, tenant_id, event_type, consumer, toUInt64(events) AS events,\n\
+         latency_ms_histogram.1 AS buckets, latency_ms_histogram.2 AS counts\n\
+         FROM {pipeline_rows}\n\
+         UNION ALL\n\
+         SELECT minute AS window_start, tenant_id, toString(event_type) AS event_type,\n\
+         toString(consumer) AS consumer, toUInt64(n) AS events, h.1 AS buckets, h.2 AS counts\n\
+         FROM (SELECT minute, tenant_id, event_type, consumer, sum(delivered) AS n,\n\
+         sumMap(latency_buckets, latency_counts) AS h\n\
+         FROM {delivery_latency} WHERE {delivery_filter}\n\
+         GROUP BY minute, tenant_id, event_type, consumer)"
+    )
+}
+
+/// Publish success's inputs (DESIGN.md), as a `UNION ALL` with `window_start, tenant_id,
+/// source, publish_path` and the counts `n_submitted, n_accepted, n_rejected, n_validation,
+/// n_not_allowed, n_too_large, n_throttled, n_broker_failed`: the gateway's entries from
+/// `ingest_outcomes` rows meeting `gateway_filter` (a condition on `minute`, `tenant_id`), and
+/// the messages that reached the topics some other way from `pipeline_rows` (rows of the
+/// publish family: `metrics_publish`, or a dashboard's mix of its rollups; the gateway marks
+/// its own, so nothing counts twice). A late event or a sink's refusal is not a failed
+/// publish. Every branch casts its columns: older servers want a UNION's types identical.
+pub fn publish_sources_sql(
+    pipeline_rows: &str,
+    ingest_outcomes: &str,
+    gateway_filter: &str,
+) -> String {
+    format!(
+        "SELECT minute AS window_start, tenant_id, source, toString('gateway') AS publish_path,\n\
+         toUInt64(entries) AS n_submitted,\n\
+         toUInt64(if(outcome = '{accepted}', entries, 0)) AS n_accepted,\n\
+         toUInt64(if(outcome IN ({rejected}), entries, 0)) AS n_rejected,\n\
+         toUInt64(if(outcome = '{validation}', entries, 0)) AS n_validation,\n\
+         toUInt64(if(outcome = '{not_allowed}', entries, 0)) AS n_not_allowed,\n\
+         toUInt64(if(outcome = '{too_large}', entries, 0)) AS n_too_large,\n\
+         toUInt64(if(outcome = '{throttled}', entries, 0)) AS n_throttled,\n\
+         toUInt64(if(outcome = '{broker}', entries, 0)) AS n_broker_failed\n\
+         FROM {ingest_outcomes} WHERE {gateway_filter}\n\
+         UNION ALL\n\
+         SELECT window_start, tenant_id, source, toString('direct') AS publish_path,\n\
+         toUInt64(submitted) AS n_submitted, toUInt64(submitted - rejected) AS n_accepted,\n\
+         toUInt64(rejected) AS n_rejected, toUInt64(0) AS n_validation,\n\
+         toUInt64(0) AS n_not_allowed, toUInt64(0) AS n_too_large,\n\
+         toUInt64(0) AS n_throttled, toUInt64(0) AS n_broker_failed\n\
+         FROM {pipeline_rows} WHERE path != 'gateway'",
+        accepted = IngestOutcome::Accepted.as_str(),
+        rejected = IngestOutcome::REJECTED
+            .iter()
+            .map(|o| format!("'{}'", o.as_str()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        validation = IngestOutcome::ValidationError.as_str(),
+        not_allowed = IngestOutcome::TenantNotAllowed.as_str(),
+        too_large = IngestOutcome::TooLarge.as_str(),
+        throttled = IngestOutcome::Throttled.as_str(),
+        broker = IngestOutcome::PublishFailed.as_str(),
+    )
 }
 
 /// The documented query for P50/P95/P99 latency per consumer over any range and tenant set:

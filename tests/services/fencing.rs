@@ -39,8 +39,15 @@ struct Owner {
 }
 
 impl Owner {
-    /// Restores `topic`/`partition` from what is durable and claims a generation for it.
-    async fn restore(endpoint: &Endpoint, name: &'static str, topic: &str, partition: i32) -> Self {
+    /// Restores `topic`/`partition` from what is durable and claims a generation for it; its
+    /// flushes become durable at `clock_ms`.
+    async fn restore(
+        endpoint: &Endpoint,
+        name: &'static str,
+        topic: &str,
+        partition: i32,
+        clock_ms: i64,
+    ) -> Self {
         let settings = task_settings();
         let mut state: TaskState = endpoint
             .task_state(
@@ -60,7 +67,7 @@ impl Owner {
         Self {
             name,
             task: Task::resume(topic, partition, settings, state),
-            clock_ms: now_ms(),
+            clock_ms,
         }
     }
 
@@ -91,10 +98,6 @@ impl Owner {
             })
             .collect();
         self.task.process(&raw);
-        // One processing clock for every owner: latency rows are windowed by when a flush
-        // became durable, and a stalled owner's latency rows in a minute its successor never
-        // writes are not fenced yet (ADR 0014, "Not fenced yet"); this test is about restores
-        // and event-time rows, the SIGSTOP test below meets that gap with real clocks.
         let durable_at = self.clock_ms;
         let flush = self.task.flush(durable_at);
         write_flushes(endpoint, std::slice::from_ref(&flush), durable_at as u64)
@@ -108,7 +111,9 @@ impl Owner {
 /// from that (A is stalled, B's session has it now); A wakes and flushes up to three quarters,
 /// B flushes up to half and dies; C restores from B's checkpoint, A flushes the rest once more,
 /// C finishes. Without fencing, C's restore would take A's rows of the third quarter as its
-/// own state and count them twice; with equal generations, A's late rows could win.
+/// own state and count them twice; with equal generations, A's late rows could win. Each
+/// owner's flushes become durable in a minute of its own, so A's late latency rows (windowed
+/// by that minute) are in a minute neither successor writes: only the fence keeps them out.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_owner_s_flushes_after_losing_its_partition_change_no_view() {
     let setup = seeded_setup("it-fence-steps", 41, 24_000, 60).await;
@@ -119,9 +124,11 @@ async fn a_stalled_owner_s_flushes_after_losing_its_partition_change_no_view() {
     for ((topic, partition), messages) in &input {
         let (topic, partition) = (topic.as_str(), *partition);
         let n = messages.len();
-        let mut a = Owner::restore(&endpoint, "owner-a", topic, partition).await;
+        let minute = 60_000;
+        let start = now_ms();
+        let mut a = Owner::restore(&endpoint, "owner-a", topic, partition, start).await;
         let (first, _) = a.step(&endpoint, topic, partition, messages, n / 4).await;
-        let mut b = Owner::restore(&endpoint, "owner-b", topic, partition).await;
+        let mut b = Owner::restore(&endpoint, "owner-b", topic, partition, start + minute).await;
         // A wakes, unaware, and flushes on from where it was.
         let (zombie, rows) = a
             .step(&endpoint, topic, partition, messages, 3 * n / 4)
@@ -129,7 +136,8 @@ async fn a_stalled_owner_s_flushes_after_losing_its_partition_change_no_view() {
         assert!(rows > 0, "the stalled owner's flush wrote rows");
         b.step(&endpoint, topic, partition, messages, n / 2).await;
         drop(b);
-        let mut c = Owner::restore(&endpoint, "owner-c", topic, partition).await;
+        let mut c =
+            Owner::restore(&endpoint, "owner-c", topic, partition, start + 2 * minute).await;
         let (later_zombie, _) = a.step(&endpoint, topic, partition, messages, n).await;
         let (last, _) = c.step(&endpoint, topic, partition, messages, n).await;
         assert!(
@@ -187,6 +195,84 @@ async fn owners_claiming_together_never_share_a_generation() {
         generations.iter().map(|g| (*g, 1)).collect::<Vec<_>>(),
         "one confirmation per generation kept"
     );
+    crate::support::drop_database(&endpoint.database).await;
+}
+
+/// The views' fence row by row, with rows and claims written straight into the tables: a row
+/// counts unless a later generation of its task resumed from an epoch before it, whether the
+/// writer went on after losing the task or its claim led nowhere (a successor resumed from
+/// the same checkpoint). Unconfirmed claims fence nothing; tasks without claims keep every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn views_count_no_row_written_after_a_successor_resumed() {
+    let endpoint =
+        crate::support::endpoint(&crate::support::unique("it_fence_views").replace('-', "_"));
+    let profile = endpoint.probe().await.expect("probe");
+    endpoint.migrate(&profile).await.expect("migrate");
+    let at = |generation: u64, n: u64| (generation << 32) + n;
+    // (task, epoch, event type, events): each row a key of its own, so only the fence decides.
+    let rows = [
+        ("t/0", at(1, 1), "counts.1", 1),
+        ("t/0", at(1, 2), "counts.2", 2),
+        ("t/0", at(1, 3), "after-generation-2-resumed", 4),
+        ("t/0", at(2, 1), "counts.8", 8),
+        ("t/0", at(2, 2), "after-generations-3-and-4-resumed", 16),
+        ("t/0", at(3, 1), "a-claim-that-led-nowhere", 32),
+        ("t/0", at(4, 1), "counts.64", 64),
+        ("u/0", 5, "counts.128", 128),
+    ];
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(task, epoch, event_type, events)| {
+            format!(
+                "('volume', '{task}', {epoch}, now(), 'tenant-a', '{event_type}', 'src', '', \
+                 [{events}], [], [], [])"
+            )
+        })
+        .collect();
+    let client = endpoint.client();
+    client
+        .query(&format!(
+            "INSERT INTO window_state (family, task, epoch, window_start, tenant_id, d1, d2, d3, \
+             ints, floats, hist_buckets, hist_counts) VALUES {}",
+            values.join(", ")
+        ))
+        .execute()
+        .await
+        .expect("rows");
+    // (generation, the epoch it resumed from, confirmed)
+    let claims = [
+        (1, 0, 1),
+        (2, at(1, 2), 1),
+        (3, at(2, 1), 1),
+        (4, at(2, 1), 1),
+        (5, 0, 0),
+    ];
+    let values: Vec<String> = claims
+        .iter()
+        .map(|(generation, base, confirmed)| {
+            format!("('t/0', {generation}, {base}, 'owner', {generation}, {confirmed}, 0)")
+        })
+        .collect();
+    client
+        .query(&format!(
+            "INSERT INTO task_claims (task, generation, base_epoch, owner, nonce, confirmed, \
+             claimed_at_ms) VALUES {}",
+            values.join(", ")
+        ))
+        .execute()
+        .await
+        .expect("claims");
+    let counted: Vec<(String, u64)> = client
+        .query("SELECT event_type, events FROM event_volume ORDER BY events")
+        .fetch_all()
+        .await
+        .expect("event_volume");
+    let expected: Vec<(String, u64)> = rows
+        .iter()
+        .filter(|(_, _, event_type, _)| event_type.starts_with("counts."))
+        .map(|(_, _, event_type, events)| (event_type.to_string(), *events))
+        .collect();
+    assert_eq!(counted, expected);
     crate::support::drop_database(&endpoint.database).await;
 }
 
