@@ -4,7 +4,9 @@
 
 use salestalk_operators::aggregate::Family;
 use salestalk_operators::windows::Span;
-use salestalk_store::schema::{family_view_name, merged_quantile};
+use salestalk_store::schema::{
+    family_view_name, latency_sources_sql, merged_quantile, publish_sources_sql,
+};
 
 /// How a panel is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +193,20 @@ fn rows(family: Family, columns: &str, bucketed: Bucketed) -> String {
     format!("({})", branches.join(" UNION ALL "))
 }
 
+/// Publish success's inputs in the dashboard's range and tenant: the pipeline's side from
+/// the publish family's rollups, the gateway's from `ingest_outcomes`.
+fn publish_sources() -> String {
+    publish_sources_sql(
+        &rows(
+            Family::Publish,
+            "source, path, submitted, rejected",
+            Bucketed::No,
+        ),
+        "ingest_outcomes",
+        &format!("$__timeFilter(minute) AND {TENANT}"),
+    )
+}
+
 /// A time series of `measure` summed per bucket, one line per value of the family's
 /// dimension `series`.
 fn summed_series(family: Family, series: &str, measure: &str) -> String {
@@ -310,15 +326,23 @@ fn sre() -> Dashboard {
                     ("p95_ms", Unit::Milliseconds),
                     ("p99_ms", Unit::Milliseconds),
                 ],
-                // The pipeline's own consumers and the routing targets (delivery latency).
+                // The pipeline's own consumers (from the rollups, as every family panel) and
+                // the routing targets (delivery latency).
                 format!(
                     "SELECT consumer, toUInt64(sum(events)) AS events, {} AS p50_ms, {} AS p95_ms, \
-                     {} AS p99_ms FROM (SELECT consumer, events, buckets, counts \
-                     FROM processing_latency WHERE $__timeFilter(window_start) AND {TENANT}) \
-                     GROUP BY consumer ORDER BY consumer",
+                     {} AS p99_ms FROM ({}) GROUP BY consumer ORDER BY consumer",
                     merged_quantile(0.5),
                     merged_quantile(0.95),
                     merged_quantile(0.99),
+                    latency_sources_sql(
+                        &rows(
+                            Family::Latency,
+                            "event_type, consumer, events, latency_ms_histogram",
+                            Bucketed::No
+                        ),
+                        "delivery_latency",
+                        &format!("$__timeFilter(minute) AND {TENANT}"),
+                    ),
                 ),
             ),
             table(
@@ -347,11 +371,11 @@ fn sre() -> Dashboard {
                 Chart::Stat,
                 Unit::Share,
                 format!(
-                    "SELECT if(n_submitted = 0, 1, n_accepted / n_submitted) AS value, \
-                     n_submitted AS submitted_total, n_submitted - n_accepted AS failed_total \
-                     FROM (SELECT toUInt64(sum(submitted)) AS n_submitted, \
-                     toUInt64(sum(accepted)) AS n_accepted FROM publish_outcomes \
-                     WHERE $__timeFilter(window_start) AND {TENANT})"
+                    "SELECT if(submitted_n = 0, 1, accepted_n / submitted_n) AS value, \
+                     submitted_n AS submitted_total, submitted_n - accepted_n AS failed_total \
+                     FROM (SELECT toUInt64(sum(n_submitted)) AS submitted_n, \
+                     toUInt64(sum(n_accepted)) AS accepted_n FROM ({}))",
+                    publish_sources()
                 ),
             ),
             table(
@@ -366,13 +390,12 @@ fn sre() -> Dashboard {
                     ("broker_failed", Unit::Count),
                 ],
                 format!(
-                    "SELECT path, n_submitted AS submitted, n_accepted AS accepted, \
-                     n_rejected AS rejected, n_throttled AS throttled, \
-                     n_broker_failed AS broker_failed FROM (SELECT path, \
-                     toUInt64(sum(submitted)) AS n_submitted, toUInt64(sum(accepted)) AS n_accepted, \
-                     toUInt64(sum(rejected)) AS n_rejected, toUInt64(sum(throttled)) AS n_throttled, \
-                     toUInt64(sum(broker_failed)) AS n_broker_failed FROM publish_outcomes \
-                     WHERE $__timeFilter(window_start) AND {TENANT} GROUP BY path) ORDER BY path"
+                    "SELECT publish_path AS path, toUInt64(sum(n_submitted)) AS submitted, \
+                     toUInt64(sum(n_accepted)) AS accepted, toUInt64(sum(n_rejected)) AS rejected, \
+                     toUInt64(sum(n_throttled)) AS throttled, \
+                     toUInt64(sum(n_broker_failed)) AS broker_failed \
+                     FROM ({}) GROUP BY path ORDER BY path",
+                    publish_sources()
                 ),
             ),
             panel(
