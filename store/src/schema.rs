@@ -406,8 +406,9 @@ pub fn quantile_sql(buckets: &str, counts: &str, q: f64) -> String {
 /// `e`, since that successor never saw it. Highest-epoch-wins alone hides such a row only
 /// where the successor writes the same key, and processing-time windows (latency) are keys a
 /// successor replaying the same events never writes again. The rows meet their fence in an
-/// equi-join on (task, generation): ClickHouse 18.16 fails to analyse a lambda over a row's
-/// column once it has pushed a view's filter down ("Unknown identifier"), and constant
+/// equi-join on (task, generation), `generation` a column of the joined subquery (newer
+/// servers resolve `USING` only there): ClickHouse 18.16 fails to analyse a lambda over a
+/// row's column once it has pushed a view's filter down ("Unknown identifier"), and constant
 /// arrays looked up with `transform` cost a dashboard more (two scalar subqueries per read).
 fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
     let time_column = if time == "window_start" {
@@ -421,9 +422,9 @@ fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
          argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts\n\
          FROM (SELECT {time_column}, tenant_id, d1, d2, d3, task, epoch, ints, floats,\n\
          hist_buckets, hist_counts, intDiv(epoch, 4294967296) AS generation\n\
-         FROM {database}.window_state\n\
-         ANY LEFT JOIN ({fences}) USING (task, generation)\n\
-         WHERE family = '{}' AND (fenced_from = 0 OR epoch < fenced_from))\n\
+         FROM {database}.window_state WHERE family = '{}') AS state\n\
+         ANY LEFT JOIN ({fences}) AS fence USING (task, generation)\n\
+         WHERE fenced_from = 0 OR epoch < fenced_from\n\
          GROUP BY {time}, tenant_id, d1, d2, d3, task",
         family_name(family, span),
         fences = fences(database),
