@@ -193,6 +193,12 @@ fn rows(family: Family, columns: &str, bucketed: Bucketed) -> String {
     format!("({})", branches.join(" UNION ALL "))
 }
 
+/// The condition on a table kept per `minute` (not a family: the gateway's outcomes, the
+/// deliveries) for the dashboard's range and tenant.
+fn minutes_in_range() -> String {
+    format!("$__timeFilter(minute) AND {TENANT}")
+}
+
 /// Publish success's inputs in the dashboard's range and tenant: the pipeline's side from
 /// the publish family's rollups, the gateway's from `ingest_outcomes`.
 fn publish_sources() -> String {
@@ -203,7 +209,7 @@ fn publish_sources() -> String {
             Bucketed::No,
         ),
         "ingest_outcomes",
-        &format!("$__timeFilter(minute) AND {TENANT}"),
+        &minutes_in_range(),
     )
 }
 
@@ -341,7 +347,7 @@ fn sre() -> Dashboard {
                             Bucketed::No
                         ),
                         "delivery_latency",
-                        &format!("$__timeFilter(minute) AND {TENANT}"),
+                        &minutes_in_range(),
                     ),
                 ),
             ),

@@ -60,6 +60,11 @@ pub fn generation_of(epoch: u64) -> u64 {
     epoch >> GENERATION_SHIFT
 }
 
+/// [`generation_of`] in SQL, of the `UInt64` expression `epoch`.
+pub fn generation_sql(epoch: &str) -> String {
+    format!("intDiv({epoch}, {})", 1u64 << GENERATION_SHIFT)
+}
+
 /// The generations that led to a checkpoint and how far each counts: a row of generation
 /// `g` belongs to the checkpoint's state when its epoch is at most `g`'s limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +213,12 @@ mod tests {
     use super::*;
 
     const G: u64 = 1 << GENERATION_SHIFT;
+
+    #[test]
+    fn the_sql_condition_takes_generations_as_generation_sql_does() {
+        // The condition is a literal (the restore query is a constant): kept in step here.
+        assert!(Lineage::CONDITION.contains(&generation_sql("epoch")));
+    }
 
     #[test]
     fn a_fresh_task_admits_its_own_generation_only() {

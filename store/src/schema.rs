@@ -11,6 +11,7 @@ use salestalk_operators::windows::Span;
 
 use crate::codec::{CHECKPOINT_FAMILY, family_name, span_suffix};
 use crate::ingest_outcome::IngestOutcome;
+use crate::lineage::generation_sql;
 use crate::profile::ServerProfile;
 
 /// One schema change.
@@ -421,12 +422,13 @@ fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
          argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats,\n\
          argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts\n\
          FROM (SELECT {time_column}, tenant_id, d1, d2, d3, task, epoch, ints, floats,\n\
-         hist_buckets, hist_counts, intDiv(epoch, 4294967296) AS generation\n\
+         hist_buckets, hist_counts, {generation} AS generation\n\
          FROM {database}.window_state WHERE family = '{}') AS state\n\
          ANY LEFT JOIN ({fences}) AS fence USING (task, generation)\n\
          WHERE fenced_from = 0 OR epoch < fenced_from\n\
          GROUP BY {time}, tenant_id, d1, d2, d3, task",
         family_name(family, span),
+        generation = generation_sql("epoch"),
         fences = fences(database),
     )
 }
@@ -441,8 +443,9 @@ fn fences(database: &str) -> String {
          FROM (SELECT task, generation, arrayFilter((b, g) -> g > generation, bases, gens) AS later \
          FROM (SELECT task, groupArray(generation) AS gens, groupArray(base_epoch) AS bases \
          FROM {database}.task_claims WHERE confirmed = 1 GROUP BY task) \
-         ARRAY JOIN arrayDistinct(arrayConcat(gens, arrayMap(b -> intDiv(b, 4294967296), bases))) \
-         AS generation)"
+         ARRAY JOIN arrayDistinct(arrayConcat(gens, arrayMap(b -> {}, bases))) \
+         AS generation)",
+        generation_sql("b")
     )
 }
 
