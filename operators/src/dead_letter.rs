@@ -16,8 +16,13 @@ pub enum DeadLetterReason {
     UnsupportedVersion,
     /// Larger than the configured message limit.
     Oversized,
-    /// Its window was already final (older than the allowed lateness).
+    /// Its window was already final (older than the allowed lateness). Written before late
+    /// events were corrected automatically; such letters are still counted by the next
+    /// correction of their day (docs/guarantees.md, "Late events").
     Late,
+    /// Its window was final and it was stamped further back than the correction horizon
+    /// (`corrections.horizon_ms`) before its broker time: no correction counts it.
+    TooLate,
     /// A sink refused it permanently.
     SinkRejected,
     /// Transient failures persisted through every retry.
@@ -31,13 +36,14 @@ pub enum DeadLetterReason {
 
 impl DeadLetterReason {
     /// Every reason, in a stable order.
-    pub const ALL: [DeadLetterReason; 10] = [
+    pub const ALL: [DeadLetterReason; 11] = [
         Self::NotJson,
         Self::SchemaViolation,
         Self::UnknownEventType,
         Self::UnsupportedVersion,
         Self::Oversized,
         Self::Late,
+        Self::TooLate,
         Self::SinkRejected,
         Self::RetriesExhausted,
         Self::RejectedAtIngest,
@@ -53,6 +59,7 @@ impl DeadLetterReason {
             Self::UnsupportedVersion => "unsupported_version",
             Self::Oversized => "oversized",
             Self::Late => "late",
+            Self::TooLate => "too_late",
             Self::SinkRejected => "sink_rejected",
             Self::RetriesExhausted => "retries_exhausted",
             Self::RejectedAtIngest => "rejected_at_ingest",
@@ -66,7 +73,11 @@ impl DeadLetterReason {
     pub fn is_publish_failure(self) -> bool {
         !matches!(
             self,
-            Self::Late | Self::SinkRejected | Self::RetriesExhausted | Self::DeliveryFailed
+            Self::Late
+                | Self::TooLate
+                | Self::SinkRejected
+                | Self::RetriesExhausted
+                | Self::DeliveryFailed
         )
     }
 }

@@ -81,6 +81,9 @@ pub struct ArchivedEvent {
     pub window_start: i64,
     /// Whether its timestamp was too far ahead of the broker's and was not trusted.
     pub clock_skewed: bool,
+    /// Whether it came after its window was final: archived, not counted live, and counted by
+    /// the correction of its day (ADR 0016).
+    pub late: bool,
     /// Source offset.
     pub offset: i64,
     /// Broker timestamp, Unix ms.

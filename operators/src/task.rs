@@ -2,8 +2,8 @@
 //!
 //! A task takes the partition's messages in offset order and decides, deterministically from
 //! its checkpointed state, what each one is: a new valid event (counted into its windows and
-//! archived), a resend of an event already counted, a late event, or a rejected message
-//! (dead-lettered with its reason). [`Task::flush`] hands over everything the sinks must make
+//! archived), a resend of an event already counted, a late event (archived for the correction
+//! of its day, ADR 0016), or a rejected message (dead-lettered with its reason). [`Task::flush`] hands over everything the sinks must make
 //! durable in one block, with the checkpoint that goes in the same atomic insert; a restarted
 //! task is rebuilt from what those flushes stored by [`Task::resume`]
 //! (`docs/adr/0004-exact-metrics-without-two-phase-commit.md`).
@@ -34,6 +34,9 @@ use crate::windows::{
 pub struct TaskSettings {
     /// How far behind the watermark an event may be and still correct its window.
     pub allowed_lateness_ms: i64,
+    /// How far before its broker time a later event may be stamped and still be archived for
+    /// the correction of its day; older ones are dead-lettered as `too_late`.
+    pub correction_horizon_ms: i64,
     /// How far ahead of its broker timestamp an event may be stamped and still be trusted.
     pub max_future_skew_ms: i64,
     /// How long (event time) an `eventId` is remembered for dedup.
@@ -318,11 +321,15 @@ impl Task {
         let lateness = self.settings.allowed_lateness_ms;
         let seen_key = self.seen.key(envelope.tenant_id, id.0);
         let duplicate = self.seen.contains(seen_key);
-        if !duplicate && window < first_open_window(self.checkpoint.event_watermark_ms, lateness) {
+        let late =
+            !duplicate && window < first_open_window(self.checkpoint.event_watermark_ms, lateness);
+        if late && trusted_ms < broker_ms.saturating_sub(self.settings.correction_horizon_ms) {
             let error = format!(
-                "event time {} is in a final window (watermark {} ms, allowed lateness {lateness} ms)",
+                "event time {} is in a final window (watermark {} ms, allowed lateness {lateness} ms) \
+                 and more than the correction horizon ({} ms) before its broker time",
                 envelope.timestamp.to_rfc3339(),
                 self.checkpoint.event_watermark_ms.unwrap_or_default(),
+                self.settings.correction_horizon_ms,
             );
             let who = Readable {
                 tenant: envelope.tenant_id,
@@ -333,7 +340,7 @@ impl Task {
             self.reject(
                 arrival,
                 who,
-                Rejection::at_once(DeadLetterReason::Late, error),
+                Rejection::at_once(DeadLetterReason::TooLate, error),
             );
             return;
         }
@@ -348,6 +355,7 @@ impl Task {
                 rejected: None,
                 duplicate,
                 path: arrival.path,
+                late_window: late.then_some(window),
             },
         );
         if duplicate {
@@ -355,13 +363,16 @@ impl Task {
             return;
         }
         self.seen.first_sighting(seen_key, trusted_ms);
-        let counted = self.metrics_routing.as_ref().is_none_or(|table| {
-            table.counts_in_metrics(
-                envelope.event_type.as_str(),
-                envelope.tenant_id,
-                envelope.source,
-            )
-        });
+        // A late event's window is final here: it is archived (marked late) and counted by
+        // the correction of its day, which recomputes the day from the archive (ADR 0016).
+        let counted = !late
+            && self.metrics_routing.as_ref().is_none_or(|table| {
+                table.counts_in_metrics(
+                    envelope.event_type.as_str(),
+                    envelope.tenant_id,
+                    envelope.source,
+                )
+            });
         if counted {
             self.aggregates.on_event(&mut self.windows, event, window);
         }
@@ -379,6 +390,7 @@ impl Task {
             timestamp_ms: stamped_ms,
             window_start: window,
             clock_skewed,
+            late,
             offset: arrival.address.offset,
             broker_ms,
             raw,
@@ -423,6 +435,7 @@ impl Task {
                 rejected: Some(rejection.reason),
                 duplicate: false,
                 path: arrival.path,
+                late_window: None,
             },
         );
         self.pending_latency.push(PendingLatency {
@@ -506,8 +519,10 @@ impl Task {
         self.evicted_at = (event_open, broker_open);
         let dead_letters = self.windows.symbol(consumers::DEAD_LETTERS);
         self.windows.evict_final(|span, key| {
-            let broker_time = matches!(key.family, Family::Publish | Family::DeadLetters)
-                || (key.family == Family::Latency && key.dims[1] == dead_letters);
+            let broker_time = matches!(
+                key.family,
+                Family::Publish | Family::DeadLetters | Family::LateArrivals
+            ) || (key.family == Family::Latency && key.dims[1] == dead_letters);
             let last_minute = key.window_start + span.seconds() - WINDOW_SECONDS;
             last_minute < if broker_time { broker_open } else { event_open }
         });
@@ -562,6 +577,7 @@ mod tests {
     fn settings() -> TaskSettings {
         TaskSettings {
             allowed_lateness_ms: 5 * MINUTE,
+            correction_horizon_ms: 7 * 24 * 60 * MINUTE,
             max_future_skew_ms: 10 * MINUTE,
             dedup_horizon_ms: 24 * 60 * MINUTE,
             dedup_max_ids: 10_000_000,
@@ -683,14 +699,64 @@ mod tests {
         // Window [T0+5m, T0+6m) is final only once the watermark reaches T0+6m+5m.
         feed(&mut task, &[(1, T0, event(2, T0 + 5 * MINUTE, "a"))]);
         assert_eq!(volume(&mut task, T0 + 5 * MINUTE, "a"), 1);
-        // Window [T0, T0+1m) closed at T0 + 1m + 5m < T0 + 10m: final.
+        // Window [T0, T0+1m) closed at T0 + 1m + 5m < T0 + 10m: final. The event is archived
+        // for the correction of its day, not counted live and not dead-lettered.
         feed(&mut task, &[(2, T0, event(3, T0, "a"))]);
         assert_eq!(volume(&mut task, T0, "a"), 0);
+        let arrivals = task
+            .window(
+                Span::Minute,
+                Family::LateArrivals,
+                window_start(T0),
+                "a",
+                ["tenant.provisioned.v1", "2025-11-09 00:00:00", ""],
+            )
+            .map(|v| v.ints[0]);
+        assert_eq!(arrivals, Some(1), "counted where it arrived");
+        // Its resend is a resend like any other.
+        feed(&mut task, &[(3, T0, event(3, T0, "a"))]);
         let flush = task.flush(T0 + 11 * MINUTE);
-        assert_eq!(flush.dead_letters.len(), 1);
-        assert_eq!(flush.dead_letters[0].reason, DeadLetterReason::Late);
-        assert_eq!(flush.dead_letters[0].offset, 2);
-        assert_eq!(flush.archive.len(), 2);
+        assert!(flush.dead_letters.is_empty());
+        let late: Vec<(i64, bool)> = flush.archive.iter().map(|e| (e.offset, e.late)).collect();
+        assert_eq!(late, [(0, false), (1, false), (2, true)]);
+        assert_eq!(flush.archive[2].window_start, window_start(T0));
+        assert_eq!(flush.duplicates, 1);
+        // It is measured to the archive only: the metrics do not hold it yet.
+        let metrics_latency = flush
+            .rows
+            .iter()
+            .filter(|r| r.family == Family::Latency && r.span == Span::Minute)
+            .filter(|r| r.dims[1] == consumers::METRICS)
+            .map(|r| r.value.ints[0])
+            .sum::<i64>();
+        assert_eq!(metrics_latency, 2);
+    }
+
+    #[test]
+    fn events_older_than_the_correction_horizon_are_dead_lettered_too_late() {
+        let horizon = settings().correction_horizon_ms;
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        let now = T0 + horizon + 60 * MINUTE;
+        feed(
+            &mut task,
+            &[
+                (0, now, event(1, now, "a")),
+                // Within the horizon of its broker time: archived for the correction.
+                (1, now, event(2, now - horizon + MINUTE, "a")),
+                // Beyond it: no correction reaches it.
+                (2, now, event(3, now - horizon - MINUTE, "a")),
+            ],
+        );
+        let flush = task.flush(now);
+        let letters: Vec<_> = flush
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason))
+            .collect();
+        assert_eq!(letters, [(2, DeadLetterReason::TooLate)]);
+        assert!(flush.dead_letters[0].error.contains("correction horizon"));
+        let late: Vec<(i64, bool)> = flush.archive.iter().map(|e| (e.offset, e.late)).collect();
+        assert_eq!(late, [(0, false), (1, true)]);
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn message() -> impl Strategy<Value = Option<Vec<u8>>> {
 fn settings() -> TaskSettings {
     TaskSettings {
         allowed_lateness_ms: 120_000,
+        correction_horizon_ms: 7 * 86_400_000,
         max_future_skew_ms: 60_000,
         dedup_horizon_ms: 3_600_000,
         dedup_max_ids: 10_000_000,

@@ -42,6 +42,7 @@ fn traffic(faults: FaultRates) -> Vec<Vec<u8>> {
 fn settings() -> TaskSettings {
     TaskSettings {
         allowed_lateness_ms: 300_000,
+        correction_horizon_ms: 7 * 86_400_000,
         max_future_skew_ms: 600_000,
         dedup_horizon_ms: 86_400_000,
         dedup_max_ids: 2_000_000,

@@ -2,6 +2,9 @@
 //!
 //! - [`commands`]: one module per command; the binary (`src/main.rs`) only calls them;
 //! - [`runtime`]: the driver loop over [`sources`] and the sinks (`salestalk-sinks`);
+//! - [`corrections`]: past days corrected from the archive (late events, copies counted in
+//!   two partitions), by `run` and by `replay run --backfill`; [`recompute`] runs the operators
+//!   over archived events for it;
 //! - [`sources`]: the source contract and the Kafka consumer-group source;
 //! - [`serve`], [`alerts`], [`stalls`], [`webhook`], [`http`], [`telemetry`]: what serves
 //!   people and Prometheus;
@@ -14,6 +17,7 @@ pub mod access;
 pub mod alerts;
 pub mod billing;
 pub mod commands;
+pub mod corrections;
 pub mod downstream;
 pub mod generate;
 pub mod http;

@@ -4,9 +4,11 @@
 //! lands in the same windows, with the same dimensions, as when it was counted. Offsets are
 //! the task's own count (a task reads offsets in order, and the archive is paged by tenant).
 //!
-//! A backfill (`--backfill`) also counts the events dead-lettered as late, and recomputes only
-//! the families of the events themselves: the publish and dead-letter families and latency
-//! describe what happened to messages when they arrived, which a backfill does not change.
+//! A correction of a past day (ADR 0016, [`crate::corrections`]) recomputes only the families
+//! of the events themselves (`Family::counts_events`): the publish, dead-letter and late-arrival
+//! families and latency describe what happened to messages when they arrived, which a
+//! correction does not change. It also counts the events dead-lettered as `late` before late
+//! events were archived, each once even where the archive holds a copy from another partition.
 //!
 //! Three things differ from a live run, on purpose. Nothing is late: the archive holds only
 //! events that were counted (or redriven and counted), so the lateness rule, which decided
@@ -14,10 +16,10 @@
 //! not in time order). Latency is not recomputed: it measured the live run. And the publish
 //! and dead-letter families count the archived events only (the archive keeps valid events).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use salestalk_operators::aggregate::Aggregates;
+use salestalk_operators::aggregate::{Aggregates, Family};
 use salestalk_operators::flush::Flush;
 use salestalk_operators::message::{PublishPath, RawMessage};
 use salestalk_operators::routing::RoutingTable;
@@ -39,16 +41,16 @@ const EVERY_ID: usize = usize::MAX >> 1;
 pub enum Purpose {
     /// Every metric into a separate database (latency excepted).
     Database,
-    /// The live families of the events themselves, corrected.
-    Backfill,
+    /// The live families of the events themselves, corrected (ADR 0016).
+    Correction,
 }
 
 impl Purpose {
-    /// Aggregates it leaves out.
-    fn leaves_out(self) -> &'static [&'static str] {
+    /// Whether it recomputes the rows of `family`.
+    fn recomputes(self, family: Family) -> bool {
         match self {
-            Self::Database => &["latency"],
-            Self::Backfill => &["latency", "publish", "dead_letters"],
+            Self::Database => family != Family::Latency,
+            Self::Correction => family.counts_events(),
         }
     }
 }
@@ -60,8 +62,14 @@ pub struct Recomputation {
     routing: Arc<RoutingTable>,
     /// Each partition's task, and the next offset it is given.
     tasks: BTreeMap<(String, i32), (Task, i64)>,
+    purpose: Purpose,
     /// Events fed since the start.
     pub events: u64,
+    /// Events fed that had arrived after their window was final.
+    pub late: u64,
+    /// The (tenant, eventId) pairs fed, so an event reaches one task only: the archive gives
+    /// each once, but a dead letter of it may sit in another partition.
+    fed: HashSet<(String, String)>,
 }
 
 impl Recomputation {
@@ -73,7 +81,11 @@ impl Recomputation {
             .aggregates
             .names()
             .into_iter()
-            .filter(|name| !purpose.leaves_out().contains(name))
+            .filter(|name| {
+                Family::ALL
+                    .into_iter()
+                    .any(|f| f.layout().name == *name && purpose.recomputes(f))
+            })
             .collect();
         let aggregates = Aggregates::from_names(&names)
             .map_err(|problems| anyhow::anyhow!("aggregates: {}", problems.join("; ")))?;
@@ -89,12 +101,24 @@ impl Recomputation {
             aggregates,
             routing: Arc::new(routing),
             tasks: BTreeMap::new(),
+            purpose,
             events: 0,
+            late: 0,
+            fed: HashSet::new(),
         })
     }
 
     /// Feeds `event` to its partition's task.
     pub fn feed(&mut self, event: &ArchivedCopy) {
+        // Only a correction mixes in dead letters; the archive alone gives each event once.
+        if self.purpose == Purpose::Correction
+            && !self
+                .fed
+                .insert((event.tenant_id.clone(), event.event_id.clone()))
+        {
+            return;
+        }
+        self.late += u64::from(event.late);
         // The archive keeps the broker second. A trusted timestamp stays trusted at the end of
         // that second, an untrusted one stays untrusted at its start: the task decides skew
         // (and the broker minute) as it did.
@@ -110,6 +134,21 @@ impl Recomputation {
     /// Feeds a late event's dead letter to its partition's task (a late event was stamped
     /// long before its broker time, so it is trusted: the end of its broker second).
     pub fn feed_late(&mut self, letter: &LateLetter) {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Identity {
+            tenant_id: String,
+            event_id: String,
+        }
+        // A letter that is not an event is dead-lettered again by the task, as it was live.
+        if let Ok(who) = serde_json::from_slice::<Identity>(&letter.raw)
+            && !self
+                .fed
+                .insert((who.tenant_id, who.event_id.to_ascii_lowercase()))
+        {
+            return;
+        }
+        self.late += 1;
         let broker_ms = i64::from(letter.broker_time) * 1000 + 999;
         self.give(&letter.topic, letter.partition, broker_ms, &letter.raw);
     }

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::alerts::AlertSettings;
+use crate::corrections::CorrectionSettings;
 use crate::http::ServeSettings;
 use crate::ingest::IngestSettings;
 use crate::logging::LogSettings;
@@ -69,6 +70,8 @@ pub struct Settings {
     pub serve: ServeSettings,
     /// `[retention]`: how long the archive and the dead letters are kept (`salestalk-store`).
     pub retention: RetentionSettings,
+    /// `[corrections]`: late events' horizon and the corrector of past days.
+    pub corrections: CorrectionSettings,
     /// `[ingest]`: the ingest gateway.
     pub ingest: IngestSettings,
     /// `[routing]`: where each valid event goes.
@@ -208,6 +211,22 @@ impl Reader {
         let serve = self.section("serve", ServeSettings::problems);
         let log = self.section("log", LogSettings::problems);
         let retention = self.section("retention", RetentionSettings::problems);
+        let archive_days = retention.as_ref().map_or(90, |r| r.archive_days);
+        let corrections = self.section("corrections", |c: &CorrectionSettings| {
+            c.problems(archive_days)
+        });
+        if let (Some(graph), Some(corrections)) = (&graph, &corrections)
+            && corrections.scheduled()
+        {
+            for needed in ["volume", "late_arrivals"] {
+                if !graph.aggregates.names().contains(&needed) {
+                    self.problems.push(format!(
+                        "graph.aggregates: the corrector (corrections.interval_ms) reads the \
+                         '{needed}' aggregate's rows; add it, or set corrections.interval_ms = 0"
+                    ));
+                }
+            }
+        }
         let ingest = self.section("ingest", IngestSettings::problems);
         let routing = self.section("routing", |r: &RoutingSettings| {
             RoutingTable::compile(r).err().unwrap_or_default()
@@ -222,8 +241,22 @@ impl Reader {
             );
         }
         match (
-            kafka, kinesis, clickhouse, pipeline, graph, retry, dlq, sinks, metrics, alerts, serve,
-            log, retention, ingest, routing,
+            kafka,
+            kinesis,
+            clickhouse,
+            pipeline,
+            graph,
+            retry,
+            dlq,
+            sinks,
+            metrics,
+            alerts,
+            serve,
+            log,
+            retention,
+            ingest,
+            routing,
+            corrections,
         ) {
             (
                 Some(kafka),
@@ -241,6 +274,7 @@ impl Reader {
                 Some(retention),
                 Some(ingest),
                 Some(routing),
+                Some(corrections),
             ) if self.problems.is_empty() => Ok(Settings {
                 kafka,
                 kinesis,
@@ -257,6 +291,7 @@ impl Reader {
                 retention,
                 ingest,
                 routing,
+                corrections,
             }),
             _ => Err(SettingsError {
                 problems: self.problems,
@@ -359,6 +394,9 @@ mod tests {
                 ("SALESTALK__CLICKHOUSE__COMPRESSION", "none"),
                 ("SALESTALK__PIPELINE__BATCH_SIZE", "20000"),
                 ("SALESTALK__GRAPH__AGGREGATES", "volume,cost"),
+                // The corrector reads late_arrivals' rows, which this graph leaves out.
+                ("SALESTALK__CORRECTIONS__INTERVAL_MS", "0"),
+                ("SALESTALK__CORRECTIONS__HORIZON_MS", "86400000"),
                 ("SALESTALK__LOG__FORMAT", "json"),
                 ("SALESTALK__RETRY__MAX_ATTEMPTS", "5"),
                 ("SALESTALK__DLQ__TOPIC", ""),
@@ -399,6 +437,29 @@ mod tests {
         );
         assert_eq!(settings.pipeline.batch_size, 20_000);
         assert_eq!(settings.log.format, LogFormat::Json);
+        assert!(!settings.corrections.scheduled());
+        assert_eq!(settings.corrections.horizon_ms, 86_400_000);
+    }
+
+    #[test]
+    fn the_corrector_needs_the_rows_it_reads_and_an_archive_that_holds_its_horizon() {
+        let problems = Settings::load_from(
+            None,
+            env(&[
+                ("SALESTALK__GRAPH__AGGREGATES", "cost"),
+                ("SALESTALK__RETENTION__ARCHIVE_DAYS", "5"),
+            ]),
+        )
+        .expect_err("the corrector lacks its rows")
+        .problems;
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("'volume'")));
+        assert!(problems.iter().any(|p| p.contains("'late_arrivals'")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("corrections.horizon_ms"))
+        );
     }
 
     #[test]

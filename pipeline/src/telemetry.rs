@@ -158,6 +158,12 @@ pub struct Telemetry {
     pub kinesis_millis_behind: Family<PartitionLabels, Gauge>,
     /// Kinesis reads refused for the shard's read limit (each backed off and retried).
     pub kinesis_throttled: Family<PartitionLabels, Counter>,
+    /// Checks of past tenant-days by outcome (`corrected`, `unchanged`, `not_final`, `failed`).
+    pub corrections: Family<OutcomeLabels, Counter>,
+    /// Window rows the corrections wrote.
+    pub correction_rows: Counter,
+    /// Tenant-days that need a correction but are not final yet for every task, at the last check.
+    pub corrections_waiting: Gauge,
 }
 
 impl Default for Telemetry {
@@ -301,6 +307,24 @@ impl Default for Telemetry {
                 "kinesis_throttled_reads",
                 "Kinesis reads throttled (ProvisionedThroughputExceeded), each backed off",
                 Family::<PartitionLabels, Counter>::default(),
+            ),
+            corrections: registered(
+                &mut registry,
+                "corrections",
+                "Checks of past tenant-days by outcome",
+                Family::<OutcomeLabels, Counter>::default(),
+            ),
+            correction_rows: registered(
+                &mut registry,
+                "correction_rows",
+                "Window rows written by corrections of past days",
+                Counter::default(),
+            ),
+            corrections_waiting: registered(
+                &mut registry,
+                "corrections_waiting",
+                "Tenant-days needing a correction that are not final for every task yet",
+                Gauge::default(),
             ),
             registry,
         }

@@ -124,6 +124,7 @@ const NO_CAP: usize = 1_000_000;
 fn settings(dedup_max_ids: usize) -> TaskSettings {
     TaskSettings {
         allowed_lateness_ms: 5 * 60_000,
+        correction_horizon_ms: 7 * 86_400_000,
         max_future_skew_ms: 10 * 60_000,
         dedup_horizon_ms: 24 * 3_600_000,
         dedup_max_ids,

@@ -5,7 +5,8 @@
 //! [`codec`] and [`Endpoint`] from here; everything that *reads* what the pipeline wrote is
 //! here: a task's state for a restart ([`restore`]), alert signals ([`signals`]), billing
 //! ([`billing`]), the dead-letter queue ([`dead_letter_queue`]), latency percentiles
-//! ([`latency`]), the lineage that fences a task's stalled owners ([`lineage`]), the alert history ([`alert_history`]) and dashboard panels
+//! ([`latency`]), the lineage that fences a task's stalled owners ([`lineage`]), what the
+//! corrector of past days reads and records ([`corrections`]), the alert history ([`alert_history`]) and dashboard panels
 //! ([`raw_query`]); and [`retention`], which drops expired partitions where the server has no
 //! TTL.
 
@@ -13,6 +14,7 @@ pub mod alert_history;
 pub mod billing;
 pub mod cluster;
 pub mod codec;
+pub mod corrections;
 pub mod dead_letter_queue;
 pub mod downstream;
 mod endpoint;

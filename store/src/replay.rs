@@ -85,6 +85,7 @@ const NEWEST_COPY: &str = "argMax(topic, durable_at_ms) AS newest_topic, \
      argMax(partition, durable_at_ms) AS newest_partition, \
      toUInt32(argMax(broker_time, durable_at_ms)) AS newest_broker_time, \
      argMax(clock_skewed, durable_at_ms) AS newest_skewed, \
+     argMax(late, durable_at_ms) AS newest_late, \
      argMax(raw, durable_at_ms) AS newest_raw";
 
 /// A page of the archive in (tenant, eventId) order, each event once: `columns` after the
@@ -127,6 +128,8 @@ pub struct ArchivedCopy {
     pub broker_time: u32,
     /// Whether its timestamp was not trusted (too far ahead of the broker's).
     pub clock_skewed: u8,
+    /// Whether it arrived after its window was final (counted by the correction of its day).
+    pub late: u8,
     /// The event as it was published.
     #[serde(with = "serde_bytes")]
     pub raw: Vec<u8>,
@@ -215,8 +218,8 @@ impl Endpoint {
     }
 
     /// Up to `limit` archived events of `tenants` (all when empty) counted in the minute
-    /// windows `[since, until)` (Unix s), after `after` (tenant, event id), each once: a page
-    /// of a backfill.
+    /// windows `[since, until)` (Unix s), after `after` (tenant, event id), each once (its
+    /// newest copy, whichever partition it was read from): a page of a correction.
     pub async fn archive_in_windows(
         &self,
         tenants: &[String],

@@ -350,6 +350,33 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 "ALTER TABLE {database}.consumer_group_lag ADD COLUMN instance String"
             )],
         },
+        // Late events and corrections (ADR 0016): an event that arrives after its window is
+        // final is archived with `late = 1` (not counted live), and the corrector recomputes its
+        // tenant's day from the archive. Every check of a tenant's day is recorded, with what
+        // its correction changed; a handful of rows per tenant and day, kept like the claims.
+        Migration {
+            version: 15,
+            name: "late events in the archive, corrections of past days",
+            statements: vec![
+                format!("ALTER TABLE {database}.events_raw ADD COLUMN late UInt8"),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {database}.corrections (\n\
+                     tenant_id String,\n\
+                     day Date,\n\
+                     checked_at_ms UInt64,\n\
+                     epoch UInt64,\n\
+                     trigger {low},\n\
+                     live_before Int64,\n\
+                     events Int64,\n\
+                     late_events Int64,\n\
+                     duplicates_removed Int64,\n\
+                     late_arrivals_seen Int64,\n\
+                     rows_written UInt64\n\
+                     ) ENGINE = MergeTree\n\
+                     ORDER BY (tenant_id, day, checked_at_ms)"
+                ),
+            ],
+        },
     ]
 }
 
@@ -695,6 +722,50 @@ pub fn views(database: &str) -> Vec<String> {
              argMax(throttled, measured_at_ms) AS newest_throttled\n\
              FROM {database}.consumer_group_lag GROUP BY minute, consumer_group, topic, partition)\n\
              GROUP BY window_start, consumer_group, instance, topic"
+        ),
+    );
+    // Per tenant and day: the newest check, when a correction last changed the day's windows,
+    // and what it found (ADR 0016).
+    create(
+        "window_corrections",
+        format!(
+            "CREATE VIEW {database}.window_corrections AS\n\
+             SELECT tenant_id, day, toDateTime(intDiv(max(checked_at_ms), 1000), 'UTC') AS checked_at,\n\
+             toDateTime(intDiv(maxIf(checked_at_ms, epoch != 0), 1000), 'UTC') AS last_changed_at,\n\
+             toUInt64(countIf(epoch != 0)) AS corrections,\n\
+             argMax(events, checked_at_ms) AS events,\n\
+             argMax(late_events, checked_at_ms) AS late_events,\n\
+             argMax(duplicates_removed, checked_at_ms) AS cross_partition_duplicates\n\
+             FROM {database}.corrections GROUP BY tenant_id, day"
+        ),
+    );
+    // Events counted in more than one partition (or source) before their day's correction
+    // took the extra copies out: what each correction found, per tenant and day.
+    create(
+        "cross_partition_duplicates",
+        format!(
+            "CREATE VIEW {database}.cross_partition_duplicates AS\n\
+             SELECT tenant_id, day, duplicates AS events_counted_twice, found_at\n\
+             FROM (SELECT tenant_id, day, argMax(duplicates_removed, checked_at_ms) AS duplicates,\n\
+             toDateTime(intDiv(max(checked_at_ms), 1000), 'UTC') AS found_at\n\
+             FROM {database}.corrections WHERE epoch != 0 GROUP BY tenant_id, day)\n\
+             WHERE duplicates > 0"
+        ),
+    );
+    // Late events waiting for the correction of their day: arrived (the late_arrivals family)
+    // less what the day's newest check had seen.
+    create(
+        "late_events_pending",
+        format!(
+            "CREATE VIEW {database}.late_events_pending AS\n\
+             SELECT tenant_id, day, toUInt64(arrived) AS arrived,\n\
+             toUInt64(greatest(arrived - seen, 0)) AS pending\n\
+             FROM (SELECT tenant_id, toDate(toDateTime(event_window, 'UTC')) AS day,\n\
+             toInt64(sum(events)) AS arrived\n\
+             FROM {database}.metrics_late_arrivals_daily GROUP BY tenant_id, day) AS arrivals\n\
+             ANY LEFT JOIN (SELECT tenant_id, day, argMax(late_arrivals_seen, checked_at_ms) AS seen\n\
+             FROM {database}.corrections GROUP BY tenant_id, day) AS checks\n\
+             USING (tenant_id, day)"
         ),
     );
     create(

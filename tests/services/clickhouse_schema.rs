@@ -17,6 +17,7 @@ fn task_settings() -> TaskSettings {
     TaskSettings {
         // The examples span 08:00 to 12:45; a day of lateness keeps them all.
         allowed_lateness_ms: 86_400_000,
+        correction_horizon_ms: 7 * 86_400_000,
         max_future_skew_ms: 600_000,
         dedup_horizon_ms: 86_400_000,
         dedup_max_ids: 1_000_000,

@@ -21,6 +21,7 @@ use crate::support::{RUN_LIMIT, finish, send_signal, settings};
 fn task_settings() -> TaskSettings {
     TaskSettings {
         allowed_lateness_ms: LATENESS_MS,
+        correction_horizon_ms: 7 * 86_400_000,
         max_future_skew_ms: SKEW_MS,
         ..salestalk::runtime::task_settings(&settings())
     }

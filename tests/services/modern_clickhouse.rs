@@ -103,6 +103,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
         .collect();
     let settings = TaskSettings {
         allowed_lateness_ms: 86_400_000,
+        correction_horizon_ms: 7 * 86_400_000,
         max_future_skew_ms: 600_000,
         dedup_horizon_ms: 86_400_000,
         dedup_max_ids: 1_000_000,

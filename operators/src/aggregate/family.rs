@@ -31,6 +31,9 @@ pub enum Family {
     /// Events carrying an open enum's value this build does not know, per tenant, event type,
     /// field and value.
     NewEnumValues,
+    /// Events that arrived after their window was final and wait for the correction of their
+    /// day, per tenant, event type and event-time minute (broker time).
+    LateArrivals,
 }
 
 /// How a family's window rows are laid out.
@@ -50,7 +53,7 @@ pub struct Layout {
 
 impl Family {
     /// Every family, in storage order.
-    pub const ALL: [Family; 11] = [
+    pub const ALL: [Family; 12] = [
         Family::Volume,
         Family::Cost,
         Family::Intents,
@@ -62,6 +65,7 @@ impl Family {
         Family::Publish,
         Family::DeadLetters,
         Family::NewEnumValues,
+        Family::LateArrivals,
     ];
 
     /// The family's layout.
@@ -174,7 +178,24 @@ impl Family {
                 floats: &[],
                 histogram: None,
             },
+            Family::LateArrivals => Layout {
+                name: "late_arrivals",
+                dims: ["event_type", "event_window", ""],
+                ints: &["events"],
+                floats: &[],
+                histogram: None,
+            },
         }
+    }
+
+    /// Whether the family's rows are sums over counted events in their event-time windows: what
+    /// a correction of a past day recomputes from the archive. The others record how messages
+    /// arrived (reads, dead letters, latency, late arrivals), which a correction leaves alone.
+    pub const fn counts_events(self) -> bool {
+        !matches!(
+            self,
+            Family::Latency | Family::Publish | Family::DeadLetters | Family::LateArrivals
+        )
     }
 
     /// Position of a named integer counter; evaluated in a `const`, a name the layout lacks

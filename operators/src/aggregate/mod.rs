@@ -59,6 +59,10 @@ pub struct ReadMessage<'a> {
     pub rejected: Option<DeadLetterReason>,
     /// Whether it repeated an `eventId` already counted.
     pub duplicate: bool,
+    /// For an event that arrived after its window was final (and within the correction
+    /// horizon): that window's start (Unix s). It is archived and counted by the correction
+    /// of its day.
+    pub late_window: Option<i64>,
     /// Who put it on the bus.
     pub path: PublishPath,
 }

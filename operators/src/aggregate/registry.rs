@@ -8,14 +8,14 @@ use salestalk_contracts::{Event, EventType};
 use strum::VariantArray;
 
 use super::built_in::{
-    Cost, DeadLetters, Engagement, Ingestion, Intents, Latency, NewEnumValues, Onboarding, Publish,
-    Quality, Volume,
+    Cost, DeadLetters, Engagement, Ingestion, Intents, LateArrivals, Latency, NewEnumValues,
+    Onboarding, Publish, Quality, Volume,
 };
 use super::{Aggregate, Durable, Family, ReadMessage};
 use crate::windows::WindowSet;
 
 /// Every aggregate this build knows, in storage order.
-pub const BUILT_IN: [&'static dyn Aggregate; 11] = [
+pub const BUILT_IN: [&'static dyn Aggregate; 12] = [
     &Volume,
     &Cost,
     &Intents,
@@ -27,6 +27,7 @@ pub const BUILT_IN: [&'static dyn Aggregate; 11] = [
     &Publish,
     &DeadLetters,
     &NewEnumValues,
+    &LateArrivals,
 ];
 
 /// The aggregates a pipeline runs, shared by all its tasks (`[graph] aggregates`: their

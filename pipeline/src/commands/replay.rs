@@ -20,13 +20,17 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use salestalk_kafka::admin;
 use salestalk_kafka::producer::{self, deliver};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use salestalk_sinks::clickhouse::{write_corrections, write_flushes};
-use salestalk_store::codec::task_name;
-use salestalk_store::replay::{LateLetter, ReplayRecord, ReplaySelection};
+use salestalk_sinks::clickhouse::write_flushes;
+use salestalk_store::corrections::DAY_S;
+use salestalk_store::replay::{ReplayRecord, ReplaySelection};
 use salestalk_store::{ClickHouseError, Endpoint};
 
+use crate::corrections::{
+    self,
+    day::{Before, DayCorrection, Refusal, Trigger, oldest_whole_day},
+};
 use crate::recompute::{Purpose, Recomputation};
 
 /// The header naming the replay a message came from.
@@ -57,8 +61,8 @@ pub struct RunArgs {
     /// A ClickHouse database (on the configured server) to recompute their metrics into.
     #[arg(long)]
     to_database: Option<String>,
-    /// Correct the live metrics of whole, final UTC days (--since, --until; --tenant narrows),
-    /// counting the events dead-lettered as late too.
+    /// Correct the live metrics of whole, final UTC days now (--since, --until; --tenant
+    /// narrows), as `salestalk run` does by itself for days it finds wrong.
     #[arg(long)]
     backfill: bool,
     /// Recompute into a --to-database that already holds metrics (its tables are emptied).
@@ -195,13 +199,11 @@ async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// Seconds in a day.
-const DAY_S: i64 = 86_400;
-
-/// `--backfill`: recomputes the events of whole UTC days (the archived ones and those
-/// dead-lettered as late, each once) and writes their window rows over the live ones, at an
-/// epoch above every live one. Only final days: a live task must never write those windows
-/// again, or its lower epochs would lose its changes.
+/// `--backfill`: corrects whole UTC days now, tenant by tenant, as the corrector of `salestalk
+/// run` does when it finds them wrong (ADR 0016): each tenant's day recomputed from the
+/// archive (late events and the events dead-lettered as late included, each event once) and
+/// written over the live rows at a correction epoch. Only days every task is past, and only
+/// days the archive still holds in full.
 async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     let endpoint = &settings.clickhouse;
     if !args.event_ids.is_empty() || !args.event_types.is_empty() || args.correlation_id.is_some() {
@@ -218,11 +220,20 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
     let since_s = since.timestamp().div_euclid(DAY_S) * DAY_S;
     let until_s = (until.timestamp() + DAY_S - 1).div_euclid(DAY_S) * DAY_S;
     anyhow::ensure!(since_s < until_s, "--since must be before --until");
-    let range = (
-        since_s.clamp(0, i64::from(u32::MAX)) as u32,
-        until_s.clamp(0, i64::from(u32::MAX)) as u32,
-    );
     let started = Utc::now();
+    let now_ms = started.timestamp_millis().max(0) as u64;
+    let oldest = oldest_whole_day(settings, now_ms);
+    if since_s < oldest {
+        bail!(
+            "the archive holds whole days from {} on (retention.archive_days = {}): a backfill \
+             from {} would need it from {}, and would recompute a day from part of its events",
+            date(oldest),
+            settings.retention.archive_days,
+            date(since_s),
+            date(since_s)
+        );
+    }
+    let range = (to_u32(since_s), to_u32(until_s));
     let mut record = ReplayRecord {
         replay_id: format!("replay-{}", started.format("%Y%m%dT%H%M%S%.3fZ")),
         who: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
@@ -237,124 +248,119 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
         dry_run: u8::from(args.dry_run),
         selected: 0,
         sent: 0,
-        started_at: started.timestamp().clamp(0, i64::from(u32::MAX)) as u32,
+        started_at: to_u32(started.timestamp()),
         finished_at: 0,
     };
-    // A late event arrives after its window, but its producer's clock may run ahead of the
-    // broker's by up to the allowed skew: look that much earlier.
-    let skew_s = (settings.pipeline.max_future_skew_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
-    let late: Vec<LateLetter> = endpoint
-        .late_letters(&args.tenants, range.0.saturating_sub(skew_s))
+    // Every task that wrote the days must be past them for good: checked for the whole range
+    // before anything is written.
+    let open_from = corrections::open_from(settings).await?;
+    let days: Vec<i64> = (since_s..until_s).step_by(DAY_S as usize).collect();
+    for day in &days {
+        for task in endpoint.tasks_of_day(*day).await? {
+            let open = open_from.get(&task).copied();
+            if open.is_none_or(|open| open < day + DAY_S) {
+                bail!(
+                    "{}: backfill whole days that ended before then (its watermark minus the \
+                     allowed lateness)",
+                    Refusal::NotFinal {
+                        task,
+                        open_from: open
+                    }
+                );
+            }
+        }
+    }
+    let checks: BTreeMap<(String, i64), i64> = endpoint
+        .latest_checks(since_s, until_s)
         .await?
         .into_iter()
-        .filter(|letter| {
-            event_minute(&letter.raw)
-                .is_some_and(|m| (i64::from(range.0)..i64::from(range.1)).contains(&m))
+        .map(|c| {
+            (
+                (c.tenant_id, i64::from(c.day) * DAY_S),
+                c.late_arrivals_seen,
+            )
         })
         .collect();
-    let mut recomputation = Recomputation::new(settings, Purpose::Backfill)?;
-    let clock = Instant::now();
-    let mut cursor = Cursor::default();
-    let mut archived = 0u64;
-    loop {
-        let page = endpoint
-            .archive_in_windows(&args.tenants, range, cursor.after(), PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
-        cursor.past(&last.tenant_id, &last.event_id);
-        for event in &page {
-            recomputation.feed(event);
-        }
-        archived += page.len() as u64;
-        record.sent = archived;
-        progress(&record, clock, "recomputed");
-    }
-    for letter in &late {
-        recomputation.feed_late(letter);
-    }
-    record.selected = archived + late.len() as u64;
-    record.sent = record.selected;
-    eprintln!(
-        "{}: {archived} archived events and {} late ones in {}",
-        record.replay_id,
-        late.len(),
-        record.selection
-    );
-    // Every partition whose windows are rewritten must be past them for good.
-    let lateness = settings.pipeline.allowed_lateness_ms;
-    let checkpoints: BTreeMap<String, i64> = endpoint
-        .checkpoints()
-        .await?
-        .into_iter()
-        .map(|(task, checkpoint, _)| (task, checkpoint.first_open_window(lateness)))
-        .collect();
-    for (topic, partition) in recomputation.partitions() {
-        let open = checkpoints
-            .get(&task_name(topic, *partition))
-            .copied()
-            .unwrap_or(i64::MIN);
-        if open < i64::from(range.1) {
-            let open = DateTime::from_timestamp(open.max(0), 0)
-                .map_or_else(|| "never".to_string(), |t| t.to_rfc3339());
-            bail!(
-                "{topic}/{partition} may still change windows from {open} on: backfill whole \
-                 days that ended before then (its watermark minus the allowed lateness)"
+    let live = endpoint.live_day_volumes(since_s, until_s).await?;
+    let arrivals = endpoint.late_arrivals(since_s, until_s).await?;
+    let (mut events, mut late, mut rows) = (0i64, 0i64, 0u64);
+    for day in days {
+        let mut tenants: BTreeSet<String> = args.tenants.iter().cloned().collect();
+        if tenants.is_empty() {
+            tenants.extend(live.iter().filter(|r| r.1 == day).map(|r| r.0.clone()));
+            tenants.extend(arrivals.iter().filter(|r| r.1 == day).map(|r| r.0.clone()));
+            tenants.extend(
+                endpoint
+                    .archived_per_tenant(day)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.0),
             );
         }
+        for tenant in tenants {
+            let total = |rows: &[(String, i64, i64)]| {
+                rows.iter()
+                    .find(|r| r.0 == tenant && r.1 == day)
+                    .map_or(0, |r| r.2)
+            };
+            let correction = DayCorrection {
+                settings,
+                tenant: &tenant,
+                day,
+                trigger: Trigger::Backfill,
+                before: Before {
+                    live: total(&live),
+                    late_arrivals: total(&arrivals),
+                    late_arrivals_counted: checks.get(&(tenant.clone(), day)).copied().unwrap_or(0),
+                },
+            };
+            if args.dry_run {
+                continue;
+            }
+            match correction.run(&open_from, now_ms).await? {
+                Ok(done) => {
+                    events += done.events;
+                    late += done.late_events;
+                    rows += done.rows_written;
+                    eprintln!(
+                        "{tenant} {}: {} events ({} late, {} counted twice before), {} rows",
+                        date(day),
+                        done.events,
+                        done.late_events,
+                        done.duplicates_removed,
+                        done.rows_written
+                    );
+                }
+                Err(refusal) => bail!("{tenant} {}: {refusal}", date(day)),
+            }
+        }
     }
-    if !args.dry_run {
-        let epoch = endpoint
-            .max_epoch()
-            .await?
-            .saturating_add(BACKFILL_EPOCH_STEP);
-        let durable_at = Utc::now().timestamp_millis();
-        let flushes = recomputation.flush(durable_at);
-        let rows = write_corrections(endpoint, &flushes, epoch)
-            .await
-            .context("writing the corrected window rows")?;
-        let addresses: Vec<(&str, i32, i64)> = late
-            .iter()
-            .map(|l| (l.topic.as_str(), l.partition, l.offset))
-            .collect();
-        endpoint
-            .dlq_mark(
-                &addresses,
-                "backfilled",
-                &record.replay_id,
-                durable_at.max(0) as u64,
-            )
-            .await
-            .context("marking the late events backfilled")?;
-        eprintln!("{rows} window rows rewritten at epoch {epoch}");
-    }
-    record.finished_at = Utc::now().timestamp().clamp(0, i64::from(u32::MAX)) as u32;
+    record.selected = events.max(0) as u64;
+    record.sent = record.selected;
+    record.finished_at = to_u32(Utc::now().timestamp());
     endpoint
         .record_replay(&record)
         .await
         .context("recording the replay")?;
     println!(
-        "{} {} events ({archived} archived, {} late) over {}",
+        "{} {events} events ({late} of them late) over {}: {rows} window rows rewritten",
         if args.dry_run {
             "would backfill"
         } else {
             "backfilled"
         },
-        record.selected,
-        late.len(),
         record.selection
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// How far above every live epoch a backfill writes: live tasks count one epoch a flush (and
-/// jump by 2^32 on a restore), so they never reach it for windows they might still write.
-const BACKFILL_EPOCH_STEP: u64 = 1 << 34;
+fn to_u32(seconds: i64) -> u32 {
+    seconds.clamp(0, i64::from(u32::MAX)) as u32
+}
 
-/// The minute (Unix s) of an event's `timestamp`, if it has a readable one.
-fn event_minute(raw: &[u8]) -> Option<i64> {
-    let value: serde_json::Value = serde_json::from_slice(raw).ok()?;
-    let stamped = DateTime::parse_from_rfc3339(value.get("timestamp")?.as_str()?).ok()?;
-    Some(stamped.timestamp().div_euclid(60) * 60)
+fn date(seconds: i64) -> String {
+    DateTime::from_timestamp(seconds, 0)
+        .map_or_else(|| seconds.to_string(), |t| t.date_naive().to_string())
 }
 
 /// Where a replay goes.

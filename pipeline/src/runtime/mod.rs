@@ -39,6 +39,7 @@ use self::durable::{InFlight, Writer};
 use self::signals::StopRequest;
 use self::startup::{flush_plan, with_retries};
 use self::workers::Workers;
+use crate::corrections::Leadership;
 use crate::settings::Settings;
 use crate::sources::kinesis::lineage::PREFIX as KINESIS_PREFIX;
 use crate::sources::{Batch, PartitionKey, Source, Sources};
@@ -57,6 +58,7 @@ pub struct RunLimits {
 pub fn task_settings(settings: &Settings) -> TaskSettings {
     TaskSettings {
         allowed_lateness_ms: settings.pipeline.allowed_lateness_ms,
+        correction_horizon_ms: settings.corrections.horizon_ms,
         max_future_skew_ms: settings.pipeline.max_future_skew_ms,
         dedup_horizon_ms: settings.pipeline.dedup_horizon_ms,
         dedup_max_ids: settings.pipeline.dedup_max_ids,
@@ -88,6 +90,8 @@ struct Runtime<'a, S: Source> {
     routing: Arc<RoutingTable>,
     /// Who this process is in the task generations it claims (host, process, instance id).
     owner: String,
+    /// Whether this instance corrects past days (it owns the first Kafka topic's partition 0).
+    leadership: Leadership,
 }
 
 /// The consumer-group name this pipeline's own Kafka partitions are sampled under in
@@ -105,7 +109,10 @@ impl<S: Source> Runtime<'_, S> {
         for key in &changes.revoked {
             self.tasks.remove(key);
         }
-        self.restore(changes.assigned).await
+        self.restore(changes.assigned).await?;
+        self.leadership
+            .set(leads_corrections(self.settings, &self.tasks));
+        Ok(())
     }
 
     /// Rebuilds the tasks of `partitions` from what their flushes stored, and starts each
@@ -319,6 +326,20 @@ impl<S: Source> Runtime<'_, S> {
     }
 }
 
+/// Whether the instance owning `tasks` corrects past days: one instance at a time, the owner
+/// of the first Kafka topic's partition 0 (Kinesis alone: instance 0).
+fn leads_corrections(settings: &Settings, tasks: &HashMap<PartitionKey, Task>) -> bool {
+    if settings.pipeline.sources.iter().any(|s| s == "kafka") {
+        settings
+            .kafka
+            .topics
+            .first()
+            .is_some_and(|topic| tasks.contains_key(&(topic.clone(), 0)))
+    } else {
+        settings.kinesis.instance_index == 0
+    }
+}
+
 /// Keeps the DLQ depth gauge current (every 15 s) without holding up the runtime.
 fn watch_dlq_depth(endpoint: Endpoint, telemetry: Arc<Telemetry>) {
     tokio::spawn(async move {
@@ -364,6 +385,8 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         Arc::clone(&telemetry),
     );
     crate::downstream::watch(settings, &routing);
+    let leadership = Leadership::default();
+    crate::corrections::schedule(settings.clone(), leadership.clone(), Arc::clone(&telemetry));
     let writer = Arc::new(Writer {
         plan,
         outcomes_to: settings.clickhouse.clone(),
@@ -383,6 +406,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         stop,
         routing,
         owner: crate::instance::name(&settings.kafka.instance_id),
+        leadership,
     };
     runtime.drive(limits).await
 }

@@ -32,6 +32,7 @@ struct ArchiveRecord<'a> {
     broker_time: u32,
     durable_at_ms: u64,
     raw: &'a serde_bytes::Bytes,
+    late: u8,
 }
 
 /// The raw archive sink.
@@ -91,6 +92,7 @@ impl Sink for Archive {
                         broker_time: datetime(event.broker_ms.div_euclid(1000)),
                         durable_at_ms,
                         raw: serde_bytes::Bytes::new(&event.raw),
+                        late: u8::from(event.late),
                     });
                 }
             }

@@ -2,7 +2,7 @@
 //! their checkpoints, in ONE insert. Retried, never split, since splitting would break its
 //! atomicity (ADR 0004); it is the last sink of every flush order.
 
-use salestalk_operators::flush::{Flush, consumers};
+use salestalk_operators::flush::{Flush, StateRow, consumers};
 use salestalk_store::Endpoint;
 use salestalk_store::codec::{StateRecord, task_name};
 
@@ -30,24 +30,19 @@ pub fn state_records(flush: &Flush, durable_at_ms: u64) -> Vec<StateRecord> {
         .collect()
 }
 
-/// Writes the window rows of `flushes` (no checkpoints) at `epoch`, above every epoch their
-/// tasks wrote, so the views take these values: a backfill's corrections of final windows
-/// (`salestalk replay run --backfill`). In inserts of at most [`MAX_STATE_ROWS`], so not
-/// atomic: a backfill cut short is run again (the same rows at a higher epoch).
+/// Writes a correction of past windows (ADR 0016): `rows`, each with the task it belongs to,
+/// at `epoch` (a correction epoch, above every live one, so the views take these values). One
+/// insert when they fit in [`MAX_STATE_ROWS`] (a tenant's day nearly always does), so the day
+/// changes at once; more are written in several inserts, and a correction cut short is made
+/// again by the next check (its record is written only after its rows).
 pub async fn write_corrections(
     endpoint: &Endpoint,
-    flushes: &[Flush],
+    rows: &[(String, StateRow)],
     epoch: u64,
 ) -> Result<usize, salestalk_store::ClickHouseError> {
-    let records: Vec<StateRecord> = flushes
+    let records: Vec<StateRecord> = rows
         .iter()
-        .flat_map(|flush| {
-            let task = task_name(&flush.topic, flush.partition);
-            flush
-                .rows
-                .iter()
-                .map(move |row| StateRecord::of_row(&task, epoch, row))
-        })
+        .map(|(task, row)| StateRecord::of_row(task, epoch, row))
         .collect();
     let client = endpoint.client();
     let mut start = 0;

@@ -7,6 +7,7 @@ mod dead_letters;
 mod engagement;
 mod ingestion;
 mod intents;
+mod late_arrivals;
 mod latency;
 mod new_enum_values;
 mod onboarding;
@@ -19,6 +20,7 @@ pub use dead_letters::DeadLetters;
 pub use engagement::Engagement;
 pub use ingestion::Ingestion;
 pub use intents::Intents;
+pub use late_arrivals::{LateArrivals, window_text};
 pub use latency::Latency;
 pub use new_enum_values::NewEnumValues;
 pub use onboarding::Onboarding;
@@ -137,6 +139,7 @@ mod tests {
             rejected: None,
             duplicate: false,
             path: PublishPath::Direct,
+            late_window: None,
         };
         Aggregates::default().on_read(&mut set, &ok);
         Aggregates::default().on_read(
@@ -164,15 +167,31 @@ mod tests {
                 ..ok
             },
         );
-        // A late event was published fine: read, but not a failed publish.
+        // A late event was published fine: read, but not a failed publish; one past the
+        // correction horizon likewise.
         Aggregates::default().on_read(
             &mut set,
             &ReadMessage {
-                rejected: Some(DeadLetterReason::Late),
+                late_window: Some(0),
                 ..ok
             },
         );
-        assert_eq!(set.get(Span::Minute, &key).expect("row").ints, [4, 1, 1]);
+        Aggregates::default().on_read(
+            &mut set,
+            &ReadMessage {
+                rejected: Some(DeadLetterReason::TooLate),
+                ..ok
+            },
+        );
+        assert_eq!(set.get(Span::Minute, &key).expect("row").ints, [5, 1, 1]);
+        // The late one waits for the correction of its window's day.
+        let late = set.key(
+            Family::LateArrivals,
+            60,
+            "a",
+            ["x.y.v1", "1970-01-01 00:00:00", ""],
+        );
+        assert_eq!(set.get(Span::Minute, &late).expect("row").ints, [1]);
         // What the gateway published is a row of its own (the gateway counted the publish).
         Aggregates::default().on_read(
             &mut set,

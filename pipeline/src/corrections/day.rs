@@ -1,0 +1,432 @@
+//! Correcting one tenant's UTC day: recompute it from the archive with the pipeline's own
+//! operators, and write every window row of it (for every task that wrote one) at a
+//! correction epoch, so the views take the recomputed values (ADR 0016).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Context;
+use chrono::DateTime;
+use salestalk_operators::aggregate::Family;
+use salestalk_operators::flush::StateRow;
+use salestalk_operators::windows::{Span, WindowValue};
+use salestalk_sinks::clickhouse::write_corrections;
+use salestalk_store::codec::{parse_family_name, task_name};
+use salestalk_store::corrections::{CorrectionRecord, DAY_S, LiveKey, correction_epoch};
+use salestalk_store::replay::LateLetter;
+
+use crate::recompute::{Purpose, Recomputation};
+use crate::settings::Settings;
+
+/// Archived events read at a time.
+const PAGE: u64 = 5_000;
+
+/// Where each task may still change windows: the first minute (Unix s) it may write, by task.
+pub type OpenFrom = BTreeMap<String, i64>;
+
+/// What a correction of a tenant's day found before writing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A task may still write the day's windows (its watermark has not passed the day plus the
+    /// allowed lateness): correcting now would lose its later changes.
+    NotFinal {
+        /// The task.
+        task: String,
+        /// The first window it may still change (Unix s), `None` when it never flushed.
+        open_from: Option<i64>,
+    },
+    /// The archive no longer holds the whole day (retention).
+    Expired {
+        /// The oldest day start (Unix s) the archive still holds in full.
+        oldest_day: i64,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |s: i64| {
+            DateTime::from_timestamp(s, 0).map_or_else(|| s.to_string(), |t| t.to_rfc3339())
+        };
+        match self {
+            Self::NotFinal { task, open_from } => write!(
+                f,
+                "{task} may still change windows from {} on",
+                open_from.map_or_else(|| "anywhere (it never flushed)".to_string(), at)
+            ),
+            Self::Expired { oldest_day } => write!(
+                f,
+                "the archive holds whole days from {} on only (retention.archive_days)",
+                at(*oldest_day)
+            ),
+        }
+    }
+}
+
+/// What starts a check of a day, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The day became final and was never checked.
+    FirstCheck,
+    /// Late events of the day arrived since its last check.
+    LateEvents,
+    /// A task wrote the day's windows since its last check.
+    LiveChanged,
+    /// `salestalk replay run --backfill`.
+    Backfill,
+}
+
+impl Trigger {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FirstCheck => "first_check",
+            Self::LateEvents => "late_events",
+            Self::LiveChanged => "live_changed",
+            Self::Backfill => "backfill",
+        }
+    }
+}
+
+/// What the day looked like when its check began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Before {
+    /// The day's live event total (the volume view).
+    pub live: i64,
+    /// Late arrivals of the day recorded so far.
+    pub late_arrivals: i64,
+    /// Late arrivals the previous check had seen.
+    pub late_arrivals_counted: i64,
+}
+
+/// A tenant's day to correct, and the rules it is corrected by.
+pub struct DayCorrection<'a> {
+    /// The pipeline's settings: its operators, routing and time rules.
+    pub settings: &'a Settings,
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The day's start (Unix s, a multiple of a day).
+    pub day: i64,
+    /// What asked for it.
+    pub trigger: Trigger,
+    /// The day as it was.
+    pub before: Before,
+}
+
+impl DayCorrection<'_> {
+    /// Recomputes the day and writes it over the live rows at `now_ms`'s correction epoch, then
+    /// records the check; or says why it may not, having written nothing.
+    pub async fn run(
+        &self,
+        open_from: &OpenFrom,
+        now_ms: u64,
+    ) -> anyhow::Result<Result<CorrectionRecord, Refusal>> {
+        let endpoint = &self.settings.clickhouse;
+        let oldest_day = oldest_whole_day(self.settings, now_ms);
+        if self.day < oldest_day {
+            return Ok(Err(Refusal::Expired { oldest_day }));
+        }
+        let live_keys = endpoint
+            .live_keys(self.tenant, self.day)
+            .await
+            .context("reading the day's window rows")?;
+        let end = self.day + DAY_S;
+        let not_final = |task: &str| -> Option<Refusal> {
+            let open = open_from.get(task).copied();
+            (open.is_none_or(|open| open < end)).then(|| Refusal::NotFinal {
+                task: task.to_string(),
+                open_from: open,
+            })
+        };
+        let live_tasks: BTreeSet<&str> = live_keys.iter().map(|k| k.task.as_str()).collect();
+        if let Some(refusal) = live_tasks.iter().find_map(|task| not_final(task)) {
+            return Ok(Err(refusal));
+        }
+        let mut recomputation = Recomputation::new(self.settings, Purpose::Correction)?;
+        let tenants = [self.tenant.to_string()];
+        let range = (to_u32(self.day), to_u32(end));
+        let mut after = (String::new(), String::new());
+        loop {
+            let page = endpoint
+                .archive_in_windows(&tenants, range, (&after.0, &after.1), PAGE)
+                .await
+                .context("reading the day from the archive")?;
+            let Some(last) = page.last() else { break };
+            after = (last.tenant_id.clone(), last.event_id.clone());
+            for event in &page {
+                recomputation.feed(event);
+            }
+        }
+        let letters = self.legacy_late_letters().await?;
+        for letter in &letters {
+            recomputation.feed_late(letter);
+        }
+        let tasks: Vec<String> = recomputation
+            .partitions()
+            .map(|(topic, partition)| task_name(topic, *partition))
+            .collect();
+        if let Some(refusal) = tasks.iter().find_map(|task| not_final(task)) {
+            return Ok(Err(refusal));
+        }
+        let rows = rows_to_write(
+            recomputation.flush(now_ms as i64),
+            &live_keys,
+            self.tenant,
+            self.day,
+        );
+        let events = volume_total(&rows);
+        let epoch = correction_epoch(now_ms);
+        let written = write_corrections(endpoint, &rows, epoch)
+            .await
+            .context("writing the corrected window rows")?;
+        if !letters.is_empty() {
+            let addresses: Vec<(&str, i32, i64)> = letters
+                .iter()
+                .map(|l| (l.topic.as_str(), l.partition, l.offset))
+                .collect();
+            endpoint
+                .dlq_mark(&addresses, "backfilled", self.trigger.as_str(), now_ms)
+                .await
+                .context("marking the late dead letters counted")?;
+        }
+        let before = self.before;
+        let new_late = before.late_arrivals - before.late_arrivals_counted;
+        let record = CorrectionRecord {
+            tenant_id: self.tenant.to_string(),
+            day: (self.day / DAY_S).clamp(0, i64::from(u16::MAX)) as u16,
+            checked_at_ms: now_ms,
+            epoch,
+            trigger: self.trigger.as_str().to_string(),
+            live_before: before.live,
+            events,
+            late_events: recomputation.late as i64,
+            duplicates_removed: (before.live + new_late.max(0) - events).max(0),
+            late_arrivals_seen: before.late_arrivals,
+            rows_written: written as u64,
+        };
+        endpoint
+            .record_check(&record)
+            .await
+            .context("recording the correction")?;
+        Ok(Ok(record))
+    }
+
+    /// The tenant's events of the day dead-lettered as `late` before late events were archived
+    /// (not discarded): they count too.
+    async fn legacy_late_letters(&self) -> anyhow::Result<Vec<LateLetter>> {
+        // A late event arrives after its window, but its producer's clock may run ahead of the
+        // broker's by up to the allowed skew: look that much earlier.
+        let skew_s = self.settings.pipeline.max_future_skew_ms / 1000;
+        let since = to_u32(self.day - skew_s);
+        let letters = self
+            .settings
+            .clickhouse
+            .late_letters(&[self.tenant.to_string()], since)
+            .await
+            .context("reading late dead letters")?;
+        let end = self.day + DAY_S;
+        Ok(letters
+            .into_iter()
+            .filter(|letter| {
+                event_minute(&letter.raw).is_some_and(|m| (self.day..end).contains(&m))
+            })
+            .collect())
+    }
+}
+
+/// The oldest day start (Unix s) the archive holds in full at `now_ms`: retention drops nothing
+/// younger than `retention.archive_days`, and a day is whole when its start is that young.
+pub fn oldest_whole_day(settings: &Settings, now_ms: u64) -> i64 {
+    let now_s = (now_ms / 1000) as i64;
+    let horizon = now_s - i64::from(settings.retention.archive_days) * DAY_S;
+    // The first day starting at or after the horizon.
+    (horizon + DAY_S - 1).div_euclid(DAY_S) * DAY_S
+}
+
+/// The rows a correction writes: every row the recomputation produced, and an empty row for
+/// every live key of the day it did not (a key whose events all belong to another task, such
+/// as the second copy of an event counted in two partitions), so no live value outlives it.
+fn rows_to_write(
+    flushes: Vec<salestalk_operators::flush::Flush>,
+    live_keys: &[LiveKey],
+    tenant: &str,
+    day: i64,
+) -> Vec<(String, StateRow)> {
+    let mut rows: Vec<(String, StateRow)> = Vec::new();
+    let mut written = BTreeSet::new();
+    for flush in flushes {
+        let task = task_name(&flush.topic, flush.partition);
+        for row in flush.rows {
+            // Recomputed windows are the day's (the archive was read by window).
+            if !(day..day + DAY_S).contains(&row.window_start) {
+                continue;
+            }
+            written.insert(key_of(&task, &row));
+            rows.push((task.clone(), row));
+        }
+    }
+    for key in live_keys {
+        let Some((family, span)) = parse_family_name(&key.family) else {
+            continue;
+        };
+        let row = StateRow {
+            family,
+            span,
+            window_start: i64::from(key.window_start),
+            tenant: tenant.to_string(),
+            dims: [key.d1.clone(), key.d2.clone(), key.d3.clone()],
+            value: empty(family),
+        };
+        if written.contains(&key_of(&key.task, &row)) {
+            continue;
+        }
+        rows.push((key.task.clone(), row));
+    }
+    rows
+}
+
+/// A written row's identity: the task and the key within it.
+fn key_of(task: &str, row: &StateRow) -> (String, Family, Span, i64, [String; 3]) {
+    (
+        task.to_string(),
+        row.family,
+        row.span,
+        row.window_start,
+        row.dims.clone(),
+    )
+}
+
+/// An empty value of `family`'s layout: the row counts nothing.
+fn empty(family: Family) -> WindowValue {
+    let layout = family.layout();
+    WindowValue {
+        ints: vec![0; layout.ints.len()],
+        floats: vec![0.0; layout.floats.len()],
+        histogram: Default::default(),
+    }
+}
+
+/// The events the rows count: the volume family's day rows.
+fn volume_total(rows: &[(String, StateRow)]) -> i64 {
+    rows.iter()
+        .filter(|(_, row)| row.family == Family::Volume && row.span == Span::Day)
+        .map(|(_, row)| row.value.ints.first().copied().unwrap_or(0))
+        .sum()
+}
+
+fn to_u32(seconds: i64) -> u32 {
+    seconds.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// The minute (Unix s) of an event's `timestamp`, if it has a readable one.
+pub fn event_minute(raw: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Stamped<'a> {
+        #[serde(borrow)]
+        timestamp: &'a str,
+    }
+    let stamped: Stamped<'_> = serde_json::from_slice(raw).ok()?;
+    let at = DateTime::parse_from_rfc3339(stamped.timestamp).ok()?;
+    Some(at.timestamp().div_euclid(60) * 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use salestalk_operators::flush::{Checkpoint, Flush};
+
+    fn row(family: Family, span: Span, window_start: i64, events: i64) -> StateRow {
+        let mut value = empty(family);
+        value.ints[0] = events;
+        StateRow {
+            family,
+            span,
+            window_start,
+            tenant: "t".into(),
+            dims: ["a.b.v1".into(), "svc".into(), String::new()],
+            value,
+        }
+    }
+
+    fn flush(partition: i32, rows: Vec<StateRow>) -> Flush {
+        Flush {
+            topic: "salestalk.tenant".into(),
+            partition,
+            checkpoint: Checkpoint::default(),
+            rows,
+            archive: Vec::new(),
+            dead_letters: Vec::new(),
+            messages: 0,
+            duplicates: 0,
+        }
+    }
+
+    fn live(task: &str, family: &str, window_start: u32) -> LiveKey {
+        LiveKey {
+            family: family.into(),
+            task: task.into(),
+            window_start,
+            d1: "a.b.v1".into(),
+            d2: "svc".into(),
+            d3: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_live_key_the_recomputation_left_empty_is_written_empty() {
+        let day = 20_000 * DAY_S;
+        // Partition 1 counted an event partition 0 holds too: recomputed, it is 0's alone.
+        let recomputed = vec![flush(
+            0,
+            vec![
+                row(Family::Volume, Span::Minute, day + 60, 2),
+                row(Family::Volume, Span::Day, day, 2),
+            ],
+        )];
+        let live_keys = [
+            live("salestalk.tenant/0", "volume", (day + 60) as u32),
+            live("salestalk.tenant/0", "volume/day", day as u32),
+            live("salestalk.tenant/1", "volume", (day + 60) as u32),
+            live("salestalk.tenant/1", "volume/day", day as u32),
+        ];
+        let rows = rows_to_write(recomputed, &live_keys, "t", day);
+        assert!(rows.iter().all(|(_, row)| row.tenant == "t"));
+        let summary: Vec<(&str, Span, i64)> = rows
+            .iter()
+            .map(|(task, row)| (task.as_str(), row.span, row.value.ints[0]))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("salestalk.tenant/0", Span::Minute, 2),
+                ("salestalk.tenant/0", Span::Day, 2),
+                ("salestalk.tenant/1", Span::Minute, 0),
+                ("salestalk.tenant/1", Span::Day, 0),
+            ]
+        );
+        assert_eq!(volume_total(&rows), 2);
+    }
+
+    #[test]
+    fn refusals_say_what_and_when() {
+        let text = Refusal::NotFinal {
+            task: "t/0".into(),
+            open_from: Some(86_400),
+        }
+        .to_string();
+        assert_eq!(
+            text,
+            "t/0 may still change windows from 1970-01-02T00:00:00+00:00 on"
+        );
+        assert!(
+            Refusal::Expired { oldest_day: 0 }
+                .to_string()
+                .contains("from 1970-01-01T00:00:00+00:00 on")
+        );
+    }
+
+    #[test]
+    fn event_minutes_are_read_from_the_timestamp() {
+        let raw = br#"{"eventId":"x","timestamp":"2025-11-09T00:01:59.999Z"}"#;
+        assert_eq!(event_minute(raw), Some(1_762_646_460));
+        assert_eq!(event_minute(b"not json"), None);
+    }
+}

@@ -1,0 +1,270 @@
+//! The corrector: past days' numbers that stay right without a person (ADR 0016).
+//!
+//! The streaming tasks count an event in its window while the window is open; an event that
+//! comes later is archived (marked late) instead, and copies of one event read from two
+//! partitions (or from Kafka and Kinesis) are each counted by their own task. Both leave a
+//! tenant's day wrong. Every `corrections.interval_ms`, the instance that leads corrections
+//! (the owner of the first topic's partition 0, or Kinesis instance 0) checks the past days:
+//!
+//! - a day never checked, once every task is past it: its live total against the archive's
+//!   distinct events ([`salestalk_store::corrections`]); equal and without late arrivals, it
+//!   is recorded as checked; otherwise corrected;
+//! - a day checked before: corrected again when late arrivals or its live total changed since.
+//!
+//! A correction ([`day::DayCorrection`]) recomputes the tenant's day from the archive (each
+//! event once, whichever partition it came from) with the pipeline's own operators and writes
+//! every row of it at a correction epoch, which outranks every live row for good. The same
+//! code serves `salestalk replay run --backfill`.
+
+pub mod day;
+mod settings;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use salestalk_store::corrections::{CorrectionRecord, DAY_S};
+
+use self::day::{Before, DayCorrection, OpenFrom, Refusal, Trigger};
+pub use self::settings::CorrectionSettings;
+use crate::settings::Settings;
+use crate::telemetry::{OutcomeLabels, Telemetry};
+
+/// What one pass over the past days did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Tenant-days corrected, with what each correction recorded.
+    pub corrected: Vec<CorrectionRecord>,
+    /// Tenant-days checked and found right.
+    pub unchanged: usize,
+    /// Tenant-days that need a correction but are not final for every task yet.
+    pub waiting: usize,
+}
+
+/// A tenant's day (Unix s of its start).
+type TenantDay = (String, i64);
+
+/// Checks every past day that may need it and corrects those that do, as of `now_ms`.
+pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
+    let endpoint = &settings.clickhouse;
+    let today = ((now_ms / 1000) as i64).div_euclid(DAY_S) * DAY_S;
+    // Late arrivals and changed days are looked for as far back as the archive holds whole
+    // days; days are checked the first time within the horizon (and a day more: the horizon
+    // counts from broker time, not from midnight).
+    let oldest = day::oldest_whole_day(settings, now_ms);
+    let first_checks_from = today - (settings.corrections.horizon_ms / 1000 / DAY_S + 2) * DAY_S;
+    let live = totals(endpoint.live_day_volumes(oldest, today).await?);
+    let arrivals = totals(endpoint.late_arrivals(oldest, today).await?);
+    let checks: BTreeMap<TenantDay, CorrectionRecord> = endpoint
+        .latest_checks(oldest, today)
+        .await?
+        .into_iter()
+        .map(|check| {
+            (
+                (check.tenant_id.clone(), i64::from(check.day) * DAY_S),
+                check,
+            )
+        })
+        .collect();
+    let candidates: BTreeSet<TenantDay> = live.keys().chain(arrivals.keys()).cloned().collect();
+    let open_from = open_from(settings).await?;
+    let mut archived: BTreeMap<i64, BTreeMap<String, i64>> = BTreeMap::new();
+    let mut done = Pass::default();
+    for (tenant, day) in candidates {
+        let key = (tenant.clone(), day);
+        let before = Before {
+            live: live.get(&key).copied().unwrap_or(0),
+            late_arrivals: arrivals.get(&key).copied().unwrap_or(0),
+            late_arrivals_counted: checks.get(&key).map_or(0, |c| c.late_arrivals_seen),
+        };
+        let trigger = match checks.get(&key) {
+            Some(check) if before.late_arrivals != check.late_arrivals_seen => Trigger::LateEvents,
+            Some(check) if before.live != check.events => Trigger::LiveChanged,
+            Some(_) => continue,
+            None if day < first_checks_from => continue,
+            None => Trigger::FirstCheck,
+        };
+        if trigger == Trigger::FirstCheck && before.late_arrivals == 0 {
+            // Only copies counted twice can be wrong: the archive holds each event once.
+            if let std::collections::btree_map::Entry::Vacant(entry) = archived.entry(day) {
+                entry.insert(
+                    endpoint
+                        .archived_per_tenant(day)
+                        .await?
+                        .into_iter()
+                        .collect(),
+                );
+            }
+            let in_archive = archived
+                .get(&day)
+                .and_then(|per_tenant| per_tenant.get(&tenant))
+                .copied()
+                .unwrap_or(0);
+            if in_archive == before.live {
+                if let Some(refusal) = not_final(&open_from, &tenant, day, settings).await? {
+                    tracing::debug!(%tenant, day, %refusal, "not final yet");
+                    continue;
+                }
+                endpoint
+                    .record_check(&unchanged(&tenant, day, before, now_ms))
+                    .await?;
+                done.unchanged += 1;
+                continue;
+            }
+        }
+        let correction = DayCorrection {
+            settings,
+            tenant: &tenant,
+            day,
+            trigger,
+            before,
+        };
+        match correction.run(&open_from, now_ms).await? {
+            Ok(record) => {
+                tracing::info!(
+                    tenant = %record.tenant_id,
+                    day = %date(day),
+                    trigger = %record.trigger,
+                    before = record.live_before,
+                    events = record.events,
+                    late_events = record.late_events,
+                    duplicates_removed = record.duplicates_removed,
+                    rows = record.rows_written,
+                    "corrected a past day"
+                );
+                done.corrected.push(record);
+            }
+            Err(Refusal::NotFinal { .. }) => done.waiting += 1,
+            Err(refusal @ Refusal::Expired { .. }) => {
+                tracing::warn!(%tenant, day = %date(day), %refusal, "a day can no longer be corrected");
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Whether a check without a correction must wait: some task that wrote the tenant's day may
+/// still change it.
+async fn not_final(
+    open_from: &OpenFrom,
+    tenant: &str,
+    day: i64,
+    settings: &Settings,
+) -> anyhow::Result<Option<Refusal>> {
+    let keys = settings.clickhouse.live_keys(tenant, day).await?;
+    let tasks: BTreeSet<&str> = keys.iter().map(|k| k.task.as_str()).collect();
+    Ok(tasks.into_iter().find_map(|task| {
+        let open = open_from.get(task).copied();
+        open.is_none_or(|open| open < day + DAY_S)
+            .then(|| Refusal::NotFinal {
+                task: task.to_string(),
+                open_from: open,
+            })
+    }))
+}
+
+/// The record of a check that found the day right.
+fn unchanged(tenant: &str, day: i64, before: Before, now_ms: u64) -> CorrectionRecord {
+    CorrectionRecord {
+        tenant_id: tenant.to_string(),
+        day: (day / DAY_S).clamp(0, i64::from(u16::MAX)) as u16,
+        checked_at_ms: now_ms,
+        epoch: 0,
+        trigger: Trigger::FirstCheck.as_str().to_string(),
+        live_before: before.live,
+        events: before.live,
+        late_events: 0,
+        duplicates_removed: 0,
+        late_arrivals_seen: before.late_arrivals,
+        rows_written: 0,
+    }
+}
+
+/// Each task's first window it may still change (Unix s), from its newest checkpoint.
+pub async fn open_from(settings: &Settings) -> anyhow::Result<OpenFrom> {
+    let lateness = settings.pipeline.allowed_lateness_ms;
+    Ok(settings
+        .clickhouse
+        .checkpoints()
+        .await
+        .context("reading the tasks' checkpoints")?
+        .into_iter()
+        .map(|(task, checkpoint, _)| (task, checkpoint.first_open_window(lateness)))
+        .collect())
+}
+
+fn totals(rows: Vec<(String, i64, i64)>) -> BTreeMap<TenantDay, i64> {
+    rows.into_iter()
+        .map(|(tenant, day, total)| ((tenant, day), total))
+        .collect()
+}
+
+fn date(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day, 0)
+        .map_or_else(|| day.to_string(), |t| t.date_naive().to_string())
+}
+
+/// Who leads corrections: set by the runtime as partitions come and go.
+#[derive(Debug, Clone, Default)]
+pub struct Leadership(Arc<AtomicBool>);
+
+impl Leadership {
+    /// Whether this instance corrects now.
+    pub fn leads(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Sets whether it does.
+    pub fn set(&self, leads: bool) {
+        let was = self.0.swap(leads, Ordering::Relaxed);
+        if was != leads {
+            tracing::info!(leads, "corrections of past days");
+        }
+    }
+}
+
+/// Runs a [`pass`] every `corrections.interval_ms` while this instance leads (never when the
+/// interval is 0), counting outcomes on `/metrics`. A pass cut short by a crash or a stop is
+/// made again by the next: a correction writes its rows before its record, and the same day
+/// recomputed again gives the same rows.
+pub fn schedule(settings: Settings, leadership: Leadership, telemetry: Arc<Telemetry>) {
+    if !settings.corrections.scheduled() {
+        return;
+    }
+    let interval = Duration::from_millis(settings.corrections.interval_ms);
+    tokio::spawn(async move {
+        // The first pass once the partitions are assigned (leadership known).
+        tokio::time::sleep(interval.min(Duration::from_secs(5))).await;
+        loop {
+            if leadership.leads() {
+                let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+                let count = |outcome: &str, n: u64| {
+                    telemetry
+                        .corrections
+                        .get_or_create(&OutcomeLabels {
+                            outcome: outcome.to_string(),
+                        })
+                        .inc_by(n);
+                };
+                match pass(&settings, now_ms).await {
+                    Ok(done) => {
+                        count("corrected", done.corrected.len() as u64);
+                        count("unchanged", done.unchanged as u64);
+                        count("not_final", done.waiting as u64);
+                        let rows: u64 = done.corrected.iter().map(|c| c.rows_written).sum();
+                        telemetry.correction_rows.inc_by(rows);
+                        telemetry.corrections_waiting.set(done.waiting as i64);
+                    }
+                    Err(error) => {
+                        // The next pass tries again: nothing is half-recorded.
+                        tracing::warn!(error = format!("{error:#}"), "correcting past days");
+                        count("failed", 1);
+                    }
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}
