@@ -402,17 +402,19 @@ async fn billing_csv(
         Tenants::All => None,
         Tenants::Only(tenants) => Some(tenants.as_slice()),
     };
-    let rows = match app.endpoint.tenant_months(month, only).await {
-        Ok(rows) => rows,
-        Err(error) => {
-            return json_response(
-                StatusCode::BAD_GATEWAY,
-                &json!({"error": error.to_string()}),
-            );
-        }
-    };
+    let horizon = app.settings.corrections.horizon_ms;
+    let billing =
+        match crate::billing::BillingMonth::read(&app.endpoint, month, only, horizon).await {
+            Ok(billing) => billing,
+            Err(error) => {
+                return json_response(
+                    StatusCode::BAD_GATEWAY,
+                    &json!({"error": error.to_string()}),
+                );
+            }
+        };
     let mut body = Vec::new();
-    if let Err(error) = crate::billing::write_csv(month, &rows, &mut body) {
+    if let Err(error) = crate::billing::write_csv(&billing, &mut body) {
         return json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"error": error.to_string()}),

@@ -108,7 +108,62 @@ pub fn usd_cents(cents: i64) -> String {
     format!("{sign}{}.{:02}", abs / 100, abs % 100)
 }
 
+/// What may still change a tenant's month: late events not yet counted by a correction, and
+/// days with events that no check has looked at yet (copies counted twice are found there).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Row, Deserialize)]
+pub struct OpenCorrections {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Late events of the month waiting for their day's correction.
+    pub pending_late: u64,
+    /// Days of the month with events that were never checked.
+    pub unchecked_days: u64,
+}
+
 impl Endpoint {
+    /// Per tenant with anything open in `month` (ADR 0016), or of `only` these tenants.
+    pub async fn open_corrections(
+        &self,
+        month: Month,
+        only: Option<&[String]>,
+    ) -> Result<Vec<OpenCorrections>, ClickHouseError> {
+        let sql = format!(
+            "SELECT tenant_id, toUInt64(sum(late)) AS pending_late, toUInt64(sum(unchecked)) AS unchecked_days \
+             FROM (SELECT tenant_id, pending AS late, toUInt64(0) AS unchecked FROM late_events_pending \
+             WHERE day >= toDate(?) AND day < toDate(?) \
+             UNION ALL SELECT tenant_id, toUInt64(0) AS late, toUInt64(checked = 0) AS unchecked \
+             FROM (SELECT tenant_id, day FROM metrics_volume_daily \
+             WHERE day >= toDate(?) AND day < toDate(?) \
+             GROUP BY tenant_id, day) AS live \
+             ANY LEFT JOIN (SELECT tenant_id, day, toUInt8(1) AS checked FROM corrections \
+             GROUP BY tenant_id, day) AS checks USING (tenant_id, day)) \
+             WHERE late > 0 OR unchecked > 0{} GROUP BY tenant_id ORDER BY tenant_id",
+            if only.is_some() {
+                " AND has(?, tenant_id)"
+            } else {
+                ""
+            }
+        );
+        let (first, next) = (
+            month.first_day().to_string(),
+            month.next_first_day().to_string(),
+        );
+        let mut query = self
+            .client()
+            .query(&sql)
+            .bind(&first)
+            .bind(&next)
+            .bind(&first)
+            .bind(&next);
+        if let Some(tenants) = only {
+            query = query.bind(tenants);
+        }
+        query
+            .fetch_all()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
     /// The cost and tokens in `month` of every tenant, or of `only` these, by tenant (the
     /// condition is in the query: a reader's CSV never holds another tenant's row).
     pub async fn tenant_months(

@@ -78,6 +78,9 @@ pub struct CorrectionRecord {
     pub late_arrivals_seen: i64,
     /// Window rows the correction wrote (0 for a check without a correction).
     pub rows_written: u64,
+    /// Tasks that wrote the day (or archived events of it) but may still write it: their live
+    /// rows were left as they were, and the day is corrected again once they are past it.
+    pub waiting_tasks: Vec<String>,
 }
 
 /// A live window row's identity: which rows of a tenant's day a correction must cover.
@@ -215,6 +218,30 @@ impl Endpoint {
             .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
+    /// The events `tasks` counted in `tenant`'s day starting at `day` (Unix s): their volume
+    /// day rows, newest epoch each.
+    pub async fn live_day_volume_of_tasks(
+        &self,
+        tenant: &str,
+        day: i64,
+        tasks: &std::collections::BTreeSet<String>,
+    ) -> Result<i64, ClickHouseError> {
+        let tasks: Vec<&String> = tasks.iter().collect();
+        self.client()
+            .query(
+                "SELECT toInt64(sum(events)) FROM (SELECT argMax(ints[1], epoch) AS events \
+                 FROM window_state WHERE family = ? AND tenant_id = ? AND window_start = toDateTime(?) \
+                 AND has(CAST(? AS Array(String)), task) GROUP BY task, d1, d2, d3)",
+            )
+            .bind(family_name(Family::Volume, Span::Day))
+            .bind(tenant)
+            .bind(day.max(0))
+            .bind(tasks)
+            .fetch_one()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
     /// Every task that wrote a row of the day starting at `day` (Unix s), for any tenant (each
     /// writes a day row with its minutes).
     pub async fn tasks_of_day(&self, day: i64) -> Result<Vec<String>, ClickHouseError> {
@@ -249,7 +276,8 @@ impl Endpoint {
                  argMax(late_events, checked_at_ms) AS last_late_events, \
                  argMax(duplicates_removed, checked_at_ms) AS last_duplicates, \
                  argMax(late_arrivals_seen, checked_at_ms) AS last_arrivals_seen, \
-                 argMax(rows_written, checked_at_ms) AS last_rows \
+                 argMax(rows_written, checked_at_ms) AS last_rows, \
+                 argMax(waiting_tasks, checked_at_ms) AS last_waiting \
                  FROM corrections WHERE day >= toDate(toDateTime(?)) AND day < toDate(toDateTime(?)) \
                  GROUP BY tenant_id, day",
             )

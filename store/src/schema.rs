@@ -371,7 +371,8 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                      late_events Int64,\n\
                      duplicates_removed Int64,\n\
                      late_arrivals_seen Int64,\n\
-                     rows_written UInt64\n\
+                     rows_written UInt64,\n\
+                     waiting_tasks Array(String)\n\
                      ) ENGINE = MergeTree\n\
                      ORDER BY (tenant_id, day, checked_at_ms)"
                 ),
@@ -735,7 +736,8 @@ pub fn views(database: &str) -> Vec<String> {
              toUInt64(countIf(epoch != 0)) AS corrections,\n\
              argMax(events, checked_at_ms) AS events,\n\
              argMax(late_events, checked_at_ms) AS late_events,\n\
-             argMax(duplicates_removed, checked_at_ms) AS cross_partition_duplicates\n\
+             argMax(duplicates_removed, checked_at_ms) AS cross_partition_duplicates,\n\
+             argMax(waiting_tasks, checked_at_ms) AS waiting_partitions\n\
              FROM {database}.corrections GROUP BY tenant_id, day"
         ),
     );

@@ -298,11 +298,7 @@ async fn a_shard_split_mid_stream_loses_and_duplicates_nothing() {
         "every record durable once"
     );
     let expected = recompute_lineage(&input, &parents, Some(LATENESS_MS));
-    let late = expected
-        .dead_letters
-        .iter()
-        .filter(|d| d.3 == "late")
-        .count();
+    let late = expected.late_archived;
     eprintln!("{late} late events across the split");
     assert!(
         late > 10,

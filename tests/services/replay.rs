@@ -6,9 +6,6 @@
 //! lets nothing be late.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
-
-use rdkafka::ClientConfig;
 
 use crate::exactness::seeded_setup;
 use crate::support::{create_topics_at, salestalk, stdout_of};
@@ -289,21 +286,27 @@ async fn volume(
 }
 
 /// The live metrics of a past day with late events are corrected by `--backfill` to the batch
-/// recomputation that lets nothing be late, including late events redriven (and late again)
-/// since; other days do not move; the late dead letters leave the DLQ depth; a second
-/// backfill changes nothing.
+/// recomputation that lets nothing be late; other days do not move; a second backfill changes
+/// nothing; and the correction outlasts restarts: seven more runs, each of which restores every
+/// task in a new generation (more than it takes to pass any epoch a backfill could have picked
+/// among the live ones), leave the day as the backfill made it. The corrector of `run` is off
+/// here: the day stays wrong until the command corrects it.
 #[tokio::test(flavor = "multi_thread")]
 async fn backfill_makes_a_past_day_equal_the_recomputation_with_its_late_events() {
+    use crate::corrections::{one_event_now_on_every_partition, yesterday};
     use crate::exactness::{PARTITIONS, TRAFFIC, pipeline_env, read_back, recompute_with};
-    use crate::routing::{event, examples};
     use crate::support::Isolated;
 
     let isolated = Isolated::create("it-backfill", PARTITIONS).await;
     let env = pipeline_env(&isolated);
+    assert!(
+        env.contains(&("SALESTALK__CORRECTIONS__INTERVAL_MS", "0".to_string())),
+        "the corrector is off"
+    );
     let live = isolated.endpoint();
     // Yesterday's traffic (with late, out-of-order, duplicate... events), then one event now
     // on every partition, which makes yesterday final for every task.
-    let day = (chrono::Utc::now().timestamp().div_euclid(86_400) - 1) * 86_400;
+    let day = yesterday();
     let start = chrono::DateTime::from_timestamp(day + 12 * 3600, 0)
         .expect("time")
         .to_rfc3339();
@@ -312,41 +315,7 @@ async fn backfill_makes_a_past_day_equal_the_recomputation_with_its_late_events(
     ];
     args.extend(TRAFFIC);
     stdout_of(&salestalk(&args, &env));
-    let examples = examples();
-    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &isolated.brokers)
-        .create()
-        .expect("producer");
-    let mut n = 0;
-    for topic in &isolated.topics {
-        let domain = topic.rsplit('.').next().expect("domain");
-        let event_type = examples
-            .keys()
-            .find(|t| t.starts_with(&format!("{domain}.")))
-            .expect("an example of the domain")
-            .clone();
-        for partition in 0..PARTITIONS {
-            n += 1;
-            let payload =
-                serde_json::to_vec(&event(&examples, &event_type, "tenant-now", n)).expect("json");
-            producer
-                .send(
-                    rdkafka::producer::FutureRecord::to(topic)
-                        .partition(partition)
-                        .key("tenant-now")
-                        .payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .expect("produced");
-        }
-    }
-    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
-    // Late events, redriven: late again (new dead letters), so they count once all the same.
-    stdout_of(&salestalk(
-        &["dlq", "redrive", "--reason", "late", "--limit", "10"],
-        &env,
-    ));
+    one_event_now_on_every_partition(&isolated).await;
     stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
 
     let range = (day, day + 86_400);
@@ -471,43 +440,55 @@ async fn backfill_makes_a_past_day_equal_the_recomputation_with_its_late_events(
         cost, expected_cost,
         "tenant_cost_daily (the day's rollup rows)"
     );
-    // The late events of the day are counted now, not pending (a late event of another day,
-    // stamped ahead by the traffic's clock-skew faults, is not the backfill's).
-    let pending: Vec<String> = live
+    // The late events of the day are counted now, not pending.
+    let (pending, late_events): (u64, i64) = live
         .client()
         .query(
-            "SELECT raw FROM dead_letters FINAL WHERE reason = 'late' AND (topic, partition, offset) \
-             IN (SELECT topic, partition, offset FROM dead_letter_queue WHERE status = 'pending')",
+            "SELECT (SELECT toUInt64(sum(pending)) FROM late_events_pending WHERE toUInt16(day) = ?), \
+             (SELECT toInt64(sum(late_events)) FROM window_corrections WHERE toUInt16(day) = ?)",
         )
-        .fetch_all::<String>()
-        .await
-        .expect("dlq");
-    let of_the_day = pending
-        .iter()
-        .filter(|raw| {
-            let value: serde_json::Value = serde_json::from_str(raw).expect("json");
-            let at = chrono::DateTime::parse_from_rfc3339(value["timestamp"].as_str().expect("ts"))
-                .expect("time");
-            in_day(at.timestamp())
-        })
-        .count();
-    assert_eq!(
-        of_the_day, 0,
-        "the day's late events are counted now, not pending"
-    );
-    let backfilled: u64 = live
-        .client()
-        .query("SELECT toUInt64(count()) FROM dead_letter_queue WHERE status = 'backfilled'")
+        .bind(day / 86_400)
+        .bind(day / 86_400)
         .fetch_one()
         .await
-        .expect("dlq");
-    assert!(backfilled > 0);
-
+        .expect("corrections");
+    assert_eq!(
+        pending, 0,
+        "the day's late events are counted now, not pending"
+    );
+    assert!(late_events > 0, "the day had late events: {late_events}");
     // Again: nothing changes.
     let corrected = volume(&live, range, true).await;
     stdout_of(&salestalk(&backfill, &env));
     assert_eq!(volume(&live, range, true).await, corrected);
     let listed = stdout_of(&salestalk(&["replay", "list"], &env));
     assert_eq!(listed.matches("to backfill").count(), 2, "{listed}");
+
+    // Restarts: each restores every task in the next generation.
+    let generations = |client: clickhouse::Client| async move {
+        client
+            .query("SELECT toUInt64(max(generation)) FROM task_claims")
+            .fetch_one::<u64>()
+            .await
+            .expect("claims")
+    };
+    let before_restarts = generations(live.client()).await;
+    for _ in 0..7 {
+        stdout_of(&salestalk(&["run", "--idle-exit", "3s"], &env));
+    }
+    assert!(
+        generations(live.client()).await >= before_restarts + 7,
+        "every restart claimed a generation"
+    );
+    assert_eq!(
+        volume(&live, range, true).await,
+        expected_volume,
+        "event_volume after seven restarts"
+    );
+    assert_eq!(
+        volume(&live, range, false).await,
+        elsewhere,
+        "other days after seven restarts"
+    );
     isolated.remove().await;
 }

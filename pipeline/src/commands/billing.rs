@@ -27,17 +27,26 @@ pub enum Command {
 pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCode> {
     let Command::Export { month, output } = command;
     let (settings, runtime) = super::start(config)?;
-    let rows = runtime
-        .block_on(settings.clickhouse.tenant_months(month, None))
+    let billing = runtime
+        .block_on(crate::billing::BillingMonth::read(
+            &settings.clickhouse,
+            month,
+            None,
+            settings.corrections.horizon_ms,
+        ))
         .context("reading the month's costs")?;
     match output {
         Some(path) => {
             let file =
                 File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-            crate::billing::write_csv(month, &rows, BufWriter::new(file))?;
-            eprintln!("{} tenant(s) for {month} in {}", rows.len(), path.display());
+            crate::billing::write_csv(&billing, BufWriter::new(file))?;
+            eprintln!(
+                "{} tenant(s) for {month} in {}",
+                billing.rows.len(),
+                path.display()
+            );
         }
-        None => crate::billing::write_csv(month, &rows, io::stdout().lock())?,
+        None => crate::billing::write_csv(&billing, io::stdout().lock())?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -270,15 +270,14 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
             }
         }
     }
-    let checks: BTreeMap<(String, i64), i64> = endpoint
+    // What each day's newest check had counted: (late arrivals seen, late events counted).
+    let checks: BTreeMap<(String, i64), (i64, i64)> = endpoint
         .latest_checks(since_s, until_s)
         .await?
         .into_iter()
         .map(|c| {
-            (
-                (c.tenant_id, i64::from(c.day) * DAY_S),
-                c.late_arrivals_seen,
-            )
+            let key = (c.tenant_id, i64::from(c.day) * DAY_S);
+            (key, (c.late_arrivals_seen, c.late_events))
         })
         .collect();
     let live = endpoint.live_day_volumes(since_s, until_s).await?;
@@ -311,13 +310,14 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
                 before: Before {
                     live: total(&live),
                     late_arrivals: total(&arrivals),
-                    late_arrivals_counted: checks.get(&(tenant.clone(), day)).copied().unwrap_or(0),
+                    late_arrivals_counted: checks.get(&(tenant.clone(), day)).map_or(0, |c| c.0),
+                    late_events_counted: checks.get(&(tenant.clone(), day)).map_or(0, |c| c.1),
                 },
             };
             if args.dry_run {
                 continue;
             }
-            match correction.run(&open_from, now_ms).await? {
+            match correction.run(&open_from, now_ms, true).await? {
                 Ok(done) => {
                     events += done.events;
                     late += done.late_events;

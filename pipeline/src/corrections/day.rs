@@ -70,6 +70,8 @@ pub enum Trigger {
     LateEvents,
     /// A task wrote the day's windows since its last check.
     LiveChanged,
+    /// A task the last correction had to leave out is past the day now.
+    NowFinal,
     /// `salestalk replay run --backfill`.
     Backfill,
 }
@@ -81,6 +83,7 @@ impl Trigger {
             Self::FirstCheck => "first_check",
             Self::LateEvents => "late_events",
             Self::LiveChanged => "live_changed",
+            Self::NowFinal => "now_final",
             Self::Backfill => "backfill",
         }
     }
@@ -95,6 +98,8 @@ pub struct Before {
     pub late_arrivals: i64,
     /// Late arrivals the previous check had seen.
     pub late_arrivals_counted: i64,
+    /// Late events the previous correction counted (they are in `live` now).
+    pub late_events_counted: i64,
 }
 
 /// A tenant's day to correct, and the rules it is corrected by.
@@ -114,32 +119,38 @@ pub struct DayCorrection<'a> {
 impl DayCorrection<'_> {
     /// Recomputes the day and writes it over the live rows at `now_ms`'s correction epoch, then
     /// records the check; or says why it may not, having written nothing.
+    ///
+    /// Only tasks past the day for good (their watermark minus the allowed lateness is after
+    /// it) are corrected: a task that may still write the day would write at lower epochs and
+    /// lose. The others (a partition gone quiet holds its watermark back) keep their live rows,
+    /// their events are left out of the recomputation, and the record names them, so the day
+    /// is corrected again once they are past it. With `all_or_nothing` (a backfill) any such
+    /// task refuses the whole day instead.
     pub async fn run(
         &self,
         open_from: &OpenFrom,
         now_ms: u64,
+        all_or_nothing: bool,
     ) -> anyhow::Result<Result<CorrectionRecord, Refusal>> {
         let endpoint = &self.settings.clickhouse;
         let oldest_day = oldest_whole_day(self.settings, now_ms);
         if self.day < oldest_day {
             return Ok(Err(Refusal::Expired { oldest_day }));
         }
-        let live_keys = endpoint
+        let end = self.day + DAY_S;
+        let is_final = |task: &str| open_from.get(task).is_some_and(|open| *open >= end);
+        let mut waiting = BTreeSet::new();
+        let mut live_keys = endpoint
             .live_keys(self.tenant, self.day)
             .await
             .context("reading the day's window rows")?;
-        let end = self.day + DAY_S;
-        let not_final = |task: &str| -> Option<Refusal> {
-            let open = open_from.get(task).copied();
-            (open.is_none_or(|open| open < end)).then(|| Refusal::NotFinal {
-                task: task.to_string(),
-                open_from: open,
-            })
-        };
-        let live_tasks: BTreeSet<&str> = live_keys.iter().map(|k| k.task.as_str()).collect();
-        if let Some(refusal) = live_tasks.iter().find_map(|task| not_final(task)) {
-            return Ok(Err(refusal));
-        }
+        live_keys.retain(|key| {
+            let keep = is_final(&key.task);
+            if !keep {
+                waiting.insert(key.task.clone());
+            }
+            keep
+        });
         let mut recomputation = Recomputation::new(self.settings, Purpose::Correction)?;
         let tenants = [self.tenant.to_string()];
         let range = (to_u32(self.day), to_u32(end));
@@ -152,19 +163,34 @@ impl DayCorrection<'_> {
             let Some(last) = page.last() else { break };
             after = (last.tenant_id.clone(), last.event_id.clone());
             for event in &page {
-                recomputation.feed(event);
+                let task = task_name(&event.topic, event.partition);
+                if is_final(&task) {
+                    recomputation.feed(event);
+                } else {
+                    waiting.insert(task);
+                }
             }
         }
-        let letters = self.legacy_late_letters().await?;
+        let mut letters = self.legacy_late_letters().await?;
+        letters.retain(|letter| {
+            let task = task_name(&letter.topic, letter.partition);
+            let keep = is_final(&task);
+            if !keep {
+                waiting.insert(task);
+            }
+            keep
+        });
         for letter in &letters {
             recomputation.feed_late(letter);
         }
-        let tasks: Vec<String> = recomputation
-            .partitions()
-            .map(|(topic, partition)| task_name(topic, *partition))
-            .collect();
-        if let Some(refusal) = tasks.iter().find_map(|task| not_final(task)) {
-            return Ok(Err(refusal));
+        let nothing_final = live_keys.is_empty() && recomputation.events == 0;
+        if let Some(task) = waiting.first()
+            && (all_or_nothing || nothing_final)
+        {
+            return Ok(Err(Refusal::NotFinal {
+                task: task.clone(),
+                open_from: open_from.get(task).copied(),
+            }));
         }
         let rows = rows_to_write(
             recomputation.flush(now_ms as i64),
@@ -188,7 +214,15 @@ impl DayCorrection<'_> {
                 .context("marking the late dead letters counted")?;
         }
         let before = self.before;
-        let new_late = before.late_arrivals - before.late_arrivals_counted;
+        // The waiting tasks' live rows stand beside the corrected ones.
+        let waiting_live = if waiting.is_empty() {
+            0
+        } else {
+            endpoint
+                .live_day_volume_of_tasks(self.tenant, self.day, &waiting)
+                .await
+                .context("reading the waiting tasks' totals")?
+        };
         let record = CorrectionRecord {
             tenant_id: self.tenant.to_string(),
             day: (self.day / DAY_S).clamp(0, i64::from(u16::MAX)) as u16,
@@ -196,11 +230,18 @@ impl DayCorrection<'_> {
             epoch,
             trigger: self.trigger.as_str().to_string(),
             live_before: before.live,
-            events,
+            events: events + waiting_live,
             late_events: recomputation.late as i64,
-            duplicates_removed: (before.live + new_late.max(0) - events).max(0),
+            // What the live total held, plus the late events counted now for the first time,
+            // less what it holds now: copies of events counted more than once.
+            duplicates_removed: (before.live + recomputation.late as i64
+                - before.late_events_counted
+                - events
+                - waiting_live)
+                .max(0),
             late_arrivals_seen: before.late_arrivals,
             rows_written: written as u64,
+            waiting_tasks: waiting.into_iter().collect(),
         };
         endpoint
             .record_check(&record)

@@ -6,10 +6,12 @@
 //! tenant's day wrong. Every `corrections.interval_ms`, the instance that leads corrections
 //! (the owner of the first topic's partition 0, or Kinesis instance 0) checks the past days:
 //!
-//! - a day never checked, once every task is past it: its live total against the archive's
+//! - a day never checked: its live total against the archive's
 //!   distinct events ([`salestalk_store::corrections`]); equal and without late arrivals, it
 //!   is recorded as checked; otherwise corrected;
-//! - a day checked before: corrected again when late arrivals or its live total changed since.
+//! - a day checked before: corrected again when late arrivals or its live total changed since,
+//!   or when a partition it had to leave out (one that may still write the day: a quiet
+//!   partition holds its watermark back) is past the day now.
 //!
 //! A correction ([`day::DayCorrection`]) recomputes the tenant's day from the archive (each
 //! event once, whichever partition it came from) with the pipeline's own operators and writes
@@ -78,16 +80,29 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
             live: live.get(&key).copied().unwrap_or(0),
             late_arrivals: arrivals.get(&key).copied().unwrap_or(0),
             late_arrivals_counted: checks.get(&key).map_or(0, |c| c.late_arrivals_seen),
+            late_events_counted: checks.get(&key).map_or(0, |c| c.late_events),
         };
+        let end = day + DAY_S;
         let trigger = match checks.get(&key) {
             Some(check) if before.late_arrivals != check.late_arrivals_seen => Trigger::LateEvents,
             Some(check) if before.live != check.events => Trigger::LiveChanged,
+            Some(check)
+                if check
+                    .waiting_tasks
+                    .iter()
+                    .any(|task| open_from.get(task).is_some_and(|open| *open >= end)) =>
+            {
+                Trigger::NowFinal
+            }
             Some(_) => continue,
             None if day < first_checks_from => continue,
             None => Trigger::FirstCheck,
         };
-        if trigger == Trigger::FirstCheck && before.late_arrivals == 0 {
-            // Only copies counted twice can be wrong: the archive holds each event once.
+        let new_late = before.late_arrivals > before.late_arrivals_counted;
+        if matches!(trigger, Trigger::FirstCheck | Trigger::LiveChanged) && !new_late {
+            // Without late events to count, only copies counted twice (or a write after the
+            // last correction) can make the day wrong, and the archive holds each event once:
+            // a day whose live total equals it is right, and is checked again if it moves.
             if let std::collections::btree_map::Entry::Vacant(entry) = archived.entry(day) {
                 entry.insert(
                     endpoint
@@ -103,12 +118,8 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
                 .copied()
                 .unwrap_or(0);
             if in_archive == before.live {
-                if let Some(refusal) = not_final(&open_from, &tenant, day, settings).await? {
-                    tracing::debug!(%tenant, day, %refusal, "not final yet");
-                    continue;
-                }
                 endpoint
-                    .record_check(&unchanged(&tenant, day, before, now_ms))
+                    .record_check(&unchanged(&tenant, day, trigger, before, now_ms))
                     .await?;
                 done.unchanged += 1;
                 continue;
@@ -121,7 +132,7 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
             trigger,
             before,
         };
-        match correction.run(&open_from, now_ms).await? {
+        match correction.run(&open_from, now_ms, false).await? {
             Ok(record) => {
                 tracing::info!(
                     tenant = %record.tenant_id,
@@ -132,8 +143,12 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
                     late_events = record.late_events,
                     duplicates_removed = record.duplicates_removed,
                     rows = record.rows_written,
+                    waiting = ?record.waiting_tasks,
                     "corrected a past day"
                 );
+                if !record.waiting_tasks.is_empty() {
+                    done.waiting += 1;
+                }
                 done.corrected.push(record);
             }
             Err(Refusal::NotFinal { .. }) => done.waiting += 1,
@@ -145,40 +160,27 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
     Ok(done)
 }
 
-/// Whether a check without a correction must wait: some task that wrote the tenant's day may
-/// still change it.
-async fn not_final(
-    open_from: &OpenFrom,
+/// The record of a check that found the day right.
+fn unchanged(
     tenant: &str,
     day: i64,
-    settings: &Settings,
-) -> anyhow::Result<Option<Refusal>> {
-    let keys = settings.clickhouse.live_keys(tenant, day).await?;
-    let tasks: BTreeSet<&str> = keys.iter().map(|k| k.task.as_str()).collect();
-    Ok(tasks.into_iter().find_map(|task| {
-        let open = open_from.get(task).copied();
-        open.is_none_or(|open| open < day + DAY_S)
-            .then(|| Refusal::NotFinal {
-                task: task.to_string(),
-                open_from: open,
-            })
-    }))
-}
-
-/// The record of a check that found the day right.
-fn unchanged(tenant: &str, day: i64, before: Before, now_ms: u64) -> CorrectionRecord {
+    trigger: Trigger,
+    before: Before,
+    now_ms: u64,
+) -> CorrectionRecord {
     CorrectionRecord {
         tenant_id: tenant.to_string(),
         day: (day / DAY_S).clamp(0, i64::from(u16::MAX)) as u16,
         checked_at_ms: now_ms,
         epoch: 0,
-        trigger: Trigger::FirstCheck.as_str().to_string(),
+        trigger: trigger.as_str().to_string(),
         live_before: before.live,
         events: before.live,
         late_events: 0,
         duplicates_removed: 0,
         late_arrivals_seen: before.late_arrivals,
         rows_written: 0,
+        waiting_tasks: Vec::new(),
     }
 }
 
