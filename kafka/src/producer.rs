@@ -13,6 +13,23 @@ use rdkafka::producer::{
 
 use crate::KafkaSettings;
 
+/// How every producer of ours picks a keyed record's partition: the Java client's murmur2 of
+/// the key (random for a record without one). Dedup is per partition (ADR 0004), so every copy
+/// of an event must land where the others did, whoever sent it: librdkafka's own default
+/// (CRC32) would send a service's Java-produced event and its resend through the gateway to
+/// different partitions. Producers of other teams are asked to do the same (README,
+/// "Publishing"); copies that still cross partitions are counted once by the correction of
+/// their day (ADR 0016).
+pub const PARTITIONER: &str = "murmur2_random";
+
+/// The client configuration every producer starts from: [`KafkaSettings::client_config`] and
+/// the [`PARTITIONER`].
+pub fn producer_config(settings: &KafkaSettings) -> rdkafka::ClientConfig {
+    let mut config = settings.client_config();
+    config.set("partitioner", PARTITIONER);
+    config
+}
+
 /// Counts producer deliveries as the broker confirms or refuses them.
 #[derive(Default)]
 pub struct DeliveryCounter {
@@ -42,8 +59,7 @@ impl ProducerContext for DeliveryCounter {
 
 /// A producer for bulk traffic (the generator) whose deliveries are counted, not awaited.
 pub fn counted(settings: &KafkaSettings) -> KafkaResult<BaseProducer<DeliveryCounter>> {
-    settings
-        .client_config()
+    producer_config(settings)
         .set("linger.ms", "10")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
@@ -59,8 +75,7 @@ pub fn counted(settings: &KafkaSettings) -> KafkaResult<BaseProducer<DeliveryCou
 /// 30 s, and the caller's retry policy decides what happens next. Records may be twice the
 /// largest message plus room for headers (a dead letter carries the message and its reason).
 pub fn acknowledged(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
-    settings
-        .client_config()
+    producer_config(settings)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
         .set(
@@ -79,8 +94,7 @@ pub fn publishing(
     idempotent: bool,
     timeout_ms: u64,
 ) -> KafkaResult<FutureProducer> {
-    settings
-        .client_config()
+    producer_config(settings)
         .set("enable.idempotence", idempotent.to_string())
         .set("acks", "all")
         .set("linger.ms", "2")
@@ -96,8 +110,7 @@ pub fn publishing(
 /// record after `timeout_ms` (a missing topic too), so an unavailable target costs a flush
 /// a bounded wait and the delivery's own retries decide what happens next.
 pub fn delivering(settings: &KafkaSettings, timeout_ms: u64) -> KafkaResult<FutureProducer> {
-    settings
-        .client_config()
+    producer_config(settings)
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("message.timeout.ms", timeout_ms.to_string())
@@ -188,4 +201,28 @@ pub fn is_permanent(error: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidMessage
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_producer_partitions_as_the_java_client() {
+        let settings = KafkaSettings {
+            brokers: "127.0.0.1:9092".into(),
+            topics: vec!["t".into()],
+            group_id: "g".into(),
+            instance_id: String::new(),
+            topic_template: "salestalk.{domain}".into(),
+            max_message_bytes: 1 << 20,
+            prefetch_kbytes: 65_536,
+            session_timeout_ms: 45_000,
+            security: Default::default(),
+        };
+        assert_eq!(
+            producer_config(&settings).get("partitioner"),
+            Some("murmur2_random")
+        );
+    }
 }

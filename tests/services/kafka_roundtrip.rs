@@ -140,3 +140,89 @@ async fn generated_traffic_round_trips_through_the_broker_with_exact_counts() {
     assert_eq!(rest.messages, 0, "a committed group re-read {rest:?}");
     isolated.remove().await;
 }
+
+/// The Java client's partitioner for a keyed record: murmur2 of the key bytes (Kafka's
+/// `Utils.murmur2`, seed 0x9747b28c), made positive, modulo the partitions.
+fn java_partition(key: &[u8], partitions: i32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let mut chunks = key.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    ((h & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+#[test]
+fn the_java_partitioner_here_is_kafkas() {
+    // Kafka's UtilsTest: murmur2 of these strings, before the sign bit is masked.
+    for (key, hash) in [
+        ("21", -973_932_308_i32),
+        ("foobar", -790_332_482),
+        ("a-little-bit-long-string", -985_981_536),
+        ("a-little-bit-longer-string", -1_486_304_829),
+        ("abc", 479_470_107),
+    ] {
+        let expected = ((hash as u32 & 0x7fff_ffff) % 1_000_003) as i32;
+        assert_eq!(java_partition(key.as_bytes(), 1_000_003), expected, "{key}");
+    }
+}
+
+/// `generate`, the gateway, `replay` and `dlq redrive` share one producer configuration: a
+/// tenant's events land where a Java producer keyed by tenant would put them, so resends by
+/// either reach the same task (whose dedup is its own).
+#[tokio::test(flavor = "multi_thread")]
+async fn our_producers_partition_by_tenant_as_the_java_client_does() {
+    let isolated = Isolated::create("it-murmur2", 5).await;
+    let start = DateTime::from_timestamp(Utc::now().timestamp() - 300, 0).expect("valid time");
+    stdout_of(&salestalk(
+        &[
+            "generate",
+            "--kafka",
+            "--count",
+            "600",
+            "--tenants",
+            "40",
+            "--start",
+            &start.to_rfc3339(),
+        ],
+        &isolated.env,
+    ));
+    let input = crate::exactness::read_back(&isolated);
+    let mut checked = 0;
+    for ((_, partition), messages) in &input {
+        for (_, _, bytes) in messages {
+            let event: serde_json::Value = serde_json::from_slice(bytes).expect("json");
+            let tenant = event["tenantId"].as_str().expect("a tenant");
+            assert_eq!(
+                *partition,
+                java_partition(tenant.as_bytes(), isolated.partitions),
+                "{tenant}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 600);
+    let used: HashSet<i32> = input.keys().map(|(_, p)| *p).collect();
+    assert!(used.len() > 3, "the tenants spread over the partitions");
+    isolated.remove().await;
+}
