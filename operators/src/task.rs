@@ -97,7 +97,20 @@ pub struct Task {
     evicted_at: (i64, i64),
     /// The routing table, when some events are not routed to the metrics (`None`: all are).
     metrics_routing: Option<Arc<RoutingTable>>,
+    /// Most window rows one flush writes (`pipeline.max_flush_rows`; no limit unless set):
+    /// processing stops while half of it is taken by changed rows, so the next flush stays
+    /// one insert (ADR 0004).
+    flush_rows: usize,
+    /// Whether processing stopped at [`Task::flush_rows`]'s half: the rest of the batch waits
+    /// for the next flush.
+    full: bool,
+    /// Latency rows the pending outputs will touch at the flush (a consumer each, three spans).
+    pending_latency_rows: usize,
 }
+
+/// Most window rows one flush writes by default: far below ClickHouse's
+/// `max_insert_block_size` (1,048,576), so the state insert is one block, one part, atomic.
+pub const MAX_FLUSH_ROWS: usize = 500_000;
 
 /// Bits of an epoch that count one owner's flushes; the bits above count restores.
 pub const GENERATION_SHIFT: u32 = 32;
@@ -137,6 +150,9 @@ impl Task {
             evicted_at: (i64::MIN, i64::MIN),
             raw_chunk: BytesMut::new(),
             metrics_routing: None,
+            flush_rows: usize::MAX,
+            full: false,
+            pending_latency_rows: 0,
         }
     }
 
@@ -189,6 +205,19 @@ impl Task {
         self
     }
 
+    /// Writes at most `rows` window rows a flush (`pipeline.max_flush_rows`, at least 2); a
+    /// task without it never stops processing for its flush's size.
+    pub fn with_flush_rows(mut self, rows: usize) -> Self {
+        self.flush_rows = rows.max(2);
+        self
+    }
+
+    /// Whether processing stopped because half a flush's rows are changed: flush, then give
+    /// the task its messages again (those it processed are skipped).
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
     /// Bytes of raw messages waiting for the next flush (archive and dead letters).
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes
@@ -210,9 +239,9 @@ impl Task {
         self.seen.capped()
     }
 
-    /// Whether anything awaits a flush.
+    /// Whether anything awaits a flush: messages, or restored rows to write again.
     pub fn has_pending(&self) -> bool {
-        self.messages > 0
+        self.messages > 0 || self.windows.to_rewrite() > 0
     }
 
     /// The value of an open window row (for tests and inspection).
@@ -229,12 +258,20 @@ impl Task {
     }
 
     /// Processes messages of this partition in offset order. Messages below the checkpoint
-    /// (already in the restored state) are skipped.
+    /// (already in the restored state) are skipped. Stops early, and says so
+    /// ([`Task::is_full`]), once half of a flush's rows are changed: a message changes a few
+    /// rows per family and span (a message with many new enum values more; the window-state
+    /// sink then splits that one flush, its checkpoint in the last insert), so the next flush
+    /// stays under the cap.
     pub fn process(&mut self, messages: &[RawMessage<'_>]) {
         let mut last_sequence = None;
         for message in messages {
             if message.offset < self.checkpoint.next_offset {
                 continue;
+            }
+            if self.windows.changed() + self.pending_latency_rows >= self.flush_rows / 2 {
+                self.full = true;
+                break;
             }
             self.checkpoint.next_offset = message.offset + 1;
             last_sequence = message.sequence.or(last_sequence);
@@ -395,15 +432,17 @@ impl Task {
             broker_ms,
             raw,
         });
+        let consumers: &'static [&'static str] = if counted {
+            &[consumers::METRICS, consumers::ARCHIVE]
+        } else {
+            &[consumers::ARCHIVE]
+        };
+        self.pending_latency_rows += consumers.len() * Span::ALL.len();
         self.pending_latency.push(PendingLatency {
             tenant: self.windows.symbol(envelope.tenant_id),
             event_type: envelope.event_type.as_str(),
             at_ms: trusted_ms,
-            consumers: if counted {
-                &[consumers::METRICS, consumers::ARCHIVE]
-            } else {
-                &[consumers::ARCHIVE]
-            },
+            consumers,
         });
         if !clock_skewed {
             let wm = &mut self.checkpoint.event_watermark_ms;
@@ -438,6 +477,7 @@ impl Task {
                 late_window: None,
             },
         );
+        self.pending_latency_rows += Span::ALL.len();
         self.pending_latency.push(PendingLatency {
             tenant: self.windows.symbol(who.tenant),
             event_type: EventType::parse(who.event_type).map_or("", |t| t.as_str()),
@@ -459,6 +499,7 @@ impl Task {
     /// stalled or catching-up pipeline shows its latency instead of hiding it in old windows.
     pub fn flush(&mut self, durable_at_ms: i64) -> Flush {
         let durable_minute = window_start(durable_at_ms);
+        self.pending_latency_rows = 0;
         for pending in std::mem::take(&mut self.pending_latency) {
             let latency_ms = (durable_at_ms - pending.at_ms).max(0) as f64;
             for consumer in pending.consumers {
@@ -473,7 +514,8 @@ impl Task {
             }
         }
         self.checkpoint.epoch += 1;
-        let changed = self.windows.take_changed();
+        self.full = false;
+        let changed = self.windows.take_changed(self.flush_rows);
         let windows = &self.windows;
         let rows = changed
             .into_iter()
@@ -930,6 +972,58 @@ mod tests {
         written.sort_by_key(key);
         assert_eq!(written, expected);
         assert!(resumed.flush(T0 + 3000).rows.is_empty(), "once only");
+    }
+
+    #[test]
+    fn processing_stops_at_half_a_flush_s_rows_and_goes_on_after_the_flush() {
+        let mut task =
+            Task::new("salestalk.tenant", 0, settings(), Checkpoint::default()).with_flush_rows(40);
+        // Each event of a new tenant opens rows in several families at three spans.
+        let messages: Vec<(i64, i64, Vec<u8>)> = (0..30)
+            .map(|i| (i, T0, event(i as u32, T0, &format!("t{i}"))))
+            .collect();
+        let mut flushes = Vec::new();
+        while task.checkpoint().next_offset < 30 {
+            feed(&mut task, &messages);
+            let full = task.is_full();
+            let flush = task.flush(T0 + 1000);
+            assert!(flush.rows.len() <= 40, "{} rows", flush.rows.len());
+            assert!(full || task.checkpoint().next_offset == 30);
+            flushes.push(flush);
+        }
+        assert!(flushes.len() > 3, "{} flushes", flushes.len());
+        let archived: usize = flushes.iter().map(|f| f.archive.len()).sum();
+        assert_eq!(archived, 30, "every event once, in order");
+    }
+
+    #[test]
+    fn restored_rows_are_written_again_over_several_flushes_under_the_cap() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        let messages: Vec<(i64, i64, Vec<u8>)> = (0..20)
+            .map(|i| (i, T0, event(i as u32, T0, &format!("t{i}"))))
+            .collect();
+        feed(&mut task, &messages);
+        let flushed = task.flush(T0 + 1000);
+        let state = TaskState {
+            checkpoint: flushed.checkpoint,
+            rows: flushed.rows.clone(),
+            generation: Some(3),
+            ..TaskState::default()
+        };
+        let mut resumed =
+            Task::resume("salestalk.tenant", 0, settings(), state).with_flush_rows(25);
+        let mut rewritten = Vec::new();
+        while resumed.has_pending() {
+            let flush = resumed.flush(T0 + 2000);
+            assert!(flush.rows.len() <= 25);
+            assert_eq!(flush.checkpoint.epoch >> GENERATION_SHIFT, 3);
+            rewritten.extend(flush.rows);
+        }
+        assert_eq!(
+            rewritten.len(),
+            flushed.rows.len(),
+            "each restored row once"
+        );
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct WindowSet {
     symbols: HashMap<Box<str>, Symbol>,
     names: Vec<Box<str>>,
     spans: [Rows; 3],
+    /// Restored rows still to be written again under the task's new generation (ADR 0014),
+    /// a flush's room at a time (see [`WindowSet::take_changed`]).
+    rewrite: Vec<(Span, WindowKey)>,
 }
 
 /// The open rows of one span.
@@ -150,6 +153,7 @@ impl Default for WindowSet {
             symbols: HashMap::default(),
             names: vec!["".into()],
             spans: Default::default(),
+            rewrite: Vec::new(),
         }
     }
 }
@@ -235,16 +239,35 @@ impl WindowSet {
         self.update(family, minute_start, tenant, dims, fold);
     }
 
-    /// Puts back a row restored from storage, marked as changed: the restored task's first
-    /// flush writes it again under the task's new generation, so that a row a stalled former
-    /// owner rewrote after this restore can never stand in for it, not even once a merge has
-    /// kept only the highest epoch of the key (ADR 0014).
+    /// Puts back a row restored from storage, to be written again under the task's new
+    /// generation by the next flushes that have room ([`WindowSet::take_changed`]), so that a
+    /// row a stalled former owner rewrote after this restore can never stand in for it, not
+    /// even once a merge has kept only the highest epoch of the key (ADR 0014).
     pub fn restore(&mut self, span: Span, key: WindowKey, value: WindowValue) {
         let rows = &mut self.spans[span.index()];
-        let listed = rows.rows.insert(key, Row { value, dirty: true });
-        if !listed.is_some_and(|row| row.dirty) {
-            rows.dirty.push(key);
+        if rows
+            .rows
+            .insert(
+                key,
+                Row {
+                    value,
+                    dirty: false,
+                },
+            )
+            .is_none()
+        {
+            self.rewrite.push((span, key));
         }
+    }
+
+    /// Rows changed since the last flush (restored rows still to be written again aside).
+    pub fn changed(&self) -> usize {
+        self.spans.iter().map(|rows| rows.dirty.len()).sum()
+    }
+
+    /// Restored rows still to be written again.
+    pub fn to_rewrite(&self) -> usize {
+        self.rewrite.len()
     }
 
     /// The row of `span` for `key`, if open.
@@ -253,8 +276,10 @@ impl WindowSet {
     }
 
     /// The rows changed since the last call, minutes first and in key order within a span;
-    /// they count as clean afterwards.
-    pub fn take_changed(&mut self) -> Vec<(Span, WindowKey)> {
+    /// they count as clean afterwards. Then, while fewer than `limit` rows are taken, restored
+    /// rows still to be written again. Changed rows are all taken, whatever `limit`: a
+    /// checkpoint covers every change before it.
+    pub fn take_changed(&mut self, limit: usize) -> Vec<(Span, WindowKey)> {
         let mut changed = Vec::new();
         for span in Span::ALL {
             let rows = &mut self.spans[span.index()];
@@ -267,6 +292,18 @@ impl WindowSet {
             keys.sort_unstable();
             changed.extend(keys.into_iter().map(|key| (span, key)));
         }
+        let room = limit.saturating_sub(changed.len()).min(self.rewrite.len());
+        let taken: Vec<(Span, WindowKey)> = self.rewrite.drain(..room).collect();
+        if taken.is_empty() {
+            return changed;
+        }
+        // A restored row changed since is among the changed rows already; one evicted since
+        // is final and durable as it was.
+        let listed: rustc_hash::FxHashSet<(Span, WindowKey)> = changed.iter().copied().collect();
+        let spans = &self.spans;
+        changed.extend(taken.into_iter().filter(|(span, key)| {
+            spans[span.index()].rows.contains_key(key) && !listed.contains(&(*span, *key))
+        }));
         changed
     }
 
@@ -363,11 +400,47 @@ mod tests {
             );
         }
         assert_eq!(set.get(Span::Minute, &key).map(|v| v.ints[0]), Some(2));
-        let changed = set.take_changed();
+        let changed = set.take_changed(usize::MAX);
         assert_eq!(changed.len(), 3, "{changed:?}");
         assert_eq!(changed[0], (Span::Minute, key));
-        assert!(set.take_changed().is_empty());
+        assert!(set.take_changed(usize::MAX).is_empty());
         assert_eq!(set.text(key.tenant), "tenant-1");
+    }
+
+    #[test]
+    fn restored_rows_are_written_again_a_flush_s_room_at_a_time() {
+        let mut set = WindowSet::default();
+        for minute in 0..10 {
+            let key = set.key(Family::Volume, minute * 60, "t", ["", "", ""]);
+            set.restore(Span::Minute, key, WindowValue::empty(Family::Volume));
+        }
+        assert_eq!((set.changed(), set.to_rewrite()), (0, 10));
+        // A change of a restored row and a new row (with their hour and day): all four taken,
+        // whatever the room; then the restored rows, up to the room.
+        set.update_for(Family::Volume, 0, "t", ["", "", ""], |_| {});
+        set.update_for(Family::Volume, 900, "t", ["", "", ""], |_| {});
+        let first = set.take_changed(3);
+        assert_eq!(first.len(), 4, "{first:?}");
+        let second = set.take_changed(4);
+        let third = set.take_changed(100);
+        assert_eq!((second.len(), third.len(), set.to_rewrite()), (4, 6, 0));
+        let mut all: Vec<_> = first.into_iter().chain(second).chain(third).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(
+            all.len(),
+            13,
+            "every restored row, the new ones and their rollups"
+        );
+        // Changed rows are never held back, whatever the room.
+        for minute in 0..6 {
+            set.update_for(Family::Volume, minute * 60, "t", ["", "", ""], |_| {});
+        }
+        assert_eq!(
+            set.take_changed(2).len(),
+            6 + 2,
+            "six minutes, their hour and day"
+        );
     }
 
     #[test]
@@ -381,7 +454,7 @@ mod tests {
         let before_60 = |span: Span, key: &WindowKey| span == Span::Minute && key.window_start < 60;
         set.evict_final(before_60);
         assert_eq!(set.len(), 4, "dirty rows stay until flushed");
-        set.take_changed();
+        set.take_changed(usize::MAX);
         set.evict_final(before_60);
         assert!(set.get(Span::Minute, &old).is_none() && set.get(Span::Minute, &new).is_some());
         assert!(

@@ -71,11 +71,13 @@ pub struct CorrectionRecord {
     pub events: i64,
     /// Of those, events that had arrived after their window was final.
     pub late_events: i64,
-    /// Events the live numbers had counted more than once (copies of one event in two
-    /// partitions or sources), taken out by the correction.
+    /// Copies of events beyond the first (one event read from two partitions or sources,
+    /// counted live or archived late by each) that the day's corrections so far counted once.
     pub duplicates_removed: i64,
     /// Late arrivals of the day the `late_arrivals` family had recorded when the check began.
     pub late_arrivals_seen: i64,
+    /// Of those, the ones of tasks the correction took in (past the day).
+    pub late_arrivals_counted: i64,
     /// Window rows the correction wrote (0 for a check without a correction).
     pub rows_written: u64,
     /// Tasks that wrote the day (or archived events of it) but may still write it: their live
@@ -242,6 +244,33 @@ impl Endpoint {
             .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
+    /// The late arrivals `tasks` recorded for `tenant`'s events of the day starting at `day`
+    /// (Unix s), whenever they arrived: their `late_arrivals` day rows, newest epoch each.
+    pub async fn late_arrivals_of_tasks(
+        &self,
+        tenant: &str,
+        day: i64,
+        tasks: &std::collections::BTreeSet<String>,
+    ) -> Result<i64, ClickHouseError> {
+        let tasks: Vec<&String> = tasks.iter().collect();
+        self.client()
+            .query(
+                "SELECT toInt64(sum(events)) FROM (SELECT argMax(ints[1], epoch) AS events \
+                 FROM window_state WHERE family = ? AND tenant_id = ? AND window_start >= toDateTime(?) \
+                 AND has(CAST(? AS Array(String)), task) \
+                 AND intDiv(toUInt32(toDateTime(d2, 'UTC')), 86400) * 86400 = ? \
+                 GROUP BY task, window_start, d1, d2, d3)",
+            )
+            .bind(family_name(Family::LateArrivals, Span::Day))
+            .bind(tenant)
+            .bind(day.max(0))
+            .bind(tasks)
+            .bind(day.max(0))
+            .fetch_one()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
+    }
+
     /// Every task that wrote a row of the day starting at `day` (Unix s), for any tenant (each
     /// writes a day row with its minutes).
     pub async fn tasks_of_day(&self, day: i64) -> Result<Vec<String>, ClickHouseError> {
@@ -276,6 +305,7 @@ impl Endpoint {
                  argMax(late_events, checked_at_ms) AS last_late_events, \
                  argMax(duplicates_removed, checked_at_ms) AS last_duplicates, \
                  argMax(late_arrivals_seen, checked_at_ms) AS last_arrivals_seen, \
+                 argMax(late_arrivals_counted, checked_at_ms) AS last_arrivals_counted, \
                  argMax(rows_written, checked_at_ms) AS last_rows, \
                  argMax(waiting_tasks, checked_at_ms) AS last_waiting \
                  FROM corrections WHERE day >= toDate(toDateTime(?)) AND day < toDate(toDateTime(?)) \

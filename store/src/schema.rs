@@ -371,6 +371,7 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                      late_events Int64,\n\
                      duplicates_removed Int64,\n\
                      late_arrivals_seen Int64,\n\
+                     late_arrivals_counted Int64,\n\
                      rows_written UInt64,\n\
                      waiting_tasks Array(String)\n\
                      ) ENGINE = MergeTree\n\

@@ -23,7 +23,7 @@ use salestalk_kafka::producer::{self, deliver};
 use std::collections::{BTreeMap, BTreeSet};
 
 use salestalk_sinks::clickhouse::write_flushes;
-use salestalk_store::corrections::DAY_S;
+use salestalk_store::corrections::{CorrectionRecord, DAY_S};
 use salestalk_store::replay::{ReplayRecord, ReplaySelection};
 use salestalk_store::{ClickHouseError, Endpoint};
 
@@ -270,15 +270,11 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
             }
         }
     }
-    // What each day's newest check had counted: (late arrivals seen, late events counted).
-    let checks: BTreeMap<(String, i64), (i64, i64)> = endpoint
+    let checks: BTreeMap<(String, i64), CorrectionRecord> = endpoint
         .latest_checks(since_s, until_s)
         .await?
         .into_iter()
-        .map(|c| {
-            let key = (c.tenant_id, i64::from(c.day) * DAY_S);
-            (key, (c.late_arrivals_seen, c.late_events))
-        })
+        .map(|c| ((c.tenant_id.clone(), i64::from(c.day) * DAY_S), c))
         .collect();
     let live = endpoint.live_day_volumes(since_s, until_s).await?;
     let arrivals = endpoint.late_arrivals(since_s, until_s).await?;
@@ -307,12 +303,11 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
                 tenant: &tenant,
                 day,
                 trigger: Trigger::Backfill,
-                before: Before {
-                    live: total(&live),
-                    late_arrivals: total(&arrivals),
-                    late_arrivals_counted: checks.get(&(tenant.clone(), day)).map_or(0, |c| c.0),
-                    late_events_counted: checks.get(&(tenant.clone(), day)).map_or(0, |c| c.1),
-                },
+                before: Before::new(
+                    total(&live),
+                    total(&arrivals),
+                    checks.get(&(tenant.clone(), day)),
+                ),
             };
             if args.dry_run {
                 continue;

@@ -96,10 +96,25 @@ pub struct Before {
     pub live: i64,
     /// Late arrivals of the day recorded so far.
     pub late_arrivals: i64,
-    /// Late arrivals the previous check had seen.
+    /// Late arrivals the previous check had seen (all of them: what the next is compared with).
+    pub late_arrivals_seen: i64,
+    /// Late arrivals of tasks past the day the previous check took in (they are in `live`).
     pub late_arrivals_counted: i64,
-    /// Late events the previous correction counted (they are in `live` now).
-    pub late_events_counted: i64,
+    /// Copies beyond the first the earlier corrections of the day removed.
+    pub duplicates_removed: i64,
+}
+
+impl Before {
+    /// The day as `previous` (its newest check, if any) left it, and as it is now.
+    pub fn new(live: i64, late_arrivals: i64, previous: Option<&CorrectionRecord>) -> Self {
+        Self {
+            live,
+            late_arrivals,
+            late_arrivals_seen: previous.map_or(0, |c| c.late_arrivals_seen),
+            late_arrivals_counted: previous.map_or(0, |c| c.late_arrivals_counted),
+            duplicates_removed: previous.map_or(0, |c| c.duplicates_removed),
+        }
+    }
 }
 
 /// A tenant's day to correct, and the rules it is corrected by.
@@ -214,15 +229,24 @@ impl DayCorrection<'_> {
                 .context("marking the late dead letters counted")?;
         }
         let before = self.before;
-        // The waiting tasks' live rows stand beside the corrected ones.
-        let waiting_live = if waiting.is_empty() {
-            0
+        // The waiting tasks' live rows and late arrivals stand beside the corrected ones.
+        let (waiting_live, waiting_late) = if waiting.is_empty() {
+            (0, 0)
         } else {
-            endpoint
+            let live = endpoint
                 .live_day_volume_of_tasks(self.tenant, self.day, &waiting)
                 .await
-                .context("reading the waiting tasks' totals")?
+                .context("reading the waiting tasks' totals")?;
+            let late = endpoint
+                .late_arrivals_of_tasks(self.tenant, self.day, &waiting)
+                .await
+                .context("reading the waiting tasks' late arrivals")?;
+            (live, late)
         };
+        let late_counted = before.late_arrivals - waiting_late;
+        // Every copy the corrected tasks took in since the last correction (counted live, or
+        // archived late), less the events they hold now: copies beyond the first.
+        let copies = (before.live - waiting_live) + (late_counted - before.late_arrivals_counted);
         let record = CorrectionRecord {
             tenant_id: self.tenant.to_string(),
             day: (self.day / DAY_S).clamp(0, i64::from(u16::MAX)) as u16,
@@ -232,14 +256,9 @@ impl DayCorrection<'_> {
             live_before: before.live,
             events: events + waiting_live,
             late_events: recomputation.late as i64,
-            // What the live total held, plus the late events counted now for the first time,
-            // less what it holds now: copies of events counted more than once.
-            duplicates_removed: (before.live + recomputation.late as i64
-                - before.late_events_counted
-                - events
-                - waiting_live)
-                .max(0),
+            duplicates_removed: before.duplicates_removed + (copies - events).max(0),
             late_arrivals_seen: before.late_arrivals,
+            late_arrivals_counted: late_counted,
             rows_written: written as u64,
             waiting_tasks: waiting.into_iter().collect(),
         };

@@ -76,12 +76,11 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
     let mut done = Pass::default();
     for (tenant, day) in candidates {
         let key = (tenant.clone(), day);
-        let before = Before {
-            live: live.get(&key).copied().unwrap_or(0),
-            late_arrivals: arrivals.get(&key).copied().unwrap_or(0),
-            late_arrivals_counted: checks.get(&key).map_or(0, |c| c.late_arrivals_seen),
-            late_events_counted: checks.get(&key).map_or(0, |c| c.late_events),
-        };
+        let before = Before::new(
+            live.get(&key).copied().unwrap_or(0),
+            arrivals.get(&key).copied().unwrap_or(0),
+            checks.get(&key),
+        );
         let end = day + DAY_S;
         let trigger = match checks.get(&key) {
             Some(check) if before.late_arrivals != check.late_arrivals_seen => Trigger::LateEvents,
@@ -98,7 +97,7 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
             None if day < first_checks_from => continue,
             None => Trigger::FirstCheck,
         };
-        let new_late = before.late_arrivals > before.late_arrivals_counted;
+        let new_late = before.late_arrivals > before.late_arrivals_seen;
         if matches!(trigger, Trigger::FirstCheck | Trigger::LiveChanged) && !new_late {
             // Without late events to count, only copies counted twice (or a write after the
             // last correction) can make the day wrong, and the archive holds each event once:
@@ -177,8 +176,9 @@ fn unchanged(
         live_before: before.live,
         events: before.live,
         late_events: 0,
-        duplicates_removed: 0,
+        duplicates_removed: before.duplicates_removed,
         late_arrivals_seen: before.late_arrivals,
+        late_arrivals_counted: before.late_arrivals,
         rows_written: 0,
         waiting_tasks: Vec::new(),
     }

@@ -143,7 +143,8 @@ impl<S: Source> Runtime<'_, S> {
             state.generation = Some(generation);
             let task = Task::resume(topic, partition, settings, state)
                 .with_aggregates(self.settings.graph.aggregates.clone())
-                .with_routing(Some(Arc::clone(&self.routing)));
+                .with_routing(Some(Arc::clone(&self.routing)))
+                .with_flush_rows(self.settings.pipeline.max_flush_rows);
             if !self.source.start(&key, task.checkpoint()).await? {
                 tracing::info!(topic, partition, "not restored: no longer assigned");
                 continue;
@@ -214,19 +215,51 @@ impl<S: Source> Runtime<'_, S> {
     }
 
     /// Hands each partition's messages, in order, to its task; partitions run side by side.
-    fn process(&mut self, batch: &Batch) {
+    /// With `only`, to those partitions' tasks alone.
+    fn process(&mut self, batch: &Batch, only: Option<&[PartitionKey]>) {
         let mut parts = batch.by_partition();
         // A partition without a task is being restored; it will be read again from its
         // checkpoint, so its messages here are not lost.
         let work = self
             .tasks
             .iter_mut()
+            .filter(|(key, _)| only.is_none_or(|only| only.contains(key)))
             .filter_map(|((topic, partition), task)| {
                 let messages = parts.remove(&(topic.as_str(), *partition))?;
                 Some((task, messages))
             })
             .collect();
         self.workers.process(work);
+    }
+
+    /// Processes `batch`, flushing whenever a task stopped because half a flush's rows are
+    /// changed (`pipeline.max_flush_rows`) and giving it the rest of its messages after: each
+    /// flush's state insert stays one block. A task replaced meanwhile (replayed after a
+    /// refusal) is not given them again: its partition is read again from its checkpoint.
+    async fn process_all(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        self.process(batch, None);
+        loop {
+            let full: Vec<(PartitionKey, i64)> = self
+                .tasks
+                .iter()
+                .filter(|(_, task)| task.is_full())
+                .map(|(key, task)| (key.clone(), task.checkpoint().next_offset))
+                .collect();
+            if full.is_empty() {
+                return Ok(());
+            }
+            self.flush().await?;
+            let same: Vec<PartitionKey> = full
+                .into_iter()
+                .filter(|(key, next)| {
+                    self.tasks
+                        .get(key)
+                        .is_some_and(|task| task.checkpoint().next_offset == *next)
+                })
+                .map(|(key, _)| key)
+                .collect();
+            self.process(batch, Some(&same));
+        }
     }
 
     /// Updates the telemetry from a flush that became durable.
@@ -448,7 +481,7 @@ impl<S: Source> Runtime<'_, S> {
                 read += batch.len() as u64;
                 self.telemetry.count("read", batch.len() as u64);
                 self.telemetry.batch_size.observe(batch.len() as f64);
-                self.process(&batch);
+                self.process_all(&batch).await?;
             } else if !self.source.has_partitions() {
                 last_message = Instant::now();
             }

@@ -23,6 +23,9 @@ pub struct PipelineSettings {
     pub dedup_max_ids: usize,
     /// Raw bytes held for the next flush before it is started early.
     pub max_pending_bytes: usize,
+    /// Most window rows one flush writes in one state insert (the commit point stays one
+    /// block, one part, all or nothing): a task stops processing at half of it until flushed.
+    pub max_flush_rows: usize,
     /// Threads a batch's partitions are processed on; 0 for one per core.
     pub workers: usize,
     /// Whether reading and processing go on while a flush is written (one flush in flight).
@@ -58,6 +61,11 @@ impl PipelineSettings {
             10..=600_000,
         );
         within("batch_size", self.batch_size as i64, 1..=1_000_000);
+        within(
+            "max_flush_rows",
+            self.max_flush_rows as i64,
+            100..=salestalk_operators::task::MAX_FLUSH_ROWS as i64,
+        );
         within("batch_timeout_ms", self.batch_timeout_ms as i64, 1..=60_000);
         within("workers", self.workers as i64, 0..=1024);
         within(

@@ -71,7 +71,9 @@ pub fn flush_plan(settings: &Settings, table: &RoutingTable) -> anyhow::Result<F
         match kind {
             SinkKind::Archive => sinks.push(Box::new(Archive::new(endpoint))),
             SinkKind::DeadLetterTable => sinks.push(Box::new(DeadLetterTable::new(endpoint))),
-            SinkKind::WindowState => sinks.push(Box::new(WindowState::new(endpoint))),
+            SinkKind::WindowState => sinks.push(Box::new(
+                WindowState::new(endpoint).with_max_rows(settings.pipeline.max_flush_rows),
+            )),
             SinkKind::Delivery if downstream.is_empty() => {
                 tracing::info!("routing has no downstream targets: nothing is delivered");
             }

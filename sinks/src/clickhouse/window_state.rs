@@ -10,9 +10,39 @@ use super::insert::insert_range;
 use super::{SERVICE, sink_error};
 use crate::sink::{FlushBatch, Sink, SinkFuture};
 
-/// Rows per flush kept far below `max_insert_block_size` (1,048,576), so the state insert
+/// Rows per insert kept far below `max_insert_block_size` (1,048,576), so a state insert
 /// forms a single block and therefore a single, atomic part.
-pub const MAX_STATE_ROWS: usize = 500_000;
+pub const MAX_STATE_ROWS: usize = salestalk_operators::task::MAX_FLUSH_ROWS;
+
+/// The commit's inserts: whole flushes (each task's rows with the checkpoint they complete)
+/// grouped into inserts of at most `max_rows` records. A flush larger than that on its own (a
+/// message with thousands of new dimension values can make one) is split into inserts of at
+/// most `max_rows`, its checkpoint in the last: a crash between them leaves rows after the
+/// checkpoint, which no restore reads (the lineage ends at the checkpoint) and no view counts
+/// once the next owner resumed (the fence, ADR 0014). Each insert is one block: all or nothing.
+pub fn commit_inserts(flushes: Vec<Vec<StateRecord>>, max_rows: usize) -> Vec<Vec<StateRecord>> {
+    let max_rows = max_rows.max(1);
+    let mut inserts: Vec<Vec<StateRecord>> = Vec::new();
+    let mut current: Vec<StateRecord> = Vec::new();
+    for mut records in flushes {
+        if current.len() + records.len() > max_rows && !current.is_empty() {
+            inserts.push(std::mem::take(&mut current));
+        }
+        if records.len() > max_rows {
+            while records.len() > max_rows {
+                let rest = records.split_off(max_rows);
+                inserts.push(std::mem::replace(&mut records, rest));
+            }
+            inserts.push(records);
+        } else {
+            current.append(&mut records);
+        }
+    }
+    if !current.is_empty() {
+        inserts.push(current);
+    }
+    inserts
+}
 
 /// The window-state records of one flush, its checkpoint (durable as of `durable_at_ms`) last.
 pub fn state_records(flush: &Flush, durable_at_ms: u64) -> Vec<StateRecord> {
@@ -58,12 +88,23 @@ pub async fn write_corrections(
 /// The window-state sink.
 pub struct WindowState {
     endpoint: Endpoint,
+    /// Most records one insert carries.
+    max_rows: usize,
 }
 
 impl WindowState {
-    /// The table in `endpoint`'s database.
+    /// The table in `endpoint`'s database, [`MAX_STATE_ROWS`] an insert.
     pub fn new(endpoint: Endpoint) -> Self {
-        Self { endpoint }
+        Self {
+            endpoint,
+            max_rows: MAX_STATE_ROWS,
+        }
+    }
+
+    /// At most `max_rows` records an insert (`pipeline.max_flush_rows`).
+    pub fn with_max_rows(mut self, max_rows: usize) -> Self {
+        self.max_rows = max_rows.clamp(1, MAX_STATE_ROWS);
+        self
     }
 }
 
@@ -87,9 +128,9 @@ impl Sink for WindowState {
                 return Ok(());
             }
             let durable_at_ms = batch.durable_at_ms;
-            let records: Vec<StateRecord> = commit
+            let per_flush: Vec<Vec<StateRecord>> = commit
                 .iter()
-                .flat_map(|f| state_records(f, durable_at_ms))
+                .map(|f| state_records(f, durable_at_ms))
                 .collect();
             // The metrics of every event of a committed flush become durable here.
             let tenants: Vec<&str> = commit
@@ -99,24 +140,30 @@ impl Sink for WindowState {
             let client = self.endpoint.client();
             let observer = batch.observer;
             let mut failed_attempts = 0;
-            let written = batch
-                .policy
-                .run(
-                    || {
-                        insert_range::<StateRecord>(
-                            &client,
-                            &self.endpoint.url,
-                            "window_state",
-                            &records,
-                            0..records.len(),
-                        )
-                    },
-                    |_| {
-                        failed_attempts += 1;
-                        observer.write_failed(SERVICE);
-                    },
-                )
-                .await;
+            let mut written = Ok(());
+            for insert in commit_inserts(per_flush, self.max_rows) {
+                written = batch
+                    .policy
+                    .run(
+                        || {
+                            insert_range::<StateRecord>(
+                                &client,
+                                &self.endpoint.url,
+                                "window_state",
+                                &insert,
+                                0..insert.len(),
+                            )
+                        },
+                        |_| {
+                            failed_attempts += 1;
+                            observer.write_failed(SERVICE);
+                        },
+                    )
+                    .await;
+                if written.is_err() {
+                    break;
+                }
+            }
             let outcomes = &mut batch.outcomes;
             outcomes.attempts_failed(self.consumer(), failed_attempts);
             written.map_err(|e| sink_error(self.name(), "writing window state", e))?;
@@ -125,5 +172,49 @@ impl Sink for WindowState {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use salestalk_operators::flush::Checkpoint;
+
+    /// A flush's records: `rows` window rows, then its checkpoint.
+    fn flush(task: &str, rows: usize) -> Vec<StateRecord> {
+        let checkpoint = StateRecord::of_checkpoint(task, &Checkpoint::default(), 0);
+        let row = StateRecord {
+            family: "volume".into(),
+            ..checkpoint.clone()
+        };
+        std::iter::repeat_n(row, rows).chain([checkpoint]).collect()
+    }
+
+    #[test]
+    fn inserts_hold_whole_flushes_up_to_the_cap() {
+        let inserts = commit_inserts(vec![flush("a", 3), flush("b", 4), flush("c", 1)], 8);
+        let shape: Vec<Vec<String>> = inserts
+            .iter()
+            .map(|insert| insert.iter().map(|r| r.task.clone()).collect())
+            .collect();
+        assert_eq!(shape.len(), 2, "{shape:?}");
+        assert_eq!(shape[0].len(), 4, "a alone: a and b would be 9");
+        assert_eq!(shape[1].len(), 7, "b and c");
+        assert!(inserts.iter().all(|insert| insert.len() <= 8));
+    }
+
+    #[test]
+    fn a_flush_over_the_cap_alone_is_split_with_its_checkpoint_last() {
+        let inserts = commit_inserts(vec![flush("a", 1), flush("b", 9), flush("c", 1)], 4);
+        let sizes: Vec<usize> = inserts.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 4, 4, 2, 2]);
+        let b: Vec<&StateRecord> = inserts[1..4].iter().flatten().collect();
+        assert!(b.iter().all(|r| r.task == "b"));
+        let last = b.last().expect("records");
+        assert_eq!(
+            last.family, "checkpoint",
+            "the checkpoint lands with the last part"
+        );
+        assert_eq!(b.iter().filter(|r| r.family == "checkpoint").count(), 1);
     }
 }
