@@ -108,6 +108,11 @@ pub struct Rule {
     pub lookback_ms: u64,
     /// Fewest events in the lookback for a rate or a percentile to be judged at all.
     pub min_events: u64,
+    /// For `dlq_depth`: the dead-letter reasons whose pending entries count, and
+    /// `consumer_failed` for failures downstream consumers reported over the lookback. Empty:
+    /// those that need a person (docs/alerts.md). Other signals take none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 impl Rule {
@@ -134,6 +139,7 @@ impl Rule {
             scope: Scope::Global,
             lookback_ms: 900_000,
             min_events: 100,
+            reasons: Vec::new(),
         };
         vec![
             rule(
@@ -221,6 +227,16 @@ pub fn problems(rules: &[Rule]) -> Vec<String> {
                 "{at}: no_fresh_data_ms is global (a partition carries many tenants)"
             ));
         }
+        if !rule.reasons.is_empty() && rule.signal != Signal::DlqDepth {
+            out.push(format!("{at}: reasons are for dlq_depth only"));
+        }
+        for reason in &rule.reasons {
+            let name =
+                !reason.is_empty() && reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            if !name {
+                out.push(format!("{at}: reason '{reason}' is not a reason's name"));
+            }
+        }
     }
     out
 }
@@ -264,8 +280,24 @@ mod tests {
             threshold: f64::NAN,
             ..rules[3].clone()
         });
+        rules[0].reasons = vec!["late".into()];
+        rules[2].reasons = vec!["x'); DROP".into()];
         let found = problems(&rules);
-        assert_eq!(found.len(), 8, "{found:#?}");
+        assert_eq!(found.len(), 10, "{found:#?}");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("rules[0]") && p.contains("dlq_depth only"))
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("rules[2]") && p.contains("not a reason's name"))
+        );
+        let found: Vec<String> = found
+            .into_iter()
+            .filter(|p| !p.contains("dlq_depth only") && !p.contains("reason's name"))
+            .collect();
         assert!(found[0].contains("rules[0]") && found[0].contains("within 0..=1"));
         assert!(found[1].contains("rules[1]") && found[1].contains("used by another"));
         assert!(found[2].contains("rules[2]") && found[2].contains("dlq_depth is global"));

@@ -411,6 +411,21 @@ fn sre() -> Dashboard {
                 Unit::Count,
                 format!("SELECT toFloat64(sum(entries)) AS value FROM dlq_depth WHERE {TENANT}"),
             ),
+            table(
+                "dlq_by_reason",
+                "Dead letters by reason and consumer (pending now)",
+                &[
+                    ("reason", Unit::Text),
+                    ("consumer", Unit::Text),
+                    ("entries", Unit::Count),
+                    ("oldest", Unit::Text),
+                ],
+                format!(
+                    "SELECT reason, consumer, toUInt64(sum(entries)) AS entries, \
+                     toString(min(oldest)) AS oldest FROM dlq_depth WHERE {TENANT} \
+                     GROUP BY reason, consumer ORDER BY entries DESC, reason, consumer"
+                ),
+            ),
             panel(
                 "dlq_inflow",
                 "DLQ inflow by reason",

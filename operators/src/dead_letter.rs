@@ -67,6 +67,21 @@ impl DeadLetterReason {
         }
     }
 
+    /// Whether a dead letter of this reason waits for a person (what the DLQ depth alert
+    /// counts by default, docs/alerts.md): a broken event a service wrote straight to a topic
+    /// (its team fixes the producer, then the entry is redriven or discarded), an event past
+    /// the correction horizon (counted nowhere until someone decides), and a row our sink
+    /// refused (fix, then redrive). Not: a late letter from before corrections (the next
+    /// correction of its day counts it), a failed delivery (redriven by itself once the
+    /// target answers; a target down alerts through its error rate) and an entry the gateway
+    /// refused (the publisher was told at once, and retries or fixes it).
+    pub fn needs_action(self) -> bool {
+        !matches!(
+            self,
+            Self::Late | Self::DeliveryFailed | Self::RejectedAtIngest
+        )
+    }
+
     /// Whether the message failed as a publish: it never was a valid event on the bus. A late
     /// event was published fine (it came too late to count), and a sink's refusal is the
     /// pipeline's failure, not the publisher's; a failed delivery is the target's.
@@ -80,6 +95,21 @@ impl DeadLetterReason {
                 | Self::DeliveryFailed
         )
     }
+}
+
+/// What the DLQ depth alert calls a failure a downstream consumer reported on the dead-letter
+/// topic (`consumer_failures`), beside the dead-letter reasons.
+pub const CONSUMER_FAILED: &str = "consumer_failed";
+
+/// The reasons the DLQ depth alert counts unless a rule names its own: those that need a
+/// person ([`DeadLetterReason::needs_action`]) and consumers' reported failures.
+pub fn actionable_reasons() -> Vec<&'static str> {
+    DeadLetterReason::ALL
+        .into_iter()
+        .filter(|reason| reason.needs_action())
+        .map(DeadLetterReason::as_str)
+        .chain([CONSUMER_FAILED])
+        .collect()
 }
 
 impl From<Reason> for DeadLetterReason {
@@ -97,6 +127,24 @@ impl From<Reason> for DeadLetterReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_alert_counts_what_needs_a_person() {
+        let reasons = actionable_reasons();
+        for wanted in [
+            "schema_violation",
+            "not_json",
+            "too_late",
+            "sink_rejected",
+            "retries_exhausted",
+            CONSUMER_FAILED,
+        ] {
+            assert!(reasons.contains(&wanted), "{wanted}");
+        }
+        for left_out in ["late", "delivery_failed", "rejected_at_ingest"] {
+            assert!(!reasons.contains(&left_out), "{left_out}");
+        }
+    }
 
     #[test]
     fn contract_reasons_keep_their_names() {

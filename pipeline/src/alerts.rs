@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use salestalk_alerting::tracker::Measurement;
 use salestalk_alerting::{Notification, Signal, Tracker};
+use salestalk_operators::dead_letter::{CONSUMER_FAILED, DeadLetterReason};
 use salestalk_store::alert_history::AlertRecord;
 use salestalk_store::signals::SignalValue;
 use salestalk_store::{ClickHouseError, Endpoint};
@@ -69,6 +70,20 @@ impl AlertSettings {
             }
         }
         problems.extend(salestalk_alerting::rule::problems(&self.rules));
+        let known: Vec<&str> = DeadLetterReason::ALL
+            .map(DeadLetterReason::as_str)
+            .into_iter()
+            .chain([CONSUMER_FAILED])
+            .collect();
+        for (i, rule) in self.rules.iter().enumerate() {
+            for reason in rule.reasons.iter().filter(|r| !known.contains(&r.as_str())) {
+                problems.push(format!(
+                    "alerts.rules[{i}] ({}): unknown reason '{reason}' (known: {})",
+                    rule.name,
+                    known.join(", ")
+                ));
+            }
+        }
         problems
     }
 }

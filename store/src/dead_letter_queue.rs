@@ -24,7 +24,8 @@ pub struct DlqFilter {
     pub since: Option<u32>,
     /// Read by the pipeline before this (Unix s).
     pub until: Option<u32>,
-    /// `pending`, `redriven`, `discarded`, or `None` for any.
+    /// `pending`, `answered` (refused at ingest: the publisher was told), `redriven`,
+    /// `discarded`, `backfilled`, `unresolved` (pending or answered), or `None` for any.
     pub status: Option<String>,
     /// Most entries returned.
     pub limit: u64,
@@ -72,7 +73,7 @@ pub struct DlqEntry {
     pub last_failure: u32,
     /// Size of the raw message.
     pub bytes: u64,
-    /// `pending`, `redriven`, `discarded` or `backfilled`.
+    /// `pending`, `answered` (refused at ingest), `redriven`, `discarded` or `backfilled`.
     pub status: String,
     /// When it was redriven or discarded (Unix s; 0 while pending).
     pub resolved_at: u32,
@@ -109,7 +110,7 @@ const FILTER_SQL: &str = "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Arra
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), event_type)) \
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), event_id)) \
      AND toUInt32(broker_time) >= ? AND toUInt32(broker_time) < ? \
-     AND (? = '' OR status = ?)";
+     AND (? = '' OR status = ? OR (? = 'unresolved' AND status IN ('pending', 'answered')))";
 
 fn bind_filter(
     mut query: clickhouse::query::Query,
@@ -128,6 +129,7 @@ fn bind_filter(
     query
         .bind(filter.since.unwrap_or(0))
         .bind(filter.until.unwrap_or(u32::MAX))
+        .bind(&status)
         .bind(&status)
         .bind(&status)
 }
@@ -227,7 +229,7 @@ mod tests {
 
     #[test]
     fn the_filter_sql_has_one_bind_per_placeholder() {
-        let binds = 5 * 2 + 2 + 2;
+        let binds = 5 * 2 + 2 + 3;
         assert_eq!(FILTER_SQL.matches('?').count(), binds);
     }
 

@@ -632,7 +632,8 @@ pub fn views(database: &str) -> Vec<String> {
             "CREATE VIEW {database}.dead_letter_queue AS\n\
              SELECT topic, partition, offset, broker_time, reason, error, tenant_id, event_type,\n\
              event_id, attempts, first_failure, last_failure, bytes,\n\
-             if(action = '', 'pending', action) AS status, resolved_at\n\
+             if(action = '', if(reason = 'rejected_at_ingest', 'answered', 'pending'), action) AS status,\n\
+             resolved_at\n\
              FROM (SELECT topic, partition, offset, argMax(broker_time, written_at_ms) AS broker_time,\n\
              argMax(reason, written_at_ms) AS reason, argMax(error, written_at_ms) AS error,\n\
              argMax(tenant_id, written_at_ms) AS tenant_id, argMax(event_type, written_at_ms) AS event_type,\n\
@@ -650,10 +651,15 @@ pub fn views(database: &str) -> Vec<String> {
         "dlq_depth",
         format!(
             "CREATE VIEW {database}.dlq_depth AS\n\
-             SELECT reason, tenant_id, event_type, toUInt64(count()) AS entries,\n\
+             SELECT reason, consumer, tenant_id, event_type, toUInt64(count()) AS entries,\n\
              min(broker_time) AS oldest\n\
-             FROM {database}.dead_letter_queue WHERE status = 'pending'\n\
-             GROUP BY reason, tenant_id, event_type"
+             FROM (SELECT reason, multiIf(reason = 'delivery_failed',\n\
+             concat('target.', extract(error, '^target ([^ ]+) ')),\n\
+             reason IN ('sink_rejected', 'retries_exhausted'), '{archive}', '') AS consumer,\n\
+             tenant_id, event_type, broker_time\n\
+             FROM {database}.dead_letter_queue WHERE status = 'pending')\n\
+             GROUP BY reason, consumer, tenant_id, event_type",
+            archive = salestalk_operators::flush::consumers::ARCHIVE,
         ),
     );
     create(

@@ -4,6 +4,7 @@
 
 use clickhouse::Row;
 use salestalk_alerting::{Rule, Scope, Signal};
+use salestalk_operators::dead_letter::{CONSUMER_FAILED, actionable_reasons};
 use salestalk_operators::flush::consumers;
 use serde::Deserialize;
 
@@ -54,9 +55,34 @@ pub fn signal_sql(rule: &Rule) -> String {
              ORDER BY subject_tenant, subject_consumer",
             merged_quantile(0.95)
         ),
-        Signal::DlqDepth => "SELECT '' AS subject_tenant, '' AS subject_consumer, \
-             toUInt64(0) AS measured, toFloat64(sum(entries)) AS value FROM dlq_depth"
-            .to_string(),
+        // Pending dead letters of the reasons that need a person (or the rule's own), and the
+        // failures downstream consumers reported over the lookback: reports are not resolved
+        // one by one, so they count while they keep coming.
+        Signal::DlqDepth => {
+            let reasons = if rule.reasons.is_empty() {
+                actionable_reasons()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect()
+            } else {
+                rule.reasons.clone()
+            };
+            let reports = if reasons.iter().any(|r| r == CONSUMER_FAILED) {
+                format!(
+                    "(SELECT count() FROM (SELECT consumer_group, partition, offset \
+                     FROM consumer_failures WHERE minute >= {since} \
+                     GROUP BY consumer_group, partition, offset))"
+                )
+            } else {
+                "0".to_string()
+            };
+            format!(
+                "SELECT '' AS subject_tenant, '' AS subject_consumer, toUInt64(0) AS measured, \
+                 toFloat64((SELECT sum(entries) FROM dlq_depth WHERE has({}, reason)) + {reports}) \
+                 AS value",
+                sql_strings(&reasons)
+            )
+        }
         // Every sink's attempts and failures (`consumer_outcomes`: events and dead letters each
         // consumer was asked to make durable and refused for good), in processing time.
         Signal::ConsumerErrorRate => format!(
@@ -77,6 +103,17 @@ pub fn signal_sql(rule: &Rule) -> String {
             STALL_CONSUMERS[0], STALL_CONSUMERS[1]
         ),
     }
+}
+
+/// `names` as a ClickHouse array of string literals (names of reasons: `[a-z_]` only, checked
+/// with the rules; anything else is dropped rather than quoted).
+fn sql_strings(names: &[String]) -> String {
+    let quoted: Vec<String> = names
+        .iter()
+        .filter(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .map(|n| format!("'{n}'"))
+        .collect();
+    format!("CAST([{}] AS Array(String))", quoted.join(", "))
 }
 
 impl Endpoint {

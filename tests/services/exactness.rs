@@ -1160,3 +1160,54 @@ async fn two_instances_sharing_the_group_produce_the_same_views() {
     assert_views_match(&setup).await;
     setup.isolated.remove().await;
 }
+
+/// The commit point stays one block, one part (ADR 0004), whatever a flush would hold: with
+/// `pipeline.max_flush_rows` at 300, tasks stop at half of it until flushed, restored rows are
+/// written again a flush's room at a time, and whole flushes are grouped into inserts under
+/// it. Through three SIGKILLs every view equals the recomputation, and no state insert the
+/// server logged for this run carried more than 300 rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_state_insert_stays_under_the_flush_cap_and_no_view_changes() {
+    // A setting at a value nobody else uses marks this run's queries in the server's log.
+    const MARK: &str = "262161";
+    let mut setup = setup("it-cap", 12_000, 20).await;
+    setup.env.extend([
+        ("SALESTALK__PIPELINE__MAX_FLUSH_ROWS", "300".to_string()),
+        (
+            "SALESTALK__CLICKHOUSE__SETTINGS__LOG_QUERIES",
+            "1".to_string(),
+        ),
+        (
+            "SALESTALK__CLICKHOUSE__SETTINGS__MAX_QUERY_SIZE",
+            MARK.to_string(),
+        ),
+    ]);
+    let total: i64 = read_back(&setup.isolated)
+        .values()
+        .map(|m| m.len() as i64)
+        .sum();
+    kill_at_random_moments(&setup, total, 3, 1, 11, Duration::from_millis(1_500)).await;
+    assert_views_match(&setup).await;
+    let client = setup.isolated.endpoint().client();
+    client
+        .query("SYSTEM FLUSH LOGS")
+        .execute()
+        .await
+        .expect("flush logs");
+    let (inserts, largest): (u64, u64) = client
+        .query(
+            "SELECT toUInt64(count()), toUInt64(max(written_rows)) FROM system.query_log \
+             WHERE type = 2 AND query LIKE 'INSERT INTO `window_state`%' AND has(Settings.Values, ?)",
+        )
+        .bind(MARK)
+        .fetch_one()
+        .await
+        .expect("query log");
+    assert!(inserts > 50, "{inserts} state inserts");
+    assert!(largest <= 300, "a state insert carried {largest} rows");
+    assert!(
+        largest >= 150,
+        "inserts are filled up to the cap: {largest}"
+    );
+    setup.isolated.remove().await;
+}

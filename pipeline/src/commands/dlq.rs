@@ -45,7 +45,8 @@ pub enum Command {
         /// Which entries.
         #[command(flatten)]
         filter: FilterArgs,
-        /// pending, redriven, discarded, backfilled or any.
+        /// pending, answered (refused at ingest: the publisher was told), redriven, discarded,
+        /// backfilled or any.
         #[arg(long, default_value = "pending")]
         status: String,
         /// Most entries listed.
@@ -132,10 +133,18 @@ impl FilterArgs {
             }
         }
         if let Some(status) = &status
-            && !["pending", "redriven", "discarded", "backfilled", "any"].contains(&status.as_str())
+            && ![
+                "pending",
+                "answered",
+                "redriven",
+                "discarded",
+                "backfilled",
+                "any",
+            ]
+            .contains(&status.as_str())
         {
             problems.push(format!(
-                "unknown status '{status}' (pending, redriven, discarded, backfilled or any)"
+                "unknown status '{status}' (pending, answered, redriven, discarded, backfilled or any)"
             ));
         }
         if !problems.is_empty() {
@@ -328,7 +337,7 @@ pub async fn redrive(
 ) -> anyhow::Result<(Vec<DlqEntry>, Redriven)> {
     let endpoint = settings.clickhouse.clone();
     let filter = DlqFilter {
-        status: Some("pending".into()),
+        status: Some("unresolved".into()),
         ..filter.clone()
     };
     let (entries, unroutable): (Vec<DlqEntry>, Vec<DlqEntry>) = endpoint
@@ -500,7 +509,7 @@ pub async fn discard(
     );
     let endpoint = settings.clickhouse.clone();
     let filter = DlqFilter {
-        status: Some("pending".into()),
+        status: Some("unresolved".into()),
         ..filter.clone()
     };
     let entries = endpoint.dlq_entries(&filter).await?;
