@@ -426,6 +426,26 @@ fn sre() -> Dashboard {
                      GROUP BY reason, consumer ORDER BY entries DESC, reason, consumer"
                 ),
             ),
+            table(
+                "targets_healed",
+                "Routing targets healed: undelivered events redriven by themselves",
+                &[
+                    ("target_topic", Unit::Text),
+                    ("redriven", Unit::Count),
+                    ("pending", Unit::Count),
+                    ("last_redriven", Unit::Text),
+                ],
+                format!(
+                    "SELECT topic AS target_topic, \
+                     toUInt64(countIf(status = 'redriven' AND resolution_note LIKE 'healed%' \
+                     AND $__timeFilter(resolved_at))) AS redriven, \
+                     toUInt64(countIf(status = 'pending')) AS pending, \
+                     toString(maxIf(resolved_at, status = 'redriven' AND resolution_note LIKE 'healed%')) \
+                     AS last_redriven \
+                     FROM dead_letter_queue WHERE reason = 'delivery_failed' AND {TENANT} \
+                     GROUP BY topic ORDER BY topic"
+                ),
+            ),
             panel(
                 "dlq_inflow",
                 "DLQ inflow by reason",

@@ -45,6 +45,21 @@ pub struct RoutingSettings {
     /// How often the targets' consumer groups' lag is sampled, ms; 0: never.
     #[serde(default = "default_consumer_watch_interval_ms")]
     pub consumer_watch_interval_ms: u64,
+    /// How often a target with undelivered events is tried again, its dead letters redriven to
+    /// it once it answers, ms; 0: never (then `salestalk dlq redrive` does it by hand).
+    #[serde(default = "default_heal_interval_ms")]
+    pub heal_interval_ms: u64,
+    /// Most of one target's dead letters redriven per try (the healing's rate bound).
+    #[serde(default = "default_heal_batch")]
+    pub heal_batch: u64,
+}
+
+fn default_heal_interval_ms() -> u64 {
+    30_000
+}
+
+fn default_heal_batch() -> u64 {
+    1_000
 }
 
 fn default_consumer_watch_interval_ms() -> u64 {
@@ -316,6 +331,18 @@ impl RoutingTable {
                 "routing.consumer_watch_interval_ms: {interval} is outside 1000..=3600000 (0: off)"
             ));
         }
+        let heal = settings.heal_interval_ms;
+        if heal != 0 && !(1_000..=3_600_000).contains(&heal) {
+            problems.push(format!(
+                "routing.heal_interval_ms: {heal} is outside 1000..=3600000 (0: off)"
+            ));
+        }
+        if !(1..=100_000).contains(&settings.heal_batch) {
+            problems.push(format!(
+                "routing.heal_batch: {} is outside 1..=100000",
+                settings.heal_batch
+            ));
+        }
         for (name, target) in &settings.targets {
             for group in &target.consumer_groups {
                 if !is_topic_like(group) {
@@ -452,6 +479,8 @@ mod tests {
             delivery_timeout_ms: default_delivery_timeout_ms(),
             unavailable_pause_ms: default_unavailable_pause_ms(),
             consumer_watch_interval_ms: default_consumer_watch_interval_ms(),
+            heal_interval_ms: default_heal_interval_ms(),
+            heal_batch: default_heal_batch(),
         }
     }
 

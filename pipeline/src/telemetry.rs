@@ -76,6 +76,13 @@ pub struct SinkLabels {
     pub sink: String,
 }
 
+/// Labels naming a routing target.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// The target's name.
+    pub target: String,
+}
+
 /// Labels of a per-table metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabels {
@@ -164,6 +171,8 @@ pub struct Telemetry {
     pub correction_rows: Counter,
     /// Tenant-days that need a correction but are not final yet for every task, at the last check.
     pub corrections_waiting: Gauge,
+    /// Dead letters of a routing target redriven to it once it answered again, per target.
+    pub deliveries_healed: Family<TargetLabels, Counter>,
 }
 
 impl Default for Telemetry {
@@ -325,6 +334,12 @@ impl Default for Telemetry {
                 "corrections_waiting",
                 "Tenant-days needing a correction that are not final for every task yet",
                 Gauge::default(),
+            ),
+            deliveries_healed: registered(
+                &mut registry,
+                "deliveries_healed",
+                "Dead letters of a routing target redriven to it once it answered again",
+                Family::<TargetLabels, Counter>::default(),
             ),
             registry,
         }

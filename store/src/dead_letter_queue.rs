@@ -12,6 +12,8 @@ use crate::endpoint::{ClickHouseError, Endpoint};
 pub struct DlqFilter {
     /// Entry ids, `topic/partition/offset`.
     pub ids: Vec<String>,
+    /// Topics the entries are addressed to (a delivery's: its target's topic).
+    pub topics: Vec<String>,
     /// Reasons (`not_json`, `schema_violation`, ...).
     pub reasons: Vec<String>,
     /// Tenants.
@@ -35,6 +37,7 @@ impl DlqFilter {
     /// Whether the filter narrows anything down (discard refuses to act on everything).
     pub fn is_narrowed(&self) -> bool {
         !(self.ids.is_empty()
+            && self.topics.is_empty()
             && self.reasons.is_empty()
             && self.tenants.is_empty()
             && self.event_types.is_empty()
@@ -105,6 +108,7 @@ struct RawRow {
 /// The condition a [`DlqFilter`] stands for; binds in [`bind_filter`]'s order.
 const FILTER_SQL: &str = "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), \
      concat(topic, '/', toString(partition), '/', toString(offset)))) \
+     AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), topic)) \
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), reason)) \
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), event_type)) \
@@ -118,6 +122,7 @@ fn bind_filter(
 ) -> clickhouse::query::Query {
     for list in [
         &filter.ids,
+        &filter.topics,
         &filter.reasons,
         &filter.tenants,
         &filter.event_types,
@@ -229,7 +234,7 @@ mod tests {
 
     #[test]
     fn the_filter_sql_has_one_bind_per_placeholder() {
-        let binds = 5 * 2 + 2 + 3;
+        let binds = 6 * 2 + 2 + 3;
         assert_eq!(FILTER_SQL.matches('?').count(), binds);
     }
 

@@ -633,7 +633,7 @@ pub fn views(database: &str) -> Vec<String> {
              SELECT topic, partition, offset, broker_time, reason, error, tenant_id, event_type,\n\
              event_id, attempts, first_failure, last_failure, bytes,\n\
              if(action = '', if(reason = 'rejected_at_ingest', 'answered', 'pending'), action) AS status,\n\
-             resolved_at\n\
+             resolved_at, resolution_note\n\
              FROM (SELECT topic, partition, offset, argMax(broker_time, written_at_ms) AS broker_time,\n\
              argMax(reason, written_at_ms) AS reason, argMax(error, written_at_ms) AS error,\n\
              argMax(tenant_id, written_at_ms) AS tenant_id, argMax(event_type, written_at_ms) AS event_type,\n\
@@ -642,7 +642,7 @@ pub fn views(database: &str) -> Vec<String> {
              toUInt64(argMax(length(raw), written_at_ms)) AS bytes\n\
              FROM {database}.dead_letters GROUP BY topic, partition, offset) AS letters\n\
              ANY LEFT JOIN (SELECT topic, partition, offset, argMax(action, acted_at_ms) AS action,\n\
-             max(acted_at) AS resolved_at\n\
+             max(acted_at) AS resolved_at, argMax(note, acted_at_ms) AS resolution_note\n\
              FROM {database}.dead_letter_actions GROUP BY topic, partition, offset) AS actions\n\
              USING (topic, partition, offset)"
         ),

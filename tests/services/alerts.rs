@@ -18,6 +18,129 @@ use crate::support::{
     salestalk_command, stdout_of,
 };
 
+/// The DLQ depth that means "needs a person": refused-at-ingest entries are listed, not
+/// pending; the default rule counts the reasons that need action and the failures consumers
+/// reported in its lookback, not failed deliveries or old late letters; a rule naming its own
+/// reasons counts those; `dlq_depth` says which consumer failed each entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dlq_depth_alert_counts_what_needs_a_person() {
+    let isolated = Isolated::create("it-dlq-depth", 1).await;
+    stdout_of(&salestalk(&["migrate"], &isolated.env));
+    let endpoint = isolated.endpoint();
+    let client = endpoint.client();
+    let now = Utc::now().timestamp();
+    let letters = [
+        ("t", 0, "schema_violation", "bad"),
+        ("t", 1, "schema_violation", "bad"),
+        ("t", 2, "sink_rejected", "Code: 53"),
+        (
+            "c.flaky",
+            -1,
+            "delivery_failed",
+            "target flaky (topic c.flaky) did not take it",
+        ),
+        (
+            "c.flaky",
+            -1,
+            "delivery_failed",
+            "target flaky (c.flaky) not tried: paused",
+        ),
+        (
+            "ingest.refused",
+            -1,
+            "rejected_at_ingest",
+            "ValidationError",
+        ),
+        ("t", 3, "late", "final window"),
+    ];
+    for (i, (topic, partition, reason, error)) in letters.iter().enumerate() {
+        client
+            .query(
+                "INSERT INTO dead_letters (topic, partition, offset, broker_time, reason, error, \
+                 tenant_id, event_type, raw, attempts, first_failure, last_failure, written_at_ms, \
+                 event_id) VALUES (?, ?, ?, toDateTime(?), ?, ?, 'tenant-1', 'x.y.v1', '{}', 1, \
+                 toDateTime(?), toDateTime(?), 1, '')",
+            )
+            .bind(*topic)
+            .bind(*partition)
+            .bind(i as i64)
+            .bind(now)
+            .bind(*reason)
+            .bind(*error)
+            .bind(now)
+            .bind(now)
+            .execute()
+            .await
+            .expect("a dead letter");
+    }
+    let report = |offset: i64| salestalk_store::downstream::FailureReport {
+        minute: (now / 60 * 60) as u32,
+        consumer_group: "billing-worker".into(),
+        tenant_id: "tenant-1".into(),
+        event_id: format!("e{offset}"),
+        event_type: "x.y.v1".into(),
+        error: "boom".into(),
+        partition: 0,
+        offset,
+    };
+    endpoint
+        .record_failure_reports(&[report(1), report(2), report(2)])
+        .await
+        .expect("reports");
+    let depth = |rule: Rule| {
+        let endpoint = endpoint.clone();
+        async move {
+            let values = endpoint.measure(&rule).await.expect("measured");
+            assert_eq!(values.len(), 1);
+            values[0].value
+        }
+    };
+    let default = Rule::spec_defaults()
+        .into_iter()
+        .find(|r| r.signal == Signal::DlqDepth)
+        .expect("the DLQ rule");
+    // Two schema violations and a refused row need a person; two reports (one read twice).
+    assert_eq!(depth(default.clone()).await, 5.0);
+    let deliveries = Rule {
+        reasons: vec!["delivery_failed".into()],
+        ..default.clone()
+    };
+    assert_eq!(depth(deliveries).await, 2.0);
+    let with_ingest = Rule {
+        reasons: vec!["rejected_at_ingest".into(), "late".into()],
+        ..default
+    };
+    assert_eq!(
+        depth(with_ingest).await,
+        1.0,
+        "answered entries are not pending"
+    );
+    let by_consumer: Vec<(String, String, u64)> = client
+        .query(
+            "SELECT reason, consumer, toUInt64(sum(entries)) FROM dlq_depth \
+             GROUP BY reason, consumer ORDER BY reason",
+        )
+        .fetch_all()
+        .await
+        .expect("dlq_depth");
+    assert_eq!(
+        by_consumer,
+        [
+            ("delivery_failed".into(), "target.flaky".into(), 2),
+            ("late".into(), String::new(), 1),
+            ("schema_violation".into(), String::new(), 2),
+            ("sink_rejected".into(), "clickhouse.archive".into(), 1),
+        ]
+    );
+    let answered: Vec<String> = client
+        .query("SELECT status FROM dead_letter_queue WHERE reason = 'rejected_at_ingest'")
+        .fetch_all()
+        .await
+        .expect("listed");
+    assert_eq!(answered, ["answered"]);
+    isolated.remove().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_signal_is_measured_and_the_history_restores_what_fires() {
     let isolated = Isolated::create("it-alerts", 1).await;

@@ -167,6 +167,64 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         .await
         .expect("failure report");
 
+    // A late event on another partition (its window final there), and a check of its day by
+    // the corrector, so the late and correction views have rows too.
+    let mut late_task = Task::new("topic-b", 0, task_settings(), Default::default());
+    let late_event = |id: &str, at: &str| {
+        let mut event: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+        event["eventId"] = serde_json::json!(id);
+        event["timestamp"] = serde_json::json!(at);
+        event.to_string()
+    };
+    let on_time = late_event(
+        "0b9a4c2e-0000-4000-8000-000000000001",
+        "2025-11-09T12:00:00.000Z",
+    );
+    let late = late_event(
+        "0b9a4c2e-0000-4000-8000-000000000002",
+        "2025-11-09T09:00:00.000Z",
+    );
+    let late_messages: Vec<RawMessage<'_>> = [on_time.as_str(), late.as_str()]
+        .iter()
+        .enumerate()
+        .map(|(i, line)| RawMessage {
+            topic: "topic-b",
+            partition: 0,
+            offset: i as i64,
+            timestamp_ms: Some(broker_ms),
+            payload: Some(line.as_bytes()),
+            path: salestalk_operators::PublishPath::Direct,
+            sequence: None,
+        })
+        .collect();
+    late_task.process(&late_messages);
+    let late_flush = late_task.flush(broker_ms + 3_000);
+    assert!(
+        late_flush.archive.iter().any(|e| e.late),
+        "archived as late"
+    );
+    write_flushes(&endpoint, &[late_flush], (broker_ms + 3_000) as u64)
+        .await
+        .expect("write the late event");
+    endpoint
+        .record_check(&salestalk_store::corrections::CorrectionRecord {
+            tenant_id: "tenant-abc123".into(),
+            day: (1_762_646_400 / 86_400) as u16,
+            checked_at_ms: 1_762_750_000_000,
+            epoch: salestalk_store::corrections::correction_epoch(1_762_750_000_000),
+            trigger: "first_check".into(),
+            live_before: 8,
+            events: 8,
+            late_events: 1,
+            duplicates_removed: 1,
+            late_arrivals_seen: 0,
+            late_arrivals_counted: 0,
+            rows_written: 10,
+            waiting_tasks: Vec::new(),
+        })
+        .await
+        .expect("a check");
+
     // Every view runs on this server, and the examples (one of each event type, plus a broken
     // message) give each of them rows.
     let views: Vec<String> = client
@@ -214,10 +272,13 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         Some(1)
     );
     restored.process(&messages);
-    assert!(
-        !restored.has_pending(),
+    assert_eq!(
+        restored.checkpoint().next_offset,
+        resumed.next_offset,
         "nothing below the checkpoint is processed again"
     );
+    let again = restored.flush(broker_ms + 10_000);
+    assert!(again.archive.is_empty() && again.dead_letters.is_empty());
 
     drop_database(&endpoint.database).await;
 }

@@ -138,6 +138,8 @@ async fn rules_fan_out_by_tenant_and_a_missing_target_is_dead_lettered_then_reco
 unmatched = ["metrics", "rest"]
 delivery_timeout_ms = 1500
 unavailable_pause_ms = 1000
+# The redrive by hand is what this test checks; healing has a test of its own.
+heal_interval_ms = 0
 [routing.targets.vip]
 topic = "{vip}"
 [routing.targets.missing]
@@ -364,6 +366,140 @@ targets = ["metrics", "standard"]
             .iter()
             .all(|d| d.key.starts_with("tenant-vip") && d.header_id == d.payload_id),
         "redriven records keep the tenant key and the eventId header: {delivered:?}"
+    );
+    isolated.remove().await;
+}
+
+/// A target stopped for two minutes (its topic is not there) while events keep coming for
+/// it: its events become dead letters, and once it answers again they are redriven to it by
+/// themselves, a bounded number a round, each once: a consumer that deduplicates by `eventId`
+/// has every event routed to it exactly once, the DLQ depth is back to 0 and the SRE page's
+/// table shows the target healed. No command is run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_back_after_two_minutes_gets_every_event_with_no_command() {
+    let isolated = Isolated::create("it-heal", 1).await;
+    let flaky = format!("{}.target.flaky", isolated.prefix);
+    let config = std::env::temp_dir().join(format!("{}-heal.toml", isolated.prefix));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[routing]
+unmatched = ["metrics", "flaky"]
+delivery_timeout_ms = 1500
+unavailable_pause_ms = 1000
+heal_interval_ms = 2000
+heal_batch = 40
+[routing.targets.flaky]
+topic = "{flaky}"
+"#
+        ),
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let mut run = crate::support::salestalk_command(&["--config", &config, "run"], &isolated.env)
+        .spawn()
+        .expect("salestalk run starts");
+    let examples = examples();
+    let types: Vec<String> = examples.keys().cloned().collect();
+    let mut events = Vec::new();
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    // Two minutes of traffic while the target is away.
+    while started.elapsed() < Duration::from_secs(120) {
+        let wave: Vec<Value> = types
+            .iter()
+            .map(|event_type| {
+                n += 1;
+                event(&examples, event_type, &format!("tenant-{}", n % 3), n)
+            })
+            .collect();
+        produce(&isolated, &wave).await;
+        events.extend(wave);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    create_topics_at(&isolated.brokers, std::slice::from_ref(&flaky), 1).await;
+    let last: Vec<Value> = types
+        .iter()
+        .map(|event_type| {
+            n += 1;
+            event(&examples, event_type, "tenant-0", n)
+        })
+        .collect();
+    produce(&isolated, &last).await;
+    events.extend(last);
+    let wanted: BTreeSet<String> = events
+        .iter()
+        .map(|e| e["eventId"].as_str().expect("id").to_string())
+        .collect();
+    let client = isolated.endpoint().client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let (delivered, pending) = loop {
+        let delivered = read_topic(&isolated.brokers, &flaky);
+        let pending: u64 = client
+            .query("SELECT toUInt64(sum(entries)) FROM dlq_depth")
+            .fetch_one()
+            .await
+            .unwrap_or(u64::MAX);
+        let ids: BTreeSet<String> = delivered.iter().map(|d| d.payload_id.clone()).collect();
+        if (ids == wanted && pending == 0) || std::time::Instant::now() > deadline {
+            break (delivered, pending);
+        }
+        if let Some(status) = run.try_wait().expect("the run's status") {
+            panic!("salestalk run stopped ({status})");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    run.kill().expect("SIGKILL");
+    run.wait().expect("reaped");
+    let ids: BTreeSet<String> = delivered.iter().map(|d| d.payload_id.clone()).collect();
+    assert_eq!(
+        ids, wanted,
+        "every event routed to the target, once deduplicated"
+    );
+    assert_eq!(pending, 0, "the DLQ depth is back to 0 by itself");
+    assert!(
+        delivered
+            .iter()
+            .all(|d| d.header_id == d.payload_id && d.key.starts_with("tenant-")),
+        "redriven records are deliveries: tenant key, eventId header"
+    );
+    // The outage made dead letters, all redriven by the healing, each once.
+    let (letters, healed): (u64, u64) = client
+        .query(
+            "SELECT toUInt64(count()), toUInt64(countIf(status = 'redriven'              AND resolution_note LIKE 'healed%')) FROM dead_letter_queue              WHERE reason = 'delivery_failed'",
+        )
+        .fetch_one()
+        .await
+        .expect("letters");
+    assert!(letters > 40, "the outage left {letters} dead letters");
+    assert_eq!(healed, letters, "each redriven by the healing");
+    let per_event = delivered.len() as u64;
+    assert!(
+        per_event <= wanted.len() as u64 + letters,
+        "no event delivered more than once besides its redrive"
+    );
+    // The SRE page's table, as the page runs it.
+    let panel = salestalk_dashboards::dashboards()
+        .into_iter()
+        .flat_map(|d| d.panels)
+        .find(|p| p.id == "targets_healed")
+        .expect("the panel");
+    let salestalk_dashboards::panels::Source::Sql(sql) = &panel.source else {
+        panic!("an SQL panel");
+    };
+    let sql = sql
+        .replace("$__timeFilter(resolved_at)", "1")
+        .replace(salestalk_dashboards::TENANT_FILTER, "1");
+    let rows: Vec<(String, u64, u64, String)> = client
+        .query(&sql)
+        .fetch_all()
+        .await
+        .expect("the panel's rows");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1, rows[0].2),
+        (flaky.as_str(), letters, 0)
     );
     isolated.remove().await;
 }

@@ -93,6 +93,9 @@ pub struct FilterArgs {
     /// Entry id, topic/partition/offset (repeatable).
     #[arg(long)]
     id: Vec<String>,
+    /// The topic an entry is addressed to, e.g. a routing target's (repeatable).
+    #[arg(long)]
+    topic: Vec<String>,
     /// Reason, e.g. schema_violation (repeatable).
     #[arg(long)]
     reason: Vec<String>,
@@ -153,6 +156,7 @@ impl FilterArgs {
         let seconds = |t: DateTime<Utc>| u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX);
         Ok(DlqFilter {
             ids: self.id,
+            topics: self.topic,
             reasons: self.reason,
             tenants: self.tenant,
             event_types: self.event_type,
@@ -335,6 +339,16 @@ pub async fn redrive(
     filter: &DlqFilter,
     dry_run: bool,
 ) -> anyhow::Result<(Vec<DlqEntry>, Redriven)> {
+    redrive_noting(settings, filter, dry_run, "salestalk dlq redrive").await
+}
+
+/// [`redrive`], with `note` stored beside each entry marked redriven (who or what did it).
+pub async fn redrive_noting(
+    settings: &Settings,
+    filter: &DlqFilter,
+    dry_run: bool,
+    note: &str,
+) -> anyhow::Result<(Vec<DlqEntry>, Redriven)> {
     let endpoint = settings.clickhouse.clone();
     let filter = DlqFilter {
         status: Some("unresolved".into()),
@@ -378,12 +392,14 @@ pub async fn redrive(
         .unzip();
     let mut failed = kinesis.len() - delivered.len();
     if entries.is_empty() {
-        return finish_redrive(&endpoint, selected, delivered, failed).await;
+        return finish_redrive(&endpoint, selected, delivered, failed, note).await;
     }
     let producer =
         producer::acknowledged(&settings.kafka).context("creating the Kafka producer")?;
     let ids: Vec<String> = entries.iter().map(DlqEntry::id).collect();
-    let records = entries
+    // Collected before the await: a lazy iterator of borrowing closures held across it would
+    // keep the future from being `Send` (the healing runs it on a spawned task).
+    let records: Vec<FutureRecord<'_, str, [u8]>> = entries
         .iter()
         .zip(&raws)
         .zip(&ids)
@@ -397,7 +413,8 @@ pub async fn redrive(
             } else {
                 record.key(entry.tenant_id.as_str())
             }
-        });
+        })
+        .collect();
     let outcomes = deliver(&producer, records).await;
     for (entry, outcome) in entries.iter().zip(outcomes) {
         match outcome {
@@ -408,7 +425,7 @@ pub async fn redrive(
             }
         }
     }
-    finish_redrive(&endpoint, selected, delivered, failed).await
+    finish_redrive(&endpoint, selected, delivered, failed, note).await
 }
 
 /// Marks the `delivered` entries (of those `selected`) redriven.
@@ -417,9 +434,10 @@ async fn finish_redrive(
     selected: Vec<DlqEntry>,
     delivered: Vec<DlqEntry>,
     failed: usize,
+    note: &str,
 ) -> anyhow::Result<(Vec<DlqEntry>, Redriven)> {
     endpoint
-        .dlq_resolve(&delivered, "redriven", "salestalk dlq redrive", now_ms())
+        .dlq_resolve(&delivered, "redriven", note, now_ms())
         .await
         .context("marking entries redriven")?;
     let produced = delivered.len();

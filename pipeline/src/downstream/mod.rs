@@ -1,8 +1,10 @@
 //! The downstream consumers, watched while `salestalk run` runs: how far behind each consumer
-//! group reading a routing target is ([`lag`]), and the failures consumers report on the
-//! dead-letter topic ([`reports`]). Both land in ClickHouse (`salestalk_store::downstream`),
+//! group reading a routing target is ([`lag`]), the failures consumers report on the
+//! dead-letter topic ([`reports`]), and the targets' undelivered events, redriven once they
+//! answer again ([`heal`]). Both land in ClickHouse (`salestalk_store::downstream`),
 //! where the SRE page, Grafana and the consumer error-rate alert read them (docs/routing.md).
 
+pub mod heal;
 pub mod lag;
 pub mod reports;
 

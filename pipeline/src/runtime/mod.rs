@@ -90,7 +90,8 @@ struct Runtime<'a, S: Source> {
     routing: Arc<RoutingTable>,
     /// Who this process is in the task generations it claims (host, process, instance id).
     owner: String,
-    /// Whether this instance corrects past days (it owns the first Kafka topic's partition 0).
+    /// Whether this instance corrects past days and heals the routing targets (it owns the
+    /// first Kafka topic's partition 0).
     leadership: Leadership,
 }
 
@@ -420,6 +421,12 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     crate::downstream::watch(settings, &routing);
     let leadership = Leadership::default();
     crate::corrections::schedule(settings.clone(), leadership.clone(), Arc::clone(&telemetry));
+    crate::downstream::heal::schedule(
+        settings,
+        &routing,
+        leadership.clone(),
+        Arc::clone(&telemetry),
+    );
     let writer = Arc::new(Writer {
         plan,
         outcomes_to: settings.clickhouse.clone(),
