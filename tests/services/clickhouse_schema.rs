@@ -169,7 +169,11 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
 
     // A late event on another partition (its window final there), and a check of its day by
     // the corrector, so the late and correction views have rows too.
-    let mut late_task = Task::new("topic-b", 0, task_settings(), Default::default());
+    let five_minutes = TaskSettings {
+        allowed_lateness_ms: 300_000,
+        ..task_settings()
+    };
+    let mut late_task = Task::new("topic-b", 0, five_minutes, Default::default());
     let late_event = |id: &str, at: &str| {
         let mut event: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
         event["eventId"] = serde_json::json!(id);

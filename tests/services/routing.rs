@@ -392,6 +392,10 @@ heal_interval_ms = 2000
 heal_batch = 40
 [routing.targets.flaky]
 topic = "{flaky}"
+[[routing.rules]]
+name = "everything"
+event_types = ["*"]
+targets = ["metrics", "flaky"]
 "#
         ),
     )
