@@ -220,52 +220,37 @@ impl Endpoint {
             .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
-    /// The events `tasks` counted in `tenant`'s day starting at `day` (Unix s): their volume
-    /// day rows, newest epoch each.
-    pub async fn live_day_volume_of_tasks(
+    /// What `tasks` hold of `tenant`'s day starting at `day` (Unix s): the events they counted
+    /// (their volume day rows) and the late arrivals of the day they recorded, whenever those
+    /// arrived (their `late_arrivals` day rows, of events of that day); newest epoch each row.
+    pub async fn totals_of_tasks(
         &self,
         tenant: &str,
         day: i64,
         tasks: &std::collections::BTreeSet<String>,
-    ) -> Result<i64, ClickHouseError> {
+    ) -> Result<(i64, i64), ClickHouseError> {
         let tasks: Vec<&String> = tasks.iter().collect();
         self.client()
             .query(
-                "SELECT toInt64(sum(events)) FROM (SELECT argMax(ints[1], epoch) AS events \
-                 FROM window_state WHERE family = ? AND tenant_id = ? AND window_start = toDateTime(?) \
-                 AND has(CAST(? AS Array(String)), task) GROUP BY task, d1, d2, d3)",
+                "SELECT toInt64(sumIf(value, family = ?)), toInt64(sumIf(value, family = ?)) \
+                 FROM (SELECT family, argMax(ints[1], epoch) AS value FROM window_state \
+                 WHERE has([?, ?], family) AND tenant_id = ? AND window_start >= toDateTime(?) \
+                 AND has(CAST(? AS Array(String)), task) \
+                 AND (family = ? AND window_start = toDateTime(?) OR family = ? AND startsWith(d2, ?)) \
+                 GROUP BY family, task, window_start, d1, d2, d3)",
             )
             .bind(family_name(Family::Volume, Span::Day))
-            .bind(tenant)
-            .bind(day.max(0))
-            .bind(tasks)
-            .fetch_one()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
-    }
-
-    /// The late arrivals `tasks` recorded for `tenant`'s events of the day starting at `day`
-    /// (Unix s), whenever they arrived: their `late_arrivals` day rows, newest epoch each.
-    pub async fn late_arrivals_of_tasks(
-        &self,
-        tenant: &str,
-        day: i64,
-        tasks: &std::collections::BTreeSet<String>,
-    ) -> Result<i64, ClickHouseError> {
-        let tasks: Vec<&String> = tasks.iter().collect();
-        self.client()
-            .query(
-                "SELECT toInt64(sum(events)) FROM (SELECT argMax(ints[1], epoch) AS events \
-                 FROM window_state WHERE family = ? AND tenant_id = ? AND window_start >= toDateTime(?) \
-                 AND has(CAST(? AS Array(String)), task) \
-                 AND intDiv(toUInt32(toDateTime(d2, 'UTC')), 86400) * 86400 = ? \
-                 GROUP BY task, window_start, d1, d2, d3)",
-            )
+            .bind(family_name(Family::LateArrivals, Span::Day))
+            .bind(family_name(Family::Volume, Span::Day))
             .bind(family_name(Family::LateArrivals, Span::Day))
             .bind(tenant)
             .bind(day.max(0))
             .bind(tasks)
+            .bind(family_name(Family::Volume, Span::Day))
             .bind(day.max(0))
+            .bind(family_name(Family::LateArrivals, Span::Day))
+            // The late arrival's event window is written `YYYY-MM-DD hh:mm:ss`: its day first.
+            .bind(salestalk_operators::aggregate::window_text(day).get(..10).unwrap_or_default())
             .fetch_one()
             .await
             .map_err(|e| ClickHouseError::classify(&self.url, e))

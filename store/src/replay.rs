@@ -217,30 +217,39 @@ impl Endpoint {
             .await
     }
 
-    /// Up to `limit` archived events of `tenants` (all when empty) counted in the minute
-    /// windows `[since, until)` (Unix s), after `after` (tenant, event id), each once (its
-    /// newest copy, whichever partition it was read from): a page of a correction.
-    pub async fn archive_in_windows(
+    /// Up to `limit` archived events of `tenant` counted in the minute windows
+    /// `[since, until)` (Unix s), after the event id `after`, each once (its newest copy,
+    /// whichever partition it was read from): a page of a correction. The tenant leads the
+    /// archive's key, so a page reads that tenant's rows only; an event's time is never before
+    /// its window (a skewed one is counted at broker time, before its stamp), which leaves out
+    /// the months before `since`.
+    pub async fn archive_of_tenant(
         &self,
-        tenants: &[String],
+        tenant: &str,
         (since, until): (u32, u32),
-        after: (&str, &str),
+        after: &str,
         limit: u64,
     ) -> Result<Vec<ArchivedCopy>, ClickHouseError> {
-        let sql = page_sql(
-            NEWEST_COPY,
-            "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
-             AND toUInt32(window_start) >= ? AND toUInt32(window_start) < ?",
-            limit,
+        // Each (tenant, id) once, its newest copy; ordered by the key, which leads with the
+        // tenant, so the page reads that tenant's rows only.
+        let sql = format!(
+            "SELECT tenant_id, event_id, topic, partition, toUInt32(broker_time) AS read_at, \
+             clock_skewed, late, raw FROM events_raw \
+             WHERE tenant_id = ? AND event_id > ? AND timestamp >= toDateTime(?) \
+             AND toUInt32(window_start) >= ? AND toUInt32(window_start) < ? \
+             ORDER BY tenant_id, event_id, durable_at_ms DESC LIMIT 1 BY tenant_id, event_id \
+             LIMIT {limit}"
         );
-        let query = self
-            .client()
+        self.client()
             .query(&sql)
-            .bind(tenants)
-            .bind(tenants)
+            .bind(tenant)
+            .bind(after)
             .bind(since)
-            .bind(until);
-        self.fetch_page(query, after).await
+            .bind(since)
+            .bind(until)
+            .fetch_all()
+            .await
+            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// The page of `query` (from [`page_sql`], its condition bound) after `after`.

@@ -25,6 +25,28 @@ fn task_settings() -> TaskSettings {
     }
 }
 
+/// `lines` as the messages of `topic`/`partition` from offset 0, all read at `broker_ms`.
+fn raw_messages<'a>(
+    topic: &'a str,
+    partition: i32,
+    lines: &[&'a str],
+    broker_ms: i64,
+) -> Vec<RawMessage<'a>> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| RawMessage {
+            topic,
+            partition,
+            offset: i as i64,
+            timestamp_ms: Some(broker_ms),
+            payload: Some(line.as_bytes()),
+            path: salestalk_operators::PublishPath::Direct,
+            sequence: None,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     let endpoint = endpoint(&unique("it_schema").replace('-', "_"));
@@ -39,22 +61,13 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     assert!(v2.contains("small_talk"), "{v2}");
     let lines: Vec<&str> = EXAMPLES.lines().collect();
     let broker_ms = 1_762_693_200_000; // 2025-11-09T13:00:00Z, after every example
-    let messages: Vec<RawMessage<'_>> = lines
+    let all: Vec<&str> = lines
         .iter()
-        .chain(lines.iter().take(1)) // a resend of the first
-        .chain(std::iter::once(&v2.as_str()))
-        .chain(std::iter::once(&"{broken"))
-        .enumerate()
-        .map(|(i, line)| RawMessage {
-            topic: "topic-a",
-            partition: 3,
-            offset: i as i64,
-            timestamp_ms: Some(broker_ms),
-            payload: Some(line.as_bytes()),
-            path: salestalk_operators::PublishPath::Direct,
-            sequence: None,
-        })
+        .copied()
+        .chain(lines.iter().copied().take(1)) // a resend of the first
+        .chain([v2.as_str(), "{broken"])
         .collect();
+    let messages = raw_messages("topic-a", 3, &all, broker_ms);
     let mut task = Task::new("topic-a", 3, task_settings(), Default::default());
     task.process(&messages);
     let flush = task.flush(broker_ms + 2_000);
@@ -188,19 +201,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         "0b9a4c2e-0000-4000-8000-000000000002",
         "2025-11-09T09:00:00.000Z",
     );
-    let late_messages: Vec<RawMessage<'_>> = [on_time.as_str(), late.as_str()]
-        .iter()
-        .enumerate()
-        .map(|(i, line)| RawMessage {
-            topic: "topic-b",
-            partition: 0,
-            offset: i as i64,
-            timestamp_ms: Some(broker_ms),
-            payload: Some(line.as_bytes()),
-            path: salestalk_operators::PublishPath::Direct,
-            sequence: None,
-        })
-        .collect();
+    let late_messages = raw_messages("topic-b", 0, &[&on_time, &late], broker_ms);
     late_task.process(&late_messages);
     let late_flush = late_task.flush(broker_ms + 3_000);
     assert!(

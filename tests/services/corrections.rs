@@ -114,9 +114,9 @@ fn corrected_env(isolated: &Isolated) -> Vec<(&'static str, String)> {
 }
 
 /// (window, tenant, event type, source) → events.
-type Volume = BTreeMap<(i64, String, String, String), u64>;
+pub type Volume = BTreeMap<(i64, String, String, String), u64>;
 /// (day, tenant, event type, model) → (cost nanos, prompt, completion, total tokens, messages).
-type Cost = BTreeMap<(i64, String, String, String), (i64, u64, u64, u64, u64)>;
+pub type Cost = BTreeMap<(i64, String, String, String), (i64, u64, u64, u64, u64)>;
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
 struct VolumeRow {
@@ -142,7 +142,7 @@ struct CostRow {
 
 /// `event_volume` and `tenant_cost_daily` of the day starting at `day` (an error until the
 /// run has made the database).
-async fn day_views(
+pub async fn day_views(
     endpoint: &salestalk_store::Endpoint,
     day: i64,
 ) -> Result<(Volume, Cost), clickhouse::error::Error> {

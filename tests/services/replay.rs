@@ -388,48 +388,9 @@ async fn backfill_makes_a_past_day_equal_the_recomputation_with_its_late_events(
         elsewhere,
         "other days moved"
     );
-    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
-    struct CostRow {
-        day: u16,
-        tenant_id: String,
-        event_type: String,
-        model: String,
-        cost_nanos: i64,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-        total_tokens: u64,
-        messages: u64,
-    }
-    let cost: BTreeMap<_, _> = live
-        .client()
-        .query(
-            "SELECT toUInt16(day) AS day, tenant_id, event_type, model, cost_nanos, \
-             prompt_tokens, completion_tokens, total_tokens, messages FROM tenant_cost_daily \
-             WHERE toUInt16(day) = ?",
-        )
-        .bind(day / 86_400)
-        .fetch_all::<CostRow>()
+    let (_, cost) = crate::corrections::day_views(&live, day)
         .await
-        .expect("cost")
-        .into_iter()
-        .map(|r| {
-            (
-                (
-                    i64::from(r.day) * 86_400,
-                    r.tenant_id,
-                    r.event_type,
-                    r.model,
-                ),
-                (
-                    r.cost_nanos,
-                    r.prompt_tokens,
-                    r.completion_tokens,
-                    r.total_tokens,
-                    r.messages,
-                ),
-            )
-        })
-        .collect();
+        .expect("the day's views");
     let expected_cost: BTreeMap<_, _> = expected
         .cost
         .iter()

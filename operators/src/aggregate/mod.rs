@@ -37,7 +37,7 @@ pub mod built_in;
 pub mod family;
 pub mod registry;
 
-pub use built_in::{LOW_CONFIDENCE, nanos};
+pub use built_in::{LOW_CONFIDENCE, nanos, window_text};
 pub use family::{Family, Layout};
 pub use registry::Aggregates;
 

@@ -18,7 +18,7 @@ use crate::recompute::{Purpose, Recomputation};
 use crate::settings::Settings;
 
 /// Archived events read at a time.
-const PAGE: u64 = 5_000;
+const PAGE: u64 = 20_000;
 
 /// Where each task may still change windows: the first minute (Unix s) it may write, by task.
 pub type OpenFrom = BTreeMap<String, i64>;
@@ -167,16 +167,15 @@ impl DayCorrection<'_> {
             keep
         });
         let mut recomputation = Recomputation::new(self.settings, Purpose::Correction)?;
-        let tenants = [self.tenant.to_string()];
         let range = (to_u32(self.day), to_u32(end));
-        let mut after = (String::new(), String::new());
+        let mut after = String::new();
         loop {
             let page = endpoint
-                .archive_in_windows(&tenants, range, (&after.0, &after.1), PAGE)
+                .archive_of_tenant(self.tenant, range, &after, PAGE)
                 .await
                 .context("reading the day from the archive")?;
             let Some(last) = page.last() else { break };
-            after = (last.tenant_id.clone(), last.event_id.clone());
+            after.clone_from(&last.event_id);
             for event in &page {
                 let task = task_name(&event.topic, event.partition);
                 if is_final(&task) {
@@ -233,15 +232,10 @@ impl DayCorrection<'_> {
         let (waiting_live, waiting_late) = if waiting.is_empty() {
             (0, 0)
         } else {
-            let live = endpoint
-                .live_day_volume_of_tasks(self.tenant, self.day, &waiting)
+            endpoint
+                .totals_of_tasks(self.tenant, self.day, &waiting)
                 .await
-                .context("reading the waiting tasks' totals")?;
-            let late = endpoint
-                .late_arrivals_of_tasks(self.tenant, self.day, &waiting)
-                .await
-                .context("reading the waiting tasks' late arrivals")?;
-            (live, late)
+                .context("reading the waiting tasks' totals")?
         };
         let late_counted = before.late_arrivals - waiting_late;
         // Every copy the corrected tasks took in since the last correction (counted live, or
