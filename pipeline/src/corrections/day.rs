@@ -98,7 +98,8 @@ pub struct Before {
     pub late_arrivals: i64,
     /// Late arrivals the previous check had seen (all of them: what the next is compared with).
     pub late_arrivals_seen: i64,
-    /// Late arrivals of tasks past the day the previous check took in (they are in `live`).
+    /// Late arrivals of tasks past the day the previous correction took in (they are in
+    /// `live` now).
     pub late_arrivals_counted: i64,
     /// Copies beyond the first the earlier corrections of the day removed.
     pub duplicates_removed: i64,
@@ -213,6 +214,23 @@ impl DayCorrection<'_> {
             self.day,
         );
         let events = volume_total(&rows);
+        // What the day holds before the rows are written, read now (tasks go on writing while
+        // a pass runs): the corrected tasks' copies (counted live, or archived late), and the
+        // waiting tasks' live rows and late arrivals, which stand beside the corrected ones.
+        let final_tasks: BTreeSet<String> = live_keys
+            .iter()
+            .map(|key| key.task.clone())
+            .chain(
+                recomputation
+                    .partitions()
+                    .map(|(topic, partition)| task_name(topic, *partition)),
+            )
+            .collect();
+        let (final_live, final_late) = self.totals_of(&final_tasks).await?;
+        let (waiting_live, _) = self.totals_of(&waiting).await?;
+        // Every copy the corrected tasks took in since the last correction, less the events
+        // they hold now: copies of one event beyond the first.
+        let copies = final_live + (final_late - self.before.late_arrivals_counted);
         let epoch = correction_epoch(now_ms);
         let written = write_corrections(endpoint, &rows, epoch)
             .await
@@ -228,19 +246,6 @@ impl DayCorrection<'_> {
                 .context("marking the late dead letters counted")?;
         }
         let before = self.before;
-        // The waiting tasks' live rows and late arrivals stand beside the corrected ones.
-        let (waiting_live, waiting_late) = if waiting.is_empty() {
-            (0, 0)
-        } else {
-            endpoint
-                .totals_of_tasks(self.tenant, self.day, &waiting)
-                .await
-                .context("reading the waiting tasks' totals")?
-        };
-        let late_counted = before.late_arrivals - waiting_late;
-        // Every copy the corrected tasks took in since the last correction (counted live, or
-        // archived late), less the events they hold now: copies beyond the first.
-        let copies = (before.live - waiting_live) + (late_counted - before.late_arrivals_counted);
         let record = CorrectionRecord {
             tenant_id: self.tenant.to_string(),
             day: (self.day / DAY_S).clamp(0, i64::from(u16::MAX)) as u16,
@@ -252,7 +257,7 @@ impl DayCorrection<'_> {
             late_events: recomputation.late as i64,
             duplicates_removed: before.duplicates_removed + (copies - events).max(0),
             late_arrivals_seen: before.late_arrivals,
-            late_arrivals_counted: late_counted,
+            late_arrivals_counted: final_late,
             rows_written: written as u64,
             waiting_tasks: waiting.into_iter().collect(),
         };
@@ -261,6 +266,18 @@ impl DayCorrection<'_> {
             .await
             .context("recording the correction")?;
         Ok(Ok(record))
+    }
+
+    /// What `tasks` hold of the day: (events counted, late arrivals recorded).
+    async fn totals_of(&self, tasks: &BTreeSet<String>) -> anyhow::Result<(i64, i64)> {
+        if tasks.is_empty() {
+            return Ok((0, 0));
+        }
+        self.settings
+            .clickhouse
+            .totals_of_tasks(self.tenant, self.day, tasks)
+            .await
+            .context("reading the tasks' totals of the day")
     }
 
     /// The tenant's events of the day dead-lettered as `late` before late events were archived
