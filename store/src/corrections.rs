@@ -303,9 +303,9 @@ impl Endpoint {
             .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
-    /// Records a check (and its correction, if any).
-    pub async fn record_check(&self, record: &CorrectionRecord) -> Result<(), ClickHouseError> {
-        self.insert_rows::<CorrectionRecord>("corrections", std::slice::from_ref(record))
+    /// Records checks (and their corrections, if any), in one insert.
+    pub async fn record_checks(&self, records: &[CorrectionRecord]) -> Result<(), ClickHouseError> {
+        self.insert_rows::<CorrectionRecord>("corrections", records)
             .await
     }
 }

@@ -212,7 +212,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         .await
         .expect("write the late event");
     endpoint
-        .record_check(&salestalk_store::corrections::CorrectionRecord {
+        .record_checks(&[salestalk_store::corrections::CorrectionRecord {
             tenant_id: "tenant-abc123".into(),
             day: (1_762_646_400 / 86_400) as u16,
             checked_at_ms: 1_762_750_000_000,
@@ -226,7 +226,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
             late_arrivals_counted: 0,
             rows_written: 10,
             waiting_tasks: Vec::new(),
-        })
+        }])
         .await
         .expect("a check");
 

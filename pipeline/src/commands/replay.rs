@@ -29,7 +29,7 @@ use salestalk_store::{ClickHouseError, Endpoint};
 
 use crate::corrections::{
     self,
-    day::{Before, DayCorrection, Refusal, Trigger, oldest_whole_day},
+    day::{Before, Corrections, DayCorrection, Refusal, Trigger, oldest_whole_day},
 };
 use crate::recompute::{Purpose, Recomputation};
 
@@ -279,6 +279,7 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
     let live = endpoint.live_day_volumes(since_s, until_s).await?;
     let arrivals = endpoint.late_arrivals(since_s, until_s).await?;
     let (mut events, mut late, mut rows) = (0i64, 0i64, 0u64);
+    let mut held = Corrections::default();
     for day in days {
         let mut tenants: BTreeSet<String> = args.tenants.iter().cloned().collect();
         if tenants.is_empty() {
@@ -312,8 +313,9 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
             if args.dry_run {
                 continue;
             }
-            match correction.run(&open_from, now_ms, true).await? {
-                Ok(done) => {
+            match correction.prepare(&open_from, now_ms, true).await? {
+                Ok(prepared) => {
+                    let done = &prepared.record;
                     events += done.events;
                     late += done.late_events;
                     rows += done.rows_written;
@@ -325,11 +327,13 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
                         done.duplicates_removed,
                         done.rows_written
                     );
+                    held.add(settings, prepared).await?;
                 }
                 Err(refusal) => bail!("{tenant} {}: {refusal}", date(day)),
             }
         }
     }
+    held.write(settings).await?;
     record.selected = events.max(0) as u64;
     record.sent = record.selected;
     record.finished_at = to_u32(Utc::now().timestamp());

@@ -9,7 +9,7 @@ use chrono::DateTime;
 use salestalk_operators::aggregate::Family;
 use salestalk_operators::flush::StateRow;
 use salestalk_operators::windows::{Span, WindowValue};
-use salestalk_sinks::clickhouse::write_corrections;
+use salestalk_sinks::clickhouse::{MAX_STATE_ROWS, write_corrections};
 use salestalk_store::codec::{parse_family_name, task_name};
 use salestalk_store::corrections::{CorrectionRecord, DAY_S, LiveKey, correction_epoch};
 use salestalk_store::replay::LateLetter;
@@ -132,9 +132,20 @@ pub struct DayCorrection<'a> {
     pub before: Before,
 }
 
+/// A tenant-day's correction, recomputed and not written yet: [`Corrections`] writes it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The rows to write over the live ones, each with its task.
+    pub rows: Vec<(String, StateRow)>,
+    /// The check's record, written once the rows are.
+    pub record: CorrectionRecord,
+    /// The late dead letters it counted (topic, partition, offset), marked once it is written.
+    pub letters: Vec<(String, i32, i64)>,
+}
+
 impl DayCorrection<'_> {
-    /// Recomputes the day and writes it over the live rows at `now_ms`'s correction epoch, then
-    /// records the check; or says why it may not, having written nothing.
+    /// Recomputes the day as of `now_ms` (its correction epoch), to be written over the live
+    /// rows by [`Corrections`]; or says why it may not.
     ///
     /// Only tasks past the day for good (their watermark minus the allowed lateness is after
     /// it) are corrected: a task that may still write the day would write at lower epochs and
@@ -142,12 +153,12 @@ impl DayCorrection<'_> {
     /// their events are left out of the recomputation, and the record names them, so the day
     /// is corrected again once they are past it. With `all_or_nothing` (a backfill) any such
     /// task refuses the whole day instead.
-    pub async fn run(
+    pub async fn prepare(
         &self,
         open_from: &OpenFrom,
         now_ms: u64,
         all_or_nothing: bool,
-    ) -> anyhow::Result<Result<CorrectionRecord, Refusal>> {
+    ) -> anyhow::Result<Result<Prepared, Refusal>> {
         let endpoint = &self.settings.clickhouse;
         let oldest_day = oldest_whole_day(self.settings, now_ms);
         if self.day < oldest_day {
@@ -232,19 +243,6 @@ impl DayCorrection<'_> {
         // they hold now: copies of one event beyond the first.
         let copies = final_live + (final_late - self.before.late_arrivals_counted);
         let epoch = correction_epoch(now_ms);
-        let written = write_corrections(endpoint, &rows, epoch)
-            .await
-            .context("writing the corrected window rows")?;
-        if !letters.is_empty() {
-            let addresses: Vec<(&str, i32, i64)> = letters
-                .iter()
-                .map(|l| (l.topic.as_str(), l.partition, l.offset))
-                .collect();
-            endpoint
-                .dlq_mark(&addresses, "backfilled", self.trigger.as_str(), now_ms)
-                .await
-                .context("marking the late dead letters counted")?;
-        }
         let before = self.before;
         let record = CorrectionRecord {
             tenant_id: self.tenant.to_string(),
@@ -258,14 +256,18 @@ impl DayCorrection<'_> {
             duplicates_removed: before.duplicates_removed + (copies - events).max(0),
             late_arrivals_seen: before.late_arrivals,
             late_arrivals_counted: final_late,
-            rows_written: written as u64,
+            rows_written: rows.len() as u64,
             waiting_tasks: waiting.into_iter().collect(),
         };
-        endpoint
-            .record_check(&record)
-            .await
-            .context("recording the correction")?;
-        Ok(Ok(record))
+        let letters = letters
+            .into_iter()
+            .map(|l| (l.topic, l.partition, l.offset))
+            .collect();
+        Ok(Ok(Prepared {
+            rows,
+            record,
+            letters,
+        }))
     }
 
     /// What `tasks` hold of the day: (events counted, late arrivals recorded).
@@ -300,6 +302,75 @@ impl DayCorrection<'_> {
                 event_minute(&letter.raw).is_some_and(|m| (self.day..end).contains(&m))
             })
             .collect())
+    }
+}
+
+/// Corrections and checks made durable together, so a pass over thousands of tenant-days
+/// makes few inserts (ClickHouse wants thousands of rows an insert, not one): rows first, in
+/// inserts of whole tenant-days under [`MAX_STATE_ROWS`], then the late letters they counted,
+/// then the records. A crash in between leaves days without their record, which the next pass
+/// corrects again (the same rows at a later epoch).
+#[derive(Debug, Default)]
+pub struct Corrections {
+    rows: Vec<(String, StateRow)>,
+    records: Vec<CorrectionRecord>,
+    letters: Vec<(String, i32, i64)>,
+}
+
+impl Corrections {
+    /// Adds a correction, writing what is held first when its rows would not fit beside them.
+    pub async fn add(&mut self, settings: &Settings, prepared: Prepared) -> anyhow::Result<()> {
+        if self.rows.len() + prepared.rows.len() > MAX_STATE_ROWS {
+            self.write(settings).await?;
+        }
+        self.rows.extend(prepared.rows);
+        self.records.push(prepared.record);
+        self.letters.extend(prepared.letters);
+        Ok(())
+    }
+
+    /// Adds the record of a check that found its day right, writing what is held once a
+    /// thousand records wait.
+    pub async fn checked(
+        &mut self,
+        settings: &Settings,
+        record: CorrectionRecord,
+    ) -> anyhow::Result<()> {
+        self.records.push(record);
+        if self.records.len() >= 1_000 {
+            self.write(settings).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything held; returns the records written.
+    pub async fn write(&mut self, settings: &Settings) -> anyhow::Result<Vec<CorrectionRecord>> {
+        let endpoint = &settings.clickhouse;
+        let rows = std::mem::take(&mut self.rows);
+        // Every correction of a pass has the pass's epoch.
+        if let Some(epoch) = self.records.iter().map(|r| r.epoch).find(|e| *e != 0) {
+            write_corrections(endpoint, &rows, epoch)
+                .await
+                .context("writing the corrected window rows")?;
+        }
+        let letters = std::mem::take(&mut self.letters);
+        let records = std::mem::take(&mut self.records);
+        if !letters.is_empty() {
+            let addresses: Vec<(&str, i32, i64)> = letters
+                .iter()
+                .map(|(topic, partition, offset)| (topic.as_str(), *partition, *offset))
+                .collect();
+            let at = records.first().map_or(0, |r| r.checked_at_ms);
+            endpoint
+                .dlq_mark(&addresses, "backfilled", "counted by a correction", at)
+                .await
+                .context("marking the late dead letters counted")?;
+        }
+        endpoint
+            .record_checks(&records)
+            .await
+            .context("recording the checks")?;
+        Ok(records)
     }
 }
 

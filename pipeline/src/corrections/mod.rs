@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use salestalk_store::corrections::{CorrectionRecord, DAY_S};
 
-use self::day::{Before, DayCorrection, OpenFrom, Refusal, Trigger};
+use self::day::{Before, Corrections, DayCorrection, OpenFrom, Refusal, Trigger};
 pub use self::settings::CorrectionSettings;
 use crate::settings::Settings;
 use crate::telemetry::{OutcomeLabels, Telemetry};
@@ -37,7 +37,8 @@ use crate::telemetry::{OutcomeLabels, Telemetry};
 /// What one pass over the past days did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pass {
-    /// Tenant-days corrected, with what each correction recorded.
+    /// Tenant-days corrected, with what each correction recorded (the last of them written
+    /// when the pass ends; a pass stopped short leaves days for the next).
     pub corrected: Vec<CorrectionRecord>,
     /// Tenant-days checked and found right.
     pub unchanged: usize,
@@ -74,6 +75,7 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
     let open_from = open_from(settings).await?;
     let mut archived: BTreeMap<i64, BTreeMap<String, i64>> = BTreeMap::new();
     let mut done = Pass::default();
+    let mut held = Corrections::default();
     for (tenant, day) in candidates {
         let key = (tenant.clone(), day);
         let before = Before::new(
@@ -117,8 +119,7 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
                 .copied()
                 .unwrap_or(0);
             if in_archive == before.live {
-                endpoint
-                    .record_check(&unchanged(&tenant, day, trigger, before, now_ms))
+                held.checked(settings, unchanged(&tenant, day, trigger, before, now_ms))
                     .await?;
                 done.unchanged += 1;
                 continue;
@@ -131,8 +132,9 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
             trigger,
             before,
         };
-        match correction.run(&open_from, now_ms, false).await? {
-            Ok(record) => {
+        match correction.prepare(&open_from, now_ms, false).await? {
+            Ok(prepared) => {
+                let record = &prepared.record;
                 tracing::info!(
                     tenant = %record.tenant_id,
                     day = %date(day),
@@ -148,7 +150,7 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
                 if !record.waiting_tasks.is_empty() {
                     done.waiting += 1;
                 }
-                done.corrected.push(record);
+                held.add(settings, prepared).await?;
             }
             Err(Refusal::NotFinal { .. }) => done.waiting += 1,
             Err(refusal @ Refusal::Expired { .. }) => {
@@ -156,6 +158,12 @@ pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
             }
         }
     }
+    done.corrected = held
+        .write(settings)
+        .await?
+        .into_iter()
+        .filter(|record| record.epoch != 0)
+        .collect();
     Ok(done)
 }
 
