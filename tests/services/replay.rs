@@ -366,6 +366,30 @@ async fn backfill_makes_a_past_day_equal_the_recomputation_with_its_late_events(
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // Days the archive no longer holds in full are refused, naming the first it holds.
+    let long_ago = |days: i64| {
+        chrono::DateTime::from_timestamp(day - days * 86_400, 0)
+            .expect("time")
+            .to_rfc3339()
+    };
+    let expired = salestalk(
+        &[
+            "replay",
+            "run",
+            "--backfill",
+            "--since",
+            &long_ago(120),
+            "--until",
+            &long_ago(100),
+        ],
+        &env,
+    );
+    assert!(!expired.status.success());
+    let said = String::from_utf8_lossy(&expired.stderr);
+    assert!(
+        said.contains("the archive holds whole days from") && said.contains("would need it from"),
+        "{said}"
+    );
     let backfill = [
         "replay",
         "run",

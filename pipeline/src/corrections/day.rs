@@ -566,6 +566,17 @@ mod tests {
     }
 
     #[test]
+    fn the_archive_holds_whole_days_from_the_first_after_its_horizon() {
+        let settings = Settings::load_from(None, Some(Vec::new())).expect("the defaults load");
+        assert_eq!(settings.retention.archive_days, 90);
+        let now_ms = (20_000 * DAY_S + 3_600) as u64 * 1000;
+        // 90 days before 01:00 is 01:00 of day 19,910: that day is partly gone.
+        assert_eq!(oldest_whole_day(&settings, now_ms), 19_911 * DAY_S);
+        let midnight = (20_000 * DAY_S) as u64 * 1000;
+        assert_eq!(oldest_whole_day(&settings, midnight), 19_910 * DAY_S);
+    }
+
+    #[test]
     fn event_minutes_are_read_from_the_timestamp() {
         let raw = br#"{"eventId":"x","timestamp":"2025-11-09T00:01:59.999Z"}"#;
         assert_eq!(event_minute(raw), Some(1_762_646_460));
