@@ -78,30 +78,59 @@ pub fn sql_string(text: &str) -> String {
 
 /// `sql` with the Grafana macros replaced for `scope`, as Grafana's ClickHouse datasource
 /// would (times as `toDateTime(<unix seconds>)`).
+///
+/// One pass over the template: a macro's expansion is written out and never read again, so
+/// a tenant value that contains a macro name (or a quote) stays inside its string literal.
+/// Chained `replace` calls would substitute inside earlier expansions.
 pub fn expand(sql: &str, scope: &PanelRange) -> String {
     let from = format!("toDateTime({})", scope.from);
     let to = format!("toDateTime({})", scope.to);
     let mut out = String::with_capacity(sql.len() + 64);
     let mut rest = sql;
-    while let Some(at) = rest.find("$__timeFilter(") {
+    while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
-        let after = &rest[at + "$__timeFilter(".len()..];
-        let Some(close) = after.find(')') else {
-            out.push_str(&rest[at..]);
-            rest = "";
-            break;
+        let here = &rest[at..];
+        rest = if let Some(after) = here.strip_prefix(TIME_FILTER) {
+            match after.find(')') {
+                Some(close) => {
+                    let column = after[..close].trim();
+                    out.push_str(&format!("({column} >= {from} AND {column} <= {to})"));
+                    &after[close + 1..]
+                }
+                None => {
+                    out.push_str(here);
+                    ""
+                }
+            }
+        } else if let Some(after) = here.strip_prefix("$__fromTime") {
+            out.push_str(&from);
+            after
+        } else if let Some(after) = here.strip_prefix("$__toTime") {
+            out.push_str(&to);
+            after
+        } else if let Some(after) = here.strip_prefix("$__interval_s") {
+            out.push_str(&scope.interval_s().to_string());
+            after
+        } else if let Some(after) = here.strip_prefix(TENANT_FILTER) {
+            out.push_str(&tenant_condition(scope));
+            after
+        } else if let Some(after) = here.strip_prefix(GRAFANA_TENANT) {
+            out.push_str(&sql_string(&scope.tenant));
+            after
+        } else {
+            out.push('$');
+            &here[1..]
         };
-        let column = after[..close].trim();
-        out.push_str(&format!("({column} >= {from} AND {column} <= {to})"));
-        rest = &after[close + 1..];
     }
     out.push_str(rest);
-    out.replace("$__fromTime", &from)
-        .replace("$__toTime", &to)
-        .replace("$__interval_s", &scope.interval_s().to_string())
-        .replace(TENANT_FILTER, &tenant_condition(scope))
-        .replace("${tenant:sqlstring}", &sql_string(&scope.tenant))
+    out
 }
+
+/// The time-filter macro, up to its column argument.
+const TIME_FILTER: &str = "$__timeFilter(";
+
+/// Grafana's text variable for the chosen tenant, as a quoted SQL string.
+const GRAFANA_TENANT: &str = "${tenant:sqlstring}";
 
 /// The condition on `tenant_id` for `scope`: the chosen tenant, and always within the
 /// reader's tenants (a chosen tenant outside them selects nothing).
@@ -175,6 +204,45 @@ mod tests {
              toDateTime(1790086400)) AND x > toDateTime(1790000000) AND y < toDateTime(1790086400) \
              AND ('t-1' = '' OR tenant_id = 't-1') GROUP BY intDiv(t, 3600)"
         );
+    }
+
+    #[test]
+    fn no_tenant_value_changes_the_query_outside_its_string() {
+        let template = "SELECT 1 FROM v WHERE $__timeFilter(t) AND $__tenantFilter \
+                        AND (${tenant:sqlstring} = '' OR tenant_id = ${tenant:sqlstring}) \
+                        GROUP BY intDiv(t, $__interval_s) -- $__fromTime $__toTime";
+        let macros = [
+            "$__timeFilter(",
+            "$__timeFilter(x)",
+            "$__fromTime",
+            "$__toTime",
+            "$__interval_s",
+            "$__tenantFilter",
+            "${tenant:sqlstring}",
+            "$",
+        ];
+        let quotes = ["'", "\\", "\\'", "''", "\"", "`", "--", "/*", ";"];
+        let harmless = expand(template, &scope("TENANT"));
+        for one in macros {
+            for quote in quotes {
+                for tenant in [
+                    format!("{one}"),
+                    format!("{quote}{one}"),
+                    format!("{one}{quote}"),
+                    format!("a{quote} OR 1=1 {one}{quote}"),
+                ] {
+                    let expanded = expand(template, &scope(&tenant));
+                    // The query is the harmless one with the literal swapped: the tenant
+                    // value appears only inside its quoted literals, escaped.
+                    let literal = sql_string(&tenant);
+                    assert_eq!(
+                        expanded,
+                        harmless.replace("'TENANT'", &literal),
+                        "tenant value {tenant:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
