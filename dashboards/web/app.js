@@ -303,6 +303,8 @@ window.addEventListener('DOMContentLoaded', () => {
     $('key').value = '';
     load();
   });
+  // The page's policy allows no inline script: the controls' submit is stopped here.
+  $('controls').addEventListener('submit', (event) => event.preventDefault());
   $('sign-out').addEventListener('click', () => askForKey());
   $('range').addEventListener('change', load);
   $('tenant').addEventListener('change', load);

@@ -5,18 +5,27 @@
 //! - a method a route does not take answers 405 with `Allow` (axum's method routing);
 //! - a body over [`MAX_BODY_BYTES`] answers 413, before the handler runs;
 //! - a client that does not finish its request headers within [`HEADER_READ_TIMEOUT`] is
-//!   dropped (a slow-loris connection cannot hold a task forever);
+//!   dropped (a slow-loris connection cannot hold a task forever), and one that does not
+//!   finish its body within [`BODY_READ_TIMEOUT`] is answered 408;
+//! - request headers are bounded: [`MAX_HEADER_BYTES`] in all and [`MAX_HEADERS`] fields,
+//!   answered 431 (a 400 KB `Authorization` header never reaches a handler);
+//! - at most [`MAX_CONNECTIONS`] connections are open at once: the next waits in the kernel's
+//!   backlog until one closes; an accept that fails (`EMFILE`: out of file descriptors)
+//!   backs off instead of spinning;
+//! - every answer carries the security headers of [`SECURITY_HEADERS`] (no inline script, no
+//!   framing, no content sniffing);
 //! - on shutdown the listener closes and requests in flight finish, for at most
 //!   [`SHUTDOWN_GRACE`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
 use hyper::body::Bytes;
 use hyper::server::conn::http1;
@@ -24,6 +33,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// `[serve]`: where `salestalk serve` listens (dashboards and active alerts).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -78,6 +88,41 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Longest a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest a client may take to send its request body, once its headers are read.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest request head (request line and every header), bytes: room for a key and a
+/// browser's usual headers, far below what would let anonymous requests cost memory.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Most header fields a request may carry.
+pub const MAX_HEADERS: usize = 64;
+
+/// Most connections open at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Longest pause after a failed accept (out of file descriptors, say), doubling from
+/// [`ACCEPT_BACKOFF_START`].
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// First pause after a failed accept.
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(10);
+
+/// Headers on every answer: the pages load only their own scripts and styles (no inline
+/// script, nothing from elsewhere), are never framed, never sniffed, and send no referrer.
+pub const SECURITY_HEADERS: [(&str, &str); 5] = [
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-resource-policy", "same-origin"),
+];
+
 /// Longest requests in flight may run on after shutdown was asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -92,17 +137,39 @@ pub async fn serve(
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
     let router = router
+        .layer(middleware::from_fn(read_body_in_time))
         .layer(middleware::from_fn(refuse_large_bodies))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(security_headers));
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
+        let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut backoff = ACCEPT_BACKOFF_START;
         tokio::pin!(shutdown);
         loop {
+            // A connection slot first: at the cap, new clients wait in the kernel's backlog
+            // rather than in our memory.
+            let slot = tokio::select! {
+                slot = open.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
             let stream = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok((stream, _)) => {
+                        backoff = ACCEPT_BACKOFF_START;
+                        stream
+                    }
                     Err(error) => {
-                        tracing::debug!(%error, "accepting a connection");
+                        // EMFILE and friends fail again at once: pause, or the loop spins.
+                        tracing::warn!(%error, pause_ms = backoff.as_millis() as u64, "accepting a connection");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = &mut shutdown => break,
+                        }
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                         continue;
                     }
                 },
@@ -112,12 +179,15 @@ pub async fn serve(
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_header_size(MAX_HEADER_BYTES)
+                .max_headers(MAX_HEADERS)
                 .serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "http connection");
                 }
+                drop(slot);
             });
         }
         drop(listener);
@@ -148,6 +218,58 @@ async fn refuse_large_bodies(request: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(request).await
+}
+
+/// Reads the request body within [`BODY_READ_TIMEOUT`] (and [`MAX_BODY_BYTES`]) before the
+/// handler runs, so a client trickling its body holds a connection for a bounded time.
+async fn read_body_in_time(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
+        Err(_) => {
+            return respond(
+                StatusCode::REQUEST_TIMEOUT,
+                "text/plain",
+                format!(
+                    "the request body was not received within {} s\n",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response();
+        }
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            return respond(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                format!("request bodies are limited to {MAX_BODY_BYTES} bytes\n"),
+            )
+            .into_response();
+        }
+        Ok(Err(_)) => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                "the request body could not be read\n",
+            )
+            .into_response();
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// Adds [`SECURITY_HEADERS`] to every answer.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(
+            hyper::header::HeaderName::from_static(name),
+            hyper::header::HeaderValue::from_static(value),
+        );
+    }
+    response
 }
 
 /// A response with `status`, `content_type` and `body`.
@@ -230,6 +352,73 @@ mod tests {
             std::net::TcpStream::connect(address).is_err(),
             "listener closed"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn huge_headers_are_refused_and_every_answer_carries_the_security_headers() {
+        let router = Router::new().route("/x", get(|| async { "x" }));
+        let (address, _task) = serve(
+            "127.0.0.1:0".parse().expect("address"),
+            router,
+            std::future::pending(),
+        )
+        .await
+        .expect("bind");
+        let answers = tokio::task::spawn_blocking(move || {
+            let huge = format!(
+                "GET /x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer stk_{}\r\nConnection: close\r\n\r\n",
+                "a".repeat(400 * 1024)
+            );
+            let many: String = (0..MAX_HEADERS + 1).map(|i| format!("X-{i}: y\r\n")).collect();
+            let many = format!("GET /x HTTP/1.1\r\nHost: t\r\n{many}Connection: close\r\n\r\n");
+            [
+                exchange(address, huge.as_bytes()),
+                exchange(address, many.as_bytes()),
+                exchange(address, b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+                exchange(address, b"GET /nowhere HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+            ]
+        })
+        .await
+        .expect("client");
+        assert!(answers[0].starts_with("HTTP/1.1 431"), "{}", answers[0]);
+        assert!(answers[1].starts_with("HTTP/1.1 431"), "{}", answers[1]);
+        for answer in &answers[2..] {
+            let lower = answer.to_lowercase();
+            for (name, value) in SECURITY_HEADERS {
+                assert!(
+                    lower.contains(&format!("{name}: {}", value.to_lowercase())),
+                    "{name} missing from {answer}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_trickles_its_body_is_answered_408() {
+        let router =
+            Router::new().route("/x", axum::routing::post(|body: Bytes| async move { body }));
+        let (address, _task) = serve(
+            "127.0.0.1:0".parse().expect("address"),
+            router,
+            std::future::pending(),
+        )
+        .await
+        .expect("bind");
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(address).expect("connect");
+            stream
+                .set_read_timeout(Some(BODY_READ_TIMEOUT * 3))
+                .expect("timeout");
+            stream
+                .write_all(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+                .expect("send");
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .await
+        .expect("client");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
