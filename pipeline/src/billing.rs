@@ -85,7 +85,7 @@ pub fn write_csv(month: &BillingMonth, out: impl Write) -> csv::Result<()> {
     for row in &month.rows {
         writer.write_record([
             name.as_str(),
-            &row.tenant_id,
+            &spreadsheet_safe(&row.tenant_id),
             &row.messages.to_string(),
             &row.prompt_tokens.to_string(),
             &row.completion_tokens.to_string(),
@@ -102,6 +102,18 @@ pub fn write_csv(month: &BillingMonth, out: impl Write) -> csv::Result<()> {
     }
     writer.flush()?;
     Ok(())
+}
+
+/// `text` as a cell a spreadsheet shows and never evaluates: a cell starting with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return is a formula to Excel and its kin (OWASP's "CSV
+/// injection"), so it is prefixed with `'`. Only tenant ids are text here, and they come from
+/// the network.
+fn spreadsheet_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{text}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +165,18 @@ mod tests {
              2026-11,tenant-a,2,10,5,15,0.021700000,0.02,true,2026-12-08\n\
              2026-11,\"acme, \"\"inc\"\"\",1,1,1,2,0.004999999,0.00,false,2026-12-08\n"
         );
+        for formula in ["=HYPERLINK(\"x\")", "+1", "-1+1", "@SUM(A1)", "\tx", "\rx"] {
+            billing.rows[1].tenant_id = formula.into();
+            let mut out = Vec::new();
+            write_csv(&billing, &mut out).expect("written");
+            let text = String::from_utf8(out).expect("utf-8");
+            let mut reader = csv::Reader::from_reader(text.as_bytes());
+            let cells: Vec<String> = reader
+                .records()
+                .map(|r| r.expect("record")[1].to_string())
+                .collect();
+            assert_eq!(cells, ["tenant-a".to_string(), format!("'{formula}")]);
+        }
         // Before the horizon has passed, any row may still change.
         billing.today = "2026-12-07".parse().expect("day");
         assert!(billing.may_change("acme, \"inc\""));
