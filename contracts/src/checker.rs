@@ -9,6 +9,7 @@ use crate::json::Json;
 
 use crate::enums::{ContractEnum, Open};
 use crate::formats;
+use crate::limits::{MAX_IDENTIFIER_LEN, MAX_SET_ITEMS};
 use crate::pointer::{self, Segment};
 use crate::violation::{Expected, Format, JsonType, Violation, ViolationKind};
 
@@ -133,13 +134,22 @@ impl Checker {
     ///
     /// Returns `None` if the array or any element is invalid; every element is still read,
     /// so every bad element is reported.
+    /// An array over `max_items` is one violation at the array, its items unread.
     pub(crate) fn required_array<'v, T>(
         &mut self,
         object: &'v Object<'v>,
         key: &'static str,
+        max_items: usize,
         mut read_item: impl FnMut(&mut Self, &'v Json<'v>) -> Option<T>,
     ) -> Option<Vec<T>> {
         let items = self.required(object, key, array)?;
+        if items.len() > max_items {
+            self.fail(
+                Some(Segment::Key(key)),
+                ViolationKind::TooMany { max: max_items },
+            );
+            return None;
+        }
         self.within(Segment::Key(key), |c| {
             let mut out = Vec::with_capacity(items.len());
             let mut all_ok = true;
@@ -163,12 +173,15 @@ impl Checker {
         key: &'static str,
     ) -> Option<Vec<Open<'a, E>>> {
         let raw = object.get(key).and_then(Json::as_array);
-        let has_repeat = raw.is_some_and(has_repeated_items);
+        let has_repeat = raw
+            .filter(|items| items.len() <= MAX_SET_ITEMS)
+            .is_some_and(has_repeated_items);
         if has_repeat {
             self.fail(Some(Segment::Key(key)), ViolationKind::DuplicateItems);
         }
-        let values =
-            self.required_array(object, key, |c, item| c.here(item, open_enum_value::<E>))?;
+        let values = self.required_array(object, key, MAX_SET_ITEMS, |c, item| {
+            c.here(item, open_enum_value::<E>)
+        })?;
         (!has_repeat).then_some(values)
     }
 }
@@ -290,10 +303,17 @@ pub(crate) fn string<'v>(value: &'v Json<'_>) -> Result<&'v str, ViolationKind> 
         .ok_or_else(|| wrong_type(Expected::String, value))
 }
 
-/// A non-empty JSON string.
+/// A non-empty JSON string of at most [`MAX_IDENTIFIER_LEN`] characters: every identifier,
+/// and so every string that becomes a dimension.
 pub(crate) fn non_empty<'v>(value: &'v Json<'_>) -> Result<&'v str, ViolationKind> {
     match string(value)? {
         "" => Err(ViolationKind::Empty),
+        // Bytes bound characters from above: count them only when it could matter.
+        text if text.len() > MAX_IDENTIFIER_LEN && text.chars().count() > MAX_IDENTIFIER_LEN => {
+            Err(ViolationKind::TooLong {
+                max: MAX_IDENTIFIER_LEN,
+            })
+        }
         text => Ok(text),
     }
 }

@@ -22,13 +22,16 @@ mod envelope;
 mod event;
 pub mod formats;
 pub mod json;
+pub mod limits;
 pub mod payloads;
 pub mod pointer;
 pub mod schemas;
+mod tenancy;
 mod violation;
 
 pub use decode::{check, parse, validate};
 pub use enums::EventType;
 pub use event::{Envelope, Event, EventData, EventId, Metadata};
 pub use json::{Json, Object};
+pub use tenancy::other_tenant;
 pub use violation::{Expected, Format, JsonType, Reason, Violation, ViolationKind, reason_for};

@@ -60,6 +60,18 @@ pub enum ViolationKind {
     BadFormat(Format),
     /// An array that must hold unique items holds a repeated one.
     DuplicateItems,
+    /// A string is longer than its bound (`limits`).
+    TooLong {
+        /// The most characters allowed.
+        max: usize,
+    },
+    /// An array holds more items than its bound (`limits`); its items were not read.
+    TooMany {
+        /// The most items allowed.
+        max: usize,
+    },
+    /// A payload field names another tenant than the envelope's `tenantId`.
+    OtherTenant,
     /// `eventType` is well formed but names no event in the contracts.
     UnknownEventType,
     /// `eventType` names a known event at a version this pipeline does not support.
@@ -244,6 +256,9 @@ impl fmt::Display for ViolationKind {
                 Format::Email => "not an email address",
             }),
             Self::DuplicateItems => f.write_str("items must be unique"),
+            Self::TooLong { max } => write!(f, "longer than {max} characters"),
+            Self::TooMany { max } => write!(f, "more than {max} items"),
+            Self::OtherTenant => f.write_str("names another tenant than the envelope's tenantId"),
             Self::UnknownEventType => f.write_str("unknown event type"),
             Self::UnsupportedVersion { supported } => {
                 write!(

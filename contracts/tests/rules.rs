@@ -712,3 +712,96 @@ fn event_ids_compare_by_value_not_by_letter_case() {
         .event_id;
     assert_eq!(a, b);
 }
+
+#[test]
+fn every_value_that_becomes_a_dimension_is_bounded_with_a_pointer() {
+    use salestalk_contracts::limits::{
+        MAX_DATA_REFERENCES, MAX_IDENTIFIER_LEN, MAX_METRICS_PER_BATCH, MAX_SET_ITEMS,
+    };
+    let long = "é".repeat(MAX_IDENTIFIER_LEN + 1);
+    let longest = "é".repeat(MAX_IDENTIFIER_LEN);
+    for (event_type, pointer) in [
+        (CLASSIFICATION, "/source"),
+        (CLASSIFICATION, "/tenantId"),
+        (CLASSIFICATION, "/data/classifierModel"),
+        (CLASSIFICATION, "/metadata/correlationId"),
+        (NARRATIVE, "/data/aiModel/modelId"),
+        (TENANT, "/data/plan"),
+        (TENANT, "/data/region"),
+    ] {
+        let at_limit = set(example(event_type), pointer, json!(longest));
+        let json = Json::from(&at_limit);
+        // The tenant.provisioned example's tenant must still match: only other fields here.
+        assert!(
+            validate(&json).is_ok(),
+            "{event_type}{pointer} at the limit"
+        );
+        assert_kind(
+            &set(example(event_type), pointer, json!(long)),
+            pointer,
+            |k| {
+                *k == ViolationKind::TooLong {
+                    max: MAX_IDENTIFIER_LEN,
+                }
+            },
+        );
+    }
+    // 20,000 new subjects: one violation at the array, no item read.
+    let many: Vec<String> = (0..20_000).map(|i| format!("new_subject_{i}")).collect();
+    let violations = assert_invalid_at(
+        &set(example(CONVERSATION), "/data/subjects", json!(many)),
+        &["/data/subjects"],
+    );
+    assert_eq!(violations.len(), 1);
+    assert_eq!(
+        violations[0].kind,
+        ViolationKind::TooMany { max: MAX_SET_ITEMS }
+    );
+    let at_limit: Vec<String> = many[..MAX_SET_ITEMS].to_vec();
+    let value = set(example(CONVERSATION), "/data/intents", json!(at_limit));
+    assert!(validate(&Json::from(&value)).is_ok());
+
+    let metric = example(METRICS)["data"]["metricsIngested"][0].clone();
+    let metrics = vec![metric; MAX_METRICS_PER_BATCH + 1];
+    assert_kind(
+        &set(example(METRICS), "/data/metricsIngested", json!(metrics)),
+        "/data/metricsIngested",
+        |k| {
+            *k == ViolationKind::TooMany {
+                max: MAX_METRICS_PER_BATCH,
+            }
+        },
+    );
+    let reference = example(NARRATIVE)["data"]["dataReferences"][0].clone();
+    let references = vec![reference; MAX_DATA_REFERENCES + 1];
+    assert_kind(
+        &set(
+            example(NARRATIVE),
+            "/data/dataReferences",
+            json!(references),
+        ),
+        "/data/dataReferences",
+        |k| {
+            *k == ViolationKind::TooMany {
+                max: MAX_DATA_REFERENCES,
+            }
+        },
+    );
+}
+
+#[test]
+fn a_payload_naming_another_tenant_is_found() {
+    let own = example(TENANT);
+    let json = Json::from(&own);
+    let event = validate(&json).expect("valid");
+    assert_eq!(salestalk_contracts::other_tenant(&event), None);
+    let other = set(example(TENANT), "/data/tenantId", json!("tenant-0002"));
+    let json = Json::from(&other);
+    // Valid by the contract's types (JSON Schema cannot compare two fields) ...
+    let event = validate(&json).expect("valid by the schema");
+    // ... and refused by the tenancy rule, at the field.
+    let violation = salestalk_contracts::other_tenant(&event).expect("another tenant");
+    assert_eq!(violation.path, "/data/tenantId");
+    assert_eq!(violation.kind, ViolationKind::OtherTenant);
+    assert_eq!(reason_for(&[violation]), Reason::SchemaViolation);
+}

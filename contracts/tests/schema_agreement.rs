@@ -44,6 +44,14 @@ fn replacements() -> Vec<Value> {
         json!("narrative.generated.v1"),
         json!("narrative.generated.v9"),
         json!("billing.invoiced.v1"),
+        // The bounds of contracts::limits, just within and just over.
+        json!("a".repeat(salestalk_contracts::limits::MAX_IDENTIFIER_LEN)),
+        json!("é".repeat(salestalk_contracts::limits::MAX_IDENTIFIER_LEN + 1)),
+        json!(
+            (0..=salestalk_contracts::limits::MAX_SET_ITEMS)
+                .map(|i| format!("s{i}"))
+                .collect::<Vec<_>>()
+        ),
     ]
 }
 

@@ -226,7 +226,7 @@ mod tests {
         for one in macros {
             for quote in quotes {
                 for tenant in [
-                    format!("{one}"),
+                    one.to_string(),
                     format!("{quote}{one}"),
                     format!("{one}{quote}"),
                     format!("a{quote} OR 1=1 {one}{quote}"),

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use salestalk_contracts::{
-    Event, EventType, Json, Violation, ViolationKind, check, parse, reason_for, validate,
+    Event, EventType, Json, Violation, ViolationKind, check, other_tenant, parse, reason_for,
+    validate,
 };
 
 use crate::aggregate::{Aggregates, Durable, Family, ReadMessage};
@@ -337,7 +338,11 @@ impl Task {
             self.reject(&arrival, Readable::default(), rejection);
             return;
         };
-        match validate(&value) {
+        // A payload naming another tenant is dead-lettered like any contract violation.
+        match validate(&value).and_then(|event| match other_tenant(&event) {
+            Some(violation) => Err(vec![violation]),
+            None => Ok(event),
+        }) {
             Err(violations) => {
                 let rejection =
                     Rejection::at_once(reason_for(&violations).into(), describe(&violations));
@@ -876,10 +881,13 @@ mod tests {
     #[test]
     fn a_message_with_thousands_of_violations_gets_a_short_error() {
         let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
-        // Every item of `subjects` is an object where a subject name belongs.
+        // Every item of `subjects` is an object where a subject name belongs (as many as the
+        // contract lets an array hold; more would be one violation at the array).
         let spec = include_str!("../../contracts/tests/corpus/spec-examples.jsonl");
         let completed = spec.lines().nth(2).expect("conversation.completed example");
-        let items: Vec<String> = (0..5_000).map(|i| format!("{{\"a\":{i}}}")).collect();
+        let items: Vec<String> = (0..salestalk_contracts::limits::MAX_SET_ITEMS)
+            .map(|i| format!("{{\"a\":{i}}}"))
+            .collect();
         let text = completed.replace(
             "\"subjects\":[\"revenue\",\"margin\"]",
             &format!("\"subjects\":[{}]", items.join(",")),
@@ -889,11 +897,33 @@ mod tests {
         let flush = task.flush(T0);
         let error = &flush.dead_letters[0].error;
         assert!(
-            error.ends_with("; and 4980 more"),
+            error.ends_with(&format!(
+                "; and {} more",
+                salestalk_contracts::limits::MAX_SET_ITEMS - 20
+            )),
             "{}",
             &error[error.len() - 40..]
         );
         assert!(error.len() < 2_000, "{} bytes", error.len());
+    }
+
+    #[test]
+    fn a_payload_naming_another_tenant_is_dead_lettered() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        let spec = include_str!("../../contracts/tests/corpus/spec-examples.jsonl");
+        let provisioned = spec
+            .lines()
+            .find(|line| line.contains("tenant.provisioned.v1"))
+            .expect("tenant.provisioned example");
+        let mut value: serde_json::Value = serde_json::from_str(provisioned).expect("json");
+        value["data"]["tenantId"] = serde_json::json!("tenant-other");
+        feed(&mut task, &[(0, T0, value.to_string().into_bytes())]);
+        let flush = task.flush(T0);
+        assert_eq!(flush.dead_letters.len(), 1);
+        let letter = &flush.dead_letters[0];
+        assert_eq!(letter.reason, DeadLetterReason::SchemaViolation);
+        assert!(letter.error.contains("/data/tenantId"), "{}", letter.error);
+        assert!(flush.archive.is_empty());
     }
 
     #[test]

@@ -27,13 +27,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use crate::access::ClientAddress;
 
 /// `[serve]`: where `salestalk serve` listens (dashboards and active alerts).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -156,11 +157,11 @@ pub async fn serve(
                 },
                 () = &mut shutdown => break,
             };
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                    Ok(accepted) => {
                         backoff = ACCEPT_BACKOFF_START;
-                        stream
+                        accepted
                     }
                     Err(error) => {
                         // EMFILE and friends fail again at once: pause, or the loop spins.
@@ -175,7 +176,13 @@ pub async fn serve(
                 },
                 () = &mut shutdown => break,
             };
-            let service = TowerToHyperService::new(router.clone());
+            // Each request learns its client's address (failed key checks are counted by it).
+            let router = router.clone();
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ClientAddress(peer.ip()));
+                let mut router = router.clone();
+                async move { tower_service::Service::call(&mut router, request).await }
+            });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)

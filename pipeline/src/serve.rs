@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
+use axum::{Extension, Router};
 use futures_util::future::join_all;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -33,7 +33,7 @@ use salestalk_store::billing::Month;
 use salestalk_store::codec::task_name;
 use serde_json::{Value, json};
 
-use crate::access::{KeyCache, readable};
+use crate::access::{Access, ClientAddress, KeyCache, readable};
 use crate::alerts::{Evaluator, Firing};
 use crate::http::respond;
 use crate::settings::Settings;
@@ -118,20 +118,28 @@ fn bad_request(message: String) -> Response<Full<Bytes>> {
 
 type Shared = State<Arc<App>>;
 
+/// The address of a request's client, when the server set it.
+type Client = Option<Extension<ClientAddress>>;
+
 /// What the request's key may read, or the answer refusing it.
-async fn access(app: &App, headers: &HeaderMap) -> Result<Tenants, Response<Full<Bytes>>> {
+async fn access(
+    app: &App,
+    headers: &HeaderMap,
+    client: Client,
+) -> Result<Tenants, Response<Full<Bytes>>> {
     let refused = |status, message: &str| json_response(status, &json!({ "error": message }));
-    match app.keys.from_headers(headers).await {
-        Ok(Some(key)) => readable(&key).ok_or_else(|| {
+    match app.keys.from_headers(headers, client.map(|c| c.0)).await {
+        Ok(Access::Granted(key)) => readable(&key).ok_or_else(|| {
             refused(
                 StatusCode::FORBIDDEN,
                 "a publisher key only publishes: a reader or admin key is needed",
             )
         }),
-        Ok(None) => Err(refused(
+        Ok(Access::Refused) => Err(refused(
             StatusCode::UNAUTHORIZED,
             "a reader or admin key is needed: Authorization: Bearer stk_...",
         )),
+        Ok(Access::Throttled(wait)) => Err(crate::access::too_many_failures(wait)),
         Err(error) => {
             tracing::warn!(%error, "checking an API key");
             Err(refused(
@@ -175,8 +183,8 @@ fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/api/alerts",
-            get(|State(app): Shared, headers: HeaderMap| async move {
-                match access(&app, &headers).await {
+            get(|State(app): Shared, headers: HeaderMap, client: Client| async move {
+                match access(&app, &headers, client).await {
                     Ok(tenants) => {
                         json_response(StatusCode::OK, &firing_json(&app.firing, &tenants))
                     }
@@ -187,8 +195,11 @@ fn router(app: Arc<App>) -> Router {
         .route(
             "/api/billing/export.csv",
             get(
-                |State(app): Shared, headers: HeaderMap, Query(query): Params| async move {
-                    match access(&app, &headers).await {
+                |State(app): Shared,
+                 headers: HeaderMap,
+                 client: Client,
+                 Query(query): Params| async move {
+                    match access(&app, &headers, client).await {
                         Ok(tenants) => billing_csv(&app, &query, &tenants).await,
                         Err(refused) => refused,
                     }
@@ -200,9 +211,10 @@ fn router(app: Arc<App>) -> Router {
             get(
                 |State(app): Shared,
                  headers: HeaderMap,
+                 client: Client,
                  Path(id): Path<String>,
                  Query(query): Params| async move {
-                    match access(&app, &headers).await {
+                    match access(&app, &headers, client).await {
                         Ok(tenants) => dashboard_data(&app, &id, &query, tenants).await,
                         Err(refused) => refused,
                     }

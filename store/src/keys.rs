@@ -2,8 +2,14 @@
 //! in ClickHouse (`api_keys`), so every instance of the gateway and of `serve` sees the same
 //! keys and a revocation everywhere at once; the key itself is shown once, when it is made.
 //!
-//! A key reads `stk_<id>_<secret>`: the id (8 hex digits) names it in lists and logs, the
-//! secret (64 hex digits, 256 random bits) is never stored, only the SHA-256 of the whole key.
+//! A key reads `stk_<id>_<secret>`: the id (16 hex digits, 64 random bits, checked unused
+//! when made; keys made before it was widened have 8) names it in lists and logs, the secret
+//! (64 hex digits, 256 random bits) is never stored, only the SHA-256 of the whole key.
+//!
+//! A key may expire (`expires_at`), and a publisher key may be scoped to event types
+//! (`event_types`: patterns like `conversation.*` or `classification.performed.v1`). Platform
+//! event types ([`PLATFORM_EVENT_TYPES`], e.g. `tenant.provisioned`) are published only by a
+//! key whose patterns name them explicitly: a tenant's key cannot announce tenants.
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -53,6 +59,61 @@ pub struct ApiKey {
     pub created_at: u32,
     /// When it was revoked (Unix s), if it was.
     pub revoked_at: Option<u32>,
+    /// The event types it may publish (patterns; empty: every type but platform ones).
+    pub event_types: Vec<String>,
+    /// When it stops working (Unix s), if ever.
+    pub expires_at: Option<u32>,
+}
+
+impl ApiKey {
+    /// Whether it has expired by `now_s`.
+    pub fn expired_at(&self, now_s: u32) -> bool {
+        self.expires_at.is_some_and(|at| at <= now_s)
+    }
+
+    /// Whether it may publish events of `event_type` (`classification.performed.v1`): an
+    /// admin key (the platform's own) any; a publisher key what its patterns allow.
+    pub fn may_publish(&self, event_type: &str) -> bool {
+        if self.role == Role::Admin {
+            return true;
+        }
+        let platform = is_platform(event_type);
+        if self.event_types.is_empty() {
+            return !platform;
+        }
+        self.event_types
+            .iter()
+            .any(|pattern| matches_type(pattern, event_type) && (!platform || names(pattern)))
+    }
+}
+
+/// Event types only the platform publishes (their family, without the version): a key
+/// publishes them only when one of its patterns names the family itself.
+pub const PLATFORM_EVENT_TYPES: [&str; 1] = ["tenant.provisioned"];
+
+/// Whether `event_type` belongs to a platform family.
+pub fn is_platform(event_type: &str) -> bool {
+    PLATFORM_EVENT_TYPES.iter().any(|family| {
+        event_type
+            .strip_prefix(family)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    })
+}
+
+/// Whether `pattern` names a platform family explicitly (`tenant.provisioned.*`, not `*` or
+/// `tenant.*`).
+fn names(pattern: &str) -> bool {
+    let literal = pattern.trim_end_matches('*').trim_end_matches('.');
+    is_platform(literal)
+}
+
+/// Whether `event_type` matches `pattern`: equal, or starting with the text before a final
+/// `*` (`conversation.*`, `*`).
+fn matches_type(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => pattern == event_type,
+    }
 }
 
 /// Why a key could not be made.
@@ -77,6 +138,31 @@ impl KeyError {
 pub const MAX_TENANTS_PER_KEY: usize = 1_000;
 /// Longest tenant id a key may name.
 const MAX_TENANT_LEN: usize = 128;
+/// Most event-type patterns one key may carry.
+pub const MAX_EVENT_TYPES_PER_KEY: usize = 100;
+/// Longest event-type pattern.
+const MAX_PATTERN_LEN: usize = 128;
+/// Hex digits of a new key's id.
+const ID_HEX: usize = 16;
+/// Hex digits of the ids of keys made before ids were widened.
+const OLD_ID_HEX: usize = 8;
+/// Hex digits of a key's secret.
+const SECRET_HEX: usize = 64;
+/// Longest well-formed key, bytes.
+pub const MAX_KEY_LEN: usize = "stk__".len() + ID_HEX + SECRET_HEX;
+
+/// What a new key is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRequest {
+    /// What it may do.
+    pub role: Role,
+    /// The tenants it is for (none for an admin).
+    pub tenants: Vec<String>,
+    /// The event types it may publish (patterns; empty: every type but platform ones).
+    pub event_types: Vec<String>,
+    /// When it stops working (Unix s), if ever.
+    pub expires_at: Option<u32>,
+}
 
 /// One stored version of a key (a revocation is a newer version).
 #[derive(Debug, Row, Serialize, Deserialize)]
@@ -88,6 +174,8 @@ struct KeyRecord {
     created_at: u32,
     revoked_at: u32,
     changed_at_ms: u64,
+    event_types: Vec<String>,
+    expires_at: u32,
 }
 
 impl KeyRecord {
@@ -98,6 +186,8 @@ impl KeyRecord {
             tenants: self.tenants,
             created_at: self.created_at,
             revoked_at: (self.revoked_at > 0).then_some(self.revoked_at),
+            event_types: self.event_types,
+            expires_at: (self.expires_at > 0).then_some(self.expires_at),
         })
     }
 }
@@ -107,10 +197,12 @@ impl KeyRecord {
 fn latest(filter: &str) -> String {
     format!(
         "SELECT key_id, h AS key_hash, r AS role, t AS tenants, c AS created_at, \
-         v AS revoked_at, m AS changed_at_ms FROM (SELECT key_id, \
+         v AS revoked_at, m AS changed_at_ms, et AS event_types, ex AS expires_at \
+         FROM (SELECT key_id, \
          argMax(key_hash, changed_at_ms) AS h, argMax(role, changed_at_ms) AS r, \
          argMax(tenants, changed_at_ms) AS t, min(created_at) AS c, \
-         argMax(revoked_at, changed_at_ms) AS v, max(changed_at_ms) AS m \
+         argMax(revoked_at, changed_at_ms) AS v, max(changed_at_ms) AS m, \
+         argMax(event_types, changed_at_ms) AS et, argMax(expires_at, changed_at_ms) AS ex \
          FROM api_keys {filter} GROUP BY key_id)"
     )
 }
@@ -133,10 +225,23 @@ fn hash(key: &str) -> String {
 
 /// The id part of a well-formed key.
 fn id_of(key: &str) -> Option<&str> {
+    if key.len() > MAX_KEY_LEN {
+        return None;
+    }
     let rest = key.strip_prefix("stk_")?;
     let (id, secret) = rest.split_once('_')?;
     let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(id, 8) && hex(secret, 64)).then_some(id)
+    ((hex(id, ID_HEX) || hex(id, OLD_ID_HEX)) && hex(secret, SECRET_HEX)).then_some(id)
+}
+
+/// Whether `key` has a key's form (`stk_<id>_<secret>`); only such keys are looked up.
+pub fn well_formed(key: &str) -> bool {
+    id_of(key).is_some()
+}
+
+/// The SHA-256 of `key`: what caches remember a key by, never the key itself.
+pub fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
 }
 
 /// Equal, in a time that does not depend on where two same-length strings differ.
@@ -148,9 +253,37 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Every problem with a key for `role` and `tenants`.
-pub fn problems(role: Role, tenants: &[String]) -> Vec<String> {
+/// Every problem with a key for `role`, `tenants` and `event_types`.
+pub fn problems(role: Role, tenants: &[String], event_types: &[String]) -> Vec<String> {
     let mut out = Vec::new();
+    if role != Role::Publisher && !event_types.is_empty() {
+        out.push(format!(
+            "--event-type scopes what a key publishes; a {} key publishes nothing",
+            role.as_str()
+        ));
+    }
+    if event_types.len() > MAX_EVENT_TYPES_PER_KEY {
+        out.push(format!(
+            "at most {MAX_EVENT_TYPES_PER_KEY} event types per key, not {}",
+            event_types.len()
+        ));
+    }
+    for pattern in event_types {
+        let body = pattern.strip_suffix('*').unwrap_or(pattern);
+        if pattern.is_empty()
+            || pattern.len() > MAX_PATTERN_LEN
+            || body.contains('*')
+            || !body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+        {
+            out.push(format!(
+                "'{}' is not an event-type pattern (like conversation.* or \
+                 classification.performed.v1: letters, digits, dots, a final *)",
+                pattern.escape_debug()
+            ));
+        }
+    }
     if role != Role::Admin && tenants.is_empty() {
         out.push(format!(
             "a {} key needs at least one --tenant",
@@ -178,39 +311,52 @@ pub fn problems(role: Role, tenants: &[String]) -> Vec<String> {
 }
 
 impl Endpoint {
-    /// Makes a key for `role` and `tenants` at `now_s`: returns the key (shown once) and how
-    /// lists will show it.
+    /// Makes a key as `request` asks at `now_s`: returns the key (shown once) and how lists
+    /// will show it. Its id is checked unused first.
     pub async fn create_key(
         &self,
-        role: Role,
-        tenants: &[String],
+        request: &KeyRequest,
         now_s: u32,
     ) -> Result<(String, ApiKey), KeyError> {
-        let found = problems(role, tenants);
+        let mut found = problems(request.role, &request.tenants, &request.event_types);
+        if request.expires_at.is_some_and(|at| at <= now_s) {
+            found.push("--expires must be in the future".into());
+        }
         if !found.is_empty() {
             return Err(KeyError::Invalid(found));
         }
-        let id = hex(&rand::random::<[u8; 4]>());
-        let key = format!("stk_{id}_{}", hex(&rand::random::<[u8; 32]>()));
-        let mut tenants = tenants.to_vec();
-        tenants.sort();
-        tenants.dedup();
+        let mut id = hex(&rand::random::<[u8; ID_HEX / 2]>());
+        // 64 random bits collide once in billions of keys; checking costs one query.
+        while self.latest_key(&id).await?.is_some() {
+            id = hex(&rand::random::<[u8; ID_HEX / 2]>());
+        }
+        let key = format!("stk_{id}_{}", hex(&rand::random::<[u8; SECRET_HEX / 2]>()));
+        let sorted = |list: &[String]| {
+            let mut list = list.to_vec();
+            list.sort();
+            list.dedup();
+            list
+        };
         let record = KeyRecord {
             key_id: id.clone(),
             key_hash: hash(&key),
-            role: role.as_str().into(),
-            tenants: tenants.clone(),
+            role: request.role.as_str().into(),
+            tenants: sorted(&request.tenants),
             created_at: now_s,
             revoked_at: 0,
             changed_at_ms: u64::from(now_s) * 1000,
+            event_types: sorted(&request.event_types),
+            expires_at: request.expires_at.unwrap_or(0),
         };
         self.write_key(&record).await?;
         let listed = ApiKey {
             id,
-            role,
-            tenants,
+            role: request.role,
+            tenants: record.tenants.clone(),
             created_at: now_s,
             revoked_at: None,
+            event_types: record.event_types.clone(),
+            expires_at: request.expires_at,
         };
         Ok((key, listed))
     }
@@ -240,8 +386,12 @@ impl Endpoint {
         Ok(true)
     }
 
-    /// The key `key` stands for, if it is one and not revoked.
-    pub async fn verify_key(&self, key: &str) -> Result<Option<ApiKey>, ClickHouseError> {
+    /// The key `key` stands for, if it is one, not revoked and not expired by `now_s`.
+    pub async fn verify_key(
+        &self,
+        key: &str,
+        now_s: u32,
+    ) -> Result<Option<ApiKey>, ClickHouseError> {
         let Some(id) = id_of(key) else {
             return Ok(None);
         };
@@ -251,7 +401,7 @@ impl Endpoint {
         if record.revoked_at > 0 || !same(&record.key_hash, &hash(key)) {
             return Ok(None);
         }
-        Ok(record.into_key())
+        Ok(record.into_key().filter(|k| !k.expired_at(now_s)))
     }
 
     async fn latest_key(&self, id: &str) -> Result<Option<KeyRecord>, ClickHouseError> {
@@ -277,6 +427,11 @@ mod tests {
     fn only_well_formed_keys_have_an_id() {
         let key = format!("stk_0a1b2c3d_{}", "f".repeat(64));
         assert_eq!(id_of(&key), Some("0a1b2c3d"));
+        let key = format!("stk_0a1b2c3d4e5f6a7b_{}", "f".repeat(64));
+        assert_eq!(id_of(&key), Some("0a1b2c3d4e5f6a7b"));
+        assert_eq!(key.len(), MAX_KEY_LEN);
+        assert!(well_formed(&key));
+        assert!(!well_formed(&format!("{key}{}", "0".repeat(400_000))));
         for bad in [
             "",
             "stk_",
@@ -285,6 +440,7 @@ mod tests {
             &format!("stk_0a1b2c3d_{}", "f".repeat(63)),
             &format!("stk_0a1b2c3d_{}g", "f".repeat(63)),
             &format!("xyz_0a1b2c3d_{}", "f".repeat(64)),
+            &format!("stk_0a1b2c3d4e_{}", "f".repeat(64)),
         ] {
             assert_eq!(id_of(bad), None, "{bad}");
         }
@@ -300,13 +456,51 @@ mod tests {
 
     #[test]
     fn every_problem_with_a_key_request_is_named() {
-        assert!(problems(Role::Admin, &[]).is_empty());
-        assert!(problems(Role::Reader, &["tenant-a".into()]).is_empty());
-        let found = problems(Role::Publisher, &[]);
+        assert!(problems(Role::Admin, &[], &[]).is_empty());
+        assert!(problems(Role::Reader, &["tenant-a".into()], &[]).is_empty());
+        let found = problems(Role::Publisher, &[], &[]);
         assert_eq!(found.len(), 1, "{found:?}");
-        let found = problems(Role::Reader, &["".into(), "a b".into(), "x".repeat(129)]);
+        let found = problems(
+            Role::Reader,
+            &["".into(), "a b".into(), "x".repeat(129)],
+            &[],
+        );
         assert_eq!(found.len(), 3, "{found:?}");
+        let a = ["tenant-a".to_string()];
+        let patterns = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        assert!(problems(Role::Publisher, &a, &patterns(&["conversation.*", "*"])).is_empty());
+        let found = problems(Role::Publisher, &a, &patterns(&["a*b", "a b", "", "x'"]));
+        assert_eq!(found.len(), 4, "{found:?}");
+        let found = problems(Role::Reader, &a, &patterns(&["conversation.*"]));
+        assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(Role::parse("reader"), Some(Role::Reader));
         assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn platform_event_types_need_a_grant_that_names_them() {
+        let key = |patterns: &[&str]| ApiKey {
+            id: "0".into(),
+            role: Role::Publisher,
+            tenants: vec!["tenant-a".into()],
+            created_at: 0,
+            revoked_at: None,
+            event_types: patterns.iter().map(|p| p.to_string()).collect(),
+            expires_at: Some(100),
+        };
+        let any = key(&[]);
+        assert!(any.may_publish("conversation.completed.v1"));
+        assert!(!any.may_publish("tenant.provisioned.v1"));
+        assert!(!key(&["*"]).may_publish("tenant.provisioned.v1"));
+        assert!(!key(&["tenant.*"]).may_publish("tenant.provisioned.v1"));
+        assert!(key(&["tenant.provisioned.*"]).may_publish("tenant.provisioned.v1"));
+        assert!(key(&["tenant.provisioned.v1"]).may_publish("tenant.provisioned.v1"));
+        let scoped = key(&["conversation.*", "classification.performed.v2"]);
+        assert!(scoped.may_publish("conversation.completed.v1"));
+        assert!(scoped.may_publish("classification.performed.v2"));
+        assert!(!scoped.may_publish("classification.performed.v1"));
+        assert!(!scoped.may_publish("narrative.generated.v1"));
+        assert!(!any.expired_at(99));
+        assert!(any.expired_at(100));
     }
 }

@@ -379,6 +379,17 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 ),
             ],
         },
+        // Keys that expire, and publisher keys scoped to event types (platform types only
+        // by an explicit grant). Keys made before read as never expiring, every type but
+        // platform ones.
+        Migration {
+            version: 16,
+            name: "API keys with an expiry and event-type scopes",
+            statements: vec![
+                format!("ALTER TABLE {database}.api_keys ADD COLUMN event_types Array(String)"),
+                format!("ALTER TABLE {database}.api_keys ADD COLUMN expires_at DateTime('UTC')"),
+            ],
+        },
     ]
 }
 

@@ -119,7 +119,10 @@ async fn the_pipeline_talks_to_clickhouse_over_https_trusting_a_custom_ca() {
         &env,
     ));
     let listed = stdout_of(&salestalk(&["keys", "list"], &env));
-    assert!(listed.contains(&made.trim()[4..12]), "{listed}");
+    assert!(
+        listed.contains(crate::support::key_id(made.trim())),
+        "{listed}"
+    );
     let endpoint = salestalk_store::Endpoint {
         url: url.clone(),
         ca_file: ca.clone(),

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use crate::alerts::serve_with;
 use crate::exactness::pipeline_env;
 use crate::support::{
-    Isolated, KillOnDrop, PrivateServices, WebhookReceiver, api_key, free_port, http_get,
-    salestalk, salestalk_command, stdout_of,
+    EVERY_EVENT_TYPE, Isolated, KillOnDrop, PrivateServices, WebhookReceiver, api_key,
+    api_key_for_types, free_port, http_get, key_id, salestalk, salestalk_command, stdout_of,
 };
 
 /// `POST path` with `body` and an optional bearer key: the status, headers and body.
@@ -370,7 +370,7 @@ async fn a_mixed_batch_gets_one_result_per_entry_and_only_the_accepted_are_count
     assert_eq!(publishes().await, expected);
 
     // A revoked key stops working.
-    let id = &key[4..12];
+    let id = key_id(&key);
     stdout_of(&salestalk(&["keys", "revoke", id], &env));
     assert_eq!(post(port, "/v1/events", Some(&key), &body).0, 401);
     isolated.remove().await;
@@ -531,7 +531,7 @@ async fn what_the_gateway_publishes_is_counted_exactly_as_a_batch_recomputation(
     let (env, port) = gateway_env(&isolated, &[]);
     let tenants: Vec<String> = (0..25).map(|i| format!("tenant-{i:04}")).collect();
     let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
-    let key = api_key(&env, "publisher", &names);
+    let key = api_key_for_types(&env, "publisher", &names, &EVERY_EVENT_TYPE);
     let _gateway = gateway(&env, port).await;
 
     let events = 3_000;
@@ -625,4 +625,121 @@ async fn what_the_gateway_publishes_is_counted_exactly_as_a_batch_recomputation(
     );
     assert!(expected.accepted > 2_000);
     setup.isolated.remove().await;
+}
+
+/// The spec's example of `event_type`, numbered `n`, for `tenant`, stamped now.
+fn example_of(event_type: &str, n: u32, tenant: &str) -> Value {
+    let line = include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
+        .lines()
+        .find(|line| {
+            serde_json::from_str::<Value>(line).is_ok_and(|v| v["eventType"] == event_type)
+        })
+        .expect("the spec's example");
+    let mut event: Value = serde_json::from_str(line).expect("json");
+    event["eventId"] = json!(format!("1a9e0000-0000-4000-8000-{n:012x}"));
+    event["tenantId"] = json!(tenant);
+    event["timestamp"] =
+        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    event
+}
+
+/// A key speaks for its tenants and its event types only: a payload naming another tenant,
+/// a platform event without the grant and a type outside the key's patterns are refused
+/// `TenantNotAllowed` with a reason (the grant and the pattern let them through); an expired
+/// key is refused; a client address that keeps presenting bad keys is answered 429 (with
+/// `Retry-After`) before any lookup, whatever key it presents next.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_speaks_only_for_its_tenants_and_granted_types() {
+    let isolated = Isolated::create("it-gateway-scopes", 1).await;
+    let (env, port) = gateway_env(&isolated, &[("SALESTALK__INGEST__KEY_CACHE_MS", "0")]);
+    let plain = api_key(&env, "publisher", &["tenant-a"]);
+    let platform = api_key_for_types(&env, "publisher", &["tenant-a"], &EVERY_EVENT_TYPE);
+    let conversations = api_key_for_types(&env, "publisher", &["tenant-a"], &["conversation.*"]);
+    let short_lived = stdout_of(&salestalk(
+        &[
+            "keys",
+            "create",
+            "--role",
+            "publisher",
+            "--tenant",
+            "tenant-a",
+            "--expires",
+            "3s",
+        ],
+        &env,
+    ))
+    .trim()
+    .to_string();
+    let _gateway = gateway(&env, port).await;
+    let send = |key: &str, entries: Vec<Value>| {
+        let body = serde_json::to_vec(&json!({ "entries": entries })).expect("json");
+        let (status, _, answer) = post(port, "/v1/events", Some(key), &body);
+        (
+            status,
+            serde_json::from_str::<Value>(&answer).unwrap_or_default(),
+        )
+    };
+    let codes = |answer: &Value| -> Vec<String> {
+        answer["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| e["errorCode"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+
+    let own = example_of("tenant.provisioned.v1", 1, "tenant-a");
+    let mut other = example_of("tenant.provisioned.v1", 2, "tenant-a");
+    other["data"]["tenantId"] = json!("tenant-b");
+    let classification = example_of("classification.performed.v1", 3, "tenant-a");
+    let conversation = example_of("conversation.completed.v1", 4, "tenant-a");
+
+    // A tenant's plain key: no platform events at all, its other types pass.
+    let (status, answer) = send(
+        &plain,
+        vec![own.clone(), other.clone(), classification.clone()],
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(codes(&answer), ["TenantNotAllowed", "TenantNotAllowed", ""]);
+    assert!(
+        answer["entries"][0]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("platform event")),
+        "{answer}"
+    );
+    // With the grant: its own tenant's announcement passes, another tenant's never does.
+    let (_, answer) = send(&platform, vec![own, other]);
+    assert_eq!(codes(&answer), ["", "TenantNotAllowed"]);
+    assert_eq!(answer["entries"][1]["errors"][0]["path"], "/data/tenantId");
+    // A key scoped to conversations publishes those only.
+    let (_, answer) = send(&conversations, vec![classification.clone(), conversation]);
+    assert_eq!(codes(&answer), ["TenantNotAllowed", ""]);
+
+    // An expiring key works, then stops.
+    let (status, _) = send(
+        &short_lived,
+        vec![example_of("classification.performed.v1", 5, "tenant-a")],
+    );
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, _) = send(
+        &short_lived,
+        vec![example_of("classification.performed.v1", 6, "tenant-a")],
+    );
+    assert_eq!(status, 401);
+    assert!(stdout_of(&salestalk(&["keys", "list"], &env)).contains("expires"));
+
+    // Bad keys from one address: refused, then answered 429 without a lookup.
+    let body = entries(10, 1, "tenant-a");
+    let statuses: Vec<u16> = (0..40)
+        .map(|i| {
+            let made_up = format!("stk_{:016x}_{}", i, "0".repeat(64));
+            post(port, "/v1/events", Some(&made_up), &body).0
+        })
+        .collect();
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[35..].iter().all(|s| *s == 429), "{statuses:?}");
+    let (_, head, _) = post(port, "/v1/events", Some(&plain), &body);
+    assert!(head.to_lowercase().contains("retry-after"), "{head}");
+    isolated.remove().await;
 }

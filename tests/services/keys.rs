@@ -9,8 +9,8 @@ use salestalk_store::keys::Role;
 
 use crate::exactness::seeded_setup;
 use crate::support::{
-    Isolated, KillOnDrop, api_key, free_port, http_get, http_get_as, salestalk, salestalk_command,
-    stdout_of,
+    Isolated, KillOnDrop, api_key, free_port, http_get, http_get_as, key_id, salestalk,
+    salestalk_command, stdout_of,
 };
 
 #[tokio::test]
@@ -27,12 +27,13 @@ async fn a_key_is_shown_once_stored_hashed_and_stops_working_when_revoked() {
     );
     let key = stdout_of(&made).trim().to_string();
     assert!(
-        key.starts_with("stk_") && key.len() == 4 + 8 + 1 + 64,
+        key.starts_with("stk_") && key.len() == 4 + 16 + 1 + 64,
         "{key}"
     );
-    let id = &key[4..12];
+    let id = key_id(&key);
+    assert_eq!(id.len(), 16);
     let found = endpoint
-        .verify_key(&key)
+        .verify_key(&key, now_s())
         .await
         .expect("verify")
         .expect("a valid key");
@@ -40,7 +41,7 @@ async fn a_key_is_shown_once_stored_hashed_and_stops_working_when_revoked() {
     assert_eq!(found.tenants, ["tenant-a", "tenant-b"]);
 
     // Stored as a hash: neither the key nor its secret is anywhere in the table or the list.
-    let secret = &key[13..];
+    let secret = &key[21..];
     let stored: String = endpoint
         .client()
         .query("SELECT toString(groupArray(tuple(*))) FROM api_keys")
@@ -58,10 +59,16 @@ async fn a_key_is_shown_once_stored_hashed_and_stops_working_when_revoked() {
         &key[..key.len() - 1],
         if last == '0' { '1' } else { '0' }
     );
-    assert_eq!(endpoint.verify_key(&tampered).await.expect("verify"), None);
     assert_eq!(
         endpoint
-            .verify_key("Bearer nonsense")
+            .verify_key(&tampered, now_s())
+            .await
+            .expect("verify"),
+        None
+    );
+    assert_eq!(
+        endpoint
+            .verify_key("Bearer nonsense", now_s())
             .await
             .expect("verify"),
         None
@@ -70,7 +77,10 @@ async fn a_key_is_shown_once_stored_hashed_and_stops_working_when_revoked() {
     // Revoked: it stops working, the list says so, and it cannot be revoked twice.
     let revoked = stdout_of(&salestalk(&["keys", "revoke", id], env));
     assert_eq!(revoked.trim(), format!("revoked {id}"));
-    assert_eq!(endpoint.verify_key(&key).await.expect("verify"), None);
+    assert_eq!(
+        endpoint.verify_key(&key, now_s()).await.expect("verify"),
+        None
+    );
     assert!(stdout_of(&salestalk(&["keys", "list"], env)).contains("revoked"));
     assert!(!salestalk(&["keys", "revoke", id], env).status.success());
 
@@ -80,12 +90,82 @@ async fn a_key_is_shown_once_stored_hashed_and_stops_working_when_revoked() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("needs at least one --tenant"));
     let admin = stdout_of(&salestalk(&["keys", "create", "--role", "admin"], env));
     let admin = endpoint
-        .verify_key(admin.trim())
+        .verify_key(admin.trim(), now_s())
         .await
         .expect("verify")
         .expect("a valid admin key");
     assert_eq!((admin.role, admin.tenants.len()), (Role::Admin, 0));
+
+    // An expiry and event-type scopes are stored with the key and listed; an expired key is
+    // refused; a scope on a key that publishes nothing, or a past expiry, is refused at once.
+    let scoped = stdout_of(&salestalk(
+        &[
+            "keys",
+            "create",
+            "--role",
+            "publisher",
+            "--tenant",
+            "tenant-a",
+            "--event-type",
+            "conversation.*",
+            "--expires",
+            "30d",
+        ],
+        env,
+    ));
+    let found = endpoint
+        .verify_key(scoped.trim(), now_s())
+        .await
+        .expect("verify")
+        .expect("a valid key");
+    assert_eq!(found.event_types, ["conversation.*"]);
+    let expires = found.expires_at.expect("an expiry");
+    assert!(expires.abs_diff(now_s() + 30 * 86_400) < 120, "{expires}");
+    assert_eq!(
+        endpoint
+            .verify_key(scoped.trim(), expires)
+            .await
+            .expect("verify"),
+        None
+    );
+    let listed = stdout_of(&salestalk(&["keys", "list"], env));
+    assert!(listed.contains("types conversation.*") && listed.contains("expires"));
+    for bad in [
+        &[
+            "--role",
+            "reader",
+            "--tenant",
+            "tenant-a",
+            "--event-type",
+            "conversation.*",
+        ][..],
+        &[
+            "--role",
+            "publisher",
+            "--tenant",
+            "tenant-a",
+            "--expires",
+            "2020-01-01",
+        ][..],
+        &[
+            "--role",
+            "publisher",
+            "--tenant",
+            "tenant-a",
+            "--event-type",
+            "a*b",
+        ][..],
+    ] {
+        let mut args = vec!["keys", "create"];
+        args.extend(bad);
+        assert!(!salestalk(&args, env).status.success(), "{bad:?}");
+    }
     isolated.remove().await;
+}
+
+/// Now, Unix seconds.
+fn now_s() -> u32 {
+    u32::try_from(chrono::Utc::now().timestamp()).expect("a 32-bit time")
 }
 
 /// `GET path` as `key`: the status and the body as JSON (`Value::Null` when it is not JSON).
@@ -240,7 +320,7 @@ async fn a_reader_key_sees_only_its_tenants_through_every_endpoint() {
     );
 
     // A revoked reader key reads nothing.
-    stdout_of(&salestalk(&["keys", "revoke", &reader[4..12]], env));
+    stdout_of(&salestalk(&["keys", "revoke", key_id(&reader)], env));
     assert_eq!(
         get_json(port, "/api/dashboards/sre?range=30d", &reader).0,
         401

@@ -496,11 +496,36 @@ pub fn http_get_as(port: u16, path: &str, key: Option<&str>) -> Option<(u16, Str
 
 /// A new API key with `role` for `tenants`, made with `salestalk keys create`.
 pub fn api_key(env: &[(&'static str, String)], role: &str, tenants: &[&str]) -> String {
+    api_key_for_types(env, role, tenants, &[])
+}
+
+/// A new key as [`api_key`], publishing only `event_types` (patterns; a platform type needs
+/// one naming it).
+pub fn api_key_for_types(
+    env: &[(&'static str, String)],
+    role: &str,
+    tenants: &[&str],
+    event_types: &[&str],
+) -> String {
     let mut args = vec!["keys", "create", "--role", role];
     for tenant in tenants {
         args.extend(["--tenant", tenant]);
     }
+    for pattern in event_types {
+        args.extend(["--event-type", pattern]);
+    }
     stdout_of(&salestalk(&args, env)).trim().to_string()
+}
+
+/// The event-type grants of a key publishing everything the generator makes, the platform's
+/// `tenant.provisioned` included (the generator stands for every SalesTalk service).
+pub const EVERY_EVENT_TYPE: [&str; 2] = ["*", "tenant.provisioned.*"];
+
+/// The id of a key (`stk_<id>_<secret>`).
+pub fn key_id(key: &str) -> &str {
+    key.strip_prefix("stk_")
+        .and_then(|rest| rest.split('_').next())
+        .unwrap_or_default()
 }
 
 /// The Prometheus exposition of a run's `/metrics`.

@@ -3,6 +3,7 @@
 use crate::checker::{self as read, Checker, Object};
 use crate::enums::{IngestionSource, Open};
 use crate::json::Json;
+use crate::limits::MAX_METRICS_PER_BATCH;
 
 /// Payload of `metrics.ingested.v1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +56,12 @@ impl<'a> MetricsIngested<'a> {
         let source = c.required(data, "source", read::open_enum_value::<IngestionSource>);
         let file_name = c.optional(data, "fileName", read::string);
         let record_count = c.required(data, "recordCount", read::count);
-        let metrics = c.required_array(data, "metricsIngested", IngestedMetric::read);
+        let metrics = c.required_array(
+            data,
+            "metricsIngested",
+            MAX_METRICS_PER_BATCH,
+            IngestedMetric::read,
+        );
         let validation = c.required_object(data, "validationResults", |c, o| {
             let valid = c.required(o, "valid", read::count);
             let invalid = c.required(o, "invalid", read::count);

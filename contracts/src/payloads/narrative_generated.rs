@@ -3,6 +3,7 @@
 
 use crate::checker::{self as read, Checker, MAX_SAFE_INTEGER, Object};
 use crate::enums::{AiProvider, Currency, Intent, Measure, Open, Subject};
+use crate::limits::MAX_DATA_REFERENCES;
 
 /// Payload of `narrative.generated.v1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,19 +133,20 @@ impl<'a> NarrativeGenerated<'a> {
                 measure: measure?,
             })
         });
-        let data_references = c.required_array(data, "dataReferences", |c, item| {
-            let o = c.here(item, read::object)?;
-            let metric = c.required(o, "metric", read::non_empty);
-            let period = c.required(o, "period", read::string);
-            let value = c.required(o, "value", read::number);
-            let unit = c.required(o, "unit", read::string);
-            Some(DataReference {
-                metric: metric?,
-                period: period?,
-                value: value?,
-                unit: unit?,
-            })
-        });
+        let data_references =
+            c.required_array(data, "dataReferences", MAX_DATA_REFERENCES, |c, item| {
+                let o = c.here(item, read::object)?;
+                let metric = c.required(o, "metric", read::non_empty);
+                let period = c.required(o, "period", read::string);
+                let value = c.required(o, "value", read::number);
+                let unit = c.required(o, "unit", read::string);
+                Some(DataReference {
+                    metric: metric?,
+                    period: period?,
+                    value: value?,
+                    unit: unit?,
+                })
+            });
         let ai_model = c.required_object(data, "aiModel", |c, o| {
             let provider = c.required(o, "provider", read::open_enum_value::<AiProvider>);
             let model_id = c.required(o, "modelId", read::non_empty);

@@ -18,24 +18,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use salestalk_contracts::{EventType, Json, Violation, parse, validate};
+use salestalk_contracts::{EventType, Json, Violation, other_tenant, parse, validate};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
 use salestalk_operators::PublishPath;
 use salestalk_sinks::clickhouse::ingest_ledger::{NO_TOPIC, RefusedEntry};
 use salestalk_store::Endpoint;
 use salestalk_store::ingest_outcome::IngestOutcome;
-use salestalk_store::keys::{ApiKey, Role};
+use salestalk_store::keys::{ApiKey, Role, is_platform};
 
-use crate::access::KeyCache;
+use crate::access::{Access, ClientAddress, KeyCache, too_many_failures};
 use crate::ingest::rate::TenantRates;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -219,15 +219,25 @@ fn answer(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-async fn publish(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn publish(
+    State(gateway): State<Arc<Gateway>>,
+    client: Option<Extension<ClientAddress>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let unauthorized = || {
         answer(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "a publisher key is needed: Authorization: Bearer stk_..."}),
         )
     };
-    let key = match gateway.keys.from_headers(&headers).await {
-        Ok(Some(key)) if matches!(key.role, Role::Publisher | Role::Admin) => key,
+    let key = match gateway
+        .keys
+        .from_headers(&headers, client.map(|c| c.0))
+        .await
+    {
+        Ok(Access::Granted(key)) if matches!(key.role, Role::Publisher | Role::Admin) => key,
+        Ok(Access::Throttled(wait)) => return too_many_failures(wait).into_response(),
         Ok(_) => return unauthorized(),
         Err(error) => {
             tracing::warn!(%error, "checking an API key");
@@ -437,18 +447,39 @@ fn judge<'a>(
         judged.refusal = Some((IngestOutcome::TooLarge, message, Vec::new()));
         return judged;
     }
-    if let Err(violations) = validate(value) {
-        let errors: Vec<Value> = violations
-            .iter()
-            .take(100)
-            .map(|v| json!({"path": v.path, "message": v.kind.to_string()}))
-            .collect();
-        let message = format!("{} contract violation(s)", violations.len());
-        judged.refusal = Some((IngestOutcome::ValidationError, message, errors));
-        return judged;
-    }
+    let event = match validate(value) {
+        Ok(event) => event,
+        Err(violations) => {
+            let errors: Vec<Value> = violations
+                .iter()
+                .take(100)
+                .map(|v| json!({"path": v.path, "message": v.kind.to_string()}))
+                .collect();
+            let message = format!("{} contract violation(s)", violations.len());
+            judged.refusal = Some((IngestOutcome::ValidationError, message, errors));
+            return judged;
+        }
+    };
     if !allowed {
         let message = format!("this key does not publish for tenant '{claimed}'");
+        judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, Vec::new()));
+        return judged;
+    }
+    if let Some(violation) = other_tenant(&event) {
+        let message = format!(
+            "{} {}: an entry speaks only for its own tenant '{claimed}'",
+            violation.path, violation.kind
+        );
+        let errors = vec![json!({"path": violation.path, "message": violation.kind.to_string()})];
+        judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, errors));
+        return judged;
+    }
+    if !key.may_publish(event_type) {
+        let message = if is_platform(event_type) {
+            format!("{event_type} is a platform event: this key has no grant for it")
+        } else {
+            format!("this key does not publish {event_type}")
+        };
         judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, Vec::new()));
         return judged;
     }
