@@ -651,7 +651,13 @@ fn example_of(event_type: &str, n: u32, tenant: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_speaks_only_for_its_tenants_and_granted_types() {
     let isolated = Isolated::create("it-gateway-scopes", 1).await;
-    let (env, port) = gateway_env(&isolated, &[("SALESTALK__INGEST__KEY_CACHE_MS", "0")]);
+    let (env, port) = gateway_env(
+        &isolated,
+        &[
+            ("SALESTALK__INGEST__KEY_CACHE_MS", "0"),
+            ("SALESTALK__INGEST__REFUSED_ENTRIES_PER_SECOND", "10"),
+        ],
+    );
     let plain = api_key(&env, "publisher", &["tenant-a"]);
     let platform = api_key_for_types(&env, "publisher", &["tenant-a"], &EVERY_EVENT_TYPE);
     let conversations = api_key_for_types(&env, "publisher", &["tenant-a"], &["conversation.*"]);
@@ -728,6 +734,46 @@ async fn a_key_speaks_only_for_its_tenants_and_granted_types() {
     );
     assert_eq!(status, 401);
     assert!(stdout_of(&salestalk(&["keys", "list"], &env)).contains("expires"));
+
+    // Refused entries cost rate: a flood of invalid entries is answered Throttled past the
+    // key's allowance (10 a second), and only those within it are kept as dead letters.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let invalid: Vec<Value> = (100..140)
+        .map(|n| {
+            let mut event = example_of("classification.performed.v1", n, "tenant-a");
+            event["data"]["classification"]["confidence"] = json!(1.7);
+            event
+        })
+        .collect();
+    let (_, answer) = send(&plain, invalid);
+    let flood = codes(&answer);
+    let kept = flood.iter().filter(|c| *c == "ValidationError").count();
+    let throttled = flood.iter().filter(|c| *c == "Throttled").count();
+    assert_eq!(kept + throttled, 40, "{flood:?}");
+    assert!((10..=11).contains(&kept), "{flood:?}");
+    assert!(
+        answer["entries"][39]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused entries a second")),
+        "{answer}"
+    );
+    let client = isolated.endpoint().client();
+    let letters = || async {
+        client
+            .query(
+                "SELECT count() FROM dead_letters WHERE reason = 'rejected_at_ingest' \
+                 AND startsWith(error, 'ValidationError') AND event_id LIKE '1a9e0000-%'",
+            )
+            .fetch_one::<u64>()
+            .await
+            .expect("dead letters")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while letters().await < kept as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(letters().await, kept as u64);
 
     // Bad keys from one address: refused, then answered 429 without a lookup.
     let body = entries(10, 1, "tenant-a");

@@ -55,6 +55,10 @@ pub struct IngestSettings {
     pub max_request_bytes: usize,
     /// Entries a tenant may publish per second, sustained (and in one burst).
     pub tenant_entries_per_second: u32,
+    /// Refused entries (invalid, another tenant's, too large) a key may send per second,
+    /// sustained and in one burst (at most `tenant_entries_per_second`); past it they are answered `Throttled` and not kept as
+    /// dead letters, so a key cannot flood `dead_letters` for free.
+    pub refused_entries_per_second: u32,
     /// How long a verified key is trusted before ClickHouse is asked again, ms (a revocation
     /// takes at most this long to reach a running gateway).
     pub key_cache_ms: u64,
@@ -104,6 +108,9 @@ impl IngestSettings {
         if self.tenant_entries_per_second == 0 {
             out.push("ingest.tenant_entries_per_second must be at least 1".into());
         }
+        if self.refused_entries_per_second == 0 {
+            out.push("ingest.refused_entries_per_second must be at least 1".into());
+        }
         if !(1_000..=120_000).contains(&self.publish_timeout_ms) {
             out.push(format!(
                 "ingest.publish_timeout_ms: {} is outside 1000..=120000",
@@ -128,6 +135,7 @@ pub struct Gateway {
     producer: FutureProducer,
     keys: KeyCache,
     rates: TenantRates,
+    refused: TenantRates,
     ledger: ledger::Ledger,
 }
 
@@ -145,6 +153,12 @@ impl Gateway {
         )?;
         let keys = KeyCache::new(endpoint.clone(), settings.key_cache_ms);
         let rates = TenantRates::new(settings.tenant_entries_per_second);
+        // Never more than a tenant's own rate.
+        let refused = TenantRates::new(
+            settings
+                .refused_entries_per_second
+                .min(settings.tenant_entries_per_second),
+        );
         Ok(Self {
             settings,
             kafka,
@@ -152,6 +166,7 @@ impl Gateway {
             producer,
             keys,
             rates,
+            refused,
             ledger: ledger::Ledger::default(),
         })
     }
@@ -280,12 +295,13 @@ async fn publish(
         .iter()
         .map(|entry| parse(entry.get().as_bytes()))
         .collect();
-    let judged: Vec<Judged<'_>> = batch
+    let mut judged: Vec<Judged<'_>> = batch
         .entries
         .iter()
         .zip(&parsed)
         .map(|(entry, value)| judge(&gateway, &key, entry.get().as_bytes(), value.as_ref()))
         .collect();
+    charge_refusals(&gateway, &key, &mut judged);
 
     // Collected, not a lazy iterator: a closure held across the await would keep the future
     // from being `Send` (rustc cannot prove it for every lifetime).
@@ -380,6 +396,28 @@ async fn publish(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     response
+}
+
+/// Every refused entry costs its key one of [`IngestSettings::refused_entries_per_second`];
+/// past them an entry is answered `Throttled` (saying why) instead, and is not kept as a
+/// dead letter.
+fn charge_refusals(gateway: &Gateway, key: &ApiKey, judged: &mut [Judged<'_>]) {
+    let now = Instant::now();
+    for entry in judged {
+        let Some((outcome, message, _)) = &mut entry.refusal else {
+            continue;
+        };
+        if !IngestOutcome::REJECTED.contains(outcome) || gateway.refused.allow(&key.id, now) {
+            continue;
+        }
+        *message = format!(
+            "{} ({message}); this key sent more than {} refused entries a second: \
+             fix the entries, then retry",
+            outcome.as_str(),
+            gateway.settings.refused_entries_per_second
+        );
+        *outcome = IngestOutcome::Throttled;
+    }
 }
 
 /// A refused entry's dead-letter error: its code, message and first pointers.
