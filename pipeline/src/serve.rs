@@ -36,6 +36,7 @@ use serde_json::{Value, json};
 use crate::access::{Access, ClientAddress, KeyCache, readable};
 use crate::alerts::{Evaluator, Firing};
 use crate::http::respond;
+use crate::ingest::rate::TenantRates;
 use crate::settings::Settings;
 
 const PAGE: &str = include_str!("../../dashboards/web/dashboard.html");
@@ -58,11 +59,21 @@ struct App {
     firing: Firing,
     dashboards: Vec<Dashboard>,
     keys: KeyCache,
+    /// Each key's request budget (`serve.key_requests_per_second`).
+    budgets: TenantRates,
 }
 
 /// Serves and evaluates until `shutdown` completes.
 pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     crate::runtime::migrate(settings).await?;
+    let profile = settings
+        .clickhouse
+        .probe()
+        .await
+        .context("probing ClickHouse")?;
+    let reading = settings
+        .clickhouse
+        .for_readers(&settings.serve.reader_limits(), &profile);
     let mut evaluator = Evaluator::start(
         settings.clickhouse.clone(),
         crate::stalls::WatchedSources::new(
@@ -77,10 +88,11 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
     .context("reading the alerts that were firing")?;
     let app = Arc::new(App {
         settings: settings.clone(),
-        endpoint: settings.clickhouse.clone(),
+        endpoint: reading,
         firing: evaluator.firing(),
         dashboards: dashboards(),
         keys: KeyCache::new(settings.clickhouse.clone(), settings.serve.key_cache_ms),
+        budgets: TenantRates::new(settings.serve.key_requests_per_second),
     });
     let listen = settings.serve.listen()?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -129,12 +141,28 @@ async fn access(
 ) -> Result<Tenants, Response<Full<Bytes>>> {
     let refused = |status, message: &str| json_response(status, &json!({ "error": message }));
     match app.keys.from_headers(headers, client.map(|c| c.0)).await {
-        Ok(Access::Granted(key)) => readable(&key).ok_or_else(|| {
-            refused(
-                StatusCode::FORBIDDEN,
-                "a publisher key only publishes: a reader or admin key is needed",
-            )
-        }),
+        Ok(Access::Granted(key)) => {
+            if !app.budgets.allow(&key.id, std::time::Instant::now()) {
+                let mut response = refused(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "this key is over {} requests a second; try again shortly",
+                        app.settings.serve.key_requests_per_second
+                    ),
+                );
+                response.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+                return Err(response);
+            }
+            readable(&key).ok_or_else(|| {
+                refused(
+                    StatusCode::FORBIDDEN,
+                    "a publisher key only publishes: a reader or admin key is needed",
+                )
+            })
+        }
         Ok(Access::Refused) => Err(refused(
             StatusCode::UNAUTHORIZED,
             "a reader or admin key is needed: Authorization: Bearer stk_...",

@@ -8,6 +8,15 @@ use clickhouse::{Client, Compression};
 use crate::profile::{ServerProfile, Version};
 use crate::tls::{SharedHttps, read_ca_file};
 
+/// Bounds on a query run for a reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderLimits {
+    /// Longest a query may run, seconds.
+    pub max_execution_s: u64,
+    /// Most rows a result may hold.
+    pub max_result_rows: u64,
+}
+
 /// Where and as whom to connect: the `[clickhouse]` settings.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Endpoint {
@@ -289,6 +298,30 @@ impl Endpoint {
         self.settings.iter().fold(client, |client, (name, value)| {
             client.with_setting(name, value)
         })
+    }
+
+    /// This endpoint for queries run on behalf of readers (`serve`'s panels, billing export,
+    /// lag): the server refuses any write or DDL (`readonly = 2`: settings may still be set,
+    /// not `readonly` itself), stops a query after `limits.max_execution_s` and one returning
+    /// more than `limits.max_result_rows` rows, and (on servers that have the setting, 24+)
+    /// cancels a query whose HTTP client went away.
+    pub fn for_readers(&self, limits: &ReaderLimits, profile: &ServerProfile) -> Endpoint {
+        let mut reading = self.clone();
+        let settings = &mut reading.settings;
+        settings.insert("readonly".into(), "2".into());
+        settings.insert(
+            "max_execution_time".into(),
+            limits.max_execution_s.to_string(),
+        );
+        settings.insert("max_result_rows".into(), limits.max_result_rows.to_string());
+        settings.insert("result_overflow_mode".into(), "throw".into());
+        if profile.is_modern() {
+            settings.insert(
+                "cancel_http_readonly_queries_on_client_close".into(),
+                "1".into(),
+            );
+        }
+        reading
     }
 
     /// A client using the pipeline's database.

@@ -32,6 +32,6 @@ pub mod schema;
 pub mod signals;
 pub mod tls;
 
-pub use endpoint::{ClickHouseError, Endpoint, InsertCompression};
+pub use endpoint::{ClickHouseError, Endpoint, InsertCompression, ReaderLimits};
 pub use latency::LatencyPercentiles;
 pub use profile::{ServerProfile, Version};

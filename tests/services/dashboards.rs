@@ -303,3 +303,64 @@ async fn panels_read_from_day_hour_and_minute_rows_give_the_minute_views_sums_ov
     );
     isolated.remove().await;
 }
+
+/// What `serve` reads through cannot write: the endpoint it builds for readers refuses an
+/// insert, DDL and a change of `readonly`, stops a query over its time and one whose result
+/// is over its rows, while the panels' own reads still work.
+#[tokio::test]
+async fn serve_reads_through_a_connection_that_cannot_write_or_run_away() {
+    let isolated = Isolated::create("it-readonly", 1).await;
+    let endpoint = isolated.endpoint();
+    stdout_of(&salestalk(&["migrate"], &pipeline_env(&isolated)));
+    let profile = endpoint.probe().await.expect("probe");
+    let limits = salestalk_store::ReaderLimits {
+        max_execution_s: 1,
+        max_result_rows: 1_000,
+    };
+    let reading = endpoint.for_readers(&limits, &profile);
+    let count = || async {
+        endpoint
+            .client()
+            .query("SELECT count() FROM api_keys")
+            .fetch_one::<u64>()
+            .await
+            .expect("count")
+    };
+    let before = count().await;
+    for sql in [
+        "INSERT INTO api_keys (key_id) VALUES ('x')",
+        "CREATE TABLE stolen (x UInt8) ENGINE = Memory",
+        "DROP TABLE api_keys",
+        "SELECT 1 SETTINGS readonly = 0",
+    ] {
+        let error = reading.query_json(sql).await.expect_err(sql).to_string();
+        assert!(
+            error.contains("readonly") || error.contains("Cannot") || error.contains("allowed"),
+            "{sql}: {error}"
+        );
+    }
+    assert_eq!(count().await, before, "nothing was written");
+    // Bounded: a result over the rows, a query over the time.
+    let error = reading
+        .query_json("SELECT number FROM system.numbers LIMIT 5000")
+        .await
+        .expect_err("too many rows")
+        .to_string();
+    assert!(error.contains("rows") || error.contains("Limit"), "{error}");
+    let error = reading
+        .query_json("SELECT count() FROM system.numbers WHERE sipHash64(number) = 0")
+        .await
+        .expect_err("too long")
+        .to_string();
+    assert!(
+        error.to_lowercase().contains("timeout") || error.contains("time"),
+        "{error}"
+    );
+    // Reads within the bounds work.
+    let answer = reading
+        .query_json("SELECT count() AS keys FROM api_keys")
+        .await
+        .expect("a read");
+    assert_eq!(answer["data"][0][0], serde_json::json!(before));
+    isolated.remove().await;
+}
