@@ -131,6 +131,60 @@ impl<'a> EventData<'a> {
     }
 }
 
+/// The value new enum values are counted under once their field's budget is spent
+/// ([`EventData::cap_new_enum_values`]). It is not a well-formed value (those start with a
+/// letter), so it never stands for a real one.
+pub const OVERFLOW_VALUE: &str = "_overflow";
+
+impl EventData<'_> {
+    /// Replaces each new enum value that `keep(field, value)` refuses with
+    /// [`OVERFLOW_VALUE`], field by field in the order [`EventData::new_enum_values`] lists
+    /// them: the metrics then count the event under one value instead of opening rows for an
+    /// unbounded number of them.
+    pub fn cap_new_enum_values(&mut self, mut keep: impl FnMut(&'static str, &str) -> bool) {
+        fn cap<E>(
+            open: &mut Open<'_, E>,
+            field: &'static str,
+            keep: &mut impl FnMut(&'static str, &str) -> bool,
+        ) {
+            if let Open::New(text) = open
+                && !keep(field, text)
+            {
+                *open = Open::New(OVERFLOW_VALUE);
+            }
+        }
+        match self {
+            Self::ClassificationPerformed(data) => {
+                let c = &mut data.classification;
+                cap(&mut c.intent, "/data/classification/intent", &mut keep);
+                cap(&mut c.subject, "/data/classification/subject", &mut keep);
+                cap(&mut c.measure, "/data/classification/measure", &mut keep);
+            }
+            Self::NarrativeGenerated(data) => {
+                let c = &mut data.classification;
+                cap(&mut c.intent, "/data/classification/intent", &mut keep);
+                cap(&mut c.subject, "/data/classification/subject", &mut keep);
+                cap(&mut c.measure, "/data/classification/measure", &mut keep);
+                cap(
+                    &mut data.ai_model.provider,
+                    "/data/aiModel/provider",
+                    &mut keep,
+                );
+            }
+            Self::ConversationCompleted(data) => {
+                for intent in &mut data.intents {
+                    cap(intent, "/data/intents", &mut keep);
+                }
+                for subject in &mut data.subjects {
+                    cap(subject, "/data/subjects", &mut keep);
+                }
+            }
+            Self::MetricsIngested(data) => cap(&mut data.source, "/data/source", &mut keep),
+            Self::TenantProvisioned(_) => {}
+        }
+    }
+}
+
 /// The text of a value this build does not know.
 fn new_of<E>(open: Open<'_, E>) -> Option<&str> {
     match open {

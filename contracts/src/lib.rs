@@ -31,7 +31,7 @@ mod violation;
 
 pub use decode::{check, parse, validate};
 pub use enums::EventType;
-pub use event::{Envelope, Event, EventData, EventId, Metadata};
+pub use event::{Envelope, Event, EventData, EventId, Metadata, OVERFLOW_VALUE};
 pub use json::{Json, Object};
 pub use tenancy::other_tenant;
 pub use violation::{Expected, Format, JsonType, Reason, Violation, ViolationKind, reason_for};

@@ -27,6 +27,7 @@ pub mod dedup;
 pub mod flush;
 pub mod histogram;
 pub mod message;
+pub mod new_values;
 pub mod routing;
 pub mod tally;
 pub mod task;

@@ -25,6 +25,7 @@ use crate::flush::{
     TaskState, consumers,
 };
 use crate::message::{PublishPath, RawMessage};
+use crate::new_values::{NewValueBudget, field_name};
 use crate::routing::RoutingTable;
 use crate::windows::{
     Span, Symbol, WINDOW_SECONDS, WindowSet, WindowValue, first_open_window, window_start,
@@ -46,6 +47,9 @@ pub struct TaskSettings {
     pub dedup_max_ids: usize,
     /// Largest message inspected.
     pub max_message_bytes: usize,
+    /// Distinct new enum values admitted per tenant, field and day; the rest are counted
+    /// under `_overflow` ([`NewValueBudget`]).
+    pub max_new_enum_values: usize,
 }
 
 /// An output waiting for its flush, whose latency is known only once it is durable.
@@ -107,6 +111,8 @@ pub struct Task {
     full: bool,
     /// Latency rows the pending outputs will touch at the flush (a consumer each, three spans).
     pending_latency_rows: usize,
+    /// New enum values admitted per tenant, field and day.
+    new_values: NewValueBudget,
 }
 
 /// Most window rows one flush writes by default: far below ClickHouse's
@@ -154,6 +160,7 @@ impl Task {
             flush_rows: usize::MAX,
             full: false,
             pending_latency_rows: 0,
+            new_values: NewValueBudget::new(settings.max_new_enum_values),
         }
     }
 
@@ -178,6 +185,13 @@ impl Task {
             let key = task
                 .windows
                 .key(row.family, row.window_start, &row.tenant, [d1, d2, d3]);
+            if row.family == Family::NewEnumValues
+                && row.span == Span::Day
+                && let Some(field) = field_name(d2)
+            {
+                task.new_values
+                    .admit(&row.tenant, field, row.window_start, d3);
+            }
             task.windows.restore(row.span, key, row.value);
         }
         for (tenant, id, at_ms) in state.seen {
@@ -339,9 +353,14 @@ impl Task {
             return;
         };
         // A payload naming another tenant is dead-lettered like any contract violation.
-        match validate(&value).and_then(|event| match other_tenant(&event) {
+        match validate(&value).and_then(|mut event| match other_tenant(&event) {
             Some(violation) => Err(vec![violation]),
-            None => Ok(event),
+            None => {
+                let minute = window_start(event.envelope.timestamp.timestamp_millis());
+                self.new_values
+                    .apply(&mut event.data, event.envelope.tenant_id, minute);
+                Ok(event)
+            }
         }) {
             Err(violations) => {
                 let rejection =
@@ -564,6 +583,7 @@ impl Task {
             return;
         }
         self.evicted_at = (event_open, broker_open);
+        self.new_values.forget_before(event_open);
         let dead_letters = self.windows.symbol(consumers::DEAD_LETTERS);
         self.windows.evict_final(|span, key| {
             let broker_time = matches!(
@@ -573,6 +593,13 @@ impl Task {
             let last_minute = key.window_start + span.seconds() - WINDOW_SECONDS;
             last_minute < if broker_time { broker_open } else { event_open }
         });
+        // The strings of evicted rows go too; pending outputs keep their tenants'.
+        let pending: Vec<Symbol> = self.pending_latency.iter().map(|p| p.tenant).collect();
+        if let Some(remap) = self.windows.compact(&pending) {
+            for pending in &mut self.pending_latency {
+                pending.tenant = remap[pending.tenant as usize];
+            }
+        }
     }
 }
 
@@ -629,6 +656,7 @@ mod tests {
             dedup_horizon_ms: 24 * 60 * MINUTE,
             dedup_max_ids: 10_000_000,
             max_message_bytes: 1 << 20,
+            max_new_enum_values: 1_000,
         }
     }
 
@@ -905,6 +933,59 @@ mod tests {
             &error[error.len() - 40..]
         );
         assert!(error.len() < 2_000, "{} bytes", error.len());
+    }
+
+    #[test]
+    fn new_enum_values_past_the_budget_are_counted_under_one_value_in_bounded_rows() {
+        let settings = TaskSettings {
+            max_new_enum_values: 100,
+            ..settings()
+        };
+        let mut task = Task::new(
+            "salestalk.classification",
+            0,
+            settings,
+            Checkpoint::default(),
+        );
+        let spec = include_str!("../../contracts/tests/corpus/spec-examples.jsonl");
+        let example = spec
+            .lines()
+            .find(|line| line.contains("classification.performed.v1"))
+            .expect("classification example");
+        let at = chrono::DateTime::from_timestamp_millis(T0).expect("time");
+        let messages: Vec<(i64, i64, Vec<u8>)> = (0..1_000)
+            .map(|i| {
+                let mut value: serde_json::Value = serde_json::from_str(example).expect("json");
+                value["eventId"] = serde_json::json!(format!("00000000-0000-4000-8000-{i:012}"));
+                value["timestamp"] = serde_json::json!(at.to_rfc3339());
+                value["data"]["classification"]["intent"] = serde_json::json!(format!("new_{i}"));
+                (i, T0, value.to_string().into_bytes())
+            })
+            .collect();
+        feed(&mut task, &messages);
+        let flush = task.flush(T0);
+        assert!(flush.dead_letters.is_empty());
+        let day: Vec<&StateRow> = flush
+            .rows
+            .iter()
+            .filter(|r| r.family == Family::NewEnumValues && r.span == Span::Day)
+            .collect();
+        let events = |row: &StateRow| row.value.ints[0];
+        assert_eq!(day.len(), 101, "100 values and the overflow");
+        assert_eq!(day.iter().map(|r| events(r)).sum::<i64>(), 1_000);
+        let overflow = day
+            .iter()
+            .find(|r| r.dims[2] == salestalk_contracts::OVERFLOW_VALUE)
+            .expect("an overflow row");
+        assert_eq!(events(overflow), 900);
+        // The intents family counts every classification too, under as few values.
+        let intents: Vec<&StateRow> = flush
+            .rows
+            .iter()
+            .filter(|r| r.family == Family::Intents && r.span == Span::Day)
+            .collect();
+        assert_eq!(intents.len(), 101);
+        assert_eq!(intents.iter().map(|r| r.value.ints[0]).sum::<i64>(), 1_000);
     }
 
     #[test]

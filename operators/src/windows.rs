@@ -113,6 +113,8 @@ pub struct WindowSet {
     /// Restored rows still to be written again under the task's new generation (ADR 0014),
     /// a flush's room at a time (see [`WindowSet::take_changed`]).
     rewrite: Vec<(Span, WindowKey)>,
+    /// Strings in the table after the last [`WindowSet::compact`].
+    names_after_compact: usize,
 }
 
 /// The open rows of one span.
@@ -154,9 +156,14 @@ impl Default for WindowSet {
             names: vec!["".into()],
             spans: Default::default(),
             rewrite: Vec::new(),
+            names_after_compact: 0,
         }
     }
 }
+
+/// The string table is compacted once it holds at least this many strings (and twice as many
+/// as after the last compaction): below it, what evicted rows leave behind is small.
+const COMPACT_FLOOR: usize = 4_096;
 
 impl WindowSet {
     /// Interns `text`.
@@ -316,6 +323,71 @@ impl WindowSet {
         }
     }
 
+    /// Drops the strings no open row (nor `also_live`) uses any more, once the table has
+    /// doubled since the last time: rows evicted as final leave their tenants' and values'
+    /// strings behind, which would otherwise grow for as long as the task runs. Symbols
+    /// change: returns the new symbol of each old one (`Symbol::MAX` for a dropped one) for
+    /// the caller to remap what it holds, or `None` when nothing changed.
+    pub fn compact(&mut self, also_live: &[Symbol]) -> Option<Vec<Symbol>> {
+        if self.names.len() < COMPACT_FLOOR.max(2 * self.names_after_compact) {
+            return None;
+        }
+        let mut live = vec![false; self.names.len()];
+        let mut mark = |symbol: Symbol| {
+            if let Some(slot) = live.get_mut(symbol as usize) {
+                *slot = true;
+            }
+        };
+        mark(EMPTY);
+        also_live.iter().copied().for_each(&mut mark);
+        for rows in &self.spans {
+            for key in rows.rows.keys() {
+                mark(key.tenant);
+                key.dims.iter().copied().for_each(&mut mark);
+            }
+        }
+        let mut remap = vec![Symbol::MAX; self.names.len()];
+        let mut names = Vec::with_capacity(live.iter().filter(|l| **l).count());
+        for (old, name) in std::mem::take(&mut self.names).into_iter().enumerate() {
+            if live[old] {
+                remap[old] = names.len() as Symbol;
+                names.push(name);
+            }
+        }
+        self.symbols = names
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(symbol, name)| (name.clone(), symbol as Symbol))
+            .collect();
+        self.names = names;
+        self.names_after_compact = self.names.len();
+        let moved = |key: WindowKey| WindowKey {
+            tenant: remap[key.tenant as usize],
+            dims: key.dims.map(|d| remap[d as usize]),
+            ..key
+        };
+        for rows in &mut self.spans {
+            rows.rows = rows
+                .rows
+                .drain()
+                .map(|(key, row)| (moved(key), row))
+                .collect();
+            for key in &mut rows.dirty {
+                *key = moved(*key);
+            }
+        }
+        for (_, key) in &mut self.rewrite {
+            *key = moved(*key);
+        }
+        Some(remap)
+    }
+
+    /// Strings in the table.
+    pub fn strings(&self) -> usize {
+        self.names.len()
+    }
+
     /// Open rows, at every span.
     pub fn len(&self) -> usize {
         self.spans.iter().map(|rows| rows.rows.len()).sum()
@@ -441,6 +513,49 @@ mod tests {
             6 + 2,
             "six minutes, their hour and day"
         );
+    }
+
+    #[test]
+    fn strings_of_evicted_rows_are_dropped_and_open_rows_keep_theirs() {
+        let mut set = WindowSet::default();
+        let minute = 60;
+        let mut keep = None;
+        for i in 0..10_000 {
+            let tenant = set.symbol(&format!("tenant-{i}"));
+            set.update(
+                Family::Volume,
+                minute + 86_400 * (i / 5_000),
+                tenant,
+                ["t", &format!("s{i}"), ""],
+                |row| row.ints[0] += 1,
+            );
+            if i == 9_999 {
+                keep = Some(tenant);
+            }
+        }
+        set.take_changed(usize::MAX);
+        // The first day's rows are final (minute, hour and day); the second's stay open.
+        set.evict_final(|_, key| key.window_start < 86_400);
+        let before = set.strings();
+        assert!(before > 20_000);
+        let remap = set.compact(&[]).expect("compacted");
+        assert!(
+            set.strings() < before * 3 / 4,
+            "{} of {before}",
+            set.strings()
+        );
+        let kept = remap[keep.expect("a tenant") as usize];
+        assert_eq!(set.text(kept), "tenant-9999");
+        let key = WindowKey {
+            family: Family::Volume,
+            window_start: 86_400 + minute,
+            tenant: kept,
+            dims: [set.symbol("t"), set.symbol("s9999"), EMPTY],
+        };
+        assert_eq!(set.get(Span::Minute, &key).map(|v| v.ints[0]), Some(1));
+        // Interning after a compaction finds the kept strings and adds new ones once.
+        assert_eq!(set.symbol("tenant-9999"), kept);
+        assert!(set.compact(&[]).is_none(), "not doubled since");
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn settings() -> TaskSettings {
         dedup_horizon_ms: 3_600_000,
         dedup_max_ids: 10_000_000,
         max_message_bytes: 4096,
+        max_new_enum_values: 1_000,
     }
 }
 

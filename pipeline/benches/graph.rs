@@ -47,6 +47,7 @@ fn settings() -> TaskSettings {
         dedup_horizon_ms: 86_400_000,
         dedup_max_ids: 2_000_000,
         max_message_bytes: 1 << 20,
+        max_new_enum_values: 1_000,
     }
 }
 

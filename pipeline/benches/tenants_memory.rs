@@ -62,6 +62,7 @@ fn main() {
         dedup_horizon_ms: 86_400_000,
         dedup_max_ids: 2_000_000,
         max_message_bytes: 1 << 20,
+        max_new_enum_values: 1_000,
     };
     let mut tasks: Vec<Task> = (0..PARTITIONS)
         .map(|p| Task::new("t", p as i32, settings, Default::default()))

@@ -130,6 +130,7 @@ fn settings(dedup_max_ids: usize) -> TaskSettings {
         dedup_horizon_ms: 24 * 3_600_000,
         dedup_max_ids,
         max_message_bytes: 1 << 20,
+        max_new_enum_values: 1_000,
     }
 }
 

@@ -22,6 +22,7 @@ fn task_settings() -> TaskSettings {
         dedup_horizon_ms: 86_400_000,
         dedup_max_ids: 1_000_000,
         max_message_bytes: 1 << 20,
+        max_new_enum_values: 1_000,
     }
 }
 

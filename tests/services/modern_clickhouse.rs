@@ -108,6 +108,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
         dedup_horizon_ms: 86_400_000,
         dedup_max_ids: 1_000_000,
         max_message_bytes: 1 << 20,
+        max_new_enum_values: 1_000,
     };
     let mut task = Task::new("t", 0, settings, Default::default());
     task.process(&messages);

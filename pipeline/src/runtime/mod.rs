@@ -63,6 +63,7 @@ pub fn task_settings(settings: &Settings) -> TaskSettings {
         dedup_horizon_ms: settings.pipeline.dedup_horizon_ms,
         dedup_max_ids: settings.pipeline.dedup_max_ids,
         max_message_bytes: settings.kafka.max_message_bytes,
+        max_new_enum_values: settings.pipeline.max_new_enum_values,
     }
 }
 

@@ -26,6 +26,9 @@ pub struct PipelineSettings {
     /// Most window rows one flush writes in one state insert (the commit point stays one
     /// block, one part, all or nothing): a task stops processing at half of it until flushed.
     pub max_flush_rows: usize,
+    /// Distinct new enum values admitted per tenant, field and UTC day; the rest are counted
+    /// under `_overflow` (docs/guarantees.md, "Hostile input").
+    pub max_new_enum_values: usize,
     /// Threads a batch's partitions are processed on; 0 for one per core.
     pub workers: usize,
     /// Whether reading and processing go on while a flush is written (one flush in flight).
@@ -65,6 +68,11 @@ impl PipelineSettings {
             "max_flush_rows",
             self.max_flush_rows as i64,
             100..=salestalk_operators::task::MAX_FLUSH_ROWS as i64,
+        );
+        within(
+            "max_new_enum_values",
+            self.max_new_enum_values as i64,
+            1..=100_000,
         );
         within("batch_timeout_ms", self.batch_timeout_ms as i64, 1..=60_000);
         within("workers", self.workers as i64, 0..=1024);
