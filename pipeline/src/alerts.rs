@@ -16,8 +16,9 @@ use salestalk_store::signals::SignalValue;
 use salestalk_store::{ClickHouseError, Endpoint};
 
 use crate::stalls::{Stalls, WatchedSources};
-use crate::webhook::Webhooks;
-use salestalk_sinks::retry::RetryPolicy;
+use crate::webhook::{Delivery, WebhookError, Webhooks};
+use salestalk_sinks::retry::Transient;
+use salestalk_store::alert_outbox::{OutboxEntry, state, target_key};
 
 /// `[alerts]`: the alert evaluator of `salestalk serve`.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -34,6 +35,11 @@ pub struct AlertSettings {
     pub receiver: String,
     /// Where people find the dashboards (Alertmanager's `externalURL`).
     pub external_url: String,
+    /// First pause before a webhook that did not take a notification is tried again, ms;
+    /// doubles with each attempt, up to 64 times this.
+    pub redelivery_ms: u64,
+    /// How long an undelivered notification is tried again before it is given up, ms.
+    pub notification_expiry_ms: u64,
     /// The rules.
     pub rules: Vec<salestalk_alerting::Rule>,
 }
@@ -59,15 +65,30 @@ impl AlertSettings {
             ("alerts.alertmanager_webhooks", &self.alertmanager_webhooks),
         ] {
             for url in list {
-                let http = url
-                    .strip_prefix("http://")
-                    .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-                if !http {
+                let web = ["http://", "https://"].iter().any(|scheme| {
+                    url.strip_prefix(scheme)
+                        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+                });
+                if !web || url.parse::<hyper::Uri>().is_err() {
+                    // Named redacted: a webhook URL often carries a token.
                     problems.push(format!(
-                        "{key}: '{url}' is not an http:// URL (https is not supported)"
+                        "{key}: '{}' is not an http:// or https:// URL",
+                        crate::webhook::redact(url)
                     ));
                 }
             }
+        }
+        if !(100..=3_600_000).contains(&self.redelivery_ms) {
+            problems.push(format!(
+                "alerts.redelivery_ms: {} is outside 100..=3600000",
+                self.redelivery_ms
+            ));
+        }
+        if !(60_000..=30 * 86_400_000).contains(&self.notification_expiry_ms) {
+            problems.push(format!(
+                "alerts.notification_expiry_ms: {} is outside 60000..=2592000000",
+                self.notification_expiry_ms
+            ));
         }
         problems.extend(salestalk_alerting::rule::problems(&self.rules));
         let known: Vec<&str> = DeadLetterReason::ALL
@@ -100,16 +121,20 @@ pub struct Evaluator {
     tracker: Tracker,
     webhooks: Webhooks,
     firing: Firing,
+    redelivery_ms: u64,
+    expiry_ms: u64,
 }
 
+/// Most outbox rows one evaluation tries again (the rest wait for the next).
+const REDELIVERIES_PER_ROUND: u64 = 100;
+
 impl Evaluator {
-    /// An evaluator of `settings` reading `endpoint` and notifying with `policy`, with what
-    /// was firing when the last one stopped.
+    /// An evaluator of `settings` reading `endpoint`, with what was firing when the last one
+    /// stopped.
     pub async fn start(
         endpoint: Endpoint,
         sources: WatchedSources,
         settings: &AlertSettings,
-        policy: RetryPolicy,
     ) -> Result<Self, ClickHouseError> {
         let mut tracker = Tracker::new(settings.rules.clone());
         for record in endpoint.firing_alerts().await? {
@@ -128,9 +153,11 @@ impl Evaluator {
                 &settings.alertmanager_webhooks,
                 &settings.receiver,
                 &settings.external_url,
-                policy,
-            ),
+            )
+            .map_err(ClickHouseError::Refused)?,
             firing,
+            redelivery_ms: settings.redelivery_ms,
+            expiry_ms: settings.notification_expiry_ms,
         })
     }
 
@@ -176,11 +203,20 @@ impl Evaluator {
         }
         let now_ms = now.timestamp_millis().max(0) as u64;
         let mut records = Vec::with_capacity(notifications.len());
+        let mut outbox = Vec::new();
         for notification in &notifications {
-            let delivered = self.webhooks.deliver(notification).await;
-            if let Err(failures) = &delivered {
-                for error in failures {
-                    tracing::error!(%error, rule = notification.rule, "webhook did not take a notification");
+            let mut delivered = true;
+            for delivery in self.webhooks.deliveries(notification) {
+                let sent = self
+                    .webhooks
+                    .post(&delivery.url, delivery.body.clone())
+                    .await;
+                if let Err(error) = &sent {
+                    delivered = false;
+                    tracing::warn!(%error, rule = notification.rule, "webhook did not take a notification; it is tried again");
+                }
+                if let Some(entry) = self.outbox_entry(notification, &delivery, sent, now_ms) {
+                    outbox.push(entry);
                 }
             }
             tracing::info!(
@@ -189,15 +225,125 @@ impl Evaluator {
                 summary = notification.summary(),
                 "alert"
             );
-            records.push(AlertRecord::of(notification, now_ms, delivered.is_ok()));
+            records.push(AlertRecord::of(notification, now_ms, delivered));
+        }
+        // The outbox first: a notification recorded as sent but lost before its retry was
+        // stored would never be retried.
+        if let Err(error) = self.endpoint.write_outbox(&outbox).await {
+            tracing::error!(%error, "could not store undelivered notifications for retry");
         }
         if let Err(error) = self.endpoint.record_alerts(&records).await {
             tracing::error!(%error, "could not record alert notifications in the alerts table");
         }
+        self.redeliver(now_ms).await;
         if let Ok(mut firing) = self.firing.lock() {
             *firing = self.tracker.firing();
         }
         notifications
+    }
+}
+
+impl Evaluator {
+    /// The outbox row of a first attempt that failed: pending (retryable) or abandoned.
+    fn outbox_entry(
+        &self,
+        notification: &Notification,
+        delivery: &Delivery,
+        sent: Result<(), WebhookError>,
+        now_ms: u64,
+    ) -> Option<OutboxEntry> {
+        let error = sent.err()?;
+        let retry = error.is_retryable();
+        Some(OutboxEntry {
+            notification: format!(
+                "{}|{}|{now_ms}",
+                notification.fingerprint(),
+                notification.status.as_ref()
+            ),
+            target: target_key(&delivery.url),
+            rule: notification.rule.clone(),
+            body: String::from_utf8_lossy(&delivery.body).into_owned(),
+            created_ms: now_ms,
+            attempts: 1,
+            next_attempt_ms: now_ms + self.redelivery_ms,
+            state: if retry {
+                state::PENDING
+            } else {
+                state::ABANDONED
+            }
+            .to_string(),
+            last_error: error.to_string(),
+            version: now_ms,
+        })
+    }
+
+    /// Tries again the outbox's notifications that are due, each once: delivered, or
+    /// pending again after twice the pause (up to 64 times `alerts.redelivery_ms`), or
+    /// abandoned once expired, refused for good or its webhook is no longer configured.
+    async fn redeliver(&self, now_ms: u64) {
+        let due = match self
+            .endpoint
+            .due_outbox(now_ms, REDELIVERIES_PER_ROUND)
+            .await
+        {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the notifications to retry; next round");
+                return;
+            }
+        };
+        let mut updates = Vec::with_capacity(due.len());
+        for mut entry in due {
+            entry.version = now_ms.max(entry.version + 1);
+            entry.attempts += 1;
+            let url = self.webhooks.url_of(&entry.target);
+            let outcome = match url {
+                None => Err("its webhook is no longer configured".to_string()),
+                Some(_) if now_ms >= entry.created_ms + self.expiry_ms => {
+                    Err("expired (alerts.notification_expiry_ms)".to_string())
+                }
+                Some(url) => match self
+                    .webhooks
+                    .post(url, entry.body.clone().into_bytes())
+                    .await
+                {
+                    Ok(()) => Ok(true),
+                    Err(error) if error.is_retryable() => {
+                        entry.last_error = error.to_string();
+                        Ok(false)
+                    }
+                    Err(error) => Err(error.to_string()),
+                },
+            };
+            match outcome {
+                Ok(true) => {
+                    tracing::info!(
+                        rule = entry.rule,
+                        attempts = entry.attempts,
+                        "a notification was delivered on retry"
+                    );
+                    entry.state = state::DELIVERED.to_string();
+                }
+                Ok(false) => {
+                    let pause = self.redelivery_ms << entry.attempts.saturating_sub(1).min(6);
+                    entry.next_attempt_ms = now_ms + pause;
+                }
+                Err(why) => {
+                    tracing::error!(
+                        rule = entry.rule,
+                        attempts = entry.attempts,
+                        why,
+                        "a notification is given up"
+                    );
+                    entry.last_error = why;
+                    entry.state = state::ABANDONED.to_string();
+                }
+            }
+            updates.push(entry);
+        }
+        if let Err(error) = self.endpoint.write_outbox(&updates).await {
+            tracing::error!(%error, "could not store the outcome of notification retries");
+        }
     }
 }
 

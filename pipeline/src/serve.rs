@@ -82,7 +82,6 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
             &settings.kinesis,
         ),
         &settings.alerts,
-        settings.retry.policy(),
     )
     .await
     .context("reading the alerts that were firing")?;

@@ -570,17 +570,22 @@ mod tests {
         std::fs::write(&path, bad).expect("write");
         let error = Settings::load_from(
             Some(&path),
-            env(&[("SALESTALK__ALERTS__ALERTMANAGER_WEBHOOKS", "https://x")]),
+            env(&[(
+                "SALESTALK__ALERTS__ALERTMANAGER_WEBHOOKS",
+                "ftp://x/secret-token,https://",
+            )]),
         )
         .expect_err("invalid");
         let text = error.to_string();
         for needle in [
             "alerts.rules[1] (Same): name is used by another rule",
             "alerts.rules[1] (Same): threshold must not be negative",
-            "alerts.alertmanager_webhooks: 'https://x' is not an http:// URL",
+            "alerts.alertmanager_webhooks: 'ftp://x/…' is not an http:// or https:// URL",
+            "alerts.alertmanager_webhooks: '<an unparsable URL>' is not an http:// or https:// URL",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
+        assert!(!text.contains("secret-token"), "{text}");
     }
 
     #[test]

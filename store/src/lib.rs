@@ -11,6 +11,7 @@
 //! TTL.
 
 pub mod alert_history;
+pub mod alert_outbox;
 pub mod billing;
 pub mod cluster;
 pub mod codec;

@@ -390,6 +390,27 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                 format!("ALTER TABLE {database}.api_keys ADD COLUMN expires_at DateTime('UTC')"),
             ],
         },
+        // Alert notifications a webhook has not taken yet, retried until delivered or
+        // expired, across restarts (store::alert_outbox). A few rows per notification.
+        Migration {
+            version: 17,
+            name: "the alert notifications' outbox",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {database}.alert_outbox (\n\
+                 notification String,\n\
+                 target String,\n\
+                 rule {low},\n\
+                 body String,\n\
+                 created_ms UInt64,\n\
+                 attempts UInt32,\n\
+                 next_attempt_ms UInt64,\n\
+                 state {low},\n\
+                 last_error String,\n\
+                 version UInt64\n\
+                 ) ENGINE = ReplacingMergeTree(version)\n\
+                 ORDER BY (notification, target)"
+            )],
+        },
     ]
 }
 

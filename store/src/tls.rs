@@ -6,8 +6,9 @@
 use std::sync::{Arc, OnceLock};
 
 use clickhouse::Client;
+pub use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
+pub use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
@@ -45,7 +46,8 @@ pub fn read_ca_file(ca_file: &str) -> Result<Vec<CertificateDer<'static>>, Strin
     Ok(certificates)
 }
 
-fn https_client(ca_file: &str) -> Result<Client, String> {
+/// The TLS settings of every client we make: the system's CAs and those of `ca_file`.
+fn tls_config(ca_file: &str) -> Result<rustls::ClientConfig, String> {
     let mut roots = RootCertStore::empty();
     // The system's CAs, as far as they load; a custom CA alone is enough.
     for certificate in rustls_native_certs::load_native_certs().certs {
@@ -59,15 +61,30 @@ fn https_client(ca_file: &str) -> Result<Client, String> {
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth())
+}
+
+/// A connector for `https://` URLs (trusting the system's CAs and `ca_file`'s) and plain
+/// `http://` ones: alert webhooks may be either.
+pub fn https_or_http(ca_file: &str) -> Result<HttpsConnector<HttpConnector>, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(ca_file)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
+fn https_client(ca_file: &str) -> Result<Client, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
+        .with_tls_config(tls_config(ca_file)?)
         .https_only()
         .enable_http1()
         .wrap_connector(http);

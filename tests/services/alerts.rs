@@ -573,3 +573,78 @@ async fn a_stalled_pipeline_fires_no_fresh_data_and_late_processing_then_both_re
     assert_eq!(durable(&isolated).await, 300);
     isolated.remove().await;
 }
+
+/// A webhook that is down when an alert fires still gets the notification, once, after it
+/// comes back, even though `serve` restarted in between: the notification waits in the
+/// outbox and is tried again with backoff. The webhook's token never reaches the logs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_reaches_a_webhook_that_was_down_across_a_restart() {
+    let isolated = Isolated::create("it-outbox", 1).await;
+    stdout_of(&salestalk(&["migrate"], &isolated.env));
+    let endpoint = isolated.endpoint();
+    // Nothing listens on this port yet.
+    let port = free_port();
+    let toml = format!(
+        "[alerts]\nevaluate_every_ms = 500\nredelivery_ms = 300\n\
+         webhooks = [\"http://127.0.0.1:{port}/plain?token=SECRET-TOKEN\"]\n\
+         [[alerts.rules]]\nname = \"NothingDeadLettered\"\nsignal = \"dlq_depth\"\n\
+         comparison = \"below\"\nthreshold = 1.0\nfor_ms = 0\nkeep_firing_ms = 1000\n\
+         severity = \"info\"\nscope = \"global\"\nlookback_ms = 60000\nmin_events = 0\n"
+    );
+    let logs = tempfile::NamedTempFile::new().expect("a log file");
+    let start_serve = |env: &mut Vec<(&'static str, String)>| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("alerts.toml");
+        std::fs::write(&config, &toml).expect("config");
+        env.push((
+            "SALESTALK__SERVE__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ));
+        let config = config.to_string_lossy().to_string();
+        let log = logs.reopen().expect("log");
+        let mut command = salestalk_command(&["--config", &config, "serve"], env);
+        command.stderr(log).stdout(std::process::Stdio::null());
+        (KillOnDrop(command.spawn().expect("serve starts")), dir)
+    };
+    let mut env = isolated.env.clone();
+    let (serve, _dir) = start_serve(&mut env);
+    // Fired, not taken, tried again at least twice.
+    let outbox = || async {
+        endpoint
+            .client()
+            .query("SELECT state, attempts FROM alert_outbox ORDER BY version DESC LIMIT 1")
+            .fetch_optional::<(String, u32)>()
+            .await
+            .expect("the outbox")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outbox().await.is_none_or(|(_, attempts)| attempts < 3) {
+        assert!(
+            Instant::now() < deadline,
+            "no retries: {:?}",
+            outbox().await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(outbox().await.map(|o| o.0), Some("pending".to_string()));
+    drop(serve);
+
+    // The webhook comes back; serve restarts.
+    let receiver = WebhookReceiver::start_on(port);
+    let (_serve, _dir) = start_serve(&mut env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.bodies("/plain?token=SECRET-TOKEN").is_empty() {
+        assert!(Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bodies = receiver.bodies("/plain?token=SECRET-TOKEN");
+    assert_eq!(bodies.len(), 1, "once: {bodies:?}");
+    assert_eq!(bodies[0]["rule"], "NothingDeadLettered");
+    assert_eq!(bodies[0]["status"], "firing");
+    assert_eq!(outbox().await.map(|o| o.0), Some("delivered".to_string()));
+    let logged = std::fs::read_to_string(logs.path()).expect("logs");
+    assert!(logged.contains("tried again"), "{logged}");
+    assert!(!logged.contains("SECRET-TOKEN"), "a token in the logs");
+    isolated.remove().await;
+}

@@ -568,8 +568,13 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Starts one on a free port; it answers 200 to everything until the test ends.
     pub fn start() -> Self {
+        Self::start_on(0)
+    }
+
+    /// Starts one on `port` (0: a free one).
+    pub fn start_on(port: u16) -> Self {
         use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let store = std::sync::Arc::clone(&received);
