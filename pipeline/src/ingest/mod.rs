@@ -192,15 +192,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+/// A request body: its entries, each still raw.
 #[derive(Deserialize)]
-struct Batch<'a> {
+pub struct Batch<'a> {
+    /// The entries, unparsed.
     #[serde(borrow)]
-    entries: Vec<&'a RawValue>,
+    pub entries: Vec<&'a RawValue>,
 }
 
-/// Longest tenant, source or event type the ledger takes from an entry that did not validate
-/// (a valid entry's are bounded by the contract).
-const MAX_READABLE_LEN: usize = 128;
+/// Longest tenant, source or event type (bytes) the ledger takes from an entry that did not
+/// validate: a valid entry's are bounded by the contract (128 characters, at most 4 bytes
+/// each), so this never cuts a valid one.
+const MAX_READABLE_LEN: usize = 4 * salestalk_contracts::limits::MAX_IDENTIFIER_LEN;
 
 /// One entry as judged before publishing: what can be read of it, and its fate.
 struct Judged<'a> {
@@ -267,27 +270,10 @@ async fn publish(
         }
     };
     let settings = &gateway.settings;
-    if body.len() > settings.max_request_bytes {
-        return answer(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &json!({"error": format!("request bodies are limited to {} bytes", settings.max_request_bytes)}),
-        );
-    }
-    let batch: Batch<'_> = match serde_json::from_slice(&body) {
+    let batch = match read_batch(settings, &body) {
         Ok(batch) => batch,
-        Err(error) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                &json!({"error": format!("the body must be {{\"entries\": [event, ...]}}: {error}")}),
-            );
-        }
+        Err((status, error)) => return answer(status, &json!({ "error": error })),
     };
-    if batch.entries.is_empty() || batch.entries.len() > settings.max_entries {
-        return answer(
-            StatusCode::BAD_REQUEST,
-            &json!({"error": format!("1 to {} entries per request, not {}", settings.max_entries, batch.entries.len())}),
-        );
-    }
 
     let received_ms = chrono::Utc::now().timestamp_millis();
     let parsed: Vec<Result<Json<'_>, Violation>> = batch
@@ -295,12 +281,17 @@ async fn publish(
         .iter()
         .map(|entry| parse(entry.get().as_bytes()))
         .collect();
+    let rules = Rules {
+        settings,
+        kafka: &gateway.kafka,
+    };
     let mut judged: Vec<Judged<'_>> = batch
         .entries
         .iter()
         .zip(&parsed)
-        .map(|(entry, value)| judge(&gateway, &key, entry.get().as_bytes(), value.as_ref()))
+        .map(|(entry, value)| rules.judge(&key, entry.get().as_bytes(), value.as_ref()))
         .collect();
+    charge_rates(&gateway, &mut judged);
     charge_refusals(&gateway, &key, &mut judged);
 
     // Collected, not a lazy iterator: a closure held across the await would keep the future
@@ -440,93 +431,173 @@ fn readable<'a>(value: Option<&'a Json<'a>>, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// What happens to one entry: every check a gateway can make before the broker, on the one
-/// parse (`parsed`: the document, or why it is not JSON).
-fn judge<'a>(
-    gateway: &Gateway,
-    key: &ApiKey,
-    bytes: &[u8],
-    parsed: Result<&'a Json<'a>, &Violation>,
-) -> Judged<'a> {
-    let value = parsed.ok();
-    let claimed = readable(value, "tenantId");
-    let allowed = key.role == Role::Admin || key.tenants.iter().any(|t| t == claimed);
-    let event_type = readable(value, "eventType");
-    let mut judged = Judged {
-        id: readable(value, "eventId").to_string(),
-        tenant: if allowed { claimed } else { "" },
-        source: readable(value, "source"),
-        event_type,
-        topic: EventType::parse(event_type)
-            .ok()
-            .filter(|_| allowed)
-            .map(|t| gateway.kafka.topic_for(t.domain())),
-        refusal: None,
-    };
-    let value = match parsed {
-        Ok(value) => value,
-        Err(violation) => {
+/// The checks of one entry that need no network: the contract, the key's tenants and event
+/// types, the entry size, the route. Pure, so the hostile-input suite runs it on anything.
+pub struct Rules<'s> {
+    /// The gateway's limits.
+    pub settings: &'s IngestSettings,
+    /// Where each event type goes.
+    pub kafka: &'s KafkaSettings,
+}
+
+impl<'a> Rules<'_> {
+    /// What happens to one entry: every check a gateway can make before the broker, on the one
+    /// parse (`parsed`: the document, or why it is not JSON).
+    fn judge(
+        &self,
+        key: &ApiKey,
+        bytes: &[u8],
+        parsed: Result<&'a Json<'a>, &Violation>,
+    ) -> Judged<'a> {
+        let value = parsed.ok();
+        let claimed = readable(value, "tenantId");
+        let allowed = key.role == Role::Admin || key.tenants.iter().any(|t| t == claimed);
+        let event_type = readable(value, "eventType");
+        let mut judged = Judged {
+            id: readable(value, "eventId").to_string(),
+            tenant: if allowed { claimed } else { "" },
+            source: readable(value, "source"),
+            event_type,
+            topic: EventType::parse(event_type)
+                .ok()
+                .filter(|_| allowed)
+                .map(|t| self.kafka.topic_for(t.domain())),
+            refusal: None,
+        };
+        let value = match parsed {
+            Ok(value) => value,
+            Err(violation) => {
+                let errors =
+                    vec![json!({"path": violation.path, "message": violation.kind.to_string()})];
+                judged.refusal = Some((
+                    IngestOutcome::ValidationError,
+                    "not a JSON event".into(),
+                    errors,
+                ));
+                return judged;
+            }
+        };
+        let limit = self.settings.max_entry_bytes;
+        if bytes.len() > limit {
+            let message = format!(
+                "the entry is {} bytes, over the {limit}-byte limit",
+                bytes.len()
+            );
+            judged.refusal = Some((IngestOutcome::TooLarge, message, Vec::new()));
+            return judged;
+        }
+        let event = match validate(value) {
+            Ok(event) => event,
+            Err(violations) => {
+                let errors: Vec<Value> = violations
+                    .iter()
+                    .take(100)
+                    .map(|v| json!({"path": v.path, "message": v.kind.to_string()}))
+                    .collect();
+                let message = format!("{} contract violation(s)", violations.len());
+                judged.refusal = Some((IngestOutcome::ValidationError, message, errors));
+                return judged;
+            }
+        };
+        if !allowed {
+            let message = format!("this key does not publish for tenant '{claimed}'");
+            judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, Vec::new()));
+            return judged;
+        }
+        if let Some(violation) = other_tenant(&event) {
+            let message = format!(
+                "{} {}: an entry speaks only for its own tenant '{claimed}'",
+                violation.path, violation.kind
+            );
             let errors =
                 vec![json!({"path": violation.path, "message": violation.kind.to_string()})];
-            judged.refusal = Some((
-                IngestOutcome::ValidationError,
-                "not a JSON event".into(),
-                errors,
-            ));
+            judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, errors));
             return judged;
         }
-    };
-    let limit = gateway.settings.max_entry_bytes;
-    if bytes.len() > limit {
-        let message = format!(
-            "the entry is {} bytes, over the {limit}-byte limit",
-            bytes.len()
-        );
-        judged.refusal = Some((IngestOutcome::TooLarge, message, Vec::new()));
-        return judged;
-    }
-    let event = match validate(value) {
-        Ok(event) => event,
-        Err(violations) => {
-            let errors: Vec<Value> = violations
-                .iter()
-                .take(100)
-                .map(|v| json!({"path": v.path, "message": v.kind.to_string()}))
-                .collect();
-            let message = format!("{} contract violation(s)", violations.len());
-            judged.refusal = Some((IngestOutcome::ValidationError, message, errors));
+        if !key.may_publish(event_type) {
+            let message = if is_platform(event_type) {
+                format!("{event_type} is a platform event: this key has no grant for it")
+            } else {
+                format!("this key does not publish {event_type}")
+            };
+            judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, Vec::new()));
             return judged;
         }
-    };
-    if !allowed {
-        let message = format!("this key does not publish for tenant '{claimed}'");
-        judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, Vec::new()));
-        return judged;
+        judged
     }
-    if let Some(violation) = other_tenant(&event) {
-        let message = format!(
-            "{} {}: an entry speaks only for its own tenant '{claimed}'",
-            violation.path, violation.kind
-        );
-        let errors = vec![json!({"path": violation.path, "message": violation.kind.to_string()})];
-        judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, errors));
-        return judged;
+}
+
+/// Entries that passed every check take from their tenant's rate
+/// (`ingest.tenant_entries_per_second`); past it they are answered `Throttled`.
+fn charge_rates(gateway: &Gateway, judged: &mut [Judged<'_>]) {
+    let now = Instant::now();
+    for entry in judged {
+        if entry.refusal.is_some() || entry.topic.is_none() {
+            continue;
+        }
+        if !gateway.rates.allow(entry.tenant, now) {
+            let message = format!(
+                "tenant '{}' is over {} entries a second; retry later",
+                entry.tenant, gateway.settings.tenant_entries_per_second
+            );
+            entry.refusal = Some((IngestOutcome::Throttled, message, Vec::new()));
+        }
     }
-    if !key.may_publish(event_type) {
-        let message = if is_platform(event_type) {
-            format!("{event_type} is a platform event: this key has no grant for it")
-        } else {
-            format!("this key does not publish {event_type}")
-        };
-        judged.refusal = Some((IngestOutcome::TenantNotAllowed, message, Vec::new()));
-        return judged;
+}
+
+/// The entries of a request body, or the status and error refusing it whole.
+pub fn read_batch<'b>(
+    settings: &IngestSettings,
+    body: &'b [u8],
+) -> Result<Batch<'b>, (StatusCode, String)> {
+    if body.len() > settings.max_request_bytes {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request bodies are limited to {} bytes",
+                settings.max_request_bytes
+            ),
+        ));
     }
-    if !gateway.rates.allow(claimed, Instant::now()) {
-        let message = format!(
-            "tenant '{claimed}' is over {} entries a second; retry later",
-            gateway.settings.tenant_entries_per_second
-        );
-        judged.refusal = Some((IngestOutcome::Throttled, message, Vec::new()));
+    let batch: Batch<'_> = serde_json::from_slice(body).map_err(|error| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("the body must be {{\"entries\": [event, ...]}}: {error}"),
+        )
+    })?;
+    if batch.entries.is_empty() || batch.entries.len() > settings.max_entries {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "1 to {} entries per request, not {}",
+                settings.max_entries,
+                batch.entries.len()
+            ),
+        ));
     }
-    judged
+    Ok(batch)
+}
+
+/// What the gateway would answer each entry of `body` from `key`, before rates and the
+/// broker: the outcome and message per entry, or the refusal of the whole body. For the
+/// hostile-input suite: the same code as the handler.
+pub fn judge_request(
+    rules: &Rules<'_>,
+    key: &ApiKey,
+    body: &[u8],
+) -> Result<Vec<(IngestOutcome, String)>, (StatusCode, String)> {
+    let batch = read_batch(rules.settings, body)?;
+    Ok(batch
+        .entries
+        .iter()
+        .map(|entry| {
+            let bytes = entry.get().as_bytes();
+            let parsed = parse(bytes);
+            let judged = rules.judge(key, bytes, parsed.as_ref());
+            match judged.refusal {
+                Some((outcome, message, _)) => (outcome, message),
+                None => (IngestOutcome::Accepted, String::new()),
+            }
+        })
+        .collect())
 }
