@@ -16,7 +16,7 @@ use crate::support::{
 };
 
 /// `POST path` with `body` and an optional bearer key: the status, headers and body.
-fn post(port: u16, path: &str, key: Option<&str>, body: &[u8]) -> (u16, String, String) {
+pub(crate) fn post(port: u16, path: &str, key: Option<&str>, body: &[u8]) -> (u16, String, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -55,7 +55,7 @@ fn event(n: u32, tenant: &str) -> Value {
 }
 
 /// `salestalk ingest` on `env`'s listen address, once it answers.
-async fn gateway(env: &[(&'static str, String)], port: u16) -> KillOnDrop {
+pub(crate) async fn gateway(env: &[(&'static str, String)], port: u16) -> KillOnDrop {
     let gateway = KillOnDrop(salestalk_command(&["ingest"], env).spawn().expect("ingest"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_get(port, "/health").is_none() && Instant::now() < deadline {
@@ -66,7 +66,7 @@ async fn gateway(env: &[(&'static str, String)], port: u16) -> KillOnDrop {
 
 /// The pipeline's environment for `isolated`, with the gateway on a free port (returned) and
 /// `settings` (`[ingest]` key, value) on top; the schema migrated.
-fn gateway_env(
+pub(crate) fn gateway_env(
     isolated: &Isolated,
     settings: &[(&'static str, &str)],
 ) -> (Vec<(&'static str, String)>, u16) {
@@ -628,7 +628,7 @@ async fn what_the_gateway_publishes_is_counted_exactly_as_a_batch_recomputation(
 }
 
 /// The spec's example of `event_type`, numbered `n`, for `tenant`, stamped now.
-fn example_of(event_type: &str, n: u32, tenant: &str) -> Value {
+pub(crate) fn example_of(event_type: &str, n: u32, tenant: &str) -> Value {
     let line = include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
         .lines()
         .find(|line| {

@@ -19,6 +19,7 @@ mod deployment;
 mod exactness;
 mod faults;
 mod fencing;
+mod hostile;
 mod ingest;
 mod kafka_roundtrip;
 mod keys;
