@@ -354,6 +354,36 @@ mod tests {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// Serves `router` on a free port for as long as the test runs.
+    async fn serve_until_the_test_ends(router: Router) -> SocketAddr {
+        let (address, _task) = serve(
+            "127.0.0.1:0".parse().expect("address"),
+            router,
+            std::future::pending(),
+        )
+        .await
+        .expect("bind");
+        address
+    }
+
+    /// Sends `request` (perhaps unfinished) and reads until the server closes the connection:
+    /// what it sent (perhaps an error status), or `Err` if it had not closed after `wait`.
+    async fn send_and_wait(
+        address: SocketAddr,
+        request: &'static [u8],
+        wait: Duration,
+    ) -> std::io::Result<Vec<u8>> {
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(address)?;
+            stream.set_read_timeout(Some(wait))?;
+            stream.write_all(request)?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).map(|_| answer)
+        })
+        .await
+        .expect("client")
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wrong_methods_large_bodies_and_shutdown_are_answered() {
         let router = Router::new().route("/x", get(|| async { "x" }));
@@ -394,13 +424,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn huge_headers_are_refused_and_every_answer_carries_the_security_headers() {
         let router = Router::new().route("/x", get(|| async { "x" }));
-        let (address, _task) = serve(
-            "127.0.0.1:0".parse().expect("address"),
-            router,
-            std::future::pending(),
-        )
-        .await
-        .expect("bind");
+        let address = serve_until_the_test_ends(router).await;
         let answers = tokio::task::spawn_blocking(move || {
             let huge = format!(
                 "GET /x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer stk_{}\r\nConnection: close\r\n\r\n",
@@ -434,55 +458,25 @@ mod tests {
     async fn a_client_that_trickles_its_body_is_answered_408() {
         let router =
             Router::new().route("/x", axum::routing::post(|body: Bytes| async move { body }));
-        let (address, _task) = serve(
-            "127.0.0.1:0".parse().expect("address"),
-            router,
-            std::future::pending(),
-        )
-        .await
-        .expect("bind");
-        let answer = tokio::task::spawn_blocking(move || {
-            let mut stream = std::net::TcpStream::connect(address).expect("connect");
-            stream
-                .set_read_timeout(Some(BODY_READ_TIMEOUT * 3))
-                .expect("timeout");
-            stream
-                .write_all(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
-                .expect("send");
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer);
-            String::from_utf8_lossy(&answer).into_owned()
-        })
-        .await
-        .expect("client");
+        let address = serve_until_the_test_ends(router).await;
+        let request = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc";
+        let answer = send_and_wait(address, request, BODY_READ_TIMEOUT * 3).await;
+        let answer = answer.expect("the server answers");
+        let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_that_never_finishes_its_headers_is_dropped() {
         let router = Router::new().route("/x", get(|| async { "x" }));
-        let (address, _task) = serve(
-            "127.0.0.1:0".parse().expect("address"),
-            router,
-            std::future::pending(),
+        let address = serve_until_the_test_ends(router).await;
+        // Three times the timeout: the server must hang up well before the client would.
+        let ended = send_and_wait(
+            address,
+            b"GET /x HTTP/1.1\r\nHost: t\r\n",
+            HEADER_READ_TIMEOUT * 3,
         )
-        .await
-        .expect("bind");
-        let ended = tokio::task::spawn_blocking(move || {
-            let mut stream = std::net::TcpStream::connect(address).expect("connect");
-            // Three times the timeout: the server must hang up well before the client would.
-            stream
-                .set_read_timeout(Some(HEADER_READ_TIMEOUT * 3))
-                .expect("timeout");
-            stream
-                .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n")
-                .expect("send");
-            let mut rest = Vec::new();
-            // Ok: the server closed the connection (perhaps after a 408); Err: it never did.
-            stream.read_to_end(&mut rest).map(|_| rest)
-        })
-        .await
-        .expect("client");
+        .await;
         let rest = ended.expect("the server closes a connection whose headers never end");
         let text = String::from_utf8_lossy(&rest);
         assert!(
