@@ -638,6 +638,10 @@ pub(crate) fn example_of(event_type: &str, n: u32, tenant: &str) -> Value {
     let mut event: Value = serde_json::from_str(line).expect("json");
     event["eventId"] = json!(format!("1a9e0000-0000-4000-8000-{n:012x}"));
     event["tenantId"] = json!(tenant);
+    // A payload naming its tenant names the envelope's.
+    if event["data"].get("tenantId").is_some() {
+        event["data"]["tenantId"] = json!(tenant);
+    }
     event["timestamp"] =
         json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     event
