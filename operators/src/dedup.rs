@@ -14,7 +14,15 @@
 //! bounds a task's ids: past it, the oldest whole minutes are forgotten early, and an event of
 //! a forgotten minute is counted without a check (see [`SeenIds::first_sighting`]). What is
 //! kept is the newest minutes that fit under the cap, whatever the order the ids came in, so a
-//! task restored from the archive remembers exactly what the live task did (ADR 0004).
+//! task restored from the archive remembers exactly what the live task did (ADR 0004), as long
+//! as the restore gives each id the minute the live task used: its window, the broker's minute
+//! for a clock-skewed event (`store::restore::SEEN_QUERY`).
+//!
+//! Each tenant also has a share ([`SeenIds::with_caps`], `pipeline.dedup_max_ids_per_tenant`):
+//! past it, that tenant's own oldest minutes are forgotten (its floor rises, nobody else's), so
+//! one tenant's flood of distinct ids shortens its own horizon, not its neighbours'. The same
+//! rule per tenant: its newest minutes that fit under its share are kept, whatever the order.
+//! A share costs 16 bytes a tenant.
 
 use std::collections::BTreeMap;
 
@@ -60,6 +68,19 @@ pub struct SeenIds {
     forgotten_early: u64,
     /// Sightings counted without a check (their minute was below the floor).
     unchecked: u64,
+    /// Most ids one tenant may have remembered.
+    tenant_cap: usize,
+    /// Each tenant's ids and floor, by its index.
+    shares: Vec<Share>,
+}
+
+/// One tenant's part of the set.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    /// Ids of the tenant remembered.
+    ids: usize,
+    /// The tenant's minutes before this were forgotten because of its share.
+    floor_minute: i64,
 }
 
 impl Default for SeenIds {
@@ -71,6 +92,11 @@ impl Default for SeenIds {
 impl SeenIds {
     /// Remembers at most `cap` ids.
     pub fn with_cap(cap: usize) -> Self {
+        Self::with_caps(cap, cap)
+    }
+
+    /// Remembers at most `cap` ids, at most `tenant_cap` of them of one tenant.
+    pub fn with_caps(cap: usize, tenant_cap: usize) -> Self {
         Self {
             ids: HashSet::default(),
             by_minute: BTreeMap::new(),
@@ -79,6 +105,8 @@ impl SeenIds {
             floor_minute: i64::MIN,
             forgotten_early: 0,
             unchecked: 0,
+            tenant_cap: tenant_cap.max(1),
+            shares: Vec::new(),
         }
     }
 
@@ -87,7 +115,13 @@ impl SeenIds {
         let next = u32::try_from(self.tenants.len()).unwrap_or(u32::MAX);
         let tenant = match self.tenants.get(tenant) {
             Some(index) => *index,
-            None => *self.tenants.entry(tenant.into()).or_insert(next),
+            None => {
+                self.shares.push(Share {
+                    ids: 0,
+                    floor_minute: i64::MIN,
+                });
+                *self.tenants.entry(tenant.into()).or_insert(next)
+            }
         };
         SeenKey {
             tenant,
@@ -102,28 +136,94 @@ impl SeenIds {
             return Sighting::Repeat;
         }
         let minute = at_ms.div_euclid(60_000);
-        if minute < self.floor_minute {
+        let tenant = id.tenant as usize;
+        let below = |seen: &Self| {
+            minute < seen.floor_minute
+                || seen
+                    .shares
+                    .get(tenant)
+                    .is_some_and(|share| minute < share.floor_minute)
+        };
+        if below(self) {
             self.unchecked += 1;
             return Sighting::Unchecked;
         }
         self.ids.insert(id);
         self.by_minute.entry(minute).or_default().push(id);
+        if let Some(share) = self.shares.get_mut(tenant) {
+            share.ids += 1;
+        }
+        while self
+            .shares
+            .get(tenant)
+            .is_some_and(|s| s.ids > self.tenant_cap)
+        {
+            if !self.forget_oldest_minute_of(id.tenant) {
+                break;
+            }
+        }
         while self.ids.len() > self.cap {
             let Some((oldest, ids)) = self.by_minute.pop_first() else {
                 break;
             };
-            for id in &ids {
-                self.ids.remove(id);
-            }
+            self.forget(&ids);
             self.forgotten_early += ids.len() as u64;
             self.floor_minute = oldest + 1;
         }
-        if minute < self.floor_minute {
+        if below(self) {
             // Its own minute was the oldest: forgotten with it.
             self.unchecked += 1;
             return Sighting::Unchecked;
         }
         Sighting::First
+    }
+
+    /// Forgets `ids` (a minute's list, taken out of `by_minute`).
+    fn forget(&mut self, ids: &[SeenKey]) {
+        for id in ids {
+            self.ids.remove(id);
+            if let Some(share) = self.shares.get_mut(id.tenant as usize) {
+                share.ids -= 1;
+            }
+        }
+    }
+
+    /// Forgets the ids of `tenant`'s oldest minute, raising its floor past it; false when it
+    /// has none. The minutes scanned start at its floor, which only moves forward, so each
+    /// minute is scanned about once per tenant over its share.
+    fn forget_oldest_minute_of(&mut self, tenant: u32) -> bool {
+        let Some(share) = self.shares.get(tenant as usize).copied() else {
+            return false;
+        };
+        let oldest = self
+            .by_minute
+            .range(share.floor_minute..)
+            .find(|(_, ids)| ids.iter().any(|id| id.tenant == tenant))
+            .map(|(minute, _)| *minute);
+        let Some(minute) = oldest else {
+            return false;
+        };
+        let mut removed = 0;
+        let ids = &mut self.ids;
+        if let Some(list) = self.by_minute.get_mut(&minute) {
+            list.retain(|id| {
+                let theirs = id.tenant == tenant;
+                if theirs {
+                    ids.remove(id);
+                    removed += 1;
+                }
+                !theirs
+            });
+            if list.is_empty() {
+                self.by_minute.remove(&minute);
+            }
+        }
+        if let Some(share) = self.shares.get_mut(tenant as usize) {
+            share.ids -= removed;
+            share.floor_minute = minute + 1;
+        }
+        self.forgotten_early += removed as u64;
+        true
     }
 
     /// Whether `key` is remembered.
@@ -139,9 +239,8 @@ impl SeenIds {
             if *entry.key() >= cutoff_minute {
                 break;
             }
-            for id in entry.remove() {
-                self.ids.remove(&id);
-            }
+            let ids = entry.remove();
+            self.forget(&ids);
         }
     }
 
@@ -175,6 +274,44 @@ mod tests {
     fn sight(seen: &mut SeenIds, id: u128, at_ms: i64) -> Sighting {
         let key = seen.key("tenant-a", id);
         seen.first_sighting(key, at_ms)
+    }
+
+    #[test]
+    fn one_tenant_s_flood_shortens_its_own_horizon_only_whatever_the_order() {
+        let remembered = |order: &[(u128, i64)]| {
+            let mut seen = SeenIds::with_caps(1_000, 100);
+            for id in 0..10u128 {
+                let key = seen.key("honest", id);
+                assert_eq!(seen.first_sighting(key, 0), Sighting::First);
+            }
+            for (id, at_ms) in order {
+                let key = seen.key("flood", *id);
+                seen.first_sighting(key, *at_ms);
+            }
+            // The honest tenant keeps its minute: a resend is recognised, a new id checked.
+            let again = seen.key("honest", 3);
+            assert_eq!(seen.first_sighting(again, 0), Sighting::Repeat);
+            let new = seen.key("honest", 11);
+            assert_eq!(seen.first_sighting(new, 0), Sighting::First);
+            // The flooding tenant kept at most its share, its newest minutes.
+            let kept: Vec<u128> = (0..500u128)
+                .filter(|id| {
+                    let key = seen.key("flood", *id);
+                    seen.contains(key)
+                })
+                .collect();
+            let old = seen.key("flood", 0);
+            assert_eq!(seen.first_sighting(old, 0), Sighting::Unchecked);
+            kept
+        };
+        // 500 ids, 10 a minute over 50 minutes, in order and backwards.
+        let forward: Vec<(u128, i64)> = (0..500u128)
+            .map(|i| (i, (i / 10) as i64 * 60_000))
+            .collect();
+        let backward: Vec<(u128, i64)> = forward.iter().rev().copied().collect();
+        let kept = remembered(&forward);
+        assert_eq!(kept, (400..500).collect::<Vec<_>>());
+        assert_eq!(remembered(&backward), kept);
     }
 
     #[test]

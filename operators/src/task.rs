@@ -45,6 +45,9 @@ pub struct TaskSettings {
     pub dedup_horizon_ms: i64,
     /// Most `eventId`s remembered; past it the oldest minutes are forgotten early.
     pub dedup_max_ids: usize,
+    /// Most `eventId`s of one tenant remembered; past it that tenant's oldest minutes are
+    /// forgotten early (nobody else's).
+    pub dedup_max_ids_per_tenant: usize,
     /// Largest message inspected.
     pub max_message_bytes: usize,
     /// Distinct new enum values admitted per tenant, field and day; the rest are counted
@@ -144,7 +147,7 @@ impl Task {
             partition,
             settings,
             checkpoint,
-            seen: SeenIds::with_cap(settings.dedup_max_ids),
+            seen: SeenIds::with_caps(settings.dedup_max_ids, settings.dedup_max_ids_per_tenant),
             windows: WindowSet::default(),
             aggregates: Aggregates::default(),
             archive: Vec::new(),
@@ -655,6 +658,7 @@ mod tests {
             max_future_skew_ms: 10 * MINUTE,
             dedup_horizon_ms: 24 * 60 * MINUTE,
             dedup_max_ids: 10_000_000,
+            dedup_max_ids_per_tenant: 10_000_000,
             max_message_bytes: 1 << 20,
             max_new_enum_values: 1_000,
         }

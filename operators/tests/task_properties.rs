@@ -45,6 +45,7 @@ fn settings() -> TaskSettings {
         max_future_skew_ms: 60_000,
         dedup_horizon_ms: 3_600_000,
         dedup_max_ids: 10_000_000,
+        dedup_max_ids_per_tenant: 10_000_000,
         max_message_bytes: 4096,
         max_new_enum_values: 1_000,
     }

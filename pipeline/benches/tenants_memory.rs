@@ -61,6 +61,7 @@ fn main() {
         max_future_skew_ms: 600_000,
         dedup_horizon_ms: 86_400_000,
         dedup_max_ids: 2_000_000,
+        dedup_max_ids_per_tenant: 2_000_000,
         max_message_bytes: 1 << 20,
         max_new_enum_values: 1_000,
     };

@@ -96,6 +96,7 @@ impl Recomputation {
                 allowed_lateness_ms: NEVER_MS,
                 dedup_horizon_ms: NEVER_MS,
                 dedup_max_ids: EVERY_ID,
+                dedup_max_ids_per_tenant: EVERY_ID,
                 ..task_settings(settings)
             },
             aggregates,

@@ -25,7 +25,8 @@ type RowKey = (Family, Span, i64, String, [String; 3]);
 struct Store {
     rows: BTreeMap<RowKey, (u64, WindowValue)>,
     checkpoint: Checkpoint,
-    /// Archived events by (tenant, id), as the archive's key is: (offset, event time, late).
+    /// Archived events by (tenant, id), as the archive's key is: (offset, window start in ms,
+    /// late).
     archive: BTreeMap<(String, EventId), (i64, i64, bool)>,
     dead_letters: BTreeSet<i64>,
 }
@@ -34,8 +35,9 @@ impl Store {
     fn side_outputs(&mut self, flush: &Flush) {
         for event in &flush.archive {
             let key = (event.tenant_id.clone(), event.event_id);
+            // Remembered under its window's minute, as the restore query reads it.
             self.archive
-                .insert(key, (event.offset, event.timestamp_ms, event.late));
+                .insert(key, (event.offset, event.window_start * 1000, event.late));
         }
         self.dead_letters
             .extend(flush.dead_letters.iter().map(|d| d.offset));
@@ -122,13 +124,14 @@ fn traffic() -> Vec<(i64, Vec<u8>)> {
 /// Remembers every id of the traffic.
 const NO_CAP: usize = 1_000_000;
 
-fn settings(dedup_max_ids: usize) -> TaskSettings {
+fn settings(dedup_max_ids: usize, dedup_max_ids_per_tenant: usize) -> TaskSettings {
     TaskSettings {
         allowed_lateness_ms: 5 * 60_000,
         correction_horizon_ms: 7 * 86_400_000,
         max_future_skew_ms: 10 * 60_000,
         dedup_horizon_ms: 24 * 3_600_000,
         dedup_max_ids,
+        dedup_max_ids_per_tenant,
         max_message_bytes: 1 << 20,
         max_new_enum_values: 1_000,
     }
@@ -153,9 +156,9 @@ fn batch(messages: &[(i64, Vec<u8>)], from: usize, to: usize) -> Vec<RawMessage<
 fn run_capped(
     messages: &[(i64, Vec<u8>)],
     crash_seed: Option<u64>,
-    dedup_max_ids: usize,
+    (dedup_max_ids, dedup_max_ids_per_tenant): (usize, usize),
 ) -> (Store, usize, u64) {
-    let settings = || settings(dedup_max_ids);
+    let settings = || settings(dedup_max_ids, dedup_max_ids_per_tenant);
     let mut store = Store::default();
     let mut task = store.restore(settings());
     let mut rng = ChaCha8Rng::seed_from_u64(crash_seed.unwrap_or(0));
@@ -186,7 +189,7 @@ fn run_capped(
 }
 
 fn run(messages: &[(i64, Vec<u8>)], crash_seed: Option<u64>) -> (Store, usize) {
-    let (store, crashes, _) = run_capped(messages, crash_seed, NO_CAP);
+    let (store, crashes, _) = run_capped(messages, crash_seed, (NO_CAP, NO_CAP));
     (store, crashes)
 }
 
@@ -213,7 +216,7 @@ fn crashes_at_random_points_do_not_change_any_metric() {
 fn under_a_dedup_cap_crashes_do_not_change_any_metric_either() {
     let messages = traffic();
     let cap = 2_000;
-    let (straight, _, unchecked) = run_capped(&messages, None, cap);
+    let (straight, _, unchecked) = run_capped(&messages, None, (cap, cap));
     let (uncapped, _) = run(&messages, None);
     assert!(unchecked > 0, "the cap was reached and let events through");
     assert!(
@@ -221,7 +224,26 @@ fn under_a_dedup_cap_crashes_do_not_change_any_metric_either() {
         "a cap never drops an event: at worst it counts a resend"
     );
     for seed in 1..=3 {
-        let (crashed, crashes, _) = run_capped(&messages, Some(seed), cap);
+        let (crashed, crashes, _) = run_capped(&messages, Some(seed), (cap, cap));
+        assert!(crashes > 5, "seed {seed} crashed only {crashes} times");
+        assert_eq!(crashed.metrics(), straight.metrics(), "seed {seed}");
+        assert_eq!(crashed.archive, straight.archive, "seed {seed}");
+    }
+}
+
+/// With a per-tenant dedup share far below the traffic (and no overall cap), a restored task
+/// remembers exactly what the live one did, tenant by tenant, so crashes change nothing.
+#[test]
+fn under_a_per_tenant_dedup_share_crashes_do_not_change_any_metric_either() {
+    let messages = traffic();
+    let share = (NO_CAP, 300);
+    let (straight, _, unchecked) = run_capped(&messages, None, share);
+    assert!(
+        unchecked > 0,
+        "the share was reached and let events through"
+    );
+    for seed in 1..=3 {
+        let (crashed, crashes, _) = run_capped(&messages, Some(seed), share);
         assert!(crashes > 5, "seed {seed} crashed only {crashes} times");
         assert_eq!(crashed.metrics(), straight.metrics(), "seed {seed}");
         assert_eq!(crashed.archive, straight.archive, "seed {seed}");

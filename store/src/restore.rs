@@ -65,10 +65,15 @@ pub const OPEN_ROWS_QUERY: &str = concat!(
      GROUP BY family, task, window_start, tenant_id, d1, d2, d3"
 );
 
-/// Event ids a task counted below its checkpoint. Binds: topic, partition, checkpoint offset,
-/// earliest event time kept (Unix ms).
-pub const SEEN_QUERY: &str = "SELECT tenant_id, event_id, timestamp_ms FROM events_raw \
-     WHERE topic = ? AND partition = ? AND offset < ? AND timestamp_ms >= ?";
+/// Event ids a task counted below its checkpoint, each at the minute the live task remembered
+/// it under: its window (the broker's minute for a clock-skewed event), not its stamp; with the
+/// stamp, a restored task could forget a different minute under the dedup cap than the live
+/// one did, and count a resend the live task caught. Binds: topic, partition, checkpoint
+/// offset, earliest event time kept (Unix ms; its whole minute is kept, as the live task does).
+pub const SEEN_QUERY: &str = "SELECT tenant_id, event_id, \
+     toInt64(toUInt32(window_start)) * 1000 AS timestamp_ms FROM events_raw \
+     WHERE topic = ? AND partition = ? AND offset < ? \
+     AND toInt64(toUInt32(window_start)) >= intDiv(?, 60000) * 60";
 
 /// Messages at or after a task's checkpoint that a sink refused: replaying them dead-letters
 /// them again instead of counting them (ADR 0006). Binds: topic, partition, checkpoint offset.

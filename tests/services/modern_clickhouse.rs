@@ -107,6 +107,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
         max_future_skew_ms: 600_000,
         dedup_horizon_ms: 86_400_000,
         dedup_max_ids: 1_000_000,
+        dedup_max_ids_per_tenant: 1_000_000,
         max_message_bytes: 1 << 20,
         max_new_enum_values: 1_000,
     };

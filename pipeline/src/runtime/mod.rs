@@ -62,6 +62,7 @@ pub fn task_settings(settings: &Settings) -> TaskSettings {
         max_future_skew_ms: settings.pipeline.max_future_skew_ms,
         dedup_horizon_ms: settings.pipeline.dedup_horizon_ms,
         dedup_max_ids: settings.pipeline.dedup_max_ids,
+        dedup_max_ids_per_tenant: settings.pipeline.dedup_max_ids_per_tenant,
         max_message_bytes: settings.kafka.max_message_bytes,
         max_new_enum_values: settings.pipeline.max_new_enum_values,
     }

@@ -21,6 +21,8 @@ pub struct PipelineSettings {
     pub dedup_horizon_ms: i64,
     /// Most `eventId`s one task remembers (at most 72 bytes each).
     pub dedup_max_ids: usize,
+    /// Most `eventId`s of one tenant one task remembers: its share of `dedup_max_ids`.
+    pub dedup_max_ids_per_tenant: usize,
     /// Raw bytes held for the next flush before it is started early.
     pub max_pending_bytes: usize,
     /// Most window rows one flush writes in one state insert (the commit point stays one
@@ -80,6 +82,11 @@ impl PipelineSettings {
             "dedup_max_ids",
             self.dedup_max_ids as i64,
             1_000..=1_000_000_000,
+        );
+        within(
+            "dedup_max_ids_per_tenant",
+            self.dedup_max_ids_per_tenant as i64,
+            1_000..=self.dedup_max_ids.max(1_000) as i64,
         );
         if self.sources.is_empty() {
             problems.push("pipeline.sources: name at least one of kafka, kinesis".into());
