@@ -20,6 +20,8 @@ use salestalk_dashboards::Tenants;
 use salestalk_store::keys::{self, ApiKey, Role};
 use salestalk_store::{ClickHouseError, Endpoint};
 
+pub use crate::http::ClientAddress;
+
 /// Most bytes the verified keys held in the cache may take (a key naming many tenants
 /// weighs more than one naming a few).
 pub const MAX_CACHED_BYTES: usize = 4 << 20;
@@ -34,10 +36,6 @@ pub const MAX_FAILURES_PER_MINUTE: u32 = 30;
 /// Most client addresses whose failures are counted; beyond it, addresses with no failure
 /// in the last minute are forgotten first, then the oldest.
 const MAX_COUNTED_ADDRESSES: usize = 65_536;
-
-/// The address of the client that sent a request (its TCP peer), set by `http::serve`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddress(pub IpAddr);
 
 /// What a request's key gets.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,7 +34,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::access::ClientAddress;
+/// The address of the client that sent a request (its TCP peer), which [`serve`] puts in
+/// every request's extensions (failed key checks are counted by it, `access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::IpAddr);
 
 /// `[serve]`: where `salestalk serve` listens (dashboards and active alerts).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
