@@ -112,13 +112,10 @@ impl Endpoint {
              toUInt32(starts_at) AS starts_at, toUInt32(ends_at) AS ends_at, summary, delivered \
              FROM ({sql})"
         );
-        let mut query = self.client().query(&sql);
+        let mut query = self.query(&sql);
         if let Some(limit) = limit {
             query = query.bind(limit);
         }
-        query
-            .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
+        query.fetch_all().await
     }
 }

@@ -65,18 +65,16 @@ impl Endpoint {
         now_ms: u64,
         limit: u64,
     ) -> Result<Vec<OutboxEntry>, ClickHouseError> {
-        self.client()
-            .query(
-                "SELECT notification, target, rule, body, created_ms, attempts, next_attempt_ms, \
+        self.query(
+            "SELECT notification, target, rule, body, created_ms, attempts, next_attempt_ms, \
                  state, last_error, version FROM (SELECT * FROM alert_outbox \
                  ORDER BY version DESC LIMIT 1 BY notification, target) \
                  WHERE state = ? AND next_attempt_ms <= ? ORDER BY created_ms LIMIT ?",
-            )
-            .bind(state::PENDING)
-            .bind(now_ms)
-            .bind(limit)
-            .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
+        )
+        .bind(state::PENDING)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all()
+        .await
     }
 }

@@ -149,7 +149,6 @@ impl Endpoint {
             month.next_first_day().to_string(),
         );
         let mut query = self
-            .client()
             .query(&sql)
             .bind(&first)
             .bind(&next)
@@ -158,10 +157,7 @@ impl Endpoint {
         if let Some(tenants) = only {
             query = query.bind(tenants);
         }
-        query
-            .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
+        query.fetch_all().await
     }
 
     /// The cost and tokens in `month` of every tenant, or of `only` these, by tenant (the
@@ -186,17 +182,13 @@ impl Endpoint {
             }
         );
         let mut query = self
-            .client()
             .query(&sql)
             .bind(month.first_day().to_string())
             .bind(month.next_first_day().to_string());
         if let Some(tenants) = only {
             query = query.bind(tenants);
         }
-        query
-            .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
+        query.fetch_all().await
     }
 }
 

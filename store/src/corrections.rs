@@ -168,13 +168,11 @@ impl Endpoint {
         until: i64,
     ) -> Result<DayTotals, ClickHouseError> {
         let rows: Vec<TenantDay> = self
-            .client()
             .query(sql)
             .bind(since.max(0))
             .bind(until.max(0))
             .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| (r.tenant_id, i64::from(r.day_start), r.total))
@@ -188,7 +186,6 @@ impl Endpoint {
         day: i64,
     ) -> Result<Vec<(String, i64)>, ClickHouseError> {
         let rows: Vec<TenantTotal> = self
-            .client()
             .query(
                 "SELECT tenant_id, toInt64(uniqExact(event_id)) AS total FROM events_raw \
                  WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
@@ -197,27 +194,24 @@ impl Endpoint {
             .bind(day.max(0))
             .bind((day + DAY_S).max(0))
             .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+            .await?;
         Ok(rows.into_iter().map(|r| (r.tenant_id, r.total)).collect())
     }
 
     /// Every window row key of `tenant`'s day starting at `day` (Unix s) in the families a
     /// correction rewrites, whoever wrote it (live tasks, zombies, earlier corrections).
     pub async fn live_keys(&self, tenant: &str, day: i64) -> Result<Vec<LiveKey>, ClickHouseError> {
-        self.client()
-            .query(
-                "SELECT DISTINCT family, task, toUInt32(window_start) AS window_start, d1, d2, d3 \
+        self.query(
+            "SELECT DISTINCT family, task, toUInt32(window_start) AS window_start, d1, d2, d3 \
                  FROM window_state WHERE has(CAST(? AS Array(String)), family) AND tenant_id = ? \
                  AND window_start >= toDateTime(?) AND window_start < toDateTime(?)",
-            )
-            .bind(corrected_families())
-            .bind(tenant)
-            .bind(day.max(0))
-            .bind((day + DAY_S).max(0))
-            .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
+        )
+        .bind(corrected_families())
+        .bind(tenant)
+        .bind(day.max(0))
+        .bind((day + DAY_S).max(0))
+        .fetch_all()
+        .await
     }
 
     /// What `tasks` hold of `tenant`'s day starting at `day` (Unix s): the events they counted
@@ -230,8 +224,7 @@ impl Endpoint {
         tasks: &std::collections::BTreeSet<String>,
     ) -> Result<(i64, i64), ClickHouseError> {
         let tasks: Vec<&String> = tasks.iter().collect();
-        self.client()
-            .query(
+        self.query(
                 "SELECT toInt64(sumIf(value, family = ?)), toInt64(sumIf(value, family = ?)) \
                  FROM (SELECT family, argMax(ints[1], epoch) AS value FROM window_state \
                  WHERE has([?, ?], family) AND tenant_id = ? AND window_start >= toDateTime(?) \
@@ -253,7 +246,6 @@ impl Endpoint {
             .bind(salestalk_operators::aggregate::window_text(day).get(..10).unwrap_or_default())
             .fetch_one()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// Every task that wrote a row of the day starting at `day` (Unix s), for any tenant (each
@@ -263,16 +255,14 @@ impl Endpoint {
             .into_iter()
             .filter(|name| name.ends_with("/day"))
             .collect();
-        self.client()
-            .query(
-                "SELECT DISTINCT task FROM window_state WHERE has(CAST(? AS Array(String)), family) \
+        self.query(
+            "SELECT DISTINCT task FROM window_state WHERE has(CAST(? AS Array(String)), family) \
                  AND window_start = toDateTime(?)",
-            )
-            .bind(day_families)
-            .bind(day.max(0))
-            .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
+        )
+        .bind(day_families)
+        .bind(day.max(0))
+        .fetch_all()
+        .await
     }
 
     /// The newest check of every tenant and day starting in `[since, until)` (Unix s).
@@ -281,8 +271,7 @@ impl Endpoint {
         since: i64,
         until: i64,
     ) -> Result<Vec<CorrectionRecord>, ClickHouseError> {
-        self.client()
-            .query(
+        self.query(
                 "SELECT tenant_id, day, max(checked_at_ms) AS last_checked, \
                  argMax(epoch, checked_at_ms) AS last_epoch, argMax(trigger, checked_at_ms) AS last_trigger, \
                  argMax(live_before, checked_at_ms) AS last_live_before, \
@@ -300,7 +289,6 @@ impl Endpoint {
             .bind(until.max(0))
             .fetch_all()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// Records checks (and their corrections, if any), in one insert.

@@ -116,10 +116,7 @@ const FILTER_SQL: &str = "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Arra
      AND toUInt32(broker_time) >= ? AND toUInt32(broker_time) < ? \
      AND (? = '' OR status = ? OR (? = 'unresolved' AND status IN ('pending', 'answered')))";
 
-fn bind_filter(
-    mut query: clickhouse::query::Query,
-    filter: &DlqFilter,
-) -> clickhouse::query::Query {
+fn bind_filter(mut query: crate::Query, filter: &DlqFilter) -> crate::Query {
     for list in [
         &filter.ids,
         &filter.topics,
@@ -142,11 +139,9 @@ fn bind_filter(
 impl Endpoint {
     /// Dead letters neither redriven nor discarded.
     pub async fn dlq_depth(&self) -> Result<u64, ClickHouseError> {
-        self.client()
-            .query("SELECT toUInt64(sum(entries)) FROM dlq_depth")
+        self.query("SELECT toUInt64(sum(entries)) FROM dlq_depth")
             .fetch_one()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// Entries matching `filter`, oldest first.
@@ -160,10 +155,7 @@ impl Endpoint {
              ORDER BY broker_time, topic, partition, offset LIMIT {}",
             filter.limit
         );
-        bind_filter(self.client().query(&sql), filter)
-            .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
+        bind_filter(self.query(&sql), filter).fetch_all().await
     }
 
     /// The raw bytes of one dead letter, if it exists.
@@ -173,9 +165,7 @@ impl Endpoint {
         partition: i32,
         offset: i64,
     ) -> Result<Option<Vec<u8>>, ClickHouseError> {
-        let row: Option<RawRow> = self
-            .client()
-            .query(
+        let row: Option<RawRow> = self.query(
                 "SELECT argMax(raw, written_at_ms) AS raw FROM dead_letters \
                  WHERE topic = ? AND partition = ? AND offset = ? GROUP BY topic, partition, offset",
             )
@@ -183,8 +173,7 @@ impl Endpoint {
             .bind(partition)
             .bind(offset)
             .fetch_optional()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+            .await?;
         Ok(row.map(|r| r.raw.into_vec()))
     }
 

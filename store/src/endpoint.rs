@@ -256,12 +256,10 @@ pub(crate) fn server_code(text: &str) -> Option<u32> {
 impl Endpoint {
     /// Whether the server answers at all (`SELECT 1`), for telling an outage from a refusal.
     pub async fn ping(&self) -> Result<(), ClickHouseError> {
-        self.server_client()
-            .query("SELECT 1")
+        self.server_query("SELECT 1")
             .fetch_one::<u8>()
             .await
             .map(|_| ())
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// A client for the server, without a database selected.
@@ -329,31 +327,9 @@ impl Endpoint {
         self.server_client().with_database(&self.database)
     }
 
-    /// Inserts `rows` into `table` of the database, as one insert (nothing for no rows).
-    pub async fn insert_rows<T: clickhouse::Row + clickhouse::RowWrite>(
-        &self,
-        table: &str,
-        rows: &[T::Value<'_>],
-    ) -> Result<(), ClickHouseError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let classify = |e| ClickHouseError::classify(&self.url, e);
-        let mut insert = self.client().insert::<T>(table).await.map_err(classify)?;
-        for row in rows {
-            insert.write(row).await.map_err(classify)?;
-        }
-        insert.end().await.map_err(classify)
-    }
-
     /// Asks the server its version and derives what it supports.
     pub async fn probe(&self) -> Result<ServerProfile, ClickHouseError> {
-        let version: String = self
-            .server_client()
-            .query("SELECT version()")
-            .fetch_one()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+        let version: String = self.server_query("SELECT version()").fetch_one().await?;
         let parsed = Version::parse(&version).ok_or(ClickHouseError::UnknownVersion(version))?;
         Ok(ServerProfile::for_version(parsed))
     }
@@ -364,11 +340,7 @@ impl Endpoint {
         if !self.cluster.is_empty() {
             statement.push_str(&format!(" ON CLUSTER {}", self.cluster));
         }
-        self.server_client()
-            .query(&statement)
-            .execute()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
+        self.server_query(&statement).execute().await
     }
 }
 

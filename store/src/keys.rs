@@ -364,11 +364,9 @@ impl Endpoint {
     /// Every key, newest first, revoked ones included.
     pub async fn keys(&self) -> Result<Vec<ApiKey>, ClickHouseError> {
         let rows: Vec<KeyRecord> = self
-            .client()
             .query(&format!("{} ORDER BY created_at DESC, key_id", latest("")))
             .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+            .await?;
         Ok(rows.into_iter().filter_map(KeyRecord::into_key).collect())
     }
 
@@ -405,12 +403,10 @@ impl Endpoint {
     }
 
     async fn latest_key(&self, id: &str) -> Result<Option<KeyRecord>, ClickHouseError> {
-        self.client()
-            .query(&latest("WHERE key_id = ?"))
+        self.query(&latest("WHERE key_id = ?"))
             .bind(id)
             .fetch_optional()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     async fn write_key(&self, record: &KeyRecord) -> Result<(), ClickHouseError> {

@@ -37,8 +37,7 @@ impl Endpoint {
             "SELECT consumer, toUInt64(events) AS events, p50_ms, p95_ms, p99_ms FROM ({})",
             schema::latency_percentiles_query(&self.database, filter)
         );
-        self.client()
-            .query(&sql)
+        self.query(&sql)
             .bind(seconds)
             .bind(tenants)
             .bind(tenants)
@@ -46,6 +45,5 @@ impl Endpoint {
             .bind(event_types)
             .fetch_all()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 }

@@ -125,7 +125,7 @@ impl Lineage {
     pub const CONDITION: &str = lineage_condition!();
 
     /// `query` with [`Lineage::CONDITION`]'s values bound.
-    pub fn bind(&self, query: clickhouse::query::Query) -> clickhouse::query::Query {
+    pub fn bind(&self, query: crate::Query) -> crate::Query {
         query
             .bind(self.unrecorded_below)
             .bind(self.checkpoint_epoch)
@@ -142,15 +142,13 @@ impl Endpoint {
         checkpoint_epoch: u64,
     ) -> Result<Lineage, ClickHouseError> {
         let claims: Vec<ConfirmedClaim> = self
-            .client()
             .query(
                 "SELECT generation, min(base_epoch) AS base_epoch FROM task_claims \
                  WHERE task = ? AND confirmed = 1 GROUP BY generation",
             )
             .bind(task)
             .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+            .await?;
         let bases = claims
             .into_iter()
             .map(|claim| (claim.generation, claim.base_epoch))
@@ -168,15 +166,12 @@ impl Endpoint {
         base_epoch: u64,
         owner: &str,
     ) -> Result<u64, ClickHouseError> {
-        let client = self.client();
-        let classify = |e| ClickHouseError::classify(&self.url, e);
         for _ in 0..CLAIM_ATTEMPTS {
-            let highest: u64 = client
+            let highest: u64 = self
                 .query("SELECT max(generation) FROM task_claims WHERE task = ?")
                 .bind(task)
                 .fetch_one()
-                .await
-                .map_err(classify)?;
+                .await?;
             let mut claim = ClaimRecord {
                 task: task.to_string(),
                 generation: highest.max(generation_of(base_epoch)) + 1,
@@ -188,13 +183,12 @@ impl Endpoint {
             };
             self.insert_rows::<ClaimRecord>("task_claims", std::slice::from_ref(&claim))
                 .await?;
-            let nonces: Vec<u64> = client
+            let nonces: Vec<u64> = self
                 .query("SELECT nonce FROM task_claims WHERE task = ? AND generation = ?")
                 .bind(task)
                 .bind(claim.generation)
                 .fetch_all()
-                .await
-                .map_err(classify)?;
+                .await?;
             if nonces == [claim.nonce] {
                 claim.confirmed = 1;
                 self.insert_rows::<ClaimRecord>("task_claims", std::slice::from_ref(&claim))

@@ -12,28 +12,23 @@ impl Endpoint {
     pub async fn migrate(&self, profile: &ServerProfile) -> Result<usize, ClickHouseError> {
         self.check_cluster().await?;
         self.ensure_database().await?;
-        let client = self.client();
-        let classify = |e| ClickHouseError::classify(&self.url, e);
         let migrations = schema::migrations(profile, &self.database);
         let cluster = self.cluster_schema(&migrations);
         let bookkeeping = |statement: String| match &cluster {
             Some(cluster) => cluster.replicated_table(&statement),
             None => statement,
         };
-        client
-            .query(&bookkeeping(format!(
+        self.query(&bookkeeping(format!(
                 "CREATE TABLE IF NOT EXISTS {}.schema_migrations \
                  (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version",
                 self.database
             )))
             .execute()
-            .await
-            .map_err(classify)?;
-        let applied: Vec<u32> = client
+            .await?;
+        let applied: Vec<u32> = self
             .query("SELECT DISTINCT version FROM schema_migrations")
             .fetch_all()
-            .await
-            .map_err(classify)?;
+            .await?;
         let mut count = 0;
         for migration in &migrations {
             if applied.contains(&migration.version) {
@@ -48,7 +43,7 @@ impl Endpoint {
                 None => migration.statements.clone(),
             };
             for statement in &statements {
-                match client.query(statement).execute().await.map_err(classify) {
+                match self.query(statement).execute().await {
                     // A migration interrupted after adding a column left it there; servers
                     // before 19.x have no `ADD COLUMN IF NOT EXISTS`.
                     Err(ClickHouseError::Rejected(clickhouse::error::Error::BadResponse(text)))
@@ -57,13 +52,13 @@ impl Endpoint {
                     other => other?,
                 }
             }
-            client
-                .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
-                .bind(migration.version)
-                .bind(migration.name)
-                .execute()
-                .await
-                .map_err(classify)?;
+            self.query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .execute()
+            .await?;
             count += 1;
         }
         self.ensure_views(cluster.as_ref()).await?;
@@ -90,12 +85,12 @@ impl Endpoint {
             return Ok(());
         }
         let (shards, replicas): (u64, u64) = self
-            .server_client()
-            .query("SELECT uniqExact(shard_num), count() FROM system.clusters WHERE cluster = ?")
+            .server_query(
+                "SELECT uniqExact(shard_num), count() FROM system.clusters WHERE cluster = ?",
+            )
             .bind(&self.cluster)
             .fetch_one()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+            .await?;
         match shards {
             0 => Err(ClickHouseError::NotSent(format!(
                 "clickhouse.cluster: the server at {} has no cluster '{}' in system.clusters",
@@ -118,18 +113,14 @@ impl Endpoint {
         &self,
         cluster: Option<&ClusterSchema<'_>>,
     ) -> Result<(), ClickHouseError> {
-        let client = self.client();
-        let classify = |e| ClickHouseError::classify(&self.url, e);
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {}.schema_views \
              (fingerprint String, applied_at_ms UInt64) ENGINE = MergeTree ORDER BY applied_at_ms",
             self.database
         );
-        client
-            .query(&cluster.map_or(create.clone(), |c| c.replicated_table(&create)))
+        self.query(&cluster.map_or(create.clone(), |c| c.replicated_table(&create)))
             .execute()
-            .await
-            .map_err(classify)?;
+            .await?;
         let statements: Vec<String> = match cluster {
             Some(cluster) => schema::views(&self.database)
                 .iter()
@@ -140,17 +131,16 @@ impl Endpoint {
         let fingerprint = fnv1a(statements.join(";\n").as_bytes());
         const ATTEMPTS: u32 = 3;
         for attempt in 1..=ATTEMPTS {
-            let current: Vec<String> = client
+            let current: Vec<String> = self
                 .query("SELECT fingerprint FROM schema_views ORDER BY applied_at_ms DESC LIMIT 1")
                 .fetch_all()
-                .await
-                .map_err(classify)?;
+                .await?;
             if current.first() == Some(&fingerprint) {
                 return Ok(());
             }
             let mut created = Ok(());
             for statement in &statements {
-                created = client.query(statement).execute().await.map_err(classify);
+                created = self.query(statement).execute().await;
                 if created.is_err() {
                     break;
                 }
@@ -160,15 +150,14 @@ impl Endpoint {
                     let now_ms = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as u64);
-                    return client
+                    return self
                         .query(
                             "INSERT INTO schema_views (fingerprint, applied_at_ms) VALUES (?, ?)",
                         )
                         .bind(&fingerprint)
                         .bind(now_ms)
                         .execute()
-                        .await
-                        .map_err(classify);
+                        .await;
                 }
                 Err(_) if attempt < ATTEMPTS => {
                     tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))

@@ -20,16 +20,12 @@ impl Endpoint {
         // The client reads `?` as a bind placeholder and `??` as a literal question mark.
         let sql = sql.replace('?', "??");
         let bytes = self
-            .client()
+            .query(&sql)
             .with_setting("output_format_json_quote_64bit_integers", "0")
             .with_setting(PUSH_FILTERS_INTO_VIEWS.0, PUSH_FILTERS_INTO_VIEWS.1)
             .with_setting("max_memory_usage", MAX_QUERY_MEMORY_BYTES.to_string())
-            .query(&sql)
             .fetch_bytes("JSONCompact")
-            .map_err(|e| ClickHouseError::classify(&self.url, e))?
-            .collect()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+            .await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             ClickHouseError::Refused(format!("ClickHouse answered with something not JSON: {e}"))
         })

@@ -60,10 +60,7 @@ const SELECTION_SQL: &str = "(empty(CAST(? AS Array(String))) OR has(CAST(? AS A
      AND (? = '' OR correlation_id = ?) \
      AND toUInt32(timestamp) >= ? AND toUInt32(timestamp) < ?";
 
-fn bind_selection(
-    mut query: clickhouse::query::Query,
-    selection: &ReplaySelection,
-) -> clickhouse::query::Query {
+fn bind_selection(mut query: crate::Query, selection: &ReplaySelection) -> crate::Query {
     for list in [
         &selection.event_ids,
         &selection.tenants,
@@ -181,10 +178,9 @@ impl Endpoint {
             "SELECT toUInt64(count()) FROM (SELECT tenant_id, event_id FROM events_raw \
              WHERE {SELECTION_SQL} GROUP BY tenant_id, event_id)"
         );
-        bind_selection(self.client().query(&sql), selection)
+        bind_selection(self.query(&sql), selection)
             .fetch_one()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// Up to `limit` events of `selection` after `after` (tenant, event id), in that order,
@@ -201,7 +197,7 @@ impl Endpoint {
             SELECTION_SQL,
             limit,
         );
-        self.fetch_page(bind_selection(self.client().query(&sql), selection), after)
+        self.fetch_page(bind_selection(self.query(&sql), selection), after)
             .await
     }
 
@@ -213,7 +209,7 @@ impl Endpoint {
         limit: u64,
     ) -> Result<Vec<ArchivedCopy>, ClickHouseError> {
         let sql = page_sql(NEWEST_COPY, SELECTION_SQL, limit);
-        self.fetch_page(bind_selection(self.client().query(&sql), selection), after)
+        self.fetch_page(bind_selection(self.query(&sql), selection), after)
             .await
     }
 
@@ -240,8 +236,7 @@ impl Endpoint {
              ORDER BY tenant_id, event_id, durable_at_ms DESC LIMIT 1 BY tenant_id, event_id \
              LIMIT {limit}"
         );
-        self.client()
-            .query(&sql)
+        self.query(&sql)
             .bind(tenant)
             .bind(after)
             .bind(since)
@@ -249,13 +244,12 @@ impl Endpoint {
             .bind(until)
             .fetch_all()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// The page of `query` (from [`page_sql`], its condition bound) after `after`.
     async fn fetch_page<T>(
         &self,
-        query: clickhouse::query::Query,
+        query: crate::Query,
         after: (&str, &str),
     ) -> Result<Vec<T>, ClickHouseError>
     where
@@ -267,7 +261,6 @@ impl Endpoint {
             .bind(after.1)
             .fetch_all()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// The events of `tenants` (all when empty) dead-lettered as `late` since `since` (broker
@@ -278,31 +271,27 @@ impl Endpoint {
         tenants: &[String],
         since: u32,
     ) -> Result<Vec<LateLetter>, ClickHouseError> {
-        self.client()
-            .query(
-                "SELECT topic, partition, offset, toUInt32(broker_time) AS read_at, raw \
+        self.query(
+            "SELECT topic, partition, offset, toUInt32(broker_time) AS read_at, raw \
                  FROM dead_letters FINAL WHERE reason = 'late' \
                  AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
                  AND toUInt32(broker_time) >= ? \
                  AND (topic, partition, offset) NOT IN (SELECT topic, partition, offset \
                  FROM dead_letter_actions WHERE action = 'discarded') \
                  ORDER BY topic, partition, offset",
-            )
-            .bind(tenants)
-            .bind(tenants)
-            .bind(since)
-            .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
+        )
+        .bind(tenants)
+        .bind(tenants)
+        .bind(since)
+        .fetch_all()
+        .await
     }
 
     /// The highest epoch any window row carries.
     pub async fn max_epoch(&self) -> Result<u64, ClickHouseError> {
-        self.client()
-            .query("SELECT max(epoch) FROM window_state")
+        self.query("SELECT max(epoch) FROM window_state")
             .fetch_one()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// Records `replay` (a later record of the same id replaces it).
@@ -313,8 +302,7 @@ impl Endpoint {
 
     /// The last `limit` replays, newest first.
     pub async fn replays(&self, limit: u64) -> Result<Vec<ReplayRecord>, ClickHouseError> {
-        self.client()
-            .query(&format!(
+        self.query(&format!(
                 // Aliases apart from the columns (18.16 would nest the aggregates).
                 "SELECT replay_id, argMax(who, finished_at) AS who_, \
                  argMax(selection, finished_at) AS selection_, argMax(target, finished_at) AS target_, \
@@ -324,6 +312,5 @@ impl Endpoint {
             ))
             .fetch_all()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 }

@@ -102,12 +102,10 @@ impl Endpoint {
         &self,
     ) -> Result<Vec<(String, Checkpoint, Option<i64>)>, ClickHouseError> {
         let rows: Vec<TaskCheckpointRow> = self
-            .client()
             .query(ALL_CHECKPOINTS_QUERY)
             .bind(CHECKPOINT_FAMILY)
             .fetch_all()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))?;
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| {
@@ -128,27 +126,23 @@ impl Endpoint {
         allowed_lateness_ms: i64,
         dedup_horizon_ms: i64,
     ) -> Result<TaskState, ClickHouseError> {
-        let client = self.client();
-        let classify = |e| ClickHouseError::classify(&self.url, e);
         let task = task_name(topic, partition);
-        let latest: Option<CheckpointRow> = client
+        let latest: Option<CheckpointRow> = self
             .query(CHECKPOINT_QUERY)
             .bind(CHECKPOINT_FAMILY)
             .bind(&task)
             .fetch_optional()
-            .await
-            .map_err(classify)?;
+            .await?;
         let checkpoint = latest
             .map(|row| decode_checkpoint(row.epoch, &row.ints, row.d1))
             .unwrap_or_default();
-        let refused: Vec<RefusedRow> = client
+        let refused: Vec<RefusedRow> = self
             .query(REFUSED_QUERY)
             .bind(topic)
             .bind(partition)
             .bind(checkpoint.next_offset)
             .fetch_all()
-            .await
-            .map_err(classify)?;
+            .await?;
         let refused = refused.into_iter().map(refusal).collect();
         if checkpoint.epoch == 0 {
             return Ok(TaskState {
@@ -161,7 +155,7 @@ impl Endpoint {
         // Rows of windows that may still change; older ones are final and stay on disk only.
         let since = checkpoint.first_open_window(allowed_lateness_ms).max(0);
         let lineage = self.lineage(&task, checkpoint.epoch).await?;
-        let query = client
+        let query = self
             .query(OPEN_ROWS_QUERY)
             .bind(&task)
             .bind(CHECKPOINT_FAMILY);
@@ -172,23 +166,21 @@ impl Endpoint {
             .bind(Span::Hour.start(since))
             .bind(since)
             .fetch_all()
-            .await
-            .map_err(classify)?;
+            .await?;
         let rows = rows.into_iter().filter_map(StateRecord::into_row).collect();
 
         // Ids counted before the checkpoint, within the dedup horizon.
         let horizon_start = checkpoint
             .event_watermark_ms
             .map_or(i64::MIN, |wm| wm - dedup_horizon_ms);
-        let seen: Vec<SeenRow> = client
+        let seen: Vec<SeenRow> = self
             .query(SEEN_QUERY)
             .bind(topic)
             .bind(partition)
             .bind(checkpoint.next_offset)
             .bind(horizon_start)
             .fetch_all()
-            .await
-            .map_err(classify)?;
+            .await?;
         let seen = seen
             .into_iter()
             .filter_map(|row| {

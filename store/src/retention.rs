@@ -110,13 +110,11 @@ impl Endpoint {
         now_s: i64,
     ) -> Result<Vec<ExpiredPartition>, ClickHouseError> {
         let cutoff = (now_s - i64::from(days) * 86_400).clamp(0, i64::from(u32::MAX));
-        self.client()
-            .query(EXPIRED_QUERY)
+        self.query(EXPIRED_QUERY)
             .bind(table)
             .bind(cutoff as u32)
             .fetch_all()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 
     /// Drops `expired` (a no-op when it is already gone).
@@ -133,14 +131,12 @@ impl Endpoint {
                 expired.partition, expired.table
             )));
         };
-        self.client()
-            .query(&format!(
-                "ALTER TABLE {table} DROP PARTITION {}",
-                expired.partition
-            ))
-            .execute()
-            .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
+        self.query(&format!(
+            "ALTER TABLE {table} DROP PARTITION {}",
+            expired.partition
+        ))
+        .execute()
+        .await
     }
 }
 

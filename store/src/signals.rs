@@ -120,11 +120,9 @@ impl Endpoint {
     /// `rule`'s signal now, per subject; subjects with fewer than `min_events` are left out.
     pub async fn measure(&self, rule: &Rule) -> Result<Vec<SignalValue>, ClickHouseError> {
         let (name, value) = crate::raw_query::PUSH_FILTERS_INTO_VIEWS;
-        self.client()
+        self.query(&signal_sql(rule))
             .with_setting(name, value)
-            .query(&signal_sql(rule))
             .fetch_all()
             .await
-            .map_err(|e| ClickHouseError::classify(&self.url, e))
     }
 }

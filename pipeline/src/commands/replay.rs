@@ -23,9 +23,9 @@ use salestalk_kafka::producer::{self, deliver};
 use std::collections::{BTreeMap, BTreeSet};
 
 use salestalk_sinks::clickhouse::write_flushes;
+use salestalk_store::Endpoint;
 use salestalk_store::corrections::{CorrectionRecord, DAY_S};
 use salestalk_store::replay::{ReplayRecord, ReplaySelection};
-use salestalk_store::{ClickHouseError, Endpoint};
 
 use crate::corrections::{
     self,
@@ -434,11 +434,9 @@ async fn checked_database(
     let profile = target.probe().await?;
     target.migrate(&profile).await?;
     let rows: u64 = target
-        .client()
         .query("SELECT toUInt64(count()) FROM window_state")
         .fetch_one()
-        .await
-        .map_err(|e| ClickHouseError::classify(&target.url, e))?;
+        .await?;
     if rows > 0 {
         if !args.overwrite {
             bail!(
@@ -453,11 +451,9 @@ async fn checked_database(
             "sink_outcomes",
         ] {
             target
-                .client()
                 .query(&format!("TRUNCATE TABLE IF EXISTS {table}"))
                 .execute()
-                .await
-                .map_err(|e| ClickHouseError::classify(&target.url, e))?;
+                .await?;
         }
     }
     Ok(target)

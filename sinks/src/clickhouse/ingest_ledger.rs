@@ -10,7 +10,6 @@ use salestalk_store::ingest_outcome::IngestOutcome;
 use salestalk_store::{ClickHouseError, Endpoint};
 
 use super::dead_letter_table::DeadLetterRecord;
-use super::insert::insert_range;
 
 /// The dead-letter "partition" of an entry that never reached a topic: librdkafka's
 /// "unassigned", so a redrive lets the partitioner choose by the tenant key, as the gateway
@@ -74,7 +73,6 @@ pub async fn record_ingest(
     refused: &[RefusedEntry],
     written_at_ms: u64,
 ) -> Result<(), ClickHouseError> {
-    let client = endpoint.client();
     if !refused.is_empty() {
         let records: Vec<DeadLetterRecord<'_>> = refused
             .iter()
@@ -99,15 +97,9 @@ pub async fn record_ingest(
                 }
             })
             .collect();
-        let len = records.len();
-        insert_range::<DeadLetterRecord<'_>>(
-            &client,
-            &endpoint.url,
-            "dead_letters",
-            &records,
-            0..len,
-        )
-        .await?;
+        endpoint
+            .insert_rows::<DeadLetterRecord<'_>>("dead_letters", &records)
+            .await?;
     }
     if !counts.is_empty() {
         let records: Vec<OutcomeRecord<'_>> = counts
@@ -120,15 +112,9 @@ pub async fn record_ingest(
                 entries: count.entries,
             })
             .collect();
-        let len = records.len();
-        insert_range::<OutcomeRecord<'_>>(
-            &client,
-            &endpoint.url,
-            "ingest_outcomes",
-            &records,
-            0..len,
-        )
-        .await?;
+        endpoint
+            .insert_rows::<OutcomeRecord<'_>>("ingest_outcomes", &records)
+            .await?;
     }
     Ok(())
 }

@@ -1,30 +1,12 @@
-//! Inserting rows: a range of them as one insert, and a batch with the rows ClickHouse refuses
-//! isolated (ADR 0006), which the archive and the dead-letter table share.
+//! Inserting a batch with the rows ClickHouse refuses isolated (ADR 0006), which the archive
+//! and the dead-letter table share; each insert is the store's one insert.
 
-use std::ops::Range;
-
-use clickhouse::{Client, Row, RowWrite};
-use salestalk_store::{ClickHouseError, Endpoint};
+use clickhouse::{Row, RowWrite};
+use salestalk_store::Endpoint;
 
 use super::{SERVICE, sink_error};
 use crate::retry::{Refused, write_isolating};
 use crate::sink::{FlushBatch, Sink, SinkError};
-
-/// Inserts `records[range]` into `table` as one insert.
-pub(super) async fn insert_range<T: Row + RowWrite>(
-    client: &Client,
-    url: &str,
-    table: &str,
-    records: &[T::Value<'_>],
-    range: Range<usize>,
-) -> Result<(), ClickHouseError> {
-    let classify = |e| ClickHouseError::classify(url, e);
-    let mut insert = client.insert::<T>(table).await.map_err(classify)?;
-    for record in &records[range] {
-        insert.write(record).await.map_err(classify)?;
-    }
-    insert.end().await.map_err(classify)
-}
 
 /// What [`insert_isolating`] did: the rows refused (or why it could not go on), and how many
 /// write attempts failed on the way, which the caller records as the sink's outcomes once it
@@ -47,12 +29,11 @@ pub(super) async fn insert_isolating<T: Row + RowWrite>(
     batch: &FlushBatch<'_>,
 ) -> Isolated {
     let observer = batch.observer;
-    let client = endpoint.client();
     let mut failed_attempts = 0;
     let written = write_isolating(
         &batch.policy,
         records.len(),
-        |range| insert_range::<T>(&client, &endpoint.url, table, records, range),
+        |range| endpoint.insert_rows::<T>(table, &records[range]),
         || endpoint.ping(),
         |_| {
             failed_attempts += 1;

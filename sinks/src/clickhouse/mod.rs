@@ -120,16 +120,9 @@ pub async fn record_outcomes(
             failed_attempts: *n,
         });
     }
-    let client = endpoint.client();
-    let len = records.len();
-    insert::insert_range::<OutcomeRecord<'_>>(
-        &client,
-        &endpoint.url,
-        "sink_outcomes",
-        &records,
-        0..len,
-    )
-    .await?;
+    endpoint
+        .insert_rows::<OutcomeRecord<'_>>("sink_outcomes", &records)
+        .await?;
     let latency: Vec<LatencyRecord<'_>> = outcomes
         .latency
         .iter()
@@ -151,15 +144,9 @@ pub async fn record_outcomes(
     if latency.is_empty() {
         return Ok(());
     }
-    let len = latency.len();
-    insert::insert_range::<LatencyRecord<'_>>(
-        &client,
-        &endpoint.url,
-        "delivery_latency",
-        &latency,
-        0..len,
-    )
-    .await
+    endpoint
+        .insert_rows::<LatencyRecord<'_>>("delivery_latency", &latency)
+        .await
 }
 
 /// One row of `delivery_latency`.

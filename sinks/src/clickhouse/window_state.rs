@@ -6,7 +6,6 @@ use salestalk_operators::flush::{Flush, StateRow, consumers};
 use salestalk_store::Endpoint;
 use salestalk_store::codec::{StateRecord, task_name};
 
-use super::insert::insert_range;
 use super::{SERVICE, sink_error};
 use crate::sink::{FlushBatch, Sink, SinkFuture};
 
@@ -74,13 +73,10 @@ pub async fn write_corrections(
         .iter()
         .map(|(task, row)| StateRecord::of_row(task, epoch, row))
         .collect();
-    let client = endpoint.client();
-    let mut start = 0;
-    while start < records.len() {
-        let end = (start + MAX_STATE_ROWS).min(records.len());
-        insert_range::<StateRecord>(&client, &endpoint.url, "window_state", &records, start..end)
+    for chunk in records.chunks(MAX_STATE_ROWS) {
+        endpoint
+            .insert_rows::<StateRecord>("window_state", chunk)
             .await?;
-        start = end;
     }
     Ok(records.len())
 }
@@ -137,7 +133,6 @@ impl Sink for WindowState {
                 .iter()
                 .flat_map(|f| f.archive.iter().map(|e| e.tenant_id.as_str()))
                 .collect();
-            let client = self.endpoint.client();
             let observer = batch.observer;
             let mut failed_attempts = 0;
             let mut written = Ok(());
@@ -146,13 +141,8 @@ impl Sink for WindowState {
                     .policy
                     .run(
                         || {
-                            insert_range::<StateRecord>(
-                                &client,
-                                &self.endpoint.url,
-                                "window_state",
-                                &insert,
-                                0..insert.len(),
-                            )
+                            self.endpoint
+                                .insert_rows::<StateRecord>("window_state", &insert)
                         },
                         |_| {
                             failed_attempts += 1;
