@@ -24,7 +24,8 @@ use salestalk_operators::flush::Flush;
 use salestalk_operators::message::{PublishPath, RawMessage};
 use salestalk_operators::routing::RoutingTable;
 use salestalk_operators::task::{Task, TaskSettings};
-use salestalk_store::replay::{ArchivedCopy, LateLetter};
+use salestalk_store::replay::ArchivedCopy;
+use salestalk_store::tables::dead_letters::LateLetter;
 
 use crate::runtime::task_settings;
 use crate::settings::Settings;

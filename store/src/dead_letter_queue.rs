@@ -89,22 +89,6 @@ impl DlqEntry {
     }
 }
 
-#[derive(Debug, Row, Serialize)]
-struct ActionRecord<'a> {
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    action: &'a str,
-    acted_at: u32,
-    acted_at_ms: u64,
-    note: &'a str,
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct RawRow {
-    raw: serde_bytes::ByteBuf,
-}
-
 /// The condition a [`DlqFilter`] stands for; binds in [`bind_filter`]'s order.
 const FILTER_SQL: &str = "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), \
      concat(topic, '/', toString(partition), '/', toString(offset)))) \
@@ -158,25 +142,6 @@ impl Endpoint {
         bind_filter(self.query(&sql), filter).fetch_all().await
     }
 
-    /// The raw bytes of one dead letter, if it exists.
-    pub async fn dlq_raw(
-        &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-    ) -> Result<Option<Vec<u8>>, ClickHouseError> {
-        let row: Option<RawRow> = self.query(
-                "SELECT argMax(raw, written_at_ms) AS raw FROM dead_letters \
-                 WHERE topic = ? AND partition = ? AND offset = ? GROUP BY topic, partition, offset",
-            )
-            .bind(topic)
-            .bind(partition)
-            .bind(offset)
-            .fetch_optional()
-            .await?;
-        Ok(row.map(|r| r.raw.into_vec()))
-    }
-
     /// Records `action` (`redriven` or `discarded`) for `entries` at `now_ms`.
     pub async fn dlq_resolve(
         &self,
@@ -190,30 +155,6 @@ impl Endpoint {
             .map(|entry| (entry.topic.as_str(), entry.partition, entry.offset))
             .collect();
         self.dlq_mark(&addresses, action, note, now_ms).await
-    }
-
-    /// Records `action` for the dead letters at `addresses` (topic, partition, offset).
-    pub async fn dlq_mark(
-        &self,
-        addresses: &[(&str, i32, i64)],
-        action: &str,
-        note: &str,
-        now_ms: u64,
-    ) -> Result<(), ClickHouseError> {
-        let records: Vec<ActionRecord<'_>> = addresses
-            .iter()
-            .map(|&(topic, partition, offset)| ActionRecord {
-                topic,
-                partition,
-                offset,
-                action,
-                acted_at: (now_ms / 1000) as u32,
-                acted_at_ms: now_ms,
-                note,
-            })
-            .collect();
-        self.insert_rows::<ActionRecord<'_>>("dead_letter_actions", &records)
-            .await
     }
 }
 

@@ -32,6 +32,7 @@ pub mod restore;
 pub mod retention;
 pub mod schema;
 pub mod signals;
+pub mod tables;
 pub mod tls;
 
 pub use endpoint::{ClickHouseError, Endpoint, InsertCompression, ReaderLimits};

@@ -132,22 +132,6 @@ pub struct ArchivedCopy {
     pub raw: Vec<u8>,
 }
 
-/// An event dead-lettered as `late` (and not discarded): a backfill counts it.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
-pub struct LateLetter {
-    /// The topic it was read from.
-    pub topic: String,
-    /// Its partition.
-    pub partition: i32,
-    /// Its offset (its dead letter's address).
-    pub offset: i64,
-    /// Broker time (Unix s).
-    pub broker_time: u32,
-    /// The message as received.
-    #[serde(with = "serde_bytes")]
-    pub raw: Vec<u8>,
-}
-
 /// One replay, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct ReplayRecord {
@@ -261,30 +245,6 @@ impl Endpoint {
             .bind(after.1)
             .fetch_all()
             .await
-    }
-
-    /// The events of `tenants` (all when empty) dead-lettered as `late` since `since` (broker
-    /// time, Unix s) and not discarded: a late event arrives after its window, so every late
-    /// event of a range is among those read since its start (less the allowed clock skew).
-    pub async fn late_letters(
-        &self,
-        tenants: &[String],
-        since: u32,
-    ) -> Result<Vec<LateLetter>, ClickHouseError> {
-        self.query(
-            "SELECT topic, partition, offset, toUInt32(broker_time) AS read_at, raw \
-                 FROM dead_letters FINAL WHERE reason = 'late' \
-                 AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
-                 AND toUInt32(broker_time) >= ? \
-                 AND (topic, partition, offset) NOT IN (SELECT topic, partition, offset \
-                 FROM dead_letter_actions WHERE action = 'discarded') \
-                 ORDER BY topic, partition, offset",
-        )
-        .bind(tenants)
-        .bind(tenants)
-        .bind(since)
-        .fetch_all()
-        .await
     }
 
     /// The highest epoch any window row carries.

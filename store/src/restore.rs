@@ -5,8 +5,7 @@
 
 use clickhouse::Row;
 use salestalk_contracts::EventId;
-use salestalk_operators::dead_letter::DeadLetterReason;
-use salestalk_operators::flush::{Checkpoint, Rejection, TaskState};
+use salestalk_operators::flush::{Checkpoint, TaskState};
 use salestalk_operators::windows::Span;
 use serde::Deserialize;
 
@@ -21,14 +20,6 @@ struct CheckpointRow {
     epoch: u64,
     ints: Vec<i64>,
     d1: String,
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct RefusedRow {
-    offset: i64,
-    last_reason: String,
-    last_error: String,
-    most_attempts: u32,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -74,13 +65,6 @@ pub const SEEN_QUERY: &str = "SELECT tenant_id, event_id, \
      toInt64(toUInt32(window_start)) * 1000 AS timestamp_ms FROM events_raw \
      WHERE topic = ? AND partition = ? AND offset < ? \
      AND toInt64(toUInt32(window_start)) >= intDiv(?, 60000) * 60";
-
-/// Messages at or after a task's checkpoint that a sink refused: replaying them dead-letters
-/// them again instead of counting them (ADR 0006). Binds: topic, partition, checkpoint offset.
-pub const REFUSED_QUERY: &str = "SELECT offset, argMax(reason, written_at_ms) AS last_reason, \
-     argMax(error, written_at_ms) AS last_error, max(attempts) AS most_attempts FROM dead_letters \
-     WHERE topic = ? AND partition = ? AND offset >= ? \
-     AND reason IN ('sink_rejected', 'retries_exhausted') GROUP BY offset";
 
 /// The latest checkpoint of every task.
 const ALL_CHECKPOINTS_QUERY: &str = "SELECT task, max(epoch) AS last_epoch, argMax(ints, epoch) AS last_ints, \
@@ -136,14 +120,9 @@ impl Endpoint {
         let checkpoint = latest
             .map(|row| decode_checkpoint(row.epoch, &row.ints, row.d1))
             .unwrap_or_default();
-        let refused: Vec<RefusedRow> = self
-            .query(REFUSED_QUERY)
-            .bind(topic)
-            .bind(partition)
-            .bind(checkpoint.next_offset)
-            .fetch_all()
+        let refused = self
+            .refusals(topic, partition, checkpoint.next_offset)
             .await?;
-        let refused = refused.into_iter().map(refusal).collect();
         if checkpoint.epoch == 0 {
             return Ok(TaskState {
                 checkpoint,
@@ -196,19 +175,4 @@ impl Endpoint {
             generation: None,
         })
     }
-}
-
-/// The last refusal of an offset, as the replay will dead-letter it.
-fn refusal(row: RefusedRow) -> (i64, Rejection) {
-    let reason = if row.last_reason == DeadLetterReason::RetriesExhausted.as_str() {
-        DeadLetterReason::RetriesExhausted
-    } else {
-        DeadLetterReason::SinkRejected
-    };
-    let rejection = Rejection {
-        reason,
-        error: row.last_error,
-        attempts: row.most_attempts,
-    };
-    (row.offset, rejection)
 }

@@ -13,6 +13,7 @@ use crate::codec::{CHECKPOINT_FAMILY, family_name, span_suffix};
 use crate::ingest_outcome::IngestOutcome;
 use crate::lineage::generation_sql;
 use crate::profile::ServerProfile;
+use crate::tables::{Ddl, dead_letter_actions, dead_letters};
 
 /// One schema change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,18 +28,9 @@ pub struct Migration {
 
 /// Every migration, in order, for `database` on a server with `profile`.
 pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
-    let low = if profile.low_cardinality {
-        "LowCardinality(String)"
-    } else {
-        "String"
-    };
-    let ttl = |column: &str, days: u32| {
-        if profile.ttl {
-            format!("\nTTL {column} + INTERVAL {days} DAY")
-        } else {
-            String::new()
-        }
-    };
+    let ddl = Ddl::new(profile, database);
+    let low = ddl.low;
+    let ttl = |column: &str, days: u32| ddl.ttl(column, days);
     vec![
         // `window_state` is read in short time slices per tenant (a dashboard's edge minutes, an
         // alert's lookback): granules of 1,024 rows instead of 8,192 cut what such a read
@@ -92,26 +84,7 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                      ORDER BY (tenant_id, event_id){}",
                     ttl("timestamp", 90)
                 ),
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {database}.dead_letters (\n\
-                     topic {low},\n\
-                     partition Int32,\n\
-                     offset Int64,\n\
-                     broker_time DateTime('UTC'),\n\
-                     reason {low},\n\
-                     error String,\n\
-                     tenant_id String,\n\
-                     event_type String,\n\
-                     raw String,\n\
-                     attempts UInt32,\n\
-                     first_failure DateTime('UTC'),\n\
-                     last_failure DateTime('UTC'),\n\
-                     written_at_ms UInt64\n\
-                     ) ENGINE = ReplacingMergeTree(written_at_ms)\n\
-                     PARTITION BY toYYYYMM(broker_time)\n\
-                     ORDER BY (topic, partition, offset){}",
-                    ttl("broker_time", 14)
-                ),
+                dead_letters::create(&ddl),
             ],
         },
         // The views are recreated after every migration run (see `views`), so they must not be
@@ -125,20 +98,8 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
             version: 3,
             name: "dead-letter queue: readable event id, redrive and discard actions",
             statements: vec![
-                format!("ALTER TABLE {database}.dead_letters ADD COLUMN event_id String"),
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {database}.dead_letter_actions (\n\
-                     topic {low},\n\
-                     partition Int32,\n\
-                     offset Int64,\n\
-                     action {low},\n\
-                     acted_at DateTime('UTC'),\n\
-                     acted_at_ms UInt64,\n\
-                     note String\n\
-                     ) ENGINE = ReplacingMergeTree(acted_at_ms)\n\
-                     ORDER BY (topic, partition, offset){}",
-                    ttl("acted_at", 14)
-                ),
+                dead_letters::add_event_id(&ddl),
+                dead_letter_actions::create(&ddl),
             ],
         },
         Migration {
@@ -316,7 +277,7 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
             version: 12,
             name: "Kinesis: dead letters' sequence numbers, shards' throttled reads",
             statements: vec![
-                format!("ALTER TABLE {database}.dead_letters ADD COLUMN sequence String"),
+                dead_letters::add_sequence(&ddl),
                 format!("ALTER TABLE {database}.consumer_group_lag ADD COLUMN throttled UInt64"),
             ],
         },

@@ -12,7 +12,7 @@ use salestalk_operators::windows::{Span, WindowValue};
 use salestalk_sinks::clickhouse::{MAX_STATE_ROWS, write_corrections};
 use salestalk_store::codec::{parse_family_name, task_name};
 use salestalk_store::corrections::{CorrectionRecord, DAY_S, LiveKey, correction_epoch};
-use salestalk_store::replay::LateLetter;
+use salestalk_store::tables::dead_letters::LateLetter;
 
 use crate::recompute::{Purpose, Recomputation};
 use crate::settings::Settings;

@@ -68,11 +68,11 @@ impl Ledger {
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
-        if pending.refused_bytes + entry.raw.len() > MAX_PENDING_BYTES {
+        if pending.refused_bytes + entry.letter.raw.len() > MAX_PENDING_BYTES {
             pending.not_kept += 1;
             return;
         }
-        pending.refused_bytes += entry.raw.len();
+        pending.refused_bytes += entry.letter.raw.len();
         pending.refused.push(entry);
     }
 
@@ -148,18 +148,26 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests {
+    use salestalk_operators::dead_letter::DeadLetterReason;
+    use salestalk_operators::flush::{Address, DeadLetter, Readable, Rejection};
+
     use super::*;
 
     fn refused(bytes: usize) -> RefusedEntry {
         RefusedEntry {
             topic: "t".into(),
-            address: 1,
-            received_ms: 0,
-            error: "TooLarge".into(),
-            tenant_id: "a".into(),
-            event_type: String::new(),
-            event_id: String::new(),
-            raw: vec![b'x'; bytes],
+            letter: DeadLetter::new(
+                Address {
+                    offset: 1,
+                    broker_ms: 0,
+                },
+                Readable {
+                    tenant: "a",
+                    ..Readable::default()
+                },
+                Rejection::at_once(DeadLetterReason::RejectedAtIngest, "TooLarge".into()),
+                vec![b'x'; bytes],
+            ),
         }
     }
 

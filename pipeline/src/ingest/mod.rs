@@ -30,6 +30,8 @@ use salestalk_contracts::{EventType, Json, Violation, other_tenant, parse, valid
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
 use salestalk_operators::PublishPath;
+use salestalk_operators::dead_letter::DeadLetterReason;
+use salestalk_operators::flush::{Address, DeadLetter, Readable, Rejection};
 use salestalk_sinks::clickhouse::ingest_ledger::{NO_TOPIC, RefusedEntry};
 use salestalk_store::Endpoint;
 use salestalk_store::ingest_outcome::IngestOutcome;
@@ -342,16 +344,27 @@ async fn publish(
             continue;
         }
         if IngestOutcome::REJECTED.contains(&outcome) {
+            let letter = DeadLetter::new(
+                // Its address among dead letters: random, as no broker offset exists.
+                Address {
+                    offset: rand::random::<i64>() & i64::MAX,
+                    broker_ms: received_ms,
+                },
+                Readable {
+                    tenant: judged.tenant,
+                    source: judged.source,
+                    event_type: judged.event_type,
+                    event_id: &judged.id,
+                },
+                Rejection::at_once(
+                    DeadLetterReason::RejectedAtIngest,
+                    describe_refusal(outcome, &message, errors),
+                ),
+                entry.get().as_bytes().to_vec(),
+            );
             gateway.ledger.refuse(RefusedEntry {
                 topic: judged.topic.clone().unwrap_or_else(|| NO_TOPIC.to_string()),
-                // Its address among dead letters: random, as no broker offset exists.
-                address: rand::random::<i64>() & i64::MAX,
-                received_ms,
-                error: describe_refusal(outcome, &message, errors),
-                tenant_id: judged.tenant.to_string(),
-                event_type: judged.event_type.to_string(),
-                event_id: judged.id.clone(),
-                raw: entry.get().as_bytes().to_vec(),
+                letter,
             });
         }
         results.push(failure(&judged.id, outcome, &message, errors));

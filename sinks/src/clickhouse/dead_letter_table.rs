@@ -3,34 +3,12 @@
 //! refuses is lost unless an earlier sink (the dead-letter topic) already keeps it: then the
 //! refusal is logged, otherwise the run stops without committing.
 
-use clickhouse::Row;
 use salestalk_operators::flush::consumers;
-use salestalk_store::codec::datetime;
-use serde::Serialize;
+use salestalk_store::tables::dead_letters::{self, DeadLetterRow};
 
 use super::SERVICE;
 use super::insert::insert_isolating;
 use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture};
-
-/// One row of `dead_letters` (the dead-letter table sink's, and the gateway's refusals).
-#[derive(Debug, Clone, Row, Serialize)]
-pub(super) struct DeadLetterRecord<'a> {
-    pub(super) topic: &'a str,
-    pub(super) partition: i32,
-    pub(super) offset: i64,
-    pub(super) broker_time: u32,
-    pub(super) reason: &'a str,
-    pub(super) error: &'a str,
-    pub(super) tenant_id: &'a str,
-    pub(super) event_type: &'a str,
-    pub(super) raw: &'a serde_bytes::Bytes,
-    pub(super) attempts: u32,
-    pub(super) first_failure: u32,
-    pub(super) last_failure: u32,
-    pub(super) written_at_ms: u64,
-    pub(super) event_id: &'a str,
-    pub(super) sequence: &'a str,
-}
 
 /// The dead-letter table sink.
 pub struct DeadLetterTable {
@@ -61,33 +39,20 @@ impl Sink for DeadLetterTable {
         Box::pin(async move {
             let letters = batch.dead_letters();
             let durable_at_ms = batch.durable_at_ms;
-            let now = datetime((durable_at_ms / 1000) as i64);
-            let records: Vec<DeadLetterRecord<'_>> = letters
+            let records: Vec<DeadLetterRow<'_>> = letters
                 .iter()
                 .map(|sourced| {
-                    let letter = sourced.letter;
-                    DeadLetterRecord {
-                        topic: sourced.topic,
-                        partition: sourced.partition,
-                        offset: letter.offset,
-                        broker_time: datetime(letter.broker_ms.div_euclid(1000)),
-                        reason: letter.reason.as_str(),
-                        error: &letter.error,
-                        tenant_id: &letter.tenant_id,
-                        event_type: &letter.event_type,
-                        raw: serde_bytes::Bytes::new(&letter.raw),
-                        attempts: letter.attempts,
-                        first_failure: datetime(letter.broker_ms.div_euclid(1000)),
-                        last_failure: now,
-                        written_at_ms: durable_at_ms,
-                        event_id: &letter.event_id,
-                        sequence: &letter.sequence,
-                    }
+                    DeadLetterRow::new(
+                        sourced.topic,
+                        sourced.partition,
+                        sourced.letter,
+                        durable_at_ms,
+                    )
                 })
                 .collect();
-            let isolated = insert_isolating::<DeadLetterRecord<'_>>(
+            let isolated = insert_isolating::<DeadLetterRow<'_>>(
                 &self.endpoint,
-                "dead_letters",
+                dead_letters::TABLE,
                 &records,
                 self,
                 batch,

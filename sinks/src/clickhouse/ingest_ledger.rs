@@ -4,12 +4,12 @@
 //! `rejected_at_ingest`, so nothing submitted is lost without a trace. ClickHouse, not the
 //! broker, holds both: a broker outage is exactly when they must still be counted.
 
-use salestalk_operators::dead_letter::DeadLetterReason;
+use salestalk_operators::flush::DeadLetter;
 use salestalk_store::codec::datetime;
 use salestalk_store::ingest_outcome::IngestOutcome;
 use salestalk_store::{ClickHouseError, Endpoint};
 
-use super::dead_letter_table::DeadLetterRecord;
+use salestalk_store::tables::dead_letters::DeadLetterRow;
 
 /// The dead-letter "partition" of an entry that never reached a topic: librdkafka's
 /// "unassigned", so a redrive lets the partitioner choose by the tenant key, as the gateway
@@ -45,24 +45,13 @@ struct OutcomeRecord<'a> {
 }
 
 /// An entry the gateway refused for good, as its dead letter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RefusedEntry {
     /// The topic it routes to, or [`NO_TOPIC`].
     pub topic: String,
-    /// A number no other refused entry has (the dead letter's `offset`, its address).
-    pub address: i64,
-    /// When it was submitted, Unix ms.
-    pub received_ms: i64,
-    /// Why, with the code first (`ValidationError: ...`).
-    pub error: String,
-    /// Its tenant, as far as it can be told (see [`OutcomeCount::tenant_id`]).
-    pub tenant_id: String,
-    /// Its event type, when readable.
-    pub event_type: String,
-    /// Its event id, when readable.
-    pub event_id: String,
-    /// The entry as submitted.
-    pub raw: Vec<u8>,
+    /// Its dead letter (reason `rejected_at_ingest`): its offset a number no other refused
+    /// entry has (its address), its broker time when it was submitted.
+    pub letter: DeadLetter,
 }
 
 /// Stores `counts` and `refused` (two inserts, not retried here: the gateway keeps what was
@@ -74,32 +63,13 @@ pub async fn record_ingest(
     written_at_ms: u64,
 ) -> Result<(), ClickHouseError> {
     if !refused.is_empty() {
-        let records: Vec<DeadLetterRecord<'_>> = refused
+        let rows: Vec<DeadLetterRow<'_>> = refused
             .iter()
             .map(|entry| {
-                let at = datetime(entry.received_ms.div_euclid(1000));
-                DeadLetterRecord {
-                    topic: &entry.topic,
-                    partition: NO_PARTITION,
-                    offset: entry.address,
-                    broker_time: at,
-                    reason: DeadLetterReason::RejectedAtIngest.as_str(),
-                    error: &entry.error,
-                    tenant_id: &entry.tenant_id,
-                    event_type: &entry.event_type,
-                    raw: serde_bytes::Bytes::new(&entry.raw),
-                    attempts: 1,
-                    first_failure: at,
-                    last_failure: at,
-                    written_at_ms,
-                    event_id: &entry.event_id,
-                    sequence: "",
-                }
+                DeadLetterRow::new(&entry.topic, NO_PARTITION, &entry.letter, written_at_ms)
             })
             .collect();
-        endpoint
-            .insert_rows::<DeadLetterRecord<'_>>("dead_letters", &records)
-            .await?;
+        endpoint.insert_dead_letters(&rows).await?;
     }
     if !counts.is_empty() {
         let records: Vec<OutcomeRecord<'_>> = counts
