@@ -1,8 +1,8 @@
 //! The dead-letter topic: every dead letter also goes to Kafka, so tools outside ClickHouse
 //! can watch and replay it, and a dead letter the `dead_letters` table refuses is still kept.
 //!
-//! The record value is the raw message; the headers carry what the `dead_letters` table
-//! holds besides it; the key is `<topic>/<partition>/<offset>`, unique per source message,
+//! The record value is the raw message; the headers carry the `dead_letters` row's columns
+//! ([`DeadLetterRow::headers`]); the key is `<topic>/<partition>/<offset>`, unique per source message,
 //! so a compacted DLQ topic keeps one record per message even though a replay after a crash
 //! may produce one again (the topic is at-least-once; the table is exact).
 
@@ -13,6 +13,8 @@ use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
 use salestalk_operators::flush::consumers;
 use salestalk_store::codec::message_address;
+use salestalk_store::tables::dead_letters::DeadLetterRow;
+pub use salestalk_store::tables::dead_letters::header;
 
 use crate::retry::{RetryPolicy, Transient};
 use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SourcedLetter};
@@ -52,9 +54,6 @@ impl DlqSettings {
         problems
     }
 }
-
-/// Longest error text put in a header.
-const MAX_ERROR_HEADER: usize = 4096;
 
 /// Failures producing to the dead-letter topic.
 #[derive(Debug, thiserror::Error)]
@@ -225,47 +224,12 @@ impl Sink for DeadLetterTopic {
     }
 }
 
-/// The header names: stable, like the table's columns.
-pub mod header {
-    /// Source topic.
-    pub const TOPIC: &str = "salestalk.source.topic";
-    /// Source partition.
-    pub const PARTITION: &str = "salestalk.source.partition";
-    /// Source offset.
-    pub const OFFSET: &str = "salestalk.source.offset";
-    /// Reason (the taxonomy's name).
-    pub const REASON: &str = "salestalk.reason";
-    /// Error text (at most 4 KiB).
-    pub const ERROR: &str = "salestalk.error";
-    /// Tenant, when readable.
-    pub const TENANT: &str = "salestalk.tenant";
-    /// Event type, when readable.
-    pub const EVENT_TYPE: &str = "salestalk.event_type";
-    /// Event id, when readable.
-    pub const EVENT_ID: &str = "salestalk.event_id";
-    /// Attempts made.
-    pub const ATTEMPTS: &str = "salestalk.attempts";
-}
-
 fn headers(sourced: &SourcedLetter<'_>) -> OwnedHeaders {
-    let letter = sourced.letter;
-    let mut end = letter.error.len().min(MAX_ERROR_HEADER);
-    while !letter.error.is_char_boundary(end) {
-        end -= 1;
-    }
-    let fields: [(&str, String); 9] = [
-        (header::TOPIC, sourced.topic.to_string()),
-        (header::PARTITION, sourced.partition.to_string()),
-        (header::OFFSET, letter.offset.to_string()),
-        (header::REASON, letter.reason.as_str().to_string()),
-        (header::ERROR, letter.error[..end].to_string()),
-        (header::TENANT, letter.tenant_id.clone()),
-        (header::EVENT_TYPE, letter.event_type.clone()),
-        (header::EVENT_ID, letter.event_id.clone()),
-        (header::ATTEMPTS, letter.attempts.to_string()),
-    ];
+    // The row the table stores: the headers carry its columns, so they cannot drift apart.
+    let row = DeadLetterRow::new(sourced.topic, sourced.partition, sourced.letter, 0);
+    let fields = row.headers();
     fields.iter().fold(
-        OwnedHeaders::new_with_capacity(9),
+        OwnedHeaders::new_with_capacity(fields.len()),
         |headers, (key, value)| {
             headers.insert(Header {
                 key,

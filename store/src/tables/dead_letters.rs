@@ -121,6 +121,54 @@ impl<'a> DeadLetterRow<'a> {
     }
 }
 
+/// The names of a dead letter's columns as Kafka record headers (on the dead-letter topic;
+/// a delivered event carries the event's three): stable, like the columns.
+pub mod header {
+    /// Source topic.
+    pub const TOPIC: &str = "salestalk.source.topic";
+    /// Source partition.
+    pub const PARTITION: &str = "salestalk.source.partition";
+    /// Source offset.
+    pub const OFFSET: &str = "salestalk.source.offset";
+    /// Reason (the taxonomy's name).
+    pub const REASON: &str = "salestalk.reason";
+    /// Error text (at most 4 KiB).
+    pub const ERROR: &str = "salestalk.error";
+    /// Tenant, when readable.
+    pub const TENANT: &str = "salestalk.tenant";
+    /// Event type, when readable.
+    pub const EVENT_TYPE: &str = "salestalk.event_type";
+    /// Event id, when readable.
+    pub const EVENT_ID: &str = "salestalk.event_id";
+    /// Attempts made.
+    pub const ATTEMPTS: &str = "salestalk.attempts";
+}
+
+/// Longest error text put in a header.
+const MAX_ERROR_HEADER: usize = 4096;
+
+impl DeadLetterRow<'_> {
+    /// The row as Kafka record headers: its columns but the raw bytes (the record's value)
+    /// and the times, the error cut to 4 KiB.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut end = self.error.len().min(MAX_ERROR_HEADER);
+        while !self.error.is_char_boundary(end) {
+            end -= 1;
+        }
+        vec![
+            (header::TOPIC, self.topic.to_string()),
+            (header::PARTITION, self.partition.to_string()),
+            (header::OFFSET, self.offset.to_string()),
+            (header::REASON, self.reason.to_string()),
+            (header::ERROR, self.error[..end].to_string()),
+            (header::TENANT, self.tenant_id.to_string()),
+            (header::EVENT_TYPE, self.event_type.to_string()),
+            (header::EVENT_ID, self.event_id.to_string()),
+            (header::ATTEMPTS, self.attempts.to_string()),
+        ]
+    }
+}
+
 /// An event dead-lettered as `late` (and not discarded): a backfill counts it.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
 pub struct LateLetter {
