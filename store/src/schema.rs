@@ -26,6 +26,17 @@ pub struct Migration {
     pub statements: Vec<String>,
 }
 
+impl Migration {
+    /// Migration `version`, named `name`, of `statements`.
+    fn new<const N: usize>(version: u32, name: &'static str, statements: [String; N]) -> Self {
+        Self {
+            version,
+            name,
+            statements: statements.into(),
+        }
+    }
+}
+
 /// Every migration, in order, for `database` on a server with `profile`.
 pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
     let ddl = Ddl::new(profile, database);
@@ -304,13 +315,13 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
         // The pipeline's own partitions are sampled into consumer_group_lag too (group
         // `source.kafka`, like `source.kinesis`), naming the instance that owns each: the SRE
         // page's lag table then shows each instance's partitions and lag.
-        Migration {
-            version: 14,
-            name: "lag samples name the pipeline instance",
-            statements: vec![format!(
+        Migration::new(
+            14,
+            "lag samples name the pipeline instance",
+            [format!(
                 "ALTER TABLE {database}.consumer_group_lag ADD COLUMN instance String"
             )],
-        },
+        ),
         // Late events and corrections (ADR 0016): an event that arrives after its window is
         // final is archived with `late = 1` (not counted live), and the corrector recomputes its
         // tenant's day from the archive. Every check of a tenant's day is recorded, with what
