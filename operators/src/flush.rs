@@ -104,6 +104,7 @@ impl ArchivedEvent {
                 tenant: &self.tenant_id,
                 event_type: self.event_type.as_str(),
                 event_id: &self.event_id.to_string(),
+                correlation_id: &self.correlation_id,
                 ..Readable::default()
             },
             rejection,
@@ -154,6 +155,8 @@ pub struct Readable<'a> {
     pub event_type: &'a str,
     /// `eventId`, as written.
     pub event_id: &'a str,
+    /// `metadata.correlationId`.
+    pub correlation_id: &'a str,
 }
 
 /// A message that left the normal path.
@@ -180,6 +183,8 @@ pub struct DeadLetter {
     /// The source's own position of the message (a Kinesis sequence number; empty for
     /// Kafka, whose offset is the broker's).
     pub sequence: String,
+    /// `metadata.correlationId`, when readable.
+    pub correlation_id: String,
 }
 
 impl DeadLetter {
@@ -196,6 +201,7 @@ impl DeadLetter {
             attempts: rejection.attempts,
             raw,
             sequence: String::new(),
+            correlation_id: readable.correlation_id.to_string(),
         }
     }
 }

@@ -400,6 +400,7 @@ impl Task {
                 source: envelope.source,
                 event_type: envelope.event_type.as_str(),
                 event_id: &id.to_string(),
+                correlation_id: envelope.metadata.correlation_id,
             };
             self.reject(
                 arrival,
@@ -619,6 +620,11 @@ fn readable<'a>(value: Option<&'a Json<'a>>) -> Readable<'a> {
         source: field("source"),
         event_type: field("eventType"),
         event_id: field("eventId"),
+        correlation_id: value
+            .and_then(|v| v.get("metadata"))
+            .and_then(|metadata| metadata.get("correlationId"))
+            .and_then(Json::as_str)
+            .unwrap_or(""),
     }
 }
 
@@ -834,6 +840,7 @@ mod tests {
             .collect();
         assert_eq!(letters, [(2, DeadLetterReason::TooLate)]);
         assert!(flush.dead_letters[0].error.contains("correction horizon"));
+        assert_eq!(flush.dead_letters[0].correlation_id, "c");
         let late: Vec<(i64, bool)> = flush.archive.iter().map(|e| (e.offset, e.late)).collect();
         assert_eq!(late, [(0, false), (1, true)]);
     }
@@ -874,13 +881,16 @@ mod tests {
         let reasons: Vec<_> = flush
             .dead_letters
             .iter()
-            .map(|d| (d.offset, d.reason, d.tenant_id.as_str()))
+            .map(|d| {
+                let who = (d.tenant_id.as_str(), d.correlation_id.as_str());
+                (d.offset, d.reason, who)
+            })
             .collect();
         assert_eq!(
             reasons,
             [
-                (7, DeadLetterReason::SchemaViolation, "acme"),
-                (8, DeadLetterReason::NotJson, "")
+                (7, DeadLetterReason::SchemaViolation, ("acme", "c")),
+                (8, DeadLetterReason::NotJson, ("", ""))
             ]
         );
         assert!(

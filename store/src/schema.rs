@@ -383,6 +383,11 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
                  ORDER BY (notification, target)"
             )],
         },
+        Migration::new(
+            18,
+            "dead letter correlation ids",
+            [dead_letters::add_correlation_id(&ddl)],
+        ),
     ]
 }
 

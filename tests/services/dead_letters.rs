@@ -48,6 +48,8 @@ struct Letter {
     partition: i32,
     offset: i64,
     reason: String,
+    correlation_id: String,
+    raw_hex: String,
 }
 
 /// A valid classification event of the topics, as a JSON value.
@@ -198,11 +200,33 @@ async fn hostile_input_is_dead_lettered_with_its_reason_and_valid_traffic_flows(
         .isolated
         .endpoint()
         .client()
-        .query("SELECT partition, offset, reason FROM dead_letters FINAL WHERE topic = ?")
+        .query(
+            "SELECT partition, offset, reason, correlation_id, hex(raw) AS raw_hex \
+             FROM dead_letters FINAL \
+             WHERE topic = ?",
+        )
         .bind(&topic)
         .fetch_all()
         .await
         .expect("dead letters");
+    // Each keeps the correlation id its bytes carry, wherever they were parsed (not the
+    // oversized one, which is never parsed).
+    for letter in &letters {
+        let raw: Vec<u8> = (0..letter.raw_hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&letter.raw_hex[i..i + 2], 16).ok())
+            .collect();
+        let carried = serde_json::from_slice::<serde_json::Value>(&raw)
+            .ok()
+            .filter(|_| letter.reason != "oversized")
+            .and_then(|v| v["metadata"]["correlationId"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        assert_eq!(
+            letter.correlation_id, carried,
+            "{}@{}",
+            letter.partition, letter.offset
+        );
+    }
     let got: BTreeMap<(i32, i64), String> = letters
         .into_iter()
         .map(|l| ((l.partition, l.offset), l.reason))

@@ -215,6 +215,7 @@ struct Judged<'a> {
     tenant: &'a str,
     source: &'a str,
     event_type: &'a str,
+    correlation_id: &'a str,
     /// The topic it routes to, when its type is known and its tenant allowed.
     topic: Option<String>,
     /// `None` to publish, or why not: the outcome, a message, and pointer errors.
@@ -355,6 +356,7 @@ async fn publish(
                     source: judged.source,
                     event_type: judged.event_type,
                     event_id: &judged.id,
+                    correlation_id: judged.correlation_id,
                 },
                 Rejection::at_once(
                     DeadLetterReason::RejectedAtIngest,
@@ -471,6 +473,7 @@ impl<'a> Rules<'_> {
             tenant: if allowed { claimed } else { "" },
             source: readable(value, "source"),
             event_type,
+            correlation_id: readable(value.and_then(|v| v.get("metadata")), "correlationId"),
             topic: EventType::parse(event_type)
                 .ok()
                 .filter(|_| allowed)

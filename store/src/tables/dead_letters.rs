@@ -54,6 +54,12 @@ pub(crate) fn add_sequence(ddl: &Ddl<'_>) -> String {
     add_column(ddl, "sequence String")
 }
 
+/// Migration 18: the correlation id (`metadata.correlationId`), to follow a conversation
+/// into its dead letters.
+pub(crate) fn add_correlation_id(ddl: &Ddl<'_>) -> String {
+    add_column(ddl, "correlation_id String")
+}
+
 fn add_column(ddl: &Ddl<'_>, column: &str) -> String {
     format!(
         "ALTER TABLE {}.dead_letters ADD COLUMN {column}",
@@ -94,6 +100,8 @@ pub struct DeadLetterRow<'a> {
     pub event_id: &'a str,
     /// A Kinesis record's sequence number (empty for Kafka).
     pub sequence: &'a str,
+    /// `metadata.correlationId`, when readable.
+    pub correlation_id: &'a str,
 }
 
 impl<'a> DeadLetterRow<'a> {
@@ -117,6 +125,7 @@ impl<'a> DeadLetterRow<'a> {
             written_at_ms,
             event_id: &letter.event_id,
             sequence: &letter.sequence,
+            correlation_id: &letter.correlation_id,
         }
     }
 }
@@ -142,6 +151,8 @@ pub mod header {
     pub const EVENT_ID: &str = "salestalk.event_id";
     /// Attempts made.
     pub const ATTEMPTS: &str = "salestalk.attempts";
+    /// `metadata.correlationId`, when readable.
+    pub const CORRELATION_ID: &str = "salestalk.correlation_id";
 }
 
 /// Longest error text put in a header.
@@ -165,6 +176,7 @@ impl DeadLetterRow<'_> {
             (header::EVENT_TYPE, self.event_type.to_string()),
             (header::EVENT_ID, self.event_id.to_string()),
             (header::ATTEMPTS, self.attempts.to_string()),
+            (header::CORRELATION_ID, self.correlation_id.to_string()),
         ]
     }
 }
