@@ -15,12 +15,14 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`message`] | what a source hands in: raw bytes and their position |
+//! | [`address`] | typed identities: a source partition with its kind, a dead letter's address |
 //! | [`task`] | the per-partition operator: validate, dedup, lateness, dead letters |
 //! | [`flush`] | what a task hands to sinks and resumes from (its output schema) |
 //! | [`aggregate`] | the metric families, the `Aggregate` contract, one file per aggregate |
 //! | [`windows`] | minute windows and their hour and day rollups, interned |
 //! | [`dedup`], [`histogram`], [`dead_letter`], [`tally`] | the pieces those use |
 
+pub mod address;
 pub mod aggregate;
 pub mod dead_letter;
 pub mod dedup;
@@ -33,5 +35,6 @@ pub mod tally;
 pub mod task;
 pub mod windows;
 
+pub use address::{DeadLetterAddress, SourceKind, SourcePartition};
 pub use message::{PublishPath, RawMessage};
 pub use tally::Tally;

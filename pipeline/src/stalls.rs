@@ -132,7 +132,7 @@ impl Stalls {
                     continue;
                 };
                 let (at, sequence) = checkpoints
-                    .get(&task_name(&key.0, key.1))
+                    .get(&task_name(key.topic(), key.number()))
                     .map_or((None, None), |(_, at, sequence)| {
                         (*at, Some(sequence.as_str()).filter(|s| !s.is_empty()))
                     });
@@ -141,7 +141,7 @@ impl Stalls {
                     unread: page.records.len() as i64,
                     durable_at_ms: at,
                 };
-                out.push((key, progress));
+                out.push(((key.topic().to_string(), key.number()), progress));
             }
         }
         Ok(out)

@@ -13,6 +13,7 @@ use std::pin::Pin;
 
 use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_operators::flush::{DeadLetter, Flush, Rejection};
+use salestalk_operators::{DeadLetterAddress, SourcePartition};
 
 use crate::outcomes::Outcomes;
 use crate::retry::{Refusal, Refused, RetryPolicy, Transient};
@@ -87,12 +88,10 @@ impl SinkObserver for Unobserved {
 }
 
 /// A dead letter with the partition it came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SourcedLetter<'a> {
-    /// Source topic.
-    pub topic: &'a str,
-    /// Source partition.
-    pub partition: i32,
+    /// Where it is filed.
+    pub address: DeadLetterAddress,
     /// The letter.
     pub letter: &'a DeadLetter,
 }
@@ -110,7 +109,7 @@ pub struct FlushBatch<'a> {
     /// Dead letters of events a sink refused, with the index of their flush.
     refused: Vec<(usize, DeadLetter)>,
     /// Dead letters of events a routing target did not take: (flush, target topic, letter).
-    undelivered: Vec<(usize, String, DeadLetter)>,
+    undelivered: Vec<(usize, DeadLetterAddress, DeadLetter)>,
     /// A sink that already keeps every dead letter durably, if any.
     letters_kept_by: Option<&'static str>,
     /// What each consumer was asked for, refused, and how many attempts failed.
@@ -184,17 +183,25 @@ impl<'a> FlushBatch<'a> {
             attempts,
         });
         letter.offset = delivery_offset(&source.topic, source.partition, archived.offset);
-        self.undelivered.push((flush, topic.to_string(), letter));
+        let address = DeadLetterAddress::Unassigned {
+            topic: topic.to_string(),
+            id: letter.offset,
+        };
+        self.undelivered.push((flush, address, letter));
     }
 
     /// Every dead letter of the batch: the tasks' own, then those of refused events, then
     /// those of undelivered events.
     pub fn dead_letters(&self) -> Vec<SourcedLetter<'_>> {
-        let sourced = |flush: &'a Flush, letter| SourcedLetter {
-            topic: &flush.topic,
-            partition: flush.partition,
-            letter,
-        };
+        fn sourced<'l>(flush: &Flush, letter: &'l DeadLetter) -> SourcedLetter<'l> {
+            SourcedLetter {
+                address: DeadLetterAddress::Read {
+                    partition: SourcePartition::stored(&flush.topic, flush.partition),
+                    offset: letter.offset,
+                },
+                letter,
+            }
+        }
         self.flushes
             .iter()
             .flat_map(|flush| flush.dead_letters.iter().map(move |l| sourced(flush, l)))
@@ -206,9 +213,8 @@ impl<'a> FlushBatch<'a> {
             .chain(
                 self.undelivered
                     .iter()
-                    .map(|(_, topic, letter)| SourcedLetter {
-                        topic,
-                        partition: UNDELIVERED_PARTITION,
+                    .map(|(_, address, letter)| SourcedLetter {
+                        address: address.clone(),
                         letter,
                     }),
             )
@@ -243,9 +249,6 @@ impl<'a> FlushBatch<'a> {
             .collect()
     }
 }
-
-/// The partition of an undelivered event's dead letter: none in particular.
-pub const UNDELIVERED_PARTITION: i32 = -1;
 
 /// The offset of the dead letter of the event at `topic`/`partition`@`offset` that a target
 /// did not take: the first 63 bits of the SHA-256 of the source address, stable across

@@ -8,8 +8,7 @@
 //!   `ints = [next_offset, event_watermark_ms, broker_watermark_ms, durable_at_ms]`
 //!   (`i64::MIN` for a watermark not seen yet) and `d1` = the source's sequence number (Kinesis;
 //!   empty for Kafka), written in the same insert as the rows it completes (ADR 0004);
-//! - a message's address (a dead letter's id, the dead-letter topic's record key):
-//!   `topic/partition/offset`;
+//! - a dead letter's address: `salestalk_operators::DeadLetterAddress`;
 //! - an event id: the hyphenated UUID text of [`EventId`](salestalk_contracts::EventId);
 //! - a time: `DateTime` seconds, clamped to ClickHouse's range.
 
@@ -26,19 +25,6 @@ pub const CHECKPOINT_FAMILY: &str = "checkpoint";
 /// The task name stored with rows: `topic/partition`.
 pub fn task_name(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
-}
-
-/// A message's address, `topic/partition/offset`: unique per source message.
-pub fn message_address(topic: &str, partition: i32, offset: i64) -> String {
-    format!("{topic}/{partition}/{offset}")
-}
-
-/// Splits a message's address at its last two slashes (topic names may not hold one, but
-/// the split does not rely on it).
-pub fn parse_message_address(address: &str) -> Option<(&str, i32, i64)> {
-    let (rest, offset) = address.rsplit_once('/')?;
-    let (topic, partition) = rest.rsplit_once('/')?;
-    Some((topic, partition.parse().ok()?, offset.parse().ok()?))
 }
 
 /// Unix seconds as a ClickHouse `DateTime`, clamped to its range (1970 to 2106).
@@ -192,19 +178,6 @@ pub fn decode_checkpoint(epoch: u64, ints: &[i64], sequence: String) -> Checkpoi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn message_addresses_round_trip_and_split_at_the_last_two_slashes() {
-        let address = message_address("salestalk.tenant", 3, 1200);
-        assert_eq!(address, "salestalk.tenant/3/1200");
-        assert_eq!(
-            parse_message_address(&address),
-            Some(("salestalk.tenant", 3, 1200))
-        );
-        assert_eq!(parse_message_address("a/b/c/0/7"), Some(("a/b/c", 0, 7)));
-        assert_eq!(parse_message_address("salestalk.tenant/x/1"), None);
-        assert_eq!(parse_message_address("nothing"), None);
-    }
 
     #[test]
     fn family_names_round_trip() {

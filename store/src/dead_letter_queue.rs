@@ -3,6 +3,7 @@
 //! its status); resolving one appends to `dead_letter_actions`, never changes `dead_letters`.
 
 use clickhouse::Row;
+use salestalk_operators::DeadLetterAddress;
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{ClickHouseError, Endpoint};
@@ -83,9 +84,14 @@ pub struct DlqEntry {
 }
 
 impl DlqEntry {
+    /// Where it is filed.
+    pub fn address(&self) -> DeadLetterAddress {
+        DeadLetterAddress::stored(&self.topic, self.partition, self.offset)
+    }
+
     /// The entry's id, `topic/partition/offset`.
     pub fn id(&self) -> String {
-        crate::codec::message_address(&self.topic, self.partition, self.offset)
+        self.address().to_string()
     }
 }
 

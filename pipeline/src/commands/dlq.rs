@@ -29,13 +29,12 @@ use rdkafka::producer::FutureRecord;
 use salestalk_kafka::producer::{self, deliver};
 use salestalk_kinesis::put::{Outcome as KinesisOutcome, Record as KinesisRecord, put_records};
 use salestalk_operators::dead_letter::DeadLetterReason;
+use salestalk_operators::{DeadLetterAddress, SourceKind, SourcePartition};
 use salestalk_sinks::clickhouse::ingest_ledger::NO_TOPIC;
 use salestalk_sinks::kafka::dead_letter_topic::header;
-use salestalk_store::codec::parse_message_address;
 use salestalk_store::dead_letter_queue::{DlqEntry, DlqFilter};
 
 use crate::settings::Settings;
-use crate::sources::kinesis::lineage::stream_of;
 
 /// `salestalk dlq` subcommands.
 #[derive(Subcommand)]
@@ -129,7 +128,7 @@ impl FilterArgs {
             }
         }
         for id in &self.id {
-            if parse_message_address(id).is_none() {
+            if DeadLetterAddress::parse(id).is_none() {
                 problems.push(format!(
                     "'{id}' is not an entry id (topic/partition/offset)"
                 ));
@@ -286,7 +285,7 @@ pub async fn list(settings: &Settings, filter: &DlqFilter, json: bool) -> anyhow
 
 /// Prints one entry in full, with its raw message (as text when it is UTF-8).
 pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<bool> {
-    let (topic, partition, offset) = parse_message_address(id)
+    let address = DeadLetterAddress::parse(id)
         .with_context(|| format!("'{id}' is not an entry id (topic/partition/offset)"))?;
     let endpoint = settings.clickhouse.clone();
     let filter = DlqFilter {
@@ -297,10 +296,7 @@ pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<bool> {
     let Some(entry) = endpoint.dlq_entries(&filter).await?.into_iter().next() else {
         return Ok(false);
     };
-    let raw = endpoint
-        .dlq_raw(topic, partition, offset)
-        .await?
-        .unwrap_or_default();
+    let raw = endpoint.dlq_raw(&address).await?.unwrap_or_default();
     let mut out = std::io::stdout().lock();
     writeln!(out, "id:            {}", entry.id())?;
     writeln!(out, "status:        {}", entry.status)?;
@@ -377,14 +373,14 @@ pub async fn redrive_noting(
     let mut raws = Vec::with_capacity(entries.len());
     for entry in &entries {
         let raw = endpoint
-            .dlq_raw(&entry.topic, entry.partition, entry.offset)
+            .dlq_raw(&entry.address())
             .await?
             .unwrap_or_default();
         raws.push(raw);
     }
     let selected = entries.clone();
-    let (kinesis, kafka): (Vec<usize>, Vec<usize>) =
-        (0..entries.len()).partition(|i| stream_of(&entries[*i].topic).is_some());
+    let (kinesis, kafka): (Vec<usize>, Vec<usize>) = (0..entries.len())
+        .partition(|i| entries[*i].address().source_kind() == Some(SourceKind::Kinesis));
     let mut delivered = redrive_to_kinesis(settings, &entries, &raws, &kinesis).await?;
     let (entries, raws): (Vec<DlqEntry>, Vec<Vec<u8>>) = kafka
         .iter()
@@ -459,7 +455,7 @@ async fn redrive_to_kinesis(
     let client = salestalk_kinesis::client(&settings.kinesis).await;
     let mut by_stream: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
     for i in which {
-        if let Some(stream) = stream_of(&entries[*i].topic) {
+        if let Some(stream) = SourcePartition::stream_of(&entries[*i].topic) {
             by_stream.entry(stream).or_default().push(*i);
         }
     }

@@ -148,6 +148,7 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests {
+    use salestalk_operators::DeadLetterAddress;
     use salestalk_operators::dead_letter::DeadLetterReason;
     use salestalk_operators::flush::{Address, DeadLetter, Readable, Rejection};
 
@@ -155,7 +156,10 @@ mod tests {
 
     fn refused(bytes: usize) -> RefusedEntry {
         RefusedEntry {
-            topic: "t".into(),
+            address: DeadLetterAddress::Unassigned {
+                topic: "t".into(),
+                id: 1,
+            },
             letter: DeadLetter::new(
                 Address {
                     offset: 1,

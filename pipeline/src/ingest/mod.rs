@@ -29,9 +29,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_contracts::{EventType, Json, Violation, other_tenant, parse, validate};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
-use salestalk_operators::PublishPath;
 use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_operators::flush::{Address, DeadLetter, Readable, Rejection};
+use salestalk_operators::{DeadLetterAddress, PublishPath};
 use salestalk_sinks::clickhouse::ingest_ledger::{NO_TOPIC, RefusedEntry};
 use salestalk_store::Endpoint;
 use salestalk_store::ingest_outcome::IngestOutcome;
@@ -345,10 +345,11 @@ async fn publish(
             continue;
         }
         if IngestOutcome::REJECTED.contains(&outcome) {
+            // Its address among dead letters: random, as no broker offset exists.
+            let id = rand::random::<i64>() & i64::MAX;
             let letter = DeadLetter::new(
-                // Its address among dead letters: random, as no broker offset exists.
                 Address {
-                    offset: rand::random::<i64>() & i64::MAX,
+                    offset: id,
                     broker_ms: received_ms,
                 },
                 Readable {
@@ -365,7 +366,10 @@ async fn publish(
                 entry.get().as_bytes().to_vec(),
             );
             gateway.ledger.refuse(RefusedEntry {
-                topic: judged.topic.clone().unwrap_or_else(|| NO_TOPIC.to_string()),
+                address: DeadLetterAddress::Unassigned {
+                    topic: judged.topic.clone().unwrap_or_else(|| NO_TOPIC.to_string()),
+                    id,
+                },
                 letter,
             });
         }

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use salestalk_operators::SourcePartition;
 use salestalk_operators::flush::Flush;
 use salestalk_sinks::clickhouse::record_outcomes;
 use salestalk_sinks::outcomes::Outcomes;
@@ -198,7 +199,7 @@ impl<S: Source> Runtime<'_, S> {
         let mut durable = Vec::new();
         let mut to_replay = Vec::new();
         for (i, flush) in written.flushes.iter().enumerate() {
-            let key = (flush.topic.clone(), flush.partition);
+            let key = SourcePartition::stored(&flush.topic, flush.partition);
             // A partition revoked while its flush was in flight is its next owner's now; the
             // flush landed before it moved, and the next owner restored from it.
             let owned = self.tasks.contains_key(&key);

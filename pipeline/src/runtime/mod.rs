@@ -25,10 +25,10 @@ use salestalk_operators::routing::RoutingTable;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use salestalk_operators::Tally;
 use salestalk_operators::flush::Flush;
 use salestalk_operators::flush::TaskState;
 use salestalk_operators::task::{Task, TaskSettings};
+use salestalk_operators::{SourceKind, Tally};
 use salestalk_store::Endpoint;
 use salestalk_store::codec::task_name;
 use salestalk_store::downstream::LagSample;
@@ -41,8 +41,7 @@ use self::startup::{flush_plan, with_retries};
 use self::workers::Workers;
 use crate::corrections::Leadership;
 use crate::settings::Settings;
-use crate::sources::kinesis::lineage::PREFIX as KINESIS_PREFIX;
-use crate::sources::{Batch, PartitionKey, Source, Sources};
+use crate::sources::{Batch, Source, SourcePartition, Sources};
 use crate::telemetry::{self, PartitionLabels, ReasonLabels, Telemetry};
 
 /// When a run ends on its own (besides SIGTERM/SIGINT).
@@ -82,7 +81,7 @@ struct Runtime<'a, S: Source> {
     writer: Arc<Writer>,
     /// The flush being written, if any.
     in_flight: Option<InFlight>,
-    tasks: HashMap<PartitionKey, Task>,
+    tasks: HashMap<SourcePartition, Task>,
     /// The threads a batch's partitions and the tasks' flushes are spread over.
     workers: Workers,
     tally: Tally,
@@ -120,10 +119,10 @@ impl<S: Source> Runtime<'_, S> {
 
     /// Rebuilds the tasks of `partitions` from what their flushes stored, and starts each
     /// partition at its task's checkpoint.
-    async fn restore(&mut self, partitions: Vec<PartitionKey>) -> anyhow::Result<()> {
+    async fn restore(&mut self, partitions: Vec<SourcePartition>) -> anyhow::Result<()> {
         let policy = self.settings.retry.policy();
         for key in partitions {
-            let (topic, partition) = (key.0.as_str(), key.1);
+            let (topic, partition) = (key.topic(), key.number());
             let settings = task_settings(self.settings);
             let state = with_retries(&policy, "restoring a task", || {
                 self.settings.clickhouse.task_state(
@@ -163,7 +162,11 @@ impl<S: Source> Runtime<'_, S> {
     /// ancestors) counted: their ids within the dedup horizon, so a resend that crosses a
     /// reshard is recognised, and, for a task that never flushed, their watermarks, so the
     /// shard's lateness continues theirs as one stream's would.
-    async fn inherit(&self, key: &PartitionKey, mut state: TaskState) -> anyhow::Result<TaskState> {
+    async fn inherit(
+        &self,
+        key: &SourcePartition,
+        mut state: TaskState,
+    ) -> anyhow::Result<TaskState> {
         let predecessors = self.source.predecessors(key);
         if predecessors.is_empty() {
             return Ok(state);
@@ -171,11 +174,11 @@ impl<S: Source> Runtime<'_, S> {
         let policy = self.settings.retry.policy();
         let settings = task_settings(self.settings);
         let fresh = state.checkpoint.epoch == 0;
-        for (topic, partition) in &predecessors {
+        for parent in &predecessors {
             let earlier = with_retries(&policy, "restoring a parent shard's ids", || {
                 self.settings.clickhouse.task_state(
-                    topic,
-                    *partition,
+                    parent.topic(),
+                    parent.number(),
                     settings.allowed_lateness_ms,
                     settings.dedup_horizon_ms,
                 )
@@ -196,8 +199,8 @@ impl<S: Source> Runtime<'_, S> {
             state.seen.extend(earlier.seen);
         }
         tracing::info!(
-            topic = %key.0,
-            partition = key.1,
+            topic = %key.topic(),
+            partition = key.number(),
             ?predecessors,
             "dedup continues the parent shards'"
         );
@@ -206,10 +209,10 @@ impl<S: Source> Runtime<'_, S> {
 
     /// Drops the tasks of `partitions` and reads them again from their checkpoints: what a
     /// sink refused is then dead-lettered instead of counted (ADR 0006).
-    async fn replay(&mut self, partitions: Vec<PartitionKey>) -> anyhow::Result<()> {
+    async fn replay(&mut self, partitions: Vec<SourcePartition>) -> anyhow::Result<()> {
         for key in &partitions {
             self.tasks.remove(key);
-            let (topic, partition) = (&key.0, key.1);
+            let (topic, partition) = (key.topic(), key.number());
             tracing::warn!(%topic, partition, "a sink refused events: replaying from the checkpoint");
             self.telemetry.replays.inc();
         }
@@ -219,7 +222,7 @@ impl<S: Source> Runtime<'_, S> {
 
     /// Hands each partition's messages, in order, to its task; partitions run side by side.
     /// With `only`, to those partitions' tasks alone.
-    fn process(&mut self, batch: &Batch, only: Option<&[PartitionKey]>) {
+    fn process(&mut self, batch: &Batch, only: Option<&[SourcePartition]>) {
         let mut parts = batch.by_partition();
         // A partition without a task is being restored; it will be read again from its
         // checkpoint, so its messages here are not lost.
@@ -227,8 +230,8 @@ impl<S: Source> Runtime<'_, S> {
             .tasks
             .iter_mut()
             .filter(|(key, _)| only.is_none_or(|only| only.contains(key)))
-            .filter_map(|((topic, partition), task)| {
-                let messages = parts.remove(&(topic.as_str(), *partition))?;
+            .filter_map(|(key, task)| {
+                let messages = parts.remove(&(key.topic(), key.number()))?;
                 Some((task, messages))
             })
             .collect();
@@ -242,7 +245,7 @@ impl<S: Source> Runtime<'_, S> {
     async fn process_all(&mut self, batch: &Batch) -> anyhow::Result<()> {
         self.process(batch, None);
         loop {
-            let full: Vec<(PartitionKey, i64)> = self
+            let full: Vec<(SourcePartition, i64)> = self
                 .tasks
                 .iter()
                 .filter(|(_, task)| task.is_full())
@@ -252,7 +255,7 @@ impl<S: Source> Runtime<'_, S> {
                 return Ok(());
             }
             self.flush().await?;
-            let same: Vec<PartitionKey> = full
+            let same: Vec<SourcePartition> = full
                 .into_iter()
                 .filter(|(key, next)| {
                     self.tasks
@@ -281,7 +284,7 @@ impl<S: Source> Runtime<'_, S> {
     }
 
     /// Each task's partition and next position.
-    fn positions(&self) -> Vec<(PartitionKey, i64)> {
+    fn positions(&self) -> Vec<(SourcePartition, i64)> {
         self.tasks
             .iter()
             .map(|(key, task)| (key.clone(), task.checkpoint().next_offset))
@@ -297,7 +300,7 @@ impl<S: Source> Runtime<'_, S> {
         let samples: Vec<LagSample> = self
             .tasks
             .iter()
-            .filter(|(key, _)| !key.0.starts_with(KINESIS_PREFIX))
+            .filter(|(key, _)| key.kind() == SourceKind::Kafka)
             .filter_map(|(key, task)| {
                 let checkpoint = task.checkpoint();
                 let lag = (self.source.end(key)? - checkpoint.next_offset).max(0) as u64;
@@ -308,8 +311,8 @@ impl<S: Source> Runtime<'_, S> {
                 Some(LagSample {
                     minute: (now / 60_000 * 60) as u32,
                     consumer_group: KAFKA_LAG_GROUP.to_string(),
-                    topic: key.0.clone(),
-                    partition: key.1,
+                    topic: key.topic().to_string(),
+                    partition: key.number(),
                     lag_messages: lag,
                     lag_ms: behind_ms,
                     measured_at_ms: now,
@@ -335,8 +338,8 @@ impl<S: Source> Runtime<'_, S> {
         let (mut windows, mut ids, mut forgotten, mut unchecked) = (0, 0, 0, 0);
         for (key, task) in &self.tasks {
             let labels = PartitionLabels {
-                topic: key.0.clone(),
-                partition: key.1,
+                topic: key.topic().to_string(),
+                partition: key.number(),
             };
             let checkpoint = task.checkpoint();
             if let Some(end) = self.source.end(key) {
@@ -364,13 +367,13 @@ impl<S: Source> Runtime<'_, S> {
 
 /// Whether the instance owning `tasks` corrects past days: one instance at a time, the owner
 /// of the first Kafka topic's partition 0 (Kinesis alone: instance 0).
-fn leads_corrections(settings: &Settings, tasks: &HashMap<PartitionKey, Task>) -> bool {
+fn leads_corrections(settings: &Settings, tasks: &HashMap<SourcePartition, Task>) -> bool {
     if settings.pipeline.sources.iter().any(|s| s == "kafka") {
         settings
             .kafka
             .topics
             .first()
-            .is_some_and(|topic| tasks.contains_key(&(topic.clone(), 0)))
+            .is_some_and(|topic| tasks.contains_key(&SourcePartition::kafka(topic, 0)))
     } else {
         settings.kinesis.instance_index == 0
     }

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use salestalk_kafka::fence::FenceHold;
+use salestalk_operators::SourceKind;
 use salestalk_operators::flush::Checkpoint;
 
 use super::kafka::KafkaSource;
 use super::kinesis::KinesisSource;
-use super::kinesis::lineage::stream_of;
-use super::{Batch, Changes, PartitionKey, Source};
+use super::{Batch, Changes, Source, SourcePartition};
 use crate::settings::Settings;
 use crate::telemetry::Telemetry;
 
@@ -22,8 +22,8 @@ pub struct Sources {
     kinesis: Option<KinesisSource>,
 }
 
-fn is_kinesis(partition: &PartitionKey) -> bool {
-    stream_of(&partition.0).is_some()
+fn is_kinesis(partition: &SourcePartition) -> bool {
+    partition.kind() == SourceKind::Kinesis
 }
 
 impl Sources {
@@ -56,9 +56,9 @@ impl Sources {
 }
 
 /// Positions, split by source: (Kafka's, Kinesis').
-type Split = (Vec<(PartitionKey, i64)>, Vec<(PartitionKey, i64)>);
+type Split = (Vec<(SourcePartition, i64)>, Vec<(SourcePartition, i64)>);
 
-fn split(positions: &[(PartitionKey, i64)]) -> Split {
+fn split(positions: &[(SourcePartition, i64)]) -> Split {
     positions
         .iter()
         .cloned()
@@ -95,7 +95,7 @@ impl Source for Sources {
 
     async fn start(
         &mut self,
-        partition: &PartitionKey,
+        partition: &SourcePartition,
         checkpoint: &Checkpoint,
     ) -> anyhow::Result<bool> {
         match (is_kinesis(partition), &mut self.kafka, &mut self.kinesis) {
@@ -105,7 +105,7 @@ impl Source for Sources {
         }
     }
 
-    fn predecessors(&self, partition: &PartitionKey) -> Vec<PartitionKey> {
+    fn predecessors(&self, partition: &SourcePartition) -> Vec<SourcePartition> {
         match &self.kinesis {
             Some(kinesis) if is_kinesis(partition) => kinesis.predecessors(partition),
             _ => Vec::new(),
@@ -119,8 +119,8 @@ impl Source for Sources {
         self.kafka.as_ref().map(Source::hold_partitions)
     }
 
-    fn pause(&mut self, partitions: &[PartitionKey]) -> anyhow::Result<()> {
-        let (kafka, kinesis): (Vec<PartitionKey>, Vec<PartitionKey>) =
+    fn pause(&mut self, partitions: &[SourcePartition]) -> anyhow::Result<()> {
+        let (kafka, kinesis): (Vec<SourcePartition>, Vec<SourcePartition>) =
             partitions.iter().cloned().partition(|key| !is_kinesis(key));
         if let Some(source) = self.kafka.as_mut() {
             source.pause(&kafka)?;
@@ -158,7 +158,7 @@ impl Source for Sources {
         }
     }
 
-    fn commit(&mut self, positions: &[(PartitionKey, i64)]) {
+    fn commit(&mut self, positions: &[(SourcePartition, i64)]) {
         let (kafka, kinesis) = split(positions);
         if let Some(source) = self.kafka.as_mut() {
             source.commit(&kafka);
@@ -168,7 +168,7 @@ impl Source for Sources {
         }
     }
 
-    fn end(&self, partition: &PartitionKey) -> Option<i64> {
+    fn end(&self, partition: &SourcePartition) -> Option<i64> {
         if is_kinesis(partition) {
             self.kinesis.as_ref()?.end(partition)
         } else {
@@ -176,7 +176,7 @@ impl Source for Sources {
         }
     }
 
-    fn caught_up(&self, positions: &[(PartitionKey, i64)]) -> bool {
+    fn caught_up(&self, positions: &[(SourcePartition, i64)]) -> bool {
         let (kafka, kinesis) = split(positions);
         self.kafka.as_ref().is_none_or(|s| s.caught_up(&kafka))
             && self.kinesis.as_ref().is_none_or(|s| s.caught_up(&kinesis))

@@ -19,7 +19,7 @@ use salestalk_kafka::fence::FenceHold;
 use salestalk_operators::PublishPath;
 use salestalk_operators::flush::Checkpoint;
 
-use super::{Batch, Changes, PartitionKey, Source};
+use super::{Batch, Changes, Source, SourcePartition};
 use crate::logging::LogThrottle;
 use crate::telemetry::Telemetry;
 
@@ -47,10 +47,10 @@ impl KafkaSource {
         })
     }
 
-    fn list(partitions: &[PartitionKey]) -> TopicPartitionList {
+    fn list(partitions: &[SourcePartition]) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
-        for (topic, partition) in partitions {
-            list.add_partition(topic, *partition);
+        for partition in partitions {
+            list.add_partition(partition.topic(), partition.number());
         }
         list
     }
@@ -62,13 +62,15 @@ impl Source for KafkaSource {
         for change in self.consumer.context().take_changes() {
             match change {
                 Assignment::Revoked(partitions) => {
-                    for key in partitions {
+                    for (topic, number) in partitions {
+                        let key = SourcePartition::kafka(&topic, number);
                         changes.assigned.retain(|a| *a != key);
                         changes.revoked.push(key);
                     }
                 }
                 Assignment::Assigned(partitions) => {
-                    for key in partitions {
+                    for (topic, number) in partitions {
+                        let key = SourcePartition::kafka(&topic, number);
                         if !changes.assigned.contains(&key) {
                             changes.assigned.push(key);
                         }
@@ -93,10 +95,10 @@ impl Source for KafkaSource {
     /// ours.
     async fn start(
         &mut self,
-        partition: &PartitionKey,
+        partition: &SourcePartition,
         checkpoint: &Checkpoint,
     ) -> anyhow::Result<bool> {
-        let (topic, number) = (partition.0.as_str(), partition.1);
+        let (topic, number) = (partition.topic(), partition.number());
         let position = checkpoint.next_offset;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -139,7 +141,7 @@ impl Source for KafkaSource {
         self.consumer.context().fence().hold()
     }
 
-    fn pause(&mut self, partitions: &[PartitionKey]) -> anyhow::Result<()> {
+    fn pause(&mut self, partitions: &[SourcePartition]) -> anyhow::Result<()> {
         self.consumer
             .pause(&Self::list(partitions))
             .context("pausing partitions")
@@ -173,11 +175,12 @@ impl Source for KafkaSource {
         }
     }
 
-    fn commit(&mut self, positions: &[(PartitionKey, i64)]) {
+    fn commit(&mut self, positions: &[(SourcePartition, i64)]) {
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), position) in positions {
+        for (partition, position) in positions {
+            let (topic, partition) = (partition.topic(), partition.number());
             if let Err(error) =
-                offsets.add_partition_offset(topic, *partition, Offset::Offset(*position))
+                offsets.add_partition_offset(topic, partition, Offset::Offset(*position))
             {
                 tracing::warn!(%error, topic, partition, "building the offset list");
             }
@@ -190,14 +193,20 @@ impl Source for KafkaSource {
     }
 
     /// From librdkafka's periodic statistics: no round trip to the broker.
-    fn end(&self, (topic, partition): &PartitionKey) -> Option<i64> {
-        self.consumer.context().high_watermark(topic, *partition)
+    fn end(&self, partition: &SourcePartition) -> Option<i64> {
+        self.consumer
+            .context()
+            .high_watermark(partition.topic(), partition.number())
     }
 
-    fn caught_up(&self, positions: &[(PartitionKey, i64)]) -> bool {
-        positions.iter().all(|((topic, partition), position)| {
+    fn caught_up(&self, positions: &[(SourcePartition, i64)]) -> bool {
+        positions.iter().all(|(partition, position)| {
             self.consumer
-                .fetch_watermarks(topic, *partition, Duration::from_secs(5))
+                .fetch_watermarks(
+                    partition.topic(),
+                    partition.number(),
+                    Duration::from_secs(5),
+                )
                 .is_ok_and(|(_, high)| *position >= high)
         })
     }

@@ -18,20 +18,18 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
+pub use salestalk_operators::SourcePartition;
 use salestalk_operators::flush::Checkpoint;
 use salestalk_operators::{PublishPath, RawMessage};
-
-/// A partition: the topic (or stream) and its partition (or shard) number.
-pub type PartitionKey = (String, i32);
 
 /// Partitions gained and lost since the source was last asked, folded: a partition gained
 /// and lost again in between is in neither list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     /// Now ours, and not read until [`Source::start`] places them.
-    pub assigned: Vec<PartitionKey>,
+    pub assigned: Vec<SourcePartition>,
     /// No longer ours: their tasks must go before anything more of them is processed.
-    pub revoked: Vec<PartitionKey>,
+    pub revoked: Vec<SourcePartition>,
 }
 
 /// What a source is to the runtime.
@@ -50,13 +48,13 @@ pub trait Source {
     /// for Kinesis the last sequence number); `false` when the partition was lost meanwhile.
     async fn start(
         &mut self,
-        partition: &PartitionKey,
+        partition: &SourcePartition,
         checkpoint: &Checkpoint,
     ) -> anyhow::Result<bool>;
 
     /// The partitions whose messages came before `partition`'s (a Kinesis shard's parents
     /// and their ancestors): a new task's dedup starts from the ids they counted.
-    fn predecessors(&self, _partition: &PartitionKey) -> Vec<PartitionKey> {
+    fn predecessors(&self, _partition: &SourcePartition) -> Vec<SourcePartition> {
         Vec::new()
     }
 
@@ -68,7 +66,7 @@ pub trait Source {
     fn hold_partitions(&self) -> Self::Hold;
 
     /// Stops reading `partitions` until they are started again (to replay them).
-    fn pause(&mut self, partitions: &[PartitionKey]) -> anyhow::Result<()>;
+    fn pause(&mut self, partitions: &[SourcePartition]) -> anyhow::Result<()>;
 
     /// Reads into `batch` until it holds `max` messages, `timeout` passes, or the partitions
     /// change. Cancelling it loses nothing: what was read is in `batch`.
@@ -76,14 +74,14 @@ pub trait Source {
 
     /// Everything before each position is durable (the source may tell its broker; restarts
     /// use the checkpoints).
-    fn commit(&mut self, positions: &[(PartitionKey, i64)]);
+    fn commit(&mut self, positions: &[(SourcePartition, i64)]);
 
     /// The position after the partition's last message, if known without a round trip.
-    fn end(&self, partition: &PartitionKey) -> Option<i64>;
+    fn end(&self, partition: &SourcePartition) -> Option<i64>;
 
     /// Whether every partition is read to its end, given the tasks' positions (asks the
     /// broker).
-    fn caught_up(&self, positions: &[(PartitionKey, i64)]) -> bool;
+    fn caught_up(&self, positions: &[(SourcePartition, i64)]) -> bool;
 }
 
 /// Where one message of a batch is.

@@ -41,14 +41,7 @@ impl Sink for DeadLetterTable {
             let durable_at_ms = batch.durable_at_ms;
             let records: Vec<DeadLetterRow<'_>> = letters
                 .iter()
-                .map(|sourced| {
-                    DeadLetterRow::new(
-                        sourced.topic,
-                        sourced.partition,
-                        sourced.letter,
-                        durable_at_ms,
-                    )
-                })
+                .map(|sourced| DeadLetterRow::new(&sourced.address, sourced.letter, durable_at_ms))
                 .collect();
             let isolated = insert_isolating::<DeadLetterRow<'_>>(
                 &self.endpoint,
@@ -80,16 +73,14 @@ impl Sink for DeadLetterTable {
                     return Err(SinkError::Fatal {
                         sink: self.name(),
                         message: format!(
-                            "the dead_letters table refused the dead letter of {}/{}@{} and no \
+                            "the dead_letters table refused the dead letter at {} and no \
                              earlier sink keeps it: {}",
-                            letter.topic, letter.partition, letter.letter.offset, row.error
+                            letter.address, row.error
                         ),
                     });
                 };
                 tracing::error!(
-                    topic = letter.topic,
-                    partition = letter.partition,
-                    offset = letter.letter.offset,
+                    address = %letter.address,
                     error = %row.error,
                     keeper,
                     "the dead_letters table refused a dead letter; an earlier sink keeps it"

@@ -4,6 +4,7 @@
 //! `rejected_at_ingest`, so nothing submitted is lost without a trace. ClickHouse, not the
 //! broker, holds both: a broker outage is exactly when they must still be counted.
 
+use salestalk_operators::DeadLetterAddress;
 use salestalk_operators::flush::DeadLetter;
 use salestalk_store::codec::datetime;
 use salestalk_store::ingest_outcome::IngestOutcome;
@@ -47,10 +48,11 @@ struct OutcomeRecord<'a> {
 /// An entry the gateway refused for good, as its dead letter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefusedEntry {
-    /// The topic it routes to, or [`NO_TOPIC`].
-    pub topic: String,
-    /// Its dead letter (reason `rejected_at_ingest`): its offset a number no other refused
-    /// entry has (its address), its broker time when it was submitted.
+    /// Where it is filed: unassigned, under the topic it routes to (or [`NO_TOPIC`]) and a
+    /// number no other refused entry has (a redrive lets the partitioner choose by tenant,
+    /// as the gateway would have).
+    pub address: DeadLetterAddress,
+    /// Its dead letter (reason `rejected_at_ingest`), its broker time when it was submitted.
     pub letter: DeadLetter,
 }
 
@@ -65,9 +67,7 @@ pub async fn record_ingest(
     if !refused.is_empty() {
         let rows: Vec<DeadLetterRow<'_>> = refused
             .iter()
-            .map(|entry| {
-                DeadLetterRow::new(&entry.topic, NO_PARTITION, &entry.letter, written_at_ms)
-            })
+            .map(|entry| DeadLetterRow::new(&entry.address, &entry.letter, written_at_ms))
             .collect();
         endpoint.insert_dead_letters(&rows).await?;
     }

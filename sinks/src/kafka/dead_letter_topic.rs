@@ -12,7 +12,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
 use salestalk_operators::flush::consumers;
-use salestalk_store::codec::message_address;
 use salestalk_store::tables::dead_letters::DeadLetterRow;
 pub use salestalk_store::tables::dead_letters::header;
 
@@ -117,10 +116,7 @@ impl DeadLetterTopic {
     }
 
     async fn produce_all(&self, letters: &[SourcedLetter<'_>]) -> Result<(), DeadLetterTopicError> {
-        let keys: Vec<String> = letters
-            .iter()
-            .map(|l| message_address(l.topic, l.partition, l.letter.offset))
-            .collect();
+        let keys: Vec<String> = letters.iter().map(|l| l.address.to_string()).collect();
         // Collected first: a lazy iterator's closure held across the await below would keep
         // the future from being `Send` (rustc cannot prove it for every lifetime).
         let records: Vec<FutureRecord<'_, str, [u8]>> = letters
@@ -226,7 +222,7 @@ impl Sink for DeadLetterTopic {
 
 fn headers(sourced: &SourcedLetter<'_>) -> OwnedHeaders {
     // The row the table stores: the headers carry its columns, so they cannot drift apart.
-    let row = DeadLetterRow::new(sourced.topic, sourced.partition, sourced.letter, 0);
+    let row = DeadLetterRow::new(&sourced.address, sourced.letter, 0);
     let fields = row.headers();
     fields.iter().fold(
         OwnedHeaders::new_with_capacity(fields.len()),

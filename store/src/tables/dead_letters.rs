@@ -7,6 +7,7 @@
 //! [`DeadLetterRow`] and what fills it in [`DeadLetterRow::new`].
 
 use clickhouse::Row;
+use salestalk_operators::DeadLetterAddress;
 use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_operators::flush::{DeadLetter, Rejection};
 use serde::{Deserialize, Serialize};
@@ -105,14 +106,13 @@ pub struct DeadLetterRow<'a> {
 }
 
 impl<'a> DeadLetterRow<'a> {
-    /// The row of `letter`, addressed `topic`/`partition`/its offset, written at
-    /// `written_at_ms`.
-    pub fn new(topic: &'a str, partition: i32, letter: &'a DeadLetter, written_at_ms: u64) -> Self {
+    /// The row of `letter`, filed at `address`, written at `written_at_ms`.
+    pub fn new(address: &'a DeadLetterAddress, letter: &'a DeadLetter, written_at_ms: u64) -> Self {
         let read_at = datetime(letter.broker_ms.div_euclid(1000));
         Self {
-            topic,
-            partition,
-            offset: letter.offset,
+            topic: address.topic(),
+            partition: address.partition(),
+            offset: address.offset(),
             broker_time: read_at,
             reason: letter.reason.as_str(),
             error: &letter.error,
@@ -247,18 +247,16 @@ impl Endpoint {
     /// The raw bytes of one dead letter, if it exists.
     pub async fn dlq_raw(
         &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
+        address: &DeadLetterAddress,
     ) -> Result<Option<Vec<u8>>, ClickHouseError> {
         let row: Option<RawRow> = self
             .query(
                 "SELECT argMax(raw, written_at_ms) AS raw FROM dead_letters \
                  WHERE topic = ? AND partition = ? AND offset = ? GROUP BY topic, partition, offset",
             )
-            .bind(topic)
-            .bind(partition)
-            .bind(offset)
+            .bind(address.topic())
+            .bind(address.partition())
+            .bind(address.offset())
             .fetch_optional()
             .await?;
         Ok(row.map(|r| r.raw.into_vec()))

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::sources::{Changes, PartitionKey};
+use crate::sources::{Changes, SourcePartition};
 
 /// A shard as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,30 +19,16 @@ pub struct Shard {
     /// The shard id (`shardId-000000000003`).
     pub shard_id: String,
     /// Its parents (one for a split, two for a merge), as partition keys.
-    pub parents: Vec<PartitionKey>,
+    pub parents: Vec<SourcePartition>,
     /// Whether it is closed (has an ending sequence number).
     pub closed: bool,
     /// Whether this instance reads it.
     pub ours: bool,
 }
 
-/// The partition key runtime tasks use for a shard: `kinesis:<stream>` and the shard's
-/// number. Kafka topic names cannot hold `:`, so the two sources' tasks never share a name.
-pub fn partition_key(stream: &str, shard_id: &str) -> Option<PartitionKey> {
-    Some((topic_of(stream), shard_number(shard_id)?))
-}
-
-/// The task topic of `stream`.
-pub fn topic_of(stream: &str) -> String {
-    format!("{PREFIX}{stream}")
-}
-
-/// What marks a task topic as a Kinesis stream's.
-pub const PREFIX: &str = "kinesis:";
-
-/// The stream a task topic names, if it is a Kinesis one.
-pub fn stream_of(topic: &str) -> Option<&str> {
-    topic.strip_prefix(PREFIX)
+/// The partition runtime tasks use for shard `shard_id` of `stream`.
+pub fn partition_key(stream: &str, shard_id: &str) -> Option<SourcePartition> {
+    Some(SourcePartition::kinesis(stream, shard_number(shard_id)?))
 }
 
 /// The number of `shardId-000000000003`: 3.
@@ -53,15 +39,15 @@ pub fn shard_number(shard_id: &str) -> Option<i32> {
 /// The source's view of the shards.
 #[derive(Debug, Default)]
 pub struct Book {
-    shards: BTreeMap<PartitionKey, Shard>,
+    shards: BTreeMap<SourcePartition, Shard>,
     /// Handed to the runtime and not taken back.
-    assigned: BTreeSet<PartitionKey>,
+    assigned: BTreeSet<SourcePartition>,
     /// Read to their end, durably (never read again).
-    finished: BTreeSet<PartitionKey>,
+    finished: BTreeSet<SourcePartition>,
     /// Where our readers found a closed shard's end (the offset after its last record).
-    ended_at: HashMap<PartitionKey, i64>,
+    ended_at: HashMap<SourcePartition, i64>,
     /// How far each of our shards is durable.
-    durable: HashMap<PartitionKey, i64>,
+    durable: HashMap<SourcePartition, i64>,
     changes: Changes,
     /// Whether the shards were listed once.
     listed: bool,
@@ -69,7 +55,7 @@ pub struct Book {
 
 impl Book {
     /// Replaces the shards of the streams just listed.
-    pub fn listed(&mut self, shards: Vec<(PartitionKey, Shard)>) {
+    pub fn listed(&mut self, shards: Vec<(SourcePartition, Shard)>) {
         for (key, shard) in shards {
             self.shards.insert(key, shard);
         }
@@ -82,27 +68,27 @@ impl Book {
     }
 
     /// A listed shard.
-    pub fn shard(&self, key: &PartitionKey) -> Option<&Shard> {
+    pub fn shard(&self, key: &SourcePartition) -> Option<&Shard> {
         self.shards.get(key)
     }
 
     /// Whether `key` is finished.
-    pub fn is_finished(&self, key: &PartitionKey) -> bool {
+    pub fn is_finished(&self, key: &SourcePartition) -> bool {
         self.finished.contains(key)
     }
 
     /// Records that `key` is finished (a probe found its durable end).
-    pub fn mark_finished(&mut self, key: &PartitionKey) {
+    pub fn mark_finished(&mut self, key: &SourcePartition) {
         self.finished.insert(key.clone());
     }
 
     /// Our reader of `key` found its end after `next_offset` records.
-    pub fn ended(&mut self, key: &PartitionKey, next_offset: i64) {
+    pub fn ended(&mut self, key: &SourcePartition, next_offset: i64) {
         self.ended_at.insert(key.clone(), next_offset);
     }
 
     /// Everything of `key` before `position` is durable.
-    pub fn durable(&mut self, key: &PartitionKey, position: i64) {
+    pub fn durable(&mut self, key: &SourcePartition, position: i64) {
         let entry = self.durable.entry(key.clone()).or_insert(position);
         *entry = (*entry).max(position);
     }
@@ -110,7 +96,7 @@ impl Book {
     /// Our shards not handed out yet, not finished, whose parents (all of them) are
     /// finished or no longer listed (expired): these the runtime may start now. The others
     /// wait; [`Book::to_probe`] says which parents to ask about.
-    pub fn ready(&self) -> Vec<PartitionKey> {
+    pub fn ready(&self) -> Vec<SourcePartition> {
         self.waiting()
             .filter(|(_, shard)| {
                 shard.parents.iter().all(|parent| {
@@ -124,7 +110,7 @@ impl Book {
     /// Closed shards whose end only ClickHouse and the stream can tell: parents of our
     /// waiting shards that we do not read ourselves, and our own closed shards not started
     /// yet (finished in an earlier run, they need no task).
-    pub fn to_probe(&self) -> BTreeSet<PartitionKey> {
+    pub fn to_probe(&self) -> BTreeSet<SourcePartition> {
         let mut out = BTreeSet::new();
         for (key, shard) in self.waiting() {
             if shard.closed {
@@ -140,14 +126,14 @@ impl Book {
         out
     }
 
-    fn waiting(&self) -> impl Iterator<Item = (&PartitionKey, &Shard)> {
+    fn waiting(&self) -> impl Iterator<Item = (&SourcePartition, &Shard)> {
         self.shards.iter().filter(|(key, shard)| {
             shard.ours && !self.assigned.contains(*key) && !self.finished.contains(*key)
         })
     }
 
     /// Hands `keys` to the runtime.
-    pub fn assign(&mut self, keys: Vec<PartitionKey>) {
+    pub fn assign(&mut self, keys: Vec<SourcePartition>) {
         for key in keys {
             if self.assigned.insert(key.clone()) {
                 self.changes.assigned.push(key);
@@ -158,7 +144,7 @@ impl Book {
     /// Our shards read to their end with that end durable: finished, and taken back from
     /// the runtime (their tasks hold nothing more to do).
     pub fn settle(&mut self) {
-        let done: Vec<PartitionKey> = self
+        let done: Vec<SourcePartition> = self
             .assigned
             .iter()
             .filter(|key| {
@@ -187,7 +173,7 @@ impl Book {
     }
 
     /// The shards handed out.
-    pub fn assigned(&self) -> Vec<PartitionKey> {
+    pub fn assigned(&self) -> Vec<SourcePartition> {
         self.assigned.iter().cloned().collect()
     }
 
@@ -202,9 +188,9 @@ impl Book {
     }
 
     /// Every listed ancestor of `key` (parents, their parents, ...), nearest first.
-    pub fn ancestors(&self, key: &PartitionKey) -> Vec<PartitionKey> {
-        let mut out: Vec<PartitionKey> = Vec::new();
-        let mut next: Vec<PartitionKey> = self
+    pub fn ancestors(&self, key: &SourcePartition) -> Vec<SourcePartition> {
+        let mut out: Vec<SourcePartition> = Vec::new();
+        let mut next: Vec<SourcePartition> = self
             .shards
             .get(key)
             .map(|s| s.parents.clone())
@@ -226,11 +212,11 @@ impl Book {
 mod tests {
     use super::*;
 
-    fn key(n: i32) -> PartitionKey {
-        ("kinesis:s".to_string(), n)
+    fn key(n: i32) -> SourcePartition {
+        SourcePartition::kinesis("s", n)
     }
 
-    fn shard(n: i32, parents: &[i32], closed: bool, ours: bool) -> (PartitionKey, Shard) {
+    fn shard(n: i32, parents: &[i32], closed: bool, ours: bool) -> (SourcePartition, Shard) {
         (
             key(n),
             Shard {
@@ -249,10 +235,8 @@ mod tests {
         assert_eq!(shard_number("nonsense"), None);
         assert_eq!(
             partition_key("s", "shardId-000000000012"),
-            Some(("kinesis:s".to_string(), 12))
+            Some(SourcePartition::kinesis("s", 12))
         );
-        assert_eq!(stream_of("kinesis:s"), Some("s"));
-        assert_eq!(stream_of("salestalk.tenant"), None);
     }
 
     #[test]

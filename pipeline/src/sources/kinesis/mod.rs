@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use self::lineage::{Book, Shard, partition_key};
 use self::reader::{Delivery, Start};
-use super::{Batch, Changes, PartitionKey, Source};
+use super::{Batch, Changes, Source, SourcePartition};
 use crate::telemetry::{PartitionLabels, Telemetry};
 
 /// Pages held between the readers and the runtime: with `records_per_read` records each,
@@ -55,7 +55,7 @@ pub struct KinesisSource {
     book: Arc<Mutex<Book>>,
     deliveries: mpsc::Receiver<Delivery>,
     sender: mpsc::Sender<Delivery>,
-    readings: HashMap<PartitionKey, Reading>,
+    readings: HashMap<SourcePartition, Reading>,
     /// A delivery taken while waiting for one, not yet put in a batch.
     stash: Option<Delivery>,
     generation: u64,
@@ -114,7 +114,7 @@ impl KinesisSource {
         lock(&self.book)
     }
 
-    fn stop_reading(&mut self, key: &PartitionKey) {
+    fn stop_reading(&mut self, key: &SourcePartition) {
         if let Some(reading) = self.readings.remove(key) {
             reading.handle.abort();
         }
@@ -128,7 +128,7 @@ impl KinesisSource {
         if reading.generation != delivery.generation {
             return;
         }
-        let (topic, partition) = (&delivery.key.0, delivery.key.1);
+        let (topic, partition) = (delivery.key.topic(), delivery.key.number());
         for (i, record) in delivery.records.iter().enumerate() {
             batch.push(
                 topic,
@@ -199,7 +199,7 @@ impl Source for KinesisSource {
 
     async fn start(
         &mut self,
-        partition: &PartitionKey,
+        partition: &SourcePartition,
         checkpoint: &Checkpoint,
     ) -> anyhow::Result<bool> {
         let Some(shard) = self.book().shard(partition).cloned() else {
@@ -238,7 +238,7 @@ impl Source for KinesisSource {
         Ok(true)
     }
 
-    fn predecessors(&self, partition: &PartitionKey) -> Vec<PartitionKey> {
+    fn predecessors(&self, partition: &SourcePartition) -> Vec<SourcePartition> {
         self.book().ancestors(partition)
     }
 
@@ -247,7 +247,7 @@ impl Source for KinesisSource {
 
     fn hold_partitions(&self) {}
 
-    fn pause(&mut self, partitions: &[PartitionKey]) -> anyhow::Result<()> {
+    fn pause(&mut self, partitions: &[SourcePartition]) -> anyhow::Result<()> {
         for key in partitions {
             self.stop_reading(key);
         }
@@ -273,7 +273,7 @@ impl Source for KinesisSource {
 
     /// Nothing to tell the service (Kinesis keeps no consumer positions); a shard whose end
     /// is now durable is finished, and its task is taken back.
-    fn commit(&mut self, positions: &[(PartitionKey, i64)]) {
+    fn commit(&mut self, positions: &[(SourcePartition, i64)]) {
         let mut book = self.book();
         for (key, position) in positions {
             book.durable(key, *position);
@@ -284,11 +284,11 @@ impl Source for KinesisSource {
     /// Records read so far: the lag gauge shows what is read and not yet durable (Kinesis
     /// does not say how many records a shard holds; `kinesis_millis_behind_latest` says how
     /// far behind its newest one the reader is).
-    fn end(&self, partition: &PartitionKey) -> Option<i64> {
+    fn end(&self, partition: &SourcePartition) -> Option<i64> {
         self.readings.get(partition).map(|r| r.read_to)
     }
 
-    fn caught_up(&self, positions: &[(PartitionKey, i64)]) -> bool {
+    fn caught_up(&self, positions: &[(SourcePartition, i64)]) -> bool {
         let book = self.book();
         book.has_listed()
             && !book.has_changes()
@@ -344,7 +344,7 @@ pub const LAG_GROUP: &str = "source.kinesis";
 struct Sampler {
     /// Per shard: the minute, the throttle counter at its start, and at the last sample
     /// (reads throttled between two samples count in the second one's minute).
-    minute_start: HashMap<PartitionKey, (u64, u64, u64)>,
+    minute_start: HashMap<SourcePartition, (u64, u64, u64)>,
     /// This instance, as the samples name it.
     instance: String,
 }
@@ -352,7 +352,7 @@ struct Sampler {
 impl Sampler {
     fn sample(
         &mut self,
-        shards: &[PartitionKey],
+        shards: &[SourcePartition],
         telemetry: &Telemetry,
         now_ms: u64,
     ) -> Vec<LagSample> {
@@ -361,8 +361,8 @@ impl Sampler {
             .iter()
             .map(|key| {
                 let labels = PartitionLabels {
-                    topic: key.0.clone(),
-                    partition: key.1,
+                    topic: key.topic().to_string(),
+                    partition: key.number(),
                 };
                 let throttled = telemetry.kinesis_throttled.get_or_create(&labels).get();
                 let start = self
@@ -376,8 +376,8 @@ impl Sampler {
                 LagSample {
                     minute: minute as u32,
                     consumer_group: LAG_GROUP.to_string(),
-                    topic: key.0.clone(),
-                    partition: key.1,
+                    topic: key.topic().to_string(),
+                    partition: key.number(),
                     lag_messages: telemetry.partition_lag.get_or_create(&labels).get().max(0)
                         as u64,
                     lag_ms: telemetry
@@ -415,7 +415,7 @@ async fn discover_once(
             let closed = shard
                 .sequence_number_range()
                 .is_some_and(|range| range.ending_sequence_number().is_some());
-            let ours = settings.owns(position, key.1);
+            let ours = settings.owns(position, key.number());
             listed.push((
                 key,
                 Shard {
@@ -449,8 +449,8 @@ async fn probe(
     client: &Client,
     endpoint: &Endpoint,
     book: &Mutex<Book>,
-    keys: &BTreeSet<PartitionKey>,
-) -> anyhow::Result<Vec<PartitionKey>> {
+    keys: &BTreeSet<SourcePartition>,
+) -> anyhow::Result<Vec<SourcePartition>> {
     let checkpoints: HashMap<String, Checkpoint> = endpoint
         .checkpoints()
         .await?
@@ -463,7 +463,7 @@ async fn probe(
             continue;
         };
         let after = checkpoints
-            .get(&task_name(&key.0, key.1))
+            .get(&task_name(key.topic(), key.number()))
             .map(|c| c.sequence.clone())
             .filter(|s| !s.is_empty());
         let page = read::peek(client, &shard.stream, &shard.shard_id, after.as_deref()).await?;
@@ -481,9 +481,9 @@ mod tests {
     #[test]
     fn samples_carry_the_minutes_throttled_reads_and_the_shards_lag() {
         let telemetry = Telemetry::default();
-        let key: PartitionKey = ("kinesis:s".into(), 3);
+        let key = SourcePartition::kinesis("s", 3);
         let labels = PartitionLabels {
-            topic: key.0.clone(),
+            topic: key.topic().to_string(),
             partition: 3,
         };
         telemetry.kinesis_throttled.get_or_create(&labels).inc_by(4);

@@ -10,14 +10,14 @@ use salestalk_kinesis::read::{self, ReadError, Record};
 use salestalk_kinesis::{Client, KinesisSettings};
 use tokio::sync::mpsc;
 
-use crate::sources::PartitionKey;
+use crate::sources::SourcePartition;
 use crate::telemetry::{PartitionLabels, Telemetry};
 
 /// What a reader hands the source.
 #[derive(Debug)]
 pub struct Delivery {
     /// The shard.
-    pub key: PartitionKey,
+    pub key: SourcePartition,
     /// Which start of the shard's reader sent it (older ones' pages are dropped).
     pub generation: u64,
     /// The offset of the first record.
@@ -34,7 +34,7 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub struct Start {
     /// The shard's task key.
-    pub key: PartitionKey,
+    pub key: SourcePartition,
     /// Its stream and shard id.
     pub stream: String,
     /// The shard id.
@@ -58,8 +58,8 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
 ) {
     let labels = PartitionLabels {
-        topic: start.key.0.clone(),
-        partition: start.key.1,
+        topic: start.key.topic().to_string(),
+        partition: start.key.number(),
     };
     let mut next_offset = start.next_offset;
     let mut after = start.after.clone();
