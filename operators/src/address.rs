@@ -24,6 +24,24 @@ pub enum SourceKind {
     Kinesis,
 }
 
+impl SourceKind {
+    /// Every kind, as `pipeline.sources` may name them.
+    pub const ALL: [SourceKind; 2] = [Self::Kafka, Self::Kinesis];
+
+    /// Its name in configuration.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Kafka => "kafka",
+            Self::Kinesis => "kinesis",
+        }
+    }
+
+    /// The kind configuration names `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
 /// One partition of a source: a Kafka topic's partition or a Kinesis stream's shard; one task
 /// each. Ordered as its stored form, (topic, number).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -30,7 +30,6 @@ pub mod recompute;
 pub mod runtime;
 pub mod serve;
 pub mod settings;
-pub mod sources;
 pub mod stalls;
 pub mod telemetry;
 pub mod validate;

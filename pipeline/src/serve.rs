@@ -77,7 +77,7 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
     let mut evaluator = Evaluator::start(
         settings.clickhouse.clone(),
         crate::stalls::WatchedSources::new(
-            &settings.pipeline.sources,
+            &settings.pipeline.source_kinds(),
             &settings.kafka,
             &settings.kinesis,
         ),

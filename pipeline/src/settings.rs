@@ -11,6 +11,7 @@ use std::path::Path;
 use config::{Config, Environment, File, FileFormat};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kinesis::KinesisSettings;
+use salestalk_operators::SourceKind;
 use salestalk_operators::routing::{RoutingSettings, RoutingTable};
 use salestalk_sinks::SinkSettings;
 use salestalk_sinks::kafka::DlqSettings;
@@ -232,7 +233,7 @@ impl Reader {
             RoutingTable::compile(r).err().unwrap_or_default()
         });
         if let (Some(pipeline), Some(kinesis)) = (&pipeline, &kinesis)
-            && pipeline.sources.iter().any(|s| s == "kinesis")
+            && pipeline.reads(SourceKind::Kinesis)
             && kinesis.streams.is_empty()
         {
             self.problems.push(

@@ -21,7 +21,8 @@ use salestalk_kinesis::{KinesisSettings, read};
 use salestalk_store::Endpoint;
 use salestalk_store::codec::task_name;
 
-use crate::sources::kinesis::lineage::partition_key;
+use salestalk_operators::SourceKind;
+use salestalk_sources::kinesis::lineage::partition_key;
 
 /// What a source's partition looks like to the evaluator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +59,13 @@ pub struct WatchedSources {
 }
 
 impl WatchedSources {
-    /// The sources named in `sources` (`pipeline.sources`), with their settings.
-    pub fn new(sources: &[String], kafka: &KafkaSettings, kinesis: &KinesisSettings) -> Self {
-        let reads = |name: &str| sources.iter().any(|s| s == name);
+    /// The sources of `kinds` (`pipeline.sources`), with their settings.
+    pub fn new(kinds: &[SourceKind], kafka: &KafkaSettings, kinesis: &KinesisSettings) -> Self {
         Self {
-            kafka: reads("kafka").then(|| kafka.clone()),
-            kinesis: reads("kinesis").then(|| kinesis.clone()),
+            kafka: kinds.contains(&SourceKind::Kafka).then(|| kafka.clone()),
+            kinesis: kinds
+                .contains(&SourceKind::Kinesis)
+                .then(|| kinesis.clone()),
         }
     }
 }

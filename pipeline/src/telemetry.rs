@@ -18,6 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
+use salestalk_sources::{PartitionGauges, SourceObserver, SourcePartition};
+
 use crate::http::respond;
 
 /// `[metrics]`: the Prometheus endpoint of `salestalk run`.
@@ -110,6 +112,43 @@ impl salestalk_sinks::SinkObserver for Telemetry {
         self.refused_rows
             .get_or_create(&SinkLabels::of(service))
             .inc_by(rows);
+    }
+}
+
+impl PartitionLabels {
+    /// The labels of `partition`.
+    pub fn of(partition: &SourcePartition) -> Self {
+        Self {
+            topic: partition.topic().to_string(),
+            partition: partition.number(),
+        }
+    }
+}
+
+impl SourceObserver for Telemetry {
+    fn read_failed(&self) {
+        self.consumer_errors.inc();
+    }
+
+    fn read_throttled(&self, partition: &SourcePartition) {
+        self.kinesis_throttled
+            .get_or_create(&PartitionLabels::of(partition))
+            .inc();
+    }
+
+    fn millis_behind(&self, partition: &SourcePartition, millis: i64) {
+        self.kinesis_millis_behind
+            .get_or_create(&PartitionLabels::of(partition))
+            .set(millis);
+    }
+
+    fn gauges(&self, partition: &SourcePartition) -> PartitionGauges {
+        let labels = PartitionLabels::of(partition);
+        PartitionGauges {
+            throttled_reads: self.kinesis_throttled.get_or_create(&labels).get(),
+            unread: self.partition_lag.get_or_create(&labels).get(),
+            millis_behind: self.kinesis_millis_behind.get_or_create(&labels).get(),
+        }
     }
 }
 

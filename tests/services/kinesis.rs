@@ -493,7 +493,7 @@ async fn a_shard_with_records_not_yet_durable_is_a_waiting_source_until_read() {
     )
     .expect("settings");
     let sources = salestalk::stalls::WatchedSources::new(
-        &settings.pipeline.sources,
+        &settings.pipeline.source_kinds(),
         &settings.kafka,
         &settings.kinesis,
     );

@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 
 use super::signals::StopRequest;
 use super::{Runtime, now_ms};
-use crate::sources::Source;
 use crate::telemetry::{self, Telemetry};
+use salestalk_sources::Source;
 
 /// Writes flushes through the sinks, retrying while a sink is down.
 pub(super) struct Writer {

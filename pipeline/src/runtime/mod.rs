@@ -41,8 +41,8 @@ use self::startup::{flush_plan, with_retries};
 use self::workers::Workers;
 use crate::corrections::Leadership;
 use crate::settings::Settings;
-use crate::sources::{Batch, Source, SourcePartition, Sources};
 use crate::telemetry::{self, PartitionLabels, ReasonLabels, Telemetry};
+use salestalk_sources::{Batch, Source, SourceObserver, SourcePartition, SourceSettings, Sources};
 
 /// When a run ends on its own (besides SIGTERM/SIGINT).
 #[derive(Debug, Clone, Copy, Default)]
@@ -368,7 +368,7 @@ impl<S: Source> Runtime<'_, S> {
 /// Whether the instance owning `tasks` corrects past days: one instance at a time, the owner
 /// of the first Kafka topic's partition 0 (Kinesis alone: instance 0).
 fn leads_corrections(settings: &Settings, tasks: &HashMap<SourcePartition, Task>) -> bool {
-    if settings.pipeline.sources.iter().any(|s| s == "kafka") {
+    if settings.pipeline.reads(SourceKind::Kafka) {
         settings
             .kafka
             .topics
@@ -398,7 +398,15 @@ fn watch_dlq_depth(endpoint: Endpoint, telemetry: Arc<Telemetry>) {
 pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally> {
     migrate(settings).await?;
     let telemetry = Arc::new(Telemetry::default());
-    let source = Sources::open(settings, &telemetry).await?;
+    let sources = SourceSettings {
+        kinds: &settings.pipeline.source_kinds(),
+        kafka: &settings.kafka,
+        kinesis: &settings.kinesis,
+        endpoint: &settings.clickhouse,
+        instance: crate::instance::name(&format!("kinesis-{}", settings.kinesis.instance_index)),
+    };
+    let observer: Arc<dyn SourceObserver> = telemetry.clone();
+    let source = Sources::open(sources, &observer).await?;
     let stop = StopRequest::on_signals()?;
     let routing = Arc::new(
         RoutingTable::compile(&settings.routing)

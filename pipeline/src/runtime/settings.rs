@@ -1,6 +1,7 @@
 //! `[pipeline]` and `[graph]`: how the runtime batches, flushes and bounds memory, the time
 //! rules of every task, and the aggregates each task runs.
 
+use salestalk_operators::SourceKind;
 use salestalk_operators::aggregate::Aggregates;
 use serde::Deserialize;
 
@@ -39,10 +40,20 @@ pub struct PipelineSettings {
     pub sources: Vec<String>,
 }
 
-/// The source names `pipeline.sources` may list.
-pub const SOURCE_NAMES: [&str; 2] = ["kafka", "kinesis"];
-
 impl PipelineSettings {
+    /// The kinds of source `sources` names (each once; unknown names are a start-up problem).
+    pub fn source_kinds(&self) -> Vec<SourceKind> {
+        SourceKind::ALL
+            .into_iter()
+            .filter(|kind| self.sources.iter().any(|name| name == kind.name()))
+            .collect()
+    }
+
+    /// Whether the pipeline reads `kind`.
+    pub fn reads(&self, kind: SourceKind) -> bool {
+        self.source_kinds().contains(&kind)
+    }
+
     /// Every problem with these settings, each naming its key.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -92,7 +103,7 @@ impl PipelineSettings {
             problems.push("pipeline.sources: name at least one of kafka, kinesis".into());
         }
         for (i, name) in self.sources.iter().enumerate() {
-            if !SOURCE_NAMES.contains(&name.as_str()) {
+            if SourceKind::parse(name).is_none() {
                 problems.push(format!(
                     "pipeline.sources: '{name}' is not a source (kafka, kinesis)"
                 ));

@@ -1,9 +1,11 @@
-//! Sources: where raw messages come from, and the contract every source keeps.
+//! Sources: where raw messages come from, and the contract every source keeps. The first
+//! component of the graph: the runtime (in the `salestalk` binary) reads batches from a
+//! [`Source`] and hands them to the operators.
 //!
 //! A source owns some partitions (each one ordered stream of messages, one task each), reads
 //! their messages into an owned [`Batch`], starts each partition where its task's checkpoint
 //! says, and hears when everything before a position is durable. The runtime
-//! (`crate::runtime`) is written against [`Source`] alone; [`kafka`] is the consumer-group
+//! is written against [`Source`] alone; [`kafka`] is the consumer-group
 //! implementation, [`kinesis`] reads the shards of Kinesis streams, and [`Sources`] is the
 //! configured ones as one (`pipeline.sources`). A batch owns its bytes (one buffer, reused),
 //! so it can be handed to another thread.
@@ -11,8 +13,11 @@
 mod both;
 pub mod kafka;
 pub mod kinesis;
+mod log_throttle;
+mod observer;
 
-pub use both::Sources;
+pub use both::{SourceSettings, Sources};
+pub use observer::{PartitionGauges, SourceObserver, Unobserved};
 
 use std::collections::BTreeMap;
 use std::ops::Range;

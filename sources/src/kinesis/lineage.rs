@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::sources::{Changes, SourcePartition};
+use crate::{Changes, SourcePartition};
 
 /// A shard as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use self::lineage::{Book, Shard, partition_key};
 use self::reader::{Delivery, Start};
 use super::{Batch, Changes, Source, SourcePartition};
-use crate::telemetry::{PartitionLabels, Telemetry};
+use crate::SourceObserver;
 
 /// Pages held between the readers and the runtime: with `records_per_read` records each,
 /// this bounds the source's memory (64 x 1,000 records of up to 1 MiB at worst, far less in
@@ -59,7 +59,7 @@ pub struct KinesisSource {
     /// A delivery taken while waiting for one, not yet put in a batch.
     stash: Option<Delivery>,
     generation: u64,
-    telemetry: Arc<Telemetry>,
+    observer: Arc<dyn SourceObserver>,
     discovery: JoinHandle<()>,
 }
 
@@ -74,11 +74,12 @@ impl Drop for KinesisSource {
 
 impl KinesisSource {
     /// Starts discovering the shards of `settings.streams`; `endpoint` holds the checkpoints
-    /// of shards other instances read.
+    /// of shards other instances read, and takes the lag samples, which name `instance`.
     pub async fn open(
         settings: &KinesisSettings,
         endpoint: Endpoint,
-        telemetry: Arc<Telemetry>,
+        observer: Arc<dyn SourceObserver>,
+        instance: String,
     ) -> anyhow::Result<Self> {
         let client = salestalk_kinesis::client(settings).await;
         let book = Arc::new(Mutex::new(Book::default()));
@@ -87,7 +88,8 @@ impl KinesisSource {
             settings.clone(),
             endpoint,
             Arc::clone(&book),
-            Arc::clone(&telemetry),
+            Arc::clone(&observer),
+            instance,
         ));
         tracing::info!(
             streams = ?settings.streams,
@@ -105,7 +107,7 @@ impl KinesisSource {
             readings: HashMap::new(),
             stash: None,
             generation: 0,
-            telemetry,
+            observer,
             discovery,
         })
     }
@@ -174,9 +176,10 @@ impl KinesisSource {
     }
 }
 
-fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
+fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
     // The book holds no invariant a panicking holder could break halfway: keep using it.
-    book.lock()
+    shared
+        .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -224,7 +227,7 @@ impl Source for KinesisSource {
             self.settings.clone(),
             start,
             self.sender.clone(),
-            Arc::clone(&self.telemetry),
+            Arc::clone(&self.observer),
         ));
         self.readings.insert(
             partition.clone(),
@@ -311,18 +314,19 @@ async fn discover(
     settings: KinesisSettings,
     endpoint: Endpoint,
     book: Arc<Mutex<Book>>,
-    telemetry: Arc<Telemetry>,
+    observer: Arc<dyn SourceObserver>,
+    instance: String,
 ) {
     let every = Duration::from_millis(settings.shard_refresh_ms);
     let mut sampler = Sampler {
-        instance: crate::instance::name(&format!("kinesis-{}", settings.instance_index)),
+        instance,
         ..Sampler::default()
     };
     loop {
         if let Err(error) = discover_once(&client, &settings, &endpoint, &book).await {
             tracing::warn!(%error, "listing Kinesis shards; trying again");
         }
-        let samples = sampler.sample(&lock(&book).assigned(), &telemetry, now_ms());
+        let samples = sampler.sample(&lock(&book).assigned(), observer.as_ref(), now_ms());
         if let Err(error) = endpoint.record_lag(&samples).await {
             // A sample is a gauge: the next one says it again.
             tracing::debug!(%error, "storing Kinesis shard lag");
@@ -353,18 +357,15 @@ impl Sampler {
     fn sample(
         &mut self,
         shards: &[SourcePartition],
-        telemetry: &Telemetry,
+        observer: &dyn SourceObserver,
         now_ms: u64,
     ) -> Vec<LagSample> {
         let minute = now_ms / 60_000 * 60;
         shards
             .iter()
             .map(|key| {
-                let labels = PartitionLabels {
-                    topic: key.topic().to_string(),
-                    partition: key.number(),
-                };
-                let throttled = telemetry.kinesis_throttled.get_or_create(&labels).get();
+                let gauges = observer.gauges(key);
+                let throttled = gauges.throttled_reads;
                 let start = self
                     .minute_start
                     .entry(key.clone())
@@ -378,13 +379,8 @@ impl Sampler {
                     consumer_group: LAG_GROUP.to_string(),
                     topic: key.topic().to_string(),
                     partition: key.number(),
-                    lag_messages: telemetry.partition_lag.get_or_create(&labels).get().max(0)
-                        as u64,
-                    lag_ms: telemetry
-                        .kinesis_millis_behind
-                        .get_or_create(&labels)
-                        .get()
-                        .max(0) as u64,
+                    lag_messages: gauges.unread.max(0) as u64,
+                    lag_ms: gauges.millis_behind.max(0) as u64,
                     measured_at_ms: now_ms,
                     throttled: throttled - start.1,
                     instance: self.instance.clone(),
@@ -477,34 +473,46 @@ async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PartitionGauges;
+
+    /// Gauges set by hand.
+    #[derive(Default)]
+    struct Gauges(Mutex<PartitionGauges>);
+
+    impl SourceObserver for Gauges {
+        fn read_failed(&self) {}
+        fn read_throttled(&self, _: &SourcePartition) {
+            lock(&self.0).throttled_reads += 1;
+        }
+        fn millis_behind(&self, _: &SourcePartition, millis: i64) {
+            lock(&self.0).millis_behind = millis;
+        }
+        fn gauges(&self, _: &SourcePartition) -> PartitionGauges {
+            *lock(&self.0)
+        }
+    }
 
     #[test]
     fn samples_carry_the_minutes_throttled_reads_and_the_shards_lag() {
-        let telemetry = Telemetry::default();
+        let observer = Gauges(Mutex::new(PartitionGauges {
+            throttled_reads: 4,
+            unread: 20,
+            millis_behind: 1_500,
+        }));
         let key = SourcePartition::kinesis("s", 3);
-        let labels = PartitionLabels {
-            topic: key.topic().to_string(),
-            partition: 3,
-        };
-        telemetry.kinesis_throttled.get_or_create(&labels).inc_by(4);
-        telemetry
-            .kinesis_millis_behind
-            .get_or_create(&labels)
-            .set(1_500);
-        telemetry.partition_lag.get_or_create(&labels).set(20);
         let mut sampler = Sampler::default();
         let minute = 1_796_050_800_000;
-        let first = sampler.sample(std::slice::from_ref(&key), &telemetry, minute + 1_000);
+        let first = sampler.sample(std::slice::from_ref(&key), &observer, minute + 1_000);
         assert_eq!(
             (first[0].throttled, first[0].lag_ms, first[0].lag_messages),
             (4, 1_500, 20)
         );
         assert_eq!(first[0].consumer_group, LAG_GROUP);
-        telemetry.kinesis_throttled.get_or_create(&labels).inc_by(2);
-        let same_minute = sampler.sample(std::slice::from_ref(&key), &telemetry, minute + 30_000);
+        lock(&observer.0).throttled_reads += 2;
+        let same_minute = sampler.sample(std::slice::from_ref(&key), &observer, minute + 30_000);
         assert_eq!(same_minute[0].throttled, 6, "the minute so far");
-        telemetry.kinesis_throttled.get_or_create(&labels).inc();
-        let next_minute = sampler.sample(std::slice::from_ref(&key), &telemetry, minute + 61_000);
+        observer.read_throttled(&key);
+        let next_minute = sampler.sample(std::slice::from_ref(&key), &observer, minute + 61_000);
         assert_eq!(
             next_minute[0].throttled, 1,
             "a new minute counts from the last sample of the one before"

@@ -10,8 +10,8 @@ use salestalk_kinesis::read::{self, ReadError, Record};
 use salestalk_kinesis::{Client, KinesisSettings};
 use tokio::sync::mpsc;
 
-use crate::sources::SourcePartition;
-use crate::telemetry::{PartitionLabels, Telemetry};
+use crate::SourceObserver;
+use crate::SourcePartition;
 
 /// What a reader hands the source.
 #[derive(Debug)]
@@ -55,12 +55,8 @@ pub async fn run(
     settings: KinesisSettings,
     start: Start,
     out: mpsc::Sender<Delivery>,
-    telemetry: Arc<Telemetry>,
+    observer: Arc<dyn SourceObserver>,
 ) {
-    let labels = PartitionLabels {
-        topic: start.key.topic().to_string(),
-        partition: start.key.number(),
-    };
     let mut next_offset = start.next_offset;
     let mut after = start.after.clone();
     let mut iterator: Option<String> = None;
@@ -88,7 +84,7 @@ pub async fn run(
         let page = match read::page(&client, &current, settings.records_per_read).await {
             Ok(page) => page,
             Err(ReadError::Throttled(_)) => {
-                telemetry.kinesis_throttled.get_or_create(&labels).inc();
+                observer.read_throttled(&start.key);
                 iterator = Some(current);
                 tokio::time::sleep(backoff.next()).await;
                 continue;
@@ -106,10 +102,7 @@ pub async fn run(
         };
         backoff = Backoff::default();
         if let Some(behind) = page.millis_behind_latest {
-            telemetry
-                .kinesis_millis_behind
-                .get_or_create(&labels)
-                .set(behind);
+            observer.millis_behind(&start.key, behind);
         }
         let ended = page.at_end(start.closed);
         let empty = page.records.is_empty();

@@ -10,11 +10,29 @@ use salestalk_kafka::fence::FenceHold;
 use salestalk_operators::SourceKind;
 use salestalk_operators::flush::Checkpoint;
 
+use salestalk_kafka::KafkaSettings;
+use salestalk_kinesis::KinesisSettings;
+use salestalk_store::Endpoint;
+
 use super::kafka::KafkaSource;
 use super::kinesis::KinesisSource;
 use super::{Batch, Changes, Source, SourcePartition};
-use crate::settings::Settings;
-use crate::telemetry::Telemetry;
+use crate::SourceObserver;
+
+/// What the sources are built from: their kinds (`pipeline.sources`), each kind's own
+/// settings, and what they share.
+pub struct SourceSettings<'a> {
+    /// The kinds to read.
+    pub kinds: &'a [SourceKind],
+    /// `[kafka]`.
+    pub kafka: &'a KafkaSettings,
+    /// `[kinesis]`.
+    pub kinesis: &'a KinesisSettings,
+    /// Where the checkpoints are (Kinesis probes other instances' shards) and lag samples go.
+    pub endpoint: &'a Endpoint,
+    /// This process, as lag samples name it.
+    pub instance: String,
+}
 
 /// Every configured source.
 pub struct Sources {
@@ -27,31 +45,35 @@ fn is_kinesis(partition: &SourcePartition) -> bool {
 }
 
 impl Sources {
-    /// Opens the sources `settings.pipeline.sources` names.
-    pub async fn open(settings: &Settings, telemetry: &Arc<Telemetry>) -> anyhow::Result<Self> {
-        let wants = |name: &str| settings.pipeline.sources.iter().any(|s| s == name);
-        let kafka = if wants("kafka") {
-            Some(KafkaSource::subscribe(
-                &settings.kafka,
-                Arc::clone(telemetry),
-            )?)
-        } else {
-            None
+    /// Opens each kind of source `settings.kinds` lists, from its own settings.
+    pub async fn open(
+        settings: SourceSettings<'_>,
+        observer: &Arc<dyn SourceObserver>,
+    ) -> anyhow::Result<Self> {
+        let mut sources = Self {
+            kafka: None,
+            kinesis: None,
         };
-        let kinesis = if wants("kinesis") {
-            Some(
-                KinesisSource::open(
-                    &settings.kinesis,
-                    settings.clickhouse.clone(),
-                    Arc::clone(telemetry),
-                )
-                .await
-                .context("opening the Kinesis source")?,
-            )
-        } else {
-            None
-        };
-        Ok(Self { kafka, kinesis })
+        for kind in settings.kinds {
+            match kind {
+                SourceKind::Kafka => {
+                    let source = KafkaSource::subscribe(settings.kafka, Arc::clone(observer))?;
+                    sources.kafka = Some(source);
+                }
+                SourceKind::Kinesis => {
+                    let source = KinesisSource::open(
+                        settings.kinesis,
+                        settings.endpoint.clone(),
+                        Arc::clone(observer),
+                        settings.instance.clone(),
+                    )
+                    .await
+                    .context("opening the Kinesis source")?;
+                    sources.kinesis = Some(source);
+                }
+            }
+        }
+        Ok(sources)
     }
 }
 

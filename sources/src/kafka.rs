@@ -20,20 +20,23 @@ use salestalk_operators::PublishPath;
 use salestalk_operators::flush::Checkpoint;
 
 use super::{Batch, Changes, Source, SourcePartition};
-use crate::logging::LogThrottle;
-use crate::telemetry::Telemetry;
+use crate::SourceObserver;
+use crate::log_throttle::LogThrottle;
 
 /// A consumer-group member reading the configured topics.
 pub struct KafkaSource {
     consumer: StreamConsumer<GroupMembership>,
-    telemetry: Arc<Telemetry>,
+    observer: Arc<dyn SourceObserver>,
     /// An unreachable broker is reported once per partition per poll: one line per 10 s.
     errors: LogThrottle,
 }
 
 impl KafkaSource {
     /// Joins the group and subscribes to `settings.topics`.
-    pub fn subscribe(settings: &KafkaSettings, telemetry: Arc<Telemetry>) -> anyhow::Result<Self> {
+    pub fn subscribe(
+        settings: &KafkaSettings,
+        observer: Arc<dyn SourceObserver>,
+    ) -> anyhow::Result<Self> {
         let consumer = group_member(settings).context("creating the Kafka consumer")?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer
@@ -42,7 +45,7 @@ impl KafkaSource {
         tracing::info!(brokers = %settings.brokers, ?topics, group = %settings.group_id, "consuming");
         Ok(Self {
             consumer,
-            telemetry,
+            observer,
             errors: LogThrottle::new(Duration::from_secs(10)),
         })
     }
@@ -161,7 +164,7 @@ impl Source for KafkaSource {
                     None,
                 ),
                 Ok(Err(error)) => {
-                    self.telemetry.consumer_errors.inc();
+                    self.observer.read_failed();
                     if let Some(held_back) = self.errors.admit(Instant::now()) {
                         tracing::warn!(%error, held_back, "consumer error (held_back: similar errors since the last line)");
                     }
