@@ -11,9 +11,9 @@
 
 use chrono::{DateTime, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use salestalk::generate::{DEFAULT_TENANT_SKEW, FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk::runtime::workers::Workers;
 use salestalk_contracts::{parse, validate};
+use salestalk_generator::{DEFAULT_TENANT_SKEW, FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk_operators::RawMessage;
 use salestalk_operators::aggregate::Aggregates;
 use salestalk_operators::dedup::{SeenIds, Sighting};

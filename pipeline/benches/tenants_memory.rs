@@ -16,7 +16,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use salestalk::generate::{FaultRates, Generator, GeneratorOptions, Stop};
+use salestalk_generator::{FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk_operators::RawMessage;
 use salestalk_operators::dedup::{BYTES_PER_ID, BYTES_PER_MINUTE};
 use salestalk_operators::task::{Task, TaskSettings};

@@ -1,16 +1,16 @@
-//! The `salestalk` pipeline: the command line, configuration, the runtime and its sources.
+//! The `salestalk` pipeline: the command line, configuration and the runtime.
 //!
 //! - [`commands`]: one module per command; the binary (`src/main.rs`) only calls them;
-//! - [`runtime`]: the driver loop over [`sources`] and the sinks (`salestalk-sinks`);
+//! - [`runtime`]: the driver loop over the sources (`salestalk-sources`) and the sinks
+//!   (`salestalk-sinks`);
 //! - [`corrections`]: past days corrected from the archive (late events, copies counted in
 //!   two partitions), by `run` and by `replay run --backfill`; [`recompute`] runs the operators
 //!   over archived events for it;
-//! - [`sources`]: the source contract and the Kafka consumer-group source;
 //! - [`serve`], [`alerts`], [`stalls`], [`webhook`], [`http`], [`telemetry`]: what serves
 //!   people and Prometheus;
 //! - [`ingest`]: the gateway services publish through;
-//! - [`generate`], [`produce`], [`validate`], [`lines`], [`billing`]: traffic, validation and
-//!   export formats;
+//! - [`validate`], [`lines`], [`billing`]: validation and export formats (the traffic
+//!   generator is `salestalk-generator`);
 //! - [`settings`], [`logging`]: configuration and diagnostics.
 
 pub mod access;
@@ -19,13 +19,11 @@ pub mod billing;
 pub mod commands;
 pub mod corrections;
 pub mod downstream;
-pub mod generate;
 pub mod http;
 pub mod ingest;
 pub mod instance;
 pub mod lines;
 pub mod logging;
-pub mod produce;
 pub mod recompute;
 pub mod runtime;
 pub mod serve;

@@ -6,10 +6,10 @@
 mod schema;
 
 use chrono::{DateTime, Utc};
-use salestalk::generate::{
+use salestalk_contracts::{parse, validate};
+use salestalk_generator::{
     DEFAULT_TENANT_SKEW, Fault, FaultRates, Generator, GeneratorOptions, Stop,
 };
-use salestalk_contracts::{parse, validate};
 
 #[test]
 fn rust_validator_and_schema_agree_on_generated_traffic() {

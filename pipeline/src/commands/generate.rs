@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
-use crate::generate::{DEFAULT_TENANT_SKEW, FaultRates, Generator, GeneratorOptions, Stop};
+use crate::logging;
 use crate::settings::Settings;
-use crate::{logging, produce};
+use salestalk_generator::{DEFAULT_TENANT_SKEW, FaultRates, Generator, GeneratorOptions, Stop};
 
 /// `salestalk generate` arguments.
 #[derive(clap::Args)]
@@ -143,7 +143,7 @@ pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         let settings = Settings::load(config)?;
         logging::init(&settings.log);
         let report = if args.kafka {
-            produce::kafka::produce(
+            salestalk_generator::produce::kafka::produce(
                 &settings.kafka,
                 &mut generator,
                 args.realtime.then_some(start_ms),
@@ -152,7 +152,7 @@ pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(produce::kinesis::put(
+                .block_on(salestalk_generator::produce::kinesis::put(
                     &settings.kinesis,
                     args.kinesis_shards,
                     &mut generator,

@@ -9,7 +9,7 @@ use salestalk_kinesis::put::{MAX_RECORDS, Outcome, Record, put_records};
 use salestalk_kinesis::streams::create;
 
 use super::ProduceReport;
-use crate::generate::{Emitted, Generator};
+use crate::{Emitted, Generator};
 
 /// Puts every message of `generator` to its domain's stream; a stream that does not exist
 /// yet is created with `shards` shards (local traffic needs no set-up step).

@@ -1,4 +1,5 @@
-//! `salestalk generate`: realistic, reproducible synthetic SalesTalk traffic.
+//! Realistic, reproducible synthetic SalesTalk traffic: what `salestalk generate`, the demo,
+//! the benches and the tests publish.
 //!
 //! [`model`] produces the clean stream in event-time order; [`faults`] decides what goes
 //! wrong with each event; this module orders delivery (holding back late and out-of-order
@@ -7,6 +8,7 @@
 pub mod evolution;
 pub mod faults;
 pub mod model;
+pub mod produce;
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -8,7 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer};
 
 use super::ProduceReport;
-use crate::generate::{Emitted, Generator};
+use crate::{Emitted, Generator};
 use salestalk_kafka::{KafkaSettings, producer};
 
 /// Produces every message of `generator`. With `realtime_from` (the generator's start, Unix
