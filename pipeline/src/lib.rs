@@ -6,21 +6,18 @@
 //! - [`corrections`]: past days corrected from the archive (late events, copies counted in
 //!   two partitions), by `run` and by `replay run --backfill`; [`recompute`] runs the operators
 //!   over archived events for it;
-//! - [`serve`], [`alerts`], [`stalls`], [`webhook`], [`http`], [`telemetry`]: what serves
-//!   people and Prometheus;
-//! - [`ingest`]: the gateway services publish through;
+//! - [`serve`], [`alerts`], [`stalls`], [`webhook`], [`telemetry`]: what serves people and
+//!   Prometheus (on `salestalk-http`);
+//! - the gateway services publish through is `salestalk-gateway`, run by `commands::ingest`;
 //! - [`validate`], [`lines`], [`billing`]: validation and export formats (the traffic
 //!   generator is `salestalk-generator`);
 //! - [`settings`], [`logging`]: configuration and diagnostics.
 
-pub mod access;
 pub mod alerts;
 pub mod billing;
 pub mod commands;
 pub mod corrections;
 pub mod downstream;
-pub mod http;
-pub mod ingest;
 pub mod instance;
 pub mod lines;
 pub mod logging;

@@ -33,11 +33,77 @@ use salestalk_store::billing::Month;
 use salestalk_store::codec::task_name;
 use serde_json::{Value, json};
 
-use crate::access::{Access, ClientAddress, KeyCache, readable};
 use crate::alerts::{Evaluator, Firing};
-use crate::http::respond;
-use crate::ingest::rate::TenantRates;
 use crate::settings::Settings;
+use salestalk_http::access::{Access, ClientAddress, KeyCache, readable};
+use salestalk_http::rate::TenantRates;
+use salestalk_http::server::respond;
+
+/// `[serve]`: where `salestalk serve` listens (dashboards and active alerts).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Where it listens, e.g. `127.0.0.1:8080`.
+    listen: String,
+    /// How long a verified reader or admin key is trusted before ClickHouse is asked again,
+    /// ms (a revocation takes at most this long to reach a running `serve`).
+    pub key_cache_ms: u64,
+    /// Longest a panel or billing query may run in ClickHouse, ms (whole seconds).
+    pub query_timeout_ms: u64,
+    /// Most rows a panel or billing query may return.
+    pub max_result_rows: u64,
+    /// Requests one key may make a second, sustained and in one burst, past which it is
+    /// answered 429.
+    pub key_requests_per_second: u32,
+}
+
+impl ServeSettings {
+    /// The address (checked at start-up; an unparsable one is reported there).
+    pub fn listen(&self) -> std::io::Result<std::net::SocketAddr> {
+        salestalk_http::server::listen_address(&self.listen)
+    }
+
+    /// Every problem with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.listen().is_err() {
+            out.push(format!(
+                "serve.listen: '{}' is not an address like 127.0.0.1:8080",
+                self.listen
+            ));
+        }
+        if self.key_cache_ms > 300_000 {
+            out.push(format!(
+                "serve.key_cache_ms: {} is over 300000 (a revocation would take that long)",
+                self.key_cache_ms
+            ));
+        }
+        if !(1_000..=600_000).contains(&self.query_timeout_ms) {
+            out.push(format!(
+                "serve.query_timeout_ms: {} is outside 1000..=600000",
+                self.query_timeout_ms
+            ));
+        }
+        if !(1_000..=100_000_000).contains(&self.max_result_rows) {
+            out.push(format!(
+                "serve.max_result_rows: {} is outside 1000..=100000000",
+                self.max_result_rows
+            ));
+        }
+        if self.key_requests_per_second == 0 {
+            out.push("serve.key_requests_per_second must be at least 1".into());
+        }
+        out
+    }
+
+    /// The bounds on queries run for readers.
+    pub fn reader_limits(&self) -> salestalk_store::ReaderLimits {
+        salestalk_store::ReaderLimits {
+            max_execution_s: self.query_timeout_ms.div_ceil(1_000),
+            max_result_rows: self.max_result_rows,
+        }
+    }
+}
 
 const PAGE: &str = include_str!("../../dashboards/web/dashboard.html");
 const APP_JS: &str = include_str!("../../dashboards/web/app.js");
@@ -95,7 +161,7 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
     });
     let listen = settings.serve.listen()?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let (bound, http) = crate::http::serve(listen, router(app), async {
+    let (bound, http) = salestalk_http::server::serve(listen, router(app), async {
         let _ = http_stopped.await;
     })
     .await
@@ -166,7 +232,7 @@ async fn access(
             StatusCode::UNAUTHORIZED,
             "a reader or admin key is needed: Authorization: Bearer stk_...",
         )),
-        Ok(Access::Throttled(wait)) => Err(crate::access::too_many_failures(wait)),
+        Ok(Access::Throttled(wait)) => Err(salestalk_http::access::too_many_failures(wait)),
         Err(error) => {
             tracing::warn!(%error, "checking an API key");
             Err(refused(

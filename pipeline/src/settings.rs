@@ -23,11 +23,11 @@ use serde_json::Value;
 
 use crate::alerts::AlertSettings;
 use crate::corrections::CorrectionSettings;
-use crate::http::ServeSettings;
-use crate::ingest::IngestSettings;
 use crate::logging::LogSettings;
 use crate::runtime::settings::{GraphSettings, PipelineSettings};
+use crate::serve::ServeSettings;
 use crate::telemetry::MetricsSettings;
+use salestalk_gateway::IngestSettings;
 
 /// The documented defaults, which also define the set of known keys.
 pub const DEFAULTS: &str = include_str!("../../config/salestalk.toml");

@@ -20,7 +20,7 @@ use prometheus_client::registry::{Metric, Registry};
 
 use salestalk_sources::{PartitionGauges, SourceObserver, SourcePartition};
 
-use crate::http::respond;
+use salestalk_http::server::respond;
 
 /// `[metrics]`: the Prometheus endpoint of `salestalk run`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -480,7 +480,8 @@ pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Re
             )
         })
         .with_state(telemetry);
-    let (bound, _serving) = crate::http::serve(listen, router, std::future::pending()).await?;
+    let (bound, _serving) =
+        salestalk_http::server::serve(listen, router, std::future::pending()).await?;
     Ok(bound)
 }
 

@@ -8,10 +8,10 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use salestalk::access::bearer;
-use salestalk::ingest::{Rules, judge_request, read_batch};
 use salestalk::settings::Settings;
 use salestalk_dashboards::{PanelRange, Tenants, expand, sql_string};
+use salestalk_gateway::{Rules, judge_request, read_batch};
+use salestalk_http::access::bearer;
 use salestalk_store::ingest_outcome::IngestOutcome;
 use salestalk_store::keys::{ApiKey, MAX_KEY_LEN, Role, well_formed};
 

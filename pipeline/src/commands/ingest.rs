@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::ingest::{Gateway, router};
+use salestalk_gateway::{Gateway, router};
 
 /// Serves `POST /v1/events` on `ingest.listen`.
 pub fn execute(config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -25,15 +25,16 @@ pub fn execute(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         let listen = settings.ingest.listen()?;
         let (stopped, stop) = tokio::sync::watch::channel(false);
         let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        let (bound, served) = crate::http::serve(listen, router(gateway.clone()), async move {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            let _ = stopped.send(true);
-        })
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+        let (bound, served) =
+            salestalk_http::server::serve(listen, router(gateway.clone()), async move {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                let _ = stopped.send(true);
+            })
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
         tracing::info!("ingest gateway on http://{bound}/v1/events");
         // The ledger is stored every second, and once more after the last request.
         let ledger = {

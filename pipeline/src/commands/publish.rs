@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures_util::future::join_all;
 
-use crate::ingest::client::{EntryResult, IngestClient};
 use crate::lines::{Line, LineReader};
+use salestalk_gateway::client::{EntryResult, IngestClient};
 
 /// `salestalk publish` arguments.
 #[derive(clap::Args)]

@@ -1,6 +1,6 @@
-//! The HTTP server the binary runs, shared by the Prometheus endpoint of `run` and the pages
-//! and API of `serve` (and, next, the ingest gateway): routing on axum, served by hyper with
-//! the limits a server on a network needs.
+//! The HTTP server every process runs, shared by the Prometheus endpoint of `run`, the pages
+//! and API of `serve` and the ingest gateway: routing on axum, served by hyper with the limits
+//! a server on a network needs.
 //!
 //! - a method a route does not take answers 405 with `Allow` (axum's method routing);
 //! - a body over [`MAX_BODY_BYTES`] answers 413, before the handler runs;
@@ -39,24 +39,6 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub std::net::IpAddr);
 
-/// `[serve]`: where `salestalk serve` listens (dashboards and active alerts).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServeSettings {
-    /// Where it listens, e.g. `127.0.0.1:8080`.
-    listen: String,
-    /// How long a verified reader or admin key is trusted before ClickHouse is asked again,
-    /// ms (a revocation takes at most this long to reach a running `serve`).
-    pub key_cache_ms: u64,
-    /// Longest a panel or billing query may run in ClickHouse, ms (whole seconds).
-    pub query_timeout_ms: u64,
-    /// Most rows a panel or billing query may return.
-    pub max_result_rows: u64,
-    /// Requests one key may make a second, sustained and in one burst, past which it is
-    /// answered 429.
-    pub key_requests_per_second: u32,
-}
-
 /// A configured listen address, parsed (checked at start-up; an unparsable one is reported
 /// there).
 pub fn listen_address(text: &str) -> std::io::Result<SocketAddr> {
@@ -66,54 +48,6 @@ pub fn listen_address(text: &str) -> std::io::Result<SocketAddr> {
             format!("'{text}' is not an address"),
         )
     })
-}
-
-impl ServeSettings {
-    /// The address (checked at start-up; an unparsable one is reported there).
-    pub fn listen(&self) -> std::io::Result<SocketAddr> {
-        listen_address(&self.listen)
-    }
-
-    /// Every problem with these settings, each naming its key.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.listen().is_err() {
-            out.push(format!(
-                "serve.listen: '{}' is not an address like 127.0.0.1:8080",
-                self.listen
-            ));
-        }
-        if self.key_cache_ms > 300_000 {
-            out.push(format!(
-                "serve.key_cache_ms: {} is over 300000 (a revocation would take that long)",
-                self.key_cache_ms
-            ));
-        }
-        if !(1_000..=600_000).contains(&self.query_timeout_ms) {
-            out.push(format!(
-                "serve.query_timeout_ms: {} is outside 1000..=600000",
-                self.query_timeout_ms
-            ));
-        }
-        if !(1_000..=100_000_000).contains(&self.max_result_rows) {
-            out.push(format!(
-                "serve.max_result_rows: {} is outside 1000..=100000000",
-                self.max_result_rows
-            ));
-        }
-        if self.key_requests_per_second == 0 {
-            out.push("serve.key_requests_per_second must be at least 1".into());
-        }
-        out
-    }
-
-    /// The bounds on queries run for readers.
-    pub fn reader_limits(&self) -> salestalk_store::ReaderLimits {
-        salestalk_store::ReaderLimits {
-            max_execution_s: self.query_timeout_ms.div_ceil(1_000),
-            max_result_rows: self.max_result_rows,
-        }
-    }
 }
 
 /// Largest request body any route takes.

@@ -1,4 +1,4 @@
-//! `salestalk ingest`: the publishing side. SalesTalk services `POST /v1/events` a batch of
+//! The ingest gateway (`salestalk ingest`): the publishing side. SalesTalk services `POST /v1/events` a batch of
 //! entries with a publisher key; each entry is checked at the edge (size, contract, the key's
 //! tenants, the tenant's rate) and the valid ones are produced to the topic their event type
 //! routes to, keyed by tenant, acknowledged by every in-sync replica (`acks=all`). The answer
@@ -12,7 +12,6 @@
 
 pub mod client;
 pub mod ledger;
-pub mod rate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,8 +36,8 @@ use salestalk_store::Endpoint;
 use salestalk_store::ingest_outcome::IngestOutcome;
 use salestalk_store::keys::{ApiKey, Role, is_platform};
 
-use crate::access::{Access, ClientAddress, KeyCache, too_many_failures};
-use crate::ingest::rate::TenantRates;
+use salestalk_http::access::{Access, ClientAddress, KeyCache, too_many_failures};
+use salestalk_http::rate::TenantRates;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -79,7 +78,7 @@ const MAX_ENTRIES_CEILING: usize = 10_000;
 impl IngestSettings {
     /// The address, checked.
     pub fn listen(&self) -> std::io::Result<std::net::SocketAddr> {
-        crate::http::listen_address(&self.listen)
+        salestalk_http::server::listen_address(&self.listen)
     }
 
     /// Every problem with these settings, each naming its key.
@@ -98,7 +97,7 @@ impl IngestSettings {
             ));
         }
         // The HTTP server takes no body over its own limit, whatever this says.
-        let ceiling = crate::http::MAX_BODY_BYTES;
+        let ceiling = salestalk_http::server::MAX_BODY_BYTES;
         for (key, value) in [
             ("ingest.max_entry_bytes", self.max_entry_bytes),
             ("ingest.max_request_bytes", self.max_request_bytes),

@@ -3,7 +3,7 @@
 //! and `serve` share it, so a revocation reaches both within the same `key_cache_ms`.
 //!
 //! An anonymous client must not be able to make us spend memory or ClickHouse queries: the
-//! HTTP server bounds the request head (`http::MAX_HEADER_BYTES`); only a well-formed key
+//! HTTP server bounds the request head (`server::MAX_HEADER_BYTES`); only a well-formed key
 //! (`stk_<hex id>_<64 hex>`) is looked up at all; keys are remembered by their SHA-256, never
 //! as presented, verified ones in an LRU bounded in bytes ([`MAX_CACHED_BYTES`]) and refused
 //! ones in a small LRU of digests ([`MAX_REFUSED`]); and a client address that failed
@@ -20,7 +20,7 @@ use salestalk_dashboards::Tenants;
 use salestalk_store::keys::{self, ApiKey, Role};
 use salestalk_store::{ClickHouseError, Endpoint};
 
-pub use crate::http::ClientAddress;
+pub use crate::server::ClientAddress;
 
 /// Most bytes the verified keys held in the cache may take (a key naming many tenants
 /// weighs more than one naming a few).
@@ -278,7 +278,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn too_many_failures(
     wait: Duration,
 ) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
-    let mut response = crate::http::respond(
+    let mut response = crate::server::respond(
         hyper::StatusCode::TOO_MANY_REQUESTS,
         "application/json",
         serde_json::json!({

@@ -1,7 +1,7 @@
-//! Per-tenant rate limits of the gateway: a token bucket per tenant, refilled at the
-//! configured rate up to one second's worth (so a tenant may burst that much at once). An
-//! entry over it is answered `Throttled`, which the publisher retries; nothing falls over.
-//! Limits are per gateway process: N gateways behind a balancer allow N times the rate.
+//! Request budgets: a token bucket per name (a tenant at the gateway, a key at `serve`),
+//! refilled at the configured rate up to one second's worth (so a name may burst that much at
+//! once). What is over it is answered `Throttled` or 429, which the client retries; nothing
+//! falls over. Limits are per process: N gateways behind a balancer allow N times the rate.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
