@@ -3,9 +3,8 @@
 //! - [`commands`]: one module per command; the binary (`src/main.rs`) only calls them;
 //! - [`runtime`]: the driver loop over the sources (`salestalk-sources`) and the sinks
 //!   (`salestalk-sinks`);
-//! - [`corrections`]: past days corrected from the archive (late events, copies counted in
-//!   two partitions), by `run` and by `replay run --backfill`; [`recompute`] runs the operators
-//!   over archived events for it;
+//! - past days are corrected from the archive by `salestalk-corrections`, which `run`
+//!   schedules and `replay run --backfill` calls;
 //! - [`serve`], [`alerts`], [`stalls`], [`webhook`], [`telemetry`]: what serves people and
 //!   Prometheus (on `salestalk-http`);
 //! - the gateway services publish through is `salestalk-gateway`, run by `commands::ingest`;
@@ -16,12 +15,10 @@
 pub mod alerts;
 pub mod billing;
 pub mod commands;
-pub mod corrections;
 pub mod downstream;
 pub mod instance;
 pub mod lines;
 pub mod logging;
-pub mod recompute;
 pub mod runtime;
 pub mod serve;
 pub mod settings;

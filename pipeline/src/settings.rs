@@ -22,11 +22,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::alerts::AlertSettings;
-use crate::corrections::CorrectionSettings;
 use crate::logging::LogSettings;
 use crate::runtime::settings::{GraphSettings, PipelineSettings};
 use crate::serve::ServeSettings;
 use crate::telemetry::MetricsSettings;
+use salestalk_corrections::{CorrectionSettings, CorrectorSettings};
 use salestalk_gateway::IngestSettings;
 
 /// The documented defaults, which also define the set of known keys.
@@ -90,6 +90,19 @@ pub struct SettingsError {
 }
 
 impl Settings {
+    /// What the corrector of past days is built from: its section and the rules it shares
+    /// with the live tasks.
+    pub fn corrector(&self) -> CorrectorSettings {
+        CorrectorSettings {
+            endpoint: self.clickhouse.clone(),
+            corrections: self.corrections,
+            task: crate::runtime::task_settings(self),
+            aggregates: self.graph.aggregates.names(),
+            routing: self.routing.clone(),
+            archive_days: self.retention.archive_days,
+        }
+    }
+
     /// Loads the defaults, the optional file and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
         Self::load_from(file, None)

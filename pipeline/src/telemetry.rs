@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
+use salestalk_corrections::{CorrectionObserver, Pass};
 use salestalk_sources::{PartitionGauges, SourceObserver, SourcePartition};
 
 use salestalk_http::server::respond;
@@ -149,6 +150,32 @@ impl SourceObserver for Telemetry {
             unread: self.partition_lag.get_or_create(&labels).get(),
             millis_behind: self.kinesis_millis_behind.get_or_create(&labels).get(),
         }
+    }
+}
+
+impl CorrectionObserver for Telemetry {
+    fn passed(&self, pass: &Pass) {
+        let count = |outcome: &str, n: u64| {
+            self.corrections
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(n);
+        };
+        count("corrected", pass.corrected.len() as u64);
+        count("unchanged", pass.unchanged as u64);
+        count("not_final", pass.waiting as u64);
+        let rows: u64 = pass.corrected.iter().map(|c| c.rows_written).sum();
+        self.correction_rows.inc_by(rows);
+        self.corrections_waiting.set(pass.waiting as i64);
+    }
+
+    fn failed(&self) {
+        self.corrections
+            .get_or_create(&OutcomeLabels {
+                outcome: "failed".to_string(),
+            })
+            .inc();
     }
 }
 

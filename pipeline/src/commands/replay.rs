@@ -9,6 +9,7 @@
 //!   ([`crate::recompute`]) into a separate ClickHouse database, the live one untouched;
 //!   replaying again (`--overwrite`) recomputes the same numbers.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -18,20 +19,16 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use salestalk_corrections::day::{
+    Before, Corrections, DayCorrection, Refusal, Trigger, oldest_whole_day,
+};
+use salestalk_corrections::recompute::{Purpose, Recomputation};
 use salestalk_kafka::admin;
 use salestalk_kafka::producer::{self, deliver};
-use std::collections::{BTreeMap, BTreeSet};
-
 use salestalk_sinks::clickhouse::write_flushes;
 use salestalk_store::Endpoint;
 use salestalk_store::corrections::{CorrectionRecord, DAY_S};
 use salestalk_store::replay::{ReplayRecord, ReplaySelection};
-
-use crate::corrections::{
-    self,
-    day::{Before, Corrections, DayCorrection, Refusal, Trigger, oldest_whole_day},
-};
-use crate::recompute::{Purpose, Recomputation};
 
 /// The header naming the replay a message came from.
 pub const REPLAY_OF_HEADER: &str = "salestalk-replay-of";
@@ -205,6 +202,7 @@ async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Res
 /// written over the live rows at a correction epoch. Only days every task is past, and only
 /// days the archive still holds in full.
 async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let corrector = settings.corrector();
     let endpoint = &settings.clickhouse;
     if !args.event_ids.is_empty() || !args.event_types.is_empty() || args.correlation_id.is_some() {
         bail!(
@@ -222,7 +220,7 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
     anyhow::ensure!(since_s < until_s, "--since must be before --until");
     let started = Utc::now();
     let now_ms = started.timestamp_millis().max(0) as u64;
-    let oldest = oldest_whole_day(settings, now_ms);
+    let oldest = oldest_whole_day(settings.retention.archive_days, now_ms);
     if since_s < oldest {
         bail!(
             "the archive holds whole days from {} on (retention.archive_days = {}): a backfill \
@@ -253,7 +251,7 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
     };
     // Every task that wrote the days must be past them for good: checked for the whole range
     // before anything is written.
-    let open_from = corrections::open_from(settings).await?;
+    let open_from = salestalk_corrections::open_from(&corrector).await?;
     let days: Vec<i64> = (since_s..until_s).step_by(DAY_S as usize).collect();
     for day in &days {
         for task in endpoint.tasks_of_day(*day).await? {
@@ -300,7 +298,7 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
                     .map_or(0, |r| r.2)
             };
             let correction = DayCorrection {
-                settings,
+                settings: &corrector,
                 tenant: &tenant,
                 day,
                 trigger: Trigger::Backfill,
@@ -327,13 +325,13 @@ async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow
                         done.duplicates_removed,
                         done.rows_written
                     );
-                    held.add(settings, prepared).await?;
+                    held.add(&corrector, prepared).await?;
                 }
                 Err(refusal) => bail!("{tenant} {}: {refusal}", date(day)),
             }
         }
     }
-    held.write(settings).await?;
+    held.write(&corrector).await?;
     record.selected = events.max(0) as u64;
     record.sent = record.selected;
     record.finished_at = to_u32(Utc::now().timestamp());
@@ -543,7 +541,7 @@ async fn recompute(
     record: &mut ReplayRecord,
 ) -> anyhow::Result<()> {
     let endpoint = &settings.clickhouse;
-    let mut recomputation = Recomputation::new(settings, Purpose::Database)?;
+    let mut recomputation = Recomputation::new(&settings.corrector(), Purpose::Database)?;
     let clock = Instant::now();
     let mut cursor = Cursor::default();
     loop {

@@ -15,9 +15,9 @@ use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_operators::routing::RoutingTable;
 use salestalk_store::dead_letter_queue::DlqFilter;
 
-use crate::corrections::Leadership;
 use crate::settings::Settings;
 use crate::telemetry::{TargetLabels, Telemetry};
+use salestalk_corrections::Leadership;
 
 /// The note of a dead letter redriven because its target answered again (the SRE page counts
 /// these).

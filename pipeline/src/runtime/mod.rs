@@ -39,9 +39,9 @@ use self::durable::{InFlight, Writer};
 use self::signals::StopRequest;
 use self::startup::{flush_plan, with_retries};
 use self::workers::Workers;
-use crate::corrections::Leadership;
 use crate::settings::Settings;
 use crate::telemetry::{self, PartitionLabels, ReasonLabels, Telemetry};
+use salestalk_corrections::{CorrectionObserver, Leadership};
 use salestalk_sources::{Batch, Source, SourceObserver, SourcePartition, SourceSettings, Sources};
 
 /// When a run ends on its own (besides SIGTERM/SIGINT).
@@ -433,7 +433,8 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     );
     crate::downstream::watch(settings, &routing);
     let leadership = Leadership::default();
-    crate::corrections::schedule(settings.clone(), leadership.clone(), Arc::clone(&telemetry));
+    let observer: Arc<dyn CorrectionObserver> = telemetry.clone();
+    salestalk_corrections::schedule(settings.corrector(), leadership.clone(), observer);
     crate::downstream::heal::schedule(
         settings,
         &routing,

@@ -27,8 +27,7 @@ use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_store::replay::ArchivedCopy;
 use salestalk_store::tables::dead_letters::LateLetter;
 
-use crate::runtime::task_settings;
-use crate::settings::Settings;
+use crate::settings::CorrectorSettings;
 
 /// How late an archived event may be and still count, and how long an id is remembered: far
 /// beyond the archive's 90 days (events come in any order, and each must count once).
@@ -76,12 +75,11 @@ pub struct Recomputation {
 impl Recomputation {
     /// A recomputation with the configured operators (`graph.aggregates`, less what `purpose`
     /// leaves out) and routing (which events the metrics count).
-    pub fn new(settings: &Settings, purpose: Purpose) -> anyhow::Result<Self> {
+    pub fn new(settings: &CorrectorSettings, purpose: Purpose) -> anyhow::Result<Self> {
         let names: Vec<&str> = settings
-            .graph
             .aggregates
-            .names()
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|name| {
                 Family::ALL
                     .into_iter()
@@ -98,7 +96,7 @@ impl Recomputation {
                 dedup_horizon_ms: NEVER_MS,
                 dedup_max_ids: EVERY_ID,
                 dedup_max_ids_per_tenant: EVERY_ID,
-                ..task_settings(settings)
+                ..settings.task
             },
             aggregates,
             routing: Arc::new(routing),

@@ -68,3 +68,22 @@ mod tests {
         assert_eq!(bad.problems(90).len(), 2);
     }
 }
+
+/// Everything the corrector (and a recomputation) is built from: the `[corrections]`
+/// section and what it shares with the live pipeline, so a recomputed day is counted by the
+/// same rules as the live one.
+#[derive(Debug, Clone)]
+pub struct CorrectorSettings {
+    /// Where the archive, the window rows and the records of corrections are.
+    pub endpoint: salestalk_store::Endpoint,
+    /// `[corrections]`.
+    pub corrections: CorrectionSettings,
+    /// The live tasks' rules (lateness, clock skew, dedup, sizes).
+    pub task: salestalk_operators::task::TaskSettings,
+    /// The aggregates the graph runs (`graph.aggregates`).
+    pub aggregates: Vec<&'static str>,
+    /// Which events the metrics count (`[routing]`).
+    pub routing: salestalk_operators::routing::RoutingSettings,
+    /// Days the archive keeps (`retention.archive_days`).
+    pub archive_days: u32,
+}

@@ -15,7 +15,7 @@ use salestalk_store::corrections::{CorrectionRecord, DAY_S, LiveKey, correction_
 use salestalk_store::tables::dead_letters::LateLetter;
 
 use crate::recompute::{Purpose, Recomputation};
-use crate::settings::Settings;
+use crate::settings::CorrectorSettings;
 
 /// Archived events read at a time.
 const PAGE: u64 = 20_000;
@@ -121,7 +121,7 @@ impl Before {
 /// A tenant's day to correct, and the rules it is corrected by.
 pub struct DayCorrection<'a> {
     /// The pipeline's settings: its operators, routing and time rules.
-    pub settings: &'a Settings,
+    pub settings: &'a CorrectorSettings,
     /// The tenant.
     pub tenant: &'a str,
     /// The day's start (Unix s, a multiple of a day).
@@ -159,8 +159,8 @@ impl DayCorrection<'_> {
         now_ms: u64,
         all_or_nothing: bool,
     ) -> anyhow::Result<Result<Prepared, Refusal>> {
-        let endpoint = &self.settings.clickhouse;
-        let oldest_day = oldest_whole_day(self.settings, now_ms);
+        let endpoint = &self.settings.endpoint;
+        let oldest_day = oldest_whole_day(self.settings.archive_days, now_ms);
         if self.day < oldest_day {
             return Ok(Err(Refusal::Expired { oldest_day }));
         }
@@ -276,7 +276,7 @@ impl DayCorrection<'_> {
             return Ok((0, 0));
         }
         self.settings
-            .clickhouse
+            .endpoint
             .totals_of_tasks(self.tenant, self.day, tasks)
             .await
             .context("reading the tasks' totals of the day")
@@ -287,11 +287,11 @@ impl DayCorrection<'_> {
     async fn legacy_late_letters(&self) -> anyhow::Result<Vec<LateLetter>> {
         // A late event arrives after its window, but its producer's clock may run ahead of the
         // broker's by up to the allowed skew: look that much earlier.
-        let skew_s = self.settings.pipeline.max_future_skew_ms / 1000;
+        let skew_s = self.settings.task.max_future_skew_ms / 1000;
         let since = to_u32(self.day - skew_s);
         let letters = self
             .settings
-            .clickhouse
+            .endpoint
             .late_letters(&[self.tenant.to_string()], since)
             .await
             .context("reading late dead letters")?;
@@ -319,7 +319,11 @@ pub struct Corrections {
 
 impl Corrections {
     /// Adds a correction, writing what is held first when its rows would not fit beside them.
-    pub async fn add(&mut self, settings: &Settings, prepared: Prepared) -> anyhow::Result<()> {
+    pub async fn add(
+        &mut self,
+        settings: &CorrectorSettings,
+        prepared: Prepared,
+    ) -> anyhow::Result<()> {
         if self.rows.len() + prepared.rows.len() > MAX_STATE_ROWS {
             self.write(settings).await?;
         }
@@ -333,7 +337,7 @@ impl Corrections {
     /// thousand records wait.
     pub async fn checked(
         &mut self,
-        settings: &Settings,
+        settings: &CorrectorSettings,
         record: CorrectionRecord,
     ) -> anyhow::Result<()> {
         self.records.push(record);
@@ -344,8 +348,11 @@ impl Corrections {
     }
 
     /// Writes everything held; returns the records written.
-    pub async fn write(&mut self, settings: &Settings) -> anyhow::Result<Vec<CorrectionRecord>> {
-        let endpoint = &settings.clickhouse;
+    pub async fn write(
+        &mut self,
+        settings: &CorrectorSettings,
+    ) -> anyhow::Result<Vec<CorrectionRecord>> {
+        let endpoint = &settings.endpoint;
         let rows = std::mem::take(&mut self.rows);
         // Every correction of a pass has the pass's epoch.
         if let Some(epoch) = self.records.iter().map(|r| r.epoch).find(|e| *e != 0) {
@@ -376,9 +383,9 @@ impl Corrections {
 
 /// The oldest day start (Unix s) the archive holds in full at `now_ms`: retention drops nothing
 /// younger than `retention.archive_days`, and a day is whole when its start is that young.
-pub fn oldest_whole_day(settings: &Settings, now_ms: u64) -> i64 {
+pub fn oldest_whole_day(archive_days: u32, now_ms: u64) -> i64 {
     let now_s = (now_ms / 1000) as i64;
-    let horizon = now_s - i64::from(settings.retention.archive_days) * DAY_S;
+    let horizon = now_s - i64::from(archive_days) * DAY_S;
     // The first day starting at or after the horizon.
     (horizon + DAY_S - 1).div_euclid(DAY_S) * DAY_S
 }
@@ -567,13 +574,11 @@ mod tests {
 
     #[test]
     fn the_archive_holds_whole_days_from_the_first_after_its_horizon() {
-        let settings = Settings::load_from(None, Some(Vec::new())).expect("the defaults load");
-        assert_eq!(settings.retention.archive_days, 90);
         let now_ms = (20_000 * DAY_S + 3_600) as u64 * 1000;
         // 90 days before 01:00 is 01:00 of day 19,910: that day is partly gone.
-        assert_eq!(oldest_whole_day(&settings, now_ms), 19_911 * DAY_S);
+        assert_eq!(oldest_whole_day(90, now_ms), 19_911 * DAY_S);
         let midnight = (20_000 * DAY_S) as u64 * 1000;
-        assert_eq!(oldest_whole_day(&settings, midnight), 19_910 * DAY_S);
+        assert_eq!(oldest_whole_day(90, midnight), 19_910 * DAY_S);
     }
 
     #[test]

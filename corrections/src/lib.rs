@@ -19,6 +19,7 @@
 //! code serves `salestalk replay run --backfill`.
 
 pub mod day;
+pub mod recompute;
 mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,9 +31,7 @@ use anyhow::Context;
 use salestalk_store::corrections::{CorrectionRecord, DAY_S};
 
 use self::day::{Before, Corrections, DayCorrection, OpenFrom, Refusal, Trigger};
-pub use self::settings::CorrectionSettings;
-use crate::settings::Settings;
-use crate::telemetry::{OutcomeLabels, Telemetry};
+pub use self::settings::{CorrectionSettings, CorrectorSettings};
 
 /// What one pass over the past days did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,13 +49,13 @@ pub struct Pass {
 type TenantDay = (String, i64);
 
 /// Checks every past day that may need it and corrects those that do, as of `now_ms`.
-pub async fn pass(settings: &Settings, now_ms: u64) -> anyhow::Result<Pass> {
-    let endpoint = &settings.clickhouse;
+pub async fn pass(settings: &CorrectorSettings, now_ms: u64) -> anyhow::Result<Pass> {
+    let endpoint = &settings.endpoint;
     let today = ((now_ms / 1000) as i64).div_euclid(DAY_S) * DAY_S;
     // Late arrivals and changed days are looked for as far back as the archive holds whole
     // days; days are checked the first time within the horizon (and a day more: the horizon
     // counts from broker time, not from midnight).
-    let oldest = day::oldest_whole_day(settings, now_ms);
+    let oldest = day::oldest_whole_day(settings.archive_days, now_ms);
     let first_checks_from = today - (settings.corrections.horizon_ms / 1000 / DAY_S + 2) * DAY_S;
     let live = totals(endpoint.live_day_volumes(oldest, today).await?);
     let arrivals = totals(endpoint.late_arrivals(oldest, today).await?);
@@ -193,10 +192,10 @@ fn unchanged(
 }
 
 /// Each task's first window it may still change (Unix s), from its newest checkpoint.
-pub async fn open_from(settings: &Settings) -> anyhow::Result<OpenFrom> {
-    let lateness = settings.pipeline.allowed_lateness_ms;
+pub async fn open_from(settings: &CorrectorSettings) -> anyhow::Result<OpenFrom> {
+    let lateness = settings.task.allowed_lateness_ms;
     Ok(settings
-        .clickhouse
+        .endpoint
         .checkpoints()
         .await
         .context("reading the tasks' checkpoints")?
@@ -235,11 +234,23 @@ impl Leadership {
     }
 }
 
+/// Hears how each scheduled pass ended (the binary counts them on `/metrics`).
+pub trait CorrectionObserver: Send + Sync + 'static {
+    /// A pass ended with `pass`.
+    fn passed(&self, pass: &Pass);
+    /// A pass failed; the next one tries again.
+    fn failed(&self);
+}
+
 /// Runs a [`pass`] every `corrections.interval_ms` while this instance leads (never when the
-/// interval is 0), counting outcomes on `/metrics`. A pass cut short by a crash or a stop is
+/// interval is 0), telling `observer` how each ended. A pass cut short by a crash or a stop is
 /// made again by the next: a correction writes its rows before its record, and the same day
 /// recomputed again gives the same rows.
-pub fn schedule(settings: Settings, leadership: Leadership, telemetry: Arc<Telemetry>) {
+pub fn schedule(
+    settings: CorrectorSettings,
+    leadership: Leadership,
+    observer: Arc<dyn CorrectionObserver>,
+) {
     if !settings.corrections.scheduled() {
         return;
     }
@@ -250,27 +261,12 @@ pub fn schedule(settings: Settings, leadership: Leadership, telemetry: Arc<Telem
         loop {
             if leadership.leads() {
                 let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-                let count = |outcome: &str, n: u64| {
-                    telemetry
-                        .corrections
-                        .get_or_create(&OutcomeLabels {
-                            outcome: outcome.to_string(),
-                        })
-                        .inc_by(n);
-                };
                 match pass(&settings, now_ms).await {
-                    Ok(done) => {
-                        count("corrected", done.corrected.len() as u64);
-                        count("unchanged", done.unchanged as u64);
-                        count("not_final", done.waiting as u64);
-                        let rows: u64 = done.corrected.iter().map(|c| c.rows_written).sum();
-                        telemetry.correction_rows.inc_by(rows);
-                        telemetry.corrections_waiting.set(done.waiting as i64);
-                    }
+                    Ok(done) => observer.passed(&done),
                     Err(error) => {
                         // The next pass tries again: nothing is half-recorded.
                         tracing::warn!(error = format!("{error:#}"), "correcting past days");
-                        count("failed", 1);
+                        observer.failed();
                     }
                 }
             }
