@@ -84,12 +84,11 @@ impl IngestSettings {
     /// Every problem with these settings, each naming its key.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.listen().is_err() {
-            out.push(format!(
-                "ingest.listen: '{}' is not an address like 127.0.0.1:8088",
-                self.listen
-            ));
-        }
+        out.extend(salestalk_http::server::listen_problem(
+            "ingest.listen",
+            &self.listen,
+            "127.0.0.1:8088",
+        ));
         if !(1..=MAX_ENTRIES_CEILING).contains(&self.max_entries) {
             out.push(format!(
                 "ingest.max_entries: {} is outside 1..={MAX_ENTRIES_CEILING}",

@@ -39,6 +39,14 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub std::net::IpAddr);
 
+/// The start-up problem with listen address `text`, configured as `key`, unless it is one
+/// (`example` shows the form).
+pub fn listen_problem(key: &str, text: &str, example: &str) -> Option<String> {
+    listen_address(text)
+        .is_err()
+        .then(|| format!("{key}: '{text}' is not an address like {example}"))
+}
+
 /// A configured listen address, parsed (checked at start-up; an unparsable one is reported
 /// there).
 pub fn listen_address(text: &str) -> std::io::Result<SocketAddr> {

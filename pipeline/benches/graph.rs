@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use salestalk::runtime::workers::Workers;
+use salestalk::run::workers::Workers;
 use salestalk_contracts::{parse, validate};
 use salestalk_generator::{DEFAULT_TENANT_SKEW, FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk_operators::RawMessage;

@@ -1,31 +1,25 @@
-//! The `salestalk` pipeline: the command line, configuration and the runtime.
+//! The `salestalk` binary: the command line, configuration, and the processes it runs, each
+//! in a wing of its own.
 //!
-//! - [`commands`]: one module per command; the binary (`src/main.rs`) only calls them;
-//! - [`runtime`]: the driver loop over the sources (`salestalk-sources`) and the sinks
-//!   (`salestalk-sinks`);
-//! - past days are corrected from the archive by `salestalk-corrections`, which `run`
-//!   schedules and `replay run --backfill` calls;
-//! - [`serve`], [`alerts`], [`stalls`], [`webhook`], [`telemetry`]: what serves people and
-//!   Prometheus (on `salestalk-http`);
-//! - the gateway services publish through is `salestalk-gateway`, run by `commands::ingest`;
-//! - [`validate`], [`lines`], [`billing`]: validation and export formats (the traffic
-//!   generator is `salestalk-generator`);
-//! - [`settings`], [`logging`]: configuration and diagnostics.
+//! - [`commands`]: the command line, one thin module per command; `src/main.rs` only calls it;
+//! - [`run`]: the `run` process: the driver loop over the sources (`salestalk-sources`) and
+//!   the sinks (`salestalk-sinks`), the downstream consumer groups it watches, redrives;
+//!   past days are corrected by `salestalk-corrections`, which it schedules;
+//! - [`serve`]: the `serve` process: dashboards and the API on `salestalk-http`, the alert
+//!   evaluator, its stall signal and webhooks;
+//! - the `ingest` process is `salestalk-gateway`, started by `commands::ingest`;
+//! - [`tools`]: what the one-shot commands share: validation, JSON Lines, the billing export
+//!   (the traffic generator is `salestalk-generator`);
+//! - [`settings`], [`logging`], [`telemetry`], [`instance`]: what every process shares.
 
-pub mod alerts;
-pub mod billing;
 pub mod commands;
-pub mod downstream;
 pub mod instance;
-pub mod lines;
 pub mod logging;
-pub mod runtime;
+pub mod run;
 pub mod serve;
 pub mod settings;
-pub mod stalls;
 pub mod telemetry;
-pub mod validate;
-pub mod webhook;
+pub mod tools;
 
 /// The allocator of every program built on this crate (the binary, its tests and benches):
 /// the hot path allocates per message, and glibc's allocator spent about a third of the task's

@@ -13,6 +13,7 @@ use salestalk_kafka::KafkaSettings;
 use salestalk_kinesis::KinesisSettings;
 use salestalk_operators::SourceKind;
 use salestalk_operators::routing::{RoutingSettings, RoutingTable};
+use salestalk_operators::task::TaskSettings;
 use salestalk_sinks::SinkSettings;
 use salestalk_sinks::kafka::DlqSettings;
 use salestalk_sinks::retry::RetrySettings;
@@ -21,16 +22,20 @@ use salestalk_store::retention::RetentionSettings;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::alerts::AlertSettings;
 use crate::logging::LogSettings;
-use crate::runtime::settings::{GraphSettings, PipelineSettings};
-use crate::serve::ServeSettings;
-use crate::telemetry::MetricsSettings;
+use crate::run::settings::{GraphSettings, PipelineSettings};
+use crate::serve::alerts::AlertSettings;
+use crate::serve::settings::ServeSettings;
+use crate::telemetry::TelemetrySettings;
 use salestalk_corrections::{CorrectionSettings, CorrectorSettings};
 use salestalk_gateway::IngestSettings;
 
 /// The documented defaults, which also define the set of known keys.
 pub const DEFAULTS: &str = include_str!("../../config/salestalk.toml");
+
+/// Keys renamed by a release, old name first: the old name still works, with a warning,
+/// until the release after (a value given under both names takes the new one's).
+pub const RENAMED: &[(&str, &str)] = &[("metrics.listen", "telemetry.listen")];
 
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: &[&str] = &[
@@ -63,8 +68,8 @@ pub struct Settings {
     pub dlq: DlqSettings,
     /// `[sinks]`: the flush order (`salestalk-sinks`).
     pub sinks: SinkSettings,
-    /// `[metrics]`: the Prometheus endpoint (telemetry).
-    pub metrics: MetricsSettings,
+    /// `[telemetry]`: the Prometheus endpoint of `run`.
+    pub telemetry: TelemetrySettings,
     /// `[alerts]`: the alert evaluator of `serve`.
     pub alerts: AlertSettings,
     /// `[serve]`: where `serve` listens.
@@ -79,6 +84,8 @@ pub struct Settings {
     pub routing: RoutingSettings,
     /// `[log]`: diagnostics.
     pub log: LogSettings,
+    /// Keys given by a name a release renamed: (old, new), for [`Settings::warn_renamed`].
+    pub renamed: Vec<(String, String)>,
 }
 
 /// Every problem found in a configuration.
@@ -90,13 +97,27 @@ pub struct SettingsError {
 }
 
 impl Settings {
+    /// The task rules these settings give (a run's, and a recomputation's from the archive).
+    pub fn task_settings(&self) -> TaskSettings {
+        TaskSettings {
+            allowed_lateness_ms: self.pipeline.allowed_lateness_ms,
+            correction_horizon_ms: self.corrections.horizon_ms,
+            max_future_skew_ms: self.pipeline.max_future_skew_ms,
+            dedup_horizon_ms: self.pipeline.dedup_horizon_ms,
+            dedup_max_ids: self.pipeline.dedup_max_ids,
+            dedup_max_ids_per_tenant: self.pipeline.dedup_max_ids_per_tenant,
+            max_message_bytes: self.kafka.max_message_bytes,
+            max_new_enum_values: self.pipeline.max_new_enum_values,
+        }
+    }
+
     /// What the corrector of past days is built from: its section and the rules it shares
     /// with the live tasks.
     pub fn corrector(&self) -> CorrectorSettings {
         CorrectorSettings {
             endpoint: self.clickhouse.clone(),
             corrections: self.corrections,
-            task: crate::runtime::task_settings(self),
+            task: self.task_settings(),
             aggregates: self.graph.aggregates.names(),
             routing: self.routing.clone(),
             archive_days: self.retention.archive_days,
@@ -128,14 +149,49 @@ impl Settings {
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
         }
-        let merged = builder
-            .add_source(environment)
-            .build()
-            .map_err(|e| SettingsError {
-                problems: vec![e.to_string()],
-            })?;
-        Reader::new(merged).read()
+        let failed = |e: config::ConfigError| SettingsError {
+            problems: vec![e.to_string()],
+        };
+        let merged = builder.add_source(environment).build().map_err(failed)?;
+        let (merged, renamed) = carry_renamed(merged).map_err(failed)?;
+        let mut settings = Reader::new(merged).read()?;
+        settings.renamed = renamed;
+        Ok(settings)
     }
+
+    /// Warns once for every renamed key these settings were given by its old name (call it
+    /// once logging is set up).
+    pub fn warn_renamed(&self) {
+        for (old, new) in &self.renamed {
+            tracing::warn!(
+                old = %old,
+                new = %new,
+                "a setting was given by its old name; it works until the next release: rename it \
+                 (in a file, or SALESTALK__{})",
+                new.replace('.', "__").to_uppercase()
+            );
+        }
+    }
+}
+
+/// `config` with every renamed key given by its old name carried to its new one (unless the
+/// new one was given too), and the (old, new) pairs carried.
+fn carry_renamed(config: Config) -> Result<(Config, Vec<(String, String)>), config::ConfigError> {
+    let defaults = Config::builder().add_source(defaults()).build()?;
+    let text = |c: &Config, key: &str| c.get::<config::Value>(key).ok().map(|v| v.to_string());
+    let mut carried = Vec::new();
+    let mut builder = Config::builder().add_source(config.clone());
+    for (old, new) in RENAMED {
+        let Ok(value) = config.get::<config::Value>(old) else {
+            continue;
+        };
+        // Given under both names, the new one's value wins.
+        if text(&config, new) == text(&defaults, new) {
+            builder = builder.set_override(*new, value)?;
+        }
+        carried.push((old.to_string(), new.to_string()));
+    }
+    Ok((builder.build()?, carried))
 }
 
 fn defaults() -> File<config::FileSourceString, FileFormat> {
@@ -220,7 +276,7 @@ impl Reader {
         let retry = self.section("retry", RetrySettings::problems);
         let dlq = self.section("dlq", DlqSettings::problems);
         let sinks = self.section("sinks", |_: &SinkSettings| Vec::new());
-        let metrics = self.section("metrics", MetricsSettings::problems);
+        let telemetry = self.section("telemetry", TelemetrySettings::problems);
         let alerts = self.section("alerts", AlertSettings::problems);
         let serve = self.section("serve", ServeSettings::problems);
         let log = self.section("log", LogSettings::problems);
@@ -263,7 +319,7 @@ impl Reader {
             retry,
             dlq,
             sinks,
-            metrics,
+            telemetry,
             alerts,
             serve,
             log,
@@ -281,7 +337,7 @@ impl Reader {
                 Some(retry),
                 Some(dlq),
                 Some(sinks),
-                Some(metrics),
+                Some(telemetry),
                 Some(alerts),
                 Some(serve),
                 Some(log),
@@ -298,7 +354,7 @@ impl Reader {
                 retry,
                 dlq,
                 sinks,
-                metrics,
+                telemetry,
                 alerts,
                 serve,
                 log,
@@ -306,6 +362,7 @@ impl Reader {
                 ingest,
                 routing,
                 corrections,
+                renamed: Vec::new(),
             }),
             _ => Err(SettingsError {
                 problems: self.problems,
@@ -327,7 +384,11 @@ impl Reader {
                 .iter()
                 .any(|table| key.strip_prefix(table).is_some_and(|k| k.starts_with('.')))
         };
-        for key in given.difference(&known).filter(|key| !open(key)) {
+        let renamed = |key: &&String| RENAMED.iter().any(|(old, _)| old == key);
+        for key in given
+            .difference(&known)
+            .filter(|key| !open(key) && !renamed(key))
+        {
             self.problems.push(format!(
                 "{key}: unknown key (in a file, or the environment variable SALESTALK__{})",
                 key.replace('.', "__").to_uppercase()
@@ -383,6 +444,32 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_renamed_key_works_by_its_old_name_and_is_told() {
+        let old = Settings::load_from(
+            None,
+            env(&[("SALESTALK__METRICS__LISTEN", "127.0.0.1:9500")]),
+        )
+        .expect("the old name is still accepted");
+        assert_eq!(old.telemetry.listen(), "127.0.0.1:9500".parse().ok());
+        assert_eq!(
+            old.renamed,
+            [("metrics.listen".to_string(), "telemetry.listen".to_string())]
+        );
+        let both = Settings::load_from(
+            None,
+            env(&[
+                ("SALESTALK__METRICS__LISTEN", "127.0.0.1:9500"),
+                ("SALESTALK__TELEMETRY__LISTEN", "127.0.0.1:9600"),
+            ]),
+        )
+        .expect("both names");
+        assert_eq!(both.telemetry.listen(), "127.0.0.1:9600".parse().ok());
+        let new = Settings::load_from(None, env(&[("SALESTALK__TELEMETRY__LISTEN", "")]))
+            .expect("the new name");
+        assert_eq!((new.telemetry.listen(), new.renamed.len()), (None, 0));
     }
 
     #[test]

@@ -23,14 +23,15 @@ use salestalk_sources::{PartitionGauges, SourceObserver, SourcePartition};
 
 use salestalk_http::server::respond;
 
-/// `[metrics]`: the Prometheus endpoint of `salestalk run`.
+/// `[telemetry]`: the Prometheus endpoint of `salestalk run` (`[metrics]` until this
+/// release: the metrics are the views dashboards read; this is the pipeline's own telemetry).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct MetricsSettings {
+pub struct TelemetrySettings {
     /// Where `GET /metrics` is served; empty when turned off.
     listen: String,
 }
 
-impl MetricsSettings {
+impl TelemetrySettings {
     /// The address, unless the endpoint is turned off.
     pub fn listen(&self) -> Option<SocketAddr> {
         self.listen.trim().parse().ok()
@@ -42,7 +43,7 @@ impl MetricsSettings {
             Vec::new()
         } else {
             vec![format!(
-                "metrics.listen: '{}' is not an address like 127.0.0.1:9464",
+                "telemetry.listen: '{}' is not an address like 127.0.0.1:9464",
                 self.listen
             )]
         }

@@ -6,12 +6,14 @@
 //! the stored results back (restores, dashboards, alerts, billing, the DLQ) is the
 //! `salestalk-store` crate.
 
+pub mod build;
 pub mod clickhouse;
 pub mod kafka;
 pub mod outcomes;
 pub mod retry;
 pub mod sink;
 
+pub use build::{BuildError, SinkBuild};
 pub use sink::{
     FlushBatch, FlushOrder, FlushPlan, Sink, SinkError, SinkKind, SinkObserver, SinkSettings,
 };

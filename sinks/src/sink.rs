@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use salestalk_operators::dead_letter::DeadLetterReason;
-use salestalk_operators::flush::{DeadLetter, Flush, Rejection};
+use salestalk_operators::flush::{DeadLetter, Flush, Rejection, consumers};
 use salestalk_operators::{DeadLetterAddress, SourcePartition};
 
 use crate::outcomes::Outcomes;
@@ -28,15 +28,23 @@ pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + S
 /// It fails only when it cannot go on: [`SinkError::Down`] holds the flush and pauses reading
 /// until the service is back; [`SinkError::Fatal`] stops the run without committing.
 pub trait Sink: Send + Sync {
+    /// What it is: its one identity, from which its names follow.
+    fn kind(&self) -> SinkKind;
+
     /// Its name in `sinks.flush_order`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.kind().name()
+    }
 
-    /// The service it writes to, as health and telemetry name it (`clickhouse`, `dlq_topic`).
-    fn service(&self) -> &'static str;
+    /// The service it writes to, as health and telemetry name it.
+    fn service(&self) -> &'static str {
+        self.kind().service()
+    }
 
-    /// The consumer it is, as latency and the consumer error rate name it
-    /// (`salestalk_operators::flush::consumers`).
-    fn consumer(&self) -> &'static str;
+    /// The consumer it is, as latency and the consumer error rate name it.
+    fn consumer(&self) -> &'static str {
+        self.kind().consumer()
+    }
 
     /// Makes its part of `batch` durable.
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a>;
@@ -319,7 +327,30 @@ impl SinkKind {
         }
     }
 
-    fn keeps_dead_letters(self) -> bool {
+    /// The service it writes to, as health and telemetry name it (`clickhouse`, `dlq_topic`,
+    /// `targets`).
+    pub const fn service(self) -> &'static str {
+        match self {
+            Self::Archive | Self::DeadLetterTable | Self::WindowState => crate::clickhouse::SERVICE,
+            Self::Delivery => crate::kafka::delivery::SERVICE,
+            Self::DeadLetterTopic => crate::kafka::dead_letter_topic::SERVICE,
+        }
+    }
+
+    /// The consumer it is, as latency and the consumer error rate name it
+    /// (`salestalk_operators::flush::consumers`; each target is `target.<name>`).
+    pub const fn consumer(self) -> &'static str {
+        match self {
+            Self::Archive => consumers::ARCHIVE,
+            Self::Delivery => "target",
+            Self::DeadLetterTopic => consumers::DLQ_TOPIC,
+            Self::DeadLetterTable => consumers::DEAD_LETTERS,
+            Self::WindowState => consumers::METRICS,
+        }
+    }
+
+    /// Whether it keeps every dead letter (a flush order needs one such sink).
+    pub fn keeps_dead_letters(self) -> bool {
         matches!(self, Self::DeadLetterTopic | Self::DeadLetterTable)
     }
 }

@@ -95,9 +95,10 @@ fn page_sql(columns: &str, condition: &str, limit: u64) -> String {
     )
 }
 
-/// One archived event, as a replay sends it.
+/// One archived event, as a replay sends it (the archive's own row is
+/// `salestalk_operators::flush::ArchivedEvent`).
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
-pub struct ArchivedEvent {
+pub struct ReplayedEvent {
     /// Its tenant (the key it is produced with).
     pub tenant_id: String,
     /// Its id.
@@ -174,7 +175,7 @@ impl Endpoint {
         selection: &ReplaySelection,
         after: (&str, &str),
         limit: u64,
-    ) -> Result<Vec<ArchivedEvent>, ClickHouseError> {
+    ) -> Result<Vec<ReplayedEvent>, ClickHouseError> {
         let sql = page_sql(
             "argMax(event_type, durable_at_ms) AS newest_type, \
              argMax(raw, durable_at_ms) AS newest_raw",

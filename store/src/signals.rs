@@ -94,7 +94,7 @@ pub fn signal_sql(rule: &Rule) -> String {
         ),
         // The raw progress only: per stall consumer, the end of the last minute in which any
         // of its outputs became durable (Unix ms). `serve` turns it into an age, and only
-        // while the brokers hold unread messages (pipeline/src/stalls.rs).
+        // while the brokers hold unread messages (pipeline/src/serve/stalls.rs).
         Signal::NoFreshDataMs => format!(
             "SELECT '' AS subject_tenant, consumer AS subject_consumer, toUInt64(0) AS measured, \
              (toFloat64(toUInt32(max(window_start))) + 60) * 1000 AS value \

@@ -99,8 +99,8 @@ fn the_checks_catch_broken_deployment_files() {
         ),
         (
             "deploy/k8s/base/pipeline.yaml",
-            "SALESTALK__METRICS__LISTEN",
-            "SALESTALK__METRICS__LISTENING",
+            "SALESTALK__TELEMETRY__LISTEN",
+            "SALESTALK__TELEMETRY__LISTENING",
             "salestalk refuses its settings",
         ),
         (

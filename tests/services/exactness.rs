@@ -928,7 +928,7 @@ pub enum KillMoment {
     /// As soon as the run's `/metrics` on `port` shows a flush in flight (reading goes on
     /// meanwhile, so the kill also lands mid-batch).
     FlushInFlight {
-        /// The run's metrics port (the runs get `SALESTALK__METRICS__LISTEN` set to it).
+        /// The run's metrics port (the runs get `SALESTALK__TELEMETRY__LISTEN` set to it).
         port: u16,
     },
 }
@@ -951,7 +951,7 @@ pub async fn kill_at(
         KillMoment::FlushInFlight { .. } => 0,
     });
     if let KillMoment::FlushInFlight { port } = moment {
-        env.push(("SALESTALK__METRICS__LISTEN", format!("127.0.0.1:{port}")));
+        env.push(("SALESTALK__TELEMETRY__LISTEN", format!("127.0.0.1:{port}")));
     }
     let mut history = vec![0];
     let mut during_flush = 0;
@@ -1108,7 +1108,7 @@ async fn two_instances_sharing_the_group_produce_the_same_views() {
         let listen = metrics.map_or(String::new(), |port| format!("127.0.0.1:{port}"));
         salestalk_command(&["run", "--idle-exit", "20s"], &setup.env)
             .env("SALESTALK__KAFKA__INSTANCE_ID", id)
-            .env("SALESTALK__METRICS__LISTEN", listen)
+            .env("SALESTALK__TELEMETRY__LISTEN", listen)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("salestalk run starts")

@@ -79,7 +79,7 @@ fn ends(setup: &Setup) -> BTreeMap<(String, i32), i64> {
 fn spawn_with_metrics(setup: &Setup, port: u16, extra: &[(&'static str, String)]) -> Child {
     let mut env = setup.env.clone();
     env.extend_from_slice(extra);
-    env.push(("SALESTALK__METRICS__LISTEN", format!("127.0.0.1:{port}")));
+    env.push(("SALESTALK__TELEMETRY__LISTEN", format!("127.0.0.1:{port}")));
     env.push((
         "SALESTALK__KAFKA__INSTANCE_ID",
         "fault-instance".to_string(),

@@ -23,7 +23,7 @@ fn task_settings() -> TaskSettings {
         allowed_lateness_ms: LATENESS_MS,
         correction_horizon_ms: 7 * 86_400_000,
         max_future_skew_ms: SKEW_MS,
-        ..salestalk::runtime::task_settings(&settings())
+        ..settings().task_settings()
     }
 }
 

@@ -492,14 +492,14 @@ async fn a_shard_with_records_not_yet_durable_is_a_waiting_source_until_read() {
         ),
     )
     .expect("settings");
-    let sources = salestalk::stalls::WatchedSources::new(
+    let sources = salestalk::serve::stalls::WatchedSources::new(
         &settings.pipeline.source_kinds(),
         &settings.kafka,
         &settings.kinesis,
     );
     assert!(sources.kafka.is_none() && sources.kinesis.is_some());
     let endpoint = setup.isolated.endpoint();
-    let mut stalls = salestalk::stalls::Stalls::default();
+    let mut stalls = salestalk::serve::stalls::Stalls::default();
     let now = chrono::Utc::now().timestamp_millis();
     let waiting: BTreeSet<String> = stalls
         .measure(&endpoint, &sources, &[], now)

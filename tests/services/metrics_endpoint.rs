@@ -30,7 +30,7 @@ async fn metrics_show_progress_and_lag_returns_to_zero() {
     let sent = report["delivered"].as_f64().expect("delivered");
 
     let mut child = salestalk_command(&["run", "--idle-exit", "15s"], env)
-        .env("SALESTALK__METRICS__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SALESTALK__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
         .spawn()
         .expect("run starts");
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -130,7 +130,7 @@ pub fn salestalk_command(args: &[&str], env: &[(&str, String)]) -> Command {
             "SALESTALK__LOG__LEVEL",
             std::env::var("SALESTALK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .env("SALESTALK__METRICS__LISTEN", "");
+        .env("SALESTALK__TELEMETRY__LISTEN", "");
     for (key, value) in env {
         command.env(key, value);
     }

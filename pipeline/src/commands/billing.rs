@@ -28,7 +28,7 @@ pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCo
     let Command::Export { month, output } = command;
     let (settings, runtime) = super::start(config)?;
     let billing = runtime
-        .block_on(crate::billing::BillingMonth::read(
+        .block_on(crate::tools::billing::BillingMonth::read(
             &settings.clickhouse,
             month,
             None,
@@ -39,14 +39,14 @@ pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCo
         Some(path) => {
             let file =
                 File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-            crate::billing::write_csv(&billing, BufWriter::new(file))?;
+            crate::tools::billing::write_csv(&billing, BufWriter::new(file))?;
             eprintln!(
                 "{} tenant(s) for {month} in {}",
                 billing.rows.len(),
                 path.display()
             );
         }
-        None => crate::billing::write_csv(&billing, io::stdout().lock())?,
+        None => crate::tools::billing::write_csv(&billing, io::stdout().lock())?,
     }
     Ok(ExitCode::SUCCESS)
 }

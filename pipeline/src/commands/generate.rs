@@ -142,6 +142,7 @@ pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     if args.kafka || args.kinesis {
         let settings = Settings::load(config)?;
         logging::init(&settings.log);
+        settings.warn_renamed();
         let report = if args.kafka {
             salestalk_generator::produce::kafka::produce(
                 &settings.kafka,

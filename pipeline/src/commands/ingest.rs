@@ -14,7 +14,7 @@ use salestalk_gateway::{Gateway, router};
 pub fn execute(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (settings, runtime) = super::start(config)?;
     runtime.block_on(async {
-        crate::runtime::migrate(&settings).await?;
+        crate::run::migrate(&settings).await?;
         let gateway = Gateway::new(
             settings.ingest.clone(),
             settings.kafka.clone(),

@@ -93,7 +93,7 @@ fn line(key: &ApiKey) -> String {
 pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCode> {
     let (settings, runtime) = super::start(config)?;
     let endpoint = &settings.clickhouse;
-    runtime.block_on(crate::runtime::migrate(&settings))?;
+    runtime.block_on(crate::run::migrate(&settings))?;
     match command {
         Command::Create {
             tenants,

@@ -113,6 +113,7 @@ impl Cli {
 fn start(config: Option<&Path>) -> anyhow::Result<(Settings, tokio::runtime::Runtime)> {
     let settings = Settings::load(config)?;
     logging::init(&settings.log);
+    settings.warn_renamed();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     Ok((settings, runtime))
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures_util::future::join_all;
 
-use crate::lines::{Line, LineReader};
+use crate::tools::lines::{Line, LineReader};
 use salestalk_gateway::client::{EntryResult, IngestClient};
 
 /// `salestalk publish` arguments.

@@ -16,7 +16,7 @@ pub struct Args {
 pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let (settings, runtime) = super::start(config)?;
     let now_s = chrono::Utc::now().timestamp();
-    let expired = runtime.block_on(crate::runtime::retention::enforce(
+    let expired = runtime.block_on(crate::run::retention::enforce(
         &settings.clickhouse,
         &settings.retention,
         now_s,

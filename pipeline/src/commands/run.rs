@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::runtime::{RunLimits, run};
+use crate::run::{RunLimits, run};
 
 /// `salestalk run` arguments.
 #[derive(clap::Args)]

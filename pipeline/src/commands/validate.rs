@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::validate::{OutputFormat, validate_stream};
+use crate::tools::validate::{OutputFormat, validate_stream};
 
 /// `salestalk validate` arguments.
 #[derive(clap::Args)]

@@ -3,13 +3,11 @@
 //! handed back to the batch as dead letters.
 
 use clickhouse::Row;
-use salestalk_operators::flush::consumers;
 use salestalk_store::codec::datetime;
 use serde::Serialize;
 
-use super::SERVICE;
 use super::insert::insert_isolating;
-use crate::sink::{FlushBatch, Sink, SinkFuture};
+use crate::sink::{FlushBatch, Sink, SinkFuture, SinkKind};
 
 #[derive(Debug, Clone, Row, Serialize)]
 struct ArchiveRecord<'a> {
@@ -48,16 +46,8 @@ impl Archive {
 }
 
 impl Sink for Archive {
-    fn name(&self) -> &'static str {
-        "archive"
-    }
-
-    fn service(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn consumer(&self) -> &'static str {
-        consumers::ARCHIVE
+    fn kind(&self) -> SinkKind {
+        SinkKind::Archive
     }
 
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {

@@ -3,12 +3,10 @@
 //! refuses is lost unless an earlier sink (the dead-letter topic) already keeps it: then the
 //! refusal is logged, otherwise the run stops without committing.
 
-use salestalk_operators::flush::consumers;
 use salestalk_store::tables::dead_letters::{self, DeadLetterRow};
 
-use super::SERVICE;
 use super::insert::insert_isolating;
-use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture};
+use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SinkKind};
 
 /// The dead-letter table sink.
 pub struct DeadLetterTable {
@@ -23,16 +21,8 @@ impl DeadLetterTable {
 }
 
 impl Sink for DeadLetterTable {
-    fn name(&self) -> &'static str {
-        "dead_letter_table"
-    }
-
-    fn service(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn consumer(&self) -> &'static str {
-        consumers::DEAD_LETTERS
+    fn kind(&self) -> SinkKind {
+        SinkKind::DeadLetterTable
     }
 
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {

@@ -2,12 +2,12 @@
 //! their checkpoints, in ONE insert. Retried, never split, since splitting would break its
 //! atomicity (ADR 0004); it is the last sink of every flush order.
 
-use salestalk_operators::flush::{Flush, StateRow, consumers};
+use salestalk_operators::flush::{Flush, StateRow};
 use salestalk_store::Endpoint;
 use salestalk_store::codec::{StateRecord, task_name};
 
 use super::{SERVICE, sink_error};
-use crate::sink::{FlushBatch, Sink, SinkFuture};
+use crate::sink::{FlushBatch, Sink, SinkFuture, SinkKind};
 
 /// Rows per insert kept far below `max_insert_block_size` (1,048,576), so a state insert
 /// forms a single block and therefore a single, atomic part.
@@ -105,16 +105,8 @@ impl WindowState {
 }
 
 impl Sink for WindowState {
-    fn name(&self) -> &'static str {
-        "window_state"
-    }
-
-    fn service(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn consumer(&self) -> &'static str {
-        consumers::METRICS
+    fn kind(&self) -> SinkKind {
+        SinkKind::WindowState
     }
 
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {

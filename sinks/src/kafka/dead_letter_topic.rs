@@ -11,12 +11,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
-use salestalk_operators::flush::consumers;
 use salestalk_store::tables::dead_letters::DeadLetterRow;
 pub use salestalk_store::tables::dead_letters::header;
 
 use crate::retry::{RetryPolicy, Transient};
-use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SourcedLetter};
+use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SinkKind, SourcedLetter};
 
 /// `[dlq]`: the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -163,16 +162,8 @@ impl DeadLetterTopic {
 pub const SERVICE: &str = "dlq_topic";
 
 impl Sink for DeadLetterTopic {
-    fn name(&self) -> &'static str {
-        "dead_letter_topic"
-    }
-
-    fn service(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn consumer(&self) -> &'static str {
-        consumers::DLQ_TOPIC
+    fn kind(&self) -> SinkKind {
+        SinkKind::DeadLetterTopic
     }
 
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {

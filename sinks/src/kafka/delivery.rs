@@ -25,7 +25,7 @@ use salestalk_operators::routing::{RoutingSettings, RoutingTable};
 
 use super::dead_letter_topic::header;
 use crate::retry::RetryPolicy;
-use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture};
+use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SinkKind};
 
 /// What health and telemetry call the targets' brokers.
 pub const SERVICE: &str = "targets";
@@ -235,16 +235,8 @@ fn describe(target: &Target, error: &KafkaError) -> String {
 }
 
 impl Sink for Delivery {
-    fn name(&self) -> &'static str {
-        "delivery"
-    }
-
-    fn service(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn consumer(&self) -> &'static str {
-        "target"
+    fn kind(&self) -> SinkKind {
+        SinkKind::Delivery
     }
 
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {

@@ -101,7 +101,7 @@ mod tests {
     /// The time rules of the documented defaults (config/salestalk.toml).
     fn settings() -> TaskSettings {
         let defaults = Settings::load_from(None, Some(Vec::new())).expect("the defaults load");
-        super::super::task_settings(&defaults)
+        defaults.task_settings()
     }
 
     fn event(id: u32, partition: i32) -> Vec<u8> {

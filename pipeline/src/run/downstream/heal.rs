@@ -64,7 +64,7 @@ pub async fn heal(
             }
         }
         let (_, done) =
-            crate::commands::dlq::redrive_noting(settings, &filter, false, HEALED).await?;
+            crate::run::redrive::redrive_noting(settings, &filter, false, HEALED).await?;
         if done.produced > 0 {
             tracing::info!(
                 target = %name,

@@ -15,8 +15,8 @@ use salestalk_store::alert_history::AlertRecord;
 use salestalk_store::signals::SignalValue;
 use salestalk_store::{ClickHouseError, Endpoint};
 
-use crate::stalls::{Stalls, WatchedSources};
-use crate::webhook::{Delivery, WebhookError, Webhooks};
+use crate::serve::stalls::{Stalls, WatchedSources};
+use crate::serve::webhook::{Delivery, WebhookError, Webhooks};
 use salestalk_sinks::retry::Transient;
 use salestalk_store::alert_outbox::{OutboxEntry, state, target_key};
 
@@ -73,7 +73,7 @@ impl AlertSettings {
                     // Named redacted: a webhook URL often carries a token.
                     problems.push(format!(
                         "{key}: '{}' is not an http:// or https:// URL",
-                        crate::webhook::redact(url)
+                        crate::serve::webhook::redact(url)
                     ));
                 }
             }

@@ -33,82 +33,23 @@ use salestalk_store::billing::Month;
 use salestalk_store::codec::task_name;
 use serde_json::{Value, json};
 
-use crate::alerts::{Evaluator, Firing};
-use crate::settings::Settings;
 use salestalk_http::access::{Access, ClientAddress, KeyCache, readable};
 use salestalk_http::rate::TenantRates;
 use salestalk_http::server::respond;
 
-/// `[serve]`: where `salestalk serve` listens (dashboards and active alerts).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServeSettings {
-    /// Where it listens, e.g. `127.0.0.1:8080`.
-    listen: String,
-    /// How long a verified reader or admin key is trusted before ClickHouse is asked again,
-    /// ms (a revocation takes at most this long to reach a running `serve`).
-    pub key_cache_ms: u64,
-    /// Longest a panel or billing query may run in ClickHouse, ms (whole seconds).
-    pub query_timeout_ms: u64,
-    /// Most rows a panel or billing query may return.
-    pub max_result_rows: u64,
-    /// Requests one key may make a second, sustained and in one burst, past which it is
-    /// answered 429.
-    pub key_requests_per_second: u32,
-}
+pub use self::settings::ServeSettings;
+use crate::serve::alerts::{Evaluator, Firing};
+use crate::settings::Settings;
 
-impl ServeSettings {
-    /// The address (checked at start-up; an unparsable one is reported there).
-    pub fn listen(&self) -> std::io::Result<std::net::SocketAddr> {
-        salestalk_http::server::listen_address(&self.listen)
-    }
+pub mod alerts;
+pub mod settings;
+pub mod stalls;
+pub mod webhook;
 
-    /// Every problem with these settings, each naming its key.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.listen().is_err() {
-            out.push(format!(
-                "serve.listen: '{}' is not an address like 127.0.0.1:8080",
-                self.listen
-            ));
-        }
-        if self.key_cache_ms > 300_000 {
-            out.push(format!(
-                "serve.key_cache_ms: {} is over 300000 (a revocation would take that long)",
-                self.key_cache_ms
-            ));
-        }
-        if !(1_000..=600_000).contains(&self.query_timeout_ms) {
-            out.push(format!(
-                "serve.query_timeout_ms: {} is outside 1000..=600000",
-                self.query_timeout_ms
-            ));
-        }
-        if !(1_000..=100_000_000).contains(&self.max_result_rows) {
-            out.push(format!(
-                "serve.max_result_rows: {} is outside 1000..=100000000",
-                self.max_result_rows
-            ));
-        }
-        if self.key_requests_per_second == 0 {
-            out.push("serve.key_requests_per_second must be at least 1".into());
-        }
-        out
-    }
-
-    /// The bounds on queries run for readers.
-    pub fn reader_limits(&self) -> salestalk_store::ReaderLimits {
-        salestalk_store::ReaderLimits {
-            max_execution_s: self.query_timeout_ms.div_ceil(1_000),
-            max_result_rows: self.max_result_rows,
-        }
-    }
-}
-
-const PAGE: &str = include_str!("../../dashboards/web/dashboard.html");
-const APP_JS: &str = include_str!("../../dashboards/web/app.js");
-const STYLE: &str = include_str!("../../dashboards/web/style.css");
-const CHART_JS: &str = include_str!("../../dashboards/web/vendor/chart.umd.min.js");
+const PAGE: &str = include_str!("../../../dashboards/web/dashboard.html");
+const APP_JS: &str = include_str!("../../../dashboards/web/app.js");
+const STYLE: &str = include_str!("../../../dashboards/web/style.css");
+const CHART_JS: &str = include_str!("../../../dashboards/web/vendor/chart.umd.min.js");
 
 /// Ranges the pages offer, in seconds.
 const RANGES: [(&str, i64); 4] = [
@@ -131,7 +72,7 @@ struct App {
 
 /// Serves and evaluates until `shutdown` completes.
 pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    crate::runtime::migrate(settings).await?;
+    crate::run::migrate(settings).await?;
     let profile = settings
         .clickhouse
         .probe()
@@ -142,7 +83,7 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
         .for_readers(&settings.serve.reader_limits(), &profile);
     let mut evaluator = Evaluator::start(
         settings.clickhouse.clone(),
-        crate::stalls::WatchedSources::new(
+        crate::serve::stalls::WatchedSources::new(
             &settings.pipeline.source_kinds(),
             &settings.kafka,
             &settings.kinesis,
@@ -508,18 +449,24 @@ async fn billing_csv(
         Tenants::Only(tenants) => Some(tenants.as_slice()),
     };
     let horizon = app.settings.corrections.horizon_ms;
-    let billing =
-        match crate::billing::BillingMonth::read(&app.endpoint, month, only, horizon).await {
-            Ok(billing) => billing,
-            Err(error) => {
-                return json_response(
-                    StatusCode::BAD_GATEWAY,
-                    &json!({"error": error.to_string()}),
-                );
-            }
-        };
+    let billing = match crate::tools::billing::BillingMonth::read(
+        &app.endpoint,
+        month,
+        only,
+        horizon,
+    )
+    .await
+    {
+        Ok(billing) => billing,
+        Err(error) => {
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                &json!({"error": error.to_string()}),
+            );
+        }
+    };
     let mut body = Vec::new();
-    if let Err(error) = crate::billing::write_csv(&billing, &mut body) {
+    if let Err(error) = crate::tools::billing::write_csv(&billing, &mut body) {
         return json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"error": error.to_string()}),

@@ -11,7 +11,9 @@
 //! could write it. See `docs/adr/0004-exact-metrics-without-two-phase-commit.md` and
 //! `docs/architecture.md`.
 
+pub mod downstream;
 mod durable;
+pub mod redrive;
 pub mod retention;
 pub mod settings;
 mod signals;
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use salestalk_operators::flush::Flush;
 use salestalk_operators::flush::TaskState;
-use salestalk_operators::task::{Task, TaskSettings};
+use salestalk_operators::task::Task;
 use salestalk_operators::{SourceKind, Tally};
 use salestalk_store::Endpoint;
 use salestalk_store::codec::task_name;
@@ -51,20 +53,6 @@ pub struct RunLimits {
     pub idle_exit: Option<Duration>,
     /// Stop after this many messages.
     pub max_messages: Option<u64>,
-}
-
-/// The task rules `settings` give (a run's, and a recomputation's from the archive).
-pub fn task_settings(settings: &Settings) -> TaskSettings {
-    TaskSettings {
-        allowed_lateness_ms: settings.pipeline.allowed_lateness_ms,
-        correction_horizon_ms: settings.corrections.horizon_ms,
-        max_future_skew_ms: settings.pipeline.max_future_skew_ms,
-        dedup_horizon_ms: settings.pipeline.dedup_horizon_ms,
-        dedup_max_ids: settings.pipeline.dedup_max_ids,
-        dedup_max_ids_per_tenant: settings.pipeline.dedup_max_ids_per_tenant,
-        max_message_bytes: settings.kafka.max_message_bytes,
-        max_new_enum_values: settings.pipeline.max_new_enum_values,
-    }
 }
 
 fn now_ms() -> u64 {
@@ -123,7 +111,7 @@ impl<S: Source> Runtime<'_, S> {
         let policy = self.settings.retry.policy();
         for key in partitions {
             let (topic, partition) = (key.topic(), key.number());
-            let settings = task_settings(self.settings);
+            let settings = self.settings.task_settings();
             let state = with_retries(&policy, "restoring a task", || {
                 self.settings.clickhouse.task_state(
                     topic,
@@ -172,7 +160,7 @@ impl<S: Source> Runtime<'_, S> {
             return Ok(state);
         }
         let policy = self.settings.retry.policy();
-        let settings = task_settings(self.settings);
+        let settings = self.settings.task_settings();
         let fresh = state.checkpoint.epoch == 0;
         for parent in &predecessors {
             let earlier = with_retries(&policy, "restoring a parent shard's ids", || {
@@ -416,7 +404,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     startup::check_dead_letter_retention(settings).await;
     let workers = Workers::new(settings.pipeline.workers);
     tracing::info!(workers = workers.count(), "processing");
-    if let Some(listen) = settings.metrics.listen() {
+    if let Some(listen) = settings.telemetry.listen() {
         let bound = telemetry::serve(listen, Arc::clone(&telemetry))
             .await
             .with_context(|| format!("serving metrics on {listen}"))?;
@@ -431,11 +419,11 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         settings.retention,
         Arc::clone(&telemetry),
     );
-    crate::downstream::watch(settings, &routing);
+    crate::run::downstream::watch(settings, &routing);
     let leadership = Leadership::default();
     let observer: Arc<dyn CorrectionObserver> = telemetry.clone();
     salestalk_corrections::schedule(settings.corrector(), leadership.clone(), observer);
-    crate::downstream::heal::schedule(
+    crate::run::downstream::heal::schedule(
         settings,
         &routing,
         leadership.clone(),

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, Write};
 use salestalk_contracts::{ViolationKind, check};
 use serde::Serialize;
 
-use crate::lines::{Line, LineReader};
+use crate::tools::lines::{Line, LineReader};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,0 +1,81 @@
+//! What a run needs before it reads: the schema applied, and the sinks of the configured
+//! flush order built from their settings.
+
+use anyhow::Context;
+use salestalk_kafka::admin;
+use salestalk_operators::routing::RoutingTable;
+use salestalk_sinks::retry::RetryPolicy;
+use salestalk_sinks::{FlushPlan, SinkBuild};
+use salestalk_store::ClickHouseError;
+
+use crate::settings::Settings;
+
+/// Retries `attempt` while ClickHouse is unavailable (start-up and restores, where nothing
+/// else can proceed without it): backoff per `policy`, capped, without an attempt limit.
+pub async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
+    what: &str,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClickHouseError>>,
+{
+    let mut retry = 0;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if error.is_retryable() => {
+                retry += 1;
+                let pause = policy.jittered_backoff(retry);
+                tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            Err(error) => return Err(error).with_context(|| what.to_string()),
+        }
+    }
+}
+
+/// Applies the migrations this server lacks (run at start-up and by `salestalk migrate`).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
+    let endpoint = &settings.clickhouse;
+    let policy = settings.retry.policy();
+    let profile = with_retries(&policy, "probing ClickHouse", || endpoint.probe()).await?;
+    tracing::info!(version = %profile.version, modern = profile.is_modern(), "ClickHouse");
+    with_retries(&policy, "migrating", || endpoint.migrate(&profile)).await
+}
+
+/// The sinks `sinks.flush_order` names, each built from its settings.
+pub fn flush_plan(settings: &Settings, table: &RoutingTable) -> anyhow::Result<FlushPlan> {
+    let with = SinkBuild {
+        endpoint: &settings.clickhouse,
+        kafka: &settings.kafka,
+        dlq: &settings.dlq,
+        routing: &settings.routing,
+        table,
+        max_flush_rows: settings.pipeline.max_flush_rows,
+    };
+    Ok(FlushPlan::build(&settings.sinks.flush_order, &with)?)
+}
+
+/// Warns when the dead-letter topic keeps records for another time than `dlq.retention_ms`
+/// says: the pipeline does not change a topic's configuration, an operator decides.
+pub async fn check_dead_letter_retention(settings: &Settings) {
+    let Some(topic) = settings.dlq.topic() else {
+        return;
+    };
+    let wanted = settings.dlq.retention_ms;
+    match admin::topic_config(&settings.kafka, topic, "retention.ms").await {
+        Ok(Some(value)) if value.parse::<i64>().ok() == Some(wanted) => {}
+        Ok(found) => tracing::warn!(
+            %topic,
+            retention_ms = found.as_deref().unwrap_or("unknown"),
+            dlq_retention_ms = wanted,
+            "the dead-letter topic keeps records for another time than dlq.retention_ms; \
+             set the topic's retention.ms (kafka-configs --alter) or dlq.retention_ms"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, %topic, "could not read the dead-letter topic's retention")
+        }
+    }
+}
