@@ -8,14 +8,8 @@ use salestalk_operators::DeadLetterAddress;
 use salestalk_operators::flush::DeadLetter;
 use salestalk_store::codec::datetime;
 use salestalk_store::ingest_outcome::IngestOutcome;
-use salestalk_store::{ClickHouseError, Endpoint};
-
 use salestalk_store::tables::dead_letters::DeadLetterRow;
-
-/// The dead-letter "partition" of an entry that never reached a topic: librdkafka's
-/// "unassigned", so a redrive lets the partitioner choose by the tenant key, as the gateway
-/// would have.
-pub const NO_PARTITION: i32 = -1;
+use salestalk_store::{ClickHouseError, Endpoint};
 
 /// The dead-letter "topic" of a refused entry that routes nowhere it may go (no readable
 /// event type, or another tenant's event): `dlq redrive` will not produce it.
