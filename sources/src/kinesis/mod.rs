@@ -177,7 +177,8 @@ impl KinesisSource {
 }
 
 fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The book holds no invariant a panicking holder could break halfway: keep using it.
+    // What is shared here (the book, a test's gauges) holds no invariant a panicking holder
+    // could break halfway: keep using it.
     shared
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
