@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
 use salestalk_corrections::{CorrectionObserver, Pass};
+use salestalk_sinks::sink::services;
 use salestalk_sources::{PartitionGauges, SourceObserver, SourcePartition};
 
 use salestalk_http::server::respond;
@@ -181,7 +182,7 @@ impl CorrectionObserver for Telemetry {
 }
 
 /// The sinks the runtime writes to, as named in labels and `/health`.
-pub const SINKS: [&str; 2] = ["clickhouse", "dlq_topic"];
+pub const SINKS: [&str; 2] = [services::CLICKHOUSE, services::DLQ_TOPIC];
 
 /// Every metric the runtime reports.
 pub struct Telemetry {

@@ -290,6 +290,17 @@ impl FlushPlan {
     }
 }
 
+/// What health and telemetry call the services the sinks write to: defined with the sinks'
+/// identities, so the sink modules take them from here and nothing here imports a sink.
+pub mod services {
+    /// ClickHouse (the archive, the dead-letter table, the window state).
+    pub const CLICKHOUSE: &str = "clickhouse";
+    /// The dead-letter topic.
+    pub const DLQ_TOPIC: &str = "dlq_topic";
+    /// The routing targets' brokers.
+    pub const TARGETS: &str = "targets";
+}
+
 /// A built-in sink, as `sinks.flush_order` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkKind {
@@ -331,9 +342,9 @@ impl SinkKind {
     /// `targets`).
     pub const fn service(self) -> &'static str {
         match self {
-            Self::Archive | Self::DeadLetterTable | Self::WindowState => crate::clickhouse::SERVICE,
-            Self::Delivery => crate::kafka::delivery::SERVICE,
-            Self::DeadLetterTopic => crate::kafka::dead_letter_topic::SERVICE,
+            Self::Archive | Self::DeadLetterTable | Self::WindowState => services::CLICKHOUSE,
+            Self::Delivery => services::TARGETS,
+            Self::DeadLetterTopic => services::DLQ_TOPIC,
         }
     }
 

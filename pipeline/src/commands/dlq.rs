@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -13,7 +12,7 @@ use salestalk_operators::DeadLetterAddress;
 use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_store::dead_letter_queue::{DlqEntry, DlqFilter};
 
-use crate::run::redrive::redrive;
+use crate::run::redrive::{now_ms, redrive};
 use crate::settings::Settings;
 
 /// `salestalk dlq` subcommands.
@@ -204,12 +203,6 @@ async fn dispatch(settings: &Settings, command: Command) -> anyhow::Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn time(seconds: u32) -> String {

@@ -34,7 +34,8 @@ use crate::settings::Settings;
 /// Header a redriven message carries: the id of the entry it came from.
 pub const REDRIVE_OF_HEADER: &str = "salestalk.redrive-of";
 
-fn now_ms() -> u64 {
+/// Now, Unix ms (what a DLQ action is stamped with).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

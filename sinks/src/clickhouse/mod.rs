@@ -20,7 +20,7 @@ use crate::retry::{RetryPolicy, Transient};
 use crate::sink::{FlushBatch, FlushPlan, Sink, SinkError, Unobserved};
 
 /// What health and telemetry call ClickHouse.
-pub const SERVICE: &str = "clickhouse";
+pub use crate::sink::services::CLICKHOUSE as SERVICE;
 
 impl Transient for ClickHouseError {
     fn is_retryable(&self) -> bool {

@@ -159,7 +159,7 @@ impl DeadLetterTopic {
 }
 
 /// What health and telemetry call the dead-letter topic.
-pub const SERVICE: &str = "dlq_topic";
+pub use crate::sink::services::DLQ_TOPIC as SERVICE;
 
 impl Sink for DeadLetterTopic {
     fn kind(&self) -> SinkKind {

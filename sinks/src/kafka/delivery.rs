@@ -28,7 +28,7 @@ use crate::retry::RetryPolicy;
 use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SinkKind};
 
 /// What health and telemetry call the targets' brokers.
-pub const SERVICE: &str = "targets";
+pub use crate::sink::services::TARGETS as SERVICE;
 
 /// The consumer name of target `name` (latency and the consumer error rate).
 pub fn consumer_name(name: &str) -> String {
