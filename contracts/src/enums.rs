@@ -192,6 +192,40 @@ pub enum EventType {
     TenantProvisionedV1,
 }
 
+/// An event without its version (`classification.performed`): what the aggregates, the
+/// generator and the dashboards mean by "an event type", so every version of it counts alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, VariantArray)]
+pub enum EventKind {
+    /// `classification.performed`
+    ClassificationPerformed,
+    /// `narrative.generated`
+    NarrativeGenerated,
+    /// `conversation.completed`
+    ConversationCompleted,
+    /// `metrics.ingested`
+    MetricsIngested,
+    /// `tenant.provisioned`
+    TenantProvisioned,
+}
+
+impl EventKind {
+    /// The name, e.g. `classification.performed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ClassificationPerformed => "classification.performed",
+            Self::NarrativeGenerated => "narrative.generated",
+            Self::ConversationCompleted => "conversation.completed",
+            Self::MetricsIngested => "metrics.ingested",
+            Self::TenantProvisioned => "tenant.provisioned",
+        }
+    }
+
+    /// The domain part (`classification`, `narrative`, ...), which also names its topic.
+    pub fn domain(self) -> &'static str {
+        self.name().split('.').next().unwrap_or_default()
+    }
+}
+
 /// Why an `eventType` string was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventTypeError {
@@ -219,16 +253,27 @@ impl EventType {
         }
     }
 
-    /// The name without its version (`classification.performed`): what aggregates read by,
-    /// so every version of an event counts.
+    /// The event without its version: what aggregates read by, so every version counts.
+    pub fn kind(self) -> EventKind {
+        match self {
+            Self::ClassificationPerformedV1 | Self::ClassificationPerformedV2 => {
+                EventKind::ClassificationPerformed
+            }
+            Self::NarrativeGeneratedV1 => EventKind::NarrativeGenerated,
+            Self::ConversationCompletedV1 => EventKind::ConversationCompleted,
+            Self::MetricsIngestedV1 => EventKind::MetricsIngested,
+            Self::TenantProvisionedV1 => EventKind::TenantProvisioned,
+        }
+    }
+
+    /// The name without its version (`classification.performed`).
     pub fn name(self) -> &'static str {
-        let text = self.as_str();
-        text.rsplit_once('.').map_or(text, |(name, _)| name)
+        self.kind().name()
     }
 
     /// The domain part (`classification`, `narrative`, ...), which also names its topic.
     pub fn domain(self) -> &'static str {
-        self.as_str().split('.').next().unwrap_or_default()
+        self.kind().domain()
     }
 
     /// Parses and classifies an `eventType` string.
@@ -264,9 +309,44 @@ impl EventType {
     }
 }
 
+/// Stored as its wire name (`classification.performed.v1`); a stored name this build does not
+/// read is an error, not a guess.
+impl serde::Serialize for EventType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        EventType::parse(&text)
+            .map_err(|_| serde::de::Error::custom(format_args!("not an event type: {text:?}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_type_s_kind_is_its_name_without_the_version() {
+        for event_type in EventType::VARIANTS {
+            let (name, version) = event_type
+                .as_str()
+                .rsplit_once('.')
+                .expect("a versioned name");
+            assert_eq!(event_type.kind().name(), name);
+            assert!(version.starts_with('v'));
+            assert_eq!(EventType::parse(event_type.as_str()), Ok(*event_type));
+        }
+        for kind in EventKind::VARIANTS {
+            assert!(
+                EventType::VARIANTS.iter().any(|t| t.kind() == *kind),
+                "{kind:?}"
+            );
+        }
+    }
 
     #[test]
     fn wire_values_match_the_variants() {

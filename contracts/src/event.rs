@@ -27,6 +27,21 @@ impl EventId {
     }
 }
 
+/// Stored as its hyphenated lowercase text, the one form every table holds.
+impl serde::Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        EventId::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format_args!("not a UUID: {text:?}")))
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&formats::format_uuid(self.0))
@@ -190,5 +205,24 @@ fn new_of<E>(open: Open<'_, E>) -> Option<&str> {
     match open {
         Open::New(text) => Some(text),
         Open::Known(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_stored_as_its_lowercase_text_and_read_back_in_either_case() {
+        let id = EventId::parse("0F8FAD5B-D9CB-469F-A165-70867728950E").expect("a UUID");
+        let stored = serde_json::to_string(&id).expect("serializable");
+        assert_eq!(stored, "\"0f8fad5b-d9cb-469f-a165-70867728950e\"");
+        assert_eq!(serde_json::from_str::<EventId>(&stored).ok(), Some(id));
+        let upper = serde_json::from_str::<EventId>("\"0F8FAD5B-D9CB-469F-A165-70867728950E\"");
+        assert_eq!(upper.ok(), Some(id));
+        assert!(serde_json::from_str::<EventId>("\"not-an-id\"").is_err());
+        let kind = serde_json::from_str::<EventType>("\"narrative.generated.v1\"");
+        assert_eq!(kind.ok(), Some(EventType::NarrativeGeneratedV1));
+        assert!(serde_json::from_str::<EventType>("\"narrative.generated.v9\"").is_err());
     }
 }

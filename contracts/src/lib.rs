@@ -30,7 +30,7 @@ mod tenancy;
 mod violation;
 
 pub use decode::{check, parse, validate};
-pub use enums::EventType;
+pub use enums::{EventKind, EventType};
 pub use event::{Envelope, Event, EventData, EventId, Metadata, OVERFLOW_VALUE};
 pub use json::{Json, Object};
 pub use tenancy::other_tenant;

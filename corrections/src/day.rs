@@ -4,15 +4,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Context;
+use crate::error::{CorrectionError, store};
 use chrono::DateTime;
 use salestalk_operators::aggregate::Family;
 use salestalk_operators::flush::StateRow;
+use salestalk_operators::time::epoch::correction_epoch;
+use salestalk_operators::time::{DAY_S, datetime};
 use salestalk_operators::windows::{Span, WindowValue};
 use salestalk_sinks::clickhouse::{MAX_STATE_ROWS, write_corrections};
-use salestalk_store::codec::{parse_family_name, task_name};
-use salestalk_store::corrections::{CorrectionRecord, DAY_S, LiveKey, correction_epoch};
+use salestalk_store::corrections::LiveKey;
+use salestalk_store::tables::corrections::CorrectionRecord;
 use salestalk_store::tables::dead_letters::LateLetter;
+use salestalk_store::tables::window_state::{parse_family_name, task_name};
 
 use crate::recompute::{Purpose, Recomputation};
 use crate::settings::CorrectorSettings;
@@ -158,7 +161,7 @@ impl DayCorrection<'_> {
         open_from: &OpenFrom,
         now_ms: u64,
         all_or_nothing: bool,
-    ) -> anyhow::Result<Result<Prepared, Refusal>> {
+    ) -> Result<Result<Prepared, Refusal>, CorrectionError> {
         let endpoint = &self.settings.endpoint;
         let oldest_day = oldest_whole_day(self.settings.archive_days, now_ms);
         if self.day < oldest_day {
@@ -170,7 +173,7 @@ impl DayCorrection<'_> {
         let mut live_keys = endpoint
             .live_keys(self.tenant, self.day)
             .await
-            .context("reading the day's window rows")?;
+            .map_err(store("reading the day's window rows"))?;
         live_keys.retain(|key| {
             let keep = is_final(&key.task);
             if !keep {
@@ -179,15 +182,15 @@ impl DayCorrection<'_> {
             keep
         });
         let mut recomputation = Recomputation::new(self.settings, Purpose::Correction)?;
-        let range = (to_u32(self.day), to_u32(end));
-        let mut after = String::new();
+        let range = (datetime(self.day), datetime(end));
+        let mut after = None;
         loop {
             let page = endpoint
-                .archive_of_tenant(self.tenant, range, &after, PAGE)
+                .archive_of_tenant(self.tenant, range, after, PAGE)
                 .await
-                .context("reading the day from the archive")?;
+                .map_err(store("reading the day from the archive"))?;
             let Some(last) = page.last() else { break };
-            after.clone_from(&last.event_id);
+            after = Some(last.event_id);
             for event in &page {
                 let task = task_name(&event.topic, event.partition);
                 if is_final(&task) {
@@ -271,7 +274,7 @@ impl DayCorrection<'_> {
     }
 
     /// What `tasks` hold of the day: (events counted, late arrivals recorded).
-    async fn totals_of(&self, tasks: &BTreeSet<String>) -> anyhow::Result<(i64, i64)> {
+    async fn totals_of(&self, tasks: &BTreeSet<String>) -> Result<(i64, i64), CorrectionError> {
         if tasks.is_empty() {
             return Ok((0, 0));
         }
@@ -279,22 +282,22 @@ impl DayCorrection<'_> {
             .endpoint
             .totals_of_tasks(self.tenant, self.day, tasks)
             .await
-            .context("reading the tasks' totals of the day")
+            .map_err(store("reading the tasks' totals of the day"))
     }
 
     /// The tenant's events of the day dead-lettered as `late` before late events were archived
     /// (not discarded): they count too.
-    async fn legacy_late_letters(&self) -> anyhow::Result<Vec<LateLetter>> {
+    async fn legacy_late_letters(&self) -> Result<Vec<LateLetter>, CorrectionError> {
         // A late event arrives after its window, but its producer's clock may run ahead of the
         // broker's by up to the allowed skew: look that much earlier.
         let skew_s = self.settings.task.max_future_skew_ms / 1000;
-        let since = to_u32(self.day - skew_s);
+        let since = datetime(self.day - skew_s);
         let letters = self
             .settings
             .endpoint
             .late_letters(&[self.tenant.to_string()], since)
             .await
-            .context("reading late dead letters")?;
+            .map_err(store("reading late dead letters"))?;
         let end = self.day + DAY_S;
         Ok(letters
             .into_iter()
@@ -323,7 +326,7 @@ impl Corrections {
         &mut self,
         settings: &CorrectorSettings,
         prepared: Prepared,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), CorrectionError> {
         if self.rows.len() + prepared.rows.len() > MAX_STATE_ROWS {
             self.write(settings).await?;
         }
@@ -339,7 +342,7 @@ impl Corrections {
         &mut self,
         settings: &CorrectorSettings,
         record: CorrectionRecord,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), CorrectionError> {
         self.records.push(record);
         if self.records.len() >= 1_000 {
             self.write(settings).await?;
@@ -351,14 +354,14 @@ impl Corrections {
     pub async fn write(
         &mut self,
         settings: &CorrectorSettings,
-    ) -> anyhow::Result<Vec<CorrectionRecord>> {
+    ) -> Result<Vec<CorrectionRecord>, CorrectionError> {
         let endpoint = &settings.endpoint;
         let rows = std::mem::take(&mut self.rows);
         // Every correction of a pass has the pass's epoch.
         if let Some(epoch) = self.records.iter().map(|r| r.epoch).find(|e| *e != 0) {
             write_corrections(endpoint, &rows, epoch)
                 .await
-                .context("writing the corrected window rows")?;
+                .map_err(store("writing the corrected window rows"))?;
         }
         let letters = std::mem::take(&mut self.letters);
         let records = std::mem::take(&mut self.records);
@@ -371,12 +374,12 @@ impl Corrections {
             endpoint
                 .dlq_mark(&addresses, "backfilled", "counted by a correction", at)
                 .await
-                .context("marking the late dead letters counted")?;
+                .map_err(store("marking the late dead letters counted"))?;
         }
         endpoint
             .record_checks(&records)
             .await
-            .context("recording the checks")?;
+            .map_err(store("recording the checks"))?;
         Ok(records)
     }
 }
@@ -420,7 +423,7 @@ fn rows_to_write(
             family,
             span,
             window_start: i64::from(key.window_start),
-            tenant: tenant.to_string(),
+            tenant_id: tenant.to_string(),
             dims: [key.d1.clone(), key.d2.clone(), key.d3.clone()],
             value: empty(family),
         };
@@ -461,10 +464,6 @@ fn volume_total(rows: &[(String, StateRow)]) -> i64 {
         .sum()
 }
 
-fn to_u32(seconds: i64) -> u32 {
-    seconds.clamp(0, i64::from(u32::MAX)) as u32
-}
-
 /// The minute (Unix s) of an event's `timestamp`, if it has a readable one.
 pub fn event_minute(raw: &[u8]) -> Option<i64> {
     #[derive(serde::Deserialize)]
@@ -474,7 +473,9 @@ pub fn event_minute(raw: &[u8]) -> Option<i64> {
     }
     let stamped: Stamped<'_> = serde_json::from_slice(raw).ok()?;
     let at = DateTime::parse_from_rfc3339(stamped.timestamp).ok()?;
-    Some(at.timestamp().div_euclid(60) * 60)
+    Some(salestalk_operators::time::minute_start(
+        at.timestamp_millis(),
+    ))
 }
 
 #[cfg(test)]
@@ -489,7 +490,7 @@ mod tests {
             family,
             span,
             window_start,
-            tenant: "t".into(),
+            tenant_id: "t".into(),
             dims: ["a.b.v1".into(), "svc".into(), String::new()],
             value,
         }
@@ -537,7 +538,7 @@ mod tests {
             live("salestalk.tenant/1", "volume/day", day as u32),
         ];
         let rows = rows_to_write(recomputed, &live_keys, "t", day);
-        assert!(rows.iter().all(|(_, row)| row.tenant == "t"));
+        assert!(rows.iter().all(|(_, row)| row.tenant_id == "t"));
         let summary: Vec<(&str, Span, i64)> = rows
             .iter()
             .map(|(task, row)| (task.as_str(), row.span, row.value.ints[0]))

@@ -19,6 +19,7 @@
 //! code serves `salestalk replay run --backfill`.
 
 pub mod day;
+mod error;
 pub mod recompute;
 mod settings;
 
@@ -27,10 +28,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
-use salestalk_store::corrections::{CorrectionRecord, DAY_S};
+use crate::error::store;
+use salestalk_operators::time::DAY_S;
+use salestalk_store::tables::corrections::CorrectionRecord;
 
 use self::day::{Before, Corrections, DayCorrection, OpenFrom, Refusal, Trigger};
+pub use self::error::CorrectionError;
 pub use self::settings::{CorrectionSettings, CorrectorSettings};
 
 /// What one pass over the past days did.
@@ -49,7 +52,7 @@ pub struct Pass {
 type TenantDay = (String, i64);
 
 /// Checks every past day that may need it and corrects those that do, as of `now_ms`.
-pub async fn pass(settings: &CorrectorSettings, now_ms: u64) -> anyhow::Result<Pass> {
+pub async fn pass(settings: &CorrectorSettings, now_ms: u64) -> Result<Pass, CorrectionError> {
     let endpoint = &settings.endpoint;
     let today = ((now_ms / 1000) as i64).div_euclid(DAY_S) * DAY_S;
     // Late arrivals and changed days are looked for as far back as the archive holds whole
@@ -192,13 +195,13 @@ fn unchanged(
 }
 
 /// Each task's first window it may still change (Unix s), from its newest checkpoint.
-pub async fn open_from(settings: &CorrectorSettings) -> anyhow::Result<OpenFrom> {
+pub async fn open_from(settings: &CorrectorSettings) -> Result<OpenFrom, CorrectionError> {
     let lateness = settings.task.allowed_lateness_ms;
     Ok(settings
         .endpoint
         .checkpoints()
         .await
-        .context("reading the tasks' checkpoints")?
+        .map_err(store("reading the tasks' checkpoints"))?
         .into_iter()
         .map(|(task, checkpoint, _)| (task, checkpoint.first_open_window(lateness)))
         .collect())
@@ -260,7 +263,7 @@ pub fn schedule(
         tokio::time::sleep(interval.min(Duration::from_secs(5))).await;
         loop {
             if leadership.leads() {
-                let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+                let now_ms = salestalk_operators::time::now_ms();
                 match pass(&settings, now_ms).await {
                     Ok(done) => observer.passed(&done),
                     Err(error) => {

@@ -19,14 +19,16 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use salestalk_contracts::EventId;
 use salestalk_operators::aggregate::{Aggregates, Family};
 use salestalk_operators::flush::Flush;
 use salestalk_operators::message::{PublishPath, RawMessage};
 use salestalk_operators::routing::RoutingTable;
 use salestalk_operators::task::{Task, TaskSettings};
-use salestalk_store::replay::ArchivedCopy;
 use salestalk_store::tables::dead_letters::LateLetter;
+use salestalk_store::tables::events_raw::ArchivedCopy;
 
+use crate::error::CorrectionError;
 use crate::settings::CorrectorSettings;
 
 /// How late an archived event may be and still count, and how long an id is remembered: far
@@ -69,13 +71,13 @@ pub struct Recomputation {
     pub late: u64,
     /// The (tenant, eventId) pairs fed, so an event reaches one task only: the archive gives
     /// each once, but a dead letter of it may sit in another partition.
-    fed: HashSet<(String, String)>,
+    fed: HashSet<(String, EventId)>,
 }
 
 impl Recomputation {
     /// A recomputation with the configured operators (`graph.aggregates`, less what `purpose`
     /// leaves out) and routing (which events the metrics count).
-    pub fn new(settings: &CorrectorSettings, purpose: Purpose) -> anyhow::Result<Self> {
+    pub fn new(settings: &CorrectorSettings, purpose: Purpose) -> Result<Self, CorrectionError> {
         let names: Vec<&str> = settings
             .aggregates
             .iter()
@@ -86,10 +88,12 @@ impl Recomputation {
                     .any(|f| f.layout().name == *name && purpose.recomputes(f))
             })
             .collect();
-        let aggregates = Aggregates::from_names(&names)
-            .map_err(|problems| anyhow::anyhow!("aggregates: {}", problems.join("; ")))?;
-        let routing = RoutingTable::compile(&settings.routing)
-            .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?;
+        let aggregates = Aggregates::from_names(&names).map_err(|problems| {
+            CorrectionError::Settings(format!("aggregates: {}", problems.join("; ")))
+        })?;
+        let routing = RoutingTable::compile(&settings.routing).map_err(|problems| {
+            CorrectionError::Settings(format!("routing: {}", problems.join("; ")))
+        })?;
         Ok(Self {
             settings: TaskSettings {
                 allowed_lateness_ms: NEVER_MS,
@@ -112,9 +116,7 @@ impl Recomputation {
     pub fn feed(&mut self, event: &ArchivedCopy) {
         // Only a correction mixes in dead letters; the archive alone gives each event once.
         if self.purpose == Purpose::Correction
-            && !self
-                .fed
-                .insert((event.tenant_id.clone(), event.event_id.clone()))
+            && !self.fed.insert((event.tenant_id.clone(), event.event_id))
         {
             return;
         }
@@ -138,13 +140,11 @@ impl Recomputation {
         #[serde(rename_all = "camelCase")]
         struct Identity {
             tenant_id: String,
-            event_id: String,
+            event_id: EventId,
         }
         // A letter that is not an event is dead-lettered again by the task, as it was live.
         if let Ok(who) = serde_json::from_slice::<Identity>(&letter.raw)
-            && !self
-                .fed
-                .insert((who.tenant_id, who.event_id.to_ascii_lowercase()))
+            && !self.fed.insert((who.tenant_id, who.event_id))
         {
             return;
         }

@@ -1,10 +1,8 @@
 //! `[corrections]`: how far back a late event is still counted, and how often `salestalk run`
 //! looks for days to correct (ADR 0016).
 
+use salestalk_operators::time::DAY_MS;
 use serde::Deserialize;
-
-/// Milliseconds in a day.
-const DAY_MS: i64 = 86_400_000;
 
 /// `[corrections]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use salestalk_sinks::clickhouse::ingest_ledger::{OutcomeCount, RefusedEntry, record_ingest};
+use salestalk_sinks::clickhouse::ingest_ledger::{RefusedEntry, record_ingest};
 use salestalk_store::Endpoint;
-use salestalk_store::ingest_outcome::IngestOutcome;
+use salestalk_store::tables::ingest_outcomes::IngestOutcome;
+use salestalk_store::tables::ingest_outcomes::OutcomeCount;
 
 /// Distinct (minute, tenant, source, outcome) counters held before sources are folded.
 pub const MAX_KEYS: usize = 100_000;
@@ -105,7 +106,7 @@ impl Ledger {
                 },
             )
             .collect();
-        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default();
+        let now_ms = salestalk_operators::time::now_ms();
         if let Err(error) = record_ingest(endpoint, &counts, &taken.refused, now_ms).await {
             tracing::warn!(%error, "storing the gateway's outcomes; kept for the next try");
             let Ok(mut pending) = self.pending.lock() else {

@@ -33,8 +33,8 @@ use salestalk_operators::flush::{Address, DeadLetter, Readable, Rejection};
 use salestalk_operators::{DeadLetterAddress, PublishPath};
 use salestalk_sinks::clickhouse::ingest_ledger::{NO_TOPIC, RefusedEntry};
 use salestalk_store::Endpoint;
-use salestalk_store::ingest_outcome::IngestOutcome;
-use salestalk_store::keys::{ApiKey, Role, is_platform};
+use salestalk_store::tables::api_keys::{ApiKey, Role, is_platform};
+use salestalk_store::tables::ingest_outcomes::IngestOutcome;
 
 use salestalk_http::access::{Access, ClientAddress, KeyCache, too_many_failures};
 use salestalk_http::rate::TenantRates;
@@ -139,18 +139,35 @@ pub struct Gateway {
     ledger: ledger::Ledger,
 }
 
+/// Why a gateway could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The Kafka producer could not be configured (bad settings: not retryable; librdkafka
+    /// connects lazily, so an unreachable broker is not this).
+    #[error("creating the Kafka producer: {0}")]
+    Producer(#[source] rdkafka::error::KafkaError),
+}
+
+impl GatewayError {
+    /// Whether making the gateway again may succeed: never, the settings are wrong.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
 impl Gateway {
     /// A gateway publishing to `kafka`'s brokers and checking keys in `endpoint`.
     pub fn new(
         settings: IngestSettings,
         kafka: KafkaSettings,
         endpoint: Endpoint,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, GatewayError> {
         let producer = producer::publishing(
             &kafka,
             settings.idempotent_producer,
             settings.publish_timeout_ms,
-        )?;
+        )
+        .map_err(GatewayError::Producer)?;
         let keys = KeyCache::new(endpoint.clone(), settings.key_cache_ms);
         let rates = TenantRates::new(settings.tenant_entries_per_second);
         // Never more than a tenant's own rate.
@@ -276,7 +293,7 @@ async fn publish(
         Err((status, error)) => return answer(status, &json!({ "error": error })),
     };
 
-    let received_ms = chrono::Utc::now().timestamp_millis();
+    let received_ms = salestalk_operators::time::now_ms() as i64;
     let parsed: Vec<Result<Json<'_>, Violation>> = batch
         .entries
         .iter()
@@ -373,7 +390,7 @@ async fn publish(
         }
         results.push(failure(&judged.id, outcome, &message, errors));
     }
-    let minute_s = received_ms.div_euclid(60_000) * 60;
+    let minute_s = salestalk_operators::time::minute_start(received_ms);
     for ((tenant, source, outcome), entries) in &tally {
         gateway
             .ledger

@@ -3,7 +3,7 @@
 
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use salestalk_contracts::EventType;
+use salestalk_contracts::{EventKind, EventType};
 use serde_json::{Value, json};
 
 use super::model::CleanEvent;
@@ -35,26 +35,26 @@ pub fn upgrade_to_v2(rng: &mut ChaCha8Rng, event: &mut CleanEvent) -> bool {
 pub fn add_new_enum_value(rng: &mut ChaCha8Rng, event: &mut CleanEvent) -> bool {
     let data = &mut event.json["data"];
     let pick = rng.random_range(0..3usize);
-    match event.event_type.name() {
-        "classification.performed" | "narrative.generated" => {
+    match event.event_type.kind() {
+        EventKind::ClassificationPerformed | EventKind::NarrativeGenerated => {
             let (field, value) = [
                 ("intent", "small_talk"),
                 ("subject", "quota"),
                 ("measure", "median"),
             ][pick];
-            if event.event_type.name() == "narrative.generated" && pick == 2 {
+            if event.event_type.kind() == EventKind::NarrativeGenerated && pick == 2 {
                 data["aiModel"]["provider"] = json!("openai");
             } else {
                 data["classification"][field] = json!(value);
             }
         }
-        "conversation.completed" => {
+        EventKind::ConversationCompleted => {
             let Some(subjects) = data["subjects"].as_array_mut() else {
                 return false;
             };
             subjects.push(json!("weather"));
         }
-        "metrics.ingested" => data["source"] = json!("sftp_drop"),
+        EventKind::MetricsIngested => data["source"] = json!("sftp_drop"),
         _ => return false,
     }
     true

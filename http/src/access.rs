@@ -9,6 +9,7 @@
 //! ones in a small LRU of digests ([`MAX_REFUSED`]); and a client address that failed
 //! [`MAX_FAILURES_PER_MINUTE`] times in a minute is answered 429 without a look.
 
+use salestalk_operators::time::now_datetime;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, header};
 use lru::LruCache;
 use salestalk_dashboards::Tenants;
-use salestalk_store::keys::{self, ApiKey, Role};
+use salestalk_store::tables::api_keys::{self, ApiKey, Role};
 use salestalk_store::{ClickHouseError, Endpoint};
 
 pub use crate::server::ClientAddress;
@@ -86,7 +87,9 @@ impl KeyCache {
         client: Option<IpAddr>,
     ) -> Result<Access, ClickHouseError> {
         let now = Instant::now();
-        let digest = presented.filter(|k| keys::well_formed(k)).map(keys::digest);
+        let digest = presented
+            .filter(|k| api_keys::well_formed(k))
+            .map(api_keys::digest);
         {
             let Ok(mut state) = self.state.lock() else {
                 return Ok(Access::Refused);
@@ -114,7 +117,7 @@ impl KeyCache {
         let Some((presented, digest)) = presented.zip(digest) else {
             return Ok(Access::Refused);
         };
-        let key = self.endpoint.verify_key(presented, now_s()).await?;
+        let key = self.endpoint.verify_key(presented, now_datetime()).await?;
         let Ok(mut state) = self.state.lock() else {
             return Ok(Access::Refused);
         };
@@ -148,7 +151,7 @@ fn granted(
     client: Option<IpAddr>,
     now: Instant,
 ) -> Access {
-    match key.filter(|k| !k.expired_at(now_s())) {
+    match key.filter(|k| !k.expired_at(now_datetime())) {
         Some(key) => Access::Granted(key),
         None => {
             if let Some(client) = client {
@@ -259,11 +262,6 @@ impl Failures {
 
 /// The window failures are counted in.
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Now, Unix seconds.
-fn now_s() -> u32 {
-    u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX)
-}
 
 /// The bearer token of `Authorization`, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -16,7 +16,7 @@
 //! kept is the newest minutes that fit under the cap, whatever the order the ids came in, so a
 //! task restored from the archive remembers exactly what the live task did (ADR 0004), as long
 //! as the restore gives each id the minute the live task used: its window, the broker's minute
-//! for a clock-skewed event (`store::restore::SEEN_QUERY`).
+//! for a clock-skewed event (`store::tables::events_raw::SEEN_QUERY`).
 //!
 //! Each tenant also has a share ([`SeenIds::with_caps`], `pipeline.dedup_max_ids_per_tenant`):
 //! past it, that tenant's own oldest minutes are forgotten (its floor rises, nobody else's), so
@@ -135,7 +135,7 @@ impl SeenIds {
         if self.ids.contains(&id) {
             return Sighting::Repeat;
         }
-        let minute = at_ms.div_euclid(60_000);
+        let minute = crate::time::minute_index(at_ms);
         let tenant = id.tenant as usize;
         let below = |seen: &Self| {
             minute < seen.floor_minute
@@ -234,7 +234,7 @@ impl SeenIds {
     /// Forgets ids whose event time is before `cutoff_ms` (whole minutes only, so an id is
     /// kept for at least the horizon).
     pub fn forget_before(&mut self, cutoff_ms: i64) {
-        let cutoff_minute = cutoff_ms.div_euclid(60_000);
+        let cutoff_minute = crate::time::minute_index(cutoff_ms);
         while let Some(entry) = self.by_minute.first_entry() {
             if *entry.key() >= cutoff_minute {
                 break;

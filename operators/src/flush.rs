@@ -216,7 +216,7 @@ pub struct StateRow {
     /// Window start, Unix s.
     pub window_start: i64,
     /// Tenant.
-    pub tenant: String,
+    pub tenant_id: String,
     /// Dimensions.
     pub dims: [String; 3],
     /// The full value of the window so far.

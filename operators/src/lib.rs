@@ -20,6 +20,7 @@
 //! | [`flush`] | what a task hands to sinks and resumes from (its output schema) |
 //! | [`aggregate`] | the metric families, the `Aggregate` contract, one file per aggregate |
 //! | [`windows`] | minute windows and their hour and day rollups, interned |
+//! | [`time`] | the clock, minutes, `DateTime` seconds, flush epochs and generations |
 //! | [`dedup`], [`histogram`], [`dead_letter`], [`tally`] | the pieces those use |
 
 pub mod address;
@@ -33,6 +34,7 @@ pub mod new_values;
 pub mod routing;
 pub mod tally;
 pub mod task;
+pub mod time;
 pub mod windows;
 
 pub use address::{DeadLetterAddress, SourceKind, SourcePartition};

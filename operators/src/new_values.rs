@@ -9,7 +9,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use salestalk_contracts::{EventData, OVERFLOW_VALUE};
 
 /// Seconds in a UTC day.
-const DAY_S: i64 = 86_400;
+use crate::time::DAY_S;
 
 /// One tenant's admitted values, per field and day.
 type TenantDays = FxHashMap<(&'static str, i64), FxHashSet<Box<str>>>;

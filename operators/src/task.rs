@@ -27,6 +27,7 @@ use crate::flush::{
 use crate::message::{PublishPath, RawMessage};
 use crate::new_values::{NewValueBudget, field_name};
 use crate::routing::RoutingTable;
+use crate::time::epoch::{generation_start, next_generation};
 use crate::windows::{
     Span, Symbol, WINDOW_SECONDS, WindowSet, WindowValue, first_open_window, window_start,
 };
@@ -122,17 +123,6 @@ pub struct Task {
 /// `max_insert_block_size` (1,048,576), so the state insert is one block, one part, atomic.
 pub const MAX_FLUSH_ROWS: usize = 500_000;
 
-/// Bits of an epoch that count one owner's flushes; the bits above count restores.
-pub const GENERATION_SHIFT: u32 = 32;
-
-/// The first epoch of the generation after `epoch`'s: a restored task's flushes outrank
-/// everything its previous owner wrote, including an insert that owner had in flight when it
-/// was killed and that the server finished later (the state a restore read does not include
-/// it, and rows are full values, so the new owner's rows must win wherever both wrote).
-pub fn next_generation(epoch: u64) -> u64 {
-    ((epoch >> GENERATION_SHIFT) + 1) << GENERATION_SHIFT
-}
-
 impl Task {
     /// A task resuming at `checkpoint` with nothing else restored (use
     /// `Checkpoint::default()` for a new partition).
@@ -174,7 +164,7 @@ impl Task {
     pub fn resume(topic: &str, partition: i32, settings: TaskSettings, state: TaskState) -> Self {
         let epoch = match state.generation {
             Some(generation) => {
-                (generation << GENERATION_SHIFT).max(next_generation(state.checkpoint.epoch))
+                generation_start(generation).max(next_generation(state.checkpoint.epoch))
             }
             None => next_generation(state.checkpoint.epoch),
         };
@@ -187,13 +177,13 @@ impl Task {
             let [d1, d2, d3] = &row.dims;
             let key = task
                 .windows
-                .key(row.family, row.window_start, &row.tenant, [d1, d2, d3]);
+                .key(row.family, row.window_start, &row.tenant_id, [d1, d2, d3]);
             if row.family == Family::NewEnumValues
                 && row.span == Span::Day
                 && let Some(field) = field_name(d2)
             {
                 task.new_values
-                    .admit(&row.tenant, field, row.window_start, d3);
+                    .admit(&row.tenant_id, field, row.window_start, d3);
             }
             task.windows.restore(row.span, key, row.value);
         }
@@ -553,7 +543,7 @@ impl Task {
                     family: key.family,
                     span,
                     window_start: key.window_start,
-                    tenant: windows.text(key.tenant).to_string(),
+                    tenant_id: windows.text(key.tenant).to_string(),
                     dims: key.dims.map(|d| windows.text(d).to_string()),
                     value: value.clone(),
                 })
@@ -654,7 +644,7 @@ fn describe(violations: &[Violation]) -> String {
 mod tests {
     use super::*;
 
-    const MINUTE: i64 = 60_000;
+    use crate::time::MINUTE_MS as MINUTE;
     const T0: i64 = 1_762_646_400_000; // 2025-11-09T00:00:00Z
 
     fn settings() -> TaskSettings {
@@ -1088,7 +1078,7 @@ mod tests {
         let key = |r: &StateRow| {
             format!(
                 "{:?}",
-                (r.family, r.span, r.window_start, &r.tenant, &r.dims)
+                (r.family, r.span, r.window_start, &r.tenant_id, &r.dims)
             )
         };
         let mut expected = flushed.rows;
@@ -1141,7 +1131,7 @@ mod tests {
         while resumed.has_pending() {
             let flush = resumed.flush(T0 + 2000);
             assert!(flush.rows.len() <= 25);
-            assert_eq!(flush.checkpoint.epoch >> GENERATION_SHIFT, 3);
+            assert_eq!(crate::time::epoch::generation_of(flush.checkpoint.epoch), 3);
             rewritten.extend(flush.rows);
         }
         assert_eq!(

@@ -16,10 +16,8 @@ use crate::histogram::LogHistogram;
 /// Length of a window, in seconds.
 pub const WINDOW_SECONDS: i64 = 60;
 
-/// The start (Unix seconds) of the window holding `at_ms` (Unix milliseconds).
-pub fn window_start(at_ms: i64) -> i64 {
-    at_ms.div_euclid(WINDOW_SECONDS * 1000) * WINDOW_SECONDS
-}
+/// The start (Unix seconds) of the minute window holding `at_ms` (Unix milliseconds).
+pub use crate::time::minute_start as window_start;
 
 /// The first minute window (Unix s) that may still change, for a watermark and the allowed
 /// lateness: every earlier window is final. The one rule for lateness, eviction and restore.

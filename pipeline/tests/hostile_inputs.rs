@@ -12,8 +12,8 @@ use salestalk::settings::Settings;
 use salestalk_dashboards::{PanelRange, Tenants, expand, sql_string};
 use salestalk_gateway::{Rules, judge_request, read_batch};
 use salestalk_http::access::bearer;
-use salestalk_store::ingest_outcome::IngestOutcome;
-use salestalk_store::keys::{ApiKey, MAX_KEY_LEN, Role, well_formed};
+use salestalk_store::tables::api_keys::{ApiKey, MAX_KEY_LEN, Role, well_formed};
+use salestalk_store::tables::ingest_outcomes::IngestOutcome;
 
 /// The corpus, file by file.
 fn corpus() -> Vec<Vec<u8>> {

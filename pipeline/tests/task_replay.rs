@@ -45,7 +45,13 @@ impl Store {
 
     fn commit(&mut self, flush: Flush) {
         for row in flush.rows {
-            let key = (row.family, row.span, row.window_start, row.tenant, row.dims);
+            let key = (
+                row.family,
+                row.span,
+                row.window_start,
+                row.tenant_id,
+                row.dims,
+            );
             self.rows.insert(key, (flush.checkpoint.epoch, row.value));
         }
         self.checkpoint = flush.checkpoint;
@@ -61,7 +67,7 @@ impl Store {
                     family: *family,
                     span: *span,
                     window_start: *window_start,
-                    tenant: tenant.clone(),
+                    tenant_id: tenant.clone(),
                     dims: dims.clone(),
                     value: value.clone(),
                 },

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use salestalk_kafka::fence::FenceHold;
 use salestalk_operators::SourceKind;
 use salestalk_operators::flush::Checkpoint;
@@ -17,7 +16,7 @@ use salestalk_store::Endpoint;
 use super::kafka::KafkaSource;
 use super::kinesis::KinesisSource;
 use super::{Batch, Changes, Source, SourcePartition};
-use crate::SourceObserver;
+use crate::{SourceError, SourceObserver};
 
 /// What the sources are built from: their kinds (`pipeline.sources`), each kind's own
 /// settings, and what they share.
@@ -49,7 +48,7 @@ impl Sources {
     pub async fn open(
         settings: SourceSettings<'_>,
         observer: &Arc<dyn SourceObserver>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, SourceError> {
         let mut sources = Self {
             kafka: None,
             kinesis: None,
@@ -67,8 +66,7 @@ impl Sources {
                         Arc::clone(observer),
                         settings.instance.clone(),
                     )
-                    .await
-                    .context("opening the Kinesis source")?;
+                    .await?;
                     sources.kinesis = Some(source);
                 }
             }
@@ -119,7 +117,7 @@ impl Source for Sources {
         &mut self,
         partition: &SourcePartition,
         checkpoint: &Checkpoint,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool, SourceError> {
         match (is_kinesis(partition), &mut self.kafka, &mut self.kinesis) {
             (false, Some(kafka), _) => kafka.start(partition, checkpoint).await,
             (true, _, Some(kinesis)) => kinesis.start(partition, checkpoint).await,
@@ -141,7 +139,7 @@ impl Source for Sources {
         self.kafka.as_ref().map(Source::hold_partitions)
     }
 
-    fn pause(&mut self, partitions: &[SourcePartition]) -> anyhow::Result<()> {
+    fn pause(&mut self, partitions: &[SourcePartition]) -> Result<(), SourceError> {
         let (kafka, kinesis): (Vec<SourcePartition>, Vec<SourcePartition>) =
             partitions.iter().cloned().partition(|key| !is_kinesis(key));
         if let Some(source) = self.kafka.as_mut() {

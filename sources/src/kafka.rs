@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -20,8 +19,8 @@ use salestalk_operators::PublishPath;
 use salestalk_operators::flush::Checkpoint;
 
 use super::{Batch, Changes, Source, SourcePartition};
-use crate::SourceObserver;
 use crate::log_throttle::LogThrottle;
+use crate::{SourceError, SourceObserver};
 
 /// A consumer-group member reading the configured topics.
 pub struct KafkaSource {
@@ -36,12 +35,13 @@ impl KafkaSource {
     pub fn subscribe(
         settings: &KafkaSettings,
         observer: Arc<dyn SourceObserver>,
-    ) -> anyhow::Result<Self> {
-        let consumer = group_member(settings).context("creating the Kafka consumer")?;
+    ) -> Result<Self, SourceError> {
+        let consumer =
+            group_member(settings).map_err(SourceError::kafka("creating the Kafka consumer"))?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
-            .context("subscribing to the topics")?;
+            .map_err(SourceError::kafka("subscribing to the topics"))?;
         tracing::info!(brokers = %settings.brokers, ?topics, group = %settings.group_id, "consuming");
         Ok(Self {
             consumer,
@@ -100,7 +100,7 @@ impl Source for KafkaSource {
         &mut self,
         partition: &SourcePartition,
         checkpoint: &Checkpoint,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool, SourceError> {
         let (topic, number) = (partition.topic(), partition.number());
         let position = checkpoint.next_offset;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -126,14 +126,15 @@ impl Source for KafkaSource {
             let not_ready =
                 matches!(&error, KafkaError::Seek(text) if text.contains("Erroneous state"));
             if !not_ready || Instant::now() > deadline {
-                return Err(error)
-                    .with_context(|| format!("seeking {topic}/{number} to {position}"));
+                return Err(SourceError::kafka(format!(
+                    "seeking {topic}/{number} to {position}"
+                ))(error));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.consumer
             .resume(&Self::list(std::slice::from_ref(partition)))
-            .with_context(|| format!("resuming {topic}/{number}"))?;
+            .map_err(SourceError::kafka(format!("resuming {topic}/{number}")))?;
         Ok(true)
     }
 
@@ -144,10 +145,10 @@ impl Source for KafkaSource {
         self.consumer.context().fence().hold()
     }
 
-    fn pause(&mut self, partitions: &[SourcePartition]) -> anyhow::Result<()> {
+    fn pause(&mut self, partitions: &[SourcePartition]) -> Result<(), SourceError> {
         self.consumer
             .pause(&Self::list(partitions))
-            .context("pausing partitions")
+            .map_err(SourceError::kafka("pausing partitions"))
     }
 
     async fn read(&mut self, batch: &mut Batch, max: usize, timeout: Duration) {

@@ -11,12 +11,14 @@
 //! so it can be handed to another thread.
 
 mod both;
+mod error;
 pub mod kafka;
 pub mod kinesis;
 mod log_throttle;
 mod observer;
 
 pub use both::{SourceSettings, Sources};
+pub use error::SourceError;
 pub use observer::{PartitionGauges, SourceObserver, Unobserved};
 
 use std::collections::BTreeMap;
@@ -55,7 +57,7 @@ pub trait Source {
         &mut self,
         partition: &SourcePartition,
         checkpoint: &Checkpoint,
-    ) -> anyhow::Result<bool>;
+    ) -> Result<bool, SourceError>;
 
     /// The partitions whose messages came before `partition`'s (a Kinesis shard's parents
     /// and their ancestors): a new task's dedup starts from the ids they counted.
@@ -71,7 +73,7 @@ pub trait Source {
     fn hold_partitions(&self) -> Self::Hold;
 
     /// Stops reading `partitions` until they are started again (to replay them).
-    fn pause(&mut self, partitions: &[SourcePartition]) -> anyhow::Result<()>;
+    fn pause(&mut self, partitions: &[SourcePartition]) -> Result<(), SourceError>;
 
     /// Reads into `batch` until it holds `max` messages, `timeout` passes, or the partitions
     /// change. Cancelling it loses nothing: what was read is in `batch`.

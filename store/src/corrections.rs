@@ -1,8 +1,9 @@
 //! Corrections of past days (ADR 0016): what the corrector reads to find the tenant-days whose
-//! live numbers may be wrong, and the record of every check and correction (`corrections`).
+//! live numbers may be wrong. The record of every check and correction is the `corrections`
+//! table (`tables::corrections`).
 //!
 //! A correction rewrites every window row of one tenant's UTC day, for every task that wrote
-//! one, at an epoch of its own range (at and above [`CORRECTION_EPOCH`]). Live epochs count
+//! one, at an epoch of its own range (at and above `time::epoch::CORRECTION_EPOCH`). Live epochs count
 //! restores in their high 32 bits, one per restore, so they never come near 2^63: a correction
 //! outranks every live row of its keys in the views' `argMax`, whatever restores come after,
 //! and no claim (ADR 0014) ever names its generation, so the views' fence never hides it.
@@ -13,33 +14,17 @@
 //!   rows), which change only when a task writes the day;
 //! - late arrivals per tenant and the day they belong to ([`Endpoint::late_arrivals`], the
 //!   `late_arrivals` family, written in the same atomic insert as their checkpoint);
-//! - once per day, the archive's distinct events per tenant ([`Endpoint::archived_per_tenant`]),
+//! - once per day, the archive's distinct events per tenant (`Endpoint::archived_per_tenant`, in `tables::events_raw`),
 //!   which differ from the live totals when copies of one event were counted in two partitions.
 
 use clickhouse::Row;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::codec::family_name;
 use crate::endpoint::{ClickHouseError, Endpoint};
+use crate::tables::window_state::family_name;
 use salestalk_operators::aggregate::Family;
+use salestalk_operators::time::DAY_S;
 use salestalk_operators::windows::Span;
-
-/// The lowest epoch a correction writes; live epochs stay far below it (a generation per
-/// restore in the high 32 bits would need 2^31 restores of one task to reach it).
-pub const CORRECTION_EPOCH: u64 = 1 << 63;
-
-/// Seconds in a UTC day.
-pub const DAY_S: i64 = 86_400;
-
-/// The epoch of a correction made at `corrected_at_ms`: later corrections of a day win.
-pub fn correction_epoch(corrected_at_ms: u64) -> u64 {
-    CORRECTION_EPOCH | (corrected_at_ms & (CORRECTION_EPOCH - 1))
-}
-
-/// Whether `epoch` was written by a correction.
-pub fn is_correction(epoch: u64) -> bool {
-    epoch >= CORRECTION_EPOCH
-}
 
 /// The `window_state` family names a correction rewrites: every span of every family that
 /// sums counted events (`Family::counts_events`).
@@ -49,40 +34,6 @@ pub fn corrected_families() -> Vec<String> {
         .filter(|family| family.counts_events())
         .flat_map(|family| Span::ALL.map(|span| family_name(family, span)))
         .collect()
-}
-
-/// One check of a tenant's day, and what its correction (if one was needed) changed. The
-/// newest record of a tenant and day is what the next check compares with.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
-pub struct CorrectionRecord {
-    /// The tenant.
-    pub tenant_id: String,
-    /// The UTC day (days since 1970-01-01).
-    pub day: u16,
-    /// When the check was made (Unix ms); a correction's rows carry its epoch.
-    pub checked_at_ms: u64,
-    /// The correction's epoch, or 0 when the check found nothing to correct.
-    pub epoch: u64,
-    /// What started it: `first_check`, `late_events`, `live_changed` or `backfill`.
-    pub trigger: String,
-    /// The day's live event total before the check (the volume view).
-    pub live_before: i64,
-    /// The day's event total after it: what the volume view shows from then on.
-    pub events: i64,
-    /// Of those, events that had arrived after their window was final.
-    pub late_events: i64,
-    /// Copies of events beyond the first (one event read from two partitions or sources,
-    /// counted live or archived late by each) that the day's corrections so far counted once.
-    pub duplicates_removed: i64,
-    /// Late arrivals of the day the `late_arrivals` family had recorded when the check began.
-    pub late_arrivals_seen: i64,
-    /// Of those, the ones of tasks the correction took in (past the day).
-    pub late_arrivals_counted: i64,
-    /// Window rows the correction wrote (0 for a check without a correction).
-    pub rows_written: u64,
-    /// Tasks that wrote the day (or archived events of it) but may still write it: their live
-    /// rows were left as they were, and the day is corrected again once they are past it.
-    pub waiting_tasks: Vec<String>,
 }
 
 /// A live window row's identity: which rows of a tenant's day a correction must cover.
@@ -106,12 +57,6 @@ pub struct LiveKey {
 struct TenantDay {
     tenant_id: String,
     day_start: u32,
-    total: i64,
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct TenantTotal {
-    tenant_id: String,
     total: i64,
 }
 
@@ -177,25 +122,6 @@ impl Endpoint {
             .into_iter()
             .map(|r| (r.tenant_id, i64::from(r.day_start), r.total))
             .collect())
-    }
-
-    /// How many distinct events each tenant has in the archive counted in the day starting at
-    /// `day` (Unix s): all of them, late ones included (a duplicate's copies are one event).
-    pub async fn archived_per_tenant(
-        &self,
-        day: i64,
-    ) -> Result<Vec<(String, i64)>, ClickHouseError> {
-        let rows: Vec<TenantTotal> = self
-            .query(
-                "SELECT tenant_id, toInt64(uniqExact(event_id)) AS total FROM events_raw \
-                 WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
-                 GROUP BY tenant_id",
-            )
-            .bind(day.max(0))
-            .bind((day + DAY_S).max(0))
-            .fetch_all()
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.tenant_id, r.total)).collect())
     }
 
     /// Every window row key of `tenant`'s day starting at `day` (Unix s) in the families a
@@ -264,58 +190,11 @@ impl Endpoint {
         .fetch_all()
         .await
     }
-
-    /// The newest check of every tenant and day starting in `[since, until)` (Unix s).
-    pub async fn latest_checks(
-        &self,
-        since: i64,
-        until: i64,
-    ) -> Result<Vec<CorrectionRecord>, ClickHouseError> {
-        self.query(
-                "SELECT tenant_id, day, max(checked_at_ms) AS last_checked, \
-                 argMax(epoch, checked_at_ms) AS last_epoch, argMax(trigger, checked_at_ms) AS last_trigger, \
-                 argMax(live_before, checked_at_ms) AS last_live_before, \
-                 argMax(events, checked_at_ms) AS last_events, \
-                 argMax(late_events, checked_at_ms) AS last_late_events, \
-                 argMax(duplicates_removed, checked_at_ms) AS last_duplicates, \
-                 argMax(late_arrivals_seen, checked_at_ms) AS last_arrivals_seen, \
-                 argMax(late_arrivals_counted, checked_at_ms) AS last_arrivals_counted, \
-                 argMax(rows_written, checked_at_ms) AS last_rows, \
-                 argMax(waiting_tasks, checked_at_ms) AS last_waiting \
-                 FROM corrections WHERE day >= toDate(toDateTime(?)) AND day < toDate(toDateTime(?)) \
-                 GROUP BY tenant_id, day",
-            )
-            .bind(since.max(0))
-            .bind(until.max(0))
-            .fetch_all()
-            .await
-    }
-
-    /// Records checks (and their corrections, if any), in one insert.
-    pub async fn record_checks(&self, records: &[CorrectionRecord]) -> Result<(), ClickHouseError> {
-        self.insert_rows::<CorrectionRecord>("corrections", records)
-            .await
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use salestalk_operators::task::{GENERATION_SHIFT, next_generation};
-
-    #[test]
-    fn corrections_outrank_every_live_epoch_and_later_corrections_win() {
-        // A task restored a billion times still writes below every correction.
-        let mut live = 0;
-        for _ in 0..1_000 {
-            live = next_generation(live);
-        }
-        let far = (1u64 << 30) << GENERATION_SHIFT;
-        assert!(!is_correction(live) && !is_correction(far | 0xffff_ffff));
-        let first = correction_epoch(1_764_806_400_000);
-        let later = correction_epoch(1_764_806_400_001);
-        assert!(is_correction(first) && later > first && first > far);
-    }
 
     #[test]
     fn a_correction_rewrites_the_event_families_at_every_span_and_nothing_else() {

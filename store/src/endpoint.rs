@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use clickhouse::{Client, Compression};
 
 use crate::profile::{ServerProfile, Version};
-use crate::tls::{SharedHttps, read_ca_file};
+use crate::tls::{SharedTransport, read_ca_file};
 
 /// Bounds on a query run for a reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +43,9 @@ pub struct Endpoint {
     /// one server.
     #[serde(default)]
     pub cluster: String,
-    /// The https client, shared by clones.
+    /// The HTTP clients, shared by clones (their connections are reused).
     #[serde(skip)]
-    pub https: SharedHttps,
+    pub transport: SharedTransport,
 }
 
 /// How inserts travel to the server.
@@ -254,6 +254,22 @@ pub(crate) fn server_code(text: &str) -> Option<u32> {
 }
 
 impl Endpoint {
+    /// The server at `url` as user `default` without a password, `database` selected, every
+    /// other setting at its default: for tools and tests that do not read the configuration.
+    pub fn new(url: &str, database: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            database: database.to_string(),
+            user: "default".to_string(),
+            password: String::new(),
+            settings: BTreeMap::new(),
+            compression: InsertCompression::default(),
+            ca_file: String::new(),
+            cluster: String::new(),
+            transport: SharedTransport::default(),
+        }
+    }
+
     /// Whether the server answers at all (`SELECT 1`), for telling an outage from a refusal.
     pub async fn ping(&self) -> Result<(), ClickHouseError> {
         self.server_query("SELECT 1")
@@ -270,11 +286,11 @@ impl Endpoint {
         let base = if self.url.starts_with("https://") {
             // A CA file that cannot be read is reported at start-up (`problems`), before any
             // request; a plain client then refuses the https URL rather than trusting less.
-            self.https
-                .client(&self.ca_file)
-                .unwrap_or_else(|_| Client::default())
+            self.transport
+                .https(&self.ca_file)
+                .unwrap_or_else(|_| self.transport.plain())
         } else {
-            Client::default()
+            self.transport.plain()
         };
         let client = base
             .with_url(&self.url)

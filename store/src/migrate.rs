@@ -147,9 +147,7 @@ impl Endpoint {
             }
             match created {
                 Ok(()) => {
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
+                    let now_ms = salestalk_operators::time::now_ms();
                     return self
                         .query(
                             "INSERT INTO schema_views (fingerprint, applied_at_ms) VALUES (?, ?)",

@@ -4,29 +4,21 @@
 //! (`Task::resume`); nothing here knows how a task works.
 
 use clickhouse::Row;
-use salestalk_contracts::EventId;
 use salestalk_operators::flush::{Checkpoint, TaskState};
 use salestalk_operators::windows::Span;
 use serde::Deserialize;
 
-use crate::codec::{
+use crate::endpoint::{ClickHouseError, Endpoint};
+use crate::tables::task_claims::lineage_condition;
+use crate::tables::window_state::{
     CHECKPOINT_FAMILY, StateRecord, checkpoint_durable_at, decode_checkpoint, task_name,
 };
-use crate::endpoint::{ClickHouseError, Endpoint};
-use crate::lineage::lineage_condition;
 
 #[derive(Debug, Row, Deserialize)]
 struct CheckpointRow {
     epoch: u64,
     ints: Vec<i64>,
     d1: String,
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct SeenRow {
-    tenant_id: String,
-    event_id: String,
-    timestamp_ms: i64,
 }
 
 /// The latest checkpoint of a task. Binds: checkpoint family, task.
@@ -43,7 +35,7 @@ pub const CHECKPOINT_QUERY: &str = "SELECT epoch, ints, d1 FROM window_state WHE
 /// checkpoint and reading the rows; replaying from the checkpoint over that later state would
 /// count its events twice. And only rows of the checkpoint's lineage (`lineage`): a stalled
 /// owner's flushes after its successor resumed never count. Binds: task, checkpoint family,
-/// the lineage ([`Lineage::bind`](crate::lineage::Lineage::bind)), then those starts
+/// the lineage ([`Lineage::bind`](crate::tables::task_claims::Lineage::bind)), then those starts
 /// (Unix s) for days (twice: the first narrows the scan), hours and minutes.
 pub const OPEN_ROWS_QUERY: &str = concat!(
     "SELECT family, task, max(epoch) AS last_epoch, toUInt32(window_start) AS window_start, tenant_id, d1, d2, d3, \
@@ -55,16 +47,6 @@ pub const OPEN_ROWS_QUERY: &str = concat!(
      AND window_start >= toDateTime(multiIf(endsWith(family, '/day'), ?, endsWith(family, '/hour'), ?, ?)) \
      GROUP BY family, task, window_start, tenant_id, d1, d2, d3"
 );
-
-/// Event ids a task counted below its checkpoint, each at the minute the live task remembered
-/// it under: its window (the broker's minute for a clock-skewed event), not its stamp; with the
-/// stamp, a restored task could forget a different minute under the dedup cap than the live
-/// one did, and count a resend the live task caught. Binds: topic, partition, checkpoint
-/// offset, earliest event time kept (Unix ms; its whole minute is kept, as the live task does).
-pub const SEEN_QUERY: &str = "SELECT tenant_id, event_id, \
-     toInt64(toUInt32(window_start)) * 1000 AS timestamp_ms FROM events_raw \
-     WHERE topic = ? AND partition = ? AND offset < ? \
-     AND toInt64(toUInt32(window_start)) >= intDiv(?, 60000) * 60";
 
 /// The latest checkpoint of every task.
 const ALL_CHECKPOINTS_QUERY: &str = "SELECT task, max(epoch) AS last_epoch, argMax(ints, epoch) AS last_ints, \
@@ -152,21 +134,9 @@ impl Endpoint {
         let horizon_start = checkpoint
             .event_watermark_ms
             .map_or(i64::MIN, |wm| wm - dedup_horizon_ms);
-        let seen: Vec<SeenRow> = self
-            .query(SEEN_QUERY)
-            .bind(topic)
-            .bind(partition)
-            .bind(checkpoint.next_offset)
-            .bind(horizon_start)
-            .fetch_all()
+        let seen = self
+            .counted_ids(topic, partition, checkpoint.next_offset, horizon_start)
             .await?;
-        let seen = seen
-            .into_iter()
-            .filter_map(|row| {
-                let id = EventId::parse(&row.event_id)?;
-                Some((row.tenant_id, id, row.timestamp_ms))
-            })
-            .collect();
         Ok(TaskState {
             checkpoint,
             rows,

@@ -177,18 +177,8 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
-        let endpoint = Endpoint {
-            // Never reached: the refusal comes first.
-            url: "http://127.0.0.1:1".into(),
-            database: "salestalk".into(),
-            user: "default".into(),
-            password: String::new(),
-            settings: Default::default(),
-            compression: Default::default(),
-            ca_file: String::new(),
-            cluster: String::new(),
-            https: Default::default(),
-        };
+        // Never reached: the refusal comes first.
+        let endpoint = Endpoint::new("http://127.0.0.1:1", "salestalk");
         for (table, partition) in [
             ("events_raw", "202511; DROP TABLE x"),
             ("window_state", "202511"),

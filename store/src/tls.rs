@@ -1,7 +1,9 @@
-//! ClickHouse over https: one HTTP client per process (its connections, and their TLS
-//! sessions, are reused), trusting the system's CA certificates and, when
-//! `clickhouse.ca_file` names one, the certificates of that PEM file too (a company CA, or the
-//! one a test makes). rustls with ring: no OpenSSL to build or link.
+//! The HTTP clients an endpoint talks to ClickHouse with, made once and shared by its clones so
+//! their connections (and TLS sessions) are reused: a new client per query opened a new
+//! connection per query (docs/performance.md, "Issue 28"). Over https the client trusts the
+//! system's CA certificates and, when `clickhouse.ca_file` names one, the certificates of that
+//! PEM file too (a company CA, or the one a test makes). rustls with ring: no OpenSSL to build
+//! or link.
 
 use std::sync::{Arc, OnceLock};
 
@@ -14,25 +16,33 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-/// The https client, built on first use and shared by every clone of an endpoint.
+/// The endpoint's HTTP clients, each built on first use and shared by every clone of it.
 #[derive(Clone, Default)]
-pub struct SharedHttps(Arc<OnceLock<Result<Client, String>>>);
+pub struct SharedTransport {
+    https: Arc<OnceLock<Result<Client, String>>>,
+    plain: Arc<OnceLock<Client>>,
+}
 
-impl SharedHttps {
-    /// The client trusting `ca_file` (if not empty) besides the system's CAs.
-    pub fn client(&self, ca_file: &str) -> Result<Client, String> {
-        self.0.get_or_init(|| https_client(ca_file)).clone()
+impl SharedTransport {
+    /// The https client trusting `ca_file` (if not empty) besides the system's CAs.
+    pub fn https(&self, ca_file: &str) -> Result<Client, String> {
+        self.https.get_or_init(|| https_client(ca_file)).clone()
+    }
+
+    /// The plain http client.
+    pub fn plain(&self) -> Client {
+        self.plain.get_or_init(Client::default).clone()
     }
 }
 
 /// Every endpoint's client is alike: it does not tell endpoints apart.
-impl PartialEq for SharedHttps {
+impl PartialEq for SharedTransport {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl Eq for SharedHttps {}
+impl Eq for SharedTransport {}
 
 /// The certificates of `ca_file`, or why there are none (for the start-up check).
 pub fn read_ca_file(ca_file: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -88,6 +98,10 @@ fn https_client(ca_file: &str) -> Result<Client, String> {
         .https_only()
         .enable_http1()
         .wrap_connector(http);
-    let hyper = HyperClient::builder(TokioExecutor::new()).build(connector);
+    // Idle connections close before the server's keep-alive (3 s by default) closes them
+    // under a request, as the clickhouse crate's own plain client does.
+    let hyper = HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build(connector);
     Ok(Client::with_http_client(hyper))
 }

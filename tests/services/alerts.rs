@@ -6,13 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_alerting::{Notification, Rule, Scope, Signal, Status};
-use salestalk_store::alert_history::AlertRecord;
+use salestalk_store::tables::alerts::AlertRecord;
 
 use crate::exactness::{durable, pipeline_env, spawn_run};
+use crate::support::eventually::eventually;
+use crate::support::fixtures::Examples;
 use crate::support::{
     Isolated, KillOnDrop, WebhookReceiver, api_key, free_port, http_get, http_get_as, salestalk,
     salestalk_command, stdout_of,
@@ -73,7 +75,7 @@ async fn the_dlq_depth_alert_counts_what_needs_a_person() {
             .await
             .expect("a dead letter");
     }
-    let report = |offset: i64| salestalk_store::downstream::FailureReport {
+    let report = |offset: i64| salestalk_store::tables::consumer_failures::FailureReport {
         minute: (now / 60 * 60) as u32,
         consumer_group: "billing-worker".into(),
         tenant_id: "tenant-1".into(),
@@ -274,14 +276,7 @@ fn classification_producer(isolated: &Isolated) -> (FutureProducer, String) {
 
 /// A valid classification (the spec's example) with its own id, tenant and time.
 fn classification(n: usize, tenant: &str, at: DateTime<Utc>) -> Vec<u8> {
-    let example = include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
-        .lines()
-        .next()
-        .expect("the spec's first example");
-    let mut event: serde_json::Value = serde_json::from_str(example).expect("json");
-    event["eventId"] = format!("5a1e0000-0000-4000-8000-{n:012x}").into();
-    event["tenantId"] = tenant.into();
-    event["timestamp"] = at.to_rfc3339_opts(SecondsFormat::Millis, true).into();
+    let event = Examples::new(0x5a1e).event_at("classification.performed.v1", tenant, n as u64, at);
     serde_json::to_vec(&event).expect("serialisable")
 }
 
@@ -369,15 +364,13 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
             .expect("produced");
     }
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while notifications(&receiver, "/plain") != expected(&["firing"]) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(
-        notifications(&receiver, "/plain"),
-        expected(&["firing"]),
-        "every alert fires once"
-    );
+    let fired = eventually(
+        Duration::from_secs(120),
+        || async { notifications(&receiver, "/plain") },
+        |got| *got == expected(&["firing"]),
+    )
+    .await;
+    assert_eq!(fired, expected(&["firing"]), "every alert fires once");
     let admin = api_key(&env, "admin", &[]);
     let (status, body) = http_get_as(port, "/api/alerts", Some(&admin)).expect("serve answers");
     assert_eq!(status, 200);
@@ -410,11 +403,13 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
         ],
         &env,
     ));
-    let deadline = Instant::now() + Duration::from_secs(300);
     let both = expected(&["firing", "resolved"]);
-    while notifications(&receiver, "/plain") != both && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        Duration::from_secs(300),
+        || async { notifications(&receiver, "/plain") },
+        |got| *got == both,
+    )
+    .await;
     // A few more evaluations: nothing else may arrive.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
@@ -505,11 +500,13 @@ async fn a_stalled_pipeline_fires_no_fresh_data_and_late_processing_then_both_re
     // Running: fresh events become durable at once, nothing fires.
     let mut run = KillOnDrop(spawn_run(&env, false));
     produce(0, 100, 0).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while durable(&isolated).await < 100 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(durable(&isolated).await, 100);
+    let made_durable = eventually(
+        Duration::from_secs(60),
+        || durable(&isolated),
+        |n| *n >= 100,
+    )
+    .await;
+    assert_eq!(made_durable, 100);
     run.0.kill().expect("stopping the pipeline");
     run.0.wait().expect("stopped");
 
@@ -532,15 +529,13 @@ async fn a_stalled_pipeline_fires_no_fresh_data_and_late_processing_then_both_re
         )
     })
     .collect();
-    let deadline = Instant::now() + Duration::from_secs(150);
-    while by_subject(&receiver) != stalled && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(
-        by_subject(&receiver),
-        stalled,
-        "no fresh data fires, nothing else"
-    );
+    let fired = eventually(
+        Duration::from_secs(150),
+        || async { by_subject(&receiver) },
+        |got| *got == stalled,
+    )
+    .await;
+    assert_eq!(fired, stalled, "no fresh data fires, nothing else");
 
     // Back again: the backlog is made durable late, so P95 fires per consumer, and the stall
     // resolves; once the late minutes leave the one-minute lookback, P95 resolves too.
@@ -560,10 +555,12 @@ async fn a_stalled_pipeline_fires_no_fresh_data_and_late_processing_then_both_re
             vec!["firing".into(), "resolved".into()],
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while by_subject(&receiver) != both && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        Duration::from_secs(240),
+        || async { by_subject(&receiver) },
+        |got| *got == both,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         by_subject(&receiver),

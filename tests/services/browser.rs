@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use crate::exactness::{PARTITIONS, read_back, recompute, setup_on};
+use crate::support::eventually::answers_health;
 use crate::support::{
-    Isolated, KillOnDrop, api_key, free_port, http_get, http_get_as, salestalk, salestalk_command,
-    stdout_of, tool_output,
+    Isolated, KillOnDrop, api_key, free_port, http_get_as, salestalk, salestalk_command, stdout_of,
+    tool_output,
 };
 
 const SCREENSHOTS: &str = concat!(
@@ -138,10 +138,7 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
             .spawn()
             .expect("serve"),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(port, "/health").is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    answers_health(port).await;
     let profile = tempfile::tempdir().expect("profile dir");
     std::fs::create_dir_all(SCREENSHOTS).expect("screenshot dir");
     // The page takes its key from the link's fragment (never sent to the server) once.

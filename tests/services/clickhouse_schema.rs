@@ -9,7 +9,7 @@ use salestalk_sinks::clickhouse::write_flushes;
 
 use crate::support::{drop_database, endpoint, unique};
 
-const EXAMPLES: &str = include_str!("../../contracts/tests/corpus/spec-examples.jsonl");
+use crate::support::fixtures::SPEC_EXAMPLES as EXAMPLES;
 /// The v2 classification example, with an intent newer than this build.
 const V2_WITH_NEW_INTENT: &str = include_str!("../../contracts/tests/corpus/v2-examples.jsonl");
 
@@ -155,7 +155,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     // A downstream consumer group's lag sample and reported failure, as `salestalk run`
     // stores them, so the views over them have rows too.
     endpoint
-        .record_lag(&[salestalk_store::downstream::LagSample {
+        .record_lag(&[salestalk_store::tables::consumer_group_lag::LagSample {
             minute: 1_762_646_400,
             consumer_group: "insights-worker".into(),
             topic: "salestalk.consumer.insights-queue".into(),
@@ -169,16 +169,18 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         .await
         .expect("lag sample");
     endpoint
-        .record_failure_reports(&[salestalk_store::downstream::FailureReport {
-            minute: 1_762_646_400,
-            consumer_group: "insights-worker".into(),
-            tenant_id: "tenant-1".into(),
-            event_id: "e".into(),
-            event_type: "classification.performed.v1".into(),
-            error: "timeout".into(),
-            partition: 0,
-            offset: 7,
-        }])
+        .record_failure_reports(
+            &[salestalk_store::tables::consumer_failures::FailureReport {
+                minute: 1_762_646_400,
+                consumer_group: "insights-worker".into(),
+                tenant_id: "tenant-1".into(),
+                event_id: "e".into(),
+                event_type: "classification.performed.v1".into(),
+                error: "timeout".into(),
+                partition: 0,
+                offset: 7,
+            }],
+        )
         .await
         .expect("failure report");
 
@@ -214,11 +216,11 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         .await
         .expect("write the late event");
     endpoint
-        .record_checks(&[salestalk_store::corrections::CorrectionRecord {
+        .record_checks(&[salestalk_store::tables::corrections::CorrectionRecord {
             tenant_id: "tenant-abc123".into(),
             day: (1_762_646_400 / 86_400) as u16,
             checked_at_ms: 1_762_750_000_000,
-            epoch: salestalk_store::corrections::correction_epoch(1_762_750_000_000),
+            epoch: salestalk_operators::time::epoch::correction_epoch(1_762_750_000_000),
             trigger: "first_check".into(),
             live_before: 8,
             events: 8,
@@ -265,7 +267,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     let mut restored = Task::resume("topic-a", 3, settings, state);
     // Where the flush left it, writing epochs of a new generation.
     let resumed = salestalk_operators::flush::Checkpoint {
-        epoch: salestalk_operators::task::next_generation(flush.checkpoint.epoch),
+        epoch: salestalk_operators::time::epoch::next_generation(flush.checkpoint.epoch),
         ..flush.checkpoint
     };
     assert_eq!(*restored.checkpoint(), resumed);

@@ -95,17 +95,7 @@ async fn a_database_is_created_once_and_rows_round_trip() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_retryable_error() {
-    let endpoint = Endpoint {
-        url: "http://127.0.0.1:1".to_string(),
-        database: "x".to_string(),
-        user: "default".to_string(),
-        password: String::new(),
-        settings: Default::default(),
-        compression: Default::default(),
-        ca_file: String::new(),
-        cluster: String::new(),
-        https: Default::default(),
-    };
+    let endpoint = Endpoint::new("http://127.0.0.1:1", "x");
     let error = endpoint
         .probe()
         .await

@@ -134,7 +134,7 @@ async fn the_pipeline_talks_to_clickhouse_over_https_trusting_a_custom_ca() {
     // Without the CA the server is not trusted, and the error says why.
     let untrusted = salestalk_store::Endpoint {
         ca_file: String::new(),
-        https: Default::default(),
+        transport: Default::default(),
         ..endpoint.clone()
     };
     let error = untrusted

@@ -17,7 +17,7 @@ use crate::exactness::{
     assert_rollups_sum_their_minutes, kill_at_random_moments, pipeline_env, read_back,
     recompute_with, spawn_run,
 };
-use crate::routing::{event, examples};
+use crate::support::fixtures::Examples;
 use crate::support::{Isolated, salestalk, stdout_of};
 
 /// The start (Unix s) of yesterday, UTC.
@@ -28,7 +28,7 @@ pub fn yesterday() -> i64 {
 /// One valid event stamped now on every partition of `isolated`'s topics: every task moves
 /// past yesterday, which makes it final everywhere.
 pub async fn one_event_now_on_every_partition(isolated: &Isolated) {
-    let examples = examples();
+    let examples = Examples::new(0x2b7e);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &isolated.brokers)
         .create()
@@ -37,14 +37,14 @@ pub async fn one_event_now_on_every_partition(isolated: &Isolated) {
     for topic in &isolated.topics {
         let domain = topic.rsplit('.').next().expect("domain");
         let event_type = examples
-            .keys()
+            .types()
+            .into_iter()
             .find(|t| t.starts_with(&format!("{domain}.")))
-            .expect("an example of the domain")
-            .clone();
+            .expect("an example of the domain");
         for partition in 0..isolated.partitions {
             n += 1;
             let payload =
-                serde_json::to_vec(&event(&examples, &event_type, "tenant-now", n)).expect("json");
+                serde_json::to_vec(&examples.event(&event_type, "tenant-now", n)).expect("json");
             producer
                 .send(
                     FutureRecord::to(topic)

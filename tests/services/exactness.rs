@@ -28,6 +28,7 @@ use salestalk_operators::windows::Span;
 use salestalk_store::schema::family_view_name;
 use serde::Deserialize;
 
+use crate::support::eventually::eventually;
 use crate::support::{
     Isolated, RUN_LIMIT, finish, free_port, salestalk, salestalk_command, scrape, stdout_of,
     unique, value,
@@ -215,6 +216,7 @@ pub fn read_back(isolated: &Isolated) -> Input {
     out
 }
 
+/// The oracle keeps its own minute arithmetic, so a bug in `operators::time` cannot hide here.
 fn minute(ms: i64) -> i64 {
     ms.div_euclid(60_000) * 60
 }
@@ -958,10 +960,12 @@ pub async fn kill_at(
     for _ in 0..kills {
         let before = durable(&setup.isolated).await;
         let mut child = spawn_run(&env, false);
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while durable(&setup.isolated).await == before && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            Duration::from_secs(120),
+            || durable(&setup.isolated),
+            |n| *n != before,
+        )
+        .await;
         match &moment {
             KillMoment::Random { max_delay, .. } => {
                 let delay = rng.random_range(0..max_delay.as_millis() as u64);

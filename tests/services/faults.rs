@@ -15,6 +15,7 @@ use crate::exactness::{
     PARTITIONS, Setup, assert_views_match, durable, kill_at_random_moments, pipeline_env, produce,
     read_back, wait_durable,
 };
+use crate::support::eventually::eventually;
 use crate::support::{
     Isolated, PrivateServices, RUN_LIMIT, finish, free_port, http_get, one_heavy_test_at_a_time,
     read_and_lags, salestalk_command, scrape, send_signal, value,
@@ -233,14 +234,13 @@ async fn broker_restart_mid_run_loses_nothing_and_lag_returns_to_zero() {
     produce(&setup.env, 21, 40_000, 60);
     let port = free_port();
     let child = spawn_with_metrics(&setup, port, &[]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while durable(&setup.isolated).await == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        durable(&setup.isolated).await > 0,
-        "nothing durable before the restart"
-    );
+    let first = eventually(
+        Duration::from_secs(120),
+        || durable(&setup.isolated),
+        |n| *n > 0,
+    )
+    .await;
+    assert!(first > 0, "nothing durable before the restart");
     services.stop("broker");
     tokio::time::sleep(Duration::from_secs(3)).await;
     services.restart("broker");

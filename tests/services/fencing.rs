@@ -10,7 +10,7 @@ use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_operators::{PublishPath, RawMessage};
 use salestalk_sinks::clickhouse::write_flushes;
 use salestalk_store::Endpoint;
-use salestalk_store::codec::task_name;
+use salestalk_store::tables::window_state::task_name;
 
 use crate::exactness::{
     Input, LATENESS_MS, SKEW_MS, assert_views_equal, assert_views_match, durable, read_back,

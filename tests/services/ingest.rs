@@ -10,9 +10,12 @@ use serde_json::{Value, json};
 
 use crate::alerts::serve_with;
 use crate::exactness::pipeline_env;
+use crate::support::eventually::answers_health;
+use crate::support::eventually::eventually;
+use crate::support::fixtures::Examples;
 use crate::support::{
     EVERY_EVENT_TYPE, Isolated, KillOnDrop, PrivateServices, WebhookReceiver, api_key,
-    api_key_for_types, free_port, http_get, key_id, salestalk, salestalk_command, stdout_of,
+    api_key_for_types, free_port, key_id, salestalk, salestalk_command, stdout_of,
 };
 
 /// `POST path` with `body` and an optional bearer key: the status, headers and body.
@@ -40,27 +43,15 @@ pub(crate) fn post(port: u16, path: &str, key: Option<&str>, body: &[u8]) -> (u1
     (status, head.to_string(), body.to_string())
 }
 
-/// The spec's classification example as tenant `tenant`, with its own id and a recent time.
+/// A valid classification (the spec's example) numbered `n`, of `tenant`, stamped now.
 fn event(n: u32, tenant: &str) -> Value {
-    let example = include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
-        .lines()
-        .next()
-        .expect("the spec's first example");
-    let mut event: Value = serde_json::from_str(example).expect("json");
-    event["eventId"] = json!(format!("1a9e0000-0000-4000-8000-{n:012x}"));
-    event["tenantId"] = json!(tenant);
-    event["timestamp"] =
-        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    event
+    example_of("classification.performed.v1", n, tenant)
 }
 
 /// `salestalk ingest` on `env`'s listen address, once it answers.
 pub(crate) async fn gateway(env: &[(&'static str, String)], port: u16) -> KillOnDrop {
     let gateway = KillOnDrop(salestalk_command(&["ingest"], env).spawn().expect("ingest"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(port, "/health").is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    answers_health(port).await;
     gateway
 }
 
@@ -284,11 +275,11 @@ async fn a_mixed_batch_gets_one_result_per_entry_and_only_the_accepted_are_count
         ("gateway".to_string(), String::new(), 1, 0, 1),
         ("gateway".to_string(), "tenant-a".to_string(), 4, 2, 2),
     ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while publishes().await != gateway_rows && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(publishes().await, gateway_rows);
+    let published = eventually(Duration::from_secs(30), publishes, |rows| {
+        *rows == gateway_rows
+    })
+    .await;
+    assert_eq!(published, gateway_rows);
     let by_code: Vec<(String, u64, u64, u64)> = client
         .query(
             "SELECT tenant_id, toUInt64(sum(validation_errors)), toUInt64(sum(tenant_not_allowed)), \
@@ -486,11 +477,8 @@ async fn a_tenant_over_its_rate_is_throttled_and_a_resend_gets_through() {
             .await
             .expect("outcomes")
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while throttled().await < 7 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(throttled().await, 7);
+    let counted = eventually(Duration::from_secs(30), throttled, |n| *n >= 7).await;
+    assert_eq!(counted, 7);
 
     // All twelve again through `publish`: it resends what is throttled until it is taken.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -627,24 +615,10 @@ async fn what_the_gateway_publishes_is_counted_exactly_as_a_batch_recomputation(
     setup.isolated.remove().await;
 }
 
-/// The spec's example of `event_type`, numbered `n`, for `tenant`, stamped now.
+/// The spec's example of `event_type`, numbered `n` in the gateway tests' id space, for
+/// `tenant`, stamped now.
 pub(crate) fn example_of(event_type: &str, n: u32, tenant: &str) -> Value {
-    let line = include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
-        .lines()
-        .find(|line| {
-            serde_json::from_str::<Value>(line).is_ok_and(|v| v["eventType"] == event_type)
-        })
-        .expect("the spec's example");
-    let mut event: Value = serde_json::from_str(line).expect("json");
-    event["eventId"] = json!(format!("1a9e0000-0000-4000-8000-{n:012x}"));
-    event["tenantId"] = json!(tenant);
-    // A payload naming its tenant names the envelope's.
-    if event["data"].get("tenantId").is_some() {
-        event["data"]["tenantId"] = json!(tenant);
-    }
-    event["timestamp"] =
-        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    event
+    Examples::new(0x1a9e).event(event_type, tenant, n.into())
 }
 
 /// A key speaks for its tenants and its event types only: a payload naming another tenant,
@@ -772,10 +746,8 @@ async fn a_key_speaks_only_for_its_tenants_and_granted_types() {
             .await
             .expect("dead letters")
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while letters().await < kept as u64 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    eventually(Duration::from_secs(30), letters, |n| *n >= kept as u64).await;
+    // A moment more: a letter too many would show now.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(letters().await, kept as u64);
 

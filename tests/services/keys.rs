@@ -3,11 +3,11 @@
 //! reads its tenants' numbers only, through every endpoint of `serve`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use salestalk_store::keys::Role;
+use salestalk_store::tables::api_keys::Role;
 
 use crate::exactness::seeded_setup;
+use crate::support::eventually::answers_health;
 use crate::support::{
     Isolated, KillOnDrop, api_key, free_port, http_get, http_get_as, key_id, salestalk,
     salestalk_command, stdout_of,
@@ -206,10 +206,7 @@ async fn a_reader_key_sees_only_its_tenants_through_every_endpoint() {
     let env = &setup.env;
     let admin = api_key(env, "admin", &[]);
     let _serve = KillOnDrop(salestalk_command(&["serve"], env).spawn().expect("serve"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(port, "/health").is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    answers_health(port).await;
 
     // Two tenants with traffic, from the billing CSV an admin reads.
     let month = chrono::Utc::now().format("%Y-%m").to_string();

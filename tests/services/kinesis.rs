@@ -14,6 +14,7 @@ use crate::exactness::{
     Input, LATENESS_MS, Setup, assert_views_equal, durable, kill_at_random_moments, pipeline_env,
     produce_to, read_back, recompute, recompute_lineage,
 };
+use crate::support::eventually::eventually;
 use crate::support::{
     Isolated, RUN_LIMIT, finish, salestalk, salestalk_command, settings, stdout_of, unique,
 };
@@ -238,10 +239,12 @@ async fn a_shard_split_mid_stream_loses_and_duplicates_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("salestalk run");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while durable(&setup.isolated).await == 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(120),
+        || durable(&setup.isolated),
+        |n| *n > 0,
+    )
+    .await;
     let before_split = durable(&setup.isolated).await;
     for stream in &streams.kinesis.streams {
         split(&streams.client, stream, "shardId-000000000000")

@@ -10,17 +10,18 @@ use salestalk_dashboards::panels::Source;
 use salestalk_operators::RawMessage;
 use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_sinks::clickhouse::state_records;
-use salestalk_store::codec::CHECKPOINT_FAMILY;
-use salestalk_store::codec::StateRecord;
-use salestalk_store::restore::{CHECKPOINT_QUERY, OPEN_ROWS_QUERY, SEEN_QUERY};
+use salestalk_store::restore::{CHECKPOINT_QUERY, OPEN_ROWS_QUERY};
 use salestalk_store::schema;
 use salestalk_store::signals;
+use salestalk_store::tables::events_raw::SEEN_QUERY;
+use salestalk_store::tables::window_state::CHECKPOINT_FAMILY;
+use salestalk_store::tables::window_state::StateRecord;
 use salestalk_store::{ServerProfile, Version};
 use serde_json::{Value, json};
 
 use crate::support::tool_output;
 
-const EXAMPLES: &str = include_str!("../../contracts/tests/corpus/spec-examples.jsonl");
+use crate::support::fixtures::SPEC_EXAMPLES as EXAMPLES;
 const DB: &str = "salestalk";
 
 fn chdb_python() -> String {

@@ -5,42 +5,17 @@
 //! the topic exists the target receives new events, and a redrive delivers the dead letters to
 //! it. Per-target outcomes and latency land where the SRE page reads them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::support::eventually::answers_health;
+use crate::support::fixtures::Examples;
 use crate::support::{Isolated, create_topics_at, salestalk, stdout_of};
-
-/// The spec's example of each event type, by type.
-pub fn examples() -> BTreeMap<String, Value> {
-    include_str!("../../contracts/tests/corpus/spec-examples.jsonl")
-        .lines()
-        .map(|line| {
-            let event: Value = serde_json::from_str(line).expect("json");
-            (
-                event["eventType"].as_str().expect("type").to_string(),
-                event,
-            )
-        })
-        .collect()
-}
-
-/// A valid event of `event_type` for `tenant`, numbered `n`.
-pub fn event(examples: &BTreeMap<String, Value>, event_type: &str, tenant: &str, n: u32) -> Value {
-    let mut event = examples[event_type].clone();
-    event["eventId"] = json!(format!("2b7e0000-0000-4000-8000-{n:012x}"));
-    event["tenantId"] = json!(tenant);
-    if event["data"].get("tenantId").is_some() {
-        event["data"]["tenantId"] = json!(tenant);
-    }
-    event["timestamp"] =
-        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    event
-}
 
 /// Produces `events` to their domains' topics of `isolated`, keyed by tenant.
 async fn produce(isolated: &Isolated, events: &[Value]) {
@@ -181,8 +156,8 @@ targets = ["metrics", "standard"]
     ));
     assert!(routes.contains("rule: vip"), "{routes}");
 
-    let examples = examples();
-    let types: Vec<String> = examples.keys().cloned().collect();
+    let examples = Examples::new(0x2b7e);
+    let types = examples.types();
     let tenants = ["tenant-vip-1", "tenant-vip-2", "tenant-a", "tenant-b"];
     let mut events = Vec::new();
     let mut n = 0;
@@ -190,7 +165,7 @@ targets = ["metrics", "standard"]
         for event_type in &types {
             for _ in 0..3 {
                 n += 1;
-                events.push(event(&examples, event_type, tenant, n));
+                events.push(examples.event(event_type, tenant, n));
             }
         }
     }
@@ -316,14 +291,7 @@ targets = ["metrics", "standard"]
     // Once its topic exists the target takes new events, and a redrive delivers its letters.
     create_topics_at(&isolated.brokers, &[topic("missing")], 1).await;
     let later: Vec<Value> = (0..4)
-        .map(|i| {
-            event(
-                &examples,
-                "tenant.provisioned.v1",
-                "tenant-vip-3",
-                1_000 + i,
-            )
-        })
+        .map(|i| examples.event("tenant.provisioned.v1", "tenant-vip-3", 1_000 + i))
         .collect();
     produce(&isolated, &later).await;
     stdout_of(&salestalk(
@@ -404,8 +372,8 @@ targets = ["metrics", "flaky"]
     let mut run = crate::support::salestalk_command(&["--config", &config, "run"], &isolated.env)
         .spawn()
         .expect("salestalk run starts");
-    let examples = examples();
-    let types: Vec<String> = examples.keys().cloned().collect();
+    let examples = Examples::new(0x2b7e);
+    let types = examples.types();
     let mut events = Vec::new();
     let started = std::time::Instant::now();
     let mut n = 0;
@@ -415,7 +383,7 @@ targets = ["metrics", "flaky"]
             .iter()
             .map(|event_type| {
                 n += 1;
-                event(&examples, event_type, &format!("tenant-{}", n % 3), n)
+                examples.event(event_type, &format!("tenant-{}", n % 3), n)
             })
             .collect();
         produce(&isolated, &wave).await;
@@ -427,7 +395,7 @@ targets = ["metrics", "flaky"]
         .iter()
         .map(|event_type| {
             n += 1;
-            event(&examples, event_type, "tenant-0", n)
+            examples.event(event_type, "tenant-0", n)
         })
         .collect();
     produce(&isolated, &last).await;
@@ -521,7 +489,7 @@ async fn a_consumer_groups_lag_and_its_reported_failures_show_on_the_sre_page() 
     use rdkafka::message::{Header, OwnedHeaders};
 
     use crate::alerts::serve_with;
-    use crate::support::{api_key, http_get, http_get_as};
+    use crate::support::{api_key, http_get_as};
 
     let isolated = Isolated::create("it-consumers", 1).await;
     let prefix = &isolated.prefix;
@@ -544,9 +512,9 @@ consumer_groups = ["{group}"]
     let path = path.to_string_lossy().into_owned();
     let mut env = isolated.env.clone();
 
-    let examples = examples();
+    let examples = Examples::new(0x2b7e);
     let events: Vec<Value> = (0..30)
-        .map(|n| event(&examples, "classification.performed.v1", "tenant-w", n))
+        .map(|n| examples.event("classification.performed.v1", "tenant-w", n))
         .collect();
     produce(&isolated, &events).await;
     stdout_of(&salestalk(
@@ -623,10 +591,7 @@ consumer_groups = ["{group}"]
 
     let admin = api_key(&env, "admin", &[]);
     let (_serve, _dir, port) = serve_with(&mut env, &config);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while http_get(port, "/health").is_none() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    answers_health(port).await;
     let (status, body) =
         http_get_as(port, "/api/dashboards/sre?range=1h", Some(&admin)).expect("serve answers");
     assert_eq!(status, 200, "{body}");

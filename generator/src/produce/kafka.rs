@@ -3,11 +3,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer};
 
-use super::ProduceReport;
+use super::{ProduceError, ProduceReport};
 use crate::{Emitted, Generator};
 use salestalk_kafka::{KafkaSettings, producer};
 
@@ -18,8 +17,11 @@ pub fn produce(
     settings: &KafkaSettings,
     generator: &mut Generator,
     realtime_from: Option<i64>,
-) -> anyhow::Result<ProduceReport> {
-    let producer = producer::counted(settings).context("creating the Kafka producer")?;
+) -> Result<ProduceReport, ProduceError> {
+    let producer = producer::counted(settings).map_err(|source| ProduceError::Kafka {
+        what: "creating the Kafka producer",
+        source,
+    })?;
     let started = Instant::now();
     let mut report = ProduceReport::default();
     let mut topics: Vec<(salestalk_contracts::EventType, String)> = Vec::new();
@@ -47,7 +49,12 @@ pub fn produce(
                     record = returned;
                     producer.poll(Duration::from_millis(50));
                 }
-                Err((error, _)) => return Err(error).context("producing a message"),
+                Err((source, _)) => {
+                    return Err(ProduceError::Kafka {
+                        what: "producing a message",
+                        source,
+                    });
+                }
             }
         }
         report.submitted += 1;
@@ -62,7 +69,10 @@ pub fn produce(
     }
     producer
         .flush(Duration::from_secs(60))
-        .context("flushing the producer")?;
+        .map_err(|source| ProduceError::Kafka {
+            what: "flushing the producer",
+            source,
+        })?;
     report.delivered = producer.context().delivered.load(Ordering::Relaxed);
     report.failed = producer.context().failed.load(Ordering::Relaxed);
     Ok(report)

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
 use salestalk_kinesis::KinesisSettings;
 use salestalk_kinesis::put::{MAX_RECORDS, Outcome, Record, put_records};
 use salestalk_kinesis::streams::create;
 
-use super::ProduceReport;
+use super::{ProduceError, ProduceReport};
 use crate::{Emitted, Generator};
 
 /// Puts every message of `generator` to its domain's stream; a stream that does not exist
@@ -17,7 +16,7 @@ pub async fn put(
     settings: &KinesisSettings,
     shards: i32,
     generator: &mut Generator,
-) -> anyhow::Result<ProduceReport> {
+) -> Result<ProduceReport, ProduceError> {
     let client = salestalk_kinesis::client(settings).await;
     let mut created = std::collections::BTreeSet::new();
     let mut report = ProduceReport::default();
@@ -34,7 +33,10 @@ pub async fn put(
         if created.insert(stream.clone()) {
             create(&client, &stream, shards)
                 .await
-                .with_context(|| format!("creating the stream {stream}"))?;
+                .map_err(|source| ProduceError::Kinesis {
+                    what: format!("creating the stream {stream}"),
+                    source,
+                })?;
         }
         let records = pending.entry(stream.clone()).or_default();
         records.push((tenant_id, bytes));
@@ -55,7 +57,7 @@ async fn send(
     stream: &str,
     records: &[(String, Vec<u8>)],
     report: &mut ProduceReport,
-) -> anyhow::Result<()> {
+) -> Result<(), ProduceError> {
     if records.is_empty() {
         return Ok(());
     }
@@ -66,7 +68,13 @@ async fn send(
             data: bytes,
         })
         .collect();
-    for outcome in put_records(client, stream, &batch).await? {
+    let outcomes = put_records(client, stream, &batch)
+        .await
+        .map_err(|source| ProduceError::Kinesis {
+            what: format!("putting records to {stream}"),
+            source,
+        })?;
+    for outcome in outcomes {
         match outcome {
             Outcome::Stored { .. } => report.delivered += 1,
             Outcome::Failed(error) => {

@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use salestalk_operators::DeadLetterAddress;
 use salestalk_operators::dead_letter::DeadLetterReason;
+use salestalk_operators::time::now_ms;
 use salestalk_store::dead_letter_queue::{DlqEntry, DlqFilter};
 
-use crate::run::redrive::{now_ms, redrive};
+use crate::run::redrive::redrive;
 use crate::settings::Settings;
 
 /// `salestalk dlq` subcommands.

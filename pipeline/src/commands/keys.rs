@@ -1,12 +1,13 @@
-//! `salestalk keys`: make, list and revoke API keys (`salestalk_store::keys`). A new key is
+//! `salestalk keys`: make, list and revoke API keys (`salestalk_store::tables::api_keys`). A new key is
 //! printed once, on standard output alone, so it can be piped into a secret store; it is
 //! stored only as a hash.
 
+use salestalk_operators::time::now_datetime;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use salestalk_store::keys::{ApiKey, KeyRequest, Role};
+use salestalk_store::tables::api_keys::{ApiKey, KeyRequest, Role};
 
 /// `salestalk keys` subcommands.
 #[derive(clap::Subcommand)]
@@ -37,10 +38,6 @@ pub enum Command {
         /// The key's id.
         id: String,
     },
-}
-
-fn now_s() -> u32 {
-    u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX)
 }
 
 /// When a key made at `now_s` with `--expires text` stops working, Unix s.
@@ -104,7 +101,7 @@ pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCo
             let Some(role) = Role::parse(&role) else {
                 bail!("unknown role '{role}' (publisher, reader or admin)");
             };
-            let now = now_s();
+            let now = now_datetime();
             let request = KeyRequest {
                 role,
                 tenants,
@@ -127,7 +124,7 @@ pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCo
         }
         Command::Revoke { id } => {
             let revoked = runtime
-                .block_on(endpoint.revoke_key(&id, now_s()))
+                .block_on(endpoint.revoke_key(&id, now_datetime()))
                 .context("revoking the key")?;
             if !revoked {
                 bail!("no active key with id '{id}'");

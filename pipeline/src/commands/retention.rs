@@ -15,7 +15,7 @@ pub struct Args {
 /// Prints one line per expired partition, then how many were dropped.
 pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let (settings, runtime) = super::start(config)?;
-    let now_s = chrono::Utc::now().timestamp();
+    let now_s = salestalk_operators::time::now_s();
     let expired = runtime.block_on(crate::run::retention::enforce(
         &settings.clickhouse,
         &settings.retention,

@@ -24,16 +24,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use salestalk_operators::routing::RoutingTable;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use salestalk_operators::flush::Flush;
 use salestalk_operators::flush::TaskState;
 use salestalk_operators::task::Task;
+use salestalk_operators::time::{self, now_ms};
 use salestalk_operators::{SourceKind, Tally};
 use salestalk_store::Endpoint;
-use salestalk_store::codec::task_name;
-use salestalk_store::downstream::LagSample;
+use salestalk_store::tables::consumer_group_lag::LagSample;
+use salestalk_store::tables::window_state::task_name;
 
 pub use startup::migrate;
 
@@ -53,12 +54,6 @@ pub struct RunLimits {
     pub idle_exit: Option<Duration>,
     /// Stop after this many messages.
     pub max_messages: Option<u64>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One instance's tasks and the components they read from and write to.
@@ -297,7 +292,7 @@ impl<S: Source> Runtime<'_, S> {
                     _ => 0,
                 };
                 Some(LagSample {
-                    minute: (now / 60_000 * 60) as u32,
+                    minute: time::minute_datetime(now),
                     consumer_group: KAFKA_LAG_GROUP.to_string(),
                     topic: key.topic().to_string(),
                     partition: key.number(),

@@ -17,13 +17,12 @@
 //! shard that holds the tenant now, the same one or a child of it, whose task's dedup
 //! continues its parents' (docs/kinesis.md).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::Context;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use salestalk_kafka::producer::{self, deliver};
 use salestalk_kinesis::put::{Outcome as KinesisOutcome, Record as KinesisRecord, put_records};
+use salestalk_operators::time::now_ms;
 use salestalk_operators::{SourceKind, SourcePartition};
 use salestalk_sinks::clickhouse::ingest_ledger::NO_TOPIC;
 use salestalk_sinks::kafka::dead_letter_topic::header;
@@ -33,13 +32,6 @@ use crate::settings::Settings;
 
 /// Header a redriven message carries: the id of the entry it came from.
 pub const REDRIVE_OF_HEADER: &str = "salestalk.redrive-of";
-
-/// Now, Unix ms (what a DLQ action is stamped with).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// What a redrive did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

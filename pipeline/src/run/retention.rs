@@ -46,7 +46,7 @@ pub fn schedule(endpoint: Endpoint, settings: RetentionSettings, telemetry: Arc<
     }
     tokio::spawn(async move {
         loop {
-            let now_s = chrono::Utc::now().timestamp();
+            let now_s = salestalk_operators::time::now_s();
             let outcome = match enforce(&endpoint, &settings, now_s, false).await {
                 Ok(dropped) => {
                     for partition in &dropped {

@@ -11,14 +11,14 @@ use chrono::{DateTime, Utc};
 use salestalk_alerting::tracker::Measurement;
 use salestalk_alerting::{Notification, Signal, Tracker};
 use salestalk_operators::dead_letter::{CONSUMER_FAILED, DeadLetterReason};
-use salestalk_store::alert_history::AlertRecord;
 use salestalk_store::signals::SignalValue;
+use salestalk_store::tables::alerts::AlertRecord;
 use salestalk_store::{ClickHouseError, Endpoint};
 
 use crate::serve::stalls::{Stalls, WatchedSources};
 use crate::serve::webhook::{Delivery, WebhookError, Webhooks};
 use salestalk_sinks::retry::Transient;
-use salestalk_store::alert_outbox::{OutboxEntry, state, target_key};
+use salestalk_store::tables::alert_outbox::{OutboxEntry, state, target_key};
 
 /// `[alerts]`: the alert evaluator of `salestalk serve`.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]

@@ -30,7 +30,7 @@ use salestalk_dashboards::{Dashboard, PanelRange, Tenants, dashboards, expand};
 use salestalk_kafka::admin;
 use salestalk_store::Endpoint;
 use salestalk_store::billing::Month;
-use salestalk_store::codec::task_name;
+use salestalk_store::tables::window_state::task_name;
 use serde_json::{Value, json};
 
 use salestalk_http::access::{Access, ClientAddress, KeyCache, readable};
@@ -320,7 +320,7 @@ async fn dashboard_data(
             &json!({"error": "this key does not read that tenant"}),
         );
     }
-    let now = chrono::Utc::now().timestamp();
+    let now = salestalk_operators::time::now_s();
     let scope = PanelRange {
         from: now - seconds,
         to: now,

@@ -19,7 +19,7 @@ use salestalk_kafka::{KafkaSettings, admin};
 use salestalk_kinesis::streams::shards;
 use salestalk_kinesis::{KinesisSettings, read};
 use salestalk_store::Endpoint;
-use salestalk_store::codec::task_name;
+use salestalk_store::tables::window_state::task_name;
 
 use salestalk_operators::SourceKind;
 use salestalk_sources::kinesis::lineage::partition_key;

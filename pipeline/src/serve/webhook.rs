@@ -1,6 +1,6 @@
 //! Delivery of alert notifications: one HTTP(S) POST per notification and webhook, as plain
 //! JSON or in Alertmanager's webhook body. A webhook that does not take one is tried again
-//! from the outbox (`alerts::Evaluator`, `store::alert_outbox`) with backoff until it does or
+//! from the outbox (`alerts::Evaluator`, `store::tables::alert_outbox`) with backoff until it does or
 //! the notification expires, across restarts: at least once. Receivers deduplicate by
 //! `fingerprint` + `status`: a notification may arrive twice, never as a different alert.
 //!
@@ -131,12 +131,12 @@ impl Webhooks {
             .collect()
     }
 
-    /// The configured webhook whose URL has `key` (`store::alert_outbox::target_key`).
+    /// The configured webhook whose URL has `key` (`store::tables::alert_outbox::target_key`).
     pub fn url_of(&self, key: &str) -> Option<&str> {
         self.plain
             .iter()
             .chain(&self.alertmanager)
-            .find(|url| salestalk_store::alert_outbox::target_key(url) == key)
+            .find(|url| salestalk_store::tables::alert_outbox::target_key(url) == key)
             .map(String::as_str)
     }
 

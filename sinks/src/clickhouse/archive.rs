@@ -2,36 +2,10 @@
 //! so a replay's second copy is merged away. Events ClickHouse refuses are isolated and
 //! handed back to the batch as dead letters.
 
-use clickhouse::Row;
-use salestalk_store::codec::datetime;
-use serde::Serialize;
+use salestalk_store::tables::events_raw::{self, ArchiveRow};
 
 use super::insert::insert_isolating;
 use crate::sink::{FlushBatch, Sink, SinkFuture, SinkKind};
-
-#[derive(Debug, Clone, Row, Serialize)]
-struct ArchiveRecord<'a> {
-    tenant_id: &'a str,
-    event_id: String,
-    event_type: &'a str,
-    event_version: &'a str,
-    source: &'a str,
-    timestamp: u32,
-    timestamp_ms: i64,
-    window_start: u32,
-    clock_skewed: u8,
-    user_id: &'a str,
-    session_id: &'a str,
-    correlation_id: &'a str,
-    causation_id: String,
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    broker_time: u32,
-    durable_at_ms: u64,
-    raw: &'a serde_bytes::Bytes,
-    late: u8,
-}
 
 /// The raw archive sink.
 pub struct Archive {
@@ -59,36 +33,12 @@ impl Sink for Archive {
             for (f, flush) in flushes.iter().enumerate() {
                 for (e, event) in flush.archive.iter().enumerate() {
                     origin.push((f, e));
-                    records.push(ArchiveRecord {
-                        tenant_id: &event.tenant_id,
-                        event_id: event.event_id.to_string(),
-                        event_type: event.event_type.as_str(),
-                        event_version: &event.event_version,
-                        source: &event.source,
-                        timestamp: datetime(event.timestamp_ms.div_euclid(1000)),
-                        timestamp_ms: event.timestamp_ms,
-                        window_start: datetime(event.window_start),
-                        clock_skewed: u8::from(event.clock_skewed),
-                        user_id: &event.user_id,
-                        session_id: &event.session_id,
-                        correlation_id: &event.correlation_id,
-                        causation_id: event
-                            .causation_id
-                            .map(|id| id.to_string())
-                            .unwrap_or_default(),
-                        topic: &flush.topic,
-                        partition: flush.partition,
-                        offset: event.offset,
-                        broker_time: datetime(event.broker_ms.div_euclid(1000)),
-                        durable_at_ms,
-                        raw: serde_bytes::Bytes::new(&event.raw),
-                        late: u8::from(event.late),
-                    });
+                    records.push(ArchiveRow::new(flush, event, durable_at_ms));
                 }
             }
-            let isolated = insert_isolating::<ArchiveRecord<'_>>(
+            let isolated = insert_isolating::<ArchiveRow<'_>>(
                 &self.endpoint,
-                "events_raw",
+                events_raw::TABLE,
                 &records,
                 self,
                 batch,

@@ -6,38 +6,13 @@
 
 use salestalk_operators::DeadLetterAddress;
 use salestalk_operators::flush::DeadLetter;
-use salestalk_store::codec::datetime;
-use salestalk_store::ingest_outcome::IngestOutcome;
 use salestalk_store::tables::dead_letters::DeadLetterRow;
+use salestalk_store::tables::ingest_outcomes::OutcomeCount;
 use salestalk_store::{ClickHouseError, Endpoint};
 
 /// The dead-letter "topic" of a refused entry that routes nowhere it may go (no readable
 /// event type, or another tenant's event): `dlq redrive` will not produce it.
 pub const NO_TOPIC: &str = "ingest.refused";
-
-/// Entries of one minute, tenant, source and outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutcomeCount {
-    /// Start of the minute they were submitted in, Unix seconds.
-    pub minute_s: i64,
-    /// Their tenant (`""` when unreadable, or not one the key publishes for).
-    pub tenant_id: String,
-    /// Their `source` (`""` when unreadable).
-    pub source: String,
-    /// What became of them.
-    pub outcome: IngestOutcome,
-    /// How many.
-    pub entries: u64,
-}
-
-#[derive(Debug, clickhouse::Row, serde::Serialize)]
-struct OutcomeRecord<'a> {
-    minute: u32,
-    tenant_id: &'a str,
-    source: &'a str,
-    outcome: &'a str,
-    entries: u64,
-}
 
 /// An entry the gateway refused for good, as its dead letter.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,19 +41,7 @@ pub async fn record_ingest(
         endpoint.insert_dead_letters(&rows).await?;
     }
     if !counts.is_empty() {
-        let records: Vec<OutcomeRecord<'_>> = counts
-            .iter()
-            .map(|count| OutcomeRecord {
-                minute: datetime(count.minute_s),
-                tenant_id: &count.tenant_id,
-                source: &count.source,
-                outcome: count.outcome.as_str(),
-                entries: count.entries,
-            })
-            .collect();
-        endpoint
-            .insert_rows::<OutcomeRecord<'_>>("ingest_outcomes", &records)
-            .await?;
+        endpoint.insert_ingest_outcomes(counts).await?;
     }
     Ok(())
 }

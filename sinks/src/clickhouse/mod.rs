@@ -1,6 +1,6 @@
 //! The ClickHouse sinks: the raw archive, the dead-letter table, and the window state (the
 //! commit point). Each is one [`Sink`](crate::sink::Sink); their order is configuration.
-//! Rows and names are encoded by `salestalk_store::codec`, which every reader shares.
+//! Rows and names are encoded by `salestalk_store::tables::window_state`, which every reader shares.
 
 mod archive;
 mod dead_letter_table;
@@ -13,6 +13,8 @@ pub use dead_letter_table::DeadLetterTable;
 pub use window_state::{MAX_STATE_ROWS, WindowState, state_records, write_corrections};
 
 use salestalk_operators::flush::Flush;
+use salestalk_store::tables::delivery_latency::DeliveryLatencyRow;
+use salestalk_store::tables::sink_outcomes::SinkOutcomeRow;
 use salestalk_store::{ClickHouseError, Endpoint};
 
 use crate::outcomes::Outcomes;
@@ -72,17 +74,6 @@ pub async fn write_flushes(
     }
 }
 
-/// One row of `sink_outcomes`.
-#[derive(Debug, clickhouse::Row, serde::Serialize)]
-struct OutcomeRecord<'a> {
-    minute: u32,
-    consumer: &'a str,
-    tenant_id: &'a str,
-    attempted: u64,
-    failed: u64,
-    failed_attempts: u64,
-}
-
 /// Stores a landed flush's `outcomes` in `sink_outcomes` (and the targets' latency in
 /// `delivery_latency`) at the minute of `durable_at_ms`, one insert each, not retried: these
 /// are operational counts, and a lost insert undercounts one flush rather than holding the
@@ -95,11 +86,11 @@ pub async fn record_outcomes(
     if outcomes.is_empty() {
         return Ok(());
     }
-    let minute = ((durable_at_ms / 60_000) * 60) as u32;
+    let minute = salestalk_operators::time::minute_datetime(durable_at_ms);
     let mut records = Vec::new();
     for (consumer, tenants) in &outcomes.counts {
         for (tenant, counts) in tenants {
-            records.push(OutcomeRecord {
+            records.push(SinkOutcomeRow {
                 minute,
                 consumer,
                 tenant_id: tenant,
@@ -111,7 +102,7 @@ pub async fn record_outcomes(
     }
     // Failed attempts belong to a write, not to a tenant.
     for (consumer, n) in &outcomes.failed_attempts {
-        records.push(OutcomeRecord {
+        records.push(SinkOutcomeRow {
             minute,
             consumer,
             tenant_id: "",
@@ -120,16 +111,14 @@ pub async fn record_outcomes(
             failed_attempts: *n,
         });
     }
-    endpoint
-        .insert_rows::<OutcomeRecord<'_>>("sink_outcomes", &records)
-        .await?;
-    let latency: Vec<LatencyRecord<'_>> = outcomes
+    endpoint.insert_sink_outcomes(&records).await?;
+    let latency: Vec<DeliveryLatencyRow<'_>> = outcomes
         .latency
         .iter()
         .flat_map(|((consumer, event_type), tenants)| {
             tenants.iter().map(move |(tenant, histogram)| {
                 let (latency_buckets, latency_counts) = histogram.to_arrays();
-                LatencyRecord {
+                DeliveryLatencyRow {
                     minute,
                     consumer,
                     tenant_id: tenant,
@@ -144,19 +133,5 @@ pub async fn record_outcomes(
     if latency.is_empty() {
         return Ok(());
     }
-    endpoint
-        .insert_rows::<LatencyRecord<'_>>("delivery_latency", &latency)
-        .await
-}
-
-/// One row of `delivery_latency`.
-#[derive(Debug, clickhouse::Row, serde::Serialize)]
-struct LatencyRecord<'a> {
-    minute: u32,
-    consumer: &'a str,
-    tenant_id: &'a str,
-    event_type: &'a str,
-    delivered: u64,
-    latency_buckets: Vec<i16>,
-    latency_counts: Vec<u64>,
+    endpoint.insert_delivery_latency(&latency).await
 }

@@ -4,7 +4,7 @@
 
 use salestalk_operators::flush::{Flush, StateRow};
 use salestalk_store::Endpoint;
-use salestalk_store::codec::{StateRecord, task_name};
+use salestalk_store::tables::window_state::{StateRecord, task_name};
 
 use super::{SERVICE, sink_error};
 use crate::sink::{FlushBatch, Sink, SinkFuture, SinkKind};

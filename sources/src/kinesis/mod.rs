@@ -22,16 +22,17 @@ use salestalk_kinesis::streams::shards;
 use salestalk_kinesis::{Client, KinesisSettings};
 use salestalk_operators::PublishPath;
 use salestalk_operators::flush::Checkpoint;
+use salestalk_operators::time::{self, now_ms};
 use salestalk_store::Endpoint;
-use salestalk_store::codec::task_name;
-use salestalk_store::downstream::LagSample;
+use salestalk_store::tables::consumer_group_lag::LagSample;
+use salestalk_store::tables::window_state::task_name;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use self::lineage::{Book, Shard, partition_key};
 use self::reader::{Delivery, Start};
 use super::{Batch, Changes, Source, SourcePartition};
-use crate::SourceObserver;
+use crate::{SourceError, SourceObserver};
 
 /// Pages held between the readers and the runtime: with `records_per_read` records each,
 /// this bounds the source's memory (64 x 1,000 records of up to 1 MiB at worst, far less in
@@ -80,7 +81,7 @@ impl KinesisSource {
         endpoint: Endpoint,
         observer: Arc<dyn SourceObserver>,
         instance: String,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, SourceError> {
         let client = salestalk_kinesis::client(settings).await;
         let book = Arc::new(Mutex::new(Book::default()));
         let discovery = tokio::spawn(discover(
@@ -205,7 +206,7 @@ impl Source for KinesisSource {
         &mut self,
         partition: &SourcePartition,
         checkpoint: &Checkpoint,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool, SourceError> {
         let Some(shard) = self.book().shard(partition).cloned() else {
             return Ok(false);
         };
@@ -251,7 +252,7 @@ impl Source for KinesisSource {
 
     fn hold_partitions(&self) {}
 
-    fn pause(&mut self, partitions: &[SourcePartition]) -> anyhow::Result<()> {
+    fn pause(&mut self, partitions: &[SourcePartition]) -> Result<(), SourceError> {
         for key in partitions {
             self.stop_reading(key);
         }
@@ -336,10 +337,6 @@ async fn discover(
     }
 }
 
-fn now_ms() -> u64 {
-    chrono::Utc::now().timestamp_millis().max(0) as u64
-}
-
 /// The consumer-group name Kinesis shards are sampled under in `consumer_group_lag`.
 pub const LAG_GROUP: &str = "source.kinesis";
 
@@ -361,7 +358,7 @@ impl Sampler {
         observer: &dyn SourceObserver,
         now_ms: u64,
     ) -> Vec<LagSample> {
-        let minute = now_ms / 60_000 * 60;
+        let minute = u64::from(time::minute_datetime(now_ms));
         shards
             .iter()
             .map(|key| {
@@ -396,10 +393,15 @@ async fn discover_once(
     settings: &KinesisSettings,
     endpoint: &Endpoint,
     book: &Mutex<Book>,
-) -> anyhow::Result<()> {
+) -> Result<(), SourceError> {
     let mut listed = Vec::new();
     for (position, stream) in settings.streams.iter().enumerate() {
-        for shard in shards(client, stream).await? {
+        for shard in shards(client, stream)
+            .await
+            .map_err(SourceError::kinesis(format!(
+                "listing the shards of {stream}"
+            )))?
+        {
             let Some(key) = partition_key(stream, shard.shard_id()) else {
                 tracing::warn!(shard = shard.shard_id(), %stream, "a shard id without a number: skipped");
                 continue;
@@ -447,7 +449,7 @@ async fn probe(
     endpoint: &Endpoint,
     book: &Mutex<Book>,
     keys: &BTreeSet<SourcePartition>,
-) -> anyhow::Result<Vec<SourcePartition>> {
+) -> Result<Vec<SourcePartition>, SourceError> {
     let checkpoints: HashMap<String, Checkpoint> = endpoint
         .checkpoints()
         .await?
@@ -463,7 +465,12 @@ async fn probe(
             .get(&task_name(key.topic(), key.number()))
             .map(|c| c.sequence.clone())
             .filter(|s| !s.is_empty());
-        let page = read::peek(client, &shard.stream, &shard.shard_id, after.as_deref()).await?;
+        let page = read::peek(client, &shard.stream, &shard.shard_id, after.as_deref())
+            .await
+            .map_err(SourceError::kinesis(format!(
+                "probing {}/{}",
+                shard.stream, shard.shard_id
+            )))?;
         if page.records.is_empty() && page.at_end(shard.closed) {
             finished.push(key.clone());
         }

@@ -13,8 +13,8 @@ use salestalk_operators::flush::{DeadLetter, Rejection};
 use serde::{Deserialize, Serialize};
 
 use super::Ddl;
-use crate::codec::datetime;
 use crate::endpoint::{ClickHouseError, Endpoint};
+use salestalk_operators::time::datetime;
 
 /// The table's name.
 pub const TABLE: &str = "dead_letters";

@@ -1,8 +1,21 @@
 //! One module per ClickHouse table: its migration steps, its one row type, its insert and its
 //! queries. `schema` only orders the steps and builds the views over the tables.
 
+pub mod alert_outbox;
+pub mod alerts;
+pub mod api_keys;
+pub mod consumer_failures;
+pub mod consumer_group_lag;
+pub mod corrections;
 pub mod dead_letter_actions;
 pub mod dead_letters;
+pub mod delivery_latency;
+pub mod events_raw;
+pub mod ingest_outcomes;
+pub mod replays;
+pub mod sink_outcomes;
+pub mod task_claims;
+pub mod window_state;
 
 use crate::profile::ServerProfile;
 

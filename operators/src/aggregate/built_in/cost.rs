@@ -3,7 +3,7 @@
 use super::nanos;
 use crate::aggregate::{Aggregate, Family};
 use crate::windows::{Symbol, WindowSet};
-use salestalk_contracts::{Event, EventData, EventType};
+use salestalk_contracts::{Event, EventData, EventKind, EventType};
 
 /// AI cost and tokens per tenant, event type and model (`narrative.generated`).
 #[derive(Debug)]
@@ -15,7 +15,7 @@ impl Aggregate for Cost {
     }
 
     fn reads(&self, event_type: EventType) -> bool {
-        event_type.name() == "narrative.generated"
+        event_type.kind() == EventKind::NarrativeGenerated
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {

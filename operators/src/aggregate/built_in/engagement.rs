@@ -3,7 +3,7 @@
 use super::nanos;
 use crate::aggregate::{Aggregate, Family};
 use crate::windows::{Symbol, WindowSet};
-use salestalk_contracts::{Event, EventData, EventType};
+use salestalk_contracts::{Event, EventData, EventKind, EventType};
 
 /// Conversations, their messages, ratings and actions per tenant (`conversation.completed`).
 #[derive(Debug)]
@@ -15,7 +15,7 @@ impl Aggregate for Engagement {
     }
 
     fn reads(&self, event_type: EventType) -> bool {
-        event_type.name() == "conversation.completed"
+        event_type.kind() == EventKind::ConversationCompleted
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {

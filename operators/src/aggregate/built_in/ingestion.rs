@@ -2,7 +2,7 @@
 
 use crate::aggregate::{Aggregate, Family};
 use crate::windows::{Symbol, WindowSet};
-use salestalk_contracts::{Event, EventData, EventType};
+use salestalk_contracts::{Event, EventData, EventKind, EventType};
 
 /// Metric-ingestion batches per tenant and source (`metrics.ingested`).
 #[derive(Debug)]
@@ -14,7 +14,7 @@ impl Aggregate for Ingestion {
     }
 
     fn reads(&self, event_type: EventType) -> bool {
-        event_type.name() == "metrics.ingested"
+        event_type.kind() == EventKind::MetricsIngested
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {

@@ -3,7 +3,7 @@
 use super::LOW_CONFIDENCE;
 use crate::aggregate::{Aggregate, Family};
 use crate::windows::{Symbol, WindowSet};
-use salestalk_contracts::{Event, EventData, EventType};
+use salestalk_contracts::{Event, EventData, EventKind, EventType};
 
 /// Classifications per tenant, intent, subject and measure (`classification.performed`).
 #[derive(Debug)]
@@ -15,7 +15,7 @@ impl Aggregate for Intents {
     }
 
     fn reads(&self, event_type: EventType) -> bool {
-        event_type.name() == "classification.performed"
+        event_type.kind() == EventKind::ClassificationPerformed
     }
 
     fn on_event(&self, set: &mut WindowSet, event: &Event<'_>, tenant: Symbol, window_start: i64) {

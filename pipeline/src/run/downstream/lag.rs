@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::admin::group_lag;
+use salestalk_operators::time;
 use salestalk_store::Endpoint;
-use salestalk_store::downstream::LagSample;
+use salestalk_store::tables::consumer_group_lag::LagSample;
 
 use crate::settings::Settings;
 
@@ -25,7 +26,7 @@ pub async fn sample(
     Ok(lags
         .into_iter()
         .map(|lag| LagSample {
-            minute: ((now_ms / 60_000) * 60) as u32,
+            minute: time::minute_datetime(now_ms),
             consumer_group: group.to_string(),
             topic: topic.to_string(),
             partition: lag.partition,
@@ -49,7 +50,7 @@ pub fn schedule(settings: &Settings, groups: Vec<(String, String)>, interval_ms:
     let endpoint: Endpoint = settings.clickhouse.clone();
     tokio::spawn(async move {
         loop {
-            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            let now_ms = time::now_ms();
             let mut samples = Vec::new();
             for (group, topic) in &groups {
                 match sample(&kafka, group, topic, now_ms).await {

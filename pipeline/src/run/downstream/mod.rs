@@ -1,7 +1,7 @@
 //! The downstream consumers, watched while `salestalk run` runs: how far behind each consumer
 //! group reading a routing target is ([`lag`]), the failures consumers report on the
 //! dead-letter topic ([`reports`]), and the targets' undelivered events, redriven once they
-//! answer again ([`heal`]). Both land in ClickHouse (`salestalk_store::downstream`),
+//! answer again ([`heal`]). Both land in ClickHouse (`salestalk_store::tables::consumer_group_lag` and `consumer_failures`),
 //! where the SRE page, Grafana and the consumer error-rate alert read them (docs/routing.md).
 
 pub mod heal;

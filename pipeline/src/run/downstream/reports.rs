@@ -12,8 +12,9 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
+use salestalk_operators::time;
 use salestalk_store::Endpoint;
-use salestalk_store::downstream::FailureReport;
+use salestalk_store::tables::consumer_failures::FailureReport;
 
 use crate::settings::Settings;
 
@@ -58,7 +59,7 @@ pub fn report_of(message: &BorrowedMessage<'_>) -> Option<FailureReport> {
     };
     let at_ms = message.timestamp().to_millis().unwrap_or(0).max(0);
     Some(FailureReport {
-        minute: ((at_ms / 60_000) * 60) as u32,
+        minute: time::datetime(time::minute_start(at_ms)),
         consumer_group: group,
         tenant_id: field("salestalk.tenant", "tenantId"),
         event_id: field("salestalk.event_id", "eventId"),

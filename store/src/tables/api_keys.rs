@@ -12,10 +12,45 @@
 //! key whose patterns name them explicitly: a tenant's key cannot announce tenants.
 
 use clickhouse::Row;
+use salestalk_contracts::EventKind;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::Ddl;
 use crate::endpoint::{ClickHouseError, Endpoint};
+
+/// Migration 16: when a key expires (0: never).
+pub(crate) fn add_expires_at(ddl: &Ddl<'_>) -> String {
+    format!(
+        "ALTER TABLE {}.api_keys ADD COLUMN expires_at DateTime('UTC')",
+        ddl.database
+    )
+}
+
+/// Migration 16: the event types a publisher key is scoped to (empty: every type but platform ones).
+pub(crate) fn add_event_types(ddl: &Ddl<'_>) -> String {
+    format!(
+        "ALTER TABLE {}.api_keys ADD COLUMN event_types Array(String)",
+        ddl.database
+    )
+}
+
+/// Migration 7: keys, hashed; a revocation is a newer version of the key row.
+pub(crate) fn create(ddl: &Ddl<'_>) -> String {
+    let Ddl { database, low, .. } = *ddl;
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.api_keys (\n\
+         key_id String,\n\
+         key_hash String,\n\
+         role {low},\n\
+         tenants Array(String),\n\
+         created_at DateTime('UTC'),\n\
+         revoked_at DateTime('UTC'),\n\
+         changed_at_ms UInt64\n\
+         ) ENGINE = ReplacingMergeTree(changed_at_ms)\n\
+         ORDER BY key_id"
+    )
+}
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,13 +124,13 @@ impl ApiKey {
 
 /// Event types only the platform publishes (their family, without the version): a key
 /// publishes them only when one of its patterns names the family itself.
-pub const PLATFORM_EVENT_TYPES: [&str; 1] = ["tenant.provisioned"];
+pub const PLATFORM_EVENT_TYPES: [EventKind; 1] = [EventKind::TenantProvisioned];
 
 /// Whether `event_type` belongs to a platform family.
 pub fn is_platform(event_type: &str) -> bool {
     PLATFORM_EVENT_TYPES.iter().any(|family| {
         event_type
-            .strip_prefix(family)
+            .strip_prefix(family.name())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
     })
 }

@@ -16,10 +16,30 @@
 use std::collections::BTreeMap;
 
 use clickhouse::Row;
-use salestalk_operators::task::GENERATION_SHIFT;
+use salestalk_operators::time::epoch::generation_of;
+#[cfg(test)]
+use salestalk_operators::time::epoch::{GENERATION_SHIFT, generation_sql};
 use serde::{Deserialize, Serialize};
 
+use super::Ddl;
 use crate::endpoint::{ClickHouseError, Endpoint};
+
+/// Migration 13: each restore of a task claims a generation; a second row confirms a claim no other owner made at the same moment.
+pub(crate) fn create(ddl: &Ddl<'_>) -> String {
+    let Ddl { database, .. } = *ddl;
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.task_claims (\n\
+         task String,\n\
+         generation UInt64,\n\
+         base_epoch UInt64,\n\
+         owner String,\n\
+         nonce UInt64,\n\
+         confirmed UInt8,\n\
+         claimed_at_ms Int64\n\
+         ) ENGINE = MergeTree\n\
+         ORDER BY (task, generation)"
+    )
+}
 
 /// The SQL form of [`Lineage::admits`]: a condition on `epoch` binding `unrecorded_below`,
 /// `checkpoint_epoch`, `generations` and `limits` (see [`Lineage::bind`]). A macro so the
@@ -53,16 +73,6 @@ struct ClaimRecord {
 struct ConfirmedClaim {
     generation: u64,
     base_epoch: u64,
-}
-
-/// The generation of `epoch`.
-pub fn generation_of(epoch: u64) -> u64 {
-    epoch >> GENERATION_SHIFT
-}
-
-/// [`generation_of`] in SQL, of the `UInt64` expression `epoch`.
-pub fn generation_sql(epoch: &str) -> String {
-    format!("intDiv({epoch}, {})", 1u64 << GENERATION_SHIFT)
 }
 
 /// The generations that led to a checkpoint and how far each counts: a row of generation
@@ -179,7 +189,7 @@ impl Endpoint {
                 owner: owner.to_string(),
                 nonce: rand::random(),
                 confirmed: 0,
-                claimed_at_ms: chrono::Utc::now().timestamp_millis(),
+                claimed_at_ms: salestalk_operators::time::now_ms() as i64,
             };
             self.insert_rows::<ClaimRecord>("task_claims", std::slice::from_ref(&claim))
                 .await?;

@@ -8,7 +8,33 @@ use clickhouse::Row;
 use salestalk_alerting::Notification;
 use serde::{Deserialize, Serialize};
 
+use super::Ddl;
 use crate::endpoint::{ClickHouseError, Endpoint};
+
+/// Migration 4: every notification the evaluator sent, and whether its webhooks took it.
+pub(crate) fn create(ddl: &Ddl<'_>) -> String {
+    let Ddl { database, low, .. } = *ddl;
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.alerts (\n\
+         notified_at DateTime('UTC'),\n\
+         notified_at_ms UInt64,\n\
+         fingerprint String,\n\
+         rule {low},\n\
+         status {low},\n\
+         severity {low},\n\
+         signal {low},\n\
+         labels String,\n\
+         value Float64,\n\
+         threshold Float64,\n\
+         starts_at DateTime('UTC'),\n\
+         ends_at DateTime('UTC'),\n\
+         summary String,\n\
+         delivered UInt8\n\
+         ) ENGINE = MergeTree\n\
+         ORDER BY (rule, fingerprint, notified_at_ms){}",
+        ddl.ttl("notified_at", 90)
+    )
+}
 
 /// One row of `alerts`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]

@@ -1,4 +1,10 @@
-//! Shared helpers: configuration, unique names, topic creation, running the binary.
+//! The test kit: configuration, unique names, the isolated services (`Isolated`, one test's
+//! topics and database; `PrivateServices`, its own broker and ClickHouse), running the binary,
+//! HTTP probes, event fixtures ([`fixtures`]) and waiting without timed assertions
+//! ([`eventually`]).
+
+pub mod eventually;
+pub mod fixtures;
 
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};

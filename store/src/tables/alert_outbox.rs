@@ -7,7 +7,28 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::Ddl;
 use crate::endpoint::{ClickHouseError, Endpoint};
+
+/// Migration 17: notifications a webhook has not taken yet; a newer `version` records each attempt.
+pub(crate) fn create(ddl: &Ddl<'_>) -> String {
+    let Ddl { database, low, .. } = *ddl;
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.alert_outbox (\n\
+         notification String,\n\
+         target String,\n\
+         rule {low},\n\
+         body String,\n\
+         created_ms UInt64,\n\
+         attempts UInt32,\n\
+         next_attempt_ms UInt64,\n\
+         state {low},\n\
+         last_error String,\n\
+         version UInt64\n\
+         ) ENGINE = ReplacingMergeTree(version)\n\
+         ORDER BY (notification, target)"
+    )
+}
 
 /// Where an undelivered notification stands.
 pub mod state {

@@ -6,8 +6,19 @@
 //!   selection twice sends the same events again, which a consumer deduplicating by `eventId`
 //!   counts once.
 //! - `--to-database`: every metric of the selection recomputed by the same operators
-//!   ([`crate::recompute`]) into a separate ClickHouse database, the live one untouched;
+//!   (`salestalk_corrections::recompute`) into a separate ClickHouse database, the live one untouched;
 //!   replaying again (`--overwrite`) recomputes the same numbers.
+//!
+//! `--backfill` corrects whole days instead (`backfill.rs`). Here: the command, its checks of
+//! the destination and the record; `to_topic.rs` and `to_database.rs` page through the archive.
+
+mod backfill;
+mod to_database;
+mod to_topic;
+
+use self::backfill::backfill;
+use self::to_database::recompute;
+use self::to_topic::send;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -25,10 +36,12 @@ use salestalk_corrections::day::{
 use salestalk_corrections::recompute::{Purpose, Recomputation};
 use salestalk_kafka::admin;
 use salestalk_kafka::producer::{self, deliver};
+use salestalk_operators::time::{DAY_S, datetime, now_datetime};
 use salestalk_sinks::clickhouse::write_flushes;
 use salestalk_store::Endpoint;
-use salestalk_store::corrections::{CorrectionRecord, DAY_S};
-use salestalk_store::replay::{ReplayRecord, ReplaySelection};
+use salestalk_store::tables::corrections::CorrectionRecord;
+use salestalk_store::tables::events_raw::{ArchiveCursor, ReplaySelection};
+use salestalk_store::tables::replays::ReplayRecord;
 
 /// The header naming the replay a message came from.
 pub const REPLAY_OF_HEADER: &str = "salestalk-replay-of";
@@ -173,11 +186,7 @@ async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Res
             }
         }
     }
-    record.finished_at = Utc::now().timestamp().clamp(0, i64::from(u32::MAX)) as u32;
-    endpoint
-        .record_replay(&record)
-        .await
-        .context("recording the replay")?;
+    finish(endpoint, &mut record).await?;
     println!(
         "{} {} of {} archived events to {destination}",
         match (&destination, args.dry_run) {
@@ -194,170 +203,6 @@ async fn run(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Res
         record.selected,
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// `--backfill`: corrects whole UTC days now, tenant by tenant, as the corrector of `salestalk
-/// run` does when it finds them wrong (ADR 0016): each tenant's day recomputed from the
-/// archive (late events and the events dead-lettered as late included, each event once) and
-/// written over the live rows at a correction epoch. Only days every task is past, and only
-/// days the archive still holds in full.
-async fn backfill(settings: &crate::settings::Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let corrector = settings.corrector();
-    let endpoint = &settings.clickhouse;
-    if !args.event_ids.is_empty() || !args.event_types.is_empty() || args.correlation_id.is_some() {
-        bail!(
-            "--backfill corrects whole windows: it takes --since, --until and --tenant only \
-             (an event-type or event-id filter would leave part of a window's events out)"
-        );
-    }
-    let (Some(since), Some(until)) = (args.since, args.until) else {
-        bail!("--backfill needs --since and --until");
-    };
-    // Whole days: a day's and an hour's rollup rows are rewritten too, and must hold every
-    // minute of theirs.
-    let since_s = since.timestamp().div_euclid(DAY_S) * DAY_S;
-    let until_s = (until.timestamp() + DAY_S - 1).div_euclid(DAY_S) * DAY_S;
-    anyhow::ensure!(since_s < until_s, "--since must be before --until");
-    let started = Utc::now();
-    let now_ms = started.timestamp_millis().max(0) as u64;
-    let oldest = oldest_whole_day(settings.retention.archive_days, now_ms);
-    if since_s < oldest {
-        bail!(
-            "the archive holds whole days from {} on (retention.archive_days = {}): a backfill \
-             from {} would need it from {}, and would recompute a day from part of its events",
-            date(oldest),
-            settings.retention.archive_days,
-            date(since_s),
-            date(since_s)
-        );
-    }
-    let range = (to_u32(since_s), to_u32(until_s));
-    let mut record = ReplayRecord {
-        replay_id: format!("replay-{}", started.format("%Y%m%dT%H%M%S%.3fZ")),
-        who: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-        selection: ReplaySelection {
-            tenants: args.tenants.clone(),
-            since: Some(range.0),
-            until: Some(range.1),
-            ..ReplaySelection::default()
-        }
-        .to_string(),
-        target: "backfill".into(),
-        dry_run: u8::from(args.dry_run),
-        selected: 0,
-        sent: 0,
-        started_at: to_u32(started.timestamp()),
-        finished_at: 0,
-    };
-    // Every task that wrote the days must be past them for good: checked for the whole range
-    // before anything is written.
-    let open_from = salestalk_corrections::open_from(&corrector).await?;
-    let days: Vec<i64> = (since_s..until_s).step_by(DAY_S as usize).collect();
-    for day in &days {
-        for task in endpoint.tasks_of_day(*day).await? {
-            let open = open_from.get(&task).copied();
-            if open.is_none_or(|open| open < day + DAY_S) {
-                bail!(
-                    "{}: backfill whole days that ended before then (its watermark minus the \
-                     allowed lateness)",
-                    Refusal::NotFinal {
-                        task,
-                        open_from: open
-                    }
-                );
-            }
-        }
-    }
-    let checks: BTreeMap<(String, i64), CorrectionRecord> = endpoint
-        .latest_checks(since_s, until_s)
-        .await?
-        .into_iter()
-        .map(|c| ((c.tenant_id.clone(), i64::from(c.day) * DAY_S), c))
-        .collect();
-    let live = endpoint.live_day_volumes(since_s, until_s).await?;
-    let arrivals = endpoint.late_arrivals(since_s, until_s).await?;
-    let (mut events, mut late, mut rows) = (0i64, 0i64, 0u64);
-    let mut held = Corrections::default();
-    for day in days {
-        let mut tenants: BTreeSet<String> = args.tenants.iter().cloned().collect();
-        if tenants.is_empty() {
-            tenants.extend(live.iter().filter(|r| r.1 == day).map(|r| r.0.clone()));
-            tenants.extend(arrivals.iter().filter(|r| r.1 == day).map(|r| r.0.clone()));
-            tenants.extend(
-                endpoint
-                    .archived_per_tenant(day)
-                    .await?
-                    .into_iter()
-                    .map(|r| r.0),
-            );
-        }
-        for tenant in tenants {
-            let total = |rows: &[(String, i64, i64)]| {
-                rows.iter()
-                    .find(|r| r.0 == tenant && r.1 == day)
-                    .map_or(0, |r| r.2)
-            };
-            let correction = DayCorrection {
-                settings: &corrector,
-                tenant: &tenant,
-                day,
-                trigger: Trigger::Backfill,
-                before: Before::new(
-                    total(&live),
-                    total(&arrivals),
-                    checks.get(&(tenant.clone(), day)),
-                ),
-            };
-            if args.dry_run {
-                continue;
-            }
-            match correction.prepare(&open_from, now_ms, true).await? {
-                Ok(prepared) => {
-                    let done = &prepared.record;
-                    events += done.events;
-                    late += done.late_events;
-                    rows += done.rows_written;
-                    eprintln!(
-                        "{tenant} {}: {} events ({} late, {} counted twice before), {} rows",
-                        date(day),
-                        done.events,
-                        done.late_events,
-                        done.duplicates_removed,
-                        done.rows_written
-                    );
-                    held.add(&corrector, prepared).await?;
-                }
-                Err(refusal) => bail!("{tenant} {}: {refusal}", date(day)),
-            }
-        }
-    }
-    held.write(&corrector).await?;
-    record.selected = events.max(0) as u64;
-    record.sent = record.selected;
-    record.finished_at = to_u32(Utc::now().timestamp());
-    endpoint
-        .record_replay(&record)
-        .await
-        .context("recording the replay")?;
-    println!(
-        "{} {events} events ({late} of them late) over {}: {rows} window rows rewritten",
-        if args.dry_run {
-            "would backfill"
-        } else {
-            "backfilled"
-        },
-        record.selection
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn to_u32(seconds: i64) -> u32 {
-    seconds.clamp(0, i64::from(u32::MAX)) as u32
-}
-
-fn date(seconds: i64) -> String {
-    DateTime::from_timestamp(seconds, 0)
-        .map_or_else(|| seconds.to_string(), |t| t.date_naive().to_string())
 }
 
 /// Where a replay goes.
@@ -457,24 +302,13 @@ async fn checked_database(
     Ok(target)
 }
 
-/// Where paging through the archive (in (tenant, eventId) order) is: after this event.
-#[derive(Default)]
-struct Cursor {
-    tenant: String,
-    event_id: String,
-}
-
-impl Cursor {
-    /// The bound the next page starts after.
-    fn after(&self) -> (&str, &str) {
-        (&self.tenant, &self.event_id)
-    }
-
-    /// Moves past the last event of a page.
-    fn past(&mut self, tenant: &str, event_id: &str) {
-        tenant.clone_into(&mut self.tenant);
-        event_id.clone_into(&mut self.event_id);
-    }
+/// Stamps `record` finished now and stores it.
+async fn finish(endpoint: &Endpoint, record: &mut ReplayRecord) -> anyhow::Result<()> {
+    record.finished_at = now_datetime();
+    endpoint
+        .record_replay(record)
+        .await
+        .context("recording the replay")
 }
 
 /// Prints the progress line of `record` since `clock`.
@@ -486,80 +320,4 @@ fn progress(record: &ReplayRecord, clock: Instant, what: &str) {
         "{what} {} of {} ({:.0} events/s, ETA {left:.0} s)",
         record.sent, record.selected, rate
     );
-}
-
-/// Sends the selection to `topic`, page by page.
-async fn send(
-    settings: &crate::settings::Settings,
-    topic: &str,
-    selection: &ReplaySelection,
-    record: &mut ReplayRecord,
-) -> anyhow::Result<()> {
-    let endpoint = &settings.clickhouse;
-    let producer =
-        producer::acknowledged(&settings.kafka).context("creating the Kafka producer")?;
-    let clock = Instant::now();
-    let mut cursor = Cursor::default();
-    loop {
-        let page = endpoint
-            .replay_page(selection, cursor.after(), PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
-        cursor.past(&last.tenant_id, &last.event_id);
-        let records = page.iter().map(|event| {
-            FutureRecord::to(topic)
-                .key(event.tenant_id.as_str())
-                .payload(&event.raw[..])
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: REPLAY_OF_HEADER,
-                    value: Some(record.replay_id.as_str()),
-                }))
-        });
-        let failed: Vec<_> = deliver(&producer, records)
-            .await
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
-        if let Some(error) = failed.first() {
-            bail!(
-                "{} events of a page were not taken ({error}); {} sent so far: run it again",
-                failed.len(),
-                record.sent
-            );
-        }
-        record.sent += page.len() as u64;
-        progress(record, clock, "sent");
-    }
-    Ok(())
-}
-
-/// Recomputes the selection's metrics into `target`, page by page (each page one flush).
-async fn recompute(
-    settings: &crate::settings::Settings,
-    target: &Endpoint,
-    selection: &ReplaySelection,
-    record: &mut ReplayRecord,
-) -> anyhow::Result<()> {
-    let endpoint = &settings.clickhouse;
-    let mut recomputation = Recomputation::new(&settings.corrector(), Purpose::Database)?;
-    let clock = Instant::now();
-    let mut cursor = Cursor::default();
-    loop {
-        let page = endpoint
-            .replay_copies(selection, cursor.after(), PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
-        cursor.past(&last.tenant_id, &last.event_id);
-        for event in &page {
-            recomputation.feed(event);
-        }
-        let durable_at = Utc::now().timestamp_millis().max(0) as u64;
-        let flushes = recomputation.flush(durable_at as i64);
-        write_flushes(target, &flushes, durable_at)
-            .await
-            .context("writing the recomputed metrics")?;
-        record.sent = recomputation.events;
-        progress(record, clock, "recomputed");
-    }
-    Ok(())
 }

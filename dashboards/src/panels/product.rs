@@ -1,0 +1,120 @@
+//! The product page: conversations, engagement, intents per tenant, quality and hallucination
+//! rate per model, by event time.
+
+use super::*;
+
+/// The product dashboard.
+pub(super) fn product() -> Dashboard {
+    let time = bucket("window_start");
+    Dashboard {
+        id: "product",
+        title: "SalesTalk product: engagement and quality",
+        panels: vec![
+            panel(
+                "conversations",
+                "Conversations completed",
+                Chart::Timeseries,
+                Unit::Count,
+                format!(
+                    "SELECT {time} AS time, 'conversations' AS series, toFloat64(sum(conversations)) AS value \
+                     FROM {} GROUP BY time, series ORDER BY time",
+                    rows(Family::Engagement, "conversations", Bucketed::Yes)
+                ),
+            ),
+            table(
+                "engagement",
+                "Engagement",
+                &[
+                    ("completed", Unit::Count),
+                    ("avg_duration_s", Unit::Seconds),
+                    ("satisfaction", Unit::Number),
+                    ("avg_response_ms", Unit::Milliseconds),
+                    ("insights_saved", Unit::Count),
+                    ("insights_shared", Unit::Count),
+                    ("data_exported", Unit::Count),
+                    ("follow_ups", Unit::Count),
+                ],
+                format!(
+                    "SELECT toUInt64(sum(conversations)) AS completed, \
+                     if(sum(conversations) = 0, 0, sum(duration_seconds_sum) / sum(conversations)) AS avg_duration_s, \
+                     if(sum(rated) = 0, 0, sum(rating_sum) / sum(rated)) AS satisfaction, \
+                     if(sum(conversations) = 0, 0, sum(response_time_ms_sum) / sum(conversations)) AS avg_response_ms, \
+                     toUInt64(sum(insight_saved)) AS insights_saved, toUInt64(sum(insight_shared)) AS insights_shared, \
+                     toUInt64(sum(data_exported)) AS data_exported, toUInt64(sum(follow_up_created)) AS follow_ups \
+                     FROM {}",
+                    rows(
+                        Family::Engagement,
+                        "conversations, duration_seconds_sum, rated, rating_sum, response_time_ms_sum, \
+                         insight_saved, insight_shared, data_exported, follow_up_created",
+                        Bucketed::No
+                    )
+                ),
+            ),
+            table(
+                "intents",
+                "Intents per tenant",
+                &[
+                    ("tenant_id", Unit::Text),
+                    ("intent", Unit::Text),
+                    ("classified", Unit::Count),
+                    ("avg_confidence", Unit::Number),
+                    ("low_confidence_share", Unit::Share),
+                ],
+                format!(
+                    "SELECT tenant_id, intent, toUInt64(sum(classifications)) AS classified, \
+                     sum(confidence_sum) / sum(classifications) AS avg_confidence, \
+                     sum(low_confidence) / sum(classifications) AS low_confidence_share \
+                     FROM {} \
+                     GROUP BY tenant_id, intent ORDER BY classified DESC, tenant_id, intent LIMIT 50",
+                    rows(
+                        Family::Intents,
+                        "intent, classifications, confidence_sum, low_confidence",
+                        Bucketed::No
+                    )
+                ),
+            ),
+            table(
+                "quality",
+                "Quality per model",
+                &[
+                    ("model", Unit::Text),
+                    ("generated", Unit::Count),
+                    ("hallucination_rate", Unit::Share),
+                    ("facts_verified_share", Unit::Share),
+                    ("mean_confidence", Unit::Number),
+                    ("total_tokens", Unit::Count),
+                ],
+                format!(
+                    "SELECT model, toUInt64(sum(narratives)) AS generated, \
+                     if(sum(narratives) = 0, 0, sum(hallucinations) / sum(narratives)) AS hallucination_rate, \
+                     if(sum(facts_total) = 0, 0, sum(facts_verified) / sum(facts_total)) AS facts_verified_share, \
+                     if(sum(narratives) = 0, 0, sum(confidence_sum) / sum(narratives)) AS mean_confidence, \
+                     toUInt64(sum(total_tokens)) AS total_tokens \
+                     FROM {} GROUP BY model ORDER BY generated DESC, model",
+                    rows(
+                        Family::Quality,
+                        "model, narratives, hallucinations, facts_verified, facts_total, \
+                         confidence_sum, total_tokens",
+                        Bucketed::No
+                    )
+                ),
+            ),
+            panel(
+                "hallucination_rate",
+                "Hallucination rate by model",
+                Chart::Timeseries,
+                Unit::Share,
+                format!(
+                    "SELECT {time} AS time, model AS series, \
+                     if(sum(narratives) = 0, 0, sum(hallucinations) / sum(narratives)) AS value \
+                     FROM {} GROUP BY time, series ORDER BY time, series",
+                    rows(
+                        Family::Quality,
+                        "model, narratives, hallucinations",
+                        Bucketed::Yes
+                    )
+                ),
+            ),
+        ],
+    }
+}

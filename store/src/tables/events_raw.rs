@@ -1,0 +1,442 @@
+//! `events_raw`: the raw archive (90 days). Every valid event with its raw bytes and where it
+//! was read, keyed by (tenant, eventId) so a replay's second copy merges away. The archive
+//! sink writes a flush's events as [`ArchiveRow`]; a restore reads the ids a task counted
+//! ([`Endpoint::counted_ids`]); replays and corrections read it in pages in (tenant, eventId)
+//! order, each event once, its newest copy ([`ArchiveCursor`]); the corrector counts each
+//! tenant's events of a day ([`Endpoint::archived_per_tenant`]).
+//!
+//! Adding a column: a step below, its line in `schema::migrations`, a field of [`ArchiveRow`]
+//! and what fills it in [`ArchiveRow::new`].
+
+use clickhouse::Row;
+use salestalk_contracts::{EventId, EventType};
+use salestalk_operators::flush::{ArchivedEvent, Flush};
+use salestalk_operators::time::DAY_S;
+use serde::{Deserialize, Serialize};
+
+use super::Ddl;
+use crate::endpoint::{ClickHouseError, Endpoint};
+use salestalk_operators::time::datetime;
+
+/// The table's name.
+pub const TABLE: &str = "events_raw";
+
+/// Migration 1: the table. Replacing by `durable_at_ms`: the newest copy of an event is the
+/// one a merge keeps.
+pub(crate) fn create(ddl: &Ddl<'_>) -> String {
+    let Ddl { database, low, .. } = *ddl;
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.events_raw (\n\
+         tenant_id String,\n\
+         event_id String,\n\
+         event_type {low},\n\
+         event_version String,\n\
+         source {low},\n\
+         timestamp DateTime('UTC'),\n\
+         timestamp_ms Int64,\n\
+         window_start DateTime('UTC'),\n\
+         clock_skewed UInt8,\n\
+         user_id String,\n\
+         session_id String,\n\
+         correlation_id String,\n\
+         causation_id String,\n\
+         topic {low},\n\
+         partition Int32,\n\
+         offset Int64,\n\
+         broker_time DateTime('UTC'),\n\
+         durable_at_ms UInt64,\n\
+         raw String\n\
+         ) ENGINE = ReplacingMergeTree(durable_at_ms)\n\
+         PARTITION BY toYYYYMM(timestamp)\n\
+         ORDER BY (tenant_id, event_id){}",
+        ddl.ttl("timestamp", 90)
+    )
+}
+
+/// Migration 15: whether the event came after its window was final (ADR 0016).
+pub(crate) fn add_late(ddl: &Ddl<'_>) -> String {
+    format!(
+        "ALTER TABLE {}.events_raw ADD COLUMN late UInt8",
+        ddl.database
+    )
+}
+
+/// One row of `events_raw`, as the archive sink writes it.
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct ArchiveRow<'a> {
+    /// `tenantId`.
+    pub tenant_id: &'a str,
+    /// `eventId`.
+    pub event_id: EventId,
+    /// `eventType`.
+    pub event_type: EventType,
+    /// `eventVersion`.
+    pub event_version: &'a str,
+    /// `source`.
+    pub source: &'a str,
+    /// Event time (Unix s), what the table is partitioned and expired by.
+    pub timestamp: u32,
+    /// Event time, Unix ms, as stamped.
+    pub timestamp_ms: i64,
+    /// The minute window it was counted in (Unix s).
+    pub window_start: u32,
+    /// Whether its timestamp was not trusted.
+    pub clock_skewed: u8,
+    /// `userId`, or empty.
+    pub user_id: &'a str,
+    /// `sessionId`, or empty.
+    pub session_id: &'a str,
+    /// `metadata.correlationId`.
+    pub correlation_id: &'a str,
+    /// `metadata.causationId`, or empty.
+    pub causation_id: String,
+    /// The topic it was read from (a Kinesis shard's stored topic).
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Broker time (Unix s).
+    pub broker_time: u32,
+    /// When its flush was made durable (Unix ms): the newest copy wins a merge.
+    pub durable_at_ms: u64,
+    /// The event as it was published.
+    pub raw: &'a serde_bytes::Bytes,
+    /// Whether it came after its window was final.
+    pub late: u8,
+}
+
+impl<'a> ArchiveRow<'a> {
+    /// The row of `event`, read by `flush`'s task and made durable at `durable_at_ms`.
+    pub fn new(flush: &'a Flush, event: &'a ArchivedEvent, durable_at_ms: u64) -> Self {
+        Self {
+            tenant_id: &event.tenant_id,
+            event_id: event.event_id,
+            event_type: event.event_type,
+            event_version: &event.event_version,
+            source: &event.source,
+            timestamp: datetime(event.timestamp_ms.div_euclid(1000)),
+            timestamp_ms: event.timestamp_ms,
+            window_start: datetime(event.window_start),
+            clock_skewed: u8::from(event.clock_skewed),
+            user_id: &event.user_id,
+            session_id: &event.session_id,
+            correlation_id: &event.correlation_id,
+            causation_id: event
+                .causation_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            topic: &flush.topic,
+            partition: flush.partition,
+            offset: event.offset,
+            broker_time: datetime(event.broker_ms.div_euclid(1000)),
+            durable_at_ms,
+            raw: serde_bytes::Bytes::new(&event.raw),
+            late: u8::from(event.late),
+        }
+    }
+}
+
+/// Event ids a task counted below its checkpoint, each at the minute the live task remembered
+/// it under: its window (the broker's minute for a clock-skewed event), not its stamp; with the
+/// stamp, a restored task could forget a different minute under the dedup cap than the live
+/// one did, and count a resend the live task caught. Binds: topic, partition, checkpoint
+/// offset, earliest event time kept (Unix ms; its whole minute is kept, as the live task does).
+pub const SEEN_QUERY: &str = "SELECT tenant_id, event_id, \
+     toInt64(toUInt32(window_start)) * 1000 AS timestamp_ms FROM events_raw \
+     WHERE topic = ? AND partition = ? AND offset < ? \
+     AND toInt64(toUInt32(window_start)) >= intDiv(?, 60000) * 60";
+
+#[derive(Debug, Row, Deserialize)]
+struct SeenRow {
+    tenant_id: String,
+    event_id: EventId,
+    timestamp_ms: i64,
+}
+
+/// Which archived events to replay; an empty list or `None` does not narrow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplaySelection {
+    /// These event ids only.
+    pub event_ids: Vec<String>,
+    /// These tenants only.
+    pub tenants: Vec<String>,
+    /// These event types only.
+    pub event_types: Vec<String>,
+    /// This correlation id only.
+    pub correlation_id: Option<String>,
+    /// Event time at or after (Unix s).
+    pub since: Option<u32>,
+    /// Event time before (Unix s).
+    pub until: Option<u32>,
+}
+
+impl std::fmt::Display for ReplaySelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        for (name, list) in [
+            ("event-id", &self.event_ids),
+            ("tenant", &self.tenants),
+            ("event-type", &self.event_types),
+        ] {
+            if !list.is_empty() {
+                parts.push(format!("{name}={}", list.join(",")));
+            }
+        }
+        if let Some(id) = &self.correlation_id {
+            parts.push(format!("correlation-id={id}"));
+        }
+        if let Some(since) = self.since {
+            parts.push(format!("since={since}"));
+        }
+        if let Some(until) = self.until {
+            parts.push(format!("until={until}"));
+        }
+        if parts.is_empty() {
+            f.write_str("everything archived")
+        } else {
+            f.write_str(&parts.join(" "))
+        }
+    }
+}
+
+const SELECTION_SQL: &str = "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), event_id)) \
+     AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
+     AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), event_type)) \
+     AND (? = '' OR correlation_id = ?) \
+     AND toUInt32(timestamp) >= ? AND toUInt32(timestamp) < ?";
+
+fn bind_selection(mut query: crate::Query, selection: &ReplaySelection) -> crate::Query {
+    for list in [
+        &selection.event_ids,
+        &selection.tenants,
+        &selection.event_types,
+    ] {
+        query = query.bind(list).bind(list);
+    }
+    let correlation = selection.correlation_id.clone().unwrap_or_default();
+    query
+        .bind(&correlation)
+        .bind(&correlation)
+        .bind(selection.since.unwrap_or(0))
+        .bind(selection.until.unwrap_or(u32::MAX))
+}
+
+/// The columns of an [`ArchivedCopy`] after its tenant and id: the newest copy's. Aliases apart
+/// from the columns: 18.16 would put the aggregates into the WHERE.
+const NEWEST_COPY: &str = "argMax(topic, durable_at_ms) AS newest_topic, \
+     argMax(partition, durable_at_ms) AS newest_partition, \
+     toUInt32(argMax(broker_time, durable_at_ms)) AS newest_broker_time, \
+     argMax(clock_skewed, durable_at_ms) AS newest_skewed, \
+     argMax(late, durable_at_ms) AS newest_late, \
+     argMax(raw, durable_at_ms) AS newest_raw";
+
+/// A page of the archive in (tenant, eventId) order, each event once: `columns` after the
+/// tenant and id, of the events meeting `condition`, after a (tenant, id) bound last.
+fn page_sql(columns: &str, condition: &str, limit: u64) -> String {
+    format!(
+        "SELECT tenant_id, event_id, {columns} FROM events_raw \
+         WHERE {condition} AND (tenant_id > ? OR (tenant_id = ? AND event_id > ?)) \
+         GROUP BY tenant_id, event_id ORDER BY tenant_id, event_id LIMIT {limit}"
+    )
+}
+
+/// Where paging through the archive in (tenant, eventId) order is: after this event, or at
+/// the start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveCursor {
+    /// The tenant of the last event read (empty at the start).
+    tenant: String,
+    /// The id of the last event read.
+    event_id: Option<EventId>,
+}
+
+impl ArchiveCursor {
+    /// Moves past `(tenant, event_id)`, the last event of a page.
+    pub fn past(&mut self, tenant: &str, event_id: EventId) {
+        tenant.clone_into(&mut self.tenant);
+        self.event_id = Some(event_id);
+    }
+
+    /// The id bound: the table holds ids as their lowercase text, which every id sorts above
+    /// the empty start.
+    fn id_text(&self) -> String {
+        self.event_id.map(|id| id.to_string()).unwrap_or_default()
+    }
+}
+
+/// One archived event, as a replay sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+pub struct ReplayedEvent {
+    /// Its tenant (the key it is produced with).
+    pub tenant_id: String,
+    /// Its id.
+    pub event_id: EventId,
+    /// Its type (the topic it routes to).
+    pub event_type: EventType,
+    /// The event as it was published.
+    #[serde(with = "serde_bytes")]
+    pub raw: Vec<u8>,
+}
+
+/// One archived event with where and when it was read: what a recomputation feeds the
+/// operators again.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+pub struct ArchivedCopy {
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Its id.
+    pub event_id: EventId,
+    /// The topic it was read from.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Broker time (Unix s).
+    pub broker_time: u32,
+    /// Whether its timestamp was not trusted (too far ahead of the broker's).
+    pub clock_skewed: u8,
+    /// Whether it arrived after its window was final (counted by the correction of its day).
+    pub late: u8,
+    /// The event as it was published.
+    #[serde(with = "serde_bytes")]
+    pub raw: Vec<u8>,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct TenantTotal {
+    tenant_id: String,
+    total: i64,
+}
+
+impl Endpoint {
+    /// The ids the task of `topic`/`partition` counted below `next_offset` in windows from
+    /// `horizon_start_ms` on (see [`SEEN_QUERY`]): (tenant, id, window start in Unix ms).
+    pub async fn counted_ids(
+        &self,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+        horizon_start_ms: i64,
+    ) -> Result<Vec<(String, EventId, i64)>, ClickHouseError> {
+        let seen: Vec<SeenRow> = self
+            .query(SEEN_QUERY)
+            .bind(topic)
+            .bind(partition)
+            .bind(next_offset)
+            .bind(horizon_start_ms)
+            .fetch_all()
+            .await?;
+        Ok(seen
+            .into_iter()
+            .map(|row| (row.tenant_id, row.event_id, row.timestamp_ms))
+            .collect())
+    }
+
+    /// How many archived events `selection` holds.
+    pub async fn replay_count(&self, selection: &ReplaySelection) -> Result<u64, ClickHouseError> {
+        let sql = format!(
+            "SELECT toUInt64(count()) FROM (SELECT tenant_id, event_id FROM events_raw \
+             WHERE {SELECTION_SQL} GROUP BY tenant_id, event_id)"
+        );
+        bind_selection(self.query(&sql), selection)
+            .fetch_one()
+            .await
+    }
+
+    /// Up to `limit` events of `selection` after `after`, in (tenant, event id) order, each
+    /// once (its newest copy): a page of a replay.
+    pub async fn replay_page(
+        &self,
+        selection: &ReplaySelection,
+        after: &ArchiveCursor,
+        limit: u64,
+    ) -> Result<Vec<ReplayedEvent>, ClickHouseError> {
+        let sql = page_sql(
+            "argMax(event_type, durable_at_ms) AS newest_type, \
+             argMax(raw, durable_at_ms) AS newest_raw",
+            SELECTION_SQL,
+            limit,
+        );
+        self.fetch_page(bind_selection(self.query(&sql), selection), after)
+            .await
+    }
+
+    /// [`Endpoint::replay_page`] with where each event was read (its newest copy's).
+    pub async fn replay_copies(
+        &self,
+        selection: &ReplaySelection,
+        after: &ArchiveCursor,
+        limit: u64,
+    ) -> Result<Vec<ArchivedCopy>, ClickHouseError> {
+        let sql = page_sql(NEWEST_COPY, SELECTION_SQL, limit);
+        self.fetch_page(bind_selection(self.query(&sql), selection), after)
+            .await
+    }
+
+    /// Up to `limit` archived events of `tenant` counted in the minute windows
+    /// `[since, until)` (Unix s), after the event id `after`, each once (its newest copy,
+    /// whichever partition it was read from): a page of a correction. The tenant leads the
+    /// archive's key, so a page reads that tenant's rows only; an event's time is never before
+    /// its window (a skewed one is counted at broker time, before its stamp), which leaves out
+    /// the months before `since`.
+    pub async fn archive_of_tenant(
+        &self,
+        tenant: &str,
+        (since, until): (u32, u32),
+        after: Option<EventId>,
+        limit: u64,
+    ) -> Result<Vec<ArchivedCopy>, ClickHouseError> {
+        let sql = format!(
+            "SELECT tenant_id, event_id, topic, partition, toUInt32(broker_time) AS read_at, \
+             clock_skewed, late, raw FROM events_raw \
+             WHERE tenant_id = ? AND event_id > ? AND timestamp >= toDateTime(?) \
+             AND toUInt32(window_start) >= ? AND toUInt32(window_start) < ? \
+             ORDER BY tenant_id, event_id, durable_at_ms DESC LIMIT 1 BY tenant_id, event_id \
+             LIMIT {limit}"
+        );
+        self.query(&sql)
+            .bind(tenant)
+            .bind(after.map(|id| id.to_string()).unwrap_or_default())
+            .bind(since)
+            .bind(since)
+            .bind(until)
+            .fetch_all()
+            .await
+    }
+
+    /// How many distinct events each tenant has in the archive counted in the day starting at
+    /// `day` (Unix s): all of them, late ones included (a duplicate's copies are one event).
+    pub async fn archived_per_tenant(
+        &self,
+        day: i64,
+    ) -> Result<Vec<(String, i64)>, ClickHouseError> {
+        let rows: Vec<TenantTotal> = self
+            .query(
+                "SELECT tenant_id, toInt64(uniqExact(event_id)) AS total FROM events_raw \
+                 WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
+                 GROUP BY tenant_id",
+            )
+            .bind(day.max(0))
+            .bind((day + DAY_S).max(0))
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.tenant_id, r.total)).collect())
+    }
+
+    /// The page of `query` (from [`page_sql`], its condition bound) after `after`.
+    async fn fetch_page<T>(
+        &self,
+        query: crate::Query,
+        after: &ArchiveCursor,
+    ) -> Result<Vec<T>, ClickHouseError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        query
+            .bind(&after.tenant)
+            .bind(&after.tenant)
+            .bind(after.id_text())
+            .fetch_all()
+            .await
+    }
+}
