@@ -78,7 +78,7 @@ fn the_checks_catch_broken_deployment_files() {
         String::from_utf8_lossy(&output.stderr)
     );
     std::fs::remove_dir_all(&control).ok();
-    let breakages: [(&str, &str, &str, &str); 6] = [
+    let breakages: [(&str, &str, &str, &str); 8] = [
         (
             "deploy/k8s/base/pipeline.yaml",
             "readinessProbe:",
@@ -114,6 +114,18 @@ fn the_checks_catch_broken_deployment_files() {
             "Restart=on-failure",
             "Restrat=on-failure",
             "Unknown key",
+        ),
+        (
+            "deploy/systemd/salestalk.sysusers",
+            "u salestalk -",
+            "x salestalk -",
+            "salestalk.sysusers",
+        ),
+        (
+            "deploy/systemd/salestalk.sysusers",
+            "u salestalk -",
+            "u salestalks -",
+            "salestalk.sysusers",
         ),
     ];
     for (file, from, to, says) in breakages {
