@@ -21,7 +21,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Extension, Router};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -199,12 +199,12 @@ impl Gateway {
     }
 }
 
-/// The gateway's routes.
+/// The gateway's routes (`/health` and `/health/live` are answered in front of them,
+/// `salestalk_http::probes`).
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let limit = gateway.settings.max_request_bytes;
     Router::new()
         .route("/v1/events", post(publish))
-        .route("/health", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(gateway)
 }

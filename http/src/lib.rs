@@ -4,5 +4,6 @@
 //! Prometheus endpoint of `run` are built on it.
 
 pub mod access;
+pub mod probes;
 pub mod rate;
 pub mod server;

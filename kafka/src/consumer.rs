@@ -114,19 +114,30 @@ impl ConsumerContext for GroupMembership {
         }
     }
 
+    /// With the cooperative assignor `list` holds only the partitions that change hands (the
+    /// rest stay assigned and keep being read); with an eager one, every partition.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let owned = || consumer.assignment().map_or(0, |list| list.count());
         match rebalance {
             Rebalance::Assign(list) => {
                 if let Err(error) = consumer.pause(list) {
                     tracing::warn!(%error, "pausing newly assigned partitions");
                 }
-                self.owned.store(list.count(), Ordering::Relaxed);
-                tracing::info!(partitions = list.count(), "partitions assigned");
+                self.owned.store(owned(), Ordering::Relaxed);
+                tracing::info!(
+                    partitions = list.count(),
+                    owned = owned(),
+                    "partitions assigned"
+                );
                 self.push(Assignment::Assigned(partitions(list)));
             }
             Rebalance::Revoke(list) => {
-                self.owned.store(0, Ordering::Relaxed);
-                tracing::info!(partitions = list.count(), "partitions revoked");
+                self.owned.store(owned(), Ordering::Relaxed);
+                tracing::info!(
+                    partitions = list.count(),
+                    owned = owned(),
+                    "partitions revoked"
+                );
                 self.push(Assignment::Revoked(partitions(list)));
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
@@ -148,6 +159,10 @@ pub fn group_member(settings: &KafkaSettings) -> KafkaResult<StreamConsumer<Grou
     }
     config
         .set("group.id", &settings.group_id)
+        .set(
+            "partition.assignment.strategy",
+            &settings.assignment_strategy,
+        )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

@@ -218,6 +218,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             prefetch_kbytes: 65_536,
             session_timeout_ms: 45_000,
+            assignment_strategy: "cooperative-sticky".into(),
             security: Default::default(),
         };
         assert_eq!(

@@ -26,9 +26,22 @@ pub struct KafkaSettings {
     /// How long the group waits for a silent member before giving its partitions to others
     /// (`session.timeout.ms`).
     pub session_timeout_ms: u32,
+    /// How the group shares partitions (`partition.assignment.strategy`): `cooperative-sticky`
+    /// (incremental: a rebalance moves only what moves), or the eager `range` /
+    /// `roundrobin` (every rebalance revokes every partition of every member).
+    #[serde(default = "cooperative_sticky")]
+    pub assignment_strategy: String,
     /// TLS and SASL towards the brokers (`[kafka.security]`).
     #[serde(default)]
     pub security: KafkaSecurity,
+}
+
+/// The assignors this pipeline may use (librdkafka cannot mix eager and cooperative ones in
+/// one member's list, so exactly one is named).
+pub const ASSIGNMENT_STRATEGIES: [&str; 3] = ["cooperative-sticky", "range", "roundrobin"];
+
+fn cooperative_sticky() -> String {
+    ASSIGNMENT_STRATEGIES[0].to_string()
 }
 
 impl KafkaSettings {
@@ -60,6 +73,13 @@ impl KafkaSettings {
             problems.push(format!(
                 "kafka.session_timeout_ms: {} is outside 6000..=1800000",
                 self.session_timeout_ms
+            ));
+        }
+        if !ASSIGNMENT_STRATEGIES.contains(&self.assignment_strategy.as_str()) {
+            problems.push(format!(
+                "kafka.assignment_strategy: '{}' is not one of {}",
+                self.assignment_strategy,
+                ASSIGNMENT_STRATEGIES.join(", ")
             ));
         }
         for entry in self.brokers.split(',').map(str::trim) {

@@ -2,7 +2,8 @@
 //!
 //! The runtime updates these as it reads, processes and flushes; a small HTTP server renders
 //! them on request. SREs alert on them (`deploy/prometheus/`): lag, progress, dead-letter
-//! inflow and whether the sinks take writes. `GET /health` answers 503 while a sink is down.
+//! inflow and whether the sinks take writes. `GET /health` answers 503 while the process starts
+//! or a sink is down; `GET /health/live` 503 once the driver loop stalled.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use salestalk_corrections::{CorrectionObserver, Pass};
 use salestalk_sinks::sink::services;
 use salestalk_sources::{PartitionGauges, SourceObserver, SourcePartition};
 
+use salestalk_http::probes::Probes;
 use salestalk_http::server::respond;
 
 /// `[telemetry]`: the Prometheus endpoint of `salestalk run` (`[metrics]` until this
@@ -241,6 +243,14 @@ pub struct Telemetry {
     pub corrections_waiting: Gauge,
     /// Dead letters of a routing target redriven to it once it answered again, per target.
     pub deliveries_healed: Family<TargetLabels, Counter>,
+    /// Tasks started from their stored state, per partition (at assignment, and after a
+    /// replay): a partition that stays with its owner through a rebalance is not restored.
+    pub task_restores: Family<PartitionLabels, Counter>,
+    /// Seconds from a partition's assignment (or replay) until its task started reading.
+    pub restore_seconds: Histogram,
+    /// What `/health` and `/health/live` answer: started or not, and the driver loop's
+    /// progress.
+    pub probes: Arc<Probes>,
 }
 
 impl Default for Telemetry {
@@ -409,6 +419,19 @@ impl Default for Telemetry {
                 "Dead letters of a routing target redriven to it once it answered again",
                 Family::<TargetLabels, Counter>::default(),
             ),
+            task_restores: registered(
+                &mut registry,
+                "task_restores",
+                "Tasks started from their stored state, per partition",
+                Family::<PartitionLabels, Counter>::default(),
+            ),
+            restore_seconds: registered(
+                &mut registry,
+                "restore_seconds",
+                "Seconds from a partition's assignment until its task started reading",
+                Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            ),
+            probes: Probes::starting(),
             registry,
         }
     }
@@ -437,8 +460,12 @@ impl Telemetry {
             .set(i64::from(up));
     }
 
-    /// `/health`: 200 and `ok` while every sink is up, else 503 naming the sinks down.
+    /// `/health`: 200 and `ok` once started and while every sink is up, else 503 naming what
+    /// it waits for or the sinks down.
     pub fn health(&self) -> (StatusCode, String) {
+        if self.probes.waiting_for().is_some() {
+            return self.probes.readiness();
+        }
         let down: Vec<&str> = SINKS
             .into_iter()
             .filter(|sink| {
@@ -468,8 +495,8 @@ impl Telemetry {
     }
 }
 
-/// Serves `GET /metrics`, `GET /health` (ready: every sink up) and `GET /health/live` (the
-/// process answers) on `listen` until the process ends.
+/// Serves `GET /metrics`, `GET /health` (ready: started and every sink up) and
+/// `GET /health/live` (the driver loop makes progress) on `listen` until the process ends.
 pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<SocketAddr> {
     let router = axum::Router::new()
         .route(
@@ -490,15 +517,13 @@ pub async fn serve(listen: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Re
             }),
         )
         // Liveness apart from readiness: a ClickHouse outage makes /health 503 (do not send
-        // traffic, reading is paused) but restarting the process would not help.
+        // traffic, reading is paused) but restarting the process would not help; a driver
+        // loop that stopped making progress would be.
         .route(
             "/health/live",
-            axum::routing::get(|| async {
-                respond(
-                    StatusCode::OK,
-                    "application/json",
-                    "{\"status\":\"alive\"}\n".to_string(),
-                )
+            axum::routing::get(|State(t): State<Arc<Telemetry>>| async move {
+                let (status, body) = t.probes.liveness();
+                respond(status, "application/json", body)
             }),
         )
         .fallback(|| async {
@@ -543,6 +568,12 @@ mod tests {
     #[test]
     fn health_names_the_sinks_that_are_down() {
         let telemetry = Telemetry::default();
+        assert_eq!(
+            telemetry.health().0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready while starting"
+        );
+        telemetry.probes.ready();
         assert_eq!(telemetry.health().0, StatusCode::OK, "unknown is not down");
         telemetry.set_sink_up("clickhouse", true);
         telemetry.set_sink_up("dlq_topic", false);

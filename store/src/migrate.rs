@@ -9,11 +9,19 @@ use crate::schema;
 impl Endpoint {
     /// Applies the migrations this server has not seen yet, in order, recreates the views,
     /// and returns how many migrations were applied.
+    ///
+    /// A schema already current is read, not written: no DDL runs, so on a cluster no
+    /// `ON CLUSTER` statement waits for every replica, and a process (re)starts with a
+    /// replica down. Changes are for `salestalk migrate` (a Job before an upgrade) or the
+    /// first process of a new version.
     pub async fn migrate(&self, profile: &ServerProfile) -> Result<usize, ClickHouseError> {
         self.check_cluster().await?;
-        self.ensure_database().await?;
         let migrations = schema::migrations(profile, &self.database);
         let cluster = self.cluster_schema(&migrations);
+        if self.schema_is_current(&migrations, cluster.as_ref()).await {
+            return Ok(0);
+        }
+        self.ensure_database().await?;
         let bookkeeping = |statement: String| match &cluster {
             Some(cluster) => cluster.replicated_table(&statement),
             None => statement,
@@ -63,6 +71,42 @@ impl Endpoint {
         }
         self.ensure_views(cluster.as_ref()).await?;
         Ok(count)
+    }
+
+    /// Whether every migration is recorded and the views are the current ones, read without
+    /// changing anything (any failure, a missing table included, says no: the full path then
+    /// runs and reports it).
+    async fn schema_is_current(
+        &self,
+        migrations: &[schema::Migration],
+        cluster: Option<&ClusterSchema<'_>>,
+    ) -> bool {
+        let Ok(applied) = self
+            .query("SELECT DISTINCT version FROM schema_migrations")
+            .fetch_all::<u32>()
+            .await
+        else {
+            return false;
+        };
+        if !migrations.iter().all(|m| applied.contains(&m.version)) {
+            return false;
+        }
+        let fingerprint = views_fingerprint(&self.views_statements(cluster));
+        self.query("SELECT fingerprint FROM schema_views ORDER BY applied_at_ms DESC LIMIT 1")
+            .fetch_all::<String>()
+            .await
+            .is_ok_and(|current| current.first() == Some(&fingerprint))
+    }
+
+    /// The view statements as this endpoint runs them (rewritten for a cluster).
+    fn views_statements(&self, cluster: Option<&ClusterSchema<'_>>) -> Vec<String> {
+        match cluster {
+            Some(cluster) => schema::views(&self.database)
+                .iter()
+                .flat_map(|statement| cluster.rewrite(statement))
+                .collect(),
+            None => schema::views(&self.database),
+        }
     }
 
     /// The rewriting of `migrations`' statements for `clickhouse.cluster`, if one is set.
@@ -121,14 +165,8 @@ impl Endpoint {
         self.query(&cluster.map_or(create.clone(), |c| c.replicated_table(&create)))
             .execute()
             .await?;
-        let statements: Vec<String> = match cluster {
-            Some(cluster) => schema::views(&self.database)
-                .iter()
-                .flat_map(|statement| cluster.rewrite(statement))
-                .collect(),
-            None => schema::views(&self.database),
-        };
-        let fingerprint = fnv1a(statements.join(";\n").as_bytes());
+        let statements = self.views_statements(cluster);
+        let fingerprint = views_fingerprint(&statements);
         const ATTEMPTS: u32 = 3;
         for attempt in 1..=ATTEMPTS {
             let current: Vec<String> = self
@@ -166,6 +204,11 @@ impl Endpoint {
         }
         Ok(())
     }
+}
+
+/// The fingerprint recorded in `schema_views` for `statements`.
+fn views_fingerprint(statements: &[String]) -> String {
+    fnv1a(statements.join(";\n").as_bytes())
 }
 
 /// FNV-1a, 64 bits, in hex: a fingerprint stable across builds and Rust versions.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use crate::exactness::{PARTITIONS, read_back, recompute, setup_on};
-use crate::support::eventually::answers_health;
+use crate::support::eventually::becomes_ready;
 use crate::support::{
     Isolated, KillOnDrop, api_key, free_port, http_get_as, salestalk, salestalk_command, stdout_of,
     tool_output,
@@ -138,7 +138,10 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
             .spawn()
             .expect("serve"),
     );
-    answers_health(port).await;
+    assert!(
+        becomes_ready(port).await,
+        "never became ready on port {port}"
+    );
     let profile = tempfile::tempdir().expect("profile dir");
     std::fs::create_dir_all(SCREENSHOTS).expect("screenshot dir");
     // The page takes its key from the link's fragment (never sent to the server) once.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::alerts::serve_with;
 use crate::exactness::pipeline_env;
-use crate::support::eventually::answers_health;
+use crate::support::eventually::becomes_ready;
 use crate::support::eventually::eventually;
 use crate::support::fixtures::Examples;
 use crate::support::{
@@ -51,7 +51,10 @@ fn event(n: u32, tenant: &str) -> Value {
 /// `salestalk ingest` on `env`'s listen address, once it answers.
 pub(crate) async fn gateway(env: &[(&'static str, String)], port: u16) -> KillOnDrop {
     let gateway = KillOnDrop(salestalk_command(&["ingest"], env).spawn().expect("ingest"));
-    answers_health(port).await;
+    assert!(
+        becomes_ready(port).await,
+        "never became ready on port {port}"
+    );
     gateway
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use salestalk_store::tables::api_keys::Role;
 
 use crate::exactness::seeded_setup;
-use crate::support::eventually::answers_health;
+use crate::support::eventually::becomes_ready;
 use crate::support::{
     Isolated, KillOnDrop, api_key, free_port, http_get, http_get_as, key_id, salestalk,
     salestalk_command, stdout_of,
@@ -206,7 +206,10 @@ async fn a_reader_key_sees_only_its_tenants_through_every_endpoint() {
     let env = &setup.env;
     let admin = api_key(env, "admin", &[]);
     let _serve = KillOnDrop(salestalk_command(&["serve"], env).spawn().expect("serve"));
-    answers_health(port).await;
+    assert!(
+        becomes_ready(port).await,
+        "never became ready on port {port}"
+    );
 
     // Two tenants with traffic, from the billing CSV an admin reads.
     let month = chrono::Utc::now().format("%Y-%m").to_string();

@@ -13,7 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use serde_json::Value;
 
-use crate::support::eventually::answers_health;
+use crate::support::eventually::becomes_ready;
 use crate::support::fixtures::Examples;
 use crate::support::{Isolated, create_topics_at, salestalk, stdout_of};
 
@@ -591,7 +591,10 @@ consumer_groups = ["{group}"]
 
     let admin = api_key(&env, "admin", &[]);
     let (_serve, _dir, port) = serve_with(&mut env, &config);
-    answers_health(port).await;
+    assert!(
+        becomes_ready(port).await,
+        "never became ready on port {port}"
+    );
     let (status, body) =
         http_get_as(port, "/api/dashboards/sre?range=1h", Some(&admin)).expect("serve answers");
     assert_eq!(status, 200, "{body}");

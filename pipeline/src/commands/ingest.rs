@@ -1,5 +1,7 @@
 //! `salestalk ingest`: serve the ingest gateway until SIGTERM or SIGINT, then store its ledger
-//! once more.
+//! once more. The listener is bound before ClickHouse is waited for: a start during an outage
+//! answers `/health/live`, and `/health` (not ready) and `POST /v1/events` 503, until the
+//! schema is current and keys can be checked.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,12 +11,12 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
 use salestalk_gateway::{Gateway, router};
+use salestalk_http::probes::{Probes, Started, until_started};
 
 /// Serves `POST /v1/events` on `ingest.listen`.
 pub fn execute(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (settings, runtime) = super::start(config)?;
     runtime.block_on(async {
-        crate::run::migrate(&settings).await?;
         let gateway = Gateway::new(
             settings.ingest.clone(),
             settings.kafka.clone(),
@@ -22,19 +24,35 @@ pub fn execute(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         )
         .context("creating the Kafka producer")?;
         let gateway = Arc::new(gateway);
+        let probes = Probes::starting();
+        let started: Started = Arc::default();
         let listen = settings.ingest.listen()?;
         let (stopped, stop) = tokio::sync::watch::channel(false);
         let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        let (bound, served) =
-            salestalk_http::server::serve(listen, router(gateway.clone()), async move {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let app = until_started(Arc::clone(&probes), Arc::clone(&started));
+        let (bound, served) = salestalk_http::server::serve(listen, app, async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            let _ = stopped.send(true);
+        })
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+        tracing::info!(address = %bound, "listening; starting");
+        {
+            let mut stop = stop.clone();
+            tokio::select! {
+                migrated = crate::run::migrate(&settings, &probes) => { migrated?; }
+                _ = stop.wait_for(|stopped| *stopped) => {
+                    served.await.context("serving")?;
+                    return anyhow::Ok(());
                 }
-                let _ = stopped.send(true);
-            })
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
+            }
+        }
+        // Set once: this is the only start.
+        let _ = started.set(router(gateway.clone()));
+        probes.ready();
         tracing::info!("ingest gateway on http://{bound}/v1/events");
         // The ledger is stored every second, and once more after the last request.
         let ledger = {

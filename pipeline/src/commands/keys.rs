@@ -90,7 +90,8 @@ fn line(key: &ApiKey) -> String {
 pub fn execute(config: Option<&Path>, command: Command) -> anyhow::Result<ExitCode> {
     let (settings, runtime) = super::start(config)?;
     let endpoint = &settings.clickhouse;
-    runtime.block_on(crate::run::migrate(&settings))?;
+    let probes = salestalk_http::probes::Probes::starting();
+    runtime.block_on(crate::run::migrate(&settings, &probes))?;
     match command {
         Command::Create {
             tenants,

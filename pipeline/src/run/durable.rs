@@ -98,6 +98,8 @@ impl Writer {
                 Err(error @ SinkError::Fatal { .. }) => return Err(error.into()),
                 Err(SinkError::Down { service, message }) => {
                     earlier.add_failed_attempts(&batch.outcomes);
+                    // Retrying a sink that is down is not a stall: a restart would not help.
+                    self.telemetry.probes.beat();
                     let since = *outage.get_or_insert_with(Instant::now);
                     self.telemetry.set_sink_up(service, false);
                     self.telemetry
@@ -217,7 +219,7 @@ impl<S: Source> Runtime<'_, S> {
         }
         self.source.commit(&durable);
         if !to_replay.is_empty() {
-            self.replay(to_replay).await?;
+            self.replay(to_replay)?;
         }
         let rows: usize = written.flushes.iter().map(|f| f.rows.len()).sum();
         tracing::debug!(

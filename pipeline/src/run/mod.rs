@@ -14,6 +14,7 @@
 pub mod downstream;
 mod durable;
 pub mod redrive;
+mod restore;
 pub mod retention;
 pub mod settings;
 mod signals;
@@ -28,19 +29,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use salestalk_operators::flush::Flush;
-use salestalk_operators::flush::TaskState;
 use salestalk_operators::task::Task;
 use salestalk_operators::time::{self, now_ms};
 use salestalk_operators::{SourceKind, Tally};
 use salestalk_store::Endpoint;
 use salestalk_store::tables::consumer_group_lag::LagSample;
-use salestalk_store::tables::window_state::task_name;
 
 pub use startup::migrate;
 
 use self::durable::{InFlight, Writer};
+use self::restore::{RestoreContext, Restores};
 use self::signals::StopRequest;
-use self::startup::{flush_plan, with_retries};
+use self::startup::flush_plan;
 use self::workers::Workers;
 use crate::settings::Settings;
 use crate::telemetry::{self, PartitionLabels, ReasonLabels, Telemetry};
@@ -65,6 +65,8 @@ struct Runtime<'a, S: Source> {
     /// The flush being written, if any.
     in_flight: Option<InFlight>,
     tasks: HashMap<SourcePartition, Task>,
+    /// Newly assigned partitions whose state is being read back.
+    restores: Restores,
     /// The threads a batch's partitions and the tasks' flushes are spread over.
     workers: Workers,
     tally: Tally,
@@ -88,45 +90,35 @@ pub const KAFKA_LAG_GROUP: &str = "source.kafka";
 const LAG_SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
 impl<S: Source> Runtime<'_, S> {
-    /// Drops the tasks of revoked partitions and restores those of newly assigned ones.
+    /// Drops the tasks of revoked partitions, starts restoring newly assigned ones, and starts
+    /// the tasks whose state has been read back. Partitions already owned are not touched:
+    /// they go on being read while the new ones restore.
     async fn apply_changes(&mut self) -> anyhow::Result<()> {
         let changes = self.source.take_changes();
         for key in &changes.revoked {
             self.tasks.remove(key);
+            self.restores.cancel(key);
         }
-        self.restore(changes.assigned).await?;
+        self.restore(changes.assigned);
+        self.start_restored().await?;
         self.leadership
             .set(leads_corrections(self.settings, &self.tasks));
         Ok(())
     }
 
-    /// Rebuilds the tasks of `partitions` from what their flushes stored, and starts each
-    /// partition at its task's checkpoint.
-    async fn restore(&mut self, partitions: Vec<SourcePartition>) -> anyhow::Result<()> {
-        let policy = self.settings.retry.policy();
+    /// Starts reading back the state of `partitions` (each paused until its task starts).
+    fn restore(&mut self, partitions: Vec<SourcePartition>) {
         for key in partitions {
+            let predecessors = self.source.predecessors(&key);
+            self.restores.start(key, predecessors);
+        }
+    }
+
+    /// Makes a task of every state read back, and starts its partition at its checkpoint.
+    async fn start_restored(&mut self) -> anyhow::Result<()> {
+        for (key, state, waited) in self.restores.take_finished()? {
             let (topic, partition) = (key.topic(), key.number());
-            let settings = self.settings.task_settings();
-            let state = with_retries(&policy, "restoring a task", || {
-                self.settings.clickhouse.task_state(
-                    topic,
-                    partition,
-                    settings.allowed_lateness_ms,
-                    settings.dedup_horizon_ms,
-                )
-            })
-            .await?;
-            let mut state = self.inherit(&key, state).await?;
-            let task_name = task_name(topic, partition);
-            let base = state.checkpoint.epoch;
-            let generation = with_retries(&policy, "claiming a task's generation", || {
-                self.settings
-                    .clickhouse
-                    .claim_generation(&task_name, base, &self.owner)
-            })
-            .await?;
-            state.generation = Some(generation);
-            let task = Task::resume(topic, partition, settings, state)
+            let task = Task::resume(topic, partition, self.settings.task_settings(), state)
                 .with_aggregates(self.settings.graph.aggregates.clone())
                 .with_routing(Some(Arc::clone(&self.routing)))
                 .with_flush_rows(self.settings.pipeline.max_flush_rows);
@@ -136,63 +128,19 @@ impl<S: Source> Runtime<'_, S> {
             }
             let next = task.checkpoint().next_offset;
             tracing::info!(topic, partition, offset = next, "task restored");
+            self.telemetry
+                .task_restores
+                .get_or_create(&PartitionLabels::of(&key))
+                .inc();
+            self.telemetry.restore_seconds.observe(waited.as_secs_f64());
             self.tasks.insert(key, task);
         }
         Ok(())
     }
 
-    /// `state` with what the partition's predecessors (a Kinesis shard's parents and their
-    /// ancestors) counted: their ids within the dedup horizon, so a resend that crosses a
-    /// reshard is recognised, and, for a task that never flushed, their watermarks, so the
-    /// shard's lateness continues theirs as one stream's would.
-    async fn inherit(
-        &self,
-        key: &SourcePartition,
-        mut state: TaskState,
-    ) -> anyhow::Result<TaskState> {
-        let predecessors = self.source.predecessors(key);
-        if predecessors.is_empty() {
-            return Ok(state);
-        }
-        let policy = self.settings.retry.policy();
-        let settings = self.settings.task_settings();
-        let fresh = state.checkpoint.epoch == 0;
-        for parent in &predecessors {
-            let earlier = with_retries(&policy, "restoring a parent shard's ids", || {
-                self.settings.clickhouse.task_state(
-                    parent.topic(),
-                    parent.number(),
-                    settings.allowed_lateness_ms,
-                    settings.dedup_horizon_ms,
-                )
-            })
-            .await?;
-            if fresh {
-                let later = |a: Option<i64>, b: Option<i64>| a.max(b);
-                let own = &mut state.checkpoint;
-                own.event_watermark_ms = later(
-                    own.event_watermark_ms,
-                    earlier.checkpoint.event_watermark_ms,
-                );
-                own.broker_watermark_ms = later(
-                    own.broker_watermark_ms,
-                    earlier.checkpoint.broker_watermark_ms,
-                );
-            }
-            state.seen.extend(earlier.seen);
-        }
-        tracing::info!(
-            topic = %key.topic(),
-            partition = key.number(),
-            ?predecessors,
-            "dedup continues the parent shards'"
-        );
-        Ok(state)
-    }
-
     /// Drops the tasks of `partitions` and reads them again from their checkpoints: what a
     /// sink refused is then dead-lettered instead of counted (ADR 0006).
-    async fn replay(&mut self, partitions: Vec<SourcePartition>) -> anyhow::Result<()> {
+    fn replay(&mut self, partitions: Vec<SourcePartition>) -> anyhow::Result<()> {
         for key in &partitions {
             self.tasks.remove(key);
             let (topic, partition) = (key.topic(), key.number());
@@ -200,7 +148,8 @@ impl<S: Source> Runtime<'_, S> {
             self.telemetry.replays.inc();
         }
         self.source.pause(&partitions)?;
-        self.restore(partitions).await
+        self.restore(partitions);
+        Ok(())
     }
 
     /// Hands each partition's messages, in order, to its task; partitions run side by side.
@@ -378,9 +327,19 @@ fn watch_dlq_depth(endpoint: Endpoint, telemetry: Arc<Telemetry>) {
 }
 
 /// Consumes until a limit or a signal stops it; returns what it made durable.
+///
+/// The metrics listener (with `/health/live`) is bound first: a start during a ClickHouse
+/// outage answers its probes, not ready, while it waits.
 pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally> {
-    migrate(settings).await?;
     let telemetry = Arc::new(Telemetry::default());
+    if let Some(listen) = settings.telemetry.listen() {
+        let bound = telemetry::serve(listen, Arc::clone(&telemetry))
+            .await
+            .with_context(|| format!("serving metrics on {listen}"))?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
+    migrate(settings, &telemetry.probes).await?;
+    telemetry.probes.wait_for("the sources");
     let sources = SourceSettings {
         kinds: &settings.pipeline.source_kinds(),
         kafka: &settings.kafka,
@@ -399,12 +358,6 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     startup::check_dead_letter_retention(settings).await;
     let workers = Workers::new(settings.pipeline.workers);
     tracing::info!(workers = workers.count(), "processing");
-    if let Some(listen) = settings.telemetry.listen() {
-        let bound = telemetry::serve(listen, Arc::clone(&telemetry))
-            .await
-            .with_context(|| format!("serving metrics on {listen}"))?;
-        tracing::info!("metrics on http://{bound}/metrics");
-    }
     for sink in telemetry::SINKS {
         telemetry.set_sink_up(sink, true);
     }
@@ -431,18 +384,31 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         telemetry: Arc::clone(&telemetry),
         stop: stop.clone(),
     });
+    let owner = crate::instance::name(&settings.kafka.instance_id);
+    let restores = Restores::new(RestoreContext {
+        endpoint: settings.clickhouse.clone(),
+        settings: settings.task_settings(),
+        policy: settings.retry.policy(),
+        owner: owner.clone(),
+        probes: Arc::clone(&telemetry.probes),
+    });
+    telemetry
+        .probes
+        .fail_liveness_after(Duration::from_millis(settings.pipeline.stall_after_ms));
+    telemetry.probes.ready();
     let runtime = Runtime {
         settings,
         source,
         writer,
         in_flight: None,
         tasks: HashMap::new(),
+        restores,
         workers,
         tally: Tally::default(),
         telemetry,
         stop,
         routing,
-        owner: crate::instance::name(&settings.kafka.instance_id),
+        owner,
         leadership,
     };
     runtime.drive(limits).await
@@ -461,6 +427,7 @@ impl<S: Source> Runtime<'_, S> {
         let mut last_lag_sample = Instant::now();
         let mut batch = Batch::default();
         loop {
+            self.telemetry.probes.beat();
             self.apply_changes().await?;
             batch.clear();
             // A partial batch waits no longer than the next flush is due: a flush taken late
@@ -473,6 +440,8 @@ impl<S: Source> Runtime<'_, S> {
                 () = self.stop.requested() => {}
                 // A flush that lands is committed at once, not after a whole batch.
                 () = Self::flush_landed(&mut self.in_flight) => {}
+                // A restored partition starts at once, not after a whole batch.
+                () = self.restores.next_finished() => {}
             }
             let stopping = self.stop.is_set();
             // A revocation announced while the batch was read must take effect before
@@ -499,7 +468,7 @@ impl<S: Source> Runtime<'_, S> {
                 .is_some_and(|idle| last_message.elapsed() >= idle);
             // Quiet is not enough: a slow broker can pause a backlog for seconds. Idle means
             // every owned partition is read to its end.
-            if idle && !self.source.caught_up(&self.positions()) {
+            if idle && (!self.restores.is_empty() || !self.source.caught_up(&self.positions())) {
                 idle = false;
                 last_message = Instant::now();
             }

@@ -38,6 +38,8 @@ pub struct PipelineSettings {
     pub overlap_flush: bool,
     /// Where events are read from: `kafka`, `kinesis`, or both.
     pub sources: Vec<String>,
+    /// How long the driver loop may go without progress before `/health/live` fails, ms.
+    pub stall_after_ms: u64,
 }
 
 impl PipelineSettings {
@@ -77,6 +79,11 @@ impl PipelineSettings {
             10..=600_000,
         );
         within("batch_size", self.batch_size as i64, 1..=1_000_000);
+        within(
+            "stall_after_ms",
+            self.stall_after_ms as i64,
+            10_000..=3_600_000,
+        );
         within(
             "max_flush_rows",
             self.max_flush_rows as i64,

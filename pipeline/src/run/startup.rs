@@ -2,6 +2,7 @@
 //! flush order built from their settings.
 
 use anyhow::Context;
+use salestalk_http::probes::Probes;
 use salestalk_kafka::admin;
 use salestalk_operators::routing::RoutingTable;
 use salestalk_sinks::retry::RetryPolicy;
@@ -12,9 +13,11 @@ use crate::settings::Settings;
 
 /// Retries `attempt` while ClickHouse is unavailable (start-up and restores, where nothing
 /// else can proceed without it): backoff per `policy`, capped, without an attempt limit.
+/// `beat` is called before every attempt: waiting for ClickHouse is not a stall.
 pub async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
+    beat: impl Fn(),
     mut attempt: F,
 ) -> anyhow::Result<T>
 where
@@ -23,6 +26,7 @@ where
 {
     let mut retry = 0;
     loop {
+        beat();
         match attempt().await {
             Ok(value) => return Ok(value),
             Err(error) if error.is_retryable() => {
@@ -36,13 +40,17 @@ where
     }
 }
 
-/// Applies the migrations this server lacks (run at start-up and by `salestalk migrate`).
-pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
+/// Applies the migrations this server lacks (run at start-up and by `salestalk migrate`),
+/// waiting for ClickHouse as long as it takes; `probes` say so meanwhile.
+pub async fn migrate(settings: &Settings, probes: &Probes) -> anyhow::Result<usize> {
     let endpoint = &settings.clickhouse;
     let policy = settings.retry.policy();
-    let profile = with_retries(&policy, "probing ClickHouse", || endpoint.probe()).await?;
+    probes.wait_for("ClickHouse");
+    let beat = || probes.beat();
+    let profile = with_retries(&policy, "probing ClickHouse", beat, || endpoint.probe()).await?;
     tracing::info!(version = %profile.version, modern = profile.is_modern(), "ClickHouse");
-    with_retries(&policy, "migrating", || endpoint.migrate(&profile)).await
+    probes.wait_for("the schema");
+    with_retries(&policy, "migrating", beat, || endpoint.migrate(&profile)).await
 }
 
 /// The sinks `sinks.flush_order` names, each built from its settings.

@@ -1,7 +1,8 @@
 //! `salestalk serve`: the built-in dashboards (`/sre`, `/product`, `/billing`), their data
 //! (`GET /api/dashboards/<id>?range=24h&tenant=...`), the billing CSV
 //! (`GET /api/billing/export.csv?month=YYYY-MM`), the alerts firing now (`GET /api/alerts`) and
-//! `GET /health`; and, beside them, the alert evaluator, until SIGTERM or Ctrl-C.
+//! `GET /health` (ready) and `GET /health/live`; and, beside them, the alert evaluator, until
+//! SIGTERM or Ctrl-C.
 //!
 //! Every `/api/` route needs a key (`Authorization: Bearer stk_...`): an admin key reads every
 //! tenant; a reader key reads its tenants only, enforced in each query (the panels' tenant
@@ -34,6 +35,7 @@ use salestalk_store::tables::window_state::task_name;
 use serde_json::{Value, json};
 
 use salestalk_http::access::{Access, ClientAddress, KeyCache, readable};
+use salestalk_http::probes::{Probes, Started, until_started};
 use salestalk_http::rate::TenantRates;
 use salestalk_http::server::respond;
 
@@ -71,8 +73,59 @@ struct App {
 }
 
 /// Serves and evaluates until `shutdown` completes.
+///
+/// The listener is bound first: while ClickHouse is away at start-up the process answers
+/// `/health/live` and, not ready, `/health`, and every other route 503.
 pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    crate::run::migrate(settings).await?;
+    let probes = Probes::starting();
+    let started: Started = Arc::default();
+    let listen = settings.serve.listen()?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (bound, http) = salestalk_http::server::serve(
+        listen,
+        until_started(Arc::clone(&probes), Arc::clone(&started)),
+        async {
+            let _ = http_stopped.await;
+        },
+    )
+    .await
+    .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(address = %bound, "listening; starting");
+    tokio::pin!(shutdown);
+    let evaluator = tokio::select! {
+        evaluator = start(settings, &probes, &started) => Some(evaluator?),
+        () = &mut shutdown => None,
+    };
+    if let Some(mut evaluator) = evaluator {
+        probes.ready();
+        tracing::info!(address = %bound, rules = settings.alerts.rules.len(), "serving");
+        let mut every =
+            tokio::time::interval(Duration::from_millis(settings.alerts.evaluate_every_ms));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    evaluator.evaluate(chrono::Utc::now()).await;
+                }
+                () = &mut shutdown => break,
+            }
+        }
+    }
+    // Requests in flight are answered before the process ends.
+    let _ = stop_http.send(());
+    let _ = http.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits for ClickHouse and the schema, builds the pages' state and hands the router to
+/// `started`; returns the alert evaluator.
+async fn start(
+    settings: &Settings,
+    probes: &Probes,
+    started: &Started,
+) -> anyhow::Result<Evaluator> {
+    crate::run::migrate(settings, probes).await?;
     let profile = settings
         .clickhouse
         .probe()
@@ -81,7 +134,8 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
     let reading = settings
         .clickhouse
         .for_readers(&settings.serve.reader_limits(), &profile);
-    let mut evaluator = Evaluator::start(
+    probes.wait_for("the alerts that were firing");
+    let evaluator = Evaluator::start(
         settings.clickhouse.clone(),
         crate::serve::stalls::WatchedSources::new(
             &settings.pipeline.source_kinds(),
@@ -100,30 +154,9 @@ pub async fn serve(settings: &Settings, shutdown: impl Future<Output = ()>) -> a
         keys: KeyCache::new(settings.clickhouse.clone(), settings.serve.key_cache_ms),
         budgets: TenantRates::new(settings.serve.key_requests_per_second),
     });
-    let listen = settings.serve.listen()?;
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let (bound, http) = salestalk_http::server::serve(listen, router(app), async {
-        let _ = http_stopped.await;
-    })
-    .await
-    .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(address = %bound, rules = settings.alerts.rules.len(), "serving");
-    let mut every = tokio::time::interval(Duration::from_millis(settings.alerts.evaluate_every_ms));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {
-                evaluator.evaluate(chrono::Utc::now()).await;
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    // Requests in flight are answered before the process ends.
-    let _ = stop_http.send(());
-    let _ = http.await;
-    tracing::info!("stopped");
-    Ok(())
+    // Set once: this is the only start.
+    let _ = started.set(router(app));
+    Ok(evaluator)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
@@ -255,10 +288,8 @@ fn router(app: Arc<App>) -> Router {
                 },
             ),
         )
-        .route(
-            "/health",
-            get(|| async { json_response(StatusCode::OK, &json!({"status": "ok"})) }),
-        )
+        // `/health` and `/health/live` are answered in front of this router
+        // (`salestalk_http::probes`).
         .fallback(|| async {
             respond(
                 StatusCode::NOT_FOUND,

@@ -25,13 +25,13 @@ where
     }
 }
 
-/// Waits until the HTTP server on `port` answers `/health` (any status), at most a minute.
-/// Returns whether it did.
-pub async fn answers_health(port: u16) -> bool {
+/// Waits until the process listening on `port` is ready (`/health` answers 200: it binds
+/// its listener before it has started), at most a minute. Returns whether it became so.
+pub async fn becomes_ready(port: u16) -> bool {
     eventually(
         Duration::from_secs(60),
-        || async move { super::http_get(port, "/health").is_some() },
-        |up| *up,
+        || async move { super::http_get(port, "/health").is_some_and(|(status, _)| status == 200) },
+        |ready| *ready,
     )
     .await
 }
