@@ -63,6 +63,9 @@ pub struct IngestSettings {
     /// How long a verified key is trusted before ClickHouse is asked again, ms (a revocation
     /// takes at most this long to reach a running gateway).
     pub key_cache_ms: u64,
+    /// While ClickHouse cannot be asked, how long after its last check a key is still
+    /// answered from the cache (accepted if it was verified, refused if it was refused), ms.
+    pub key_stale_ms: u64,
     /// How long the broker has to acknowledge an entry before it is `PublishFailed`, ms.
     pub publish_timeout_ms: u64,
     /// Whether the producer is idempotent (a retry inside the client never duplicates an
@@ -117,6 +120,12 @@ impl IngestSettings {
                 self.publish_timeout_ms
             ));
         }
+        if !(self.key_cache_ms..=86_400_000).contains(&self.key_stale_ms) {
+            out.push(format!(
+                "ingest.key_stale_ms: {} is outside key_cache_ms..=86400000",
+                self.key_stale_ms
+            ));
+        }
         if self.key_cache_ms > 300_000 {
             out.push(format!(
                 "ingest.key_cache_ms: {} is over 300000 (a revocation would take that long)",
@@ -168,7 +177,8 @@ impl Gateway {
             settings.publish_timeout_ms,
         )
         .map_err(GatewayError::Producer)?;
-        let keys = KeyCache::new(endpoint.clone(), settings.key_cache_ms);
+        let keys = KeyCache::new(endpoint.clone(), settings.key_cache_ms)
+            .serve_stale_for(settings.key_stale_ms);
         let rates = TenantRates::new(settings.tenant_entries_per_second);
         // Never more than a tenant's own rate.
         let refused = TenantRates::new(

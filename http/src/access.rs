@@ -13,6 +13,7 @@ use salestalk_operators::time::now_datetime;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
@@ -49,10 +50,15 @@ pub enum Access {
     Throttled(Duration),
 }
 
-/// Verified keys, each trusted for `fresh` after ClickHouse vouched for it (or refused it).
+/// Verified keys, each trusted for `fresh` after ClickHouse vouched for it (or refused it),
+/// and, while ClickHouse cannot be asked, for `stale` (stale-while-error).
 pub struct KeyCache {
     endpoint: Endpoint,
     fresh: Duration,
+    stale: Duration,
+    /// Whether the last answer came from the cache because ClickHouse failed (logged once
+    /// per outage, not per request).
+    serving_stale: AtomicBool,
     state: Mutex<Remembered>,
 }
 
@@ -70,6 +76,8 @@ impl KeyCache {
         Self {
             endpoint,
             fresh: Duration::from_millis(fresh_ms),
+            stale: Duration::from_millis(fresh_ms),
+            serving_stale: AtomicBool::new(false),
             state: Mutex::new(Remembered {
                 verified: LruCache::unbounded(),
                 verified_bytes: 0,
@@ -79,8 +87,19 @@ impl KeyCache {
         }
     }
 
+    /// While ClickHouse cannot be asked, answers from what it said last if that was within
+    /// `stale_ms` (at least the fresh time): a key verified then is accepted, one refused then
+    /// (revoked included) is refused. A key revoked during an outage therefore works until
+    /// ClickHouse answers again (plus the fresh time), and never longer than `stale_ms` after
+    /// its last check. Expiry is still checked on every request.
+    pub fn serve_stale_for(mut self, stale_ms: u64) -> Self {
+        self.stale = Duration::from_millis(stale_ms).max(self.fresh);
+        self
+    }
+
     /// What `presented` (from `client`) gets: the cache answers while fresh; otherwise a
-    /// well-formed key is looked up in ClickHouse.
+    /// well-formed key is looked up in ClickHouse (and, if that fails, the cache answers
+    /// while within the stale bound).
     pub async fn verify(
         &self,
         presented: Option<&str>,
@@ -117,9 +136,32 @@ impl KeyCache {
         let Some((presented, digest)) = presented.zip(digest) else {
             return Ok(Access::Refused);
         };
-        let key = self.endpoint.verify_key(presented, now_datetime()).await?;
+        let looked_up = self.endpoint.verify_key(presented, now_datetime()).await;
         let Ok(mut state) = self.state.lock() else {
             return Ok(Access::Refused);
+        };
+        let key = match looked_up {
+            Ok(key) => {
+                if self.serving_stale.swap(false, Ordering::Relaxed) {
+                    tracing::info!("ClickHouse answers key checks again");
+                }
+                key
+            }
+            Err(error) if error.is_retryable() => {
+                let Some(remembered) = state.cached(&digest, now, self.stale) else {
+                    return Err(error);
+                };
+                if !self.serving_stale.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        %error,
+                        stale_s = self.stale.as_secs(),
+                        "ClickHouse cannot check keys: answering from what it said within the \
+                         stale bound"
+                    );
+                }
+                return Ok(granted(remembered, &mut state, client, now));
+            }
+            Err(error) => return Err(error),
         };
         match key {
             Some(key) => {
@@ -127,6 +169,9 @@ impl KeyCache {
                 Ok(granted(Some(key), &mut state, client, now))
             }
             None => {
+                // Refused now (revoked, expired, unknown): what was verified before must not
+                // answer for it during a later outage.
+                state.forget(&digest);
                 state.refused.put(digest, now);
                 Ok(granted(None, &mut state, client, now))
             }
@@ -182,6 +227,13 @@ impl Remembered {
             return Some(None);
         }
         None
+    }
+
+    /// Forgets the verified key under `digest`, if any.
+    fn forget(&mut self, digest: &[u8; 32]) {
+        if let Some((_, old)) = self.verified.pop(digest) {
+            self.verified_bytes -= weight(&old);
+        }
     }
 
     /// Remembers `key` under `digest`, forgetting the least recently used keys beyond
@@ -306,6 +358,7 @@ pub fn readable(key: &ApiKey) -> Option<Tenants> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use salestalk_store::tables::api_keys::digest;
 
     fn key(id: &str, tenants: usize) -> ApiKey {
         ApiKey {
@@ -384,5 +437,66 @@ mod tests {
             failures.fail(v6(last), start);
         }
         assert!(failures.throttled(v6(9_999), start).is_some());
+    }
+
+    /// A key of the right form, its id `id` (16 hex digits).
+    fn presented(id: &str) -> String {
+        format!("stk_{id}_{}", "ab".repeat(32))
+    }
+
+    #[tokio::test]
+    async fn while_clickhouse_is_down_keys_are_answered_as_it_last_answered_within_the_bound() {
+        // Nothing listens on port 1: every lookup fails as unavailable (retryable).
+        let cache =
+            KeyCache::new(Endpoint::new("http://127.0.0.1:1", "db"), 10).serve_stale_for(60_000);
+        let (known, revoked, unknown) = (
+            presented("00000000000000a1"),
+            presented("00000000000000a2"),
+            presented("00000000000000a3"),
+        );
+        let long_ago = Instant::now() - Duration::from_secs(120);
+        {
+            let mut state = cache.state.lock().expect("lock");
+            let now = Instant::now() - Duration::from_secs(1);
+            state.remember(digest(&known), key("a1", 1), now);
+            state.remember(digest(&revoked), key("a2", 1), now);
+            // Revoked after it was verified: the later refusal forgets the verification.
+            state.forget(&digest(&revoked));
+            state.refused.put(digest(&revoked), now);
+        }
+        let access = cache.verify(Some(&known), None).await.expect("answered");
+        assert!(
+            matches!(access, Access::Granted(ref k) if k.id == "a1"),
+            "{access:?}"
+        );
+        let access = cache.verify(Some(&revoked), None).await.expect("answered");
+        assert_eq!(
+            access,
+            Access::Refused,
+            "a revocation seen before the outage holds"
+        );
+        assert!(
+            cache.verify(Some(&unknown), None).await.is_err(),
+            "a key never checked cannot be answered"
+        );
+        // Past the bound, a verified key is no longer vouched for.
+        cache
+            .state
+            .lock()
+            .expect("lock")
+            .remember(digest(&known), key("a1", 1), long_ago);
+        assert!(cache.verify(Some(&known), None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn without_a_stale_bound_an_outage_answers_no_key() {
+        let cache = KeyCache::new(Endpoint::new("http://127.0.0.1:1", "db"), 10);
+        let known = presented("00000000000000b1");
+        cache.state.lock().expect("lock").remember(
+            digest(&known),
+            key("b1", 1),
+            Instant::now() - Duration::from_secs(1),
+        );
+        assert!(cache.verify(Some(&known), None).await.is_err());
     }
 }

@@ -38,6 +38,8 @@ fn copy_of_deployment_files() -> PathBuf {
     for dir in [
         "deploy/k8s/base",
         "deploy/k8s/overlays/local",
+        "deploy/k8s/overlays/production-example",
+        "deploy/k8s/components/migrate",
         "deploy/systemd",
         "config",
     ] {
@@ -78,7 +80,7 @@ fn the_checks_catch_broken_deployment_files() {
         String::from_utf8_lossy(&output.stderr)
     );
     std::fs::remove_dir_all(&control).ok();
-    let breakages: [(&str, &str, &str, &str); 8] = [
+    let breakages: [(&str, &str, &str, &str); 13] = [
         (
             "deploy/k8s/base/pipeline.yaml",
             "readinessProbe:",
@@ -90,6 +92,36 @@ fn the_checks_catch_broken_deployment_files() {
             "          readinessProbe:\n            httpGet:\n              path: /health\n              port: http\n            periodSeconds: 10\n",
             "",
             "readinessProbe must GET /health",
+        ),
+        (
+            "deploy/k8s/base/pipeline.yaml",
+            "              path: /health/live\n              port: metrics\n            periodSeconds: 20",
+            "              path: /health\n              port: metrics\n            periodSeconds: 20",
+            "livenessProbe must GET /health/live",
+        ),
+        (
+            "deploy/k8s/base/disruption-budgets.yaml",
+            "  maxUnavailable: 1\n  unhealthyPodEvictionPolicy: AlwaysAllow\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: salestalk-ingest",
+            "  minAvailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: salestalk-ingest",
+            "use maxUnavailable",
+        ),
+        (
+            "deploy/k8s/base/pipeline.yaml",
+            "            - name: SALESTALK__KINESIS__INSTANCES\n              value: \"3\"",
+            "            - name: SALESTALK__KINESIS__INSTANCES\n              value: \"2\"",
+            "kinesis.instances is 2",
+        ),
+        (
+            "deploy/k8s/overlays/production-example/kustomization.yaml",
+            "value: {name: SALESTALK__KINESIS__SECRET_ACCESS_KEY, value: \"\"}",
+            "value: {name: SALESTALK__KINESIS__SECRET_ACCESS_KEY, value: \"AKIAEXAMPLE\"}",
+            "SALESTALK__KINESIS__SECRET_ACCESS_KEY is a literal",
+        ),
+        (
+            "deploy/k8s/overlays/production-example/salestalk.toml",
+            "comparison = \"below\"",
+            "comparison = \"under\"",
+            "salestalk refuses its settings",
         ),
         (
             "deploy/k8s/base/serve.yaml",
