@@ -26,6 +26,7 @@ mod keys;
 mod kinesis;
 mod metrics_endpoint;
 mod modern_clickhouse;
+mod outages;
 mod replay;
 mod retention;
 mod routing;
