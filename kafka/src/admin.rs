@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 
 use crate::KafkaSettings;
 
@@ -55,8 +55,11 @@ pub async fn topic_config(
     Ok(None)
 }
 
-/// The high watermark (next offset to be written) of every partition of `topics`. Blocking:
-/// call it off the async runtime.
+/// Every partition's high watermark for each of `topics`, complete or an error: a topic the
+/// broker reports with an error or without partitions (a leader moving, a broker busy) and a
+/// watermark it cannot give (-1) fail the whole answer rather than leave a partition out. A
+/// caller judging stalls must not read "no partition" as "nothing waits": that would resolve
+/// a stall alert in the middle of a stall. Blocking: call it off the async runtime.
 pub fn high_watermarks(
     settings: &KafkaSettings,
     topics: &[String],
@@ -66,11 +69,28 @@ pub fn high_watermarks(
     let mut out = BTreeMap::new();
     for topic in topics {
         let metadata = client.fetch_metadata(Some(topic), timeout)?;
-        for found in metadata.topics() {
-            for partition in found.partitions() {
-                let (_, high) = client.fetch_watermarks(topic, partition.id(), timeout)?;
-                out.insert((topic.clone(), partition.id()), high);
+        // A topic that does not exist holds nothing: it is left out, not an error.
+        let Some(found) = metadata.topics().iter().find(|found| found.name() == topic) else {
+            continue;
+        };
+        match found.error().map(RDKafkaErrorCode::from) {
+            None => {}
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => continue,
+            Some(error) => return Err(KafkaError::MetadataFetch(error)),
+        }
+        if found.partitions().is_empty() {
+            return Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::LeaderNotAvailable,
+            ));
+        }
+        for partition in found.partitions() {
+            let (_, high) = client.fetch_watermarks(topic, partition.id(), timeout)?;
+            if high < 0 {
+                return Err(KafkaError::MetadataFetch(
+                    RDKafkaErrorCode::OffsetNotAvailable,
+                ));
             }
+            out.insert((topic.clone(), partition.id()), high);
         }
     }
     Ok(out)

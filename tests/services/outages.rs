@@ -13,8 +13,8 @@ use crate::exactness::pipeline_env;
 use crate::ingest::{example_of, gateway, gateway_env, post};
 use crate::support::eventually::eventually;
 use crate::support::{
-    Isolated, KillOnDrop, PrivateServices, api_key, free_port, http_get,
-    one_heavy_test_at_a_time, salestalk_command,
+    Isolated, KillOnDrop, PrivateServices, api_key, free_port, http_get, one_heavy_test_at_a_time,
+    salestalk_command,
 };
 
 /// How long ClickHouse stays away.
@@ -45,8 +45,7 @@ fn still_running(child: &mut Child) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn processes_start_during_a_clickhouse_outage_and_the_gateway_takes_known_keys_throughout()
-{
+async fn processes_start_during_a_clickhouse_outage_and_the_gateway_takes_known_keys_throughout() {
     let _heavy = one_heavy_test_at_a_time().await;
     let services = PrivateServices::start("it-start-outage");
     let isolated = Isolated::create_at(
@@ -71,7 +70,10 @@ async fn processes_start_during_a_clickhouse_outage_and_the_gateway_takes_known_
         env.push((key, value));
         env
     };
-    let mut run_env = with("SALESTALK__TELEMETRY__LISTEN", format!("127.0.0.1:{run_port}"));
+    let mut run_env = with(
+        "SALESTALK__TELEMETRY__LISTEN",
+        format!("127.0.0.1:{run_port}"),
+    );
     run_env.push(("SALESTALK__KAFKA__INSTANCE_ID", "outage-start".to_string()));
     let mut started: Vec<(&str, u16, KillOnDrop)> = vec![
         (
@@ -85,7 +87,10 @@ async fn processes_start_during_a_clickhouse_outage_and_the_gateway_takes_known_
             KillOnDrop(
                 salestalk_command(
                     &["serve"],
-                    &with("SALESTALK__SERVE__LISTEN", format!("127.0.0.1:{serve_port}")),
+                    &with(
+                        "SALESTALK__SERVE__LISTEN",
+                        format!("127.0.0.1:{serve_port}"),
+                    ),
                 )
                 .spawn()
                 .expect("serve"),
@@ -137,7 +142,10 @@ async fn processes_start_during_a_clickhouse_outage_and_the_gateway_takes_known_
         accepted += taken;
         next += 5;
         for (name, port, child) in &mut started {
-            assert!(still_running(&mut child.0), "{name} exited during the outage");
+            assert!(
+                still_running(&mut child.0),
+                "{name} exited during the outage"
+            );
             assert_eq!(
                 status(*port, "/health"),
                 Some(503),
@@ -185,6 +193,9 @@ async fn processes_start_during_a_clickhouse_outage_and_the_gateway_takes_known_
         |counted| *counted >= accepted,
     )
     .await;
-    assert_eq!(counted, accepted, "accepted entries counted in ingest_outcomes");
+    assert_eq!(
+        counted, accepted,
+        "accepted entries counted in ingest_outcomes"
+    );
     isolated.remove().await;
 }
