@@ -248,6 +248,8 @@ pub struct Telemetry {
     pub task_restores: Family<PartitionLabels, Counter>,
     /// Seconds from a partition's assignment (or replay) until its task started reading.
     pub restore_seconds: Histogram,
+    /// 1 while this instance reads the partition (its task started), 0 once revoked.
+    pub partition_owned: Family<PartitionLabels, Gauge>,
     /// What `/health` and `/health/live` answer: started or not, and the driver loop's
     /// progress.
     pub probes: Arc<Probes>,
@@ -430,6 +432,12 @@ impl Default for Telemetry {
                 "restore_seconds",
                 "Seconds from a partition's assignment until its task started reading",
                 Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            ),
+            partition_owned: registered(
+                &mut registry,
+                "partition_owned",
+                "1 while this instance reads the partition, 0 once it was revoked",
+                Family::<PartitionLabels, Gauge>::default(),
             ),
             probes: Probes::starting(),
             registry,

@@ -30,7 +30,7 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// Offsets the group has committed to Kafka, per partition (without joining the group).
-fn committed(setup: &Setup) -> BTreeMap<(String, i32), i64> {
+pub(crate) fn committed(setup: &Setup) -> BTreeMap<(String, i32), i64> {
     let group = setup
         .env
         .iter()
@@ -60,7 +60,7 @@ fn committed(setup: &Setup) -> BTreeMap<(String, i32), i64> {
 }
 
 /// Each partition's end offset.
-fn ends(setup: &Setup) -> BTreeMap<(String, i32), i64> {
+pub(crate) fn ends(setup: &Setup) -> BTreeMap<(String, i32), i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &setup.isolated.brokers)
         .create()

@@ -27,6 +27,7 @@ mod kinesis;
 mod metrics_endpoint;
 mod modern_clickhouse;
 mod outages;
+mod rebalance;
 mod replay;
 mod retention;
 mod routing;

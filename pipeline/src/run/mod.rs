@@ -98,6 +98,10 @@ impl<S: Source> Runtime<'_, S> {
         for key in &changes.revoked {
             self.tasks.remove(key);
             self.restores.cancel(key);
+            self.telemetry
+                .partition_owned
+                .get_or_create(&PartitionLabels::of(key))
+                .set(0);
         }
         self.restore(changes.assigned);
         self.start_restored().await?;
@@ -128,10 +132,9 @@ impl<S: Source> Runtime<'_, S> {
             }
             let next = task.checkpoint().next_offset;
             tracing::info!(topic, partition, offset = next, "task restored");
-            self.telemetry
-                .task_restores
-                .get_or_create(&PartitionLabels::of(&key))
-                .inc();
+            let labels = PartitionLabels::of(&key);
+            self.telemetry.task_restores.get_or_create(&labels).inc();
+            self.telemetry.partition_owned.get_or_create(&labels).set(1);
             self.telemetry.restore_seconds.observe(waited.as_secs_f64());
             self.tasks.insert(key, task);
         }
