@@ -1,6 +1,7 @@
 //! Cluster mode against a real ClickHouse cluster (`deploy/services/up cluster`: ZooKeeper and
 //! two ClickHouse 18.16 replicas of one shard): the schema made on the cluster, the pipeline
-//! writing to one replica while the other is stopped mid-run and started again, and every view
+//! writing to one replica while the other is stopped mid-run, restarted while it is away, the
+//! writer itself stopped and the pipeline failed over to the other replica, and every view
 //! exact, read through the cluster from either replica.
 
 use crate::exactness::{
@@ -78,7 +79,8 @@ fn messages(setup: &Setup) -> i64 {
 /// Traffic arrives in three parts: before, while and after replica 2 is away, so the stop is
 /// mid-run whatever the machine's speed.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_replica_stopped_mid_run_changes_no_view_read_through_the_cluster() {
+async fn a_replica_stopped_a_restart_and_a_writer_failover_change_no_view_read_through_the_cluster()
+{
     let isolated = Isolated::create("it-cluster", PARTITIONS).await;
     let setup = cluster_setup(isolated, 1);
     produce(&setup.env, 61, 20_000, 60);
@@ -116,6 +118,19 @@ async fn a_replica_stopped_mid_run_changes_no_view_read_through_the_cluster() {
         while_away > at_stop,
         "the run went on while replica 2 was away: {at_stop} then {while_away}"
     );
+    // A restart while a replica is away: the schema is current, so start-up runs no
+    // ON CLUSTER statement (which would wait for replica 2) and the pipeline starts.
+    crate::faults::terminate(run);
+    produce(&setup.env, 64, 5_000, 60);
+    let mut run = salestalk_command(&["run"], &setup.env)
+        .spawn()
+        .expect("salestalk run starts again");
+    let total = messages(&setup);
+    assert_eq!(
+        wait_durable(&setup, total, &mut [&mut run]).await,
+        total,
+        "restarted with replica 2 away, durable once each"
+    );
     drop(away);
     produce(&setup.env, 63, 5_000, 60);
     let total = messages(&setup);
@@ -124,29 +139,51 @@ async fn a_replica_stopped_mid_run_changes_no_view_read_through_the_cluster() {
         total,
         "durable once each"
     );
+
+    // Writer failover: replica 1, the writer, goes away mid-run, and the pipeline is started
+    // again pointed at replica 2 (what was acknowledged on replica 1 and not yet replicated is
+    // replayed from replica 2's older checkpoints; replica 1's copies, replicated when it
+    // returns, are fenced).
+    let writer_away = Stopped::replica("replica1");
+    produce(&setup.env, 65, 5_000, 60);
+    run.kill()
+        .expect("the run pointed at the stopped writer is replaced");
+    run.wait().expect("stopped");
+    let failover = cluster_setup(on_replica(&setup.isolated, 2), 2);
+    let mut run = salestalk_command(&["run"], &failover.env)
+        .spawn()
+        .expect("salestalk run starts on replica 2");
+    let total = messages(&setup);
+    assert_eq!(
+        wait_durable(&failover, total, &mut [&mut run]).await,
+        total,
+        "after the failover every message is durable on replica 2, once"
+    );
     crate::faults::terminate(run);
-    assert_eq!(durable(&setup.isolated).await, total, "durable once each");
-    // Replica 2 catches up on what it missed.
-    let replica2 = on_replica(&setup.isolated, 2).endpoint();
-    for table in ["window_state", "events_raw", "dead_letters", "task_claims"] {
-        replica2
-            .client()
-            .query(&format!(
-                "SYSTEM SYNC REPLICA {}.{table}",
-                replica2.database
-            ))
-            .execute()
-            .await
-            .unwrap_or_else(|e| panic!("syncing {table} on replica 2: {e}"));
+    drop(writer_away);
+    // Both replicas hold everything once replication has caught up.
+    for replica in [1, 2] {
+        let endpoint = on_replica(&setup.isolated, replica).endpoint();
+        for table in ["window_state", "events_raw", "dead_letters", "task_claims"] {
+            endpoint
+                .client()
+                .query(&format!(
+                    "SYSTEM SYNC REPLICA {}.{table}",
+                    endpoint.database
+                ))
+                .execute()
+                .await
+                .unwrap_or_else(|e| panic!("syncing {table} on replica {replica}: {e}"));
+        }
     }
 
-    // Every view, read through the cluster on replica 1, then on replica 2 with replica 1
-    // stopped (the cluster's reads go to the replica that is up).
+    // Every view, read through the cluster on replica 2, the writer now, then on replica 1
+    // with replica 2 stopped (the cluster's reads go to the replica that is up).
+    assert_views_match(&failover).await;
+    let away = Stopped::replica("replica2");
     assert_views_match(&setup).await;
-    let away = Stopped::replica("replica1");
-    let on_two = cluster_setup(on_replica(&setup.isolated, 2), 2);
-    assert_views_match(&on_two).await;
     drop(away);
+    let on_two = failover;
     on_two
         .isolated
         .endpoint()
