@@ -124,21 +124,25 @@ impl ConsumerContext for GroupMembership {
                     tracing::warn!(%error, "pausing newly assigned partitions");
                 }
                 self.owned.store(owned(), Ordering::Relaxed);
+                let assigned = partitions(list);
                 tracing::info!(
                     partitions = list.count(),
                     owned = owned(),
+                    ?assigned,
                     "partitions assigned"
                 );
-                self.push(Assignment::Assigned(partitions(list)));
+                self.push(Assignment::Assigned(assigned));
             }
             Rebalance::Revoke(list) => {
                 self.owned.store(owned(), Ordering::Relaxed);
+                let revoked = partitions(list);
                 tracing::info!(
                     partitions = list.count(),
                     owned = owned(),
+                    ?revoked,
                     "partitions revoked"
                 );
-                self.push(Assignment::Revoked(partitions(list)));
+                self.push(Assignment::Revoked(revoked));
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
         }
