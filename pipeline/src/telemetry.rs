@@ -248,6 +248,8 @@ pub struct Telemetry {
     pub task_restores: Family<PartitionLabels, Counter>,
     /// Seconds from a partition's assignment (or replay) until its task started reading.
     pub restore_seconds: Histogram,
+    /// Tasks restored because another instance had claimed them since (two owners at once).
+    pub superseded_tasks: Counter,
     /// 1 while this instance reads the partition (its task started), 0 once revoked.
     pub partition_owned: Family<PartitionLabels, Gauge>,
     /// What `/health` and `/health/live` answer: started or not, and the driver loop's
@@ -432,6 +434,12 @@ impl Default for Telemetry {
                 "restore_seconds",
                 "Seconds from a partition's assignment until its task started reading",
                 Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            ),
+            superseded_tasks: registered(
+                &mut registry,
+                "superseded_tasks",
+                "Tasks restored because another instance had claimed them since",
+                Counter::default(),
             ),
             partition_owned: registered(
                 &mut registry,

@@ -15,11 +15,13 @@ use std::time::Instant;
 
 use salestalk_operators::SourcePartition;
 use salestalk_operators::flush::Flush;
+use salestalk_operators::time::epoch::generation_of;
 use salestalk_sinks::clickhouse::record_outcomes;
 use salestalk_sinks::outcomes::Outcomes;
 use salestalk_sinks::retry::RetryPolicy;
 use salestalk_sinks::{FlushBatch, FlushPlan, SinkError};
 use salestalk_store::Endpoint;
+use salestalk_store::tables::window_state::task_name;
 use tokio::task::JoinHandle;
 
 use super::signals::StopRequest;
@@ -43,6 +45,9 @@ pub(super) struct Written {
     flushes: Vec<Flush>,
     /// Indexes of the flushes whose tasks must be replayed instead of committed.
     replay: BTreeSet<usize>,
+    /// Indexes of the flushes whose task another instance claimed since it was restored: they
+    /// count nowhere (ADR 0014), so their tasks restore instead of being committed.
+    superseded: BTreeSet<usize>,
     started: Instant,
 }
 
@@ -137,11 +142,43 @@ impl Writer {
         if let Err(error) = record_outcomes(&self.outcomes_to, durable_at, &outcomes).await {
             tracing::warn!(%error, "could not store the flush's delivery outcomes");
         }
+        let superseded = self.superseded(&flushes).await;
         Ok(Written {
             flushes,
             replay,
+            superseded,
             started,
         })
+    }
+
+    /// The flushes whose task has a newer generation claimed than theirs. The group may give
+    /// a partition to two instances for a moment (a broker that hands the assignor stale
+    /// ownership; a stalled owner waking): the newer claim wins, and an owner that keeps the
+    /// partition with the older one would otherwise write rows that count nowhere until its
+    /// next restore. A failed check is tried again with the next flush.
+    async fn superseded(&self, flushes: &[Flush]) -> BTreeSet<usize> {
+        let tasks: Vec<String> = flushes
+            .iter()
+            .map(|f| task_name(&f.topic, f.partition))
+            .collect();
+        let latest = match self.outcomes_to.latest_generations(&tasks).await {
+            Ok(latest) => latest,
+            Err(error) => {
+                tracing::warn!(%error, "could not check the tasks' generations; checked again next flush");
+                return BTreeSet::new();
+            }
+        };
+        flushes
+            .iter()
+            .zip(&tasks)
+            .enumerate()
+            .filter(|(_, (flush, task))| {
+                latest
+                    .get(*task)
+                    .is_some_and(|newest| *newest > generation_of(flush.checkpoint.epoch))
+            })
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 
@@ -200,11 +237,25 @@ impl<S: Source> Runtime<'_, S> {
         let written = written?;
         let mut durable = Vec::new();
         let mut to_replay = Vec::new();
+        let mut superseded = Vec::new();
         for (i, flush) in written.flushes.iter().enumerate() {
             let key = SourcePartition::stored(&flush.topic, flush.partition);
             // A partition revoked while its flush was in flight is its next owner's now; the
             // flush landed before it moved, and the next owner restored from it.
             let owned = self.tasks.contains_key(&key);
+            if written.superseded.contains(&i) {
+                if owned {
+                    tracing::warn!(
+                        topic = %flush.topic,
+                        partition = flush.partition,
+                        "another instance claimed this task after this one restored it: \
+                         restoring from the newest checkpoint (ADR 0014)"
+                    );
+                    self.telemetry.superseded_tasks.inc();
+                    superseded.push(key);
+                }
+                continue;
+            }
             if written.replay.contains(&i) {
                 if owned {
                     to_replay.push(key);
@@ -220,6 +271,9 @@ impl<S: Source> Runtime<'_, S> {
         self.source.commit(&durable);
         if !to_replay.is_empty() {
             self.replay(to_replay)?;
+        }
+        if !superseded.is_empty() {
+            self.restart(superseded)?;
         }
         let rows: usize = written.flushes.iter().map(|f| f.rows.len()).sum();
         tracing::debug!(

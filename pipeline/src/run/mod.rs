@@ -145,10 +145,18 @@ impl<S: Source> Runtime<'_, S> {
     /// sink refused is then dead-lettered instead of counted (ADR 0006).
     fn replay(&mut self, partitions: Vec<SourcePartition>) -> anyhow::Result<()> {
         for key in &partitions {
-            self.tasks.remove(key);
             let (topic, partition) = (key.topic(), key.number());
             tracing::warn!(%topic, partition, "a sink refused events: replaying from the checkpoint");
             self.telemetry.replays.inc();
+        }
+        self.restart(partitions)
+    }
+
+    /// Drops the tasks of `partitions`, pauses them and restores them from their newest
+    /// checkpoints (claiming a new generation each).
+    fn restart(&mut self, partitions: Vec<SourcePartition>) -> anyhow::Result<()> {
+        for key in &partitions {
+            self.tasks.remove(key);
         }
         self.source.pause(&partitions)?;
         self.restore(partitions);

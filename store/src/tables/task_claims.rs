@@ -13,7 +13,7 @@
 //! The restore reads the lineage here and filters with it in SQL (`restore`); the runtime
 //! claims after reading the state it resumes from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use clickhouse::Row;
 use salestalk_operators::time::epoch::generation_of;
@@ -164,6 +164,24 @@ impl Endpoint {
             .map(|claim| (claim.generation, claim.base_epoch))
             .collect();
         Ok(Lineage::trace(&bases, checkpoint_epoch))
+    }
+
+    /// The highest generation claimed of each of `tasks` (tasks never claimed are absent).
+    /// An owner whose generation is below its task's has been superseded: what it writes
+    /// counts nowhere (ADR 0014), so it must restore before it goes on.
+    pub async fn latest_generations(
+        &self,
+        tasks: &[String],
+    ) -> Result<HashMap<String, u64>, ClickHouseError> {
+        if tasks.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, u64)> = self
+            .query("SELECT task, max(generation) FROM task_claims WHERE has(?, task) GROUP BY task")
+            .bind(tasks)
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Claims for `owner` a generation of `task` no other owner holds, resuming from the
