@@ -37,6 +37,11 @@ fn start(setup: &Setup, name: &'static str, extra: &[(&'static str, String)]) ->
     env.extend_from_slice(extra);
     env.push(("SALESTALK__TELEMETRY__LISTEN", format!("127.0.0.1:{port}")));
     env.push(("SALESTALK__KAFKA__INSTANCE_ID", String::new()));
+    // The default, which the suite's other runs leave (tests/services/exactness.rs).
+    env.push((
+        "SALESTALK__KAFKA__ASSIGNMENT_STRATEGY",
+        "cooperative-sticky".to_string(),
+    ));
     let child = salestalk_command(&["run"], &env)
         .spawn()
         .expect("salestalk run starts");
