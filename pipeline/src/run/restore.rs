@@ -57,6 +57,8 @@ pub(super) struct Restores {
     permits: Arc<Semaphore>,
     /// Jobs that ended but whose tasks are not yet started.
     done: Vec<Finished>,
+    /// A job that panicked: the run fails, as a restore on the loop would have.
+    panicked: Option<String>,
 }
 
 impl Restores {
@@ -69,6 +71,7 @@ impl Restores {
             next_job: 0,
             permits: Arc::new(Semaphore::new(RESTORES_AT_ONCE)),
             done: Vec::new(),
+            panicked: None,
         }
     }
 
@@ -120,6 +123,9 @@ impl Restores {
         while let Some(joined) = self.jobs.try_join_next() {
             self.keep(joined);
         }
+        if let Some(error) = self.panicked.take() {
+            anyhow::bail!("a restore job panicked: {error}");
+        }
         let mut ready = Vec::new();
         for (key, job, state) in std::mem::take(&mut self.done) {
             let Some((current, _, asked)) = self.current.get(&key) else {
@@ -138,7 +144,7 @@ impl Restores {
         match joined {
             Ok(finished) => self.done.push(finished),
             Err(error) if error.is_cancelled() => {}
-            Err(error) => tracing::error!(%error, "a restore job panicked"),
+            Err(error) => self.panicked = Some(error.to_string()),
         }
     }
 }
