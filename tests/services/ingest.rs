@@ -73,7 +73,7 @@ pub(crate) fn gateway_env(
 }
 
 /// `count` valid entries for `tenant`, numbered from `from`, as one request body.
-fn entries(from: u32, count: u32, tenant: &str) -> Vec<u8> {
+pub(crate) fn entries(from: u32, count: u32, tenant: &str) -> Vec<u8> {
     let entries: Vec<Value> = (from..from + count).map(|n| event(n, tenant)).collect();
     serde_json::to_vec(&json!({ "entries": entries })).expect("json")
 }

@@ -7,10 +7,10 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::exactness::pipeline_env;
-use crate::ingest::{example_of, gateway, gateway_env, post};
+use crate::ingest::{entries, gateway, gateway_env, post};
 use crate::support::eventually::eventually;
 use crate::support::{
     Isolated, KillOnDrop, PrivateServices, api_key, free_port, http_get, one_heavy_test_at_a_time,
@@ -27,11 +27,12 @@ fn status(port: u16, path: &str) -> Option<u16> {
 
 /// Posts `count` classifications of `tenant-a` numbered from `from`: how many were accepted.
 fn publish(port: u16, key: &str, from: u32, count: u32) -> (u16, u64, String) {
-    let entries: Vec<Value> = (from..from + count)
-        .map(|n| example_of("classification.performed.v1", n, "tenant-a"))
-        .collect();
-    let body = serde_json::to_vec(&json!({ "entries": entries })).expect("json");
-    let (code, _, answer) = post(port, "/v1/events", Some(key), &body);
+    let (code, _, answer) = post(
+        port,
+        "/v1/events",
+        Some(key),
+        &entries(from, count, "tenant-a"),
+    );
     let failed = serde_json::from_str::<Value>(&answer)
         .ok()
         .and_then(|a| a["failedEntryCount"].as_u64())

@@ -149,6 +149,29 @@ impl Restores {
     }
 }
 
+/// `partition`'s state as its flushes stored it, waiting for ClickHouse as long as it takes.
+async fn stored_state(
+    context: &RestoreContext,
+    partition: &SourcePartition,
+    what: &str,
+) -> anyhow::Result<TaskState> {
+    let settings = context.settings;
+    with_retries(
+        &context.policy,
+        what,
+        || context.probes.beat(),
+        || {
+            context.endpoint.task_state(
+                partition.topic(),
+                partition.number(),
+                settings.allowed_lateness_ms,
+                settings.dedup_horizon_ms,
+            )
+        },
+    )
+    .await
+}
+
 /// `key`'s state as its flushes stored it, with its predecessors' ids, and a generation
 /// claimed for it.
 async fn read_back(
@@ -156,25 +179,14 @@ async fn read_back(
     key: &SourcePartition,
     predecessors: &[SourcePartition],
 ) -> anyhow::Result<TaskState> {
-    let (topic, partition) = (key.topic(), key.number());
-    let settings = context.settings;
-    let beat = || context.probes.beat();
-    let mut state = with_retries(&context.policy, "restoring a task", beat, || {
-        context.endpoint.task_state(
-            topic,
-            partition,
-            settings.allowed_lateness_ms,
-            settings.dedup_horizon_ms,
-        )
-    })
-    .await?;
+    let mut state = stored_state(context, key, "restoring a task").await?;
     inherit(context, key, predecessors, &mut state).await?;
-    let task = task_name(topic, partition);
+    let task = task_name(key.topic(), key.number());
     let base = state.checkpoint.epoch;
     let generation = with_retries(
         &context.policy,
         "claiming a task's generation",
-        beat,
+        || context.probes.beat(),
         || {
             context
                 .endpoint
@@ -199,23 +211,9 @@ async fn inherit(
     if predecessors.is_empty() {
         return Ok(());
     }
-    let settings = context.settings;
     let fresh = state.checkpoint.epoch == 0;
     for parent in predecessors {
-        let earlier = with_retries(
-            &context.policy,
-            "restoring a parent shard's ids",
-            || context.probes.beat(),
-            || {
-                context.endpoint.task_state(
-                    parent.topic(),
-                    parent.number(),
-                    settings.allowed_lateness_ms,
-                    settings.dedup_horizon_ms,
-                )
-            },
-        )
-        .await?;
+        let earlier = stored_state(context, parent, "restoring a parent shard's ids").await?;
         if fresh {
             let later = |a: Option<i64>, b: Option<i64>| a.max(b);
             let own = &mut state.checkpoint;
