@@ -71,11 +71,15 @@ pub fn high_watermarks(
         let metadata = client.fetch_metadata(Some(topic), timeout)?;
         // A topic that does not exist holds nothing: it is left out, not an error.
         let Some(found) = metadata.topics().iter().find(|found| found.name() == topic) else {
+            tracing::debug!(topic, "high watermarks: topic not in the metadata");
             continue;
         };
         match found.error().map(RDKafkaErrorCode::from) {
             None => {}
-            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => continue,
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                tracing::debug!(topic, "high watermarks: unknown topic");
+                continue;
+            }
             Some(error) => return Err(KafkaError::MetadataFetch(error)),
         }
         if found.partitions().is_empty() {

@@ -13,7 +13,7 @@ use salestalk_alerting::{Notification, Rule, Scope, Signal, Status};
 use salestalk_store::tables::alerts::AlertRecord;
 
 use crate::exactness::{durable, pipeline_env, spawn_run};
-use crate::support::eventually::eventually;
+use crate::support::eventually::{becomes_ready, eventually};
 use crate::support::fixtures::Examples;
 use crate::support::{
     Isolated, KillOnDrop, WebhookReceiver, api_key, free_port, http_get, http_get_as, salestalk,
@@ -477,7 +477,6 @@ async fn a_stalled_pipeline_fires_no_fresh_data_and_late_processing_then_both_re
          severity = \"critical\"\nscope = \"global\"\nlookback_ms = 60000\nmin_events = 10\n",
         receiver.url
     );
-    let (_serve, _config, _) = serve_with(&mut env, &rules);
     let (producer, topic) = classification_producer(&isolated);
     let produce = |from: usize, to: usize, age_s: i64| {
         let producer = producer.clone();
@@ -497,7 +496,10 @@ async fn a_stalled_pipeline_fires_no_fresh_data_and_late_processing_then_both_re
         }
     };
 
-    // Running: fresh events become durable at once, nothing fires.
+    // Running: fresh events become durable, nothing fires. The evaluator starts once they
+    // are: a partition never flushed counts from when `serve` first saw it waiting, and a
+    // loaded machine can take longer than this test's 5 s threshold to start the pipeline
+    // and make its first flush, which is then (rightly) no fresh data.
     let mut run = KillOnDrop(spawn_run(&env, false));
     produce(0, 100, 0).await;
     let made_durable = eventually(
@@ -507,6 +509,8 @@ async fn a_stalled_pipeline_fires_no_fresh_data_and_late_processing_then_both_re
     )
     .await;
     assert_eq!(made_durable, 100);
+    let (_serve, _config, serve_port) = serve_with(&mut env, &rules);
+    assert!(becomes_ready(serve_port).await, "serve starts");
     run.0.kill().expect("stopping the pipeline");
     run.0.wait().expect("stopped");
 

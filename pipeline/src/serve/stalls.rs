@@ -109,6 +109,7 @@ impl Stalls {
         if let Some(kinesis) = &sources.kinesis {
             partitions.extend(self.shards(kinesis, &checkpoints).await?);
         }
+        tracing::debug!(?partitions, "stall signal: unread per partition");
         Ok(self.judge(&partitions, consumers_last_ms, now_ms))
     }
 
