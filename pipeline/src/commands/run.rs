@@ -25,7 +25,10 @@ pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         idle_exit: args.idle_exit,
         max_messages: args.max_messages,
     };
-    let tally = runtime.block_on(run(&settings, limits))?;
+    let result = runtime.block_on(run(&settings, limits));
+    // A source close left behind (run::CLOSE_WITHIN) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let tally = result?;
     println!("{}", serde_json::to_string(&tally)?);
     Ok(ExitCode::SUCCESS)
 }

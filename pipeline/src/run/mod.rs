@@ -89,6 +89,13 @@ pub const KAFKA_LAG_GROUP: &str = "source.kafka";
 /// minute).
 const LAG_SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
+/// How long closing the sources (leaving the consumer group) may take once the run stopped.
+/// librdkafka's close waits for the group coordinator without a bound (with tansu, the close
+/// of a group's last member was seen never to return), and by then everything read is durable
+/// and committed: an exit that stops waiting loses nothing, and the group moves the
+/// partitions after `kafka.session_timeout_ms`.
+const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+
 impl<S: Source> Runtime<'_, S> {
     /// Drops the tasks of revoked partitions, starts restoring newly assigned ones, and starts
     /// the tasks whose state has been read back. Partitions already owned are not touched:
@@ -425,7 +432,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
     runtime.drive(limits).await
 }
 
-impl<S: Source> Runtime<'_, S> {
+impl<S: Source + Send + 'static> Runtime<'_, S> {
     /// The driver loop: read, process, flush when due, until a limit or a signal.
     async fn drive(mut self, limits: RunLimits) -> anyhow::Result<Tally> {
         let settings = self.settings;
@@ -506,7 +513,22 @@ impl<S: Source> Runtime<'_, S> {
             }
         }
         log_tally(&self.tally, "stopped");
-        Ok(self.tally)
+        let Runtime { source, tally, .. } = self;
+        close(source).await;
+        Ok(tally)
+    }
+}
+
+/// Closes `source` off the runtime, waiting at most [`CLOSE_WITHIN`]; a close that takes
+/// longer is left behind (the command shuts the runtime down without waiting for it).
+async fn close<S: Source + Send + 'static>(source: S) {
+    let closing = tokio::task::spawn_blocking(move || drop(source));
+    if tokio::time::timeout(CLOSE_WITHIN, closing).await.is_err() {
+        tracing::warn!(
+            within_s = CLOSE_WITHIN.as_secs(),
+            "leaving the consumer group did not finish; exiting without waiting (everything \
+             read is durable; the group moves the partitions after kafka.session_timeout_ms)"
+        );
     }
 }
 
