@@ -433,8 +433,17 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
 }
 
 impl<S: Source + Send + 'static> Runtime<'_, S> {
-    /// The driver loop: read, process, flush when due, until a limit or a signal.
+    /// Drives the run until a limit, a signal or an error stops it, then closes the sources
+    /// (bounded, either way) and returns what it made durable.
     async fn drive(mut self, limits: RunLimits) -> anyhow::Result<Tally> {
+        let outcome = self.read_until_stopped(limits).await;
+        let Runtime { source, tally, .. } = self;
+        close(source).await;
+        outcome.map(|()| tally)
+    }
+
+    /// The driver loop: read, process, flush when due, until a limit or a signal.
+    async fn read_until_stopped(&mut self, limits: RunLimits) -> anyhow::Result<()> {
         let settings = self.settings;
         let batch_timeout = Duration::from_millis(settings.pipeline.batch_timeout_ms);
         let flush_interval = Duration::from_millis(settings.pipeline.flush_interval_ms);
@@ -513,9 +522,7 @@ impl<S: Source + Send + 'static> Runtime<'_, S> {
             }
         }
         log_tally(&self.tally, "stopped");
-        let Runtime { source, tally, .. } = self;
-        close(source).await;
-        Ok(tally)
+        Ok(())
     }
 }
 
