@@ -15,7 +15,9 @@ use std::time::Duration;
 use crate::exactness::{Setup, assert_views_equal_recomputation, pipeline_env, produce};
 use crate::faults::{committed, ends, terminate};
 use crate::support::eventually::eventually;
-use crate::support::{Isolated, free_port, one_heavy_test_at_a_time, salestalk_command, scrape};
+use crate::support::{
+    Isolated, free_port, one_heavy_test_at_a_time, salestalk_command, scrape, value,
+};
 
 /// Partitions per topic (five topics: 20 partitions).
 const PER_TOPIC: i32 = 4;
@@ -254,15 +256,7 @@ async fn an_instance_joining_and_leaving_moves_only_the_partitions_that_change_o
     );
     let superseded: f64 = [&a, &b, &c]
         .iter()
-        .filter_map(|i| {
-            let body = scrape(i.port)?;
-            body.lines().find_map(|l| {
-                l.strip_prefix("salestalk_superseded_tasks_total ")?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-        })
+        .filter_map(|i| value(&scrape(i.port)?, "salestalk_superseded_tasks_total "))
         .sum();
     eprintln!("tasks restored again because another instance had claimed them: {superseded}");
     for instance in [&a, &b, &c] {

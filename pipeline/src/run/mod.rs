@@ -533,8 +533,9 @@ async fn close<S: Source + Send + 'static>(source: S) {
     if tokio::time::timeout(CLOSE_WITHIN, closing).await.is_err() {
         tracing::warn!(
             within_s = CLOSE_WITHIN.as_secs(),
-            "leaving the consumer group did not finish; exiting without waiting (everything \
-             read is durable; the group moves the partitions after kafka.session_timeout_ms)"
+            "closing the sources (leaving the consumer group) did not finish; exiting without \
+             waiting (everything read is durable; the group moves the partitions after \
+             kafka.session_timeout_ms)"
         );
     }
 }
