@@ -199,18 +199,17 @@ async fn owners_claiming_together_never_share_a_generation() {
     crate::support::drop_database(&endpoint.database).await;
 }
 
-/// The views' fence row by row, with rows and claims written straight into the tables: a row
-/// counts unless a later generation of its task resumed from an epoch before it, whether the
-/// writer went on after losing the task or its claim led nowhere (a successor resumed from
-/// the same checkpoint). Unconfirmed claims fence nothing; tasks without claims keep every row.
+/// The views' fence row by row, with rows and claims written straight into the tables, as
+/// claims were before they recorded their lineage (`task_lineage`): a row counts unless a later
+/// generation of its task resumed from an epoch before it, whether the writer went on after
+/// losing the task or its claim led nowhere (a successor resumed from the same checkpoint).
+/// Unconfirmed claims fence nothing; tasks without claims keep every row.
 #[tokio::test(flavor = "multi_thread")]
 async fn views_count_no_row_written_after_a_successor_resumed() {
     let endpoint =
         crate::support::endpoint(&crate::support::unique("it_fence_views").replace('-', "_"));
     let profile = endpoint.probe().await.expect("probe");
     endpoint.migrate(&profile).await.expect("migrate");
-    let at = |generation: u64, n: u64| (generation << 32) + n;
-    // (task, epoch, event type, events): each row a key of its own, so only the fence decides.
     let rows = [
         ("t/0", at(1, 1), "counts.1", 1),
         ("t/0", at(1, 2), "counts.2", 2),
@@ -221,25 +220,7 @@ async fn views_count_no_row_written_after_a_successor_resumed() {
         ("t/0", at(4, 1), "counts.64", 64),
         ("u/0", 5, "counts.128", 128),
     ];
-    let values: Vec<String> = rows
-        .iter()
-        .map(|(task, epoch, event_type, events)| {
-            format!(
-                "('volume', '{task}', {epoch}, now(), 'tenant-a', '{event_type}', 'src', '', \
-                 [{events}], [], [], [])"
-            )
-        })
-        .collect();
-    let client = endpoint.client();
-    client
-        .query(&format!(
-            "INSERT INTO window_state (family, task, epoch, window_start, tenant_id, d1, d2, d3, \
-             ints, floats, hist_buckets, hist_counts) VALUES {}",
-            values.join(", ")
-        ))
-        .execute()
-        .await
-        .expect("rows");
+    insert_volume_rows(&endpoint, &rows).await;
     // (generation, the epoch it resumed from, confirmed)
     let claims = [
         (1, 0, 1),
@@ -254,7 +235,8 @@ async fn views_count_no_row_written_after_a_successor_resumed() {
             format!("('t/0', {generation}, {base}, 'owner', {generation}, {confirmed}, 0)")
         })
         .collect();
-    client
+    endpoint
+        .client()
         .query(&format!(
             "INSERT INTO task_claims (task, generation, base_epoch, owner, nonce, confirmed, \
              claimed_at_ms) VALUES {}",
@@ -263,18 +245,117 @@ async fn views_count_no_row_written_after_a_successor_resumed() {
         .execute()
         .await
         .expect("claims");
-    let counted: Vec<(String, u64)> = client
+    assert_eq!(counted(&endpoint).await, of_kind(&rows, "counts."));
+    crate::support::drop_database(&endpoint.database).await;
+}
+
+/// Claims that branch, as when a broker hands a partition to two instances at once: two
+/// generations resume from different epochs of the same one (the second read the state after
+/// one more flush of it landed). The views count the rows of the newest claim's lineage, as
+/// that claim's restore counted them, whichever branch it is; claims made by the pipeline's
+/// own `claim_generation`. A rule read off the claims alone (a generation counts up to the
+/// lowest epoch any later one resumed from) fails both checks: it hid generation 2's epoch 10
+/// from generation 4's chain and all of generation 3 from generation 5's.
+#[tokio::test(flavor = "multi_thread")]
+async fn views_follow_the_newest_claim_when_claims_branch() {
+    let endpoint =
+        crate::support::endpoint(&crate::support::unique("it_fence_branch").replace('-', "_"));
+    let profile = endpoint.probe().await.expect("probe");
+    endpoint.migrate(&profile).await.expect("migrate");
+    let claim = |base: u64| {
+        let endpoint = endpoint.clone();
+        async move {
+            endpoint
+                .claim_generation("t/0", base, "owner")
+                .await
+                .expect("claim")
+        }
+    };
+    assert_eq!(claim(0).await, 1);
+    assert_eq!(claim(at(1, 2)).await, 2);
+    assert_eq!(
+        claim(at(2, 9)).await,
+        3,
+        "one instance resumes from epoch 9"
+    );
+    assert_eq!(claim(at(2, 10)).await, 4, "the other from epoch 10");
+    let rows = [
+        ("t/0", at(1, 2), "chain.1", 1),
+        ("t/0", at(1, 3), "generation-1-after-2-resumed", 2),
+        ("t/0", at(2, 9), "chain.4", 4),
+        ("t/0", at(2, 10), "generation-2-up-to-4-s-base", 8),
+        ("t/0", at(3, 1), "generation-3", 16),
+        ("t/0", at(4, 1), "generation-4", 32),
+    ];
+    insert_volume_rows(&endpoint, &rows).await;
+    let mut expected = of_kind(&rows, "chain.");
+    expected.extend(of_kind(&rows, "generation-2-"));
+    expected.extend(of_kind(&rows, "generation-4"));
+    expected.sort_by_key(|(_, events)| *events);
+    assert_eq!(counted(&endpoint).await, expected, "generation 4's chain");
+
+    // Generation 3's owner restores again from its own checkpoint, the newest: its chain wins.
+    assert_eq!(claim(at(3, 1)).await, 5);
+    let later = [("t/0", at(5, 1), "generation-5", 64)];
+    insert_volume_rows(&endpoint, &later).await;
+    let mut expected = of_kind(&rows, "chain.");
+    expected.extend(of_kind(&rows, "generation-3"));
+    expected.extend(of_kind(&later, "generation-5"));
+    expected.sort_by_key(|(_, events)| *events);
+    assert_eq!(counted(&endpoint).await, expected, "generation 5's chain");
+    crate::support::drop_database(&endpoint.database).await;
+}
+
+/// The epoch `n` of `generation`.
+fn at(generation: u64, n: u64) -> u64 {
+    (generation << 32) + n
+}
+
+/// (task, epoch, event type, events): each row a key of its own, so only the fence decides.
+type VolumeRow = (&'static str, u64, &'static str, u64);
+
+/// Writes `rows` as minute rows of the volume family, straight into `window_state`.
+async fn insert_volume_rows(endpoint: &Endpoint, rows: &[VolumeRow]) {
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(task, epoch, event_type, events)| {
+            format!(
+                "('volume', '{task}', {epoch}, now(), 'tenant-a', '{event_type}', 'src', '', \
+                 [{events}], [], [], [])"
+            )
+        })
+        .collect();
+    endpoint
+        .client()
+        .query(&format!(
+            "INSERT INTO window_state (family, task, epoch, window_start, tenant_id, d1, d2, d3, \
+             ints, floats, hist_buckets, hist_counts) VALUES {}",
+            values.join(", ")
+        ))
+        .execute()
+        .await
+        .expect("rows");
+}
+
+/// What `event_volume` counts, by event type, fewest first.
+async fn counted(endpoint: &Endpoint) -> Vec<(String, u64)> {
+    endpoint
+        .client()
         .query("SELECT event_type, events FROM event_volume ORDER BY events")
         .fetch_all()
         .await
-        .expect("event_volume");
-    let expected: Vec<(String, u64)> = rows
+        .expect("event_volume")
+}
+
+/// The (event type, events) of `rows` whose event type starts with `prefix`, fewest first.
+fn of_kind(rows: &[VolumeRow], prefix: &str) -> Vec<(String, u64)> {
+    let mut kind: Vec<(String, u64)> = rows
         .iter()
-        .filter(|(_, _, event_type, _)| event_type.starts_with("counts."))
+        .filter(|(_, _, event_type, _)| event_type.starts_with(prefix))
         .map(|(_, _, event_type, events)| (event_type.to_string(), *events))
         .collect();
-    assert_eq!(counted, expected);
-    crate::support::drop_database(&endpoint.database).await;
+    kind.sort_by_key(|(_, events)| *events);
+    kind
 }
 
 /// Window rows a generation wrote after its successor resumed from it: a stalled owner's

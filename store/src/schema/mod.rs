@@ -16,7 +16,7 @@ use crate::tables::window_state::{CHECKPOINT_FAMILY, span_suffix};
 use crate::tables::{
     Ddl, alert_outbox, alerts, api_keys, consumer_failures, consumer_group_lag, corrections,
     dead_letter_actions, dead_letters, delivery_latency, events_raw, ingest_outcomes, replays,
-    sink_outcomes, task_claims, window_state,
+    sink_outcomes, task_claims, task_lineage, window_state,
 };
 
 pub use self::histogram_sql::{bucket_value_sql, quantile_sql};
@@ -196,6 +196,15 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
             18,
             "dead letter correlation ids",
             [dead_letters::add_correlation_id(&ddl)],
+        ),
+        // The lineage each confirmed claim resumes, which the views follow (tables::task_lineage):
+        // claims that branch (a partition read by two instances at once) fence the rows the
+        // winning chain counts, not the rows a rule over the claims alone would pick. One row
+        // per task once merged.
+        Migration::new(
+            19,
+            "the lineage of each task's newest claim",
+            [task_lineage::create(&ddl)],
         ),
     ]
 }

@@ -9,6 +9,7 @@ use salestalk_operators::windows::Span;
 
 use super::histogram_sql::quantile_sql;
 use crate::tables::ingest_outcomes::IngestOutcome;
+use crate::tables::task_lineage;
 use crate::tables::window_state::family_name;
 
 /// The latest revision (highest epoch) of every row of `family` at `span`: what every view
@@ -19,15 +20,15 @@ use crate::tables::window_state::family_name;
 /// named `time` where the table is read, not in the view around it: ClickHouse 18.16 pushes a
 /// filter on `hour` down only as far as the level that names it, and it must reach the table.
 ///
-/// Rows a fenced-off owner wrote (ADR 0014) are left out: a row of generation `g` at epoch
-/// `e` does not count when a later generation of its task was claimed from an epoch below
-/// `e`, since that successor never saw it. Highest-epoch-wins alone hides such a row only
-/// where the successor writes the same key, and processing-time windows (latency) are keys a
-/// successor replaying the same events never writes again. The rows meet their fence in an
-/// equi-join on (task, generation), `generation` a column of the joined subquery (newer
-/// servers resolve `USING` only there): ClickHouse 18.16 fails to analyse a lambda over a
-/// row's column once it has pushed a view's filter down ("Unknown identifier"), and constant
-/// arrays looked up with `transform` cost a dashboard more (two scalar subqueries per read).
+/// Rows a fenced-off owner wrote (ADR 0014) are left out: only rows of the lineage of the
+/// task's newest confirmed claim count (`tables::task_lineage`), as a restore of that claim
+/// counted them. Highest-epoch-wins alone hides a stalled owner's row only where the
+/// successor writes the same key, and processing-time windows (latency) are keys a successor
+/// replaying the same events never writes again. The rows meet their fence in an equi-join on
+/// (task, generation), `generation` a column of the joined subquery (newer servers resolve
+/// `USING` only there): ClickHouse 18.16 fails to analyse a lambda over a row's column once
+/// it has pushed a view's filter down ("Unknown identifier"), and constant arrays looked up
+/// with `transform` cost a dashboard more (two scalar subqueries per read).
 fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
     let time_column = if time == "window_start" {
         time.to_string()
@@ -42,7 +43,7 @@ fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
          hist_buckets, hist_counts, {generation} AS generation\n\
          FROM {database}.window_state WHERE family = '{}') AS state\n\
          ANY LEFT JOIN ({fences}) AS fence USING (task, generation)\n\
-         WHERE fenced_from = 0 OR epoch < fenced_from\n\
+         WHERE fenced = 0 OR epoch <= admitted_to\n\
          GROUP BY {time}, tenant_id, d1, d2, d3, task",
         family_name(family, span),
         generation = generation_sql("epoch"),
@@ -50,20 +51,9 @@ fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
     )
 }
 
-/// For every task and generation its confirmed claims name, `fenced_from`: one more than the
-/// lowest epoch a later generation resumed from (the generation's rows from there on were
-/// written after a successor took over), or 0 when no later generation exists. The right
-/// side of [`latest`]'s join, built from `task_claims` (two rows per restore) at every read.
+/// The right side of [`latest`]'s join (`tables::task_lineage`), built at every read.
 fn fences(database: &str) -> String {
-    format!(
-        "SELECT task, generation, if(empty(later), 0, arrayReduce('min', later) + 1) AS fenced_from \
-         FROM (SELECT task, generation, arrayFilter((b, g) -> g > generation, bases, gens) AS later \
-         FROM (SELECT task, groupArray(generation) AS gens, groupArray(base_epoch) AS bases \
-         FROM {database}.task_claims WHERE confirmed = 1 GROUP BY task) \
-         ARRAY JOIN arrayDistinct(arrayConcat(gens, arrayMap(b -> {}, bases))) \
-         AS generation)",
-        generation_sql("b")
-    )
+    task_lineage::fences_sql(database, &generation_sql("b"))
 }
 
 /// The view of a family's rows of `span` and its time column: `metrics_<family>`

@@ -15,6 +15,7 @@ pub mod ingest_outcomes;
 pub mod replays;
 pub mod sink_outcomes;
 pub mod task_claims;
+pub mod task_lineage;
 pub mod window_state;
 
 use crate::profile::ServerProfile;

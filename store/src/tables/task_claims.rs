@@ -221,6 +221,11 @@ impl Endpoint {
                 claim.confirmed = 1;
                 self.insert_rows::<ClaimRecord>("task_claims", std::slice::from_ref(&claim))
                     .await?;
+                // The chain this generation continues, for the views (`task_lineage`): fixed
+                // once confirmed, since it names only confirmed claims of older generations.
+                let lineage = self.lineage(task, base_epoch).await?;
+                self.record_lineage(task, claim.generation, &lineage)
+                    .await?;
                 return Ok(claim.generation);
             }
         }
