@@ -8,6 +8,7 @@ use salestalk_operators::routing::RoutingTable;
 use salestalk_sinks::retry::RetryPolicy;
 use salestalk_sinks::{FlushPlan, SinkBuild};
 use salestalk_store::ClickHouseError;
+use salestalk_store::tables::window_state::generation_in_sorting_key;
 
 use crate::settings::Settings;
 
@@ -50,7 +51,18 @@ pub async fn migrate(settings: &Settings, probes: &Probes) -> anyhow::Result<usi
     let profile = with_retries(&policy, "probing ClickHouse", beat, || endpoint.probe()).await?;
     tracing::info!(version = %profile.version, modern = profile.is_modern(), "ClickHouse");
     probes.wait_for("the schema");
-    with_retries(&policy, "migrating", beat, || endpoint.migrate(&profile)).await
+    let applied = with_retries(&policy, "migrating", beat, || endpoint.migrate(&profile)).await?;
+    match generation_in_sorting_key(endpoint, &endpoint.database).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "window_state was created before its sorting key kept each generation's rows apart: \
+             a rebalance that gives a partition to two instances at once can lose counts in a \
+             merge; rebuild it with the pipeline stopped (docs/operations.md, \
+             \"Rebuilding window_state\")"
+        ),
+        Err(error) => tracing::warn!(%error, "could not read window_state's sorting key"),
+    }
+    Ok(applied)
 }
 
 /// The sinks `sinks.flush_order` names, each built from its settings.

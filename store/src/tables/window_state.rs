@@ -19,6 +19,7 @@ use salestalk_operators::aggregate::Family;
 use salestalk_operators::flush::{Checkpoint, StateRow};
 use salestalk_operators::histogram::LogHistogram;
 use salestalk_operators::time::datetime;
+use salestalk_operators::time::epoch::generation_sql;
 use salestalk_operators::windows::{Span, WindowValue};
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,12 @@ use crate::endpoint::{ClickHouseError, Endpoint};
 /// dashboard's edge minutes, an alert's lookback): granules of 1,024 rows instead of 8,192
 /// cut what such a read drags in, which made the SRE page's panels about 40 % faster
 /// (docs/performance.md); databases created before keep 8,192 (the DDL is `IF NOT EXISTS`).
+///
+/// A merge keeps a key's highest epoch *within one generation* (`generation`, computed by the
+/// server from `epoch`, ends the sorting key): a row of a generation outside the lineage that
+/// counts (a claim that lost, a stalled owner's, ADR 0014) never replaces the rows that do, which
+/// the views and restores then could not find. Databases created before keep the key without
+/// it until rebuilt (`generation_in_sorting_key`, docs/operations.md).
 pub(crate) fn create(ddl: &Ddl<'_>) -> String {
     let Ddl { database, low, .. } = *ddl;
     format!(
@@ -44,11 +51,41 @@ pub(crate) fn create(ddl: &Ddl<'_>) -> String {
          ints Array(Int64),\n\
          floats Array(Float64),\n\
          hist_buckets Array(Int16),\n\
-         hist_counts Array(UInt64)\n\
+         hist_counts Array(UInt64),\n\
+         generation UInt64 MATERIALIZED {}\n\
          ) ENGINE = ReplacingMergeTree(epoch)\n\
-         ORDER BY (family, tenant_id, window_start, d1, d2, d3, task)\n\
-         SETTINGS index_granularity = 1024"
+         ORDER BY (family, tenant_id, window_start, d1, d2, d3, task, generation)\n\
+         SETTINGS index_granularity = 1024",
+        generation_sql("epoch")
     )
+}
+
+/// Whether `window_state` of `database` keeps each generation's rows apart in merges (its
+/// sorting key ends with `generation`); `false` for a table created before that, which a
+/// rebuild fixes (docs/operations.md, "Rebuilding window_state").
+pub async fn generation_in_sorting_key(
+    endpoint: &Endpoint,
+    database: &str,
+) -> Result<bool, ClickHouseError> {
+    let query: String = endpoint
+        .query(
+            "SELECT create_table_query FROM system.tables \
+             WHERE database = ? AND name = 'window_state'",
+        )
+        .bind(database)
+        .fetch_optional()
+        .await?
+        .unwrap_or_default();
+    Ok(query.is_empty() || sorting_key_has_generation(&query))
+}
+
+/// Whether the `CREATE TABLE` statement `statement` sorts by `generation` last.
+fn sorting_key_has_generation(statement: &str) -> bool {
+    statement.split_once("ORDER BY").is_some_and(|(_, key)| {
+        key.split(')')
+            .next()
+            .is_some_and(|key| key.trim_end().ends_with("generation"))
+    })
 }
 
 /// Family name of the checkpoint rows in `window_state`.
@@ -213,6 +250,23 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_sorting_key_ending_with_the_generation_is_recognised() {
+        let ddl = create(&Ddl {
+            database: "db",
+            low: "String",
+            ttl: false,
+        });
+        assert!(sorting_key_has_generation(&ddl));
+        let before = "CREATE TABLE db.window_state (family String, epoch UInt64) \
+                      ENGINE = ReplacingMergeTree(epoch) ORDER BY (family, tenant_id, window_start, d1, d2, d3, task) \
+                      SETTINGS index_granularity = 1024";
+        assert!(!sorting_key_has_generation(before));
+        assert!(!sorting_key_has_generation(
+            "CREATE TABLE db.t (a UInt8) ENGINE = Log"
+        ));
+    }
     use super::*;
 
     #[test]
