@@ -163,9 +163,7 @@ async fn a_stalled_owner_s_flushes_after_losing_its_partition_change_no_view() {
 /// generation of their own, and only confirmed ones count in a lineage.
 #[tokio::test(flavor = "multi_thread")]
 async fn owners_claiming_together_never_share_a_generation() {
-    let endpoint = crate::support::endpoint(&crate::support::unique("it_claims").replace('-', "_"));
-    let profile = endpoint.probe().await.expect("probe");
-    endpoint.migrate(&profile).await.expect("migrate");
+    let endpoint = crate::support::migrated_database("it_claims").await;
     let claims = (0..6).map(|i| {
         let endpoint = endpoint.clone();
         tokio::spawn(async move {
@@ -206,10 +204,7 @@ async fn owners_claiming_together_never_share_a_generation() {
 /// Unconfirmed claims fence nothing; tasks without claims keep every row.
 #[tokio::test(flavor = "multi_thread")]
 async fn views_count_no_row_written_after_a_successor_resumed() {
-    let endpoint =
-        crate::support::endpoint(&crate::support::unique("it_fence_views").replace('-', "_"));
-    let profile = endpoint.probe().await.expect("probe");
-    endpoint.migrate(&profile).await.expect("migrate");
+    let endpoint = crate::support::migrated_database("it_fence_views").await;
     let rows = [
         ("t/0", at(1, 1), "counts.1", 1),
         ("t/0", at(1, 2), "counts.2", 2),
@@ -258,10 +253,7 @@ async fn views_count_no_row_written_after_a_successor_resumed() {
 /// from generation 4's chain and all of generation 3 from generation 5's.
 #[tokio::test(flavor = "multi_thread")]
 async fn views_follow_the_newest_claim_when_claims_branch() {
-    let endpoint =
-        crate::support::endpoint(&crate::support::unique("it_fence_branch").replace('-', "_"));
-    let profile = endpoint.probe().await.expect("probe");
-    endpoint.migrate(&profile).await.expect("migrate");
+    let endpoint = crate::support::migrated_database("it_fence_branch").await;
     let claim = |base: u64| {
         let endpoint = endpoint.clone();
         async move {

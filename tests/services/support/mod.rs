@@ -29,6 +29,14 @@ pub fn endpoint(database: &str) -> salestalk_store::Endpoint {
     }
 }
 
+/// A fresh database of the configured server named after `prefix`, migrated.
+pub async fn migrated_database(prefix: &str) -> salestalk_store::Endpoint {
+    let endpoint = endpoint(&unique(prefix).replace('-', "_"));
+    let profile = endpoint.probe().await.expect("probe");
+    endpoint.migrate(&profile).await.expect("migrate");
+    endpoint
+}
+
 /// A name no other test run uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
