@@ -84,9 +84,11 @@ async fn a_replica_stopped_a_restart_and_a_writer_failover_change_no_view_read_t
     let isolated = Isolated::create("it-cluster", PARTITIONS).await;
     let setup = cluster_setup(isolated, 1);
     produce(&setup.env, 61, 20_000, 60);
+    let mut reaper = crate::support::KillIfPanicking::default();
     let mut run = salestalk_command(&["run"], &setup.env)
         .spawn()
         .expect("salestalk run starts");
+    reaper.watch(&run);
     assert!(
         wait_durable(&setup, 1, &mut [&mut run]).await > 0,
         "the run made progress"
@@ -125,6 +127,7 @@ async fn a_replica_stopped_a_restart_and_a_writer_failover_change_no_view_read_t
     let mut run = salestalk_command(&["run"], &setup.env)
         .spawn()
         .expect("salestalk run starts again");
+    reaper.watch(&run);
     let total = messages(&setup);
     assert_eq!(
         wait_durable(&setup, total, &mut [&mut run]).await,
@@ -153,6 +156,7 @@ async fn a_replica_stopped_a_restart_and_a_writer_failover_change_no_view_read_t
     let mut run = salestalk_command(&["run"], &failover.env)
         .spawn()
         .expect("salestalk run starts on replica 2");
+    reaper.watch(&run);
     let total = messages(&setup);
     assert_eq!(
         wait_durable(&failover, total, &mut [&mut run]).await,

@@ -199,6 +199,10 @@ async fn an_instance_joining_and_leaving_moves_only_the_partitions_that_change_o
     let a = start(&setup, "a", &extra);
     let b = start(&setup, "b", &extra);
     let c = start(&setup, "c", &extra);
+    let mut reaper = crate::support::KillIfPanicking::default();
+    for instance in [&a, &b, &c] {
+        reaper.watch(&instance.child);
+    }
     settled(&[&a, &b, &c], &mut Vec::new()).await;
 
     // Events keep arriving through both rebalances.
@@ -224,6 +228,7 @@ async fn an_instance_joining_and_leaving_moves_only_the_partitions_that_change_o
     // settled again after it left.
     let mut seen = vec![sample(&[&a, &b, &c])];
     let mut d = start(&setup, "d", &extra);
+    reaper.watch(&d.child);
     let joined = settled(&[&a, &b, &c, &d], &mut seen).await;
     let moved_in = joined.values().filter(|o| **o == "d").count();
     assert!(moved_in >= 1, "the new instance got no partition");

@@ -657,3 +657,33 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The processes a test started and hands around by value (stopped, waited for, replaced):
+/// killed (SIGKILL) if the test panics first, so a failed test leaves no `salestalk run`
+/// behind to write into the services the next tests use (one did: it went on migrating a
+/// dropped database on the cluster and held up its DDL queue).
+#[derive(Default)]
+pub struct KillIfPanicking(Vec<u32>);
+
+impl KillIfPanicking {
+    /// Kills `child` too, should the test panic.
+    pub fn watch(&mut self, child: &Child) {
+        self.0.push(child.id());
+    }
+}
+
+impl Drop for KillIfPanicking {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for pid in &self.0 {
+            // Only while it is still ours: a pid that ended may have been given to another.
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| line.windows(9).any(|w| w == b"salestalk"));
+            if ours {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).output();
+            }
+        }
+    }
+}
