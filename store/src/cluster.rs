@@ -61,10 +61,16 @@ impl ClusterSchema<'_> {
             let name = qualified_name(rest);
             let table = name.rsplit('.').next().unwrap_or(name);
             let change = &rest[name.len()..];
-            // The server refuses ALTER ... ON CLUSTER of the (unreplicated) Distributed twin
-            // on a replicated shard, so the twin is made again with the table's new columns.
+            // A replicated table's ALTER is replicated by the table itself to the other
+            // replicas of its shard (the cluster has one), so it runs here only: ON CLUSTER,
+            // 18.16 ran it on both replicas at once now and then, the second found the column
+            // already there, and its DDL worker stopped on a ZooKeeper error ("Node exists
+            // .../executed"), leaving every later ON CLUSTER statement waiting past
+            // `distributed_ddl_task_timeout` (seen in the cluster test). The server refuses
+            // ALTER ... ON CLUSTER of the (unreplicated) Distributed twin on a replicated
+            // shard, so the twin is made again, on every host, with the table's new columns.
             return vec![
-                format!("{ALTER_TABLE}{name}{}{change}", self.on_cluster()),
+                format!("{ALTER_TABLE}{name}{change}"),
                 format!(
                     "{DROP_TABLE}{name}{DISTRIBUTED_SUFFIX}{}",
                     self.on_cluster()
@@ -208,7 +214,7 @@ mod tests {
         assert_eq!(
             schema().rewrite("ALTER TABLE db.alerts ADD COLUMN x String"),
             [
-                "ALTER TABLE db.alerts ON CLUSTER salestalk ADD COLUMN x String",
+                "ALTER TABLE db.alerts ADD COLUMN x String",
                 "DROP TABLE IF EXISTS db.alerts_all ON CLUSTER salestalk",
                 "CREATE TABLE IF NOT EXISTS db.alerts_all ON CLUSTER salestalk AS db.alerts \
                  ENGINE = Distributed(salestalk, db, alerts)",

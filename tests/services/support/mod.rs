@@ -682,7 +682,9 @@ impl Drop for KillIfPanicking {
             let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|line| line.windows(9).any(|w| w == b"salestalk"));
             if ours {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).output();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .output();
             }
         }
     }
