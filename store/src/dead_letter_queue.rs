@@ -21,8 +21,10 @@ pub struct DlqFilter {
     pub tenants: Vec<String>,
     /// Event types.
     pub event_types: Vec<String>,
-    /// Event ids.
+    /// Event ids, in either letter case.
     pub event_ids: Vec<String>,
+    /// Correlation ids (`metadata.correlationId`), in either letter case.
+    pub correlation_ids: Vec<String>,
     /// Read by the pipeline at or after this (Unix s).
     pub since: Option<u32>,
     /// Read by the pipeline before this (Unix s).
@@ -43,6 +45,7 @@ impl DlqFilter {
             && self.tenants.is_empty()
             && self.event_types.is_empty()
             && self.event_ids.is_empty()
+            && self.correlation_ids.is_empty()
             && self.since.is_none()
             && self.until.is_none())
     }
@@ -69,6 +72,8 @@ pub struct DlqEntry {
     pub event_type: String,
     /// Event id, when readable.
     pub event_id: String,
+    /// Correlation id (`metadata.correlationId`), when readable.
+    pub correlation_id: String,
     /// Delivery attempts made.
     pub attempts: u32,
     /// First failure (Unix s).
@@ -102,7 +107,8 @@ const FILTER_SQL: &str = "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Arra
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), reason)) \
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), event_type)) \
-     AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), event_id)) \
+     AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), lower(event_id))) \
+     AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), lower(correlation_id))) \
      AND toUInt32(broker_time) >= ? AND toUInt32(broker_time) < ? \
      AND (? = '' OR status = ? OR (? = 'unresolved' AND status IN ('pending', 'answered')))";
 
@@ -113,9 +119,13 @@ fn bind_filter(mut query: crate::Query, filter: &DlqFilter) -> crate::Query {
         &filter.reasons,
         &filter.tenants,
         &filter.event_types,
-        &filter.event_ids,
     ] {
         query = query.bind(list).bind(list);
+    }
+    // Ids compare in lower case: a UUID is one id whatever the case it was written in.
+    for ids in [&filter.event_ids, &filter.correlation_ids] {
+        let lower = crate::query::lowercase(ids);
+        query = query.bind(&lower).bind(&lower);
     }
     let status = filter.status.clone().unwrap_or_default();
     query
@@ -138,7 +148,8 @@ impl Endpoint {
     pub async fn dlq_entries(&self, filter: &DlqFilter) -> Result<Vec<DlqEntry>, ClickHouseError> {
         let sql = format!(
             "SELECT topic, partition, offset, toUInt32(broker_time) AS broker_time, reason, error, \
-             tenant_id, event_type, event_id, attempts, toUInt32(first_failure) AS first_failure, \
+             tenant_id, event_type, event_id, correlation_id, attempts, \
+             toUInt32(first_failure) AS first_failure, \
              toUInt32(last_failure) AS last_failure, bytes, status, \
              toUInt32(resolved_at) AS resolved_at \
              FROM dead_letter_queue WHERE {FILTER_SQL} \
@@ -170,7 +181,7 @@ mod tests {
 
     #[test]
     fn the_filter_sql_has_one_bind_per_placeholder() {
-        let binds = 6 * 2 + 2 + 3;
+        let binds = 7 * 2 + 2 + 3;
         assert_eq!(FILTER_SQL.matches('?').count(), binds);
     }
 

@@ -110,3 +110,9 @@ impl Endpoint {
         insert.end().await.map_err(classify)
     }
 }
+
+/// `ids` in lower case, as the filters on event and correlation ids compare them (a UUID is
+/// one id whatever the case it was written in).
+pub(crate) fn lowercase(ids: &[String]) -> Vec<String> {
+    ids.iter().map(|id| id.to_lowercase()).collect()
+}

@@ -390,6 +390,50 @@ async fn a_refused_row_is_isolated_and_counts_once_after_a_fix_and_a_redrive() {
         shown.contains("reason:        sink_rejected") && shown.contains("\"eventId\""),
         "{shown}"
     );
+    // An entry is found by its event id and by its correlation id, written in either case.
+    let field = |name: &str| entries[0][name].as_str().expect(name).to_string();
+    let (event_id, correlation_id) = (field("event_id"), field("correlation_id"));
+    assert!(!correlation_id.is_empty(), "{listed}");
+    assert!(
+        shown.contains(&format!("correlation:   {correlation_id}")),
+        "{shown}"
+    );
+    let correlated = entries
+        .iter()
+        .filter(|e| e["correlation_id"].as_str() == Some(correlation_id.as_str()))
+        .count();
+    for (flag, value, expected) in [
+        ("--event-id", event_id.to_uppercase(), 1),
+        (
+            "--correlation-id",
+            correlation_id.to_uppercase(),
+            correlated,
+        ),
+    ] {
+        let found = stdout_of(&salestalk(
+            &[
+                "dlq",
+                "list",
+                "--reason",
+                "sink_rejected",
+                flag,
+                &value,
+                "--json",
+            ],
+            &setup.env,
+        ));
+        let ids: Vec<String> = found
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json line")["id"].to_string()
+            })
+            .collect();
+        assert_eq!(ids.len(), expected, "{flag} {value}: {found}");
+        assert!(
+            ids.contains(&entries[0]["id"].to_string()),
+            "{flag} {value}: {found}"
+        );
+    }
 
     // The operator fixes the table and redrives: the events count once, nothing else moves.
     stop_refusing(&client, "events_raw").await;

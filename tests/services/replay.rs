@@ -95,6 +95,67 @@ async fn replay_sends_exactly_the_selected_archived_events_and_records_it() {
     );
     assert!(lines[1].contains("(dry run)"), "{listed}");
     assert!(lines[0].contains(&format!("tenant={tenant}")), "{listed}");
+
+    // Every selector, each against the archive read independently; ids in either case.
+    let (id, other, correlation): (String, String, String) = client
+        .query(
+            "SELECT any(event_id), anyLast(event_id), any(correlation_id) FROM events_raw \
+             WHERE tenant_id = ? AND correlation_id != ''",
+        )
+        .bind(&tenant)
+        .fetch_one()
+        .await
+        .expect("archived ids");
+    assert_ne!(id, other);
+    let correlated: u64 = client
+        .query("SELECT uniqExact(tenant_id, event_id) FROM events_raw WHERE correlation_id = ?")
+        .bind(&correlation)
+        .fetch_one()
+        .await
+        .expect("correlated");
+    let (since, until): (u32, u32) = client
+        .query(
+            "SELECT toUInt32(quantileExact(0.25)(timestamp)), toUInt32(quantileExact(0.75)(timestamp)) \
+             FROM events_raw",
+        )
+        .fetch_one()
+        .await
+        .expect("a span");
+    let in_span: u64 = client
+        .query(
+            "SELECT uniqExact(tenant_id, event_id) FROM events_raw \
+             WHERE toUInt32(timestamp) >= ? AND toUInt32(timestamp) < ?",
+        )
+        .bind(since)
+        .bind(until)
+        .fetch_one()
+        .await
+        .expect("in the span");
+    let rfc3339 = |s: u32| {
+        chrono::DateTime::from_timestamp(i64::from(s), 0)
+            .expect("a time")
+            .to_rfc3339()
+    };
+    let (since_text, until_text) = (rfc3339(since), rfc3339(until));
+    let (upper, other_upper) = (id.to_uppercase(), other.to_uppercase());
+    let correlation_upper = correlation.to_uppercase();
+    let cases: [(&[&str], u64); 4] = [
+        (&["--event-id", &upper], 1),
+        (&["--event-id", &upper, "--event-id", &other_upper], 2),
+        (&["--correlation-id", &correlation_upper], correlated),
+        (&["--since", &since_text, "--until", &until_text], in_span),
+    ];
+    for (selectors, expected) in cases {
+        let mut args = vec!["replay", "run", "--to-topic", &topic, "--dry-run"];
+        args.extend(selectors);
+        let counted = stdout_of(&salestalk(&args, env));
+        assert!(
+            counted.contains(&format!(
+                "would send {expected} of {expected} archived events"
+            )),
+            "{selectors:?}: {counted}"
+        );
+    }
     setup.isolated.remove().await;
 }
 

@@ -84,9 +84,12 @@ pub struct FilterArgs {
     /// Event type (repeatable).
     #[arg(long)]
     event_type: Vec<String>,
-    /// Event id (repeatable).
+    /// Event id, in either letter case (repeatable).
     #[arg(long)]
     event_id: Vec<String>,
+    /// Correlation id (`metadata.correlationId`), in either letter case (repeatable).
+    #[arg(long)]
+    correlation_id: Vec<String>,
     /// Read at or after this time (RFC 3339).
     #[arg(long)]
     since: Option<DateTime<Utc>>,
@@ -140,6 +143,7 @@ impl FilterArgs {
             tenants: self.tenant,
             event_types: self.event_type,
             event_ids: self.event_id,
+            correlation_ids: self.correlation_id,
             since: self.since.map(seconds),
             until: self.until.map(seconds),
             status: status.filter(|s| s != "any"),
@@ -234,20 +238,21 @@ pub async fn list(settings: &Settings, filter: &DlqFilter, json: bool) -> anyhow
     } else {
         writeln!(
             out,
-            "{:<40} {:<20} {:<19} {:<20} {:<28} {:<9} ERROR",
-            "ID", "REASON", "READ AT", "TENANT", "EVENT TYPE", "STATUS"
+            "{:<40} {:<20} {:<19} {:<20} {:<28} {:<9} {:<36} ERROR",
+            "ID", "REASON", "READ AT", "TENANT", "EVENT TYPE", "STATUS", "CORRELATION"
         )?;
         for e in &entries {
             let error: String = e.error.chars().take(80).collect();
             writeln!(
                 out,
-                "{:<40} {:<20} {:<19} {:<20} {:<28} {:<9} {error}",
+                "{:<40} {:<20} {:<19} {:<20} {:<28} {:<9} {:<36} {error}",
                 e.id(),
                 e.reason,
                 time(e.broker_time),
                 e.tenant_id,
                 e.event_type,
-                e.status
+                e.status,
+                e.correlation_id
             )?;
         }
     }
@@ -279,6 +284,7 @@ pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<bool> {
     writeln!(out, "tenant:        {}", entry.tenant_id)?;
     writeln!(out, "event type:    {}", entry.event_type)?;
     writeln!(out, "event id:      {}", entry.event_id)?;
+    writeln!(out, "correlation:   {}", entry.correlation_id)?;
     writeln!(out, "read at:       {}", time(entry.broker_time))?;
     writeln!(out, "attempts:      {}", entry.attempts)?;
     writeln!(out, "first failure: {}", time(entry.first_failure))?;
@@ -300,7 +306,7 @@ pub async fn discard(
     anyhow::ensure!(
         filter.is_narrowed(),
         "refusing to discard every entry: give --id, --reason, --tenant, --event-type, \
-         --event-id, --since or --until"
+         --event-id, --correlation-id, --since or --until"
     );
     let endpoint = settings.clickhouse.clone();
     let filter = DlqFilter {

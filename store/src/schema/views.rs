@@ -209,13 +209,14 @@ pub fn views(database: &str) -> Vec<String> {
         format!(
             "CREATE VIEW {database}.dead_letter_queue AS\n\
              SELECT topic, partition, offset, broker_time, reason, error, tenant_id, event_type,\n\
-             event_id, attempts, first_failure, last_failure, bytes,\n\
+             event_id, correlation_id, attempts, first_failure, last_failure, bytes,\n\
              if(action = '', if(reason = 'rejected_at_ingest', 'answered', 'pending'), action) AS status,\n\
              resolved_at, resolution_note\n\
              FROM (SELECT topic, partition, offset, argMax(broker_time, written_at_ms) AS broker_time,\n\
              argMax(reason, written_at_ms) AS reason, argMax(error, written_at_ms) AS error,\n\
              argMax(tenant_id, written_at_ms) AS tenant_id, argMax(event_type, written_at_ms) AS event_type,\n\
-             argMax(event_id, written_at_ms) AS event_id, max(attempts) AS attempts,\n\
+             argMax(event_id, written_at_ms) AS event_id,\n\
+             argMax(correlation_id, written_at_ms) AS correlation_id, max(attempts) AS attempts,\n\
              min(first_failure) AS first_failure, max(last_failure) AS last_failure,\n\
              toUInt64(argMax(length(raw), written_at_ms)) AS bytes\n\
              FROM {database}.dead_letters GROUP BY topic, partition, offset) AS letters\n\

@@ -200,21 +200,24 @@ impl std::fmt::Display for ReplaySelection {
     }
 }
 
-const SELECTION_SQL: &str = "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), event_id)) \
+/// Ids (event and correlation) compare in lower case: a UUID is one id whatever the case it was
+/// written in.
+const SELECTION_SQL: &str = "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), lower(event_id))) \
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), event_type)) \
-     AND (? = '' OR correlation_id = ?) \
+     AND (? = '' OR lower(correlation_id) = ?) \
      AND toUInt32(timestamp) >= ? AND toUInt32(timestamp) < ?";
 
 fn bind_selection(mut query: crate::Query, selection: &ReplaySelection) -> crate::Query {
-    for list in [
-        &selection.event_ids,
-        &selection.tenants,
-        &selection.event_types,
-    ] {
+    let event_ids = crate::query::lowercase(&selection.event_ids);
+    for list in [&event_ids, &selection.tenants, &selection.event_types] {
         query = query.bind(list).bind(list);
     }
-    let correlation = selection.correlation_id.clone().unwrap_or_default();
+    let correlation = selection
+        .correlation_id
+        .as_deref()
+        .map(str::to_lowercase)
+        .unwrap_or_default();
     query
         .bind(&correlation)
         .bind(&correlation)
