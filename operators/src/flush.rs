@@ -75,6 +75,8 @@ pub struct ArchivedEvent {
     pub correlation_id: String,
     /// `metadata.causationId`, if any.
     pub causation_id: Option<EventId>,
+    /// `metadata.traceId`, or empty.
+    pub trace_id: String,
     /// Event time, Unix ms, as stamped.
     pub timestamp_ms: i64,
     /// Start of the window it was counted in (Unix s).

@@ -442,6 +442,7 @@ impl Task {
             session_id: envelope.session_id.unwrap_or_default().to_string(),
             correlation_id: envelope.metadata.correlation_id.to_string(),
             causation_id: envelope.metadata.causation_id,
+            trace_id: envelope.metadata.trace_id.unwrap_or_default().to_string(),
             timestamp_ms: stamped_ms,
             window_start: window,
             clock_skewed,

@@ -39,12 +39,15 @@ async fn produce(isolated: &Isolated, events: &[Value]) {
     }
 }
 
-/// One delivered record: key, the eventId header, the eventId in the payload.
+/// One delivered record: key, the eventId header, the eventId in the payload, and the
+/// correlation and trace headers (empty when absent).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Delivered {
     key: String,
     header_id: String,
     payload_id: String,
+    correlation: String,
+    trace: String,
 }
 
 /// Every record of `topic` (one partition).
@@ -53,6 +56,8 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<Delivered> {
         .into_iter()
         .map(|m| Delivered {
             header_id: m.header("salestalk.event_id").to_string(),
+            correlation: m.header("salestalk.correlation_id").to_string(),
+            trace: m.header("salestalk.trace_id").to_string(),
             key: m.key,
             payload_id: m.event_id,
         })
@@ -65,10 +70,13 @@ fn expected(events: &[&Value]) -> Vec<Delivered> {
         .iter()
         .map(|e| {
             let id = e["eventId"].as_str().expect("id").to_string();
+            let metadata = |name: &str| e["metadata"][name].as_str().unwrap_or("").to_string();
             Delivered {
                 key: e["tenantId"].as_str().expect("tenant").to_string(),
                 header_id: id.clone(),
                 payload_id: id,
+                correlation: metadata("correlationId"),
+                trace: metadata("traceId"),
             }
         })
         .collect();
@@ -165,7 +173,17 @@ targets = ["metrics", "standard"]
         for event_type in &types {
             for _ in 0..3 {
                 n += 1;
-                events.push(examples.event(event_type, tenant, n));
+                let mut event = examples.event(event_type, tenant, n);
+                // A trace id of its own on odd events, none on even ones.
+                let metadata = event["metadata"]
+                    .as_object_mut()
+                    .expect("the examples carry metadata");
+                if n % 2 == 1 {
+                    metadata.insert("traceId".into(), format!("1-{n:08x}-trace").into());
+                } else {
+                    metadata.remove("traceId");
+                }
+                events.push(event);
             }
         }
     }
@@ -191,7 +209,8 @@ targets = ["metrics", "standard"]
         .filter(|e| !is_vip(e) && !is_classification(e))
         .collect();
     assert_eq!(vip.len() + standard.len() + rest.len(), events.len());
-    // Each target got exactly its events, once each, keyed by tenant, the id in a header.
+    // Each target got exactly its events, once each, keyed by tenant, the ids in headers (the
+    // trace id only where the event has one).
     assert_eq!(
         sorted(read_topic(&isolated.brokers, &topic("vip"))),
         expected(&vip)
@@ -208,8 +227,27 @@ targets = ["metrics", "standard"]
     let default_target = format!("{prefix}.consumer.insights-queue");
     assert!(read_topic(&isolated.brokers, &default_target).is_empty());
 
-    // The missing target's events are dead letters naming it, addressed to its topic.
+    // The archive keeps each event's trace id.
     let client = isolated.endpoint().client();
+    let mut archived: Vec<(String, String)> = client
+        .query("SELECT DISTINCT event_id, trace_id FROM events_raw")
+        .fetch_all()
+        .await
+        .expect("archived trace ids");
+    archived.sort();
+    let mut traced: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["eventId"].as_str().expect("id").to_lowercase(),
+                e["metadata"]["traceId"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    traced.sort();
+    assert_eq!(archived, traced);
+
+    // The missing target's events are dead letters naming it, addressed to its topic.
     let letters: Vec<Letter> = client
         .query(
             "SELECT topic, partition, reason, error, tenant_id, event_id, attempts \

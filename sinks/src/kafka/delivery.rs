@@ -208,7 +208,7 @@ impl Delivery {
 /// The record of `event` for `topic`.
 fn record<'a>(topic: &'a str, event: &'a ArchivedEvent) -> FutureRecord<'a, str, [u8]> {
     let event_id = event.event_id.to_string();
-    let headers = OwnedHeaders::new_with_capacity(3)
+    let mut headers = OwnedHeaders::new_with_capacity(5)
         .insert(Header {
             key: header::EVENT_ID,
             value: Some(event_id.as_str()),
@@ -220,7 +220,18 @@ fn record<'a>(topic: &'a str, event: &'a ArchivedEvent) -> FutureRecord<'a, str,
         .insert(Header {
             key: header::TENANT,
             value: Some(event.tenant_id.as_str()),
+        })
+        .insert(Header {
+            key: header::CORRELATION_ID,
+            value: Some(event.correlation_id.as_str()),
         });
+    // Tracing follows the event into the target's consumers.
+    if !event.trace_id.is_empty() {
+        headers = headers.insert(Header {
+            key: header::TRACE_ID,
+            value: Some(event.trace_id.as_str()),
+        });
+    }
     FutureRecord::to(topic)
         .key(event.tenant_id.as_str())
         .payload(&event.raw[..])

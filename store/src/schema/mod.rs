@@ -206,6 +206,13 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
             "the lineage of each task's newest claim",
             [task_lineage::create(&ddl)],
         ),
+        // The archive keeps `metadata.traceId` (and deliveries pass it on as a header), so an
+        // event can be followed into the tracing system from a dead letter or a replay.
+        Migration::new(
+            20,
+            "the archive keeps the trace id",
+            [events_raw::add_trace_id(&ddl)],
+        ),
     ]
 }
 

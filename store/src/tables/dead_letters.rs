@@ -131,7 +131,8 @@ impl<'a> DeadLetterRow<'a> {
 }
 
 /// The names of a dead letter's columns as Kafka record headers (on the dead-letter topic;
-/// a delivered event carries the event's three): stable, like the columns.
+/// a delivered event carries its id, type, tenant, correlation and trace ids): stable, like the
+/// columns.
 pub mod header {
     /// Source topic.
     pub const TOPIC: &str = "salestalk.source.topic";
@@ -153,6 +154,8 @@ pub mod header {
     pub const ATTEMPTS: &str = "salestalk.attempts";
     /// `metadata.correlationId`, when readable.
     pub const CORRELATION_ID: &str = "salestalk.correlation_id";
+    /// `metadata.traceId`, on a delivered event that has one.
+    pub const TRACE_ID: &str = "salestalk.trace_id";
 }
 
 /// Longest error text put in a header.

@@ -61,6 +61,14 @@ pub(crate) fn add_late(ddl: &Ddl<'_>) -> String {
     )
 }
 
+/// Migration 20: `metadata.traceId`, kept to follow an event into the tracing system.
+pub(crate) fn add_trace_id(ddl: &Ddl<'_>) -> String {
+    format!(
+        "ALTER TABLE {}.events_raw ADD COLUMN trace_id String",
+        ddl.database
+    )
+}
+
 /// One row of `events_raw`, as the archive sink writes it.
 #[derive(Debug, Clone, Row, Serialize)]
 pub struct ArchiveRow<'a> {
@@ -90,6 +98,8 @@ pub struct ArchiveRow<'a> {
     pub correlation_id: &'a str,
     /// `metadata.causationId`, or empty.
     pub causation_id: String,
+    /// `metadata.traceId`, or empty.
+    pub trace_id: &'a str,
     /// The topic it was read from (a Kinesis shard's stored topic).
     pub topic: &'a str,
     /// Its partition.
@@ -126,6 +136,7 @@ impl<'a> ArchiveRow<'a> {
                 .causation_id
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
+            trace_id: &event.trace_id,
             topic: &flush.topic,
             partition: flush.partition,
             offset: event.offset,
