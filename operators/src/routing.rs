@@ -534,6 +534,53 @@ mod tests {
     }
 
     #[test]
+    fn source_patterns_route_by_the_emitting_service() {
+        let by_source = |name: &str, sources: &[&str], targets: &[&str]| RuleSettings {
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            ..rule(name, &[], &[], targets)
+        };
+        let table = RoutingTable::compile(&settings(vec![
+            by_source("chat", &["chat-handler"], &["insights", "metrics"]),
+            by_source("billing", &["billing-*"], &["billing"]),
+            rule("rest", &["*"], &[], &["metrics"]),
+        ]))
+        .expect("valid");
+        let names = |targets: &[usize]| -> Vec<&str> {
+            targets
+                .iter()
+                .map(|&i| table.targets()[i].as_str())
+                .collect()
+        };
+        let route = |source: &str| {
+            let (rule, targets) = table.route("narrative.generated.v1", "tenant-1", source);
+            (rule, names(targets))
+        };
+        assert_eq!(
+            route("chat-handler"),
+            (Some("chat"), vec!["insights", "metrics"])
+        );
+        assert_eq!(
+            route("chat-handler-2"),
+            (Some("rest"), vec!["metrics"]),
+            "exact, not a prefix"
+        );
+        assert_eq!(route("billing-worker"), (Some("billing"), vec!["billing"]));
+        assert_eq!(route("billing-"), (Some("billing"), vec!["billing"]));
+        assert_eq!(route("metrics-handler"), (Some("rest"), vec!["metrics"]));
+        // A rule over a source prefix makes a later rule for one of its sources unreachable.
+        let shadowed = RoutingTable::compile(&settings(vec![
+            by_source("all-billing", &["billing-*"], &["billing"]),
+            by_source("one-billing", &["billing-worker"], &["insights"]),
+        ]))
+        .expect_err("the second rule is unreachable")
+        .join("\n");
+        assert!(
+            shadowed.contains("('one-billing'): unreachable, rule 'all-billing'"),
+            "{shadowed}"
+        );
+    }
+
+    #[test]
     fn every_problem_is_named() {
         let mut bad = settings(vec![
             rule("all", &["*"], &[], &["metrics"]),
