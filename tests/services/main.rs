@@ -31,3 +31,4 @@ mod rebalance;
 mod replay;
 mod retention;
 mod routing;
+mod trace;

@@ -15,29 +15,7 @@ use serde_json::Value;
 
 use crate::support::eventually::becomes_ready;
 use crate::support::fixtures::Examples;
-use crate::support::{Isolated, create_topics_at, salestalk, stdout_of};
-
-/// Produces `events` to their domains' topics of `isolated`, keyed by tenant.
-async fn produce(isolated: &Isolated, events: &[Value]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &isolated.brokers)
-        .create()
-        .expect("producer");
-    for event in events {
-        let event_type = event["eventType"].as_str().expect("type");
-        let domain = event_type.split('.').next().expect("domain");
-        let topic = format!("{}.{domain}", isolated.prefix);
-        let payload = serde_json::to_vec(event).expect("bytes");
-        let tenant = event["tenantId"].as_str().expect("tenant");
-        producer
-            .send(
-                FutureRecord::to(&topic).key(tenant).payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
-    }
-}
+use crate::support::{Isolated, create_topics_at, produce_events, salestalk, stdout_of};
 
 /// One delivered record: key, the eventId header, the eventId in the payload, and the
 /// correlation and trace headers (empty when absent).
@@ -187,7 +165,7 @@ targets = ["metrics", "standard"]
             }
         }
     }
-    produce(&isolated, &events).await;
+    produce_events(&isolated, &events).await;
     stdout_of(&salestalk(
         &["--config", &config, "run", "--idle-exit", "6s"],
         env,
@@ -331,7 +309,7 @@ targets = ["metrics", "standard"]
     let later: Vec<Value> = (0..4)
         .map(|i| examples.event("tenant.provisioned.v1", "tenant-vip-3", 1_000 + i))
         .collect();
-    produce(&isolated, &later).await;
+    produce_events(&isolated, &later).await;
     stdout_of(&salestalk(
         &["--config", &config, "run", "--idle-exit", "6s"],
         env,
@@ -424,7 +402,7 @@ targets = ["metrics", "flaky"]
                 examples.event(event_type, &format!("tenant-{}", n % 3), n)
             })
             .collect();
-        produce(&isolated, &wave).await;
+        produce_events(&isolated, &wave).await;
         events.extend(wave);
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
@@ -436,7 +414,7 @@ targets = ["metrics", "flaky"]
             examples.event(event_type, "tenant-0", n)
         })
         .collect();
-    produce(&isolated, &last).await;
+    produce_events(&isolated, &last).await;
     events.extend(last);
     let wanted: BTreeSet<String> = events
         .iter()
@@ -554,7 +532,7 @@ consumer_groups = ["{group}"]
     let events: Vec<Value> = (0..30)
         .map(|n| examples.event("classification.performed.v1", "tenant-w", n))
         .collect();
-    produce(&isolated, &events).await;
+    produce_events(&isolated, &events).await;
     stdout_of(&salestalk(
         &["--config", &path, "run", "--idle-exit", "6s"],
         &env,

@@ -16,6 +16,7 @@ pub mod retention;
 pub mod routes;
 pub mod run;
 pub mod serve;
+pub mod trace;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +82,9 @@ enum Command {
     /// Make, list and revoke API keys (stored hashed in ClickHouse).
     #[command(subcommand)]
     Keys(keys::Command),
+    /// Every event of one correlation id and what became of it (counted, late, dead-lettered,
+    /// delivered, replayed).
+    Trace(trace::Args),
 }
 
 impl Cli {
@@ -104,6 +108,7 @@ impl Cli {
             Command::Routes(args) => routes::execute(config, args),
             Command::Replay(command) => replay::execute(config, command),
             Command::Publish(args) => publish::execute(config, args),
+            Command::Trace(args) => trace::execute(config, args),
         }
     }
 }

@@ -213,6 +213,72 @@ impl std::fmt::Display for ReplaySelection {
 
 /// Ids (event and correlation) compare in lower case: a UUID is one id whatever the case it was
 /// written in.
+impl ReplaySelection {
+    /// The selection a replay recorded as text ([`Display`](std::fmt::Display)'s form), or
+    /// `None` for text that is not one.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut selection = Self::default();
+        if text == "everything archived" {
+            return Some(selection);
+        }
+        let list = |value: &str| value.split(',').map(str::to_string).collect::<Vec<_>>();
+        for part in text.split(' ') {
+            let (name, value) = part.split_once('=')?;
+            match name {
+                "event-id" => selection.event_ids = list(value),
+                "tenant" => selection.tenants = list(value),
+                "event-type" => selection.event_types = list(value),
+                "correlation-id" => selection.correlation_id = Some(value.to_string()),
+                "since" => selection.since = Some(value.parse().ok()?),
+                "until" => selection.until = Some(value.parse().ok()?),
+                _ => return None,
+            }
+        }
+        Some(selection)
+    }
+
+    /// Whether the archived `event` is in the selection (as [`SELECTION_SQL`] decides).
+    pub fn selects(&self, event: &CorrelatedEvent) -> bool {
+        let any_or =
+            |list: &[String], value: &str| list.is_empty() || list.iter().any(|v| v == value);
+        let ids = crate::query::lowercase(&self.event_ids);
+        any_or(&ids, &event.event_id.to_lowercase())
+            && any_or(&self.tenants, &event.tenant_id)
+            && any_or(&self.event_types, &event.event_type)
+            && self
+                .correlation_id
+                .as_ref()
+                .is_none_or(|c| c.to_lowercase() == event.correlation_id.to_lowercase())
+            && event.timestamp >= self.since.unwrap_or(0)
+            && event.timestamp < self.until.unwrap_or(u32::MAX)
+    }
+}
+
+/// One archived event of a correlation, as `salestalk trace` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize, serde::Serialize)]
+pub struct CorrelatedEvent {
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Its id, as stored (lowercase).
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// The service that emitted it.
+    pub source: String,
+    /// `metadata.correlationId` as written.
+    pub correlation_id: String,
+    /// Event time (Unix s).
+    pub timestamp: u32,
+    /// Whether it arrived after its window was final (counted by its day's correction).
+    pub late: u8,
+    /// Where it was read (the newest copy's): topic, partition, offset.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
+
 const SELECTION_SQL: &str = "(empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), lower(event_id))) \
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
      AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), event_type)) \
@@ -323,6 +389,26 @@ struct TenantTotal {
 }
 
 impl Endpoint {
+    /// Every archived event whose `metadata.correlationId` is `correlation` (in either case),
+    /// each once, by event time.
+    pub async fn correlated_events(
+        &self,
+        correlation: &str,
+    ) -> Result<Vec<CorrelatedEvent>, ClickHouseError> {
+        self.query(
+            "SELECT tenant_id, event_id, any(event_type) AS type, any(source) AS emitted_by, \
+             any(correlation_id) AS correlation, toUInt32(min(timestamp)) AS at, \
+             argMax(late, durable_at_ms) AS newest_late, argMax(topic, durable_at_ms) AS newest_topic, \
+             argMax(partition, durable_at_ms) AS newest_partition, \
+             argMax(offset, durable_at_ms) AS newest_offset \
+             FROM events_raw WHERE lower(correlation_id) = ? \
+             GROUP BY tenant_id, event_id ORDER BY at, tenant_id, event_id",
+        )
+        .bind(correlation.to_lowercase())
+        .fetch_all()
+        .await
+    }
+
     /// The ids the task of `topic`/`partition` counted below `next_offset` in windows from
     /// `horizon_start_ms` on (see [`SEEN_QUERY`]): (tenant, id, window start in Unix ms).
     pub async fn counted_ids(
@@ -452,5 +538,66 @@ impl Endpoint {
             .bind(after.id_text())
             .fetch_all()
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_id: &str, correlation_id: &str, timestamp: u32) -> CorrelatedEvent {
+        CorrelatedEvent {
+            tenant_id: "tenant-a".into(),
+            event_id: event_id.into(),
+            event_type: "classification.performed.v1".into(),
+            source: "chat-handler".into(),
+            correlation_id: correlation_id.into(),
+            timestamp,
+            late: 0,
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+        }
+    }
+
+    #[test]
+    fn a_recorded_selection_reads_back_as_the_selection_it_was() {
+        let selection = ReplaySelection {
+            event_ids: vec!["AB".into(), "cd".into()],
+            tenants: vec!["tenant-a".into()],
+            event_types: vec!["classification.performed.v1".into()],
+            correlation_id: Some("Corr-1".into()),
+            since: Some(10),
+            until: Some(20),
+        };
+        assert_eq!(
+            ReplaySelection::parse(&selection.to_string()),
+            Some(selection)
+        );
+        let everything = ReplaySelection::default();
+        assert_eq!(
+            ReplaySelection::parse(&everything.to_string()),
+            Some(everything)
+        );
+        assert_eq!(ReplaySelection::parse("shard=7"), None);
+    }
+
+    #[test]
+    fn a_selection_holds_the_events_its_query_would_read() {
+        let selection = ReplaySelection {
+            event_ids: vec!["AB".into()],
+            correlation_id: Some("CORR-1".into()),
+            since: Some(10),
+            until: Some(20),
+            ..ReplaySelection::default()
+        };
+        assert!(selection.selects(&event("ab", "corr-1", 10)));
+        assert!(
+            !selection.selects(&event("ab", "corr-1", 20)),
+            "until is exclusive"
+        );
+        assert!(!selection.selects(&event("ab", "corr-2", 15)));
+        assert!(!selection.selects(&event("cd", "corr-1", 15)));
+        assert!(ReplaySelection::default().selects(&event("cd", "x", 0)));
     }
 }

@@ -29,6 +29,30 @@ pub fn endpoint(database: &str) -> salestalk_store::Endpoint {
     }
 }
 
+/// Produces `events` to their domains' topics of `isolated` (`<prefix>.<domain>`), keyed by
+/// tenant, in order.
+pub async fn produce_events(isolated: &Isolated, events: &[serde_json::Value]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .create()
+        .expect("producer");
+    for event in events {
+        let event_type = event["eventType"].as_str().expect("type");
+        let domain = event_type.split('.').next().expect("domain");
+        let topic = format!("{}.{domain}", isolated.prefix);
+        let payload = serde_json::to_vec(event).expect("bytes");
+        let tenant = event["tenantId"].as_str().expect("tenant");
+        producer
+            .send(
+                FutureRecord::to(&topic).key(tenant).payload(&payload),
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+    }
+}
+
 /// A fresh database of the configured server named after `prefix`, migrated.
 pub async fn migrated_database(prefix: &str) -> salestalk_store::Endpoint {
     let endpoint = endpoint(&unique(prefix).replace('-', "_"));
