@@ -38,10 +38,13 @@ pub fn signal_sql(rule: &Rule) -> String {
     let min = rule.min_events;
     match rule.signal {
         // Accepted over submitted (`publish_outcomes`: the gateway's entries and the messages
-        // that reached the topics directly), in the minute they were submitted.
+        // that reached the topics directly), in the minute they were submitted. Throttled
+        // entries are neither: a tenant over its rate is told to send again later, which is no
+        // failure of the publish path (reported apart as `throttled`).
         Signal::PublishSuccessRate => format!(
             "SELECT {tenant} AS subject_tenant, '' AS subject_consumer, \
-             toUInt64(sum(submitted)) AS measured, sum(accepted) / sum(submitted) AS value \
+             toUInt64(sum(submitted) - sum(throttled)) AS measured, \
+             sum(accepted) / (sum(submitted) - sum(throttled)) AS value \
              FROM publish_outcomes WHERE window_start >= {since} \
              GROUP BY subject_tenant, subject_consumer HAVING measured >= greatest({min}, 1) \
              ORDER BY subject_tenant"

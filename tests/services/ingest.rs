@@ -482,6 +482,23 @@ async fn a_tenant_over_its_rate_is_throttled_and_a_resend_gets_through() {
     };
     let counted = eventually(Duration::from_secs(30), throttled, |n| *n >= 7).await;
     assert_eq!(counted, 7);
+    // Throttling is not a failed publish: the publish success the alert measures is 5 of 5.
+    let rule = salestalk_alerting::Rule {
+        scope: salestalk_alerting::Scope::Tenant,
+        lookback_ms: 3_600_000,
+        min_events: 1,
+        ..salestalk_alerting::Rule::spec_defaults()
+            .into_iter()
+            .find(|r| r.signal == salestalk_alerting::Signal::PublishSuccessRate)
+            .expect("the publish success rule")
+    };
+    let measured = isolated.endpoint().measure(&rule).await.expect("measured");
+    let tenant_a: Vec<(u64, f64)> = measured
+        .iter()
+        .filter(|m| m.subject_tenant == "tenant-a")
+        .map(|m| (m.measured, m.value))
+        .collect();
+    assert_eq!(tenant_a, [(5, 1.0)], "{measured:?}");
 
     // All twelve again through `publish`: it resends what is throttled until it is taken.
     let dir = tempfile::tempdir().expect("tempdir");

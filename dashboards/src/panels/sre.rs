@@ -121,14 +121,16 @@ pub(super) fn sre() -> Dashboard {
             ),
             panel(
                 "publish_success",
-                "Publish success rate (accepted / submitted)",
+                "Publish success rate (accepted / submitted, throttled apart)",
                 Chart::Stat,
                 Unit::Share,
                 format!(
                     "SELECT if(submitted_n = 0, 1, accepted_n / submitted_n) AS value, \
-                     submitted_n AS submitted_total, submitted_n - accepted_n AS failed_total \
-                     FROM (SELECT toUInt64(sum(n_submitted)) AS submitted_n, \
-                     toUInt64(sum(n_accepted)) AS accepted_n FROM ({}))",
+                     submitted_n AS submitted_total, submitted_n - accepted_n AS failed_total, \
+                     throttled_n AS throttled_total \
+                     FROM (SELECT toUInt64(sum(n_submitted) - sum(n_throttled)) AS submitted_n, \
+                     toUInt64(sum(n_accepted)) AS accepted_n, \
+                     toUInt64(sum(n_throttled)) AS throttled_n FROM ({}))",
                     publish_sources()
                 ),
             ),
