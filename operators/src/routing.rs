@@ -461,6 +461,14 @@ mod tests {
         }
     }
 
+    /// The names of `targets` (indexes into `table`'s targets).
+    fn target_names<'t>(table: &'t RoutingTable, targets: &[usize]) -> Vec<&'t str> {
+        targets
+            .iter()
+            .map(|&i| table.targets()[i].as_str())
+            .collect()
+    }
+
     fn settings(rules: Vec<RuleSettings>) -> RoutingSettings {
         let target = |topic: &str| TargetSettings {
             topic: topic.into(),
@@ -507,12 +515,7 @@ mod tests {
             ),
         ]))
         .expect("valid");
-        let names = |targets: &[usize]| -> Vec<&str> {
-            targets
-                .iter()
-                .map(|&i| table.targets()[i].as_str())
-                .collect()
-        };
+        let names = |targets: &[usize]| target_names(&table, targets);
         let (rule, targets) = table.route("classification.performed.v2", "tenant-vip-7", "chat");
         assert_eq!(
             (rule, names(targets)),
@@ -545,12 +548,7 @@ mod tests {
             rule("rest", &["*"], &[], &["metrics"]),
         ]))
         .expect("valid");
-        let names = |targets: &[usize]| -> Vec<&str> {
-            targets
-                .iter()
-                .map(|&i| table.targets()[i].as_str())
-                .collect()
-        };
+        let names = |targets: &[usize]| target_names(&table, targets);
         let route = |source: &str| {
             let (rule, targets) = table.route("narrative.generated.v1", "tenant-1", source);
             (rule, names(targets))
