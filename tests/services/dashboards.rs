@@ -125,7 +125,10 @@ async fn every_grafana_panel_query_runs_and_agrees_with_the_views() {
     let tenants = panel("billing", "Cost and tokens per tenant");
     assert!(close(sum(&column(tenants, "cost_nanos")) / 1e9, total_cost));
     let rate = column(
-        panel("sre", "Publish success rate (accepted / submitted)"),
+        panel(
+            "sre",
+            "Publish success rate (accepted / submitted, throttled apart)",
+        ),
         "value",
     );
     assert!(
