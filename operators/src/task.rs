@@ -442,7 +442,7 @@ impl Task {
             session_id: envelope.session_id.unwrap_or_default().to_string(),
             correlation_id: envelope.metadata.correlation_id.to_string(),
             causation_id: envelope.metadata.causation_id,
-            trace_id: envelope.metadata.trace_id.unwrap_or_default().to_string(),
+            trace_id: kept_trace_id(envelope.metadata.trace_id).to_string(),
             timestamp_ms: stamped_ms,
             window_start: window,
             clock_skewed,
@@ -641,9 +641,53 @@ fn describe(violations: &[Violation]) -> String {
     text
 }
 
+/// Longest `metadata.traceId` kept in the archive and passed on to the targets (an X-Ray id
+/// is 35 characters): the contract bounds it by nothing but the message's size, and a longer
+/// one is not copied into every archived row and delivered record.
+pub const MAX_TRACE_ID_BYTES: usize = 256;
+
+/// `trace_id` when it is short enough to keep, else empty (the event itself is unaffected).
+fn kept_trace_id(trace_id: Option<&str>) -> &str {
+    trace_id
+        .filter(|id| id.len() <= MAX_TRACE_ID_BYTES)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_id_is_kept_up_to_its_bound() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        let with_trace = |id: u32, trace: &str| {
+            String::from_utf8(event(id, T0, "a"))
+                .expect("utf-8")
+                .replace(
+                    r#"{"correlationId":"c"}"#,
+                    &format!(r#"{{"correlationId":"c","traceId":"{trace}"}}"#),
+                )
+                .into_bytes()
+        };
+        let short = "1-5e1c6b3d-a9c8b7d6e5f4a3b2c1d0e1f0";
+        let at_bound = "t".repeat(MAX_TRACE_ID_BYTES);
+        let over = "t".repeat(MAX_TRACE_ID_BYTES + 1);
+        feed(
+            &mut task,
+            &[
+                (0, T0, with_trace(1, short)),
+                (1, T0, with_trace(2, &at_bound)),
+                (2, T0, with_trace(3, &over)),
+            ],
+        );
+        let flush = task.flush(T0 + 1000);
+        let kept: Vec<usize> = flush.archive.iter().map(|e| e.trace_id.len()).collect();
+        assert_eq!(
+            kept,
+            [short.len(), MAX_TRACE_ID_BYTES, 0],
+            "every event archived"
+        );
+    }
 
     use crate::time::MINUTE_MS as MINUTE;
     const T0: i64 = 1_762_646_400_000; // 2025-11-09T00:00:00Z
