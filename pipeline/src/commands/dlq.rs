@@ -210,16 +210,6 @@ async fn dispatch(settings: &Settings, command: Command) -> anyhow::Result<ExitC
     }
 }
 
-fn time(seconds: u32) -> String {
-    if seconds == 0 {
-        return "-".into();
-    }
-    chrono::DateTime::from_timestamp(i64::from(seconds), 0).map_or_else(
-        || seconds.to_string(),
-        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-    )
-}
-
 /// Prints the entries matching `filter`: a table, or one JSON object per line.
 pub async fn list(settings: &Settings, filter: &DlqFilter, json: bool) -> anyhow::Result<usize> {
     let entries = settings
@@ -248,7 +238,7 @@ pub async fn list(settings: &Settings, filter: &DlqFilter, json: bool) -> anyhow
                 "{:<40} {:<20} {:<19} {:<20} {:<28} {:<9} {:<36} {error}",
                 e.id(),
                 e.reason,
-                time(e.broker_time),
+                super::utc_time(e.broker_time),
                 e.tenant_id,
                 e.event_type,
                 e.status,
@@ -277,7 +267,7 @@ pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<bool> {
     writeln!(out, "id:            {}", entry.id())?;
     writeln!(out, "status:        {}", entry.status)?;
     if entry.resolved_at > 0 {
-        writeln!(out, "resolved at:   {}", time(entry.resolved_at))?;
+        writeln!(out, "resolved at:   {}", super::utc_time(entry.resolved_at))?;
     }
     writeln!(out, "reason:        {}", entry.reason)?;
     writeln!(out, "error:         {}", entry.error)?;
@@ -285,10 +275,18 @@ pub async fn show(settings: &Settings, id: &str) -> anyhow::Result<bool> {
     writeln!(out, "event type:    {}", entry.event_type)?;
     writeln!(out, "event id:      {}", entry.event_id)?;
     writeln!(out, "correlation:   {}", entry.correlation_id)?;
-    writeln!(out, "read at:       {}", time(entry.broker_time))?;
+    writeln!(out, "read at:       {}", super::utc_time(entry.broker_time))?;
     writeln!(out, "attempts:      {}", entry.attempts)?;
-    writeln!(out, "first failure: {}", time(entry.first_failure))?;
-    writeln!(out, "last failure:  {}", time(entry.last_failure))?;
+    writeln!(
+        out,
+        "first failure: {}",
+        super::utc_time(entry.first_failure)
+    )?;
+    writeln!(
+        out,
+        "last failure:  {}",
+        super::utc_time(entry.last_failure)
+    )?;
     writeln!(out, "bytes:         {}", entry.bytes)?;
     match std::str::from_utf8(&raw) {
         Ok(text) => writeln!(out, "raw:\n{text}")?,

@@ -122,3 +122,15 @@ fn start(config: Option<&Path>) -> anyhow::Result<(Settings, tokio::runtime::Run
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     Ok((settings, runtime))
 }
+
+/// A time stored as Unix seconds, as the commands print it (`2026-12-06T05:30:00Z`; `-` for 0,
+/// "never").
+pub(crate) fn utc_time(seconds: u32) -> String {
+    if seconds == 0 {
+        return "-".into();
+    }
+    chrono::DateTime::from_timestamp(i64::from(seconds), 0).map_or_else(
+        || seconds.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}

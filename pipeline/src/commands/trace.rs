@@ -40,7 +40,7 @@ struct Fate {
     event: String,
     event_type: String,
     tenant: String,
-    /// Event time (archived events) or read time (dead letters), RFC 3339.
+    /// Event time (archived events) or read time (dead letters), UTC.
     at: String,
     /// `counted`, `late` (archived after its window was final, counted by its day's
     /// correction), `not_counted` (archived; the routing keeps it out of the metrics) or
@@ -142,7 +142,7 @@ fn archived_fate(
         event: event.event_id.clone(),
         event_type: event.event_type.clone(),
         tenant: event.tenant_id.clone(),
-        at: rfc3339(event.timestamp),
+        at: super::utc_time(event.timestamp),
         fate: match (event.late != 0, counted) {
             (true, _) => "late",
             (false, true) => "counted",
@@ -170,7 +170,7 @@ fn refused_fate(letter: &DlqEntry) -> Fate {
         event,
         event_type: letter.event_type.clone(),
         tenant: letter.tenant_id.clone(),
-        at: rfc3339(letter.broker_time),
+        at: super::utc_time(letter.broker_time),
         fate: "dead_lettered",
         dead_letter: Some(format!("{} ({}): {error}", letter.reason, letter.status)),
         delivered_to: Vec::new(),
@@ -182,11 +182,6 @@ fn refused_fate(letter: &DlqEntry) -> Fate {
 /// The target a `delivery_failed` dead letter's error names (`target NAME (topic ...) ...`).
 fn failed_target(error: &str) -> Option<&str> {
     error.strip_prefix("target ")?.split(' ').next()
-}
-
-fn rfc3339(seconds: u32) -> String {
-    chrono::DateTime::from_timestamp(i64::from(seconds), 0)
-        .map_or_else(|| seconds.to_string(), |t| t.to_rfc3339())
 }
 
 fn print_text(out: &mut impl Write, fate: &Fate) -> std::io::Result<()> {
