@@ -12,6 +12,7 @@ use crate::formats;
 use crate::limits::{MAX_IDENTIFIER_LEN, MAX_SET_ITEMS};
 use crate::pointer::{self, Segment};
 use crate::violation::{Expected, Format, JsonType, Violation, ViolationKind};
+use crate::warning::ContractWarning;
 
 /// A JSON object, as parsed.
 pub(crate) use crate::json::Object;
@@ -24,9 +25,42 @@ pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 pub(crate) struct Checker {
     path: Vec<Segment<'static>>,
     violations: Vec<Violation>,
+    warnings: Vec<ContractWarning>,
 }
 
 impl Checker {
+    /// The warnings recorded so far, leaving none.
+    pub(crate) fn take_warnings(&mut self) -> Vec<ContractWarning> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Records a contract warning at the current position, or at its child `key` if given:
+    /// the event departs from the tables but stays usable.
+    pub(crate) fn warn(&mut self, child: Option<Segment<'static>>, kind: ViolationKind) {
+        let mut path = pointer::render(&self.path);
+        if let Some(segment) = child {
+            path.push_str(&pointer::render(&[segment]));
+        }
+        self.warnings.push(ContractWarning { path, kind });
+    }
+
+    /// Reads an optional identifier: absent and `null` mean "not given", and so does an
+    /// empty or over-long one, with a warning; a value that is no string is a violation.
+    pub(crate) fn optional_identifier<'v>(
+        &mut self,
+        object: &'v Object<'v>,
+        key: &'static str,
+    ) -> Option<&'v str> {
+        let value = self.optional(object, key, string)?;
+        match non_empty_text(value) {
+            Ok(text) => Some(text),
+            Err(kind) => {
+                self.warn(Some(Segment::Key(key)), kind);
+                None
+            }
+        }
+    }
+
     /// The violations recorded so far.
     pub(crate) fn into_violations(self) -> Vec<Violation> {
         self.violations
@@ -176,13 +210,23 @@ impl Checker {
         let has_repeat = raw
             .filter(|items| items.len() <= MAX_SET_ITEMS)
             .is_some_and(has_repeated_items);
-        if has_repeat {
-            self.fail(Some(Segment::Key(key)), ViolationKind::DuplicateItems);
-        }
-        let values = self.required_array(object, key, MAX_SET_ITEMS, |c, item| {
+        let mut values = self.required_array(object, key, MAX_SET_ITEMS, |c, item| {
             c.here(item, open_enum_value::<E>)
         })?;
-        (!has_repeat).then_some(values)
+        // A repeated item says nothing more: counted once, with a warning.
+        if has_repeat {
+            self.warn(Some(Segment::Key(key)), ViolationKind::DuplicateItems);
+            let mut seen: Vec<&str> = Vec::with_capacity(values.len());
+            values.retain(|value| {
+                let wire = value.as_wire();
+                let first = !seen.contains(&wire);
+                if first {
+                    seen.push(wire);
+                }
+                first
+            });
+        }
+        Some(values)
     }
 }
 
@@ -306,7 +350,12 @@ pub(crate) fn string<'v>(value: &'v Json<'_>) -> Result<&'v str, ViolationKind> 
 /// A non-empty JSON string of at most [`MAX_IDENTIFIER_LEN`] characters: every identifier,
 /// and so every string that becomes a dimension.
 pub(crate) fn non_empty<'v>(value: &'v Json<'_>) -> Result<&'v str, ViolationKind> {
-    match string(value)? {
+    non_empty_text(string(value)?)
+}
+
+/// `text` if it is neither empty nor longer than an identifier may be.
+fn non_empty_text(text: &str) -> Result<&str, ViolationKind> {
+    match text {
         "" => Err(ViolationKind::Empty),
         // Bytes bound characters from above: count them only when it could matter.
         text if text.len() > MAX_IDENTIFIER_LEN && text.chars().count() > MAX_IDENTIFIER_LEN => {

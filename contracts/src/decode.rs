@@ -30,7 +30,10 @@ pub fn validate<'a>(value: &'a Json<'a>) -> Result<Event<'a>, Vec<Violation>> {
     let mut checker = Checker::default();
     let event = envelope::read_event(&mut checker, value);
     match event {
-        Some(event) if checker.is_clean() => Ok(event),
+        Some(mut event) if checker.is_clean() => {
+            event.warnings = checker.take_warnings();
+            Ok(event)
+        }
         _ => Err(checker.into_violations()),
     }
 }

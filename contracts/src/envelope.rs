@@ -8,6 +8,7 @@ use crate::payloads::{
     ClassificationPerformed, ConversationCompleted, MetricsIngested, NarrativeGenerated,
     TenantProvisioned,
 };
+use crate::pointer::Segment;
 use crate::violation::{Format, ViolationKind};
 
 /// Reads a whole event. `data` is only inspected when `eventType` names a supported event,
@@ -16,12 +17,20 @@ pub(crate) fn read_event<'a>(c: &mut Checker, root: &'a Json<'a>) -> Option<Even
     let object = c.here(root, read::object)?;
     let event_id = c.required(object, "eventId", read::uuid).map(EventId);
     let event_type = c.required(object, "eventType", event_type);
-    let event_version = c.required(object, "eventVersion", event_version);
+    // The contract's schema asks a string only; the tables say "currently 1.0": another
+    // version is read with a warning.
+    let event_version = c.required(object, "eventVersion", read::string);
+    if let Some(version) = event_version
+        && let Err(kind) = event_version_format(version)
+    {
+        c.warn(Some(Segment::Key("eventVersion")), kind);
+    }
     let source = c.required(object, "source", read::non_empty);
     let timestamp = c.required(object, "timestamp", read::timestamp);
     let tenant_id = c.required(object, "tenantId", read::non_empty);
-    let user_id = c.optional(object, "userId", read::non_empty);
-    let session_id = c.optional(object, "sessionId", read::non_empty);
+    // Optional identifiers given empty (or too long) are read as not given, with a warning.
+    let user_id = c.optional_identifier(object, "userId");
+    let session_id = c.optional_identifier(object, "sessionId");
     let metadata = c.required_object(object, "metadata", read_metadata);
     let data = match event_type {
         Some(event_type) => c.required_object(object, "data", |c, d| read_data(c, event_type, d)),
@@ -43,6 +52,7 @@ pub(crate) fn read_event<'a>(c: &mut Checker, root: &'a Json<'a>) -> Option<Even
             metadata: metadata?,
         },
         data: data?,
+        warnings: Vec::new(),
     })
 }
 
@@ -94,13 +104,12 @@ fn event_type(value: &Json<'_>) -> Result<EventType, ViolationKind> {
 }
 
 /// `eventVersion` is the envelope's version: `1.x` is the only major version there is.
-fn event_version<'v>(value: &'v Json<'_>) -> Result<&'v str, ViolationKind> {
-    let text = read::string(value)?;
+fn event_version_format(text: &str) -> Result<(), ViolationKind> {
     let minor = text
         .strip_prefix("1.")
         .ok_or(ViolationKind::BadFormat(Format::EventVersion))?;
     if minor.is_empty() || !minor.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ViolationKind::BadFormat(Format::EventVersion));
     }
-    Ok(text)
+    Ok(())
 }

@@ -13,6 +13,7 @@ use crate::payloads::{
     ClassificationPerformed, ConversationCompleted, MetricsIngested, NarrativeGenerated,
     TenantProvisioned,
 };
+use crate::warning::ContractWarning;
 
 /// An event identifier (a UUID), held as its 128-bit value so that identifiers compare
 /// equal whatever the letter case they were written in.
@@ -55,6 +56,9 @@ pub struct Event<'a> {
     pub envelope: Envelope<'a>,
     /// The payload for `envelope.event_type`.
     pub data: EventData<'a>,
+    /// Where it departs from the contract's tables without being unusable (empty when it
+    /// does not; allocates nothing then).
+    pub warnings: Vec<ContractWarning>,
 }
 
 /// The common envelope every event carries.

@@ -28,6 +28,7 @@ pub mod pointer;
 pub mod schemas;
 mod tenancy;
 mod violation;
+mod warning;
 
 pub use decode::{check, parse, validate};
 pub use enums::{EventKind, EventType};
@@ -35,3 +36,4 @@ pub use event::{Envelope, Event, EventData, EventId, Metadata, OVERFLOW_VALUE};
 pub use json::{Json, Object};
 pub use tenancy::other_tenant;
 pub use violation::{Expected, Format, JsonType, Reason, Violation, ViolationKind, reason_for};
+pub use warning::ContractWarning;

@@ -27,6 +27,17 @@ fn assert_invalid_at(value: &Value, pointers: &[&str]) -> Vec<salestalk_contract
     violations
 }
 
+/// Asserts that `value` is valid and carries exactly one contract warning, at `pointer`, of a
+/// kind `matches` accepts.
+#[track_caller]
+fn assert_warned(value: &Value, pointer: &str, matches: impl Fn(&ViolationKind) -> bool) {
+    let json = Json::from(value);
+    let event = validate(&json).unwrap_or_else(|v| panic!("accepted with a warning: {v:?}"));
+    assert_eq!(event.warnings.len(), 1, "{:?}", event.warnings);
+    assert_eq!(event.warnings[0].path, pointer);
+    assert!(matches(&event.warnings[0].kind), "{:?}", event.warnings);
+}
+
 #[track_caller]
 fn assert_kind(value: &Value, pointer: &str, matches: impl Fn(&ViolationKind) -> bool) {
     let violations = assert_invalid_at(value, &[pointer]);
@@ -416,7 +427,6 @@ fn empty_identifiers_are_rejected() {
     for (event_type, pointer) in [
         (CLASSIFICATION, "/tenantId"),
         (CLASSIFICATION, "/source"),
-        (CLASSIFICATION, "/sessionId"),
         (CLASSIFICATION, "/metadata/correlationId"),
         (CLASSIFICATION, "/data/messageId"),
         (CLASSIFICATION, "/data/classifierModel"),
@@ -427,6 +437,14 @@ fn empty_identifiers_are_rejected() {
     ] {
         assert_kind(
             &set(example(event_type), pointer, json!("")),
+            pointer,
+            |k| matches!(k, ViolationKind::Empty),
+        );
+    }
+    // An optional identifier given empty is read as not given, with a warning.
+    for pointer in ["/userId", "/sessionId"] {
+        assert_warned(
+            &set(example(CLASSIFICATION), pointer, json!("")),
             pointer,
             |k| matches!(k, ViolationKind::Empty),
         );
@@ -508,23 +526,47 @@ fn enum_values_that_are_neither_known_nor_well_formed_are_rejected() {
 }
 
 #[test]
-fn repeated_subjects_or_intents_are_rejected() {
+fn a_repeated_subject_or_intent_counts_once_with_a_warning() {
     let event = set(
         example(CONVERSATION),
         "/data/subjects",
-        json!(["revenue", "revenue"]),
+        json!(["revenue", "margin", "revenue"]),
     );
-    assert_kind(&event, "/data/subjects", |k| {
+    assert_warned(&event, "/data/subjects", |k| {
         matches!(k, ViolationKind::DuplicateItems)
     });
+    let json = Json::from(&event);
+    let Ok(Event {
+        data: EventData::ConversationCompleted(c),
+        ..
+    }) = validate(&json)
+    else {
+        panic!("valid conversation");
+    };
+    let subjects: Vec<&str> = c.subjects.iter().map(|s| s.as_wire()).collect();
+    assert_eq!(subjects, ["revenue", "margin"]);
+    // Items that are no values stay violations, repeated or not.
     let event = set(
         example(CONVERSATION),
         "/data/intents",
         json!(["Bogus", "Bogus"]),
     );
-    assert_invalid_at(
-        &event,
-        &["/data/intents", "/data/intents/0", "/data/intents/1"],
+    assert_invalid_at(&event, &["/data/intents/0", "/data/intents/1"]);
+}
+
+#[test]
+fn an_envelope_version_other_than_1_x_is_read_with_a_warning() {
+    for version in ["2.0", "1", ""] {
+        assert_warned(
+            &set(example(CLASSIFICATION), "/eventVersion", json!(version)),
+            "/eventVersion",
+            |k| matches!(k, ViolationKind::BadFormat(_)),
+        );
+    }
+    assert_kind(
+        &set(example(CLASSIFICATION), "/eventVersion", json!(1.0)),
+        "/eventVersion",
+        |k| matches!(k, ViolationKind::WrongType { .. }),
     );
 }
 
@@ -550,8 +592,6 @@ fn malformed_formats_are_rejected() {
         (CONVERSATION, "/data/endTime", "noon"),
         (CLASSIFICATION, "/eventType", "classification.performed"),
         (CLASSIFICATION, "/eventType", "Classification.Performed.V1"),
-        (CLASSIFICATION, "/eventVersion", "2.0"),
-        (CLASSIFICATION, "/eventVersion", "1"),
         (TENANT, "/data/ownerEmail", "admin.acme.com"),
     ];
     for (event_type, pointer, value) in cases {
