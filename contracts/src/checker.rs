@@ -44,6 +44,46 @@ impl Checker {
         self.warnings.push(ContractWarning { path, kind });
     }
 
+    /// Reads a member the contract's tables require but whose absence leaves the event usable
+    /// (the contract's own schema or generator leaves it out): absent or `null` is a warning
+    /// and "not given"; a value that does not read is still a violation.
+    pub(crate) fn wanted<'v, T>(
+        &mut self,
+        object: &'v Object<'v>,
+        key: &'static str,
+        read: impl FnOnce(&'v Json<'v>) -> Result<T, ViolationKind>,
+    ) -> Option<T> {
+        self.warn_if_absent(object, key);
+        self.optional(object, key, read)
+    }
+
+    /// [`Self::wanted`] for an object member, read one level deeper.
+    pub(crate) fn wanted_object<'v, T>(
+        &mut self,
+        object: &'v Object<'v>,
+        key: &'static str,
+        read: impl FnOnce(&mut Self, &'v Object<'v>) -> Option<T>,
+    ) -> Option<Option<T>> {
+        self.warn_if_absent(object, key);
+        self.optional_object(object, key, read)
+    }
+
+    /// [`Self::wanted`] for an identifier: empty or over-long also reads as "not given".
+    pub(crate) fn wanted_identifier<'v>(
+        &mut self,
+        object: &'v Object<'v>,
+        key: &'static str,
+    ) -> Option<&'v str> {
+        self.warn_if_absent(object, key);
+        self.optional_identifier(object, key)
+    }
+
+    fn warn_if_absent(&mut self, object: &Object<'_>, key: &'static str) {
+        if matches!(object.get(key), None | Some(Json::Null)) {
+            self.warn(Some(Segment::Key(key)), ViolationKind::Missing);
+        }
+    }
+
     /// Reads an optional identifier: absent and `null` mean "not given", and so does an
     /// empty or over-long one, with a warning; a value that is no string is a violation.
     pub(crate) fn optional_identifier<'v>(

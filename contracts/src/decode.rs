@@ -6,6 +6,7 @@ use crate::checker::Checker;
 use crate::envelope;
 use crate::event::Event;
 use crate::violation::{Violation, ViolationKind};
+use crate::warning::ContractWarning;
 
 /// Parses one message as JSON, borrowing its strings from `bytes` where it can.
 ///
@@ -40,18 +41,22 @@ pub fn validate<'a>(value: &'a Json<'a>) -> Result<Event<'a>, Vec<Violation>> {
 
 /// Checks one raw message: size limit, then JSON, then the contracts. Empty means valid.
 pub fn check(bytes: &[u8], max_bytes: usize) -> Vec<Violation> {
+    assess(bytes, max_bytes).err().unwrap_or_default()
+}
+
+/// Like [`check`], keeping what a valid message departs from the tables in: its contract
+/// warnings (empty when none), or every violation.
+pub fn assess(bytes: &[u8], max_bytes: usize) -> Result<Vec<ContractWarning>, Vec<Violation>> {
     if bytes.len() > max_bytes {
         let kind = ViolationKind::TooLarge {
             size: bytes.len(),
             limit: max_bytes,
         };
-        return vec![Violation {
+        return Err(vec![Violation {
             path: String::new(),
             kind,
-        }];
+        }]);
     }
-    match parse(bytes) {
-        Ok(value) => validate(&value).err().unwrap_or_default(),
-        Err(violation) => vec![violation],
-    }
+    let value = parse(bytes).map_err(|violation| vec![violation])?;
+    validate(&value).map(|event| event.warnings)
 }

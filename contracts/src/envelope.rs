@@ -31,7 +31,10 @@ pub(crate) fn read_event<'a>(c: &mut Checker, root: &'a Json<'a>) -> Option<Even
     // Optional identifiers given empty (or too long) are read as not given, with a warning.
     let user_id = c.optional_identifier(object, "userId");
     let session_id = c.optional_identifier(object, "sessionId");
-    let metadata = c.required_object(object, "metadata", read_metadata);
+    // The contract's JSON Schema and its test-event generator leave `metadata` out.
+    let metadata = c
+        .wanted_object(object, "metadata", read_metadata)
+        .map(Option::unwrap_or_default);
     let data = match event_type {
         Some(event_type) => c.required_object(object, "data", |c, d| read_data(c, event_type, d)),
         None => {
@@ -57,11 +60,11 @@ pub(crate) fn read_event<'a>(c: &mut Checker, root: &'a Json<'a>) -> Option<Even
 }
 
 fn read_metadata<'a>(c: &mut Checker, object: &'a Object<'a>) -> Option<Metadata<'a>> {
-    let correlation_id = c.required(object, "correlationId", read::non_empty);
+    let correlation_id = c.wanted_identifier(object, "correlationId");
     let causation_id = c.optional(object, "causationId", read::uuid).map(EventId);
     let trace_id = c.optional(object, "traceId", read::string);
     Some(Metadata {
-        correlation_id: correlation_id?,
+        correlation_id,
         causation_id,
         trace_id,
     })

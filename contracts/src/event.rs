@@ -85,10 +85,11 @@ pub struct Envelope<'a> {
 }
 
 /// Envelope `metadata`: how this event relates to others.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metadata<'a> {
-    /// `correlationId`: shared by every event of one request.
-    pub correlation_id: &'a str,
+    /// `correlationId`: shared by every event of one request (`None` when not given, which
+    /// is accepted with a contract warning).
+    pub correlation_id: Option<&'a str>,
     /// `causationId`: the `eventId` of the event that caused this one.
     pub causation_id: Option<EventId>,
     /// `traceId`: distributed-tracing identifier.

@@ -3,7 +3,8 @@
 //! This crate is the first stage of the pipeline's graph: every message read from a topic is
 //! [`parse`]d and [`validate`]d here before any operator sees it. Valid messages become typed
 //! [`Event`]s borrowing from the parsed JSON; invalid ones yield every [`Violation`] with a
-//! JSON Pointer to the offending field and a dead-letter [`Reason`].
+//! JSON Pointer to the offending field and a dead-letter [`Reason`]. A valid event may carry
+//! [`ContractWarning`]s: where it departs from the contract's tables but stays usable.
 //!
 //! The same rules ship as JSON Schema (draft-07) files under `contracts/schemas/`, embedded
 //! in [`schemas`]; a test runs both over one corpus to keep them in agreement.
@@ -12,7 +13,7 @@
 //! let line = br#"{"eventId": "not-a-uuid"}"#;
 //! let problems = salestalk_contracts::check(line, 1 << 20);
 //! assert!(problems.iter().any(|v| v.path == "/eventId"));
-//! assert!(problems.iter().any(|v| v.path == "/metadata/correlationId" || v.path == "/metadata"));
+//! assert!(problems.iter().any(|v| v.path == "/tenantId"));
 //! ```
 
 mod checker;
@@ -30,7 +31,7 @@ mod tenancy;
 mod violation;
 mod warning;
 
-pub use decode::{check, parse, validate};
+pub use decode::{assess, check, parse, validate};
 pub use enums::{EventKind, EventType};
 pub use event::{Envelope, Event, EventData, EventId, Metadata, OVERFLOW_VALUE};
 pub use json::{Json, Object};

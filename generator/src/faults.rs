@@ -164,7 +164,7 @@ fn corrupt(rng: &mut ChaCha8Rng, corruption: Corruption, json: &mut Value) {
         Corruption::Truncated => {}
         Corruption::MissingField => {
             let field =
-                ["eventId", "tenantId", "timestamp", "data", "metadata"][rng.random_range(0..5)];
+                ["eventId", "tenantId", "timestamp", "data", "source"][rng.random_range(0..5)];
             if let Some(object) = json.as_object_mut() {
                 object.remove(field);
             }

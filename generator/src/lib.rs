@@ -472,7 +472,12 @@ mod tests {
                     classifications.insert(
                         event.envelope.event_id.to_string(),
                         (
-                            event.envelope.metadata.correlation_id.to_string(),
+                            event
+                                .envelope
+                                .metadata
+                                .correlation_id
+                                .unwrap_or_default()
+                                .to_string(),
                             event.envelope.session_id.unwrap_or_default().to_string(),
                         ),
                     );
@@ -486,14 +491,20 @@ mod tests {
                         .to_string();
                     let (correlation, session) =
                         classifications.get(&cause).expect("cause delivered first");
-                    assert_eq!(correlation, event.envelope.metadata.correlation_id);
+                    assert_eq!(
+                        Some(correlation.as_str()),
+                        event.envelope.metadata.correlation_id
+                    );
                     assert_eq!(session, event.envelope.session_id.unwrap_or_default());
                     assert_eq!(n.conversation_id, session);
                     *cost_by_session.entry(n.conversation_id).or_default() += n.cost.amount_usd;
                     *turns_by_session.entry(n.conversation_id).or_default() += 1;
                     assert_eq!(
                         n.token_usage.total,
-                        n.token_usage.prompt + n.token_usage.completion
+                        n.token_usage
+                            .prompt
+                            .zip(n.token_usage.completion)
+                            .map(|(p, c)| p + c)
                     );
                 }
                 EventData::ConversationCompleted(c) => {

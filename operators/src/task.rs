@@ -390,7 +390,7 @@ impl Task {
                 source: envelope.source,
                 event_type: envelope.event_type.as_str(),
                 event_id: &id.to_string(),
-                correlation_id: envelope.metadata.correlation_id,
+                correlation_id: envelope.metadata.correlation_id.unwrap_or_default(),
             };
             self.reject(
                 arrival,
@@ -440,7 +440,11 @@ impl Task {
             event_version: envelope.event_version.to_string(),
             user_id: envelope.user_id.unwrap_or_default().to_string(),
             session_id: envelope.session_id.unwrap_or_default().to_string(),
-            correlation_id: envelope.metadata.correlation_id.to_string(),
+            correlation_id: envelope
+                .metadata
+                .correlation_id
+                .unwrap_or_default()
+                .to_string(),
             causation_id: envelope.metadata.causation_id,
             trace_id: kept_trace_id(envelope.metadata.trace_id).to_string(),
             timestamp_ms: stamped_ms,

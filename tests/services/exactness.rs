@@ -369,9 +369,9 @@ pub fn recompute_lineage(
                         .entry((day, tenant, event_type, n.ai_model.model_id.to_string()))
                         .or_default();
                     entry.0 += (n.cost.amount_usd * 1e9).round() as i64;
-                    entry.1 += n.token_usage.prompt;
-                    entry.2 += n.token_usage.completion;
-                    entry.3 += n.token_usage.total;
+                    entry.1 += n.token_usage.prompt.unwrap_or(0);
+                    entry.2 += n.token_usage.completion.unwrap_or(0);
+                    entry.3 += n.token_usage.total.unwrap_or(0);
                     entry.4 += 1;
                 }
                 EventData::ConversationCompleted(c) => {

@@ -28,8 +28,9 @@ pub struct ConversationCompleted<'a> {
     pub intents: Vec<Open<'a, Intent>>,
     /// `actionsTaken`.
     pub actions_taken: ActionsTaken,
-    /// `satisfactionRating` (1 to 5), if the user gave one.
-    pub satisfaction_rating: Option<u8>,
+    /// `satisfactionRating` (a number from 1 to 5, "number (1-5)" in the contract, so 4.5 is
+    /// a rating), if the user gave one.
+    pub satisfaction_rating: Option<f64>,
     /// `totalCostUSD`: conversation-level total, never added on top of message costs.
     pub total_cost_usd: f64,
     /// `averageResponseTimeMs`.
@@ -73,7 +74,7 @@ impl<'a> ConversationCompleted<'a> {
             })
         });
         let satisfaction_rating = c.optional(data, "satisfactionRating", |v| {
-            read::integer_in(v, 1, 5).map(|n| n as u8)
+            read::number_in(v, 1.0, Some(5.0))
         });
         let total_cost_usd = c.required(data, "totalCostUSD", read::non_negative);
         let average_response_time_ms =

@@ -22,13 +22,13 @@ pub struct NarrativeGenerated<'a> {
     pub data_references: Vec<DataReference<'a>>,
     /// `aiModel`.
     pub ai_model: AiModel<'a>,
-    /// `performance` timing breakdown.
+    /// `performance` timing breakdown (each part `None` when not given).
     pub performance: Performance,
-    /// `tokenUsage`.
+    /// `tokenUsage` (each count `None` when not given).
     pub token_usage: TokenUsage,
     /// `cost`.
     pub cost: Cost,
-    /// `qualityMetrics`.
+    /// `qualityMetrics` (each result `None` when not given).
     pub quality: QualityMetrics,
 }
 
@@ -69,30 +69,31 @@ pub struct AiModel<'a> {
     pub max_tokens: u64,
 }
 
-/// Timing breakdown, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Timing breakdown, in milliseconds. A part not given is `None` (accepted with a contract
+/// warning: a narrative stays billable when its producer leaves a timing out).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Performance {
     /// `totalTimeMs`.
-    pub total_ms: f64,
+    pub total_ms: Option<f64>,
     /// `classificationMs`.
-    pub classification_ms: f64,
+    pub classification_ms: Option<f64>,
     /// `dataRetrievalMs`.
-    pub data_retrieval_ms: f64,
+    pub data_retrieval_ms: Option<f64>,
     /// `aiGenerationMs`.
-    pub ai_generation_ms: f64,
+    pub ai_generation_ms: Option<f64>,
     /// `validationMs`.
-    pub validation_ms: f64,
+    pub validation_ms: Option<f64>,
 }
 
-/// Token consumption.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Token consumption; a count not given is `None` (with a contract warning).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenUsage {
     /// `promptTokens`.
-    pub prompt: u64,
+    pub prompt: Option<u64>,
     /// `completionTokens`.
-    pub completion: u64,
+    pub completion: Option<u64>,
     /// `totalTokens`. Not checked against the sum: a mismatch is a data-quality signal.
-    pub total: u64,
+    pub total: Option<u64>,
 }
 
 /// Estimated cost of the generation.
@@ -104,17 +105,17 @@ pub struct Cost {
     pub currency: Option<Currency>,
 }
 
-/// Quality and validation results.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Quality and validation results; a result not given is `None` (with a contract warning).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct QualityMetrics {
     /// `hallucinationDetected`.
-    pub hallucination_detected: bool,
+    pub hallucination_detected: Option<bool>,
     /// `factsVerified`.
-    pub facts_verified: u64,
+    pub facts_verified: Option<u64>,
     /// `factsTotal`.
-    pub facts_total: u64,
+    pub facts_total: Option<u64>,
     /// `confidenceScore` in `[0, 1]`.
-    pub confidence_score: f64,
+    pub confidence_score: Option<f64>,
 }
 
 impl<'a> NarrativeGenerated<'a> {
@@ -160,28 +161,23 @@ impl<'a> NarrativeGenerated<'a> {
                 max_tokens: max_tokens?,
             })
         });
-        let performance = c.required_object(data, "performance", |c, o| {
-            let total_ms = c.required(o, "totalTimeMs", read::non_negative);
-            let classification_ms = c.required(o, "classificationMs", read::non_negative);
-            let data_retrieval_ms = c.required(o, "dataRetrievalMs", read::non_negative);
-            let ai_generation_ms = c.required(o, "aiGenerationMs", read::non_negative);
-            let validation_ms = c.required(o, "validationMs", read::non_negative);
+        // The tables require these three objects and every part of them, but a narrative
+        // missing a timing, a token count or a quality result is still billable: each part
+        // not given is read as `None`, with a contract warning (ADR 0001).
+        let performance = c.wanted_object(data, "performance", |c, o| {
             Some(Performance {
-                total_ms: total_ms?,
-                classification_ms: classification_ms?,
-                data_retrieval_ms: data_retrieval_ms?,
-                ai_generation_ms: ai_generation_ms?,
-                validation_ms: validation_ms?,
+                total_ms: c.wanted(o, "totalTimeMs", read::non_negative),
+                classification_ms: c.wanted(o, "classificationMs", read::non_negative),
+                data_retrieval_ms: c.wanted(o, "dataRetrievalMs", read::non_negative),
+                ai_generation_ms: c.wanted(o, "aiGenerationMs", read::non_negative),
+                validation_ms: c.wanted(o, "validationMs", read::non_negative),
             })
         });
-        let token_usage = c.required_object(data, "tokenUsage", |c, o| {
-            let prompt = c.required(o, "promptTokens", read::count);
-            let completion = c.required(o, "completionTokens", read::count);
-            let total = c.required(o, "totalTokens", read::count);
+        let token_usage = c.wanted_object(data, "tokenUsage", |c, o| {
             Some(TokenUsage {
-                prompt: prompt?,
-                completion: completion?,
-                total: total?,
+                prompt: c.wanted(o, "promptTokens", read::count),
+                completion: c.wanted(o, "completionTokens", read::count),
+                total: c.wanted(o, "totalTokens", read::count),
             })
         });
         let cost = c.required_object(data, "cost", |c, o| {
@@ -192,16 +188,12 @@ impl<'a> NarrativeGenerated<'a> {
                 currency,
             })
         });
-        let quality = c.required_object(data, "qualityMetrics", |c, o| {
-            let hallucination_detected = c.required(o, "hallucinationDetected", read::boolean);
-            let facts_verified = c.required(o, "factsVerified", read::count);
-            let facts_total = c.required(o, "factsTotal", read::count);
-            let confidence_score = c.required(o, "confidenceScore", read::unit_interval);
+        let quality = c.wanted_object(data, "qualityMetrics", |c, o| {
             Some(QualityMetrics {
-                hallucination_detected: hallucination_detected?,
-                facts_verified: facts_verified?,
-                facts_total: facts_total?,
-                confidence_score: confidence_score?,
+                hallucination_detected: c.wanted(o, "hallucinationDetected", read::boolean),
+                facts_verified: c.wanted(o, "factsVerified", read::count),
+                facts_total: c.wanted(o, "factsTotal", read::count),
+                confidence_score: c.wanted(o, "confidenceScore", read::unit_interval),
             })
         });
         Some(Self {
@@ -212,10 +204,10 @@ impl<'a> NarrativeGenerated<'a> {
             classification: classification?,
             data_references: data_references?,
             ai_model: ai_model?,
-            performance: performance?,
-            token_usage: token_usage?,
+            performance: performance?.unwrap_or_default(),
+            token_usage: token_usage?.unwrap_or_default(),
             cost: cost?,
-            quality: quality?,
+            quality: quality?.unwrap_or_default(),
         })
     }
 }

@@ -37,14 +37,15 @@ pub(super) fn product() -> Dashboard {
                 format!(
                     "SELECT toUInt64(sum(conversations)) AS completed, \
                      if(sum(conversations) = 0, 0, sum(duration_seconds_sum) / sum(conversations)) AS avg_duration_s, \
-                     if(sum(rated) = 0, 0, sum(rating_sum) / sum(rated)) AS satisfaction, \
+                     if(sum(rated) = 0, 0, (sum(rating_sum) + sum(satisfaction_sum)) / sum(rated)) AS satisfaction, \
                      if(sum(conversations) = 0, 0, sum(response_time_ms_sum) / sum(conversations)) AS avg_response_ms, \
                      toUInt64(sum(insight_saved)) AS insights_saved, toUInt64(sum(insight_shared)) AS insights_shared, \
                      toUInt64(sum(data_exported)) AS data_exported, toUInt64(sum(follow_up_created)) AS follow_ups \
                      FROM {}",
                     rows(
                         Family::Engagement,
-                        "conversations, duration_seconds_sum, rated, rating_sum, response_time_ms_sum, \
+                        "conversations, duration_seconds_sum, rated, rating_sum, satisfaction_sum, \
+                         response_time_ms_sum, \
                          insight_saved, insight_shared, data_exported, follow_up_created",
                         Bucketed::No
                     )
@@ -86,15 +87,16 @@ pub(super) fn product() -> Dashboard {
                 ],
                 format!(
                     "SELECT model, toUInt64(sum(narratives)) AS generated, \
-                     if(sum(narratives) = 0, 0, sum(hallucinations) / sum(narratives)) AS hallucination_rate, \
+                     {HALLUCINATION_RATE} AS hallucination_rate, \
                      if(sum(facts_total) = 0, 0, sum(facts_verified) / sum(facts_total)) AS facts_verified_share, \
-                     if(sum(narratives) = 0, 0, sum(confidence_sum) / sum(narratives)) AS mean_confidence, \
+                     if(sum(narratives) = sum(confidence_unknown), 0, \
+                     sum(confidence_sum) / (sum(narratives) - sum(confidence_unknown))) AS mean_confidence, \
                      toUInt64(sum(total_tokens)) AS total_tokens \
                      FROM {} GROUP BY model ORDER BY generated DESC, model",
                     rows(
                         Family::Quality,
-                        "model, narratives, hallucinations, facts_verified, facts_total, \
-                         confidence_sum, total_tokens",
+                        "model, narratives, hallucinations, hallucination_unknown, facts_verified, \
+                         facts_total, confidence_sum, confidence_unknown, total_tokens",
                         Bucketed::No
                     )
                 ),
@@ -106,11 +108,11 @@ pub(super) fn product() -> Dashboard {
                 Unit::Share,
                 format!(
                     "SELECT {time} AS time, model AS series, \
-                     if(sum(narratives) = 0, 0, sum(hallucinations) / sum(narratives)) AS value \
+                     {HALLUCINATION_RATE} AS value \
                      FROM {} GROUP BY time, series ORDER BY time, series",
                     rows(
                         Family::Quality,
-                        "model, narratives, hallucinations",
+                        "model, narratives, hallucinations, hallucination_unknown",
                         Bucketed::Yes
                     )
                 ),
@@ -118,3 +120,8 @@ pub(super) fn product() -> Dashboard {
         ],
     }
 }
+
+/// Hallucinations over the narratives that reported whether they hallucinated (one that did
+/// not is accepted with a contract warning and counted in `hallucination_unknown`).
+const HALLUCINATION_RATE: &str = "if(sum(narratives) = sum(hallucination_unknown), 0, \
+     sum(hallucinations) / (sum(narratives) - sum(hallucination_unknown)))";

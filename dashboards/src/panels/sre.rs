@@ -1,4 +1,4 @@
-//! The SRE page: event volume and versions, latency and error rate per consumer, publish
+//! The SRE page: event volume and versions, contract warnings by producer, latency and error rate per consumer, publish
 //! success by path, the DLQ (depth, reasons, inflow, healed targets), lag of the pipeline's
 //! instances, consumer groups and Kinesis shards, and the alerts that fired.
 
@@ -66,6 +66,29 @@ pub(super) fn sre() -> Dashboard {
                     rows(
                         Family::NewEnumValues,
                         "event_type, field, value, events",
+                        Bucketed::No
+                    )
+                ),
+            ),
+            table(
+                "contract_warnings",
+                "Contract warnings by producer (accepted events departing from the tables)",
+                &[
+                    ("source", Unit::Text),
+                    ("field", Unit::Text),
+                    ("kind", Unit::Text),
+                    ("events", Unit::Count),
+                    ("tenants", Unit::Count),
+                    ("last_seen", Unit::Text),
+                ],
+                format!(
+                    "SELECT source, field, kind, toUInt64(sum(events)) AS events, \
+                     toUInt64(uniqExact(tenant_id)) AS tenants, max(window_start) AS last_seen \
+                     FROM {} GROUP BY source, field, kind \
+                     ORDER BY events DESC, source, field, kind LIMIT 50",
+                    rows(
+                        Family::ContractWarnings,
+                        "source, field, kind, events",
                         Bucketed::No
                     )
                 ),

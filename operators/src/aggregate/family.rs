@@ -34,6 +34,9 @@ pub enum Family {
     /// Events that arrived after their window was final and wait for the correction of their
     /// day, per tenant, event type and event-time minute (broker time).
     LateArrivals,
+    /// Accepted events departing from the contract's tables, per tenant, producer `source`,
+    /// field and kind of departure (a contract warning).
+    ContractWarnings,
 }
 
 /// How a family's window rows are laid out.
@@ -53,7 +56,7 @@ pub struct Layout {
 
 impl Family {
     /// Every family, in storage order.
-    pub const ALL: [Family; 12] = [
+    pub const ALL: [Family; 13] = [
         Family::Volume,
         Family::Cost,
         Family::Intents,
@@ -66,6 +69,7 @@ impl Family {
         Family::DeadLetters,
         Family::NewEnumValues,
         Family::LateArrivals,
+        Family::ContractWarnings,
     ];
 
     /// The family's layout.
@@ -114,7 +118,14 @@ impl Family {
                     "follow_up_created",
                     "total_cost_nanos",
                 ],
-                floats: &["duration_seconds_sum", "response_time_ms_sum"],
+                // Ints and floats are append-only: stored rows are positional. `rating_sum`
+                // held whole ratings until ratings became numbers (issue 30); every rating
+                // since is in `satisfaction_sum`, and satisfaction reads both.
+                floats: &[
+                    "duration_seconds_sum",
+                    "response_time_ms_sum",
+                    "satisfaction_sum",
+                ],
                 histogram: Some("duration_seconds"),
             },
             Family::Quality => Layout {
@@ -126,6 +137,10 @@ impl Family {
                     "facts_verified",
                     "facts_total",
                     "total_tokens",
+                    // Narratives that did not report the result (accepted with a contract
+                    // warning): the rates' denominators leave them out.
+                    "hallucination_unknown",
+                    "confidence_unknown",
                 ],
                 floats: &["confidence_sum"],
                 histogram: Some("generation_ms"),
@@ -181,6 +196,13 @@ impl Family {
             Family::LateArrivals => Layout {
                 name: "late_arrivals",
                 dims: ["event_type", "event_window", ""],
+                ints: &["events"],
+                floats: &[],
+                histogram: None,
+            },
+            Family::ContractWarnings => Layout {
+                name: "contract_warnings",
+                dims: ["source", "field", "kind"],
                 ints: &["events"],
                 floats: &[],
                 histogram: None,

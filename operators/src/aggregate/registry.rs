@@ -8,14 +8,14 @@ use salestalk_contracts::{Event, EventType};
 use strum::VariantArray;
 
 use super::built_in::{
-    Cost, DeadLetters, Engagement, Ingestion, Intents, LateArrivals, Latency, NewEnumValues,
-    Onboarding, Publish, Quality, Volume,
+    ContractWarnings, Cost, DeadLetters, Engagement, Ingestion, Intents, LateArrivals, Latency,
+    NewEnumValues, Onboarding, Publish, Quality, Volume,
 };
 use super::{Aggregate, Durable, Family, ReadMessage};
 use crate::windows::WindowSet;
 
 /// Every aggregate this build knows, in storage order.
-pub const BUILT_IN: [&'static dyn Aggregate; 12] = [
+pub const BUILT_IN: [&'static dyn Aggregate; 13] = [
     &Volume,
     &Cost,
     &Intents,
@@ -28,6 +28,7 @@ pub const BUILT_IN: [&'static dyn Aggregate; 12] = [
     &DeadLetters,
     &NewEnumValues,
     &LateArrivals,
+    &ContractWarnings,
 ];
 
 /// The aggregates a pipeline runs, shared by all its tasks (`[graph] aggregates`: their

@@ -40,8 +40,8 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     }
     .context("validating")?;
     eprintln!(
-        "{} line(s): {} valid, {} invalid",
-        summary.lines, summary.valid, summary.invalid
+        "{} line(s): {} valid ({} with contract warnings), {} invalid",
+        summary.lines, summary.valid, summary.warned, summary.invalid
     );
     Ok(if summary.invalid == 0 {
         ExitCode::SUCCESS

@@ -2,7 +2,7 @@
 
 use std::io::{self, BufRead, Write};
 
-use salestalk_contracts::{ViolationKind, check};
+use salestalk_contracts::{ContractWarning, ViolationKind, assess};
 use serde::Serialize;
 
 use crate::tools::lines::{Line, LineReader};
@@ -10,7 +10,7 @@ use crate::tools::lines::{Line, LineReader};
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
-    /// One line per violation, for people; valid lines print nothing.
+    /// One line per violation or contract warning, for people; clean lines print nothing.
     Human,
     /// Exactly one JSON object per input line.
     Json,
@@ -23,6 +23,8 @@ pub struct Summary {
     pub lines: u64,
     /// Lines that hold a valid event.
     pub valid: u64,
+    /// Valid lines carrying contract warnings (counted, but departing from the tables).
+    pub warned: u64,
     /// Lines that do not.
     pub invalid: u64,
 }
@@ -32,6 +34,8 @@ struct JsonLine<'a> {
     line: u64,
     valid: bool,
     errors: Vec<JsonError<'a>>,
+    /// Where a valid event departs from the contract's tables (it is still counted).
+    warnings: Vec<JsonError<'a>>,
 }
 
 #[derive(Serialize)]
@@ -52,34 +56,40 @@ pub fn validate_stream(
     let mut summary = Summary::default();
     while let Some(line) = reader.next_line(&mut buf)? {
         summary.lines += 1;
-        let violations = match line {
-            Line::Complete => check(&buf, max_line_bytes),
-            Line::TooLong(size) => vec![salestalk_contracts::Violation {
+        let verdict = match line {
+            Line::Complete => assess(&buf, max_line_bytes),
+            Line::TooLong(size) => Err(vec![salestalk_contracts::Violation {
                 path: String::new(),
                 kind: ViolationKind::TooLarge {
                     size,
                     limit: max_line_bytes,
                 },
-            }],
+            }]),
+        };
+        let (violations, warnings): (Vec<_>, Vec<ContractWarning>) = match verdict {
+            Ok(warnings) => (Vec::new(), warnings),
+            Err(violations) => (violations, Vec::new()),
         };
         if violations.is_empty() {
             summary.valid += 1;
+            summary.warned += u64::from(!warnings.is_empty());
         } else {
             summary.invalid += 1;
         }
         match format {
             OutputFormat::Json => {
-                let errors = violations
-                    .iter()
-                    .map(|v| JsonError {
-                        path: &v.path,
-                        message: v.kind.to_string(),
-                    })
-                    .collect();
+                let listed = |path, kind: &ViolationKind| JsonError {
+                    path,
+                    message: kind.to_string(),
+                };
                 let record = JsonLine {
                     line: summary.lines,
                     valid: violations.is_empty(),
-                    errors,
+                    errors: violations
+                        .iter()
+                        .map(|v| listed(&v.path, &v.kind))
+                        .collect(),
+                    warnings: warnings.iter().map(|w| listed(&w.path, &w.kind)).collect(),
                 };
                 serde_json::to_writer(&mut output, &record)?;
                 output.write_all(b"\n")?;
@@ -92,6 +102,13 @@ pub fn validate_stream(
                         &violation.path
                     };
                     writeln!(output, "line {}: {path}: {}", summary.lines, violation.kind)?;
+                }
+                for warning in &warnings {
+                    writeln!(
+                        output,
+                        "line {}: {}: warning: {} (accepted and counted)",
+                        summary.lines, warning.path, warning.kind
+                    )?;
                 }
             }
         }
@@ -119,6 +136,7 @@ mod tests {
             Summary {
                 lines: 2,
                 valid: 0,
+                warned: 0,
                 invalid: 2
             }
         );
@@ -136,6 +154,24 @@ mod tests {
                 .iter()
                 .any(|e| e["path"] == "/eventId")
         );
+    }
+
+    #[test]
+    fn a_contract_warning_is_printed_and_the_line_stays_valid() {
+        let example = include_str!("../../../contracts/tests/corpus/spec-examples.jsonl")
+            .lines()
+            .next()
+            .expect("an example");
+        let mut event: serde_json::Value = serde_json::from_str(example).expect("json");
+        event.as_object_mut().expect("object").remove("metadata");
+        let line = format!("{event}\n");
+        let (summary, out) = run(&line, OutputFormat::Human);
+        assert_eq!((summary.valid, summary.warned), (1, 1));
+        assert!(out.starts_with("line 1: /metadata: warning: "), "{out}");
+        let (_, out) = run(&line, OutputFormat::Json);
+        let record: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+        assert_eq!(record["valid"], true);
+        assert_eq!(record["warnings"][0]["path"], "/metadata");
     }
 
     #[test]

@@ -253,6 +253,17 @@ pub fn views(database: &str) -> Vec<String> {
         ),
     );
     create(
+        "contract_warnings",
+        format!(
+            "CREATE VIEW {database}.contract_warnings AS\n\
+             SELECT source, field, kind, toUInt64(sum(events)) AS events,\n\
+             toUInt64(uniqExact(tenant_id)) AS tenants,\n\
+             min(window_start) AS first_seen, max(window_start) AS last_seen\n\
+             FROM {database}.metrics_contract_warnings\n\
+             GROUP BY source, field, kind"
+        ),
+    );
+    create(
         "consumer_outcomes",
         format!(
             "CREATE VIEW {database}.consumer_outcomes AS\n\

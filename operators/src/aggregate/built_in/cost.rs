@@ -38,14 +38,24 @@ impl Aggregate for Cost {
                     "cost_nanos",
                     nanos(data.cost.amount_usd),
                 );
-                add!(&mut row.ints, FAMILY, "prompt_tokens", tokens.prompt as i64);
+                add!(
+                    &mut row.ints,
+                    FAMILY,
+                    "prompt_tokens",
+                    tokens.prompt.unwrap_or(0) as i64
+                );
                 add!(
                     &mut row.ints,
                     FAMILY,
                     "completion_tokens",
-                    tokens.completion as i64,
+                    tokens.completion.unwrap_or(0) as i64,
                 );
-                add!(&mut row.ints, FAMILY, "total_tokens", tokens.total as i64);
+                add!(
+                    &mut row.ints,
+                    FAMILY,
+                    "total_tokens",
+                    tokens.total.unwrap_or(0) as i64
+                );
                 add!(&mut row.ints, FAMILY, "messages", 1);
             },
         );

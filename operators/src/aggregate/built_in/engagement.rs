@@ -48,12 +48,6 @@ impl Aggregate for Engagement {
             add!(
                 &mut row.ints,
                 FAMILY,
-                "rating_sum",
-                i64::from(data.satisfaction_rating.unwrap_or(0)),
-            );
-            add!(
-                &mut row.ints,
-                FAMILY,
                 "insight_saved",
                 i64::from(actions.insight_saved),
             );
@@ -92,6 +86,12 @@ impl Aggregate for Engagement {
                 FAMILY,
                 "response_time_ms_sum",
                 data.average_response_time_ms,
+            );
+            add_float!(
+                &mut row.floats,
+                FAMILY,
+                "satisfaction_sum",
+                data.satisfaction_rating.unwrap_or(0.0),
             );
             row.histogram.record(data.duration_seconds);
         });

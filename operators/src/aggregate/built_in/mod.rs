@@ -2,6 +2,7 @@
 //! family. Pure functions over a [`WindowSet`](crate::windows::WindowSet); the task decides
 //! the window and whether the event counts, the set rolls the minute up to hour and day.
 
+mod contract_warnings;
 mod cost;
 mod dead_letters;
 mod engagement;
@@ -15,6 +16,7 @@ mod publish;
 mod quality;
 mod volume;
 
+pub use contract_warnings::ContractWarnings;
 pub use cost::Cost;
 pub use dead_letters::DeadLetters;
 pub use engagement::Engagement;
@@ -92,7 +94,7 @@ mod tests {
         );
         assert_eq!(cost, [21_700_000, 387, 156, 543, 1]);
         let quality = ints(&mut set, Family::Quality, ["anthropic.claude-v2", "", ""]);
-        assert_eq!(quality, [1, 0, 3, 3, 543]);
+        assert_eq!(quality, [1, 0, 3, 3, 543, 0, 0]);
         assert_eq!(
             ints(
                 &mut set,
@@ -102,7 +104,14 @@ mod tests {
             [1, 0]
         );
         let engagement = ints(&mut set, Family::Engagement, ["", "", ""]);
-        assert_eq!(engagement, [1, 8, 4, 4, 1, 5, 1, 0, 0, 1, 87_000_000]);
+        // `rating_sum` (sixth) is no longer written: the rating of 5 is in `satisfaction_sum`.
+        assert_eq!(engagement, [1, 8, 4, 4, 1, 0, 1, 0, 0, 1, 87_000_000]);
+        let key = set.key(Family::Engagement, 0, "tenant-abc123", ["", "", ""]);
+        let floats = &set.get(Span::Minute, &key).expect("row").floats;
+        assert_eq!(
+            floats[Family::Engagement.float_slot("satisfaction_sum")],
+            5.0
+        );
         assert_eq!(
             ints(&mut set, Family::Ingestion, ["csv_upload", "", ""]),
             [1, 247, 247, 0, 3]
@@ -111,6 +120,68 @@ mod tests {
             ints(&mut set, Family::Onboarding, ["standard", "us-east-1", ""]),
             [1, 1]
         );
+    }
+
+    /// The spec's narrative with `edit` applied, recorded alone.
+    fn narrative_with(edit: impl FnOnce(&mut serde_json::Value)) -> WindowSet {
+        let line = EXAMPLES
+            .lines()
+            .find(|l| l.contains("narrative.generated.v1"))
+            .expect("a narrative example");
+        let mut json: serde_json::Value = serde_json::from_str(line).expect("json");
+        edit(&mut json);
+        let text = json.to_string();
+        let value = parse(text.as_bytes()).expect("json");
+        let event = validate(&value).expect("accepted");
+        let mut set = WindowSet::default();
+        Aggregates::default().on_event(&mut set, &event, 0);
+        set
+    }
+
+    #[test]
+    fn a_narrative_missing_parts_is_billed_and_its_rates_leave_the_unknown_out() {
+        let mut set = narrative_with(|n| {
+            let data = n["data"].as_object_mut().expect("data");
+            data["performance"]
+                .as_object_mut()
+                .expect("performance")
+                .remove("aiGenerationMs");
+            data["tokenUsage"]
+                .as_object_mut()
+                .expect("tokens")
+                .remove("completionTokens");
+            let quality = data["qualityMetrics"].as_object_mut().expect("quality");
+            quality.remove("confidenceScore");
+            quality.remove("factsTotal");
+        });
+        let cost = ints(
+            &mut set,
+            Family::Cost,
+            ["narrative.generated.v1", "anthropic.claude-v2", ""],
+        );
+        // Billed in full; the missing completion count adds nothing.
+        assert_eq!(cost, [21_700_000, 387, 0, 543, 1]);
+        let model = ["anthropic.claude-v2", "", ""];
+        let quality = ints(&mut set, Family::Quality, model);
+        // Half the facts ratio is no ratio: neither side is added.
+        assert_eq!(quality, [1, 0, 0, 0, 543, 0, 1]);
+        let key = set.key(Family::Quality, 0, "tenant-abc123", model);
+        let row = set.get(Span::Minute, &key).expect("row");
+        assert_eq!(row.histogram.count(), 0, "no generation time to record");
+        assert_eq!(row.floats, [0.0]);
+        for field in [
+            "/data/performance/aiGenerationMs",
+            "/data/tokenUsage/completionTokens",
+            "/data/qualityMetrics/confidenceScore",
+            "/data/qualityMetrics/factsTotal",
+        ] {
+            let warned = ints(
+                &mut set,
+                Family::ContractWarnings,
+                ["chat-handler", field, "missing"],
+            );
+            assert_eq!(warned, [1], "{field}");
+        }
     }
 
     #[test]
