@@ -617,9 +617,9 @@ pub async fn assert_rollups_sum_their_minutes(endpoint: &salestalk_store::Endpoi
                 .fetch_one()
                 .await
                 .unwrap_or_else(|e| panic!("{rollup}: {e}\n{sql}"));
-            // Late arrivals exist only where the traffic had late events.
+            // Late arrivals and contract warnings exist only where the traffic had them.
             assert!(
-                rows > 0 || family == Family::LateArrivals,
+                rows > 0 || matches!(family, Family::LateArrivals | Family::ContractWarnings),
                 "{rollup} is empty"
             );
             assert_eq!(

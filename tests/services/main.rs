@@ -12,6 +12,7 @@ mod clickhouse_schema;
 mod clickhouse_server;
 mod clickhouse_tls;
 mod cluster;
+mod contract_warnings;
 mod corrections;
 mod dashboards;
 mod dead_letters;
