@@ -35,6 +35,10 @@ pub enum Signal {
     /// source (topic) and per consumer; 0 when nothing is unread. `serve` measures it from
     /// the checkpoints and the brokers' high watermarks.
     NoFreshDataMs,
+    /// Age of the oldest message a downstream consumer group has not committed, per group
+    /// (`group.<name>`), from its newest lag sample in the lookback, in milliseconds: 0 while
+    /// it keeps up, growing while it is stopped with messages waiting (not progressing).
+    ConsumerLagMs,
 }
 
 impl Signal {
@@ -46,6 +50,20 @@ impl Signal {
     /// Whether the signal is a ratio whose denominator `min_events` guards.
     pub fn has_denominator(self) -> bool {
         self.is_fraction() || self == Self::P95LatencyMs
+    }
+
+    /// Whether the signal is judged for all traffic only: a dead letter may have no readable
+    /// tenant, and a partition or a consumer group's offsets carry many tenants.
+    pub fn is_global_only(self) -> bool {
+        matches!(
+            self,
+            Self::DlqDepth | Self::NoFreshDataMs | Self::ConsumerLagMs
+        )
+    }
+
+    /// Whether the signal is a state now rather than a sum over the lookback.
+    pub fn is_measured_now(self) -> bool {
+        matches!(self, Self::DlqDepth | Self::NoFreshDataMs)
     }
 }
 
@@ -125,8 +143,9 @@ impl Rule {
     }
 
     /// The spec's four thresholds: publish success below 99 %, P95 processing latency above
-    /// 30 s, DLQ depth above 10 messages, consumer error rate above 1 %; and a stall: five
-    /// minutes without durable progress while messages wait.
+    /// 30 s, DLQ depth above 10 messages, consumer error rate above 1 %; a stall: five
+    /// minutes without durable progress while messages wait; and a downstream consumer group
+    /// not progressing: its oldest uncommitted message older than the latency threshold.
     pub fn spec_defaults() -> Vec<Rule> {
         let rule = |name: &str, signal, comparison, threshold, severity| Rule {
             name: name.to_string(),
@@ -184,6 +203,19 @@ impl Rule {
                     Severity::Critical,
                 )
             },
+            // A consumer's latency SLO does not end at the target's broker: a group whose
+            // oldest uncommitted message is older than the P95 threshold is as late as a sink
+            // would be, and a stopped billing-worker is exactly that.
+            Rule {
+                min_events: 1,
+                ..rule(
+                    "ConsumerGroupNotProgressing",
+                    Signal::ConsumerLagMs,
+                    Comparison::Above,
+                    30_000.0,
+                    Severity::Critical,
+                )
+            },
         ]
     }
 }
@@ -210,22 +242,19 @@ pub fn problems(rules: &[Rule]) -> Vec<String> {
         } else if rule.threshold < 0.0 {
             out.push(format!("{at}: threshold must not be negative"));
         }
-        let measured_now = matches!(rule.signal, Signal::DlqDepth | Signal::NoFreshDataMs);
-        if !measured_now && rule.lookback_ms < 60_000 {
+        if !rule.signal.is_measured_now() && rule.lookback_ms < 60_000 {
             out.push(format!(
                 "{at}: lookback_ms must be at least 60000 (one window), not {}",
                 rule.lookback_ms
             ));
         }
-        if rule.signal == Signal::DlqDepth && rule.scope == Scope::Tenant {
-            out.push(format!(
-                "{at}: dlq_depth is global (a dead letter may have no readable tenant)"
-            ));
-        }
-        if rule.signal == Signal::NoFreshDataMs && rule.scope == Scope::Tenant {
-            out.push(format!(
-                "{at}: no_fresh_data_ms is global (a partition carries many tenants)"
-            ));
+        if rule.signal.is_global_only() && rule.scope == Scope::Tenant {
+            let why = match rule.signal {
+                Signal::DlqDepth => "a dead letter may have no readable tenant",
+                Signal::ConsumerLagMs => "a group's offsets carry many tenants",
+                _ => "a partition carries many tenants",
+            };
+            out.push(format!("{at}: {} is global ({why})", rule.signal.as_ref()));
         }
         if !rule.reasons.is_empty() && rule.signal != Signal::DlqDepth {
             out.push(format!("{at}: reasons are for dlq_depth only"));
@@ -265,6 +294,8 @@ mod tests {
         assert!(!by(Signal::ConsumerErrorRate).breached_by(0.01));
         assert!(by(Signal::NoFreshDataMs).breached_by(300_001.0));
         assert!(!by(Signal::NoFreshDataMs).breached_by(300_000.0));
+        assert!(by(Signal::ConsumerLagMs).breached_by(30_001.0));
+        assert!(!by(Signal::ConsumerLagMs).breached_by(30_000.0));
     }
 
     #[test]
@@ -280,6 +311,7 @@ mod tests {
             threshold: f64::NAN,
             ..rules[3].clone()
         });
+        let pushed = rules.len() - 1;
         rules[0].reasons = vec!["late".into()];
         rules[2].reasons = vec!["x'); DROP".into()];
         let found = problems(&rules);
@@ -303,7 +335,7 @@ mod tests {
         assert!(found[2].contains("rules[2]") && found[2].contains("dlq_depth is global"));
         assert!(found[3].contains("rules[3]") && found[3].contains("lookback_ms"));
         assert!(found[4].contains("rules[4]") && found[4].contains("no_fresh_data_ms is global"));
-        assert!(found[5].contains("rules[5]: name is empty"));
+        assert!(found[5].contains(&format!("rules[{pushed}]: name is empty")));
     }
 
     #[test]

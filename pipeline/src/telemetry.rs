@@ -62,6 +62,15 @@ pub struct PartitionLabels {
     pub partition: i32,
 }
 
+/// Labels naming a downstream consumer group on the topic it reads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// The consumer group.
+    pub group: String,
+    /// The routing target's topic.
+    pub topic: String,
+}
+
 /// Labels naming a stage outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -235,6 +244,10 @@ pub struct Telemetry {
     pub kinesis_millis_behind: Family<PartitionLabels, Gauge>,
     /// Kinesis reads refused for the shard's read limit (each backed off and retried).
     pub kinesis_throttled: Family<PartitionLabels, Counter>,
+    /// Messages a downstream consumer group has not committed on its target's topic.
+    pub consumer_group_lag_messages: Family<GroupLabels, Gauge>,
+    /// Age of the oldest message a downstream consumer group has not committed (0: none).
+    pub consumer_group_lag_seconds: Family<GroupLabels, Gauge<f64, AtomicU64>>,
     /// Checks of past tenant-days by outcome (`corrected`, `unchanged`, `not_final`, `failed`).
     pub corrections: Family<OutcomeLabels, Counter>,
     /// Window rows the corrections wrote.
@@ -398,6 +411,18 @@ impl Default for Telemetry {
                 "kinesis_throttled_reads",
                 "Kinesis reads throttled (ProvisionedThroughputExceeded), each backed off",
                 Family::<PartitionLabels, Counter>::default(),
+            ),
+            consumer_group_lag_messages: registered(
+                &mut registry,
+                "consumer_group_lag_messages",
+                "Messages a downstream consumer group has not committed on its target's topic",
+                Family::<GroupLabels, Gauge>::default(),
+            ),
+            consumer_group_lag_seconds: registered(
+                &mut registry,
+                "consumer_group_lag_seconds",
+                "Age of the oldest message a downstream consumer group has not committed",
+                Family::<GroupLabels, Gauge<f64, AtomicU64>>::default(),
             ),
             corrections: registered(
                 &mut registry,

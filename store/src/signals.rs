@@ -105,6 +105,21 @@ pub fn signal_sql(rule: &Rule) -> String {
              GROUP BY subject_tenant, subject_consumer ORDER BY subject_consumer",
             STALL_CONSUMERS[0], STALL_CONSUMERS[1]
         ),
+        // Per downstream group, its newest minute in the lookback: the oldest uncommitted
+        // message's age (the largest over its partitions and topics) and, as `measured`, the
+        // messages it has not committed. The pipeline's own partitions (`source.*`) are the
+        // stall signal's.
+        Signal::ConsumerLagMs => format!(
+            "SELECT '' AS subject_tenant, concat('group.', consumer_group) AS subject_consumer, \
+             toUInt64(argMax(messages, window_start)) AS measured, \
+             argMax(seconds, window_start) * 1000 AS value \
+             FROM (SELECT window_start, consumer_group, sum(lag_messages) AS messages, \
+                   toFloat64(max(lag_seconds)) AS seconds FROM consumer_lag \
+                   WHERE window_start >= toStartOfMinute({since}) \
+                   AND NOT startsWith(consumer_group, 'source.') \
+                   GROUP BY window_start, consumer_group) \
+             GROUP BY subject_tenant, subject_consumer ORDER BY subject_consumer"
+        ),
     }
 }
 

@@ -151,8 +151,7 @@ async fn every_signal_is_measured_and_the_history_restores_what_fires() {
 
     for mut rule in Rule::spec_defaults() {
         for scope in [Scope::Global, Scope::Tenant] {
-            let global_only = matches!(rule.signal, Signal::DlqDepth | Signal::NoFreshDataMs);
-            if global_only && scope == Scope::Tenant {
+            if rule.signal.is_global_only() && scope == Scope::Tenant {
                 continue;
             }
             rule.scope = scope;
@@ -224,7 +223,12 @@ fn fast_rules(receiver: &WebhookReceiver) -> String {
          alertmanager_webhooks = [\"{0}/alertmanager\"]\n",
         receiver.url
     );
-    for rule in Rule::spec_defaults() {
+    // The default routing targets' consumer groups read nothing here, so their rule would
+    // fire too: it has a test of its own (a_stopped_consumer_group_...).
+    for rule in Rule::spec_defaults()
+        .into_iter()
+        .filter(|r| r.signal != Signal::ConsumerLagMs)
+    {
         toml.push_str(&format!(
             "[[alerts.rules]]\nname = \"{}\"\nsignal = \"{}\"\ncomparison = \"{}\"\n\
              threshold = {:?}\nfor_ms = 2000\nkeep_firing_ms = 3000\nseverity = \"{}\"\n\
@@ -647,5 +651,122 @@ async fn a_notification_reaches_a_webhook_that_was_down_across_a_restart() {
     let logged = std::fs::read_to_string(logs.path()).expect("logs");
     assert!(logged.contains("tried again"), "{logged}");
     assert!(!logged.contains("SECRET-TOKEN"), "a token in the logs");
+    isolated.remove().await;
+}
+
+/// A downstream consumer group that stops while its routing target keeps receiving events
+/// fires `ConsumerGroupNotProgressing` once (its oldest uncommitted message ages past the
+/// threshold), and resolves it once when it resumes and commits (issue 30, item 1).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_consumer_group_fires_once_and_resolves_once_when_it_resumes() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let isolated = Isolated::create("it-group-stop", 1).await;
+    let work = format!("{}.target.work", isolated.prefix);
+    let group = format!("{}-billing-worker", isolated.prefix);
+    crate::support::create_topics_at(&isolated.brokers, std::slice::from_ref(&work), 1).await;
+    let receiver = WebhookReceiver::start();
+    let config = format!(
+        r#"
+[routing]
+unmatched = ["metrics", "work"]
+consumer_watch_interval_ms = 1000
+rules = []
+[routing.targets.work]
+topic = "{work}"
+consumer_groups = ["{group}"]
+
+[alerts]
+evaluate_every_ms = 1000
+webhooks = ["{url}/plain"]
+[[alerts.rules]]
+name = "ConsumerGroupNotProgressing"
+signal = "consumer_lag_ms"
+comparison = "above"
+threshold = 5000.0
+for_ms = 2000
+keep_firing_ms = 3000
+severity = "critical"
+scope = "global"
+lookback_ms = 120000
+min_events = 1
+"#,
+        url = receiver.url
+    );
+    let mut env = pipeline_env(&isolated);
+    stdout_of(&salestalk(&["migrate"], &env));
+    let (_serve, dir, _port) = serve_with(&mut env, &config);
+    let path = dir
+        .path()
+        .join("alerts.toml")
+        .to_string_lossy()
+        .into_owned();
+    let _run = KillOnDrop(
+        salestalk_command(&["--config", &path, "run"], &env)
+            .spawn()
+            .expect("run starts"),
+    );
+    let subject = format!("group.{group}");
+    let of_group = || {
+        notifications(&receiver, "/plain")
+            .remove(&("ConsumerGroupNotProgressing".to_string(), subject.clone()))
+            .unwrap_or_default()
+    };
+    // Nothing routed yet: the group has nothing to commit, nothing fires.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(of_group().is_empty(), "{:?}", of_group());
+
+    // Events reach the target; the group, stopped, commits none of them.
+    let (producer, topic) = classification_producer(&isolated);
+    for n in 0..10 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic).payload(&classification(
+                    n,
+                    "tenant-g",
+                    Utc::now(),
+                )),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+    let fired = eventually(
+        Duration::from_secs(120),
+        || async { of_group() },
+        |got| !got.is_empty(),
+    )
+    .await;
+    assert_eq!(fired, ["firing"], "the stopped group fires once");
+
+    // The group resumes: it reads and commits everything its target holds.
+    let worker: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("worker");
+    let (_, end) = worker
+        .fetch_watermarks(&work, 0, Duration::from_secs(10))
+        .expect("the target's end");
+    assert_eq!(end, 10, "every event reached the target");
+    let mut position = TopicPartitionList::new();
+    position
+        .add_partition_offset(&work, 0, Offset::Offset(end))
+        .expect("offset");
+    worker
+        .commit(&position, CommitMode::Sync)
+        .expect("the worker commits");
+    let both = eventually(
+        Duration::from_secs(120),
+        || async { of_group() },
+        |got| got.len() >= 2,
+    )
+    .await;
+    assert_eq!(both, ["firing", "resolved"], "and resolves once");
+    // A few more evaluations: nothing else arrives for the group.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(of_group(), ["firing", "resolved"]);
     isolated.remove().await;
 }

@@ -385,7 +385,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         settings.retention,
         Arc::clone(&telemetry),
     );
-    crate::run::downstream::watch(settings, &routing);
+    crate::run::downstream::watch(settings, &routing, Arc::clone(&telemetry));
     let leadership = Leadership::default();
     let observer: Arc<dyn CorrectionObserver> = telemetry.clone();
     salestalk_corrections::schedule(settings.corrector(), leadership.clone(), observer);

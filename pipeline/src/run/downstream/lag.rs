@@ -3,6 +3,7 @@
 //! partitions' ends (messages behind) and the oldest uncommitted message's broker time (time
 //! behind), and stored as one sample per partition (`consumer_group_lag`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use salestalk_kafka::KafkaSettings;
@@ -12,6 +13,7 @@ use salestalk_store::Endpoint;
 use salestalk_store::tables::consumer_group_lag::LagSample;
 
 use crate::settings::Settings;
+use crate::telemetry::{GroupLabels, Telemetry};
 
 /// The samples of `group` on `topic` as of `now_ms`.
 pub async fn sample(
@@ -41,8 +43,14 @@ pub async fn sample(
         .collect())
 }
 
-/// Samples every (group, topic) of `groups` every `interval_ms`, storing what it finds.
-pub fn schedule(settings: &Settings, groups: Vec<(String, String)>, interval_ms: u64) {
+/// Samples every (group, topic) of `groups` every `interval_ms`, storing what it finds and
+/// showing it as gauges (for the Prometheus rule, which needs no ClickHouse).
+pub fn schedule(
+    settings: &Settings,
+    groups: Vec<(String, String)>,
+    interval_ms: u64,
+    telemetry: Arc<Telemetry>,
+) {
     if groups.is_empty() {
         return;
     }
@@ -54,7 +62,10 @@ pub fn schedule(settings: &Settings, groups: Vec<(String, String)>, interval_ms:
             let mut samples = Vec::new();
             for (group, topic) in &groups {
                 match sample(&kafka, group, topic, now_ms).await {
-                    Ok(found) => samples.extend(found),
+                    Ok(found) => {
+                        show(&telemetry, group, topic, &found);
+                        samples.extend(found);
+                    }
                     Err(error) => {
                         tracing::warn!(%error, group, topic, "could not sample a group's lag")
                     }
@@ -67,4 +78,23 @@ pub fn schedule(settings: &Settings, groups: Vec<(String, String)>, interval_ms:
             tokio::time::sleep(Duration::from_millis(interval_ms)).await;
         }
     });
+}
+
+/// Sets the group's gauges from one round of samples: messages summed over the partitions,
+/// the oldest uncommitted message's age the largest of them.
+fn show(telemetry: &Telemetry, group: &str, topic: &str, samples: &[LagSample]) {
+    let labels = GroupLabels {
+        group: group.to_string(),
+        topic: topic.to_string(),
+    };
+    let messages: u64 = samples.iter().map(|s| s.lag_messages).sum();
+    let oldest_ms = samples.iter().map(|s| s.lag_ms).max().unwrap_or(0);
+    telemetry
+        .consumer_group_lag_messages
+        .get_or_create(&labels)
+        .set(i64::try_from(messages).unwrap_or(i64::MAX));
+    telemetry
+        .consumer_group_lag_seconds
+        .get_or_create(&labels)
+        .set(oldest_ms as f64 / 1000.0);
 }

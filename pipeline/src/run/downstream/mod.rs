@@ -8,12 +8,15 @@ pub mod heal;
 pub mod lag;
 pub mod reports;
 
+use std::sync::Arc;
+
 use salestalk_operators::routing::RoutingTable;
 
 use crate::settings::Settings;
+use crate::telemetry::Telemetry;
 
 /// Starts both watches (each only when there is something to watch).
-pub fn watch(settings: &Settings, table: &RoutingTable) {
+pub fn watch(settings: &Settings, table: &RoutingTable, telemetry: Arc<Telemetry>) {
     let interval = settings.routing.consumer_watch_interval_ms;
     if interval == 0 {
         return;
@@ -31,6 +34,6 @@ pub fn watch(settings: &Settings, table: &RoutingTable) {
         })
         .flatten()
         .collect();
-    lag::schedule(settings, groups, interval);
+    lag::schedule(settings, groups, interval, telemetry);
     reports::schedule(settings);
 }
