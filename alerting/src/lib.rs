@@ -1,5 +1,6 @@
-//! Alerting for SREs: rules over the pipeline's public metrics (the spec's four thresholds by
-//! default), and the pure state machine that turns each evaluation's measurements into
+//! Alerting for SREs: rules over the pipeline's public metrics (by default the contract's
+//! four thresholds, its targets as a warning tier, and burn-rate rules on the targets' error
+//! budgets; [`objectives`]), and the pure state machine that turns each evaluation's measurements into
 //! firing and resolved notifications, once each, without flapping.
 //!
 //! The evaluator in the `salestalk` binary measures each rule's signal in ClickHouse, feeds the
@@ -8,9 +9,10 @@
 //! tests control.
 
 pub mod notification;
+pub mod objectives;
 pub mod rule;
 pub mod tracker;
 
 pub use notification::{Notification, Status};
-pub use rule::{Comparison, Rule, Scope, Severity, Signal};
+pub use rule::{Comparison, ErrorBudget, Rule, Scope, Severity, Signal};
 pub use tracker::Tracker;

@@ -39,6 +39,13 @@ pub enum Signal {
     /// (`group.<name>`), from its newest lag sample in the lookback, in milliseconds: 0 while
     /// it keeps up, growing while it is stopped with messages waiting (not progressing).
     ConsumerLagMs,
+    /// How fast the publish success objective's error budget burns: the share of failed
+    /// publishes (throttled entries left out) over the budget `1 - objective`, the lesser of
+    /// the rule's two windows (see [`ErrorBudget`]).
+    PublishBurnRate,
+    /// How fast the latency objective's error budget burns, per consumer: the share of events
+    /// processed later than `good_within_ms` over `1 - objective`, the lesser of two windows.
+    LatencyBurnRate,
 }
 
 impl Signal {
@@ -49,7 +56,12 @@ impl Signal {
 
     /// Whether the signal is a ratio whose denominator `min_events` guards.
     pub fn has_denominator(self) -> bool {
-        self.is_fraction() || self == Self::P95LatencyMs
+        self.is_fraction() || self == Self::P95LatencyMs || self.is_burn_rate()
+    }
+
+    /// Whether the signal is an error budget's burn rate (its rule has an [`ErrorBudget`]).
+    pub fn is_burn_rate(self) -> bool {
+        matches!(self, Self::PublishBurnRate | Self::LatencyBurnRate)
     }
 
     /// Whether the signal is judged for all traffic only: a dead letter may have no readable
@@ -131,6 +143,27 @@ pub struct Rule {
     /// those that need a person (docs/alerts.md). Other signals take none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
+    /// For a burn-rate signal: the objective whose budget burns, and the short window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<ErrorBudget>,
+}
+
+/// An objective's error budget, for a burn-rate rule (`[alerts.rules.budget]`). The burn rate
+/// is the share of bad events over `1 - objective`: 1 spends the budget exactly over the
+/// objective's period, 14.4 spends a 30-day budget's 2 % in an hour. It is measured over the
+/// rule's `lookback_ms` and over `short_lookback_ms`, and the lesser is the value: the alert
+/// fires only while the burn is both large and still going on, and resolves soon after it
+/// stops (multi-window, multi-burn-rate alerting).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBudget {
+    /// The share of events promised good (0.999 is 99.9 %), strictly between 0 and 1.
+    pub objective: f64,
+    /// The short window, ms: at least one minute, shorter than `lookback_ms`.
+    pub short_lookback_ms: u64,
+    /// For `latency_burn_rate`: an event is good when processed within this many ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub good_within_ms: Option<f64>,
 }
 
 impl Rule {
@@ -142,11 +175,15 @@ impl Rule {
         }
     }
 
-    /// The spec's four thresholds: publish success below 99 %, P95 processing latency above
-    /// 30 s, DLQ depth above 10 messages, consumer error rate above 1 %; a stall: five
-    /// minutes without durable progress while messages wait; and a downstream consumer group
-    /// not progressing: its oldest uncommitted message older than the latency threshold.
+    /// The defaults, from the contract's monitoring table ([`crate::objectives`]): each of its
+    /// four metrics alerted at its threshold (critical; the DLQ depth a warning, as the
+    /// contract's CloudWatch alarm) and at its target (a warning tier); burn-rate rules on the
+    /// publish success and latency objectives' error budgets, fast (critical) and slow
+    /// (warning); a stall, five minutes without durable progress while messages wait; and a
+    /// downstream consumer group not progressing: its oldest uncommitted message older than
+    /// the latency threshold.
     pub fn spec_defaults() -> Vec<Rule> {
+        use crate::objectives::{self as o, BurnWindows, Objective};
         let rule = |name: &str, signal, comparison, threshold, severity| Rule {
             name: name.to_string(),
             signal,
@@ -159,64 +196,122 @@ impl Rule {
             lookback_ms: 900_000,
             min_events: 100,
             reasons: Vec::new(),
+            budget: None,
         };
-        vec![
-            rule(
-                "PublishSuccessRateLow",
-                Signal::PublishSuccessRate,
-                Comparison::Below,
-                0.99,
-                Severity::Critical,
-            ),
-            rule(
-                "ProcessingLatencyP95High",
-                Signal::P95LatencyMs,
-                Comparison::Above,
-                30_000.0,
-                Severity::Critical,
-            ),
-            Rule {
-                for_ms: 60_000,
-                ..rule(
-                    "DlqDepthHigh",
-                    Signal::DlqDepth,
-                    Comparison::Above,
-                    10.0,
+        let tiers = |name: &str, objective: Objective, severity| {
+            [
+                rule(
+                    name,
+                    objective.signal,
+                    objective.comparison,
+                    objective.alert,
+                    severity,
+                ),
+                rule(
+                    &format!("{name}Target"),
+                    objective.signal,
+                    objective.comparison,
+                    objective.target,
                     Severity::Warning,
-                )
-            },
-            rule(
-                "ConsumerErrorRateHigh",
-                Signal::ConsumerErrorRate,
-                Comparison::Above,
-                0.01,
+                ),
+            ]
+        };
+        let burn =
+            |name: &str, signal, objective: f64, good_within_ms, windows: BurnWindows, severity| {
+                Rule {
+                    for_ms: 120_000,
+                    keep_firing_ms: 300_000,
+                    lookback_ms: windows.lookback_ms,
+                    budget: Some(ErrorBudget {
+                        objective,
+                        short_lookback_ms: windows.short_lookback_ms,
+                        good_within_ms,
+                    }),
+                    ..rule(name, signal, Comparison::Above, windows.rate, severity)
+                }
+            };
+        let mut rules = Vec::new();
+        rules.extend(tiers(
+            "PublishSuccessRateLow",
+            o::PUBLISH_SUCCESS,
+            Severity::Critical,
+        ));
+        rules.extend(tiers(
+            "ProcessingLatencyP95High",
+            o::P95_LATENCY_MS,
+            Severity::Critical,
+        ));
+        rules.extend(
+            tiers("DlqDepthHigh", o::DLQ_DEPTH, Severity::Warning).map(|r| Rule {
+                for_ms: 60_000,
+                ..r
+            }),
+        );
+        rules.extend(tiers(
+            "ConsumerErrorRateHigh",
+            o::CONSUMER_ERROR_RATE,
+            Severity::Critical,
+        ));
+        let latency_ms = Some(o::P95_LATENCY_MS.target);
+        rules.extend([
+            burn(
+                "PublishErrorBudgetFastBurn",
+                Signal::PublishBurnRate,
+                o::PUBLISH_SUCCESS.target,
+                None,
+                o::FAST_BURN,
                 Severity::Critical,
             ),
-            Rule {
-                for_ms: 60_000,
-                min_events: 1,
-                ..rule(
-                    "NoFreshData",
-                    Signal::NoFreshDataMs,
-                    Comparison::Above,
-                    300_000.0,
-                    Severity::Critical,
-                )
-            },
-            // A consumer's latency SLO does not end at the target's broker: a group whose
-            // oldest uncommitted message is older than the P95 threshold is as late as a sink
-            // would be, and a stopped billing-worker is exactly that.
-            Rule {
-                min_events: 1,
-                ..rule(
-                    "ConsumerGroupNotProgressing",
-                    Signal::ConsumerLagMs,
-                    Comparison::Above,
-                    30_000.0,
-                    Severity::Critical,
-                )
-            },
-        ]
+            burn(
+                "PublishErrorBudgetSlowBurn",
+                Signal::PublishBurnRate,
+                o::PUBLISH_SUCCESS.target,
+                None,
+                o::SLOW_BURN,
+                Severity::Warning,
+            ),
+            burn(
+                "LatencyErrorBudgetFastBurn",
+                Signal::LatencyBurnRate,
+                o::LATENCY_GOOD_SHARE,
+                latency_ms,
+                o::FAST_BURN,
+                Severity::Critical,
+            ),
+            burn(
+                "LatencyErrorBudgetSlowBurn",
+                Signal::LatencyBurnRate,
+                o::LATENCY_GOOD_SHARE,
+                latency_ms,
+                o::SLOW_BURN,
+                Severity::Warning,
+            ),
+        ]);
+        rules.push(Rule {
+            for_ms: 60_000,
+            min_events: 1,
+            ..rule(
+                "NoFreshData",
+                Signal::NoFreshDataMs,
+                Comparison::Above,
+                300_000.0,
+                Severity::Critical,
+            )
+        });
+        // A consumer's latency SLO does not end at the target's broker: a group whose
+        // oldest uncommitted message is older than the P95 threshold is as late as a sink
+        // would be, and a stopped billing-worker is exactly that.
+        rules.push(Rule {
+            min_events: 1,
+            ..rule(
+                "ConsumerGroupNotProgressing",
+                Signal::ConsumerLagMs,
+                Comparison::Above,
+                o::P95_LATENCY_MS.alert,
+                Severity::Critical,
+            )
+        });
+        rules
     }
 }
 
@@ -255,6 +350,42 @@ pub fn problems(rules: &[Rule]) -> Vec<String> {
                 _ => "a partition carries many tenants",
             };
             out.push(format!("{at}: {} is global ({why})", rule.signal.as_ref()));
+        }
+        match (&rule.budget, rule.signal.is_burn_rate()) {
+            (None, true) => out.push(format!(
+                "{at}: {} needs a budget (objective, short_lookback_ms)",
+                rule.signal.as_ref()
+            )),
+            (Some(_), false) => out.push(format!("{at}: a budget is for burn-rate signals only")),
+            (Some(budget), true) => {
+                if !(budget.objective > 0.0 && budget.objective < 1.0) {
+                    out.push(format!(
+                        "{at}: budget.objective must be strictly between 0 and 1 (0.999 is 99.9 %), not {}",
+                        budget.objective
+                    ));
+                }
+                if budget.short_lookback_ms < 60_000 || budget.short_lookback_ms >= rule.lookback_ms
+                {
+                    out.push(format!(
+                        "{at}: budget.short_lookback_ms must be at least 60000 and shorter than lookback_ms, not {}",
+                        budget.short_lookback_ms
+                    ));
+                }
+                let latency = rule.signal == Signal::LatencyBurnRate;
+                match budget.good_within_ms {
+                    Some(ms) if !latency => out.push(format!(
+                        "{at}: budget.good_within_ms ({ms}) is for latency_burn_rate only"
+                    )),
+                    Some(ms) if !(ms.is_finite() && ms > 0.0) => out.push(format!(
+                        "{at}: budget.good_within_ms must be a positive number of ms, not {ms}"
+                    )),
+                    None if latency => out.push(format!(
+                        "{at}: latency_burn_rate needs budget.good_within_ms (the P95 target, 5000)"
+                    )),
+                    _ => {}
+                }
+            }
+            (None, false) => {}
         }
         if !rule.reasons.is_empty() && rule.signal != Signal::DlqDepth {
             out.push(format!("{at}: reasons are for dlq_depth only"));
@@ -300,7 +431,21 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed_with_its_rule() {
-        let mut rules = Rule::spec_defaults();
+        let defaults = Rule::spec_defaults();
+        let of = |signal: Signal| {
+            defaults
+                .iter()
+                .find(|r| r.signal == signal)
+                .expect("a default per signal")
+                .clone()
+        };
+        let mut rules = vec![
+            of(Signal::PublishSuccessRate),
+            of(Signal::P95LatencyMs),
+            of(Signal::DlqDepth),
+            of(Signal::ConsumerErrorRate),
+            of(Signal::NoFreshDataMs),
+        ];
         rules[1].name = rules[0].name.clone();
         rules[0].threshold = 99.0;
         rules[2].scope = Scope::Tenant;
@@ -311,7 +456,6 @@ mod tests {
             threshold: f64::NAN,
             ..rules[3].clone()
         });
-        let pushed = rules.len() - 1;
         rules[0].reasons = vec!["late".into()];
         rules[2].reasons = vec!["x'); DROP".into()];
         let found = problems(&rules);
@@ -335,7 +479,104 @@ mod tests {
         assert!(found[2].contains("rules[2]") && found[2].contains("dlq_depth is global"));
         assert!(found[3].contains("rules[3]") && found[3].contains("lookback_ms"));
         assert!(found[4].contains("rules[4]") && found[4].contains("no_fresh_data_ms is global"));
-        assert!(found[5].contains(&format!("rules[{pushed}]: name is empty")));
+        assert!(found[5].contains("rules[5]: name is empty"));
+    }
+
+    #[test]
+    fn a_burn_rate_rule_needs_a_sound_budget_and_only_it_has_one() {
+        let defaults = Rule::spec_defaults();
+        let latency = defaults
+            .iter()
+            .find(|r| r.signal == Signal::LatencyBurnRate)
+            .expect("a latency burn rule")
+            .clone();
+        let budget = latency.budget.clone().expect("a budget");
+        let cases = [
+            (
+                Rule {
+                    budget: None,
+                    ..latency.clone()
+                },
+                "needs a budget",
+            ),
+            (
+                Rule {
+                    budget: Some(ErrorBudget {
+                        objective: 1.0,
+                        ..budget.clone()
+                    }),
+                    ..latency.clone()
+                },
+                "strictly between 0 and 1",
+            ),
+            (
+                Rule {
+                    budget: Some(ErrorBudget {
+                        short_lookback_ms: latency.lookback_ms,
+                        ..budget.clone()
+                    }),
+                    ..latency.clone()
+                },
+                "shorter than lookback_ms",
+            ),
+            (
+                Rule {
+                    budget: Some(ErrorBudget {
+                        good_within_ms: None,
+                        ..budget.clone()
+                    }),
+                    ..latency.clone()
+                },
+                "needs budget.good_within_ms",
+            ),
+            (
+                Rule {
+                    signal: Signal::PublishBurnRate,
+                    ..latency.clone()
+                },
+                "for latency_burn_rate only",
+            ),
+            (
+                Rule {
+                    signal: Signal::DlqDepth,
+                    ..latency.clone()
+                },
+                "for burn-rate signals only",
+            ),
+        ];
+        for (rule, expected) in cases {
+            let found = problems(std::slice::from_ref(&rule));
+            assert!(
+                found.len() == 1 && found[0].contains(expected),
+                "{expected}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_objective_has_a_threshold_and_a_target_rule() {
+        let rules = Rule::spec_defaults();
+        for objective in crate::objectives::ALL {
+            let thresholds: Vec<f64> = rules
+                .iter()
+                .filter(|r| r.signal == objective.signal)
+                .map(|r| r.threshold)
+                .collect();
+            assert_eq!(thresholds, [objective.alert, objective.target]);
+            assert!(
+                objective.misses_target(if objective.comparison == Comparison::Above {
+                    objective.target + 0.0001
+                } else {
+                    objective.target - 0.0001
+                })
+            );
+        }
+        let burns: Vec<(&str, Severity)> = rules
+            .iter()
+            .filter(|r| r.signal.is_burn_rate())
+            .map(|r| (r.name.as_str(), r.severity))
+            .collect();
+        assert_eq!(burns.len(), 4, "fast and slow, for publish and latency");
     }
 
     #[test]

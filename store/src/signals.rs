@@ -120,6 +120,71 @@ pub fn signal_sql(rule: &Rule) -> String {
                    GROUP BY window_start, consumer_group) \
              GROUP BY subject_tenant, subject_consumer ORDER BY subject_consumer"
         ),
+        // Failed publishes over what the objective allows to fail, over both windows: the
+        // lesser is the value (ErrorBudget). Throttled entries are neither good nor bad.
+        Signal::PublishBurnRate => {
+            let (short_since, budget) = budget_of(rule);
+            format!(
+                "SELECT subject_tenant, '' AS subject_consumer, measured, \
+                 least(long_bad / measured, if(short_n = 0, 0, short_bad / short_n)) / {budget} \
+                 AS value FROM (SELECT {tenant} AS subject_tenant, \
+                 toUInt64(sum(submitted) - sum(throttled)) AS measured, \
+                 sum(submitted) - sum(throttled) - sum(accepted) AS long_bad, \
+                 sumIf(submitted - throttled, window_start >= {short_since}) AS short_n, \
+                 sumIf(submitted - throttled - accepted, window_start >= {short_since}) AS short_bad \
+                 FROM publish_outcomes WHERE window_start >= {since} GROUP BY subject_tenant) \
+                 WHERE measured >= greatest({min}, 1) ORDER BY subject_tenant"
+            )
+        }
+        // Events processed later than `good_within_ms` (by the histogram's buckets: those
+        // whose values lie above it, within the histogram's 1 % error) over the budget, per
+        // consumer, over both windows.
+        Signal::LatencyBurnRate => {
+            let (short_since, budget) = budget_of(rule);
+            let good_within = rule
+                .budget
+                .as_ref()
+                .and_then(|b| b.good_within_ms)
+                .unwrap_or(f64::INFINITY);
+            let last_good = salestalk_operators::histogram::bucket_of(good_within);
+            let late = |h: &str| {
+                format!(
+                    "if(arraySum({h}.2) = 0, 0, \
+                     arraySum(arrayMap((b, c) -> if(b > {last_good}, c, 0), {h}.1, {h}.2)) \
+                     / arraySum({h}.2))"
+                )
+            };
+            format!(
+                "SELECT subject_tenant, subject_consumer, measured, \
+                 least({}, {}) / {budget} AS value \
+                 FROM (SELECT {tenant} AS subject_tenant, consumer AS subject_consumer, \
+                 toUInt64(sum(events)) AS measured, sumMap(buckets, counts) AS h_long, \
+                 sumMapIf(buckets, counts, window_start >= {short_since}) AS h_short \
+                 FROM (SELECT tenant_id, consumer, window_start, events, buckets, counts \
+                       FROM processing_latency WHERE window_start >= {since}) \
+                 GROUP BY subject_tenant, subject_consumer HAVING measured >= greatest({min}, 1)) \
+                 ORDER BY subject_tenant, subject_consumer",
+                late("h_long"),
+                late("h_short"),
+            )
+        }
+    }
+}
+
+/// The short window's start and the error budget (`1 - objective`) of a burn-rate rule;
+/// the rules' check guarantees both (a rule without is measured as never burning). The short
+/// window starts at the start of its first minute: rows are minutes, and a window starting
+/// within the newest complete one would leave it out and read a burn still going on as over.
+fn budget_of(rule: &Rule) -> (String, f64) {
+    match &rule.budget {
+        Some(budget) => (
+            format!(
+                "toStartOfMinute(now() - {})",
+                budget.short_lookback_ms / 1000
+            ),
+            (1.0 - budget.objective).max(f64::MIN_POSITIVE),
+        ),
+        None => ("now()".to_string(), f64::INFINITY),
     }
 }
 

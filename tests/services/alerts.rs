@@ -204,17 +204,40 @@ async fn every_signal_is_measured_and_the_history_restores_what_fires() {
     isolated.remove().await;
 }
 
-/// The alerts the traffic below must raise: (rule, consumer label or "").
+/// The alerts the traffic below must raise: (rule, consumer label or ""), each threshold
+/// with its target tier and each error budget fast and slow.
 /// The routing target of classifications (the default table) is a consumer like the sinks:
 /// the stale events' delivery latency crosses the threshold there too.
-const EXPECTED: [(&str, &str); 6] = [
+const EXPECTED: [(&str, &str); 20] = [
     ("ConsumerErrorRateHigh", "clickhouse.archive"),
+    ("ConsumerErrorRateHighTarget", "clickhouse.archive"),
     ("DlqDepthHigh", ""),
+    ("DlqDepthHighTarget", ""),
+    ("LatencyErrorBudgetFastBurn", "clickhouse.archive"),
+    ("LatencyErrorBudgetFastBurn", "clickhouse.metrics"),
+    ("LatencyErrorBudgetFastBurn", "target.insights-queue"),
+    ("LatencyErrorBudgetSlowBurn", "clickhouse.archive"),
+    ("LatencyErrorBudgetSlowBurn", "clickhouse.metrics"),
+    ("LatencyErrorBudgetSlowBurn", "target.insights-queue"),
     ("ProcessingLatencyP95High", "clickhouse.archive"),
     ("ProcessingLatencyP95High", "clickhouse.metrics"),
     ("ProcessingLatencyP95High", "target.insights-queue"),
+    ("ProcessingLatencyP95HighTarget", "clickhouse.archive"),
+    ("ProcessingLatencyP95HighTarget", "clickhouse.metrics"),
+    ("ProcessingLatencyP95HighTarget", "target.insights-queue"),
+    ("PublishErrorBudgetFastBurn", ""),
+    ("PublishErrorBudgetSlowBurn", ""),
     ("PublishSuccessRateLow", ""),
+    ("PublishSuccessRateLowTarget", ""),
 ];
+
+/// Whether an alert beyond [`EXPECTED`] may come too: the dead letters' own consumers are
+/// fresh, but on a loaded machine the pipeline's first flush can take longer than the 5 s
+/// latency target (docs/alerts.md), which their latency target and budgets then see.
+fn may_also_fire((rule, consumer): &(String, String)) -> bool {
+    (rule.starts_with("ProcessingLatencyP95HighTarget") || rule.starts_with("LatencyErrorBudget"))
+        && ["kafka.dlq", "clickhouse.dead_letters"].contains(&consumer.as_str())
+}
 
 /// Rules with the spec's thresholds and short timings, so a test can cross and recover.
 fn fast_rules(receiver: &WebhookReceiver) -> String {
@@ -239,7 +262,18 @@ fn fast_rules(receiver: &WebhookReceiver) -> String {
             rule.threshold,
             rule.severity.as_ref()
         ));
+        if let Some(budget) = &rule.budget {
+            // Both windows short enough to cross and leave in a test: two minutes and one.
+            toml.push_str(&format!(
+                "[alerts.rules.budget]\nobjective = {:?}\nshort_lookback_ms = 60000\n",
+                budget.objective
+            ));
+            if let Some(ms) = budget.good_within_ms {
+                toml.push_str(&format!("good_within_ms = {ms:?}\n"));
+            }
+        }
     }
+
     toml
 }
 
@@ -320,16 +354,20 @@ fn notifications(
     out
 }
 
-fn expected(statuses: &[&str]) -> BTreeMap<(String, String), Vec<String>> {
-    EXPECTED
-        .iter()
-        .map(|(rule, consumer)| {
-            (
-                (rule.to_string(), consumer.to_string()),
-                statuses.iter().map(|s| s.to_string()).collect(),
-            )
-        })
-        .collect()
+/// Whether every expected alert has exactly `statuses`, and any other is one that may also
+/// fire with a prefix of firing-then-resolved.
+fn settled(got: &BTreeMap<(String, String), Vec<String>>, statuses: &[&str]) -> bool {
+    let expected = EXPECTED.iter().all(|(rule, consumer)| {
+        got.get(&(rule.to_string(), consumer.to_string()))
+            .is_some_and(|s| s == statuses)
+    });
+    let others = got.iter().all(|(key, s)| {
+        EXPECTED.contains(&(key.0.as_str(), key.1.as_str()))
+            || (may_also_fire(key)
+                && ["firing", "resolved"]
+                    .starts_with(&s.iter().map(String::as_str).collect::<Vec<_>>()[..]))
+    });
+    expected && others
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -344,17 +382,18 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
     let (_serve, _config, port) = serve_with(&mut env, &fast_rules(&receiver));
     let _run = KillOnDrop(spawn_run(&env, false));
 
-    // Crossing every threshold at once: 500 fresh events, 100 stamped 45 s ago (latency above
-    // 30 s for a sixth of the events), 20 the archive refuses (3 % consumer errors), and 20
-    // that are not JSON (publish success 97 %: the archive's refusals are no failed publishes;
-    // 40 dead letters pending).
+    // Crossing every threshold and target at once: 100 fresh events, 500 stamped 45 s ago
+    // (latency above 30 s for four in five events: the latency budget of 5 % burns 16 times
+    // too fast), 20 the archive refuses (3 % consumer errors), and 20 that are not JSON
+    // (publish success 97 %, its 0.1 % budget burning 30 times too fast: the archive's
+    // refusals are no failed publishes; 40 dead letters pending).
     let (producer, topic) = classification_producer(&isolated);
     let now = Utc::now();
-    let mut messages: Vec<Vec<u8>> = (0..500)
+    let mut messages: Vec<Vec<u8>> = (0..100)
         .map(|n| classification(n, "tenant-a", now))
         .collect();
     messages.extend(
-        (500..600).map(|n| classification(n, "tenant-a", now - chrono::Duration::seconds(45))),
+        (100..600).map(|n| classification(n, "tenant-a", now - chrono::Duration::seconds(45))),
     );
     messages.extend((600..620).map(|n| classification(n, "tenant-refused", now)));
     messages.extend((0..20).map(|n| format!("not json {n}").into_bytes()));
@@ -371,17 +410,19 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
     let fired = eventually(
         Duration::from_secs(120),
         || async { notifications(&receiver, "/plain") },
-        |got| *got == expected(&["firing"]),
+        |got| settled(got, &["firing"]),
     )
     .await;
-    assert_eq!(fired, expected(&["firing"]), "every alert fires once");
+    assert!(
+        settled(&fired, &["firing"]),
+        "every alert fires once: {fired:#?}"
+    );
     let admin = api_key(&env, "admin", &[]);
     let (status, body) = http_get_as(port, "/api/alerts", Some(&admin)).expect("serve answers");
     assert_eq!(status, 200);
     let active: serde_json::Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(
-        active.as_array().map(Vec::len),
-        Some(EXPECTED.len()),
+    assert!(
+        active.as_array().is_some_and(|a| a.len() >= EXPECTED.len()),
         "{active}"
     );
     // Alerts about the whole pipeline are not a tenant's: a reader key sees none of them, and
@@ -407,19 +448,20 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
         ],
         &env,
     ));
-    let both = expected(&["firing", "resolved"]);
+    let both = ["firing", "resolved"];
     eventually(
         Duration::from_secs(300),
         || async { notifications(&receiver, "/plain") },
-        |got| *got == both,
+        |got| settled(got, &both) && got.values().all(|s| s == &both),
     )
     .await;
     // A few more evaluations: nothing else may arrive.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        notifications(&receiver, "/plain"),
-        both,
-        "every alert resolves once"
+    let both = notifications(&receiver, "/plain");
+    assert!(
+        settled(&both, &["firing", "resolved"])
+            && both.values().all(|s| s == &["firing", "resolved"]),
+        "every alert resolves once: {both:#?}"
     );
     assert_eq!(
         notifications(&receiver, "/alertmanager"),
@@ -437,7 +479,7 @@ async fn each_threshold_crossed_then_recovered_notifies_once_each_way() {
         .alert_history(100)
         .await
         .expect("history");
-    assert_eq!(history.len(), 2 * EXPECTED.len());
+    assert_eq!(history.len(), 2 * both.len());
     assert!(history.iter().all(|r| r.delivered == 1), "{history:?}");
 
     isolated.remove().await;
