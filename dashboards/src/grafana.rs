@@ -5,6 +5,9 @@
 
 use serde_json::{Value, json};
 
+use salestalk_alerting::Comparison;
+use salestalk_alerting::objectives::Objective;
+
 use crate::panels::{Chart, Dashboard, Panel, Source, Unit};
 
 /// The plugin's id.
@@ -54,7 +57,7 @@ pub fn dashboard_json(dashboard: &Dashboard) -> Value {
                 "title": panel.title,
                 "datasource": datasource,
                 "gridPos": {"x": (i as u64 * width) % 24, "y": i as u64 * height, "w": width, "h": height},
-                "fieldConfig": {"defaults": {"unit": panel.unit.id()}, "overrides": overrides(panel)},
+                "fieldConfig": {"defaults": defaults(panel), "overrides": overrides(panel)},
                 "options": {},
                 "targets": [target],
             })
@@ -102,20 +105,68 @@ pub fn sql_of(document: &Value) -> Vec<(String, String)> {
 pub const GRAFANA_TENANT_FILTER: &str =
     "(${tenant:sqlstring} = '' OR tenant_id = ${tenant:sqlstring})";
 
-/// A table's declared column units as Grafana field overrides. Grafana has no exact
-/// nanodollar unit: those columns say so in their display name instead.
+/// The panel's unit and, where the contract's objective applies to its value, the target
+/// and threshold as Grafana thresholds: drawn as lines on a time series, coloured on a stat.
+fn defaults(panel: &Panel) -> Value {
+    let mut defaults = json!({"unit": panel.unit.id()});
+    if let Some(mark) = panel.marks.iter().find(|m| m.column == "value") {
+        defaults["thresholds"] = thresholds(&mark.objective, panel.unit);
+        if panel.chart == Chart::Timeseries {
+            defaults["custom"] = json!({"thresholdsStyle": {"mode": "line+area"}});
+        } else {
+            defaults["color"] = json!({"mode": "thresholds"});
+        }
+    }
+    defaults
+}
+
+/// An objective as Grafana threshold steps (each applies from its value up): green where the
+/// target is met, orange where only the target is missed, red past the alert threshold.
+/// Counts step at the next whole number, since "above 10" begins at 11.
+fn thresholds(objective: &Objective, unit: Unit) -> Value {
+    let above = |limit: f64| {
+        if unit == Unit::Count {
+            limit.floor() + 1.0
+        } else {
+            limit
+        }
+    };
+    let steps = match objective.comparison {
+        Comparison::Above => json!([
+            {"color": "green", "value": null},
+            {"color": "orange", "value": above(objective.target)},
+            {"color": "red", "value": above(objective.alert)},
+        ]),
+        Comparison::Below => json!([
+            {"color": "red", "value": null},
+            {"color": "orange", "value": objective.alert},
+            {"color": "green", "value": objective.target},
+        ]),
+    };
+    json!({"mode": "absolute", "steps": steps})
+}
+
+/// A table's declared column units as Grafana field overrides, and a marked column's target
+/// and threshold as coloured text. Grafana has no exact nanodollar unit: those columns say so
+/// in their display name instead.
 fn overrides(panel: &Panel) -> Vec<Value> {
     panel
         .columns
         .iter()
         .map(|(name, unit)| {
-            let property = match unit {
+            let mut properties = vec![match unit {
                 Unit::NanoUsd => {
                     json!({"id": "displayName", "value": format!("{name} (USD x 1e9)")})
                 }
                 other => json!({"id": "unit", "value": other.id()}),
-            };
-            json!({"matcher": {"id": "byName", "options": name}, "properties": [property]})
+            }];
+            if let Some(mark) = panel.marks.iter().find(|m| m.column == *name) {
+                properties
+                    .push(json!({"id": "thresholds", "value": thresholds(&mark.objective, *unit)}));
+                properties
+                    .push(json!({"id": "custom.cellOptions", "value": {"type": "color-text"}}));
+            }
+            json!({"matcher": {"id": "byName", "options": name}, "properties": properties})
         })
         .collect()
 }
@@ -149,6 +200,22 @@ mod tests {
                 .filter(|p| !matches!(p.source, Source::Lag { .. }))
                 .count();
             assert_eq!(sql.len(), expected, "every ClickHouse panel has its SQL");
+            // Every target and threshold drawn on a panel is in its Grafana thresholds.
+            for (panel, json) in dashboard
+                .panels
+                .iter()
+                .zip(document["panels"].as_array().expect("panels"))
+            {
+                for mark in &panel.marks {
+                    let text = json["fieldConfig"].to_string();
+                    for limit in [mark.objective.target, mark.objective.alert] {
+                        let shown = [limit, limit.floor() + 1.0]
+                            .iter()
+                            .any(|v| text.contains(&format!("\"value\":{}", serde_json::json!(v))));
+                        assert!(shown, "{}: {limit} not drawn in {text}", panel.id);
+                    }
+                }
+            }
         }
     }
 }

@@ -94,6 +94,7 @@ function card(panel) {
   delete element.dataset.total;
   delete element.dataset.value;
   delete element.dataset.rows;
+  delete element.dataset.level;
   return element;
 }
 
@@ -122,6 +123,26 @@ function summary(element, text) {
   element.querySelector('.body').appendChild(p);
 }
 
+// The contract's target and alert threshold of a panel's column (`value` for time series and
+// stats), as the server declares them (Mark in dashboards/src/panels/mod.rs).
+function markOf(panel, column) {
+  return (panel.marks || []).find((mark) => mark.column === column);
+}
+
+// 'ok', 'target' (the target is missed) or 'alert' (past the alert threshold).
+function level(mark, value) {
+  const worse = mark.comparison === 'below' ? (a, b) => a < b : (a, b) => a > b;
+  if (worse(value, mark.alert)) return 'alert';
+  if (worse(value, mark.target)) return 'target';
+  return 'ok';
+}
+
+function objectiveText(mark, unit) {
+  const [good, bad] = mark.comparison === 'below' ? ['above', 'below'] : ['below', 'above'];
+  const target = mark.comparison === 'below' || mark.target > 0 ? `${good} ${format(mark.target, unit)}` : format(mark.target, unit);
+  return `target: ${target} · alert: ${bad} ${format(mark.alert, unit)}`;
+}
+
 function renderTimeseries(element, panel, result) {
   const [t, s, v] = ['time', 'series', 'value'].map((c) => columnIndex(result, c));
   const times = [...new Set(result.data.map((row) => row[t]))].sort();
@@ -134,12 +155,22 @@ function renderTimeseries(element, panel, result) {
   const total = result.data.reduce((sum, row) => sum + Number(row[v]), 0);
   element.dataset.total = String(total);
   element.dataset.rows = String(result.data.length);
+  const mark = markOf(panel, 'value');
+  if (mark) {
+    for (const [label, limit, color] of [['target', mark.target, '#b54708'], ['alert threshold', mark.alert, '#b42318']]) {
+      datasets.push({ label, data: times.map(() => limit), borderDash: [6, 4], borderColor: color, borderWidth: 1, pointRadius: 0 });
+    }
+  }
   drawChart(element, panel, {
     type: 'line',
     data: { labels: times.map((time) => time.replace(' ', 'T').slice(0, 16)), datasets },
     options: { scales: { y: { beginAtZero: true } } },
   });
-  if (panel.unit !== 'percentunit') summary(element, `total in range: ${format(total, panel.unit)}`);
+  if (mark) {
+    const worst = result.data.reduce((w, row) => Math.max(w, level(mark, Number(row[v])) === 'alert' ? 2 : level(mark, Number(row[v])) === 'target' ? 1 : 0), 0);
+    element.dataset.level = ['ok', 'target', 'alert'][worst];
+    summary(element, objectiveText(mark, panel.unit));
+  } else if (panel.unit !== 'percentunit') summary(element, `total in range: ${format(total, panel.unit)}`);
 }
 
 function renderBar(element, panel, result) {
@@ -162,7 +193,14 @@ function renderStat(element, panel, result) {
   const p = document.createElement('p');
   p.className = 'stat';
   p.textContent = format(value, panel.unit);
+  const mark = markOf(panel, 'value');
+  if (mark) {
+    p.dataset.level = level(mark, value);
+    p.classList.add(`level-${p.dataset.level}`);
+    element.dataset.level = p.dataset.level;
+  }
   element.querySelector('.body').appendChild(p);
+  if (mark) summary(element, objectiveText(mark, panel.unit));
   const rest = result.meta.filter((c) => c.name !== 'value');
   if (rest.length) summary(element, rest.map((c) => `${c.name}: ${format(result.data[0][columnIndex(result, c.name)])}`).join(' · '));
 }
@@ -197,9 +235,15 @@ function renderTable(element, panel, result) {
       } else {
         td.textContent = value;
       }
+      const mark = markOf(panel, column.name);
+      if (mark && typeof value === 'number') {
+        td.dataset.level = level(mark, value);
+        td.classList.add(`level-${td.dataset.level}`);
+      }
     });
   }
   element.querySelector('.body').appendChild(table);
+  for (const mark of panel.marks || []) summary(element, `${mark.column}: ${objectiveText(mark, units[mark.column])}`);
 }
 
 function render(panel) {

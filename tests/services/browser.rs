@@ -199,6 +199,39 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
         .count();
     let success = 1.0 - failed as f64 / messages as f64;
     assert!((number(&sre, "publish_success", "data-value") - success).abs() < 1e-9);
+    // The contract's targets and thresholds are drawn: the publish success's level follows
+    // its value, and each marked panel says its target and threshold in words.
+    let expected_level = if success < 0.99 {
+        "alert"
+    } else if success < 0.999 {
+        "target"
+    } else {
+        "ok"
+    };
+    assert_eq!(
+        sre["publish_success"].get("data-level").map(String::as_str),
+        Some(expected_level),
+        "{:?}",
+        sre["publish_success"]
+    );
+    for text in [
+        "target: above 99.90 % · alert: below 99.00 %",
+        "p95_ms: target: below 5000 ms · alert: above 30000 ms",
+        "error_rate: target: below 0.10 % · alert: above 1.00 %",
+        "target: 0 · alert: above 10",
+    ] {
+        assert!(dom.contains(text), "the SRE page does not say {text:?}");
+    }
+    assert_eq!(
+        sre["dlq_depth"].get("data-level").map(String::as_str),
+        Some(if expected.dead_letters.len() > 10 {
+            "alert"
+        } else if expected.dead_letters.is_empty() {
+            "ok"
+        } else {
+            "target"
+        })
+    );
     // The pipeline's three consumers and the default table's routing targets.
     let targets = crate::support::settings().routing.targets.len() as f64;
     assert_eq!(

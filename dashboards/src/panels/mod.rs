@@ -9,6 +9,7 @@ mod billing;
 mod product;
 mod sre;
 
+use salestalk_alerting::objectives::Objective;
 use salestalk_operators::aggregate::Family;
 use salestalk_operators::windows::Span;
 use salestalk_store::schema::{
@@ -83,8 +84,18 @@ impl Unit {
     }
 }
 
+/// A line of the contract's monitoring table drawn on a panel: its target and its alert
+/// threshold, on the panel's `value` or on one column of a table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mark {
+    /// The column it applies to (`value` for time series and stats).
+    pub column: &'static str,
+    /// The objective: which side is bad, the target, the threshold.
+    pub objective: Objective,
+}
+
 /// One panel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Panel {
     /// Stable id (`[a-z_]+`), unique within its dashboard.
     pub id: &'static str,
@@ -98,9 +109,17 @@ pub struct Panel {
     pub columns: Vec<(&'static str, Unit)>,
     /// Its data.
     pub source: Source,
+    /// The targets and thresholds drawn on it (empty for most panels).
+    pub marks: Vec<Mark>,
 }
 
 impl Panel {
+    /// The panel with `objective` drawn on `column`.
+    pub(crate) fn marked(mut self, column: &'static str, objective: Objective) -> Self {
+        self.marks.push(Mark { column, objective });
+        self
+    }
+
     /// Whether its numbers are per tenant (its query has the tenant filter): only such panels
     /// are shown to a reader key. The others (lag, alerts) are about the pipeline as a whole.
     pub fn is_per_tenant(&self) -> bool {
@@ -109,7 +128,7 @@ impl Panel {
 }
 
 /// One dashboard.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dashboard {
     /// Stable id, also the page path (`/sre`).
     pub id: &'static str,
@@ -239,6 +258,7 @@ fn panel(id: &'static str, title: &'static str, chart: Chart, unit: Unit, sql: S
         unit,
         columns: Vec::new(),
         source: Source::Sql(sql),
+        marks: Vec::new(),
     }
 }
 
@@ -256,6 +276,7 @@ fn table(
         unit: Unit::Count,
         columns: columns.to_vec(),
         source: Source::Sql(sql),
+        marks: Vec::new(),
     }
 }
 

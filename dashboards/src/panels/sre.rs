@@ -1,6 +1,10 @@
-//! The SRE page: event volume and versions, contract warnings by producer, latency and error rate per consumer, publish
-//! success by path, the DLQ (depth, reasons, inflow, healed targets), lag of the pipeline's
-//! instances, consumer groups and Kinesis shards, and the alerts that fired.
+//! The SRE page (the contract's targets and thresholds drawn where they apply): event volume
+//! and versions, contract warnings by producer, latency per consumer and its P95 over time,
+//! error rate per consumer, publish success by path, the DLQ (depth, reasons, inflow, healed
+//! targets), lag of the pipeline's instances, consumer groups and Kinesis shards, and the
+//! alerts that fired.
+
+use salestalk_alerting::objectives;
 
 use super::*;
 
@@ -121,7 +125,30 @@ pub(super) fn sre() -> Dashboard {
                         &minutes_in_range(),
                     ),
                 ),
-            ),
+            )
+            .marked("p95_ms", objectives::P95_LATENCY_MS),
+            panel(
+                "latency_p95_over_time",
+                "P95 processing latency over time per consumer (ms)",
+                Chart::Timeseries,
+                Unit::Milliseconds,
+                format!(
+                    "SELECT {} AS time, consumer AS series, {} AS value FROM ({}) \
+                     GROUP BY time, series ORDER BY time, series",
+                    bucket("window_start"),
+                    merged_quantile(0.95),
+                    latency_sources_sql(
+                        &rows(
+                            Family::Latency,
+                            "event_type, consumer, events, latency_ms_histogram",
+                            Bucketed::Yes
+                        ),
+                        "delivery_latency",
+                        &minutes_in_range(),
+                    ),
+                ),
+            )
+            .marked("value", objectives::P95_LATENCY_MS),
             table(
                 "consumer_errors",
                 "Consumer error rate (failures over attempts: sinks, targets, consumer groups)",
@@ -141,7 +168,8 @@ pub(super) fn sre() -> Dashboard {
                      FROM consumer_outcomes WHERE $__timeFilter(window_start) \
                      AND (tenant_id = '' OR {TENANT}) GROUP BY consumer) ORDER BY consumer"
                 ),
-            ),
+            )
+            .marked("error_rate", objectives::CONSUMER_ERROR_RATE),
             panel(
                 "publish_success",
                 "Publish success rate (accepted / submitted, throttled apart)",
@@ -156,7 +184,8 @@ pub(super) fn sre() -> Dashboard {
                      toUInt64(sum(n_throttled)) AS throttled_n FROM ({}))",
                     publish_sources()
                 ),
-            ),
+            )
+            .marked("value", objectives::PUBLISH_SUCCESS),
             table(
                 "publish_by_path",
                 "Publishes by path: through the gateway, or straight to the topics",
@@ -183,7 +212,8 @@ pub(super) fn sre() -> Dashboard {
                 Chart::Stat,
                 Unit::Count,
                 format!("SELECT toFloat64(sum(entries)) AS value FROM dlq_depth WHERE {TENANT}"),
-            ),
+            )
+            .marked("value", objectives::DLQ_DEPTH),
             table(
                 "dlq_by_reason",
                 "Dead letters by reason and consumer (pending now)",
@@ -244,6 +274,7 @@ pub(super) fn sre() -> Dashboard {
                     .to_string(),
             ),
             Panel {
+                marks: Vec::new(),
                 id: "lag",
                 title: "Consumer lag (messages not yet durable)",
                 chart: Chart::Bar,
@@ -254,6 +285,7 @@ pub(super) fn sre() -> Dashboard {
                 },
             },
             Panel {
+                marks: Vec::new(),
                 id: "alerts",
                 title: "Active alerts",
                 chart: Chart::Table,

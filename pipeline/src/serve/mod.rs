@@ -384,9 +384,22 @@ async fn dashboard_data(
             .iter()
             .map(|(name, unit)| (name.to_string(), unit.id().into()))
             .collect();
+        // The contract's target and alert threshold where they apply (the page draws them).
+        let marks: Vec<serde_json::Value> = panel
+            .marks
+            .iter()
+            .map(|mark| {
+                json!({
+                    "column": mark.column,
+                    "comparison": mark.objective.comparison.as_ref(),
+                    "target": mark.objective.target,
+                    "alert": mark.objective.alert,
+                })
+            })
+            .collect();
         let mut entry = json!({
             "id": panel.id, "title": panel.title, "chart": chart, "unit": panel.unit.id(),
-            "columns": columns, "restricted": restricted,
+            "columns": columns, "restricted": restricted, "marks": marks,
         });
         match result {
             Ok(result) => entry["result"] = result,
