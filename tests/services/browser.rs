@@ -263,6 +263,38 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
         vec![conversations.to_string()]
     );
     assert!(number(&product, "quality", "data-rows") >= 1.0);
+    // Tenant tracking and ingestion: one onboarding per distinct valid tenant.provisioned,
+    // one batch per distinct valid metrics.ingested, and what a person reads.
+    let of_type = |wanted: &str| -> u64 {
+        expected
+            .volume
+            .iter()
+            .filter(|((_, _, event_type, _), _)| event_type == wanted)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let onboarded: u64 = cells(&dom, "onboarding", "onboarded")
+        .iter()
+        .map(|n| n.parse::<u64>().expect("a count"))
+        .sum();
+    assert_eq!(
+        onboarded,
+        of_type("tenant.provisioned.v1"),
+        "tenants onboarded"
+    );
+    let batches: u64 = cells(&dom, "ingestion", "uploads")
+        .iter()
+        .map(|n| n.parse::<u64>().expect("a count"))
+        .sum();
+    assert_eq!(batches, of_type("metrics.ingested.v1"), "ingestion batches");
+    for (value, text) in texts(&dom, "ingestion", "invalid_share") {
+        let share: f64 = value.parse().expect("a share");
+        assert_eq!(text, format!("{:.2} %", share * 100.0));
+    }
+    for (value, text) in texts(&dom, "onboarding", "avg_provisioning_ms") {
+        let ms: f64 = value.parse().expect("a duration");
+        assert_eq!(text, format!("{ms:.0} ms"));
+    }
     // What a person reads: each column in its declared unit, whatever its name says.
     let count = &texts(&dom, "engagement", "insights_shared")[0];
     let shared: i64 = count.0.parse().expect("a count");

@@ -1,5 +1,5 @@
 //! The product page: conversations, engagement, intents per tenant, quality and hallucination
-//! rate per model, by event time.
+//! rate per model, tenants onboarded ("tenant tracking") and metric ingestion, by event time.
 
 use super::*;
 
@@ -97,6 +97,61 @@ pub(super) fn product() -> Dashboard {
                         Family::Quality,
                         "model, narratives, hallucinations, hallucination_unknown, facts_verified, \
                          facts_total, confidence_sum, confidence_unknown, total_tokens",
+                        Bucketed::No
+                    )
+                ),
+            ),
+            table(
+                "onboarding",
+                "Tenants onboarded by plan and region",
+                &[
+                    ("plan", Unit::Text),
+                    ("region", Unit::Text),
+                    ("onboarded", Unit::Count),
+                    ("seeded_with_samples", Unit::Count),
+                    ("avg_provisioning_ms", Unit::Milliseconds),
+                ],
+                format!(
+                    "SELECT plan, region, toUInt64(sum(tenants)) AS onboarded, \
+                     toUInt64(sum(sample_data_seeded)) AS seeded_with_samples, \
+                     if(sum(tenants) = 0, 0, sum(provisioning_ms_sum) / sum(tenants)) \
+                     AS avg_provisioning_ms \
+                     FROM {} GROUP BY plan, region ORDER BY onboarded DESC, plan, region",
+                    rows(
+                        Family::Onboarding,
+                        "plan, region, tenants, sample_data_seeded, provisioning_ms_sum",
+                        Bucketed::No
+                    )
+                ),
+            ),
+            table(
+                "ingestion",
+                "Metric ingestion by source",
+                &[
+                    ("source", Unit::Text),
+                    ("uploads", Unit::Count),
+                    ("records_in", Unit::Count),
+                    ("valid", Unit::Count),
+                    ("invalid", Unit::Count),
+                    ("invalid_share", Unit::Share),
+                    ("with_warnings", Unit::Count),
+                    ("avg_processing_ms", Unit::Milliseconds),
+                ],
+                format!(
+                    "SELECT source, toUInt64(sum(batches)) AS uploads, \
+                     toUInt64(sum(records)) AS records_in, \
+                     toUInt64(sum(valid_records)) AS valid, \
+                     toUInt64(sum(invalid_records)) AS invalid, \
+                     if(sum(valid_records) + sum(invalid_records) = 0, 0, \
+                     sum(invalid_records) / (sum(valid_records) + sum(invalid_records))) \
+                     AS invalid_share, toUInt64(sum(warnings)) AS with_warnings, \
+                     if(sum(batches) = 0, 0, sum(processing_ms_sum) / sum(batches)) \
+                     AS avg_processing_ms \
+                     FROM {} GROUP BY source ORDER BY records_in DESC, source",
+                    rows(
+                        Family::Ingestion,
+                        "source, batches, records, valid_records, invalid_records, warnings, \
+                         processing_ms_sum",
                         Bucketed::No
                     )
                 ),
