@@ -232,6 +232,8 @@ pub struct Telemetry {
     pub retention_dropped_partitions: Family<TableLabels, Counter>,
     /// Rows in the partitions the retention job dropped, per table.
     pub retention_dropped_rows: Family<TableLabels, Counter>,
+    /// Expired rows the retention job deleted from partitions that hold newer ones, per table.
+    pub retention_deleted_rows: Family<TableLabels, Counter>,
     /// Messages in the partition not yet durable: high watermark minus checkpoint offset.
     pub partition_lag: Family<PartitionLabels, Gauge>,
     /// Seconds between now and the partition's event-time watermark.
@@ -374,6 +376,12 @@ impl Default for Telemetry {
                 &mut registry,
                 "retention_dropped_rows",
                 "Rows of the expired partitions dropped per table",
+                Family::<TableLabels, Counter>::default(),
+            ),
+            retention_deleted_rows: registered(
+                &mut registry,
+                "retention_deleted_rows",
+                "Expired rows deleted from partitions that hold newer ones, per table",
                 Family::<TableLabels, Counter>::default(),
             ),
             partition_lag: registered(

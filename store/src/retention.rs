@@ -1,14 +1,15 @@
-//! Retention on every server: drops the archive's and the dead letters' partitions whose
-//! newest row is past their horizon.
+//! Retention on every server: rows expire within a day of their table's horizon
+//! (`[retention]`), by trusted time (when the broker took the message, or the minute it was
+//! measured in), never by the producer's stamp.
 //!
-//! ClickHouse 19.6+ expires rows itself (the tables' `TTL`, set at creation); 18.16, which the
-//! project ships, has no TTL, so without this the archive's 90 days and the dead letters' 14
-//! days would never expire. Both tables are partitioned by month of their event or broker
-//! time, so a partition goes once its newest row is older than the horizon: rows are kept at
-//! least the horizon and at most the horizon plus a month. Dropping a partition is a metadata
-//! operation (no rewrite, unlike `ALTER ... DELETE`), and dropping one already gone does
-//! nothing, so the job is safe to run from every instance, on a schedule or by hand
-//! (`salestalk retention`). The metrics never read these tables (ADR 0004), so no view moves.
+//! ClickHouse 19.6+ expires rows itself (the tables' `TTL`, set from the settings at every
+//! migrate); 18.16, which the project ships, has no TTL, so this job does it. The tables are
+//! partitioned by month: a partition whose newest row is past the horizon is dropped whole (a
+//! metadata operation, no rewrite); the expired rows of a month that also holds newer ones are
+//! deleted (`ALTER ... DELETE`, which rewrites the parts it touches), once a day at most, since
+//! the cutoff is the start of a UTC day. Both are idempotent, so the job is safe to run from
+//! every instance, on a schedule or by hand (`salestalk retention`). The metrics never read
+//! these tables (ADR 0004), so no view moves.
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -83,26 +84,57 @@ pub struct ExpiredPartition {
     pub bytes: u64,
 }
 
-/// Partitions of one table of this database whose newest row is before a time. Binds: table,
-/// cutoff (Unix s). `max_time` is the partition key column's newest value in a part.
-/// The tables retention looks after: the only ones it drops partitions of.
-const RETAINED_TABLES: [&str; 7] = [
-    "events_raw",
-    "dead_letters",
-    "sink_outcomes",
-    "ingest_outcomes",
-    "delivery_latency",
-    "consumer_group_lag",
-    "consumer_failures",
+/// The tables retention looks after, each with the trusted time its rows expire by: when the
+/// broker took the message (or the minute it was measured in), never the producer's stamp, so
+/// an event stamped years ahead does not outlive its horizon.
+const RETAINED: [(&str, &str); 7] = [
+    ("events_raw", "broker_time"),
+    ("dead_letters", "broker_time"),
+    ("sink_outcomes", "minute"),
+    ("ingest_outcomes", "minute"),
+    ("delivery_latency", "minute"),
+    ("consumer_group_lag", "minute"),
+    ("consumer_failures", "minute"),
 ];
 
+/// Partitions of one table of this database whose newest row is before a time. Binds: table,
+/// cutoff (Unix s). `max_time` is the partition key column's newest value in a part. A
+/// partition a row delete emptied is left alone (its part says 1970; nothing is in it).
 const EXPIRED_QUERY: &str = "SELECT table, partition, toUInt32(max(max_time)) AS newest, \
      sum(rows) AS rows, sum(bytes_on_disk) AS bytes FROM system.parts \
      WHERE active AND database = currentDatabase() AND table = ? \
-     GROUP BY table, partition HAVING newest < ? ORDER BY partition";
+     GROUP BY table, partition HAVING newest < ? AND rows > 0 ORDER BY partition";
+
+/// Rows of one table past its horizon inside partitions that also hold newer rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredRows {
+    /// The table.
+    pub table: &'static str,
+    /// Rows older than `cutoff` by the table's trusted time.
+    pub rows: u64,
+    /// The start of the UTC day before which rows expire (Unix s).
+    pub cutoff: i64,
+}
+
+/// The start of the UTC day holding `now_s - days`: rows before it are past the horizon. A
+/// day-aligned cutoff moves once a day, so the row deletes run at most daily per table, and
+/// a row goes at most a day after its horizon.
+pub fn expiry_cutoff(days: u32, now_s: i64) -> i64 {
+    (now_s - i64::from(days) * 86_400).div_euclid(86_400) * 86_400
+}
+
+/// The trusted time column of a table retention looks after.
+fn trusted_time(table: &str) -> Option<(&'static str, &'static str)> {
+    RETAINED.into_iter().find(|(t, _)| *t == table)
+}
+
+/// How long a row delete is waited for before the job goes on (it still completes).
+const MUTATION_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Endpoint {
-    /// The partitions of `table` whose newest row is more than `days` before `now_s`.
+    /// The partitions of `table` whose newest row is more than `days` before `now_s`. The
+    /// archive is partitioned by event time, so its candidates are also checked by broker
+    /// time (a late event in an old month keeps that month): one read of one partition each.
     pub async fn expired_partitions(
         &self,
         table: &str,
@@ -110,21 +142,41 @@ impl Endpoint {
         now_s: i64,
     ) -> Result<Vec<ExpiredPartition>, ClickHouseError> {
         let cutoff = (now_s - i64::from(days) * 86_400).clamp(0, i64::from(u32::MAX));
-        self.query(EXPIRED_QUERY)
+        let candidates: Vec<ExpiredPartition> = self
+            .query(EXPIRED_QUERY)
             .bind(table)
             .bind(cutoff as u32)
             .fetch_all()
-            .await
+            .await?;
+        if table != "events_raw" {
+            return Ok(candidates);
+        }
+        let mut expired = Vec::new();
+        for mut candidate in candidates {
+            if !is_month(&candidate.partition) {
+                continue;
+            }
+            let newest: u32 = self
+                .query(&format!(
+                    "SELECT toUInt32(max(broker_time)) FROM events_raw \
+                     WHERE toYYYYMM(timestamp) = {}",
+                    candidate.partition
+                ))
+                .fetch_one()
+                .await?;
+            if i64::from(newest) < cutoff {
+                candidate.newest = newest;
+                expired.push(candidate);
+            }
+        }
+        Ok(expired)
     }
 
     /// Drops `expired` (a no-op when it is already gone).
     pub async fn drop_partition(&self, expired: &ExpiredPartition) -> Result<(), ClickHouseError> {
         // The value is spliced into the statement: only a partition of the month keys we made.
-        let numeric = !expired.partition.is_empty()
-            && expired.partition.len() <= 10
-            && expired.partition.bytes().all(|b| b.is_ascii_digit());
-        let table = RETAINED_TABLES.into_iter().find(|t| *t == expired.table);
-        let (Some(table), true) = (table, numeric) else {
+        let table = trusted_time(&expired.table).map(|(table, _)| table);
+        let (Some(table), true) = (table, is_month(&expired.partition)) else {
             return Err(ClickHouseError::NotSent(format!(
                 "dropping partition '{}' of '{}': not a month partition of a table retention \
                  looks after",
@@ -138,6 +190,62 @@ impl Endpoint {
         .execute()
         .await
     }
+
+    /// Rows of `table` (one retention looks after) older than `cutoff` by its trusted time.
+    pub async fn expired_rows(&self, table: &str, cutoff: i64) -> Result<u64, ClickHouseError> {
+        let (table, column) = retained(table)?;
+        self.query(&format!(
+            "SELECT count() FROM {table} WHERE {column} < toDateTime({})",
+            cutoff.clamp(0, i64::from(u32::MAX))
+        ))
+        .fetch_one()
+        .await
+    }
+
+    /// Deletes the rows of `table` older than `cutoff` by its trusted time, and waits (up to
+    /// five minutes) for ClickHouse to finish. On 18.16, which has no TTL, this is what keeps
+    /// a month partition's rows from outliving the horizon by up to a month; it rewrites the
+    /// affected parts, which is why it runs at most once a day (see [`expiry_cutoff`]).
+    pub async fn delete_expired_rows(
+        &self,
+        table: &str,
+        cutoff: i64,
+    ) -> Result<(), ClickHouseError> {
+        let (table, column) = retained(table)?;
+        self.query(&format!(
+            "ALTER TABLE {table} DELETE WHERE {column} < toDateTime({})",
+            cutoff.clamp(0, i64::from(u32::MAX))
+        ))
+        .execute()
+        .await?;
+        let started = std::time::Instant::now();
+        loop {
+            let running: u64 = self
+                .query(
+                    "SELECT count() FROM system.mutations WHERE database = currentDatabase() \
+                     AND table = ? AND is_done = 0",
+                )
+                .bind(table)
+                .fetch_one()
+                .await?;
+            if running == 0 || started.elapsed() > MUTATION_WAIT {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The table and its trusted time column, or a refusal for any other table.
+fn retained(table: &str) -> Result<(&'static str, &'static str), ClickHouseError> {
+    trusted_time(table).ok_or_else(|| {
+        ClickHouseError::NotSent(format!("'{table}' is not a table retention looks after"))
+    })
+}
+
+/// Whether `partition` is a month key we made (digits only): it is spliced into statements.
+fn is_month(partition: &str) -> bool {
+    !partition.is_empty() && partition.len() <= 10 && partition.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -170,6 +278,17 @@ mod tests {
             ..defaults()
         };
         assert!(off.problems().is_empty(), "0 turns the schedule off");
+    }
+
+    #[test]
+    fn the_cutoff_is_the_start_of_the_day_of_the_horizon() {
+        let day = 86_400;
+        let now = 1_800_000_000; // 2027-01-15 08:00 UTC
+        let cutoff = expiry_cutoff(90, now);
+        assert_eq!(cutoff % day, 0);
+        assert!(cutoff <= now - 90 * day && cutoff > now - 91 * day);
+        // A row a day past the horizon is before it, a row a day inside after it.
+        assert!(now - 91 * day < cutoff && now - 89 * day > cutoff);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `salestalk retention`: drop the raw archive's and the dead letters' expired partitions once
-//! (what `salestalk run` does every `retention.interval_ms`), for a scheduler or by hand.
+//! `salestalk retention`: expire the archive's, the dead letters' and the outcome tables' rows
+//! past their horizon once (what `salestalk run` does every `retention.interval_ms`), for a
+//! scheduler or by hand.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -21,8 +22,9 @@ pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         &settings.retention,
         now_s,
         args.dry_run,
+        &mut std::collections::BTreeMap::new(),
     ))?;
-    for partition in &expired {
+    for partition in &expired.partitions {
         println!(
             "{} {} newest {} rows {} bytes {}",
             partition.table,
@@ -33,11 +35,24 @@ pub fn execute(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             partition.bytes
         );
     }
+    for rows in &expired.rows {
+        println!(
+            "{} rows before {} {}",
+            rows.table,
+            chrono::DateTime::from_timestamp(rows.cutoff, 0)
+                .map_or_else(String::new, |t| t.to_rfc3339()),
+            rows.rows
+        );
+    }
     let verb = if args.dry_run {
         "would drop"
     } else {
         "dropped"
     };
-    println!("{verb} {} expired partition(s)", expired.len());
+    let deleted: u64 = expired.rows.iter().map(|r| r.rows).sum();
+    println!(
+        "{verb} {} expired partition(s) and {deleted} expired row(s) of newer partitions",
+        expired.partitions.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

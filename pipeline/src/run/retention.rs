@@ -1,23 +1,37 @@
-//! The retention job: drops the raw archive's and the dead letters' expired partitions
-//! (`salestalk_store::retention`) every `retention.interval_ms` while `salestalk run` runs, and
+//! The retention job: drops the expired partitions of the archive, the dead letters and the
+//! outcome tables, and deletes their expired rows (`salestalk_store::retention`) every `retention.interval_ms` while `salestalk run` runs, and
 //! once with `salestalk retention`. Every run is logged and counted on `/metrics`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use salestalk_store::retention::{ExpiredPartition, RetentionSettings};
+use salestalk_store::retention::{ExpiredPartition, ExpiredRows, RetentionSettings, expiry_cutoff};
 use salestalk_store::{ClickHouseError, Endpoint};
 
 use crate::telemetry::{OutcomeLabels, TableLabels, Telemetry};
 
-/// Drops (or with `dry_run` only lists) every expired partition as of `now_s`; returns them.
+/// What one run found past the horizon (and, unless it was a dry run, removed).
+#[derive(Debug, Default)]
+pub struct Expired {
+    /// Whole partitions past the horizon, dropped.
+    pub partitions: Vec<ExpiredPartition>,
+    /// Expired rows of partitions that also hold newer ones, deleted.
+    pub rows: Vec<ExpiredRows>,
+}
+
+/// Drops (or with `dry_run` only lists) every expired partition as of `now_s`, then deletes
+/// the expired rows left in partitions that also hold newer ones. `checked` remembers each
+/// table's cutoff once its rows were dealt with, so a schedule reads each table for expired
+/// rows once a day, not every run.
 pub async fn enforce(
     endpoint: &Endpoint,
     settings: &RetentionSettings,
     now_s: i64,
     dry_run: bool,
-) -> Result<Vec<ExpiredPartition>, ClickHouseError> {
-    let mut expired = Vec::new();
+    checked: &mut BTreeMap<&'static str, i64>,
+) -> Result<Expired, ClickHouseError> {
+    let mut expired = Expired::default();
     for (table, days) in settings.tables() {
         for partition in endpoint.expired_partitions(table, days, now_s).await? {
             if !dry_run {
@@ -32,7 +46,26 @@ pub async fn enforce(
                     "dropped an expired partition"
                 );
             }
-            expired.push(partition);
+            expired.partitions.push(partition);
+        }
+        let cutoff = expiry_cutoff(days, now_s);
+        if checked.get(table) == Some(&cutoff) {
+            continue;
+        }
+        let rows = endpoint.expired_rows(table, cutoff).await?;
+        if rows > 0 {
+            if !dry_run {
+                endpoint.delete_expired_rows(table, cutoff).await?;
+                tracing::info!(table, rows, cutoff, days, "deleted expired rows");
+            }
+            expired.rows.push(ExpiredRows {
+                table,
+                rows,
+                cutoff,
+            });
+        }
+        if !dry_run {
+            checked.insert(table, cutoff);
         }
     }
     Ok(expired)
@@ -45,11 +78,20 @@ pub fn schedule(endpoint: Endpoint, settings: RetentionSettings, telemetry: Arc<
         return;
     }
     tokio::spawn(async move {
+        let mut checked = BTreeMap::new();
         loop {
             let now_s = salestalk_operators::time::now_s();
-            let outcome = match enforce(&endpoint, &settings, now_s, false).await {
-                Ok(dropped) => {
-                    for partition in &dropped {
+            let outcome = match enforce(&endpoint, &settings, now_s, false, &mut checked).await {
+                Ok(expired) => {
+                    for rows in &expired.rows {
+                        telemetry
+                            .retention_deleted_rows
+                            .get_or_create(&TableLabels {
+                                table: rows.table.to_string(),
+                            })
+                            .inc_by(rows.rows);
+                    }
+                    for partition in &expired.partitions {
                         let labels = TableLabels {
                             table: partition.table.clone(),
                         };
