@@ -123,6 +123,44 @@ pub fn expiry_cutoff(days: u32, now_s: i64) -> i64 {
     (now_s - i64::from(days) * 86_400).div_euclid(86_400) * 86_400
 }
 
+/// On a server with TTL, the statements that make each retained table expire its rows by its
+/// trusted time after the configured days (run at every migrate, so a changed setting
+/// reaches the server; the creation statements' TTLs are only where the tables start). None
+/// on 18.16: the job above does it there.
+pub fn ttl_statements(
+    profile: &crate::ServerProfile,
+    database: &str,
+    settings: &RetentionSettings,
+) -> Vec<String> {
+    if !profile.ttl {
+        return Vec::new();
+    }
+    settings
+        .tables()
+        .into_iter()
+        .filter_map(|(table, days)| {
+            let (table, column) = trusted_time(table)?;
+            Some(format!(
+                "ALTER TABLE {database}.{table} MODIFY TTL {column} + INTERVAL {days} DAY"
+            ))
+        })
+        .collect()
+}
+
+impl Endpoint {
+    /// Runs [`ttl_statements`] (nothing on a server without TTL).
+    pub async fn apply_retention_ttl(
+        &self,
+        profile: &crate::ServerProfile,
+        settings: &RetentionSettings,
+    ) -> Result<(), ClickHouseError> {
+        for statement in ttl_statements(profile, &self.database, settings) {
+            self.query(&statement).execute().await?;
+        }
+        Ok(())
+    }
+}
+
 /// The trusted time column of a table retention looks after.
 fn trusted_time(table: &str) -> Option<(&'static str, &'static str)> {
     RETAINED.into_iter().find(|(t, _)| *t == table)
@@ -278,6 +316,29 @@ mod tests {
             ..defaults()
         };
         assert!(off.problems().is_empty(), "0 turns the schedule off");
+    }
+
+    #[test]
+    fn ttl_follows_the_settings_and_trusted_time_on_servers_that_have_it() {
+        use crate::{ServerProfile, Version};
+        let old = ServerProfile::for_version(Version::parse("18.16.1").expect("a version"));
+        assert!(ttl_statements(&old, "db", &defaults()).is_empty());
+        let modern = ServerProfile::for_version(Version::parse("26.9.2").expect("a version"));
+        let statements = ttl_statements(
+            &modern,
+            "db",
+            &RetentionSettings {
+                archive_days: 30,
+                ..defaults()
+            },
+        );
+        assert_eq!(statements.len(), RETAINED.len());
+        assert!(statements.contains(
+            &"ALTER TABLE db.events_raw MODIFY TTL broker_time + INTERVAL 30 DAY".to_string()
+        ));
+        assert!(statements.contains(
+            &"ALTER TABLE db.dead_letters MODIFY TTL broker_time + INTERVAL 14 DAY".to_string()
+        ));
     }
 
     #[test]

@@ -87,6 +87,12 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
             .flat_map(|m| m.statements),
     );
     statements.extend(schema::views(DB));
+    // The TTLs from [retention], as every migrate sets them.
+    statements.extend(salestalk_store::retention::ttl_statements(
+        &profile,
+        DB,
+        &crate::support::settings().retention,
+    ));
 
     let broker_ms = 1_762_693_200_000;
     let messages: Vec<RawMessage<'_>> = EXAMPLES
@@ -216,11 +222,12 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
                 "dlq_depth",
                 "metrics_latency",
                 "metrics_dead_letters",
+                "consumer_lag",
             ] {
                 sql = sql.replace(&format!("FROM {table}"), &format!("FROM {DB}.{table}"));
             }
             queries.insert(
-                format!("signal_{}_{}", rule.signal.as_ref(), scope.as_ref()),
+                format!("signal_{}_{}", rule.name, scope.as_ref()),
                 json!(sql),
             );
             signal_count += 1;
@@ -272,7 +279,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
         "the five examples, in the volume panel: {volume}"
     );
     // The five spec examples were all published: a success rate of 1, from 5 messages.
-    let rate = &results["signal_publish_success_rate_tenant"][0];
+    let rate = &results["signal_PublishSuccessRateLow_tenant"][0];
     assert_eq!(rate["subject_tenant"], "tenant-abc123", "{rate}");
     assert_eq!(rate["measured"].as_u64(), Some(5), "{rate}");
     assert_eq!(rate["value"].as_f64(), Some(1.0), "{rate}");

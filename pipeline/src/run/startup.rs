@@ -52,6 +52,13 @@ pub async fn migrate(settings: &Settings, probes: &Probes) -> anyhow::Result<usi
     tracing::info!(version = %profile.version, modern = profile.is_modern(), "ClickHouse");
     probes.wait_for("the schema");
     let applied = with_retries(&policy, "migrating", beat, || endpoint.migrate(&profile)).await?;
+    // Servers with TTL expire rows themselves: after the configured days, by trusted time.
+    if let Err(error) = endpoint
+        .apply_retention_ttl(&profile, &settings.retention)
+        .await
+    {
+        tracing::warn!(%error, "could not set the tables' TTL from [retention]");
+    }
     match generation_in_sorting_key(endpoint, &endpoint.database).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
