@@ -79,6 +79,14 @@ pub enum ViolationKind {
         /// The newest version of this event this build reads.
         supported: &'static str,
     },
+    /// `eventType` names a version whose support ended (the pipeline's version registry,
+    /// `[[contracts.versions]]`): refused from its end date on.
+    VersionEnded {
+        /// The first day it was no longer accepted.
+        ended: chrono::NaiveDate,
+        /// The version to publish instead.
+        successor: &'static str,
+    },
 }
 
 /// The JSON type a field must have.
@@ -162,7 +170,9 @@ impl Violation {
             ViolationKind::NotJson(_) => Reason::NotJson,
             ViolationKind::TooLarge { .. } => Reason::Oversized,
             ViolationKind::UnknownEventType => Reason::UnknownEventType,
-            ViolationKind::UnsupportedVersion { .. } => Reason::UnsupportedVersion,
+            ViolationKind::UnsupportedVersion { .. } | ViolationKind::VersionEnded { .. } => {
+                Reason::UnsupportedVersion
+            }
             _ => Reason::SchemaViolation,
         }
     }
@@ -266,6 +276,11 @@ impl fmt::Display for ViolationKind {
                     "unsupported event version (newest supported: {supported})"
                 )
             }
+            Self::VersionEnded { ended, successor } => write!(
+                f,
+                "this event version's support ended on {ended} (deprecated); publish \
+                 {successor} instead (docs/contracts.md)"
+            ),
         }
     }
 }

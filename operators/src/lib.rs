@@ -21,6 +21,7 @@
 //! | [`aggregate`] | the metric families, the `Aggregate` contract, one file per aggregate |
 //! | [`windows`] | minute windows and their hour and day rollups, interned |
 //! | [`time`] | the clock, minutes, `DateTime` seconds, flush epochs and generations |
+//! | [`versions`] | each event version's lifecycle: current, or deprecated until a date |
 //! | [`dedup`], [`histogram`], [`dead_letter`], [`tally`] | the pieces those use |
 
 pub mod address;
@@ -35,6 +36,7 @@ pub mod routing;
 pub mod tally;
 pub mod task;
 pub mod time;
+pub mod versions;
 pub mod windows;
 
 pub use address::{DeadLetterAddress, SourceKind, SourcePartition};

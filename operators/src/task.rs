@@ -28,6 +28,7 @@ use crate::message::{PublishPath, RawMessage};
 use crate::new_values::{NewValueBudget, field_name};
 use crate::routing::RoutingTable;
 use crate::time::epoch::{generation_start, next_generation};
+use crate::versions::VersionEnds;
 use crate::windows::{
     Span, Symbol, WINDOW_SECONDS, WindowSet, WindowValue, first_open_window, window_start,
 };
@@ -54,6 +55,8 @@ pub struct TaskSettings {
     /// Distinct new enum values admitted per tenant, field and day; the rest are counted
     /// under `_overflow` ([`NewValueBudget`]).
     pub max_new_enum_values: usize,
+    /// When each deprecated event version's support ends (`[[contracts.versions]]`).
+    pub version_ends: VersionEnds,
 }
 
 /// An output waiting for its flush, whose latency is known only once it is durable.
@@ -346,8 +349,27 @@ impl Task {
             return;
         };
         // A payload naming another tenant is dead-lettered like any contract violation.
+        let broker_ms = arrival.address.broker_ms;
+        let ends = &self.settings.version_ends;
         match validate(&value).and_then(|mut event| match other_tenant(&event) {
             Some(violation) => Err(vec![violation]),
+            // Past its version's end of support (by broker time): refused, naming the date
+            // and what to publish instead.
+            None if ends.has_ended(event.envelope.event_type, broker_ms) => {
+                let event_type = event.envelope.event_type;
+                let ended = ends
+                    .end_ms(event_type)
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|at| at.date_naive())
+                    .unwrap_or_default();
+                Err(vec![Violation {
+                    path: "/eventType".into(),
+                    kind: ViolationKind::VersionEnded {
+                        ended,
+                        successor: VersionEnds::successor(event_type).as_str(),
+                    },
+                }])
+            }
             None => {
                 let minute = window_start(event.envelope.timestamp.timestamp_millis());
                 self.new_values
@@ -706,6 +728,7 @@ mod tests {
             dedup_max_ids_per_tenant: 10_000_000,
             max_message_bytes: 1 << 20,
             max_new_enum_values: 1_000,
+            version_ends: Default::default(),
         }
     }
 
@@ -885,6 +908,49 @@ mod tests {
     }
 
     #[test]
+    fn a_version_past_its_end_is_dead_lettered_by_broker_time_naming_the_day() {
+        use crate::versions::{VersionLifecycle, VersionStatus};
+        let end_day = chrono::DateTime::from_timestamp_millis(T0 + 24 * 60 * MINUTE)
+            .expect("a time")
+            .date_naive();
+        let version_ends = VersionEnds::from_entries(&[VersionLifecycle {
+            event_type: "tenant.provisioned.v1".into(),
+            status: VersionStatus::Deprecated,
+            ends: Some(end_day),
+        }])
+        .expect("valid");
+        let settings = TaskSettings {
+            version_ends,
+            ..settings()
+        };
+        let end = T0 + 24 * 60 * MINUTE;
+        let mut task = Task::new("salestalk.tenant", 0, settings, Checkpoint::default());
+        feed(
+            &mut task,
+            &[
+                // The day before its end: deprecated, still counted.
+                (0, end - MINUTE, event(1, end - MINUTE, "a")),
+                // Stamped before the end but taken by the broker after it: refused, since the
+                // producer's stamp is not what decides.
+                (1, end + MINUTE, event(2, end - 2 * MINUTE, "a")),
+            ],
+        );
+        let flush = task.flush(end + MINUTE);
+        assert_eq!(
+            flush.archive.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [0]
+        );
+        let letters: Vec<_> = flush
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason))
+            .collect();
+        assert_eq!(letters, [(1, DeadLetterReason::UnsupportedVersion)]);
+        let error = &flush.dead_letters[0].error;
+        assert!(error.contains(&end_day.to_string()), "{error}");
+    }
+
+    #[test]
     fn future_stamped_events_count_at_broker_time_and_do_not_move_the_watermark() {
         let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
         feed(
@@ -992,6 +1058,7 @@ mod tests {
     fn new_enum_values_past_the_budget_are_counted_under_one_value_in_bounded_rows() {
         let settings = TaskSettings {
             max_new_enum_values: 100,
+            version_ends: Default::default(),
             ..settings()
         };
         let mut task = Task::new(

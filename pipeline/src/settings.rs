@@ -14,6 +14,7 @@ use salestalk_kinesis::KinesisSettings;
 use salestalk_operators::SourceKind;
 use salestalk_operators::routing::{RoutingSettings, RoutingTable};
 use salestalk_operators::task::TaskSettings;
+use salestalk_operators::versions::ContractSettings;
 use salestalk_sinks::SinkSettings;
 use salestalk_sinks::kafka::DlqSettings;
 use salestalk_sinks::retry::RetrySettings;
@@ -82,6 +83,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     /// `[routing]`: where each valid event goes.
     pub routing: RoutingSettings,
+    /// `[contracts]`: each event version's lifecycle (current, or deprecated until a date).
+    pub contracts: ContractSettings,
     /// `[log]`: diagnostics.
     pub log: LogSettings,
     /// Keys given by a name a release renamed: (old, new), for [`Settings::warn_renamed`].
@@ -108,6 +111,7 @@ impl Settings {
             dedup_max_ids_per_tenant: self.pipeline.dedup_max_ids_per_tenant,
             max_message_bytes: self.kafka.max_message_bytes,
             max_new_enum_values: self.pipeline.max_new_enum_values,
+            version_ends: self.contracts.version_ends(),
         }
     }
 
@@ -298,6 +302,7 @@ impl Reader {
             }
         }
         let ingest = self.section("ingest", IngestSettings::problems);
+        let contracts = self.section("contracts", ContractSettings::problems);
         let routing = self.section("routing", |r: &RoutingSettings| {
             RoutingTable::compile(r).err().unwrap_or_default()
         });
@@ -327,6 +332,7 @@ impl Reader {
             ingest,
             routing,
             corrections,
+            contracts,
         ) {
             (
                 Some(kafka),
@@ -345,6 +351,7 @@ impl Reader {
                 Some(ingest),
                 Some(routing),
                 Some(corrections),
+                Some(contracts),
             ) if self.problems.is_empty() => Ok(Settings {
                 kafka,
                 kinesis,
@@ -362,6 +369,7 @@ impl Reader {
                 ingest,
                 routing,
                 corrections,
+                contracts,
                 renamed: Vec::new(),
             }),
             _ => Err(SettingsError {
