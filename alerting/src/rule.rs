@@ -46,6 +46,10 @@ pub enum Signal {
     /// How fast the latency objective's error budget burns, per consumer: the share of events
     /// processed later than `good_within_ms` over `1 - objective`, the lesser of two windows.
     LatencyBurnRate,
+    /// Events of a deprecated version whose end of support is at most three months away (or
+    /// past), per event type, over the lookback: producers that still have to move
+    /// (`[[contracts.versions]]`).
+    DeprecatedVersionEvents,
 }
 
 impl Signal {
@@ -57,6 +61,15 @@ impl Signal {
     /// Whether the signal is a ratio whose denominator `min_events` guards.
     pub fn has_denominator(self) -> bool {
         self.is_fraction() || self == Self::P95LatencyMs || self.is_burn_rate()
+    }
+
+    /// The label naming a subject that is not a tenant: the consumer, or the event type for
+    /// signals about versions.
+    pub fn subject_label(self) -> &'static str {
+        match self {
+            Self::DeprecatedVersionEvents => "event_type",
+            _ => "consumer",
+        }
     }
 
     /// Whether the signal is an error budget's burn rate (its rule has an [`ErrorBudget`]).
@@ -287,6 +300,21 @@ impl Rule {
                 Severity::Warning,
             ),
         ]);
+        // The contract's three months' notice: producers of a deprecated version hear of it
+        // from then on, each day they still publish it.
+        rules.push(Rule {
+            for_ms: 0,
+            keep_firing_ms: 3_600_000,
+            lookback_ms: 86_400_000,
+            min_events: 1,
+            ..rule(
+                "DeprecatedVersionPublished",
+                Signal::DeprecatedVersionEvents,
+                Comparison::Above,
+                0.0,
+                Severity::Warning,
+            )
+        });
         rules.push(Rule {
             for_ms: 60_000,
             min_events: 1,

@@ -98,9 +98,9 @@ impl VersionEnds {
                         .and_hms_opt(0, 0, 0)
                         .map(|start| start.and_utc().timestamp_millis());
                 }
-                (VersionStatus::Deprecated, None) => {
-                    problems.push(format!("{at}: a deprecated version needs `ends` (YYYY-MM-DD)"))
-                }
+                (VersionStatus::Deprecated, None) => problems.push(format!(
+                    "{at}: a deprecated version needs `ends` (YYYY-MM-DD)"
+                )),
                 (VersionStatus::Current, Some(_)) => problems.push(format!(
                     "{at}: a current version has no end; deprecate it to give one"
                 )),
@@ -112,6 +112,14 @@ impl VersionEnds {
         } else {
             Err(problems)
         }
+    }
+
+    /// Every supported event type with its end of support (Unix ms), if it is deprecated.
+    pub fn all(&self) -> impl Iterator<Item = (EventType, Option<i64>)> + '_ {
+        EventType::VARIANTS
+            .iter()
+            .zip(self.ends_ms)
+            .map(|(event_type, end)| (*event_type, end))
     }
 
     /// The end of support of `event_type` (Unix ms), if it is deprecated.

@@ -168,6 +168,20 @@ pub fn signal_sql(rule: &Rule) -> String {
                 late("h_short"),
             )
         }
+        // Events of the versions that are deprecated and at most three months from their end
+        // (the registry written at start-up, tables::event_versions), by event time.
+        Signal::DeprecatedVersionEvents => format!(
+            "SELECT {tenant} AS subject_tenant, event_type AS subject_consumer, \
+             toUInt64(sum(events)) AS measured, toFloat64(sum(events)) AS value \
+             FROM (SELECT tenant_id, event_type, events FROM metrics_volume \
+                   WHERE window_start >= {since}) AS counted \
+             ANY INNER JOIN (SELECT event_type FROM ({}) WHERE status = 'deprecated' \
+                   AND today() >= ends - {}) AS ending USING event_type \
+             GROUP BY subject_tenant, subject_consumer HAVING measured >= greatest({min}, 1) \
+             ORDER BY subject_tenant, subject_consumer",
+            crate::tables::event_versions::CURRENT_SQL,
+            salestalk_operators::versions::NOTICE_DAYS,
+        ),
     }
 }
 

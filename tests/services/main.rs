@@ -33,3 +33,4 @@ mod replay;
 mod retention;
 mod routing;
 mod trace;
+mod versions;

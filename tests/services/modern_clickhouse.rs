@@ -224,6 +224,8 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
                 "metrics_latency",
                 "metrics_dead_letters",
                 "consumer_lag",
+                "event_versions",
+                "metrics_volume",
             ] {
                 sql = sql.replace(&format!("FROM {table}"), &format!("FROM {DB}.{table}"));
             }

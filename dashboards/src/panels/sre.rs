@@ -34,19 +34,34 @@ pub(super) fn sre() -> Dashboard {
             ),
             table(
                 "versions",
-                "Event versions in range (when does v1 traffic end?)",
+                "Event versions in range, with their lifecycle (when does v1 traffic end?)",
                 &[
                     ("event", Unit::Text),
                     ("version", Unit::Text),
                     ("events", Unit::Count),
                     ("last_seen", Unit::Text),
+                    ("lifecycle", Unit::Text),
+                    ("support_ends", Unit::Text),
+                    ("notice", Unit::Text),
                 ],
+                // The registry is what the tasks enforce ([[contracts.versions]], written at
+                // start-up); a version within three months of its end says so.
                 format!(
                     "SELECT arrayStringConcat(arraySlice(splitByChar('.', event_type), 1, 2), '.') AS event, \
-                     splitByChar('.', event_type)[3] AS version, \
-                     toUInt64(sum(events)) AS events, max(window_start) AS last_seen \
-                     FROM {} GROUP BY event, version ORDER BY event, version",
-                    rows(Family::Volume, "event_type, events", Bucketed::No)
+                     splitByChar('.', event_type)[3] AS version, events_n AS events, \
+                     last_seen_at AS last_seen, if(status = '', 'current', status) AS lifecycle, \
+                     if(status = 'deprecated', toString(ends), '') AS support_ends, \
+                     multiIf(status != 'deprecated', '', today() >= ends, \
+                     concat('ended: dead-lettered; publish ', successor), \
+                     today() >= ends - {notice}, concat('move to ', successor, ' before ', toString(ends)), \
+                     '') AS notice \
+                     FROM (SELECT event_type, toUInt64(sum(events)) AS events_n, \
+                     max(window_start) AS last_seen_at FROM {} GROUP BY event_type) AS seen \
+                     ANY LEFT JOIN ({registry}) AS registry USING event_type \
+                     ORDER BY event, version",
+                    rows(Family::Volume, "event_type, events", Bucketed::No),
+                    notice = salestalk_operators::versions::NOTICE_DAYS,
+                    registry = salestalk_store::tables::event_versions::CURRENT_SQL,
                 ),
             ),
             table(

@@ -35,7 +35,7 @@ use salestalk_operators::{SourceKind, Tally};
 use salestalk_store::Endpoint;
 use salestalk_store::tables::consumer_group_lag::LagSample;
 
-pub use startup::migrate;
+pub use startup::{migrate, record_versions};
 
 use self::durable::{InFlight, Writer};
 use self::restore::{RestoreContext, Restores};
@@ -357,6 +357,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         tracing::info!("metrics on http://{bound}/metrics");
     }
     migrate(settings, &telemetry.probes).await?;
+    startup::record_versions(settings).await;
     telemetry.probes.wait_for("the sources");
     let sources = SourceSettings {
         kinds: &settings.pipeline.source_kinds(),

@@ -5,9 +5,12 @@ use anyhow::Context;
 use salestalk_http::probes::Probes;
 use salestalk_kafka::admin;
 use salestalk_operators::routing::RoutingTable;
+use salestalk_operators::time;
+use salestalk_operators::versions::{ContractSettings, VersionEnds};
 use salestalk_sinks::retry::RetryPolicy;
 use salestalk_sinks::{FlushPlan, SinkBuild};
 use salestalk_store::ClickHouseError;
+use salestalk_store::tables::event_versions::EventVersionRow;
 use salestalk_store::tables::window_state::generation_in_sorting_key;
 
 use crate::settings::Settings;
@@ -105,4 +108,35 @@ pub async fn check_dead_letter_retention(settings: &Settings) {
             tracing::warn!(%error, %topic, "could not read the dead-letter topic's retention")
         }
     }
+}
+
+/// Records the version registry the tasks enforce, for the page and the alert to read. Only
+/// `run` and `serve` do (the processes that enforce and show it): a one-off command started
+/// with another configuration must not rewrite it.
+pub async fn record_versions(settings: &Settings) {
+    let rows = version_rows(&settings.contracts, time::now_ms());
+    if let Err(error) = settings.clickhouse.record_event_versions(&rows).await {
+        tracing::warn!(%error, "could not record the event versions' lifecycle");
+    }
+}
+
+/// Every supported event version's lifecycle under `contracts` (current unless listed), as
+/// `event_versions` rows stamped `now_ms`.
+pub fn version_rows(contracts: &ContractSettings, now_ms: u64) -> Vec<EventVersionRow> {
+    contracts
+        .version_ends()
+        .all()
+        .map(|(event_type, end_ms)| EventVersionRow {
+            event_type: event_type.as_str().to_string(),
+            status: if end_ms.is_some() {
+                "deprecated"
+            } else {
+                "current"
+            }
+            .to_string(),
+            ends: end_ms.map_or(0, |ms| u16::try_from(ms / 86_400_000).unwrap_or(u16::MAX)),
+            successor: VersionEnds::successor(event_type).as_str().to_string(),
+            recorded_at_ms: now_ms,
+        })
+        .collect()
 }

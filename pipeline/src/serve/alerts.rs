@@ -189,7 +189,10 @@ impl Evaluator {
                             )
                             .await
                     }
-                    Ok(values) => Ok(values.into_iter().map(measurement).collect()),
+                    Ok(values) => Ok(values
+                        .into_iter()
+                        .map(|v| measurement(rule.signal, v))
+                        .collect()),
                     Err(error) => Err(error.into()),
                 };
             match measured {
@@ -347,14 +350,15 @@ impl Evaluator {
     }
 }
 
-/// A measured value as the tracker's subject: its tenant and consumer, where it has them.
-fn measurement(value: SignalValue) -> Measurement {
+/// A measured value as the tracker's subject: its tenant and its consumer (or, for a
+/// signal about event versions, its event type), where it has them.
+fn measurement(signal: Signal, value: SignalValue) -> Measurement {
     let mut labels = salestalk_alerting::notification::Labels::new();
     if !value.subject_tenant.is_empty() {
         labels.insert("tenant_id".into(), value.subject_tenant);
     }
     if !value.subject_consumer.is_empty() {
-        labels.insert("consumer".into(), value.subject_consumer);
+        labels.insert(signal.subject_label().into(), value.subject_consumer);
     }
     Measurement {
         labels,

@@ -126,6 +126,7 @@ async fn start(
     started: &Started,
 ) -> anyhow::Result<Evaluator> {
     crate::run::migrate(settings, probes).await?;
+    crate::run::record_versions(settings).await;
     let profile = settings
         .clickhouse
         .probe()

@@ -15,8 +15,8 @@ use crate::profile::ServerProfile;
 use crate::tables::window_state::{CHECKPOINT_FAMILY, span_suffix};
 use crate::tables::{
     Ddl, alert_outbox, alerts, api_keys, consumer_failures, consumer_group_lag, corrections,
-    dead_letter_actions, dead_letters, delivery_latency, events_raw, ingest_outcomes, replays,
-    sink_outcomes, task_claims, task_lineage, window_state,
+    dead_letter_actions, dead_letters, delivery_latency, event_versions, events_raw,
+    ingest_outcomes, replays, sink_outcomes, task_claims, task_lineage, window_state,
 };
 
 pub use self::histogram_sql::{bucket_value_sql, quantile_sql};
@@ -212,6 +212,13 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
             20,
             "the archive keeps the trace id",
             [events_raw::add_trace_id(&ddl)],
+        ),
+        // Each event version's lifecycle from the configuration, which the SRE page and the
+        // deprecated-version alert read (tables::event_versions).
+        Migration::new(
+            21,
+            "event versions' lifecycle",
+            [event_versions::create(&ddl)],
         ),
     ]
 }

@@ -10,6 +10,7 @@ pub mod corrections;
 pub mod dead_letter_actions;
 pub mod dead_letters;
 pub mod delivery_latency;
+pub mod event_versions;
 pub mod events_raw;
 pub mod ingest_outcomes;
 pub mod replays;
