@@ -46,12 +46,46 @@ pub enum Sighting {
 }
 
 /// One event's identity within a task: its tenant (interned by the set that made the key)
-/// and its `eventId`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// and its `eventId`; and, not part of the identity, the fingerprint of the content first
+/// seen under it, which a repeat is compared with (a conflicting duplicate: the contract says
+/// events are immutable). The fingerprint lives in what was the key's padding: 24 bytes.
+#[derive(Debug, Clone, Copy)]
 pub struct SeenKey {
     tenant: u32,
+    fingerprint: u32,
     id_high: u64,
     id_low: u64,
+}
+
+impl PartialEq for SeenKey {
+    fn eq(&self, other: &Self) -> bool {
+        (self.tenant, self.id_high, self.id_low) == (other.tenant, other.id_high, other.id_low)
+    }
+}
+
+impl Eq for SeenKey {}
+
+impl std::hash::Hash for SeenKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.tenant, self.id_high, self.id_low).hash(state);
+    }
+}
+
+impl SeenKey {
+    /// The key carrying `fingerprint` (of the content seen with it; 0: unknown).
+    pub fn with_fingerprint(self, fingerprint: u32) -> Self {
+        Self {
+            fingerprint,
+            ..self
+        }
+    }
+}
+
+/// The fingerprint of an event's bytes: XXH3, never 0 (0 means "unknown", as for events
+/// archived before fingerprints were kept). Bytes, not parsed content: an immutable event is
+/// resent as the bytes it was sent as.
+pub fn content_fingerprint(bytes: &[u8]) -> u32 {
+    (twox_hash::XxHash3_64::oneshot(bytes) as u32).max(1)
 }
 
 /// Remembers event ids per tenant and event-time minute and forgets whole minutes at once.
@@ -125,6 +159,7 @@ impl SeenIds {
         };
         SeenKey {
             tenant,
+            fingerprint: 0,
             id_high: (id >> 64) as u64,
             id_low: id as u64,
         }
@@ -231,6 +266,12 @@ impl SeenIds {
         self.ids.contains(&key)
     }
 
+    /// The fingerprint remembered with `key`'s first sighting, if it is remembered (0 when
+    /// that sighting's content was unknown).
+    pub fn fingerprint_of(&self, key: SeenKey) -> Option<u32> {
+        self.ids.get(&key).map(|first| first.fingerprint)
+    }
+
     /// Forgets ids whose event time is before `cutoff_ms` (whole minutes only, so an id is
     /// kept for at least the horizon).
     pub fn forget_before(&mut self, cutoff_ms: i64) {
@@ -269,6 +310,23 @@ impl SeenIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_sighting_s_fingerprint_is_kept_in_the_key_s_24_bytes() {
+        assert_eq!(std::mem::size_of::<SeenKey>(), 24);
+        let mut seen = SeenIds::default();
+        let first = content_fingerprint(b"{\"a\":1}");
+        let key = seen.key("t", 7).with_fingerprint(first);
+        assert_eq!(seen.fingerprint_of(key), None);
+        assert_eq!(seen.first_sighting(key, 0), Sighting::First);
+        // The same id with other content finds the first content's fingerprint.
+        let other = seen
+            .key("t", 7)
+            .with_fingerprint(content_fingerprint(b"{\"a\":2}"));
+        assert_eq!(seen.fingerprint_of(other), Some(first));
+        assert_ne!(content_fingerprint(b"{\"a\":2}"), first);
+        assert_ne!(content_fingerprint(b""), 0, "0 means unknown");
+    }
 
     /// Sights `id` of one tenant.
     fn sight(seen: &mut SeenIds, id: u128, at_ms: i64) -> Sighting {

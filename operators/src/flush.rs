@@ -92,6 +92,9 @@ pub struct ArchivedEvent {
     pub broker_ms: i64,
     /// The message as received: a slice of a chunk the task shares among many events.
     pub raw: Bytes,
+    /// [`crate::dedup::content_fingerprint`] of `raw`: what a later copy is compared with,
+    /// also after a restore from the archive.
+    pub fingerprint: u32,
 }
 
 impl ArchivedEvent {
@@ -254,9 +257,9 @@ pub struct TaskState {
     /// The latest value of every row that may still change
     /// (from [`Checkpoint::first_open_window`] on).
     pub rows: Vec<StateRow>,
-    /// Events counted before the checkpoint (tenant, id, event time in Unix ms), within the
-    /// dedup horizon.
-    pub seen: Vec<(String, EventId, i64)>,
+    /// Events counted before the checkpoint (tenant, id, event time in Unix ms, content
+    /// fingerprint or 0 when unknown), within the dedup horizon.
+    pub seen: Vec<(String, EventId, i64, u32)>,
     /// Messages at or after the checkpoint that a sink refused, by offset: a replay
     /// dead-letters them instead of counting them (ADR 0006).
     pub refused: Vec<(i64, Rejection)>,

@@ -19,7 +19,7 @@ use salestalk_contracts::{
 
 use crate::aggregate::{Aggregates, Durable, Family, ReadMessage};
 use crate::dead_letter::DeadLetterReason;
-use crate::dedup::SeenIds;
+use crate::dedup::{SeenIds, content_fingerprint};
 use crate::flush::{
     Address, ArchivedEvent, Checkpoint, DeadLetter, Flush, Readable, Rejection, StateRow,
     TaskState, consumers,
@@ -190,8 +190,8 @@ impl Task {
             }
             task.windows.restore(row.span, key, row.value);
         }
-        for (tenant, id, at_ms) in state.seen {
-            let key = task.seen.key(&tenant, id.0);
+        for (tenant, id, at_ms, fingerprint) in state.seen {
+            let key = task.seen.key(&tenant, id.0).with_fingerprint(fingerprint);
             task.seen.first_sighting(key, at_ms);
         }
         for (offset, rejection) in state.refused {
@@ -395,8 +395,15 @@ impl Task {
         let window = window_start(trusted_ms);
         let id = envelope.event_id;
         let lateness = self.settings.allowed_lateness_ms;
-        let seen_key = self.seen.key(envelope.tenant_id, id.0);
-        let duplicate = self.seen.contains(seen_key);
+        let fingerprint = content_fingerprint(arrival.payload);
+        let seen_key = self
+            .seen
+            .key(envelope.tenant_id, id.0)
+            .with_fingerprint(fingerprint);
+        let first = self.seen.fingerprint_of(seen_key);
+        let duplicate = first.is_some();
+        // Events are immutable: the same id with other bytes is a producer bug, counted.
+        let conflicting = first.is_some_and(|f| f != 0 && f != fingerprint);
         let late =
             !duplicate && window < first_open_window(self.checkpoint.event_watermark_ms, lateness);
         if late && trusted_ms < broker_ms.saturating_sub(self.settings.correction_horizon_ms) {
@@ -431,6 +438,7 @@ impl Task {
                 event_type: envelope.event_type.as_str(),
                 rejected: None,
                 duplicate,
+                conflicting,
                 path: arrival.path,
                 late_window: late.then_some(window),
             },
@@ -476,6 +484,7 @@ impl Task {
             offset: arrival.address.offset,
             broker_ms,
             raw,
+            fingerprint,
         });
         let consumers: &'static [&'static str] = if counted {
             &[consumers::METRICS, consumers::ARCHIVE]
@@ -518,6 +527,7 @@ impl Task {
                 event_type: who.event_type,
                 rejected: Some(rejection.reason),
                 duplicate: false,
+                conflicting: false,
                 path: arrival.path,
                 late_window: None,
             },
@@ -786,10 +796,64 @@ mod tests {
                 ["tenant-onboard", "salestalk.tenant", "direct"],
             )
             .cloned();
-        assert_eq!(publish.map(|p| p.ints), Some(vec![2, 0, 1]));
+        assert_eq!(publish.map(|p| p.ints), Some(vec![2, 0, 1, 0]));
         let flush = task.flush(T0 + 1000);
         assert_eq!(flush.archive.len(), 1);
         assert!(flush.dead_letters.is_empty());
+    }
+
+    #[test]
+    fn the_same_id_with_other_content_is_a_conflicting_duplicate_across_a_restore() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        let first = event(1, T0, "a");
+        // Same tenant and id, other content (another organisation name).
+        let other = String::from_utf8(first.clone())
+            .expect("utf-8")
+            .replace("Acme", "Other")
+            .into_bytes();
+        feed(
+            &mut task,
+            &[
+                (0, T0, first.clone()),
+                (1, T0, first.clone()),
+                (2, T0, other.clone()),
+            ],
+        );
+        let ints = |task: &mut Task| {
+            task.window(
+                Span::Minute,
+                Family::Publish,
+                window_start(T0),
+                "a",
+                ["tenant-onboard", "salestalk.tenant", "direct"],
+            )
+            .map(|p| p.ints.clone())
+        };
+        // Two resends, one of them with other bytes; counted once either way.
+        assert_eq!(ints(&mut task), Some(vec![3, 0, 2, 1]));
+        assert_eq!(volume(&mut task, T0, "a"), 1);
+        let flush = task.flush(T0 + 1000);
+        assert_eq!(flush.archive.len(), 1);
+        let archived = flush.archive[0].fingerprint;
+        assert_eq!(archived, content_fingerprint(&first));
+
+        // A task restored from the archive compares with the archived fingerprint.
+        let mut restored = Task::resume(
+            "salestalk.tenant",
+            0,
+            settings(),
+            TaskState {
+                checkpoint: flush.checkpoint.clone(),
+                seen: vec![("a".into(), flush.archive[0].event_id, T0, archived)],
+                ..TaskState::default()
+            },
+        );
+        feed(&mut restored, &[(3, T0 + 1000, other)]);
+        assert_eq!(
+            ints(&mut restored).map(|i| i[3]),
+            Some(1),
+            "conflicting after a restore too"
+        );
     }
 
     #[test]

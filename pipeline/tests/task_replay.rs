@@ -26,8 +26,8 @@ struct Store {
     rows: BTreeMap<RowKey, (u64, WindowValue)>,
     checkpoint: Checkpoint,
     /// Archived events by (tenant, id), as the archive's key is: (offset, window start in ms,
-    /// late).
-    archive: BTreeMap<(String, EventId), (i64, i64, bool)>,
+    /// late, content fingerprint).
+    archive: BTreeMap<(String, EventId), (i64, i64, bool, u32)>,
     dead_letters: BTreeSet<i64>,
 }
 
@@ -36,8 +36,15 @@ impl Store {
         for event in &flush.archive {
             let key = (event.tenant_id.clone(), event.event_id);
             // Remembered under its window's minute, as the restore query reads it.
-            self.archive
-                .insert(key, (event.offset, event.window_start * 1000, event.late));
+            self.archive.insert(
+                key,
+                (
+                    event.offset,
+                    event.window_start * 1000,
+                    event.late,
+                    event.fingerprint,
+                ),
+            );
         }
         self.dead_letters
             .extend(flush.dead_letters.iter().map(|d| d.offset));
@@ -76,8 +83,10 @@ impl Store {
         let seen = self
             .archive
             .iter()
-            .filter(|(_, (offset, _, _))| *offset < self.checkpoint.next_offset)
-            .map(|((tenant, id), (_, at_ms, _))| (tenant.clone(), *id, *at_ms))
+            .filter(|(_, (offset, _, _, _))| *offset < self.checkpoint.next_offset)
+            .map(|((tenant, id), (_, at_ms, _, fingerprint))| {
+                (tenant.clone(), *id, *at_ms, *fingerprint)
+            })
             .collect();
         let state = TaskState {
             checkpoint: self.checkpoint.clone(),
@@ -268,7 +277,11 @@ fn the_straight_run_counts_every_distinct_valid_event_once() {
         .map(|(_, value)| value.ints[0])
         .sum();
     // Late events are archived for the correction of their day, not counted live.
-    let late_archived = store.archive.values().filter(|(_, _, late)| *late).count();
+    let late_archived = store
+        .archive
+        .values()
+        .filter(|(_, _, late, _)| *late)
+        .count();
     assert_eq!(counted as usize, store.archive.len() - late_archived);
     let read: i64 = store
         .metrics()

@@ -175,7 +175,12 @@ impl Family {
             Family::Publish => Layout {
                 name: "publish",
                 dims: ["source", "topic", "path"],
-                ints: &["submitted", "rejected", "duplicates"],
+                ints: &[
+                    "submitted",
+                    "rejected",
+                    "duplicates",
+                    "conflicting_duplicates",
+                ],
                 floats: &[],
                 histogram: None,
             },

@@ -59,6 +59,9 @@ pub struct ReadMessage<'a> {
     pub rejected: Option<DeadLetterReason>,
     /// Whether it repeated an `eventId` already counted.
     pub duplicate: bool,
+    /// Whether, repeating one, its bytes differ from the first copy's (events are immutable:
+    /// a producer reusing ids).
+    pub conflicting: bool,
     /// For an event that arrived after its window was final (and within the correction
     /// horizon): that window's start (Unix s). It is archived and counted by the correction
     /// of its day.

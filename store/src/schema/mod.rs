@@ -220,6 +220,13 @@ pub fn migrations(profile: &ServerProfile, database: &str) -> Vec<Migration> {
             "event versions' lifecycle",
             [event_versions::create(&ddl)],
         ),
+        // A repeated (tenant, eventId) with other bytes is a conflicting duplicate; a restored
+        // task compares with the first copy's fingerprint kept here.
+        Migration::new(
+            22,
+            "the archive keeps each event's content fingerprint",
+            [events_raw::add_content_fingerprint(&ddl)],
+        ),
     ]
 }
 

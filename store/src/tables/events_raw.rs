@@ -69,6 +69,16 @@ pub(crate) fn add_trace_id(ddl: &Ddl<'_>) -> String {
     )
 }
 
+/// Migration 22: the fingerprint of each archived event's bytes, which a later copy of the
+/// same `(tenant, eventId)` is compared with, also by a task restored from the archive (0 for
+/// events archived before: unknown, never a conflict).
+pub(crate) fn add_content_fingerprint(ddl: &Ddl<'_>) -> String {
+    format!(
+        "ALTER TABLE {}.events_raw ADD COLUMN content_fingerprint UInt32",
+        ddl.database
+    )
+}
+
 /// One row of `events_raw`, as the archive sink writes it.
 #[derive(Debug, Clone, Row, Serialize)]
 pub struct ArchiveRow<'a> {
@@ -114,6 +124,8 @@ pub struct ArchiveRow<'a> {
     pub raw: &'a serde_bytes::Bytes,
     /// Whether it came after its window was final.
     pub late: u8,
+    /// The fingerprint of `raw` (`salestalk_operators::dedup::content_fingerprint`).
+    pub content_fingerprint: u32,
 }
 
 impl<'a> ArchiveRow<'a> {
@@ -144,6 +156,7 @@ impl<'a> ArchiveRow<'a> {
             durable_at_ms,
             raw: serde_bytes::Bytes::new(&event.raw),
             late: u8::from(event.late),
+            content_fingerprint: event.fingerprint,
         }
     }
 }
@@ -154,7 +167,7 @@ impl<'a> ArchiveRow<'a> {
 /// one did, and count a resend the live task caught. Binds: topic, partition, checkpoint
 /// offset, earliest event time kept (Unix ms; its whole minute is kept, as the live task does).
 pub const SEEN_QUERY: &str = "SELECT tenant_id, event_id, \
-     toInt64(toUInt32(window_start)) * 1000 AS timestamp_ms FROM events_raw \
+     toInt64(toUInt32(window_start)) * 1000 AS timestamp_ms, content_fingerprint FROM events_raw \
      WHERE topic = ? AND partition = ? AND offset < ? \
      AND toInt64(toUInt32(window_start)) >= intDiv(?, 60000) * 60";
 
@@ -163,6 +176,7 @@ struct SeenRow {
     tenant_id: String,
     event_id: EventId,
     timestamp_ms: i64,
+    content_fingerprint: u32,
 }
 
 /// Which archived events to replay; an empty list or `None` does not narrow.
@@ -410,14 +424,15 @@ impl Endpoint {
     }
 
     /// The ids the task of `topic`/`partition` counted below `next_offset` in windows from
-    /// `horizon_start_ms` on (see [`SEEN_QUERY`]): (tenant, id, window start in Unix ms).
+    /// `horizon_start_ms` on (see [`SEEN_QUERY`]): (tenant, id, window start in Unix ms,
+    /// content fingerprint).
     pub async fn counted_ids(
         &self,
         topic: &str,
         partition: i32,
         next_offset: i64,
         horizon_start_ms: i64,
-    ) -> Result<Vec<(String, EventId, i64)>, ClickHouseError> {
+    ) -> Result<Vec<(String, EventId, i64, u32)>, ClickHouseError> {
         let seen: Vec<SeenRow> = self
             .query(SEEN_QUERY)
             .bind(topic)
@@ -428,7 +443,14 @@ impl Endpoint {
             .await?;
         Ok(seen
             .into_iter()
-            .map(|row| (row.tenant_id, row.event_id, row.timestamp_ms))
+            .map(|row| {
+                (
+                    row.tenant_id,
+                    row.event_id,
+                    row.timestamp_ms,
+                    row.content_fingerprint,
+                )
+            })
             .collect())
     }
 

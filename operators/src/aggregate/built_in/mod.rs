@@ -209,6 +209,7 @@ mod tests {
             event_type: "x.y.v1",
             rejected: None,
             duplicate: false,
+            conflicting: false,
             path: PublishPath::Direct,
             late_window: None,
         };
@@ -235,6 +236,7 @@ mod tests {
             &mut set,
             &ReadMessage {
                 duplicate: true,
+                conflicting: true,
                 ..ok
             },
         );
@@ -254,7 +256,11 @@ mod tests {
                 ..ok
             },
         );
-        assert_eq!(set.get(Span::Minute, &key).expect("row").ints, [5, 1, 1]);
+        assert_eq!(
+            set.get(Span::Minute, &key).expect("row").ints,
+            [5, 1, 1, 1],
+            "submitted, rejected, duplicates, of which conflicting"
+        );
         // The late one waits for the correction of its window's day.
         let late = set.key(
             Family::LateArrivals,
@@ -274,7 +280,7 @@ mod tests {
         let gateway = set.key(Family::Publish, 60, "a", ["s", "t", "gateway"]);
         assert_eq!(
             set.get(Span::Minute, &gateway).expect("row").ints,
-            [1, 0, 0]
+            [1, 0, 0, 0]
         );
         let key = set.key(Family::DeadLetters, 60, "", ["not_json", "", "t"]);
         assert_eq!(set.get(Span::Minute, &key).expect("row").ints, [1]);

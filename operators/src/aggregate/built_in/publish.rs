@@ -1,5 +1,6 @@
 //! The publish aggregate: messages read per tenant, source, topic and publish path (broker
-//! time), with those that failed as publishes (never valid events) and resends: the pipeline's
+//! time), with those that failed as publishes (never valid events), resends, and resends
+//! whose bytes differ from the first copy (conflicting duplicates): the pipeline's
 //! half of the publish success rate. The gateway counts its own half (`ingest_outcomes`).
 
 use crate::aggregate::{Aggregate, Family, ReadMessage};
@@ -29,6 +30,12 @@ impl Aggregate for Publish {
                 FAMILY,
                 "duplicates",
                 i64::from(message.duplicate),
+            );
+            add!(
+                &mut row.ints,
+                FAMILY,
+                "conflicting_duplicates",
+                i64::from(message.conflicting),
             );
         });
     }
