@@ -50,6 +50,9 @@ pub enum Signal {
     /// past), per event type, over the lookback: producers that still have to move
     /// (`[[contracts.versions]]`).
     DeprecatedVersionEvents,
+    /// Resends of an `(tenantId, eventId)` whose bytes differ from the first copy's, per
+    /// producer `source`, over the lookback (events are immutable: a producer reuses ids).
+    ConflictingDuplicates,
 }
 
 impl Signal {
@@ -68,6 +71,7 @@ impl Signal {
     pub fn subject_label(self) -> &'static str {
         match self {
             Self::DeprecatedVersionEvents => "event_type",
+            Self::ConflictingDuplicates => "source",
             _ => "consumer",
         }
     }
@@ -310,6 +314,20 @@ impl Rule {
             ..rule(
                 "DeprecatedVersionPublished",
                 Signal::DeprecatedVersionEvents,
+                Comparison::Above,
+                0.0,
+                Severity::Warning,
+            )
+        });
+        // Events are immutable by contract: an id resent with other content is a producer bug.
+        rules.push(Rule {
+            for_ms: 0,
+            keep_firing_ms: 3_600_000,
+            lookback_ms: 3_600_000,
+            min_events: 1,
+            ..rule(
+                "ConflictingDuplicates",
+                Signal::ConflictingDuplicates,
                 Comparison::Above,
                 0.0,
                 Severity::Warning,

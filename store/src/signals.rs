@@ -182,6 +182,16 @@ pub fn signal_sql(rule: &Rule) -> String {
             crate::tables::event_versions::CURRENT_SQL,
             salestalk_operators::versions::NOTICE_DAYS,
         ),
+        // Resends with other bytes than the first copy (the publish family, broker time), per
+        // producer source.
+        Signal::ConflictingDuplicates => format!(
+            "SELECT {tenant} AS subject_tenant, source AS subject_consumer, \
+             toUInt64(sum(conflicting_duplicates)) AS measured, \
+             toFloat64(sum(conflicting_duplicates)) AS value \
+             FROM metrics_publish WHERE window_start >= {since} \
+             GROUP BY subject_tenant, subject_consumer HAVING measured >= greatest({min}, 1) \
+             ORDER BY subject_tenant, subject_consumer"
+        ),
     }
 }
 

@@ -21,6 +21,7 @@ mod exactness;
 mod faults;
 mod fencing;
 mod hostile;
+mod immutability;
 mod ingest;
 mod kafka_roundtrip;
 mod keys;

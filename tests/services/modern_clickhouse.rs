@@ -226,6 +226,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
                 "consumer_lag",
                 "event_versions",
                 "metrics_volume",
+                "metrics_publish",
             ] {
                 sql = sql.replace(&format!("FROM {table}"), &format!("FROM {DB}.{table}"));
             }

@@ -202,6 +202,28 @@ pub(super) fn sre() -> Dashboard {
             )
             .marked("value", objectives::PUBLISH_SUCCESS),
             table(
+                "conflicting_duplicates",
+                "Conflicting duplicates by producer (an eventId resent with other content)",
+                &[
+                    ("source", Unit::Text),
+                    ("topic", Unit::Text),
+                    ("resends", Unit::Count),
+                    ("conflicting", Unit::Count),
+                    ("last_seen", Unit::Text),
+                ],
+                format!(
+                    "SELECT source, topic, toUInt64(sum(duplicates)) AS resends, \
+                     toUInt64(sum(conflicting_duplicates)) AS conflicting, \
+                     max(window_start) AS last_seen FROM {} GROUP BY source, topic \
+                     HAVING conflicting > 0 ORDER BY conflicting DESC, source, topic LIMIT 50",
+                    rows(
+                        Family::Publish,
+                        "source, topic, duplicates, conflicting_duplicates",
+                        Bucketed::No
+                    )
+                ),
+            ),
+            table(
                 "publish_by_path",
                 "Publishes by path: through the gateway, or straight to the topics",
                 &[
