@@ -206,7 +206,17 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
         "0b9a4c2e-0000-4000-8000-000000000002",
         "2025-11-09T09:00:00.000Z",
     );
-    let late_messages = raw_messages("topic-b", 0, &[&on_time, &late], broker_ms);
+    // And one without `metadata`: accepted with a contract warning, so that view has rows.
+    let warned = {
+        let mut event: serde_json::Value = serde_json::from_str(&late_event(
+            "0b9a4c2e-0000-4000-8000-000000000003",
+            "2025-11-09T12:00:01.000Z",
+        ))
+        .expect("json");
+        event.as_object_mut().expect("an object").remove("metadata");
+        event.to_string()
+    };
+    let late_messages = raw_messages("topic-b", 0, &[&on_time, &late, &warned], broker_ms);
     late_task.process(&late_messages);
     let late_flush = late_task.flush(broker_ms + 3_000);
     assert!(
