@@ -1,7 +1,8 @@
 //! The ingest gateway (`salestalk ingest`): the publishing side. SalesTalk services `POST /v1/events` a batch of
 //! entries with a publisher key; each entry is checked at the edge (size, contract, the key's
 //! tenants, the tenant's rate) and the valid ones are produced to the topic their event type
-//! routes to, keyed by tenant, acknowledged by every in-sync replica (`acks=all`). The answer
+//! routes to, keyed by tenant, acknowledged by every in-sync replica (`acks=all`), or put to
+//! their domain's Kinesis stream when `ingest.kinesis_event_types` names their type. The answer
 //! lists one result per entry, in order, EventBridge-style, and comes only once the broker has
 //! answered for every entry.
 //!
@@ -13,7 +14,7 @@
 pub mod client;
 pub mod ledger;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,8 +29,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_contracts::{EventType, Json, Violation, other_tenant, parse, validate};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
+use salestalk_kinesis::{KinesisSettings, put};
 use salestalk_operators::dead_letter::DeadLetterReason;
 use salestalk_operators::flush::{Address, DeadLetter, Readable, Rejection};
+use salestalk_operators::routing::Pattern;
 use salestalk_operators::{DeadLetterAddress, PublishPath};
 use salestalk_sinks::clickhouse::ingest_ledger::{NO_TOPIC, RefusedEntry};
 use salestalk_store::Endpoint;
@@ -73,6 +76,9 @@ pub struct IngestSettings {
     /// hands the same ones out again, and the partitions then refuse the reused id's
     /// sequence numbers until the topic is gone.
     pub idempotent_producer: bool,
+    /// Event-type patterns (`narrative.*`) whose entries are put to their domain's Kinesis
+    /// stream (`kinesis.stream_template`) instead of the Kafka topic; empty: all to Kafka.
+    pub kinesis_event_types: Vec<String>,
 }
 
 /// Most entries a request may be allowed (a typo must not turn the limit off).
@@ -126,6 +132,17 @@ impl IngestSettings {
                 self.key_stale_ms
             ));
         }
+        for (i, text) in self.kinesis_event_types.iter().enumerate() {
+            match Pattern::parse(text) {
+                Err(error) => out.push(format!("ingest.kinesis_event_types[{i}]: {error}")),
+                Ok(pattern) if !pattern.matches_a_known_event_type() => {
+                    out.push(format!(
+                        "ingest.kinesis_event_types[{i}]: '{pattern}' matches no event type this build knows"
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
         if self.key_cache_ms > 300_000 {
             out.push(format!(
                 "ingest.key_cache_ms: {} is over 300000 (a revocation would take that long)",
@@ -136,10 +153,67 @@ impl IngestSettings {
     }
 }
 
+/// The event types the gateway puts to Kinesis, and where.
+pub struct KinesisRoute {
+    /// The streams' settings (`stream_for`).
+    pub settings: KinesisSettings,
+    /// `ingest.kinesis_event_types`, parsed.
+    pub event_types: Vec<Pattern>,
+}
+
+impl KinesisRoute {
+    /// The route `ingest` asks for, `None` when it sends every type to Kafka (settings
+    /// checked first: an unparsable pattern is left out).
+    pub fn of(ingest: &IngestSettings, kinesis: &KinesisSettings) -> Option<Self> {
+        let event_types: Vec<Pattern> = ingest
+            .kinesis_event_types
+            .iter()
+            .filter_map(|text| Pattern::parse(text).ok())
+            .collect();
+        (!event_types.is_empty()).then(|| Self {
+            settings: kinesis.clone(),
+            event_types,
+        })
+    }
+
+    /// The stream an event of `event_type` is put to, if Kinesis takes it.
+    fn stream_for(&self, event_type: EventType) -> Option<String> {
+        self.event_types
+            .iter()
+            .any(|p| p.matches(event_type.as_str()))
+            .then(|| self.settings.stream_for(event_type.domain()))
+    }
+}
+
+/// Where an accepted entry is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Destination {
+    /// A Kafka topic.
+    Topic(String),
+    /// A Kinesis stream.
+    Stream(String),
+}
+
+impl Destination {
+    /// The topic's or the stream's name.
+    fn name(&self) -> &str {
+        match self {
+            Self::Topic(name) | Self::Stream(name) => name,
+        }
+    }
+}
+
+/// The Kinesis half of a gateway: the client and the route.
+struct KinesisBus {
+    client: salestalk_kinesis::Client,
+    route: KinesisRoute,
+}
+
 /// What every request handler shares.
 pub struct Gateway {
     settings: IngestSettings,
     kafka: KafkaSettings,
+    kinesis: Option<KinesisBus>,
     endpoint: Endpoint,
     producer: FutureProducer,
     keys: KeyCache,
@@ -189,6 +263,7 @@ impl Gateway {
         Ok(Self {
             settings,
             kafka,
+            kinesis: None,
             endpoint,
             producer,
             keys,
@@ -196,6 +271,16 @@ impl Gateway {
             refused,
             ledger: ledger::Ledger::default(),
         })
+    }
+
+    /// Puts the entries of `route`'s event types to Kinesis with `client` instead of Kafka.
+    pub fn publishing_to_kinesis(
+        mut self,
+        client: salestalk_kinesis::Client,
+        route: KinesisRoute,
+    ) -> Self {
+        self.kinesis = Some(KinesisBus { client, route });
+        self
     }
 
     /// Stores the ledger every second until `stop` resolves, then once more.
@@ -241,8 +326,8 @@ struct Judged<'a> {
     source: &'a str,
     event_type: &'a str,
     correlation_id: &'a str,
-    /// The topic it routes to, when its type is known and its tenant allowed.
-    topic: Option<String>,
+    /// Where it goes, when its type is known and its tenant allowed.
+    destination: Option<Destination>,
     /// `None` to publish, or why not: the outcome, a message, and pointer errors.
     refusal: Option<(IngestOutcome, String, Vec<Value>)>,
 }
@@ -312,6 +397,7 @@ async fn publish(
     let rules = Rules {
         settings,
         kafka: &gateway.kafka,
+        kinesis: gateway.kinesis.as_ref().map(|bus| &bus.route),
     };
     let mut judged: Vec<Judged<'_>> = batch
         .entries
@@ -322,23 +408,9 @@ async fn publish(
     charge_rates(&gateway, &mut judged);
     charge_refusals(&gateway, &key, &mut judged);
 
-    // Collected, not a lazy iterator: a closure held across the await would keep the future
-    // from being `Send` (rustc cannot prove it for every lifetime).
-    let mut records: Vec<FutureRecord<'_, str, [u8]>> = Vec::with_capacity(judged.len());
-    for (entry, judged) in batch.entries.iter().zip(&judged) {
-        if let (None, Some(topic)) = (&judged.refusal, &judged.topic) {
-            records.push(
-                FutureRecord::to(topic)
-                    .key(judged.tenant)
-                    .payload(entry.get().as_bytes())
-                    .headers(OwnedHeaders::new().insert(Header {
-                        key: PublishPath::HEADER,
-                        value: Some(PublishPath::GATEWAY),
-                    })),
-            );
-        }
-    }
-    let mut delivered = deliver(&gateway.producer, records).await.into_iter();
+    let mut published = publish_accepted(&gateway, &batch.entries, &judged)
+        .await
+        .into_iter();
     let (mut to_broker, mut broker_failed) = (0, 0);
     let mut results = Vec::with_capacity(judged.len());
     let mut tally: HashMap<(&str, &str, IngestOutcome), u64> = HashMap::new();
@@ -347,19 +419,14 @@ async fn publish(
             Some((outcome, message, errors)) => (*outcome, message.clone(), errors.as_slice()),
             None => {
                 to_broker += 1;
-                match delivered.next() {
-                    Some(Ok(())) => (IngestOutcome::Accepted, String::new(), &[][..]),
-                    Some(Err(error)) => {
-                        broker_failed += 1;
-                        let message = format!("the broker did not take it: {error}");
-                        (IngestOutcome::PublishFailed, message, &[][..])
-                    }
-                    None => {
-                        broker_failed += 1;
-                        let message = "the broker did not answer".to_string();
-                        (IngestOutcome::PublishFailed, message, &[][..])
-                    }
+                let (outcome, message) = published.next().unwrap_or((
+                    IngestOutcome::PublishFailed,
+                    "the broker did not answer".to_string(),
+                ));
+                if outcome == IngestOutcome::PublishFailed {
+                    broker_failed += 1;
                 }
+                (outcome, message, &[][..])
             }
         };
         *tally
@@ -392,7 +459,10 @@ async fn publish(
             );
             gateway.ledger.refuse(RefusedEntry {
                 address: DeadLetterAddress::Unassigned {
-                    topic: judged.topic.clone().unwrap_or_else(|| NO_TOPIC.to_string()),
+                    topic: judged
+                        .destination
+                        .as_ref()
+                        .map_or_else(|| NO_TOPIC.to_string(), |d| d.name().to_string()),
                     id,
                 },
                 letter,
@@ -431,6 +501,126 @@ async fn publish(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     response
+}
+
+/// Publishes the entries judged publishable (those without a refusal), each to its
+/// destination: Kafka's records in one delivery, each Kinesis stream's in one `PutRecords`
+/// series, all at once. One outcome per publishable entry, in order: `Accepted`,
+/// `PublishFailed` with why, or `Throttled` when a stream stayed over its throughput.
+async fn publish_accepted(
+    gateway: &Gateway,
+    entries: &[&RawValue],
+    judged: &[Judged<'_>],
+) -> Vec<(IngestOutcome, String)> {
+    let publishable: Vec<(&[u8], &Judged<'_>)> = entries
+        .iter()
+        .zip(judged)
+        .filter(|(_, judged)| judged.refusal.is_none() && judged.destination.is_some())
+        .map(|(entry, judged)| (entry.get().as_bytes(), judged))
+        .collect();
+    let mut outcomes: Vec<Option<(IngestOutcome, String)>> = vec![None; publishable.len()];
+
+    // Collected, not a lazy iterator: a closure held across the await would keep the future
+    // from being `Send` (rustc cannot prove it for every lifetime).
+    let mut records: Vec<FutureRecord<'_, str, [u8]>> = Vec::new();
+    let mut to_kafka: Vec<usize> = Vec::new();
+    // The gateway's mark goes in the partition key: Kinesis records have no headers.
+    let keys: Vec<String> = publishable
+        .iter()
+        .map(|(_, judged)| format!("{}{}", PublishPath::KINESIS_KEY_PREFIX, judged.tenant))
+        .collect();
+    let mut streams: BTreeMap<&str, (Vec<put::Record<'_>>, Vec<usize>)> = BTreeMap::new();
+    for (i, (bytes, judged)) in publishable.iter().enumerate() {
+        match &judged.destination {
+            Some(Destination::Topic(topic)) => {
+                to_kafka.push(i);
+                records.push(
+                    FutureRecord::to(topic)
+                        .key(judged.tenant)
+                        .payload(*bytes)
+                        .headers(OwnedHeaders::new().insert(Header {
+                            key: PublishPath::HEADER,
+                            value: Some(PublishPath::GATEWAY),
+                        })),
+                );
+            }
+            Some(Destination::Stream(stream)) => {
+                let (records, members) = streams.entry(stream).or_default();
+                records.push(put::Record {
+                    partition_key: &keys[i],
+                    data: bytes,
+                });
+                members.push(i);
+            }
+            None => {}
+        }
+    }
+    let kinesis = gateway.kinesis.as_ref();
+    let puts = streams
+        .iter()
+        .map(|(stream, (records, members))| async move {
+            let answer = match kinesis {
+                Some(bus) => put::put_records(&bus.client, stream, records).await,
+                None => Err(salestalk_kinesis::KinesisError::Refused(
+                    "no Kinesis client".into(),
+                )),
+            };
+            (stream, members, answer)
+        });
+    let (delivered, put) = tokio::join!(
+        deliver(&gateway.producer, records),
+        futures_util::future::join_all(puts)
+    );
+    for (i, result) in to_kafka.into_iter().zip(delivered) {
+        outcomes[i] = Some(match result {
+            Ok(()) => (IngestOutcome::Accepted, String::new()),
+            Err(error) => (
+                IngestOutcome::PublishFailed,
+                format!("the broker did not take it: {error}"),
+            ),
+        });
+    }
+    for (stream, members, answer) in put {
+        match answer {
+            Ok(answers) => {
+                for (&i, answer) in members.iter().zip(answers) {
+                    outcomes[i] = Some(match answer {
+                        put::Outcome::Stored { .. } => (IngestOutcome::Accepted, String::new()),
+                        put::Outcome::Failed(error) => (
+                            IngestOutcome::PublishFailed,
+                            format!("stream {stream} did not take it: {error}"),
+                        ),
+                        put::Outcome::Throttled(error) => (
+                            IngestOutcome::Throttled,
+                            format!(
+                                "stream {stream} is over its throughput ({error}); retry later"
+                            ),
+                        ),
+                    });
+                }
+            }
+            Err(error) => {
+                tracing::warn!(stream, %error, "putting entries to Kinesis");
+                for &i in members {
+                    outcomes[i] = Some((
+                        IngestOutcome::PublishFailed,
+                        format!("stream {stream} did not take it: {error}"),
+                    ));
+                }
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                (
+                    IngestOutcome::PublishFailed,
+                    "the broker did not answer".to_string(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Every refused entry costs its key one of [`IngestSettings::refused_entries_per_second`];
@@ -480,8 +670,10 @@ fn readable<'a>(value: Option<&'a Json<'a>>, name: &str) -> &'a str {
 pub struct Rules<'s> {
     /// The gateway's limits.
     pub settings: &'s IngestSettings,
-    /// Where each event type goes.
+    /// Where each event type goes on Kafka.
     pub kafka: &'s KafkaSettings,
+    /// The event types put to Kinesis instead, if any.
+    pub kinesis: Option<&'s KinesisRoute>,
 }
 
 impl<'a> Rules<'_> {
@@ -503,10 +695,15 @@ impl<'a> Rules<'_> {
             source: readable(value, "source"),
             event_type,
             correlation_id: readable(value.and_then(|v| v.get("metadata")), "correlationId"),
-            topic: EventType::parse(event_type)
+            destination: EventType::parse(event_type)
                 .ok()
                 .filter(|_| allowed)
-                .map(|t| self.kafka.topic_for(t.domain())),
+                .map(
+                    |t| match self.kinesis.and_then(|route| route.stream_for(t)) {
+                        Some(stream) => Destination::Stream(stream),
+                        None => Destination::Topic(self.kafka.topic_for(t.domain())),
+                    },
+                ),
             refusal: None,
         };
         let value = match parsed {
@@ -577,7 +774,7 @@ impl<'a> Rules<'_> {
 fn charge_rates(gateway: &Gateway, judged: &mut [Judged<'_>]) {
     let now = Instant::now();
     for entry in judged {
-        if entry.refusal.is_some() || entry.topic.is_none() {
+        if entry.refusal.is_some() || entry.destination.is_none() {
             continue;
         }
         if !gateway.rates.allow(entry.tenant, now) {

@@ -38,7 +38,17 @@ pub enum Outcome {
     },
     /// Not stored after every attempt: the last error.
     Failed(String),
+    /// Not stored after every attempt because the shard was over its throughput every time
+    /// (`ProvisionedThroughputExceededException`, `KMSThrottlingException`): the last error.
+    /// A capacity limit, not a fault: the same record later will be taken.
+    Throttled(String),
 }
+
+/// The per-record error codes that mean "too fast", not "broken".
+const THROTTLING_CODES: [&str; 2] = [
+    "ProvisionedThroughputExceededException",
+    "KMSThrottlingException",
+];
 
 /// Puts `records` to `stream`; one outcome per record, in order. Fails only when a request as
 /// a whole is refused for good, or the service stays unavailable through every attempt.
@@ -122,7 +132,11 @@ async fn put_chunk(
                         code.unwrap_or("no result"),
                         result.error_message().unwrap_or_default()
                     );
-                    outcomes[i] = Some(Outcome::Failed(message));
+                    outcomes[i] = Some(if code.is_some_and(|c| THROTTLING_CODES.contains(&c)) {
+                        Outcome::Throttled(message)
+                    } else {
+                        Outcome::Failed(message)
+                    });
                     again.push(i);
                 }
             }

@@ -22,7 +22,8 @@ pub struct RawMessage<'a> {
 
 /// Who put a message on the bus. The ingest gateway counts its own publishes (submitted,
 /// accepted, rejected by code), so the pipeline counts as publishes only the messages that
-/// reached the topics some other way; the gateway marks its messages with a header.
+/// reached the topics some other way; the gateway marks its messages: with a header on Kafka,
+/// and, as Kinesis records carry no headers, with a prefix on the partition key there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PublishPath {
     /// Produced to the topics by a service itself.
@@ -38,6 +39,20 @@ impl PublishPath {
     /// The header's value for the gateway.
     pub const GATEWAY: &'static [u8] = b"ingest-gateway";
 
+    /// What the gateway puts before the tenant in a Kinesis record's partition key. A tenant
+    /// id of its own could start so only if a direct producer chose to pass as the gateway,
+    /// which the Kafka header allows as much.
+    pub const KINESIS_KEY_PREFIX: &'static str = "salestalk-ingest-gateway/";
+
+    /// The path a Kinesis record's partition key says.
+    pub fn from_partition_key(key: &str) -> Self {
+        if key.starts_with(Self::KINESIS_KEY_PREFIX) {
+            Self::Gateway
+        } else {
+            Self::Direct
+        }
+    }
+
     /// The path a message's header says, `Direct` without it.
     pub fn from_header(value: Option<&[u8]>) -> Self {
         if value == Some(Self::GATEWAY) {
@@ -52,6 +67,28 @@ impl PublishPath {
         match self {
             Self::Direct => "direct",
             Self::Gateway => "gateway",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PublishPath;
+
+    #[test]
+    fn the_gateways_kinesis_key_prefix_marks_its_path_and_nothing_else_does() {
+        let gateway = format!("{}tenant-a", PublishPath::KINESIS_KEY_PREFIX);
+        assert_eq!(
+            PublishPath::from_partition_key(&gateway),
+            PublishPath::Gateway
+        );
+        for direct in [
+            "tenant-a",
+            "",
+            "salestalk-ingest-gateway",
+            "x/salestalk-ingest-gateway/",
+        ] {
+            assert_eq!(PublishPath::from_partition_key(direct), PublishPath::Direct);
         }
     }
 }

@@ -148,6 +148,11 @@ impl Pattern {
         }
     }
 
+    /// Whether some event type this build knows matches (a pattern matching none is a typo).
+    pub fn matches_a_known_event_type(&self) -> bool {
+        EventType::VARIANTS.iter().any(|t| self.matches(t.as_str()))
+    }
+
     /// Whether everything `other` matches, this matches too.
     pub fn covers(&self, other: &Pattern) -> bool {
         match (self, other) {
@@ -290,10 +295,7 @@ impl RoutingTable {
             let tenants = patterns(&rule.tenants, "tenants");
             let sources = patterns(&rule.sources, "sources");
             for pattern in &event_types.0 {
-                if !EventType::VARIANTS
-                    .iter()
-                    .any(|t| pattern.matches(t.as_str()))
-                {
+                if !pattern.matches_a_known_event_type() {
                     problems.push(format!(
                         "{key}.event_types: '{pattern}' matches no event type this build knows"
                     ));

@@ -48,6 +48,7 @@ const LIST_KEYS: &[&str] = &[
     "routing.unmatched",
     "kinesis.streams",
     "pipeline.sources",
+    "ingest.kinesis_event_types",
 ];
 
 /// Everything the pipeline can be configured with, one section per component.

@@ -136,7 +136,7 @@ proptest! {
     #[test]
     fn the_gateway_judges_any_body_and_never_crosses_a_tenant(body in hostile_body()) {
         let settings = Settings::load_from(None, Some(Vec::new())).expect("the defaults");
-        let rules = Rules { settings: &settings.ingest, kafka: &settings.kafka };
+        let rules = Rules { settings: &settings.ingest, kafka: &settings.kafka, kinesis: None };
         let Ok(verdicts) = judge_request(&rules, &key(), &body) else {
             return Ok(());
         };

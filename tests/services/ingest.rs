@@ -542,39 +542,8 @@ async fn what_the_gateway_publishes_is_counted_exactly_as_a_batch_recomputation(
     let key = api_key_for_types(&env, "publisher", &names, &EVERY_EVENT_TYPE);
     let _gateway = gateway(&env, port).await;
 
-    let events = 3_000;
-    let start = chrono::Utc::now() - chrono::Duration::seconds(events / 100 + 120);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("events.jsonl");
-    let (count, start, output) = (
-        events.to_string(),
-        start.to_rfc3339(),
-        file.to_string_lossy().into_owned(),
-    );
-    let mut args = vec![
-        "generate", "--seed", "29", "--count", &count, "--start", &start, "--rate", "100",
-        "--output", &output,
-    ];
-    args.extend(crate::exactness::TRAFFIC);
-    let generated = salestalk(&args, &env);
-    assert!(generated.status.success());
-    let report: Value = serde_json::from_slice(
-        generated
-            .stderr
-            .split(|b| *b == b'\n')
-            .find(|line| line.starts_with(b"{"))
-            .expect("the generator's report"),
-    )
-    .expect("json");
-    let invalid: u64 = report["by_fault"]
-        .as_object()
-        .expect("faults")
-        .iter()
-        .filter(|(fault, _)| fault.starts_with("invalid"))
-        .map(|(_, n)| n.as_u64().unwrap_or(0))
-        .sum();
-    assert!(invalid > 10, "{report}");
-    let messages = report["messages"].as_u64().expect("messages");
+    let generated = generate_file(&env, 29, 3_000);
+    let (file, messages, invalid) = (&generated.path, generated.messages, generated.invalid);
 
     let mut with_key = env.clone();
     with_key.push(("SALESTALK_API_KEY", key));
@@ -633,6 +602,66 @@ async fn what_the_gateway_publishes_is_counted_exactly_as_a_batch_recomputation(
     );
     assert!(expected.accepted > 2_000);
     setup.isolated.remove().await;
+}
+
+/// A generated traffic file for `salestalk publish`, and what the generator said of it.
+pub(crate) struct GeneratedFile {
+    /// Holds the file.
+    _dir: tempfile::TempDir,
+    /// The file, one entry a line.
+    pub path: std::path::PathBuf,
+    /// Lines written (resends included).
+    pub messages: u64,
+    /// Of them, invalid on purpose.
+    pub invalid: u64,
+}
+
+/// `events` of the exactness tests' traffic from `seed`, at 100 a second ending two minutes
+/// ago, in a file.
+pub(crate) fn generate_file(
+    env: &[(&'static str, String)],
+    seed: u64,
+    events: i64,
+) -> GeneratedFile {
+    let start = chrono::Utc::now() - chrono::Duration::seconds(events / 100 + 120);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let (seed, count, start, output) = (
+        seed.to_string(),
+        events.to_string(),
+        start.to_rfc3339(),
+        path.to_string_lossy().into_owned(),
+    );
+    let mut args = vec![
+        "generate", "--seed", &seed, "--count", &count, "--start", &start, "--rate", "100",
+        "--output", &output,
+    ];
+    args.extend(crate::exactness::TRAFFIC);
+    let generated = salestalk(&args, env);
+    assert!(generated.status.success());
+    let report: Value = serde_json::from_slice(
+        generated
+            .stderr
+            .split(|b| *b == b'\n')
+            .find(|line| line.starts_with(b"{"))
+            .expect("the generator's report"),
+    )
+    .expect("json");
+    let invalid: u64 = report["by_fault"]
+        .as_object()
+        .expect("faults")
+        .iter()
+        .filter(|(fault, _)| fault.starts_with("invalid"))
+        .map(|(_, n)| n.as_u64().unwrap_or(0))
+        .sum();
+    assert!(invalid > 10, "{report}");
+    let messages = report["messages"].as_u64().expect("messages");
+    GeneratedFile {
+        _dir: dir,
+        path,
+        messages,
+        invalid,
+    }
 }
 
 /// The spec's example of `event_type`, numbered `n` in the gateway tests' id space, for

@@ -2,13 +2,16 @@
 //! traffic put with `salestalk generate --kinesis` lands in its domain's stream, each event
 //! once, with the tenant as partition key, so one tenant's events of a stream share a shard;
 //! and `salestalk run` reading those streams gives exactly the batch recomputation's numbers:
-//! left alone, killed with SIGKILL, across a shard split, as two instances, and beside Kafka.
+//! left alone, killed with SIGKILL, across a shard split, as two instances, beside Kafka, and
+//! fed by the ingest gateway.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use salestalk_kinesis::KinesisSettings;
+use salestalk_kinesis::put::{Outcome, Record, put_records};
 use salestalk_kinesis::streams::{create, read_from_start, shards, split};
+use salestalk_operators::PublishPath;
 
 use crate::exactness::{
     Input, LATENESS_MS, Setup, assert_views_equal, durable, kill_at_random_moments, pipeline_env,
@@ -16,7 +19,8 @@ use crate::exactness::{
 };
 use crate::support::eventually::eventually;
 use crate::support::{
-    Isolated, RUN_LIMIT, finish, salestalk, salestalk_command, settings, stdout_of, unique,
+    EVERY_EVENT_TYPE, Isolated, RUN_LIMIT, api_key_for_types, finish, salestalk, salestalk_command,
+    settings, stdout_of, unique,
 };
 
 const DOMAINS: [&str; 5] = [
@@ -528,5 +532,141 @@ async fn a_shard_with_records_not_yet_durable_is_a_waiting_source_until_read() {
         .await
         .expect("measured");
     assert!(after.is_empty(), "{after:?}");
+    setup.isolated.remove().await;
+}
+
+/// The gateway puts the event types `ingest.kinesis_event_types` names to their domain's
+/// stream, marked as its own in the partition key (Kinesis records have no headers), and the
+/// rest to Kafka: a run reading both counts every event once, as the batch recomputation
+/// does, and each publish once, under the gateway, none as a direct publish.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_puts_the_types_routed_to_kinesis_there_and_each_publish_counts_once() {
+    let isolated = Isolated::create("it-kin-gateway", 2).await;
+    let streams = Streams::create(&isolated, 2).await;
+    let (mut env, port) = crate::ingest::gateway_env(&isolated, &[]);
+    env.extend(streams.env());
+    env.push(("SALESTALK__PIPELINE__SOURCES", "kafka,kinesis".to_string()));
+    let routed = ["narrative.", "conversation."];
+    env.push((
+        "SALESTALK__INGEST__KINESIS_EVENT_TYPES",
+        "narrative.*,conversation.completed.v1".to_string(),
+    ));
+    let tenants: Vec<String> = (0..25).map(|i| format!("tenant-{i:04}")).collect();
+    let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    let key = api_key_for_types(&env, "publisher", &names, &EVERY_EVENT_TYPE);
+    let _gateway = crate::ingest::gateway(&env, port).await;
+
+    let generated = crate::ingest::generate_file(&env, 31, 3_000);
+    let mut with_key = env.clone();
+    with_key.push(("SALESTALK_API_KEY", key));
+    let output = salestalk(
+        &[
+            "publish",
+            &generated.path.to_string_lossy(),
+            "--batch",
+            "100",
+        ],
+        &with_key,
+    );
+    let listed = String::from_utf8_lossy(&output.stdout);
+    let refused = listed.lines().filter(|l| l.starts_with("line ")).count() as u64;
+    // A resend of an invalid event is refused again, on top of the generator's count.
+    assert!(refused >= generated.invalid, "{listed}");
+
+    // A few messages straight to each bus: direct publishes, dead-lettered.
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .create()
+        .expect("producer");
+    for n in 0..3 {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<str, _>::to(&isolated.topics[0])
+                    .payload(format!("not json {n}").as_bytes()),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+    let direct = [Record {
+        partition_key: "tenant-0001",
+        data: b"not json either",
+    }; 2];
+    let stored = put_records(&streams.client, &streams.kinesis.streams[0], &direct)
+        .await
+        .expect("put");
+    assert!(stored.iter().all(|o| matches!(o, Outcome::Stored { .. })));
+
+    stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
+    let from_kafka = read_back(&isolated);
+    let from_kinesis = streams.read_back().await;
+    let event_type = |bytes: &[u8]| -> String {
+        serde_json::from_slice::<serde_json::Value>(bytes).unwrap_or_default()["eventType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let is_routed = |t: &str| routed.iter().any(|r| t.starts_with(r));
+    let kafka_types: Vec<String> = from_kafka
+        .values()
+        .flatten()
+        .map(|(_, _, bytes)| event_type(bytes))
+        .collect();
+    let kinesis_types: Vec<String> = from_kinesis
+        .values()
+        .flatten()
+        .map(|(_, _, bytes)| event_type(bytes))
+        .collect();
+    assert!(
+        kinesis_types.len() > 300 && kinesis_types.iter().all(|t| is_routed(t) || t.is_empty()),
+        "only the routed types, on Kinesis: {kinesis_types:?}"
+    );
+    assert!(
+        kafka_types.len() > 1_000 && !kafka_types.iter().any(|t| is_routed(t)),
+        "the rest on Kafka"
+    );
+    let mut marked = 0;
+    for stream in &streams.kinesis.streams {
+        for record in read_from_start(&streams.client, stream)
+            .await
+            .expect("read back")
+        {
+            if record
+                .partition_key
+                .starts_with(PublishPath::KINESIS_KEY_PREFIX)
+            {
+                marked += 1;
+            } else {
+                assert_eq!(record.data, direct[0].data, "only the direct puts unmarked");
+            }
+        }
+    }
+    assert_eq!(
+        (kafka_types.len() - 3 + marked) as u64,
+        generated.messages - refused,
+        "every accepted entry on one bus, once"
+    );
+    assert_eq!(marked + 2, kinesis_types.len());
+
+    let client = isolated.endpoint().client();
+    let by_path: Vec<(String, u64)> = client
+        .query(
+            "SELECT path, toUInt64(sum(submitted)) FROM publish_outcomes GROUP BY path ORDER BY path",
+        )
+        .fetch_all()
+        .await
+        .expect("publish outcomes");
+    assert_eq!(
+        by_path,
+        [
+            ("direct".to_string(), 5),
+            ("gateway".to_string(), generated.messages)
+        ],
+        "each publish counted once, by its path"
+    );
+    let mut input = from_kafka;
+    input.extend(from_kinesis);
+    let setup = Setup { isolated, env };
+    assert_views_equal(&setup, recompute(&input), false).await;
     setup.isolated.remove().await;
 }

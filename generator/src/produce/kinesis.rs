@@ -77,7 +77,7 @@ async fn send(
     for outcome in outcomes {
         match outcome {
             Outcome::Stored { .. } => report.delivered += 1,
-            Outcome::Failed(error) => {
+            Outcome::Failed(error) | Outcome::Throttled(error) => {
                 report.failed += 1;
                 tracing::warn!(stream, %error, "a record was not stored");
             }

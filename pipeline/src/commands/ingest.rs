@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
-use salestalk_gateway::{Gateway, router};
+use salestalk_gateway::{Gateway, KinesisRoute, router};
 use salestalk_http::probes::{Probes, Started, until_started};
 
 /// Serves `POST /v1/events` on `ingest.listen`.
@@ -23,6 +23,13 @@ pub fn execute(config: Option<&Path>) -> anyhow::Result<ExitCode> {
             settings.clickhouse.clone(),
         )
         .context("creating the Kafka producer")?;
+        let gateway = match KinesisRoute::of(&settings.ingest, &settings.kinesis) {
+            Some(route) => {
+                let client = salestalk_kinesis::client(&settings.kinesis).await;
+                gateway.publishing_to_kinesis(client, route)
+            }
+            None => gateway,
+        };
         let gateway = Arc::new(gateway);
         let probes = Probes::starting();
         let started: Started = Arc::default();

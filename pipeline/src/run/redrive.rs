@@ -191,7 +191,7 @@ async fn redrive_to_kinesis(
         for (i, outcome) in members.iter().zip(outcomes) {
             match outcome {
                 KinesisOutcome::Stored { .. } => delivered.push(entries[*i].clone()),
-                KinesisOutcome::Failed(error) => {
+                KinesisOutcome::Failed(error) | KinesisOutcome::Throttled(error) => {
                     tracing::warn!(id = %entries[*i].id(), %error, "not redriven");
                 }
             }

@@ -139,7 +139,7 @@ impl KinesisSource {
                 delivery.first_offset + i as i64,
                 record.arrival_ms,
                 Some(&record.data),
-                PublishPath::Direct,
+                PublishPath::from_partition_key(&record.partition_key),
                 Some(&record.sequence),
             );
         }
