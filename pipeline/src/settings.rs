@@ -726,6 +726,32 @@ mod tests {
     }
 
     #[test]
+    fn the_gateways_kinesis_event_types_are_patterns_of_known_types() {
+        let error = Settings::load_from(
+            None,
+            env(&[(
+                "SALESTALK__INGEST__KINESIS_EVENT_TYPES",
+                "narative.*,narrative.*.v1,conversation.completed.v1",
+            )]),
+        )
+        .expect_err("invalid");
+        let text = error.to_string();
+        for needle in [
+            "ingest.kinesis_event_types[0]: 'narative.*' matches no event type this build knows",
+            "ingest.kinesis_event_types[1]: 'narrative.*.v1': '*' may only end a pattern",
+        ] {
+            assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
+        }
+        assert!(!text.contains("kinesis_event_types[2]"), "{text}");
+        let good = Settings::load_from(
+            None,
+            env(&[("SALESTALK__INGEST__KINESIS_EVENT_TYPES", "narrative.*")]),
+        )
+        .expect("a known pattern");
+        assert_eq!(good.ingest.kinesis_event_types, ["narrative.*"]);
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once() {
         let error = Settings::load_from(
             None,
