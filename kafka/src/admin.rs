@@ -113,6 +113,54 @@ pub struct GroupLag {
     pub oldest_unread_ms: Option<i64>,
 }
 
+/// A consumer group's committed offsets, asked again and again through one client (an
+/// OffsetFetch each time: the group is not joined, nothing is committed).
+pub struct GroupOffsets {
+    group: String,
+    member: BaseConsumer,
+}
+
+impl GroupOffsets {
+    /// A client asking for `group`'s offsets.
+    pub fn new(settings: &KafkaSettings, group: &str) -> KafkaResult<Self> {
+        let member = settings
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        Ok(Self {
+            group: group.to_string(),
+            member,
+        })
+    }
+
+    /// The group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The group's committed offset on each of `partitions` of `topic` that has one.
+    /// Blocking: call it off the async runtime.
+    pub fn committed(&self, topic: &str, partitions: &[i32]) -> KafkaResult<Vec<(i32, i64)>> {
+        use rdkafka::{Offset, TopicPartitionList};
+        let mut wanted = TopicPartitionList::new();
+        for &partition in partitions {
+            wanted.add_partition(topic, partition);
+        }
+        let committed = self
+            .member
+            .committed_offsets(wanted, Duration::from_secs(5))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|element| match element.offset() {
+                Offset::Offset(offset) => Some((element.partition(), offset)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
 /// The lag of consumer group `group` on every partition of `topic`, from the group's committed
 /// offsets (an OffsetFetch: the group is not joined) and the partitions' watermarks; the
 /// oldest unread message is read by a consumer of its own that commits nothing. Blocking:

@@ -135,12 +135,23 @@ pub async fn deliver<'a>(
         .collect()
 }
 
-/// [`deliver`], with the moment (Unix ms) each record was seen acknowledged: no earlier than
-/// the broker's acknowledgement, and later by at most the wait for the records before it.
+/// Where a record landed, and when that was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acknowledged {
+    /// The moment (Unix ms) it was seen acknowledged: no earlier than the broker's
+    /// acknowledgement, and later by at most the wait for the records before it.
+    pub at_ms: u64,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset there.
+    pub offset: i64,
+}
+
+/// [`deliver`], saying where and when each record was acknowledged.
 pub async fn deliver_acknowledged<'a>(
     producer: &FutureProducer,
     records: impl IntoIterator<Item = FutureRecord<'a, str, [u8]>>,
-) -> Vec<Result<u64, KafkaError>> {
+) -> Vec<Result<Acknowledged, KafkaError>> {
     let mut deliveries = Vec::new();
     for mut record in records {
         let delivery = loop {
@@ -159,7 +170,11 @@ pub async fn deliver_acknowledged<'a>(
     for delivery in deliveries {
         outcomes.push(match delivery {
             Ok(future) => match future.await {
-                Ok(Ok(_)) => Ok(unix_ms()),
+                Ok(Ok(delivery)) => Ok(Acknowledged {
+                    at_ms: unix_ms(),
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
                 Ok(Err((error, _))) => Err(error),
                 Err(_) => Err(KafkaError::Canceled),
             },

@@ -63,6 +63,13 @@ impl LogHistogram {
         self.add(bucket_of(value), 1);
     }
 
+    /// Counts `count` values of `value`.
+    pub fn record_n(&mut self, value: f64, count: u64) {
+        if count > 0 {
+            self.add(bucket_of(value), count);
+        }
+    }
+
     /// Adds another histogram's counts to this one.
     pub fn merge(&mut self, other: &Self) {
         for &(bucket, count) in &other.buckets {

@@ -56,6 +56,13 @@ fn every_metric_the_rules_name_is_exported() {
             topic: "t".into(),
         })
         .set(1.0);
+    exported
+        .consumer_group_commit_latency_seconds
+        .get_or_create(&salestalk::telemetry::GroupLabels {
+            group: "g".into(),
+            topic: "t".into(),
+        })
+        .observe(1.0);
     let text = exported.render();
     let named: std::collections::BTreeSet<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

@@ -2,13 +2,15 @@
 //! does: [`SinkKind::build`] is the one place a kind becomes a sink, and [`FlushPlan::build`]
 //! the one place the order becomes a plan.
 
+use std::sync::Arc;
+
 use rdkafka::error::KafkaError;
 use salestalk_kafka::{KafkaSettings, admin};
 use salestalk_operators::routing::{RoutingSettings, RoutingTable};
 use salestalk_store::Endpoint;
 
 use crate::clickhouse::{Archive, DeadLetterTable, WindowState};
-use crate::kafka::{DeadLetterTopic, Delivery, DlqSettings};
+use crate::kafka::{AwaitingCommit, DeadLetterTopic, Delivery, DlqSettings};
 use crate::sink::{FlushOrder, FlushPlan, Sink, SinkKind};
 
 /// What the sinks are built from: each kind takes its own part.
@@ -25,6 +27,8 @@ pub struct SinkBuild<'a> {
     pub table: &'a RoutingTable,
     /// `pipeline.max_flush_rows`: most records one commit insert carries.
     pub max_flush_rows: usize,
+    /// Where delivery notes records for the consumer groups' commit latency, if watched.
+    pub awaiting_commit: Option<Arc<AwaitingCommit>>,
 }
 
 /// Why the flush order could not be built; none goes away by retrying (configuration).
@@ -97,7 +101,10 @@ impl SinkKind {
                         source,
                     },
                 )?;
-                Box::new(sink)
+                match &with.awaiting_commit {
+                    Some(awaiting) => Box::new(sink.awaiting_commits(Arc::clone(awaiting))),
+                    None => Box::new(sink),
+                }
             }
             Self::DeadLetterTopic => {
                 let Some(topic) = with.dlq.topic() else {

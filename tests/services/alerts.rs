@@ -698,7 +698,9 @@ async fn a_notification_reaches_a_webhook_that_was_down_across_a_restart() {
 
 /// A downstream consumer group that stops while its routing target keeps receiving events
 /// fires `ConsumerGroupNotProgressing` once (its oldest uncommitted message ages past the
-/// threshold), and resolves it once when it resumes and commits (issue 30, item 1).
+/// threshold), and resolves it once when it resumes and commits (issue 30, item 1). Its
+/// latency, from event time to the commit covering each event, is measured per event as the
+/// test saw it, and the P95 rule fires for the group as for any consumer.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_consumer_group_fires_once_and_resolves_once_when_it_resumes() {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -733,6 +735,17 @@ severity = "critical"
 scope = "global"
 lookback_ms = 120000
 min_events = 1
+[[alerts.rules]]
+name = "GroupLatencyHigh"
+signal = "p95_latency_ms"
+comparison = "above"
+threshold = 5000.0
+for_ms = 1000
+keep_firing_ms = 3000
+severity = "critical"
+scope = "global"
+lookback_ms = 120000
+min_events = 1
 "#,
         url = receiver.url
     );
@@ -761,14 +774,11 @@ min_events = 1
 
     // Events reach the target; the group, stopped, commits none of them.
     let (producer, topic) = classification_producer(&isolated);
+    let stamped = Utc::now();
     for n in 0..10 {
         producer
             .send(
-                FutureRecord::<(), _>::to(&topic).payload(&classification(
-                    n,
-                    "tenant-g",
-                    Utc::now(),
-                )),
+                FutureRecord::<(), _>::to(&topic).payload(&classification(n, "tenant-g", stamped)),
                 Duration::from_secs(10),
             )
             .await
@@ -800,6 +810,7 @@ min_events = 1
     worker
         .commit(&position, CommitMode::Sync)
         .expect("the worker commits");
+    let waited_ms = (Utc::now() - stamped).num_milliseconds() as f64;
     let both = eventually(
         Duration::from_secs(120),
         || async { of_group() },
@@ -810,5 +821,33 @@ min_events = 1
     // A few more evaluations: nothing else arrives for the group.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(of_group(), ["firing", "resolved"]);
+
+    // Each event waited from its stamp to the commit: measured so, once each, as the group's.
+    let (events, p50_ms, p95_ms): (u64, f64, f64) = isolated
+        .endpoint()
+        .client()
+        .query(
+            "SELECT toUInt64(sum(events)), min(p50_ms), max(p95_ms) FROM processing_latency \
+             WHERE consumer = ?",
+        )
+        .bind(&subject)
+        .fetch_one()
+        .await
+        .expect("the group's latency");
+    assert_eq!(events, 10, "each delivered event measured once");
+    for measured in [p50_ms, p95_ms] {
+        assert!(
+            (waited_ms - 1_500.0..=waited_ms + 3_000.0).contains(&measured),
+            "measured {measured} ms, the events waited {waited_ms} ms"
+        );
+    }
+    let latency = notifications(&receiver, "/plain")
+        .remove(&("GroupLatencyHigh".to_string(), subject.clone()))
+        .unwrap_or_default();
+    assert_eq!(
+        latency.first().map(String::as_str),
+        Some("firing"),
+        "the P95 rule reads the group's latency"
+    );
     isolated.remove().await;
 }

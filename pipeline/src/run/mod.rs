@@ -373,7 +373,9 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         RoutingTable::compile(&settings.routing)
             .map_err(|problems| anyhow::anyhow!("routing: {}", problems.join("; ")))?,
     );
-    let plan = flush_plan(settings, &routing)?;
+    let groups = crate::run::downstream::watched_groups(settings, &routing);
+    let awaiting = crate::run::downstream::awaiting_commits(&groups);
+    let plan = flush_plan(settings, &routing, awaiting.clone())?;
     startup::check_dead_letter_retention(settings).await;
     let workers = Workers::new(settings.pipeline.workers);
     tracing::info!(workers = workers.count(), "processing");
@@ -386,7 +388,7 @@ pub async fn run(settings: &Settings, limits: RunLimits) -> anyhow::Result<Tally
         settings.retention,
         Arc::clone(&telemetry),
     );
-    crate::run::downstream::watch(settings, &routing, Arc::clone(&telemetry));
+    crate::run::downstream::watch(settings, &groups, awaiting, Arc::clone(&telemetry));
     let leadership = Leadership::default();
     let observer: Arc<dyn CorrectionObserver> = telemetry.clone();
     salestalk_corrections::schedule(settings.corrector(), leadership.clone(), observer);

@@ -1,12 +1,15 @@
 //! What a run needs before it reads: the schema applied, and the sinks of the configured
 //! flush order built from their settings.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use salestalk_http::probes::Probes;
 use salestalk_kafka::admin;
 use salestalk_operators::routing::RoutingTable;
 use salestalk_operators::time;
 use salestalk_operators::versions::{ContractSettings, VersionEnds};
+use salestalk_sinks::kafka::AwaitingCommit;
 use salestalk_sinks::retry::RetryPolicy;
 use salestalk_sinks::{FlushPlan, SinkBuild};
 use salestalk_store::ClickHouseError;
@@ -75,8 +78,13 @@ pub async fn migrate(settings: &Settings, probes: &Probes) -> anyhow::Result<usi
     Ok(applied)
 }
 
-/// The sinks `sinks.flush_order` names, each built from its settings.
-pub fn flush_plan(settings: &Settings, table: &RoutingTable) -> anyhow::Result<FlushPlan> {
+/// The sinks `sinks.flush_order` names, each built from its settings (delivery noting what
+/// it delivers in `awaiting_commit`, when groups are watched).
+pub fn flush_plan(
+    settings: &Settings,
+    table: &RoutingTable,
+    awaiting_commit: Option<Arc<AwaitingCommit>>,
+) -> anyhow::Result<FlushPlan> {
     let with = SinkBuild {
         endpoint: &settings.clickhouse,
         kafka: &settings.kafka,
@@ -84,6 +92,7 @@ pub fn flush_plan(settings: &Settings, table: &RoutingTable) -> anyhow::Result<F
         routing: &settings.routing,
         table,
         max_flush_rows: settings.pipeline.max_flush_rows,
+        awaiting_commit,
     };
     Ok(FlushPlan::build(&settings.sinks.flush_order, &with)?)
 }

@@ -11,7 +11,7 @@
 //! out is paused for a while (its events dead-lettered at once), so an outage costs one
 //! flush the retries' wait, not every flush.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -19,10 +19,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use salestalk_kafka::KafkaSettings;
-use salestalk_kafka::producer::{self, deliver_acknowledged};
+use salestalk_kafka::producer::{self, Acknowledged, deliver_acknowledged};
 use salestalk_operators::flush::{ArchivedEvent, Flush};
 use salestalk_operators::routing::{RoutingSettings, RoutingTable};
 
+use super::awaiting_commit::AwaitingCommit;
 use super::dead_letter_topic::header;
 use crate::retry::RetryPolicy;
 use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SinkKind};
@@ -61,8 +62,8 @@ type EventRef = (usize, usize);
 /// What became of one target's events in a flush.
 #[derive(Default)]
 struct TargetOutcome {
-    /// Events acknowledged, with the moment (Unix ms).
-    acknowledged: Vec<(EventRef, u64)>,
+    /// Events acknowledged: where and when.
+    acknowledged: Vec<(EventRef, Acknowledged)>,
     /// Events given up on: the error, and attempts made.
     undelivered: Vec<(EventRef, String, u32)>,
     /// Attempts that failed (for the consumer error rate's failed attempts).
@@ -76,6 +77,8 @@ pub struct Delivery {
     /// By the table's target index; `None` for `metrics`.
     targets: Vec<Option<Target>>,
     pause: Duration,
+    /// What was delivered to the watched groups' topics, until they commit it.
+    awaiting: Option<Arc<AwaitingCommit>>,
 }
 
 impl Delivery {
@@ -109,7 +112,15 @@ impl Delivery {
             table,
             targets,
             pause: Duration::from_millis(routing.unavailable_pause_ms),
+            awaiting: None,
         })
+    }
+
+    /// Notes what each target's broker acknowledged in `awaiting`, for the groups' commit
+    /// latency.
+    pub fn awaiting_commits(mut self, awaiting: Arc<AwaitingCommit>) -> Self {
+        self.awaiting = Some(awaiting);
+        self
     }
 
     /// Delivers `events` to `target`, retrying what failed per `policy`.
@@ -144,7 +155,7 @@ impl Delivery {
             let mut failed = Vec::new();
             for (event, result) in pending.into_iter().zip(results) {
                 match result {
-                    Ok(at_ms) => outcome.acknowledged.push((event, at_ms)),
+                    Ok(acknowledged) => outcome.acknowledged.push((event, acknowledged)),
                     Err(error) if producer::is_bad_record(&error) => {
                         let error = describe(target, &error);
                         outcome.undelivered.push((event, error, attempt));
@@ -238,6 +249,16 @@ fn record<'a>(topic: &'a str, event: &'a ArchivedEvent) -> FutureRecord<'a, str,
         .headers(headers)
 }
 
+/// The time an event's latency runs from: its own stamp, or the broker's when the stamp was
+/// skewed past the tolerance.
+fn event_time_ms(event: &ArchivedEvent) -> i64 {
+    if event.clock_skewed {
+        event.broker_ms
+    } else {
+        event.timestamp_ms
+    }
+}
+
 fn describe(target: &Target, error: &KafkaError) -> String {
     format!(
         "target {} (topic {}) did not take it: {error}",
@@ -289,14 +310,25 @@ impl Sink for Delivery {
                 for _ in 0..outcome.failed_attempts {
                     batch.observer.write_failed(SERVICE);
                 }
-                for ((f, e), at_ms) in outcome.acknowledged {
+                if let Some(awaiting) = &self.awaiting {
+                    awaiting.delivered(
+                        &target.topic,
+                        outcome.acknowledged.iter().map(|&((f, e), acknowledged)| {
+                            let event = &flushes[f].archive[e];
+                            (
+                                acknowledged.partition,
+                                acknowledged.offset,
+                                event_time_ms(event),
+                                event.tenant_id.as_str(),
+                                event.event_type,
+                            )
+                        }),
+                    );
+                }
+                for ((f, e), acknowledged) in outcome.acknowledged {
                     let event = &flushes[f].archive[e];
-                    let event_ms = if event.clock_skewed {
-                        event.broker_ms
-                    } else {
-                        event.timestamp_ms
-                    };
-                    let latency_ms = (at_ms as i64 - event_ms).max(0) as f64;
+                    let latency_ms =
+                        (acknowledged.at_ms as i64 - event_time_ms(event)).max(0) as f64;
                     let outcomes = &mut batch.outcomes;
                     outcomes.attempted(consumer, &event.tenant_id);
                     for group in &target.groups {

@@ -1,9 +1,11 @@
 //! The downstream consumers, watched while `salestalk run` runs: how far behind each consumer
-//! group reading a routing target is ([`lag`]), the failures consumers report on the
+//! group reading a routing target is ([`lag`]), how long from event time to its commit
+//! covering the event ([`commit_latency`]), the failures consumers report on the
 //! dead-letter topic ([`reports`]), and the targets' undelivered events, redriven once they
 //! answer again ([`heal`]). Both land in ClickHouse (`salestalk_store::tables::consumer_group_lag` and `consumer_failures`),
 //! where the SRE page, Grafana and the consumer error-rate alert read them (docs/routing.md).
 
+pub mod commit_latency;
 pub mod heal;
 pub mod lag;
 pub mod reports;
@@ -11,17 +13,18 @@ pub mod reports;
 use std::sync::Arc;
 
 use salestalk_operators::routing::RoutingTable;
+use salestalk_sinks::kafka::AwaitingCommit;
 
 use crate::settings::Settings;
 use crate::telemetry::Telemetry;
 
-/// Starts both watches (each only when there is something to watch).
-pub fn watch(settings: &Settings, table: &RoutingTable, telemetry: Arc<Telemetry>) {
-    let interval = settings.routing.consumer_watch_interval_ms;
-    if interval == 0 {
-        return;
+/// The (group, topic) pairs to watch: each routing target's configured consumer groups on its
+/// topic; none when `routing.consumer_watch_interval_ms` is 0.
+pub fn watched_groups(settings: &Settings, table: &RoutingTable) -> Vec<(String, String)> {
+    if settings.routing.consumer_watch_interval_ms == 0 {
+        return Vec::new();
     }
-    let groups: Vec<(String, String)> = table
+    table
         .downstream()
         .filter_map(|(_, name, topic)| {
             let target = settings.routing.targets.get(name)?;
@@ -33,7 +36,39 @@ pub fn watch(settings: &Settings, table: &RoutingTable, telemetry: Arc<Telemetry
             )
         })
         .flatten()
-        .collect();
-    lag::schedule(settings, groups, interval, telemetry);
+        .collect()
+}
+
+/// Where delivery notes records for the watched groups' commit latency; `None` when no group
+/// is watched.
+pub fn awaiting_commits(groups: &[(String, String)]) -> Option<Arc<AwaitingCommit>> {
+    (!groups.is_empty()).then(|| {
+        Arc::new(AwaitingCommit::new(
+            groups,
+            AwaitingCommit::DEFAULT_CAPACITY,
+        ))
+    })
+}
+
+/// Starts the watches (each only when there is something to watch): lag, commit latency (with
+/// what delivery notes in `awaiting`) and failure reports.
+pub fn watch(
+    settings: &Settings,
+    groups: &[(String, String)],
+    awaiting: Option<Arc<AwaitingCommit>>,
+    telemetry: Arc<Telemetry>,
+) {
+    if settings.routing.consumer_watch_interval_ms == 0 {
+        return;
+    }
+    if let Some(awaiting) = awaiting {
+        commit_latency::schedule(settings, groups, awaiting, Arc::clone(&telemetry));
+    }
+    lag::schedule(
+        settings,
+        groups.to_vec(),
+        settings.routing.consumer_watch_interval_ms,
+        telemetry,
+    );
     reports::schedule(settings);
 }
