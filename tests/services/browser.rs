@@ -124,6 +124,36 @@ fn grouped(n: i64) -> String {
 async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
     let isolated = Isolated::create("it-browser", PARTITIONS).await;
     let mut setup = setup_on(isolated, 6_000, 20);
+    // On top of the traffic, into one partition: an event without `metadata` (accepted with a
+    // contract warning), and an event resent with other content (a conflicting duplicate).
+    let examples = crate::support::fixtures::Examples::new(0xb0b);
+    let mut unwarned = examples.event("classification.performed.v1", "tenant-warned", 1);
+    let source = unwarned["source"].as_str().unwrap_or_default().to_string();
+    let mut warned = unwarned.clone();
+    warned
+        .as_object_mut()
+        .expect("an object")
+        .remove("metadata");
+    unwarned["eventId"] =
+        examples.event("classification.performed.v1", "tenant-warned", 2)["eventId"].clone();
+    let mut conflicting = unwarned.clone();
+    conflicting["data"]["processingTimeMs"] = serde_json::json!(4_321);
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &setup.isolated.brokers)
+        .create()
+        .expect("producer");
+    for event in [&warned, &unwarned, &conflicting] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<str, _>::to(&setup.isolated.topics[0])
+                    .partition(0)
+                    .key("tenant-warned")
+                    .payload(&serde_json::to_vec(event).expect("json")),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
     stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
     let input = read_back(&setup.isolated);
     let expected = recompute(&input);
@@ -243,6 +273,47 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
         number(&sre, "lag", "data-total"),
         0.0,
         "everything is durable"
+    );
+    // What the contract asks people to watch, as they read it: the warning, the resend with
+    // other content, and each version's events and lifecycle.
+    assert_eq!(
+        texts(&dom, "contract_warnings", "source"),
+        [(source.clone(), source.clone())]
+    );
+    assert_eq!(
+        texts(&dom, "contract_warnings", "field"),
+        [("/metadata".to_string(), "/metadata".to_string())]
+    );
+    assert_eq!(cells(&dom, "contract_warnings", "kind"), ["missing"]);
+    assert_eq!(cells(&dom, "contract_warnings", "events"), ["1"]);
+    assert_eq!(
+        texts(&dom, "conflicting_duplicates", "source"),
+        [(source.clone(), source.clone())]
+    );
+    assert_eq!(
+        texts(&dom, "conflicting_duplicates", "conflicting"),
+        [("1".to_string(), "1".to_string())]
+    );
+    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    for ((_, _, event_type, _), n) in &expected.volume {
+        *by_type.entry(event_type.clone()).or_default() += n;
+    }
+    let shown: BTreeMap<String, u64> = cells(&dom, "versions", "event")
+        .into_iter()
+        .zip(cells(&dom, "versions", "version"))
+        .zip(texts(&dom, "versions", "events"))
+        .map(|((event, version), (n, text))| {
+            let n: u64 = n.parse().expect("a count");
+            assert_eq!(text, grouped(n as i64), "a count reads as a count");
+            (format!("{event}.{version}"), n)
+        })
+        .collect();
+    assert_eq!(shown, by_type, "events per version");
+    assert!(
+        cells(&dom, "versions", "lifecycle")
+            .iter()
+            .all(|l| l == "current"),
+        "no version is deprecated by default"
     );
 
     // Product: conversations completed are the distinct valid conversation.completed events.
