@@ -703,24 +703,13 @@ async fn a_notification_reaches_a_webhook_that_was_down_across_a_restart() {
 /// test saw it, and the P95 rule fires for the group as for any consumer.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_consumer_group_fires_once_and_resolves_once_when_it_resumes() {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
 
     let isolated = Isolated::create("it-group-stop", 1).await;
-    let work = format!("{}.target.work", isolated.prefix);
-    let group = format!("{}-billing-worker", isolated.prefix);
-    crate::support::create_topics_at(&isolated.brokers, std::slice::from_ref(&work), 1).await;
+    let target = crate::support::WatchedTarget::create(&isolated, "billing-worker").await;
     let receiver = WebhookReceiver::start();
     let config = format!(
-        r#"
-[routing]
-unmatched = ["metrics", "work"]
-consumer_watch_interval_ms = 1000
-rules = []
-[routing.targets.work]
-topic = "{work}"
-consumer_groups = ["{group}"]
-
+        r#"{routing}
 [alerts]
 evaluate_every_ms = 1000
 webhooks = ["{url}/plain"]
@@ -747,7 +736,8 @@ scope = "global"
 lookback_ms = 120000
 min_events = 1
 "#,
-        url = receiver.url
+        url = receiver.url,
+        routing = target.routing,
     );
     let mut env = pipeline_env(&isolated);
     stdout_of(&salestalk(&["migrate"], &env));
@@ -762,7 +752,7 @@ min_events = 1
             .spawn()
             .expect("run starts"),
     );
-    let subject = format!("group.{group}");
+    let subject = format!("group.{}", target.group);
     let of_group = || {
         notifications(&receiver, "/plain")
             .remove(&("ConsumerGroupNotProgressing".to_string(), subject.clone()))
@@ -793,23 +783,15 @@ min_events = 1
     assert_eq!(fired, ["firing"], "the stopped group fires once");
 
     // The group resumes: it reads and commits everything its target holds.
-    let worker: BaseConsumer = ClientConfig::new()
+    let watermarks: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &isolated.brokers)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
         .create()
-        .expect("worker");
-    let (_, end) = worker
-        .fetch_watermarks(&work, 0, Duration::from_secs(10))
+        .expect("client");
+    let (_, end) = watermarks
+        .fetch_watermarks(&target.topic, 0, Duration::from_secs(10))
         .expect("the target's end");
     assert_eq!(end, 10, "every event reached the target");
-    let mut position = TopicPartitionList::new();
-    position
-        .add_partition_offset(&work, 0, Offset::Offset(end))
-        .expect("offset");
-    worker
-        .commit(&position, CommitMode::Sync)
-        .expect("the worker commits");
+    target.commit(&isolated.brokers, end);
     let waited_ms = (Utc::now() - stamped).num_milliseconds() as f64;
     let both = eventually(
         Duration::from_secs(120),

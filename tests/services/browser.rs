@@ -124,7 +124,7 @@ fn grouped(n: i64) -> String {
 async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
     let isolated = Isolated::create("it-browser", PARTITIONS).await;
     let mut setup = setup_on(isolated, 6_000, 20);
-    // On top of the traffic, into one partition: an event without `metadata` (accepted with a
+    // On top of the traffic, keyed by one tenant: an event without `metadata` (accepted with a
     // contract warning), and an event resent with other content (a conflicting duplicate).
     let examples = crate::support::fixtures::Examples::new(0xb0b);
     let mut unwarned = examples.event("classification.performed.v1", "tenant-warned", 1);
@@ -138,22 +138,7 @@ async fn every_dashboard_shows_the_recomputed_numbers_in_chromium() {
         examples.event("classification.performed.v1", "tenant-warned", 2)["eventId"].clone();
     let mut conflicting = unwarned.clone();
     conflicting["data"]["processingTimeMs"] = serde_json::json!(4_321);
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &setup.isolated.brokers)
-        .create()
-        .expect("producer");
-    for event in [&warned, &unwarned, &conflicting] {
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::<str, _>::to(&setup.isolated.topics[0])
-                    .partition(0)
-                    .key("tenant-warned")
-                    .payload(&serde_json::to_vec(event).expect("json")),
-                std::time::Duration::from_secs(10),
-            )
-            .await
-            .expect("produced");
-    }
+    crate::support::produce_events(&setup.isolated, &[warned, unwarned, conflicting]).await;
     stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &setup.env));
     let input = read_back(&setup.isolated);
     let expected = recompute(&input);

@@ -22,24 +22,11 @@ async fn an_event_id_resent_with_other_content_is_counted_shown_and_alerted() {
     changed["data"]["originalText"] = "What was revenue in Q4?".into();
     let source = first["source"].as_str().expect("a source").to_string();
     let receiver = WebhookReceiver::start();
-    let rules = format!(
-        r#"
-[alerts]
-evaluate_every_ms = 1000
-webhooks = ["{url}/plain"]
-[[alerts.rules]]
-name = "ConflictingDuplicates"
-signal = "conflicting_duplicates"
-comparison = "above"
-threshold = 0.0
-for_ms = 0
-keep_firing_ms = 3000
-severity = "warning"
-scope = "global"
-lookback_ms = 3600000
-min_events = 1
-"#,
-        url = receiver.url
+    let rules = crate::support::one_alert_rule(
+        &receiver.url,
+        "ConflictingDuplicates",
+        "conflicting_duplicates",
+        3_600_000,
     );
     let mut env = pipeline_env(&isolated);
     // The first copy and an exact resend; then, after a restart, the changed copy.

@@ -566,20 +566,7 @@ async fn what_the_gateway_publishes_is_counted_exactly_as_a_batch_recomputation(
     );
 
     // A few messages straight to a topic: counted as direct publishes, and dead-lettered.
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &isolated.brokers)
-        .create()
-        .expect("producer");
-    for n in 0..3 {
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::<str, _>::to(&isolated.topics[0])
-                    .payload(format!("not json {n}").as_bytes()),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("produced");
-    }
+    crate::support::produce_not_json(&isolated, 3).await;
 
     stdout_of(&salestalk(&["run", "--idle-exit", "6s"], &env));
     let setup = crate::exactness::Setup { isolated, env };

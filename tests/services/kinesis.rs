@@ -574,20 +574,7 @@ async fn the_gateway_puts_the_types_routed_to_kinesis_there_and_each_publish_cou
     assert!(refused >= generated.invalid, "{listed}");
 
     // A few messages straight to each bus: direct publishes, dead-lettered.
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &isolated.brokers)
-        .create()
-        .expect("producer");
-    for n in 0..3 {
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::<str, _>::to(&isolated.topics[0])
-                    .payload(format!("not json {n}").as_bytes()),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("produced");
-    }
+    crate::support::produce_not_json(&isolated, 3).await;
     let direct = [Record {
         partition_key: "tenant-0001",
         data: b"not json either",

@@ -501,7 +501,6 @@ fn number(cell: &Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consumer_groups_lag_and_its_reported_failures_show_on_the_sre_page() {
-    use rdkafka::consumer::CommitMode;
     use rdkafka::message::{Header, OwnedHeaders};
 
     use crate::alerts::serve_with;
@@ -509,22 +508,10 @@ async fn a_consumer_groups_lag_and_its_reported_failures_show_on_the_sre_page() 
 
     let isolated = Isolated::create("it-consumers", 1).await;
     let prefix = &isolated.prefix;
-    let work = format!("{prefix}.target.work");
-    let group = format!("{prefix}-worker");
-    create_topics_at(&isolated.brokers, std::slice::from_ref(&work), 1).await;
-    let config = format!(
-        r#"
-[routing]
-unmatched = ["metrics", "work"]
-consumer_watch_interval_ms = 1000
-rules = []
-[routing.targets.work]
-topic = "{work}"
-consumer_groups = ["{group}"]
-"#
-    );
+    let target = crate::support::WatchedTarget::create(&isolated, "worker").await;
+    let (work, group) = (target.topic.as_str(), target.group.as_str());
     let path = std::env::temp_dir().join(format!("{prefix}-routing.toml"));
-    std::fs::write(&path, &config).expect("config");
+    std::fs::write(&path, &target.routing).expect("config");
     let path = path.to_string_lossy().into_owned();
     let mut env = isolated.env.clone();
 
@@ -537,19 +524,19 @@ consumer_groups = ["{group}"]
         &["--config", &path, "run", "--idle-exit", "6s"],
         &env,
     ));
-    assert_eq!(read_topic(&isolated.brokers, &work).len(), events.len());
+    assert_eq!(read_topic(&isolated.brokers, work).len(), events.len());
 
     // The worker reads ten events, commits past them, and reports two it failed on, as
     // docs/routing.md says: to the dead-letter topic, with its group in `salestalk.consumer`.
     let worker: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &isolated.brokers)
-        .set("group.id", &group)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
         .expect("worker");
     let mut assignment = TopicPartitionList::new();
     assignment
-        .add_partition_offset(&work, 0, rdkafka::Offset::Beginning)
+        .add_partition_offset(work, 0, rdkafka::Offset::Beginning)
         .expect("partition");
     worker.assign(&assignment).expect("assign");
     let mut failed = Vec::new();
@@ -565,13 +552,7 @@ consumer_groups = ["{group}"]
             ));
         }
     }
-    let mut position = TopicPartitionList::new();
-    position
-        .add_partition_offset(&work, 0, rdkafka::Offset::Offset(10))
-        .expect("offset");
-    worker
-        .commit(&position, CommitMode::Sync)
-        .expect("the worker commits");
+    target.commit(&isolated.brokers, 10);
     let reporter: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &isolated.brokers)
         .create()
@@ -582,7 +563,7 @@ consumer_groups = ["{group}"]
             .unwrap_or_else(OwnedHeaders::new)
             .insert(Header {
                 key: "salestalk.consumer",
-                value: Some(group.as_str()),
+                value: Some(group),
             })
             .insert(Header {
                 key: "salestalk.error",
@@ -606,7 +587,7 @@ consumer_groups = ["{group}"]
     ));
 
     let admin = api_key(&env, "admin", &[]);
-    let (_serve, _dir, port) = serve_with(&mut env, &config);
+    let (_serve, _dir, port) = serve_with(&mut env, &target.routing);
     assert!(
         becomes_ready(port).await,
         "never became ready on port {port}"
@@ -628,12 +609,12 @@ consumer_groups = ["{group}"]
     let lag = rows("consumer_lag");
     let worker_lag = lag
         .iter()
-        .find(|r| r[0].as_str() == Some(group.as_str()))
+        .find(|r| r[0].as_str() == Some(group))
         .unwrap_or_else(|| panic!("{group} missing from {lag:?}"));
     // Columns: group, instance (none for a consumer group), topic, partitions, messages and
     // time behind, throttled reads.
     assert_eq!(worker_lag[1].as_str(), Some(""));
-    assert_eq!(worker_lag[2].as_str(), Some(work.as_str()));
+    assert_eq!(worker_lag[2].as_str(), Some(work));
     assert_eq!(number(&worker_lag[4]), 20.0, "messages behind: {lag:?}");
     assert!(number(&worker_lag[5]) > 0.0, "time behind: {lag:?}");
 

@@ -27,23 +27,13 @@ async fn a_deprecated_version_is_warned_about_then_refused_after_its_end() {
 event_type = "classification.performed.v1"
 status = "deprecated"
 ends = "{ends}"
-
-[alerts]
-evaluate_every_ms = 1000
-webhooks = ["{url}/plain"]
-[[alerts.rules]]
-name = "DeprecatedVersionPublished"
-signal = "deprecated_version_events"
-comparison = "above"
-threshold = 0.0
-for_ms = 0
-keep_firing_ms = 3000
-severity = "warning"
-scope = "global"
-lookback_ms = 86400000
-min_events = 1
-"#,
-            url = receiver.url
+{}"#,
+            crate::support::one_alert_rule(
+                &receiver.url,
+                "DeprecatedVersionPublished",
+                "deprecated_version_events",
+                86_400_000
+            )
         )
     };
     let events: Vec<Value> = (0..5)

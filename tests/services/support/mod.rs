@@ -53,6 +53,105 @@ pub async fn produce_events(isolated: &Isolated, events: &[serde_json::Value]) {
     }
 }
 
+/// Produces `count` messages that are not JSON (`not json <n>`) to `isolated`'s first topic:
+/// publishes that did not come through the gateway, each a dead letter.
+pub async fn produce_not_json(isolated: &Isolated, count: usize) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &isolated.brokers)
+        .create()
+        .expect("producer");
+    for n in 0..count {
+        producer
+            .send(
+                FutureRecord::<str, _>::to(&isolated.topics[0])
+                    .payload(format!("not json {n}").as_bytes()),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+}
+
+/// `[alerts]` evaluated every second, posting plain notifications to `<url>/plain`, with one
+/// global warning rule `name` on `signal` firing above 0 at once and resolving 3 s after,
+/// over `lookback_ms`: the shape of a test that one fact raises one alert.
+pub fn one_alert_rule(url: &str, name: &str, signal: &str, lookback_ms: u64) -> String {
+    format!(
+        r#"
+[alerts]
+evaluate_every_ms = 1000
+webhooks = ["{url}/plain"]
+[[alerts.rules]]
+name = "{name}"
+signal = "{signal}"
+comparison = "above"
+threshold = 0.0
+for_ms = 0
+keep_firing_ms = 3000
+severity = "warning"
+scope = "global"
+lookback_ms = {lookback_ms}
+min_events = 1
+"#
+    )
+}
+
+/// A routing target `work` on a topic of its own with one partition, read by one downstream
+/// consumer group, watched every second.
+pub struct WatchedTarget {
+    /// The target's topic, `<prefix>.target.work` (created).
+    pub topic: String,
+    /// The group reading it, `<prefix>-<name>`.
+    pub group: String,
+    /// The `[routing]` section that routes every event to `metrics` and `work`.
+    pub routing: String,
+}
+
+impl WatchedTarget {
+    /// The target of `isolated`, read by the group `name`.
+    pub async fn create(isolated: &Isolated, name: &str) -> Self {
+        let topic = format!("{}.target.work", isolated.prefix);
+        let group = format!("{}-{name}", isolated.prefix);
+        create_topics_at(&isolated.brokers, std::slice::from_ref(&topic), 1).await;
+        let routing = format!(
+            r#"
+[routing]
+unmatched = ["metrics", "work"]
+consumer_watch_interval_ms = 1000
+rules = []
+[routing.targets.work]
+topic = "{topic}"
+consumer_groups = ["{group}"]
+"#
+        );
+        Self {
+            topic,
+            group,
+            routing,
+        }
+    }
+
+    /// The group commits `offset` on the topic's partition, as its worker would.
+    pub fn commit(&self, brokers: &str, offset: i64) {
+        use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+        use rdkafka::{Offset, TopicPartitionList};
+        let worker: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("worker");
+        let mut position = TopicPartitionList::new();
+        position
+            .add_partition_offset(&self.topic, 0, Offset::Offset(offset))
+            .expect("offset");
+        worker
+            .commit(&position, CommitMode::Sync)
+            .expect("the worker commits");
+    }
+}
+
 /// A fresh database of the configured server named after `prefix`, migrated.
 pub async fn migrated_database(prefix: &str) -> salestalk_store::Endpoint {
     let endpoint = endpoint(&unique(prefix).replace('-', "_"));
