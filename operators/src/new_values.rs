@@ -3,13 +3,18 @@
 //! ([`OVERFLOW_VALUE`]). Every new value becomes a dimension of window rows (minute, hour
 //! and day, in several families), so without it one tenant's key could open rows without
 //! end. The task applies it to each valid event before any aggregate sees it; the overflow
-//! is visible in `metrics_new_enum_values` under `_overflow`.
+//! is visible in `metrics_new_enum_values` under `_overflow`. The same budget, as
+//! [`NewValueBudget::admits`], caps the producer `source` dimension (free text, so every
+//! value is "new"): past the day's distinct sources a tenant's events count under `_overflow`.
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use salestalk_contracts::{EventData, OVERFLOW_VALUE};
 
 /// Seconds in a UTC day.
 use crate::time::DAY_S;
+
+/// The budget's name for the producer `source` dimension.
+pub const SOURCE_FIELD: &str = "/source";
 
 /// One tenant's admitted values, per field and day.
 type TenantDays = FxHashMap<(&'static str, i64), FxHashSet<Box<str>>>;
@@ -52,6 +57,31 @@ impl NewValueBudget {
             false
         });
         overflowed
+    }
+
+    /// Whether `value` of `field` may be a dimension of `tenant`'s rows on the day of
+    /// `minute_s`: admitted that day already, or admitted now while the day has room. For a
+    /// free-text dimension (the producer `source`) rather than an enum.
+    pub fn admits(
+        &mut self,
+        tenant: &str,
+        field: &'static str,
+        minute_s: i64,
+        value: &str,
+    ) -> bool {
+        if value.is_empty() || value == OVERFLOW_VALUE {
+            return true;
+        }
+        let day = minute_s.div_euclid(DAY_S) * DAY_S;
+        let admitted = admitted(&mut self.tenants, tenant, field, day);
+        if admitted.contains(value) {
+            return true;
+        }
+        if admitted.len() < self.per_day {
+            admitted.insert(value.into());
+            return true;
+        }
+        false
     }
 
     /// Remembers `value` as admitted (a row restored after a restart already counts it).

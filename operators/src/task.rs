@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use salestalk_contracts::{
-    Event, EventType, Json, Violation, ViolationKind, check, other_tenant, parse, reason_for,
-    validate,
+    Event, EventType, Json, OVERFLOW_VALUE, Violation, ViolationKind, check, other_tenant, parse,
+    reason_for, validate,
 };
 
 use crate::aggregate::{Aggregates, Durable, Family, ReadMessage};
@@ -25,7 +25,7 @@ use crate::flush::{
     TaskState, consumers,
 };
 use crate::message::{PublishPath, RawMessage};
-use crate::new_values::{NewValueBudget, field_name};
+use crate::new_values::{NewValueBudget, SOURCE_FIELD, field_name};
 use crate::routing::RoutingTable;
 use crate::time::epoch::{generation_start, next_generation};
 use crate::versions::VersionEnds;
@@ -55,6 +55,9 @@ pub struct TaskSettings {
     /// Distinct new enum values admitted per tenant, field and day; the rest are counted
     /// under `_overflow` ([`NewValueBudget`]).
     pub max_new_enum_values: usize,
+    /// Distinct producer `source`s a tenant's rows may name per UTC day; the rest are counted
+    /// under `_overflow` (the events themselves keep theirs: archive, routing, delivery).
+    pub max_sources_per_day: usize,
     /// When each deprecated event version's support ends (`[[contracts.versions]]`).
     pub version_ends: VersionEnds,
 }
@@ -120,6 +123,8 @@ pub struct Task {
     pending_latency_rows: usize,
     /// New enum values admitted per tenant, field and day.
     new_values: NewValueBudget,
+    /// The producer sources each tenant's rows may name per day (`max_sources_per_day`).
+    sources: NewValueBudget,
 }
 
 /// Most window rows one flush writes by default: far below ClickHouse's
@@ -157,6 +162,7 @@ impl Task {
             full: false,
             pending_latency_rows: 0,
             new_values: NewValueBudget::new(settings.max_new_enum_values),
+            sources: NewValueBudget::new(settings.max_sources_per_day),
         }
     }
 
@@ -187,6 +193,16 @@ impl Task {
             {
                 task.new_values
                     .admit(&row.tenant_id, field, row.window_start, d3);
+            }
+            if row.span == Span::Day
+                && let Some(at) = row.family.producer_source_dim()
+            {
+                task.sources.admit(
+                    &row.tenant_id,
+                    SOURCE_FIELD,
+                    row.window_start,
+                    &row.dims[at],
+                );
             }
             task.windows.restore(row.span, key, row.value);
         }
@@ -396,6 +412,7 @@ impl Task {
         let id = envelope.event_id;
         let lateness = self.settings.allowed_lateness_ms;
         let fingerprint = content_fingerprint(arrival.payload);
+        let source = self.counted_source(envelope.tenant_id, envelope.source, window);
         let seen_key = self
             .seen
             .key(envelope.tenant_id, id.0)
@@ -434,7 +451,7 @@ impl Task {
                 window_start: arrival.broker_window,
                 topic: &self.topic,
                 tenant: envelope.tenant_id,
-                source: envelope.source,
+                source,
                 event_type: envelope.event_type.as_str(),
                 rejected: None,
                 duplicate,
@@ -458,8 +475,14 @@ impl Task {
                     envelope.source,
                 )
             });
-        if counted {
+        if counted && source == envelope.source {
             self.aggregates.on_event(&mut self.windows, event, window);
+        } else if counted {
+            // Past the tenant's sources of the day: its rows name `_overflow` (rare; the
+            // archive and delivery below keep the event's own source).
+            let mut capped = event.clone();
+            capped.envelope.source = source;
+            self.aggregates.on_event(&mut self.windows, &capped, window);
         }
         let raw = self.keep_raw(arrival.payload);
         self.archive.push(ArchivedEvent {
@@ -504,6 +527,16 @@ impl Task {
         }
     }
 
+    /// The source `tenant`'s rows count `source` under on the day of `minute_s`: its own while
+    /// the day has room for it (`max_sources_per_day`), `_overflow` past it.
+    fn counted_source<'s>(&mut self, tenant: &str, source: &'s str, minute_s: i64) -> &'s str {
+        if self.sources.admits(tenant, SOURCE_FIELD, minute_s, source) {
+            source
+        } else {
+            OVERFLOW_VALUE
+        }
+    }
+
     /// A copy of an archived message's bytes in the current chunk (a new chunk when it is
     /// full); the chunk is freed once the last flush holding a slice of it is written.
     fn keep_raw(&mut self, payload: &[u8]) -> Bytes {
@@ -517,13 +550,14 @@ impl Task {
     /// Sends a message to the dead-letter path: counted as read and rejected (broker time),
     /// its latency to the dead-letter table measured at the flush.
     fn reject(&mut self, arrival: &Arrival<'_>, who: Readable<'_>, rejection: Rejection) {
+        let source = self.counted_source(who.tenant, who.source, arrival.broker_window);
         self.aggregates.on_read(
             &mut self.windows,
             &ReadMessage {
                 window_start: arrival.broker_window,
                 topic: &self.topic,
                 tenant: who.tenant,
-                source: who.source,
+                source,
                 event_type: who.event_type,
                 rejected: Some(rejection.reason),
                 duplicate: false,
@@ -615,6 +649,7 @@ impl Task {
         }
         self.evicted_at = (event_open, broker_open);
         self.new_values.forget_before(event_open);
+        self.sources.forget_before(event_open.min(broker_open));
         let dead_letters = self.windows.symbol(consumers::DEAD_LETTERS);
         self.windows.evict_final(|span, key| {
             let broker_time = matches!(
@@ -738,6 +773,7 @@ mod tests {
             dedup_max_ids_per_tenant: 10_000_000,
             max_message_bytes: 1 << 20,
             max_new_enum_values: 1_000,
+            max_sources_per_day: 1_000,
             version_ends: Default::default(),
         }
     }
@@ -1122,6 +1158,7 @@ mod tests {
     fn new_enum_values_past_the_budget_are_counted_under_one_value_in_bounded_rows() {
         let settings = TaskSettings {
             max_new_enum_values: 100,
+            max_sources_per_day: 100,
             version_ends: Default::default(),
             ..settings()
         };
@@ -1170,6 +1207,89 @@ mod tests {
             .collect();
         assert_eq!(intents.len(), 101);
         assert_eq!(intents.iter().map(|r| r.value.ints[0]).sum::<i64>(), 1_000);
+    }
+
+    #[test]
+    fn sources_past_a_tenants_daily_budget_count_under_one_source_and_keep_their_own_elsewhere() {
+        let settings = TaskSettings {
+            max_sources_per_day: 2,
+            ..settings()
+        };
+        let mut task = Task::new("salestalk.tenant", 0, settings, Checkpoint::default());
+        let from = |id: u32, tenant: &str, source: &str| -> Vec<u8> {
+            String::from_utf8(event(id, T0, tenant))
+                .expect("utf-8")
+                .replace(
+                    "\"source\":\"tenant-onboard\"",
+                    &format!("\"source\":\"{source}\""),
+                )
+                .into_bytes()
+        };
+        let messages: Vec<(i64, i64, Vec<u8>)> = (0..10u32)
+            .map(|i| (i64::from(i), T0, from(i, "a", &format!("svc-{}", i % 5))))
+            .chain([
+                (10, T0, from(10, "b", "svc-4")),
+                (11, T0, b"not json".to_vec()),
+            ])
+            .collect();
+        feed(&mut task, &messages);
+        let flush = task.flush(T0);
+        let mut volume: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut publish: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for row in flush.rows.iter().filter(|r| r.span == Span::Day) {
+            let counts = match row.family {
+                Family::Volume => &mut volume,
+                Family::Publish => &mut publish,
+                _ => continue,
+            };
+            let at = row.family.producer_source_dim().expect("a source");
+            *counts
+                .entry((row.tenant_id.clone(), row.dims[at].clone()))
+                .or_default() += row.value.ints[0];
+        }
+        let expected: BTreeMap<(String, String), i64> = [
+            (("a", "svc-0"), 2),
+            (("a", "svc-1"), 2),
+            (("a", OVERFLOW_VALUE), 6),
+            (("b", "svc-4"), 1),
+        ]
+        .into_iter()
+        .map(|((t, s), n)| ((t.to_string(), s.to_string()), n))
+        .collect();
+        assert_eq!(volume, expected, "another tenant keeps its own budget");
+        let mut read = expected.clone();
+        read.insert((String::new(), String::new()), 1);
+        assert_eq!(publish, read, "publishes count under the same sources");
+        let archived: Vec<&str> = flush.archive.iter().map(|e| e.source.as_str()).collect();
+        assert_eq!(archived.iter().filter(|s| **s == "svc-4").count(), 3);
+        assert!(!archived.contains(&OVERFLOW_VALUE), "events keep their own");
+
+        // A restart restores the day's sources: a third is still over the budget.
+        let state = TaskState {
+            checkpoint: flush.checkpoint,
+            rows: flush.rows.clone(),
+            ..Default::default()
+        };
+        let mut resumed = Task::resume("salestalk.tenant", 0, settings, state);
+        feed(
+            &mut resumed,
+            &[
+                (12, T0, from(12, "a", "svc-9")),
+                (13, T0, from(13, "a", "svc-1")),
+            ],
+        );
+        let again = resumed.flush(T0);
+        let sources: Vec<&str> = again
+            .rows
+            .iter()
+            .filter(|r| r.family == Family::Volume && r.span == Span::Minute && r.tenant_id == "a")
+            .map(|r| r.dims[1].as_str())
+            .collect();
+        assert!(
+            sources.contains(&OVERFLOW_VALUE) && sources.contains(&"svc-1"),
+            "{sources:?}"
+        );
+        assert!(!sources.contains(&"svc-9"), "{sources:?}");
     }
 
     #[test]

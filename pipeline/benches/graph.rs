@@ -49,6 +49,7 @@ fn settings() -> TaskSettings {
         dedup_max_ids_per_tenant: 2_000_000,
         max_message_bytes: 1 << 20,
         max_new_enum_values: 1_000,
+        max_sources_per_day: 1_000,
         version_ends: Default::default(),
     }
 }

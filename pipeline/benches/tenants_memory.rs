@@ -64,6 +64,7 @@ fn main() {
         dedup_max_ids_per_tenant: 2_000_000,
         max_message_bytes: 1 << 20,
         max_new_enum_values: 1_000,
+        max_sources_per_day: 1_000,
         version_ends: Default::default(),
     };
     let mut tasks: Vec<Task> = (0..PARTITIONS)

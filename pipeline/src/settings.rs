@@ -112,6 +112,7 @@ impl Settings {
             dedup_max_ids_per_tenant: self.pipeline.dedup_max_ids_per_tenant,
             max_message_bytes: self.kafka.max_message_bytes,
             max_new_enum_values: self.pipeline.max_new_enum_values,
+            max_sources_per_day: self.pipeline.max_sources_per_day,
             version_ends: self.contracts.version_ends(),
         }
     }

@@ -149,6 +149,7 @@ fn settings(dedup_max_ids: usize, dedup_max_ids_per_tenant: usize) -> TaskSettin
         dedup_max_ids_per_tenant,
         max_message_bytes: 1 << 20,
         max_new_enum_values: 1_000,
+        max_sources_per_day: 1_000,
         version_ends: Default::default(),
     }
 }

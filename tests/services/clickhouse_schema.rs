@@ -24,6 +24,7 @@ fn task_settings() -> TaskSettings {
         dedup_max_ids_per_tenant: 1_000_000,
         max_message_bytes: 1 << 20,
         max_new_enum_values: 1_000,
+        max_sources_per_day: 1_000,
         version_ends: Default::default(),
     }
 }

@@ -117,6 +117,7 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
         dedup_max_ids_per_tenant: 1_000_000,
         max_message_bytes: 1 << 20,
         max_new_enum_values: 1_000,
+        max_sources_per_day: 1_000,
         version_ends: Default::default(),
     };
     let mut task = Task::new("t", 0, settings, Default::default());

@@ -225,6 +225,17 @@ impl Family {
         )
     }
 
+    /// Which dimension holds the producer's `source` (budgeted per tenant and day, the rest
+    /// counted under `_overflow`), if the family has one; `ingestion`'s `source` is the
+    /// payload's data source, an enum, not this.
+    pub const fn producer_source_dim(self) -> Option<usize> {
+        match self {
+            Family::Volume => Some(1),
+            Family::Publish | Family::ContractWarnings => Some(0),
+            _ => None,
+        }
+    }
+
     /// Position of a named integer counter; evaluated in a `const`, a name the layout lacks
     /// fails the build.
     pub const fn int_slot(self, name: &str) -> usize {

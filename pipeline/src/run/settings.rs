@@ -32,6 +32,9 @@ pub struct PipelineSettings {
     /// Distinct new enum values admitted per tenant, field and UTC day; the rest are counted
     /// under `_overflow` (docs/guarantees.md, "Hostile input").
     pub max_new_enum_values: usize,
+    /// Distinct producer `source`s a tenant's rows name per UTC day; the rest are counted
+    /// under `_overflow` (docs/guarantees.md, "Hostile input").
+    pub max_sources_per_day: usize,
     /// Threads a batch's partitions are processed on; 0 for one per core.
     pub workers: usize,
     /// Whether reading and processing go on while a flush is written (one flush in flight).
@@ -92,6 +95,11 @@ impl PipelineSettings {
         within(
             "max_new_enum_values",
             self.max_new_enum_values as i64,
+            1..=100_000,
+        );
+        within(
+            "max_sources_per_day",
+            self.max_sources_per_day as i64,
             1..=100_000,
         );
         within("batch_timeout_ms", self.batch_timeout_ms as i64, 1..=60_000);
