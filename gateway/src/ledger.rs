@@ -5,7 +5,9 @@
 //! holds it: a broker outage is when these counts matter most.
 //!
 //! Counts are operational, like the sinks' delivery outcomes: a crash loses at most the last
-//! second's. Memory is bounded: past [`MAX_KEYS`] distinct counters new ones fold into the
+//! second's. Rows are bounded: a tenant's sources past its first `pipeline.max_sources_per_day`
+//! of a UTC day count under `_overflow`, as in the pipeline's publish rows they are shown
+//! beside. Memory is bounded: past [`MAX_KEYS`] distinct counters new ones fold into the
 //! tenant's blank-source counter, and past [`MAX_PENDING_BYTES`] of refused entries waiting
 //! for a ClickHouse that is down, further ones are counted but not kept (and logged).
 
@@ -13,6 +15,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use salestalk_contracts::OVERFLOW_VALUE;
+use salestalk_operators::new_values::{NewValueBudget, SOURCE_FIELD};
+use salestalk_operators::time::DAY_S;
 use salestalk_sinks::clickhouse::ingest_ledger::{RefusedEntry, record_ingest};
 use salestalk_store::Endpoint;
 use salestalk_store::tables::ingest_outcomes::IngestOutcome;
@@ -37,12 +42,22 @@ struct Pending {
 }
 
 /// What the gateway has yet to store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ledger {
     pending: Mutex<Pending>,
+    /// Each tenant's sources of the day.
+    sources: Mutex<NewValueBudget>,
 }
 
 impl Ledger {
+    /// A ledger naming at most `max_sources_per_day` sources per tenant and UTC day.
+    pub fn new(max_sources_per_day: usize) -> Self {
+        Self {
+            pending: Mutex::default(),
+            sources: Mutex::new(NewValueBudget::new(max_sources_per_day)),
+        }
+    }
+
     /// Counts `entries` of `tenant` and `source` with `outcome`, submitted in the minute
     /// starting at `minute_s`.
     pub fn count(
@@ -53,6 +68,12 @@ impl Ledger {
         outcome: IngestOutcome,
         entries: u64,
     ) {
+        let admitted = self
+            .sources
+            .lock()
+            .map(|mut budget| budget.admits(tenant, SOURCE_FIELD, minute_s, source))
+            .unwrap_or(false);
+        let source = if admitted { source } else { OVERFLOW_VALUE };
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
@@ -83,6 +104,11 @@ impl Ledger {
             Ok(mut pending) => std::mem::take(&mut *pending),
             Err(_) => return,
         };
+        if let Ok(mut budget) = self.sources.lock() {
+            // Yesterday's sources still count late requests of its last minutes.
+            let now_s = (salestalk_operators::time::now_ms() / 1000) as i64;
+            budget.forget_before(now_s - DAY_S);
+        }
         if taken.not_kept > 0 {
             tracing::warn!(
                 not_kept = taken.not_kept,
@@ -178,7 +204,7 @@ mod tests {
 
     #[test]
     fn counts_add_up_per_key_and_refused_entries_are_bounded() {
-        let ledger = Ledger::default();
+        let ledger = Ledger::new(100);
         ledger.count(60, "a", "s", IngestOutcome::Accepted, 2);
         ledger.count(60, "a", "s", IngestOutcome::Accepted, 3);
         ledger.count(60, "a", "s", IngestOutcome::Throttled, 1);
@@ -191,12 +217,39 @@ mod tests {
 
     #[test]
     fn past_the_key_bound_sources_fold_into_the_blank_one() {
-        let ledger = Ledger::default();
+        let ledger = Ledger::new(100);
         for n in 0..MAX_KEYS {
-            ledger.count(0, "a", &n.to_string(), IngestOutcome::Accepted, 1);
+            ledger.count(0, &n.to_string(), "s", IngestOutcome::Accepted, 1);
         }
         ledger.count(0, "a", "new", IngestOutcome::Accepted, 1);
         ledger.count(0, "a", "newer", IngestOutcome::Accepted, 1);
         assert_eq!(ledger.snapshot().0, MAX_KEYS + 1);
+    }
+
+    #[test]
+    fn a_tenants_sources_past_the_days_budget_count_under_overflow() {
+        let ledger = Ledger::new(3);
+        for n in 0..10 {
+            ledger.count(60, "a", &format!("svc-{n}"), IngestOutcome::Accepted, 1);
+        }
+        ledger.count(60, "b", "svc-9", IngestOutcome::Accepted, 1);
+        ledger.count(DAY_S + 60, "a", "svc-9", IngestOutcome::Accepted, 1);
+        let pending = ledger.pending.lock().expect("lock");
+        let of = |tenant: &str, source: &str, minute: i64| {
+            pending
+                .counts
+                .get(&(
+                    minute,
+                    tenant.into(),
+                    source.into(),
+                    IngestOutcome::Accepted,
+                ))
+                .copied()
+        };
+        assert_eq!(of("a", OVERFLOW_VALUE, 60), Some(7));
+        assert_eq!(of("a", "svc-2", 60), Some(1));
+        assert_eq!(of("b", "svc-9", 60), Some(1), "another tenant's own budget");
+        assert_eq!(of("a", "svc-9", DAY_S + 60), Some(1), "a new day's");
+        assert_eq!(pending.counts.len(), 6);
     }
 }

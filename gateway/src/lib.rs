@@ -239,11 +239,14 @@ impl GatewayError {
 }
 
 impl Gateway {
-    /// A gateway publishing to `kafka`'s brokers and checking keys in `endpoint`.
+    /// A gateway publishing to `kafka`'s brokers and checking keys in `endpoint`, counting at
+    /// most `max_sources_per_day` sources per tenant and day (`pipeline.max_sources_per_day`,
+    /// as the pipeline's publish rows beside its own).
     pub fn new(
         settings: IngestSettings,
         kafka: KafkaSettings,
         endpoint: Endpoint,
+        max_sources_per_day: usize,
     ) -> Result<Self, GatewayError> {
         let producer = producer::publishing(
             &kafka,
@@ -269,7 +272,7 @@ impl Gateway {
             keys,
             rates,
             refused,
-            ledger: ledger::Ledger::default(),
+            ledger: ledger::Ledger::new(max_sources_per_day),
         })
     }
 

@@ -139,11 +139,13 @@ async fn a_hostile_tenant_changes_nothing_for_another_and_memory_stays_bounded()
     );
     assert_eq!(answer["entries"][0]["errors"][0]["path"], "/data/subjects");
 
-    // 10,000 entries, each with a new intent: all valid, all accepted.
+    // 10,000 entries, each with a new intent and a producer source of its own: all valid,
+    // all accepted.
     let new_values: Vec<Value> = (0..10_000u32)
         .map(|n| {
             let mut event = example_of("classification.performed.v1", 100_000 + n, "tenant-a");
             event["data"]["classification"]["intent"] = json!(format!("hostile_{n}"));
+            event["source"] = json!(format!("svc-{n}"));
             event
         })
         .collect();
@@ -213,6 +215,41 @@ async fn a_hostile_tenant_changes_nothing_for_another_and_memory_stays_bounded()
             .map(|(_, n)| *n),
         Some(9_900)
     );
+
+    // So are the sources past the day's budget, in the pipeline's rows and the gateway's.
+    for (view, path) in [
+        ("event_volume", ""),
+        ("publish_outcomes", "AND path = 'gateway'"),
+    ] {
+        let sources: Vec<(String, u64)> = client
+            .query(&format!(
+                "SELECT source, toUInt64(sum(events)) FROM (SELECT source, {} AS events \
+                 FROM {view} WHERE tenant_id = 'tenant-a' {path}) GROUP BY source",
+                if view == "event_volume" {
+                    "events"
+                } else {
+                    "accepted"
+                }
+            ))
+            .fetch_all()
+            .await
+            .expect("sources");
+        let overflow = sources
+            .iter()
+            .find(|(s, _)| s == "_overflow")
+            .map(|(_, n)| *n);
+        if view == "event_volume" {
+            assert_eq!(sources.len(), 101, "100 sources and the overflow");
+            assert_eq!(overflow, Some(9_900));
+        } else {
+            // The gateway was killed: its last second of counts may be gone (operational).
+            assert!(
+                sources.len() <= 102 && overflow.is_some_and(|n| n > 0),
+                "{view}: {} sources, {overflow:?} under _overflow",
+                sources.len()
+            );
+        }
+    }
 
     // tenant-b: its numbers are the recomputation's, exactly.
     let expected = recompute_with(&read_back(&isolated), None);

@@ -21,6 +21,7 @@ pub fn execute(config: Option<&Path>) -> anyhow::Result<ExitCode> {
             settings.ingest.clone(),
             settings.kafka.clone(),
             settings.clickhouse.clone(),
+            settings.pipeline.max_sources_per_day,
         )
         .context("creating the Kafka producer")?;
         let gateway = match KinesisRoute::of(&settings.ingest, &settings.kinesis) {
