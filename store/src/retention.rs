@@ -54,12 +54,15 @@ impl RetentionSettings {
         problems
     }
 
-    /// Each table the job looks after, with its horizon in days (the delivery outcomes are
-    /// and the gateway's outcomes are kept as long as the archive).
-    pub fn tables(&self) -> [(&'static str, u32); 7] {
+    /// Each table the job looks after, with its horizon in days: the outcome tables and the
+    /// alerts' history are kept as long as the archive, what was done to dead letters as long
+    /// as the dead letters.
+    pub fn tables(&self) -> [(&'static str, u32); 9] {
         [
             ("events_raw", self.archive_days),
             ("dead_letters", self.dead_letter_days),
+            ("dead_letter_actions", self.dead_letter_days),
+            ("alerts", self.archive_days),
             ("sink_outcomes", self.archive_days),
             ("ingest_outcomes", self.archive_days),
             ("delivery_latency", self.archive_days),
@@ -87,9 +90,11 @@ pub struct ExpiredPartition {
 /// The tables retention looks after, each with the trusted time its rows expire by: when the
 /// broker took the message (or the minute it was measured in), never the producer's stamp, so
 /// an event stamped years ahead does not outlive its horizon.
-const RETAINED: [(&str, &str); 7] = [
+const RETAINED: [(&str, &str); 9] = [
     ("events_raw", "broker_time"),
     ("dead_letters", "broker_time"),
+    ("dead_letter_actions", "acted_at"),
+    ("alerts", "notified_at"),
     ("sink_outcomes", "minute"),
     ("ingest_outcomes", "minute"),
     ("delivery_latency", "minute"),
@@ -186,8 +191,11 @@ impl Endpoint {
             .bind(cutoff as u32)
             .fetch_all()
             .await?;
+        // An unpartitioned table (`dead_letter_actions`, `alerts`) has one partition whose
+        // parts say 1970: its rows expire by the row delete, never by a drop.
+        let candidates = candidates.into_iter().filter(|c| is_month(&c.partition));
         if table != "events_raw" {
-            return Ok(candidates);
+            return Ok(candidates.collect());
         }
         let mut expired = Vec::new();
         for mut candidate in candidates {

@@ -50,11 +50,41 @@ async fn rows_a_day_past_the_horizon_go_and_rows_a_day_inside_stay() {
             .await
             .expect("dead-lettering");
     }
+    // What was done to dead letters goes with them; the alerts' history with the archive.
+    for (offset, (days, id)) in letters.iter().enumerate() {
+        let at = now - days * day;
+        client
+            .query(&format!(
+                "INSERT INTO dead_letter_actions (topic, partition, offset, action, acted_at, \
+                 acted_at_ms, note) VALUES ('t', 0, {offset}, 'resolved', {at}, {}, '{id}')",
+                at * 1000
+            ))
+            .execute()
+            .await
+            .expect("acting");
+    }
+    for (days, id) in [(91, "past"), (89, "inside"), (0, "new")] {
+        let at = now - days * day;
+        client
+            .query(&format!(
+                "INSERT INTO alerts (notified_at, notified_at_ms, fingerprint, rule, status) \
+                 VALUES ({at}, {}, '{id}', 'Rule', 'firing')",
+                at * 1000
+            ))
+            .execute()
+            .await
+            .expect("alerting");
+    }
     let ids = |table: &'static str| {
         let client = client.clone();
+        let column = match table {
+            "dead_letter_actions" => "note",
+            "alerts" => "fingerprint",
+            _ => "event_id",
+        };
         async move {
             let mut ids: Vec<String> = client
-                .query(&format!("SELECT event_id FROM {table}"))
+                .query(&format!("SELECT {column} FROM {table}"))
                 .fetch_all()
                 .await
                 .expect("reading ids");
@@ -77,7 +107,9 @@ async fn rows_a_day_past_the_horizon_go_and_rows_a_day_inside_stay() {
         ["inside", "late", "new"],
         "{expired}"
     );
-    assert_eq!(ids("dead_letters").await, ["inside", "new"], "{expired}");
+    for table in ["dead_letters", "dead_letter_actions", "alerts"] {
+        assert_eq!(ids(table).await, ["inside", "new"], "{table}: {expired}");
+    }
 
     let again = stdout_of(&salestalk(&["retention"], &isolated.env));
     assert_eq!(
