@@ -94,8 +94,9 @@ impl Source for KafkaSource {
 
     /// librdkafka refuses a seek (`Erroneous state`) until the partition's fetcher has started,
     /// which right after an assignment waits for the broker's answer about committed offsets;
-    /// a slow broker makes that window long, so the seek is retried while the partition is
-    /// ours.
+    /// a slow broker makes that window long (over a minute was seen on a loaded test machine),
+    /// so the seek is retried while the partition is ours, with a warning each minute: a
+    /// broker that never answers is what `/health/live`'s stall limit is for, not an exit.
     async fn start(
         &mut self,
         partition: &SourcePartition,
@@ -103,7 +104,7 @@ impl Source for KafkaSource {
     ) -> Result<bool, SourceError> {
         let (topic, number) = (partition.topic(), partition.number());
         let position = checkpoint.next_offset;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut warn_at = Instant::now() + Duration::from_secs(60);
         loop {
             let error = match self.consumer.seek(
                 topic,
@@ -125,10 +126,19 @@ impl Source for KafkaSource {
             // rdkafka reports seek failures as text only.
             let not_ready =
                 matches!(&error, KafkaError::Seek(text) if text.contains("Erroneous state"));
-            if !not_ready || Instant::now() > deadline {
+            if !not_ready {
                 return Err(SourceError::kafka(format!(
                     "seeking {topic}/{number} to {position}"
                 ))(error));
+            }
+            if Instant::now() > warn_at {
+                tracing::warn!(
+                    topic,
+                    partition = number,
+                    position,
+                    "the broker has not let this partition be read for a minute; still trying"
+                );
+                warn_at = Instant::now() + Duration::from_secs(60);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

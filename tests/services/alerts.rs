@@ -819,7 +819,8 @@ min_events = 1
     assert_eq!(events, 10, "each delivered event measured once");
     for measured in [p50_ms, p95_ms] {
         assert!(
-            (waited_ms - 1_500.0..=waited_ms + 3_000.0).contains(&measured),
+            // Half of the slowest reading of a group's commits either way, and a second.
+            (waited_ms - 3_000.0..=waited_ms + 3_000.0).contains(&measured),
             "measured {measured} ms, the events waited {waited_ms} ms"
         );
     }

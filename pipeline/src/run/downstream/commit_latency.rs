@@ -2,7 +2,10 @@
 //! the event: every [`POLL`] the groups' committed offsets on their targets' topics are read
 //! and the records delivered there that a commit newly covers
 //! ([`salestalk_sinks::kafka::AwaitingCommit`]) are measured, the commit taken as seen
-//! halfway between this poll and the one before (so within half a poll of the truth). The
+//! halfway between this read of the group and the one before (so within half a poll of the
+//! truth while the group commits). A group whose reads find nothing new is read half as often
+//! each time, down to every [`SLOWEST`], and every [`POLL`] again once a commit covers
+//! something: a stopped group costs the broker a quarter of the reads. The
 //! histograms go to `delivery_latency` as consumer `group.<name>`, where the P95 and
 //! latency-budget rules, the SRE page's latency panels and Grafana read every consumer's
 //! latency, and to the `salestalk_consumer_group_commit_latency_seconds` histogram for the
@@ -24,8 +27,33 @@ use salestalk_store::tables::delivery_latency::DeliveryLatencyRow;
 use crate::settings::Settings;
 use crate::telemetry::{GroupLabels, Telemetry};
 
-/// How often the groups' commits are read: the latency's resolution is half of it.
+/// How often the groups' commits are read while they commit: the latency's resolution is half
+/// of it.
 pub const POLL: Duration = Duration::from_secs(1);
+/// How seldom a group whose commits cover nothing new is read: its first commit after a stop
+/// is then measured within half of this (2 s), against the 5 s target and 30 s threshold.
+pub const SLOWEST: Duration = Duration::from_secs(4);
+
+/// When one group is read next, and what its previous read saw.
+struct Pace {
+    every: Duration,
+    next_ms: i64,
+    previous_ms: i64,
+}
+
+impl Pace {
+    /// After a read at `now_ms` that covered something (`covered`): every [`POLL`] again, or
+    /// half as often as before.
+    fn after(&mut self, now_ms: i64, covered: bool) {
+        self.every = if covered {
+            POLL
+        } else {
+            (self.every * 2).min(SLOWEST)
+        };
+        self.previous_ms = now_ms;
+        self.next_ms = now_ms + self.every.as_millis() as i64;
+    }
+}
 
 /// One minute's latencies of one group, per tenant and event type.
 type Histograms = HashMap<(u32, String, Arc<str>, EventType), (u64, LogHistogram)>;
@@ -87,17 +115,29 @@ pub fn schedule(
     let readers = Arc::new(readers);
     let endpoint = settings.clickhouse.clone();
     tokio::spawn(async move {
-        let mut previous_ms = time::now_ms() as i64;
+        let started_ms = time::now_ms() as i64;
+        let mut paces: Vec<Pace> = readers
+            .iter()
+            .map(|_| Pace {
+                every: POLL,
+                next_ms: started_ms,
+                previous_ms: started_ms,
+            })
+            .collect();
         loop {
             tokio::time::sleep(POLL).await;
             let now_ms = time::now_ms() as i64;
-            let commit_ms = previous_ms + (now_ms - previous_ms) / 2;
-            previous_ms = now_ms;
             let mut histograms = Histograms::new();
             for index in 0..readers.len() {
+                let pace = &mut paces[index];
+                if now_ms < pace.next_ms {
+                    continue;
+                }
+                let commit_ms = pace.previous_ms + (now_ms - pace.previous_ms) / 2;
                 let topic = readers[index].1.clone();
                 let partitions = awaiting.partitions(&topic);
                 if partitions.is_empty() {
+                    pace.after(now_ms, false);
                     continue;
                 }
                 let asked = Arc::clone(&readers);
@@ -110,15 +150,19 @@ pub fn schedule(
                     Ok(Ok(committed)) => committed,
                     Ok(Err(error)) => {
                         tracing::debug!(%error, group, "could not read the group's commits");
+                        pace.after(now_ms, false);
                         continue;
                     }
                     Err(error) => {
                         tracing::warn!(%error, group, "reading the group's commits");
+                        pace.after(now_ms, false);
                         continue;
                     }
                 };
+                let mut any = false;
                 for (partition, offset) in committed {
                     let covered = awaiting.committed(group, &topic, partition, offset, commit_ms);
+                    any |= !covered.is_empty();
                     add(
                         &mut histograms,
                         &telemetry,
@@ -127,6 +171,7 @@ pub fn schedule(
                         covered,
                     );
                 }
+                pace.after(now_ms, any);
             }
             awaiting.settle();
             if histograms.is_empty() {
