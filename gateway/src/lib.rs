@@ -528,9 +528,12 @@ async fn publish_accepted(
     let mut records: Vec<FutureRecord<'_, str, [u8]>> = Vec::new();
     let mut to_kafka: Vec<usize> = Vec::new();
     // The gateway's mark goes in the partition key: Kinesis records have no headers.
-    let keys: Vec<String> = publishable
+    let keys: Vec<Option<String>> = publishable
         .iter()
-        .map(|(_, judged)| format!("{}{}", PublishPath::KINESIS_KEY_PREFIX, judged.tenant))
+        .map(|(_, judged)| {
+            matches!(judged.destination, Some(Destination::Stream(_)))
+                .then(|| format!("{}{}", PublishPath::KINESIS_KEY_PREFIX, judged.tenant))
+        })
         .collect();
     let mut streams: BTreeMap<&str, (Vec<put::Record<'_>>, Vec<usize>)> = BTreeMap::new();
     for (i, (bytes, judged)) in publishable.iter().enumerate() {
@@ -550,7 +553,7 @@ async fn publish_accepted(
             Some(Destination::Stream(stream)) => {
                 let (records, members) = streams.entry(stream).or_default();
                 records.push(put::Record {
-                    partition_key: &keys[i],
+                    partition_key: keys[i].as_deref().unwrap_or_default(),
                     data: bytes,
                 });
                 members.push(i);

@@ -38,7 +38,8 @@ struct Partition {
 
 #[derive(Debug, Default)]
 struct State {
-    partitions: HashMap<(String, i32), Partition>,
+    /// By topic, then partition: a topic looked up by `&str`, no allocation per record.
+    partitions: HashMap<String, HashMap<i32, Partition>>,
     held: usize,
     /// Each tenant's name once, shared by its records.
     tenants: HashSet<Arc<str>>,
@@ -110,6 +111,12 @@ impl AwaitingCommit {
             held,
             tenants,
         } = &mut *state;
+        if !partitions.contains_key(topic) {
+            partitions.insert(topic.to_string(), HashMap::new());
+        }
+        let Some(topic_partitions) = partitions.get_mut(topic) else {
+            return;
+        };
         for (partition, offset, event_ms, tenant, event_type) in records {
             let tenant = match tenants.get(tenant) {
                 Some(shared) => Arc::clone(shared),
@@ -119,9 +126,8 @@ impl AwaitingCommit {
                     shared
                 }
             };
-            let key = (topic.to_string(), partition);
-            partitions
-                .entry(key)
+            topic_partitions
+                .entry(partition)
                 .or_default()
                 .records
                 .push_back(Awaited {
@@ -143,9 +149,11 @@ impl AwaitingCommit {
         let mut out: Vec<i32> = self
             .state()
             .partitions
-            .iter()
-            .filter(|((t, _), p)| t == topic && !p.records.is_empty())
-            .map(|((_, partition), _)| *partition)
+            .get(topic)
+            .into_iter()
+            .flatten()
+            .filter(|(_, p)| !p.records.is_empty())
+            .map(|(partition, _)| *partition)
             .collect();
         out.sort_unstable();
         out
@@ -169,7 +177,10 @@ impl AwaitingCommit {
         let State {
             partitions, held, ..
         } = &mut *state;
-        let Some(awaiting) = partitions.get_mut(&(topic.to_string(), partition)) else {
+        let Some(awaiting) = partitions
+            .get_mut(topic)
+            .and_then(|partitions| partitions.get_mut(&partition))
+        else {
             return Vec::new();
         };
         let from = awaiting.measured_to.get(group).copied().unwrap_or(i64::MIN);
@@ -214,7 +225,7 @@ impl State {
     /// Halves every partition's records: each pair becomes its first, standing for both.
     fn thin(&mut self) {
         let mut held = 0;
-        for partition in self.partitions.values_mut() {
+        for partition in self.partitions.values_mut().flat_map(HashMap::values_mut) {
             let mut kept = VecDeque::with_capacity(partition.records.len() / 2 + 1);
             let mut records = partition.records.drain(..);
             while let Some(mut first) = records.next() {
