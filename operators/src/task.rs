@@ -1158,7 +1158,6 @@ mod tests {
     fn new_enum_values_past_the_budget_are_counted_under_one_value_in_bounded_rows() {
         let settings = TaskSettings {
             max_new_enum_values: 100,
-            max_sources_per_day: 100,
             version_ends: Default::default(),
             ..settings()
         };

@@ -55,15 +55,15 @@ impl Pace {
     }
 }
 
-/// One minute's latencies of one group, per tenant and event type.
-type Histograms = HashMap<(u32, String, Arc<str>, EventType), (u64, LogHistogram)>;
+/// Latencies per minute, group (its index among the readers), tenant and event type.
+type Histograms = HashMap<(u32, usize, Arc<str>, EventType), (u64, LogHistogram)>;
 
 /// Adds what `group`'s commit covered to `histograms` (by the minute of the commit) and the
 /// Prometheus histogram.
 fn add(
     histograms: &mut Histograms,
     telemetry: &Telemetry,
-    (group, topic): (&str, &str),
+    (index, group, topic): (usize, &str, &str),
     commit_ms: i64,
     covered: Vec<Covered>,
 ) {
@@ -71,7 +71,6 @@ fn add(
         return;
     }
     let minute = time::minute_datetime(commit_ms.max(0) as u64);
-    let consumer = group_consumer_name(group);
     let gauge = telemetry
         .consumer_group_commit_latency_seconds
         .get_or_create(&GroupLabels {
@@ -80,7 +79,7 @@ fn add(
         });
     for record in covered {
         let (n, histogram) = histograms
-            .entry((minute, consumer.clone(), record.tenant, record.event_type))
+            .entry((minute, index, record.tenant, record.event_type))
             .or_default();
         *n += record.weight;
         histogram.record_n(record.latency_ms, record.weight);
@@ -112,6 +111,11 @@ pub fn schedule(
     if readers.is_empty() {
         return;
     }
+    // Each group's consumer name, made once: the rows name it.
+    let consumers: Vec<String> = readers
+        .iter()
+        .map(|(reader, _)| group_consumer_name(reader.group()))
+        .collect();
     let readers = Arc::new(readers);
     let endpoint = settings.clickhouse.clone();
     tokio::spawn(async move {
@@ -166,7 +170,7 @@ pub fn schedule(
                     add(
                         &mut histograms,
                         &telemetry,
-                        (group, &topic),
+                        (index, group, &topic),
                         commit_ms,
                         covered,
                     );
@@ -179,11 +183,11 @@ pub fn schedule(
             }
             let rows: Vec<DeliveryLatencyRow<'_>> = histograms
                 .iter()
-                .map(|((minute, consumer, tenant, event_type), (n, histogram))| {
+                .map(|((minute, index, tenant, event_type), (n, histogram))| {
                     let (latency_buckets, latency_counts) = histogram.to_arrays();
                     DeliveryLatencyRow {
                         minute: *minute,
-                        consumer,
+                        consumer: &consumers[*index],
                         tenant_id: tenant,
                         event_type: event_type.as_str(),
                         delivered: *n,
