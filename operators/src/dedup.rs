@@ -2,37 +2,62 @@
 //! forgotten after a horizon of event time, and capped, so memory stays bounded.
 //!
 //! An id is unique only within its tenant: one tenant reusing another's `eventId` (by bug or
-//! on purpose) must not suppress the other's event, so a key is the pair. Tenants are
-//! interned per set ([`SeenIds::key`]): a key is an index and the id's two halves, 24 bytes
-//! with no padding, and the names are kept once each (a task's tenants, which its window rows
-//! hold anyway).
+//! on purpose) must not suppress the other's event, so ids are kept per tenant. Tenants are
+//! interned per set ([`SeenIds::key`]); each tenant's ids are stored exactly (all 128 bits, so
+//! no verdict is ever a guess: ADR 0020), as [`Slot`]s of 20 bytes: the id, the minute it is
+//! remembered under, and 16 bits of the first content's fingerprint.
 //!
-//! Memory: at most [`BYTES_PER_ID`] bytes per remembered id (a hash-set slot and a place in
-//! its minute's list, both at their worst just after growing) plus [`BYTES_PER_MINUTE`] per
-//! minute that holds ids (its list and index entry: under 190 KB for a 24 h horizon),
-//! measured by `operators/tests/dedup_memory.rs`. The cap ([`SeenIds::with_cap`], `pipeline.dedup_max_ids`)
-//! bounds a task's ids: past it, the oldest whole minutes are forgotten early, and an event of
-//! a forgotten minute is counted without a check (see [`SeenIds::first_sighting`]). What is
-//! kept is the newest minutes that fit under the cap, whatever the order the ids came in, so a
-//! task restored from the archive remembers exactly what the live task did (ADR 0004), as long
-//! as the restore gives each id the minute the live task used: its window, the broker's minute
-//! for a clock-skewed event (`store::tables::events_raw::SEEN_QUERY`).
+//! Layout (ADR 0020): a tenant's ids are a gapless array sorted by id (binary search), plus a
+//! small hash map of its newest ids, merged into the array once it holds a 32nd of it (each id
+//! is copied about 32 times over its life, in long sequential runs). A hash table would need
+//! its empty slots: twice the bytes just after it grows. Forgetting marks ids dead (a minute
+//! below a floor); dead slots are dropped when more than a 16th of what is held is dead, so
+//! memory is at most [`BYTES_PER_ID`] per remembered id, plus [`BYTES_PER_MINUTE`] per minute
+//! holding ids and [`BYTES_PER_TENANT`] per tenant, measured by
+//! `operators/tests/dedup_memory.rs`.
+//!
+//! The cap ([`SeenIds::with_cap`], `pipeline.dedup_max_ids`) bounds a task's ids: past it, the
+//! oldest whole minutes are forgotten early, and an event of a forgotten minute is counted
+//! without a check (see [`SeenIds::first_sighting`]). What is kept is the newest minutes that
+//! fit under the cap, whatever the order the ids came in, so a task restored from the archive
+//! remembers exactly what the live task did (ADR 0004), as long as the restore gives each id
+//! the minute the live task used: its window, the broker's minute for a clock-skewed event
+//! (`store::tables::events_raw::SEEN_QUERY`).
 //!
 //! Each tenant also has a share ([`SeenIds::with_caps`], `pipeline.dedup_max_ids_per_tenant`):
 //! past it, that tenant's own oldest minutes are forgotten (its floor rises, nobody else's), so
 //! one tenant's flood of distinct ids shortens its own horizon, not its neighbours'. The same
 //! rule per tenant: its newest minutes that fit under its share are kept, whatever the order.
-//! A share costs 16 bytes a tenant.
+//! A tenant at its share is tracked by minute (its ids per minute, [`BYTES_PER_MINUTE`] each)
+//! until it is back under half of it.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap as StdHashMap};
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 
 /// The most heap bytes one remembered id takes.
-pub const BYTES_PER_ID: usize = 108;
+pub const BYTES_PER_ID: usize = 24;
 
-/// The most heap bytes a minute holding ids takes besides its ids.
+/// The most heap bytes a minute holding ids takes besides its ids (also per minute of a
+/// tenant at its share).
 pub const BYTES_PER_MINUTE: usize = 128;
+
+/// The most heap bytes a tenant takes besides its ids (its name of up to 64 bytes included).
+pub const BYTES_PER_TENANT: usize = 512;
+
+/// A tenant's newest ids are merged into its sorted array once they are this share of it.
+const MERGE_AT_FRACTION: usize = 32;
+
+/// Below this many sorted ids, a tenant's newest are merged in fives (a small tenant's map
+/// stays at its smallest table).
+const SMALL: usize = 128;
+
+/// Dead slots are dropped once they are this share of the slots held.
+const COMPACT_AT_FRACTION: usize = 16;
+
+/// Minutes a slot can tell apart, from the set's epoch (45 days).
+const MINUTE_RANGE: i64 = u16::MAX as i64;
 
 /// What a sighting of an id means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,30 +70,26 @@ pub enum Sighting {
     Unchecked,
 }
 
+/// How a remembered id's first content compares with another sighting's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstContent {
+    /// The first sighting's content is unknown (archived before fingerprints were kept).
+    Unknown,
+    /// The same bytes, as far as 16 bits of their fingerprint tell.
+    Same,
+    /// Other bytes: a conflicting duplicate.
+    Other,
+}
+
 /// One event's identity within a task: its tenant (interned by the set that made the key)
-/// and its `eventId`; and, not part of the identity, the fingerprint of the content first
-/// seen under it, which a repeat is compared with (a conflicting duplicate: the contract says
-/// events are immutable). The fingerprint lives in what was the key's padding: 24 bytes.
-#[derive(Debug, Clone, Copy)]
+/// and its `eventId`; and the fingerprint of the content seen with it, which a repeat is
+/// compared with (a conflicting duplicate: the contract says events are immutable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeenKey {
     tenant: u32,
     fingerprint: u32,
     id_high: u64,
     id_low: u64,
-}
-
-impl PartialEq for SeenKey {
-    fn eq(&self, other: &Self) -> bool {
-        (self.tenant, self.id_high, self.id_low) == (other.tenant, other.id_high, other.id_low)
-    }
-}
-
-impl Eq for SeenKey {}
-
-impl std::hash::Hash for SeenKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (self.tenant, self.id_high, self.id_low).hash(state);
-    }
 }
 
 impl SeenKey {
@@ -79,6 +100,11 @@ impl SeenKey {
             ..self
         }
     }
+
+    /// The id's bytes, big-endian: their order is the ids' order.
+    fn id_bytes(&self) -> IdBytes {
+        (u128::from(self.id_high) << 64 | u128::from(self.id_low)).to_be_bytes()
+    }
 }
 
 /// The fingerprint of an event's bytes: XXH3, never 0 (0 means "unknown", as for events
@@ -88,33 +114,180 @@ pub fn content_fingerprint(bytes: &[u8]) -> u32 {
     (twox_hash::XxHash3_64::oneshot(bytes) as u32).max(1)
 }
 
+/// The 16 bits of a fingerprint a slot keeps (0 stays "unknown", nothing else becomes 0).
+fn narrow(fingerprint: u32) -> u16 {
+    if fingerprint == 0 {
+        0
+    } else {
+        ((fingerprint ^ (fingerprint >> 16)) as u16).max(1)
+    }
+}
+
+type IdBytes = [u8; 16];
+
+/// One remembered id: 20 bytes, byte-aligned so an array of them has no padding.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: IdBytes,
+    /// Its minute, from the set's epoch.
+    minute: u16,
+    /// [`narrow`] of its first content's fingerprint.
+    fingerprint: u16,
+}
+
+/// One tenant's ids.
+#[derive(Debug)]
+struct TenantIds {
+    /// By id, gapless.
+    sorted: Vec<Slot>,
+    /// The newest ids (minute, fingerprint): merged into `sorted` once a 32nd of it. Keyed
+    /// with a per-process random key: a tenant picks its ids, not where they land.
+    recent: StdHashMap<IdBytes, [u16; 2], RandomState>,
+    /// Its minutes before this were forgotten because of its share.
+    floor_minute: i64,
+    /// While it is at its share: its remembered ids per minute.
+    at_share: Option<Box<AtShare>>,
+}
+
+/// A tenant at its share, tracked by minute so its oldest can go without a scan.
+#[derive(Debug, Default)]
+struct AtShare {
+    per_minute: BTreeMap<i64, usize>,
+    live: usize,
+}
+
+impl TenantIds {
+    fn new() -> Self {
+        Self {
+            sorted: Vec::new(),
+            recent: StdHashMap::with_hasher(RandomState::new()),
+            floor_minute: i64::MIN,
+            at_share: None,
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.sorted.len() + self.recent.len()
+    }
+
+    /// The remembered (minute, fingerprint) of `id`, live or dead.
+    fn find(&self, id: &IdBytes) -> Option<[u16; 2]> {
+        if let Some(found) = self.recent.get(id) {
+            return Some(*found);
+        }
+        let at = self.sorted.binary_search_by(|slot| slot.id.cmp(id)).ok()?;
+        self.sorted
+            .get(at)
+            .map(|slot| [slot.minute, slot.fingerprint])
+    }
+
+    /// Gives `id`'s slot (which must be held) a new minute and fingerprint.
+    fn revive(&mut self, id: &IdBytes, value: [u16; 2]) {
+        if let Some(found) = self.recent.get_mut(id) {
+            *found = value;
+        } else if let Ok(at) = self.sorted.binary_search_by(|slot| slot.id.cmp(id))
+            && let Some(slot) = self.sorted.get_mut(at)
+        {
+            [slot.minute, slot.fingerprint] = value;
+        }
+    }
+
+    /// Drops the slots `live` refuses, merging the newest into the sorted array when `merge`
+    /// (or when they are past their share of it); returns how many were dropped.
+    fn compact(&mut self, merge: bool, live: impl Fn(u16) -> bool) -> usize {
+        let before = self.held();
+        if merge || self.recent.len() * MERGE_AT_FRACTION > self.sorted.len().max(SMALL) {
+            let mut newest: Vec<Slot> = self
+                .recent
+                .drain()
+                .filter(|(_, [minute, _])| live(*minute))
+                .map(|(id, [minute, fingerprint])| Slot {
+                    id,
+                    minute,
+                    fingerprint,
+                })
+                .collect();
+            newest.sort_unstable_by_key(|slot| slot.id);
+            let kept = self.sorted.iter().filter(|s| live(s.minute)).count();
+            let mut merged = Vec::with_capacity(kept + newest.len());
+            let mut old = self.sorted.iter().filter(|s| live(s.minute)).peekable();
+            let mut new = newest.into_iter().peekable();
+            loop {
+                let take_old = match (old.peek(), new.peek()) {
+                    (Some(a), Some(b)) => a.id < b.id,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                let next = if take_old {
+                    old.next().copied()
+                } else {
+                    new.next()
+                };
+                merged.extend(next);
+            }
+            self.sorted = merged;
+            // Its map keeps its table for the next ids, unless far too big for them.
+            let room = self.sorted.len() / MERGE_AT_FRACTION + 8;
+            if self.recent.capacity() > 4 * room {
+                self.recent.shrink_to(room);
+            }
+        } else {
+            self.sorted.retain(|slot| live(slot.minute));
+            self.recent.retain(|_, [minute, _]| live(*minute));
+            if self.sorted.capacity() > self.sorted.len() + self.sorted.len() / 8 + 8 {
+                self.sorted.shrink_to_fit();
+            }
+        }
+        before - self.held()
+    }
+
+    /// Live ids per minute (by `minute_of`), for a tenant reaching its share.
+    fn live_per_minute(
+        &self,
+        live: impl Fn(u16) -> bool,
+        minute_of: impl Fn(u16) -> i64,
+    ) -> AtShare {
+        let mut at_share = AtShare::default();
+        let minutes = self
+            .sorted
+            .iter()
+            .map(|slot| slot.minute)
+            .chain(self.recent.values().map(|[minute, _]| *minute));
+        for minute in minutes.filter(|m| live(*m)) {
+            *at_share.per_minute.entry(minute_of(minute)).or_default() += 1;
+            at_share.live += 1;
+        }
+        at_share
+    }
+}
+
 /// Remembers event ids per tenant and event-time minute and forgets whole minutes at once.
 #[derive(Debug)]
 pub struct SeenIds {
-    ids: HashSet<SeenKey>,
-    by_minute: BTreeMap<i64, Vec<SeenKey>>,
     tenants: HashMap<Box<str>, u32>,
+    /// Each tenant's ids, by its index.
+    ids: Vec<TenantIds>,
+    /// Remembered (live) ids per minute, all tenants.
+    per_minute: BTreeMap<i64, usize>,
+    /// Slots held, live or dead.
+    held: usize,
+    /// Slots held whose minute was forgotten (below a floor or the horizon).
+    dead: usize,
+    /// The minute slots count from (set by the first id).
+    epoch: Option<i64>,
     /// Most ids remembered.
     cap: usize,
     /// Minutes before this were forgotten because of the cap.
     floor_minute: i64,
+    /// Minutes before this are past the horizon ([`SeenIds::forget_before`]).
+    expired_below: i64,
     /// Ids forgotten early because of the cap.
     forgotten_early: u64,
     /// Sightings counted without a check (their minute was below the floor).
     unchecked: u64,
     /// Most ids one tenant may have remembered.
     tenant_cap: usize,
-    /// Each tenant's ids and floor, by its index.
-    shares: Vec<Share>,
-}
-
-/// One tenant's part of the set.
-#[derive(Debug, Clone, Copy)]
-struct Share {
-    /// Ids of the tenant remembered.
-    ids: usize,
-    /// The tenant's minutes before this were forgotten because of its share.
-    floor_minute: i64,
 }
 
 impl Default for SeenIds {
@@ -132,15 +305,18 @@ impl SeenIds {
     /// Remembers at most `cap` ids, at most `tenant_cap` of them of one tenant.
     pub fn with_caps(cap: usize, tenant_cap: usize) -> Self {
         Self {
-            ids: HashSet::default(),
-            by_minute: BTreeMap::new(),
             tenants: HashMap::default(),
+            ids: Vec::new(),
+            per_minute: BTreeMap::new(),
+            held: 0,
+            dead: 0,
+            epoch: None,
             cap: cap.max(1),
             floor_minute: i64::MIN,
+            expired_below: i64::MIN,
             forgotten_early: 0,
             unchecked: 0,
             tenant_cap: tenant_cap.max(1),
-            shares: Vec::new(),
         }
     }
 
@@ -150,10 +326,7 @@ impl SeenIds {
         let tenant = match self.tenants.get(tenant) {
             Some(index) => *index,
             None => {
-                self.shares.push(Share {
-                    ids: 0,
-                    floor_minute: i64::MIN,
-                });
+                self.ids.push(TenantIds::new());
                 *self.tenants.entry(tenant.into()).or_insert(next)
             }
         };
@@ -165,47 +338,88 @@ impl SeenIds {
         }
     }
 
+    fn minute_of(epoch: i64, stored: u16) -> i64 {
+        epoch + i64::from(stored)
+    }
+
+    /// The first minute whose ids of `tenant` are remembered.
+    fn live_from(&self, tenant: usize) -> i64 {
+        let own = self.ids.get(tenant).map_or(i64::MIN, |t| t.floor_minute);
+        self.floor_minute.max(self.expired_below).max(own)
+    }
+
+    /// The remembered (minute, fingerprint) of `key`, if it is live.
+    fn live_slot(&self, key: SeenKey) -> Option<[u16; 2]> {
+        let epoch = self.epoch?;
+        let tenant = self.ids.get(key.tenant as usize)?;
+        let found = tenant.find(&key.id_bytes())?;
+        (Self::minute_of(epoch, found[0]) >= self.live_from(key.tenant as usize)).then_some(found)
+    }
+
     /// Records `key` (made by [`SeenIds::key`] of this set), seen at event time `at_ms`.
-    pub fn first_sighting(&mut self, id: SeenKey, at_ms: i64) -> Sighting {
-        if self.ids.contains(&id) {
+    pub fn first_sighting(&mut self, key: SeenKey, at_ms: i64) -> Sighting {
+        if self.live_slot(key).is_some() {
             return Sighting::Repeat;
         }
+        let tenant = key.tenant as usize;
         let minute = crate::time::minute_index(at_ms);
-        let tenant = id.tenant as usize;
-        let below = |seen: &Self| {
+        let below = |seen: &Self, minute: i64| {
             minute < seen.floor_minute
                 || seen
-                    .shares
+                    .ids
                     .get(tenant)
-                    .is_some_and(|share| minute < share.floor_minute)
+                    .is_some_and(|t| minute < t.floor_minute)
         };
-        if below(self) {
+        if below(self, minute) {
             self.unchecked += 1;
             return Sighting::Unchecked;
         }
-        self.ids.insert(id);
-        self.by_minute.entry(minute).or_default().push(id);
-        if let Some(share) = self.shares.get_mut(tenant) {
-            share.ids += 1;
+        if minute < self.expired_below {
+            // Past the horizon already: counted, and forgotten at once as it would be at the
+            // next horizon pass.
+            return Sighting::First;
         }
-        while self
-            .shares
-            .get(tenant)
-            .is_some_and(|s| s.ids > self.tenant_cap)
-        {
-            if !self.forget_oldest_minute_of(id.tenant) {
-                break;
+        let stored = self.stored_minute(minute);
+        let epoch = self.epoch.unwrap_or(minute);
+        let minute = Self::minute_of(epoch, stored);
+        let id = key.id_bytes();
+        let value = [stored, narrow(key.fingerprint)];
+        let Some(ids) = self.ids.get_mut(tenant) else {
+            return Sighting::First;
+        };
+        if ids.find(&id).is_some() {
+            // A dead slot of the same id comes back to life.
+            ids.revive(&id, value);
+            self.dead -= 1;
+        } else {
+            ids.recent.insert(id, value);
+            self.held += 1;
+            if ids.recent.len() * MERGE_AT_FRACTION > ids.sorted.len().max(SMALL) {
+                let live_from = self
+                    .floor_minute
+                    .max(self.expired_below)
+                    .max(ids.floor_minute);
+                let dropped = ids.compact(true, |m| Self::minute_of(epoch, m) >= live_from);
+                self.held -= dropped;
+                self.dead -= dropped;
             }
         }
-        while self.ids.len() > self.cap {
-            let Some((oldest, ids)) = self.by_minute.pop_first() else {
+        *self.per_minute.entry(minute).or_default() += 1;
+        if let Some(at_share) = ids.at_share.as_mut() {
+            *at_share.per_minute.entry(minute).or_default() += 1;
+            at_share.live += 1;
+        }
+        self.keep_share(tenant);
+        while self.held - self.dead > self.cap {
+            let Some((oldest, count)) = self.per_minute.pop_first() else {
                 break;
             };
-            self.forget(&ids);
-            self.forgotten_early += ids.len() as u64;
+            self.dead += count;
+            self.forgotten_early += count as u64;
             self.floor_minute = oldest + 1;
         }
-        if below(self) {
+        self.compact_if_mostly_dead();
+        if below(self, minute) {
             // Its own minute was the oldest: forgotten with it.
             self.unchecked += 1;
             return Sighting::Unchecked;
@@ -213,91 +427,161 @@ impl SeenIds {
         Sighting::First
     }
 
-    /// Forgets `ids` (a minute's list, taken out of `by_minute`).
-    fn forget(&mut self, ids: &[SeenKey]) {
-        for id in ids {
-            self.ids.remove(id);
-            if let Some(share) = self.shares.get_mut(id.tenant as usize) {
-                share.ids -= 1;
+    /// `minute` as a slot stores it: from the epoch, which moves up (with a full compaction)
+    /// when a minute is past its range and the horizon has left room; a minute still out of
+    /// range (45 days from every remembered one) is clamped, remembered a little longer or
+    /// shorter than its own minute says.
+    fn stored_minute(&mut self, minute: i64) -> u16 {
+        let epoch = *self.epoch.get_or_insert(minute - MINUTE_RANGE / 2);
+        let live_from = self.floor_minute.max(self.expired_below);
+        if minute - epoch > MINUTE_RANGE && live_from > epoch {
+            self.compact_all();
+            let shift = (live_from - epoch).min(minute - epoch - MINUTE_RANGE / 2);
+            let new_epoch = epoch + shift.max(0);
+            let down = (new_epoch - epoch) as u16;
+            for tenant in &mut self.ids {
+                for slot in &mut tenant.sorted {
+                    slot.minute = slot.minute.saturating_sub(down);
+                }
+                for [m, _] in tenant.recent.values_mut() {
+                    *m = m.saturating_sub(down);
+                }
             }
+            self.epoch = Some(new_epoch);
+        }
+        let epoch = self.epoch.unwrap_or(minute);
+        (minute - epoch).clamp(0, MINUTE_RANGE) as u16
+    }
+
+    /// Forgets `tenant`'s oldest minutes while it has more than its share.
+    fn keep_share(&mut self, tenant: usize) {
+        let Some(epoch) = self.epoch else { return };
+        let global_from = self.floor_minute.max(self.expired_below);
+        let Some(ids) = self.ids.get_mut(tenant) else {
+            return;
+        };
+        if ids.at_share.is_none() {
+            if ids.held() <= self.tenant_cap {
+                return;
+            }
+            let live_from = global_from.max(ids.floor_minute);
+            let dropped = ids.compact(false, |m| Self::minute_of(epoch, m) >= live_from);
+            self.held -= dropped;
+            self.dead -= dropped;
+            if ids.held() + self.tenant_cap / COMPACT_AT_FRACTION <= self.tenant_cap {
+                return;
+            }
+            ids.at_share = Some(Box::new(ids.live_per_minute(
+                |m| Self::minute_of(epoch, m) >= live_from,
+                |m| Self::minute_of(epoch, m),
+            )));
+        }
+        let Some(at_share) = ids.at_share.as_mut() else {
+            return;
+        };
+        // Minutes the cap or the horizon forgot since are dead already.
+        while let Some(entry) = at_share.per_minute.first_entry() {
+            if *entry.key() >= global_from {
+                break;
+            }
+            at_share.live -= entry.remove();
+        }
+        while at_share.live > self.tenant_cap {
+            let Some((oldest, count)) = at_share.per_minute.pop_first() else {
+                break;
+            };
+            at_share.live -= count;
+            if let Some(all) = self.per_minute.get_mut(&oldest) {
+                *all -= count;
+                if *all == 0 {
+                    self.per_minute.remove(&oldest);
+                }
+            }
+            self.dead += count;
+            self.forgotten_early += count as u64;
+            ids.floor_minute = oldest + 1;
+        }
+        if at_share.live <= self.tenant_cap / 2 {
+            ids.at_share = None;
         }
     }
 
-    /// Forgets the ids of `tenant`'s oldest minute, raising its floor past it; false when it
-    /// has none. The minutes scanned start at its floor, which only moves forward, so each
-    /// minute is scanned about once per tenant over its share.
-    fn forget_oldest_minute_of(&mut self, tenant: u32) -> bool {
-        let Some(share) = self.shares.get(tenant as usize).copied() else {
-            return false;
-        };
-        let oldest = self
-            .by_minute
-            .range(share.floor_minute..)
-            .find(|(_, ids)| ids.iter().any(|id| id.tenant == tenant))
-            .map(|(minute, _)| *minute);
-        let Some(minute) = oldest else {
-            return false;
-        };
-        let mut removed = 0;
-        let ids = &mut self.ids;
-        if let Some(list) = self.by_minute.get_mut(&minute) {
-            list.retain(|id| {
-                let theirs = id.tenant == tenant;
-                if theirs {
-                    ids.remove(id);
-                    removed += 1;
-                }
-                !theirs
-            });
-            if list.is_empty() {
-                self.by_minute.remove(&minute);
-            }
+    /// Drops every dead slot once they are more than a 16th of what is held.
+    fn compact_if_mostly_dead(&mut self) {
+        if self.dead > 1_024 && self.dead * COMPACT_AT_FRACTION > self.held {
+            self.compact_all();
         }
-        if let Some(share) = self.shares.get_mut(tenant as usize) {
-            share.ids -= removed;
-            share.floor_minute = minute + 1;
+    }
+
+    fn compact_all(&mut self) {
+        let Some(epoch) = self.epoch else { return };
+        let global_from = self.floor_minute.max(self.expired_below);
+        for ids in &mut self.ids {
+            let live_from = global_from.max(ids.floor_minute);
+            let dropped = ids.compact(false, |m| Self::minute_of(epoch, m) >= live_from);
+            self.held -= dropped;
+            self.dead -= dropped;
         }
-        self.forgotten_early += removed as u64;
-        true
     }
 
     /// Whether `key` is remembered.
     pub fn contains(&self, key: SeenKey) -> bool {
-        self.ids.contains(&key)
+        self.live_slot(key).is_some()
     }
 
-    /// The fingerprint remembered with `key`'s first sighting, if it is remembered (0 when
-    /// that sighting's content was unknown).
-    pub fn fingerprint_of(&self, key: SeenKey) -> Option<u32> {
-        self.ids.get(&key).map(|first| first.fingerprint)
+    /// How the content first seen with `key` compares with `key`'s, if it is remembered.
+    pub fn first_content(&self, key: SeenKey) -> Option<FirstContent> {
+        let [_, first] = self.live_slot(key)?;
+        Some(if first == 0 {
+            FirstContent::Unknown
+        } else if first == narrow(key.fingerprint) {
+            FirstContent::Same
+        } else {
+            FirstContent::Other
+        })
     }
 
     /// Forgets ids whose event time is before `cutoff_ms` (whole minutes only, so an id is
     /// kept for at least the horizon).
     pub fn forget_before(&mut self, cutoff_ms: i64) {
         let cutoff_minute = crate::time::minute_index(cutoff_ms);
-        while let Some(entry) = self.by_minute.first_entry() {
+        if cutoff_minute <= self.expired_below {
+            return;
+        }
+        self.expired_below = cutoff_minute;
+        while let Some(entry) = self.per_minute.first_entry() {
             if *entry.key() >= cutoff_minute {
                 break;
             }
-            let ids = entry.remove();
-            self.forget(&ids);
+            self.dead += entry.remove();
         }
+        self.compact_if_mostly_dead();
     }
 
     /// Ids currently remembered.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.held - self.dead
     }
 
-    /// Minutes holding remembered ids.
+    /// Minutes holding remembered ids, and minutes tracked for tenants at their share.
     pub fn minutes(&self) -> usize {
-        self.by_minute.len()
+        self.per_minute.len()
+            + self
+                .ids
+                .iter()
+                .filter_map(|t| t.at_share.as_ref())
+                .map(|a| a.per_minute.len())
+                .sum::<usize>()
+    }
+
+    /// Tenants this set has seen.
+    pub fn tenants(&self) -> usize {
+        self.ids.len()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len() == 0
     }
 
     /// Ids forgotten early because of the cap, and sightings counted without a check, since
@@ -312,18 +596,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_sighting_s_fingerprint_is_kept_in_the_key_s_24_bytes() {
-        assert_eq!(std::mem::size_of::<SeenKey>(), 24);
+    fn a_slot_is_20_bytes_and_keeps_the_first_content_s_fingerprint() {
+        assert_eq!(std::mem::size_of::<Slot>(), 20);
         let mut seen = SeenIds::default();
         let first = content_fingerprint(b"{\"a\":1}");
         let key = seen.key("t", 7).with_fingerprint(first);
-        assert_eq!(seen.fingerprint_of(key), None);
+        assert_eq!(seen.first_content(key), None);
         assert_eq!(seen.first_sighting(key, 0), Sighting::First);
         // The same id with other content finds the first content's fingerprint.
         let other = seen
             .key("t", 7)
             .with_fingerprint(content_fingerprint(b"{\"a\":2}"));
-        assert_eq!(seen.fingerprint_of(other), Some(first));
+        assert_eq!(seen.first_content(other), Some(FirstContent::Other));
+        assert_eq!(seen.first_content(key), Some(FirstContent::Same));
+        let unknown = seen.key("t", 8);
+        seen.first_sighting(unknown, 0);
+        assert_eq!(
+            seen.first_content(unknown.with_fingerprint(first)),
+            Some(FirstContent::Unknown)
+        );
         assert_ne!(content_fingerprint(b"{\"a\":2}"), first);
         assert_ne!(content_fingerprint(b""), 0, "0 means unknown");
     }
@@ -411,9 +702,15 @@ mod tests {
             Sighting::First,
             "forgotten, so counted again"
         );
+        assert_eq!(
+            seen.len(),
+            1,
+            "past the horizon: not remembered, as a task restored now would not"
+        );
         assert_eq!(sight(&mut seen, 2, 61_000), Sighting::Repeat);
-        seen.forget_before(59_999);
-        assert_eq!(seen.len(), 2, "a partial minute is kept");
+        seen.forget_before(119_999);
+        assert_eq!(seen.len(), 1, "a partial minute is kept");
+        assert_eq!(sight(&mut seen, 2, 61_000), Sighting::Repeat);
     }
 
     #[test]
@@ -449,13 +746,12 @@ mod tests {
             for (id, at) in order {
                 sight(&mut seen, *id, *at);
             }
-            let mut kept: Vec<u128> = seen
-                .ids
-                .iter()
-                .map(|k| u128::from(k.id_high) << 64 | u128::from(k.id_low))
-                .collect();
-            kept.sort_unstable();
-            kept
+            (0..200u128)
+                .filter(|id| {
+                    let key = seen.key("tenant-a", *id);
+                    seen.contains(key)
+                })
+                .collect::<Vec<u128>>()
         };
         let forward = kept(&ids);
         let mut reversed = ids.clone();

@@ -19,7 +19,7 @@ use salestalk_contracts::{
 
 use crate::aggregate::{Aggregates, Durable, Family, ReadMessage};
 use crate::dead_letter::DeadLetterReason;
-use crate::dedup::{SeenIds, content_fingerprint};
+use crate::dedup::{FirstContent, SeenIds, content_fingerprint};
 use crate::flush::{
     Address, ArchivedEvent, Checkpoint, DeadLetter, Flush, Readable, Rejection, StateRow,
     TaskState, consumers,
@@ -417,10 +417,10 @@ impl Task {
             .seen
             .key(envelope.tenant_id, id.0)
             .with_fingerprint(fingerprint);
-        let first = self.seen.fingerprint_of(seen_key);
+        let first = self.seen.first_content(seen_key);
         let duplicate = first.is_some();
         // Events are immutable: the same id with other bytes is a producer bug, counted.
-        let conflicting = first.is_some_and(|f| f != 0 && f != fingerprint);
+        let conflicting = first == Some(FirstContent::Other);
         let late =
             !duplicate && window < first_open_window(self.checkpoint.event_watermark_ms, lateness);
         if late && trusted_ms < broker_ms.saturating_sub(self.settings.correction_horizon_ms) {

@@ -18,7 +18,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use salestalk_generator::{FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk_operators::RawMessage;
-use salestalk_operators::dedup::{BYTES_PER_ID, BYTES_PER_MINUTE};
+use salestalk_operators::dedup::{BYTES_PER_ID, BYTES_PER_MINUTE, BYTES_PER_TENANT};
 use salestalk_operators::task::{Task, TaskSettings};
 
 const PARTITIONS: usize = 4;
@@ -123,7 +123,10 @@ fn main() {
         (rows + r, ids + i)
     });
     let minutes = (events as f64 / RATE / 60.0).ceil() as usize + 1;
-    let dedup_bound = ids * BYTES_PER_ID + PARTITIONS * minutes * BYTES_PER_MINUTE;
+    // Each active tenant at most once per partition's set.
+    let dedup_bound = ids * BYTES_PER_ID
+        + PARTITIONS * minutes * BYTES_PER_MINUTE
+        + PARTITIONS * active.len() * BYTES_PER_TENANT;
     let mib = |kb: u64| kb as f64 / 1024.0;
 
     println!(
