@@ -31,8 +31,9 @@
 //! A tenant at its share is tracked by minute (its ids per minute, [`BYTES_PER_MINUTE`] each)
 //! until it is back under half of it.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap as StdHashMap};
+
+use foldhash::fast::RandomState;
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -79,6 +80,28 @@ pub enum FirstContent {
     Same,
     /// Other bytes: a conflicting duplicate.
     Other,
+}
+
+/// What a set holds of one key ([`SeenIds::look_up`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookedUp {
+    /// Remembered: a repeat, its first content compared.
+    Live(FirstContent),
+    /// Not remembered (a slot of it forgotten but not yet dropped: `dead_slot`).
+    Absent {
+        /// A dead slot of the id is held, to be reused.
+        dead_slot: bool,
+    },
+}
+
+impl LookedUp {
+    /// How the first content compares, if the id is remembered.
+    pub fn first_content(self) -> Option<FirstContent> {
+        match self {
+            Self::Live(first) => Some(first),
+            Self::Absent { .. } => None,
+        }
+    }
 }
 
 /// One event's identity within a task: its tenant (interned by the set that made the key)
@@ -141,7 +164,7 @@ struct TenantIds {
     /// By id, gapless.
     sorted: Vec<Slot>,
     /// The newest ids (minute, fingerprint): merged into `sorted` once a 32nd of it. Keyed
-    /// with a per-process random key: a tenant picks its ids, not where they land.
+    /// with a per-process random seed: a tenant picks its ids, not where they land.
     recent: StdHashMap<IdBytes, [u16; 2], RandomState>,
     /// Its minutes before this were forgotten because of its share.
     floor_minute: i64,
@@ -160,7 +183,7 @@ impl TenantIds {
     fn new() -> Self {
         Self {
             sorted: Vec::new(),
-            recent: StdHashMap::with_hasher(RandomState::new()),
+            recent: StdHashMap::with_hasher(RandomState::default()),
             floor_minute: i64::MIN,
             at_share: None,
         }
@@ -194,7 +217,8 @@ impl TenantIds {
 
     /// Drops the slots `live` refuses, merging the newest into the sorted array when `merge`
     /// (or when they are past their share of it); returns how many were dropped.
-    fn compact(&mut self, merge: bool, live: impl Fn(u16) -> bool) -> usize {
+    /// `all_live`: no slot of the set is dead (nothing to test).
+    fn compact(&mut self, merge: bool, all_live: bool, live: impl Fn(u16) -> bool) -> usize {
         let before = self.held();
         if merge || self.recent.len() * MERGE_AT_FRACTION > self.sorted.len().max(SMALL) {
             let mut newest: Vec<Slot> = self
@@ -208,23 +232,29 @@ impl TenantIds {
                 })
                 .collect();
             newest.sort_unstable_by_key(|slot| slot.id);
-            let kept = self.sorted.iter().filter(|s| live(s.minute)).count();
-            let mut merged = Vec::with_capacity(kept + newest.len());
-            let mut old = self.sorted.iter().filter(|s| live(s.minute)).peekable();
-            let mut new = newest.into_iter().peekable();
-            loop {
-                let take_old = match (old.peek(), new.peek()) {
-                    (Some(a), Some(b)) => a.id < b.id,
-                    (Some(_), None) => true,
-                    (None, Some(_)) => false,
-                    (None, None) => break,
-                };
-                let next = if take_old {
-                    old.next().copied()
+            // One pass: sized for everything, trimmed if dead slots were left out. With none
+            // dead, the old ids between two new ones are copied as one run.
+            let old = std::mem::take(&mut self.sorted);
+            let mut merged = Vec::with_capacity(old.len() + newest.len());
+            let mut rest = old.as_slice();
+            for new in newest {
+                let before = rest.partition_point(|slot| slot.id < new.id);
+                let (earlier, later) = rest.split_at(before);
+                if all_live {
+                    merged.extend_from_slice(earlier);
                 } else {
-                    new.next()
-                };
-                merged.extend(next);
+                    merged.extend(earlier.iter().filter(|s| live(s.minute)));
+                }
+                merged.push(new);
+                rest = later;
+            }
+            if all_live {
+                merged.extend_from_slice(rest);
+            } else {
+                merged.extend(rest.iter().filter(|s| live(s.minute)));
+            }
+            if merged.capacity() > merged.len() + merged.len() / 64 {
+                merged.shrink_to_fit();
             }
             self.sorted = merged;
             // Its map keeps its table for the next ids, unless far too big for them.
@@ -348,19 +378,53 @@ impl SeenIds {
         self.floor_minute.max(self.expired_below).max(own)
     }
 
+    /// The remembered (minute, fingerprint) of `key`: `Ok` if it is live, `Err(true)` if only
+    /// a dead slot of it is held.
+    fn slot(&self, key: SeenKey) -> Result<[u16; 2], bool> {
+        let (Some(epoch), Some(tenant)) = (self.epoch, self.ids.get(key.tenant as usize)) else {
+            return Err(false);
+        };
+        let found = tenant.find(&key.id_bytes()).ok_or(false)?;
+        if Self::minute_of(epoch, found[0]) >= self.live_from(key.tenant as usize) {
+            Ok(found)
+        } else {
+            Err(true)
+        }
+    }
+
     /// The remembered (minute, fingerprint) of `key`, if it is live.
     fn live_slot(&self, key: SeenKey) -> Option<[u16; 2]> {
-        let epoch = self.epoch?;
-        let tenant = self.ids.get(key.tenant as usize)?;
-        let found = tenant.find(&key.id_bytes())?;
-        (Self::minute_of(epoch, found[0]) >= self.live_from(key.tenant as usize)).then_some(found)
+        self.slot(key).ok()
     }
 
     /// Records `key` (made by [`SeenIds::key`] of this set), seen at event time `at_ms`.
     pub fn first_sighting(&mut self, key: SeenKey, at_ms: i64) -> Sighting {
-        if self.live_slot(key).is_some() {
-            return Sighting::Repeat;
+        let looked_up = self.look_up(key);
+        self.remember(key, at_ms, looked_up)
+    }
+
+    /// What this set holds of `key`: [`LookedUp::first_content`], and what
+    /// [`SeenIds::remember`] needs to record it without looking again.
+    pub fn look_up(&self, key: SeenKey) -> LookedUp {
+        match self.slot(key) {
+            Ok([_, first]) => LookedUp::Live(if first == 0 {
+                FirstContent::Unknown
+            } else if first == narrow(key.fingerprint) {
+                FirstContent::Same
+            } else {
+                FirstContent::Other
+            }),
+            Err(dead) => LookedUp::Absent { dead_slot: dead },
         }
+    }
+
+    /// [`SeenIds::first_sighting`] of `key`, given what [`SeenIds::look_up`] found for it
+    /// with no change to this set since (one lookup per event instead of two).
+    pub fn remember(&mut self, key: SeenKey, at_ms: i64, looked_up: LookedUp) -> Sighting {
+        let dead_slot = match looked_up {
+            LookedUp::Live(_) => return Sighting::Repeat,
+            LookedUp::Absent { dead_slot } => dead_slot,
+        };
         let tenant = key.tenant as usize;
         let minute = crate::time::minute_index(at_ms);
         let below = |seen: &Self, minute: i64| {
@@ -387,7 +451,8 @@ impl SeenIds {
         let Some(ids) = self.ids.get_mut(tenant) else {
             return Sighting::First;
         };
-        if ids.find(&id).is_some() {
+        // (Still held: moving the epoch compacts.)
+        if dead_slot && ids.find(&id).is_some() {
             // A dead slot of the same id comes back to life.
             ids.revive(&id, value);
             self.dead -= 1;
@@ -399,7 +464,9 @@ impl SeenIds {
                     .floor_minute
                     .max(self.expired_below)
                     .max(ids.floor_minute);
-                let dropped = ids.compact(true, |m| Self::minute_of(epoch, m) >= live_from);
+                let all_live = self.dead == 0;
+                let dropped =
+                    ids.compact(true, all_live, |m| Self::minute_of(epoch, m) >= live_from);
                 self.held -= dropped;
                 self.dead -= dropped;
             }
@@ -465,7 +532,7 @@ impl SeenIds {
                 return;
             }
             let live_from = global_from.max(ids.floor_minute);
-            let dropped = ids.compact(false, |m| Self::minute_of(epoch, m) >= live_from);
+            let dropped = ids.compact(false, false, |m| Self::minute_of(epoch, m) >= live_from);
             self.held -= dropped;
             self.dead -= dropped;
             if ids.held() + self.tenant_cap / COMPACT_AT_FRACTION <= self.tenant_cap {
@@ -518,7 +585,7 @@ impl SeenIds {
         let global_from = self.floor_minute.max(self.expired_below);
         for ids in &mut self.ids {
             let live_from = global_from.max(ids.floor_minute);
-            let dropped = ids.compact(false, |m| Self::minute_of(epoch, m) >= live_from);
+            let dropped = ids.compact(false, false, |m| Self::minute_of(epoch, m) >= live_from);
             self.held -= dropped;
             self.dead -= dropped;
         }
@@ -531,14 +598,7 @@ impl SeenIds {
 
     /// How the content first seen with `key` compares with `key`'s, if it is remembered.
     pub fn first_content(&self, key: SeenKey) -> Option<FirstContent> {
-        let [_, first] = self.live_slot(key)?;
-        Some(if first == 0 {
-            FirstContent::Unknown
-        } else if first == narrow(key.fingerprint) {
-            FirstContent::Same
-        } else {
-            FirstContent::Other
-        })
+        self.look_up(key).first_content()
     }
 
     /// Forgets ids whose event time is before `cutoff_ms` (whole minutes only, so an id is

@@ -417,7 +417,8 @@ impl Task {
             .seen
             .key(envelope.tenant_id, id.0)
             .with_fingerprint(fingerprint);
-        let first = self.seen.first_content(seen_key);
+        let looked_up = self.seen.look_up(seen_key);
+        let first = looked_up.first_content();
         let duplicate = first.is_some();
         // Events are immutable: the same id with other bytes is a producer bug, counted.
         let conflicting = first == Some(FirstContent::Other);
@@ -464,7 +465,8 @@ impl Task {
             self.duplicates += 1;
             return;
         }
-        self.seen.first_sighting(seen_key, trusted_ms);
+        // Nothing changed the set since the lookup above.
+        self.seen.remember(seen_key, trusted_ms, looked_up);
         // A late event's window is final here: it is archived (marked late) and counted by
         // the correction of its day, which recomputes the day from the archive (ADR 0016).
         let counted = !late
