@@ -148,6 +148,11 @@ fn narrow(fingerprint: u32) -> u16 {
 
 type IdBytes = [u8; 16];
 
+/// The ids' order as one integer comparison (two machine words, no byte-wise compare).
+fn order(id: &IdBytes) -> u128 {
+    u128::from_be_bytes(*id)
+}
+
 /// One remembered id: 20 bytes, byte-aligned so an array of them has no padding.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -198,7 +203,11 @@ impl TenantIds {
         if let Some(found) = self.recent.get(id) {
             return Some(*found);
         }
-        let at = self.sorted.binary_search_by(|slot| slot.id.cmp(id)).ok()?;
+        let id = order(id);
+        let at = self
+            .sorted
+            .binary_search_by(|slot| order(&slot.id).cmp(&id))
+            .ok()?;
         self.sorted
             .get(at)
             .map(|slot| [slot.minute, slot.fingerprint])
@@ -208,7 +217,9 @@ impl TenantIds {
     fn revive(&mut self, id: &IdBytes, value: [u16; 2]) {
         if let Some(found) = self.recent.get_mut(id) {
             *found = value;
-        } else if let Ok(at) = self.sorted.binary_search_by(|slot| slot.id.cmp(id))
+        } else if let Ok(at) = self
+            .sorted
+            .binary_search_by(|slot| order(&slot.id).cmp(&order(id)))
             && let Some(slot) = self.sorted.get_mut(at)
         {
             [slot.minute, slot.fingerprint] = value;
@@ -231,14 +242,15 @@ impl TenantIds {
                     fingerprint,
                 })
                 .collect();
-            newest.sort_unstable_by_key(|slot| slot.id);
+            newest.sort_unstable_by_key(|slot| order(&slot.id));
             // One pass: sized for everything, trimmed if dead slots were left out. With none
             // dead, the old ids between two new ones are copied as one run.
             let old = std::mem::take(&mut self.sorted);
             let mut merged = Vec::with_capacity(old.len() + newest.len());
             let mut rest = old.as_slice();
             for new in newest {
-                let before = rest.partition_point(|slot| slot.id < new.id);
+                let new_id = order(&new.id);
+                let before = rest.partition_point(|slot| order(&slot.id) < new_id);
                 let (earlier, later) = rest.split_at(before);
                 if all_live {
                     merged.extend_from_slice(earlier);
