@@ -98,17 +98,30 @@ struct Slot {
     partition: i32,
     offset: i64,
     timestamp_ms: Option<i64>,
-    payload: Option<Range<usize>>,
+    payload: Payload,
     path: PublishPath,
     sequence: Option<Range<usize>>,
 }
 
-/// Messages read from a source, with their payloads in one buffer.
+/// Where a message's payload is held.
+#[derive(Debug, Clone)]
+enum Payload {
+    /// A tombstone: no payload.
+    None,
+    /// Copied into the batch's buffer (a payload borrowed from the source's own buffer).
+    Copied(Range<usize>),
+    /// Handed over by the source, by index in `owned`.
+    Owned(usize),
+}
+
+/// Messages read from a source, with their payloads in one buffer (or, when the source hands
+/// each payload over in its own buffer, as Kinesis's SDK does, in those buffers, uncopied).
 #[derive(Debug, Default)]
 pub struct Batch {
     topics: Vec<String>,
     slots: Vec<Slot>,
     bytes: Vec<u8>,
+    owned: Vec<Vec<u8>>,
 }
 
 impl Batch {
@@ -117,6 +130,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.slots.clear();
         self.bytes.clear();
+        self.owned.clear();
         self.bytes.shrink_to(Self::RETAINED_BYTES);
     }
 
@@ -146,6 +160,64 @@ impl Batch {
         path: PublishPath,
         sequence: Option<&str>,
     ) {
+        let payload = match payload {
+            Some(bytes) => Payload::Copied(self.copy(bytes)),
+            None => Payload::None,
+        };
+        self.push_slot(
+            topic,
+            partition,
+            offset,
+            timestamp_ms,
+            payload,
+            path,
+            sequence,
+        );
+    }
+
+    /// Appends one message whose payload the source hands over in its own buffer (kept, not
+    /// copied; a copy of its sequence number).
+    #[allow(clippy::too_many_arguments)] // as `push`
+    pub fn push_owned(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        payload: Vec<u8>,
+        path: PublishPath,
+        sequence: Option<&str>,
+    ) {
+        self.owned.push(payload);
+        let payload = Payload::Owned(self.owned.len() - 1);
+        self.push_slot(
+            topic,
+            partition,
+            offset,
+            timestamp_ms,
+            payload,
+            path,
+            sequence,
+        );
+    }
+
+    fn copy(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
+    }
+
+    #[allow(clippy::too_many_arguments)] // as `push`
+    fn push_slot(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        payload: Payload,
+        path: PublishPath,
+        sequence: Option<&str>,
+    ) {
         let topic = match self.topics.iter().position(|t| t == topic) {
             Some(i) => i,
             None => {
@@ -153,13 +225,7 @@ impl Batch {
                 self.topics.len() - 1
             }
         };
-        let mut copy = |bytes: &[u8]| {
-            let start = self.bytes.len();
-            self.bytes.extend_from_slice(bytes);
-            start..self.bytes.len()
-        };
-        let payload = payload.map(&mut copy);
-        let sequence = sequence.map(|s| copy(s.as_bytes()));
+        let sequence = sequence.map(|s| self.copy(s.as_bytes()));
         self.slots.push(Slot {
             topic,
             partition,
@@ -183,7 +249,11 @@ impl Batch {
                     partition: slot.partition,
                     offset: slot.offset,
                     timestamp_ms: slot.timestamp_ms,
-                    payload: slot.payload.clone().map(|range| &self.bytes[range]),
+                    payload: match &slot.payload {
+                        Payload::None => None,
+                        Payload::Copied(range) => self.bytes.get(range.clone()),
+                        Payload::Owned(index) => self.owned.get(*index).map(Vec::as_slice),
+                    },
                     path: slot.path,
                     // Pushed from a `&str`, so the range holds whole UTF-8.
                     sequence: slot
@@ -206,6 +276,15 @@ mod tests {
         batch.push("a", 0, 7, Some(1), Some(b"x"), PublishPath::Direct, None);
         batch.push("b", 1, 3, None, None, PublishPath::Direct, Some("495"));
         batch.push("a", 0, 8, Some(2), Some(b"yz"), PublishPath::Gateway, None);
+        batch.push_owned(
+            "b",
+            1,
+            4,
+            None,
+            b"handed".to_vec(),
+            PublishPath::Direct,
+            Some("496"),
+        );
         let parts = batch.by_partition();
         let a: Vec<(i64, Option<&[u8]>)> = parts[&("a", 0)]
             .iter()
@@ -217,7 +296,12 @@ mod tests {
         assert_eq!(parts[&("b", 1)][0].payload, None);
         assert_eq!(parts[&("b", 1)][0].sequence, Some("495"));
         assert_eq!(parts[&("a", 0)][1].sequence, None);
-        assert_eq!(batch.len(), 3);
+        let handed = &parts[&("b", 1)][1];
+        assert_eq!(
+            (handed.offset, handed.payload, handed.sequence),
+            (4, Some(&b"handed"[..]), Some("496"))
+        );
+        assert_eq!(batch.len(), 4);
         batch.clear();
         assert!(batch.is_empty() && batch.by_partition().is_empty());
     }

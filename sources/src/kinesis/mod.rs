@@ -132,18 +132,21 @@ impl KinesisSource {
             return;
         }
         let (topic, partition) = (delivery.key.topic(), delivery.key.number());
-        for (i, record) in delivery.records.iter().enumerate() {
-            batch.push(
+        let read_to = delivery.first_offset + delivery.records.len() as i64;
+        for (i, record) in delivery.records.into_iter().enumerate() {
+            // Each record's bytes are already a buffer of their own (the SDK decoded them from
+            // base64): handed to the batch, not copied.
+            batch.push_owned(
                 topic,
                 partition,
                 delivery.first_offset + i as i64,
                 record.arrival_ms,
-                Some(&record.data),
+                record.data,
                 PublishPath::from_partition_key(&record.partition_key),
                 Some(&record.sequence),
             );
         }
-        reading.read_to = delivery.first_offset + delivery.records.len() as i64;
+        reading.read_to = read_to;
         reading.caught_up = delivery.caught_up;
         if delivery.ended {
             let end = reading.read_to;
