@@ -271,13 +271,13 @@ impl TenantIds {
             self.sorted = merged;
             // Its map keeps its table for the next ids, unless far too big for them.
             let room = self.sorted.len() / MERGE_AT_FRACTION + 8;
-            if self.recent.capacity() > 4 * room {
+            if self.recent.capacity() > 3 * room {
                 self.recent.shrink_to(room);
             }
         } else {
             self.sorted.retain(|slot| live(slot.minute));
             self.recent.retain(|_, [minute, _]| live(*minute));
-            if self.sorted.capacity() > self.sorted.len() + self.sorted.len() / 8 + 8 {
+            if self.sorted.capacity() > self.sorted.len() + self.sorted.len() / 64 {
                 self.sorted.shrink_to_fit();
             }
         }

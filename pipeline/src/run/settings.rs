@@ -20,7 +20,7 @@ pub struct PipelineSettings {
     pub max_future_skew_ms: i64,
     /// How long (event time) an `eventId` is remembered.
     pub dedup_horizon_ms: i64,
-    /// Most `eventId`s one task remembers (at most 72 bytes each).
+    /// Most `eventId`s one task remembers (at most 24 bytes each, ADR 0020).
     pub dedup_max_ids: usize,
     /// Most `eventId`s of one tenant one task remembers: its share of `dedup_max_ids`.
     pub dedup_max_ids_per_tenant: usize,
