@@ -384,6 +384,11 @@ impl SeenIds {
         epoch + i64::from(stored)
     }
 
+    /// Whether a slot's stored minute is at or after `live_from`.
+    fn is_live(epoch: i64, live_from: i64) -> impl Fn(u16) -> bool {
+        move |stored| Self::minute_of(epoch, stored) >= live_from
+    }
+
     /// The first minute whose ids of `tenant` are remembered.
     fn live_from(&self, tenant: usize) -> i64 {
         let own = self.ids.get(tenant).map_or(i64::MIN, |t| t.floor_minute);
@@ -477,8 +482,7 @@ impl SeenIds {
                     .max(self.expired_below)
                     .max(ids.floor_minute);
                 let all_live = self.dead == 0;
-                let dropped =
-                    ids.compact(true, all_live, |m| Self::minute_of(epoch, m) >= live_from);
+                let dropped = ids.compact(true, all_live, Self::is_live(epoch, live_from));
                 self.held -= dropped;
                 self.dead -= dropped;
             }
@@ -544,16 +548,17 @@ impl SeenIds {
                 return;
             }
             let live_from = global_from.max(ids.floor_minute);
-            let dropped = ids.compact(false, false, |m| Self::minute_of(epoch, m) >= live_from);
+            let dropped = ids.compact(false, false, Self::is_live(epoch, live_from));
             self.held -= dropped;
             self.dead -= dropped;
             if ids.held() + self.tenant_cap / COMPACT_AT_FRACTION <= self.tenant_cap {
                 return;
             }
-            ids.at_share = Some(Box::new(ids.live_per_minute(
-                |m| Self::minute_of(epoch, m) >= live_from,
-                |m| Self::minute_of(epoch, m),
-            )));
+            ids.at_share = Some(Box::new(
+                ids.live_per_minute(Self::is_live(epoch, live_from), |m| {
+                    Self::minute_of(epoch, m)
+                }),
+            ));
         }
         let Some(at_share) = ids.at_share.as_mut() else {
             return;
@@ -597,7 +602,7 @@ impl SeenIds {
         let global_from = self.floor_minute.max(self.expired_below);
         for ids in &mut self.ids {
             let live_from = global_from.max(ids.floor_minute);
-            let dropped = ids.compact(false, false, |m| Self::minute_of(epoch, m) >= live_from);
+            let dropped = ids.compact(false, false, Self::is_live(epoch, live_from));
             self.held -= dropped;
             self.dead -= dropped;
         }
