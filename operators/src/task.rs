@@ -279,7 +279,7 @@ impl Task {
         window_start: i64,
         tenant: &str,
         dims: [&str; 3],
-    ) -> Option<&WindowValue> {
+    ) -> Option<WindowValue> {
         let key = self.windows.key(family, window_start, tenant, dims);
         self.windows.get(span, &key)
     }
@@ -618,7 +618,7 @@ impl Task {
                     window_start: key.window_start,
                     tenant_id: windows.text(key.tenant).to_string(),
                     dims: key.dims.map(|d| windows.text(d).to_string()),
-                    value: value.clone(),
+                    value,
                 })
             })
             .collect();
@@ -825,15 +825,13 @@ mod tests {
             &[(0, T0, event(1, T0, "a")), (1, T0, event(1, T0, "a"))],
         );
         assert_eq!(volume(&mut task, T0, "a"), 1);
-        let publish = task
-            .window(
-                Span::Minute,
-                Family::Publish,
-                window_start(T0),
-                "a",
-                ["tenant-onboard", "salestalk.tenant", "direct"],
-            )
-            .cloned();
+        let publish = task.window(
+            Span::Minute,
+            Family::Publish,
+            window_start(T0),
+            "a",
+            ["tenant-onboard", "salestalk.tenant", "direct"],
+        );
         assert_eq!(publish.map(|p| p.ints), Some(vec![2, 0, 1, 0]));
         let flush = task.flush(T0 + 1000);
         assert_eq!(flush.archive.len(), 1);

@@ -79,7 +79,8 @@ pub struct WindowKey {
     pub dims: [Symbol; 3],
 }
 
-/// The accumulated value of a window row.
+/// The accumulated value of a window row, owned: what a flush hands to storage and a restore
+/// reads back. Open rows are not kept like this but side by side per family ([`Values`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowValue {
     /// Integer counters, laid out as the family says.
@@ -92,7 +93,7 @@ pub struct WindowValue {
 
 impl WindowValue {
     /// An empty row of `family`'s layout.
-    fn empty(family: Family) -> Self {
+    pub fn empty(family: Family) -> Self {
         let layout = family.layout();
         Self {
             ints: vec![0; layout.ints.len()],
@@ -102,12 +103,25 @@ impl WindowValue {
     }
 }
 
+/// An open row, as an aggregate folds a contribution into it.
+#[derive(Debug)]
+pub struct RowMut<'a> {
+    /// Integer counters, laid out as the family says.
+    pub ints: &'a mut [i64],
+    /// Floating-point sums, laid out as the family says.
+    pub floats: &'a mut [f64],
+    /// The family's histogram; `None` for a family without one.
+    pub histogram: Option<&'a mut LogHistogram>,
+}
+
 /// All open window rows of one task, at every span.
 #[derive(Debug)]
 pub struct WindowSet {
     symbols: HashMap<Box<str>, Symbol>,
     names: Vec<Box<str>>,
     spans: [Rows; 3],
+    /// The counters of every open row, one table per family (in [`Family::ALL`] order).
+    values: Vec<Values>,
     /// Restored rows still to be written again under the task's new generation (ADR 0014),
     /// a flush's room at a time (see [`WindowSet::take_changed`]).
     rewrite: Vec<(Span, WindowKey)>,
@@ -115,32 +129,139 @@ pub struct WindowSet {
     names_after_compact: usize,
 }
 
-/// The open rows of one span.
+/// The open rows of one span: each key's place in its family's [`Values`].
 #[derive(Debug, Default)]
 struct Rows {
-    rows: HashMap<WindowKey, Row>,
+    rows: HashMap<WindowKey, Slot>,
     /// Rows changed since the last flush; each row's own flag keeps a key from being listed
     /// twice, which is cheaper than a second hash set touched on every update.
     dirty: Vec<WindowKey>,
 }
 
-#[derive(Debug)]
-struct Row {
-    value: WindowValue,
+/// Where a row's counters are in its family's [`Values`], and whether it changed since the
+/// last flush. Eight bytes beside a 32-byte key: the map's entries hold no pointers.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    at: u32,
     dirty: bool,
 }
 
+/// The counters of every open row of one family, at every span, side by side: row `at` has
+/// `ints[at * int_width..][..int_width]`, likewise its floats, and `histograms[at]` when the
+/// family has one. A row costs its counters and nothing else (no allocation of its own, which
+/// a row holding two vectors paid twice, plus the allocator's rounding); an evicted row's slot
+/// is reused, and the tables shrink once most slots are free.
+#[derive(Debug)]
+struct Values {
+    int_width: usize,
+    float_width: usize,
+    ints: Vec<i64>,
+    floats: Vec<f64>,
+    /// Empty for a family without a histogram.
+    histograms: Vec<LogHistogram>,
+    has_histogram: bool,
+    /// Slots of evicted rows, zeroed, to be taken before new ones.
+    free: Vec<u32>,
+    slots: usize,
+}
+
+impl Values {
+    fn new(family: Family) -> Self {
+        let layout = family.layout();
+        Self {
+            int_width: layout.ints.len(),
+            float_width: layout.floats.len(),
+            ints: Vec::new(),
+            floats: Vec::new(),
+            histograms: Vec::new(),
+            has_histogram: layout.histogram.is_some(),
+            free: Vec::new(),
+            slots: 0,
+        }
+    }
+
+    /// Slots made (free ones included).
+    fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// A zeroed slot.
+    fn take(&mut self) -> u32 {
+        if let Some(at) = self.free.pop() {
+            return at;
+        }
+        let at = self.slots as u32;
+        self.slots += 1;
+        self.ints.resize(self.ints.len() + self.int_width, 0);
+        self.floats
+            .resize(self.floats.len() + self.float_width, 0.0);
+        if self.has_histogram {
+            self.histograms.push(LogHistogram::default());
+        }
+        at
+    }
+
+    /// Zeroes a slot and makes it free.
+    fn give_back(&mut self, at: u32) {
+        let row = self.row(at);
+        row.ints.fill(0);
+        row.floats.fill(0.0);
+        if let Some(histogram) = row.histogram {
+            *histogram = LogHistogram::default();
+        }
+        self.free.push(at);
+    }
+
+    fn row(&mut self, at: u32) -> RowMut<'_> {
+        let at = at as usize;
+        RowMut {
+            ints: &mut self.ints[at * self.int_width..(at + 1) * self.int_width],
+            floats: &mut self.floats[at * self.float_width..(at + 1) * self.float_width],
+            histogram: self.histograms.get_mut(at),
+        }
+    }
+
+    fn value(&self, at: u32) -> WindowValue {
+        let at = at as usize;
+        WindowValue {
+            ints: self.ints[at * self.int_width..(at + 1) * self.int_width].to_vec(),
+            floats: self.floats[at * self.float_width..(at + 1) * self.float_width].to_vec(),
+            histogram: self.histograms.get(at).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Writes a stored value into a slot; a value of another layout (a family's counters
+    /// added since it was stored) fills what both have.
+    fn set(&mut self, at: u32, value: WindowValue) {
+        let row = self.row(at);
+        for (to, from) in row.ints.iter_mut().zip(&value.ints) {
+            *to = *from;
+        }
+        for (to, from) in row.floats.iter_mut().zip(&value.floats) {
+            *to = *from;
+        }
+        if let Some(histogram) = row.histogram {
+            *histogram = value.histogram;
+        }
+    }
+}
+
+/// A family's table is packed once at least this many of its slots are free and they are
+/// most of it (see [`WindowSet::evict_final`]).
+const PACK_FLOOR: usize = 4_096;
+
 impl Rows {
-    fn row(&mut self, key: WindowKey) -> &mut WindowValue {
-        let row = self.rows.entry(key).or_insert_with(|| Row {
-            value: WindowValue::empty(key.family),
+    /// The slot of `key`, made (and its counters zeroed) if new, and marked as changed.
+    fn slot(&mut self, key: WindowKey, values: &mut Values) -> u32 {
+        let slot = self.rows.entry(key).or_insert_with(|| Slot {
+            at: values.take(),
             dirty: false,
         });
-        if !row.dirty {
-            row.dirty = true;
+        if !slot.dirty {
+            slot.dirty = true;
             self.dirty.push(key);
         }
-        &mut row.value
+        slot.at
     }
 }
 
@@ -153,6 +274,7 @@ impl Default for WindowSet {
             symbols: HashMap::default(),
             names: vec!["".into()],
             spans: Default::default(),
+            values: Family::ALL.map(Values::new).into(),
             rewrite: Vec::new(),
             names_after_compact: 0,
         }
@@ -219,15 +341,17 @@ impl WindowSet {
         minute_start: i64,
         tenant: Symbol,
         dims: [&str; 3],
-        mut fold: impl FnMut(&mut WindowValue),
+        mut fold: impl FnMut(RowMut<'_>),
     ) {
         let key = self.key_for_symbol(family, minute_start, tenant, dims);
+        let values = &mut self.values[family as usize];
         for span in Span::ALL {
             let key = WindowKey {
                 window_start: span.start(minute_start),
                 ..key
             };
-            fold(self.spans[span.index()].row(key));
+            let at = self.spans[span.index()].slot(key, values);
+            fold(values.row(at));
         }
     }
 
@@ -238,7 +362,7 @@ impl WindowSet {
         minute_start: i64,
         tenant: &str,
         dims: [&str; 3],
-        fold: impl FnMut(&mut WindowValue),
+        fold: impl FnMut(RowMut<'_>),
     ) {
         let tenant = self.symbol(tenant);
         self.update(family, minute_start, tenant, dims, fold);
@@ -249,20 +373,18 @@ impl WindowSet {
     /// row a stalled former owner rewrote after this restore can never stand in for it, not
     /// even once a merge has kept only the highest epoch of the key (ADR 0014).
     pub fn restore(&mut self, span: Span, key: WindowKey, value: WindowValue) {
-        let rows = &mut self.spans[span.index()];
-        if rows
-            .rows
-            .insert(
-                key,
-                Row {
-                    value,
-                    dirty: false,
-                },
-            )
-            .is_none()
-        {
-            self.rewrite.push((span, key));
-        }
+        let values = &mut self.values[key.family as usize];
+        let rows = &mut self.spans[span.index()].rows;
+        let at = match rows.get(&key) {
+            Some(slot) => slot.at,
+            None => {
+                let at = values.take();
+                rows.insert(key, Slot { at, dirty: false });
+                self.rewrite.push((span, key));
+                at
+            }
+        };
+        values.set(at, value);
     }
 
     /// Rows changed since the last flush (restored rows still to be written again aside).
@@ -275,9 +397,10 @@ impl WindowSet {
         self.rewrite.len()
     }
 
-    /// The row of `span` for `key`, if open.
-    pub fn get(&self, span: Span, key: &WindowKey) -> Option<&WindowValue> {
-        self.spans[span.index()].rows.get(key).map(|row| &row.value)
+    /// The value of the row of `span` for `key`, if open.
+    pub fn get(&self, span: Span, key: &WindowKey) -> Option<WindowValue> {
+        let slot = self.spans[span.index()].rows.get(key)?;
+        Some(self.values[key.family as usize].value(slot.at))
     }
 
     /// The rows changed since the last call, minutes first and in key order within a span;
@@ -290,8 +413,8 @@ impl WindowSet {
             let rows = &mut self.spans[span.index()];
             let mut keys = std::mem::take(&mut rows.dirty);
             for key in &keys {
-                if let Some(row) = rows.rows.get_mut(key) {
-                    row.dirty = false;
+                if let Some(slot) = rows.rows.get_mut(key) {
+                    slot.dirty = false;
                 }
             }
             keys.sort_unstable();
@@ -312,13 +435,47 @@ impl WindowSet {
         changed
     }
 
-    /// Drops the clean rows `is_final` says will never change again.
+    /// Drops the clean rows `is_final` says will never change again, giving their slots back;
+    /// a family whose table is then mostly free is packed, and a span's map mostly empty is
+    /// shrunk, so a day's end gives the memory of its rows back.
     pub fn evict_final(&mut self, is_final: impl Fn(Span, &WindowKey) -> bool) {
+        let values = &mut self.values;
         for span in Span::ALL {
-            self.spans[span.index()]
-                .rows
-                .retain(|key, row| !is_final(span, key) || row.dirty);
+            let rows = &mut self.spans[span.index()].rows;
+            rows.retain(|key, slot| {
+                let keep = slot.dirty || !is_final(span, key);
+                if !keep {
+                    values[key.family as usize].give_back(slot.at);
+                }
+                keep
+            });
+            if rows.capacity() > 8 * rows.len() + PACK_FLOOR {
+                rows.shrink_to_fit();
+            }
         }
+        for family in Family::ALL {
+            let free = self.values[family as usize].free.len();
+            if free >= PACK_FLOOR && 2 * free > self.values[family as usize].slots() {
+                self.pack(family);
+            }
+        }
+    }
+
+    /// Moves `family`'s open rows to the first slots of a new table, in span and map order,
+    /// and drops the old one with its free slots.
+    fn pack(&mut self, family: Family) {
+        let old = std::mem::replace(&mut self.values[family as usize], Values::new(family));
+        let new = &mut self.values[family as usize];
+        for rows in &mut self.spans {
+            for (_, slot) in rows.rows.iter_mut().filter(|(key, _)| key.family == family) {
+                let at = new.take();
+                new.set(at, old.value(slot.at));
+                slot.at = at;
+            }
+        }
+        new.ints.shrink_to_fit();
+        new.floats.shrink_to_fit();
+        new.histograms.shrink_to_fit();
     }
 
     /// Drops the strings no open row (nor `also_live`) uses any more, once the table has
@@ -554,6 +711,83 @@ mod tests {
         // Interning after a compaction finds the kept strings and adds new ones once.
         assert_eq!(set.symbol("tenant-9999"), kept);
         assert!(set.compact(&[]).is_none(), "not doubled since");
+    }
+
+    #[test]
+    fn each_family_has_its_table_in_family_order() {
+        let set = WindowSet::default();
+        for (i, family) in Family::ALL.into_iter().enumerate() {
+            assert_eq!(family as usize, i);
+            let layout = family.layout();
+            let values = &set.values[i];
+            assert_eq!(
+                (values.int_width, values.float_width, values.has_histogram),
+                (
+                    layout.ints.len(),
+                    layout.floats.len(),
+                    layout.histogram.is_some()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn evicted_slots_come_back_zeroed_and_a_mostly_free_table_is_packed() {
+        let mut set = WindowSet::default();
+        let day = 86_400;
+        // 6,000 tenants on day 0 and 3,000 on day 1, each row counting its tenant's number.
+        for (start, tenants) in [(0, 6_000), (day, 3_000)] {
+            for i in 0..tenants {
+                set.update_for(
+                    Family::Latency,
+                    start,
+                    &format!("t{i}"),
+                    ["x", "y", ""],
+                    |row| {
+                        row.ints[0] += i;
+                        row.floats[0] += 0.5;
+                        if let Some(histogram) = row.histogram {
+                            histogram.record(i as f64);
+                        }
+                    },
+                );
+            }
+        }
+        set.take_changed(usize::MAX);
+        let slots = set.values[Family::Latency as usize].slots();
+        assert_eq!(
+            slots,
+            3 * 9_000,
+            "a minute, an hour and a day per tenant and day"
+        );
+        set.evict_final(|_, key| key.window_start < day);
+        let latency = &set.values[Family::Latency as usize];
+        assert_eq!(
+            (latency.slots(), latency.free.len()),
+            (3 * 3_000, 0),
+            "18,000 of 27,000 slots free: packed"
+        );
+        for i in [0, 1_234, 2_999] {
+            let key = set.key(Family::Latency, day, &format!("t{i}"), ["x", "y", ""]);
+            for span in Span::ALL {
+                let value = set.get(span, &key).expect("open");
+                assert_eq!(
+                    (value.ints, value.floats, value.histogram.count()),
+                    (vec![i], vec![0.5], 1)
+                );
+            }
+        }
+        // Below the packing floor, freed slots are reused, zeroed.
+        set.update_for(Family::Volume, 2 * day, "a", ["", "", ""], |row| {
+            row.ints[0] = 7;
+        });
+        set.take_changed(usize::MAX);
+        set.evict_final(|_, key| key.family == Family::Volume);
+        assert_eq!(set.values[Family::Volume as usize].free.len(), 3);
+        set.update_for(Family::Volume, 3 * day, "b", ["", "", ""], |row| {
+            assert_eq!(row.ints, [0]);
+        });
+        assert_eq!(set.values[Family::Volume as usize].slots(), 3);
     }
 
     #[test]

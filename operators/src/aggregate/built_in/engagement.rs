@@ -93,7 +93,9 @@ impl Aggregate for Engagement {
                 "satisfaction_sum",
                 data.satisfaction_rating.unwrap_or(0.0),
             );
-            row.histogram.record(data.duration_seconds);
+            if let Some(histogram) = row.histogram {
+                histogram.record(data.duration_seconds);
+            }
         });
     }
 }

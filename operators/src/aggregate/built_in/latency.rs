@@ -18,7 +18,9 @@ impl Aggregate for Latency {
         set.update(FAMILY, output.window_start, output.tenant, dims, |row| {
             add!(&mut row.ints, FAMILY, "events", 1);
             add_float!(&mut row.floats, FAMILY, "latency_ms_sum", output.latency_ms);
-            row.histogram.record(output.latency_ms);
+            if let Some(histogram) = row.histogram {
+                histogram.record(output.latency_ms);
+            }
         });
     }
 }

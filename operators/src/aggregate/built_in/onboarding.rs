@@ -41,7 +41,9 @@ impl Aggregate for Onboarding {
                     "provisioning_ms_sum",
                     data.provisioning_time_ms,
                 );
-                row.histogram.record(data.provisioning_time_ms);
+                if let Some(histogram) = row.histogram {
+                    histogram.record(data.provisioning_time_ms);
+                }
             },
         );
     }

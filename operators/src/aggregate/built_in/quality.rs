@@ -71,8 +71,10 @@ impl Aggregate for Quality {
                 "confidence_sum",
                 q.confidence_score.unwrap_or(0.0),
             );
-            if let Some(generation_ms) = data.performance.ai_generation_ms {
-                row.histogram.record(generation_ms);
+            if let Some(generation_ms) = data.performance.ai_generation_ms
+                && let Some(histogram) = row.histogram
+            {
+                histogram.record(generation_ms);
             }
         });
     }
