@@ -201,7 +201,10 @@ fn main() {
         processed += second.len() as u64;
     }
     let generated = child.wait().expect("the generating child ends");
-    assert!(generated.success(), "the generating child failed: {generated}");
+    assert!(
+        generated.success(),
+        "the generating child failed: {generated}"
+    );
     let elapsed = began.elapsed().as_secs_f64();
     let (rows, ids) = tasks.iter().fold((0, 0), |(rows, ids), task| {
         let (r, i) = task.state_size();
@@ -240,7 +243,9 @@ fn main() {
         .and_then(|v| v.parse::<f64>().ok())
     {
         if peak_mib > bound {
-            eprintln!("(f) BOUND CROSSED: peak RSS {peak_mib:.0} MiB > BENCH_MAX_RSS_MIB {bound:.0}");
+            eprintln!(
+                "(f) BOUND CROSSED: peak RSS {peak_mib:.0} MiB > BENCH_MAX_RSS_MIB {bound:.0}"
+            );
             std::process::exit(1);
         }
         println!("(f) within the bound: peak RSS {peak_mib:.0} MiB <= {bound:.0} MiB");
