@@ -362,6 +362,25 @@ impl SeenIds {
         }
     }
 
+    /// Changes the caps, as the instance's budget is shared again among the tasks it owns:
+    /// past a smaller one, the oldest minutes go at once (each tenant's past its share, then
+    /// the set's), as if the ids had come under that cap; a larger one keeps what is
+    /// remembered and lets more in (what was forgotten stays forgotten).
+    pub fn set_caps(&mut self, cap: usize, tenant_cap: usize) {
+        self.cap = cap.max(1);
+        self.tenant_cap = tenant_cap.max(1);
+        for tenant in 0..self.ids.len() {
+            self.keep_share(tenant);
+        }
+        self.keep_cap();
+        self.compact_if_mostly_dead();
+    }
+
+    /// The caps: most ids, most of one tenant.
+    pub fn caps(&self) -> (usize, usize) {
+        (self.cap, self.tenant_cap)
+    }
+
     /// The key of `id` of `tenant` in this set (interning the tenant on first use).
     pub fn key(&mut self, tenant: &str, id: u128) -> SeenKey {
         let next = u32::try_from(self.tenants.len()).unwrap_or(u32::MAX);
@@ -493,14 +512,7 @@ impl SeenIds {
             at_share.live += 1;
         }
         self.keep_share(tenant);
-        while self.held - self.dead > self.cap {
-            let Some((oldest, count)) = self.per_minute.pop_first() else {
-                break;
-            };
-            self.dead += count;
-            self.forgotten_early += count as u64;
-            self.floor_minute = oldest + 1;
-        }
+        self.keep_cap();
         self.compact_if_mostly_dead();
         if below(self, minute) {
             // Its own minute was the oldest: forgotten with it.
@@ -534,6 +546,18 @@ impl SeenIds {
         }
         let epoch = self.epoch.unwrap_or(minute);
         (minute - epoch).clamp(0, MINUTE_RANGE) as u16
+    }
+
+    /// Forgets the oldest minutes while more than the cap are remembered.
+    fn keep_cap(&mut self) {
+        while self.held - self.dead > self.cap {
+            let Some((oldest, count)) = self.per_minute.pop_first() else {
+                break;
+            };
+            self.dead += count;
+            self.forgotten_early += count as u64;
+            self.floor_minute = oldest + 1;
+        }
     }
 
     /// Forgets `tenant`'s oldest minutes while it has more than its share.

@@ -260,6 +260,19 @@ impl Task {
         (self.windows.len(), self.seen.len())
     }
 
+    /// Changes the dedup caps (the instance's budget shared again among the tasks it owns):
+    /// past a smaller cap the oldest minutes are forgotten at once ([`SeenIds::set_caps`]).
+    pub fn set_dedup_caps(&mut self, cap: usize, tenant_cap: usize) {
+        self.settings.dedup_max_ids = cap;
+        self.settings.dedup_max_ids_per_tenant = tenant_cap;
+        self.seen.set_caps(cap, tenant_cap);
+    }
+
+    /// The dedup caps in force: most ids, most of one tenant.
+    pub fn dedup_caps(&self) -> (usize, usize) {
+        self.seen.caps()
+    }
+
     /// Ids the dedup cap forgot early, and events counted without a dedup check because of it
     /// (since the task was built).
     pub fn dedup_capped(&self) -> (u64, u64) {

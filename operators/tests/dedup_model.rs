@@ -1,8 +1,8 @@
 //! The dedup set against a plain model of its rules (a map of every remembered id, floors
 //! raised by scanning it): the same verdict for every sighting, the same ids remembered, the
 //! same first content, under random sightings, horizon passes, a cap and a per-tenant share
-//! small enough to bite, and enough ids per tenant that its newest are merged into its sorted
-//! ids many times.
+//! small enough to bite and changed on the way (an instance's budget shared again among its
+//! tasks), and enough ids per tenant that its newest are merged into its sorted ids many times.
 
 use std::collections::HashMap;
 
@@ -49,6 +49,24 @@ impl Model {
             return Sighting::First;
         }
         self.ids.insert((tenant, id), (minute, fingerprint));
+        self.keep_share(tenant);
+        self.keep_cap();
+        if self.below(tenant, minute) {
+            return Sighting::Unchecked;
+        }
+        Sighting::First
+    }
+
+    fn set_caps(&mut self, cap: usize, tenant_cap: usize) {
+        self.cap = cap;
+        self.tenant_cap = tenant_cap;
+        for tenant in 0..TENANTS.len() {
+            self.keep_share(tenant);
+        }
+        self.keep_cap();
+    }
+
+    fn keep_share(&mut self, tenant: usize) {
         while self.ids.keys().filter(|(t, _)| *t == tenant).count() > self.tenant_cap {
             let Some(oldest) = self
                 .ids
@@ -63,6 +81,9 @@ impl Model {
                 .retain(|(t, _), (m, _)| *t != tenant || *m != oldest);
             self.tenant_floor[tenant] = oldest + 1;
         }
+    }
+
+    fn keep_cap(&mut self) {
         while self.ids.len() > self.cap {
             let Some(oldest) = self.ids.values().map(|(m, _)| *m).min() else {
                 break;
@@ -70,10 +91,6 @@ impl Model {
             self.ids.retain(|_, (m, _)| *m != oldest);
             self.floor = oldest + 1;
         }
-        if self.below(tenant, minute) {
-            return Sighting::Unchecked;
-        }
-        Sighting::First
     }
 
     fn forget_before(&mut self, minute: i64) {
@@ -91,6 +108,8 @@ enum Step {
         fingerprint: u32,
     },
     Forget(i64),
+    /// The caps change (the instance's budget shared again among its tasks).
+    Caps(usize, usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -105,6 +124,7 @@ fn step() -> impl Strategy<Value = Step> {
             }
         ),
         1 => (0..12i64).prop_map(Step::Forget),
+        1 => (100..1_500usize, 30..1_000usize).prop_map(|(cap, share)| Step::Caps(cap, share)),
     ]
 }
 
@@ -140,6 +160,10 @@ proptest! {
                     let minute = now - behind;
                     model.forget_before(minute);
                     seen.forget_before(minute * 60_000);
+                }
+                Step::Caps(cap, tenant_cap) => {
+                    model.set_caps(cap, tenant_cap);
+                    seen.set_caps(cap, tenant_cap);
                 }
             }
             prop_assert_eq!(seen.len(), model.ids.len());

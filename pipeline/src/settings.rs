@@ -38,6 +38,19 @@ pub const DEFAULTS: &str = include_str!("../../config/salestalk.toml");
 /// until the release after (a value given under both names takes the new one's).
 pub const RENAMED: &[(&str, &str)] = &[("metrics.listen", "telemetry.listen")];
 
+/// Keys a release replaced by others of another meaning, with what to set instead: given,
+/// they fail at start-up saying so (a value cannot be carried over).
+pub const REPLACED: &[(&str, &str)] = &[
+    (
+        "pipeline.dedup_max_ids",
+        "pipeline.dedup_memory_mib, a budget per instance shared among its partitions (24 bytes an id)",
+    ),
+    (
+        "pipeline.dedup_max_ids_per_tenant",
+        "pipeline.dedup_tenant_share_percent, a tenant's share of a partition's ids",
+    ),
+];
+
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: &[&str] = &[
     "kafka.topics",
@@ -101,15 +114,18 @@ pub struct SettingsError {
 }
 
 impl Settings {
-    /// The task rules these settings give (a run's, and a recomputation's from the archive).
+    /// The task rules these settings give (a run's, and a recomputation's from the archive),
+    /// with the dedup caps of a task alone on its instance: the runtime shares the budget
+    /// among the tasks it owns ([`PipelineSettings::dedup_caps`](crate::run::settings::PipelineSettings::dedup_caps)).
     pub fn task_settings(&self) -> TaskSettings {
+        let (dedup_max_ids, dedup_max_ids_per_tenant) = self.pipeline.dedup_caps(1);
         TaskSettings {
             allowed_lateness_ms: self.pipeline.allowed_lateness_ms,
             correction_horizon_ms: self.corrections.horizon_ms,
             max_future_skew_ms: self.pipeline.max_future_skew_ms,
             dedup_horizon_ms: self.pipeline.dedup_horizon_ms,
-            dedup_max_ids: self.pipeline.dedup_max_ids,
-            dedup_max_ids_per_tenant: self.pipeline.dedup_max_ids_per_tenant,
+            dedup_max_ids,
+            dedup_max_ids_per_tenant,
             max_message_bytes: self.kafka.max_message_bytes,
             max_new_enum_values: self.pipeline.max_new_enum_values,
             max_sources_per_day: self.pipeline.max_sources_per_day,
@@ -399,6 +415,11 @@ impl Reader {
             .difference(&known)
             .filter(|key| !open(key) && !renamed(key))
         {
+            if let Some((_, instead)) = REPLACED.iter().find(|(old, _)| old == key) {
+                self.problems
+                    .push(format!("{key}: no longer a setting; set {instead}"));
+                continue;
+            }
             self.problems.push(format!(
                 "{key}: unknown key (in a file, or the environment variable SALESTALK__{})",
                 key.replace('.', "__").to_uppercase()
@@ -480,6 +501,51 @@ mod tests {
         let new = Settings::load_from(None, env(&[("SALESTALK__TELEMETRY__LISTEN", "")]))
             .expect("the new name");
         assert_eq!((new.telemetry.listen(), new.renamed.len()), (None, 0));
+    }
+
+    #[test]
+    fn the_dedup_budget_is_shared_among_the_partitions_owned_and_replaced_keys_are_told() {
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("SALESTALK__PIPELINE__DEDUP_MEMORY_MIB", "240"),
+                ("SALESTALK__PIPELINE__DEDUP_TENANT_SHARE_PERCENT", "10"),
+            ]),
+        )
+        .expect("valid");
+        // 240 MiB at 24 bytes an id: 10,485,760 ids.
+        let pipeline = &settings.pipeline;
+        assert_eq!(pipeline.dedup_caps(1), (10_485_760, 1_048_576));
+        assert_eq!(pipeline.dedup_caps(0), pipeline.dedup_caps(1));
+        assert_eq!(pipeline.dedup_caps(4), (2_621_440, 262_144));
+        assert_eq!(
+            pipeline.dedup_caps(1_000_000),
+            (crate::run::settings::MIN_DEDUP_IDS, 100),
+            "a floor rather than no dedup"
+        );
+        let (cap, _) = pipeline.dedup_caps(7);
+        assert!(7 * cap * salestalk_operators::dedup::BYTES_PER_ID <= 240 << 20);
+        assert_eq!(settings.task_settings().dedup_max_ids, 10_485_760);
+
+        let old = Settings::load_from(
+            None,
+            env(&[
+                ("SALESTALK__PIPELINE__DEDUP_MAX_IDS", "5000000"),
+                ("SALESTALK__PIPELINE__DEDUP_TENANT_SHARE_PERCENT", "0"),
+            ]),
+        )
+        .expect_err("a replaced key and a share of 0");
+        let problems = old.problems.join("\n");
+        assert!(
+            problems.contains(
+                "pipeline.dedup_max_ids: no longer a setting; set pipeline.dedup_memory_mib"
+            ),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("dedup_tenant_share_percent"),
+            "{problems}"
+        );
     }
 
     #[test]

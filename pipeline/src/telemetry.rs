@@ -208,6 +208,8 @@ pub struct Telemetry {
     pub flush_seconds: Histogram,
     /// Ids the tasks' dedup caps forgot early (since the tasks started).
     pub dedup_forgotten_early: Gauge,
+    /// Each owned partition's part of the instance's dedup budget, in ids.
+    pub dedup_cap_ids: Gauge,
     /// Events counted without a dedup check because the cap forgot their minute.
     pub dedup_unchecked: Gauge,
     /// 1 while a flush is being written (reading goes on meanwhile), else 0.
@@ -306,6 +308,12 @@ impl Default for Telemetry {
                 &mut registry,
                 "dedup_forgotten_early_ids",
                 "Event ids the dedup cap forgot before their horizon, since the tasks started",
+                Gauge::default(),
+            ),
+            dedup_cap_ids: registered(
+                &mut registry,
+                "dedup_cap_ids",
+                "Event ids each owned partition may remember: the instance's dedup budget shared among its partitions",
                 Gauge::default(),
             ),
             dedup_unchecked: registered(

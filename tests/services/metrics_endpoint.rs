@@ -1,5 +1,6 @@
-//! The Prometheus endpoint of `salestalk run`: it serves its counters while running, and the
-//! lag of every partition falls to zero once the backlog is durable.
+//! The Prometheus endpoint of `salestalk run`: it serves its counters while running, the lag
+//! of every partition falls to zero once the backlog is durable, and the dedup budget is
+//! shared among the partitions the instance owns.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ async fn metrics_show_progress_and_lag_returns_to_zero() {
 
     let mut child = salestalk_command(&["run", "--idle-exit", "15s"], env)
         .env("SALESTALK__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SALESTALK__PIPELINE__DEDUP_MEMORY_MIB", "10")
         .spawn()
         .expect("run starts");
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -67,6 +69,8 @@ async fn metrics_show_progress_and_lag_returns_to_zero() {
         "salestalk_open_windows",
         // The retention job ran at start, on schedule, and found nothing expired.
         "salestalk_retention_runs_total{outcome=\"ok\"} 1",
+        // 10 MiB at 24 bytes an id (436,906 ids) over the 10 partitions this one instance owns.
+        "salestalk_dedup_cap_ids 43690\n",
     ] {
         assert!(last.contains(series), "{series} missing from:\n{last}");
     }

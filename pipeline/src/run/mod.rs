@@ -112,9 +112,25 @@ impl<S: Source> Runtime<'_, S> {
         }
         self.restore(changes.assigned);
         self.start_restored().await?;
+        self.share_dedup_budget();
         self.leadership
             .set(leads_corrections(self.settings, &self.tasks));
         Ok(())
+    }
+
+    /// Shares the instance's dedup budget (`pipeline.dedup_memory_mib`) evenly among the
+    /// partitions it owns, those still restoring included, so the ids held stay within it
+    /// whatever a rebalance gives this instance; a task whose part shrank forgets its oldest
+    /// minutes at once (counted in `salestalk_dedup_forgotten_early_ids`).
+    fn share_dedup_budget(&mut self) {
+        let owned = self.tasks.len() + self.restores.len();
+        let (cap, tenant_cap) = self.settings.pipeline.dedup_caps(owned);
+        for task in self.tasks.values_mut() {
+            if task.dedup_caps() != (cap, tenant_cap) {
+                task.set_dedup_caps(cap, tenant_cap);
+            }
+        }
+        self.telemetry.dedup_cap_ids.set(cap as i64);
     }
 
     /// Starts reading back the state of `partitions` (each paused until its task starts).

@@ -105,6 +105,11 @@ impl Restores {
         self.current.is_empty()
     }
 
+    /// Partitions being restored.
+    pub fn len(&self) -> usize {
+        self.current.len()
+    }
+
     /// Resolves when a job ends (never while none runs); its result waits in
     /// [`Restores::take_finished`].
     pub async fn next_finished(&mut self) {

@@ -3,6 +3,7 @@
 
 use salestalk_operators::SourceKind;
 use salestalk_operators::aggregate::Aggregates;
+use salestalk_operators::dedup::BYTES_PER_ID;
 use serde::Deserialize;
 
 /// `[pipeline]`: batching, flushing, time rules and the memory bound.
@@ -20,10 +21,11 @@ pub struct PipelineSettings {
     pub max_future_skew_ms: i64,
     /// How long (event time) an `eventId` is remembered.
     pub dedup_horizon_ms: i64,
-    /// Most `eventId`s one task remembers (at most 24 bytes each, ADR 0020).
-    pub dedup_max_ids: usize,
-    /// Most `eventId`s of one tenant one task remembers: its share of `dedup_max_ids`.
-    pub dedup_max_ids_per_tenant: usize,
+    /// Memory (MiB) an instance gives remembered `eventId`s (24 bytes each, ADR 0020), shared
+    /// evenly among the partitions it owns ([`PipelineSettings::dedup_caps`]).
+    pub dedup_memory_mib: usize,
+    /// The share (percent) of a partition's ids one tenant may hold.
+    pub dedup_tenant_share_percent: usize,
     /// Raw bytes held for the next flush before it is started early.
     pub max_pending_bytes: usize,
     /// Most window rows one flush writes in one state insert (the commit point stays one
@@ -45,7 +47,21 @@ pub struct PipelineSettings {
     pub stall_after_ms: u64,
 }
 
+/// Fewest ids a task remembers whatever the budget: with thousands of partitions on one
+/// instance the budget is exceeded rather than dedup turned off.
+pub const MIN_DEDUP_IDS: usize = 1_000;
+
 impl PipelineSettings {
+    /// The dedup caps of each of `tasks` tasks owned by one instance: the budget's ids split
+    /// evenly (at least [`MIN_DEDUP_IDS`]), and one tenant's share of a task's. The runtime
+    /// applies them again whenever the partitions it owns change (ADR 0020).
+    pub fn dedup_caps(&self, tasks: usize) -> (usize, usize) {
+        let budget_ids = self.dedup_memory_mib.saturating_mul(1 << 20) / BYTES_PER_ID;
+        let ids = (budget_ids / tasks.max(1)).max(MIN_DEDUP_IDS);
+        let share = ids.saturating_mul(self.dedup_tenant_share_percent) / 100;
+        (ids, share.max(1))
+    }
+
     /// The kinds of source `sources` names (each once; unknown names are a start-up problem).
     pub fn source_kinds(&self) -> Vec<SourceKind> {
         SourceKind::ALL
@@ -105,14 +121,14 @@ impl PipelineSettings {
         within("batch_timeout_ms", self.batch_timeout_ms as i64, 1..=60_000);
         within("workers", self.workers as i64, 0..=1024);
         within(
-            "dedup_max_ids",
-            self.dedup_max_ids as i64,
-            1_000..=1_000_000_000,
+            "dedup_memory_mib",
+            self.dedup_memory_mib as i64,
+            1..=1 << 20,
         );
         within(
-            "dedup_max_ids_per_tenant",
-            self.dedup_max_ids_per_tenant as i64,
-            1_000..=self.dedup_max_ids.max(1_000) as i64,
+            "dedup_tenant_share_percent",
+            self.dedup_tenant_share_percent as i64,
+            1..=100,
         );
         if self.sources.is_empty() {
             problems.push("pipeline.sources: name at least one of kafka, kinesis".into());
