@@ -425,7 +425,7 @@ fn rows_to_write(
             window_start: i64::from(key.window_start),
             tenant_id: tenant.to_string(),
             dims: [key.d1.clone(), key.d2.clone(), key.d3.clone()],
-            value: empty(family),
+            value: WindowValue::empty(family),
         };
         if written.contains(&key_of(&key.task, &row)) {
             continue;
@@ -444,16 +444,6 @@ fn key_of(task: &str, row: &StateRow) -> (String, Family, Span, i64, [String; 3]
         row.window_start,
         row.dims.clone(),
     )
-}
-
-/// An empty value of `family`'s layout: the row counts nothing.
-fn empty(family: Family) -> WindowValue {
-    let layout = family.layout();
-    WindowValue {
-        ints: vec![0; layout.ints.len()],
-        floats: vec![0.0; layout.floats.len()],
-        histogram: Default::default(),
-    }
 }
 
 /// The events the rows count: the volume family's day rows.
@@ -484,7 +474,7 @@ mod tests {
     use salestalk_operators::flush::{Checkpoint, Flush};
 
     fn row(family: Family, span: Span, window_start: i64, events: i64) -> StateRow {
-        let mut value = empty(family);
+        let mut value = WindowValue::empty(family);
         value.ints[0] = events;
         StateRow {
             family,

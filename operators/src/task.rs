@@ -263,8 +263,6 @@ impl Task {
     /// Changes the dedup caps (the instance's budget shared again among the tasks it owns):
     /// past a smaller cap the oldest minutes are forgotten at once ([`SeenIds::set_caps`]).
     pub fn set_dedup_caps(&mut self, cap: usize, tenant_cap: usize) {
-        self.settings.dedup_max_ids = cap;
-        self.settings.dedup_max_ids_per_tenant = tenant_cap;
         self.seen.set_caps(cap, tenant_cap);
     }
 

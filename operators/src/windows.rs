@@ -162,6 +162,7 @@ struct Values {
     has_histogram: bool,
     /// Slots of evicted rows, zeroed, to be taken before new ones.
     free: Vec<u32>,
+    /// Slots made, free ones included.
     slots: usize,
 }
 
@@ -178,11 +179,6 @@ impl Values {
             free: Vec::new(),
             slots: 0,
         }
-    }
-
-    /// Slots made (free ones included).
-    fn slots(&self) -> usize {
-        self.slots
     }
 
     /// A zeroed slot.
@@ -455,7 +451,7 @@ impl WindowSet {
         }
         for family in Family::ALL {
             let free = self.values[family as usize].free.len();
-            if free >= PACK_FLOOR && 2 * free > self.values[family as usize].slots() {
+            if free >= PACK_FLOOR && 2 * free > self.values[family as usize].slots {
                 self.pack(family);
             }
         }
@@ -754,7 +750,7 @@ mod tests {
             }
         }
         set.take_changed(usize::MAX);
-        let slots = set.values[Family::Latency as usize].slots();
+        let slots = set.values[Family::Latency as usize].slots;
         assert_eq!(
             slots,
             3 * 9_000,
@@ -763,7 +759,7 @@ mod tests {
         set.evict_final(|_, key| key.window_start < day);
         let latency = &set.values[Family::Latency as usize];
         assert_eq!(
-            (latency.slots(), latency.free.len()),
+            (latency.slots, latency.free.len()),
             (3 * 3_000, 0),
             "18,000 of 27,000 slots free: packed"
         );
@@ -787,7 +783,7 @@ mod tests {
         set.update_for(Family::Volume, 3 * day, "b", ["", "", ""], |row| {
             assert_eq!(row.ints, [0]);
         });
-        assert_eq!(set.values[Family::Volume as usize].slots(), 3);
+        assert_eq!(set.values[Family::Volume as usize].slots, 3);
     }
 
     #[test]
