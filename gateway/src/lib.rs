@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use salestalk_contracts::{EventType, Json, Violation, other_tenant, parse, validate};
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
@@ -215,7 +215,7 @@ pub struct Gateway {
     kafka: KafkaSettings,
     kinesis: Option<KinesisBus>,
     endpoint: Endpoint,
-    producer: FutureProducer,
+    producer: producer::Awaited,
     keys: KeyCache,
     rates: TenantRates,
     refused: TenantRates,

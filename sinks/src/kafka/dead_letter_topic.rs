@@ -8,7 +8,7 @@
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, deliver};
 use salestalk_store::tables::dead_letters::DeadLetterRow;
@@ -82,7 +82,7 @@ impl Transient for DeadLetterTopicError {
 
 /// A producer for the dead-letter topic.
 pub struct DeadLetterTopic {
-    producer: FutureProducer,
+    producer: producer::Awaited,
     topic: String,
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use salestalk_kafka::KafkaSettings;
 use salestalk_kafka::producer::{self, Acknowledged, deliver_acknowledged};
 use salestalk_operators::flush::{ArchivedEvent, Flush};
@@ -72,7 +72,7 @@ struct TargetOutcome {
 
 /// The delivery sink.
 pub struct Delivery {
-    producer: FutureProducer,
+    producer: producer::Awaited,
     table: RoutingTable,
     /// By the table's target index; `None` for `metrics`.
     targets: Vec<Option<Target>>,

@@ -1,15 +1,18 @@
-//! The producers: one that counts deliveries for bulk traffic, one whose every record is
-//! awaited (the dead-letter topic, redrive), and [`deliver`], which sends a batch through
-//! the second and reports each record's outcome.
+//! The producers: one that counts deliveries for bulk traffic, ones whose every record is
+//! awaited ([`Awaited`]: the gateway, the dead-letter topic, delivery, redrive, replay), and
+//! [`deliver`], which sends a batch through the latter and reports each record's outcome.
+
+mod awaited;
+mod queue_wakeup;
+
+pub use awaited::{Awaited, Landed, Outcome, Refused, Reports};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::producer::{
-    BaseProducer, DeliveryResult, FutureProducer, FutureRecord, ProducerContext,
-};
+use rdkafka::producer::{BaseProducer, DeliveryResult, FutureRecord, ProducerContext};
 
 use crate::KafkaSettings;
 
@@ -74,7 +77,7 @@ pub fn counted(settings: &KafkaSettings) -> KafkaResult<BaseProducer<DeliveryCou
 /// A producer whose records are each awaited: a record reaches the broker or fails within
 /// 30 s, and the caller's retry policy decides what happens next. Records may be twice the
 /// largest message plus room for headers (a dead letter carries the message and its reason).
-pub fn acknowledged(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
+pub fn acknowledged(settings: &KafkaSettings) -> KafkaResult<Awaited> {
     producer_config(settings)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
@@ -82,7 +85,7 @@ pub fn acknowledged(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
             "message.max.bytes",
             (settings.max_message_bytes * 2 + 65_536).to_string(),
         )
-        .create()
+        .create_with_context(Reports)
 }
 
 /// The ingest gateway's producer: acknowledged by every in-sync replica, idempotent when
@@ -93,7 +96,7 @@ pub fn publishing(
     settings: &KafkaSettings,
     idempotent: bool,
     timeout_ms: u64,
-) -> KafkaResult<FutureProducer> {
+) -> KafkaResult<Awaited> {
     producer_config(settings)
         .set("enable.idempotence", idempotent.to_string())
         .set("acks", "all")
@@ -103,13 +106,13 @@ pub fn publishing(
             "message.max.bytes",
             (settings.max_message_bytes * 2 + 65_536).to_string(),
         )
-        .create()
+        .create_with_context(Reports)
 }
 
 /// The routing targets' producer: acknowledged by every in-sync replica, and giving up on a
 /// record after `timeout_ms` (a missing topic too), so an unavailable target costs a flush
 /// a bounded wait and the delivery's own retries decide what happens next.
-pub fn delivering(settings: &KafkaSettings, timeout_ms: u64) -> KafkaResult<FutureProducer> {
+pub fn delivering(settings: &KafkaSettings, timeout_ms: u64) -> KafkaResult<Awaited> {
     producer_config(settings)
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -119,13 +122,13 @@ pub fn delivering(settings: &KafkaSettings, timeout_ms: u64) -> KafkaResult<Futu
             "message.max.bytes",
             (settings.max_message_bytes * 2 + 65_536).to_string(),
         )
-        .create()
+        .create_with_context(Reports)
 }
 
 /// Enqueues every record at once (waiting out a full queue), then waits for each delivery;
 /// returns each record's outcome, in order.
 pub async fn deliver<'a>(
-    producer: &FutureProducer,
+    producer: &Awaited,
     records: impl IntoIterator<Item = FutureRecord<'a, str, [u8]>>,
 ) -> Vec<Result<(), KafkaError>> {
     deliver_acknowledged(producer, records)
@@ -149,13 +152,13 @@ pub struct Acknowledged {
 
 /// [`deliver`], saying where and when each record was acknowledged.
 pub async fn deliver_acknowledged<'a>(
-    producer: &FutureProducer,
+    producer: &Awaited,
     records: impl IntoIterator<Item = FutureRecord<'a, str, [u8]>>,
 ) -> Vec<Result<Acknowledged, KafkaError>> {
     let mut deliveries = Vec::new();
     for mut record in records {
         let delivery = loop {
-            match producer.send_result(record) {
+            match producer.send(record) {
                 Ok(delivery) => break Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
@@ -170,12 +173,12 @@ pub async fn deliver_acknowledged<'a>(
     for delivery in deliveries {
         outcomes.push(match delivery {
             Ok(future) => match future.await {
-                Ok(Ok(delivery)) => Ok(Acknowledged {
+                Ok(Ok(landed)) => Ok(Acknowledged {
                     at_ms: unix_ms(),
-                    partition: delivery.partition,
-                    offset: delivery.offset,
+                    partition: landed.partition,
+                    offset: landed.offset,
                 }),
-                Ok(Err((error, _))) => Err(error),
+                Ok(Err(error)) => Err(error),
                 Err(_) => Err(KafkaError::Canceled),
             },
             Err(error) => Err(error),
