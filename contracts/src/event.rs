@@ -26,12 +26,17 @@ impl EventId {
     pub fn parse(text: &str) -> Option<Self> {
         formats::parse_uuid(text).map(Self)
     }
+
+    /// Its hyphenated lowercase text, without an allocation (what `Display` writes).
+    pub fn text(&self) -> formats::UuidText {
+        formats::UuidText::new(self.0)
+    }
 }
 
 /// Stored as its hyphenated lowercase text, the one form every table holds.
 impl serde::Serialize for EventId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        serializer.serialize_str(self.text().as_str())
     }
 }
 
@@ -45,7 +50,7 @@ impl<'de> serde::Deserialize<'de> for EventId {
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&formats::format_uuid(self.0))
+        f.write_str(self.text().as_str())
     }
 }
 

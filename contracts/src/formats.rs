@@ -114,15 +114,38 @@ pub fn is_email(text: &str) -> bool {
 
 /// Formats a UUID value in the canonical lower-case hyphenated form.
 pub fn format_uuid(value: u128) -> String {
-    let hex = format!("{value:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    UuidText::new(value).as_str().to_owned()
+}
+
+/// A UUID's canonical lower-case hyphenated text, held on the stack: every event's id is
+/// written out (archive rows, delivery headers, dead letters), and the `format!` it replaced
+/// cost 4 % of the pipeline's CPU in the (c1) profile.
+#[derive(Clone, Copy)]
+pub struct UuidText([u8; 36]);
+
+impl UuidText {
+    /// The text of `value`.
+    pub fn new(value: u128) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [b'-'; 36];
+        let mut at = 0;
+        for nibble in 0..32 {
+            // Groups of 8-4-4-4-12 digits: the hyphens are left where the array began.
+            if matches!(nibble, 8 | 12 | 16 | 20) {
+                at += 1;
+            }
+            let digit = (value >> (124 - 4 * nibble)) & 0xf;
+            text[at] = HEX[digit as usize];
+            at += 1;
+        }
+        Self(text)
+    }
+
+    /// The text itself.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits and hyphens are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +158,36 @@ mod tests {
         let upper = parse_uuid("550E8400-E29B-41D4-A716-446655440000");
         assert_eq!(lower, Some(0x550e8400_e29b_41d4_a716_446655440000));
         assert_eq!(lower, upper);
+    }
+
+    #[test]
+    fn uuid_text_is_the_hyphenated_lower_hex() {
+        let mut value: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        for probe in [
+            0,
+            u128::MAX,
+            0x550e8400_e29b_41d4_a716_446655440000,
+            1,
+            1 << 127,
+        ] {
+            let hex = format!("{probe:032x}");
+            let expected = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[0..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..]
+            );
+            assert_eq!(UuidText::new(probe).as_str(), expected);
+        }
+        for _ in 0..1000 {
+            // xorshift: many bit patterns, each formatted and parsed back.
+            value ^= value << 13;
+            value ^= value >> 7;
+            value ^= value << 17;
+            assert_eq!(parse_uuid(UuidText::new(value).as_str()), Some(value));
+        }
     }
 
     #[test]

@@ -183,7 +183,12 @@ mod tests {
     async fn a_report_wakes_the_poller_and_reaches_its_record() {
         let producer = unreachable(300);
         let outcomes: Vec<_> = (0..3)
-            .map(|_| producer.send(record(b"x")).map_err(|(e, _)| e).expect("queued"))
+            .map(|_| {
+                producer
+                    .send(record(b"x"))
+                    .map_err(|(e, _)| e)
+                    .expect("queued")
+            })
             .collect();
         for outcome in outcomes {
             // The timeout's report is the only event: it must wake the sleeping poller well
@@ -204,7 +209,10 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_producer_answers_every_waiting_record() {
         let producer = unreachable(600_000);
-        let outcome = producer.send(record(b"x")).map_err(|(e, _)| e).expect("queued");
+        let outcome = producer
+            .send(record(b"x"))
+            .map_err(|(e, _)| e)
+            .expect("queued");
         drop(producer);
         // Purged on drop: the record hears it failed instead of waiting forever.
         let outcome = tokio::time::timeout(Duration::from_secs(10), outcome)

@@ -218,7 +218,7 @@ impl Delivery {
 
 /// The record of `event` for `topic`.
 fn record<'a>(topic: &'a str, event: &'a ArchivedEvent) -> FutureRecord<'a, str, [u8]> {
-    let event_id = event.event_id.to_string();
+    let event_id = event.event_id.text();
     let mut headers = OwnedHeaders::new_with_capacity(5)
         .insert(Header {
             key: header::EVENT_ID,
