@@ -57,7 +57,8 @@ impl ProducerContext for Reports {
 /// callback wakes it for every event), and what bounds a drop's wait for it.
 const IDLE_WAKE: Duration = Duration::from_millis(250);
 
-/// At most this many events are served between two looks at the stop flag.
+/// At most this many events are served between two looks at the stop flag; a pass that
+/// reaches it goes round again at once (the queue never went empty, so no callback comes).
 const EVENTS_PER_PASS: usize = 10_000;
 
 /// A producer whose records' outcomes are awaited ([`Awaited::send`]), served by a thread
@@ -92,13 +93,19 @@ impl FromClientConfigAndContext<Reports> for Awaited {
 /// The poller: sleeps until woken, then serves every waiting event (each `poll` with a zero
 /// timeout serves at most one and never waits).
 fn serve(producer: &BaseProducer<Reports>, signal: &Signal, queue: MainQueue) {
+    let mut more = false;
     loop {
-        let go_on = signal.wait(IDLE_WAKE);
+        let go_on = if more {
+            !signal.stopping()
+        } else {
+            signal.wait(IDLE_WAKE)
+        };
         let mut served = 0;
         while served < EVENTS_PER_PASS && queue.len() > 0 {
             producer.poll(Duration::ZERO);
             served += 1;
         }
+        more = served == EVENTS_PER_PASS;
         if !go_on {
             break;
         }

@@ -56,6 +56,11 @@ impl Signal {
         self.callbacks.load(Ordering::Relaxed)
     }
 
+    /// Whether the poller has been told to finish.
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     /// Tells the poller to finish.
     pub(super) fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
