@@ -305,9 +305,20 @@ pub(super) fn sre() -> Dashboard {
                     ("lag_seconds", Unit::Seconds),
                     ("throttled_reads", Unit::Count),
                 ],
-                "SELECT consumer_group, instance, topic, partitions, lag_messages, lag_seconds, throttled_reads \
-                 FROM consumer_lag WHERE window_start = (SELECT max(window_start) FROM consumer_lag \
-                 WHERE $__timeFilter(window_start)) ORDER BY consumer_group, instance, topic"
+                // Each reader's newest sample of the last two minutes of the range, not the
+                // newest minute's rows only: readers are sampled at different moments, so at
+                // every minute's start the first one sampled would hide the others until their
+                // next sample (up to `consumer_watch_interval_ms`), and a reader stopped for
+                // more than a minute still drops off.
+                "SELECT consumer_group, instance, topic, \
+                 argMax(partitions, window_start) AS partitions, \
+                 argMax(lag_messages, window_start) AS lag_messages, \
+                 argMax(lag_seconds, window_start) AS lag_seconds, \
+                 argMax(throttled_reads, window_start) AS throttled_reads \
+                 FROM consumer_lag WHERE $__timeFilter(window_start) \
+                 AND window_start >= (SELECT max(window_start) FROM consumer_lag \
+                 WHERE $__timeFilter(window_start)) - 60 \
+                 GROUP BY consumer_group, instance, topic ORDER BY consumer_group, instance, topic"
                     .to_string(),
             ),
             Panel {
