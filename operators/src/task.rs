@@ -619,31 +619,34 @@ impl Task {
         self.full = false;
         let changed = self.windows.take_changed(self.flush_rows);
         let windows = &self.windows;
-        let rows = changed
-            .into_iter()
-            .filter_map(|(span, key)| {
-                let value = windows.get(span, &key)?;
-                Some(StateRow {
-                    family: key.family,
-                    span,
-                    window_start: key.window_start,
-                    tenant_id: windows.text(key.tenant).to_string(),
-                    dims: key.dims.map(|d| windows.text(d).to_string()),
-                    value,
-                })
+        // Sized up front: a flush's vectors are large and new each time, so growing them
+        // copies and faults in fresh pages several times over (docs/performance.md).
+        let mut rows = Vec::with_capacity(changed.len());
+        rows.extend(changed.into_iter().filter_map(|(span, key)| {
+            let value = windows.get(span, &key)?;
+            Some(StateRow {
+                family: key.family,
+                span,
+                window_start: key.window_start,
+                tenant_id: windows.text(key.tenant).to_string(),
+                dims: key.dims.map(|d| windows.text(d).to_string()),
+                value,
             })
-            .collect();
+        }));
         self.evict_final();
         if let Some(wm) = self.checkpoint.event_watermark_ms {
             self.seen.forget_before(wm - self.settings.dedup_horizon_ms);
         }
         self.pending_bytes = 0;
+        // The next flush's archive starts at this one's size (see `rows` above).
+        let archived = self.archive.len();
+        let archive = std::mem::replace(&mut self.archive, Vec::with_capacity(archived));
         Flush {
             topic: self.topic.clone(),
             partition: self.partition,
             checkpoint: self.checkpoint.clone(),
             rows,
-            archive: std::mem::take(&mut self.archive),
+            archive,
             dead_letters: std::mem::take(&mut self.dead_letters),
             messages: std::mem::take(&mut self.messages),
             duplicates: std::mem::take(&mut self.duplicates),

@@ -15,7 +15,7 @@ use salestalk_store::schema;
 use salestalk_store::signals;
 use salestalk_store::tables::events_raw::SEEN_QUERY;
 use salestalk_store::tables::window_state::CHECKPOINT_FAMILY;
-use salestalk_store::tables::window_state::StateRecord;
+use salestalk_store::tables::window_state::{StateRecord, task_name};
 use salestalk_store::{ServerProfile, Version};
 use serde_json::{Value, json};
 
@@ -123,9 +123,10 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
     let mut task = Task::new("t", 0, settings, Default::default());
     task.process(&messages);
     let flush = task.flush(broker_ms + 1_500);
-    let rows: Vec<String> = state_records(&flush, 1_790_000_000_000)
+    let task = task_name(&flush.topic, flush.partition);
+    let rows: Vec<String> = state_records(&flush, &task, 1_790_000_000_000)
         .iter()
-        .map(values)
+        .map(|record| values(&record.to_record()))
         .collect();
     statements.push(format!(
         "INSERT INTO {DB}.window_state VALUES {}",

@@ -28,8 +28,10 @@ impl Sink for Archive {
         Box::pin(async move {
             let flushes = batch.flushes;
             let durable_at_ms = batch.durable_at_ms;
-            let mut origin = Vec::new();
-            let mut records = Vec::new();
+            // Sized up front: large, and new at every flush (see `commit_inserts`).
+            let events = flushes.iter().map(|f| f.archive.len()).sum();
+            let mut origin = Vec::with_capacity(events);
+            let mut records = Vec::with_capacity(events);
             for (f, flush) in flushes.iter().enumerate() {
                 for (e, event) in flush.archive.iter().enumerate() {
                     origin.push((f, e));

@@ -4,7 +4,7 @@
 
 use salestalk_operators::flush::{Flush, StateRow};
 use salestalk_store::Endpoint;
-use salestalk_store::tables::window_state::{StateRecord, task_name};
+use salestalk_store::tables::window_state::{StateRecordRef, task_name};
 
 use super::{SERVICE, sink_error};
 use crate::sink::{FlushBatch, Sink, SinkFuture, SinkKind};
@@ -19,14 +19,22 @@ pub const MAX_STATE_ROWS: usize = salestalk_operators::task::MAX_FLUSH_ROWS;
 /// most `max_rows`, its checkpoint in the last: a crash between them leaves rows after the
 /// checkpoint, which no restore reads (the lineage ends at the checkpoint) and no view counts
 /// once the next owner resumed (the fence, ADR 0014). Each insert is one block: all or nothing.
-pub fn commit_inserts(flushes: Vec<Vec<StateRecord>>, max_rows: usize) -> Vec<Vec<StateRecord>> {
+pub fn commit_inserts<T>(flushes: Vec<Vec<T>>, max_rows: usize) -> Vec<Vec<T>> {
     let max_rows = max_rows.max(1);
-    let mut inserts: Vec<Vec<StateRecord>> = Vec::new();
-    let mut current: Vec<StateRecord> = Vec::new();
+    // Each insert is sized for what is left (up to the cap) rather than grown: these vectors
+    // are large and new at every flush (docs/performance.md, issue 31's fourth part).
+    let mut left: usize = flushes.iter().map(Vec::len).sum();
+    let mut inserts: Vec<Vec<T>> = Vec::new();
+    let mut current: Vec<T> = Vec::with_capacity(left.min(max_rows));
     for mut records in flushes {
         if current.len() + records.len() > max_rows && !current.is_empty() {
-            inserts.push(std::mem::take(&mut current));
+            let capacity = left.min(max_rows);
+            inserts.push(std::mem::replace(
+                &mut current,
+                Vec::with_capacity(capacity),
+            ));
         }
+        left -= records.len();
         if records.len() > max_rows {
             while records.len() > max_rows {
                 let rest = records.split_off(max_rows);
@@ -43,16 +51,20 @@ pub fn commit_inserts(flushes: Vec<Vec<StateRecord>>, max_rows: usize) -> Vec<Ve
     inserts
 }
 
-/// The window-state records of one flush, its checkpoint (durable as of `durable_at_ms`) last.
-pub fn state_records(flush: &Flush, durable_at_ms: u64) -> Vec<StateRecord> {
-    let task = task_name(&flush.topic, flush.partition);
+/// The window-state records of one flush of `task` (its [`task_name`]), its checkpoint
+/// (durable as of `durable_at_ms`) last.
+pub fn state_records<'a>(
+    flush: &'a Flush,
+    task: &'a str,
+    durable_at_ms: u64,
+) -> Vec<StateRecordRef<'a>> {
     let epoch = flush.checkpoint.epoch;
     flush
         .rows
         .iter()
-        .map(|row| StateRecord::of_row(&task, epoch, row))
-        .chain([StateRecord::of_checkpoint(
-            &task,
+        .map(|row| StateRecordRef::of_row(task, epoch, row))
+        .chain([StateRecordRef::of_checkpoint(
+            task,
             &flush.checkpoint,
             durable_at_ms,
         )])
@@ -69,13 +81,13 @@ pub async fn write_corrections(
     rows: &[(String, StateRow)],
     epoch: u64,
 ) -> Result<usize, salestalk_store::ClickHouseError> {
-    let records: Vec<StateRecord> = rows
+    let records: Vec<StateRecordRef<'_>> = rows
         .iter()
-        .map(|(task, row)| StateRecord::of_row(task, epoch, row))
+        .map(|(task, row)| StateRecordRef::of_row(task, epoch, row))
         .collect();
     for chunk in records.chunks(MAX_STATE_ROWS) {
         endpoint
-            .insert_rows::<StateRecord>("window_state", chunk)
+            .insert_rows::<StateRecordRef<'_>>("window_state", chunk)
             .await?;
     }
     Ok(records.len())
@@ -116,15 +128,23 @@ impl Sink for WindowState {
                 return Ok(());
             }
             let durable_at_ms = batch.durable_at_ms;
-            let per_flush: Vec<Vec<StateRecord>> = commit
+            let tasks: Vec<String> = commit
                 .iter()
-                .map(|f| state_records(f, durable_at_ms))
+                .map(|f| task_name(&f.topic, f.partition))
+                .collect();
+            let per_flush: Vec<Vec<StateRecordRef<'_>>> = commit
+                .iter()
+                .zip(&tasks)
+                .map(|(f, task)| state_records(f, task, durable_at_ms))
                 .collect();
             // The metrics of every event of a committed flush become durable here.
-            let tenants: Vec<&str> = commit
-                .iter()
-                .flat_map(|f| f.archive.iter().map(|e| e.tenant_id.as_str()))
-                .collect();
+            let mut tenants: Vec<&str> =
+                Vec::with_capacity(commit.iter().map(|f| f.archive.len()).sum());
+            tenants.extend(
+                commit
+                    .iter()
+                    .flat_map(|f| f.archive.iter().map(|e| e.tenant_id.as_str())),
+            );
             let observer = batch.observer;
             let mut failed_attempts = 0;
             let mut written = Ok(());
@@ -134,7 +154,7 @@ impl Sink for WindowState {
                     .run(
                         || {
                             self.endpoint
-                                .insert_rows::<StateRecord>("window_state", &insert)
+                                .insert_rows::<StateRecordRef<'_>>("window_state", &insert)
                         },
                         |_| {
                             failed_attempts += 1;
@@ -161,10 +181,11 @@ impl Sink for WindowState {
 mod tests {
     use super::*;
     use salestalk_operators::flush::Checkpoint;
+    use salestalk_store::tables::window_state::StateRecord;
 
     /// A flush's records: `rows` window rows, then its checkpoint.
     fn flush(task: &str, rows: usize) -> Vec<StateRecord> {
-        let checkpoint = StateRecord::of_checkpoint(task, &Checkpoint::default(), 0);
+        let checkpoint = StateRecordRef::of_checkpoint(task, &Checkpoint::default(), 0).to_record();
         let row = StateRecord {
             family: "volume".into(),
             ..checkpoint.clone()
