@@ -304,6 +304,79 @@ impl TenantIds {
     }
 }
 
+/// The ids a task counted before its checkpoint, as a restore reads them back from the archive
+/// (ADR 0004): 32 bytes an id, each tenant named once, so that a restore of a long horizon
+/// holds a fraction of what the [`SeenIds`] it becomes will (the rows of the archive's answer
+/// are taken one at a time, never all at once).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountedIds {
+    tenants: Vec<Box<str>>,
+    /// Index of each tenant in `tenants`, while ids are added.
+    tenant_index: HashMap<Box<str>, u32>,
+    ids: Vec<CountedId>,
+}
+
+/// One counted id: its tenant's index, the minute it is remembered under (Unix ms), its
+/// content's fingerprint (0 when unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CountedId {
+    id: u128,
+    at_ms: i64,
+    tenant: u32,
+    fingerprint: u32,
+}
+
+impl CountedIds {
+    /// Adds `id` of `tenant`, remembered under `at_ms`, with its content's `fingerprint`.
+    pub fn push(&mut self, tenant: &str, id: u128, at_ms: i64, fingerprint: u32) {
+        let next = u32::try_from(self.tenants.len()).unwrap_or(u32::MAX);
+        let tenant = match self.tenant_index.get(tenant) {
+            Some(index) => *index,
+            None => {
+                self.tenants.push(tenant.into());
+                self.tenant_index.insert(tenant.into(), next);
+                next
+            }
+        };
+        self.ids.push(CountedId {
+            id,
+            at_ms,
+            tenant,
+            fingerprint,
+        });
+    }
+
+    /// Adds every id of `other` (a parent shard's, read back for its child).
+    pub fn extend(&mut self, other: CountedIds) {
+        for counted in &other.ids {
+            let tenant = &other.tenants[counted.tenant as usize];
+            self.push(tenant, counted.id, counted.at_ms, counted.fingerprint);
+        }
+    }
+
+    /// How many ids.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Each id as (tenant, id, minute in Unix ms, fingerprint), in the order added.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u128, i64, u32)> + '_ {
+        self.ids.iter().map(|counted| {
+            (
+                &*self.tenants[counted.tenant as usize],
+                counted.id,
+                counted.at_ms,
+                counted.fingerprint,
+            )
+        })
+    }
+}
+
 /// Remembers event ids per tenant and event-time minute and forgets whole minutes at once.
 #[derive(Debug)]
 pub struct SeenIds {
@@ -695,6 +768,32 @@ impl SeenIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counted_ids_name_each_tenant_once_in_32_bytes_an_id() {
+        assert_eq!(std::mem::size_of::<CountedId>(), 32);
+        let mut counted = CountedIds::default();
+        counted.push("a", 1, 60_000, 7);
+        counted.push("b", 2, 120_000, 0);
+        counted.push("a", 3, 60_000, 9);
+        let mut parent = CountedIds::default();
+        parent.push("b", 4, 0, 1);
+        parent.push("c", 5, 0, 2);
+        counted.extend(parent);
+        assert_eq!(counted.tenants.len(), 3, "a, b and c once each");
+        let all: Vec<(&str, u128, i64, u32)> = counted.iter().collect();
+        assert_eq!(
+            all,
+            [
+                ("a", 1, 60_000, 7),
+                ("b", 2, 120_000, 0),
+                ("a", 3, 60_000, 9),
+                ("b", 4, 0, 1),
+                ("c", 5, 0, 2)
+            ]
+        );
+        assert_eq!(counted.len(), 5);
+    }
 
     #[test]
     fn a_slot_is_20_bytes_and_keeps_the_first_content_s_fingerprint() {

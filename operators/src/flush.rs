@@ -12,6 +12,7 @@ use salestalk_contracts::{EventId, EventType};
 
 use crate::aggregate::Family;
 use crate::dead_letter::DeadLetterReason;
+use crate::dedup::CountedIds;
 use crate::windows::{Span, WindowValue, first_open_window};
 
 /// Names of the graph's consumers, as latency and errors are reported per consumer.
@@ -257,9 +258,8 @@ pub struct TaskState {
     /// The latest value of every row that may still change
     /// (from [`Checkpoint::first_open_window`] on).
     pub rows: Vec<StateRow>,
-    /// Events counted before the checkpoint (tenant, id, event time in Unix ms, content
-    /// fingerprint or 0 when unknown), within the dedup horizon.
-    pub seen: Vec<(String, EventId, i64, u32)>,
+    /// Events counted before the checkpoint, within the dedup horizon.
+    pub seen: CountedIds,
     /// Messages at or after the checkpoint that a sink refused, by offset: a replay
     /// dead-letters them instead of counting them (ADR 0006).
     pub refused: Vec<(i64, Rejection)>,

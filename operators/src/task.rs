@@ -206,8 +206,8 @@ impl Task {
             }
             task.windows.restore(row.span, key, row.value);
         }
-        for (tenant, id, at_ms, fingerprint) in state.seen {
-            let key = task.seen.key(&tenant, id.0).with_fingerprint(fingerprint);
+        for (tenant, id, at_ms, fingerprint) in state.seen.iter() {
+            let key = task.seen.key(tenant, id).with_fingerprint(fingerprint);
             task.seen.first_sighting(key, at_ms);
         }
         for (offset, rejection) in state.refused {
@@ -776,6 +776,7 @@ mod tests {
         );
     }
 
+    use crate::dedup::CountedIds;
     use crate::time::MINUTE_MS as MINUTE;
     const T0: i64 = 1_762_646_400_000; // 2025-11-09T00:00:00Z
 
@@ -894,7 +895,11 @@ mod tests {
             settings(),
             TaskState {
                 checkpoint: flush.checkpoint.clone(),
-                seen: vec![("a".into(), flush.archive[0].event_id, T0, archived)],
+                seen: {
+                    let mut seen = CountedIds::default();
+                    seen.push("a", flush.archive[0].event_id.0, T0, archived);
+                    seen
+                },
                 ..TaskState::default()
             },
         );

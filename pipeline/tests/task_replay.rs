@@ -15,6 +15,7 @@ use salestalk_contracts::EventId;
 use salestalk_generator::{DEFAULT_TENANT_SKEW, FaultRates, Generator, GeneratorOptions, Stop};
 use salestalk_operators::RawMessage;
 use salestalk_operators::aggregate::Family;
+use salestalk_operators::dedup::CountedIds;
 use salestalk_operators::flush::{Checkpoint, Flush, StateRow, TaskState};
 use salestalk_operators::task::{Task, TaskSettings};
 use salestalk_operators::windows::{Span, WindowValue};
@@ -80,14 +81,14 @@ impl Store {
                 },
             )
             .collect();
-        let seen = self
+        let mut seen = CountedIds::default();
+        for ((tenant, id), (_, at_ms, _, fingerprint)) in self
             .archive
             .iter()
             .filter(|(_, (offset, _, _, _))| *offset < self.checkpoint.next_offset)
-            .map(|((tenant, id), (_, at_ms, _, fingerprint))| {
-                (tenant.clone(), *id, *at_ms, *fingerprint)
-            })
-            .collect();
+        {
+            seen.push(tenant, id.0, *at_ms, *fingerprint);
+        }
         let state = TaskState {
             checkpoint: self.checkpoint.clone(),
             rows,

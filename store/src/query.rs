@@ -47,6 +47,20 @@ impl Query {
             .map_err(|e| ClickHouseError::classify(&url, e))
     }
 
+    /// Hands each row of the result to `each` as it arrives, without holding the result.
+    pub async fn for_each_row<T: RowOwned + RowRead>(
+        self,
+        mut each: impl FnMut(T),
+    ) -> Result<(), ClickHouseError> {
+        let Self { inner, url } = self;
+        let classify = |e| ClickHouseError::classify(&url, e);
+        let mut cursor = inner.fetch::<T>().map_err(classify)?;
+        while let Some(row) = cursor.next().await.map_err(classify)? {
+            each(row);
+        }
+        Ok(())
+    }
+
     /// The one row of the result (an error when there is none).
     pub async fn fetch_one<T: RowOwned + RowRead>(self) -> Result<T, ClickHouseError> {
         let Self { inner, url } = self;
