@@ -32,7 +32,7 @@ pub fn corrected_families() -> Vec<String> {
     Family::ALL
         .into_iter()
         .filter(|family| family.counts_events())
-        .flat_map(|family| Span::ALL.map(|span| family_name(family, span)))
+        .flat_map(|family| Span::ALL.map(|span| family_name(family, span).to_string()))
         .collect()
 }
 
