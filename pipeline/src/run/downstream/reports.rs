@@ -107,10 +107,18 @@ pub fn schedule(settings: &Settings) {
     tokio::spawn(async move { read(consumer, endpoint).await });
 }
 
+/// The first wait after the broker answers an error, and the longest: while the broker is
+/// down the client returns its error at once, and asking again without a pause would spin
+/// (and log) ten times a second.
+const ERROR_PAUSE: Duration = Duration::from_millis(500);
+const MAX_ERROR_PAUSE: Duration = Duration::from_secs(30);
+
 async fn read(consumer: StreamConsumer, endpoint: Endpoint) {
+    let mut error_pause = ERROR_PAUSE;
     loop {
         let mut reports = Vec::new();
         let mut read_any = false;
+        let mut failed = false;
         while reports.len() < BATCH {
             match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
                 Ok(Ok(message)) => {
@@ -118,11 +126,21 @@ async fn read(consumer: StreamConsumer, endpoint: Endpoint) {
                     reports.extend(report_of(&message));
                 }
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, "reading failure reports");
+                    tracing::warn!(%error, retry_in_ms = error_pause.as_millis() as u64, "reading failure reports");
+                    failed = true;
                     break;
                 }
                 Err(_) => break,
             }
+        }
+        // Only a message read shows the broker is back: between its errors the client may
+        // also just time out.
+        if read_any {
+            error_pause = ERROR_PAUSE;
+        }
+        if failed {
+            tokio::time::sleep(error_pause).await;
+            error_pause = (error_pause * 2).min(MAX_ERROR_PAUSE);
         }
         if !read_any {
             continue;
