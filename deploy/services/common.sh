@@ -39,13 +39,15 @@ KINESALITE_DIR="$SALESTALK_CACHE_DIR/kinesalite-$KINESALITE_VERSION"
 CHDB_VERSION=${CHDB_VERSION:-26.9.0}
 SALESTALK_CHDB_PYTHON=${SALESTALK_CHDB_PYTHON:-$SALESTALK_CACHE_DIR/chdb-venv/bin/python}
 # A ClickHouse cluster on this machine (`up cluster`): ZooKeeper (Debian's jars, run without
-# a system install) and two more servers of the Debian package, replicas of one shard of the
-# cluster `salestalk`, on ports of their own.
+# a system install) and three more servers of the Debian package, on ports of their own, as
+# the cluster `salestalk`: replicas 1 and 2 are shard 1, replica 3 is shard 2 on its own.
 SALESTALK_CLUSTER_NAME=${SALESTALK_CLUSTER_NAME:-salestalk}
 SALESTALK_ZOOKEEPER_PORT=${SALESTALK_ZOOKEEPER_PORT:-2191}
-SALESTALK_CLUSTER_HTTP_PORTS=${SALESTALK_CLUSTER_HTTP_PORTS:-8211 8212}
-SALESTALK_CLUSTER_TCP_PORTS=${SALESTALK_CLUSTER_TCP_PORTS:-9211 9212}
-SALESTALK_CLUSTER_INTERSERVER_PORTS=${SALESTALK_CLUSTER_INTERSERVER_PORTS:-9311 9312}
+SALESTALK_CLUSTER_HTTP_PORTS=${SALESTALK_CLUSTER_HTTP_PORTS:-8211 8212 8213}
+SALESTALK_CLUSTER_TCP_PORTS=${SALESTALK_CLUSTER_TCP_PORTS:-9211 9212 9213}
+SALESTALK_CLUSTER_INTERSERVER_PORTS=${SALESTALK_CLUSTER_INTERSERVER_PORTS:-9311 9312 9313}
+# The shard of each replica, in the order of the ports above.
+SALESTALK_CLUSTER_SHARDS=${SALESTALK_CLUSTER_SHARDS:-1 1 2}
 ZOOKEEPER_PACKAGES="libzookeeper-java liblog4j1.2-java libslf4j-java libdropwizard-metrics-java libnetty-java libsnappy-java"
 ZOOKEEPER_HOME="$SALESTALK_CACHE_DIR/zookeeper-debian12"
 

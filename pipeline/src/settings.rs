@@ -62,6 +62,7 @@ const LIST_KEYS: &[&str] = &[
     "kinesis.streams",
     "pipeline.sources",
     "ingest.kinesis_event_types",
+    "clickhouse.shard_urls",
 ];
 
 /// Everything the pipeline can be configured with, one section per component.

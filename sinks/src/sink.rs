@@ -98,6 +98,9 @@ impl SinkObserver for Unobserved {
 /// A dead letter with the partition it came from.
 #[derive(Debug, Clone)]
 pub struct SourcedLetter<'a> {
+    /// The flush it came with (an index into the batch's flushes): its task's home shard
+    /// keeps it (ADR 0022).
+    pub flush: usize,
     /// Where it is filed.
     pub address: DeadLetterAddress,
     /// The letter.
@@ -201,8 +204,9 @@ impl<'a> FlushBatch<'a> {
     /// Every dead letter of the batch: the tasks' own, then those of refused events, then
     /// those of undelivered events.
     pub fn dead_letters(&self) -> Vec<SourcedLetter<'_>> {
-        fn sourced<'l>(flush: &Flush, letter: &'l DeadLetter) -> SourcedLetter<'l> {
+        fn sourced<'l>(index: usize, flush: &Flush, letter: &'l DeadLetter) -> SourcedLetter<'l> {
             SourcedLetter {
+                flush: index,
                 address: DeadLetterAddress::Read {
                     partition: SourcePartition::stored(&flush.topic, flush.partition),
                     offset: letter.offset,
@@ -212,16 +216,18 @@ impl<'a> FlushBatch<'a> {
         }
         self.flushes
             .iter()
-            .flat_map(|flush| flush.dead_letters.iter().map(move |l| sourced(flush, l)))
+            .enumerate()
+            .flat_map(|(i, flush)| flush.dead_letters.iter().map(move |l| sourced(i, flush, l)))
             .chain(
                 self.refused
                     .iter()
-                    .map(|(i, letter)| sourced(&self.flushes[*i], letter)),
+                    .map(|(i, letter)| sourced(*i, &self.flushes[*i], letter)),
             )
             .chain(
                 self.undelivered
                     .iter()
-                    .map(|(_, address, letter)| SourcedLetter {
+                    .map(|(flush, address, letter)| SourcedLetter {
+                        flush: *flush,
                         address: address.clone(),
                         letter,
                     }),

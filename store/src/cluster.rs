@@ -8,6 +8,9 @@
 /// Suffix of the `Distributed` table over each replicated one.
 pub const DISTRIBUTED_SUFFIX: &str = "_all";
 
+/// What a statement the whole cluster runs carries.
+pub const ON_CLUSTER: &str = " ON CLUSTER ";
+
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS ";
 const ALTER_TABLE: &str = "ALTER TABLE ";
 const CREATE_VIEW: &str = "CREATE VIEW ";
@@ -46,7 +49,7 @@ fn qualified_name(text: &str) -> &str {
 
 impl ClusterSchema<'_> {
     fn on_cluster(&self) -> String {
-        format!(" ON CLUSTER {}", self.cluster)
+        format!("{ON_CLUSTER}{}", self.cluster)
     }
 
     /// `statement` as the cluster runs it, with the statements it brings along (a table's

@@ -127,11 +127,12 @@ impl Endpoint {
     /// Every window row key of `tenant`'s day starting at `day` (Unix s) in the families a
     /// correction rewrites, whoever wrote it (live tasks, zombies, earlier corrections).
     pub async fn live_keys(&self, tenant: &str, day: i64) -> Result<Vec<LiveKey>, ClickHouseError> {
-        self.query(
+        self.query(&format!(
             "SELECT DISTINCT family, task, toUInt32(window_start) AS window_start, d1, d2, d3 \
-                 FROM window_state WHERE has(CAST(? AS Array(String)), family) AND tenant_id = ? \
+                 FROM {} WHERE has(CAST(? AS Array(String)), family) AND tenant_id = ? \
                  AND window_start >= toDateTime(?) AND window_start < toDateTime(?)",
-        )
+            self.everywhere("window_state")
+        ))
         .bind(corrected_families())
         .bind(tenant)
         .bind(day.max(0))
@@ -150,14 +151,15 @@ impl Endpoint {
         tasks: &std::collections::BTreeSet<String>,
     ) -> Result<(i64, i64), ClickHouseError> {
         let tasks: Vec<&String> = tasks.iter().collect();
-        self.query(
+        self.query(&format!(
                 "SELECT toInt64(sumIf(value, family = ?)), toInt64(sumIf(value, family = ?)) \
-                 FROM (SELECT family, argMax(ints[1], epoch) AS value FROM window_state \
+                 FROM (SELECT family, argMax(ints[1], epoch) AS value FROM {} \
                  WHERE has([?, ?], family) AND tenant_id = ? AND window_start >= toDateTime(?) \
                  AND has(CAST(? AS Array(String)), task) \
                  AND (family = ? AND window_start = toDateTime(?) OR family = ? AND startsWith(d2, ?)) \
                  GROUP BY family, task, window_start, d1, d2, d3)",
-            )
+                self.everywhere("window_state")
+            ))
             .bind(family_name(Family::Volume, Span::Day))
             .bind(family_name(Family::LateArrivals, Span::Day))
             .bind(family_name(Family::Volume, Span::Day))
@@ -181,10 +183,11 @@ impl Endpoint {
             .into_iter()
             .filter(|name| name.ends_with("/day"))
             .collect();
-        self.query(
-            "SELECT DISTINCT task FROM window_state WHERE has(CAST(? AS Array(String)), family) \
+        self.query(&format!(
+            "SELECT DISTINCT task FROM {} WHERE has(CAST(? AS Array(String)), family) \
                  AND window_start = toDateTime(?)",
-        )
+            self.everywhere("window_state")
+        ))
         .bind(day_families)
         .bind(day.max(0))
         .fetch_all()

@@ -43,6 +43,10 @@ pub struct Endpoint {
     /// one server.
     #[serde(default)]
     pub cluster: String,
+    /// Each shard's writer, in the cluster's shard order (`clickhouse.shard_urls`, ADR 0022):
+    /// a task's facts go to its home shard's writer. Empty: one shard, written at `url`.
+    #[serde(default)]
+    pub shard_urls: Vec<String>,
     /// The HTTP clients, shared by clones (their connections are reused).
     #[serde(skip)]
     pub transport: SharedTransport,
@@ -104,6 +108,25 @@ impl Endpoint {
                 self.cluster
             ));
         }
+        if !self.shard_urls.is_empty() && self.cluster.is_empty() {
+            problems.push(
+                "clickhouse.shard_urls: set, but clickhouse.cluster is empty (shards are a cluster's)"
+                    .to_string(),
+            );
+        }
+        for (index, url) in self.shard_urls.iter().enumerate() {
+            let https = url.starts_with("https://");
+            if !(url.starts_with("http://") || https) || url.len() <= "https://".len() {
+                problems.push(format!(
+                    "clickhouse.shard_urls[{index}]: '{url}' is not an http:// or https:// URL"
+                ));
+            } else if https != self.url.starts_with("https://") {
+                problems.push(format!(
+                    "clickhouse.shard_urls[{index}]: '{url}' and clickhouse.url must both be \
+                     https:// or both http://"
+                ));
+            }
+        }
         if self.settings.len() > MAX_SETTINGS {
             problems.push(format!(
                 "clickhouse.settings: {} entries, at most {MAX_SETTINGS}",
@@ -159,6 +182,7 @@ impl std::fmt::Debug for Endpoint {
             .field("compression", &self.compression)
             .field("ca_file", &self.ca_file)
             .field("cluster", &self.cluster)
+            .field("shard_urls", &self.shard_urls)
             .field(
                 "password",
                 &if self.password.is_empty() {
@@ -266,6 +290,7 @@ impl Endpoint {
             compression: InsertCompression::default(),
             ca_file: String::new(),
             cluster: String::new(),
+            shard_urls: Vec::new(),
             transport: SharedTransport::default(),
         }
     }
@@ -381,6 +406,29 @@ mod tests {
             Some(60)
         );
         assert_eq!(server_code("Code: "), None);
+    }
+
+    #[test]
+    fn shard_urls_need_a_cluster_and_urls_of_the_url_s_scheme() {
+        let endpoint = Endpoint {
+            shard_urls: vec![
+                "http://a:8123".into(),
+                "ftp://b".into(),
+                "https://c:8443".into(),
+            ],
+            ..Endpoint::new("http://a:8123", "db")
+        };
+        let problems = endpoint.problems();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("clickhouse.shard_urls: set, but clickhouse.cluster"));
+        assert!(problems[1].starts_with("clickhouse.shard_urls[1]: 'ftp://b'"));
+        assert!(problems[2].starts_with("clickhouse.shard_urls[2]: 'https://c:8443'"));
+        let fine = Endpoint {
+            cluster: "salestalk".into(),
+            shard_urls: vec!["http://a:8123".into(), "http://b:8123".into()],
+            ..Endpoint::new("http://a:8123", "db")
+        };
+        assert!(fine.problems().is_empty(), "{:?}", fine.problems());
     }
 
     #[test]

@@ -51,13 +51,27 @@ impl Endpoint {
                 None => migration.statements.clone(),
             };
             for statement in &statements {
-                match self.query(statement).execute().await {
-                    // A migration interrupted after adding a column left it there; servers
-                    // before 19.x have no `ADD COLUMN IF NOT EXISTS`.
-                    Err(ClickHouseError::Rejected(clickhouse::error::Error::BadResponse(text)))
-                        if statement.contains(" ADD COLUMN ")
+                // On several shards, what a cluster does not run everywhere (a replicated
+                // table's ALTER, a backfill over the local rows) runs on each shard's writer
+                // and replicates within its shard (ADR 0022).
+                let on_each_shard = cluster.is_some()
+                    && self.is_sharded()
+                    && !statement.contains(crate::cluster::ON_CLUSTER);
+                let servers = if on_each_shard {
+                    self.shard_writers()
+                } else {
+                    vec![self.clone()]
+                };
+                for server in &servers {
+                    match server.query(statement).execute().await {
+                        // A migration interrupted after adding a column left it there; servers
+                        // before 19.x have no `ADD COLUMN IF NOT EXISTS`.
+                        Err(ClickHouseError::Rejected(clickhouse::error::Error::BadResponse(
+                            text,
+                        ))) if statement.contains(" ADD COLUMN ")
                             && server_code(&text) == Some(DUPLICATE_COLUMN) => {}
-                    other => other?,
+                        other => other?,
+                    }
                 }
             }
             self.query(
@@ -122,11 +136,15 @@ impl Endpoint {
     }
 
     /// With `clickhouse.cluster` set: the server knows the cluster, and it is one shard of
-    /// replicas. A task's rows must all be on the replica it restores from, and with several
-    /// shards a task moving between instances would leave its rows on two (ADR 0015).
+    /// replicas, or as many shards as `clickhouse.shard_urls` names, each URL a replica of its
+    /// shard, in order. A task's rows must all be on the writer it restores from (ADR 0015,
+    /// ADR 0022).
     async fn check_cluster(&self) -> Result<(), ClickHouseError> {
         if self.cluster.is_empty() {
             return Ok(());
+        }
+        if self.is_sharded() {
+            return self.check_shards().await;
         }
         let (shards, replicas): (u64, u64) = self
             .server_query(
@@ -142,10 +160,83 @@ impl Endpoint {
             ))),
             1 => Ok(()),
             _ => Err(ClickHouseError::NotSent(format!(
-                "clickhouse.cluster: '{}' has {shards} shards ({replicas} replicas); the pipeline's \
-                 tables need one shard of replicas (docs/operations.md, \"A ClickHouse cluster\")",
+                "clickhouse.cluster: '{}' has {shards} shards ({replicas} replicas); name each \
+                 shard's writer in clickhouse.shard_urls (docs/operations.md, \"A ClickHouse \
+                 cluster\"; ADR 0022)",
                 self.cluster
             ))),
+        }
+    }
+
+    /// `clickhouse.shard_urls` against the cluster: as many shards, each URL on a shard of its
+    /// own (the `shard` macro), and no shard holding a checkpoint of a task whose home is
+    /// another (the shards were reordered, or their number changed since the tasks were
+    /// written: moving them is a reshard, which the pipeline does not do). Every problem is
+    /// listed.
+    async fn check_shards(&self) -> Result<(), ClickHouseError> {
+        let shards: u64 = self
+            .server_query("SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = ?")
+            .bind(&self.cluster)
+            .fetch_one()
+            .await?;
+        let mut problems = Vec::new();
+        if shards != self.shard_urls.len() as u64 {
+            problems.push(format!(
+                "clickhouse.shard_urls: {} URLs, but cluster '{}' has {shards} shards",
+                self.shard_urls.len(),
+                self.cluster
+            ));
+        }
+        // Each writer must be a replica of a shard no other writer is on: its `{shard}` macro
+        // (system.clusters' `is_local` is no help: 18.16 showed it 1 and then 0 for the
+        // same server). Which shard is which position is then held by the tasks' homes below.
+        let mut seen: Vec<String> = Vec::new();
+        for (index, writer) in self.shard_writers().iter().enumerate() {
+            let shard: Vec<String> = writer
+                .server_query("SELECT substitution FROM system.macros WHERE macro = 'shard'")
+                .fetch_all()
+                .await?;
+            let Some(shard) = shard.into_iter().next() else {
+                problems.push(format!(
+                    "clickhouse.shard_urls[{index}]: the server at {} has no shard macro",
+                    writer.url
+                ));
+                continue;
+            };
+            if seen.contains(&shard) {
+                problems.push(format!(
+                    "clickhouse.shard_urls[{index}]: the server at {} is on shard '{shard}', as \
+                     an earlier URL is: name one writer per shard",
+                    writer.url
+                ));
+                continue;
+            }
+            seen.push(shard);
+            // A database not made yet holds no tasks.
+            let tasks: Vec<String> = writer
+                .query("SELECT DISTINCT task FROM window_state WHERE family = ?")
+                .bind(crate::tables::window_state::CHECKPOINT_FAMILY)
+                .fetch_all()
+                .await
+                .unwrap_or_default();
+            let strangers: Vec<&String> = tasks
+                .iter()
+                .filter(|task| self.home_shard_of_task(task) != index)
+                .collect();
+            if let Some(first) = strangers.first() {
+                problems.push(format!(
+                    "clickhouse.shard_urls[{index}]: shard {} holds checkpoints of {} tasks whose \
+                     home is another shard (first: {first}); were the shards reordered or their \
+                     number changed? That needs a reshard (ADR 0022)",
+                    index + 1,
+                    strangers.len()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ClickHouseError::NotSent(problems.join("; ")))
         }
     }
 

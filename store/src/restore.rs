@@ -63,15 +63,21 @@ struct TaskCheckpointRow {
 impl Endpoint {
     /// The latest checkpoint of every task, by task name (`topic/partition`), with when it
     /// became durable (Unix ms; `None` for checkpoints older than that record): how far each
-    /// partition is durable, and since when (consumer lag and stalls).
+    /// partition is durable, and since when (consumer lag and stalls). Each shard's writer
+    /// answers for the tasks at home there (ADR 0022).
     pub async fn checkpoints(
         &self,
     ) -> Result<Vec<(String, Checkpoint, Option<i64>)>, ClickHouseError> {
-        let rows: Vec<TaskCheckpointRow> = self
-            .query(ALL_CHECKPOINTS_QUERY)
-            .bind(CHECKPOINT_FAMILY)
-            .fetch_all()
-            .await?;
+        let mut rows: Vec<TaskCheckpointRow> = Vec::new();
+        for writer in self.shard_writers() {
+            rows.extend(
+                writer
+                    .query(ALL_CHECKPOINTS_QUERY)
+                    .bind(CHECKPOINT_FAMILY)
+                    .fetch_all::<TaskCheckpointRow>()
+                    .await?,
+            );
+        }
         Ok(rows
             .into_iter()
             .map(|row| {

@@ -153,14 +153,17 @@ pub fn ttl_statements(
 }
 
 impl Endpoint {
-    /// Runs [`ttl_statements`] (nothing on a server without TTL).
+    /// Runs [`ttl_statements`] (nothing on a server without TTL), on each shard's writer
+    /// when there are several (a replicated table's ALTER reaches its own shard only).
     pub async fn apply_retention_ttl(
         &self,
         profile: &crate::ServerProfile,
         settings: &RetentionSettings,
     ) -> Result<(), ClickHouseError> {
         for statement in ttl_statements(profile, &self.database, settings) {
-            self.query(&statement).execute().await?;
+            for writer in self.shard_writers() {
+                writer.query(&statement).execute().await?;
+            }
         }
         Ok(())
     }

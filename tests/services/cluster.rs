@@ -1,22 +1,24 @@
 //! Cluster mode against a real ClickHouse cluster (`deploy/services/up cluster`: ZooKeeper and
-//! two ClickHouse 18.16 replicas of one shard): the schema made on the cluster, the pipeline
-//! writing to one replica while the other is stopped mid-run, restarted while it is away, the
-//! writer itself stopped and the pipeline failed over to the other replica, and every view
-//! exact, read through the cluster from either replica.
+//! three ClickHouse 18.16 servers, two replicas of shard 1 and one of shard 2): the schema made
+//! on every shard, the pipeline writing to one replica of shard 1 while the other is stopped
+//! mid-run, restarted while it is away, the writer itself stopped and the pipeline failed over
+//! to the other replica, and every view exact, read through the cluster from either replica
+//! and from shard 2, which holds none of the rows.
 
 use crate::exactness::{
     PARTITIONS, Setup, assert_views_match, durable, pipeline_env, produce, read_back, wait_durable,
 };
 use crate::support::{Isolated, salestalk_command, services_script};
 
-/// The cluster `deploy/services/up cluster` starts, and its replicas' HTTP ports.
+/// The cluster `deploy/services/up cluster` starts, and its servers' HTTP ports (replicas 1
+/// and 2 of shard 1, then replica 3, shard 2).
 const CLUSTER: &str = "salestalk";
 fn replica_url(n: usize) -> String {
-    let ports = std::env::var("SALESTALK_CLUSTER_HTTP_PORTS").unwrap_or("8211 8212".into());
+    let ports = std::env::var("SALESTALK_CLUSTER_HTTP_PORTS").unwrap_or("8211 8212 8213".into());
     let port = ports
         .split_whitespace()
         .nth(n - 1)
-        .expect("two replica ports");
+        .expect("three replica ports");
     format!("http://127.0.0.1:{port}")
 }
 
@@ -56,7 +58,8 @@ fn on_replica(isolated: &Isolated, n: usize) -> Isolated {
     }
 }
 
-/// Setup whose runs and reads go to replica `n` of the cluster.
+/// Setup whose runs and reads go to replica `n` of the cluster, which also writes shard 1's
+/// tasks; replica 3 writes shard 2's.
 fn cluster_setup(isolated: Isolated, n: usize) -> Setup {
     let isolated = on_replica(&isolated, n);
     let mut env = pipeline_env(&isolated);
@@ -68,12 +71,31 @@ fn cluster_setup(isolated: Isolated, n: usize) -> Setup {
             "SALESTALK__KAFKA__SESSION_TIMEOUT_MS",
             SESSION_TIMEOUT_MS.to_string(),
         ),
+        (
+            "SALESTALK__CLICKHOUSE__SHARD_URLS",
+            format!(
+                "{},{}",
+                replica_url(if n == 3 { 1 } else { n }),
+                replica_url(3)
+            ),
+        ),
     ]);
     Setup { isolated, env }
 }
 
 /// The group's session timeout here (ms): how long a killed run keeps its partitions.
 const SESSION_TIMEOUT_MS: u64 = 6_000;
+
+/// The tasks whose checkpoints the server at replica `n` holds in its own table.
+async fn local_tasks(isolated: &Isolated, n: usize) -> Vec<String> {
+    on_replica(isolated, n)
+        .endpoint()
+        .client()
+        .query("SELECT DISTINCT task FROM window_state WHERE family = 'checkpoint' ORDER BY task")
+        .fetch_all()
+        .await
+        .expect("a replica's own checkpoints")
+}
 
 /// Messages in the test's topics now.
 fn messages(setup: &Setup) -> i64 {
@@ -117,6 +139,27 @@ async fn a_replica_stopped_a_restart_and_a_writer_failover_change_no_view_read_t
             && engines.contains(&("window_state_all".into(), "Distributed".into()))
             && engines.contains(&("task_claims".into(), "ReplicatedMergeTree".into())),
         "{engines:?}"
+    );
+    let shard_two = on_replica(&setup.isolated, 3).endpoint();
+    let shards: Vec<u32> = shard_two
+        .client()
+        .query(
+            "SELECT DISTINCT shard_num FROM system.clusters WHERE cluster = ? ORDER BY shard_num",
+        )
+        .bind(CLUSTER)
+        .fetch_all()
+        .await
+        .expect("the cluster's shards");
+    let macro_shard: String = shard_two
+        .client()
+        .query("SELECT substitution FROM system.macros WHERE macro = 'shard'")
+        .fetch_one()
+        .await
+        .expect("replica 3's shard");
+    assert_eq!(
+        (shards, macro_shard.as_str()),
+        (vec![1, 2], "2"),
+        "two shards, and replica 3 is shard 2"
     );
 
     let away = Stopped::replica("replica2");
@@ -199,6 +242,26 @@ async fn a_replica_stopped_a_restart_and_a_writer_failover_change_no_view_read_t
     let away = Stopped::replica("replica2");
     assert_views_match(&setup).await;
     drop(away);
+    // Each task's checkpoints are on its home shard only, and both shards hold tasks.
+    let shards = [
+        local_tasks(&setup.isolated, 1).await,
+        local_tasks(&setup.isolated, 3).await,
+    ];
+    for (index, tasks) in shards.iter().enumerate() {
+        assert!(!tasks.is_empty(), "shard {} holds tasks", index + 1);
+        for task in tasks {
+            let (topic, partition) = task.rsplit_once('/').expect("a task name");
+            let partition: i32 = partition.parse().expect("a partition");
+            assert_eq!(
+                salestalk_store::shards::home_shard(topic, partition, 2),
+                index,
+                "{task} is on shard {} only",
+                index + 1
+            );
+        }
+    }
+    // Read on shard 2, every view gets shard 1's rows through the cluster.
+    assert_views_match(&cluster_setup(on_replica(&setup.isolated, 3), 3)).await;
     let on_two = failover;
     on_two
         .isolated

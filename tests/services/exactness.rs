@@ -792,10 +792,11 @@ pub async fn assert_views_equal(setup: &Setup, expected: Expected, with_late: bo
         );
     }
 
+    let dead_letters = everywhere(&client, "dead_letters").await;
     let rows: Vec<DeadLetterRow> = client
         // Refusals by a sink are not in the input (tests/services/dead_letters.rs covers
         // them), nor are entries the gateway refused before they reached a topic (ingest.rs).
-        .query("SELECT topic, partition, offset, reason FROM dead_letters FINAL WHERE reason NOT IN ('sink_rejected', 'retries_exhausted', 'rejected_at_ingest', 'delivery_failed')")
+        .query(&format!("SELECT topic, partition, offset, reason FROM {dead_letters} FINAL WHERE reason NOT IN ('sink_rejected', 'retries_exhausted', 'rejected_at_ingest', 'delivery_failed')"))
         .fetch_all()
         .await
         .expect("dlq");
@@ -816,6 +817,7 @@ pub async fn assert_views_equal(setup: &Setup, expected: Expected, with_late: bo
         .await
         .expect("latency");
     // The metrics hold the events counted live; the archive the late ones too.
+    let archive = everywhere(&client, "events_raw").await;
     for (consumer, rows_of, events) in [
         ("clickhouse.metrics", "late = 0", expected.accepted),
         (
@@ -827,7 +829,7 @@ pub async fn assert_views_equal(setup: &Setup, expected: Expected, with_late: bo
         let mut exact: Vec<f64> = client
             .query(&format!(
                 "SELECT toFloat64(greatest(toInt64(durable_at_ms) - if(clock_skewed = 1, toInt64(broker_time) * 1000, timestamp_ms), 0)) \
-                 FROM events_raw FINAL WHERE {rows_of}"
+                 FROM {archive} FINAL WHERE {rows_of}"
             ))
             .fetch_all()
             .await
@@ -895,13 +897,27 @@ pub fn spawn_run(env: &[(&'static str, String)], idle_exit: bool) -> Child {
 
 /// Messages made durable so far: the sum of the checkpoints, 0 while ClickHouse is away.
 pub async fn durable(isolated: &Isolated) -> i64 {
-    isolated
-        .endpoint()
-        .client()
-        .query("SELECT toInt64(sum(next)) FROM (SELECT task, argMax(ints[1], epoch) AS next FROM window_state WHERE family = 'checkpoint' GROUP BY task)")
+    let client = isolated.endpoint().client();
+    // On a cluster the checkpoints of every shard are read through the Distributed twin.
+    let table = everywhere(&client, "window_state").await;
+    client
+        .query(&format!("SELECT toInt64(sum(next)) FROM (SELECT task, argMax(ints[1], epoch) AS next FROM {table} WHERE family = 'checkpoint' GROUP BY task)"))
         .fetch_one::<i64>()
         .await
         .unwrap_or(0)
+}
+
+/// Where every task's rows of `table` are read: its Distributed twin on a cluster (the tasks
+/// may be on several shards), else the table.
+pub async fn everywhere(client: &clickhouse::Client, table: &str) -> String {
+    let twin = format!("{table}_all");
+    let twins: u64 = client
+        .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?")
+        .bind(&twin)
+        .fetch_one()
+        .await
+        .unwrap_or(0);
+    if twins > 0 { twin } else { table.to_string() }
 }
 
 /// Waits until `target` messages are durable (at most five minutes) and returns how many are;

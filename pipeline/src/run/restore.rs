@@ -161,12 +161,14 @@ async fn stored_state(
     what: &str,
 ) -> anyhow::Result<TaskState> {
     let settings = context.settings;
+    // A task's state is on its home shard (ADR 0022).
+    let home = context.endpoint.home(partition.topic(), partition.number());
     with_retries(
         &context.policy,
         what,
         || context.probes.beat(),
         || {
-            context.endpoint.task_state(
+            home.task_state(
                 partition.topic(),
                 partition.number(),
                 settings.allowed_lateness_ms,
@@ -188,15 +190,12 @@ async fn read_back(
     inherit(context, key, predecessors, &mut state).await?;
     let task = task_name(key.topic(), key.number());
     let base = state.checkpoint.epoch;
+    let home = context.endpoint.home(key.topic(), key.number());
     let generation = with_retries(
         &context.policy,
         "claiming a task's generation",
         || context.probes.beat(),
-        || {
-            context
-                .endpoint
-                .claim_generation(&task, base, &context.owner)
-        },
+        || home.claim_generation(&task, base, &context.owner),
     )
     .await?;
     state.generation = Some(generation);

@@ -23,7 +23,8 @@ pub struct Expired {
 /// Drops (or with `dry_run` only lists) every expired partition as of `now_s`, then deletes
 /// the expired rows left in partitions that also hold newer ones. `checked` remembers each
 /// table's cutoff once its rows were dealt with, so a schedule reads each table for expired
-/// rows once a day, not every run.
+/// rows once a day, not every run. On several shards each shard's writer is dealt with in
+/// turn (ADR 0022); a replicated table passes the change to the other replicas of its shard.
 pub async fn enforce(
     endpoint: &Endpoint,
     settings: &RetentionSettings,
@@ -32,43 +33,61 @@ pub async fn enforce(
     checked: &mut BTreeMap<&'static str, i64>,
 ) -> Result<Expired, ClickHouseError> {
     let mut expired = Expired::default();
+    let writers = endpoint.shard_writers();
     for (table, days) in settings.tables() {
-        for partition in endpoint.expired_partitions(table, days, now_s).await? {
-            if !dry_run {
-                endpoint.drop_partition(&partition).await?;
-                tracing::info!(
-                    table,
-                    partition = %partition.partition,
-                    rows = partition.rows,
-                    bytes = partition.bytes,
-                    newest = partition.newest,
-                    days,
-                    "dropped an expired partition"
-                );
-            }
-            expired.partitions.push(partition);
+        for writer in &writers {
+            expire_partitions(writer, table, days, now_s, dry_run, &mut expired).await?;
         }
         let cutoff = expiry_cutoff(days, now_s);
         if checked.get(table) == Some(&cutoff) {
             continue;
         }
-        let rows = endpoint.expired_rows(table, cutoff).await?;
-        if rows > 0 {
-            if !dry_run {
-                endpoint.delete_expired_rows(table, cutoff).await?;
-                tracing::info!(table, rows, cutoff, days, "deleted expired rows");
+        for writer in &writers {
+            let rows = writer.expired_rows(table, cutoff).await?;
+            if rows > 0 {
+                if !dry_run {
+                    writer.delete_expired_rows(table, cutoff).await?;
+                    tracing::info!(table, rows, cutoff, days, "deleted expired rows");
+                }
+                expired.rows.push(ExpiredRows {
+                    table,
+                    rows,
+                    cutoff,
+                });
             }
-            expired.rows.push(ExpiredRows {
-                table,
-                rows,
-                cutoff,
-            });
         }
         if !dry_run {
             checked.insert(table, cutoff);
         }
     }
     Ok(expired)
+}
+
+/// Drops (or lists) `table`'s partitions past `days` on `endpoint`'s server into `expired`.
+async fn expire_partitions(
+    endpoint: &Endpoint,
+    table: &'static str,
+    days: u32,
+    now_s: i64,
+    dry_run: bool,
+    expired: &mut Expired,
+) -> Result<(), ClickHouseError> {
+    for partition in endpoint.expired_partitions(table, days, now_s).await? {
+        if !dry_run {
+            endpoint.drop_partition(&partition).await?;
+            tracing::info!(
+                table,
+                partition = %partition.partition,
+                rows = partition.rows,
+                bytes = partition.bytes,
+                newest = partition.newest,
+                days,
+                "dropped an expired partition"
+            );
+        }
+        expired.partitions.push(partition);
+    }
+    Ok(())
 }
 
 /// Runs [`enforce`] now and then every `retention.interval_ms` (never when it is 0), counting

@@ -4,7 +4,7 @@
 
 use salestalk_store::tables::events_raw::{self, ArchiveRow};
 
-use super::insert::insert_isolating;
+use super::insert::{insert_isolating_by_shard, shard_order, shard_runs};
 use crate::sink::{FlushBatch, Sink, SinkFuture, SinkKind};
 
 /// The raw archive sink.
@@ -32,16 +32,25 @@ impl Sink for Archive {
             let events = flushes.iter().map(|f| f.archive.len()).sum();
             let mut origin = Vec::with_capacity(events);
             let mut records = Vec::with_capacity(events);
-            for (f, flush) in flushes.iter().enumerate() {
+            // Each task's events go to its home shard (ADR 0022): written shard by shard.
+            let homes: Vec<usize> = flushes
+                .iter()
+                .map(|f| self.endpoint.home_shard(&f.topic, f.partition))
+                .collect();
+            let mut shards = Vec::with_capacity(events);
+            for f in shard_order(&homes) {
+                let flush = &flushes[f];
                 for (e, event) in flush.archive.iter().enumerate() {
                     origin.push((f, e));
                     records.push(ArchiveRow::new(flush, event, durable_at_ms));
+                    shards.push(homes[f]);
                 }
             }
-            let isolated = insert_isolating::<ArchiveRow<'_>>(
+            let isolated = insert_isolating_by_shard::<ArchiveRow<'_>>(
                 &self.endpoint,
                 events_raw::TABLE,
                 &records,
+                &shard_runs(&shards),
                 self,
                 batch,
             )

@@ -5,7 +5,7 @@
 
 use salestalk_store::tables::dead_letters::{self, DeadLetterRow};
 
-use super::insert::insert_isolating;
+use super::insert::{insert_isolating_by_shard, shard_order, shard_runs};
 use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SinkKind};
 
 /// The dead-letter table sink.
@@ -27,16 +27,30 @@ impl Sink for DeadLetterTable {
 
     fn write<'a>(&'a self, batch: &'a mut FlushBatch<'_>) -> SinkFuture<'a> {
         Box::pin(async move {
-            let letters = batch.dead_letters();
+            // Each letter goes to the home shard of the task it came with (ADR 0022): the
+            // letters are put in shard order first.
+            let mut letters = batch.dead_letters();
+            let homes: Vec<usize> = letters
+                .iter()
+                .map(|sourced| {
+                    let flush = &batch.flushes[sourced.flush];
+                    self.endpoint.home_shard(&flush.topic, flush.partition)
+                })
+                .collect();
+            let order = shard_order(&homes);
+            let shards: Vec<usize> = order.iter().map(|&i| homes[i]).collect();
+            let mut slots: Vec<Option<_>> = letters.drain(..).map(Some).collect();
+            letters.extend(order.iter().filter_map(|&i| slots[i].take()));
             let durable_at_ms = batch.durable_at_ms;
             let records: Vec<DeadLetterRow<'_>> = letters
                 .iter()
                 .map(|sourced| DeadLetterRow::new(&sourced.address, sourced.letter, durable_at_ms))
                 .collect();
-            let isolated = insert_isolating::<DeadLetterRow<'_>>(
+            let isolated = insert_isolating_by_shard::<DeadLetterRow<'_>>(
                 &self.endpoint,
                 dead_letters::TABLE,
                 &records,
+                &shard_runs(&shards),
                 self,
                 batch,
             )

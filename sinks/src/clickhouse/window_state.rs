@@ -81,14 +81,24 @@ pub async fn write_corrections(
     rows: &[(String, StateRow)],
     epoch: u64,
 ) -> Result<usize, salestalk_store::ClickHouseError> {
-    let records: Vec<StateRecordRef<'_>> = rows
+    // Each task's rows go to its home shard (ADR 0022).
+    let homes: Vec<usize> = rows
         .iter()
-        .map(|(task, row)| StateRecordRef::of_row(task, epoch, row))
+        .map(|(task, _)| endpoint.home_shard_of_task(task))
         .collect();
-    for chunk in records.chunks(MAX_STATE_ROWS) {
-        endpoint
-            .insert_rows::<StateRecordRef<'_>>("window_state", chunk)
-            .await?;
+    let order = super::insert::shard_order(&homes);
+    let records: Vec<StateRecordRef<'_>> = order
+        .iter()
+        .map(|&i| StateRecordRef::of_row(&rows[i].0, epoch, &rows[i].1))
+        .collect();
+    let shards: Vec<usize> = order.iter().map(|&i| homes[i]).collect();
+    for (shard, range) in super::insert::shard_runs(&shards) {
+        let writer = endpoint.shard_writer(shard);
+        for chunk in records[range].chunks(MAX_STATE_ROWS) {
+            writer
+                .insert_rows::<StateRecordRef<'_>>("window_state", chunk)
+                .await?;
+        }
     }
     Ok(records.len())
 }
@@ -132,11 +142,16 @@ impl Sink for WindowState {
                 .iter()
                 .map(|f| task_name(&f.topic, f.partition))
                 .collect();
-            let per_flush: Vec<Vec<StateRecordRef<'_>>> = commit
+            // Each task's commit goes to its home shard (ADR 0022): one set of inserts each.
+            let homes: Vec<usize> = commit
                 .iter()
-                .zip(&tasks)
-                .map(|(f, task)| state_records(f, task, durable_at_ms))
+                .map(|f| self.endpoint.home_shard(&f.topic, f.partition))
                 .collect();
+            let mut per_shard: Vec<Vec<Vec<StateRecordRef<'_>>>> =
+                vec![Vec::new(); self.endpoint.shard_count()];
+            for ((f, task), home) in commit.iter().zip(&tasks).zip(&homes) {
+                per_shard[*home].push(state_records(f, task, durable_at_ms));
+            }
             // The metrics of every event of a committed flush become durable here.
             let mut tenants: Vec<&str> =
                 Vec::with_capacity(commit.iter().map(|f| f.archive.len()).sum());
@@ -148,22 +163,27 @@ impl Sink for WindowState {
             let observer = batch.observer;
             let mut failed_attempts = 0;
             let mut written = Ok(());
-            for insert in commit_inserts(per_flush, self.max_rows) {
-                written = batch
-                    .policy
-                    .run(
-                        || {
-                            self.endpoint
-                                .insert_rows::<StateRecordRef<'_>>("window_state", &insert)
-                        },
-                        |_| {
-                            failed_attempts += 1;
-                            observer.write_failed(SERVICE);
-                        },
-                    )
-                    .await;
-                if written.is_err() {
-                    break;
+            // A shard that is down stops the commit; the shards written before it are written
+            // again with the next attempt: the same rows at the same epochs, which count once.
+            'shards: for (shard, per_flush) in per_shard.into_iter().enumerate() {
+                if per_flush.is_empty() {
+                    continue;
+                }
+                let writer = self.endpoint.shard_writer(shard);
+                for insert in commit_inserts(per_flush, self.max_rows) {
+                    written = batch
+                        .policy
+                        .run(
+                            || writer.insert_rows::<StateRecordRef<'_>>("window_state", &insert),
+                            |_| {
+                                failed_attempts += 1;
+                                observer.write_failed(SERVICE);
+                            },
+                        )
+                        .await;
+                    if written.is_err() {
+                        break 'shards;
+                    }
                 }
             }
             let outcomes = &mut batch.outcomes;

@@ -253,10 +253,11 @@ impl Endpoint {
         address: &DeadLetterAddress,
     ) -> Result<Option<Vec<u8>>, ClickHouseError> {
         let row: Option<RawRow> = self
-            .query(
-                "SELECT argMax(raw, written_at_ms) AS raw FROM dead_letters \
+            .query(&format!(
+                "SELECT argMax(raw, written_at_ms) AS raw FROM {} \
                  WHERE topic = ? AND partition = ? AND offset = ? GROUP BY topic, partition, offset",
-            )
+                self.everywhere(TABLE)
+            ))
             .bind(address.topic())
             .bind(address.partition())
             .bind(address.offset())
@@ -273,15 +274,19 @@ impl Endpoint {
         tenants: &[String],
         since: u32,
     ) -> Result<Vec<LateLetter>, ClickHouseError> {
-        self.query(
+        // On several shards the actions (written where this endpoint points) are read here
+        // once and sent to every shard (GLOBAL), not read from each shard's own table.
+        self.query(&format!(
             "SELECT topic, partition, offset, toUInt32(broker_time) AS read_at, raw \
-             FROM dead_letters FINAL WHERE reason = 'late' \
+             FROM {} FINAL WHERE reason = 'late' \
              AND (empty(CAST(? AS Array(String))) OR has(CAST(? AS Array(String)), tenant_id)) \
              AND toUInt32(broker_time) >= ? \
-             AND (topic, partition, offset) NOT IN (SELECT topic, partition, offset \
+             AND (topic, partition, offset) {}NOT IN (SELECT topic, partition, offset \
              FROM dead_letter_actions WHERE action = 'discarded') \
              ORDER BY topic, partition, offset",
-        )
+            self.everywhere(TABLE),
+            if self.is_sharded() { "GLOBAL " } else { "" }
+        ))
         .bind(tenants)
         .bind(tenants)
         .bind(since)

@@ -328,9 +328,9 @@ const NEWEST_COPY: &str = "argMax(topic, durable_at_ms) AS newest_topic, \
 
 /// A page of the archive in (tenant, eventId) order, each event once: `columns` after the
 /// tenant and id, of the events meeting `condition`, after a (tenant, id) bound last.
-fn page_sql(columns: &str, condition: &str, limit: u64) -> String {
+fn page_sql(table: &str, columns: &str, condition: &str, limit: u64) -> String {
     format!(
-        "SELECT tenant_id, event_id, {columns} FROM events_raw \
+        "SELECT tenant_id, event_id, {columns} FROM {table} \
          WHERE {condition} AND (tenant_id > ? OR (tenant_id = ? AND event_id > ?)) \
          GROUP BY tenant_id, event_id ORDER BY tenant_id, event_id LIMIT {limit}"
     )
@@ -410,15 +410,16 @@ impl Endpoint {
         &self,
         correlation: &str,
     ) -> Result<Vec<CorrelatedEvent>, ClickHouseError> {
-        self.query(
+        self.query(&format!(
             "SELECT tenant_id, event_id, any(event_type) AS type, any(source) AS emitted_by, \
              any(correlation_id) AS correlation, toUInt32(min(timestamp)) AS at, \
              argMax(late, durable_at_ms) AS newest_late, argMax(topic, durable_at_ms) AS newest_topic, \
              argMax(partition, durable_at_ms) AS newest_partition, \
              argMax(offset, durable_at_ms) AS newest_offset \
-             FROM events_raw WHERE lower(correlation_id) = ? \
+             FROM {} WHERE lower(correlation_id) = ? \
              GROUP BY tenant_id, event_id ORDER BY at, tenant_id, event_id",
-        )
+            self.everywhere(TABLE)
+        ))
         .bind(correlation.to_lowercase())
         .fetch_all()
         .await
@@ -456,8 +457,9 @@ impl Endpoint {
     /// How many archived events `selection` holds.
     pub async fn replay_count(&self, selection: &ReplaySelection) -> Result<u64, ClickHouseError> {
         let sql = format!(
-            "SELECT toUInt64(count()) FROM (SELECT tenant_id, event_id FROM events_raw \
-             WHERE {SELECTION_SQL} GROUP BY tenant_id, event_id)"
+            "SELECT toUInt64(count()) FROM (SELECT tenant_id, event_id FROM {} \
+             WHERE {SELECTION_SQL} GROUP BY tenant_id, event_id)",
+            self.everywhere(TABLE)
         );
         bind_selection(self.query(&sql), selection)
             .fetch_one()
@@ -473,6 +475,7 @@ impl Endpoint {
         limit: u64,
     ) -> Result<Vec<ReplayedEvent>, ClickHouseError> {
         let sql = page_sql(
+            &self.everywhere(TABLE),
             "argMax(event_type, durable_at_ms) AS newest_type, \
              argMax(raw, durable_at_ms) AS newest_raw",
             SELECTION_SQL,
@@ -489,7 +492,7 @@ impl Endpoint {
         after: &ArchiveCursor,
         limit: u64,
     ) -> Result<Vec<ArchivedCopy>, ClickHouseError> {
-        let sql = page_sql(NEWEST_COPY, SELECTION_SQL, limit);
+        let sql = page_sql(&self.everywhere(TABLE), NEWEST_COPY, SELECTION_SQL, limit);
         self.fetch_page(bind_selection(self.query(&sql), selection), after)
             .await
     }
@@ -509,11 +512,12 @@ impl Endpoint {
     ) -> Result<Vec<ArchivedCopy>, ClickHouseError> {
         let sql = format!(
             "SELECT tenant_id, event_id, topic, partition, toUInt32(broker_time) AS read_at, \
-             clock_skewed, late, raw FROM events_raw \
+             clock_skewed, late, raw FROM {} \
              WHERE tenant_id = ? AND event_id > ? AND timestamp >= toDateTime(?) \
              AND toUInt32(window_start) >= ? AND toUInt32(window_start) < ? \
              ORDER BY tenant_id, event_id, durable_at_ms DESC LIMIT 1 BY tenant_id, event_id \
-             LIMIT {limit}"
+             LIMIT {limit}",
+            self.everywhere(TABLE)
         );
         self.query(&sql)
             .bind(tenant)
@@ -532,11 +536,12 @@ impl Endpoint {
         day: i64,
     ) -> Result<Vec<(String, i64)>, ClickHouseError> {
         let rows: Vec<TenantTotal> = self
-            .query(
-                "SELECT tenant_id, toInt64(uniqExact(event_id)) AS total FROM events_raw \
+            .query(&format!(
+                "SELECT tenant_id, toInt64(uniqExact(event_id)) AS total FROM {} \
                  WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) \
                  GROUP BY tenant_id",
-            )
+                self.everywhere(TABLE)
+            ))
             .bind(day.max(0))
             .bind((day + DAY_S).max(0))
             .fetch_all()

@@ -166,22 +166,34 @@ impl Endpoint {
         Ok(Lineage::trace(&bases, checkpoint_epoch))
     }
 
-    /// The highest generation claimed of each of `tasks` (tasks never claimed are absent).
-    /// An owner whose generation is below its task's has been superseded: what it writes
-    /// counts nowhere (ADR 0014), so it must restore before it goes on.
+    /// The highest generation claimed of each of `tasks` (tasks never claimed are absent),
+    /// each asked of its home shard's writer (ADR 0022). An owner whose generation is below
+    /// its task's has been superseded: what it writes counts nowhere (ADR 0014), so it must
+    /// restore before it goes on.
     pub async fn latest_generations(
         &self,
         tasks: &[String],
     ) -> Result<HashMap<String, u64>, ClickHouseError> {
-        if tasks.is_empty() {
-            return Ok(HashMap::new());
+        let mut per_shard: Vec<Vec<&String>> = vec![Vec::new(); self.shard_count()];
+        for task in tasks {
+            per_shard[self.home_shard_of_task(task)].push(task);
         }
-        let rows: Vec<(String, u64)> = self
-            .query("SELECT task, max(generation) FROM task_claims WHERE has(?, task) GROUP BY task")
-            .bind(tasks)
-            .fetch_all()
-            .await?;
-        Ok(rows.into_iter().collect())
+        let mut latest = HashMap::with_capacity(tasks.len());
+        for (shard, tasks) in per_shard.iter().enumerate() {
+            if tasks.is_empty() {
+                continue;
+            }
+            let rows: Vec<(String, u64)> = self
+                .shard_writer(shard)
+                .query(
+                    "SELECT task, max(generation) FROM task_claims WHERE has(?, task) GROUP BY task",
+                )
+                .bind(tasks)
+                .fetch_all()
+                .await?;
+            latest.extend(rows);
+        }
+        Ok(latest)
     }
 
     /// Claims for `owner` a generation of `task` no other owner holds, resuming from the

@@ -309,11 +309,18 @@ pub fn decode_checkpoint(epoch: u64, ints: &[i64], sequence: String) -> Checkpoi
 }
 
 impl Endpoint {
-    /// The highest epoch any window row carries.
+    /// The highest epoch any window row carries, on any shard (each writer asked: its own
+    /// rows are the newest it has).
     pub async fn max_epoch(&self) -> Result<u64, ClickHouseError> {
-        self.query("SELECT max(epoch) FROM window_state")
-            .fetch_one()
-            .await
+        let mut highest = 0;
+        for writer in self.shard_writers() {
+            let epoch: u64 = writer
+                .query("SELECT max(epoch) FROM window_state")
+                .fetch_one()
+                .await?;
+            highest = highest.max(epoch);
+        }
+        Ok(highest)
     }
 }
 

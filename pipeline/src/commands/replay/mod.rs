@@ -277,7 +277,10 @@ async fn checked_database(
     let profile = target.probe().await?;
     target.migrate(&profile).await?;
     let rows: u64 = target
-        .query("SELECT toUInt64(count()) FROM window_state")
+        .query(&format!(
+            "SELECT toUInt64(count()) FROM {}",
+            target.everywhere("window_state")
+        ))
         .fetch_one()
         .await?;
     if rows > 0 {
@@ -293,10 +296,14 @@ async fn checked_database(
             "dead_letters",
             "sink_outcomes",
         ] {
-            target
-                .query(&format!("TRUNCATE TABLE IF EXISTS {table}"))
-                .execute()
-                .await?;
+            // Each shard's writer empties its own (a replicated table's TRUNCATE reaches the
+            // other replicas of its shard).
+            for writer in target.shard_writers() {
+                writer
+                    .query(&format!("TRUNCATE TABLE IF EXISTS {table}"))
+                    .execute()
+                    .await?;
+            }
         }
     }
     Ok(target)
