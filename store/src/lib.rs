@@ -23,6 +23,7 @@ pub mod raw_query;
 pub mod restore;
 pub mod retention;
 pub mod schema;
+pub mod seal;
 pub mod shards;
 pub mod signals;
 pub mod tables;

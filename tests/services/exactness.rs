@@ -631,6 +631,52 @@ pub async fn assert_rollups_sum_their_minutes(endpoint: &salestalk_store::Endpoi
     }
 }
 
+/// Asserts that sealing every task's hours from its durable minutes, and its days from its
+/// hours (`store::seal`, ADR 0023), gives exactly the rollup rows the task wrote itself: the
+/// same keys, counters and histograms, sums to 1e-9. Read on each shard's writer, where its
+/// tasks' rows and fences are.
+pub async fn assert_seals_equal_the_tasks_rollups(endpoint: &salestalk_store::Endpoint) {
+    for writer in endpoint.shard_writers() {
+        let database = &writer.database;
+        for family in Family::ALL {
+            for span in Span::ROLLUPS {
+                let sealed = salestalk_store::seal::sealed_rows_sql(database, family, span, "")
+                    .expect("a rollup span");
+                let written = salestalk_store::schema::views::latest_where(
+                    database,
+                    family,
+                    span,
+                    "window_start",
+                    "",
+                );
+                let sql = format!(
+                    "SELECT toUInt64(count()) AS rows, toUInt64(countIf(side = 0 OR side2 = 0)) AS missing, \
+                     toUInt64(countIf(ints_sum != ints OR length(floats_sum) != length(floats) \
+                     OR arrayExists((a, b) -> abs(a - b) > 1e-9 * greatest(abs(a), 1), floats_sum, floats) \
+                     OR buckets != hist_buckets OR counts != hist_counts)) AS differing FROM \
+                     (SELECT task, start, tenant_id, d1, d2, d3, ints_sum, floats_sum, buckets, counts, \
+                     1 AS side FROM ({sealed})) \
+                     ALL FULL OUTER JOIN (SELECT task, window_start AS start, tenant_id, d1, d2, d3, \
+                     ints, floats, hist_buckets, hist_counts, 1 AS side2 FROM ({written})) \
+                     USING (task, start, tenant_id, d1, d2, d3)"
+                );
+                let (rows, missing, differing): (u64, u64, u64) = writer
+                    .client()
+                    .query(&sql)
+                    .fetch_one()
+                    .await
+                    .unwrap_or_else(|e| panic!("sealing {family:?} {span:?}: {e}\n{sql}"));
+                assert_eq!(
+                    (missing, differing),
+                    (0, 0),
+                    "sealed {family:?} {span:?} rows against the task's ({rows} keys) on {}\n{sql}",
+                    writer.url
+                );
+            }
+        }
+    }
+}
+
 /// Asserts that every public view equals the batch recomputation of the topics' contents,
 /// which must include late events.
 pub async fn assert_views_match(setup: &Setup) -> Expected {
@@ -755,6 +801,7 @@ pub async fn assert_views_equal(setup: &Setup, expected: Expected, with_late: bo
         .collect();
     assert_eq!(got, expected.new_enum_values, "new_enum_values");
     assert_rollups_sum_their_minutes(&endpoint).await;
+    assert_seals_equal_the_tasks_rollups(&endpoint).await;
 
     let rows: Vec<IntentRow> = client
         .query(

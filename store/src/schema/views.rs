@@ -30,6 +30,23 @@ use crate::tables::window_state::family_name;
 /// it has pushed a view's filter down ("Unknown identifier"), and constant arrays looked up
 /// with `transform` cost a dashboard more (two scalar subqueries per read).
 fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
+    latest_where(database, family, span, time, "")
+}
+
+/// [`latest`] of the rows that also pass `filter` (a condition on `window_state`'s columns,
+/// applied where the table is read; empty for none): a seal reads one task's window this way.
+pub fn latest_where(
+    database: &str,
+    family: Family,
+    span: Span,
+    time: &str,
+    filter: &str,
+) -> String {
+    let filter = if filter.is_empty() {
+        String::new()
+    } else {
+        format!(" AND ({filter})")
+    };
     let time_column = if time == "window_start" {
         time.to_string()
     } else {
@@ -41,7 +58,7 @@ fn latest(database: &str, family: Family, span: Span, time: &str) -> String {
          argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts\n\
          FROM (SELECT {time_column}, tenant_id, d1, d2, d3, task, epoch, ints, floats,\n\
          hist_buckets, hist_counts, {generation} AS generation\n\
-         FROM {database}.window_state WHERE family = '{}') AS state\n\
+         FROM {database}.window_state WHERE family = '{}'{filter}) AS state\n\
          ANY LEFT JOIN ({fences}) AS fence USING (task, generation)\n\
          WHERE fenced = 0 OR epoch <= admitted_to\n\
          GROUP BY {time}, tenant_id, d1, d2, d3, task",

@@ -1,0 +1,150 @@
+//! Sealing a task's final hours and days from what is durable (ADR 0023, proposed): an hour's
+//! rows are the sums of the hour's latest admitted minute rows, a day's the sums of its hours,
+//! computed and written by the server (`INSERT … SELECT`) so the pipeline holds none of them.
+//! Read through the same fenced `latest` SQL as the views, so a seal counts exactly what the
+//! views count.
+//!
+//! Not wired into the runtime yet: today the task still writes its own hour and day rows
+//! (ADR 0008), and `exactness::assert_seals_equal_the_tasks_rollups` checks, after every
+//! services test that compares the views, that a seal of each task's windows equals them.
+
+use salestalk_operators::aggregate::Family;
+use salestalk_operators::windows::Span;
+
+use crate::endpoint::{ClickHouseError, Endpoint};
+use crate::schema::views::latest_where;
+use crate::tables::window_state::family_name;
+
+/// The span a seal of `span` sums (minutes for an hour, hours for a day); `None` for minutes,
+/// which the task itself writes.
+pub const fn sealed_from(span: Span) -> Option<Span> {
+    match span {
+        Span::Minute => None,
+        Span::Hour => Some(Span::Minute),
+        Span::Day => Some(Span::Hour),
+    }
+}
+
+/// ClickHouse's start of the `span` window holding `column` (a `DateTime('UTC')`).
+fn window_of(span: Span, column: &str) -> String {
+    match span {
+        Span::Minute => column.to_string(),
+        Span::Hour => format!("toStartOfHour({column})"),
+        Span::Day => format!("toStartOfDay({column})"),
+    }
+}
+
+/// The rows a seal of `family`'s `span` windows would write, one per task, window and key,
+/// among the rows of the finer span passing `filter` (a condition on `window_state`'s columns;
+/// empty for all). Columns: `family`, `task`, `start`, `tenant_id`, `d1`, `d2`, `d3`,
+/// `ints_sum`, `floats_sum`, `buckets`, `counts`. `None` for minutes.
+///
+/// Counters and sums add element by element (`sumForEach`: a row stored before a family gained
+/// a counter is shorter, and counts as zero there), histograms bucket by bucket (`sumMap`, the
+/// same merge the views do, ADR 0010).
+pub fn sealed_rows_sql(database: &str, family: Family, span: Span, filter: &str) -> Option<String> {
+    let source = sealed_from(span)?;
+    Some(format!(
+        "SELECT '{name}' AS family, task, {window} AS start, tenant_id, d1, d2, d3,\n\
+         sumForEach(ints) AS ints_sum, sumForEach(floats) AS floats_sum,\n\
+         sumMap(hist_buckets, hist_counts) AS merged, merged.1 AS buckets, merged.2 AS counts\n\
+         FROM ({latest})\n\
+         GROUP BY task, start, tenant_id, d1, d2, d3",
+        name = family_name(family, span),
+        window = window_of(span, "window_start"),
+        latest = latest_where(database, family, source, "window_start", filter),
+    ))
+}
+
+/// The condition on `window_state` that picks one task's rows of the `span` window starting at
+/// `start` (Unix s) from the finer span. Binds nothing: the task name is quoted here.
+fn one_window(task: &str, span: Span, start: i64) -> String {
+    let end = start.saturating_add(span.seconds());
+    format!(
+        "task = {} AND window_start >= toDateTime({start}, 'UTC') \
+         AND window_start < toDateTime({end}, 'UTC')",
+        quoted(task)
+    )
+}
+
+/// `text` as a ClickHouse string literal.
+fn quoted(text: &str) -> String {
+    let mut literal = String::with_capacity(text.len() + 2);
+    literal.push('\'');
+    for c in text.chars() {
+        if matches!(c, '\'' | '\\') {
+            literal.push('\\');
+        }
+        literal.push(c);
+    }
+    literal.push('\'');
+    literal
+}
+
+/// The statement that seals `task`'s `span` window of `family` starting at `start` (Unix s):
+/// its rows written under `epoch`, a flush epoch of the task's current generation, so the
+/// fences treat them as they treat the task's other rows. `None` for minutes.
+pub fn seal_sql(
+    database: &str,
+    family: Family,
+    span: Span,
+    task: &str,
+    start: i64,
+    epoch: u64,
+) -> Option<String> {
+    let rows = sealed_rows_sql(database, family, span, &one_window(task, span, start))?;
+    Some(format!(
+        "INSERT INTO {database}.window_state \
+         (family, task, epoch, window_start, tenant_id, d1, d2, d3, ints, floats, hist_buckets, hist_counts)\n\
+         SELECT family, task, toUInt64({epoch}), start, tenant_id, d1, d2, d3, ints_sum, floats_sum, \
+         buckets, counts\nFROM ({rows})"
+    ))
+}
+
+impl Endpoint {
+    /// Seals `task`'s `span` window starting at `start` (Unix s) for every family, on this
+    /// endpoint (the task's home writer). Idempotent: a final window's minutes never change,
+    /// so sealing again writes the same values. Does nothing for minutes.
+    pub async fn seal(
+        &self,
+        task: &str,
+        span: Span,
+        start: i64,
+        epoch: u64,
+    ) -> Result<(), ClickHouseError> {
+        for family in Family::ALL {
+            if let Some(sql) = seal_sql(&self.database, family, span, task, start, epoch) {
+                self.query(&sql).execute().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_hour_is_sealed_from_minutes_and_a_day_from_hours() {
+        assert_eq!(sealed_from(Span::Minute), None);
+        assert_eq!(sealed_from(Span::Hour), Some(Span::Minute));
+        assert_eq!(sealed_from(Span::Day), Some(Span::Hour));
+        let sql = seal_sql("db", Family::Cost, Span::Day, "t/1", 86_400, 7).expect("a day");
+        assert!(sql.contains("'cost/day' AS family"), "{sql}");
+        assert!(sql.contains("family = 'cost/hour'"), "{sql}");
+        assert!(sql.contains("toStartOfDay(window_start) AS start"), "{sql}");
+        assert!(
+            sql.contains("window_start < toDateTime(172800, 'UTC')"),
+            "{sql}"
+        );
+        assert!(seal_sql("db", Family::Cost, Span::Minute, "t/1", 0, 7).is_none());
+    }
+
+    #[test]
+    fn a_task_name_cannot_leave_its_literal() {
+        assert_eq!(quoted("a'b\\c"), "'a\\'b\\\\c'");
+        let sql = one_window("x' OR 1 = 1 --", Span::Hour, 0);
+        assert!(sql.starts_with("task = 'x\\' OR 1 = 1 --' AND"), "{sql}");
+    }
+}
