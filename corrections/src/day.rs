@@ -496,6 +496,7 @@ mod tests {
             dead_letters: Vec::new(),
             messages: 0,
             duplicates: 0,
+            seal: None,
         }
     }
 

@@ -42,9 +42,55 @@ pub struct Checkpoint {
     pub broker_watermark_ms: Option<i64>,
     /// Flush counter; window rows carry the epoch that wrote them.
     pub epoch: u64,
+    /// Every hour starting before this (Unix s) is sealed: its rows are written from durable
+    /// minutes (ADR 0023), or were written by the task itself before sealing existed. `None`
+    /// until the task has a watermark.
+    pub sealed_hours_before: Option<i64>,
+    /// Likewise for days, sealed from their hours.
+    pub sealed_days_before: Option<i64>,
+}
+
+/// The windows of one task to seal once its flush has landed (ADR 0023): the hours starting
+/// in `hours` and the days starting in `days` (Unix s, half-open), all of them final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seal {
+    /// Hours to seal, from their minutes.
+    pub hours: (i64, i64),
+    /// Days to seal, from their hours (all of them sealed by then).
+    pub days: (i64, i64),
 }
 
 impl Checkpoint {
+    /// The first hour and the first day (Unix s) that may still change, by the watermarks
+    /// the task has (a clock with no watermark yet has no rows to close); `None` before any.
+    pub fn first_open_rollups(&self, allowed_lateness_ms: i64) -> Option<(i64, i64)> {
+        let open = [self.event_watermark_ms, self.broker_watermark_ms]
+            .into_iter()
+            .flatten()
+            .map(|wm| first_open_window(Some(wm), allowed_lateness_ms))
+            .min()?;
+        Some((Span::Hour.start(open), Span::Day.start(open)))
+    }
+
+    /// What became final since the last seal, marking the checkpoint's seals where they were
+    /// unknown (a new task, or one stored before sealing: what is final then was written by
+    /// the task itself). `None` when nothing is due.
+    pub fn seal_due(&mut self, allowed_lateness_ms: i64) -> Option<Seal> {
+        let (hours_open, days_open) = self.first_open_rollups(allowed_lateness_ms)?;
+        let hours_from = *self.sealed_hours_before.get_or_insert(hours_open);
+        let days_from = *self.sealed_days_before.get_or_insert(days_open);
+        (hours_from < hours_open || days_from < days_open).then_some(Seal {
+            hours: (hours_from, hours_open.max(hours_from)),
+            days: (days_from, days_open.max(days_from)),
+        })
+    }
+
+    /// Records a seal that landed: the next checkpoint says so.
+    pub fn sealed(&mut self, seal: &Seal) {
+        self.sealed_hours_before = self.sealed_hours_before.max(Some(seal.hours.1));
+        self.sealed_days_before = self.sealed_days_before.max(Some(seal.days.1));
+    }
+
     /// The first minute window (Unix s) any of the task's rows may still change in: rows of
     /// earlier windows are final, so a restore reads only rows from here on.
     pub fn first_open_window(&self, allowed_lateness_ms: i64) -> i64 {
@@ -248,6 +294,8 @@ pub struct Flush {
     pub messages: u64,
     /// Of those, resends of events already counted.
     pub duplicates: u64,
+    /// Windows that became final, to seal once this flush has landed (ADR 0023).
+    pub seal: Option<Seal>,
 }
 
 /// What a task's earlier flushes made durable, read back to resume it.
@@ -266,4 +314,75 @@ pub struct TaskState {
     /// The generation the resuming owner claimed (its epochs start at `generation << 32`);
     /// `None`: the one after the checkpoint's.
     pub generation: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LATENESS_MS: i64 = 300_000;
+    /// 2023-11-14 22:00:00 UTC, the start of an hour.
+    const HOUR: i64 = 1_700_000_000 - 1_700_000_000 % 3_600;
+    const DAY: i64 = HOUR - HOUR % 86_400;
+
+    fn at(event_s: i64, broker_s: i64) -> Checkpoint {
+        Checkpoint {
+            event_watermark_ms: Some(event_s * 1_000),
+            broker_watermark_ms: Some(broker_s * 1_000),
+            ..Checkpoint::default()
+        }
+    }
+
+    #[test]
+    fn nothing_is_sealed_before_a_watermark_and_what_is_final_then_counts_as_sealed() {
+        let mut checkpoint = Checkpoint::default();
+        assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
+        assert_eq!(checkpoint.sealed_hours_before, None);
+        // Half past: the hour is open, and what came before it was never this task's.
+        let mut checkpoint = at(HOUR + 1_800, HOUR + 1_800);
+        assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
+        assert_eq!(checkpoint.sealed_hours_before, Some(HOUR));
+        assert_eq!(checkpoint.sealed_days_before, Some(DAY));
+    }
+
+    #[test]
+    fn an_hour_is_due_once_its_last_minute_is_final_on_both_clocks_until_it_is_sealed() {
+        let mut checkpoint = at(HOUR + 1_800, HOUR + 1_800);
+        checkpoint.seal_due(LATENESS_MS);
+        // Five minutes past the next hour: its first minute is still open under the lateness.
+        checkpoint.event_watermark_ms = Some((HOUR + 3_600 + 299) * 1_000);
+        checkpoint.broker_watermark_ms = checkpoint.event_watermark_ms;
+        assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
+        checkpoint.event_watermark_ms = Some((HOUR + 3_600 + 300) * 1_000);
+        // The broker clock lags: the hour of the rows it closes is not final yet.
+        assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
+        checkpoint.broker_watermark_ms = checkpoint.event_watermark_ms;
+        let due = Seal {
+            hours: (HOUR, HOUR + 3_600),
+            days: (DAY, DAY),
+        };
+        assert_eq!(checkpoint.seal_due(LATENESS_MS), Some(due));
+        // A seal that did not land is due again with the next flush.
+        assert_eq!(checkpoint.seal_due(LATENESS_MS), Some(due));
+        checkpoint.sealed(&due);
+        assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
+        assert_eq!(checkpoint.sealed_hours_before, Some(HOUR + 3_600));
+    }
+
+    #[test]
+    fn a_clock_without_a_watermark_closes_nothing_and_holds_nothing_back() {
+        let mut checkpoint = Checkpoint {
+            broker_watermark_ms: Some((HOUR + 1_800) * 1_000),
+            ..Checkpoint::default()
+        };
+        checkpoint.seal_due(LATENESS_MS);
+        checkpoint.broker_watermark_ms = Some((DAY + 2 * 86_400 + 600) * 1_000);
+        assert_eq!(
+            checkpoint.seal_due(LATENESS_MS),
+            Some(Seal {
+                hours: (HOUR, DAY + 2 * 86_400),
+                days: (DAY, DAY + 2 * 86_400),
+            })
+        );
+    }
 }

@@ -21,7 +21,7 @@ use crate::aggregate::{Aggregates, Durable, Family, ReadMessage};
 use crate::dead_letter::DeadLetterReason;
 use crate::dedup::{FirstContent, SeenIds, content_fingerprint};
 use crate::flush::{
-    Address, ArchivedEvent, Checkpoint, DeadLetter, Flush, Readable, Rejection, StateRow,
+    Address, ArchivedEvent, Checkpoint, DeadLetter, Flush, Readable, Rejection, Seal, StateRow,
     TaskState, consumers,
 };
 use crate::message::{PublishPath, RawMessage};
@@ -638,6 +638,7 @@ impl Task {
             self.seen.forget_before(wm - self.settings.dedup_horizon_ms);
         }
         self.pending_bytes = 0;
+        let seal = self.checkpoint.seal_due(self.settings.allowed_lateness_ms);
         // The next flush's archive starts at this one's size (see `rows` above).
         let archived = self.archive.len();
         let archive = std::mem::replace(&mut self.archive, Vec::with_capacity(archived));
@@ -650,7 +651,14 @@ impl Task {
             dead_letters: std::mem::take(&mut self.dead_letters),
             messages: std::mem::take(&mut self.messages),
             duplicates: std::mem::take(&mut self.duplicates),
+            seal,
         }
+    }
+
+    /// Records that the seal a flush of this task asked for has landed (ADR 0023): the next
+    /// checkpoint says so.
+    pub fn sealed(&mut self, seal: &Seal) {
+        self.checkpoint.sealed(seal);
     }
 
     /// Drops flushed rows that can no longer change. Rows keyed by broker time (reads, dead

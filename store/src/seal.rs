@@ -4,11 +4,14 @@
 //! Read through the same fenced `latest` SQL as the views, so a seal counts exactly what the
 //! views count.
 //!
-//! Not wired into the runtime yet: today the task still writes its own hour and day rows
-//! (ADR 0008), and `exactness::assert_seals_equal_the_tasks_rollups` checks, after every
-//! services test that compares the views, that a seal of each task's windows equals them.
+//! The runtime seals a task's windows once the flush that made them final has landed
+//! (`pipeline::run::durable`), and the task's next checkpoint records it. For now the task
+//! also writes its own hour and day rows (ADR 0008), which a seal rewrites with the same
+//! values; `exactness::assert_seals_equal_the_tasks_rollups` checks, after every services
+//! test that compares the views, that a seal of each task's windows equals them.
 
 use salestalk_operators::aggregate::Family;
+use salestalk_operators::flush::Seal;
 use salestalk_operators::windows::Span;
 
 use crate::endpoint::{ClickHouseError, Endpoint};
@@ -56,13 +59,12 @@ pub fn sealed_rows_sql(database: &str, family: Family, span: Span, filter: &str)
     ))
 }
 
-/// The condition on `window_state` that picks one task's rows of the `span` window starting at
-/// `start` (Unix s) from the finer span. Binds nothing: the task name is quoted here.
-fn one_window(task: &str, span: Span, start: i64) -> String {
-    let end = start.saturating_add(span.seconds());
+/// The condition on `window_state` that picks one task's rows from `from` to `to` (Unix s,
+/// half-open). Binds nothing: the task name is quoted here.
+fn task_between(task: &str, from: i64, to: i64) -> String {
     format!(
-        "task = {} AND window_start >= toDateTime({start}, 'UTC') \
-         AND window_start < toDateTime({end}, 'UTC')",
+        "task = {} AND window_start >= toDateTime({from}, 'UTC') \
+         AND window_start < toDateTime({to}, 'UTC')",
         quoted(task)
     )
 }
@@ -81,18 +83,19 @@ fn quoted(text: &str) -> String {
     literal
 }
 
-/// The statement that seals `task`'s `span` window of `family` starting at `start` (Unix s):
-/// its rows written under `epoch`, a flush epoch of the task's current generation, so the
-/// fences treat them as they treat the task's other rows. `None` for minutes.
+/// The statement that seals `task`'s `span` windows of `family` starting from `from` to `to`
+/// (Unix s, half-open, whole windows): their rows written under `epoch`, the epoch of the
+/// task's flush that made them final, so the fences treat them as they treat that flush's
+/// rows. `None` for minutes.
 pub fn seal_sql(
     database: &str,
     family: Family,
     span: Span,
     task: &str,
-    start: i64,
+    (from, to): (i64, i64),
     epoch: u64,
 ) -> Option<String> {
-    let rows = sealed_rows_sql(database, family, span, &one_window(task, span, start))?;
+    let rows = sealed_rows_sql(database, family, span, &task_between(task, from, to))?;
     Some(format!(
         "INSERT INTO {database}.window_state \
          (family, task, epoch, window_start, tenant_id, d1, d2, d3, ints, floats, hist_buckets, hist_counts)\n\
@@ -102,19 +105,19 @@ pub fn seal_sql(
 }
 
 impl Endpoint {
-    /// Seals `task`'s `span` window starting at `start` (Unix s) for every family, on this
-    /// endpoint (the task's home writer). Idempotent: a final window's minutes never change,
-    /// so sealing again writes the same values. Does nothing for minutes.
-    pub async fn seal(
-        &self,
-        task: &str,
-        span: Span,
-        start: i64,
-        epoch: u64,
-    ) -> Result<(), ClickHouseError> {
-        for family in Family::ALL {
-            if let Some(sql) = seal_sql(&self.database, family, span, task, start, epoch) {
-                self.query(&sql).execute().await?;
+    /// Seals what `seal` names of `task`'s windows, every family, hours before days (a day is
+    /// summed from its sealed hours), on this endpoint: the task's home writer. Idempotent:
+    /// final minutes never change, so sealing again writes the same values, and the task
+    /// records the seal only once this returned `Ok`.
+    pub async fn seal(&self, task: &str, seal: &Seal, epoch: u64) -> Result<(), ClickHouseError> {
+        for (span, range) in [(Span::Hour, seal.hours), (Span::Day, seal.days)] {
+            if range.0 >= range.1 {
+                continue;
+            }
+            for family in Family::ALL {
+                if let Some(sql) = seal_sql(&self.database, family, span, task, range, epoch) {
+                    self.query(&sql).execute().await?;
+                }
             }
         }
         Ok(())
@@ -130,7 +133,8 @@ mod tests {
         assert_eq!(sealed_from(Span::Minute), None);
         assert_eq!(sealed_from(Span::Hour), Some(Span::Minute));
         assert_eq!(sealed_from(Span::Day), Some(Span::Hour));
-        let sql = seal_sql("db", Family::Cost, Span::Day, "t/1", 86_400, 7).expect("a day");
+        let sql =
+            seal_sql("db", Family::Cost, Span::Day, "t/1", (86_400, 172_800), 7).expect("a day");
         assert!(sql.contains("'cost/day' AS family"), "{sql}");
         assert!(sql.contains("family = 'cost/hour'"), "{sql}");
         assert!(sql.contains("toStartOfDay(window_start) AS start"), "{sql}");
@@ -138,13 +142,13 @@ mod tests {
             sql.contains("window_start < toDateTime(172800, 'UTC')"),
             "{sql}"
         );
-        assert!(seal_sql("db", Family::Cost, Span::Minute, "t/1", 0, 7).is_none());
+        assert!(seal_sql("db", Family::Cost, Span::Minute, "t/1", (0, 60), 7).is_none());
     }
 
     #[test]
     fn a_task_name_cannot_leave_its_literal() {
         assert_eq!(quoted("a'b\\c"), "'a\\'b\\\\c'");
-        let sql = one_window("x' OR 1 = 1 --", Span::Hour, 0);
+        let sql = task_between("x' OR 1 = 1 --", 0, 3_600);
         assert!(sql.starts_with("task = 'x\\' OR 1 = 1 --' AND"), "{sql}");
     }
 }

@@ -135,10 +135,23 @@ pub fn produce_to(
     rate: u64,
     ago_s: i64,
 ) {
+    produce_over(target, env, seed, events, (events / rate) as i64, ago_s);
+}
+
+/// `events` of the tests' traffic into `target` (`--kafka` or `--kinesis`), spread evenly over
+/// `span` seconds of event time ending `ago_s` seconds ago.
+pub fn produce_over(
+    target: &str,
+    env: &[(&'static str, String)],
+    seed: u64,
+    events: u64,
+    span: i64,
+    ago_s: i64,
+) {
     // Event time is recent, as a live producer's would be, so lateness and clock skew are
     // judged against broker times that make sense; spans long enough for events to be late.
     // The whole span ends two minutes ago, so no honest event is ahead of its broker time.
-    let span = (events / rate) as i64;
+    let rate = events as f64 / span.max(1) as f64;
     let start =
         DateTime::from_timestamp(Utc::now().timestamp() - span - ago_s, 0).expect("valid time");
     let (seed, events, start, rate) = (

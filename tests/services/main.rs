@@ -33,5 +33,6 @@ mod rebalance;
 mod replay;
 mod retention;
 mod routing;
+mod sealing;
 mod trace;
 mod versions;

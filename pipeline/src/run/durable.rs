@@ -48,6 +48,8 @@ pub(super) struct Written {
     /// Indexes of the flushes whose task another instance claimed since it was restored: they
     /// count nowhere (ADR 0014), so their tasks restore instead of being committed.
     superseded: BTreeSet<usize>,
+    /// Indexes of the flushes whose final windows were sealed (ADR 0023).
+    sealed: BTreeSet<usize>,
     started: Instant,
 }
 
@@ -143,12 +145,51 @@ impl Writer {
             tracing::warn!(%error, "could not store the flush's delivery outcomes");
         }
         let superseded = self.superseded(&flushes).await;
+        let sealed = self
+            .seal(&flushes, |i| replay.contains(&i) || superseded.contains(&i))
+            .await;
         Ok(Written {
             flushes,
             replay,
             superseded,
+            sealed,
             started,
         })
+    }
+
+    /// Seals the windows the landed flushes made final (ADR 0023), each on its task's home
+    /// writer, except for the flushes `skip` names (their tasks restore or replay instead).
+    /// Returns the indexes of the flushes whose seal landed; a seal that failed is due again
+    /// with its task's next flush, and sealing again writes the same values.
+    async fn seal(&self, flushes: &[Flush], skip: impl Fn(usize) -> bool) -> BTreeSet<usize> {
+        let mut sealed = BTreeSet::new();
+        for (i, flush) in flushes.iter().enumerate() {
+            let Some(seal) = &flush.seal else { continue };
+            if skip(i) {
+                continue;
+            }
+            let task = task_name(&flush.topic, flush.partition);
+            let home = self.outcomes_to.home(&flush.topic, flush.partition);
+            let started = Instant::now();
+            match home.seal(&task, seal, flush.checkpoint.epoch).await {
+                Ok(()) => {
+                    sealed.insert(i);
+                    tracing::debug!(
+                        task,
+                        hours = ?seal.hours,
+                        days = ?seal.days,
+                        ms = started.elapsed().as_millis() as u64,
+                        "sealed"
+                    );
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    task,
+                    "could not seal the task's final hours and days: tried again with its next flush"
+                ),
+            }
+        }
+        sealed
     }
 
     /// The flushes whose task has a newer generation claimed than theirs. The group may give
@@ -264,6 +305,11 @@ impl<S: Source> Runtime<'_, S> {
             }
             self.tally.add(flush);
             self.observe(flush);
+            if let (Some(seal), true) = (&flush.seal, written.sealed.contains(&i))
+                && let Some(task) = self.tasks.get_mut(&key)
+            {
+                task.sealed(seal);
+            }
             if owned {
                 durable.push((key, flush.checkpoint.next_offset));
             }

@@ -6,8 +6,9 @@
 //! - a window row: `window_state` with `family` = `<family>` for minutes, `<family>/hour`
 //!   and `<family>/day` for rollups (ADR 0008);
 //! - a checkpoint: a `window_state` row of family `checkpoint` whose
-//!   `ints = [next_offset, event_watermark_ms, broker_watermark_ms, durable_at_ms]`
-//!   (`i64::MIN` for a watermark not seen yet) and `d1` = the source's sequence number (Kinesis;
+//!   `ints = [next_offset, event_watermark_ms, broker_watermark_ms, durable_at_ms,
+//!   sealed_hours_before, sealed_days_before]` (`i64::MIN` for a watermark or seal not known
+//!   yet; the last two since ADR 0023) and `d1` = the source's sequence number (Kinesis;
 //!   empty for Kafka), written in the same insert as the rows it completes (ADR 0004);
 //! - a time: `DateTime` seconds, clamped to ClickHouse's range (`operators::time::datetime`).
 //!
@@ -287,6 +288,8 @@ fn encode_checkpoint(checkpoint: &Checkpoint, durable_at_ms: u64) -> Vec<i64> {
         checkpoint.event_watermark_ms.unwrap_or(i64::MIN),
         checkpoint.broker_watermark_ms.unwrap_or(i64::MIN),
         i64::try_from(durable_at_ms).unwrap_or(i64::MAX),
+        checkpoint.sealed_hours_before.unwrap_or(i64::MIN),
+        checkpoint.sealed_days_before.unwrap_or(i64::MIN),
     ]
 }
 
@@ -305,6 +308,9 @@ pub fn decode_checkpoint(epoch: u64, ints: &[i64], sequence: String) -> Checkpoi
         event_watermark_ms: watermark(1),
         broker_watermark_ms: watermark(2),
         epoch,
+        // Absent from checkpoints stored before sealing (ADR 0023): the task marks them.
+        sealed_hours_before: watermark(4),
+        sealed_days_before: watermark(5),
     }
 }
 
@@ -380,6 +386,8 @@ mod tests {
                 broker_watermark_ms: Some(1_762_646_400_000),
                 epoch: 7,
                 sequence: "49590338271490256608559692538361571095921575989136588898".into(),
+                sealed_hours_before: Some(1_762_642_800),
+                sealed_days_before: Some(1_762_560_000),
             },
         ] {
             let record = StateRecordRef::of_checkpoint("t/0", &checkpoint, 5).to_record();

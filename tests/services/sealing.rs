@@ -1,0 +1,92 @@
+//! Sealing (ADR 0023): once a task's hours and days are final, the runtime writes their rows
+//! from the durable minutes, and the next checkpoint records how far it got. Traffic over a
+//! day and more of event time, the pipeline killed at random moments (between a seal and the
+//! checkpoint that records it, among others): every view still equals the recomputation, a
+//! seal of every task equals the rollups it wrote itself, and the checkpoints show hours and
+//! a day sealed.
+
+use std::time::Duration;
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use crate::exactness::{
+    LATENESS_MS, assert_views_match, kill_at_random_moments, pipeline_env, produce_over, read_back,
+};
+use crate::support::Isolated;
+
+#[derive(Debug, Row, Deserialize)]
+struct Marks {
+    task: String,
+    first_minute: u32,
+    event_watermark_ms: i64,
+    broker_watermark_ms: i64,
+    sealed_hours_before: i64,
+    sealed_days_before: i64,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hours_and_days_sealed_across_kills_change_no_view() {
+    let isolated = Isolated::create("it-seal", 4).await;
+    let mut env = pipeline_env(&isolated);
+    // Small batches: the watermarks cross the hours over many flushes, not in one.
+    env.push(("SALESTALK__PIPELINE__BATCH_SIZE", "150".to_string()));
+    // 26 hours of event time: at least one midnight with hours of traffic after it.
+    produce_over("--kafka", &env, 29, 9_000, 26 * 3_600, 120);
+    let setup = crate::exactness::Setup { isolated, env };
+    let total: i64 = read_back(&setup.isolated)
+        .values()
+        .map(|m| m.len() as i64)
+        .sum();
+    kill_at_random_moments(&setup, total, 4, 2, 13, Duration::from_millis(1_500)).await;
+    assert_views_match(&setup).await;
+
+    // Each task's newest checkpoint (ints 2, 3: the watermarks; 5, 6: the seals) beside the
+    // first minute it counted.
+    let marks: Vec<Marks> = setup
+        .isolated
+        .endpoint()
+        .client()
+        .query(
+            "SELECT task, first_minute, last[2] AS event_watermark_ms, \
+             last[3] AS broker_watermark_ms, last[5] AS sealed_hours_before, \
+             last[6] AS sealed_days_before \
+             FROM (SELECT task, argMax(ints, epoch) AS last FROM window_state \
+             WHERE family = 'checkpoint' GROUP BY task) \
+             ALL INNER JOIN (SELECT task, toUInt32(min(window_start)) AS first_minute \
+             FROM window_state WHERE family = 'volume' GROUP BY task) USING task",
+        )
+        .fetch_all()
+        .await
+        .expect("checkpoints");
+    assert!(!marks.is_empty(), "no task counted anything");
+    for m in &marks {
+        // Never ahead of what is final: the first open minute, by the clocks it has.
+        let open = [m.event_watermark_ms, m.broker_watermark_ms]
+            .into_iter()
+            .filter(|wm| *wm != i64::MIN)
+            .map(|wm| (wm - LATENESS_MS).div_euclid(60_000) * 60)
+            .min()
+            .expect("a task that counted has a watermark");
+        assert!(
+            m.sealed_hours_before <= open / 3_600 * 3_600
+                && m.sealed_days_before <= open / 86_400 * 86_400,
+            "{}: sealed beyond its first open minute {open}: {m:?}",
+            m.task
+        );
+    }
+    let sealed_hours = |m: &Marks| m.sealed_hours_before - i64::from(m.first_minute);
+    let busiest = marks
+        .iter()
+        .max_by_key(|m| sealed_hours(m))
+        .expect("a task");
+    assert!(
+        sealed_hours(busiest) >= 20 * 3_600,
+        "{busiest:?}: 26 hours of traffic, fewer than 20 sealed"
+    );
+    assert!(
+        busiest.sealed_days_before > i64::from(busiest.first_minute),
+        "{busiest:?}: no day sealed"
+    );
+    setup.isolated.remove().await;
+}
