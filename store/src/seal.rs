@@ -15,7 +15,7 @@ use salestalk_operators::flush::Seal;
 use salestalk_operators::windows::Span;
 
 use crate::endpoint::{ClickHouseError, Endpoint};
-use crate::schema::views::latest_where;
+use crate::schema::views::{latest_where, window_of};
 use crate::tables::window_state::family_name;
 
 /// The span a seal of `span` sums (minutes for an hour, hours for a day); `None` for minutes,
@@ -25,15 +25,6 @@ pub const fn sealed_from(span: Span) -> Option<Span> {
         Span::Minute => None,
         Span::Hour => Some(Span::Minute),
         Span::Day => Some(Span::Hour),
-    }
-}
-
-/// ClickHouse's start of the `span` window holding `column` (a `DateTime('UTC')`).
-fn window_of(span: Span, column: &str) -> String {
-    match span {
-        Span::Minute => column.to_string(),
-        Span::Hour => format!("toStartOfHour({column})"),
-        Span::Day => format!("toStartOfDay({column})"),
     }
 }
 

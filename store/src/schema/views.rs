@@ -10,7 +10,7 @@ use salestalk_operators::windows::Span;
 use super::histogram_sql::quantile_sql;
 use crate::tables::ingest_outcomes::IngestOutcome;
 use crate::tables::task_lineage;
-use crate::tables::window_state::family_name;
+use crate::tables::window_state::{CHECKPOINT_FAMILY, family_name};
 
 /// The latest revision (highest epoch) of every row of `family` at `span`: what every view
 /// reads. This is `argMax ... GROUP BY` rather than `FINAL` although `FINAL` reads about ten
@@ -68,6 +68,129 @@ pub fn latest_where(
     )
 }
 
+/// [`latest`] of `family`'s rows at `span`, each also placed in the coarser window `time`
+/// (named where the table is read, from `window_start` by `bucket`, so a view's filter on
+/// `time` reaches the table and prunes by its key), among the rows passing `filter`.
+/// Columns: `time`, `window_start`, `tenant_id`, `d1`-`d3`, `task`, then the values.
+fn latest_in(
+    database: &str,
+    family: Family,
+    span: Span,
+    (time, bucket): (&str, &str),
+    filter: &str,
+) -> String {
+    format!(
+        "SELECT {time}, window_start, tenant_id, d1, d2, d3, task,\n\
+         argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats,\n\
+         argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts\n\
+         FROM (SELECT {bucket} AS {time}, window_start, tenant_id, d1, d2, d3, task, epoch, ints,\n\
+         floats, hist_buckets, hist_counts, {generation} AS generation\n\
+         FROM {database}.window_state WHERE family = '{}' AND ({filter})) AS state\n\
+         ANY LEFT JOIN ({fences}) AS fence USING (task, generation)\n\
+         WHERE fenced = 0 OR epoch <= admitted_to\n\
+         GROUP BY {time}, window_start, tenant_id, d1, d2, d3, task",
+        family_name(family, span),
+        generation = generation_sql("epoch"),
+        fences = fences(database),
+    )
+}
+
+/// How far each task's hours and days are sealed (ADR 0023): `sealed_hours` and
+/// `sealed_days` (Unix s) from its newest admitted checkpoint. A checkpoint stored before
+/// sealing existed counts as sealed throughout: its task wrote every rollup row itself.
+fn seal_marks(database: &str) -> String {
+    let mark = |at: usize| {
+        format!(
+            "if(length(ints) >= {at} AND ints[{at}] != {}, ints[{at}], toInt64({}))",
+            i64::MIN,
+            i64::MAX
+        )
+    };
+    format!(
+        "SELECT task, argMax(hours, epoch) AS sealed_hours, argMax(days, epoch) AS sealed_days\n\
+         FROM (SELECT task, epoch, {hours} AS hours, {days} AS days, {generation} AS generation\n\
+         FROM {database}.window_state WHERE family = '{CHECKPOINT_FAMILY}') AS state\n\
+         ANY LEFT JOIN ({fences}) AS fence USING (task, generation)\n\
+         WHERE fenced = 0 OR epoch <= admitted_to GROUP BY task",
+        hours = mark(5),
+        days = mark(6),
+        generation = generation_sql("epoch"),
+        fences = fences(database),
+    )
+}
+
+/// The start of the `span` window holding `column` (a `DateTime('UTC')`), as ClickHouse
+/// computes it.
+pub(crate) fn window_of(span: Span, column: &str) -> String {
+    match span {
+        Span::Minute => column.to_string(),
+        Span::Hour => format!("toStartOfHour({column})"),
+        Span::Day => format!("toStartOfDay({column})"),
+    }
+}
+
+/// The rows of a rollup view (`span` an hour or a day), one per window, key and task, in
+/// [`latest`]'s columns (ADR 0023): where a task has sealed, its sealed rows; after that, the
+/// finer rows not sealed yet, summed into the window. Each branch is bounded below by the
+/// smallest seal of any task (a constant by the time the table is read), so a long range
+/// does not read its minutes.
+pub fn sealed_union(database: &str, family: Family, span: Span) -> String {
+    let time = family_view_name(family, span).1;
+    let marks = seal_marks(database);
+    let at = |column: &str| format!("toInt64(toUInt32({column}))");
+    let since = |mark: &str| {
+        format!(
+            "window_start >= toDateTime(least(greatest((SELECT min({mark}) FROM ({marks})), 0), 4294967295))"
+        )
+    };
+    let summed = |source: Span, condition: String, floor: &str| {
+        format!(
+            "SELECT {time}, tenant_id, d1, d2, d3, task, sumForEach(ints) AS ints_sum,\n\
+             sumForEach(floats) AS floats_sum,\n\
+             (sumMap(hist_buckets, hist_counts) AS merged).1 AS buckets, merged.2 AS counts\n\
+             FROM ({}) ANY LEFT JOIN ({marks}) USING task\n\
+             WHERE {condition}\n\
+             GROUP BY {time}, tenant_id, d1, d2, d3, task",
+            latest_in(
+                database,
+                family,
+                source,
+                (time, &window_of(span, "window_start")),
+                &since(floor)
+            ),
+        )
+    };
+    let sealed = format!(
+        "SELECT {time}, tenant_id, d1, d2, d3, task, ints, floats, hist_buckets, hist_counts\n\
+         FROM ({}) ANY LEFT JOIN ({marks}) USING task\n\
+         WHERE {} < sealed_{}",
+        latest(database, family, span, time),
+        at(time),
+        if span == Span::Day { "days" } else { "hours" },
+    );
+    // The minutes of the hours not sealed yet (and so of days not sealed either).
+    let minutes = summed(
+        Span::Minute,
+        format!("{} >= sealed_hours", at("window_start")),
+        "sealed_hours",
+    );
+    let mut branches = vec![sealed];
+    if span == Span::Day {
+        // The sealed hours of the days not sealed yet.
+        branches.push(summed(
+            Span::Hour,
+            format!(
+                "{} < sealed_hours AND {} >= sealed_days",
+                at("window_start"),
+                at(time)
+            ),
+            "sealed_days",
+        ));
+    }
+    branches.push(minutes);
+    branches.join("\nUNION ALL\n")
+}
+
 /// The right side of [`latest`]'s join (`tables::task_lineage`), built at every read.
 fn fences(database: &str) -> String {
     task_lineage::fences_sql(database, &generation_sql("b"))
@@ -121,7 +244,10 @@ fn family_view(database: &str, family: Family, span: Span) -> String {
     format!(
         "CREATE VIEW {database}.{name} AS\nSELECT {}\nFROM ({})\nGROUP BY {}",
         columns.join(", "),
-        latest(database, family, span, time),
+        match span {
+            Span::Minute => latest(database, family, span, time),
+            Span::Hour | Span::Day => sealed_union(database, family, span),
+        },
         group.join(", ")
     )
 }
@@ -487,6 +613,34 @@ pub fn merged_quantile(q: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollup_view_reads_sealed_rows_then_the_finer_rows_not_sealed_yet() {
+        let branches = |span| {
+            sealed_union("db", Family::Cost, span)
+                .split("\nUNION ALL\n")
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let hour = branches(Span::Hour);
+        assert_eq!(hour.len(), 2);
+        assert!(hour[0].contains("family = 'cost/hour'") && hour[0].contains("< sealed_hours"));
+        assert!(hour[1].contains("family = 'cost'") && hour[1].contains(">= sealed_hours"));
+        let day = branches(Span::Day);
+        assert_eq!(day.len(), 3);
+        assert!(day[0].contains("family = 'cost/day'") && day[0].contains("< sealed_days"));
+        assert!(day[1].contains("family = 'cost/hour'") && day[1].contains(">= sealed_days"));
+        assert!(day[2].contains("family = 'cost'") && day[2].contains(">= sealed_hours"));
+        // Each branch names its window where the table is read, so a filter reaches it.
+        for branch in &day[1..] {
+            assert!(
+                branch.contains("toStartOfDay(window_start) AS day_start"),
+                "{branch}"
+            );
+        }
+        let minutes = family_view("db", Family::Cost, Span::Minute);
+        assert!(!minutes.contains("sealed_hours"));
+    }
 
     #[test]
     fn every_view_is_dropped_before_it_is_created() {
