@@ -406,11 +406,14 @@ fn rows_to_write(
     let mut written = BTreeSet::new();
     for flush in flushes {
         let task = task_name(&flush.topic, flush.partition);
-        for row in flush.rows {
-            // Recomputed windows are the day's (the archive was read by window).
-            if !(day..day + DAY_S).contains(&row.window_start) {
-                continue;
-            }
+        // Recomputed windows are the day's (the archive was read by window).
+        let minutes: Vec<StateRow> = flush
+            .rows
+            .into_iter()
+            .filter(|row| (day..day + DAY_S).contains(&row.window_start))
+            .collect();
+        let rollups = rollups_of(&minutes);
+        for row in minutes.into_iter().chain(rollups) {
             written.insert(key_of(&task, &row));
             rows.push((task.clone(), row));
         }
@@ -435,6 +438,39 @@ fn rows_to_write(
     rows
 }
 
+/// The hour and day rows of one task's minute rows, each the sum of its minutes: what sealing
+/// writes once they are final (ADR 0023). A correction rewrites every span of the day, and
+/// the task recomputing it holds minutes only.
+fn rollups_of(minutes: &[StateRow]) -> Vec<StateRow> {
+    let mut sums: BTreeMap<(Family, Span, i64, &str, &[String; 3]), WindowValue> = BTreeMap::new();
+    for row in minutes.iter().filter(|row| row.span == Span::Minute) {
+        for span in Span::ROLLUPS {
+            let key = (
+                row.family,
+                span,
+                span.start(row.window_start),
+                row.tenant_id.as_str(),
+                &row.dims,
+            );
+            sums.entry(key)
+                .or_insert_with(|| WindowValue::empty(row.family))
+                .add(&row.value);
+        }
+    }
+    sums.into_iter()
+        .map(
+            |((family, span, window_start, tenant, dims), value)| StateRow {
+                family,
+                span,
+                window_start,
+                tenant_id: tenant.to_string(),
+                dims: dims.clone(),
+                value,
+            },
+        )
+        .collect()
+}
+
 /// A written row's identity: the task and the key within it.
 fn key_of(task: &str, row: &StateRow) -> (String, Family, Span, i64, [String; 3]) {
     (
@@ -446,10 +482,10 @@ fn key_of(task: &str, row: &StateRow) -> (String, Family, Span, i64, [String; 3]
     )
 }
 
-/// The events the rows count: the volume family's day rows.
+/// The events the rows count: the volume family's minute rows.
 fn volume_total(rows: &[(String, StateRow)]) -> i64 {
     rows.iter()
-        .filter(|(_, row)| row.family == Family::Volume && row.span == Span::Day)
+        .filter(|(_, row)| row.family == Family::Volume && row.span == Span::Minute)
         .map(|(_, row)| row.value.ints.first().copied().unwrap_or(0))
         .sum()
 }
@@ -515,12 +551,10 @@ mod tests {
     fn a_live_key_the_recomputation_left_empty_is_written_empty() {
         let day = 20_000 * DAY_S;
         // Partition 1 counted an event partition 0 holds too: recomputed, it is 0's alone.
+        // The recomputing task holds minutes; their hour and day are summed here.
         let recomputed = vec![flush(
             0,
-            vec![
-                row(Family::Volume, Span::Minute, day + 60, 2),
-                row(Family::Volume, Span::Day, day, 2),
-            ],
+            vec![row(Family::Volume, Span::Minute, day + 60, 2)],
         )];
         let live_keys = [
             live("salestalk.tenant/0", "volume", (day + 60) as u32),
@@ -538,6 +572,7 @@ mod tests {
             summary,
             [
                 ("salestalk.tenant/0", Span::Minute, 2),
+                ("salestalk.tenant/0", Span::Hour, 2),
                 ("salestalk.tenant/0", Span::Day, 2),
                 ("salestalk.tenant/1", Span::Minute, 0),
                 ("salestalk.tenant/1", Span::Day, 0),

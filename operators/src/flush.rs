@@ -13,6 +13,7 @@ use salestalk_contracts::{EventId, EventType};
 use crate::aggregate::Family;
 use crate::dead_letter::DeadLetterReason;
 use crate::dedup::CountedIds;
+use crate::new_values::Admission;
 use crate::windows::{Span, WindowValue, first_open_window};
 
 /// Names of the graph's consumers, as latency and errors are reported per consumer.
@@ -314,6 +315,8 @@ pub struct TaskState {
     /// The generation the resuming owner claimed (its epochs start at `generation << 32`);
     /// `None`: the one after the checkpoint's.
     pub generation: Option<u64>,
+    /// The values the task's budgets admitted on its open days.
+    pub admitted: Vec<Admission>,
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use salestalk_contracts::{EventData, OVERFLOW_VALUE};
 
+use crate::aggregate::Family;
+
 /// Seconds in a UTC day.
 use crate::time::DAY_S;
 
@@ -113,6 +115,51 @@ impl NewValueBudget {
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A value a budget admitted for a tenant on a UTC day, read back from the day's stored minute
+/// rows (a task holds no day rows, ADR 0023), so a restored task admits exactly what its
+/// predecessor did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Tenant.
+    pub tenant_id: String,
+    /// The enum field's path, or [`SOURCE_FIELD`] for the producer `source`.
+    pub field: &'static str,
+    /// The day's start, Unix s.
+    pub day: i64,
+    /// The admitted value.
+    pub value: String,
+}
+
+impl Admission {
+    /// What a stored row of `family` at `window_start` says a budget admitted: the value of a
+    /// new-values row, or the producer source of a row that has one; `None` for other rows.
+    pub fn of_row(
+        family: Family,
+        tenant_id: &str,
+        dims: &[String; 3],
+        window_start: i64,
+    ) -> Option<Self> {
+        let (field, value) = if family == Family::NewEnumValues {
+            (field_name(&dims[1])?, &dims[2])
+        } else {
+            (SOURCE_FIELD, &dims[family.producer_source_dim()?])
+        };
+        Some(Self {
+            tenant_id: tenant_id.to_string(),
+            field,
+            day: window_start.div_euclid(DAY_S) * DAY_S,
+            value: value.clone(),
+        })
+    }
+
+    /// The families whose rows [`Admission::of_row`] reads.
+    pub fn families() -> impl Iterator<Item = Family> {
+        Family::ALL
+            .into_iter()
+            .filter(|f| *f == Family::NewEnumValues || f.producer_source_dim().is_some())
     }
 }
 

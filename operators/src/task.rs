@@ -25,13 +25,11 @@ use crate::flush::{
     TaskState, consumers,
 };
 use crate::message::{PublishPath, RawMessage};
-use crate::new_values::{NewValueBudget, SOURCE_FIELD, field_name};
+use crate::new_values::{NewValueBudget, SOURCE_FIELD};
 use crate::routing::RoutingTable;
 use crate::time::epoch::{generation_start, next_generation};
 use crate::versions::VersionEnds;
-use crate::windows::{
-    Span, Symbol, WINDOW_SECONDS, WindowSet, WindowValue, first_open_window, window_start,
-};
+use crate::windows::{Span, Symbol, WindowSet, WindowValue, first_open_window, window_start};
 
 /// Time rules of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,29 +180,26 @@ impl Task {
             ..state.checkpoint
         };
         let mut task = Self::new(topic, partition, settings, checkpoint);
-        for row in state.rows {
+        for admission in &state.admitted {
+            let budget = if admission.field == SOURCE_FIELD {
+                &mut task.sources
+            } else {
+                &mut task.new_values
+            };
+            budget.admit(
+                &admission.tenant_id,
+                admission.field,
+                admission.day,
+                &admission.value,
+            );
+        }
+        // Hours and days are sealed from durable minutes, not held (ADR 0023).
+        for row in state.rows.into_iter().filter(|r| r.span == Span::Minute) {
             let [d1, d2, d3] = &row.dims;
             let key = task
                 .windows
                 .key(row.family, row.window_start, &row.tenant_id, [d1, d2, d3]);
-            if row.family == Family::NewEnumValues
-                && row.span == Span::Day
-                && let Some(field) = field_name(d2)
-            {
-                task.new_values
-                    .admit(&row.tenant_id, field, row.window_start, d3);
-            }
-            if row.span == Span::Day
-                && let Some(at) = row.family.producer_source_dim()
-            {
-                task.sources.admit(
-                    &row.tenant_id,
-                    SOURCE_FIELD,
-                    row.window_start,
-                    &row.dims[at],
-                );
-            }
-            task.windows.restore(row.span, key, row.value);
+            task.windows.restore(key, row.value);
         }
         for (tenant, id, at_ms, fingerprint) in state.seen.iter() {
             let key = task.seen.key(tenant, id).with_fingerprint(fingerprint);
@@ -282,17 +277,16 @@ impl Task {
         self.messages > 0 || self.windows.to_rewrite() > 0
     }
 
-    /// The value of an open window row (for tests and inspection).
+    /// The value of an open minute row (for tests and inspection).
     pub fn window(
         &mut self,
-        span: Span,
         family: Family,
         window_start: i64,
         tenant: &str,
         dims: [&str; 3],
     ) -> Option<WindowValue> {
         let key = self.windows.key(family, window_start, tenant, dims);
-        self.windows.get(span, &key)
+        self.windows.get(&key)
     }
 
     /// Processes messages of this partition in offset order. Messages below the checkpoint
@@ -527,7 +521,7 @@ impl Task {
         } else {
             &[consumers::ARCHIVE]
         };
-        self.pending_latency_rows += consumers.len() * Span::ALL.len();
+        self.pending_latency_rows += consumers.len();
         self.pending_latency.push(PendingLatency {
             tenant: self.windows.symbol(envelope.tenant_id),
             event_type: envelope.event_type.as_str(),
@@ -579,7 +573,7 @@ impl Task {
                 late_window: None,
             },
         );
-        self.pending_latency_rows += Span::ALL.len();
+        self.pending_latency_rows += 1;
         self.pending_latency.push(PendingLatency {
             tenant: self.windows.symbol(who.tenant),
             event_type: EventType::parse(who.event_type).map_or("", |t| t.as_str()),
@@ -622,11 +616,11 @@ impl Task {
         // Sized up front: a flush's vectors are large and new each time, so growing them
         // copies and faults in fresh pages several times over (docs/performance.md).
         let mut rows = Vec::with_capacity(changed.len());
-        rows.extend(changed.into_iter().filter_map(|(span, key)| {
-            let value = windows.get(span, &key)?;
+        rows.extend(changed.into_iter().filter_map(|key| {
+            let value = windows.get(&key)?;
             Some(StateRow {
                 family: key.family,
-                span,
+                span: Span::Minute,
                 window_start: key.window_start,
                 tenant_id: windows.text(key.tenant).to_string(),
                 dims: key.dims.map(|d| windows.text(d).to_string()),
@@ -663,7 +657,7 @@ impl Task {
 
     /// Drops flushed rows that can no longer change. Rows keyed by broker time (reads, dead
     /// letters and their latency) close with the broker watermark; all others with the
-    /// event-time watermark. A window is final once its last minute is.
+    /// event-time watermark.
     fn evict_final(&mut self) {
         let lateness = self.settings.allowed_lateness_ms;
         let event_open = first_open_window(self.checkpoint.event_watermark_ms, lateness);
@@ -675,13 +669,12 @@ impl Task {
         self.new_values.forget_before(event_open);
         self.sources.forget_before(event_open.min(broker_open));
         let dead_letters = self.windows.symbol(consumers::DEAD_LETTERS);
-        self.windows.evict_final(|span, key| {
+        self.windows.evict_final(|key| {
             let broker_time = matches!(
                 key.family,
                 Family::Publish | Family::DeadLetters | Family::LateArrivals
             ) || (key.family == Family::Latency && key.dims[1] == dead_letters);
-            let last_minute = key.window_start + span.seconds() - WINDOW_SECONDS;
-            last_minute < if broker_time { broker_open } else { event_open }
+            key.window_start < if broker_time { broker_open } else { event_open }
         });
         // The strings of evicted rows go too; pending outputs keep their tenants'.
         let pending: Vec<Symbol> = self.pending_latency.iter().map(|p| p.tenant).collect();
@@ -751,6 +744,7 @@ fn kept_trace_id(trace_id: Option<&str>) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::new_values::Admission;
 
     #[test]
     fn a_trace_id_is_kept_up_to_its_bound() {
@@ -830,14 +824,8 @@ mod tests {
 
     fn volume(task: &mut Task, window_ms: i64, tenant: &str) -> i64 {
         let dims = ["tenant.provisioned.v1", "tenant-onboard", ""];
-        task.window(
-            Span::Minute,
-            Family::Volume,
-            window_start(window_ms),
-            tenant,
-            dims,
-        )
-        .map_or(0, |v| v.ints[0])
+        task.window(Family::Volume, window_start(window_ms), tenant, dims)
+            .map_or(0, |v| v.ints[0])
     }
 
     #[test]
@@ -849,7 +837,6 @@ mod tests {
         );
         assert_eq!(volume(&mut task, T0, "a"), 1);
         let publish = task.window(
-            Span::Minute,
             Family::Publish,
             window_start(T0),
             "a",
@@ -880,7 +867,6 @@ mod tests {
         );
         let ints = |task: &mut Task| {
             task.window(
-                Span::Minute,
                 Family::Publish,
                 window_start(T0),
                 "a",
@@ -952,16 +938,10 @@ mod tests {
             &[(0, T0, event(1, T0, "a")), (1, T0, b"{".to_vec())],
         );
         let flush = task.flush(T0 + 1000);
-        for span in Span::ALL {
-            let mut families: Vec<Family> = flush
-                .rows
-                .iter()
-                .filter(|r| r.span == span)
-                .map(|r| r.family)
-                .collect();
-            families.dedup();
-            assert_eq!(families, [Family::Onboarding, Family::Latency], "{span:?}");
-        }
+        let mut families: Vec<Family> = flush.rows.iter().map(|r| r.family).collect();
+        families.dedup();
+        assert_eq!(families, [Family::Onboarding, Family::Latency]);
+        assert!(flush.rows.iter().all(|r| r.span == Span::Minute));
         // The outputs do not depend on the aggregates: nothing is lost by leaving one out.
         assert_eq!((flush.archive.len(), flush.dead_letters.len()), (1, 1));
     }
@@ -979,7 +959,6 @@ mod tests {
         assert_eq!(volume(&mut task, T0, "a"), 0);
         let arrivals = task
             .window(
-                Span::Minute,
                 Family::LateArrivals,
                 window_start(T0),
                 "a",
@@ -1215,7 +1194,7 @@ mod tests {
         let day: Vec<&StateRow> = flush
             .rows
             .iter()
-            .filter(|r| r.family == Family::NewEnumValues && r.span == Span::Day)
+            .filter(|r| r.family == Family::NewEnumValues)
             .collect();
         let events = |row: &StateRow| row.value.ints[0];
         assert_eq!(day.len(), 101, "100 values and the overflow");
@@ -1229,7 +1208,7 @@ mod tests {
         let intents: Vec<&StateRow> = flush
             .rows
             .iter()
-            .filter(|r| r.family == Family::Intents && r.span == Span::Day)
+            .filter(|r| r.family == Family::Intents)
             .collect();
         assert_eq!(intents.len(), 101);
         assert_eq!(intents.iter().map(|r| r.value.ints[0]).sum::<i64>(), 1_000);
@@ -1262,7 +1241,8 @@ mod tests {
         let flush = task.flush(T0);
         let mut volume: BTreeMap<(String, String), i64> = BTreeMap::new();
         let mut publish: BTreeMap<(String, String), i64> = BTreeMap::new();
-        for row in flush.rows.iter().filter(|r| r.span == Span::Day) {
+        // Every event is in one minute: its rows are the day's.
+        for row in &flush.rows {
             let counts = match row.family {
                 Family::Volume => &mut volume,
                 Family::Publish => &mut publish,
@@ -1293,7 +1273,11 @@ mod tests {
         // A restart restores the day's sources: a third is still over the budget.
         let state = TaskState {
             checkpoint: flush.checkpoint,
-            rows: flush.rows.clone(),
+            admitted: flush
+                .rows
+                .iter()
+                .filter_map(|r| Admission::of_row(r.family, &r.tenant_id, &r.dims, r.window_start))
+                .collect(),
             ..Default::default()
         };
         let mut resumed = Task::resume("salestalk.tenant", 0, settings, state);
@@ -1496,25 +1480,27 @@ mod tests {
         task.flush(T0 + 20 * MINUTE);
         assert_eq!(volume(&mut task, T0, "a"), 0, "evicted");
         assert_eq!(volume(&mut task, T0 + 20 * MINUTE, "a"), 1);
-        let dims = ["tenant.provisioned.v1", "tenant-onboard", ""];
-        let hour = |task: &mut Task| {
-            task.window(Span::Hour, Family::Volume, T0 / 1000, "a", dims)
-                .map(|v| v.ints[0])
-        };
-        assert_eq!(
-            hour(&mut task),
-            Some(2),
-            "the hour is open while its last minute is"
-        );
+        // No hour is held: the flush that makes one final names it, to be sealed from the
+        // durable minutes (ADR 0023), and names it again until told it was.
+        let lateness = settings().allowed_lateness_ms;
+        let first_open_hour = |at_ms: i64| Span::Hour.start(window_start(at_ms - lateness));
         feed(
             &mut task,
             &[(2, T0 + 70 * MINUTE, event(3, T0 + 70 * MINUTE, "a"))],
         );
-        task.flush(T0 + 70 * MINUTE);
+        let flush = task.flush(T0 + 70 * MINUTE);
+        let due = flush.seal.expect("an hour became final");
         assert_eq!(
-            hour(&mut task),
-            None,
-            "evicted once its last minute is final"
+            due.hours,
+            (first_open_hour(T0), first_open_hour(T0 + 70 * MINUTE))
+        );
+        assert!(due.hours.0 < due.hours.1);
+        assert_eq!(task.flush(T0 + 70 * MINUTE).seal, Some(due));
+        task.sealed(&due);
+        assert_eq!(task.flush(T0 + 70 * MINUTE).seal, None);
+        assert_eq!(
+            task.flush(T0 + 70 * MINUTE).checkpoint.sealed_hours_before,
+            Some(due.hours.1)
         );
     }
 

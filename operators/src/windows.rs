@@ -1,12 +1,12 @@
-//! Window rows of one task: tumbling event-time windows keyed by family, tenant and
-//! dimensions, at three spans. Minutes are what alerts and short dashboard ranges read; hours
-//! and days are the same aggregates over longer windows (a month is 30 day rows per key
-//! instead of 43,200 minute rows). The aggregates write a minute once and [`WindowSet`] fans
-//! it out to the hour and the day holding it, so a rollup row is always the sum of its
-//! minutes (ADR 0008).
+//! Window rows of one task: tumbling event-time minute windows keyed by family, tenant and
+//! dimensions. Minutes are what alerts and short dashboard ranges read. Hours and days
+//! ([`Span`]) are the same aggregates over longer windows (a month is 30 day rows per key
+//! instead of 43,200 minute rows); the task does not hold them: once final they are sealed
+//! from the durable minutes (ADR 0023, `store::seal`), so open rows are only the minutes under
+//! the allowed lateness.
 //!
-//! Strings are interned once per task, in one table shared by the three spans, so counting an
-//! event into windows that already exist allocates nothing and hashes each string once.
+//! Strings are interned once per task, so counting an event into windows that already exist
+//! allocates nothing and hashes each string once.
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -40,13 +40,8 @@ impl Span {
     /// Every span, shortest first.
     pub const ALL: [Span; 3] = [Span::Minute, Span::Hour, Span::Day];
 
-    /// The spans rolled up from the same messages as the minutes.
+    /// The spans sealed from finer ones once final (ADR 0023).
     pub const ROLLUPS: [Span; 2] = [Span::Hour, Span::Day];
-
-    /// Position in [`Span::ALL`].
-    const fn index(self) -> usize {
-        self as usize
-    }
 
     /// Length in seconds.
     pub const fn seconds(self) -> i64 {
@@ -103,6 +98,26 @@ impl WindowValue {
     }
 }
 
+impl WindowValue {
+    /// Adds `other` in, counter by counter, sum by sum and bucket by bucket (a value of a
+    /// longer layout grows this one): a rollup row is the sum of its minutes.
+    pub fn add(&mut self, other: &WindowValue) {
+        if self.ints.len() < other.ints.len() {
+            self.ints.resize(other.ints.len(), 0);
+        }
+        if self.floats.len() < other.floats.len() {
+            self.floats.resize(other.floats.len(), 0.0);
+        }
+        for (to, from) in self.ints.iter_mut().zip(&other.ints) {
+            *to += from;
+        }
+        for (to, from) in self.floats.iter_mut().zip(&other.floats) {
+            *to += from;
+        }
+        self.histogram.merge(&other.histogram);
+    }
+}
+
 /// An open row, as an aggregate folds a contribution into it.
 #[derive(Debug)]
 pub struct RowMut<'a> {
@@ -114,22 +129,22 @@ pub struct RowMut<'a> {
     pub histogram: Option<&'a mut LogHistogram>,
 }
 
-/// All open window rows of one task, at every span.
+/// All open minute rows of one task.
 #[derive(Debug)]
 pub struct WindowSet {
     symbols: HashMap<Box<str>, Symbol>,
     names: Vec<Box<str>>,
-    spans: [Rows; 3],
+    rows: Rows,
     /// The counters of every open row, one table per family (in [`Family::ALL`] order).
     values: Vec<Values>,
     /// Restored rows still to be written again under the task's new generation (ADR 0014),
     /// a flush's room at a time (see [`WindowSet::take_changed`]).
-    rewrite: Vec<(Span, WindowKey)>,
+    rewrite: Vec<WindowKey>,
     /// Strings in the table after the last [`WindowSet::compact`].
     names_after_compact: usize,
 }
 
-/// The open rows of one span: each key's place in its family's [`Values`].
+/// The open rows: each key's place in its family's [`Values`].
 #[derive(Debug, Default)]
 struct Rows {
     rows: HashMap<WindowKey, Slot>,
@@ -146,7 +161,7 @@ struct Slot {
     dirty: bool,
 }
 
-/// The counters of every open row of one family, at every span, side by side: row `at` has
+/// The counters of every open row of one family, side by side: row `at` has
 /// `ints[at * int_width..][..int_width]`, likewise its floats, and `histograms[at]` when the
 /// family has one. A row costs its counters and nothing else (no allocation of its own, which
 /// a row holding two vectors paid twice, plus the allocator's rounding); an evicted row's slot
@@ -269,7 +284,7 @@ impl Default for WindowSet {
         Self {
             symbols: HashMap::default(),
             names: vec!["".into()],
-            spans: Default::default(),
+            rows: Rows::default(),
             values: Family::ALL.map(Values::new).into(),
             rewrite: Vec::new(),
             names_after_compact: 0,
@@ -328,27 +343,20 @@ impl WindowSet {
         }
     }
 
-    /// Folds one contribution into the row of the minute starting at `minute_start` and into
-    /// the hour and day rows holding that minute: the only place a contribution reaches
-    /// more than one span. The rows are created empty if new and marked as changed.
+    /// Folds one contribution into the row of the minute starting at `minute_start`, created
+    /// empty if new, and marks it as changed.
     pub fn update(
         &mut self,
         family: Family,
         minute_start: i64,
         tenant: Symbol,
         dims: [&str; 3],
-        mut fold: impl FnMut(RowMut<'_>),
+        fold: impl FnOnce(RowMut<'_>),
     ) {
         let key = self.key_for_symbol(family, minute_start, tenant, dims);
         let values = &mut self.values[family as usize];
-        for span in Span::ALL {
-            let key = WindowKey {
-                window_start: span.start(minute_start),
-                ..key
-            };
-            let at = self.spans[span.index()].slot(key, values);
-            fold(values.row(at));
-        }
+        let at = self.rows.slot(key, values);
+        fold(values.row(at));
     }
 
     /// Like [`WindowSet::update`], for a tenant not interned yet.
@@ -358,7 +366,7 @@ impl WindowSet {
         minute_start: i64,
         tenant: &str,
         dims: [&str; 3],
-        fold: impl FnMut(RowMut<'_>),
+        fold: impl FnOnce(RowMut<'_>),
     ) {
         let tenant = self.symbol(tenant);
         self.update(family, minute_start, tenant, dims, fold);
@@ -368,15 +376,15 @@ impl WindowSet {
     /// generation by the next flushes that have room ([`WindowSet::take_changed`]), so that a
     /// row a stalled former owner rewrote after this restore can never stand in for it, not
     /// even once a merge has kept only the highest epoch of the key (ADR 0014).
-    pub fn restore(&mut self, span: Span, key: WindowKey, value: WindowValue) {
+    pub fn restore(&mut self, key: WindowKey, value: WindowValue) {
         let values = &mut self.values[key.family as usize];
-        let rows = &mut self.spans[span.index()].rows;
+        let rows = &mut self.rows.rows;
         let at = match rows.get(&key) {
             Some(slot) => slot.at,
             None => {
                 let at = values.take();
                 rows.insert(key, Slot { at, dirty: false });
-                self.rewrite.push((span, key));
+                self.rewrite.push(key);
                 at
             }
         };
@@ -385,7 +393,7 @@ impl WindowSet {
 
     /// Rows changed since the last flush (restored rows still to be written again aside).
     pub fn changed(&self) -> usize {
-        self.spans.iter().map(|rows| rows.dirty.len()).sum()
+        self.rows.dirty.len()
     }
 
     /// Restored rows still to be written again.
@@ -393,61 +401,57 @@ impl WindowSet {
         self.rewrite.len()
     }
 
-    /// The value of the row of `span` for `key`, if open.
-    pub fn get(&self, span: Span, key: &WindowKey) -> Option<WindowValue> {
-        let slot = self.spans[span.index()].rows.get(key)?;
+    /// The value of the row for `key`, if open.
+    pub fn get(&self, key: &WindowKey) -> Option<WindowValue> {
+        let slot = self.rows.rows.get(key)?;
         Some(self.values[key.family as usize].value(slot.at))
     }
 
-    /// The rows changed since the last call, minutes first and in key order within a span;
-    /// they count as clean afterwards. Then, while fewer than `limit` rows are taken, restored
-    /// rows still to be written again. Changed rows are all taken, whatever `limit`: a
-    /// checkpoint covers every change before it.
-    pub fn take_changed(&mut self, limit: usize) -> Vec<(Span, WindowKey)> {
-        let mut changed = Vec::new();
-        for span in Span::ALL {
-            let rows = &mut self.spans[span.index()];
-            let mut keys = std::mem::take(&mut rows.dirty);
-            for key in &keys {
-                if let Some(slot) = rows.rows.get_mut(key) {
-                    slot.dirty = false;
-                }
+    /// The rows changed since the last call, in key order; they count as clean afterwards.
+    /// Then, while fewer than `limit` rows are taken, restored rows still to be written again.
+    /// Changed rows are all taken, whatever `limit`: a checkpoint covers every change before
+    /// it.
+    pub fn take_changed(&mut self, limit: usize) -> Vec<WindowKey> {
+        let rows = &mut self.rows;
+        let mut changed = std::mem::take(&mut rows.dirty);
+        for key in &changed {
+            if let Some(slot) = rows.rows.get_mut(key) {
+                slot.dirty = false;
             }
-            keys.sort_unstable();
-            changed.extend(keys.into_iter().map(|key| (span, key)));
         }
+        changed.sort_unstable();
         let room = limit.saturating_sub(changed.len()).min(self.rewrite.len());
-        let taken: Vec<(Span, WindowKey)> = self.rewrite.drain(..room).collect();
+        let taken: Vec<WindowKey> = self.rewrite.drain(..room).collect();
         if taken.is_empty() {
             return changed;
         }
         // A restored row changed since is among the changed rows already; one evicted since
         // is final and durable as it was.
-        let listed: rustc_hash::FxHashSet<(Span, WindowKey)> = changed.iter().copied().collect();
-        let spans = &self.spans;
-        changed.extend(taken.into_iter().filter(|(span, key)| {
-            spans[span.index()].rows.contains_key(key) && !listed.contains(&(*span, *key))
-        }));
+        let listed: rustc_hash::FxHashSet<WindowKey> = changed.iter().copied().collect();
+        let open = &self.rows.rows;
+        changed.extend(
+            taken
+                .into_iter()
+                .filter(|key| open.contains_key(key) && !listed.contains(key)),
+        );
         changed
     }
 
     /// Drops the clean rows `is_final` says will never change again, giving their slots back;
-    /// a family whose table is then mostly free is packed, and a span's map mostly empty is
-    /// shrunk, so a day's end gives the memory of its rows back.
-    pub fn evict_final(&mut self, is_final: impl Fn(Span, &WindowKey) -> bool) {
+    /// a family whose table is then mostly free is packed, and a map mostly empty is shrunk,
+    /// so rows that closed give their memory back.
+    pub fn evict_final(&mut self, is_final: impl Fn(&WindowKey) -> bool) {
         let values = &mut self.values;
-        for span in Span::ALL {
-            let rows = &mut self.spans[span.index()].rows;
-            rows.retain(|key, slot| {
-                let keep = slot.dirty || !is_final(span, key);
-                if !keep {
-                    values[key.family as usize].give_back(slot.at);
-                }
-                keep
-            });
-            if rows.capacity() > 8 * rows.len() + PACK_FLOOR {
-                rows.shrink_to_fit();
+        let rows = &mut self.rows.rows;
+        rows.retain(|key, slot| {
+            let keep = slot.dirty || !is_final(key);
+            if !keep {
+                values[key.family as usize].give_back(slot.at);
             }
+            keep
+        });
+        if rows.capacity() > 8 * rows.len() + PACK_FLOOR {
+            rows.shrink_to_fit();
         }
         for family in Family::ALL {
             let free = self.values[family as usize].free.len();
@@ -457,17 +461,20 @@ impl WindowSet {
         }
     }
 
-    /// Moves `family`'s open rows to the first slots of a new table, in span and map order,
-    /// and drops the old one with its free slots.
+    /// Moves `family`'s open rows to the first slots of a new table, in map order, and drops
+    /// the old one with its free slots.
     fn pack(&mut self, family: Family) {
         let old = std::mem::replace(&mut self.values[family as usize], Values::new(family));
         let new = &mut self.values[family as usize];
-        for rows in &mut self.spans {
-            for (_, slot) in rows.rows.iter_mut().filter(|(key, _)| key.family == family) {
-                let at = new.take();
-                new.set(at, old.value(slot.at));
-                slot.at = at;
-            }
+        for (_, slot) in self
+            .rows
+            .rows
+            .iter_mut()
+            .filter(|(key, _)| key.family == family)
+        {
+            let at = new.take();
+            new.set(at, old.value(slot.at));
+            slot.at = at;
         }
         new.ints.shrink_to_fit();
         new.floats.shrink_to_fit();
@@ -491,11 +498,9 @@ impl WindowSet {
         };
         mark(EMPTY);
         also_live.iter().copied().for_each(&mut mark);
-        for rows in &self.spans {
-            for key in rows.rows.keys() {
-                mark(key.tenant);
-                key.dims.iter().copied().for_each(&mut mark);
-            }
+        for key in self.rows.rows.keys() {
+            mark(key.tenant);
+            key.dims.iter().copied().for_each(&mut mark);
         }
         let mut remap = vec![Symbol::MAX; self.names.len()];
         let mut names = Vec::with_capacity(live.iter().filter(|l| **l).count());
@@ -518,17 +523,13 @@ impl WindowSet {
             dims: key.dims.map(|d| remap[d as usize]),
             ..key
         };
-        for rows in &mut self.spans {
-            rows.rows = rows
-                .rows
-                .drain()
-                .map(|(key, row)| (moved(key), row))
-                .collect();
-            for key in &mut rows.dirty {
-                *key = moved(*key);
-            }
-        }
-        for (_, key) in &mut self.rewrite {
+        let rows = &mut self.rows;
+        rows.rows = rows
+            .rows
+            .drain()
+            .map(|(key, row)| (moved(key), row))
+            .collect();
+        for key in rows.dirty.iter_mut().chain(&mut self.rewrite) {
             *key = moved(*key);
         }
         Some(remap)
@@ -539,9 +540,9 @@ impl WindowSet {
         self.names.len()
     }
 
-    /// Open rows, at every span.
+    /// Open rows.
     pub fn len(&self) -> usize {
-        self.spans.iter().map(|rows| rows.rows.len()).sum()
+        self.rows.rows.len()
     }
 
     /// Whether no row is open.
@@ -579,7 +580,7 @@ mod tests {
     }
 
     #[test]
-    fn one_update_reaches_its_minute_hour_and_day() {
+    fn one_update_reaches_its_minute_only() {
         let mut set = WindowSet::default();
         let minute = 86_400 + 3_600 + 120;
         set.update_for(Family::Volume, minute, "t", ["a.b.v1", "svc", ""], |row| {
@@ -601,10 +602,11 @@ mod tests {
             key(&mut set, 86_400 + 3_600),
             key(&mut set, 86_400),
         );
-        assert_eq!(set.get(Span::Minute, &m).map(|v| v.ints[0]), Some(1));
-        assert_eq!(set.get(Span::Hour, &h).map(|v| v.ints[0]), Some(3));
-        assert_eq!(set.get(Span::Day, &d).map(|v| v.ints[0]), Some(3));
-        assert_eq!(set.len(), 4);
+        assert_eq!(set.get(&m).map(|v| v.ints[0]), Some(1));
+        // Hours and days are sealed from the durable minutes (ADR 0023), not held.
+        assert_eq!(set.get(&h), None);
+        assert_eq!(set.get(&d), None);
+        assert_eq!(set.len(), 2);
     }
 
     #[test]
@@ -622,10 +624,9 @@ mod tests {
                 },
             );
         }
-        assert_eq!(set.get(Span::Minute, &key).map(|v| v.ints[0]), Some(2));
+        assert_eq!(set.get(&key).map(|v| v.ints[0]), Some(2));
         let changed = set.take_changed(usize::MAX);
-        assert_eq!(changed.len(), 3, "{changed:?}");
-        assert_eq!(changed[0], (Span::Minute, key));
+        assert_eq!(changed, [key]);
         assert!(set.take_changed(usize::MAX).is_empty());
         assert_eq!(set.text(key.tenant), "tenant-1");
     }
@@ -635,35 +636,27 @@ mod tests {
         let mut set = WindowSet::default();
         for minute in 0..10 {
             let key = set.key(Family::Volume, minute * 60, "t", ["", "", ""]);
-            set.restore(Span::Minute, key, WindowValue::empty(Family::Volume));
+            set.restore(key, WindowValue::empty(Family::Volume));
         }
         assert_eq!((set.changed(), set.to_rewrite()), (0, 10));
-        // A change of a restored row and a new row (with their hour and day): all four taken,
-        // whatever the room; then the restored rows, up to the room.
+        // A change of a restored row and a new row: both taken, whatever the room; then the
+        // restored rows, up to the room.
         set.update_for(Family::Volume, 0, "t", ["", "", ""], |_| {});
         set.update_for(Family::Volume, 900, "t", ["", "", ""], |_| {});
-        let first = set.take_changed(3);
-        assert_eq!(first.len(), 4, "{first:?}");
+        let first = set.take_changed(1);
+        assert_eq!(first.len(), 2, "{first:?}");
         let second = set.take_changed(4);
         let third = set.take_changed(100);
         assert_eq!((second.len(), third.len(), set.to_rewrite()), (4, 6, 0));
         let mut all: Vec<_> = first.into_iter().chain(second).chain(third).collect();
         all.sort_unstable();
         all.dedup();
-        assert_eq!(
-            all.len(),
-            13,
-            "every restored row, the new ones and their rollups"
-        );
+        assert_eq!(all.len(), 11, "every restored row and the new one");
         // Changed rows are never held back, whatever the room.
         for minute in 0..6 {
             set.update_for(Family::Volume, minute * 60, "t", ["", "", ""], |_| {});
         }
-        assert_eq!(
-            set.take_changed(2).len(),
-            6 + 2,
-            "six minutes, their hour and day"
-        );
+        assert_eq!(set.take_changed(2).len(), 6, "six minutes");
     }
 
     #[test]
@@ -685,8 +678,8 @@ mod tests {
             }
         }
         set.take_changed(usize::MAX);
-        // The first day's rows are final (minute, hour and day); the second's stay open.
-        set.evict_final(|_, key| key.window_start < 86_400);
+        // The first day's rows are final; the second's stay open.
+        set.evict_final(|key| key.window_start < 86_400);
         let before = set.strings();
         assert!(before > 20_000);
         let remap = set.compact(&[]).expect("compacted");
@@ -703,7 +696,7 @@ mod tests {
             tenant: kept,
             dims: [set.symbol("t"), set.symbol("s9999"), EMPTY],
         };
-        assert_eq!(set.get(Span::Minute, &key).map(|v| v.ints[0]), Some(1));
+        assert_eq!(set.get(&key).map(|v| v.ints[0]), Some(1));
         // Interning after a compaction finds the kept strings and adds new ones once.
         assert_eq!(set.symbol("tenant-9999"), kept);
         assert!(set.compact(&[]).is_none(), "not doubled since");
@@ -751,39 +744,33 @@ mod tests {
         }
         set.take_changed(usize::MAX);
         let slots = set.values[Family::Latency as usize].slots;
-        assert_eq!(
-            slots,
-            3 * 9_000,
-            "a minute, an hour and a day per tenant and day"
-        );
-        set.evict_final(|_, key| key.window_start < day);
+        assert_eq!(slots, 9_000, "a minute per tenant and day");
+        set.evict_final(|key| key.window_start < day);
         let latency = &set.values[Family::Latency as usize];
         assert_eq!(
             (latency.slots, latency.free.len()),
-            (3 * 3_000, 0),
-            "18,000 of 27,000 slots free: packed"
+            (3_000, 0),
+            "6,000 of 9,000 slots free: packed"
         );
         for i in [0, 1_234, 2_999] {
             let key = set.key(Family::Latency, day, &format!("t{i}"), ["x", "y", ""]);
-            for span in Span::ALL {
-                let value = set.get(span, &key).expect("open");
-                assert_eq!(
-                    (value.ints, value.floats, value.histogram.count()),
-                    (vec![i], vec![0.5], 1)
-                );
-            }
+            let value = set.get(&key).expect("open");
+            assert_eq!(
+                (value.ints, value.floats, value.histogram.count()),
+                (vec![i], vec![0.5], 1)
+            );
         }
         // Below the packing floor, freed slots are reused, zeroed.
         set.update_for(Family::Volume, 2 * day, "a", ["", "", ""], |row| {
             row.ints[0] = 7;
         });
         set.take_changed(usize::MAX);
-        set.evict_final(|_, key| key.family == Family::Volume);
-        assert_eq!(set.values[Family::Volume as usize].free.len(), 3);
+        set.evict_final(|key| key.family == Family::Volume);
+        assert_eq!(set.values[Family::Volume as usize].free.len(), 1);
         set.update_for(Family::Volume, 3 * day, "b", ["", "", ""], |row| {
             assert_eq!(row.ints, [0]);
         });
-        assert_eq!(set.values[Family::Volume as usize].slots, 3);
+        assert_eq!(set.values[Family::Volume as usize].slots, 1);
     }
 
     #[test]
@@ -794,15 +781,11 @@ mod tests {
         }
         let old = set.key(Family::Volume, 0, "t", ["", "", ""]);
         let new = set.key(Family::Volume, 120, "t", ["", "", ""]);
-        let before_60 = |span: Span, key: &WindowKey| span == Span::Minute && key.window_start < 60;
+        let before_60 = |key: &WindowKey| key.window_start < 60;
         set.evict_final(before_60);
-        assert_eq!(set.len(), 4, "dirty rows stay until flushed");
+        assert_eq!(set.len(), 2, "dirty rows stay until flushed");
         set.take_changed(usize::MAX);
         set.evict_final(before_60);
-        assert!(set.get(Span::Minute, &old).is_none() && set.get(Span::Minute, &new).is_some());
-        assert!(
-            set.get(Span::Hour, &old).is_some(),
-            "other spans keep theirs"
-        );
+        assert!(set.get(&old).is_none() && set.get(&new).is_some());
     }
 }

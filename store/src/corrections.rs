@@ -142,8 +142,10 @@ impl Endpoint {
     }
 
     /// What `tasks` hold of `tenant`'s day starting at `day` (Unix s): the events they counted
-    /// (their volume day rows) and the late arrivals of the day they recorded, whenever those
-    /// arrived (their `late_arrivals` day rows, of events of that day); newest epoch each row.
+    /// (their volume minute rows of the day) and the late arrivals of the day they recorded,
+    /// whenever those arrived (their `late_arrivals` minute rows, of events of that day);
+    /// newest epoch each row. Minutes, not day rows: a task's day row exists only once the
+    /// day is sealed (ADR 0023), and the minutes are always there.
     pub async fn totals_of_tasks(
         &self,
         tenant: &str,
@@ -156,40 +158,42 @@ impl Endpoint {
                  FROM (SELECT family, argMax(ints[1], epoch) AS value FROM {} \
                  WHERE has([?, ?], family) AND tenant_id = ? AND window_start >= toDateTime(?) \
                  AND has(CAST(? AS Array(String)), task) \
-                 AND (family = ? AND window_start = toDateTime(?) OR family = ? AND startsWith(d2, ?)) \
+                 AND (family = ? AND window_start < toDateTime(?) OR family = ? AND startsWith(d2, ?)) \
                  GROUP BY family, task, window_start, d1, d2, d3)",
                 self.everywhere("window_state")
             ))
-            .bind(family_name(Family::Volume, Span::Day))
-            .bind(family_name(Family::LateArrivals, Span::Day))
-            .bind(family_name(Family::Volume, Span::Day))
-            .bind(family_name(Family::LateArrivals, Span::Day))
+            .bind(family_name(Family::Volume, Span::Minute))
+            .bind(family_name(Family::LateArrivals, Span::Minute))
+            .bind(family_name(Family::Volume, Span::Minute))
+            .bind(family_name(Family::LateArrivals, Span::Minute))
             .bind(tenant)
             .bind(day.max(0))
             .bind(tasks)
-            .bind(family_name(Family::Volume, Span::Day))
-            .bind(day.max(0))
-            .bind(family_name(Family::LateArrivals, Span::Day))
+            .bind(family_name(Family::Volume, Span::Minute))
+            .bind((day + DAY_S).max(0))
+            .bind(family_name(Family::LateArrivals, Span::Minute))
             // The late arrival's event window is written `YYYY-MM-DD hh:mm:ss`: its day first.
             .bind(salestalk_operators::aggregate::window_text(day).get(..10).unwrap_or_default())
             .fetch_one()
             .await
     }
 
-    /// Every task that wrote a row of the day starting at `day` (Unix s), for any tenant (each
-    /// writes a day row with its minutes).
+    /// Every task that wrote a minute row of the day starting at `day` (Unix s), for any
+    /// tenant.
     pub async fn tasks_of_day(&self, day: i64) -> Result<Vec<String>, ClickHouseError> {
-        let day_families: Vec<String> = corrected_families()
+        let minute_families: Vec<&str> = Family::ALL
             .into_iter()
-            .filter(|name| name.ends_with("/day"))
+            .filter(|family| family.counts_events())
+            .map(|family| family_name(family, Span::Minute))
             .collect();
         self.query(&format!(
             "SELECT DISTINCT task FROM {} WHERE has(CAST(? AS Array(String)), family) \
-                 AND window_start = toDateTime(?)",
+                 AND window_start >= toDateTime(?) AND window_start < toDateTime(?)",
             self.everywhere("window_state")
         ))
-        .bind(day_families)
+        .bind(minute_families)
         .bind(day.max(0))
+        .bind((day + DAY_S).max(0))
         .fetch_all()
         .await
     }

@@ -5,13 +5,15 @@
 
 use clickhouse::Row;
 use salestalk_operators::flush::{Checkpoint, TaskState};
+use salestalk_operators::new_values::Admission;
 use salestalk_operators::windows::Span;
 use serde::Deserialize;
 
 use crate::endpoint::{ClickHouseError, Endpoint};
 use crate::tables::task_claims::lineage_condition;
 use crate::tables::window_state::{
-    CHECKPOINT_FAMILY, StateRecord, checkpoint_durable_at, decode_checkpoint, task_name,
+    CHECKPOINT_FAMILY, StateRecord, checkpoint_durable_at, decode_checkpoint, family_name,
+    parse_family_name, task_name,
 };
 
 #[derive(Debug, Row, Deserialize)]
@@ -25,28 +27,48 @@ struct CheckpointRow {
 pub const CHECKPOINT_QUERY: &str = "SELECT epoch, ints, d1 FROM window_state WHERE family = ? AND task = ? \
      ORDER BY epoch DESC LIMIT 1";
 
-/// The latest value of each window row of a task that may still change, in the columns of
-/// [`StateRecord`] (decoded by position). A rollup window is
-/// open while its last minute is, so each span is read from the start of its window holding
-/// the earliest open minute. Only rows of the checkpoint's flush or earlier: the checkpoint
+/// The latest value of each minute row of a task that may still change (hours and days are
+/// sealed from durable minutes, not held: ADR 0023), in the columns of [`StateRecord`]
+/// (decoded by position). Only rows of the checkpoint's flush or earlier: the checkpoint
 /// and its rows land in one insert, so these are exactly the state it describes, even when a
 /// later flush (one a killed owner had in flight, which the server finished after its client
 /// died, or one a stalled owner wrote after losing the partition) lands between reading the
 /// checkpoint and reading the rows; replaying from the checkpoint over that later state would
 /// count its events twice. And only rows of the checkpoint's lineage (`lineage`): a stalled
 /// owner's flushes after its successor resumed never count. Binds: task, checkpoint family,
-/// the lineage ([`Lineage::bind`](crate::tables::task_claims::Lineage::bind)), then those starts
-/// (Unix s) for days (twice: the first narrows the scan), hours and minutes.
+/// the lineage ([`Lineage::bind`](crate::tables::task_claims::Lineage::bind)), then the first
+/// open minute (Unix s).
 pub const OPEN_ROWS_QUERY: &str = concat!(
     "SELECT family, task, max(epoch) AS last_epoch, toUInt32(window_start) AS window_start, tenant_id, d1, d2, d3, \
      argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats, \
      argMax(hist_buckets, epoch) AS hist_buckets, argMax(hist_counts, epoch) AS hist_counts \
-     FROM window_state WHERE task = ? AND family != ? AND ",
+     FROM window_state WHERE task = ? AND family != ? AND position(family, '/') = 0 AND ",
     lineage_condition!(),
     " AND window_start >= toDateTime(?) \
-     AND window_start >= toDateTime(multiIf(endsWith(family, '/day'), ?, endsWith(family, '/hour'), ?, ?)) \
      GROUP BY family, task, window_start, tenant_id, d1, d2, d3"
 );
+
+/// The distinct dimensions, per UTC day, of a task's minute rows of the families that record
+/// what its budgets admitted (`new_values::Admission`), from the day holding its first open
+/// minute on; same rows as [`OPEN_ROWS_QUERY`] (the checkpoint's lineage, up to its epoch).
+/// Binds: task, the families, the lineage, the day's start (Unix s).
+const ADMITTED_QUERY: &str = concat!(
+    "SELECT family, tenant_id, d1, d2, d3, toUInt32(toStartOfDay(window_start)) AS day \
+     FROM window_state WHERE task = ? AND has(CAST(? AS Array(String)), family) AND ",
+    lineage_condition!(),
+    " AND window_start >= toDateTime(?) \
+     GROUP BY family, tenant_id, d1, d2, d3, day"
+);
+
+#[derive(Debug, Row, Deserialize)]
+struct AdmittedRow {
+    family: String,
+    tenant_id: String,
+    d1: String,
+    d2: String,
+    d3: String,
+    day: u32,
+}
 
 /// The latest checkpoint of every task.
 const ALL_CHECKPOINTS_QUERY: &str = "SELECT task, max(epoch) AS last_epoch, argMax(ints, epoch) AS last_ints, \
@@ -126,15 +148,29 @@ impl Endpoint {
             .query(OPEN_ROWS_QUERY)
             .bind(&task)
             .bind(CHECKPOINT_FAMILY);
-        let rows: Vec<StateRecord> = lineage
+        let rows: Vec<StateRecord> = lineage.bind(query).bind(since).fetch_all().await?;
+        let rows = rows.into_iter().filter_map(StateRecord::into_row).collect();
+        let families: Vec<&str> = Admission::families()
+            .map(|family| family_name(family, Span::Minute))
+            .collect();
+        let query = self.query(ADMITTED_QUERY).bind(&task).bind(families);
+        let admitted: Vec<AdmittedRow> = lineage
             .bind(query)
             .bind(Span::Day.start(since))
-            .bind(Span::Day.start(since))
-            .bind(Span::Hour.start(since))
-            .bind(since)
             .fetch_all()
             .await?;
-        let rows = rows.into_iter().filter_map(StateRecord::into_row).collect();
+        let admitted = admitted
+            .into_iter()
+            .filter_map(|row| {
+                let (family, _) = parse_family_name(&row.family)?;
+                Admission::of_row(
+                    family,
+                    &row.tenant_id,
+                    &[row.d1, row.d2, row.d3],
+                    i64::from(row.day),
+                )
+            })
+            .collect();
 
         // Ids counted before the checkpoint, within the dedup horizon.
         let horizon_start = checkpoint
@@ -149,6 +185,7 @@ impl Endpoint {
             seen,
             refused,
             generation: None,
+            admitted,
         })
     }
 }

@@ -5,10 +5,9 @@
 //! views count.
 //!
 //! The runtime seals a task's windows once the flush that made them final has landed
-//! (`pipeline::run::durable`), and the task's next checkpoint records it. For now the task
-//! also writes its own hour and day rows (ADR 0008), which a seal rewrites with the same
-//! values; `exactness::assert_seals_equal_the_tasks_rollups` checks, after every services
-//! test that compares the views, that a seal of each task's windows equals them.
+//! (`pipeline::run::durable`), and the task's next checkpoint records it; the rollup views
+//! read sealed rows up to each task's seal (`schema::views::sealed_union`). The task itself
+//! holds minutes only.
 
 use salestalk_operators::aggregate::Family;
 use salestalk_operators::flush::Seal;

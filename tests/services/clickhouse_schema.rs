@@ -4,7 +4,6 @@
 use salestalk_operators::RawMessage;
 use salestalk_operators::aggregate::Family;
 use salestalk_operators::task::{Task, TaskSettings};
-use salestalk_operators::windows::Span;
 use salestalk_sinks::clickhouse::write_flushes;
 
 use crate::support::{drop_database, endpoint, unique};
@@ -288,7 +287,7 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
     let dims = ["classification.performed.v1", "chat-handler", ""];
     assert_eq!(
         restored
-            .window(Span::Minute, Family::Volume, window, "tenant-abc123", dims)
+            .window(Family::Volume, window, "tenant-abc123", dims)
             .map(|v| v.ints[0]),
         Some(1)
     );

@@ -644,15 +644,32 @@ pub async fn assert_rollups_sum_their_minutes(endpoint: &salestalk_store::Endpoi
     }
 }
 
-/// Asserts that sealing every task's hours from its durable minutes, and its days from its
-/// hours (`store::seal`, ADR 0023), gives exactly the rollup rows the task wrote itself: the
-/// same keys, counters and histograms, sums to 1e-9. Read on each shard's writer, where its
-/// tasks' rows and fences are.
-pub async fn assert_seals_equal_the_tasks_rollups(endpoint: &salestalk_store::Endpoint) {
+/// Asserts that every task's sealed rows (ADR 0023), the hours before its checkpoint's hour
+/// seal and the days before its day seal, are exactly the sums of its durable minutes (days:
+/// of its sealed hours): the same keys, counters and histograms, sums to 1e-9. Read on each
+/// shard's writer, where its tasks' rows and fences are. Returns how many sealed rows it
+/// compared (none where the traffic closed no hour).
+pub async fn assert_sealed_rows_sum_their_minutes(endpoint: &salestalk_store::Endpoint) -> u64 {
+    let mut sealed_rows = 0;
     for writer in endpoint.shard_writers() {
         let database = &writer.database;
+        let marks = format!(
+            "SELECT task, argMax(ints[5], epoch) AS sealed_hours, \
+             argMax(ints[6], epoch) AS sealed_days FROM {database}.window_state \
+             WHERE family = 'checkpoint' GROUP BY task"
+        );
         for family in Family::ALL {
             for span in Span::ROLLUPS {
+                let mark = if span == Span::Hour {
+                    "sealed_hours"
+                } else {
+                    "sealed_days"
+                };
+                let before_mark = |rows: &str| {
+                    format!(
+                        "SELECT * FROM ({rows}) ANY INNER JOIN ({marks}) USING task WHERE toInt64(toUInt32(start)) < {mark}"
+                    )
+                };
                 let sealed = salestalk_store::seal::sealed_rows_sql(database, family, span, "")
                     .expect("a rollup span");
                 let written = salestalk_store::schema::views::latest_where(
@@ -668,10 +685,12 @@ pub async fn assert_seals_equal_the_tasks_rollups(endpoint: &salestalk_store::En
                      OR arrayExists((a, b) -> abs(a - b) > 1e-9 * greatest(abs(a), 1), floats_sum, floats) \
                      OR buckets != hist_buckets OR counts != hist_counts)) AS differing FROM \
                      (SELECT task, start, tenant_id, d1, d2, d3, ints_sum, floats_sum, buckets, counts, \
-                     1 AS side FROM ({sealed})) \
-                     ALL FULL OUTER JOIN (SELECT task, window_start AS start, tenant_id, d1, d2, d3, \
-                     ints, floats, hist_buckets, hist_counts, 1 AS side2 FROM ({written})) \
-                     USING (task, start, tenant_id, d1, d2, d3)"
+                     1 AS side FROM ({})) \
+                     ALL FULL OUTER JOIN (SELECT task, start, tenant_id, d1, d2, d3, \
+                     ints, floats, hist_buckets, hist_counts, 1 AS side2 FROM ({})) \
+                     USING (task, start, tenant_id, d1, d2, d3)",
+                    before_mark(&sealed),
+                    before_mark(&format!("SELECT window_start AS start, * FROM ({written})")),
                 );
                 let (rows, missing, differing): (u64, u64, u64) = writer
                     .client()
@@ -682,12 +701,14 @@ pub async fn assert_seals_equal_the_tasks_rollups(endpoint: &salestalk_store::En
                 assert_eq!(
                     (missing, differing),
                     (0, 0),
-                    "sealed {family:?} {span:?} rows against the task's ({rows} keys) on {}\n{sql}",
+                    "sealed {family:?} {span:?} rows against their minutes ({rows} keys) on {}\n{sql}",
                     writer.url
                 );
+                sealed_rows += rows;
             }
         }
     }
+    sealed_rows
 }
 
 /// Asserts that every public view equals the batch recomputation of the topics' contents,
@@ -814,7 +835,7 @@ pub async fn assert_views_equal(setup: &Setup, expected: Expected, with_late: bo
         .collect();
     assert_eq!(got, expected.new_enum_values, "new_enum_values");
     assert_rollups_sum_their_minutes(&endpoint).await;
-    assert_seals_equal_the_tasks_rollups(&endpoint).await;
+    assert_sealed_rows_sum_their_minutes(&endpoint).await;
 
     let rows: Vec<IntentRow> = client
         .query(

@@ -1,9 +1,9 @@
 //! Sealing (ADR 0023): once a task's hours and days are final, the runtime writes their rows
 //! from the durable minutes, and the next checkpoint records how far it got. Traffic over a
 //! day and more of event time, the pipeline killed at random moments (between a seal and the
-//! checkpoint that records it, among others): every view still equals the recomputation, a
-//! seal of every task equals the rollups it wrote itself, and the checkpoints show hours and
-//! a day sealed.
+//! checkpoint that records it, among others): every view still equals the recomputation, each
+//! task's sealed rows are the sums of its minutes, and the checkpoints show hours and a day
+//! sealed.
 
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use crate::exactness::{
-    LATENESS_MS, assert_views_match, kill_at_random_moments, pipeline_env, produce_over, read_back,
+    LATENESS_MS, assert_sealed_rows_sum_their_minutes, assert_views_match, kill_at_random_moments,
+    pipeline_env, produce_over, read_back,
 };
 use crate::support::Isolated;
 
@@ -40,6 +41,8 @@ async fn hours_and_days_sealed_across_kills_change_no_view() {
         .sum();
     kill_at_random_moments(&setup, total, 4, 2, 13, Duration::from_millis(1_500)).await;
     assert_views_match(&setup).await;
+    let sealed = assert_sealed_rows_sum_their_minutes(&setup.isolated.endpoint()).await;
+    assert!(sealed > 0, "nothing sealed");
 
     // Each task's newest checkpoint (ints 2, 3: the watermarks; 5, 6: the seals) beside the
     // first minute it counted.

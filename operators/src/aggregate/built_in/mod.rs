@@ -45,7 +45,7 @@ mod tests {
     use crate::aggregate::{Aggregates, Durable, Family, ReadMessage};
     use crate::dead_letter::DeadLetterReason;
     use crate::message::PublishPath;
-    use crate::windows::{Span, WindowSet};
+    use crate::windows::WindowSet;
     use salestalk_contracts::{parse, validate};
 
     const EXAMPLES: &str = include_str!("../../../../contracts/tests/corpus/spec-examples.jsonl");
@@ -62,7 +62,7 @@ mod tests {
 
     fn ints(set: &mut WindowSet, family: Family, dims: [&str; 3]) -> Vec<i64> {
         let key = set.key(family, 0, "tenant-abc123", dims);
-        set.get(Span::Minute, &key)
+        set.get(&key)
             .unwrap_or_else(|| panic!("no {family:?} row {dims:?}"))
             .ints
             .clone()
@@ -107,7 +107,7 @@ mod tests {
         // `rating_sum` (sixth) is no longer written: the rating of 5 is in `satisfaction_sum`.
         assert_eq!(engagement, [1, 8, 4, 4, 1, 0, 1, 0, 0, 1, 87_000_000]);
         let key = set.key(Family::Engagement, 0, "tenant-abc123", ["", "", ""]);
-        let floats = &set.get(Span::Minute, &key).expect("row").floats;
+        let floats = &set.get(&key).expect("row").floats;
         assert_eq!(
             floats[Family::Engagement.float_slot("satisfaction_sum")],
             5.0
@@ -166,7 +166,7 @@ mod tests {
         // Half the facts ratio is no ratio: neither side is added.
         assert_eq!(quality, [1, 0, 0, 0, 543, 0, 1]);
         let key = set.key(Family::Quality, 0, "tenant-abc123", model);
-        let row = set.get(Span::Minute, &key).expect("row");
+        let row = set.get(&key).expect("row");
         assert_eq!(row.histogram.count(), 0, "no generation time to record");
         assert_eq!(row.floats, [0.0]);
         for field in [
@@ -193,7 +193,7 @@ mod tests {
             "tenant-abc123",
             ["anthropic.claude-v2", "", ""],
         );
-        let row = set.get(Span::Minute, &key).expect("row");
+        let row = set.get(&key).expect("row");
         assert_eq!(row.histogram.count(), 1);
         assert_eq!(row.floats, [0.94]);
     }
@@ -257,7 +257,7 @@ mod tests {
             },
         );
         assert_eq!(
-            set.get(Span::Minute, &key).expect("row").ints,
+            set.get(&key).expect("row").ints,
             [5, 1, 1, 1],
             "submitted, rejected, duplicates, of which conflicting"
         );
@@ -268,7 +268,7 @@ mod tests {
             "a",
             ["x.y.v1", "1970-01-01 00:00:00", ""],
         );
-        assert_eq!(set.get(Span::Minute, &late).expect("row").ints, [1]);
+        assert_eq!(set.get(&late).expect("row").ints, [1]);
         // What the gateway published is a row of its own (the gateway counted the publish).
         Aggregates::default().on_read(
             &mut set,
@@ -278,12 +278,9 @@ mod tests {
             },
         );
         let gateway = set.key(Family::Publish, 60, "a", ["s", "t", "gateway"]);
-        assert_eq!(
-            set.get(Span::Minute, &gateway).expect("row").ints,
-            [1, 0, 0, 0]
-        );
+        assert_eq!(set.get(&gateway).expect("row").ints, [1, 0, 0, 0]);
         let key = set.key(Family::DeadLetters, 60, "", ["not_json", "", "t"]);
-        assert_eq!(set.get(Span::Minute, &key).expect("row").ints, [1]);
+        assert_eq!(set.get(&key).expect("row").ints, [1]);
     }
 
     #[test]
@@ -307,7 +304,7 @@ mod tests {
             Aggregates::default().on_durable(&mut set, &output);
         }
         let key = set.key(Family::Latency, 0, "a", ["x.y.v1", "clickhouse", ""]);
-        let row = set.get(Span::Minute, &key).expect("row");
+        let row = set.get(&key).expect("row");
         assert_eq!(
             (row.ints[0], row.floats[0], row.histogram.count()),
             (2, 2000.0, 2)
