@@ -62,14 +62,14 @@ pub struct Seal {
 }
 
 impl Checkpoint {
-    /// The first hour and the first day (Unix s) that may still change, by the watermarks
-    /// the task has (a clock with no watermark yet has no rows to close); `None` before any.
+    /// The first hour and the first day (Unix s) that may still change, by both clocks;
+    /// `None` until both have a watermark: before its first watermark a clock may still open
+    /// rows at any time, however far back (a backfill's first valid event after dead letters).
     pub fn first_open_rollups(&self, allowed_lateness_ms: i64) -> Option<(i64, i64)> {
-        let open = [self.event_watermark_ms, self.broker_watermark_ms]
-            .into_iter()
-            .flatten()
-            .map(|wm| first_open_window(Some(wm), allowed_lateness_ms))
-            .min()?;
+        let (Some(_), Some(_)) = (self.event_watermark_ms, self.broker_watermark_ms) else {
+            return None;
+        };
+        let open = self.first_open_window(allowed_lateness_ms);
         Some((Span::Hour.start(open), Span::Day.start(open)))
     }
 
@@ -373,18 +373,24 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_without_a_watermark_closes_nothing_and_holds_nothing_back() {
+    fn nothing_is_sealed_until_both_clocks_have_a_watermark() {
+        // Dead letters only: the broker clock runs, and a first valid event may still be a
+        // day old, so no hour may be taken as sealed yet.
         let mut checkpoint = Checkpoint {
-            broker_watermark_ms: Some((HOUR + 1_800) * 1_000),
+            broker_watermark_ms: Some((DAY + 2 * 86_400) * 1_000),
             ..Checkpoint::default()
         };
-        checkpoint.seal_due(LATENESS_MS);
-        checkpoint.broker_watermark_ms = Some((DAY + 2 * 86_400 + 600) * 1_000);
+        assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
+        assert_eq!(checkpoint.sealed_hours_before, None);
+        checkpoint.event_watermark_ms = Some((HOUR + 1_800) * 1_000);
+        assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
+        assert_eq!(checkpoint.sealed_hours_before, Some(HOUR));
+        checkpoint.event_watermark_ms = Some((DAY + 86_400 + 600) * 1_000);
         assert_eq!(
             checkpoint.seal_due(LATENESS_MS),
             Some(Seal {
-                hours: (HOUR, DAY + 2 * 86_400),
-                days: (DAY, DAY + 2 * 86_400),
+                hours: (HOUR, DAY + 86_400),
+                days: (DAY, DAY + 86_400),
             })
         );
     }
