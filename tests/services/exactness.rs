@@ -667,7 +667,7 @@ pub async fn assert_sealed_rows_sum_their_minutes(endpoint: &salestalk_store::En
                 };
                 let before_mark = |rows: &str| {
                     format!(
-                        "SELECT * FROM ({rows}) ANY INNER JOIN ({marks}) USING task WHERE toInt64(toUInt32(start)) < {mark}"
+                        "SELECT * FROM ({rows}) AS window_rows ANY INNER JOIN ({marks}) AS marks USING task WHERE toInt64(toUInt32(start)) < {mark}"
                     )
                 };
                 let sealed = salestalk_store::seal::sealed_rows_sql(database, family, span, "")

@@ -175,9 +175,6 @@ fn every_statement_and_documented_query_runs_on_clickhouse_26() {
                 "1",
                 "[0, 3]",
                 "[1, 12884901889]",
-                "0",
-                "0",
-                "0",
                 "0"
             ]
         ))),

@@ -148,7 +148,7 @@ pub fn sealed_union(database: &str, family: Family, span: Span) -> String {
             "SELECT {time}, tenant_id, d1, d2, d3, task, sumForEach(ints) AS ints_sum,\n\
              sumForEach(floats) AS floats_sum,\n\
              (sumMap(hist_buckets, hist_counts) AS merged).1 AS buckets, merged.2 AS counts\n\
-             FROM ({}) ANY LEFT JOIN ({marks}) USING task\n\
+             FROM ({}) AS window_rows ANY LEFT JOIN ({marks}) AS marks USING task\n\
              WHERE {condition}\n\
              GROUP BY {time}, tenant_id, d1, d2, d3, task",
             latest_in(
@@ -162,7 +162,7 @@ pub fn sealed_union(database: &str, family: Family, span: Span) -> String {
     };
     let sealed = format!(
         "SELECT {time}, tenant_id, d1, d2, d3, task, ints, floats, hist_buckets, hist_counts\n\
-         FROM ({}) ANY LEFT JOIN ({marks}) USING task\n\
+         FROM ({}) AS window_rows ANY LEFT JOIN ({marks}) AS marks USING task\n\
          WHERE {} < sealed_{}",
         latest(database, family, span, time),
         at(time),
