@@ -73,13 +73,21 @@ impl Checkpoint {
         Some((Span::Hour.start(open), Span::Day.start(open)))
     }
 
-    /// What became final since the last seal, marking the checkpoint's seals where they were
-    /// unknown (a new task, or one stored before sealing: what is final then was written by
-    /// the task itself). `None` when nothing is due.
-    pub fn seal_due(&mut self, allowed_lateness_ms: i64) -> Option<Seal> {
+    /// Lowers the seals to the hour and day holding `open` (Unix s): the first open minute of
+    /// a clock that just got its first watermark (no row of the task can be earlier), or of a
+    /// checkpoint stored before sealing, whose earlier rollups its task wrote itself. Called
+    /// before any seal, so nothing sealed is ever reopened.
+    pub fn seals_start_at(&mut self, open: i64) {
+        let lowest = |mark: Option<i64>, start: i64| Some(mark.map_or(start, |m| m.min(start)));
+        self.sealed_hours_before = lowest(self.sealed_hours_before, Span::Hour.start(open));
+        self.sealed_days_before = lowest(self.sealed_days_before, Span::Day.start(open));
+    }
+
+    /// What became final since the last seal; `None` when nothing is due, or before both
+    /// clocks have a watermark.
+    pub fn seal_due(&self, allowed_lateness_ms: i64) -> Option<Seal> {
         let (hours_open, days_open) = self.first_open_rollups(allowed_lateness_ms)?;
-        let hours_from = *self.sealed_hours_before.get_or_insert(hours_open);
-        let days_from = *self.sealed_days_before.get_or_insert(days_open);
+        let (hours_from, days_from) = (self.sealed_hours_before?, self.sealed_days_before?);
         (hours_from < hours_open || days_from < days_open).then_some(Seal {
             hours: (hours_from, hours_open.max(hours_from)),
             days: (days_from, days_open.max(days_from)),
@@ -328,21 +336,22 @@ mod tests {
     const HOUR: i64 = 1_700_000_000 - 1_700_000_000 % 3_600;
     const DAY: i64 = HOUR - HOUR % 86_400;
 
+    /// A task whose clocks got their first watermarks at `event_s` and `broker_s`.
     fn at(event_s: i64, broker_s: i64) -> Checkpoint {
-        Checkpoint {
-            event_watermark_ms: Some(event_s * 1_000),
-            broker_watermark_ms: Some(broker_s * 1_000),
-            ..Checkpoint::default()
+        let mut checkpoint = Checkpoint::default();
+        for at_s in [event_s, broker_s] {
+            checkpoint.seals_start_at(first_open_window(Some(at_s * 1_000), LATENESS_MS));
         }
+        checkpoint.event_watermark_ms = Some(event_s * 1_000);
+        checkpoint.broker_watermark_ms = Some(broker_s * 1_000);
+        checkpoint
     }
 
     #[test]
-    fn nothing_is_sealed_before_a_watermark_and_what_is_final_then_counts_as_sealed() {
-        let mut checkpoint = Checkpoint::default();
-        assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
-        assert_eq!(checkpoint.sealed_hours_before, None);
+    fn nothing_is_sealed_before_a_watermark_and_nothing_open_counts_as_sealed() {
+        assert_eq!(Checkpoint::default().seal_due(LATENESS_MS), None);
         // Half past: the hour is open, and what came before it was never this task's.
-        let mut checkpoint = at(HOUR + 1_800, HOUR + 1_800);
+        let checkpoint = at(HOUR + 1_800, HOUR + 1_800);
         assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
         assert_eq!(checkpoint.sealed_hours_before, Some(HOUR));
         assert_eq!(checkpoint.sealed_days_before, Some(DAY));
@@ -351,7 +360,6 @@ mod tests {
     #[test]
     fn an_hour_is_due_once_its_last_minute_is_final_on_both_clocks_until_it_is_sealed() {
         let mut checkpoint = at(HOUR + 1_800, HOUR + 1_800);
-        checkpoint.seal_due(LATENESS_MS);
         // Five minutes past the next hour: its first minute is still open under the lateness.
         checkpoint.event_watermark_ms = Some((HOUR + 3_600 + 299) * 1_000);
         checkpoint.broker_watermark_ms = checkpoint.event_watermark_ms;
@@ -373,18 +381,18 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_sealed_until_both_clocks_have_a_watermark() {
-        // Dead letters only: the broker clock runs, and a first valid event may still be a
-        // day old, so no hour may be taken as sealed yet.
-        let mut checkpoint = Checkpoint {
-            broker_watermark_ms: Some((DAY + 2 * 86_400) * 1_000),
-            ..Checkpoint::default()
-        };
-        assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
-        assert_eq!(checkpoint.sealed_hours_before, None);
+    fn seals_start_at_the_first_open_minute_of_either_clock() {
+        // Dead letters first: the broker clock runs two days ahead of the first valid event,
+        // whose rows must not fall before the seals.
+        let mut checkpoint = Checkpoint::default();
+        let broker_s = DAY + 2 * 86_400;
+        checkpoint.seals_start_at(first_open_window(Some(broker_s * 1_000), LATENESS_MS));
+        checkpoint.broker_watermark_ms = Some(broker_s * 1_000);
+        assert_eq!(checkpoint.seal_due(LATENESS_MS), None, "one clock only");
+        checkpoint.seals_start_at(first_open_window(Some((HOUR + 1_800) * 1_000), LATENESS_MS));
         checkpoint.event_watermark_ms = Some((HOUR + 1_800) * 1_000);
-        assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
         assert_eq!(checkpoint.sealed_hours_before, Some(HOUR));
+        // A first batch that moves the event clock a day on seals from where it started.
         checkpoint.event_watermark_ms = Some((DAY + 86_400 + 600) * 1_000);
         assert_eq!(
             checkpoint.seal_due(LATENESS_MS),

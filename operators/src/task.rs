@@ -180,6 +180,16 @@ impl Task {
             ..state.checkpoint
         };
         let mut task = Self::new(topic, partition, settings, checkpoint);
+        // Stored before sealing: what is final was rolled up by the task itself, and nothing
+        // from the first open minute on is sealed yet.
+        let lateness = task.settings.allowed_lateness_ms;
+        let checkpoint = &mut task.checkpoint;
+        if checkpoint.sealed_hours_before.is_none()
+            && checkpoint.event_watermark_ms.is_some()
+            && checkpoint.broker_watermark_ms.is_some()
+        {
+            checkpoint.seals_start_at(checkpoint.first_open_window(lateness));
+        }
         for admission in &state.admitted {
             let budget = if admission.field == SOURCE_FIELD {
                 &mut task.sources
@@ -334,10 +344,16 @@ impl Task {
             .timestamp_ms
             .or(self.checkpoint.broker_watermark_ms)
             .unwrap_or_default();
-        let broker_watermark = self
-            .checkpoint
-            .broker_watermark_ms
-            .map_or(broker_ms, |w| w.max(broker_ms));
+        let broker_watermark = match self.checkpoint.broker_watermark_ms {
+            Some(w) => w.max(broker_ms),
+            None => {
+                self.checkpoint.seals_start_at(first_open_window(
+                    Some(broker_ms),
+                    self.settings.allowed_lateness_ms,
+                ));
+                broker_ms
+            }
+        };
         self.checkpoint.broker_watermark_ms = Some(broker_watermark);
         let arrival = Arrival {
             address: Address {
@@ -529,6 +545,12 @@ impl Task {
             consumers,
         });
         if !clock_skewed {
+            if self.checkpoint.event_watermark_ms.is_none() {
+                self.checkpoint.seals_start_at(first_open_window(
+                    Some(stamped_ms),
+                    self.settings.allowed_lateness_ms,
+                ));
+            }
             let wm = &mut self.checkpoint.event_watermark_ms;
             *wm = Some(wm.map_or(stamped_ms, |w| w.max(stamped_ms)));
         }
