@@ -616,13 +616,32 @@ impl Task {
     /// lookback then covers what was processed lately, however old the events were, so a
     /// stalled or catching-up pipeline shows its latency instead of hiding it in old windows.
     pub fn flush(&mut self, durable_at_ms: i64) -> Flush {
+        // A minute its clock already closed was evicted as final: a row made there again would
+        // hold this flush's outputs alone and replace the whole minute. When a clock runs ahead
+        // of this machine's (producers' clocks ahead of ours), its outputs count in its first
+        // open minute instead, as a broker-time read does.
         let durable_minute = window_start(durable_at_ms);
+        let lateness = self.settings.allowed_lateness_ms;
+        let event_minute = durable_minute.max(first_open_window(
+            self.checkpoint.event_watermark_ms,
+            lateness,
+        ));
+        let broker_minute = durable_minute.max(first_open_window(
+            self.checkpoint.broker_watermark_ms,
+            lateness,
+        ));
         self.pending_latency_rows = 0;
         for pending in std::mem::take(&mut self.pending_latency) {
             let latency_ms = (durable_at_ms - pending.at_ms).max(0) as f64;
             for consumer in pending.consumers {
+                // The clock that closes the row's minute (see `evict_final`).
+                let on_broker_clock = *consumer == consumers::DEAD_LETTERS;
                 let output = Durable {
-                    window_start: durable_minute,
+                    window_start: if on_broker_clock {
+                        broker_minute
+                    } else {
+                        event_minute
+                    },
                     tenant: pending.tenant,
                     event_type: pending.event_type,
                     consumer,
@@ -1005,6 +1024,49 @@ mod tests {
             .map(|r| r.value.ints[0])
             .sum::<i64>();
         assert_eq!(metrics_latency, 2);
+    }
+
+    #[test]
+    fn outputs_of_clocks_ahead_of_ours_count_in_their_first_open_minute_not_a_closed_one() {
+        // The producers' clocks run an hour ahead of this machine's: the flush's own minute is
+        // already closed on both clocks, and a row made there again would replace the whole
+        // minute with one flush's outputs.
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        let behind = T0 - 60 * MINUTE;
+        let latency = |flush: &Flush, consumer: &str| -> Vec<(i64, i64)> {
+            flush
+                .rows
+                .iter()
+                .filter(|r| r.family == Family::Latency && r.dims[1] == consumer)
+                .map(|r| (r.window_start, r.value.ints[0]))
+                .collect()
+        };
+        let first_open = window_start(T0 - settings().allowed_lateness_ms);
+        feed(
+            &mut task,
+            &[(0, T0, event(1, T0, "a")), (1, T0, b"{".to_vec())],
+        );
+        let first = task.flush(behind);
+        assert_eq!(latency(&first, consumers::METRICS), [(first_open, 1)]);
+        assert_eq!(latency(&first, consumers::DEAD_LETTERS), [(first_open, 1)]);
+        feed(
+            &mut task,
+            &[(2, T0, event(2, T0, "a")), (3, T0, b"{".to_vec())],
+        );
+        let second = task.flush(behind + MINUTE);
+        assert_eq!(
+            latency(&second, consumers::METRICS),
+            [(first_open, 2)],
+            "the open row grows"
+        );
+        assert_eq!(latency(&second, consumers::DEAD_LETTERS), [(first_open, 2)]);
+        // On time again, outputs count in the minute they became durable.
+        feed(&mut task, &[(4, T0, event(3, T0, "a"))]);
+        let on_time = task.flush(T0 + 2 * MINUTE);
+        assert_eq!(
+            latency(&on_time, consumers::METRICS),
+            [(window_start(T0 + 2 * MINUTE), 1)]
+        );
     }
 
     #[test]
