@@ -267,6 +267,10 @@ const TRANSIENT_CODES: [u32; 13] = [
 
 /// ClickHouse's error code for adding a column that exists.
 pub(crate) const DUPLICATE_COLUMN: u32 = 44;
+/// ClickHouse's error code for a table that does not exist.
+pub(crate) const UNKNOWN_TABLE: u32 = 60;
+/// ClickHouse's error code for a database that does not exist.
+pub(crate) const UNKNOWN_DATABASE: u32 = 81;
 
 /// The `Code: N` a ClickHouse error message starts with, if any.
 pub(crate) fn server_code(text: &str) -> Option<u32> {

@@ -2,7 +2,9 @@
 //! public views when their definitions changed.
 
 use crate::cluster::{ClusterSchema, created_tables};
-use crate::endpoint::{ClickHouseError, DUPLICATE_COLUMN, Endpoint, server_code};
+use crate::endpoint::{
+    ClickHouseError, DUPLICATE_COLUMN, Endpoint, UNKNOWN_DATABASE, UNKNOWN_TABLE, server_code,
+};
 use crate::profile::ServerProfile;
 use crate::schema;
 
@@ -212,13 +214,21 @@ impl Endpoint {
                 continue;
             }
             seen.push(shard);
-            // A database not made yet holds no tasks.
-            let tasks: Vec<String> = writer
+            let tasks: Vec<String> = match writer
                 .query("SELECT DISTINCT task FROM window_state WHERE family = ?")
                 .bind(crate::tables::window_state::CHECKPOINT_FAMILY)
                 .fetch_all()
                 .await
-                .unwrap_or_default();
+            {
+                Ok(tasks) => tasks,
+                // A database or table not made yet holds no tasks; any other failure is one.
+                Err(ClickHouseError::Rejected(clickhouse::error::Error::BadResponse(text)))
+                    if matches!(server_code(&text), Some(UNKNOWN_TABLE | UNKNOWN_DATABASE)) =>
+                {
+                    Vec::new()
+                }
+                Err(other) => return Err(other),
+            };
             let strangers: Vec<&String> = tasks
                 .iter()
                 .filter(|task| self.home_shard_of_task(task) != index)

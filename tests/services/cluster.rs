@@ -8,7 +8,9 @@
 use crate::exactness::{
     PARTITIONS, Setup, assert_views_match, durable, pipeline_env, produce, read_back, wait_durable,
 };
-use crate::support::{Isolated, salestalk_command, services_script};
+use crate::support::{
+    Isolated, past_a_dead_members_session, salestalk_command, services_script, session_timeout_env,
+};
 
 /// The cluster `deploy/services/up cluster` starts, and its servers' HTTP ports (replicas 1
 /// and 2 of shard 1, then replica 3, shard 2).
@@ -67,10 +69,7 @@ fn cluster_setup(isolated: Isolated, n: usize) -> Setup {
     env.extend([
         ("SALESTALK__CLICKHOUSE__URL", replica_url(n)),
         ("SALESTALK__CLICKHOUSE__CLUSTER", CLUSTER.to_string()),
-        (
-            "SALESTALK__KAFKA__SESSION_TIMEOUT_MS",
-            SESSION_TIMEOUT_MS.to_string(),
-        ),
+        session_timeout_env(),
         (
             "SALESTALK__CLICKHOUSE__SHARD_URLS",
             format!(
@@ -82,9 +81,6 @@ fn cluster_setup(isolated: Isolated, n: usize) -> Setup {
     ]);
     Setup { isolated, env }
 }
-
-/// The group's session timeout here (ms): how long a killed run keeps its partitions.
-const SESSION_TIMEOUT_MS: u64 = 6_000;
 
 /// The tasks whose checkpoints the server at replica `n` holds in its own table.
 async fn local_tasks(isolated: &Isolated, n: usize) -> Vec<String> {
@@ -202,11 +198,8 @@ async fn a_replica_stopped_a_restart_and_a_writer_failover_change_no_view_read_t
     run.kill()
         .expect("the run pointed at the stopped writer is replaced");
     run.wait().expect("stopped");
-    // The replacement joins once the group has given up on the killed run. Joining earlier
-    // makes the test broker (tansu 0.6) hand it a group led by the dead member, and in one CI
-    // run it then made no progress for five minutes (tests/README.md); with Kafka the group
-    // would have moved on.
-    tokio::time::sleep(std::time::Duration::from_millis(SESSION_TIMEOUT_MS + 2_000)).await;
+    // The replacement joins once the group has given up on the killed run.
+    past_a_dead_members_session().await;
     let failover = cluster_setup(on_replica(&setup.isolated, 2), 2);
     let mut run = salestalk_command(&["run"], &failover.env)
         .spawn()

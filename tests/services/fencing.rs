@@ -16,7 +16,10 @@ use crate::exactness::{
     Input, LATENESS_MS, SKEW_MS, assert_views_equal, assert_views_match, durable, read_back,
     recompute, seeded_setup, wait_durable,
 };
-use crate::support::{KillIfPanicking, RUN_LIMIT, finish, send_signal, settings};
+use crate::support::{
+    KillIfPanicking, RUN_LIMIT, finish, past_a_dead_members_session, send_signal,
+    session_timeout_env, settings,
+};
 
 fn task_settings() -> TaskSettings {
     TaskSettings {
@@ -368,9 +371,6 @@ async fn rows_written_after_losing(endpoint: &Endpoint) -> u64 {
         .expect("rows written after losing")
 }
 
-/// The group's session timeout in the whole-process test (ms).
-const SESSION_TIMEOUT_MS: u64 = 6_000;
-
 /// The last `count` lines of the file at `path` (what a child wrote there).
 fn last_lines(path: &std::path::Path, count: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -386,10 +386,7 @@ async fn an_instance_stopped_past_its_session_timeout_changes_no_view() {
     let _heavy = crate::support::one_heavy_test_at_a_time().await;
     let mut setup = seeded_setup("it-fence-stop", 43, 60_000, 60).await;
     setup.env.extend([
-        (
-            "SALESTALK__KAFKA__SESSION_TIMEOUT_MS",
-            SESSION_TIMEOUT_MS.to_string(),
-        ),
+        session_timeout_env(),
         // Small batches: the stopped instance holds read, unflushed events when stopped.
         ("SALESTALK__PIPELINE__BATCH_SIZE", "500".to_string()),
     ]);
@@ -412,11 +409,9 @@ async fn an_instance_stopped_past_its_session_timeout_changes_no_view() {
         0 < at_stop && at_stop < total,
         "A stopped mid-stream: {at_stop} of {total}"
     );
-    // B joins once the group has given up on A. Joining earlier makes the test broker
-    // (tansu 0.6) hand B a group whose leader is the stopped A, and in one CI run B then got
-    // nothing for five minutes; with Kafka the group would have moved on. The scenario is
-    // the same either way: A is stopped past its session timeout when B takes over.
-    tokio::time::sleep(Duration::from_millis(SESSION_TIMEOUT_MS + 2_000)).await;
+    // B joins once the group has given up on A: A is stopped past its session timeout when
+    // B takes over.
+    past_a_dead_members_session().await;
 
     // B gets every partition and makes progress past A's. Its log (at info) is kept so a B
     // that gets nothing says why.
