@@ -91,7 +91,7 @@ pub struct Task {
     settings: TaskSettings,
     checkpoint: Checkpoint,
     seen: SeenIds,
-    /// Minute windows and their hour and day rollups (ADR 0008).
+    /// Open minute windows; hours and days are sealed from what is durable (ADR 0023).
     windows: WindowSet,
     aggregates: Aggregates,
     archive: Vec<ArchivedEvent>,
@@ -117,12 +117,20 @@ pub struct Task {
     /// Whether processing stopped at [`Task::flush_rows`]'s half: the rest of the batch waits
     /// for the next flush.
     full: bool,
-    /// Latency rows the pending outputs will touch at the flush (a consumer each, three spans).
+    /// Latency rows the pending outputs will touch at the flush (a consumer each).
     pending_latency_rows: usize,
     /// New enum values admitted per tenant, field and day.
     new_values: NewValueBudget,
     /// The producer sources each tenant's rows may name per day (`max_sources_per_day`).
     sources: NewValueBudget,
+    /// Since when the task has read nothing: this machine's time then (ms) and the broker
+    /// watermark then. Set by the last flush that carried messages, or by the first idle
+    /// check after a restore (see [`Task::idle_watermark`]).
+    idle_since: Option<(i64, i64)>,
+    /// Whether the checkpoint changed without a message (the clocks moved on while idle, or a
+    /// seal landed): the next flush writes it though nothing else changed, so an idle task's
+    /// seals are recorded too.
+    checkpoint_changed: bool,
 }
 
 /// Most window rows one flush writes by default: far below ClickHouse's
@@ -161,6 +169,8 @@ impl Task {
             pending_latency_rows: 0,
             new_values: NewValueBudget::new(settings.max_new_enum_values),
             sources: NewValueBudget::new(settings.max_sources_per_day),
+            idle_since: None,
+            checkpoint_changed: false,
         }
     }
 
@@ -284,7 +294,47 @@ impl Task {
 
     /// Whether anything awaits a flush: messages, or restored rows to write again.
     pub fn has_pending(&self) -> bool {
-        self.messages > 0 || self.windows.to_rewrite() > 0
+        self.messages > 0 || self.windows.to_rewrite() > 0 || self.checkpoint_changed
+    }
+
+    /// Where an idle task's clocks would move at `now_ms` (this machine's time), when that
+    /// makes an hour final (ADR 0023). A partition that stops receiving messages would
+    /// otherwise keep its last hours open forever, never seal them, and hold every rollup
+    /// view's minute branch back to them. After `idle_after_ms` without a message, the clocks
+    /// run on with this machine's: the broker watermark when it went quiet, plus the time
+    /// since, less `idle_after_ms` (as idle sources do in Flink). An event that comes after
+    /// all and is older than that is late, and its day's correction counts it (ADR 0016).
+    /// Only a move that seals something is offered: an idle task flushes once an hour. The
+    /// caller checks the partition is read to its end before [`Task::move_while_idle`].
+    pub fn idle_watermark(&mut self, now_ms: i64, idle_after_ms: i64) -> Option<i64> {
+        if self.messages > 0 || self.full {
+            return None;
+        }
+        let broker = self.checkpoint.broker_watermark_ms?;
+        self.checkpoint.event_watermark_ms?;
+        let (since_ms, broker_then) = *self.idle_since.get_or_insert((now_ms, broker));
+        let idle_for = now_ms.saturating_sub(since_ms);
+        if idle_for <= idle_after_ms {
+            return None;
+        }
+        let to = broker_then.saturating_add(idle_for - idle_after_ms);
+        let lateness = self.settings.allowed_lateness_ms;
+        let moved = |clock: Option<i64>| first_open_window(clock.max(Some(to)), lateness);
+        let open = moved(self.checkpoint.event_watermark_ms)
+            .min(moved(self.checkpoint.broker_watermark_ms));
+        (Span::Hour.start(open) > self.checkpoint.sealed_hours_before?).then_some(to)
+    }
+
+    /// Moves both clocks to at least `to_ms` (from [`Task::idle_watermark`]); the next flush
+    /// writes the checkpoint, evicts what became final and seals it.
+    pub fn move_while_idle(&mut self, to_ms: i64) {
+        for clock in [
+            &mut self.checkpoint.event_watermark_ms,
+            &mut self.checkpoint.broker_watermark_ms,
+        ] {
+            *clock = (*clock).max(Some(to_ms));
+        }
+        self.checkpoint_changed = true;
     }
 
     /// The value of an open minute row (for tests and inspection).
@@ -616,6 +666,11 @@ impl Task {
     /// lookback then covers what was processed lately, however old the events were, so a
     /// stalled or catching-up pipeline shows its latency instead of hiding it in old windows.
     pub fn flush(&mut self, durable_at_ms: i64) -> Flush {
+        if self.messages > 0 {
+            let broker = self.checkpoint.broker_watermark_ms.unwrap_or_default();
+            self.idle_since = Some((durable_at_ms, broker));
+        }
+        self.checkpoint_changed = false;
         // A minute its clock already closed was evicted as final: a row made there again would
         // hold this flush's outputs alone and replace the whole minute. When a clock runs ahead
         // of this machine's (producers' clocks ahead of ours), its outputs count in its first
@@ -694,6 +749,7 @@ impl Task {
     /// checkpoint says so.
     pub fn sealed(&mut self, seal: &Seal) {
         self.checkpoint.sealed(seal);
+        self.checkpoint_changed = true;
     }
 
     /// Drops flushed rows that can no longer change. Rows keyed by broker time (reads, dead
@@ -1067,6 +1123,53 @@ mod tests {
             latency(&on_time, consumers::METRICS),
             [(window_start(T0 + 2 * MINUTE), 1)]
         );
+    }
+
+    #[test]
+    fn an_idle_task_s_clocks_run_on_with_ours_and_seal_once_an_hour() {
+        let mut task = Task::new("salestalk.tenant", 0, settings(), Checkpoint::default());
+        let idle_after = 10 * MINUTE;
+        let hour_s = T0 / 1_000;
+        feed(&mut task, &[(0, T0, event(1, T0, "a"))]);
+        assert_eq!(task.flush(T0).seal, None, "nothing final yet");
+        assert_eq!(task.idle_watermark(T0 + 10 * MINUTE, idle_after), None);
+        // Quiet for 30 minutes: the clocks would stand at T0 + 20 min, which makes the hour
+        // before T0 final.
+        let to = task.idle_watermark(T0 + 30 * MINUTE, idle_after);
+        assert_eq!(to, Some(T0 + 20 * MINUTE));
+        task.move_while_idle(T0 + 20 * MINUTE);
+        assert!(task.has_pending());
+        let idle = task.flush(T0 + 30 * MINUTE);
+        assert_eq!(idle.checkpoint.event_watermark_ms, Some(T0 + 20 * MINUTE));
+        assert_eq!(idle.checkpoint.broker_watermark_ms, Some(T0 + 20 * MINUTE));
+        let seal = idle.seal.expect("a seal");
+        assert_eq!(seal.hours, (hour_s - 3_600, hour_s));
+        assert_eq!(seal.days, (hour_s - 86_400, hour_s));
+        assert!(idle.rows.is_empty() && idle.archive.is_empty());
+        task.sealed(&seal);
+        // The next flush records the seal, though no message came.
+        let recorded = task.flush(T0 + 31 * MINUTE);
+        assert_eq!(recorded.checkpoint.sealed_hours_before, Some(hour_s));
+        assert_eq!(recorded.seal, None);
+        assert!(!task.has_pending());
+        assert_eq!(
+            task.idle_watermark(T0 + 40 * MINUTE, idle_after),
+            None,
+            "the next hour is not final yet: no flush"
+        );
+        assert_eq!(
+            task.idle_watermark(T0 + 90 * MINUTE, idle_after),
+            Some(T0 + 80 * MINUTE)
+        );
+        // An event that comes after all, older than the moved clock less the lateness, is
+        // late: archived for its day's correction, not counted live.
+        feed(&mut task, &[(1, T0 + MINUTE, event(2, T0 + MINUTE, "a"))]);
+        assert_eq!(task.idle_watermark(T0 + 90 * MINUTE, idle_after), None);
+        let after = task.flush(T0 + 91 * MINUTE);
+        assert!(after.archive[0].late);
+        assert_eq!(volume(&mut task, T0 + MINUTE, "a"), 0);
+        // Its flush carried a message: idleness starts again from there.
+        assert_eq!(task.idle_watermark(T0 + 100 * MINUTE, idle_after), None);
     }
 
     #[test]

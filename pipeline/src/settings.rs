@@ -559,6 +559,23 @@ mod tests {
     }
 
     #[test]
+    fn idle_clocks_move_after_a_minute_at_least_or_never() {
+        let load = |value: &str| {
+            Settings::load_from(None, env(&[("SALESTALK__PIPELINE__IDLE_AFTER_MS", value)]))
+        };
+        assert_eq!(
+            load("0").expect("never").pipeline.idle_after_ms,
+            0,
+            "0 turns it off"
+        );
+        let error = load("5000").expect_err("too short").to_string();
+        assert!(
+            error.contains("pipeline.idle_after_ms: 5000 is outside 60000..=86400000"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn environment_overrides_every_documented_key() {
         let settings = Settings::load_from(
             None,

@@ -89,6 +89,10 @@ pub const KAFKA_LAG_GROUP: &str = "source.kafka";
 /// minute).
 const LAG_SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
+/// How often quiet partitions are looked at for clocks to move on (`pipeline.idle_after_ms`):
+/// whether one is read to its end may take a round trip to the broker, at most this often.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(60);
+
 /// How long closing the sources (leaving the consumer group) may take once the run stopped.
 /// librdkafka's close waits for the group coordinator without a bound (with tansu, the close
 /// of a group's last member was seen never to return), and by then everything read is durable
@@ -298,6 +302,39 @@ impl<S: Source> Runtime<'_, S> {
         });
     }
 
+    /// Moves on the clocks of tasks whose partitions are read to their end and have been quiet
+    /// for `pipeline.idle_after_ms`, when that makes an hour final ([`Task::idle_watermark`],
+    /// ADR 0023); the next flush seals it. Only such a task costs a look at its partition's
+    /// end, so a quiet partition asks the broker about once an hour.
+    fn move_idle_clocks(&mut self) {
+        let Ok(idle_after_ms) = i64::try_from(self.settings.pipeline.idle_after_ms) else {
+            return;
+        };
+        if idle_after_ms == 0 {
+            return;
+        }
+        let now = now_ms() as i64;
+        for (key, task) in &mut self.tasks {
+            let Some(to_ms) = task.idle_watermark(now, idle_after_ms) else {
+                continue;
+            };
+            let next = task.checkpoint().next_offset;
+            // The statistics' end first (no round trip): a partition behind is not quiet.
+            if self.source.end(key).is_some_and(|end| end > next)
+                || !self.source.caught_up(&[(key.clone(), next)])
+            {
+                continue;
+            }
+            tracing::info!(
+                topic = key.topic(),
+                partition = key.number(),
+                watermark_ms = to_ms,
+                "a quiet partition's clocks move on with this machine's"
+            );
+            task.move_while_idle(to_ms);
+        }
+    }
+
     /// Updates the per-partition and state gauges from every task.
     fn observe_state(&self) {
         let t = &self.telemetry;
@@ -471,6 +508,7 @@ impl<S: Source + Send + 'static> Runtime<'_, S> {
         let mut last_flush = Instant::now();
         let mut last_report = Instant::now();
         let mut last_lag_sample = Instant::now();
+        let mut last_idle_check = Instant::now();
         let mut batch = Batch::default();
         loop {
             self.telemetry.probes.beat();
@@ -522,7 +560,12 @@ impl<S: Source + Send + 'static> Runtime<'_, S> {
             // The memory bound: held raw bytes start the flush early.
             let pending: usize = self.tasks.values().map(Task::pending_bytes).sum();
             let full = pending >= settings.pipeline.max_pending_bytes;
-            if stopping || idle || enough || full || last_flush.elapsed() >= flush_interval {
+            let due = last_flush.elapsed() >= flush_interval;
+            if due && !stopping && last_idle_check.elapsed() >= IDLE_CHECK_EVERY {
+                self.move_idle_clocks();
+                last_idle_check = Instant::now();
+            }
+            if stopping || idle || enough || full || due {
                 self.flush().await?;
                 last_flush = Instant::now();
             }

@@ -45,6 +45,9 @@ pub struct PipelineSettings {
     pub sources: Vec<String>,
     /// How long the driver loop may go without progress before `/health/live` fails, ms.
     pub stall_after_ms: u64,
+    /// How long a partition read to its end may receive nothing before its clocks run on
+    /// with this machine's, so its hours become final and are sealed (ADR 0023), ms; 0 never.
+    pub idle_after_ms: u64,
 }
 
 /// Fewest ids a task remembers whatever the budget: with thousands of partitions on one
@@ -119,6 +122,13 @@ impl PipelineSettings {
             1..=100_000,
         );
         within("batch_timeout_ms", self.batch_timeout_ms as i64, 1..=60_000);
+        if self.idle_after_ms != 0 {
+            within(
+                "idle_after_ms",
+                self.idle_after_ms as i64,
+                60_000..=86_400_000,
+            );
+        }
         within("workers", self.workers as i64, 0..=1024);
         within(
             "dedup_memory_mib",
