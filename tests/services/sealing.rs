@@ -12,9 +12,9 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use crate::exactness::{
-    LATENESS_MS, Setup, assert_sealed_rows_sum_their_minutes, assert_views_equal_recomputation,
-    assert_views_match, durable, kill_at_random_moments, pipeline_env, produce_over, read_back,
-    spawn_run,
+    LATENESS_MS, Setup, TRAFFIC, assert_sealed_rows_sum_their_minutes,
+    assert_views_equal_recomputation, assert_views_match, durable, kill_at_random_moments,
+    pipeline_env, produce_over, read_back, spawn_run,
 };
 use crate::support::{Isolated, KillIfPanicking, salestalk, stdout_of};
 
@@ -107,24 +107,20 @@ async fn a_quiet_partition_s_hours_are_sealed_by_the_machine_s_clock() {
     let isolated = Isolated::create("it-seal-quiet", 2).await;
     let mut env = pipeline_env(&isolated);
     env.push(("SALESTALK__PIPELINE__IDLE_AFTER_MS", "60000".to_string()));
-    // Honest traffic: an event stamped ahead of its broker time within the allowed skew would
-    // move a clock on by itself.
-    let start = chrono::Utc::now() - chrono::Duration::hours(4);
-    let start = start.to_rfc3339();
-    let args = [
-        "generate",
-        "--kafka",
-        "--seed",
-        "31",
-        "--count",
-        "2000",
-        "--start",
-        &start,
-        "--rate",
+    // The tests' traffic, but no event stamped ahead of its broker time: one within the
+    // allowed skew would move a clock on by itself.
+    let start = (chrono::Utc::now() - chrono::Duration::hours(4)).to_rfc3339();
+    let mut args = vec![
+        "generate", "--kafka", "--seed", "31", "--count", "2000", "--start", &start, "--rate",
         "0.28",
-        "--tenants",
-        "25",
     ];
+    let mut traffic = TRAFFIC;
+    let skew = traffic
+        .iter()
+        .position(|arg| *arg == "--future-skew")
+        .expect("the tests' traffic has clock skew");
+    traffic[skew + 1] = "0";
+    args.extend(traffic);
     stdout_of(&salestalk(&args, &env));
     let setup = Setup { isolated, env };
     let total: i64 = read_back(&setup.isolated)

@@ -580,6 +580,12 @@ impl<S: Source + Send + 'static> Runtime<'_, S> {
             }
             if stopping || idle || enough {
                 self.land().await?;
+                // Seals that just landed are recorded before leaving (one more checkpoint),
+                // so the next start does not seal them again.
+                if self.tasks.values().any(Task::has_pending) {
+                    self.flush().await?;
+                    self.land().await?;
+                }
                 break;
             }
         }
