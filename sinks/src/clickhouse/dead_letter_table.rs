@@ -5,7 +5,7 @@
 
 use salestalk_store::tables::dead_letters::{self, DeadLetterRow};
 
-use super::insert::{insert_isolating_by_shard, shard_order, shard_runs};
+use super::insert::{insert_isolating_by_shard, shard_runs};
 use crate::sink::{FlushBatch, Sink, SinkError, SinkFuture, SinkKind};
 
 /// The dead-letter table sink.
@@ -29,18 +29,14 @@ impl Sink for DeadLetterTable {
         Box::pin(async move {
             // Each letter goes to the home shard of the task it came with (ADR 0022): the
             // letters are put in shard order first.
+            let home = |flush: usize| {
+                let flush = &batch.flushes[flush];
+                self.endpoint.home_shard(&flush.topic, flush.partition)
+            };
             let mut letters = batch.dead_letters();
-            let homes: Vec<usize> = letters
-                .iter()
-                .map(|sourced| {
-                    let flush = &batch.flushes[sourced.flush];
-                    self.endpoint.home_shard(&flush.topic, flush.partition)
-                })
-                .collect();
-            let order = shard_order(&homes);
-            let shards: Vec<usize> = order.iter().map(|&i| homes[i]).collect();
-            let mut slots: Vec<Option<_>> = letters.drain(..).map(Some).collect();
-            letters.extend(order.iter().filter_map(|&i| slots[i].take()));
+            // A stable sort: each shard's letters keep their order.
+            letters.sort_by_cached_key(|sourced| home(sourced.flush));
+            let shards: Vec<usize> = letters.iter().map(|sourced| home(sourced.flush)).collect();
             let durable_at_ms = batch.durable_at_ms;
             let records: Vec<DeadLetterRow<'_>> = letters
                 .iter()
