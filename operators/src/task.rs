@@ -397,10 +397,7 @@ impl Task {
         let broker_watermark = match self.checkpoint.broker_watermark_ms {
             Some(w) => w.max(broker_ms),
             None => {
-                self.checkpoint.seals_start_at(first_open_window(
-                    Some(broker_ms),
-                    self.settings.allowed_lateness_ms,
-                ));
+                self.first_watermark(broker_ms);
                 broker_ms
             }
         };
@@ -596,14 +593,18 @@ impl Task {
         });
         if !clock_skewed {
             if self.checkpoint.event_watermark_ms.is_none() {
-                self.checkpoint.seals_start_at(first_open_window(
-                    Some(stamped_ms),
-                    self.settings.allowed_lateness_ms,
-                ));
+                self.first_watermark(stamped_ms);
             }
             let wm = &mut self.checkpoint.event_watermark_ms;
             *wm = Some(wm.map_or(stamped_ms, |w| w.max(stamped_ms)));
         }
+    }
+
+    /// A clock's first watermark, `at_ms`: no row of the task can be older than its first
+    /// open minute, so the seals start there (ADR 0023).
+    fn first_watermark(&mut self, at_ms: i64) {
+        let open = first_open_window(Some(at_ms), self.settings.allowed_lateness_ms);
+        self.checkpoint.seals_start_at(open);
     }
 
     /// The source `tenant`'s rows count `source` under on the day of `minute_s`: its own while
