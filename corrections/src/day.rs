@@ -30,7 +30,8 @@ pub type OpenFrom = BTreeMap<String, i64>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// A task may still write the day's windows (its watermark has not passed the day plus the
-    /// allowed lateness): correcting now would lose its later changes.
+    /// allowed lateness, or its seal of the day has not landed): correcting now would lose its
+    /// later changes.
     NotFinal {
         /// The task.
         task: String,
@@ -151,8 +152,9 @@ impl DayCorrection<'_> {
     /// rows by [`Corrections`]; or says why it may not.
     ///
     /// Only tasks past the day for good (their watermark minus the allowed lateness is after
-    /// it) are corrected: a task that may still write the day would write at lower epochs and
-    /// lose. The others (a partition gone quiet holds its watermark back) keep their live rows,
+    /// it, and their seal of it has landed) are corrected: a task that may still write the day
+    /// would write at lower epochs and lose, and a seal landing after the correction read the
+    /// day's keys would leave rollup rows of keys it moved to another task. The others (a partition gone quiet holds its watermark back) keep their live rows,
     /// their events are left out of the recomputation, and the record names them, so the day
     /// is corrected again once they are past it. With `all_or_nothing` (a backfill) any such
     /// task refuses the whole day instead.

@@ -194,7 +194,8 @@ fn unchanged(
     }
 }
 
-/// Each task's first window it may still change (Unix s), from its newest checkpoint.
+/// Each task's first window it may still write a row of (Unix s), from its newest
+/// checkpoint: its open minutes, or a day whose seal has not landed yet.
 pub async fn open_from(settings: &CorrectorSettings) -> Result<OpenFrom, CorrectionError> {
     let lateness = settings.task.allowed_lateness_ms;
     Ok(settings
@@ -203,7 +204,7 @@ pub async fn open_from(settings: &CorrectorSettings) -> Result<OpenFrom, Correct
         .await
         .map_err(store("reading the tasks' checkpoints"))?
         .into_iter()
-        .map(|(task, checkpoint, _)| (task, checkpoint.first_open_window(lateness)))
+        .map(|(task, checkpoint, _)| (task, checkpoint.first_unsettled_window(lateness)))
         .collect())
 }
 

@@ -108,6 +108,17 @@ impl Checkpoint {
             allowed_lateness_ms,
         ))
     }
+
+    /// The first minute window (Unix s) the task may still write a row of, at any span: its
+    /// first open minute, or the start of the first day it has not sealed if that is earlier.
+    /// A final minute's hour and day rows are written by a seal that lands later (ADR 0023),
+    /// so a correction of the day (ADR 0016) waits for it: one made between the two would
+    /// leave the seal's rows of keys it moved to another task beside its own. A checkpoint
+    /// stored before sealing has no marks: its task wrote every rollup row itself.
+    pub fn first_unsettled_window(&self, allowed_lateness_ms: i64) -> i64 {
+        let open = self.first_open_window(allowed_lateness_ms);
+        self.sealed_days_before.map_or(open, |day| open.min(day))
+    }
 }
 
 /// A valid event as the raw archive keeps it.
@@ -378,6 +389,30 @@ mod tests {
         checkpoint.sealed(&due);
         assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
         assert_eq!(checkpoint.sealed_hours_before, Some(HOUR + 3_600));
+    }
+
+    #[test]
+    fn a_day_is_settled_for_corrections_only_once_its_seal_is_recorded() {
+        let mut checkpoint = at(HOUR + 1_800, HOUR + 1_800);
+        let next_day = DAY + 86_400;
+        // Both clocks well into the next day: every minute of the day is final...
+        checkpoint.event_watermark_ms = Some((next_day + 7_200) * 1_000);
+        checkpoint.broker_watermark_ms = checkpoint.event_watermark_ms;
+        assert!(checkpoint.first_open_window(LATENESS_MS) > next_day);
+        // ...but its hour and day rows are still to be written by the seal.
+        assert_eq!(checkpoint.first_unsettled_window(LATENESS_MS), DAY);
+        let due = checkpoint.seal_due(LATENESS_MS).expect("the day is due");
+        checkpoint.sealed(&due);
+        // The next day is the first with rows to come: the day is settled.
+        assert_eq!(checkpoint.first_unsettled_window(LATENESS_MS), next_day);
+        // A checkpoint stored before sealing: its task wrote its rollups itself.
+        let mut legacy = checkpoint.clone();
+        legacy.sealed_hours_before = None;
+        legacy.sealed_days_before = None;
+        assert_eq!(
+            legacy.first_unsettled_window(LATENESS_MS),
+            legacy.first_open_window(LATENESS_MS)
+        );
     }
 
     #[test]

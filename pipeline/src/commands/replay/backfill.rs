@@ -68,7 +68,7 @@ pub(super) async fn backfill(
             if open.is_none_or(|open| open < day + DAY_S) {
                 bail!(
                     "{}: backfill whole days that ended before then (its watermark minus the \
-                     allowed lateness)",
+                     allowed lateness) and that it has sealed",
                     Refusal::NotFinal {
                         task,
                         open_from: open
