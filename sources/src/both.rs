@@ -196,6 +196,33 @@ impl Source for Sources {
         }
     }
 
+    /// Each source answers for its own partitions, in `positions`' order; Kinesis answers
+    /// from what it holds, so Kafka has the whole of `within`.
+    fn read_to_end(&self, positions: &[(SourcePartition, i64)], within: Duration) -> Vec<bool> {
+        let (kafka, kinesis) = split(positions);
+        let mut kafka = match &self.kafka {
+            Some(source) => source.read_to_end(&kafka, within),
+            None => Vec::new(),
+        }
+        .into_iter();
+        let mut kinesis = match &self.kinesis {
+            Some(source) => source.read_to_end(&kinesis, within),
+            None => Vec::new(),
+        }
+        .into_iter();
+        positions
+            .iter()
+            .map(|(key, _)| {
+                let next = if is_kinesis(key) {
+                    kinesis.next()
+                } else {
+                    kafka.next()
+                };
+                next.unwrap_or(false)
+            })
+            .collect()
+    }
+
     fn caught_up(&self, positions: &[(SourcePartition, i64)]) -> bool {
         let (kafka, kinesis) = split(positions);
         self.kafka.as_ref().is_none_or(|s| s.caught_up(&kafka))

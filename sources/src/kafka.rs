@@ -22,6 +22,9 @@ use super::{Batch, Changes, Source, SourcePartition};
 use crate::log_throttle::LogThrottle;
 use crate::{SourceError, SourceObserver};
 
+/// The longest one partition's end is waited for in [`Source::read_to_end`].
+const ASK_AT_MOST: Duration = Duration::from_secs(1);
+
 /// A consumer-group member reading the configured topics.
 pub struct KafkaSource {
     consumer: StreamConsumer<GroupMembership>,
@@ -211,6 +214,27 @@ impl Source for KafkaSource {
         self.consumer
             .context()
             .high_watermark(partition.topic(), partition.number())
+    }
+
+    /// One partition at a time, each question given at most [`ASK_AT_MOST`] of what is left:
+    /// a partition whose leader does not answer costs that, and the others still get asked.
+    fn read_to_end(&self, positions: &[(SourcePartition, i64)], within: Duration) -> Vec<bool> {
+        let deadline = Instant::now() + within;
+        positions
+            .iter()
+            .map(|(partition, position)| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                !left.is_zero()
+                    && self
+                        .consumer
+                        .fetch_watermarks(
+                            partition.topic(),
+                            partition.number(),
+                            left.min(ASK_AT_MOST),
+                        )
+                        .is_ok_and(|(_, high)| *position >= high)
+            })
+            .collect()
     }
 
     fn caught_up(&self, positions: &[(SourcePartition, i64)]) -> bool {

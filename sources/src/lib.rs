@@ -89,6 +89,18 @@ pub trait Source {
     /// Whether every partition is read to its end, given the tasks' positions (asks the
     /// broker).
     fn caught_up(&self, positions: &[(SourcePartition, i64)]) -> bool;
+
+    /// Which of `positions` are read to their partition's end, asking the broker for at most
+    /// `within` in all: a partition not asked in time answers no, and is asked again later.
+    /// The driver asks on its own loop, so brokers that do not answer cost `within`, not a
+    /// timeout per partition.
+    fn read_to_end(&self, positions: &[(SourcePartition, i64)], within: Duration) -> Vec<bool> {
+        let _ = within;
+        positions
+            .iter()
+            .map(|position| self.caught_up(std::slice::from_ref(position)))
+            .collect()
+    }
 }
 
 /// Where one message of a batch is.

@@ -92,6 +92,9 @@ const LAG_SAMPLE_EVERY: Duration = Duration::from_secs(15);
 /// How often quiet partitions are looked at for clocks to move on (`pipeline.idle_after_ms`):
 /// whether one is read to its end may take a round trip to the broker, at most this often.
 const IDLE_CHECK_EVERY: Duration = Duration::from_secs(60);
+/// The longest one look at quiet partitions asks the broker for, all of them together: with
+/// brokers down, the driver's loop waits this long a minute, not a timeout per partition.
+const IDLE_ASK_WITHIN: Duration = Duration::from_secs(5);
 
 /// How long closing the sources (leaving the consumer group) may take once the run stopped.
 /// librdkafka's close waits for the group coordinator without a bound (with tansu, the close
@@ -305,7 +308,8 @@ impl<S: Source> Runtime<'_, S> {
     /// Moves on the clocks of tasks whose partitions are read to their end and have been quiet
     /// for `pipeline.idle_after_ms`, when that makes an hour final ([`Task::idle_watermark`],
     /// ADR 0023); the next flush seals it. Only such a task costs a look at its partition's
-    /// end, so a quiet partition asks the broker about once an hour.
+    /// end, so a quiet partition asks the broker about once an hour; the questions of one
+    /// look take at most [`IDLE_ASK_WITHIN`] together (this runs on the driver's loop).
     fn move_idle_clocks(&mut self) {
         let Ok(idle_after_ms) = i64::try_from(self.settings.pipeline.idle_after_ms) else {
             return;
@@ -314,17 +318,28 @@ impl<S: Source> Runtime<'_, S> {
             return;
         }
         let now = now_ms() as i64;
+        let mut quiet = Vec::new();
+        let mut positions = Vec::new();
         for (key, task) in &mut self.tasks {
             let Some(to_ms) = task.idle_watermark(now, idle_after_ms) else {
                 continue;
             };
             let next = task.checkpoint().next_offset;
             // The statistics' end first (no round trip): a partition behind is not quiet.
-            if self.source.end(key).is_some_and(|end| end > next)
-                || !self.source.caught_up(&[(key.clone(), next)])
-            {
+            if self.source.end(key).is_some_and(|end| end > next) {
                 continue;
             }
+            quiet.push(to_ms);
+            positions.push((key.clone(), next));
+        }
+        if positions.is_empty() {
+            return;
+        }
+        let read_to_end = self.source.read_to_end(&positions, IDLE_ASK_WITHIN);
+        for (((key, _), to_ms), at_end) in positions.iter().zip(quiet).zip(read_to_end) {
+            let Some(task) = self.tasks.get_mut(key).filter(|_| at_end) else {
+                continue;
+            };
             tracing::info!(
                 topic = key.topic(),
                 partition = key.number(),
