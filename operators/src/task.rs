@@ -690,10 +690,11 @@ impl Task {
         for pending in std::mem::take(&mut self.pending_latency) {
             let latency_ms = (durable_at_ms - pending.at_ms).max(0) as f64;
             for consumer in pending.consumers {
-                // The clock that closes the row's minute (see `evict_final`).
-                let on_broker_clock = *consumer == consumers::DEAD_LETTERS;
                 let output = Durable {
-                    window_start: if on_broker_clock {
+                    window_start: if closes_on_broker_clock(
+                        Family::Latency,
+                        *consumer == consumers::DEAD_LETTERS,
+                    ) {
                         broker_minute
                     } else {
                         event_minute
@@ -768,10 +769,7 @@ impl Task {
         self.sources.forget_before(event_open.min(broker_open));
         let dead_letters = self.windows.symbol(consumers::DEAD_LETTERS);
         self.windows.evict_final(|key| {
-            let broker_time = matches!(
-                key.family,
-                Family::Publish | Family::DeadLetters | Family::LateArrivals
-            ) || (key.family == Family::Latency && key.dims[1] == dead_letters);
+            let broker_time = closes_on_broker_clock(key.family, key.dims[1] == dead_letters);
             key.window_start < if broker_time { broker_open } else { event_open }
         });
         // The strings of evicted rows go too; pending outputs keep their tenants'.
@@ -782,6 +780,17 @@ impl Task {
             }
         }
     }
+}
+
+/// Whether rows of `family` close with the broker clock (keyed by broker time: reads, dead
+/// letters, late arrivals, and the latency of the dead-letter consumer, said by
+/// `dead_letters_consumer`); all others close with the event clock. The one rule for
+/// eviction and for where a flush's outputs may still count.
+fn closes_on_broker_clock(family: Family, dead_letters_consumer: bool) -> bool {
+    matches!(
+        family,
+        Family::Publish | Family::DeadLetters | Family::LateArrivals
+    ) || (family == Family::Latency && dead_letters_consumer)
 }
 
 /// What is readable of a message that did not validate: the envelope fields it carries.
