@@ -154,9 +154,10 @@ impl DayCorrection<'_> {
     /// Only tasks past the day for good (their watermark minus the allowed lateness is after
     /// it, and their seal of it has landed) are corrected: a task that may still write the day
     /// would write at lower epochs and lose, and a seal landing after the correction read the
-    /// day's keys would leave rollup rows of keys it moved to another task. The others (a partition gone quiet holds its watermark back) keep their live rows,
-    /// their events are left out of the recomputation, and the record names them, so the day
-    /// is corrected again once they are past it. With `all_or_nothing` (a backfill) any such
+    /// day's keys would leave rollup rows of keys it moved to another task. The others (a
+    /// partition gone quiet holds its watermark back) keep their live rows, their events are
+    /// left out of the recomputation, and the record names them, so the day is corrected
+    /// again once they are past it. With `all_or_nothing` (a backfill) any such
     /// task refuses the whole day instead.
     pub async fn prepare(
         &self,

@@ -93,9 +93,9 @@ pub trait Source {
     /// Which of `positions` are read to their partition's end, asking the broker for at most
     /// `within` in all: a partition not asked in time answers no, and is asked again later.
     /// The driver asks on its own loop, so brokers that do not answer cost `within`, not a
-    /// timeout per partition.
-    fn read_to_end(&self, positions: &[(SourcePartition, i64)], within: Duration) -> Vec<bool> {
-        let _ = within;
+    /// timeout per partition. By default [`Source::caught_up`] one partition at a time, for a
+    /// source that answers from what it holds (Kinesis) and so never waits.
+    fn read_to_end(&self, positions: &[(SourcePartition, i64)], _within: Duration) -> Vec<bool> {
         positions
             .iter()
             .map(|position| self.caught_up(std::slice::from_ref(position)))
