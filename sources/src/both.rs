@@ -200,16 +200,12 @@ impl Source for Sources {
     /// from what it holds, so Kafka has the whole of `within`.
     fn read_to_end(&self, positions: &[(SourcePartition, i64)], within: Duration) -> Vec<bool> {
         let (kafka, kinesis) = split(positions);
-        let mut kafka = match &self.kafka {
-            Some(source) => source.read_to_end(&kafka, within),
-            None => Vec::new(),
-        }
-        .into_iter();
-        let mut kinesis = match &self.kinesis {
-            Some(source) => source.read_to_end(&kinesis, within),
-            None => Vec::new(),
-        }
-        .into_iter();
+        let mut kafka = (self.kafka.as_ref())
+            .map_or_else(Vec::new, |s| s.read_to_end(&kafka, within))
+            .into_iter();
+        let mut kinesis = (self.kinesis.as_ref())
+            .map_or_else(Vec::new, |s| s.read_to_end(&kinesis, within))
+            .into_iter();
         positions
             .iter()
             .map(|(key, _)| {

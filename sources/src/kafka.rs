@@ -60,6 +60,14 @@ impl KafkaSource {
         }
         list
     }
+
+    /// Whether `position` is at `partition`'s end, by the broker's answer within `timeout`
+    /// (no answer: no).
+    fn at_end(&self, partition: &SourcePartition, position: i64, timeout: Duration) -> bool {
+        self.consumer
+            .fetch_watermarks(partition.topic(), partition.number(), timeout)
+            .is_ok_and(|(_, high)| position >= high)
+    }
 }
 
 impl Source for KafkaSource {
@@ -224,29 +232,15 @@ impl Source for KafkaSource {
             .iter()
             .map(|(partition, position)| {
                 let left = deadline.saturating_duration_since(Instant::now());
-                !left.is_zero()
-                    && self
-                        .consumer
-                        .fetch_watermarks(
-                            partition.topic(),
-                            partition.number(),
-                            left.min(ASK_AT_MOST),
-                        )
-                        .is_ok_and(|(_, high)| *position >= high)
+                !left.is_zero() && self.at_end(partition, *position, left.min(ASK_AT_MOST))
             })
             .collect()
     }
 
     fn caught_up(&self, positions: &[(SourcePartition, i64)]) -> bool {
-        positions.iter().all(|(partition, position)| {
-            self.consumer
-                .fetch_watermarks(
-                    partition.topic(),
-                    partition.number(),
-                    Duration::from_secs(5),
-                )
-                .is_ok_and(|(_, high)| *position >= high)
-        })
+        positions
+            .iter()
+            .all(|(partition, position)| self.at_end(partition, *position, Duration::from_secs(5)))
     }
 }
 

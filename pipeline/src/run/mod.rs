@@ -337,7 +337,10 @@ impl<S: Source> Runtime<'_, S> {
         }
         let read_to_end = self.source.read_to_end(&positions, IDLE_ASK_WITHIN);
         for (((key, _), to_ms), at_end) in positions.iter().zip(quiet).zip(read_to_end) {
-            let Some(task) = self.tasks.get_mut(key).filter(|_| at_end) else {
+            if !at_end {
+                continue;
+            }
+            let Some(task) = self.tasks.get_mut(key) else {
                 continue;
             };
             tracing::info!(
