@@ -49,11 +49,6 @@ pub struct Checkpoint {
     pub sealed_hours_before: Option<i64>,
     /// Likewise for days, sealed from their hours.
     pub sealed_days_before: Option<i64>,
-    /// The open day's sealed hours before this (Unix s) are summed in one `<family>/day_so_far`
-    /// row per key, written by the seal that sealed them (ADR 0023), so the daily views read
-    /// one row per key for them. `None` before the task's first seal, and in checkpoints
-    /// stored before such rows existed: the views then read those hours one by one.
-    pub day_so_far_before: Option<i64>,
 }
 
 /// The windows of one task to seal once its flush has landed (ADR 0023): the hours starting
@@ -103,10 +98,6 @@ impl Checkpoint {
     pub fn sealed(&mut self, seal: &Seal) {
         self.sealed_hours_before = self.sealed_hours_before.max(Some(seal.hours.1));
         self.sealed_days_before = self.sealed_days_before.max(Some(seal.days.1));
-        // The seal summed its open day up to where its hours end.
-        if self.sealed_hours_before == Some(seal.hours.1) {
-            self.day_so_far_before = Some(seal.hours.1);
-        }
     }
 
     /// The first minute window (Unix s) any of the task's rows may still change in: rows of
@@ -395,14 +386,9 @@ mod tests {
         assert_eq!(checkpoint.seal_due(LATENESS_MS), Some(due));
         // A seal that did not land is due again with the next flush.
         assert_eq!(checkpoint.seal_due(LATENESS_MS), Some(due));
-        assert_eq!(
-            checkpoint.day_so_far_before, None,
-            "no row sums the day yet"
-        );
         checkpoint.sealed(&due);
         assert_eq!(checkpoint.seal_due(LATENESS_MS), None);
         assert_eq!(checkpoint.sealed_hours_before, Some(HOUR + 3_600));
-        assert_eq!(checkpoint.day_so_far_before, Some(HOUR + 3_600));
     }
 
     #[test]

@@ -646,61 +646,19 @@ pub async fn assert_rollups_sum_their_minutes(endpoint: &salestalk_store::Endpoi
 
 /// Asserts that every task's sealed rows (ADR 0023), the hours before its checkpoint's hour
 /// seal and the days before its day seal, are exactly the sums of its durable minutes (days:
-/// of its sealed hours), and that its day-so-far row at its hour seal, where its checkpoint
-/// records one, sums the sealed hours of that day: the same keys, counters and histograms,
-/// sums to 1e-9. Read on each shard's writer, where its tasks' rows and fences are. Returns
-/// how many sealed rows it compared (none where the traffic closed no hour).
+/// of its sealed hours): the same keys, counters and histograms, sums to 1e-9. Read on each
+/// shard's writer, where its tasks' rows and fences are. Returns how many sealed rows it
+/// compared (none where the traffic closed no hour).
 pub async fn assert_sealed_rows_sum_their_minutes(endpoint: &salestalk_store::Endpoint) -> u64 {
     let mut sealed_rows = 0;
     for writer in endpoint.shard_writers() {
         let database = &writer.database;
         let marks = format!(
             "SELECT task, argMax(ints[5], epoch) AS sealed_hours, \
-             argMax(ints[6], epoch) AS sealed_days, argMax(ints[7], epoch) AS day_so_far \
-             FROM {database}.window_state WHERE family = 'checkpoint' GROUP BY task"
+             argMax(ints[6], epoch) AS sealed_days FROM {database}.window_state \
+             WHERE family = 'checkpoint' GROUP BY task"
         );
         for family in Family::ALL {
-            let at = "toInt64(toUInt32(window_start))";
-            let hours = salestalk_store::schema::views::latest_where(
-                database,
-                family,
-                Span::Hour,
-                "window_start",
-                "",
-            );
-            let summed_hours = format!(
-                "SELECT task, tenant_id, d1, d2, d3, sumForEach(ints) AS ints_sum, \
-                 sumForEach(floats) AS floats_sum, sumMap(hist_buckets, hist_counts) AS merged, \
-                 merged.1 AS buckets, merged.2 AS counts \
-                 FROM (SELECT * FROM ({hours}) AS window_rows ANY INNER JOIN ({marks}) AS marks \
-                 USING task WHERE day_so_far = sealed_hours \
-                 AND {at} >= sealed_hours - sealed_hours % 86400 AND {at} < sealed_hours) \
-                 GROUP BY task, tenant_id, d1, d2, d3"
-            );
-            let day_so_far = format!(
-                "SELECT * FROM ({}) AS window_rows ANY INNER JOIN ({marks}) AS marks USING task \
-                 WHERE day_so_far = sealed_hours AND {at} = sealed_hours",
-                salestalk_store::schema::views::latest_named(
-                    database,
-                    &salestalk_store::tables::window_state::day_so_far_name(family),
-                    "window_start",
-                    "",
-                )
-            );
-            let (rows, missing, differing) = compare_sums(
-                &writer,
-                &summed_hours,
-                &day_so_far,
-                "task, tenant_id, d1, d2, d3",
-            )
-            .await;
-            assert_eq!(
-                (missing, differing),
-                (0, 0),
-                "{family:?}'s day-so-far rows against their sealed hours ({rows} keys) on {}",
-                writer.url
-            );
-            sealed_rows += rows;
             for span in Span::ROLLUPS {
                 let mark = if span == Span::Hour {
                     "sealed_hours"
@@ -721,17 +679,29 @@ pub async fn assert_sealed_rows_sum_their_minutes(endpoint: &salestalk_store::En
                     "window_start",
                     "",
                 );
-                let (rows, missing, differing) = compare_sums(
-                    &writer,
-                    &before_mark(&sealed),
-                    &before_mark(&format!("SELECT window_start AS start, * FROM ({written})")),
-                    "task, start, tenant_id, d1, d2, d3",
-                )
-                .await;
+                let sql = format!(
+                    "SELECT toUInt64(count()) AS rows, toUInt64(countIf(side = 0 OR side2 = 0)) AS missing, \
+                     toUInt64(countIf(ints_sum != ints OR length(floats_sum) != length(floats) \
+                     OR arrayExists((a, b) -> abs(a - b) > 1e-9 * greatest(abs(a), 1), floats_sum, floats) \
+                     OR buckets != hist_buckets OR counts != hist_counts)) AS differing FROM \
+                     (SELECT task, start, tenant_id, d1, d2, d3, ints_sum, floats_sum, buckets, counts, \
+                     1 AS side FROM ({})) \
+                     ALL FULL OUTER JOIN (SELECT task, start, tenant_id, d1, d2, d3, \
+                     ints, floats, hist_buckets, hist_counts, 1 AS side2 FROM ({})) \
+                     USING (task, start, tenant_id, d1, d2, d3)",
+                    before_mark(&sealed),
+                    before_mark(&format!("SELECT window_start AS start, * FROM ({written})")),
+                );
+                let (rows, missing, differing): (u64, u64, u64) = writer
+                    .client()
+                    .query(&sql)
+                    .fetch_one()
+                    .await
+                    .unwrap_or_else(|e| panic!("sealing {family:?} {span:?}: {e}\n{sql}"));
                 assert_eq!(
                     (missing, differing),
                     (0, 0),
-                    "sealed {family:?} {span:?} rows against their minutes ({rows} keys) on {}",
+                    "sealed {family:?} {span:?} rows against their minutes ({rows} keys) on {}\n{sql}",
                     writer.url
                 );
                 sealed_rows += rows;
@@ -739,32 +709,6 @@ pub async fn assert_sealed_rows_sum_their_minutes(endpoint: &salestalk_store::En
         }
     }
     sealed_rows
-}
-
-/// Compares `summed` (rows with `ints_sum`, `floats_sum`, `buckets`, `counts`) with `stored`
-/// (rows with `ints`, `floats`, `hist_buckets`, `hist_counts`) on the columns `key`: how many
-/// keys in all, how many on one side only, how many whose values differ (sums to 1e-9).
-async fn compare_sums(
-    writer: &salestalk_store::Endpoint,
-    summed: &str,
-    stored: &str,
-    key: &str,
-) -> (u64, u64, u64) {
-    let sql = format!(
-        "SELECT toUInt64(count()) AS rows, toUInt64(countIf(side = 0 OR side2 = 0)) AS missing, \
-         toUInt64(countIf(ints_sum != ints OR length(floats_sum) != length(floats) \
-         OR arrayExists((a, b) -> abs(a - b) > 1e-9 * greatest(abs(a), 1), floats_sum, floats) \
-         OR buckets != hist_buckets OR counts != hist_counts)) AS differing FROM \
-         (SELECT {key}, ints_sum, floats_sum, buckets, counts, 1 AS side FROM ({summed})) \
-         ALL FULL OUTER JOIN (SELECT {key}, ints, floats, hist_buckets, hist_counts, \
-         1 AS side2 FROM ({stored})) USING ({key})"
-    );
-    writer
-        .client()
-        .query(&sql)
-        .fetch_one()
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{sql}"))
 }
 
 /// Asserts that every public view equals the batch recomputation of the topics' contents,

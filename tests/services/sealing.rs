@@ -26,11 +26,10 @@ struct Marks {
     broker_watermark_ms: i64,
     sealed_hours_before: i64,
     sealed_days_before: i64,
-    day_so_far_before: i64,
 }
 
-/// Each task's newest checkpoint (ints 2, 3: the watermarks; 5, 6: the seals; 7: its day so
-/// far) beside the first minute it counted.
+/// Each task's newest checkpoint (ints 2, 3: the watermarks; 5, 6: the seals) beside the first
+/// minute it counted.
 async fn marks(isolated: &Isolated) -> Vec<Marks> {
     isolated
         .endpoint()
@@ -38,7 +37,7 @@ async fn marks(isolated: &Isolated) -> Vec<Marks> {
         .query(
             "SELECT task, first_minute, last[2] AS event_watermark_ms, \
              last[3] AS broker_watermark_ms, last[5] AS sealed_hours_before, \
-             last[6] AS sealed_days_before, last[7] AS day_so_far_before \
+             last[6] AS sealed_days_before \
              FROM (SELECT task, argMax(ints, epoch) AS last FROM window_state \
              WHERE family = 'checkpoint' GROUP BY task) \
              ALL INNER JOIN (SELECT task, toUInt32(min(window_start)) AS first_minute \
@@ -96,11 +95,6 @@ async fn hours_and_days_sealed_across_kills_change_no_view() {
     assert!(
         busiest.sealed_days_before > i64::from(busiest.first_minute),
         "{busiest:?}: no day sealed"
-    );
-    // Its last seal summed the open day up to its hour seal (the rows were compared above).
-    assert_eq!(
-        busiest.day_so_far_before, busiest.sealed_hours_before,
-        "{busiest:?}: no day-so-far rows recorded"
     );
     setup.isolated.remove().await;
 }

@@ -4,14 +4,13 @@
 //! alerts and billing read. Views hold no data: `migrate` drops and creates them all each run.
 
 use salestalk_operators::aggregate::Family;
-use salestalk_operators::time::DAY_S;
 use salestalk_operators::time::epoch::generation_sql;
 use salestalk_operators::windows::Span;
 
 use super::histogram_sql::quantile_sql;
 use crate::tables::ingest_outcomes::IngestOutcome;
 use crate::tables::task_lineage;
-use crate::tables::window_state::{CHECKPOINT_FAMILY, day_so_far_name, family_name};
+use crate::tables::window_state::{CHECKPOINT_FAMILY, family_name};
 
 /// The latest revision (highest epoch) of every row of `family` at `span`: what every view
 /// reads. This is `argMax ... GROUP BY` rather than `FINAL` although `FINAL` reads about ten
@@ -43,12 +42,6 @@ pub fn latest_where(
     time: &str,
     filter: &str,
 ) -> String {
-    latest_named(database, family_name(family, span), time, filter)
-}
-
-/// [`latest_where`] of the rows stored under family name `name` (`window_state.family`): a
-/// span's rows, or a family's day-so-far rows.
-pub fn latest_named(database: &str, name: &str, time: &str, filter: &str) -> String {
     let filter = if filter.is_empty() {
         String::new()
     } else {
@@ -69,7 +62,7 @@ pub fn latest_named(database: &str, name: &str, time: &str, filter: &str) -> Str
          ANY LEFT JOIN ({fences}) AS fence USING (task, generation)\n\
          WHERE fenced = 0 OR epoch <= admitted_to\n\
          GROUP BY {time}, tenant_id, d1, d2, d3, task",
-        name,
+        family_name(family, span),
         generation = generation_sql("epoch"),
         fences = fences(database),
     )
@@ -79,7 +72,13 @@ pub fn latest_named(database: &str, name: &str, time: &str, filter: &str) -> Str
 /// (named where the table is read, from `window_start` by `bucket`, so a view's filter on
 /// `time` reaches the table and prunes by its key), among the rows passing `filter`.
 /// Columns: `time`, `window_start`, `tenant_id`, `d1`-`d3`, `task`, then the values.
-fn latest_in(database: &str, name: &str, (time, bucket): (&str, &str), filter: &str) -> String {
+fn latest_in(
+    database: &str,
+    family: Family,
+    span: Span,
+    (time, bucket): (&str, &str),
+    filter: &str,
+) -> String {
     format!(
         "SELECT {time}, window_start, tenant_id, d1, d2, d3, task,\n\
          argMax(ints, epoch) AS ints, argMax(floats, epoch) AS floats,\n\
@@ -90,7 +89,7 @@ fn latest_in(database: &str, name: &str, (time, bucket): (&str, &str), filter: &
          ANY LEFT JOIN ({fences}) AS fence USING (task, generation)\n\
          WHERE fenced = 0 OR epoch <= admitted_to\n\
          GROUP BY {time}, window_start, tenant_id, d1, d2, d3, task",
-        name,
+        family_name(family, span),
         generation = generation_sql("epoch"),
         fences = fences(database),
     )
@@ -99,12 +98,6 @@ fn latest_in(database: &str, name: &str, (time, bucket): (&str, &str), filter: &
 /// How far each task's hours and days are sealed (ADR 0023): `sealed_hours` and
 /// `sealed_days` (Unix s) from its newest admitted checkpoint. A checkpoint stored before
 /// sealing existed counts as sealed throughout: its task wrote every rollup row itself.
-///
-/// `unsummed_hours_from` is where the open day's sealed hours start to be read one by one:
-/// at `sealed_hours` when the checkpoint records a day-so-far row there (the seal that wrote
-/// it summed the day's hours before it, in the same day as the day seal), otherwise at
-/// `sealed_days` (no such row yet: the first seal after a resume from a checkpoint stored
-/// before day-so-far rows existed writes one).
 fn seal_marks(database: &str) -> String {
     let mark = |at: usize| {
         format!(
@@ -114,19 +107,13 @@ fn seal_marks(database: &str) -> String {
         )
     };
     format!(
-        "SELECT task, sealed_hours, sealed_days,\n\
-         if(day_so_far = sealed_hours AND sealed_days = sealed_hours - sealed_hours % {DAY_S},\n\
-         sealed_hours, sealed_days) AS unsummed_hours_from\n\
-         FROM (SELECT task, argMax(hours, epoch) AS sealed_hours, argMax(days, epoch) AS sealed_days,\n\
-         argMax(so_far, epoch) AS day_so_far\n\
-         FROM (SELECT task, epoch, {hours} AS hours, {days} AS days, {so_far} AS so_far,\n\
-         {generation} AS generation\n\
+        "SELECT task, argMax(hours, epoch) AS sealed_hours, argMax(days, epoch) AS sealed_days\n\
+         FROM (SELECT task, epoch, {hours} AS hours, {days} AS days, {generation} AS generation\n\
          FROM {database}.window_state WHERE family = '{CHECKPOINT_FAMILY}') AS state\n\
          ANY LEFT JOIN ({fences}) AS fence USING (task, generation)\n\
-         WHERE fenced = 0 OR epoch <= admitted_to GROUP BY task)",
+         WHERE fenced = 0 OR epoch <= admitted_to GROUP BY task",
         hours = mark(5),
         days = mark(6),
-        so_far = mark(7),
         generation = generation_sql("epoch"),
         fences = fences(database),
     )
@@ -144,8 +131,7 @@ pub(crate) fn window_of(span: Span, column: &str) -> String {
 
 /// The rows of a rollup view (`span` an hour or a day), one per window, key and task, in
 /// [`latest`]'s columns (ADR 0023): where a task has sealed, its sealed rows; after that, the
-/// finer rows not sealed yet, summed into the window. The open day's sealed hours are read
-/// as its day-so-far row where the task has one. Each branch is bounded below by the
+/// finer rows not sealed yet, summed into the window. Each branch is bounded below by the
 /// smallest seal of any task (a constant by the time the table is read), so a long range
 /// does not read its minutes.
 pub fn sealed_union(database: &str, family: Family, span: Span) -> String {
@@ -157,7 +143,7 @@ pub fn sealed_union(database: &str, family: Family, span: Span) -> String {
             "window_start >= toDateTime(least(greatest((SELECT min({mark}) FROM ({marks})), 0), 4294967295))"
         )
     };
-    let summed = |source: &str, condition: String, floor: &str| {
+    let summed = |source: Span, condition: String, floor: &str| {
         format!(
             "SELECT {time}, tenant_id, d1, d2, d3, task, sumForEach(ints) AS ints_sum,\n\
              sumForEach(floats) AS floats_sum,\n\
@@ -167,6 +153,7 @@ pub fn sealed_union(database: &str, family: Family, span: Span) -> String {
              GROUP BY {time}, tenant_id, d1, d2, d3, task",
             latest_in(
                 database,
+                family,
                 source,
                 (time, &window_of(span, "window_start")),
                 &since(floor)
@@ -183,31 +170,21 @@ pub fn sealed_union(database: &str, family: Family, span: Span) -> String {
     );
     // The minutes of the hours not sealed yet (and so of days not sealed either).
     let minutes = summed(
-        family_name(family, Span::Minute),
+        Span::Minute,
         format!("{} >= sealed_hours", at("window_start")),
         "sealed_hours",
     );
     let mut branches = vec![sealed];
     if span == Span::Day {
-        // The sealed hours of the days not sealed yet that no day-so-far row sums.
+        // The sealed hours of the days not sealed yet.
         branches.push(summed(
-            family_name(family, Span::Hour),
+            Span::Hour,
             format!(
-                "{} < sealed_hours AND {} >= unsummed_hours_from AND {} >= sealed_days",
-                at("window_start"),
+                "{} < sealed_hours AND {} >= sealed_days",
                 at("window_start"),
                 at(time)
             ),
-            "unsummed_hours_from",
-        ));
-        // The open day's sealed hours in one row per key: the row at the task's hour seal.
-        branches.push(summed(
-            &day_so_far_name(family),
-            format!(
-                "{} = unsummed_hours_from AND unsummed_hours_from > sealed_days",
-                at("window_start")
-            ),
-            "unsummed_hours_from",
+            "sealed_days",
         ));
     }
     branches.push(minutes);
@@ -650,13 +627,10 @@ mod tests {
         assert!(hour[0].contains("family = 'cost/hour'") && hour[0].contains("< sealed_hours"));
         assert!(hour[1].contains("family = 'cost'") && hour[1].contains(">= sealed_hours"));
         let day = branches(Span::Day);
-        assert_eq!(day.len(), 4);
+        assert_eq!(day.len(), 3);
         assert!(day[0].contains("family = 'cost/day'") && day[0].contains("< sealed_days"));
         assert!(day[1].contains("family = 'cost/hour'") && day[1].contains(">= sealed_days"));
-        assert!(day[1].contains(">= unsummed_hours_from"), "{}", day[1]);
-        assert!(day[2].contains("family = 'cost/day_so_far'"), "{}", day[2]);
-        assert!(day[2].contains("= unsummed_hours_from AND"), "{}", day[2]);
-        assert!(day[3].contains("family = 'cost'") && day[3].contains(">= sealed_hours"));
+        assert!(day[2].contains("family = 'cost'") && day[2].contains(">= sealed_hours"));
         // Each branch names its window where the table is read, so a filter reaches it.
         for branch in &day[1..] {
             assert!(

@@ -7,8 +7,8 @@
 //!   and `<family>/day` for rollups (ADR 0008);
 //! - a checkpoint: a `window_state` row of family `checkpoint` whose
 //!   `ints = [next_offset, event_watermark_ms, broker_watermark_ms, durable_at_ms,
-//!   sealed_hours_before, sealed_days_before, day_so_far_before]` (`i64::MIN` for a
-//!   watermark or seal not known yet; the last three since ADR 0023) and `d1` = the source's sequence number (Kinesis;
+//!   sealed_hours_before, sealed_days_before]` (`i64::MIN` for a watermark or seal not known
+//!   yet; the last two since ADR 0023) and `d1` = the source's sequence number (Kinesis;
 //!   empty for Kafka), written in the same insert as the rows it completes (ADR 0004);
 //! - a time: `DateTime` seconds, clamped to ClickHouse's range (`operators::time::datetime`).
 //!
@@ -130,19 +130,7 @@ pub fn family_name(family: Family, span: Span) -> &'static str {
         .map_or("", |(_, name)| name.as_str())
 }
 
-/// What follows a family's name in `window_state.family` for its day-so-far rows.
-pub const DAY_SO_FAR_SUFFIX: &str = "/day_so_far";
-
-/// The name `family`'s day-so-far rows are stored under (ADR 0023): one row per task and key
-/// summing the open day's sealed hours up to its `window_start`. No reader of window rows
-/// takes them for a span ([`parse_family_name`] knows no such name); only the daily views and
-/// the seal read them.
-pub fn day_so_far_name(family: Family) -> String {
-    format!("{}{DAY_SO_FAR_SUFFIX}", family.layout().name)
-}
-
-/// The family and span stored under `name`, if it is one (not for checkpoints or
-/// day-so-far rows).
+/// The family and span stored under `name`, if it is one (not for checkpoints).
 pub fn parse_family_name(name: &str) -> Option<(Family, Span)> {
     let span = Span::ROLLUPS
         .into_iter()
@@ -302,7 +290,6 @@ fn encode_checkpoint(checkpoint: &Checkpoint, durable_at_ms: u64) -> Vec<i64> {
         i64::try_from(durable_at_ms).unwrap_or(i64::MAX),
         checkpoint.sealed_hours_before.unwrap_or(i64::MIN),
         checkpoint.sealed_days_before.unwrap_or(i64::MIN),
-        checkpoint.day_so_far_before.unwrap_or(i64::MIN),
     ]
 }
 
@@ -324,7 +311,6 @@ pub fn decode_checkpoint(epoch: u64, ints: &[i64], sequence: String) -> Checkpoi
         // Absent from checkpoints stored before sealing (ADR 0023): the task marks them.
         sealed_hours_before: watermark(4),
         sealed_days_before: watermark(5),
-        day_so_far_before: watermark(6),
     }
 }
 
@@ -375,7 +361,6 @@ mod tests {
         }
         assert_eq!(family_name(Family::Cost, Span::Hour), "cost/hour");
         assert_eq!(parse_family_name(CHECKPOINT_FAMILY), None);
-        assert_eq!(parse_family_name(&day_so_far_name(Family::Cost)), None);
         assert_eq!(parse_family_name("nope/hour"), None);
         assert_eq!(
             parse_family_name("latency/day"),
@@ -403,7 +388,6 @@ mod tests {
                 sequence: "49590338271490256608559692538361571095921575989136588898".into(),
                 sealed_hours_before: Some(1_762_642_800),
                 sealed_days_before: Some(1_762_560_000),
-                day_so_far_before: Some(1_762_642_800),
             },
         ] {
             let record = StateRecordRef::of_checkpoint("t/0", &checkpoint, 5).to_record();
