@@ -302,3 +302,80 @@ async fn migrations_apply_once_and_flushes_round_trip_through_the_views() {
 
     drop_database(&endpoint.database).await;
 }
+
+/// The start-up check of `window_state`'s sorting key (`salestalk run` warns when it is the
+/// old one) holds while views of the database are dropped and made again, as when two
+/// processes migrate a fresh database at once (`deploy/run-demo` starts `ingest` and `run`
+/// together); it says `false` for a table with the old key and `true` where there is none yet.
+#[tokio::test]
+async fn the_sorting_key_check_holds_while_views_are_dropped_and_made() {
+    use salestalk_store::tables::window_state::generation_in_sorting_key;
+    let endpoint = endpoint(&unique("it_sortkey").replace('-', "_"));
+    let profile = endpoint.probe().await.expect("probe");
+    endpoint.migrate(&profile).await.expect("migrate");
+    let database = endpoint.database.clone();
+    // Another process's `migrate` making every view again (as after an upgrade: the views'
+    // recorded fingerprint is gone), three times over.
+    let churn = {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                endpoint
+                    .client()
+                    .query("TRUNCATE TABLE schema_views")
+                    .execute()
+                    .await
+                    .expect("forget the views' fingerprint");
+                endpoint.migrate(&profile).await.expect("migrate again");
+                let recorded: u64 = endpoint
+                    .client()
+                    .query("SELECT count() FROM schema_views")
+                    .fetch_one()
+                    .await
+                    .expect("the views' fingerprint");
+                assert_eq!(recorded, 1, "the views were made again");
+            }
+        })
+    };
+    let mut checks = 0;
+    while !churn.is_finished() {
+        let kept_apart = generation_in_sorting_key(&endpoint, &database)
+            .await
+            .unwrap_or_else(|e| panic!("check {checks} while views change: {e}"));
+        assert!(
+            kept_apart,
+            "a table made by this build keeps generations apart"
+        );
+        checks += 1;
+    }
+    churn.await.expect("the views were dropped and made");
+    assert!(checks > 0, "the check never ran while the views changed");
+
+    // A table made before the key ended with `generation`, and no table at all.
+    let old = endpoint.client();
+    let old_database = format!("{database}_old");
+    for sql in [
+        format!("CREATE DATABASE {old_database}"),
+        format!(
+            "CREATE TABLE {old_database}.window_state (family String, task String, \
+             epoch UInt64, window_start DateTime('UTC'), tenant_id String, d1 String, \
+             d2 String, d3 String) ENGINE = ReplacingMergeTree(epoch) \
+             ORDER BY (family, tenant_id, window_start, d1, d2, d3, task)"
+        ),
+    ] {
+        old.query(&sql).execute().await.expect(&sql);
+    }
+    assert!(
+        !generation_in_sorting_key(&endpoint, &old_database)
+            .await
+            .expect("the old table's key")
+    );
+    let none = format!("{database}_none");
+    assert!(
+        generation_in_sorting_key(&endpoint, &none)
+            .await
+            .expect("no database, no table")
+    );
+    drop_database(&old_database).await;
+    drop_database(&database).await;
+}

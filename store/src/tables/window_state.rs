@@ -66,21 +66,29 @@ pub(crate) fn create(ddl: &Ddl<'_>) -> String {
 
 /// Whether `window_state` of `database` keeps each generation's rows apart in merges (its
 /// sorting key ends with `generation`); `false` for a table created before that, which a
-/// rebuild fixes (docs/operations.md, "Rebuilding window_state").
+/// rebuild fixes (docs/operations.md, "Rebuilding window_state"). `true` where there is no
+/// such table yet (`migrate` makes it so).
+///
+/// Reads the one table's definition (`SHOW CREATE TABLE`), not `system.tables`: ClickHouse
+/// 18.16 reads every table of the database for that, and fails when another instance's
+/// `migrate` drops a view meanwhile ("Table … doesn't exist"), as two processes starting
+/// together on a fresh database do.
 pub async fn generation_in_sorting_key(
     endpoint: &Endpoint,
     database: &str,
 ) -> Result<bool, ClickHouseError> {
-    let query: String = endpoint
-        .query(
-            "SELECT create_table_query FROM system.tables \
-             WHERE database = ? AND name = 'window_state'",
-        )
-        .bind(database)
-        .fetch_optional()
-        .await?
-        .unwrap_or_default();
-    Ok(query.is_empty() || sorting_key_has_generation(&query))
+    let exists: u8 = endpoint
+        .query(&format!("EXISTS TABLE {database}.window_state"))
+        .fetch_one()
+        .await?;
+    if exists == 0 {
+        return Ok(true);
+    }
+    let statement: String = endpoint
+        .query(&format!("SHOW CREATE TABLE {database}.window_state"))
+        .fetch_one()
+        .await?;
+    Ok(sorting_key_has_generation(&statement))
 }
 
 /// Whether the `CREATE TABLE` statement `statement` sorts by `generation` last.
