@@ -161,62 +161,91 @@ impl GroupOffsets {
     }
 }
 
-/// The lag of consumer group `group` on every partition of `topic`, from the group's committed
-/// offsets (an OffsetFetch: the group is not joined) and the partitions' watermarks; the
-/// oldest unread message is read by a consumer of its own that commits nothing. Blocking:
-/// call it off the async runtime.
-pub fn group_lag(settings: &KafkaSettings, group: &str, topic: &str) -> KafkaResult<Vec<GroupLag>> {
-    use rdkafka::{Message, Offset, TopicPartitionList};
-    let timeout = Duration::from_secs(5);
-    let client = metadata_client(settings)?;
-    let metadata = client.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let member: BaseConsumer = settings
-        .client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut wanted = TopicPartitionList::new();
-    for &partition in &partitions {
-        wanted.add_partition(topic, partition);
-    }
-    let committed = member.committed_offsets(wanted, timeout)?;
-    let mut lags = Vec::new();
-    let mut unread = TopicPartitionList::new();
-    for &partition in &partitions {
-        let (low, high) = client.fetch_watermarks(topic, partition, timeout)?;
-        let position = match committed
-            .find_partition(topic, partition)
-            .map(|p| p.offset())
-        {
-            Some(Offset::Offset(offset)) => offset.clamp(low, high),
-            _ => low,
-        };
-        if position < high {
-            unread.add_partition_offset(topic, partition, Offset::Offset(position))?;
-        }
-        lags.push(GroupLag {
-            partition,
-            messages: high - position,
-            oldest_unread_ms: None,
-        });
-    }
-    if unread.count() > 0 {
-        let reader: BaseConsumer = settings
+/// Samples one consumer group's lag on one topic, again and again through the same two
+/// clients: one asks for the group's committed offsets (an OffsetFetch: the group is not
+/// joined), the partitions and their watermarks; the other reads the oldest unread message of
+/// each partition and commits nothing. Making them once matters: three fresh clients per group
+/// every sample, the last prefetching with librdkafka's defaults (1 MiB a partition, queueing
+/// up to 100,000 messages before the pause lands) from a group's committed offset, raised the
+/// p99 event-to-durable latency of the pipeline sharing the broker from about 2.5 s to 4-7 s
+/// (docs/performance.md, issue 31's tenth part).
+pub struct LagProbe {
+    topic: String,
+    offsets: GroupOffsets,
+    reader: BaseConsumer,
+}
+
+impl LagProbe {
+    /// A probe of `group` on `topic`.
+    pub fn new(settings: &KafkaSettings, group: &str, topic: &str) -> KafkaResult<Self> {
+        let reader = settings
             .client_config()
             .set("group.id", "salestalk-lag-probe")
             .set("enable.auto.commit", "false")
+            // One message a partition is wanted: fetch it alone rather than fill a queue. A
+            // first message larger than this still comes whole (the protocol returns at
+            // least one), so the limit costs nothing but the prefetch.
+            .set("max.partition.fetch.bytes", "65536")
+            .set("queued.min.messages", "1")
+            .set("queued.max.messages.kbytes", "1024")
             .create()?;
-        reader.assign(&unread)?;
+        Ok(Self {
+            topic: topic.to_string(),
+            offsets: GroupOffsets::new(settings, group)?,
+            reader,
+        })
+    }
+
+    /// The group.
+    pub fn group(&self) -> &str {
+        self.offsets.group()
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The group's lag on every partition of the topic now. Blocking: call it off the async
+    /// runtime.
+    pub fn sample(&self) -> KafkaResult<Vec<GroupLag>> {
+        use rdkafka::{Message, Offset, TopicPartitionList};
+        let timeout = Duration::from_secs(5);
+        let topic = self.topic.as_str();
+        let client = &self.offsets.member;
+        let metadata = client.fetch_metadata(Some(topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let committed = self.offsets.committed(topic, &partitions)?;
+        let mut lags = Vec::new();
+        let mut unread = TopicPartitionList::new();
+        for &partition in &partitions {
+            let (low, high) = client.fetch_watermarks(topic, partition, timeout)?;
+            let position = committed
+                .iter()
+                .find(|(p, _)| *p == partition)
+                .map_or(low, |&(_, offset)| offset.clamp(low, high));
+            if position < high {
+                unread.add_partition_offset(topic, partition, Offset::Offset(position))?;
+            }
+            lags.push(GroupLag {
+                partition,
+                messages: high - position,
+                oldest_unread_ms: None,
+            });
+        }
+        if unread.count() == 0 {
+            return Ok(lags);
+        }
+        self.reader.assign(&unread)?;
         let deadline = std::time::Instant::now() + timeout;
         let mut missing = unread.count();
         while missing > 0 && std::time::Instant::now() < deadline {
-            let Some(Ok(message)) = reader.poll(Duration::from_millis(200)) else {
+            let Some(Ok(message)) = self.reader.poll(Duration::from_millis(200)) else {
                 continue;
             };
             let Some(lag) = lags
@@ -227,11 +256,9 @@ pub fn group_lag(settings: &KafkaSettings, group: &str, topic: &str) -> KafkaRes
             };
             lag.oldest_unread_ms = message.timestamp().to_millis();
             missing -= 1;
-            // One message a partition is enough: stop reading it.
-            let mut done = TopicPartitionList::new();
-            done.add_partition(topic, message.partition());
-            let _ = reader.pause(&done);
         }
+        // Nothing stays assigned between samples: the reader fetches nothing while it waits.
+        self.reader.unassign()?;
+        Ok(lags)
     }
-    Ok(lags)
 }

@@ -647,3 +647,76 @@ async fn a_consumer_groups_lag_and_its_reported_failures_show_on_the_sre_page() 
     );
     isolated.remove().await;
 }
+
+/// The broker time of every message of `topic`'s partition 0, by offset.
+fn broker_times(brokers: &str, topic: &str) -> Vec<i64> {
+    crate::support::read_topic(brokers, topic)
+        .into_iter()
+        .map(|m| m.broker_ms.expect("a timestamp"))
+        .collect()
+}
+
+/// One probe, made once as `salestalk run` makes it, follows the group sample after sample:
+/// its commits, a caught-up group, and messages written after that (the reader it keeps is
+/// assigned afresh each time and reads the partition's message at the group's offset).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lag_probe_follows_a_groups_commits_sample_after_sample() {
+    let isolated = Isolated::create("it-lag-probe", 1).await;
+    let target = crate::support::WatchedTarget::create(&isolated, "probed").await;
+    let brokers = isolated.brokers.as_str();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    let hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let produce = |from: i64, to: i64| {
+        let producer = producer.clone();
+        let topic = target.topic.clone();
+        async move {
+            for n in from..to {
+                producer
+                    .send(
+                        FutureRecord::to(&topic)
+                            .key("k")
+                            .payload(&format!(r#"{{"eventId":"m{n}"}}"#))
+                            .timestamp(hour_ago + n * 1_000),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .expect("produced");
+            }
+        }
+    };
+    produce(0, 10).await;
+    let mut kafka = crate::support::settings().kafka;
+    kafka.brokers = brokers.to_string();
+    let probe =
+        salestalk_kafka::admin::LagProbe::new(&kafka, &target.group, &target.topic).expect("probe");
+    let sample = |expected_messages: i64| {
+        let lags = probe.sample().expect("sampled");
+        assert_eq!(lags.len(), 1, "one partition: {lags:?}");
+        assert_eq!(lags[0].messages, expected_messages, "{lags:?}");
+        lags[0].oldest_unread_ms
+    };
+
+    let times = broker_times(brokers, &target.topic);
+    assert_eq!(
+        sample(10),
+        Some(times[0]),
+        "never committed: from the first"
+    );
+    target.commit(brokers, 4);
+    assert_eq!(sample(6), Some(times[4]));
+    target.commit(brokers, 10);
+    assert_eq!(sample(0), None, "caught up: nothing unread");
+    produce(10, 12).await;
+    let times = broker_times(brokers, &target.topic);
+    assert_eq!(
+        sample(2),
+        Some(times[10]),
+        "written after the group caught up"
+    );
+    assert_eq!(sample(2), Some(times[10]), "the same again");
+    assert!(times[4] > times[0] && times[10] > times[4], "{times:?}");
+    isolated.remove().await;
+}

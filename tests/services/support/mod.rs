@@ -199,6 +199,8 @@ pub struct ReadBack {
     pub event_id: String,
     /// Headers, as text.
     pub headers: Vec<(String, String)>,
+    /// The broker's time of the message (Unix ms), when it has one.
+    pub broker_ms: Option<i64>,
 }
 
 impl ReadBack {
@@ -250,6 +252,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<ReadBack> {
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             event_id: event["eventId"].as_str().unwrap_or_default().to_string(),
             headers,
+            broker_ms: message.timestamp().to_millis(),
         });
     }
     out

@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use salestalk_kafka::KafkaSettings;
-use salestalk_kafka::admin::group_lag;
+use salestalk_kafka::admin::LagProbe;
 use salestalk_operators::time;
 use salestalk_store::Endpoint;
 use salestalk_store::tables::consumer_group_lag::LagSample;
@@ -15,22 +14,16 @@ use salestalk_store::tables::consumer_group_lag::LagSample;
 use crate::settings::Settings;
 use crate::telemetry::{GroupLabels, Telemetry};
 
-/// The samples of `group` on `topic` as of `now_ms`.
-pub async fn sample(
-    kafka: &KafkaSettings,
-    group: &str,
-    topic: &str,
-    now_ms: u64,
-) -> anyhow::Result<Vec<LagSample>> {
-    let (kafka, owned_group, owned_topic) = (kafka.clone(), group.to_string(), topic.to_string());
-    let lags = tokio::task::spawn_blocking(move || group_lag(&kafka, &owned_group, &owned_topic))
-        .await??;
+/// The samples `probe` takes as of `now_ms`.
+pub async fn sample(probe: &Arc<LagProbe>, now_ms: u64) -> anyhow::Result<Vec<LagSample>> {
+    let owned = Arc::clone(probe);
+    let lags = tokio::task::spawn_blocking(move || owned.sample()).await??;
     Ok(lags
         .into_iter()
         .map(|lag| LagSample {
             minute: time::minute_datetime(now_ms),
-            consumer_group: group.to_string(),
-            topic: topic.to_string(),
+            consumer_group: probe.group().to_string(),
+            topic: probe.topic().to_string(),
             partition: lag.partition,
             lag_messages: lag.messages.max(0) as u64,
             lag_ms: lag
@@ -44,31 +37,46 @@ pub async fn sample(
 }
 
 /// Samples every (group, topic) of `groups` every `interval_ms`, storing what it finds and
-/// showing it as gauges (for the Prometheus rule, which needs no ClickHouse).
+/// showing it as gauges (for the Prometheus rule, which needs no ClickHouse). Each pair's
+/// probe is made once (`LagProbe`: its clients live as long as the run).
 pub fn schedule(
     settings: &Settings,
     groups: Vec<(String, String)>,
     interval_ms: u64,
     telemetry: Arc<Telemetry>,
 ) {
-    if groups.is_empty() {
+    let probes: Vec<Arc<LagProbe>> = groups
+        .iter()
+        .filter_map(
+            |(group, topic)| match LagProbe::new(&settings.kafka, group, topic) {
+                Ok(probe) => Some(Arc::new(probe)),
+                Err(error) => {
+                    tracing::warn!(%error, group, topic, "cannot sample the group's lag");
+                    None
+                }
+            },
+        )
+        .collect();
+    if probes.is_empty() {
         return;
     }
-    let kafka = settings.kafka.clone();
     let endpoint: Endpoint = settings.clickhouse.clone();
     tokio::spawn(async move {
         loop {
             let now_ms = time::now_ms();
             let mut samples = Vec::new();
-            for (group, topic) in &groups {
-                match sample(&kafka, group, topic, now_ms).await {
+            for probe in &probes {
+                match sample(probe, now_ms).await {
                     Ok(found) => {
-                        show(&telemetry, group, topic, &found);
+                        show(&telemetry, probe.group(), probe.topic(), &found);
                         samples.extend(found);
                     }
-                    Err(error) => {
-                        tracing::warn!(%error, group, topic, "could not sample a group's lag")
-                    }
+                    Err(error) => tracing::warn!(
+                        %error,
+                        group = probe.group(),
+                        topic = probe.topic(),
+                        "could not sample a group's lag"
+                    ),
                 }
             }
             if let Err(error) = endpoint.record_lag(&samples).await {
