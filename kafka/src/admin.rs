@@ -167,7 +167,7 @@ impl GroupOffsets {
 /// each partition and commits nothing. Making them once matters: three fresh clients per group
 /// every sample, the last prefetching with librdkafka's defaults (1 MiB a partition, queueing
 /// up to 100,000 messages before the pause lands) from a group's committed offset, raised the
-/// p99 event-to-durable latency of the pipeline sharing the broker from about 2.5 s to 4-7 s
+/// p99 event-to-durable latency of the pipeline sharing the broker from about 2.3 s to 5-7 s
 /// (docs/performance.md, issue 31's tenth part).
 pub struct LagProbe {
     topic: String,
@@ -222,6 +222,9 @@ impl LagProbe {
             .collect();
         let committed = self.offsets.committed(topic, &partitions)?;
         let mut lags = Vec::new();
+        // Where each partition's read starts: a message before it (one the reused reader
+        // fetched for an earlier sample) is not this sample's oldest unread.
+        let mut positions = Vec::new();
         let mut unread = TopicPartitionList::new();
         for &partition in &partitions {
             let (low, high) = client.fetch_watermarks(topic, partition, timeout)?;
@@ -232,6 +235,7 @@ impl LagProbe {
             if position < high {
                 unread.add_partition_offset(topic, partition, Offset::Offset(position))?;
             }
+            positions.push(position);
             lags.push(GroupLag {
                 partition,
                 messages: high - position,
@@ -248,10 +252,11 @@ impl LagProbe {
             let Some(Ok(message)) = self.reader.poll(Duration::from_millis(200)) else {
                 continue;
             };
-            let Some(lag) = lags
-                .iter_mut()
-                .find(|l| l.partition == message.partition() && l.oldest_unread_ms.is_none())
-            else {
+            let Some((lag, _)) = lags.iter_mut().zip(&positions).find(|(l, position)| {
+                l.partition == message.partition()
+                    && l.oldest_unread_ms.is_none()
+                    && message.offset() >= **position
+            }) else {
                 continue;
             };
             lag.oldest_unread_ms = message.timestamp().to_millis();
