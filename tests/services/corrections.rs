@@ -20,8 +20,25 @@ use crate::exactness::{
 use crate::support::fixtures::Examples;
 use crate::support::{Isolated, salestalk, stdout_of};
 
-/// The start (Unix s) of yesterday, UTC.
-pub fn yesterday() -> i64 {
+/// How long before midnight (UTC) a test that needs yesterday to stay yesterday waits for the
+/// new day instead of starting: longer than any such test takes on a loaded CI machine.
+const DAY_MARGIN_S: i64 = 15 * 60;
+
+/// The start (Unix s) of yesterday, UTC, which stays yesterday for at least `DAY_MARGIN_S`.
+///
+/// These tests make yesterday final with an event stamped now and expect today to be refused
+/// as not final; one that straddles midnight finds its "today" final and the pipeline's
+/// yesterday a day later than its own (a CI run started at 23:59 failed so). Within the margin
+/// it therefore sleeps into the new day first.
+pub async fn yesterday() -> i64 {
+    let now = chrono::Utc::now().timestamp();
+    let left = 86_400 - now.rem_euclid(86_400);
+    if left < DAY_MARGIN_S {
+        eprintln!(
+            "{left} s to midnight (UTC): waiting for the new day so that yesterday stays yesterday"
+        );
+        tokio::time::sleep(Duration::from_secs(left.unsigned_abs() + 5)).await;
+    }
     (chrono::Utc::now().timestamp().div_euclid(86_400) - 1) * 86_400
 }
 
@@ -287,7 +304,7 @@ fn total(volume: &Volume) -> u64 {
 async fn late_events_are_counted_without_a_command_through_two_sigkills() {
     let isolated = Isolated::create("it-late-days", PARTITIONS).await;
     let env = corrected_env(&isolated);
-    let day = yesterday();
+    let day = yesterday().await;
     let on_time = traffic(81, 3_000, day + 12 * 3600, 10);
     let args: Vec<&str> = on_time.iter().map(String::as_str).collect();
     stdout_of(&salestalk(&args, &env));
@@ -373,7 +390,7 @@ fn as_one_partition(input: &Input) -> Input {
 async fn copies_of_an_event_in_two_partitions_count_once_in_every_view() {
     let isolated = Isolated::create("it-random-parts", PARTITIONS).await;
     let env = corrected_env(&isolated);
-    let day = yesterday();
+    let day = yesterday().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("traffic.jsonl");
     let file_arg = file.to_string_lossy().to_string();

@@ -367,7 +367,7 @@ async fn backfill_makes_a_past_day_equal_the_recomputation_with_its_late_events(
     let live = isolated.endpoint();
     // Yesterday's traffic (with late, out-of-order, duplicate... events), then one event now
     // on every partition, which makes yesterday final for every task.
-    let day = yesterday();
+    let day = yesterday().await;
     let start = chrono::DateTime::from_timestamp(day + 12 * 3600, 0)
         .expect("time")
         .to_rfc3339();
