@@ -28,6 +28,9 @@ const MAX_FIELD: usize = 256;
 /// Most reports stored in one insert.
 const BATCH: usize = 1_000;
 
+/// Most dead-letter records the reader holds prefetched, in KiB (`queued.max.messages.kbytes`).
+const REPORTS_PREFETCH_KBYTES: u32 = 4_096;
+
 /// The report a record of the dead-letter topic carries, if it is one: `None` for the
 /// pipeline's own dead letters, and for a report whose consumer name is not a group name.
 pub fn report_of(message: &BorrowedMessage<'_>) -> Option<FailureReport> {
@@ -91,6 +94,14 @@ pub fn schedule(settings: &Settings) {
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        // The dead-letter topic also holds every dead letter of the pipeline's own, which this
+        // reader skips: with librdkafka's defaults a backlog of them would be prefetched into
+        // a queue of up to 64 MiB. Reports are small and read as they come, so a few MiB keeps
+        // the pace and bounds the memory.
+        .set(
+            "queued.max.messages.kbytes",
+            REPORTS_PREFETCH_KBYTES.to_string(),
+        )
         .create()
     {
         Ok(consumer) => consumer,
