@@ -13,6 +13,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use salestalk_operators::time;
+use salestalk_sinks::retry::RetryPolicy;
 use salestalk_store::Endpoint;
 use salestalk_store::tables::consumer_failures::FailureReport;
 
@@ -118,14 +119,17 @@ pub fn schedule(settings: &Settings) {
     tokio::spawn(async move { read(consumer, endpoint).await });
 }
 
-/// The first wait after the broker answers an error, and the longest: while the broker is
-/// down the client returns its error at once, and asking again without a pause would spin
-/// (and log) ten times a second.
-const ERROR_PAUSE: Duration = Duration::from_millis(500);
-const MAX_ERROR_PAUSE: Duration = Duration::from_secs(30);
+/// The pauses after the broker answers an error, and between attempts to store reports:
+/// while the broker is down the client returns its error at once, and asking again without a
+/// pause would spin (and log) ten times a second. Neither gives up, so `max_attempts` is unused.
+const PAUSES: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    initial_backoff: Duration::from_millis(500),
+    max_backoff: Duration::from_secs(30),
+};
 
 async fn read(consumer: StreamConsumer, endpoint: Endpoint) {
-    let mut error_pause = ERROR_PAUSE;
+    let mut read_errors = 0;
     loop {
         let mut reports = Vec::new();
         let mut read_any = false;
@@ -137,7 +141,7 @@ async fn read(consumer: StreamConsumer, endpoint: Endpoint) {
                     reports.extend(report_of(&message));
                 }
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, retry_in_ms = error_pause.as_millis() as u64, "reading failure reports");
+                    tracing::warn!(%error, errors_in_a_row = read_errors + 1, "reading failure reports");
                     failed = true;
                     break;
                 }
@@ -147,22 +151,22 @@ async fn read(consumer: StreamConsumer, endpoint: Endpoint) {
         // Only a message read shows the broker is back: between its errors the client may
         // also just time out.
         if read_any {
-            error_pause = ERROR_PAUSE;
+            read_errors = 0;
         }
         if failed {
-            tokio::time::sleep(error_pause).await;
-            error_pause = (error_pause * 2).min(MAX_ERROR_PAUSE);
+            read_errors += 1;
+            tokio::time::sleep(PAUSES.jittered_backoff(read_errors)).await;
         }
         if !read_any {
             continue;
         }
         // Stored before the commit: a crash in between reads them again, and the same
         // (partition, offset) replaces its row.
-        let mut pause = Duration::from_millis(500);
+        let mut retry = 0;
         while let Err(error) = endpoint.record_failure_reports(&reports).await {
             tracing::warn!(%error, "could not store failure reports; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(30));
+            retry += 1;
+            tokio::time::sleep(PAUSES.jittered_backoff(retry)).await;
         }
         if let Err(error) = consumer.commit_consumer_state(CommitMode::Async) {
             tracing::warn!(%error, "committing past failure reports");
