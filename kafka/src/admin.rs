@@ -3,6 +3,7 @@
 //! partition's log reaches (lag on the SRE page, "caught up").
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
@@ -162,8 +163,9 @@ impl GroupOffsets {
 }
 
 /// Samples one consumer group's lag on one topic, again and again through the same two
-/// clients: one asks for the group's committed offsets (an OffsetFetch: the group is not
-/// joined), the partitions and their watermarks; the other reads the oldest unread message of
+/// clients: the group's [`GroupOffsets`] (shared with its other watchers) asks for its committed
+/// offsets (an OffsetFetch: the group is not joined), the partitions and their watermarks; the
+/// other reads the oldest unread message of
 /// each partition and commits nothing. Making them once matters: three fresh clients per group
 /// every sample, the last prefetching with librdkafka's defaults (1 MiB a partition, queueing
 /// up to 100,000 messages before the pause lands) from a group's committed offset, raised the
@@ -171,13 +173,18 @@ impl GroupOffsets {
 /// (docs/performance.md, issue 31's tenth part).
 pub struct LagProbe {
     topic: String,
-    offsets: GroupOffsets,
+    offsets: Arc<GroupOffsets>,
     reader: BaseConsumer,
 }
 
 impl LagProbe {
-    /// A probe of `group` on `topic`.
-    pub fn new(settings: &KafkaSettings, group: &str, topic: &str) -> KafkaResult<Self> {
+    /// A probe of `offsets`' group on `topic`, asking through `offsets`' client, which the
+    /// group's other watchers may share.
+    pub fn new(
+        settings: &KafkaSettings,
+        offsets: Arc<GroupOffsets>,
+        topic: &str,
+    ) -> KafkaResult<Self> {
         let reader = settings
             .client_config()
             .set("group.id", "salestalk-lag-probe")
@@ -191,7 +198,7 @@ impl LagProbe {
             .create()?;
         Ok(Self {
             topic: topic.to_string(),
-            offsets: GroupOffsets::new(settings, group)?,
+            offsets,
             reader,
         })
     }

@@ -690,33 +690,50 @@ async fn the_lag_probe_follows_a_groups_commits_sample_after_sample() {
     produce(0, 10).await;
     let mut kafka = crate::support::settings().kafka;
     kafka.brokers = brokers.to_string();
-    let probe =
-        salestalk_kafka::admin::LagProbe::new(&kafka, &target.group, &target.topic).expect("probe");
-    let sample = |expected_messages: i64| {
+    // The group's offsets client, shared with the commit-latency watcher as `run` shares it:
+    // what it reads between samples must not move the probe.
+    let offsets = std::sync::Arc::new(
+        salestalk_kafka::admin::GroupOffsets::new(&kafka, &target.group).expect("offsets"),
+    );
+    let probe = salestalk_kafka::admin::LagProbe::new(
+        &kafka,
+        std::sync::Arc::clone(&offsets),
+        &target.topic,
+    )
+    .expect("probe");
+    // Each sample also asks the shared client for the group's commit, as the commit-latency
+    // watcher does between samples.
+    let sample = |expected_messages: i64, expected_commit: Option<i64>| {
         let lags = probe.sample().expect("sampled");
         assert_eq!(lags.len(), 1, "one partition: {lags:?}");
         assert_eq!(lags[0].messages, expected_messages, "{lags:?}");
+        let committed = offsets.committed(&target.topic, &[0]).expect("committed");
+        let expected: Vec<(i32, i64)> = expected_commit.into_iter().map(|o| (0, o)).collect();
+        assert_eq!(
+            committed, expected,
+            "the group's commit through the shared client"
+        );
         lags[0].oldest_unread_ms
     };
 
     let times = broker_times(brokers, &target.topic);
     assert_eq!(
-        sample(10),
+        sample(10, None),
         Some(times[0]),
         "never committed: from the first"
     );
     target.commit(brokers, 4);
-    assert_eq!(sample(6), Some(times[4]));
+    assert_eq!(sample(6, Some(4)), Some(times[4]));
     target.commit(brokers, 10);
-    assert_eq!(sample(0), None, "caught up: nothing unread");
+    assert_eq!(sample(0, Some(10)), None, "caught up: nothing unread");
     produce(10, 12).await;
     let times = broker_times(brokers, &target.topic);
     assert_eq!(
-        sample(2),
+        sample(2, Some(10)),
         Some(times[10]),
         "written after the group caught up"
     );
-    assert_eq!(sample(2), Some(times[10]), "the same again");
+    assert_eq!(sample(2, Some(10)), Some(times[10]), "the same again");
     assert!(times[4] > times[0] && times[10] > times[4], "{times:?}");
     isolated.remove().await;
 }

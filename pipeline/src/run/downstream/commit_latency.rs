@@ -88,26 +88,15 @@ fn add(
     }
 }
 
-/// Reads the commits of every (group, topic) of `groups` every [`POLL`] while the run lasts,
-/// storing the latency of what each covered.
+/// Reads the commits of every (group, topic) of `groups` (each group with its offsets client)
+/// every [`POLL`] while the run lasts, storing the latency of what each covered.
 pub fn schedule(
     settings: &Settings,
-    groups: &[(String, String)],
+    groups: &[(Arc<GroupOffsets>, String)],
     awaiting: Arc<AwaitingCommit>,
     telemetry: Arc<Telemetry>,
 ) {
-    let readers: Vec<(GroupOffsets, String)> = groups
-        .iter()
-        .filter_map(
-            |(group, topic)| match GroupOffsets::new(&settings.kafka, group) {
-                Ok(reader) => Some((reader, topic.clone())),
-                Err(error) => {
-                    tracing::warn!(%error, group, "cannot read the group's commits: its latency is not measured");
-                    None
-                }
-            },
-        )
-        .collect();
+    let readers: Vec<(Arc<GroupOffsets>, String)> = groups.to_vec();
     if readers.is_empty() {
         return;
     }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use salestalk_kafka::admin::LagProbe;
+use salestalk_kafka::admin::{GroupOffsets, LagProbe};
 use salestalk_operators::time;
 use salestalk_store::Endpoint;
 use salestalk_store::tables::consumer_group_lag::LagSample;
@@ -36,26 +36,27 @@ pub async fn sample(probe: &Arc<LagProbe>, now_ms: u64) -> anyhow::Result<Vec<La
         .collect())
 }
 
-/// Samples every (group, topic) of `groups` every `interval_ms`, storing what it finds and
-/// showing it as gauges (for the Prometheus rule, which needs no ClickHouse). Each pair's
-/// probe is made once (`LagProbe`: its clients live as long as the run).
+/// Samples every (group, topic) of `groups` (each group with its offsets client) every
+/// `interval_ms`, storing what it finds and showing it as gauges (for the Prometheus rule,
+/// which needs no ClickHouse). Each pair's probe is made once (`LagProbe`: its clients live
+/// as long as the run).
 pub fn schedule(
     settings: &Settings,
-    groups: Vec<(String, String)>,
+    groups: &[(Arc<GroupOffsets>, String)],
     interval_ms: u64,
     telemetry: Arc<Telemetry>,
 ) {
     let probes: Vec<Arc<LagProbe>> = groups
         .iter()
-        .filter_map(
-            |(group, topic)| match LagProbe::new(&settings.kafka, group, topic) {
+        .filter_map(|(offsets, topic)| {
+            match LagProbe::new(&settings.kafka, Arc::clone(offsets), topic) {
                 Ok(probe) => Some(Arc::new(probe)),
                 Err(error) => {
-                    tracing::warn!(%error, group, topic, "cannot sample the group's lag");
+                    tracing::warn!(%error, group = offsets.group(), topic, "cannot sample the group's lag");
                     None
                 }
-            },
-        )
+            }
+        })
         .collect();
     if probes.is_empty() {
         return;

@@ -12,6 +12,7 @@ pub mod reports;
 
 use std::sync::Arc;
 
+use salestalk_kafka::admin::GroupOffsets;
 use salestalk_operators::routing::RoutingTable;
 use salestalk_sinks::kafka::AwaitingCommit;
 
@@ -61,14 +62,45 @@ pub fn watch(
     if settings.routing.consumer_watch_interval_ms == 0 {
         return;
     }
+    let offsets = group_offsets(settings, groups);
     if let Some(awaiting) = awaiting {
-        commit_latency::schedule(settings, groups, awaiting, Arc::clone(&telemetry));
+        commit_latency::schedule(settings, &offsets, awaiting, Arc::clone(&telemetry));
     }
     lag::schedule(
         settings,
-        groups.to_vec(),
+        &offsets,
         settings.routing.consumer_watch_interval_ms,
         telemetry,
     );
     reports::schedule(settings);
+}
+
+/// Each watched (group, topic) with its group's offsets client: one client per group, shared
+/// by the group's topics and by both the lag and the commit-latency watchers, since every
+/// librdkafka client holds its own threads and broker connections. A group whose client
+/// cannot be made is left out of both, with a warning.
+fn group_offsets(
+    settings: &Settings,
+    groups: &[(String, String)],
+) -> Vec<(Arc<GroupOffsets>, String)> {
+    let mut clients: Vec<Arc<GroupOffsets>> = Vec::new();
+    let mut out = Vec::with_capacity(groups.len());
+    for (group, topic) in groups {
+        let client = match clients.iter().find(|c| c.group() == group.as_str()) {
+            Some(client) => Arc::clone(client),
+            None => match GroupOffsets::new(&settings.kafka, group) {
+                Ok(client) => {
+                    let client = Arc::new(client);
+                    clients.push(Arc::clone(&client));
+                    client
+                }
+                Err(error) => {
+                    tracing::warn!(%error, group, "cannot read the group's offsets: its lag and commit latency are not measured");
+                    continue;
+                }
+            },
+        };
+        out.push((client, topic.clone()));
+    }
+    out
 }
