@@ -163,10 +163,10 @@ impl GroupOffsets {
 }
 
 /// Samples one consumer group's lag on one topic, again and again through the same two
-/// clients: the group's [`GroupOffsets`] (shared with its other watchers) asks for its committed
-/// offsets (an OffsetFetch: the group is not joined), the partitions and their watermarks; the
-/// other reads the oldest unread message of
-/// each partition and commits nothing. Making them once matters: three fresh clients per group
+/// clients: the group's [`GroupOffsets`] (shared with its other watchers) asks for its
+/// committed offsets (an OffsetFetch: the group is not joined), the partitions and their
+/// watermarks; the other reads the oldest unread message of each partition and commits
+/// nothing. Making them once matters: three fresh clients per group
 /// every sample, the last prefetching with librdkafka's defaults (1 MiB a partition, queueing
 /// up to 100,000 messages before the pause lands) from a group's committed offset, raised the
 /// p99 event-to-durable latency of the pipeline sharing the broker from about 2.3 s to 5-7 s
