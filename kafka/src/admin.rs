@@ -166,11 +166,11 @@ impl GroupOffsets {
 /// clients: the group's [`GroupOffsets`] (shared with its other watchers) asks for its
 /// committed offsets (an OffsetFetch: the group is not joined), the partitions and their
 /// watermarks; the other reads the oldest unread message of each partition and commits
-/// nothing. Making them once matters: three fresh clients per group
-/// every sample, the last prefetching with librdkafka's defaults (1 MiB a partition, queueing
-/// up to 100,000 messages before the pause lands) from a group's committed offset, raised the
-/// p99 event-to-durable latency of the pipeline sharing the broker from about 2.3 s to 5-7 s
-/// (docs/performance.md, issue 31's tenth part).
+/// nothing. Making them once matters: three fresh clients per group every sample, the last
+/// prefetching with librdkafka's defaults (1 MiB a partition, queueing up to 100,000 messages
+/// before the pause lands) from a group's committed offset, raised the p99 event-to-durable
+/// latency of the pipeline sharing the broker from about 2.3 s to 5-7 s (docs/performance.md,
+/// issue 31's tenth part).
 pub struct LagProbe {
     topic: String,
     offsets: Arc<GroupOffsets>,
